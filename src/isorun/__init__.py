@@ -1,0 +1,25 @@
+"""isorun: run one command inside Linux isolation compiled from a TOML policy.
+
+The package is imported on the launch path, so it imports nothing heavy: the public API
+names are resolved lazily (PEP 562) from :mod:`isorun.api`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["IsorunError", "Popen", "ProfileError", "__version__", "compile_plan", "load_profile", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run", "Popen", "load_profile", "compile_plan", "CompletedRun"):
+        from isorun import api
+
+        return getattr(api, name)
+    if name in ("IsorunError", "ProfileError"):
+        from isorun import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module 'isorun' has no attribute {name!r}")

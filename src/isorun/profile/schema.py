@@ -1,0 +1,308 @@
+"""The profile language (v1) as frozen dataclasses.
+
+Each class is one TOML table; each field is one key, with the same name. The docstring
+under every field is the reference text: ``docs/profile.md`` is generated from them
+(``scripts/gen_profile_doc.py``) and a test fails when the two differ.
+
+Every node carries ``loc`` (the file, line and column that set it, ``compare=False``) so the
+planner and the backends can name the profile line behind any rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from isorun.errors import DEFAULT_LOC, Loc
+
+NAMESPACES = ("user", "pid", "net", "mount", "ipc", "uts", "cgroup", "time")
+MOUNT_TYPES = ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "symlink", "file",
+               "dir", "mqueue")
+ACTIONS = ("allow", "errno", "kill_process", "kill_thread", "trap", "log")
+OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
+NETWORK_MODES = ("none", "host")
+BACKENDS = ("auto", "native", "bwrap", "firejail")
+RLIMITS = ("address_space", "cpu", "nofile", "nproc", "fsize", "core", "stack", "memlock")
+
+
+@dataclass(frozen=True, slots=True)
+class Namespaces:
+    """``[namespaces]``: which kernel namespaces the sandbox gets of its own."""
+
+    user: bool = True
+    """A new user namespace. Needed to run unprivileged; ids are mapped by ``[identity]``."""
+    pid: bool = True
+    """A new pid namespace: the command sees only its own processes; isorun runs a pid 1
+    that reaps orphans and forwards signals."""
+    net: bool = True
+    """A new network namespace (only loopback). Implied by ``network.mode = "none"``."""
+    mount: bool = True
+    """A new mount namespace. Needed for any ``[[mounts]]`` and for a new root."""
+    ipc: bool = True
+    """A new IPC namespace: System V IPC and POSIX message queues of its own."""
+    uts: bool = True
+    """A new UTS namespace, so ``identity.hostname`` does not touch the host."""
+    cgroup: bool = True
+    """A new cgroup namespace: /proc/self/cgroup shows the sandbox's cgroup as the root."""
+    time: bool = False
+    """A new time namespace (Linux 5.6+): monotonic and boot clocks of its own."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """``[identity]``: who the command is inside the sandbox."""
+
+    uid: int | None = None
+    """User id inside. Default: the caller's own id, mapped to itself. Mapping host root to
+    uid 0 inside needs ``unsafe.map_root = true``."""
+    gid: int | None = None
+    """Group id inside. Default: the caller's own group id."""
+    hostname: str = "sandbox"
+    """Host name inside the new UTS namespace."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """``[[mounts]]``: one entry of the ordered list that builds the file view."""
+
+    type: str
+    """One of ro-bind, rw-bind, dev-bind, tmpfs, proc, dev, symlink, file, dir, mqueue."""
+    dst: str
+    """Absolute path inside the sandbox. Variables such as ``${HOME}`` are expanded."""
+    src: str = ""
+    """Host path for the bind types (default: the same as ``dst``); the link target for
+    ``symlink``."""
+    content: str = ""
+    """The text of a ``file`` mount."""
+    size: str = ""
+    """Size limit of a ``tmpfs`` (bytes, or with a k/m/g suffix)."""
+    mode: int | None = None
+    """Permission bits of a ``tmpfs`` root, ``file`` or ``dir`` (e.g. 0o700)."""
+    optional: bool = False
+    """Skip the entry when its source does not exist, instead of refusing to run."""
+    noexec: bool = False
+    """Forbid executing files from this mount (MS_NOEXEC)."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Filesystem:
+    """``[filesystem]``: the new root and where the command starts."""
+
+    root: str = "tmpfs"
+    """``tmpfs``: a fresh empty tree built from ``[[mounts]]`` entries; an absolute directory:
+    that rootfs becomes ``/`` (pivot_root, not chroot, so it cannot be escaped with the
+    classic chroot tricks); ``host``: keep the host's root (no new root)."""
+    cwd: str = "/"
+    """Working directory of the command, inside the sandbox."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """``[capabilities]``: what survives the capability drop."""
+
+    keep: tuple[str, ...] = ()
+    """Capabilities kept (e.g. ``"CAP_NET_BIND_SERVICE"``); all others are dropped from every
+    set, and securebits are locked."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """``[security]``: process-wide hardening."""
+
+    no_new_privs: bool = True
+    """PR_SET_NO_NEW_PRIVS: execve can never gain privileges (setuid, file caps). Turning it off
+    is an error unless ``unsafe.allow_new_privs = true``."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unsafe:
+    """``[unsafe]``: switches that weaken the sandbox. Each is named in ``explain``."""
+
+    allow_new_privs: bool = False
+    """Allow ``security.no_new_privs = false``."""
+    map_root: bool = False
+    """Allow mapping host uid 0 to uid 0 inside (``identity.uid = 0`` when run as root)."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a seccomp rule (or the default) does: ``allow``, ``errno``, ``kill_process``,
+    ``kill_thread``, ``trap``, ``log``. Written in TOML as a string: ``"allow"``,
+    ``"errno:EPERM"``, ``"errno:38"``, ``"kill_process"``."""
+
+    kind: str
+    """The action's name."""
+    errno: int = 0
+    """The errno returned by an ``errno`` action."""
+
+    def __str__(self) -> str:
+        return f"errno:{self.errno}" if self.kind == "errno" else self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class ArgCond:
+    """One argument condition of a seccomp rule, e.g. ``{ index = 0, op = "eq", value = 1 }``."""
+
+    index: int
+    """Argument index, 0 to 5."""
+    op: str
+    """One of eq, ne, lt, le, gt, ge, masked_eq."""
+    value: int
+    """The value compared with (for masked_eq: compared with ``arg & mask``)."""
+    mask: int = 0
+    """The mask of a ``masked_eq`` condition."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SeccompRule:
+    """``[[seccomp.rules]]``: an action for a set of syscalls, optionally with argument
+    conditions (all must hold)."""
+
+    syscalls: tuple[str, ...]
+    """Syscall names and ``@group`` names."""
+    action: Action
+    """What the kernel answers when the rule matches."""
+    args: tuple[ArgCond, ...] = ()
+    """Argument conditions; all of them must hold for the rule to match."""
+    comment: str = ""
+    """Free text carried into exports."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Seccomp:
+    """``[seccomp]``: the syscall filter loaded last, right before execve."""
+
+    enabled: bool = True
+    """Load a filter at all. Turning it off is allowed but named in ``explain``."""
+    default_action: Action = Action("errno", 1)
+    """Answer for a syscall the profile knows but no rule allows (default ``errno:EPERM``)."""
+    unknown_action: Action = Action("errno", 38)
+    """Answer for a syscall number newer than isorun's syscall table (default ENOSYS, so
+    programs fall back gracefully)."""
+    allow: tuple[str, ...] = ()
+    """Syscalls and ``@groups`` allowed without conditions."""
+    deny: tuple[str, ...] = ()
+    """Syscalls and ``@groups`` answered with ``deny_action``."""
+    deny_action: Action = Action("errno", 1)
+    """Answer for the ``deny`` list (default ``errno:EPERM``)."""
+    rules: tuple[SeccompRule, ...] = ()
+    """Rules with their own action or argument conditions, from ``[[seccomp.rules]]``."""
+    architectures: tuple[str, ...] = ("native",)
+    """ABIs allowed to make syscalls: ``native`` only by default; ``x32`` and ``i386`` must
+    be listed to be allowed, otherwise any syscall through them kills the process."""
+    hardening: bool = True
+    """Add isorun's hardening rules (TIOCSTI/TIOCLINUX, io_uring, userfaultfd, bpf,
+    perf_event_open, keyrings, kexec, modules, ptrace, nested user namespaces, mount family,
+    unsafe personality) on top of the allow list."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``[limits]``: resource limits. rlimits are always enforced; ``memory`` and ``pids``
+    need a writable cgroup (v2 delegated, or v1 as root), else the run is refused."""
+
+    address_space: int | None = None
+    """RLIMIT_AS in bytes (k/m/g suffixes allowed)."""
+    cpu: int | None = None
+    """RLIMIT_CPU in seconds."""
+    nofile: int | None = None
+    """RLIMIT_NOFILE: open descriptors."""
+    nproc: int | None = None
+    """RLIMIT_NPROC: processes of the user (counted per real uid on the host)."""
+    fsize: int | None = None
+    """RLIMIT_FSIZE in bytes."""
+    core: int | None = 0
+    """RLIMIT_CORE in bytes (default 0: no core dumps that could leak memory contents)."""
+    stack: int | None = None
+    """RLIMIT_STACK in bytes."""
+    memlock: int | None = None
+    """RLIMIT_MEMLOCK in bytes."""
+    memory: int | None = None
+    """cgroup memory.max in bytes."""
+    pids: int | None = None
+    """cgroup pids.max: processes and threads in the sandbox."""
+    wall_time: float | None = None
+    """Seconds before the whole sandbox is killed (exit code 124)."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """``[network]``: what the command can reach."""
+
+    mode: str = "none"
+    """``none``: a new network namespace with only loopback (up); ``host``: the host's
+    network (needs ``namespaces.net = false``, set automatically)."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """``[environment]``: the command's environment, built from nothing by default."""
+
+    clear: bool = True
+    """Start from an empty environment (only ``keep`` and ``set`` reach the command)."""
+    keep: tuple[str, ...] = ()
+    """Variables passed through from the caller when set there."""
+    set: tuple[tuple[str, str], ...] = ()
+    """Variables set to a value (``${VAR}`` expanded at compile time); a TOML table."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """``[process]``: process hygiene."""
+
+    pass_fds: tuple[int, ...] = ()
+    """Descriptors (besides 0, 1, 2) the command inherits; every other one is closed."""
+    new_session: bool = True
+    """setsid(): the command cannot reach the caller's terminal (TIOCSTI). When false, the
+    seccomp filter must deny TIOCSTI/TIOCLINUX, which ``seccomp.hardening`` does."""
+    die_with_parent: bool = True
+    """The sandbox is killed when the launcher dies (PR_SET_PDEATHSIG)."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A whole profile after ``extends`` are merged: the input of the planner."""
+
+    name: str
+    """The profile's name (built-in name or file name)."""
+    description: str = ""
+    """One line shown by ``isorun profiles``."""
+    extends: tuple[str, ...] = ()
+    """Profiles merged under this one, in order: built-in names or paths relative to this
+    file. Grants (mounts, kept capabilities, environment, passed descriptors, seccomp allows)
+    are unioned; restrictions intersect (the stricter limit, namespace or network wins);
+    a key listed in ``override`` replaces the base's value instead."""
+    override: tuple[str, ...] = ()
+    """Keys (``network.mode``, ``limits.nofile``, ``namespaces.net``, ``mounts``, ...) whose
+    value in this profile replaces the base's instead of merging; needed to loosen a
+    restriction a base sets."""
+    backend: str = "auto"
+    """auto, native, bwrap or firejail."""
+    namespaces: Namespaces = Namespaces()
+    identity: Identity = Identity()
+    filesystem: Filesystem = Filesystem()
+    mounts: tuple[Mount, ...] = ()
+    capabilities: Capabilities = Capabilities()
+    security: Security = Security()
+    unsafe: Unsafe = Unsafe()
+    seccomp: Seccomp = Seccomp()
+    limits: Limits = Limits()
+    network: Network = Network()
+    environment: Environment = Environment()
+    process: Process = Process()
+    #: the files read to build this profile, in order, for the cache key and ``explain``
+    sources: tuple[str, ...] = field(default=(), compare=False)
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)

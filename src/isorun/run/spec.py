@@ -1,0 +1,108 @@
+"""The flat spec the native shim walks: everything resolved, nothing left to decide in C.
+
+The parent builds a :class:`ShimSpec` from a plan (absolute paths as bytes, flag integers,
+the compiled seccomp program as bytes) so that the child, between clone and execve, only
+makes syscalls in a fixed order. ``step`` indexes let a failure in the child be mapped
+back to the plan step (and so to the profile line) that asked for it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class MountKind(enum.IntEnum):
+    """What a :class:`ShimMount` makes. Values are part of the shim ABI (isorun_shim.h)."""
+
+    BIND = 1  # bind src onto dst; flags may carry MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC
+    TMPFS = 2  # tmpfs at dst; data holds "size=...,mode=..."
+    PROC = 3  # a new procfs at dst (needs a new pid namespace); /proc/sys etc. made read-only
+    DEV = 4  # a minimal /dev at dst: null zero full random urandom tty, pts/ptmx, shm
+    SYMLINK = 5  # symlink at dst pointing to src (the link text)
+    FILE = 6  # regular file at dst holding src (the content), mode from ``mode``
+    DIR = 7  # directory at dst with ``mode``
+    DEV_BIND = 8  # bind src onto dst keeping device nodes usable (no MS_NODEV)
+    MQUEUE = 9  # a new mqueue fs at dst (with a new ipc namespace)
+
+
+@dataclass(frozen=True, slots=True)
+class ShimMount:
+    """One filesystem operation in the new root, in plan order."""
+
+    kind: MountKind
+    #: destination inside the sandbox, absolute
+    dst: bytes
+    #: host source path (BIND, DEV_BIND), link text (SYMLINK) or file content (FILE)
+    src: bytes = b""
+    #: MS_* flags applied by the read-only remount of a bind, or passed to mount(2)
+    flags: int = 0
+    #: mount(2) data, e.g. b"size=64m,mode=1777" for a tmpfs
+    data: bytes = b""
+    #: permission bits for FILE, DIR and TMPFS roots
+    mode: int = 0o755
+    #: a missing source is skipped instead of failing the launch
+    optional: bool = False
+    #: index of the plan step that asked for this mount, for error messages
+    step: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Rlimit:
+    """setrlimit(resource, soft, hard); RLIM_INFINITY is -1 here and mapped in C."""
+
+    resource: int
+    soft: int
+    hard: int
+    step: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ShimSpec:
+    """Everything the child does between clone and execve, in the order the shim fixes."""
+
+    #: the program and its arguments; ``argv[0]`` is looked up in PATH from ``env`` in C
+    argv: tuple[bytes, ...]
+    #: the whole environment of the command, ``KEY=VALUE``
+    env: tuple[bytes, ...] = ()
+    #: CLONE_NEW* flags for clone(2)
+    clone_flags: int = 0
+    #: contents for /proc/PID/uid_map and gid_map, written by the parent after clone
+    uid_map: bytes = b""
+    gid_map: bytes = b""
+    #: write "deny" to /proc/PID/setgroups before gid_map (required unprivileged, see
+    #: user_namespaces(7): a process without CAP_SETGID in the parent ns must deny it)
+    setgroups_deny: bool = True
+    #: ids the command runs as, inside the user namespace
+    uid: int = 0
+    gid: int = 0
+    #: b"" keeps the host root (no mount namespace); otherwise "tmpfs" builds a new root on a
+    #: tmpfs from ``mounts``, or an absolute rootfs directory to pivot into
+    root: bytes = b"tmpfs"
+    mounts: tuple[ShimMount, ...] = ()
+    #: directory to chdir into after the new root is in place
+    cwd: bytes = b"/"
+    hostname: bytes = b""
+    #: bring ``lo`` up in a new network namespace
+    loopback_up: bool = True
+    rlimits: tuple[Rlimit, ...] = ()
+    #: setsid(2); when false the command shares the terminal and the seccomp program
+    #: must deny TIOCSTI/TIOCLINUX (the planner checks this)
+    new_session: bool = True
+    #: PR_SET_PDEATHSIG(SIGKILL) so the sandbox dies with the launcher
+    die_with_parent: bool = True
+    #: descriptors that stay open (besides 0, 1, 2); all others are closed
+    keep_fds: tuple[int, ...] = ()
+    #: capability numbers kept in bounding/permitted/effective/inheritable/ambient
+    caps_keep: tuple[int, ...] = ()
+    no_new_privs: bool = True
+    #: the seccomp program as raw ``struct sock_filter`` array (8 bytes per instruction);
+    #: b"" loads no filter
+    seccomp_bpf: bytes = b""
+    #: run a pid-1 in the new pid namespace that reaps orphans and forwards signals
+    init: bool = True
+    #: cgroup directory (absolute host path) the child is moved into before it runs;
+    #: b"" for none. The parent creates it and writes the limits.
+    cgroup: bytes = b""
+    #: step index for each fixed step name, for error mapping (e.g. "hostname": 7)
+    step_index: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
