@@ -75,8 +75,8 @@ class Mount:
     ``symlink``."""
     content: str = ""
     """The text of a ``file`` mount."""
-    size: str = ""
-    """Size limit of a ``tmpfs`` (bytes, or with a k/m/g suffix)."""
+    size: int | None = None
+    """Size limit of a ``tmpfs`` (bytes, or a string with a k/m/g suffix: ``"64m"``)."""
     mode: int | None = None
     """Permission bits of a ``tmpfs`` root, ``file`` or ``dir`` (e.g. 0o700)."""
     optional: bool = False
@@ -252,7 +252,8 @@ class Environment:
     clear: bool = True
     """Start from an empty environment (only ``keep`` and ``set`` reach the command)."""
     keep: tuple[str, ...] = ()
-    """Variables passed through from the caller when set there."""
+    """Variables passed through from the caller when set there (a trailing ``*`` matches a
+    prefix). A kept variable the caller has wins over ``set``, which is its fallback."""
     set: tuple[tuple[str, str], ...] = ()
     """Variables set to a value (``${VAR}`` expanded at compile time); a TOML table."""
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
@@ -305,4 +306,14 @@ class Profile:
     process: Process = Process()
     #: the files read to build this profile, in order, for the cache key and ``explain``
     sources: tuple[str, ...] = field(default=(), compare=False)
+    #: where each explicitly set dotted key (``limits.nofile``) was last written
+    provenance: tuple[tuple[str, Loc], ...] = field(default=(), compare=False)
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+def where(profile: Profile, key: str, fallback: Loc) -> Loc:
+    """The location that set ``key`` in ``profile``, or ``fallback`` when no file set it."""
+    for name, loc in profile.provenance:
+        if name == key:
+            return loc
+    return fallback

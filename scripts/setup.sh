@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 machine for isorun: system packages (when root) and .venv.
+# Idempotent and quick when nothing changed: each part is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# libcap-dev: python-prctl builds against it. libseccomp-dev: the shim's headers.
+# bubblewrap/firejail: fallback backends and the benchmark's peers. uidmap: setpriv/newuidmap.
+PACKAGES=(gcc make libcap-dev libseccomp2 libseccomp-dev bubblewrap firejail hyperfine strace
+          python3-venv python3-dev util-linux iproute2 busybox-static)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "setup: installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "setup: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+# Reinstall only when the packaging or the C shim changed since the last install.
+stamp=.venv/.isorun-installed
+inputs=$(cat pyproject.toml setup.py src/isorun/shim/*.c src/isorun/shim/*.h src/isorun/shim/build_shim.py 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -e '.[dev]'
+    echo "$inputs" > "$stamp"
+fi

@@ -1,0 +1,93 @@
+"""Entry point. The launch path (``isorun --profile P cmd``) is parsed here by hand.
+
+click costs ~60 ms to import, more than bubblewrap takes to start a whole sandbox, so the
+one command people run over and over does not load it. Every other subcommand goes to
+the click CLI in ``cli.py``. The launch grammar is small and fixed:
+
+    isorun [run] (--profile|-p) P [--backend B] [--allow-weaker] [--verbose] [--debug]
+           [--] CMD [ARG...]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_LAUNCH_FLAGS = {"--allow-weaker", "--verbose", "-v", "--debug"}
+_LAUNCH_OPTIONS = {"--profile", "-p", "--backend"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["run"]:
+        args = args[1:]
+        if args[:1] in (["--help"], ["-h"]):
+            sys.stdout.write(__doc__.split("\n\n", 2)[2] if __doc__ else "")
+            sys.exit(0)
+        sys.exit(_launch(args))
+    if args and (args[0] in _LAUNCH_OPTIONS or args[0].startswith(("--profile=", "--backend="))
+                 or args[0] in _LAUNCH_FLAGS):
+        sys.exit(_launch(args))
+    from isorun.cli import cli
+
+    cli.main(args=args, prog_name="isorun")
+
+
+def _launch(args: list[str]) -> int:
+    from isorun.errors import IsorunError, UsageError
+
+    options: dict[str, str] = {}
+    flags: set[str] = set()
+    i = 0
+    try:
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                i += 1
+                break
+            name, eq, value = arg.partition("=")
+            if name in _LAUNCH_OPTIONS:
+                if not eq:
+                    if i + 1 >= len(args):
+                        raise UsageError(f"{name} needs a value")
+                    value = args[i + 1]
+                    i += 1
+                options["--profile" if name == "-p" else name] = value
+            elif arg in _LAUNCH_FLAGS:
+                flags.add("--verbose" if arg == "-v" else arg)
+            elif arg.startswith("-"):
+                raise UsageError(f"unknown option {arg!r} before the command; put the command "
+                                 f"after -- if it starts with a dash")
+            else:
+                break
+            i += 1
+        command = args[i:]
+        if "--profile" not in options:
+            raise UsageError("no profile: give --profile NAME or --profile ./file.toml")
+        if not command:
+            raise UsageError("no command to run: isorun --profile P -- CMD [ARG...]")
+        from isorun.api import launch
+
+        return launch(command, profile=options["--profile"], backend=options.get("--backend"),
+                      allow_weaker="--allow-weaker" in flags, verbose="--verbose" in flags)
+    except IsorunError as err:
+        sys.stderr.write(err.render() + "\n")
+        if "--debug" in flags:
+            import traceback
+
+            traceback.print_exc()
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # noqa: BLE001 - the one broad catch: turn bugs into a report
+        sys.stderr.write("isorun: internal error, please report it with the output of "
+                         "--debug\n")
+        if "--debug" in flags or os.environ.get("ISORUN_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        return 125
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""The plan: an ordered list of steps, each tagged with the phase it runs in.
+
+A plan is backend-neutral and fully resolved (absolute paths, variables expanded, ids
+decided). Backends turn it into something that runs; none may drop a step silently.
+:class:`Plan` checks the ordering invariants on construction, so a planner bug cannot
+produce a plan that, say, loads seccomp before no_new_privs.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from isorun.errors import DEFAULT_LOC, InternalError, Loc
+from isorun.profile.schema import Seccomp
+
+
+class Phase(enum.IntEnum):
+    """When a step runs. Steps of a plan are sorted by phase."""
+
+    PARENT_PRE_CLONE = 1  # checks and preparation in the launcher
+    PARENT_POST_CLONE = 2  # id maps, cgroups, timers: need the child's pid
+    CHILD_PRIVILEGED = 3  # mounts, pivot_root, hostname, network: need namespace caps
+    CHILD_DROP = 4  # giving up what the command must not have
+    CHILD_FINAL = 5  # seccomp, then execve
+
+
+@dataclass(frozen=True, slots=True)
+class Clone:
+    """Create the namespaces (clone flags)."""
+
+    namespaces: tuple[str, ...]
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.PARENT_PRE_CLONE
+
+    def describe(self) -> str:
+        return "new namespaces: " + (", ".join(self.namespaces) or "none")
+
+
+@dataclass(frozen=True, slots=True)
+class MapIds:
+    """Write uid_map/gid_map of the new user namespace from the parent."""
+
+    uid: int
+    gid: int
+    host_uid: int
+    host_gid: int
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.PARENT_POST_CLONE
+
+    def describe(self) -> str:
+        return (f"uid {self.uid} inside = host uid {self.host_uid}, "
+                f"gid {self.gid} inside = host gid {self.host_gid}")
+
+
+@dataclass(frozen=True, slots=True)
+class Cgroup:
+    """Put the sandbox in a cgroup of its own with memory and pids limits."""
+
+    memory: int | None
+    pids: int | None
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.PARENT_POST_CLONE
+
+    def describe(self) -> str:
+        parts = [f"memory.max {self.memory}" if self.memory else "",
+                 f"pids.max {self.pids}" if self.pids else ""]
+        return "cgroup: " + ", ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True, slots=True)
+class WallTime:
+    """Kill the whole sandbox after this many seconds (exit code 124)."""
+
+    seconds: float
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.PARENT_POST_CLONE
+
+    def describe(self) -> str:
+        return f"wall-clock limit {self.seconds:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class NewRoot:
+    """Make the new root: ``tmpfs`` (an empty tree) or a rootfs directory to pivot into."""
+
+    kind: str
+    path: str = ""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_PRIVILEGED
+
+    def describe(self) -> str:
+        return "new root: empty tmpfs" if self.kind == "tmpfs" else f"new root: {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class MountStep:
+    """One mount of the file view. ``type`` is the profile's mount type."""
+
+    type: str
+    dst: str
+    src: str = ""
+    content: str = ""
+    size: int | None = None
+    mode: int | None = None
+    optional: bool = False
+    noexec: bool = False
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_PRIVILEGED
+
+    def describe(self) -> str:
+        extra = []
+        if self.type in ("ro-bind", "rw-bind", "dev-bind") and self.src != self.dst:
+            extra.append(f"from {self.src}")
+        if self.type == "symlink":
+            extra.append(f"-> {self.src}")
+        if self.size is not None:
+            extra.append(f"size {self.size}")
+        if self.mode is not None:
+            extra.append(f"mode {self.mode:#o}")
+        if self.optional:
+            extra.append("optional")
+        if self.noexec:
+            extra.append("noexec")
+        return f"{self.type} {self.dst}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+@dataclass(frozen=True, slots=True)
+class PivotRoot:
+    """Switch to the new root and detach the old one."""
+
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_PRIVILEGED
+
+    def describe(self) -> str:
+        return "pivot_root into the new root, detach the old root"
+
+
+@dataclass(frozen=True, slots=True)
+class Hostname:
+    name: str
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_PRIVILEGED
+
+    def describe(self) -> str:
+        return f"hostname {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Loopback:
+    """Bring ``lo`` up in the new network namespace (network = none)."""
+
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_PRIVILEGED
+
+    def describe(self) -> str:
+        return "network: none (new network namespace, loopback up)"
+
+
+@dataclass(frozen=True, slots=True)
+class Rlimit:
+    """setrlimit(resource) to ``value`` for both soft and hard limits."""
+
+    resource: str
+    value: int
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    # Before the capability drop: raising a hard limit needs CAP_SYS_RESOURCE, and
+    # lowering both here means the command can never raise them again.
+    phase = Phase.CHILD_PRIVILEGED
+
+    def describe(self) -> str:
+        return f"rlimit {self.resource} = {self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Chdir:
+    path: str
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_DROP
+
+    def describe(self) -> str:
+        return f"working directory {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """setsid(): detach from the caller's terminal (TIOCSTI)."""
+
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_DROP
+
+    def describe(self) -> str:
+        return "new session (setsid)"
+
+
+@dataclass(frozen=True, slots=True)
+class DieWithParent:
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_DROP
+
+    def describe(self) -> str:
+        return "die with parent (PR_SET_PDEATHSIG SIGKILL)"
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFds:
+    """Close every descriptor except 0, 1, 2 and ``keep``."""
+
+    keep: tuple[int, ...]
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_DROP
+
+    def describe(self) -> str:
+        kept = ", ".join(str(fd) for fd in self.keep)
+        return "close descriptors above 2" + (f" except {kept}" if kept else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """The command's whole environment. ``keep`` patterns are matched against the caller's
+    environment at launch (values are the caller's, so they are not part of the plan)."""
+
+    clear: bool
+    keep: tuple[str, ...]
+    set: tuple[tuple[str, str], ...]
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_DROP
+
+    def describe(self) -> str:
+        start = "empty environment" if self.clear else "the caller's environment"
+        parts = [start]
+        if self.keep:
+            parts.append("keep " + ", ".join(self.keep))
+        if self.set:
+            parts.append("set " + ", ".join(f"{k}={v}" for k, v in self.set))
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class DropCaps:
+    """Drop every capability except ``keep`` from all five sets; lock securebits."""
+
+    keep: tuple[str, ...]
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_DROP
+
+    def describe(self) -> str:
+        return "drop all capabilities" + (f" except {', '.join(self.keep)}" if self.keep else "")
+
+
+@dataclass(frozen=True, slots=True)
+class NoNewPrivs:
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_DROP
+
+    def describe(self) -> str:
+        return "no_new_privs (execve never gains privileges)"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSeccomp:
+    """Load the seccomp filter compiled from ``policy``."""
+
+    policy: Seccomp
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_FINAL
+
+    def describe(self) -> str:
+        p = self.policy
+        parts = [f"default {p.default_action}", f"unknown syscalls {p.unknown_action}"]
+        if p.allow:
+            parts.append(f"allow {', '.join(p.allow)}")
+        if p.deny:
+            parts.append(f"deny {', '.join(p.deny)} ({p.deny_action})")
+        if p.rules:
+            parts.append(f"{len(p.rules)} rule(s)")
+        parts.append("architectures " + ", ".join(p.architectures))
+        parts.append("hardening on" if p.hardening else "hardening OFF")
+        return "seccomp: " + "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Exec:
+    """execve the command."""
+
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    phase = Phase.CHILD_FINAL
+
+    def describe(self) -> str:
+        return "execve the command"
+
+
+Step = (Clone | MapIds | Cgroup | WallTime | NewRoot | MountStep | PivotRoot | Hostname
+        | Loopback | Rlimit | Chdir | NewSession | DieWithParent | CloseFds | Environment
+        | DropCaps | NoNewPrivs | LoadSeccomp | Exec)
+
+#: steps that need privilege inside the namespaces, so must come before DropCaps
+_PRIVILEGED = (NewRoot, MountStep, PivotRoot, Hostname, Loopback, Rlimit)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A resolved profile: what to do, in order, and where each step came from."""
+
+    profile: str
+    steps: tuple[Step, ...]
+    #: files the profile was built from (for the cache key and explain)
+    sources: tuple[str, ...] = ()
+    #: backend the profile asks for
+    backend: str = "auto"
+    #: variables the plan was resolved with
+    variables: tuple[tuple[str, str], ...] = ()
+    #: settings that weaken the sandbox, named in explain
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_invariants(self.steps)
+
+    def find(self, kind: type[Any]) -> list[Any]:
+        return [s for s in self.steps if isinstance(s, kind)]
+
+    def describe(self) -> str:
+        lines = [f"plan for profile {self.profile}"]
+        if self.sources:
+            lines.append("  from " + ", ".join(self.sources))
+        phase = None
+        for index, step in enumerate(self.steps):
+            if step.phase != phase:
+                phase = step.phase
+                lines.append(f"{phase.name.lower().replace('_', ' ')}:")
+            where = step.loc.short()
+            lines.append(f"  {index:2d}. {step.describe():<60} {where}")
+        for warning in self.warnings:
+            lines.append(f"warning: {warning}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        steps = []
+        for step in self.steps:
+            data = {k: v for k, v in asdict(step).items() if k != "loc"}
+            if isinstance(step, LoadSeccomp):
+                data["policy"] = _jsonable(data["policy"])
+            steps.append({"step": type(step).__name__, "phase": step.phase.name,
+                          "what": step.describe(), "from": step.loc.short(), **data})
+        return {"profile": self.profile, "sources": list(self.sources),
+                "backend": self.backend, "variables": dict(self.variables),
+                "warnings": list(self.warnings), "steps": steps}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if k != "loc"}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def check_invariants(steps: tuple[Step, ...]) -> None:
+    """The ordering rules every plan obeys; a violation is a planner bug."""
+    phases = [s.phase for s in steps]
+    if phases != sorted(phases):
+        raise InternalError("plan steps are not in phase order")
+    kinds = [type(s) for s in steps]
+    if not kinds or kinds[-1] is not Exec:
+        raise InternalError("a plan must end with Exec")
+    if LoadSeccomp in kinds:
+        # seccomp last: the filter must not have to allow isorun's own set-up syscalls.
+        if kinds.index(LoadSeccomp) != len(kinds) - 2:
+            raise InternalError("LoadSeccomp must come right before Exec")
+        # Without no_new_privs (or CAP_SYS_ADMIN, which we drop) the kernel refuses an
+        # unprivileged seccomp filter, and a filter without it could be escaped by a
+        # setuid exec.
+        if NoNewPrivs not in kinds or kinds.index(NoNewPrivs) > kinds.index(LoadSeccomp):
+            raise InternalError("NoNewPrivs must come before LoadSeccomp")
+    if DropCaps in kinds:
+        drop = kinds.index(DropCaps)
+        if any(issubclass(k, _PRIVILEGED) for k in kinds[drop:]):
+            raise InternalError("a privileged step comes after the capability drop")

@@ -1,0 +1,62 @@
+"""What the planner needs to know about the host and the caller, gathered in one place.
+
+Facts are passed explicitly (never read from globals inside the planner) so tests can
+inject recorded ones, and so the compiled-plan cache can key on them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """The caller and the kernel, as the planner sees them."""
+
+    uid: int
+    gid: int
+    #: machine name from uname, e.g. x86_64
+    arch: str
+    #: kernel release from uname
+    kernel: str
+    #: /proc/sys/user/max_user_namespaces > 0 (and not restricted by sysctl/AppArmor)
+    userns: bool = True
+
+    @property
+    def root(self) -> bool:
+        return self.uid == 0
+
+
+def probe() -> HostFacts:
+    """Read the facts of this host. Cheap: a few stat/read calls, no subprocess."""
+    uname = platform.uname()
+    return HostFacts(uid=os.getuid(), gid=os.getgid(), arch=uname.machine,
+                     kernel=uname.release, userns=_userns_enabled())
+
+
+def _userns_enabled() -> bool:
+    for path, ok in (("/proc/sys/user/max_user_namespaces", lambda v: int(v) > 0),
+                     ("/proc/sys/kernel/unprivileged_userns_clone", lambda v: int(v) == 1)):
+        try:
+            with open(path) as f:
+                if not ok(f.read().strip()):
+                    return False
+        except (OSError, ValueError):
+            continue
+    return True
+
+
+def variables(facts: HostFacts, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The ``${NAME}`` variables a profile may use, resolved for this caller."""
+    env = os.environ if environ is None else environ
+    home = env.get("HOME") or os.path.expanduser("~")
+    return {
+        "HOME": os.path.realpath(home),
+        "CWD": os.path.realpath(os.getcwd()),
+        "TMPDIR": os.path.realpath(env.get("TMPDIR") or "/tmp"),
+        "UID": str(facts.uid),
+        "GID": str(facts.gid),
+        "USER": env.get("USER") or env.get("LOGNAME") or str(facts.uid),
+    }

@@ -1,0 +1,449 @@
+"""TOML text -> one profile layer: typed, validated, every value located.
+
+A layer is what one file says, before ``extends`` are merged (``includes.py``). All the
+problems of a file are collected and raised together as one :class:`ProfileError`, sorted
+by line, so a person fixes a profile in one pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import errno as errno_mod
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from isorun.errors import Diagnostic, Loc, ProfileError
+from isorun.profile import schema
+from isorun.profile.source_map import Path, SourceMap
+
+#: fields that no TOML key sets: filled in by the loader itself
+_INTERNAL = frozenset({"loc", "name", "sources"})
+
+#: profile keys whose values are byte sizes and may be written "64m"
+_SIZE_FIELDS = frozenset(
+    {"address_space", "fsize", "core", "stack", "memlock", "memory", "size"})
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+#: every capability name the kernel knows (capabilities(7)), index = capability number
+CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One file's profile: the values it sets, and which dotted keys it set explicitly.
+
+    ``explicit`` lets the merge tell "left at the default" from "set to the default value".
+    """
+
+    profile: schema.Profile
+    explicit: frozenset[str]
+    #: where each explicit dotted key was written
+    locs: dict[str, Loc]
+    #: the raw ``extends`` entries with their locations
+    extends: tuple[tuple[str, Loc], ...]
+
+
+def parse_toml(data: bytes, file: str, via: tuple[Loc, ...] = ()) -> tuple[dict[str, Any], str]:
+    """Decode and parse TOML, turning every failure into a located ProfileError."""
+    import tomli  # deferred: ~5 ms, and a warm cache never needs it
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ProfileError(Diagnostic(
+            Loc(file, line, 0, via), f"the file is not UTF-8 text (byte {err.start})",
+            "save the profile as UTF-8")) from None
+    try:
+        return tomli.loads(text), text
+    except tomli.TOMLDecodeError as err:
+        line = getattr(err, "lineno", 0) or 0
+        col = getattr(err, "colno", 0) or 0
+        msg = getattr(err, "msg", str(err))
+        raise ProfileError(Diagnostic(
+            Loc(file, line, col, via), f"TOML syntax: {msg}",
+            "see https://toml.io for the syntax; strings need quotes")) from None
+
+
+class _Converter:
+    """Turns the parsed document into schema objects, collecting every problem."""
+
+    def __init__(self, file: str, smap: SourceMap, via: tuple[Loc, ...]) -> None:
+        self.file, self.smap, self.via = file, smap, via
+        self.diagnostics: list[Diagnostic] = []
+        self.explicit: set[str] = set()
+        self.locs: dict[str, Loc] = {}
+
+    def loc(self, path: Path) -> Loc:
+        line, col = self.smap.find(path)
+        return Loc(self.file, line, col, self.via)
+
+    def error(self, path: Path, message: str, hint: str = "") -> None:
+        self.diagnostics.append(Diagnostic(self.loc(path), message, hint))
+
+    def build(self, cls: type[Any], table: Any, path: Path, **extra: Any) -> Any:
+        """Build dataclass ``cls`` from TOML table ``table`` found at ``path``."""
+        if not isinstance(table, dict):
+            self.error(path, f"{_dotted(path)} must be a table, got {_kind(table)}",
+                       f"write [{_dotted(path)}] followed by key = value lines")
+            return None
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _INTERNAL}
+        toml_names = {_toml_key(name): name for name in fields}
+        values: dict[str, Any] = dict(extra)
+        for key, raw in table.items():
+            kpath = (*path, key)
+            name = toml_names.get(key)
+            if name is None:
+                self.unknown_key(kpath, key, list(toml_names))
+                continue
+            value = self.convert(hints[name], raw, kpath, name)
+            if value is not _BAD:
+                values[name] = value
+                dotted = _dotted(kpath)
+                if not any(isinstance(p, int) for p in kpath):
+                    self.explicit.add(dotted)
+                    self.locs[dotted] = self.loc(kpath)
+        missing = [n for n, f in fields.items()
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   and n not in values]
+        for name in missing:
+            self.error(path, f"{_dotted(path) or 'profile'} needs the key '{_toml_key(name)}'",
+                       f"add {_toml_key(name)} = ... to this entry")
+        if missing:
+            return None
+        if "loc" in {f.name for f in dataclasses.fields(cls)}:
+            values["loc"] = self.loc(path) if path else Loc(self.file, 1, 1, self.via)
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:
+            self.error(path, str(err))
+            return None
+
+    def unknown_key(self, path: Path, key: str, known: list[str]) -> None:
+        near = difflib.get_close_matches(key, known, n=1)
+        where = _dotted(path[:-1]) or "the top level"
+        hint = f"did you mean '{near[0]}'?" if near else f"known keys: {', '.join(sorted(known))}"
+        self.error(path, f"unknown key '{key}' in {where}", hint)
+
+    def convert(self, hint: Any, raw: Any, path: Path, name: str) -> Any:
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin in (types.UnionType, typing.Union) and type(None) in args:
+            inner = next(a for a in args if a is not type(None))
+            return self.convert(inner, raw, path, name)
+        if hint is bool:
+            if not isinstance(raw, bool):
+                self.error(path, f"{_dotted(path)} must be true or false, got {_kind(raw)}")
+                return _BAD
+            return raw
+        if hint is int:
+            return self.integer(raw, path, name)
+        if hint is float:
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+                self.error(path, f"{_dotted(path)} must be a number of seconds, got {_kind(raw)}",
+                           "write e.g. 30 or 2.5")
+                return _BAD
+            return float(raw)
+        if hint is str:
+            if not isinstance(raw, str):
+                self.error(path, f"{_dotted(path)} must be a string, got {_kind(raw)}",
+                           f'write {path[-1]} = "..."')
+                return _BAD
+            return raw
+        if hint is schema.Action:
+            return self.action(raw, path)
+        if dataclasses.is_dataclass(hint):
+            built = self.build(typing.cast(type[Any], hint), raw, path)
+            return _BAD if built is None else built
+        if origin is tuple:
+            return self.sequence(args, raw, path, name)
+        raise TypeError(f"schema type {hint!r} has no converter")  # a schema bug, not input
+
+    def integer(self, raw: Any, path: Path, name: str) -> Any:
+        if isinstance(raw, str) and name in _SIZE_FIELDS:
+            match = _SIZE_RE.match(raw)
+            if match:
+                return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+            self.error(path, f"{_dotted(path)}: cannot read size {raw!r}",
+                       'write bytes as a number or with a unit: 4096, "64k", "512m", "2g"')
+            return _BAD
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            self.error(path, f"{_dotted(path)} must be an integer, got {_kind(raw)}")
+            return _BAD
+        if raw < 0:
+            self.error(path, f"{_dotted(path)} must not be negative, got {raw}")
+            return _BAD
+        return raw
+
+    def sequence(self, args: tuple[Any, ...], raw: Any, path: Path, name: str) -> Any:
+        if args == (tuple[str, str], ...) or args[0] == tuple[str, str]:
+            # A TOML table of strings, kept as ordered pairs so the dataclass stays hashable.
+            if not isinstance(raw, dict):
+                self.error(path, f"{_dotted(path)} must be a table of strings",
+                           f'write {path[-1]} = {{ NAME = "value" }}')
+                return _BAD
+            pairs = []
+            for key, value in raw.items():
+                if not isinstance(value, str):
+                    self.error((*path, key), f"{_dotted((*path, key))} must be a string, "
+                               f"got {_kind(value)}")
+                    continue
+                pairs.append((key, value))
+            return tuple(pairs)
+        if not isinstance(raw, list):
+            self.error(path, f"{_dotted(path)} must be an array, got {_kind(raw)}",
+                       f"write {path[-1]} = [ ... ]")
+            return _BAD
+        inner = args[0]
+        out = []
+        for index, item in enumerate(raw):
+            value = self.convert(inner, item, (*path, index), name)
+            if value is not _BAD:
+                out.append(value)
+        return tuple(out)
+
+    def action(self, raw: Any, path: Path) -> Any:
+        if not isinstance(raw, str):
+            self.error(path, f"{_dotted(path)} must be a string such as \"errno:EPERM\"")
+            return _BAD
+        kind, _, arg = raw.partition(":")
+        if kind not in schema.ACTIONS:
+            near = difflib.get_close_matches(kind, schema.ACTIONS, n=1)
+            self.error(path, f"unknown seccomp action {raw!r}",
+                       f"did you mean '{near[0]}'?" if near else
+                       f"use one of: {', '.join(schema.ACTIONS)}")
+            return _BAD
+        if kind != "errno":
+            if arg:
+                self.error(path, f"the action {kind!r} takes no argument, got {raw!r}",
+                           f'write "{kind}"')
+                return _BAD
+            return schema.Action(kind)
+        if not arg:
+            self.error(path, "the errno action needs a value", 'write "errno:EPERM" or "errno:1"')
+            return _BAD
+        if arg.isdigit():
+            number = int(arg)
+        else:
+            number = getattr(errno_mod, arg.upper(), -1)
+            if number < 0:
+                near = difflib.get_close_matches(arg.upper(), list(errno_mod.errorcode.values()), n=1)
+                self.error(path, f"unknown errno name {arg!r}",
+                           f"did you mean '{near[0]}'?" if near else "write e.g. errno:EPERM")
+                return _BAD
+        if not 0 < number < 4096:
+            self.error(path, f"errno {number} is out of range", "use an errno from 1 to 4095")
+            return _BAD
+        return schema.Action("errno", number)
+
+
+_BAD = object()
+
+
+def _toml_key(field_name: str) -> str:
+    return field_name
+
+
+def _dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "an array", dict: "a table"}
+    for typ, text in names.items():
+        if type(value) is typ:
+            return f"{text} ({value!r})" if typ in (bool, int, float, str) else text
+    return type(value).__name__
+
+
+def load_layer(data: bytes, file: str, name: str, via: tuple[Loc, ...] = ()) -> Layer:
+    """Parse and convert one profile file; raise one ProfileError with all its problems."""
+    document, text = parse_toml(data, file, via)
+    conv = _Converter(file, SourceMap(text), via)
+    raw_extends = document.pop("extends", [])
+    extends: list[tuple[str, Loc]] = []
+    if isinstance(raw_extends, str):
+        raw_extends = [raw_extends]
+    if not isinstance(raw_extends, list) or not all(isinstance(e, str) for e in raw_extends):
+        conv.error(("extends",), "extends must be an array of profile names or paths",
+                   'write extends = ["strict", "./base.toml"]')
+    else:
+        extends = [(e, conv.loc(("extends", i))) for i, e in enumerate(raw_extends)]
+    profile = conv.build(schema.Profile, document, (), name=name)
+    if profile is not None:
+        validate(profile, conv)
+    if conv.diagnostics:
+        raise ProfileError(conv.diagnostics)
+    assert profile is not None
+    return Layer(profile, frozenset(conv.explicit), conv.locs,
+                 tuple(extends))
+
+
+def validate(profile: schema.Profile, conv: _Converter) -> None:
+    """Checks that span several keys of one file, each with its own location."""
+    for index, mount in enumerate(profile.mounts):
+        _validate_mount(mount, conv, ("mounts", index))
+    for index, cap in enumerate(profile.capabilities.keep):
+        if _normal_cap(cap) not in CAPABILITIES:
+            near = difflib.get_close_matches(_normal_cap(cap), CAPABILITIES, n=1)
+            conv.error(("capabilities", "keep", index), f"unknown capability {cap!r}",
+                       f"did you mean '{near[0]}'?" if near else "see capabilities(7)")
+    _check_choice(conv, ("network", "mode"), profile.network.mode, schema.NETWORK_MODES)
+    _check_choice(conv, ("backend",), profile.backend, schema.BACKENDS)
+    root = profile.filesystem.root
+    if root not in ("tmpfs", "host") and not _absolute(root):
+        conv.error(("filesystem", "root"), f"filesystem.root must be tmpfs, host or an absolute "
+                   f"directory, got {root!r}", f'write root = "/{root.lstrip("./")}"')
+    if not _absolute(profile.filesystem.cwd):
+        conv.error(("filesystem", "cwd"), f"filesystem.cwd must be absolute, got "
+                   f"{profile.filesystem.cwd!r}", 'write cwd = "/..." or cwd = "${CWD}"')
+    _validate_seccomp(profile.seccomp, conv)
+    for index, var in enumerate(profile.environment.keep):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", var):
+            conv.error(("environment", "keep", index), f"not a variable name: {var!r}",
+                       "names are letters, digits and _, optionally ending in * for a prefix")
+    for index, fd in enumerate(profile.process.pass_fds):
+        if fd <= 2:
+            conv.error(("process", "pass_fds", index), f"descriptor {fd} is always passed",
+                       "list only descriptors above 2")
+    # Contradictions: settings that cannot all hold.
+    if not profile.security.no_new_privs and not profile.unsafe.allow_new_privs:
+        conv.error(("security", "no_new_privs"), "no_new_privs = false weakens every sandbox: "
+                   "a setuid program could regain privileges",
+                   "keep it true, or set [unsafe] allow_new_privs = true to accept the risk")
+    if not profile.security.no_new_privs and profile.seccomp.enabled:
+        conv.error(("security", "no_new_privs"), "no_new_privs = false with a seccomp filter: "
+                   "after the capability drop the kernel loads a filter only under "
+                   "no_new_privs (seccomp(2))", "set seccomp.enabled = false as well, or keep "
+                   "no_new_privs = true")
+    if profile.network.mode == "host" and "namespaces.net" in conv.explicit \
+            and profile.namespaces.net:
+        conv.error(("namespaces", "net"), 'namespaces.net = true contradicts network.mode = '
+                   '"host"', "remove one of the two: host networking needs no net namespace")
+    if profile.mounts and not profile.namespaces.mount:
+        conv.error(("namespaces", "mount"), "[[mounts]] need namespaces.mount = true",
+                   "set namespaces.mount = true or remove the mounts")
+    if not profile.process.new_session and not (
+            profile.seccomp.enabled and profile.seccomp.hardening):
+        conv.error(("process", "new_session"), "new_session = false shares the terminal, so "
+                   "TIOCSTI must be blocked by seccomp hardening, which is off",
+                   "keep new_session = true, or turn seccomp and seccomp.hardening on")
+    if any(m.type == "proc" for m in profile.mounts) and not profile.namespaces.pid:
+        conv.error(("namespaces", "pid"), "a proc mount without a new pid namespace would show "
+                   "every host process", "set namespaces.pid = true or remove the proc mount")
+
+
+def _validate_mount(mount: schema.Mount, conv: _Converter, path: Path) -> None:
+    if mount.type not in schema.MOUNT_TYPES:
+        near = difflib.get_close_matches(mount.type, schema.MOUNT_TYPES, n=1)
+        conv.error((*path, "type"), f"unknown mount type {mount.type!r}",
+                   f"did you mean '{near[0]}'?" if near else
+                   f"use one of: {', '.join(schema.MOUNT_TYPES)}")
+        return
+    if not _absolute(mount.dst):
+        conv.error((*path, "dst"), f"mounts[{path[1]}].dst must be absolute, got {mount.dst!r}",
+                   f'write dst = "/{mount.dst.lstrip("./")}"')
+    if mount.type in ("ro-bind", "rw-bind", "dev-bind") and mount.src and not _absolute(mount.src):
+        conv.error((*path, "src"), f"mounts[{path[1]}].src must be absolute, got {mount.src!r}",
+                   'write src = "/..." or use ${HOME}, ${CWD}')
+    if mount.type == "symlink" and not mount.src:
+        conv.error(path, "a symlink mount needs src (the link target)", 'add src = "/target"')
+    allowed = {"ro-bind": {"src", "optional", "noexec"}, "rw-bind": {"src", "optional", "noexec"},
+               "dev-bind": {"src", "optional"}, "tmpfs": {"size", "mode", "noexec"},
+               "proc": set(), "dev": set(), "symlink": {"src"}, "file": {"content", "mode"},
+               "dir": {"mode"}, "mqueue": set()}[mount.type]
+    defaults = schema.Mount(type=mount.type, dst=mount.dst)
+    for name in ("src", "content", "size", "mode", "optional", "noexec"):
+        if name not in allowed and getattr(mount, name) != getattr(defaults, name):
+            conv.error((*path, name), f"a {mount.type} mount takes no '{name}'",
+                       f"remove {name}, or use a mount type that takes it")
+    if mount.mode is not None and mount.mode > 0o7777:
+        conv.error((*path, "mode"), f"mode {mount.mode:#o} is not a permission mode",
+                   "write an octal mode such as 0o755")
+
+
+def _validate_seccomp(policy: schema.Seccomp, conv: _Converter) -> None:
+    try:
+        from isorun.compile import syscalls
+    except ImportError:  # pragma: no cover - the table ships with the package
+        conv.error(("seccomp",), "the syscall table is missing from this installation",
+                   "reinstall isorun")
+        return
+    known = syscalls.all_names()
+    groups: list[tuple[Path, tuple[str, ...]]] = [
+        (("seccomp", "allow"), policy.allow), (("seccomp", "deny"), policy.deny)]
+    groups += [(("seccomp", "rules", i, "syscalls"), r.syscalls) for i, r in enumerate(policy.rules)]
+    for path, names in groups:
+        for index, name in enumerate(names):
+            if name not in known:
+                near = difflib.get_close_matches(name, sorted(known), n=1)
+                what = "syscall group" if name.startswith("@") else "syscall"
+                conv.error((*path, index), f"unknown {what} {name!r}",
+                           f"did you mean '{near[0]}'?" if near else
+                           "run 'isorun syscalls' for the known names and groups")
+    for index, rule in enumerate(policy.rules):
+        rpath: Path = ("seccomp", "rules", index)
+        if not rule.syscalls:
+            conv.error((*rpath, "syscalls"), "a seccomp rule needs at least one syscall")
+        for aindex, cond in enumerate(rule.args):
+            apath: Path = (*rpath, "args", aindex)
+            if cond.index > 5:
+                conv.error((*apath, "index"), f"argument index {cond.index} is out of range",
+                           "syscalls have arguments 0 to 5")
+            if cond.op not in schema.OPERATORS:
+                near = difflib.get_close_matches(cond.op, schema.OPERATORS, n=1)
+                conv.error((*apath, "op"), f"unknown operator {cond.op!r}",
+                           f"did you mean '{near[0]}'?" if near else
+                           f"use one of: {', '.join(schema.OPERATORS)}")
+            if cond.op == "masked_eq" and not cond.mask:
+                conv.error(apath, "masked_eq needs a non-zero mask", "add mask = 0x...")
+            if cond.op != "masked_eq" and cond.mask:
+                conv.error((*apath, "mask"), f"mask only goes with masked_eq, not {cond.op}",
+                           "remove mask or use op = \"masked_eq\"")
+            if cond.value >= 1 << 64 or cond.mask >= 1 << 64:
+                conv.error(apath, "argument values are 64-bit", "use a value below 2**64")
+    for index, arch in enumerate(policy.architectures):
+        if arch not in ("native", "x86_64", "x32", "i386", "aarch64"):
+            conv.error(("seccomp", "architectures", index), f"unknown architecture {arch!r}",
+                       "use native, x86_64, x32, i386 or aarch64")
+    allowed = {n for n in policy.allow if not n.startswith("@")}
+    for index, name in enumerate(policy.deny):
+        if name in allowed:
+            conv.error(("seccomp", "deny", index), f"{name!r} is both allowed and denied",
+                       "remove it from one of seccomp.allow and seccomp.deny")
+
+
+def _check_choice(conv: _Converter, path: Path, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        near = difflib.get_close_matches(value, choices, n=1)
+        conv.error(path, f"{_dotted(path)} = {value!r} is not one of {', '.join(choices)}",
+                   f"did you mean '{near[0]}'?" if near else f"use one of: {', '.join(choices)}")
+
+
+def _absolute(path: str) -> bool:
+    return path.startswith("/") or path.startswith("${")
+
+
+def _normal_cap(name: str) -> str:
+    upper = name.upper()
+    return upper if upper.startswith("CAP_") else f"CAP_{upper}"

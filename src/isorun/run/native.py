@@ -1,0 +1,143 @@
+"""Plan -> ShimSpec for the native backend: the parent-side half of "Python compiles".
+
+Everything the child needs is decided here, in the launcher, so the shim only walks a flat
+spec. The environment is the one thing resolved per launch rather than per plan: ``keep``
+takes the caller's current values.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping
+from typing import assert_never
+
+from isorun.compile import plan as p
+from isorun.errors import InternalError
+from isorun.profile.loader import CAPABILITIES
+from isorun.run.spec import MountKind, Rlimit, ShimMount, ShimSpec
+
+CLONE_FLAGS = {
+    "user": 0x10000000, "pid": 0x20000000, "net": 0x40000000, "mount": 0x00020000,
+    "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000, "time": 0x00000080,
+}
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+RLIMIT_NUMBERS = {"cpu": 0, "fsize": 1, "stack": 3, "core": 4, "nproc": 6, "nofile": 7,
+                  "memlock": 8, "address_space": 9}
+
+
+def build_environment(step: p.Environment, caller: Mapping[str, str]) -> tuple[bytes, ...]:
+    """The command's environment: start, then ``set``, then kept variables the caller has.
+
+    A kept variable wins over ``set`` (which is its fallback), so a profile can say "the
+    caller's PATH, or this one".
+    """
+    env: dict[str, str] = {} if step.clear else dict(caller)
+    env.update(step.set)
+    for pattern in step.keep:
+        for name, value in caller.items():
+            if name == pattern or (pattern.endswith("*") and fnmatch.fnmatchcase(name, pattern)):
+                env[name] = value
+    return tuple(f"{k}={v}".encode() for k, v in sorted(env.items()))
+
+
+def _mount(index: int, step: p.MountStep) -> ShimMount:
+    dst = os.fsencode(step.dst)
+    noexec = MS_NOEXEC if step.noexec else 0
+    match step.type:
+        case "ro-bind":
+            # nosuid/nodev on every bind: a setuid binary or device node from the host must
+            # not become usable inside, whatever the host mount allows.
+            return ShimMount(MountKind.BIND, dst, os.fsencode(step.src),
+                             MS_RDONLY | MS_NOSUID | MS_NODEV | noexec,
+                             optional=step.optional, step=index)
+        case "rw-bind":
+            return ShimMount(MountKind.BIND, dst, os.fsencode(step.src),
+                             MS_NOSUID | MS_NODEV | noexec, optional=step.optional, step=index)
+        case "dev-bind":
+            return ShimMount(MountKind.DEV_BIND, dst, os.fsencode(step.src), MS_NOSUID,
+                             optional=step.optional, step=index)
+        case "tmpfs":
+            mode = 0o755 if step.mode is None else step.mode
+            data = f"mode={mode:o}" + (f",size={step.size}" if step.size else "")
+            return ShimMount(MountKind.TMPFS, dst, b"", MS_NOSUID | MS_NODEV | noexec,
+                             data.encode(), mode, step=index)
+        case "proc":
+            return ShimMount(MountKind.PROC, dst, flags=MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                             step=index)
+        case "dev":
+            return ShimMount(MountKind.DEV, dst, step=index)
+        case "symlink":
+            return ShimMount(MountKind.SYMLINK, dst, os.fsencode(step.src), step=index)
+        case "file":
+            return ShimMount(MountKind.FILE, dst, step.content.encode(),
+                             mode=0o644 if step.mode is None else step.mode, step=index)
+        case "dir":
+            return ShimMount(MountKind.DIR, dst, mode=0o755 if step.mode is None else step.mode,
+                             step=index)
+        case "mqueue":
+            return ShimMount(MountKind.MQUEUE, dst, flags=MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                             step=index)
+    raise InternalError(f"mount type {step.type!r} has no shim mapping")
+
+
+def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
+               seccomp_bpf: bytes) -> ShimSpec:
+    """Flatten ``plan`` into the shim's spec. ``seccomp_bpf`` is the compiled filter."""
+    fields: dict[str, object] = {"argv": tuple(os.fsencode(a) for a in argv),
+                                 "root": b"", "loopback_up": False, "new_session": False,
+                                 "die_with_parent": False, "no_new_privs": False,
+                                 "init": False}
+    mounts: list[ShimMount] = []
+    rlimits: list[Rlimit] = []
+    step_index: dict[str, int] = {}
+    for index, step in enumerate(plan.steps):
+        match step:
+            case p.Clone():
+                flags = 0
+                for name in step.namespaces:
+                    flags |= CLONE_FLAGS[name]
+                fields["clone_flags"] = flags
+                fields["init"] = "pid" in step.namespaces
+            case p.MapIds():
+                fields["uid_map"] = f"{step.uid} {step.host_uid} 1\n".encode()
+                fields["gid_map"] = f"{step.gid} {step.host_gid} 1\n".encode()
+                fields["uid"], fields["gid"] = step.uid, step.gid
+            case p.Cgroup() | p.WallTime():
+                pass  # parent-side: handled by the runner around spawn
+            case p.NewRoot():
+                fields["root"] = b"tmpfs" if step.kind == "tmpfs" else os.fsencode(step.path)
+            case p.MountStep():
+                mounts.append(_mount(index, step))
+            case p.PivotRoot():
+                pass  # implied by a root: the shim always pivots after the mounts
+            case p.Hostname():
+                fields["hostname"] = step.name.encode()
+            case p.Loopback():
+                fields["loopback_up"] = True
+            case p.Rlimit():
+                rlimits.append(Rlimit(RLIMIT_NUMBERS[step.resource], step.value, step.value,
+                                      index))
+            case p.Chdir():
+                fields["cwd"] = os.fsencode(step.path)
+            case p.NewSession():
+                fields["new_session"] = True
+            case p.DieWithParent():
+                fields["die_with_parent"] = True
+            case p.CloseFds():
+                fields["keep_fds"] = step.keep
+            case p.Environment():
+                fields["env"] = build_environment(step, caller_env)
+            case p.DropCaps():
+                fields["caps_keep"] = tuple(CAPABILITIES.index(c) for c in step.keep)
+            case p.NoNewPrivs():
+                fields["no_new_privs"] = True
+            case p.LoadSeccomp():
+                fields["seccomp_bpf"] = seccomp_bpf
+            case p.Exec():
+                pass
+            case _:
+                assert_never(step)
+        step_index.setdefault(type(step).__name__, index)
+    return ShimSpec(mounts=tuple(mounts), rlimits=tuple(rlimits), step_index=step_index,
+                    **fields)  # type: ignore[arg-type]
