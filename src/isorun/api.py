@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 from isorun.compile.plan import Plan
 from isorun.host import facts as host_facts
 from isorun.profile import includes
@@ -27,3 +31,212 @@ def compile_plan(profile: Profile | str, facts: host_facts.HostFacts | None = No
     if variables is None:
         variables = host_facts.variables(facts)
     return _compile(profile, facts, variables)
+
+
+def builtin_profiles() -> list[tuple[str, str]]:
+    """(name, description) of each built-in profile."""
+    out = []
+    for name in includes.builtin_names():
+        out.append((name, load_profile(name).description))
+    return out
+
+
+def seccomp_program(plan: Plan) -> bytes:
+    """The compiled seccomp filter of ``plan`` (b"" when the plan loads none)."""
+    from isorun.compile.plan import LoadSeccomp
+
+    steps = plan.find(LoadSeccomp)
+    if not steps:
+        return b""
+    from isorun.compile.seccomp import compile_seccomp
+
+    return compile_seccomp(steps[0].policy).bpf
+
+
+class Popen:
+    """A sandboxed process, like :class:`subprocess.Popen`.
+
+    ``stdin``/``stdout``/``stderr`` take what subprocess takes (None, PIPE, DEVNULL, a file
+    object or a descriptor).
+    """
+
+    def __init__(self, argv: Sequence[str], *, profile: str | Profile | Plan = "strict",
+                 stdin: Any = None, stdout: Any = None, stderr: Any = None,
+                 env: Mapping[str, str] | None = None, text: bool = False,
+                 backend: str | None = None) -> None:
+        import os
+
+        from isorun.compile.plan import Plan as _Plan, WallTime, Cgroup
+        from isorun.run import native, process
+
+        if isinstance(argv, str | bytes):
+            raise TypeError("argv must be a sequence of strings, not one string")
+        plan = profile if isinstance(profile, _Plan) else _cached_plan(profile)
+        self.plan = plan
+        spec = native.build_spec(plan, list(argv), os.environ if env is None else env,
+                                 _cached_program(plan))
+        wall = plan.find(WallTime)
+        cgroups = plan.find(Cgroup)
+        self._proc = process.spawn(
+            spec, stdin=stdin, stdout=stdout, stderr=stderr,
+            wall_time=wall[0].seconds if wall else None,
+            memory=cgroups[0].memory if cgroups else None,
+            pids=cgroups[0].pids if cgroups else None)
+        self.args = list(argv)
+        self._text = text
+        self.pid: int = self._proc.pid
+        self.stdin, self.stdout, self.stderr = _wrap_text(self._proc, text)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode  # type: ignore[no-any-return]
+
+    def poll(self) -> int | None:
+        return self._proc.poll()  # type: ignore[no-any-return]
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._proc.wait(timeout)  # type: ignore[no-any-return]
+
+    def send_signal(self, sig: int) -> None:
+        self._proc.send_signal(sig)
+
+    def terminate(self) -> None:
+        import signal
+
+        self._proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
+        if self._text and isinstance(input, str):
+            input = input.encode()
+        out, err = self._proc.communicate(input, timeout)
+        if self._text:
+            out = None if out is None else out.decode(errors="replace")
+            err = None if err is None else err.decode(errors="replace")
+        return out, err
+
+    def __enter__(self) -> Popen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+        if self.returncode is None:
+            self.kill()
+        self.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedRun:
+    """The result of :func:`run`, like :class:`subprocess.CompletedProcess`."""
+
+    args: list[str]
+    returncode: int
+    stdout: Any = None
+    stderr: Any = None
+
+    def check_returncode(self) -> None:
+        if self.returncode:
+            import subprocess
+
+            raise subprocess.CalledProcessError(self.returncode, self.args, self.stdout,
+                                                self.stderr)
+
+
+def run(argv: Sequence[str], *, profile: str | Profile | Plan = "strict", input: Any = None,
+        capture_output: bool = False, timeout: float | None = None, check: bool = False,
+        text: bool = False, **kwargs: Any) -> CompletedRun:
+    """Run ``argv`` in a sandbox and wait for it, like :func:`subprocess.run`."""
+    import subprocess
+
+    if capture_output:
+        kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+    if input is not None:
+        kwargs["stdin"] = subprocess.PIPE
+    with Popen(argv, profile=profile, text=text, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(input, timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        result = CompletedRun(list(argv), proc.wait(), out, err)
+    if check:
+        result.check_returncode()
+    return result
+
+
+def launch(argv: list[str], *, profile: str, backend: str | None = None,
+           allow_weaker: bool = False, verbose: bool = False) -> int:
+    """The CLI's launch: run ``argv`` attached to this terminal, return its exit code."""
+    import signal
+    import sys
+
+    plan = _cached_plan(profile)
+    if verbose:
+        sys.stderr.write(f"isorun: profile {plan.profile}, backend native\n")
+    proc = Popen(argv, profile=plan, backend=backend)
+    # The sandbox's pid 1 forwards these to the command; the launcher must survive them
+    # to report the command's status instead of dying first.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
+        signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+    return proc.wait()
+
+
+_PLANS: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Plan, tuple[float, ...]]] = {}
+_PROGRAMS: dict[Any, bytes] = {}
+
+
+def _cached_plan(profile: str | Profile) -> Plan:
+    """Compile once per process: the API is used in loops by test harnesses.
+
+    Keyed by the spec and the variables it resolves with (the working directory changes
+    ${CWD}), and dropped when a source file's mtime changes.
+    """
+    import os
+
+    if not isinstance(profile, str):
+        return compile_plan(profile)
+    facts = host_facts.probe()
+    variables = host_facts.variables(facts)
+    key = (profile, tuple(sorted(variables.items())))
+    hit = _PLANS.get(key)
+    if hit is not None:
+        plan, stamps = hit
+        try:
+            if tuple(os.stat(s).st_mtime for s in plan.sources) == stamps:
+                return plan
+        except OSError:
+            pass
+    plan = compile_plan(profile, facts, variables)
+    _PLANS[key] = (plan, tuple(os.stat(s).st_mtime for s in plan.sources))
+    return plan
+
+
+def _cached_program(plan: Plan) -> bytes:
+    """Keyed by the seccomp policy itself (a frozen, hashable dataclass)."""
+    from isorun.compile.plan import LoadSeccomp
+
+    steps = plan.find(LoadSeccomp)
+    key = steps[0].policy if steps else None
+    program = _PROGRAMS.get(key)
+    if program is None:
+        program = _PROGRAMS[key] = seccomp_program(plan)
+    return program
+
+
+def _wrap_text(proc: Any, text: bool) -> tuple[Any, Any, Any]:
+    if not text:
+        return proc.stdin, proc.stdout, proc.stderr
+    import io
+
+    def wrap(stream: Any, write: bool) -> Any:
+        if stream is None:
+            return None
+        return io.TextIOWrapper(stream, write_through=write)
+
+    return wrap(proc.stdin, True), wrap(proc.stdout, False), wrap(proc.stderr, False)

@@ -1,6 +1,6 @@
 """``extends``: find profiles by name or path, detect cycles, merge layers.
 
-Merge rules (documented in docs/profile.md, tested in tests/unit/test_merge.py):
+Merge rules (documented in docs/profile.md, tested in tests/unit/test_extends.py):
 
 - **grants union**: mounts (a later entry with the same ``dst`` replaces the earlier one in
   place), ``capabilities.keep``, ``environment.keep``, ``environment.set`` (later value wins
@@ -65,7 +65,8 @@ def resolve(spec: str, relative_to: Path | None, loc: Loc | None) -> tuple[Path,
         if not path.is_file():
             raise ProfileError(Diagnostic(
                 loc or Loc(spec), f"profile file not found: {spec}",
-                f"looked for {path}; paths in extends are relative to the including file"))
+                f"looked for {_display(path)}; paths in extends are relative to the including "
+                "file"))
         return path, _display(path)
     path = BUILTIN_DIR / f"{spec}.toml"
     if not path.is_file():

@@ -119,13 +119,14 @@ class _Converter:
                 if not any(isinstance(p, int) for p in kpath):
                     self.explicit.add(dotted)
                     self.locs[dotted] = self.loc(kpath)
-        missing = [n for n, f in fields.items()
-                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                   and n not in values]
-        for name in missing:
-            self.error(path, f"{_dotted(path) or 'profile'} needs the key '{_toml_key(name)}'",
-                       f"add {_toml_key(name)} = ... to this entry")
-        if missing:
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING and n not in values]
+        for name in required:
+            # A key that is there but failed to convert was reported already.
+            if _toml_key(name) not in table:
+                self.error(path, f"{_dotted(path) or 'profile'} needs the key "
+                           f"'{_toml_key(name)}'", f"add {_toml_key(name)} = ... to this entry")
+        if required:
             return None
         if "loc" in {f.name for f in dataclasses.fields(cls)}:
             values["loc"] = self.loc(path) if path else Loc(self.file, 1, 1, self.via)

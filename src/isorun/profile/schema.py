@@ -53,8 +53,9 @@ class Identity:
     """``[identity]``: who the command is inside the sandbox."""
 
     uid: int | None = None
-    """User id inside. Default: the caller's own id, mapped to itself. Mapping host root to
-    uid 0 inside needs ``unsafe.map_root = true``."""
+    """User id inside. Default: the caller's own id, mapped to itself. When the caller is
+    root, the sandbox runs as the host's overflow user 65534 (inside id: this value, or
+    65534), because host root is mapped to uid 0 only with ``unsafe.map_root = true``."""
     gid: int | None = None
     """Group id inside. Default: the caller's own group id."""
     hostname: str = "sandbox"

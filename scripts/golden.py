@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+"""Regenerate tests/golden expected files. Review the diff before committing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.golden.harness import cases, render  # noqa: E402
+
+
+def main() -> None:
+    for name, spec, expected in cases():
+        text = render(spec)
+        old = expected.read_text() if expected.exists() else None
+        if old != text:
+            expected.parent.mkdir(parents=True, exist_ok=True)
+            expected.write_text(text)
+            print(f"updated {name}: {expected}")
+
+
+if __name__ == "__main__":
+    main()
