@@ -1,0 +1,349 @@
+"""The parent side of a native sandbox: :func:`spawn` and the :class:`SandboxProcess` handle.
+
+After the C shim clones the child (which blocks on a sync pipe), the parent writes the
+id maps, creates the cgroup and moves the child into it, then releases it and reads the
+CLOEXEC error pipe: EOF means execve succeeded, a record means a step failed.
+
+Exit codes follow the shell: the command's own; 128+N when killed by signal N; 124 when
+the wall-clock limit killed it; 126 not executable; 127 not found. A failed set-up step
+raises :class:`SandboxSetupError` from :func:`spawn` and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import IO, Any
+
+from isorun.errors import InternalError, SandboxSetupError
+from isorun.run import _shim
+from isorun.run.cgroup import Cgroup, create_cgroup_in_parent, plan_cgroup_in_parent
+from isorun.run.spec import ShimSpec
+
+#: exit code reported when the wall-clock limit killed the sandbox, as timeout(1)
+EXIT_WALL_TIME = 124
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+
+#: what may be given as stdin/stdout/stderr, as for subprocess.Popen
+StdSpec = int | IO[Any] | None
+
+
+def _proc_write(pid: int, name: str, data: bytes, spec: ShimSpec) -> None:
+    path = f"/proc/{pid}/{name}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            # One write: the kernel accepts a map only in a single write(2) call.
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise SandboxSetupError(name, f"write({name})", err.errno or 0,
+                                detail=data.decode(errors="replace").strip(),
+                                step_index=spec.step_index.get(name, -1)) from err
+
+
+def write_id_maps_in_parent(pid: int, spec: ShimSpec) -> None:
+    """setgroups, then gid_map, then uid_map for the child's user namespace."""
+    if not spec.clone_flags & CLONE_NEWUSER:
+        if spec.uid_map or spec.gid_map:
+            raise InternalError("uid_map/gid_map given without a new user namespace")
+        return
+    # "deny" must precede gid_map: unprivileged writers of gid_map are refused until
+    # setgroups is denied (user_namespaces(7), CVE-2014-8989).
+    if spec.setgroups_deny:
+        _proc_write(pid, "setgroups", b"deny", spec)
+    if spec.gid_map:
+        _proc_write(pid, "gid_map", spec.gid_map, spec)
+    if spec.uid_map:
+        _proc_write(pid, "uid_map", spec.uid_map, spec)
+
+
+def _child_stdio(value: StdSpec, index: int, opened: list[int]) -> tuple[int, int]:
+    """(fd for the child, parent end of a pipe or -1); fds we open go into ``opened``."""
+    if value is None:
+        return -1, -1
+    if value == subprocess.PIPE:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        opened.extend((read_fd, write_fd))
+        return (read_fd, write_fd) if index == 0 else (write_fd, read_fd)
+    if value == subprocess.DEVNULL:
+        fd = os.open(os.devnull, (os.O_RDONLY if index == 0 else os.O_WRONLY) | os.O_CLOEXEC)
+        opened.append(fd)
+        return fd, -1
+    if isinstance(value, int):
+        return value, -1
+    return value.fileno(), -1
+
+
+def _lift(fd: int, index: int, opened: list[int]) -> int:
+    # The child dup2()s stdio in order 0, 1, 2; a source numbered below 3 (other than
+    # its own slot) could be overwritten by an earlier dup2, so move it above 2.
+    if fd < 0 or fd == index or fd > 2:
+        return fd
+    lifted = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    opened.append(lifted)
+    return lifted
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class SandboxProcess:
+    """A running sandbox, like :class:`subprocess.Popen`. ``pid`` is the host pid of the
+    sandbox's first process (its pid 1 when it has a pid namespace)."""
+
+    def __init__(self, pid: int, pidfd: int, spec: ShimSpec, pipes: list[int],
+                 cgroup: Cgroup | None, wall_time: float | None,
+                 exec_error: SandboxSetupError | None) -> None:
+        self.pid = pid
+        self.args = spec.argv
+        self.returncode: int | None = None
+        #: the wall-clock limit killed the sandbox (returncode is then 124)
+        self.timed_out = False
+        #: why execve failed when returncode is 126 or 127
+        self.exec_error = exec_error
+        self.stdin: IO[bytes] | None = os.fdopen(pipes[0], "wb") if pipes[0] >= 0 else None
+        self.stdout: IO[bytes] | None = os.fdopen(pipes[1], "rb") if pipes[1] >= 0 else None
+        self.stderr: IO[bytes] | None = os.fdopen(pipes[2], "rb") if pipes[2] >= 0 else None
+        self._pidfd = pidfd
+        self._spec = spec
+        self._cgroup = cgroup
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        if wall_time is not None:
+            self._timer = threading.Timer(wall_time, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self.returncode is None:
+                self.timed_out = True
+                self._kill_all()
+
+    def _kill_all(self) -> None:
+        # Caller holds the lock, so the pidfd is still open and the pid not yet reaped.
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        # Without a pid namespace, killing pid 1 of nothing takes no one else along:
+        # the session (setsid made the child its leader) and the cgroup catch the rest.
+        if not self._spec.clone_flags & CLONE_NEWPID:
+            if self._spec.new_session:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+            if self._cgroup is not None:
+                self._cgroup.kill_in_parent()
+
+    def _reap(self, block: bool) -> int | None:
+        with self._lock:
+            if self.returncode is not None:
+                return self.returncode
+            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            if pid == 0:
+                return None
+            self.returncode = EXIT_WALL_TIME if self.timed_out else _exit_code(status)
+            os.close(self._pidfd)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._cleanup()
+            return self.returncode
+
+    def _cleanup(self) -> None:
+        if self._cgroup is not None:
+            if not self._spec.clone_flags & CLONE_NEWPID:
+                self._cgroup.kill_in_parent()
+            self._cgroup.remove_in_parent()
+
+    def poll(self) -> int | None:
+        """The exit code if the sandbox has exited, else None."""
+        return self._reap(block=False)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the sandbox's pid 1; raises subprocess.TimeoutExpired on ``timeout``."""
+        if self.returncode is not None:
+            return self.returncode
+        if timeout is not None:
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            deadline = time.monotonic() + timeout
+            while not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                if time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(list(self.args), timeout)
+        code = self._reap(block=True)
+        assert code is not None
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the sandbox's pid 1, whose init forwards it to the command."""
+        with self._lock:
+            if self.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._pidfd, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the whole sandbox (every process in it, not only pid 1)."""
+        with self._lock:
+            if self.returncode is None:
+                self._kill_all()
+
+    def communicate(self, input: bytes | None = None,
+                    timeout: float | None = None) -> tuple[bytes | None, bytes | None]:
+        """Feed stdin, read stdout/stderr to EOF, wait. Like Popen.communicate."""
+        out: list[bytes] = []
+        err: list[bytes] = []
+        threads = [threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
+                   for s, b in ((self.stdout, out), (self.stderr, err)) if s is not None]
+        for thread in threads:
+            thread.start()
+        if self.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                if input:
+                    self.stdin.write(input)
+                self.stdin.close()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                raise subprocess.TimeoutExpired(list(self.args), timeout or 0.0)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return (out[0] if out else None, err[0] if err else None)
+
+    def close(self) -> None:
+        """Kill the sandbox if it still runs, reap it and close the pipes."""
+        if self.returncode is None:
+            self.kill()
+            self.wait()
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # Unlike Popen we do not wait forever: a sandbox outliving its block is killed.
+        self.close()
+
+    def __del__(self) -> None:
+        if self.returncode is None and hasattr(self, "_pidfd"):
+            with contextlib.suppress(Exception):
+                self.kill()
+                self.wait()
+
+
+def spawn(spec: ShimSpec, *, stdin: StdSpec = None, stdout: StdSpec = None,
+          stderr: StdSpec = None, wall_time: float | None = None,
+          pass_fds: Iterable[int] = (), memory_max: int | None = None,
+          pids_max: int | None = None) -> SandboxProcess:
+    """Start ``spec`` in a new sandbox.
+
+    ``memory_max`` (bytes) and ``pids_max`` put the sandbox in a cgroup of its own (see
+    :mod:`isorun.run.cgroup`), as does a non-empty ``spec.cgroup``. ``wall_time`` kills
+    the whole sandbox after that many seconds (exit code 124). ``pass_fds`` are kept open
+    in the command in addition to ``spec.keep_fds``.
+
+    The sandbox dies with the *thread* that called spawn when ``spec.die_with_parent``
+    is set (PR_SET_PDEATHSIG follows the thread, prctl(2)): call it from a long-lived one.
+    """
+    keep = tuple(sorted({*spec.keep_fds, *pass_fds} - {0, 1, 2}))
+    for fd in keep:
+        os.fstat(fd)
+    plan = plan_cgroup_in_parent(memory_max, pids_max, spec.cgroup)
+    opened: list[int] = []
+    parent_ends: list[int] = []
+    child_ends: list[int] = []
+    pid = -1
+    pidfd = -1
+    cgroup: Cgroup | None = None
+    try:
+        for index, value in enumerate((stdin, stdout, stderr)):
+            child_fd, parent_fd = _child_stdio(value, index, opened)
+            child_ends.append(_lift(child_fd, index, opened))
+            parent_ends.append(parent_fd)
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        opened.extend((sync_r, sync_w, err_r, err_w))
+        fds = _shim.ChildFds((child_ends[0], child_ends[1], child_ends[2]), sync_r, sync_w,
+                             err_w, err_r, keep)
+        pid = _shim.spawn_child(spec, fds)
+        # Before anything can reap it: the pidfd pins this process, never a reused pid.
+        pidfd = os.pidfd_open(pid)
+        for fd in {sync_r, err_w, *child_ends} - {-1, *parent_ends}:
+            if fd in opened:
+                os.close(fd)
+                opened.remove(fd)
+        write_id_maps_in_parent(pid, spec)
+        if plan is not None:
+            cgroup = create_cgroup_in_parent(plan, f"isorun-{pid}")
+            cgroup.attach_in_parent(pid)
+        os.write(sync_w, b"\0")
+        os.close(sync_w)
+        opened.remove(sync_w)
+        report = _read_all(err_r)
+        os.close(err_r)
+        opened.remove(err_r)
+        failure = _shim.parse_failure(report)
+        if failure is not None and not failure.is_exec:
+            raise _shim.failure_error(spec, failure)
+        exec_error = _shim.failure_error(spec, failure) if failure is not None else None
+        for fd in parent_ends:
+            if fd >= 0:
+                opened.remove(fd)
+        proc = SandboxProcess(pid, pidfd, spec, parent_ends, cgroup, wall_time, exec_error)
+        pid = -1
+        return proc
+    finally:
+        if pid > 0:
+            _abandon(pid, pidfd, spec, cgroup)
+        for fd in opened:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _abandon(pid: int, pidfd: int, spec: ShimSpec, cgroup: Cgroup | None) -> None:
+    """Leave nothing behind after a failed spawn: kill, reap, remove the cgroup."""
+    if pidfd >= 0:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os.close(pidfd)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if not spec.clone_flags & CLONE_NEWPID and spec.new_session:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    if cgroup is not None:
+        cgroup.kill_in_parent()
+        cgroup.remove_in_parent()

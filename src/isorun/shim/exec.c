@@ -1,0 +1,380 @@
+/*
+ * The child's fixed sequence from clone(2) to execve(2), the pid-1 init that reaps
+ * orphans and forwards signals, descriptor hygiene, rlimits and the PATH search.
+ *
+ * Order (each step says why it sits where it does):
+ *   signals reset, death signal, wait for parent, setsid, securebits + ids, stdio,
+ *   close fds, hostname, loopback, mounts + pivot_root, rlimits, caps, no_new_privs,
+ *   [init: fork the command], unblock signals, seccomp, execve.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "isorun_child.h"
+
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+static void copy_name(char *dst, const char *src) {
+    size_t i;
+
+    for (i = 0; i + 1 < ISORUN_NAME_MAX && src[i] != '\0'; i++)
+        dst[i] = src[i];
+    dst[i] = '\0';
+}
+
+_Noreturn void isorun_child_fail_status(const struct isorun_spec *spec, const char *step,
+                                        const char *syscall, int err, int index,
+                                        int status) {
+    struct isorun_failure f;
+    ssize_t n;
+
+    memset(&f, 0, sizeof f);
+    f.err = err;
+    f.index = index;
+    copy_name(f.step, step);
+    copy_name(f.syscall, syscall);
+    /* One write below PIPE_BUF is atomic: the parent never sees half a record. */
+    do
+        n = write(spec->err_fd, &f, sizeof f);
+    while (n < 0 && errno == EINTR);
+    _exit(status);
+}
+
+_Noreturn void isorun_child_fail(const struct isorun_spec *spec, const char *step,
+                                 const char *syscall, int err, int index) {
+    isorun_child_fail_status(spec, step, syscall, err, index, ISORUN_EXIT_SETUP);
+}
+
+static void fail(const struct isorun_spec *spec, const char *step, const char *syscall) {
+    isorun_child_fail(spec, step, syscall, errno, -1);
+}
+
+static void reset_signals(void) {
+    struct sigaction sa;
+    int sig;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    /* EINVAL for SIGKILL, SIGSTOP and glibc's internal signals is expected and harmless. */
+    for (sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &sa, NULL);
+}
+
+static void wait_for_parent(const struct isorun_spec *spec) {
+    char byte;
+    ssize_t n;
+
+    /*
+     * Our copy of the write end must go first: while it is open, a dead parent would
+     * not give us EOF and we would wait forever.
+     */
+    close(spec->sync_parent_fd);
+    close(spec->err_parent_fd);
+    do
+        n = read(spec->sync_fd, &byte, 1);
+    while (n < 0 && errno == EINTR);
+    /* EOF: the parent died or gave up before releasing us; it will not read errors. */
+    if (n != 1)
+        _exit(ISORUN_EXIT_SETUP);
+    close(spec->sync_fd);
+}
+
+static void set_stdio(const struct isorun_spec *spec) {
+    int fd, i;
+
+    for (i = 0; i < 3; i++) {
+        fd = spec->stdio[i];
+        if (fd < 0 || fd == i)
+            continue;
+        /* dup2 clears FD_CLOEXEC on the copy, which is what makes it reach the command. */
+        if (dup2(fd, i) < 0)
+            fail(spec, "stdio", "dup2");
+    }
+    /*
+     * An inherited or same-numbered descriptor was not dup2()ed; clear its FD_CLOEXEC by
+     * hand. EBADF: the launcher had that descriptor closed, which the command inherits.
+     */
+    for (i = 0; i < 3; i++) {
+        if ((spec->stdio[i] < 0 || spec->stdio[i] == i) && fcntl(i, F_SETFD, 0) < 0 &&
+            errno != EBADF)
+            fail(spec, "stdio", "fcntl(F_SETFD)");
+    }
+}
+
+static int is_kept(const struct isorun_spec *spec, int fd) {
+    size_t i;
+
+    if (fd <= 2 || fd == spec->err_fd)
+        return 1;
+    for (i = 0; i < spec->n_keep_fds; i++)
+        if (spec->keep_fds[i] == fd)
+            return 1;
+    return 0;
+}
+
+/* Fallback when close_range(2) is missing (Linux < 5.9): walk /proc/self/fd. */
+static int close_by_listing(const struct isorun_spec *spec) {
+    char buf[4096];
+    long n, off;
+    int dir, fd;
+
+    dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -errno;
+    while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+        for (off = 0; off < n;) {
+            struct dirent64 *d = (struct dirent64 *)(void *)(buf + off);
+            off += d->d_reclen;
+            if (d->d_name[0] < '0' || d->d_name[0] > '9')
+                continue;
+            fd = 0;
+            for (const char *p = d->d_name; *p; p++)
+                fd = fd * 10 + (*p - '0');
+            if (fd != dir && !is_kept(spec, fd))
+                close(fd);
+        }
+    }
+    close(dir);
+    return n < 0 ? -(int)errno : 0;
+}
+
+/*
+ * Descriptors inherited from the launcher (a directory, a socket, a host tty) are ways
+ * out of every namespace: openat() relative to a host directory ignores our root.
+ * Close everything but stdio, the kept fds and the error pipe (CLOEXEC, gone at exec).
+ */
+static void close_fds(const struct isorun_spec *spec) {
+    unsigned int lo = 3;
+    int hi, rc;
+    size_t i;
+
+    for (;;) {
+        hi = spec->err_fd >= (int)lo ? spec->err_fd : INT_MAX;
+        for (i = 0; i < spec->n_keep_fds; i++)
+            if (spec->keep_fds[i] >= (int)lo && spec->keep_fds[i] < hi)
+                hi = spec->keep_fds[i];
+        if ((unsigned int)hi > lo) {
+            if (syscall(SYS_close_range, lo, (unsigned int)hi - 1, 0) < 0) {
+                if (errno != ENOSYS)
+                    fail(spec, "close_fds", "close_range");
+                rc = close_by_listing(spec);
+                if (rc < 0)
+                    isorun_child_fail(spec, "close_fds", "getdents64", -rc, -1);
+                break;
+            }
+        }
+        if (hi == INT_MAX)
+            break;
+        lo = (unsigned int)hi + 1;
+    }
+    /* Python opens everything O_CLOEXEC; a kept fd must survive execve. */
+    for (i = 0; i < spec->n_keep_fds; i++)
+        if (fcntl(spec->keep_fds[i], F_SETFD, 0) < 0)
+            fail(spec, "close_fds", "fcntl(F_SETFD)");
+}
+
+static void set_rlimits(const struct isorun_spec *spec) {
+    struct rlimit rl;
+    size_t i;
+
+    for (i = 0; i < spec->n_rlimits; i++) {
+        const struct isorun_rlimit *r = &spec->rlimits[i];
+        rl.rlim_cur = r->soft < 0 ? RLIM_INFINITY : (rlim_t)r->soft;
+        rl.rlim_max = r->hard < 0 ? RLIM_INFINITY : (rlim_t)r->hard;
+        if (setrlimit((__rlimit_resource_t)r->resource, &rl) < 0)
+            isorun_child_fail(spec, "rlimit", "setrlimit", errno, r->step);
+    }
+}
+
+static void set_death_signal(const struct isorun_spec *spec) {
+    if (spec->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fail(spec, "die_with_parent", "prctl(PR_SET_PDEATHSIG)");
+}
+
+/* execvpe(3) would search the launcher's PATH, not the one in the spec's environment. */
+static _Noreturn void exec_command(const struct isorun_spec *spec) {
+    const char *file = spec->argv[0], *dir = spec->path, *end;
+    char buf[PATH_MAX];
+    size_t flen = isorun_strlen(file), dlen;
+    int err = ENOENT, denied = 0;
+
+    if (strchr(file, '/') != NULL) {
+        execve(file, spec->argv, spec->env);
+        err = errno;
+    } else {
+        while (flen > 0) {
+            end = strchr(dir, ':');
+            dlen = end != NULL ? (size_t)(end - dir) : isorun_strlen(dir);
+            /* An empty PATH element means the current directory, as in execvp(3). */
+            if (dlen == 0) {
+                buf[0] = '.';
+                dlen = 1;
+            } else if (dlen + flen + 2 <= sizeof buf) {
+                memcpy(buf, dir, dlen);
+            }
+            if (dlen + flen + 2 <= sizeof buf) {
+                buf[dlen] = '/';
+                memcpy(buf + dlen + 1, file, flen + 1);
+                execve(buf, spec->argv, spec->env);
+                if (errno == EACCES)
+                    denied = 1;
+                else if (errno != ENOENT && errno != ENOTDIR && errno != ENAMETOOLONG) {
+                    err = errno;
+                    denied = 0;
+                    break;
+                }
+            }
+            if (end == NULL)
+                break;
+            dir = end + 1;
+        }
+        if (denied)
+            err = EACCES;
+    }
+    isorun_child_fail_status(spec, "exec", "execve", err, -1,
+                             err == ENOENT || err == ENOTDIR ? ISORUN_EXIT_NOTFOUND
+                                                             : ISORUN_EXIT_NOEXEC);
+}
+
+static _Noreturn void run_command(const struct isorun_spec *spec) {
+    sigset_t none;
+
+    /*
+     * Unblock before seccomp: the filter need not allow rt_sigprocmask, and a command
+     * started with signals blocked would ignore SIGINT/SIGTERM.
+     */
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+        fail(spec, "exec", "sigprocmask");
+    /* Seccomp last: the filter must not have to allow any of our own set-up calls. */
+    isorun_child_seccomp(spec);
+    exec_command(spec);
+}
+
+static int exit_status(int status) {
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return ISORUN_EXIT_SETUP;
+}
+
+/*
+ * pid 1 of the sandbox. The kernel drops signals to pid 1 that it has no handler for
+ * and re-parents every orphan to it, so without this a plain command as pid 1 would
+ * ignore SIGTERM and leak zombies. Exiting kills the rest of the pid namespace.
+ */
+static _Noreturn void run_init(const struct isorun_spec *spec, pid_t cmd) {
+    sigset_t set;
+    siginfo_t info;
+    pid_t pid;
+    int status, i, sig;
+
+    /* The error pipe must reach EOF once the command execs; init never writes to it. */
+    close(spec->err_fd);
+    /* Holding the command's stdio would keep the launcher's pipes open after it exits. */
+    for (i = 0; i < 3; i++)
+        close(i);
+    for (size_t k = 0; k < spec->n_keep_fds; k++)
+        close(spec->keep_fds[k]);
+    /*
+     * Not dumpable: init runs without the seccomp filter, so the command (same uid)
+     * must not be able to ptrace it or write its /proc/1/mem to run unfiltered code.
+     * Set here, after the credential changes that reset it.
+     */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    for (i = 0; i < (int)(sizeof forwarded / sizeof forwarded[0]); i++)
+        sigaddset(&set, forwarded[i]);
+    for (;;) {
+        /* All signals stayed blocked since clone, so none was lost before this point. */
+        sig = sigwaitinfo(&set, &info);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(cmd, sig);
+            continue;
+        }
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (pid == cmd)
+                _exit(exit_status(status));
+        }
+    }
+}
+
+int isorun_child_main(void *arg) {
+    const struct isorun_spec *spec = arg;
+    pid_t cmd;
+
+    /* First: the parent's handlers are interpreter code that must never run here. */
+    reset_signals();
+    /*
+     * Before waiting: if the launcher dies from here on we die too. A launcher that died
+     * earlier is caught by the EOF on the sync pipe.
+     */
+    set_death_signal(spec);
+    /*
+     * Wait until the parent wrote uid_map/gid_map (until then our ids are unmapped and
+     * files we create would get no owner) and moved us into the cgroup (so nothing we
+     * start escapes the limits).
+     */
+    wait_for_parent(spec);
+    /* A new session has no controlling terminal: TIOCSTI on the launcher's tty fails. */
+    if (spec->new_session && setsid() < 0)
+        fail(spec, "setsid", "setsid");
+    /* Ids before any mount: see isorun_child_ids (files made by unmapped ids fail). */
+    isorun_child_ids(spec);
+    set_stdio(spec);
+    /* Before any mount: a host directory fd would let the command walk around the root. */
+    close_fds(spec);
+    isorun_child_hostname(spec);
+    isorun_child_loopback(spec);
+    isorun_child_mount(spec);
+    /* Before the drop: raising a hard limit needs CAP_SYS_RESOURCE. */
+    set_rlimits(spec);
+    /* After every privileged step: mounts, hostname and lo all need capabilities. */
+    isorun_child_caps(spec);
+    /*
+     * no_new_privs after the drop and before seccomp: it makes setuid binaries and file
+     * capabilities inert at execve, and lets an unprivileged process load a filter.
+     */
+    if (spec->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        fail(spec, "no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)");
+    /* Changing uid/gid cleared the parent-death signal (prctl(2)); set it again. */
+    set_death_signal(spec);
+    if (!spec->init)
+        run_command(spec);
+    /*
+     * Without a new pid namespace we are not pid 1: become a subreaper so orphans of the
+     * command still come to us instead of the host's init.
+     */
+    if (!(spec->clone_flags & CLONE_NEWPID) &&
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        fail(spec, "init", "prctl(PR_SET_CHILD_SUBREAPER)");
+    /*
+     * Raw clone rather than fork(3): glibc's fork runs atfork handlers and takes malloc
+     * locks that another launcher thread may have held when we were cloned.
+     */
+    cmd = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (cmd < 0)
+        fail(spec, "init", "clone");
+    if (cmd == 0) {
+        /* Die with init: outside a pid namespace nothing else would kill us. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+            fail(spec, "init", "prctl(PR_SET_PDEATHSIG)");
+        run_command(spec);
+    }
+    run_init(spec, cmd);
+}

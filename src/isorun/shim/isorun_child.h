@@ -1,0 +1,37 @@
+/*
+ * Declarations shared by the shim's .c files, kept out of isorun_shim.h because cffi's
+ * cdef() must not see system headers or functions that only the child may call.
+ * Every isorun_child_* function runs between clone(2) and execve(2): async-signal-safe
+ * calls only, no malloc, no stdio, no locks.
+ */
+#ifndef ISORUN_CHILD_H
+#define ISORUN_CHILD_H
+
+#include <stddef.h>
+
+#include "isorun_shim.h"
+
+/* Write (step, syscall, errno, index) to the error pipe and _exit(ISORUN_EXIT_SETUP). */
+_Noreturn void isorun_child_fail(const struct isorun_spec *spec, const char *step,
+                                 const char *syscall, int err, int index);
+
+/* Like isorun_child_fail but with the given exit status (exec failures: 126/127). */
+_Noreturn void isorun_child_fail_status(const struct isorun_spec *spec, const char *step,
+                                        const char *syscall, int err, int index,
+                                        int status);
+
+/* The child entry point handed to clone(2). */
+int isorun_child_main(void *arg);
+
+void isorun_child_hostname(const struct isorun_spec *spec);
+void isorun_child_loopback(const struct isorun_spec *spec);
+void isorun_child_mount(const struct isorun_spec *spec);
+void isorun_child_ids(const struct isorun_spec *spec);
+void isorun_child_caps(const struct isorun_spec *spec);
+void isorun_child_seccomp(const struct isorun_spec *spec);
+
+/* Join a and b into buf (size PATH_MAX); returns 0 or -ENAMETOOLONG. */
+int isorun_join(char *buf, size_t size, const char *a, const char *b);
+size_t isorun_strlen(const char *s);
+
+#endif
