@@ -149,9 +149,12 @@ class SandboxSetupError(IsorunError):
     """
 
     def __init__(self, step: str, syscall: str, errno: int, loc: Loc | None = None,
-                 detail: str = "") -> None:
+                 detail: str = "", step_index: int = -1) -> None:
         self.step, self.syscall, self.errno, self.loc, self.detail = (
             step, syscall, errno, loc, detail)
+        #: index into Plan.steps of the step that failed (-1: not tied to one), so the
+        #: caller can look up the profile line and re-raise with ``loc``
+        self.step_index = step_index
         name = _errno.errorcode.get(errno, str(errno))
         where = f" ({loc.short()})" if loc is not None else ""
         extra = f": {detail}" if detail else ""
