@@ -161,8 +161,9 @@ def _build(spec: ShimSpec, fds: ChildFds, arena: _Arena) -> Any:
         src = mount.src if mount.kind == MountKind.FILE else _cstr(mount.src, "mount src")
         slot.src = arena.new("char[]", src)
         slot.src_len = len(src)
-        data = _tmpfs_data(mount.data, mount.mode) if mount.kind == MountKind.TMPFS else (
-            mount.data)
+        data = (
+            _tmpfs_data(mount.data, mount.mode) if mount.kind == MountKind.TMPFS else (mount.data)
+        )
         slot.data = arena.cstr(data, "mount data") if data else _ffi.NULL
     c.mounts, c.n_mounts = mounts, len(spec.mounts)
     c.cwd = arena.cstr(spec.cwd, "cwd")
@@ -194,8 +195,13 @@ def spawn_child(spec: ShimSpec, fds: ChildFds) -> int:
     c_spec = _build(spec, fds, arena)
     pid = int(_lib.isorun_spawn(c_spec))
     if pid < 0:
-        raise SandboxSetupError("clone", "clone", -pid, step_index=spec.step_index.get(
-            "clone", -1), detail=f"flags {spec.clone_flags:#x}")
+        raise SandboxSetupError(
+            "clone",
+            "clone",
+            -pid,
+            step_index=spec.step_index.get("clone", -1),
+            detail=f"flags {spec.clone_flags:#x}",
+        )
     return pid
 
 
@@ -204,8 +210,9 @@ def parse_failure(data: bytes) -> ChildFailure | None:
     if len(data) < _FAILURE.size:
         return None
     err, index, step, syscall = _FAILURE.unpack_from(data)
-    return ChildFailure(step.split(b"\0", 1)[0].decode(), syscall.split(b"\0", 1)[0].decode(),
-                        err, index)
+    return ChildFailure(
+        step.split(b"\0", 1)[0].decode(), syscall.split(b"\0", 1)[0].decode(), err, index
+    )
 
 
 def failure_error(spec: ShimSpec, failure: ChildFailure) -> SandboxSetupError:
@@ -219,5 +226,6 @@ def failure_error(spec: ShimSpec, failure: ChildFailure) -> SandboxSetupError:
                 if mount.src and mount.kind != MountKind.FILE:
                     detail += f" from {os.fsdecode(mount.src)}"
                 break
-    return SandboxSetupError(failure.step, failure.syscall, failure.errno, detail=detail,
-                             step_index=index)
+    return SandboxSetupError(
+        failure.step, failure.syscall, failure.errno, detail=detail, step_index=index
+    )

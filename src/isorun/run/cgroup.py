@@ -8,6 +8,7 @@ so nothing the sandbox runs is ever outside the limits, and removed after it exi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -113,8 +114,12 @@ def plan_cgroup_in_parent(
         explicit = Path(os.fsdecode(path))
         if _v2_usable(explicit.parent, needed):
             return CgroupPlan((explicit.parent,), 2, memory_max, pids_max, explicit)
-        raise HostError(_WHAT, f"{explicit.parent} is not a writable cgroup v2 directory "
-                        f"offering {', '.join(sorted(needed)) or 'placement'}", _FIX)
+        raise HostError(
+            _WHAT,
+            f"{explicit.parent} is not a writable cgroup v2 directory "
+            f"offering {', '.join(sorted(needed)) or 'placement'}",
+            _FIX,
+        )
     if mounts.v2 is not None:
         parent = _under(*mounts.v2)
         if _v2_usable(parent, needed):
@@ -122,8 +127,12 @@ def plan_cgroup_in_parent(
     if os.geteuid() == 0 and all(name in mounts.v1 for name in needed):
         parents = tuple(_under(*mounts.v1[name]) for name in sorted(needed))
         return CgroupPlan(parents, 1, memory_max, pids_max)
-    raise HostError(_WHAT, "no writable cgroup v2 hierarchy with "
-                    f"{' and '.join(sorted(needed))}, and cgroup v1 needs root", _FIX)
+    raise HostError(
+        _WHAT,
+        "no writable cgroup v2 hierarchy with "
+        f"{' and '.join(sorted(needed))}, and cgroup v1 needs root",
+        _FIX,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +165,8 @@ class Cgroup:
                 if not pids:
                     break
                 for pid in pids:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
 
     def remove_in_parent(self, timeout: float = 2.0) -> None:
         """rmdir every directory; retries while the last exiting tasks leave (EBUSY)."""
@@ -173,8 +180,9 @@ class Cgroup:
                     break
                 except OSError as err:
                     if err.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise SandboxSetupError("cgroup", "rmdir", err.errno or 0,
-                                                detail=str(directory)) from err
+                        raise SandboxSetupError(
+                            "cgroup", "rmdir", err.errno or 0, detail=str(directory)
+                        ) from err
                     self.kill_in_parent()
                     time.sleep(0.005)
 
@@ -195,37 +203,44 @@ def create_cgroup_in_parent(plan: CgroupPlan, name: str) -> Cgroup:
             try:
                 directory.mkdir()
             except OSError as err:
-                raise SandboxSetupError("cgroup", "mkdir", err.errno or 0,
-                                        detail=str(directory)) from err
+                raise SandboxSetupError(
+                    "cgroup", "mkdir", err.errno or 0, detail=str(directory)
+                ) from err
             made.append(directory)
         group = Cgroup(dirs, plan.version)
         for directory in dirs:
             if plan.version == 2:
                 if plan.memory_max:
-                    _write(directory / "memory.max", str(plan.memory_max), "cgroup",
-                           "write(memory.max)")
+                    _write(
+                        directory / "memory.max",
+                        str(plan.memory_max),
+                        "cgroup",
+                        "write(memory.max)",
+                    )
                     # Swap would let the sandbox exceed memory.max by paging out.
                     swap = directory / "memory.swap.max"
                     if swap.exists():
                         _write(swap, "0", "cgroup", "write(memory.swap.max)")
                 if plan.pids_max:
-                    _write(directory / "pids.max", str(plan.pids_max), "cgroup",
-                           "write(pids.max)")
+                    _write(directory / "pids.max", str(plan.pids_max), "cgroup", "write(pids.max)")
             elif (directory / "memory.limit_in_bytes").exists() and plan.memory_max:
-                _write(directory / "memory.limit_in_bytes", str(plan.memory_max), "cgroup",
-                       "write(memory.limit_in_bytes)")
+                _write(
+                    directory / "memory.limit_in_bytes",
+                    str(plan.memory_max),
+                    "cgroup",
+                    "write(memory.limit_in_bytes)",
+                )
                 # memsw >= limit is enforced by the kernel, so it goes after the limit.
                 memsw = directory / "memory.memsw.limit_in_bytes"
                 if memsw.exists():
-                    _write(memsw, str(plan.memory_max), "cgroup",
-                           "write(memory.memsw.limit_in_bytes)")
+                    _write(
+                        memsw, str(plan.memory_max), "cgroup", "write(memory.memsw.limit_in_bytes)"
+                    )
             elif (directory / "pids.max").exists() and plan.pids_max:
                 _write(directory / "pids.max", str(plan.pids_max), "cgroup", "write(pids.max)")
         return group
     except BaseException:
         for directory in reversed(made):
-            try:
+            with contextlib.suppress(OSError):
                 directory.rmdir()
-            except OSError:
-                pass
         raise

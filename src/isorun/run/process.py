@@ -48,9 +48,13 @@ def _proc_write(pid: int, name: str, data: bytes, spec: ShimSpec) -> None:
         finally:
             os.close(fd)
     except OSError as err:
-        raise SandboxSetupError(name, f"write({name})", err.errno or 0,
-                                detail=data.decode(errors="replace").strip(),
-                                step_index=spec.step_index.get(name, -1)) from err
+        raise SandboxSetupError(
+            name,
+            f"write({name})",
+            err.errno or 0,
+            detail=data.decode(errors="replace").strip(),
+            step_index=spec.step_index.get(name, -1),
+        ) from err
 
 
 def write_id_maps_in_parent(pid: int, spec: ShimSpec) -> None:
@@ -97,7 +101,7 @@ def _lift(fd: int, index: int, opened: list[int]) -> int:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = os.read(fd, 4096)
@@ -117,9 +121,16 @@ class SandboxProcess:
     """A running sandbox, like :class:`subprocess.Popen`. ``pid`` is the host pid of the
     sandbox's first process (its pid 1 when it has a pid namespace)."""
 
-    def __init__(self, pid: int, pidfd: int, spec: ShimSpec, pipes: list[int],
-                 cgroup: Cgroup | None, wall_time: float | None,
-                 exec_error: SandboxSetupError | None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        pidfd: int,
+        spec: ShimSpec,
+        pipes: list[int],
+        cgroup: Cgroup | None,
+        wall_time: float | None,
+        exec_error: SandboxSetupError | None,
+    ) -> None:
         self.pid = pid
         self.args = spec.argv
         self.returncode: int | None = None
@@ -214,13 +225,17 @@ class SandboxProcess:
             if self.returncode is None:
                 self._kill_all()
 
-    def communicate(self, input: bytes | None = None,
-                    timeout: float | None = None) -> tuple[bytes | None, bytes | None]:
+    def communicate(
+        self, input: bytes | None = None, timeout: float | None = None
+    ) -> tuple[bytes | None, bytes | None]:
         """Feed stdin, read stdout/stderr to EOF, wait. Like Popen.communicate."""
         out: list[bytes] = []
         err: list[bytes] = []
-        threads = [threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
-                   for s, b in ((self.stdout, out), (self.stderr, err)) if s is not None]
+        threads = [
+            threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
+            for s, b in ((self.stdout, out), (self.stderr, err))
+            if s is not None
+        ]
         for thread in threads:
             thread.start()
         if self.stdin is not None:
@@ -249,8 +264,12 @@ class SandboxProcess:
     def __enter__(self) -> SandboxProcess:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         # Unlike Popen we do not wait forever: a sandbox outliving its block is killed.
         self.close()
 
@@ -261,10 +280,17 @@ class SandboxProcess:
                 self.wait()
 
 
-def spawn(spec: ShimSpec, *, stdin: StdSpec = None, stdout: StdSpec = None,
-          stderr: StdSpec = None, wall_time: float | None = None,
-          pass_fds: Iterable[int] = (), memory_max: int | None = None,
-          pids_max: int | None = None) -> SandboxProcess:
+def spawn(
+    spec: ShimSpec,
+    *,
+    stdin: StdSpec = None,
+    stdout: StdSpec = None,
+    stderr: StdSpec = None,
+    wall_time: float | None = None,
+    pass_fds: Iterable[int] = (),
+    memory_max: int | None = None,
+    pids_max: int | None = None,
+) -> SandboxProcess:
     """Start ``spec`` in a new sandbox.
 
     ``memory_max`` (bytes) and ``pids_max`` put the sandbox in a cgroup of its own (see
@@ -293,8 +319,9 @@ def spawn(spec: ShimSpec, *, stdin: StdSpec = None, stdout: StdSpec = None,
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         opened.extend((sync_r, sync_w, err_r, err_w))
-        fds = _shim.ChildFds((child_ends[0], child_ends[1], child_ends[2]), sync_r, sync_w,
-                             err_w, err_r, keep)
+        fds = _shim.ChildFds(
+            (child_ends[0], child_ends[1], child_ends[2]), sync_r, sync_w, err_w, err_r, keep
+        )
         pid = _shim.spawn_child(spec, fds)
         # Before anything can reap it: the pidfd pins this process, never a reused pid.
         pidfd = os.pidfd_open(pid)

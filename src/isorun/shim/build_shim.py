@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from cffi import FFI
+from cffi import FFI  # type: ignore[import-untyped]
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("ns.c", "mount.c", "caps.c", "seccomp.c", "exec.c")
@@ -38,6 +38,7 @@ ffibuilder.set_source(
     include_dirs=[_relative(HERE)],
     extra_compile_args=list(CFLAGS),
 )
+
 
 def build_in_place() -> Path:
     """Compile into build/shim and copy the module next to the package (``make shim``)."""
