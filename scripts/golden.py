@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.golden.harness import cases, render  # noqa: E402
+from tests.golden.harness import cases, render
 
 
 def main() -> None:

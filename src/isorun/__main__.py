@@ -79,7 +79,7 @@ def _launch(args: list[str]) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception:  # noqa: BLE001 - the one broad catch: turn bugs into a report
+    except Exception:
         sys.stderr.write("isorun: internal error, please report it with the output of "
                          "--debug\n")
         if "--debug" in flags or os.environ.get("ISORUN_DEBUG"):

@@ -66,7 +66,8 @@ class Popen:
                  backend: str | None = None) -> None:
         import os
 
-        from isorun.compile.plan import Plan as _Plan, WallTime, Cgroup
+        from isorun.compile.plan import Cgroup, WallTime
+        from isorun.compile.plan import Plan as _Plan
         from isorun.run import native, process
 
         if isinstance(argv, str | bytes):
@@ -80,8 +81,8 @@ class Popen:
         self._proc = process.spawn(
             spec, stdin=stdin, stdout=stdout, stderr=stderr,
             wall_time=wall[0].seconds if wall else None,
-            memory=cgroups[0].memory if cgroups else None,
-            pids=cgroups[0].pids if cgroups else None)
+            memory_max=cgroups[0].memory if cgroups else None,
+            pids_max=cgroups[0].pids if cgroups else None)
         self.args = list(argv)
         self._text = text
         self.pid: int = self._proc.pid
@@ -89,13 +90,13 @@ class Popen:
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.returncode  # type: ignore[no-any-return]
+        return self._proc.returncode
 
     def poll(self) -> int | None:
-        return self._proc.poll()  # type: ignore[no-any-return]
+        return self._proc.poll()
 
     def wait(self, timeout: float | None = None) -> int:
-        return self._proc.wait(timeout)  # type: ignore[no-any-return]
+        return self._proc.wait(timeout)
 
     def send_signal(self, sig: int) -> None:
         self._proc.send_signal(sig)
@@ -113,8 +114,8 @@ class Popen:
             input = input.encode()
         out, err = self._proc.communicate(input, timeout)
         if self._text:
-            out = None if out is None else out.decode(errors="replace")
-            err = None if err is None else err.decode(errors="replace")
+            return (None if out is None else out.decode(errors="replace"),
+                    None if err is None else err.decode(errors="replace"))
         return out, err
 
     def __enter__(self) -> Popen:

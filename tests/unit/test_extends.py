@@ -63,7 +63,7 @@ def test_override_replaces(tmp_path: Path) -> None:
 def test_namespace_stays_on(tmp_path: Path) -> None:
     write(tmp_path, "base.toml", "[namespaces]\nipc = true\n")
     top = write(tmp_path, "top.toml", 'extends = ["./base.toml"]\n[namespaces]\nipc = false\n')
-    with pytest.raises(ProfileError, match="namespaces.ipc = false loosens true"):
+    with pytest.raises(ProfileError, match=r"namespaces\.ipc = false loosens true"):
         api.load_profile(top)
 
 

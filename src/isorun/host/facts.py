@@ -37,11 +37,12 @@ def probe() -> HostFacts:
 
 
 def _userns_enabled() -> bool:
-    for path, ok in (("/proc/sys/user/max_user_namespaces", lambda v: int(v) > 0),
-                     ("/proc/sys/kernel/unprivileged_userns_clone", lambda v: int(v) == 1)):
+    # (file, the smallest value that allows unprivileged user namespaces)
+    for path, minimum in (("/proc/sys/user/max_user_namespaces", 1),
+                          ("/proc/sys/kernel/unprivileged_userns_clone", 1)):
         try:
             with open(path) as f:
-                if not ok(f.read().strip()):
+                if int(f.read().strip()) < minimum:
                     return False
         except (OSError, ValueError):
             continue

@@ -136,7 +136,7 @@ def _merge(base: Layer, top: Layer, diagnostics: list[Diagnostic]) -> Layer:
     for section in ("description", "backend", "mounts", *_SECTIONS):
         base_value = getattr(base.profile, section)
         top_value = getattr(top.profile, section)
-        if dataclasses.is_dataclass(base_value):
+        if dataclasses.is_dataclass(base_value) and not isinstance(base_value, type):
             fields: dict[str, Any] = {}
             for f in dataclasses.fields(base_value):
                 if f.name == "loc":

@@ -244,7 +244,8 @@ class _Converter:
         else:
             number = getattr(errno_mod, arg.upper(), -1)
             if number < 0:
-                near = difflib.get_close_matches(arg.upper(), list(errno_mod.errorcode.values()), n=1)
+                names = list(errno_mod.errorcode.values())
+                near = difflib.get_close_matches(arg.upper(), names, n=1)
                 self.error(path, f"unknown errno name {arg!r}",
                            f"did you mean '{near[0]}'?" if near else "write e.g. errno:EPERM")
                 return _BAD
@@ -393,7 +394,8 @@ def _validate_seccomp(policy: schema.Seccomp, conv: _Converter) -> None:
     known = syscalls.all_names()
     groups: list[tuple[Path, tuple[str, ...]]] = [
         (("seccomp", "allow"), policy.allow), (("seccomp", "deny"), policy.deny)]
-    groups += [(("seccomp", "rules", i, "syscalls"), r.syscalls) for i, r in enumerate(policy.rules)]
+    groups += [(("seccomp", "rules", i, "syscalls"), rule.syscalls)
+               for i, rule in enumerate(policy.rules)]
     for path, names in groups:
         for index, name in enumerate(names):
             if name not in known:

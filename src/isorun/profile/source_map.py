@@ -12,6 +12,7 @@ A path is a tuple of keys and array indexes, e.g. ``("mounts", 2, "dst")`` or
 from __future__ import annotations
 
 import bisect
+import contextlib
 import re
 
 Path = tuple[str | int, ...]
@@ -28,12 +29,10 @@ class SourceMap:
         self.positions: dict[Path, tuple[int, int]] = {}
         self._array_counts: dict[Path, int] = {}
         self._i = 0
-        try:
+        # The scanner is best effort on top of a parser that already accepted the text: a
+        # construct it does not follow only costs precision (the nearest parent's line).
+        with contextlib.suppress(IndexError, ValueError):
             self._document()
-        except (IndexError, ValueError):
-            # The scanner is best effort on top of a parser that already accepted the text:
-            # a construct it does not follow only costs precision (the nearest parent's line).
-            pass
 
     def find(self, path: Path) -> tuple[int, int]:
         """Line and column of ``path``, or of its nearest recorded parent; (0, 0) if none."""
