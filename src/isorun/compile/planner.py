@@ -12,10 +12,10 @@ import os
 import re
 from collections.abc import Callable
 
+from isorun.compile import plan as p
 from isorun.errors import Diagnostic, Loc, ProfileError
 from isorun.host.facts import HostFacts
 from isorun.profile import schema
-from isorun.compile import plan as p
 
 #: the unprivileged id a root caller's sandbox runs as on the host (see _identity)
 NOBODY = 65534
