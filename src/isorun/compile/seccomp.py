@@ -1,0 +1,566 @@
+"""``[seccomp]`` -> a raw BPF program the shim loads with seccomp(SECCOMP_SET_MODE_FILTER).
+
+Semantics, first match wins, per syscall:
+
+1. ``hardening`` (on by default): the denies listed in :data:`HARDENING`; ``clone3`` gets
+   ENOSYS so libc falls back to ``clone``, whose flags a filter can read (clone3 passes
+   them in memory, out of a filter's reach).
+2. ``deny`` (answered with ``deny_action``), then ``[[seccomp.rules]]`` whose action is
+   not ``allow``, in file order.
+3. ``allow`` and the ``allow`` rules.
+4. ``default_action`` for every other syscall of isorun's table, by an explicit rule each.
+
+The filter's own default is ``unknown_action`` (ENOSYS): only syscall numbers newer than
+the table reach it, so new kernels' syscalls fail the way programs expect on old kernels.
+Any other ABI than the ones listed (x32, i386 on x86_64) kills the process: a filter
+written for x86_64 numbers means nothing for i386 numbers, and x32 reuses x86_64 numbers
+with bit 30 set (libseccomp checks that bit; the kill is SCMP_FLTATR_ACT_BADARCH).
+
+Precedence is decided here, not by libseccomp, which has none between rules of one
+syscall (see :mod:`isorun.compile.argspace`): every rule given to libseccomp covers a
+region of argument values disjoint from the other actions' regions.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from isorun.compile import argspace, syscalls
+from isorun.compile.argspace import Region
+from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
+from isorun.profile.schema import ACTIONS, OPERATORS, Action, Seccomp
+
+LAYOUTS = ("tree", "linear")
+ARCH_NAMES = ("native", "x86_64", "x32", "i386", "aarch64")
+MAX_ERRNO = 4095  # the kernel's MAX_ERRNO: larger SECCOMP_RET_ERRNO data is clamped
+#: more comparisons than this for one syscall means a rule set we should not hide in a
+#: filter (each costs instructions on every call of that syscall)
+MAX_COMPARISONS_PER_SYSCALL = 400
+
+EPERM = 1
+ENOSYS = 38
+
+# ioctl requests from asm-generic/ioctls.h
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+CLONE_NEWUSER = 0x10000000
+# personality values Docker allows (moby profiles/seccomp/default.json): PER_LINUX,
+# UNAME26, PER_LINUX32, PER_LINUX32|UNAME26, and 0xffffffff, which only queries
+SAFE_PERSONALITIES = (0x0, 0x0008, 0x20000, 0x20008, 0xFFFFFFFF)
+
+#: unconditional hardening denies: name -> why
+HARDENING_DENY: dict[str, str] = {
+    **{
+        n: "io_uring bypasses seccomp for the operations it runs (and is a steady source of"
+        " kernel CVEs)"
+        for n in ("io_uring_setup", "io_uring_enter", "io_uring_register")
+    },
+    "userfaultfd": "stalls kernel page faults at will, the usual tool to win kernel races",
+    "bpf": "eBPF programs are kernel attack surface (verifier CVEs)",
+    "perf_event_open": "perf events leak kernel addresses and have a long CVE history",
+    **{
+        n: "the kernel keyring is shared across containers (not namespaced)"
+        for n in ("keyctl", "add_key", "request_key")
+    },
+    **{n: "loads a new kernel" for n in ("kexec_load", "kexec_file_load")},
+    **{n: "loads kernel code" for n in ("init_module", "finit_module", "delete_module")},
+    "ptrace": "inspecting other processes escapes the filter (ptrace can change syscalls"
+    " after seccomp ran, before 4.8) and reads their memory",
+    **{
+        n: "mounting reshapes the file view the sandbox was built with"
+        for n in (
+            "mount",
+            "umount",
+            "umount2",
+            "pivot_root",
+            "move_mount",
+            "open_tree",
+            "open_tree_attr",
+            "fsopen",
+            "fsmount",
+            "fsconfig",
+            "fspick",
+            "mount_setattr",
+        )
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One first-match step for one syscall: where it matches, what it answers, why."""
+
+    region: Region
+    action: Action
+    origin: str
+    loc: Loc = DEFAULT_LOC
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRule:
+    """One rule handed to libseccomp, with the profile line (or hardening) behind it."""
+
+    syscall: str
+    nr: int
+    action: str
+    #: libseccomp comparisons ``(arg index, op, datum_a, datum_b)``; for masked_eq
+    #: datum_a is the mask, datum_b the value
+    conditions: tuple[tuple[int, str, int, int], ...]
+    origin: str
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    """A name the profile asks for that this architecture does not have (not an error)."""
+
+    name: str
+    arch: str
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SeccompProgram:
+    """The compiled filter: what the shim loads, and what ``explain`` shows."""
+
+    bpf: bytes
+    """Raw ``struct sock_filter`` array, native byte order."""
+    pfc: str
+    """libseccomp's pseudo-C rendering of the same filter."""
+    arch: str
+    arches: tuple[str, ...]
+    layout: str
+    rules: tuple[ResolvedRule, ...]
+    unresolved: tuple[Unresolved, ...]
+    libseccomp: str = ""
+
+    def describe(self) -> str:
+        head = (
+            f"seccomp: {len(self.bpf) // 8} BPF instructions, {len(self.rules)} rules,"
+            f" arches {','.join(self.arches)}, layout {self.layout}"
+        )
+        lines = [head]
+        if self.unresolved:
+            names = sorted({u.name for u in self.unresolved if u.arch == self.arch})
+            lines.append(f"  not on {self.arch} (ignored there): {' '.join(names)}")
+        return "\n".join(lines)
+
+
+def action_value(action: Action) -> int:
+    """The SECCOMP_RET_* value of an action (linux/seccomp.h)."""
+    match action.kind:
+        case "allow":
+            return 0x7FFF0000
+        case "errno":
+            return 0x00050000 | (action.errno & 0xFFFF)
+        case "kill_process":
+            return 0x80000000
+        case "kill_thread":
+            return 0x00000000
+        case "trap":
+            return 0x00030000
+        case "log":
+            return 0x7FFC0000
+    raise ValueError(f"unknown action {action.kind!r}")
+
+
+def _close(word: str, pool: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(pool), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def check_seccomp(policy: Seccomp) -> list[Diagnostic]:
+    """Every problem of a ``[seccomp]`` table (the loader may call this to report early)."""
+    diags: list[Diagnostic] = []
+    known = syscalls.all_names()
+
+    def names(where: str, items: tuple[str, ...], loc: Loc) -> None:
+        for name in items:
+            if name not in known:
+                hint = syscalls.suggest(name) or (
+                    "see `isorun syscalls` for the names and @groups isorun knows"
+                )
+                kind = "group" if name.startswith("@") else "syscall"
+                diags.append(Diagnostic(loc, f"{where}: unknown {kind} {name!r}", hint))
+
+    def action(where: str, act: Action, loc: Loc) -> None:
+        if act.kind not in ACTIONS:
+            diags.append(
+                Diagnostic(
+                    loc,
+                    f"{where}: unknown action {act.kind!r}",
+                    _close(act.kind, ACTIONS) or f"use one of {', '.join(ACTIONS)}",
+                )
+            )
+        elif act.kind == "errno" and not 0 <= act.errno <= MAX_ERRNO:
+            diags.append(
+                Diagnostic(
+                    loc,
+                    f"{where}: errno {act.errno} out of range",
+                    f"use an errno between 0 and {MAX_ERRNO}, e.g. errno:EPERM",
+                )
+            )
+
+    action("seccomp.default_action", policy.default_action, policy.loc)
+    action("seccomp.unknown_action", policy.unknown_action, policy.loc)
+    action("seccomp.deny_action", policy.deny_action, policy.loc)
+    if policy.deny_action.kind == "allow":
+        diags.append(
+            Diagnostic(
+                policy.loc,
+                "seccomp.deny_action cannot be allow",
+                "use errno:EPERM, kill_process, trap or log",
+            )
+        )
+    names("seccomp.allow", policy.allow, policy.loc)
+    names("seccomp.deny", policy.deny, policy.loc)
+    for arch in policy.architectures:
+        if arch not in ARCH_NAMES:
+            diags.append(
+                Diagnostic(
+                    policy.loc,
+                    f"seccomp.architectures: unknown {arch!r}",
+                    _close(arch, ARCH_NAMES) or f"use {', '.join(ARCH_NAMES)}",
+                )
+            )
+    for n, rule in enumerate(policy.rules):
+        where = f"seccomp.rules[{n}]"
+        if not rule.syscalls:
+            diags.append(
+                Diagnostic(
+                    rule.loc,
+                    f"{where}.syscalls is empty",
+                    'name at least one syscall, e.g. syscalls = ["mkdir"]',
+                )
+            )
+        names(f"{where}.syscalls", rule.syscalls, rule.loc)
+        action(f"{where}.action", rule.action, rule.loc)
+        for m, cond in enumerate(rule.args):
+            cwhere = f"{where}.args[{m}]"
+            loc = cond.loc if cond.loc != DEFAULT_LOC else rule.loc
+            if not 0 <= cond.index <= 5:
+                diags.append(
+                    Diagnostic(
+                        loc,
+                        f"{cwhere}.index {cond.index} out of range",
+                        "syscalls have 6 arguments: index 0 to 5",
+                    )
+                )
+            if cond.op not in OPERATORS:
+                diags.append(
+                    Diagnostic(
+                        loc,
+                        f"{cwhere}.op: unknown operator {cond.op!r}",
+                        _close(cond.op, OPERATORS) or f"use one of {', '.join(OPERATORS)}",
+                    )
+                )
+            for what, value in (("value", cond.value), ("mask", cond.mask)):
+                if not 0 <= value <= argspace.MAX:
+                    diags.append(
+                        Diagnostic(
+                            loc,
+                            f"{cwhere}.{what} {value} is not an unsigned 64-bit value",
+                            "the kernel compares arguments as unsigned 64-bit; write -1 as"
+                            " 0xffffffffffffffff (or 0xffffffff for a 32-bit int)",
+                        )
+                    )
+            if cond.op == "masked_eq":
+                if cond.mask == 0:
+                    diags.append(
+                        Diagnostic(
+                            loc,
+                            f"{cwhere}: masked_eq needs a mask",
+                            "add mask = 0x..., the bits to compare",
+                        )
+                    )
+                elif cond.value & ~cond.mask:
+                    diags.append(
+                        Diagnostic(
+                            loc,
+                            f"{cwhere}: value {cond.value:#x} has bits outside mask"
+                            f" {cond.mask:#x}, so the condition never holds",
+                            f"use value = {cond.value & cond.mask:#x}",
+                        )
+                    )
+            elif cond.mask:
+                diags.append(
+                    Diagnostic(
+                        loc,
+                        f"{cwhere}: mask is only used by masked_eq",
+                        'remove mask, or use op = "masked_eq"',
+                    )
+                )
+    if not diags:
+        diags += _contradictions(policy)
+    return diags
+
+
+def _contradictions(policy: Seccomp) -> list[Diagnostic]:
+    """Unconditional rules on one *literal* name that cannot both hold.
+
+    Denying a name inside an allowed group is a refinement, not a contradiction; naming the
+    same syscall both ways means one line of the profile would be dropped.
+    """
+    diags: list[Diagnostic] = []
+    allowed: dict[str, Loc] = {n: policy.loc for n in policy.allow if not n.startswith("@")}
+    denied: dict[str, tuple[Action, Loc, str]] = {
+        n: (policy.deny_action, policy.loc, "seccomp.deny")
+        for n in policy.deny
+        if not n.startswith("@")
+    }
+    for n, rule in enumerate(policy.rules):
+        if rule.args:
+            continue
+        for name in rule.syscalls:
+            if name.startswith("@"):
+                continue
+            if rule.action.kind == "allow":
+                allowed.setdefault(name, rule.loc)
+                continue
+            prev = denied.get(name)
+            if prev is not None and prev[0] != rule.action:
+                diags.append(
+                    Diagnostic(
+                        rule.loc,
+                        f"seccomp.rules[{n}]: {name} answers {rule.action}, but"
+                        f" {prev[2]} ({prev[1].short()}) already answers {prev[0]}",
+                        "keep one rule per syscall and action",
+                    )
+                )
+            denied.setdefault(name, (rule.action, rule.loc, f"seccomp.rules[{n}]"))
+    for name, loc in sorted(allowed.items()):
+        if name in denied:
+            act, dloc, where = denied[name]
+            diags.append(
+                Diagnostic(
+                    loc,
+                    f"{name} is allowed here and denied by {where} ({dloc.short()},"
+                    f" {act}) without conditions",
+                    "remove one of the two; to refine a group, allow the group and deny the name",
+                )
+            )
+        elif policy.hardening and name in HARDENING_DENY | {"clone3": ""}:
+            diags.append(
+                Diagnostic(
+                    loc,
+                    f"{name} is allowed here but seccomp.hardening denies it",
+                    f"remove {name} from the allow list, or set seccomp.hardening = false",
+                )
+            )
+    return diags
+
+
+def _conds(cond_list: list[tuple[int, str, int, int]]) -> Region:
+    return argspace.from_conditions(cond_list)
+
+
+def hardening_entries(policy: Seccomp) -> dict[str, list[Entry]]:
+    """The hardening rules, as first-match entries per syscall."""
+    deny = policy.deny_action
+    out: dict[str, list[Entry]] = {}
+
+    def add(name: str, region: Region, action: Action, why: str) -> None:
+        out.setdefault(name, []).append(Entry(region, action, f"hardening: {why}"))
+
+    # clone3 passes flags in a struct a filter cannot read: ENOSYS makes glibc fall back to
+    # clone, whose CLONE_NEWUSER bit the rule below checks
+    add("clone3", argspace.FULL, Action("errno", ENOSYS), "clone3 -> ENOSYS (flags unreadable)")
+    for name, why in HARDENING_DENY.items():
+        add(name, argspace.FULL, deny, why)
+    # CVE-2019-10063 (flatpak): the kernel truncates the ioctl request to 32 bits, so a
+    # request with high bits set must be compared on the low 32 bits only
+    for req, label in ((TIOCSTI, "TIOCSTI"), (TIOCLINUX, "TIOCLINUX")):
+        add(
+            "ioctl",
+            _conds([(1, "masked_eq", req, 0xFFFFFFFF)]),
+            deny,
+            f"{label} pushes input into the terminal (CVE-2017-5226, CVE-2019-10063)",
+        )
+    # nested user namespaces give a full capability set over new namespaces: the entry
+    # point of most unprivileged kernel exploits
+    newuser = _conds([(0, "masked_eq", CLONE_NEWUSER, CLONE_NEWUSER)])
+    add("unshare", newuser, deny, "CLONE_NEWUSER: no nested user namespaces")
+    add("clone", newuser, deny, "CLONE_NEWUSER: no nested user namespaces")
+    safe: Region = []
+    for value in SAFE_PERSONALITIES:
+        safe += _conds([(0, "eq", value, 0)])
+    # other personalities turn off ASLR (ADDR_NO_RANDOMIZE) or map page 0 (MMAP_PAGE_ZERO)
+    add(
+        "personality",
+        argspace.complement(safe),
+        deny,
+        "personality other than Docker's safe values",
+    )
+    return out
+
+
+def build_entries(policy: Seccomp) -> tuple[dict[str, list[Entry]], dict[str, Loc]]:
+    """First-match entries per syscall name, and every name the profile mentions."""
+    entries: dict[str, list[Entry]] = hardening_entries(policy) if policy.hardening else {}
+    mentioned: dict[str, Loc] = {}
+
+    def add(items: tuple[str, ...], region: Region, action: Action, origin: str, loc: Loc) -> None:
+        for item in items:
+            for name in sorted(syscalls.expand(item)):
+                mentioned.setdefault(name, loc)
+                via = f" via {item}" if item != name else ""
+                entries.setdefault(name, []).append(Entry(region, action, origin + via, loc))
+
+    add(policy.deny, argspace.FULL, policy.deny_action, "seccomp.deny", policy.loc)
+    for n, rule in enumerate(policy.rules):
+        if rule.action.kind != "allow":
+            add(
+                rule.syscalls, _rule_region(rule.args), rule.action, f"seccomp.rules[{n}]", rule.loc
+            )
+    add(policy.allow, argspace.FULL, Action("allow"), "seccomp.allow", policy.loc)
+    for n, rule in enumerate(policy.rules):
+        if rule.action.kind == "allow":
+            add(
+                rule.syscalls, _rule_region(rule.args), rule.action, f"seccomp.rules[{n}]", rule.loc
+            )
+    return entries, mentioned
+
+
+def _rule_region(args: tuple[object, ...]) -> Region:
+    from isorun.profile.schema import ArgCond
+
+    conds = [(c.index, c.op, c.value, c.mask) for c in args if isinstance(c, ArgCond)]
+    return _conds(conds)
+
+
+def lower(name: str, entries: list[Entry], default: Entry) -> list[tuple[Region, Entry]]:
+    """First match -> disjoint regions: each entry keeps what earlier ones left over."""
+    out: list[tuple[Region, Entry]] = []
+    remaining = argspace.FULL
+    for entry in [*entries, default]:
+        piece = argspace.simplify(argspace.intersect(entry.region, remaining))
+        if piece:
+            out.append((piece, entry))
+        remaining = argspace.simplify(
+            argspace.intersect(remaining, argspace.complement(entry.region))
+        )
+        if not remaining:
+            break
+    return out
+
+
+def decide(
+    policy: Seccomp,
+    name: str,
+    args: tuple[int, ...] = (),
+    entries: dict[str, list[Entry]] | None = None,
+) -> Action:
+    """What the profile answers for one call of a syscall it knows (the reference the BPF
+    is tested against). Pass ``entries`` from :func:`build_entries` to decide many calls."""
+    if entries is None:
+        entries = build_entries(policy)[0]
+    for entry in entries.get(name, []):
+        if argspace.contains(entry.region, args):
+            return entry.action
+    return policy.default_action
+
+
+def _resolve_arch(arch: str, native: str) -> str:
+    return native if arch == "native" else arch
+
+
+def compile_seccomp(
+    policy: Seccomp, *, arch: str = "native", layout: str = "tree"
+) -> SeccompProgram:
+    """Compile ``[seccomp]`` to BPF for ``arch`` (the host's by default).
+
+    Raises ProfileError listing every problem of the policy, with locations.
+    """
+    diags = check_seccomp(policy)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if diags:
+        raise ProfileError(diags)
+
+    from isorun.compile import _libseccomp as lsc
+
+    lib = lsc.load()
+    native = lsc.native_arch(lib)
+    primary = _resolve_arch(arch, native)
+    if primary not in lsc.ARCH_TOKENS or primary in ("x32", "i386"):
+        raise ValueError(f"cannot compile for {primary!r}")
+    targets = [primary]
+    if primary == "x86_64":
+        targets += [a for a in ("x32", "i386") if a in policy.architectures]
+    entries, mentioned = build_entries(policy)
+    known: set[str] = set()
+    for a in targets:
+        known |= set(syscalls.table(a))
+    unresolved = tuple(
+        Unresolved(name, a, loc)
+        for name, loc in sorted(mentioned.items())
+        for a in targets
+        if name not in syscalls.table(a)
+    )
+    default = Entry(argspace.FULL, policy.default_action, "seccomp.default_action", policy.loc)
+    unknown_value = action_value(policy.unknown_action)
+
+    rules: list[ResolvedRule] = []
+    errors: list[Diagnostic] = []
+    with lsc.Filter(lib, unknown_value) as flt:
+        # the kernel loads what the shim gives it; no_new_privs is the shim's own step
+        flt.set_attr(lsc.ATTR_CTL_NNP, 0)
+        flt.set_attr(lsc.ATTR_ACT_BADARCH, action_value(Action("kill_process")))
+        if layout == "tree":
+            # binary search over syscall numbers instead of a linear if-chain
+            flt.set_attr(lsc.ATTR_CTL_OPTIMIZE, 2)
+        if primary != native:
+            flt.add_arch(lsc.ARCH_TOKENS[primary])
+            flt.remove_arch(lsc.ARCH_TOKENS[native])
+        for extra in targets[1:]:
+            flt.add_arch(lsc.ARCH_TOKENS[extra])
+        token = lsc.ARCH_TOKENS[primary]
+        for name in sorted(known):
+            nr = flt.resolve(token, name)
+            if nr == lsc.NR_SCMP_ERROR:
+                # libseccomp older than our table: the number is a kernel fact, but only
+                # safe on a single-ABI filter (libseccomp would reuse it on other ABIs)
+                if name in syscalls.table(primary) and len(targets) == 1:
+                    nr = syscalls.table(primary)[name]
+                else:
+                    unresolved += tuple(Unresolved(name, a) for a in targets)
+                    continue
+            pieces = lower(name, entries.get(name, []), default)
+            count = 0
+            for region, entry in pieces:
+                for box in region:
+                    for cmps in argspace.comparisons(box):
+                        count += 1
+                        value = action_value(entry.action)
+                        rules.append(
+                            ResolvedRule(
+                                name, nr, str(entry.action), tuple(cmps), entry.origin, entry.loc
+                            )
+                        )
+                        if value == unknown_value:
+                            continue  # the filter's default answers it already
+                        flt.add_rule(value, nr, cmps)
+            if count > MAX_COMPARISONS_PER_SYSCALL:
+                loc = next((e.loc for _, e in pieces if e.loc != DEFAULT_LOC), policy.loc)
+                errors.append(
+                    Diagnostic(
+                        loc,
+                        f"the rules for {name} need {count} libseccomp rules to compile exactly",
+                        "simplify the argument conditions for this syscall",
+                    )
+                )
+        if errors:
+            raise ProfileError(errors)
+        bpf = flt.export_bpf()
+        pfc = flt.export_pfc()
+    return SeccompProgram(
+        bpf=bpf,
+        pfc=pfc,
+        arch=primary,
+        arches=tuple(targets),
+        layout=layout,
+        rules=tuple(rules),
+        unresolved=unresolved,
+        libseccomp=".".join(str(v) for v in lib.version),
+    )
