@@ -162,6 +162,30 @@ class ArgCond:
 
 
 @dataclass(frozen=True, slots=True)
+class When:
+    """``when = { ... }`` on a seccomp rule: the rule applies only where every listed
+    condition holds. Kept from Docker's ``includes``/``excludes`` by ``isorun import
+    docker`` so a re-export makes the same decisions for every capability set, host
+    architecture and kernel."""
+
+    caps: tuple[str, ...] = ()
+    """The rule applies only when all these capabilities are kept (Docker ``includes.caps``)."""
+    not_caps: tuple[str, ...] = ()
+    """The rule does not apply when any of these capabilities is kept (``excludes.caps``)."""
+    arches: tuple[str, ...] = ()
+    """The rule applies only on these host architectures, in Docker's names: amd64, arm64,
+    x86, x32, arm, ppc64le, s390x, ... (``includes.arches``)."""
+    not_arches: tuple[str, ...] = ()
+    """The rule does not apply on these host architectures (``excludes.arches``)."""
+    min_kernel: str = ""
+    """The rule applies only on kernels at least this version, e.g. ``"4.8"``
+    (``includes.minKernel``); unknown kernel version: the rule does not apply."""
+    below_kernel: str = ""
+    """The rule applies only on kernels older than this version (``excludes.minKernel``)."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SeccompRule:
     """``[[seccomp.rules]]``: an action for a set of syscalls, optionally with argument
     conditions (all must hold)."""
@@ -174,6 +198,9 @@ class SeccompRule:
     """Argument conditions; all of them must hold for the rule to match."""
     comment: str = ""
     """Free text carried into exports."""
+    when: When | None = None
+    """Conditions on capabilities, host architecture and kernel (see ``When``); none: the
+    rule always applies."""
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
 
 
