@@ -53,6 +53,7 @@ TABLES = [
     ("Filesystem", "[filesystem]"), ("Mount", "[[mounts]]"), ("Capabilities", "[capabilities]"),
     ("Security", "[security]"), ("Unsafe", "[unsafe]"), ("Seccomp", "[seccomp]"),
     ("SeccompRule", "[[seccomp.rules]]"), ("ArgCond", "seccomp.rules.args"),
+    ("When", "seccomp.rules.when"),
     ("Action", "seccomp actions"), ("Limits", "[limits]"), ("Network", "[network]"),
     ("Environment", "[environment]"), ("Process", "[process]"),
 ]
