@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from isorun.compile.plan import Plan
+from isorun.errors import SandboxSetupError
 from isorun.host import facts as host_facts
 from isorun.profile import includes
 from isorun.profile.schema import Profile
@@ -78,12 +79,17 @@ class Popen:
                                  _cached_program(plan))
         wall = plan.find(WallTime)
         cgroups = plan.find(Cgroup)
-        self._proc = process.spawn(
-            spec, stdin=stdin, stdout=stdout, stderr=stderr,
-            wall_time=wall[0].seconds if wall else None,
-            memory_max=cgroups[0].memory if cgroups else None,
-            pids_max=cgroups[0].pids if cgroups else None)
+        try:
+            self._proc = process.spawn(
+                spec, stdin=stdin, stdout=stdout, stderr=stderr,
+                wall_time=wall[0].seconds if wall else None,
+                memory_max=cgroups[0].memory if cgroups else None,
+                pids_max=cgroups[0].pids if cgroups else None)
+        except SandboxSetupError as err:
+            raise _locate(err, plan) from None
         self.args = list(argv)
+        #: why execve failed (exit code 126 or 127), None when the command started
+        self.exec_error: SandboxSetupError | None = self._proc.exec_error
         self._text = text
         self.pid: int = self._proc.pid
         self.stdin, self.stdout, self.stderr = _wrap_text(self._proc, text)
@@ -130,6 +136,14 @@ class Popen:
         self.wait()
 
 
+def _locate(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
+    """Name the profile line behind a failed step: the shim only knows the step index."""
+    if err.loc is not None or not 0 <= err.step_index < len(plan.steps):
+        return err
+    return SandboxSetupError(err.step, err.syscall, err.errno, plan.steps[err.step_index].loc,
+                             err.detail, err.step_index)
+
+
 @dataclass(frozen=True, slots=True)
 class CompletedRun:
     """The result of :func:`run`, like :class:`subprocess.CompletedProcess`."""
@@ -173,6 +187,8 @@ def run(argv: Sequence[str], *, profile: str | Profile | Plan = "strict", input:
 def launch(argv: list[str], *, profile: str, backend: str | None = None,
            allow_weaker: bool = False, verbose: bool = False) -> int:
     """The CLI's launch: run ``argv`` attached to this terminal, return its exit code."""
+    import errno
+    import os
     import signal
     import sys
 
@@ -180,6 +196,12 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     if verbose:
         sys.stderr.write(f"isorun: profile {plan.profile}, backend native\n")
     proc = Popen(argv, profile=plan, backend=backend)
+    if proc.exec_error is not None:
+        # Like a shell: the command's own exit code (126/127) plus one line saying why.
+        why = os.strerror(proc.exec_error.errno)
+        if "/" not in argv[0] and proc.exec_error.errno == errno.ENOENT:
+            why = "command not found in the sandbox's PATH"
+        sys.stderr.write(f"isorun: {argv[0]}: {why}\n")
     # The sandbox's pid 1 forwards these to the command; the launcher must survive them
     # to report the command's status instead of dying first.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,

@@ -79,10 +79,10 @@ def resolve(spec: str, relative_to: Path | None, loc: Loc | None) -> tuple[Path,
 
 
 def _display(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
+    """How messages name a profile file: relative below the working directory, else absolute."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return absolute if relative.startswith("..") else relative
 
 
 def load(spec: str) -> schema.Profile:

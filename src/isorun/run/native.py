@@ -22,6 +22,15 @@ CLONE_FLAGS = {
     "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000, "time": 0x00000080,
 }
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+#: the shim's names for its fixed steps (the ``step`` of a failure record) -> plan step type
+SHIM_STEPS = {
+    "clone": p.Clone, "ids": p.MapIds, "setgroups": p.MapIds, "root": p.NewRoot,
+    "pivot_root": p.PivotRoot, "hostname": p.Hostname, "loopback": p.Loopback,
+    "rlimit": p.Rlimit, "cwd": p.Chdir, "setsid": p.NewSession,
+    "die_with_parent": p.DieWithParent, "close_fds": p.CloseFds, "caps": p.DropCaps,
+    "securebits": p.DropCaps, "no_new_privs": p.NoNewPrivs, "seccomp": p.LoadSeccomp,
+    "exec": p.Exec,
+}
 RLIMIT_NUMBERS = {"cpu": 0, "fsize": 1, "stack": 3, "core": 4, "nproc": 6, "nofile": 7,
                   "memlock": 8, "address_space": 9}
 
@@ -138,6 +147,9 @@ def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
                 pass
             case _:
                 assert_never(step)
-        step_index.setdefault(type(step).__name__, index)
+    for name, kind in SHIM_STEPS.items():
+        found = plan.find(kind)
+        if found:
+            step_index[name] = plan.steps.index(found[0])
     return ShimSpec(mounts=tuple(mounts), rlimits=tuple(rlimits), step_index=step_index,
                     **fields)  # type: ignore[arg-type]
