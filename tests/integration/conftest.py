@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import runpy
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,7 +64,10 @@ def mode(request: pytest.FixtureRequest) -> str:
     return value
 
 
-def run_as_user(case: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_as_user(
+    case: str, timeout: float = 300, cases_file: Path = CASES_FILE
+) -> subprocess.CompletedProcess[str]:
+    """Re-run ``cases_file CASE`` through setpriv as the unprivileged user."""
     user = unprivileged_user()
     assert user is not None
     env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
@@ -75,7 +80,7 @@ def run_as_user(case: str, timeout: float = 300) -> subprocess.CompletedProcess[
         f"--regid={user.pw_gid}",
         "--clear-groups",
         sys.executable,
-        str(CASES_FILE),
+        str(cases_file),
         case,
     ]
     return subprocess.run(
@@ -83,22 +88,23 @@ def run_as_user(case: str, timeout: float = 300) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.fixture
-def run_case(mode: str) -> Callable[[str], None]:
-    """Run a case from native_cases.py as the current mode's caller; assert it passed."""
+def case_runner(mode: str, cases_file: Path) -> Callable[[str], None]:
+    """A function running one case of ``cases_file`` (a module with a CASES dict)."""
 
     def runner(case: str) -> None:
         if mode == "root":
-            sys.path.insert(0, str(HERE))
-            try:
-                import native_cases  # type: ignore[import-not-found]
-            finally:
-                sys.path.remove(str(HERE))
-            native_cases.CASES[case]()
+            module: dict[str, Any] = runpy.run_path(str(cases_file))
+            module["CASES"][case]()
             return
-        result = run_as_user(case)
+        result = run_as_user(case, cases_file=cases_file)
         assert result.returncode == 0 and result.stdout.endswith("OK\n"), (
             f"case {case} failed as an unprivileged user:\n{result.stdout}\n{result.stderr}"
         )
 
     return runner
+
+
+@pytest.fixture
+def run_case(mode: str) -> Callable[[str], None]:
+    """Run a case from native_cases.py as the current mode's caller; assert it passed."""
+    return case_runner(mode, CASES_FILE)
