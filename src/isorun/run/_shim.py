@@ -23,6 +23,15 @@ ABI = 1
 #: PATH used when the spec's environment has none, as execvp(3) does
 DEFAULT_PATH = b"/usr/bin:/bin"
 
+#: every step name a SandboxSetupError from the native backend can carry, in launch order;
+#: ShimSpec.step_index maps these to plan step indexes ("mount" and "rlimit" failures
+#: carry the failing item's own ``step`` instead)
+STEP_NAMES = (
+    "clone", "setgroups", "gid_map", "uid_map", "cgroup", "die_with_parent", "setsid",
+    "securebits", "setgroups", "ids", "stdio", "close_fds", "hostname", "loopback", "root",
+    "mount", "pivot_root", "cwd", "rlimit", "caps", "no_new_privs", "init", "seccomp", "exec",
+)  # fmt: skip
+
 #: struct isorun_failure: int err, int index, char step[32], char syscall[32]
 _FAILURE = struct.Struct("=ii32s32s")
 
