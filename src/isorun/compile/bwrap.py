@@ -1,0 +1,194 @@
+"""Plan -> bubblewrap invocation (pure; golden-tested in tests/golden/backends).
+
+bubblewrap (bwrap(1), 0.8) builds a new root on a tmpfs from ordered mount operations,
+which maps one to one onto the plan's mount steps. What it cannot express becomes a
+:class:`~isorun.errors.Lost`; :func:`render_bwrap` refuses the plan unless the caller
+allowed a weaker run. Three bwrap behaviours would weaken isorun if left alone, and are
+covered here or by the runner:
+
+* bwrap passes every inherited descriptor to the command: the runner spawns it with only
+  ``pass_fds`` open.
+* ``--proc`` leaves ``/proc/sys`` writable when the sandbox user may write it (uid 0
+  mapped): the same paths the native shim masks are bound read-only over the new procfs.
+* bwrap sets no rlimits: the exec stage sets them before bwrap runs, so bwrap and the
+  command inherit them (rlimits survive execve, setrlimit(2)).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import assert_never
+
+from isorun.compile import plan as p
+from isorun.compile.invocation import HELPER, Invocation
+from isorun.errors import InternalError, Lost, Unsupported
+from isorun.run.native import build_environment
+
+BACKEND = "bwrap"
+
+_UNSHARE = {"user": "--unshare-user", "pid": "--unshare-pid", "net": "--unshare-net",
+            "ipc": "--unshare-ipc", "uts": "--unshare-uts", "cgroup": "--unshare-cgroup"}
+
+#: paths below a new procfs bound read-only over themselves, as the native shim does
+#: (mount.c, do_proc): kernel-wide knobs a process with CAP_SYS_ADMIN in the sandbox's
+#: user namespace could otherwise write. /proc/sys must exist; the others may not.
+PROC_READ_ONLY = (("sys", True), ("sysrq-trigger", False), ("irq", False), ("bus", False))
+
+
+def file_mounts(plan: p.Plan) -> tuple[bytes, ...]:
+    """Contents of the plan's ``file`` mounts, in order: the runner opens one descriptor for
+    each and passes their numbers to :func:`render_bwrap` as ``file_fds``."""
+    return tuple(s.content.encode() for s in plan.find(p.MountStep) if s.type == "file")
+
+
+def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
+                 seccomp_fd: int | None, file_fds: Sequence[int] = (),
+                 allow_weaker: bool = False, bwrap: str = "bwrap",
+                 helper: str = HELPER) -> Invocation:
+    """Render ``plan`` running ``argv`` as a bwrap command line.
+
+    ``env`` is the caller's environment (``environment.keep`` takes values from it).
+    ``seccomp_fd`` holds the compiled filter (required when the plan loads one);
+    ``file_fds`` hold :func:`file_mounts`. Raises :class:`Unsupported` naming every rule
+    bwrap cannot enforce, unless ``allow_weaker``; the invocation then lists them in
+    ``lost``.
+    """
+    args: list[str] = []
+    rlimits: list[str] = []
+    lost: list[Lost] = []
+    keep: tuple[int, ...] = ()
+    user: tuple[int, int] | None = None
+    files = iter(file_fds)
+    inherited: list[int] = []
+
+    def lose(step: p.Step, rule: str, why: str) -> None:
+        lost.append(Lost(rule, step.loc, why))
+
+    if not plan.find(p.NewRoot):
+        # filesystem.root = "host": bwrap always starts from an empty tmpfs, so the host
+        # tree goes in whole (recursive, devices usable) before any other mount.
+        args += ["--dev-bind", "/", "/"]
+    for step in plan.steps:
+        match step:
+            case p.Clone():
+                for name in step.namespaces:
+                    if name in _UNSHARE:
+                        args.append(_UNSHARE[name])
+                    elif name == "time":
+                        lose(step, "time namespace", "bwrap has no option for a time "
+                             "namespace")
+                    # "mount": bwrap always makes a mount namespace; nothing to ask for.
+            case p.MapIds():
+                # bwrap writes a one-line map "uid <its real uid> 1" (user_namespaces(7)),
+                # so the host side is whoever runs bwrap: the runner spawns it as host_uid.
+                args += ["--uid", str(step.uid), "--gid", str(step.gid)]
+                user = (step.host_uid, step.host_gid)
+            case p.Cgroup():
+                lose(step, step.describe(), "bwrap cannot put the sandbox in a cgroup")
+            case p.WallTime():
+                pass  # the isorun parent kills the sandbox (run/backends.py)
+            case p.NewRoot():
+                if step.kind == "rootfs":
+                    # First operation, so later mounts land inside it; recursive and
+                    # writable like the native shim's MS_BIND|MS_REC of the rootfs.
+                    args += ["--bind", step.path, "/"]
+                # tmpfs: bwrap's root is always a fresh tmpfs
+            case p.MountStep():
+                args += _mount(step, files, lose)
+            case p.PivotRoot():
+                pass  # bwrap always pivots into the new root and detaches the old one
+            case p.Hostname():
+                args += ["--hostname", step.name]
+            case p.Loopback():
+                pass  # --unshare-net brings lo up in the new network namespace
+            case p.Rlimit():
+                rlimits += ["--rlimit", f"{step.resource}={step.value}"]
+            case p.Chdir():
+                args += ["--chdir", step.path]
+            case p.NewSession():
+                # setsid in the sandbox: the command cannot TIOCSTI into the caller's
+                # terminal (CVE-2017-5226); the seccomp filter denies TIOCSTI as well.
+                args.append("--new-session")
+            case p.DieWithParent():
+                args.append("--die-with-parent")
+            case p.CloseFds():
+                keep = step.keep
+            case p.Environment():
+                args.append("--clearenv")
+                for entry in build_environment(step, env):
+                    name, _, value = os.fsdecode(entry).partition("=")
+                    args += ["--setenv", name, value]
+            case p.DropCaps():
+                # Explicit, whatever the sandbox uid: without --cap-drop bwrap leaves the
+                # bounding set full for a non-zero uid and every capability for uid 0.
+                args += ["--cap-drop", "ALL"]
+                for cap in step.keep:
+                    args += ["--cap-add", cap]
+            case p.NoNewPrivs():
+                pass  # bwrap always sets PR_SET_NO_NEW_PRIVS before running the command
+            case p.LoadSeccomp():
+                if seccomp_fd is None:
+                    raise InternalError("bwrap: the plan loads seccomp but no descriptor "
+                                        "holds the program")
+                # The same BPF program the native shim loads, read raw from the fd.
+                args += ["--seccomp", str(seccomp_fd)]
+                inherited.append(seccomp_fd)
+            case p.Exec():
+                pass
+            case _:
+                assert_never(step)
+    if lost and not allow_weaker:
+        raise Unsupported(BACKEND, lost)
+    inherited += list(file_fds)
+    head: list[str] = []
+    if rlimits:
+        head = [helper, *rlimits, "--"]
+    return Invocation(BACKEND, (*head, bwrap, *args, "--", *argv),
+                      pass_fds=tuple(sorted({*inherited, *keep})), user=user,
+                      lost=tuple(lost))
+
+
+def _mount(step: p.MountStep, files: Iterator[int],
+           lose: Callable[[p.Step, str, str], None]) -> list[str]:
+    """One mount step. Binds are recursive; bwrap adds nosuid to every bind and nodev to
+    all but --dev-bind, matching the native shim's flags."""
+    try_ = "-try" if step.optional else ""
+    if step.noexec and step.type != "proc":
+        lose(step, f"noexec on {step.dst}", "bwrap has no noexec mount option")
+    match step.type:
+        case "ro-bind":
+            return [f"--ro-bind{try_}", step.src, step.dst]
+        case "rw-bind":
+            return [f"--bind{try_}", step.src, step.dst]
+        case "dev-bind":
+            return [f"--dev-bind{try_}", step.src, step.dst]
+        case "tmpfs":
+            out = ["--perms", f"{0o755 if step.mode is None else step.mode:04o}"]
+            if step.size:
+                out += ["--size", str(step.size)]
+            return [*out, "--tmpfs", step.dst]
+        case "proc":
+            out = ["--proc", step.dst]
+            for name, required in PROC_READ_ONLY:
+                # The source is the host's /proc (bwrap resolves bind sources in the old
+                # root); these files answer for the reader's namespaces, not the mounter's.
+                out += ["--ro-bind" if required else "--ro-bind-try", f"/proc/{name}",
+                        os.path.join(step.dst, name)]
+            return out
+        case "dev":
+            return ["--dev", step.dst]
+        case "symlink":
+            return ["--symlink", step.src, step.dst]
+        case "file":
+            fd = next(files, None)
+            if fd is None:
+                raise InternalError("bwrap: fewer file descriptors than file mounts")
+            mode = 0o644 if step.mode is None else step.mode
+            return ["--perms", f"{mode:04o}", "--file", str(fd), step.dst]
+        case "dir":
+            mode = 0o755 if step.mode is None else step.mode
+            return ["--perms", f"{mode:04o}", "--dir", step.dst]
+        case "mqueue":
+            return ["--mqueue", step.dst]
+    raise InternalError(f"bwrap: mount type {step.type!r} has no mapping")

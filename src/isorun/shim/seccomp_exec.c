@@ -1,0 +1,248 @@
+/*
+ * isorun-seccomp-exec: the last stage before the command for the wrapper backends.
+ *
+ *   isorun-seccomp-exec [--rlimit NAME=VALUE]... [--chdir DIR] [--setsid]
+ *                       [--env-fd FD] [--keep-fd FD]... [--close-fds]
+ *                       [--no-new-privs] [--seccomp-fd FD] -- CMD [ARG]...
+ *
+ * firejail's own filter takes syscall names only, so the BPF program the native shim
+ * loads reaches a firejail sandbox through this program, which runs inside it right
+ * before the command. bwrap uses it outside the sandbox, for rlimits only (bwrap takes
+ * the BPF itself with --seccomp). Static, no allocation after the set-up reads, and it
+ * execs straight into the command: no interpreter runs on this path.
+ *
+ * The order is fixed: rlimits, chdir and setsid need syscalls the filter may deny;
+ * descriptors are closed after the reads that use them; no_new_privs comes before the
+ * filter because the kernel refuses an unprivileged filter without it (seccomp(2)); the
+ * filter comes last so it never has to allow this program's own set-up.
+ *
+ * A failure prints "isorun: error: STEP: SYSCALL: strerror" and exits 125 (isorun's own
+ * exit code for set-up errors), never running the command.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define EXIT_SETUP 125
+#define MAX_KEEP 64
+#define MAX_ENV 4096
+#define MAX_BPF_INSNS 4096
+
+extern char **environ;
+
+static void die(const char *step, const char *call, int err) {
+    fprintf(stderr, "isorun: error: %s: %s: %s\n", step, call, strerror(err));
+    _exit(EXIT_SETUP);
+}
+
+static void usage(const char *why) {
+    fprintf(stderr, "isorun-seccomp-exec: %s\n", why);
+    _exit(EXIT_SETUP);
+}
+
+static int parse_int(const char *text, long long *out) {
+    char *end = NULL;
+
+    errno = 0;
+    *out = strtoll(text, &end, 10);
+    return errno == 0 && end != text && *end == '\0' ? 0 : -1;
+}
+
+static int parse_fd(const char *text) {
+    long long value;
+
+    if (parse_int(text, &value) < 0 || value < 0 || value > 1048576)
+        usage("bad descriptor number");
+    return (int)value;
+}
+
+static const struct {
+    const char *name;
+    int resource;
+} rlimits[] = {
+    {"address_space", RLIMIT_AS}, {"cpu", RLIMIT_CPU},       {"nofile", RLIMIT_NOFILE},
+    {"nproc", RLIMIT_NPROC},      {"fsize", RLIMIT_FSIZE},   {"core", RLIMIT_CORE},
+    {"stack", RLIMIT_STACK},      {"memlock", RLIMIT_MEMLOCK},
+};
+
+static void set_rlimit(const char *spec) {
+    const char *eq = strchr(spec, '=');
+    long long value;
+    size_t i;
+
+    if (eq == NULL || parse_int(eq + 1, &value) < 0)
+        usage("--rlimit takes NAME=VALUE");
+    for (i = 0; i < sizeof rlimits / sizeof rlimits[0]; i++) {
+        if (strlen(rlimits[i].name) == (size_t)(eq - spec) &&
+            strncmp(rlimits[i].name, spec, (size_t)(eq - spec)) == 0) {
+            /* soft = hard: the command can never raise it again */
+            struct rlimit lim;
+            lim.rlim_cur = lim.rlim_max = value < 0 ? RLIM_INFINITY : (rlim_t)value;
+            if (setrlimit(rlimits[i].resource, &lim) < 0)
+                die("rlimit", "setrlimit", errno);
+            return;
+        }
+    }
+    usage("unknown rlimit name");
+}
+
+/* The whole content of fd from offset 0 (pread: the runner and we share the offset). */
+static char *read_fd(int fd, size_t limit, size_t *size, const char *step) {
+    char *buf = malloc(limit + 1);
+    size_t used = 0;
+
+    if (buf == NULL)
+        die(step, "malloc", ENOMEM);
+    for (;;) {
+        ssize_t n = pread(fd, buf + used, limit + 1 - used, (off_t)used);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die(step, "pread", errno);
+        }
+        if (n == 0)
+            break;
+        used += (size_t)n;
+        if (used > limit)
+            die(step, "pread", E2BIG);
+    }
+    buf[used] = '\0';
+    *size = used;
+    return buf;
+}
+
+static char **read_env(int fd) {
+    size_t size, count = 0, i;
+    char *data = read_fd(fd, 1 << 20, &size, "environment");
+    char **env = calloc(MAX_ENV + 1, sizeof *env);
+
+    if (env == NULL)
+        die("environment", "calloc", ENOMEM);
+    for (i = 0; i < size; i += strlen(data + i) + 1) {
+        if (count == MAX_ENV)
+            die("environment", "read", E2BIG);
+        env[count++] = data + i;
+    }
+    env[count] = NULL;
+    return env;
+}
+
+static int kept(int fd, const int *keep, size_t nkeep) {
+    size_t i;
+
+    for (i = 0; i < nkeep; i++)
+        if (keep[i] == fd)
+            return 1;
+    return 0;
+}
+
+/* Close every descriptor above 2 except keep: nothing the wrapper or the launcher held
+ * open reaches the command (bwrap and firejail pass what they were asked to keep). */
+static void close_fds(const int *keep, size_t nkeep) {
+    unsigned int first = 3, fd;
+
+    for (fd = 3; fd < 1048576; fd++) {
+        if (!kept((int)fd, keep, nkeep))
+            continue;
+        if (fd > first && syscall(SYS_close_range, first, fd - 1, 0) < 0)
+            die("close descriptors", "close_range", errno);
+        first = fd + 1;
+    }
+    if (syscall(SYS_close_range, first, ~0U, 0) < 0)
+        die("close descriptors", "close_range", errno);
+}
+
+static struct sock_fprog read_seccomp(int fd) {
+    size_t size;
+    char *data = read_fd(fd, MAX_BPF_INSNS * sizeof(struct sock_filter), &size, "seccomp");
+    struct sock_fprog prog;
+
+    if (size == 0 || size % sizeof(struct sock_filter) != 0)
+        die("seccomp", "read", EINVAL);
+    prog.len = (unsigned short)(size / sizeof(struct sock_filter));
+    prog.filter = (struct sock_filter *)(void *)data;
+    return prog;
+}
+
+int main(int argc, char **argv) {
+    int keep[MAX_KEEP];
+    size_t nkeep = 0;
+    int env_fd = -1, seccomp_fd = -1, close_all = 0, nnp = 0, i;
+    char **env = NULL;
+    struct sock_fprog prog = {0, NULL};
+
+    for (i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (strcmp(opt, "--") == 0) {
+            i++;
+            break;
+        } else if (strcmp(opt, "--setsid") == 0) {
+            /* EPERM: already a process-group leader; fine only if it leads its session */
+            if (setsid() < 0 && (errno != EPERM || getsid(0) != getpid()))
+                die("new session", "setsid", errno);
+        } else if (strcmp(opt, "--close-fds") == 0) {
+            close_all = 1;
+        } else if (strcmp(opt, "--no-new-privs") == 0) {
+            nnp = 1;
+        } else if (val == NULL) {
+            usage("option needs a value");
+        } else if (strcmp(opt, "--rlimit") == 0) {
+            set_rlimit(val);
+            i++;
+        } else if (strcmp(opt, "--chdir") == 0) {
+            if (chdir(val) < 0)
+                die("working directory", "chdir", errno);
+            i++;
+        } else if (strcmp(opt, "--env-fd") == 0) {
+            env_fd = parse_fd(val);
+            i++;
+        } else if (strcmp(opt, "--seccomp-fd") == 0) {
+            seccomp_fd = parse_fd(val);
+            i++;
+        } else if (strcmp(opt, "--keep-fd") == 0) {
+            if (nkeep == MAX_KEEP)
+                usage("too many --keep-fd");
+            keep[nkeep++] = parse_fd(val);
+            i++;
+        } else {
+            usage("unknown option");
+        }
+    }
+    if (i >= argc)
+        usage("no command after --");
+    /* read both inputs first: closing the descriptors below may close theirs */
+    if (env_fd >= 0)
+        env = read_env(env_fd);
+    if (seccomp_fd >= 0)
+        prog = read_seccomp(seccomp_fd);
+    if (close_all) {
+        close_fds(keep, nkeep);
+    } else {
+        if (env_fd >= 0 && !kept(env_fd, keep, nkeep))
+            close(env_fd);
+        if (seccomp_fd >= 0 && !kept(seccomp_fd, keep, nkeep))
+            close(seccomp_fd);
+    }
+    if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die("no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)", errno);
+    if (prog.filter != NULL && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        die("seccomp", "seccomp(SECCOMP_SET_MODE_FILTER)", errno);
+    if (env != NULL)
+        environ = env; /* execvp searches the PATH of the command's own environment */
+    execvp(argv[i], argv + i);
+    /* after the filter: a denied execve shows here; 127/126 as a shell would answer */
+    fprintf(stderr, "isorun: error: exec: %s: %s\n", argv[i], strerror(errno));
+    _exit(errno == ENOENT ? 127 : 126);
+}
