@@ -24,7 +24,8 @@ CLONE_FLAGS = {
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 #: the shim's names for its fixed steps (the ``step`` of a failure record) -> plan step type
 SHIM_STEPS = {
-    "clone": p.Clone, "ids": p.MapIds, "setgroups": p.MapIds, "root": p.NewRoot,
+    "clone": p.Clone, "ids": p.MapIds, "setgroups": p.MapIds, "uid_map": p.MapIds,
+    "gid_map": p.MapIds, "cgroup": p.Cgroup, "root": p.NewRoot,
     "pivot_root": p.PivotRoot, "hostname": p.Hostname, "loopback": p.Loopback,
     "rlimit": p.Rlimit, "cwd": p.Chdir, "setsid": p.NewSession,
     "die_with_parent": p.DieWithParent, "close_fds": p.CloseFds, "caps": p.DropCaps,

@@ -1,0 +1,63 @@
+"""Plan -> ShimSpec: flags, maps, mounts, environment, and failure-to-profile-line mapping."""
+
+from __future__ import annotations
+
+from isorun import api
+from isorun.compile import plan as p
+from isorun.host.facts import HostFacts
+from isorun.run import native
+from isorun.run.spec import MountKind
+
+FACTS = HostFacts(uid=1000, gid=1000, arch="x86_64", kernel="6.1.0")
+VARS = {"HOME": "/home/u", "CWD": "/home/u/proj", "TMPDIR": "/tmp", "UID": "1000",
+        "GID": "1000", "USER": "u"}
+
+
+def spec_for(profile: str, env: dict[str, str] | None = None) -> tuple[p.Plan, object]:
+    plan = api.compile_plan(profile, FACTS, VARS)
+    return plan, native.build_spec(plan, ["/bin/true"], env or {}, b"\0" * 8)
+
+
+def test_every_shim_step_name_maps_to_a_plan_step_or_carries_its_own() -> None:
+    from isorun.run import _shim
+
+    # mount and rlimit failures carry their own step index; init and stdio are isorun's
+    # own machinery, with no profile line behind them.
+    own = {"mount", "init", "stdio"}
+    assert set(_shim.STEP_NAMES) - own <= set(native.SHIM_STEPS)
+
+
+def test_strict_spec_flags_and_maps() -> None:
+    plan, spec = spec_for("strict")
+    assert spec.clone_flags == sum(native.CLONE_FLAGS[n] for n in
+                                   ("user", "pid", "net", "mount", "ipc", "uts", "cgroup"))
+    assert spec.uid_map == b"1000 1000 1\n" and spec.gid_map == b"1000 1000 1\n"
+    assert spec.root == b"tmpfs" and spec.loopback_up and spec.new_session
+    assert spec.no_new_privs and spec.seccomp_bpf and spec.caps_keep == ()
+    usr = next(m for m in spec.mounts if m.dst == b"/usr")
+    assert usr.kind is MountKind.BIND
+    assert usr.flags & (native.MS_RDONLY | native.MS_NOSUID | native.MS_NODEV) == 7
+    assert plan.steps[usr.step].describe().startswith("ro-bind /usr")
+    assert spec.step_index["hostname"] == plan.steps.index(plan.find(p.Hostname)[0])
+
+
+def test_web_keeps_host_network() -> None:
+    _, spec = spec_for("web")
+    assert not spec.clone_flags & native.CLONE_FLAGS["net"]
+    assert not spec.loopback_up
+
+
+def test_environment_clear_set_then_keep_wins() -> None:
+    step = p.Environment(clear=True, keep=("TERM", "LC_*", "PATH"),
+                         set=(("PATH", "/bin"), ("HOME", "/tmp")))
+    env = native.build_environment(step, {"TERM": "xterm", "LC_ALL": "C", "SECRET": "x",
+                                          "AWS_TOKEN": "t"})
+    assert env == (b"HOME=/tmp", b"LC_ALL=C", b"PATH=/bin", b"TERM=xterm")
+    env = native.build_environment(step, {"PATH": "/usr/bin"})
+    assert b"PATH=/usr/bin" in env
+
+
+def test_root_caller_runs_as_overflow_user() -> None:
+    plan = api.compile_plan("strict", HostFacts(0, 0, "x86_64", "6.1"), VARS)
+    spec = native.build_spec(plan, ["/bin/true"], {}, b"")
+    assert spec.uid_map == b"65534 65534 1\n" and spec.uid == 65534
