@@ -92,18 +92,23 @@ def run_cmd(args: tuple[str, ...]) -> None:
     sys.exit(_launch(list(args)))
 
 
-def _register_optional() -> None:
-    """Commands that live in their own modules (seccomp export/import, doctor)."""
+#: modules that contribute click commands (seccomp export/import/diff, doctor, learn)
+COMMAND_MODULES = ("isorun.cli_seccomp", "isorun.cli_backends", "isorun.cli_learn")
+
+
+def _register_commands() -> None:
+    """Add ``COMMANDS`` of each module in COMMAND_MODULES that this installation has."""
+    import importlib
     import importlib.util
 
-    if importlib.util.find_spec("isorun.cli_seccomp") is None:
-        return
-    from isorun import cli_seccomp
+    for module_name in COMMAND_MODULES:
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        # An explicit list: a module's subcommands are click objects too, and must not
+        # become top-level commands.
+        for command in module.COMMANDS:
+            cli.add_command(command)
 
-    for name in dir(cli_seccomp):
-        obj = getattr(cli_seccomp, name)
-        if isinstance(obj, click.Command) and obj.name and obj.name not in cli.commands:
-            cli.add_command(obj)
 
-
-_register_optional()
+_register_commands()
