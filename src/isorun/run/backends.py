@@ -1,0 +1,487 @@
+"""The backends and the choice between them, failing closed.
+
+Three backends run a plan: ``native`` (the C shim, enforces every step), ``bwrap`` and
+``firejail`` (wrappers, each enforcing what its renderer can express). Selection never
+runs a plan weaker than written: a backend that would lose a rule is refused with
+:class:`Unsupported` naming the rules and the backends that keep them, unless the caller
+passed ``allow_weaker``; the lost rules are then returned for the caller to print.
+
+Rendering is pure (compile/bwrap.py, compile/firejail.py). The impure part is here: the
+descriptors the renderers named, the identity to spawn as, and the wall-clock limit,
+which the isorun parent enforces for every backend.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import replace
+from typing import IO, Any, Protocol
+
+from isorun.compile import plan as p
+from isorun.compile.bwrap import file_mounts, render_bwrap
+from isorun.compile.firejail import render_firejail
+from isorun.compile.invocation import HELPER, Invocation
+from isorun.errors import HostError, Lost, Unsupported
+from isorun.host.probe import BackendFacts
+from isorun.profile.schema import Seccomp
+
+#: strongest first: auto takes the first one that enforces the whole plan here
+ORDER = ("native", "bwrap", "firejail")
+NOBODY = 65534
+EXIT_WALL_TIME = 124
+_DUMMY_FD = 1000  # descriptor numbers for dry renders (check); never opened
+
+
+class Backend(Protocol):
+    name: str
+
+    def capabilities(self) -> frozenset[str]:
+        """The step types and aspects (``Clone:time``, ``MountStep:noexec``) this backend
+        can enforce, whatever the host."""
+
+    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
+        """("", "") when this host can run ``plan`` on this backend, else (why, fix)."""
+
+    def check(self, plan: p.Plan) -> list[Lost]:
+        """The rules of ``plan`` this backend cannot enforce."""
+
+    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              stdin: Any = None, stdout: Any = None, stderr: Any = None,
+              allow_weaker: bool = False) -> SandboxRun:
+        """Start ``argv`` in the sandbox. Raises Unsupported, HostError."""
+
+
+#: one representative step per step type and per option a backend may not support; the
+#: capability matrix and the contract test are derived from these by rendering them
+SAMPLES: tuple[tuple[str, p.Step], ...] = (
+    *((f"Clone:{ns}", p.Clone((ns,))) for ns in
+      ("user", "pid", "net", "mount", "ipc", "uts", "cgroup", "time")),
+    ("MapIds", p.MapIds(1000, 1000, 1000, 1000)),
+    ("MapIds:other", p.MapIds(0, 0, 1000, 1000)),
+    ("Cgroup", p.Cgroup(1 << 30, 64)),
+    ("WallTime", p.WallTime(10.0)),
+    ("NewRoot:tmpfs", p.NewRoot("tmpfs")),
+    ("NewRoot:rootfs", p.NewRoot("rootfs", "/srv/root")),
+    *((f"MountStep:{kind}", p.MountStep(kind, "/tmp" if kind == "tmpfs" else "/x",
+                                        "t" if kind == "symlink" else
+                                        "/x" if "bind" in kind else ""))
+      for kind in ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "symlink",
+                   "file", "dir", "mqueue")),
+    ("MountStep:noexec", p.MountStep("ro-bind", "/x", "/x", noexec=True)),
+    ("MountStep:src", p.MountStep("ro-bind", "/x", "/y")),
+    ("MountStep:tmpfs-size", p.MountStep("tmpfs", "/tmp", size=1 << 20, mode=0o700)),
+    ("PivotRoot", p.PivotRoot()),
+    ("Hostname", p.Hostname("sandbox")),
+    ("Loopback", p.Loopback()),
+    ("Rlimit", p.Rlimit("nofile", 64)),
+    ("Chdir", p.Chdir("/")),
+    ("NewSession", p.NewSession()),
+    ("DieWithParent", p.DieWithParent()),
+    ("CloseFds", p.CloseFds((5,))),
+    ("Environment", p.Environment(True, ("TERM",), (("A", "1"),))),
+    ("DropCaps", p.DropCaps(())),
+    ("DropCaps:keep", p.DropCaps(("CAP_NET_BIND_SERVICE",))),
+    ("NoNewPrivs", p.NoNewPrivs()),
+    ("LoadSeccomp", p.LoadSeccomp(Seccomp())),
+    ("Exec", p.Exec()),
+)
+
+
+def sample_plan(step: p.Step) -> p.Plan:
+    """The smallest valid plan holding ``step``."""
+    if isinstance(step, p.Exec):
+        return p.Plan("sample", (step,))
+    before: tuple[p.Step, ...] = (p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp) else ()
+    return p.Plan("sample", (*before, step, p.Exec()))
+
+
+def _capabilities(check: Callable[[p.Plan], list[Lost]]) -> frozenset[str]:
+    return frozenset(aspect for aspect, step in SAMPLES if not check(sample_plan(step)))
+
+
+def _render_lost(render: Callable[[], Invocation]) -> list[Lost]:
+    try:
+        return list(render().lost)
+    except Unsupported as err:  # pragma: no cover - renders below pass allow_weaker
+        return list(err.lost)
+
+
+def _needs_userns(plan: p.Plan) -> bool:
+    return any("user" in c.namespaces for c in plan.find(p.Clone))
+
+
+def _userns_missing(plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
+    if _needs_userns(plan) and not facts.userns.allowed:
+        return (f"user namespaces are disabled ({facts.userns.blocker})", facts.userns.fix)
+    return "", ""
+
+
+class NativeBackend:
+    """The C shim. Enforces every step type by construction (run/native.py matches them
+    all); only the host can make it unusable."""
+
+    name = "native"
+
+    def capabilities(self) -> frozenset[str]:
+        return frozenset(aspect for aspect, _ in SAMPLES)
+
+    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
+        if facts.native_missing:
+            return facts.native_missing, "rebuild it: pip install --no-deps -e . (make shim)"
+        return _userns_missing(plan, facts)
+
+    def check(self, plan: p.Plan) -> list[Lost]:
+        return []
+
+    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              stdin: Any = None, stdout: Any = None, stderr: Any = None,
+              allow_weaker: bool = False) -> SandboxRun:
+        # TODO(#5): the lead's api.Popen dispatches here once it takes a backend; until
+        # then native launches go through isorun.api directly.
+        from isorun import api
+
+        proc = api.Popen(list(argv), profile=plan, stdin=stdin, stdout=stdout,
+                         stderr=stderr, env=env)
+        return SandboxRun(proc, "native", (), None)
+
+
+class BwrapBackend:
+    name = "bwrap"
+
+    def capabilities(self) -> frozenset[str]:
+        return _capabilities(self.check)
+
+    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
+        if facts.bwrap is None:
+            return "bwrap is not installed", "apt-get install bubblewrap"
+        if not facts.bwrap.setuid and not facts.host.root and not facts.userns.allowed:
+            return (f"bwrap is not setuid and user namespaces are disabled "
+                    f"({facts.userns.blocker})", facts.userns.fix)
+        return _first(_userns_missing(plan, facts), _identity_missing(plan, facts, "bwrap"))
+
+    def check(self, plan: p.Plan) -> list[Lost]:
+        fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
+        return _render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD,
+                                                 file_fds=fds, allow_weaker=True))
+
+    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              stdin: Any = None, stdout: Any = None, stderr: Any = None,
+              allow_weaker: bool = False) -> SandboxRun:
+        caller = os.environ if env is None else env
+        with ExitStack() as stack:
+            seccomp_fd = _program_fd(plan, stack)
+            file_fds = [_memfd(data, stack) for data in file_mounts(plan)]
+            inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
+                               allow_weaker=allow_weaker, bwrap=_which("bwrap"))
+            inv = _with_stage(inv)
+            # Everything between "bwrap" and the command goes through --args: it keeps
+            # environment values and paths out of /proc/PID/cmdline (readable by every
+            # host user) and long plans clear of ARG_MAX. bwrap closes the descriptor
+            # after reading it.
+            at = inv.argv.index(_which("bwrap"))
+            end = len(inv.argv) - len(argv) - 1
+            args_fd = _memfd(b"".join(a.encode() + b"\0" for a in inv.argv[at + 1:end]), stack)
+            inv = replace(inv, argv=(*inv.argv[:at + 1], "--args", str(args_fd),
+                                     *inv.argv[end:]),
+                          pass_fds=tuple(sorted({*inv.pass_fds, args_fd})))
+            return _spawn(inv, plan, stdin, stdout, stderr)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class FirejailBackend:
+    name = "firejail"
+
+    def capabilities(self) -> frozenset[str]:
+        return _capabilities(self.check)
+
+    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
+        tool = facts.firejail
+        if tool is None:
+            return "firejail is not installed", "apt-get install firejail"
+        if not tool.setuid and not facts.host.root:
+            return "firejail is not setuid root", f"chmod u+s {tool.path}"
+        missing = _first(_userns_missing(plan, facts),
+                         _identity_missing(plan, facts, "firejail"))
+        if missing[0]:
+            return missing
+        for step in plan.find(p.MapIds):
+            if step.host_uid == NOBODY:
+                return ("firejail refuses to run as nobody (uid 65534), the host identity "
+                        "of a root caller's sandbox",
+                        "run isorun as the user the sandbox should be, or use bwrap")
+            try:
+                name = pwd.getpwuid(step.host_uid).pw_name
+            except KeyError:
+                return (f"firejail needs a passwd entry for uid {step.host_uid}",
+                        "run isorun as an existing user")
+            if facts.firejail_users is not None and name not in facts.firejail_users:
+                return (f"firejail admits only the users in /etc/firejail/firejail.users, "
+                        f"not {name}", f"add {name} to /etc/firejail/firejail.users")
+        return "", ""
+
+    def check(self, plan: p.Plan) -> list[Lost]:
+        return _render_lost(lambda: render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD,
+                                                    env_fd=_DUMMY_FD + 1,
+                                                    helper_fd=_DUMMY_FD + 2,
+                                                    allow_weaker=True))
+
+    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              stdin: Any = None, stdout: Any = None, stderr: Any = None,
+              allow_weaker: bool = False) -> SandboxRun:
+        from isorun.run.exec_stage import exec_stage_path
+
+        caller = os.environ if env is None else env
+        with ExitStack() as stack:
+            seccomp_fd = _program_fd(plan, stack)
+            env_fd = _memfd(b"", stack)
+            # The stage reaches the sandbox as a descriptor (exec'd as /proc/self/fd/N),
+            # so no host path of it has to be visible inside.
+            helper_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
+            stack.callback(os.close, helper_fd)
+            inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
+                                  helper_fd=helper_fd, allow_weaker=allow_weaker,
+                                  firejail=_which("firejail"))
+            for fd, data in inv.inputs:
+                os.write(fd, data)
+                os.lseek(fd, 0, os.SEEK_SET)
+            return _spawn(inv, plan, stdin, stdout, stderr)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+BACKENDS: dict[str, Backend] = {"native": NativeBackend(), "bwrap": BwrapBackend(),
+                                "firejail": FirejailBackend()}
+
+
+def _first(*reasons: tuple[str, str]) -> tuple[str, str]:
+    return next((r for r in reasons if r[0]), ("", ""))
+
+
+def _identity_missing(plan: p.Plan, facts: BackendFacts, tool: str) -> tuple[str, str]:
+    """A wrapper maps the uid that runs it, so the runner spawns it as the plan's host
+    uid; only root can become another uid."""
+    for step in plan.find(p.MapIds):
+        if step.host_uid != facts.host.uid and not facts.host.root:
+            return (f"{tool} maps the uid that runs it ({facts.host.uid}) but the plan runs "
+                    f"as host uid {step.host_uid}", "run isorun as that user, or as root")
+    return "", ""
+
+
+def select_backend(plan: p.Plan, requested: str, facts: BackendFacts, allow_weaker: bool,
+                   *, log: Callable[[str], None] | None = None) -> tuple[Backend, list[Lost]]:
+    """Choose the backend for ``plan`` (``auto`` or a name).
+
+    ``auto`` takes the strongest backend that this host can run and that enforces every
+    rule; ``log`` (verbose mode) hears why each stronger one was passed over. A named
+    backend is taken or refused, never swapped. When the choice would lose rules, raises
+    :class:`Unsupported` unless ``allow_weaker``; the lost rules are then returned.
+    Raises :class:`HostError` when no backend can run here at all.
+    """
+    say = log or (lambda _: None)
+    if requested != "auto" and requested not in BACKENDS:
+        raise HostError(f"backend {requested!r}", "unknown backend",
+                        "use one of: auto, " + ", ".join(ORDER))
+    names = ORDER if requested == "auto" else (requested,)
+    usable: list[tuple[Backend, list[Lost]]] = []
+    reasons: list[tuple[str, str, str]] = []
+    for name in names:
+        backend = BACKENDS[name]
+        why, fix = backend.unavailable(plan, facts)
+        if why:
+            say(f"isorun: backend {name}: not usable here: {why}")
+            reasons.append((name, why, fix))
+            continue
+        lost = backend.check(plan)
+        if not lost:
+            say(f"isorun: backend {name}: enforces every rule of {plan.profile}"
+                + (" (the strongest usable here)" if requested == "auto" else ""))
+            return backend, []
+        say(f"isorun: backend {name}: would not enforce "
+            + "; ".join(f"{item.rule} ({item.loc.short()})" for item in lost))
+        usable.append((backend, lost))
+    if not usable:
+        name, why, fix = reasons[0]
+        if requested == "auto":
+            why = "; ".join(f"{n}: {w}" for n, w, _ in reasons)
+            fix = next((f for _, _, f in reasons if f), "")
+        raise HostError(f"profile {plan.profile} on backend {name}"
+                        if requested != "auto" else f"profile {plan.profile}",
+                        why if requested != "auto" else f"no backend can run here ({why})",
+                        fix)
+    backend, lost = usable[0]
+    lost = _with_alternatives(plan, lost, facts)
+    if not allow_weaker:
+        raise Unsupported(backend.name, lost)
+    say(f"isorun: backend {backend.name}: running WEAKER than the profile (--allow-weaker)")
+    return backend, lost
+
+
+def _with_alternatives(plan: p.Plan, lost: list[Lost], facts: BackendFacts) -> list[Lost]:
+    """Name, for each lost rule, the backends that would enforce it (and whether this
+    host can run them), so the error says where to go."""
+    keeps: dict[str, set[tuple[str, str]]] = {}
+    for name in ORDER:
+        keeps[name] = {(item.rule, item.loc.short()) for item in BACKENDS[name].check(plan)}
+    out = []
+    for item in lost:
+        alts = []
+        for name in ORDER:
+            if (item.rule, item.loc.short()) in keeps[name]:
+                continue
+            why, _ = BACKENDS[name].unavailable(plan, facts)
+            alts.append(name if not why else f"{name}, not usable here: {why}")
+        out.append(replace(item, alternatives=tuple(alts)))
+    return out
+
+
+def capability_matrix() -> dict[str, frozenset[str]]:
+    """backend name -> the aspects it enforces (``isorun doctor`` prints it)."""
+    return {name: BACKENDS[name].capabilities() for name in ORDER}
+
+
+class SandboxRun:
+    """A sandbox started by a backend, like :class:`subprocess.Popen` (wait, poll,
+    communicate, send_signal, kill). The wall-clock limit is enforced here: the whole
+    sandbox is killed and ``returncode`` is 124."""
+
+    def __init__(self, proc: Any, backend: str, lost: tuple[Lost, ...],
+                 wall_time: float | None) -> None:
+        self._proc = proc
+        self.backend = backend
+        self.lost = lost
+        self.pid: int = proc.pid
+        self.stdin: IO[bytes] | None = proc.stdin
+        self.stdout: IO[bytes] | None = proc.stdout
+        self.stderr: IO[bytes] | None = proc.stderr
+        self.timed_out = False
+        self._timer: threading.Timer | None = None
+        if wall_time is not None:
+            self._timer = threading.Timer(wall_time, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        if self._proc.poll() is None:
+            self.timed_out = True
+            kill_tree(self.pid)
+
+    def _code(self, code: int | None) -> int | None:
+        if code is None:
+            return None
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.timed_out:
+            return EXIT_WALL_TIME
+        # the shell's convention, as the native backend reports a signalled command
+        return 128 - code if code < 0 else code
+
+    @property
+    def returncode(self) -> int | None:
+        return self._code(self._proc.returncode)
+
+    def poll(self) -> int | None:
+        return self._code(self._proc.poll())
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._code(self._proc.wait(timeout))
+        assert code is not None
+        return code
+
+    def communicate(self, input: bytes | None = None,
+                    timeout: float | None = None) -> tuple[Any, Any]:
+        out, err = self._proc.communicate(input, timeout)
+        self._code(self._proc.returncode)
+        return out, err
+
+    def send_signal(self, sig: int) -> None:
+        self._proc.send_signal(sig)
+
+    def kill(self) -> None:
+        kill_tree(self.pid)
+
+
+def _children(pid: int) -> Iterator[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            yield kid
+            yield from _children(kid)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every descendant, descendants first: killing the sandbox's
+    pid 1 takes its whole pid namespace down even where the wrapper survives."""
+    for kid in reversed(list(_children(pid))):
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(kid, signal.SIGKILL)
+    with suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _which(name: str) -> str:
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        raise HostError(f"backend {name}", f"{name} is not installed",
+                        f"apt-get install {'bubblewrap' if name == 'bwrap' else name}")
+    return path
+
+
+def _memfd(data: bytes, stack: ExitStack) -> int:
+    # close-on-exec here; the spawn clears it only for the descriptors the plan passes
+    fd = os.memfd_create("isorun", os.MFD_CLOEXEC)
+    stack.callback(os.close, fd)
+    if data:
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _program_fd(plan: p.Plan, stack: ExitStack) -> int | None:
+    """The same BPF program the native shim loads, in a descriptor."""
+    steps = plan.find(p.LoadSeccomp)
+    if not steps:
+        return None
+    from isorun.compile.seccomp import compile_seccomp
+
+    return _memfd(compile_seccomp(steps[0].policy).bpf, stack)
+
+
+def _with_stage(inv: Invocation) -> Invocation:
+    if inv.argv and inv.argv[0] == HELPER:
+        from isorun.run.exec_stage import exec_stage_path
+
+        return replace(inv, argv=(exec_stage_path(), *inv.argv[1:]))
+    return inv
+
+
+def _spawn(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any) -> SandboxRun:
+    user: dict[str, Any] = {}
+    if inv.user is not None and inv.user != (os.getuid(), os.getgid()):
+        if os.getuid() != 0:
+            raise HostError("identity", f"{inv.backend} maps the uid that runs it "
+                            f"({os.getuid()}) but the plan runs as host uid {inv.user[0]}",
+                            "run isorun as that user, or as root")
+        # setresgid/setgroups/setresuid happen in subprocess's C child, before exec
+        user = {"user": inv.user[0], "group": inv.user[1], "extra_groups": []}
+    wall = plan.find(p.WallTime)
+    # close_fds with pass_fds: bwrap and the stage hand every inherited descriptor to the
+    # command, so only those the plan keeps (and the renderer's own) may exist at exec.
+    # No environment: bwrap builds the command's from --setenv, the stage from its fd.
+    proc = subprocess.Popen(list(inv.argv), env={}, close_fds=True, pass_fds=inv.pass_fds,
+                            stdin=stdin, stdout=stdout, stderr=stderr, **user)
+    return SandboxRun(proc, inv.backend, inv.lost, wall[0].seconds if wall else None)
