@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from isorun.compile import argspace, syscalls
 from isorun.compile.argspace import Region
 from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
-from isorun.profile.schema import ACTIONS, OPERATORS, Action, Seccomp
+from isorun.profile.schema import ACTIONS, OPERATORS, Action, Seccomp, When
 
 LAYOUTS = ("tree", "linear")
 ARCH_NAMES = ("native", "x86_64", "x32", "i386", "aarch64")
@@ -310,7 +310,7 @@ def _contradictions(policy: Seccomp) -> list[Diagnostic]:
         if not n.startswith("@")
     }
     for n, rule in enumerate(policy.rules):
-        if rule.args:
+        if rule.args or rule.when is not None:
             continue
         for name in rule.syscalls:
             if name.startswith("@"):
@@ -395,8 +395,53 @@ def hardening_entries(policy: Seccomp) -> dict[str, list[Entry]]:
     return out
 
 
-def build_entries(policy: Seccomp) -> tuple[dict[str, list[Entry]], dict[str, Loc]]:
-    """First-match entries per syscall name, and every name the profile mentions."""
+#: our architecture names -> Docker's (Go's GOARCH) names used by ``when.arches``
+DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i386": "386", "x32": "amd64"}
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What ``when`` conditions are decided against: kept capabilities, the host
+    architecture (our name) and the kernel version (None: unknown, min_kernel fails)."""
+
+    caps: frozenset[str] = frozenset()
+    arch: str = "x86_64"
+    kernel: tuple[int, ...] | None = None
+
+
+def parse_kernel(text: str) -> tuple[int, ...]:
+    """``"5.15.0-91-generic"`` -> (5, 15, 0); raises ValueError on a non-version."""
+    head = text.split("-")[0].split("+")[0]
+    parts = tuple(int(p) for p in head.split("."))
+    if not parts or len(parts) > 3:
+        raise ValueError(text)
+    return parts
+
+
+def when_holds(when: When | None, ctx: Context) -> bool:
+    """Docker's includes/excludes semantics (moby profiles/seccomp, ``setupSeccomp``)."""
+    if when is None:
+        return True
+    if any(c not in ctx.caps for c in when.caps) or any(c in ctx.caps for c in when.not_caps):
+        return False
+    host = DOCKER_ARCH.get(ctx.arch, ctx.arch)
+    if (when.arches and host not in when.arches) or host in when.not_arches:
+        return False
+    if when.min_kernel and (ctx.kernel is None or ctx.kernel < parse_kernel(when.min_kernel)):
+        return False
+    return not (
+        when.below_kernel and (ctx.kernel is None or ctx.kernel >= parse_kernel(when.below_kernel))
+    )
+
+
+def build_entries(
+    policy: Seccomp, ctx: Context | None = None
+) -> tuple[dict[str, list[Entry]], dict[str, Loc]]:
+    """First-match entries per syscall name, and every name the profile mentions.
+
+    Rules whose ``when`` does not hold in ``ctx`` are left out (default context: no
+    capabilities, x86_64, unknown kernel)."""
+    ctx = ctx or Context()
     entries: dict[str, list[Entry]] = hardening_entries(policy) if policy.hardening else {}
     mentioned: dict[str, Loc] = {}
 
@@ -408,13 +453,14 @@ def build_entries(policy: Seccomp) -> tuple[dict[str, list[Entry]], dict[str, Lo
                 entries.setdefault(name, []).append(Entry(region, action, origin + via, loc))
 
     add(policy.deny, argspace.FULL, policy.deny_action, "seccomp.deny", policy.loc)
-    for n, rule in enumerate(policy.rules):
+    active = [(n, r) for n, r in enumerate(policy.rules) if when_holds(r.when, ctx)]
+    for n, rule in active:
         if rule.action.kind != "allow":
             add(
                 rule.syscalls, _rule_region(rule.args), rule.action, f"seccomp.rules[{n}]", rule.loc
             )
     add(policy.allow, argspace.FULL, Action("allow"), "seccomp.allow", policy.loc)
-    for n, rule in enumerate(policy.rules):
+    for n, rule in active:
         if rule.action.kind == "allow":
             add(
                 rule.syscalls, _rule_region(rule.args), rule.action, f"seccomp.rules[{n}]", rule.loc
@@ -450,11 +496,12 @@ def decide(
     name: str,
     args: tuple[int, ...] = (),
     entries: dict[str, list[Entry]] | None = None,
+    ctx: Context | None = None,
 ) -> Action:
     """What the profile answers for one call of a syscall it knows (the reference the BPF
     is tested against). Pass ``entries`` from :func:`build_entries` to decide many calls."""
     if entries is None:
-        entries = build_entries(policy)[0]
+        entries = build_entries(policy, ctx)[0]
     for entry in entries.get(name, []):
         if argspace.contains(entry.region, args):
             return entry.action
@@ -465,12 +512,73 @@ def _resolve_arch(arch: str, native: str) -> str:
     return native if arch == "native" else arch
 
 
+def plan_rules(
+    policy: Seccomp, targets: tuple[str, ...], ctx: Context
+) -> tuple[list[ResolvedRule], tuple[Unresolved, ...]]:
+    """Disjoint rules for every syscall of the target ABIs' tables (no libseccomp needed:
+    the Docker/OCI exports use this too). ``nr`` is the number on ``targets[0]``."""
+    entries, mentioned = build_entries(policy, ctx)
+    known: set[str] = set()
+    for a in targets:
+        known |= set(syscalls.table(a))
+    unresolved = tuple(
+        Unresolved(name, a, loc)
+        for name, loc in sorted(mentioned.items())
+        for a in targets
+        if name not in syscalls.table(a)
+    )
+    default = Entry(argspace.FULL, policy.default_action, "seccomp.default_action", policy.loc)
+    primary = syscalls.table(targets[0])
+    rules: list[ResolvedRule] = []
+    errors: list[Diagnostic] = []
+    for name in sorted(known):
+        pieces = lower(name, entries.get(name, []), default)
+        start = len(rules)
+        for region, entry in pieces:
+            for box in region:
+                for cmps in argspace.comparisons(box):
+                    rules.append(
+                        ResolvedRule(
+                            name,
+                            primary.get(name, -1),
+                            str(entry.action),
+                            tuple(cmps),
+                            entry.origin,
+                            entry.loc,
+                        )
+                    )
+        if len(rules) - start > MAX_COMPARISONS_PER_SYSCALL:
+            loc = next((e.loc for _, e in pieces if e.loc != DEFAULT_LOC), policy.loc)
+            errors.append(
+                Diagnostic(
+                    loc,
+                    f"the rules for {name} need {len(rules) - start} libseccomp rules to"
+                    " compile exactly",
+                    "simplify the argument conditions for this syscall",
+                )
+            )
+    if errors:
+        raise ProfileError(errors)
+    return rules, unresolved
+
+
+def target_arches(policy: Seccomp, primary: str) -> tuple[str, ...]:
+    extra = [a for a in ("x32", "i386") if a in policy.architectures]
+    return (primary, *extra) if primary == "x86_64" else (primary,)
+
+
 def compile_seccomp(
-    policy: Seccomp, *, arch: str = "native", layout: str = "tree"
+    policy: Seccomp,
+    *,
+    arch: str = "native",
+    layout: str = "tree",
+    caps: frozenset[str] = frozenset(),
+    kernel: tuple[int, ...] | None = None,
 ) -> SeccompProgram:
     """Compile ``[seccomp]`` to BPF for ``arch`` (the host's by default).
 
-    Raises ProfileError listing every problem of the policy, with locations.
+    ``caps`` (the capabilities the sandbox keeps) and ``kernel`` decide rules with a
+    ``when``. Raises ProfileError listing every problem of the policy, with locations.
     """
     diags = check_seccomp(policy)
     if layout not in LAYOUTS:
@@ -482,27 +590,13 @@ def compile_seccomp(
 
     lib = lsc.load()
     native = lsc.native_arch(lib)
-    primary = _resolve_arch(arch, native)
+    primary = native if arch == "native" else arch
     if primary not in lsc.ARCH_TOKENS or primary in ("x32", "i386"):
         raise ValueError(f"cannot compile for {primary!r}")
-    targets = [primary]
-    if primary == "x86_64":
-        targets += [a for a in ("x32", "i386") if a in policy.architectures]
-    entries, mentioned = build_entries(policy)
-    known: set[str] = set()
-    for a in targets:
-        known |= set(syscalls.table(a))
-    unresolved = tuple(
-        Unresolved(name, a, loc)
-        for name, loc in sorted(mentioned.items())
-        for a in targets
-        if name not in syscalls.table(a)
-    )
-    default = Entry(argspace.FULL, policy.default_action, "seccomp.default_action", policy.loc)
+    targets = target_arches(policy, primary)
+    rules, unresolved = plan_rules(policy, targets, Context(caps, primary, kernel))
     unknown_value = action_value(policy.unknown_action)
-
-    rules: list[ResolvedRule] = []
-    errors: list[Diagnostic] = []
+    kept: list[ResolvedRule] = []
     with lsc.Filter(lib, unknown_value) as flt:
         # the kernel loads what the shim gives it; no_new_privs is the shim's own step
         flt.set_attr(lsc.ATTR_CTL_NNP, 0)
@@ -516,51 +610,39 @@ def compile_seccomp(
         for extra in targets[1:]:
             flt.add_arch(lsc.ARCH_TOKENS[extra])
         token = lsc.ARCH_TOKENS[primary]
-        for name in sorted(known):
-            nr = flt.resolve(token, name)
-            if nr == lsc.NR_SCMP_ERROR:
+        numbers: dict[str, int] = {}
+        missing: set[str] = set()
+        for rule in rules:
+            if rule.syscall not in numbers:
+                nr = flt.resolve(token, rule.syscall)
                 # libseccomp older than our table: the number is a kernel fact, but only
                 # safe on a single-ABI filter (libseccomp would reuse it on other ABIs)
-                if name in syscalls.table(primary) and len(targets) == 1:
-                    nr = syscalls.table(primary)[name]
-                else:
-                    unresolved += tuple(Unresolved(name, a) for a in targets)
-                    continue
-            pieces = lower(name, entries.get(name, []), default)
-            count = 0
-            for region, entry in pieces:
-                for box in region:
-                    for cmps in argspace.comparisons(box):
-                        count += 1
-                        value = action_value(entry.action)
-                        rules.append(
-                            ResolvedRule(
-                                name, nr, str(entry.action), tuple(cmps), entry.origin, entry.loc
-                            )
-                        )
-                        if value == unknown_value:
-                            continue  # the filter's default answers it already
-                        flt.add_rule(value, nr, cmps)
-            if count > MAX_COMPARISONS_PER_SYSCALL:
-                loc = next((e.loc for _, e in pieces if e.loc != DEFAULT_LOC), policy.loc)
-                errors.append(
-                    Diagnostic(
-                        loc,
-                        f"the rules for {name} need {count} libseccomp rules to compile exactly",
-                        "simplify the argument conditions for this syscall",
-                    )
-                )
-        if errors:
-            raise ProfileError(errors)
+                if nr == lsc.NR_SCMP_ERROR and rule.nr >= 0 and len(targets) == 1:
+                    nr = rule.nr
+                numbers[rule.syscall] = nr
+            nr = numbers[rule.syscall]
+            if nr == lsc.NR_SCMP_ERROR:
+                missing.add(rule.syscall)
+                continue
+            kept.append(rule)
+            value = action_value(Action(*_split(rule.action)))
+            if value != unknown_value:  # else the filter's default answers it already
+                flt.add_rule(value, nr, list(rule.conditions))
+        unresolved += tuple(Unresolved(n, a) for n in sorted(missing) for a in targets)
         bpf = flt.export_bpf()
         pfc = flt.export_pfc()
     return SeccompProgram(
         bpf=bpf,
         pfc=pfc,
         arch=primary,
-        arches=tuple(targets),
+        arches=targets,
         layout=layout,
-        rules=tuple(rules),
+        rules=tuple(kept),
         unresolved=unresolved,
         libseccomp=".".join(str(v) for v in lib.version),
     )
+
+
+def _split(action: str) -> tuple[str, int]:
+    kind, _, num = action.partition(":")
+    return kind, int(num or 0)
