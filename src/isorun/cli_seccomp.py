@@ -1,0 +1,132 @@
+"""``isorun export|import|diff``: seccomp policies to and from other engines' formats.
+
+Click only: parse arguments, call :mod:`isorun.api` and :mod:`isorun.compile.docker`, write
+the result. Registered by ``cli.py`` through :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from isorun.errors import UsageError
+
+
+def _policy(spec: str):  # type: ignore[no-untyped-def]  # returns schema.Seccomp
+    from isorun import api
+
+    return api.load_profile(spec).seccomp
+
+
+def _write(text: str | bytes, output: str | None) -> None:
+    data = text.encode() if isinstance(text, str) else text
+    if output in (None, "-"):
+        if isinstance(text, bytes) and sys.stdout.isatty():
+            raise UsageError("refusing to write binary BPF to a terminal; use -o FILE")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        Path(output).write_bytes(data)
+
+
+_output = click.option("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
+
+
+@click.group("export")
+def export() -> None:
+    """Export a profile's seccomp filter for another engine (docker, oci, k8s, bpf, pfc)."""
+
+
+@export.command("docker")
+@click.argument("profile")
+@_output
+def export_docker_cmd(profile: str, output: str | None) -> None:
+    """moby's seccomp JSON (docker run --security-opt seccomp=FILE, podman too)."""
+    from isorun.compile import docker
+
+    _write(docker.export_docker(_policy(profile)), output)
+
+
+@export.command("oci")
+@click.argument("profile")
+@_output
+def export_oci_cmd(profile: str, output: str | None) -> None:
+    """The OCI runtime-spec linux.seccomp object (config.json)."""
+    from isorun.compile import docker
+
+    _write(docker.export_oci(_policy(profile)), output)
+
+
+@export.command("k8s")
+@click.argument("profile")
+@click.option("--name", default="", help="metadata.name (default: the profile's name).")
+@click.option("--namespace", default="default", show_default=True)
+@_output
+def export_k8s_cmd(profile: str, name: str, namespace: str, output: str | None) -> None:
+    """A security-profiles-operator SeccompProfile plus the pod snippet using it."""
+    from isorun import api
+    from isorun.compile import docker
+
+    loaded = api.load_profile(profile)
+    text = docker.export_k8s(loaded.seccomp, name=name or loaded.name, namespace=namespace)
+    _write(text, output)
+
+
+@export.command("bpf")
+@click.argument("profile")
+@click.option("--layout", type=click.Choice(["tree", "linear"]), default="tree", show_default=True)
+@_output
+def export_bpf_cmd(profile: str, layout: str, output: str | None) -> None:
+    """The raw BPF program (struct sock_filter array) the shim loads."""
+    from isorun.compile.seccomp import compile_seccomp
+
+    _write(compile_seccomp(_policy(profile), layout=layout).bpf, output)
+
+
+@export.command("pfc")
+@click.argument("profile")
+@_output
+def export_pfc_cmd(profile: str, output: str | None) -> None:
+    """libseccomp's pseudo-C rendering of the filter, for reading."""
+    from isorun.compile.seccomp import compile_seccomp
+
+    _write(compile_seccomp(_policy(profile)).pfc, output)
+
+
+@click.group("import")
+def import_() -> None:
+    """Import another engine's seccomp profile as an isorun profile."""
+
+
+@import_.command("docker")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_output
+def import_docker_cmd(file: str, output: str | None) -> None:
+    """Docker/moby seccomp JSON -> profile TOML; warns about what engines would ignore."""
+    from isorun.compile import docker
+
+    text, warnings = docker.import_docker(Path(file).read_text(encoding="utf-8"), file)
+    for warning in warnings:
+        click.echo(warning.render(), err=True)
+    _write(text, output)
+
+
+@click.command("diff")
+@click.argument("a")
+@click.argument("b")
+def diff(a: str, b: str) -> None:
+    """Semantic difference of two profiles' seccomp filters; exit 1 when they differ."""
+    from isorun.compile import docker
+
+    lines = docker.diff_policies(_policy(a), _policy(b))
+    for line in lines:
+        click.echo(line)
+    if lines:
+        sys.exit(1)
+    click.echo("same decisions for every syscall")
+
+
+#: what cli.py registers into the main group
+COMMANDS = (export, import_, diff)
