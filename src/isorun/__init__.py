@@ -6,11 +6,16 @@ names are resolved lazily (PEP 562) from :mod:`isorun.api`.
 
 from __future__ import annotations
 
-from typing import Any
+# typing costs ~10 ms to import on a cold start and this package is imported on the
+# launch path; mypy treats a module-level TYPE_CHECKING as typing.TYPE_CHECKING.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["IsorunError", "Popen", "ProfileError", "__version__", "compile_plan", "load_profile", "run"]
+__all__ = ["IsorunError", "Popen", "ProfileError", "__version__", "compile_plan", "load_profile",
+           "run"]
 
 
 def __getattr__(name: str) -> Any:

@@ -25,17 +25,26 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(__doc__.split("\n\n", 2)[2] if __doc__ else "")
             sys.exit(0)
         sys.exit(_launch(args))
-    if args and (args[0] in _LAUNCH_OPTIONS or args[0].startswith(("--profile=", "--backend="))
-                 or args[0] in _LAUNCH_FLAGS):
+    if args and (
+        args[0] in _LAUNCH_OPTIONS
+        or args[0].startswith(("--profile=", "--backend="))
+        or args[0] in _LAUNCH_FLAGS
+    ):
         sys.exit(_launch(args))
     from isorun.cli import cli
 
     cli.main(args=args, prog_name="isorun")
 
 
-def _launch(args: list[str]) -> int:
-    from isorun.errors import IsorunError, UsageError
+def _usage(message: str) -> Exception:
+    from isorun.errors import UsageError
 
+    return UsageError(message)
+
+
+def _launch(args: list[str]) -> int:
+    # isorun.errors is imported only when something fails: its dataclasses and typing
+    # imports cost more than a warm launch takes.
     options: dict[str, str] = {}
     flags: set[str] = set()
     i = 0
@@ -49,44 +58,84 @@ def _launch(args: list[str]) -> int:
             if name in _LAUNCH_OPTIONS:
                 if not eq:
                     if i + 1 >= len(args):
-                        raise UsageError(f"{name} needs a value")
+                        raise _usage(f"{name} needs a value")
                     value = args[i + 1]
                     i += 1
                 options["--profile" if name == "-p" else name] = value
             elif arg in _LAUNCH_FLAGS:
                 flags.add("--verbose" if arg == "-v" else arg)
             elif arg.startswith("-"):
-                raise UsageError(f"unknown option {arg!r} before the command; put the command "
-                                 f"after -- if it starts with a dash")
+                raise _usage(
+                    f"unknown option {arg!r} before the command; put the command "
+                    f"after -- if it starts with a dash"
+                )
             else:
                 break
             i += 1
         command = args[i:]
         if "--profile" not in options:
-            raise UsageError("no profile: give --profile NAME or --profile ./file.toml")
+            raise _usage("no profile: give --profile NAME or --profile ./file.toml")
         if not command:
-            raise UsageError("no command to run: isorun --profile P -- CMD [ARG...]")
+            raise _usage("no command to run: isorun --profile P -- CMD [ARG...]")
+        code = _launch_cached(
+            command, options["--profile"], options.get("--backend"), "--verbose" in flags
+        )
+        if code is not None:
+            return code
         from isorun.api import launch
 
-        return launch(command, profile=options["--profile"], backend=options.get("--backend"),
-                      allow_weaker="--allow-weaker" in flags, verbose="--verbose" in flags)
-    except IsorunError as err:
-        sys.stderr.write(err.render() + "\n")
-        if "--debug" in flags:
-            import traceback
-
-            traceback.print_exc()
-        return err.exit_code
+        return launch(
+            command,
+            profile=options["--profile"],
+            backend=options.get("--backend"),
+            allow_weaker="--allow-weaker" in flags,
+            verbose="--verbose" in flags,
+        )
     except KeyboardInterrupt:
         return 130
-    except Exception:
-        sys.stderr.write("isorun: internal error, please report it with the output of "
-                         "--debug\n")
+    except Exception as err:
+        from isorun.errors import IsorunError
+
+        if isinstance(err, IsorunError):
+            sys.stderr.write(err.render() + "\n")
+            if "--debug" in flags:
+                import traceback
+
+                traceback.print_exc()
+            return err.exit_code
+        sys.stderr.write("isorun: internal error, please report it with the output of --debug\n")
         if "--debug" in flags or os.environ.get("ISORUN_DEBUG"):
             import traceback
 
             traceback.print_exc()
         return 125
+
+
+def _launch_cached(
+    command: list[str], profile: str, backend: str | None, verbose: bool
+) -> int | None:
+    """Launch from the plan cache without importing the compiler; None on a miss.
+
+    The regular path then compiles, writes the entry, and launches.
+    """
+    if backend is not None or os.environ.get("ISORUN_CACHE", "1") == "0":
+        return None
+    from isorun import cache, launch
+
+    def note(message: str) -> None:
+        sys.stderr.write(message + "\n")
+
+    _, entry = cache.lookup(profile, note if verbose else None)
+    if entry is None:
+        return None
+    spec = launch.usable(entry.get("launch"), command)
+    if spec is None:
+        if verbose:
+            note("isorun: cache: plan cached, but not launchable directly; regular path")
+        return None
+    if verbose:
+        note(f"isorun: profile {entry.get('profile')}, backend native (cached plan)")
+    return launch.run(spec, command)
 
 
 if __name__ == "__main__":

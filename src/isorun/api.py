@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,21 +187,16 @@ def run(argv: Sequence[str], *, profile: str | Profile | Plan = "strict", input:
 def launch(argv: list[str], *, profile: str, backend: str | None = None,
            allow_weaker: bool = False, verbose: bool = False) -> int:
     """The CLI's launch: run ``argv`` attached to this terminal, return its exit code."""
-    import errno
-    import os
     import signal
     import sys
 
-    plan = _cached_plan(profile)
+    def note(message: str) -> None:
+        sys.stderr.write(message + "\n")
+
+    plan = _cached_plan(profile, log=note if verbose else None)
     if verbose:
         sys.stderr.write(f"isorun: profile {plan.profile}, backend native\n")
     proc = Popen(argv, profile=plan, backend=backend)
-    if proc.exec_error is not None:
-        # Like a shell: the command's own exit code (126/127) plus one line saying why.
-        why = os.strerror(proc.exec_error.errno)
-        if "/" not in argv[0] and proc.exec_error.errno == errno.ENOENT:
-            why = "command not found in the sandbox's PATH"
-        sys.stderr.write(f"isorun: {argv[0]}: {why}\n")
     # The sandbox's pid 1 forwards these to the command; the launcher must survive them
     # to report the command's status instead of dying first.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -210,42 +205,74 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     return proc.wait()
 
 
-_PLANS: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Plan, tuple[float, ...]]] = {}
+#: (spec, variables, facts) -> (plan, the source files it was compiled from)
+_PLANS: dict[tuple[object, ...], tuple[Plan, tuple[tuple[str, str, str], ...]]] = {}
+#: seccomp policy -> BPF; arch and libseccomp do not change within a process
 _PROGRAMS: dict[Any, bytes] = {}
 
 
-def _cached_plan(profile: str | Profile) -> Plan:
-    """Compile once per process: the API is used in loops by test harnesses.
-
-    Keyed by the spec and the variables it resolves with (the working directory changes
-    ${CWD}), and dropped when a source file's mtime changes.
+def compiled(spec: str, log: Callable[[str], None] | None = None
+             ) -> tuple[Plan, bytes, dict[str, object] | None]:
+    """(plan, BPF, cache entry) for ``spec``: from the on-disk cache, else compiled and
+    stored. ``ISORUN_CACHE=0`` in the environment skips the disk cache (reads and writes).
     """
     import os
 
+    from isorun import cache
+    from isorun import launch as fast
+
+    use_disk = os.environ.get("ISORUN_CACHE", "1") != "0"
+    if use_disk:
+        _, entry = cache.lookup(spec, log)
+        if entry is not None:
+            try:
+                return cache.load_plan(entry), entry["bpf"], entry  # type: ignore[return-value]
+            except Exception as err:  # a well-formed file holding a bad pickle
+                if log is not None:
+                    log(f"isorun: cache: ignoring entry: {err}")
+
+    def record(plan: Plan, bpf: bytes) -> dict[str, object] | None:
+        return fast.make_record(plan, bpf, log)
+
+    plan, bpf, entry = cache.compile_entry(spec, log, record)
+    if entry is not None and use_disk:
+        cache.store(entry, log)
+    return plan, bpf, entry
+
+
+def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = None) -> Plan:
+    """Compile once per process: the API is used in loops by test harnesses.
+
+    Keyed by the spec, the variables it resolves with (the working directory changes
+    ${CWD}) and the caller's facts; each call re-hashes the source files (microseconds
+    for a profile of a few KiB), so an edited profile is recompiled. The first use in a
+    process reads the on-disk cache (see :mod:`isorun.cache`).
+    """
+    from isorun import cache
+
     if not isinstance(profile, str):
         return compile_plan(profile)
-    facts = host_facts.probe()
-    variables = host_facts.variables(facts)
-    key = (profile, tuple(sorted(variables.items())))
+    key = (profile, tuple(sorted(cache.variables().items())), cache.facts_key())
     hit = _PLANS.get(key)
-    if hit is not None:
-        plan, stamps = hit
-        try:
-            if tuple(os.stat(s).st_mtime for s in plan.sources) == stamps:
-                return plan
-        except OSError:
-            pass
-    plan = compile_plan(profile, facts, variables)
-    _PLANS[key] = (plan, tuple(os.stat(s).st_mtime for s in plan.sources))
+    if hit is not None and cache.check_deps(hit[1]) is None:
+        return hit[0]
+    plan, bpf, entry = compiled(profile, log)
+    _PROGRAMS[_policy_of(plan)] = bpf
+    if entry is not None:
+        _PLANS[key] = (plan, entry["deps"])  # type: ignore[assignment]
     return plan
+
+
+def _policy_of(plan: Plan) -> Any:
+    from isorun.compile.plan import LoadSeccomp
+
+    steps = plan.find(LoadSeccomp)
+    return steps[0].policy if steps else None
 
 
 def _cached_program(plan: Plan) -> bytes:
     """Keyed by the seccomp policy itself (a frozen, hashable dataclass)."""
-    from isorun.compile.plan import LoadSeccomp
-
-    steps = plan.find(LoadSeccomp)
-    key = steps[0].policy if steps else None
+    key = _policy_of(plan)
     program = _PROGRAMS.get(key)
     if program is None:
         program = _PROGRAMS[key] = seccomp_program(plan)

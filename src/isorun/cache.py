@@ -1,0 +1,453 @@
+"""The compiled-plan cache: a profile compiled once, then launched without the compiler.
+
+An entry holds the plan, its seccomp program (raw BPF) and, when the profile allows it,
+the flat launch record :mod:`isorun.launch` hands to the shim. It lives in
+``$XDG_CACHE_HOME/isorun`` (default ``~/.cache/isorun``), one file per key.
+
+The key hashes every input that can change what the compiler produces:
+
+- the isorun version, the Python version (marshal and pickle formats) and a stamp of every
+  source and data file of the installed package, so an edited planner in a development
+  tree never serves an old plan;
+- the profile spec as given, and the caller's facts (uids, gids, uname, the userns sysctls);
+- the resolved ``${NAME}`` variables (``${CWD}`` differs per directory).
+
+Files reached through ``extends`` are only known after parsing, so they are not in the key
+but in the entry: each as the path the loader opened, the path it resolved to, and a
+SHA-256 of its bytes. A hit re-checks all three. The entry stores the variables it was
+compiled with; a hit checks them too.
+
+Fail closed: every doubt (a foreign or group/world-writable file, a bad checksum, an
+input that changed, a compiler that grew an input this module does not know) means
+recompile. A cache can make a launch faster, never its sandbox weaker.
+
+This module is on the warm launch path, so it imports only ``os``, ``sys`` and builtin
+modules at the top; the compiler is imported on a miss only.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from isorun.compile.plan import Plan
+    from isorun.host.facts import HostFacts
+
+#: bump when the entry layout changes; older entries are then ignored
+FORMAT = 1
+MAGIC = b"isorun-plan-cache\n"
+_DIGEST_SIZE = 32
+
+#: the ${NAME} variables this module knows how to key on (see :func:`variables`)
+VARIABLE_NAMES = frozenset({"HOME", "CWD", "TMPDIR", "UID", "GID", "USER"})
+#: the HostFacts fields :func:`facts_key` covers
+FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns"})
+_USERNS_SYSCTLS = (
+    "/proc/sys/user/max_user_namespaces",
+    "/proc/sys/kernel/unprivileged_userns_clone",
+)
+
+#: (literal path as opened, real path, sha256 hex of its bytes)
+Dep = tuple[str, str, str]
+
+
+def _sha256(data: bytes) -> str:
+    # hashlib loads OpenSSL (several ms on a cold start); the builtin _sha256 module is
+    # what hashlib itself falls back to, and is enough for a content check.
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:  # Python builds without it, or 3.12+ (renamed _sha2)
+        from hashlib import sha256
+    return str(sha256(data).hexdigest())
+
+
+def _warn(log: Callable[[str], None] | None, message: str) -> None:
+    if log is not None:
+        log(f"isorun: cache: {message}")
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> str:
+    """``$XDG_CACHE_HOME/isorun``, or ``~/.cache/isorun``.
+
+    The XDG base directory spec says a relative ``XDG_CACHE_HOME`` is invalid and must be
+    ignored, so one set by a confused script cannot put the cache in the working directory.
+    """
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "isorun")
+
+
+def code_stamp() -> tuple[tuple[str, int, int, int], ...]:
+    """(path, size, mtime_ns, inode) of every source, data and extension file of isorun.
+
+    A version number does not change when someone edits the planner in an editable
+    install; these stamps do. About 40 stat calls, well under a millisecond.
+    """
+    root = os.path.dirname(os.path.abspath(__file__))
+    stamps: list[tuple[str, int, int, int]] = []
+    pending = [root]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.name == "__pycache__" or entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.name.endswith((".py", ".json", ".toml", ".so")):
+                    st = entry.stat()
+                    stamps.append((entry.path, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(sorted(stamps))
+
+
+def facts_key() -> tuple[object, ...]:
+    """What :func:`isorun.host.facts.probe` reads, read raw (no platform/dataclasses import).
+
+    A superset of the facts: if any differs, so may the plan. :func:`store` refuses to
+    write when HostFacts grows a field not covered here.
+    """
+    sysctls: list[str | None] = []
+    for path in _USERNS_SYSCTLS:
+        try:
+            with open(path) as f:
+                sysctls.append(f.read())
+        except OSError:
+            sysctls.append(None)
+    uname = os.uname()
+    return (
+        os.getuid(),
+        os.getgid(),
+        os.geteuid(),
+        os.getegid(),
+        uname.sysname,
+        uname.release,
+        uname.version,
+        uname.machine,
+        tuple(sysctls),
+    )
+
+
+def variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``${NAME}`` variables as :func:`isorun.host.facts.variables` resolves them.
+
+    Kept cheap for the launch path. :func:`store` checks that both agree (and that
+    facts.variables knows no other name) before writing, so a change there turns the
+    cache off instead of serving plans resolved the old way.
+    """
+    env = os.environ if environ is None else environ
+    uid = os.getuid()
+    return {
+        "HOME": os.path.realpath(env.get("HOME") or os.path.expanduser("~")),
+        "CWD": os.path.realpath(os.getcwd()),
+        "TMPDIR": os.path.realpath(env.get("TMPDIR") or "/tmp"),
+        "UID": str(uid),
+        "GID": str(os.getgid()),
+        "USER": env.get("USER") or env.get("LOGNAME") or str(uid),
+    }
+
+
+def entry_key(spec: str, resolved: Mapping[str, str]) -> str:
+    """The hex key of ``spec`` compiled for this caller with ``resolved`` variables."""
+    from isorun import __version__
+
+    material = (
+        FORMAT,
+        __version__,
+        sys.hexversion,
+        sys.implementation.cache_tag,
+        code_stamp(),
+        spec,
+        facts_key(),
+        tuple(sorted(resolved.items())),
+    )
+    return _sha256(repr(material).encode())
+
+
+def check_deps(deps: tuple[Dep, ...]) -> str | None:
+    """None when every source file is still what was compiled; else what changed."""
+    for literal, real, digest in deps:
+        if os.path.realpath(literal) != real:
+            return f"{literal} now resolves to another file"
+        try:
+            with open(literal, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            return f"{literal}: {err.strerror}"
+        if _sha256(data) != digest:
+            return f"{literal} changed"
+    return None
+
+
+def collect_deps(spec: str) -> tuple[Dep, ...]:
+    """The files ``spec`` reads through ``extends``, hashed. Call before compiling.
+
+    Walks the tree the way :func:`isorun.profile.includes.load` does (same ``resolve``),
+    recording each file under the path the loader opens: an include is relative to that
+    path's directory, so a symlink swapped anywhere on it shows up as a new real path.
+    Hashing before the compile means a file edited during it is seen as changed later.
+    Raises what the loader raises; the caller then compiles without caching.
+    """
+    from pathlib import Path
+
+    from isorun.profile import includes, loader
+
+    deps: list[Dep] = []
+    seen: set[str] = set()
+
+    def visit(literal: os.PathLike[str] | str) -> None:
+        path = os.fspath(literal)
+        with open(path, "rb") as f:
+            data = f.read()
+        real = os.path.realpath(path)
+        deps.append((path, real, _sha256(data)))
+        if real in seen:
+            return  # a cycle: the loader reports it; do not loop here
+        seen.add(real)
+        layer = loader.load_layer(data, path, os.path.basename(path))
+        for child, loc in layer.extends:
+            base, _ = includes.resolve(child, Path(path).parent, loc)
+            visit(base)
+
+    top, _ = includes.resolve(spec, None, None)
+    visit(top)
+    return tuple(deps)
+
+
+def _dir_usable(path: str, create: bool, log: Callable[[str], None] | None) -> bool:
+    """The cache directory exists (or was made), is ours, and only we can write to it."""
+    if create:
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as err:
+            _warn(log, f"cannot create {path}: {err.strerror}")
+            return False
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        _warn(log, f"ignoring {path}: not a directory owned by uid {os.geteuid()}")
+        return False
+    if st.st_mode & 0o077:
+        # Ours but readable or writable by others (an old umask, a copied home): someone
+        # who can write here could plant a plan. Tighten it; the files are checked anyway.
+        try:
+            os.chmod(path, 0o700)
+        except OSError:
+            _warn(log, f"ignoring {path}: mode {st.st_mode & 0o777:#o} and cannot chmod")
+            return False
+    return True
+
+
+def read_entry(path: str, log: Callable[[str], None] | None = None) -> dict[str, object] | None:
+    """The entry in ``path`` when it is safe and intact, else None (with a note to ``log``).
+
+    Safe: a regular file (no symlink followed), owned by the caller, not writable by
+    group or others. Intact: magic, format and SHA-256 of the payload match.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        _warn(log, f"ignoring {path}: {err.strerror}")
+        return None
+    try:
+        st = os.fstat(fd)
+        # 0o100000 is S_IFREG; the stat module costs an import on the warm path.
+        if st.st_mode & 0o170000 != 0o100000:
+            _warn(log, f"ignoring {path}: not a regular file")
+            return None
+        if st.st_uid != os.geteuid():
+            _warn(log, f"ignoring {path}: owned by uid {st.st_uid}, not {os.geteuid()}")
+            return None
+        if st.st_mode & 0o022:
+            _warn(
+                log, f"ignoring {path}: writable by group or others (mode {st.st_mode & 0o777:#o})"
+            )
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    blob = b"".join(chunks)
+    head = len(MAGIC) + 1 + _DIGEST_SIZE
+    if (
+        len(blob) < head
+        or not blob.startswith(MAGIC)
+        or blob[len(MAGIC)] != FORMAT
+        or bytes.fromhex(_sha256(blob[head:])) != blob[len(MAGIC) + 1 : head]
+    ):
+        _warn(log, f"ignoring {path}: corrupt or from another version")
+        return None
+    try:
+        entry = marshal.loads(blob[head:])
+    except (ValueError, EOFError, TypeError):
+        _warn(log, f"ignoring {path}: corrupt")
+        return None
+    if not isinstance(entry, dict):
+        _warn(log, f"ignoring {path}: corrupt")
+        return None
+    return entry
+
+
+def write_entry(
+    directory: str, key: str, entry: dict[str, object], log: Callable[[str], None] | None = None
+) -> bool:
+    """Write ``entry`` atomically: a private temporary file in the same directory, then
+    rename(2) over the old one, so a reader sees the old entry or the new, never half."""
+    if not _dir_usable(directory, True, log):
+        return False
+    payload = marshal.dumps(entry)
+    blob = MAGIC + bytes([FORMAT]) + bytes.fromhex(_sha256(payload)) + payload
+    tmp = os.path.join(directory, f".{key}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError as err:
+        _warn(log, f"cannot write {directory}: {err.strerror}")
+        return False
+    try:
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, os.path.join(directory, key))
+    except OSError as err:
+        _warn(log, f"cannot write {directory}: {err.strerror}")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        return False
+    return True
+
+
+def lookup(
+    spec: str, log: Callable[[str], None] | None = None, directory: str | None = None
+) -> tuple[str, dict[str, object] | None]:
+    """(key, entry) for ``spec`` as this caller would compile it now; entry None on a miss.
+
+    Cheap enough for every launch: no compiler import, a few stat and read calls.
+    """
+    resolved = variables()
+    key = entry_key(spec, resolved)
+    directory = cache_dir() if directory is None else directory
+    entry = read_entry(os.path.join(directory, key), log)
+    if entry is None:
+        return key, None
+    if entry.get("key") != key or entry.get("variables") != tuple(sorted(resolved.items())):
+        _warn(log, f"ignoring entry {key[:12]}: written for other inputs")
+        return key, None
+    deps = entry.get("deps")
+    if not isinstance(deps, tuple) or not deps:
+        return key, None
+    changed = check_deps(deps)
+    if changed is not None:
+        _warn(log, f"recompiling {spec}: {changed}")
+        return key, None
+    return key, entry
+
+
+def load_plan(entry: Mapping[str, object]) -> Plan:
+    """The Plan of an entry. Imports the plan's dataclass modules (not the compiler)."""
+    import pickle
+
+    from isorun.compile.plan import Plan
+
+    # pickle runs constructors named in its input, so it is only ever given files that
+    # read_entry has checked are the caller's own and writable by no one else: the same
+    # trust as the caller's ~/.bashrc. The payload checksum catches corruption first.
+    plan = pickle.loads(entry["plan"])  # type: ignore[arg-type]
+    if not isinstance(plan, Plan):
+        raise TypeError("cache entry holds no Plan")
+    return plan
+
+
+def compile_entry(
+    spec: str,
+    log: Callable[[str], None] | None = None,
+    launch_record: Callable[[Plan, bytes], dict[str, object] | None] | None = None,
+) -> tuple[Plan, bytes, dict[str, object] | None]:
+    """Compile ``spec`` and build its entry; the entry is None when it must not be cached.
+
+    Raises ProfileError and friends exactly as :func:`isorun.api.compile_plan` does.
+    """
+    import pickle
+
+    from isorun import api
+    from isorun.host import facts as host_facts
+
+    try:
+        deps: tuple[Dep, ...] | None = collect_deps(spec)
+    except Exception:
+        deps = None  # the compile below reports the problem with its location
+    facts = host_facts.probe()
+    resolved = host_facts.variables(facts)
+    plan = api.compile_plan(spec, facts, resolved)
+    bpf = api.seccomp_program(plan)
+    reason = _uncacheable(spec, facts, resolved, plan, deps)
+    if reason is not None:
+        _warn(log, f"not caching {spec}: {reason}")
+        return plan, bpf, None
+    assert deps is not None
+    entry: dict[str, object] = {
+        "key": entry_key(spec, resolved),
+        "spec": spec,
+        "profile": plan.profile,
+        "deps": deps,
+        "variables": tuple(sorted(resolved.items())),
+        "plan": pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL),
+        "bpf": bpf,
+        "launch": launch_record(plan, bpf) if launch_record is not None else None,
+    }
+    return plan, bpf, entry
+
+
+def _uncacheable(
+    spec: str,
+    facts: HostFacts,
+    resolved: Mapping[str, str],
+    plan: Plan,
+    deps: tuple[Dep, ...] | None,
+) -> str | None:
+    """Why this compile must not be cached, or None. Each check guards a key input."""
+    import dataclasses
+
+    if deps is None:
+        return "could not list its source files"
+    if {real for _, real, _ in deps} != set(plan.sources):
+        return "its source files changed while compiling"
+    fields = {f.name for f in dataclasses.fields(facts)}
+    if fields != FACT_FIELDS:
+        return f"host facts {sorted(fields - FACT_FIELDS)} are not in the cache key"
+    if (facts.uid, facts.gid, facts.arch, facts.kernel) != (
+        os.getuid(),
+        os.getgid(),
+        os.uname().machine,
+        os.uname().release,
+    ):
+        return "host facts differ from what the cache key reads"
+    if dict(resolved) != variables():
+        return "variables resolve differently from what the cache key reads"
+    return None
+
+
+def store(
+    entry: Mapping[str, object],
+    log: Callable[[str], None] | None = None,
+    directory: str | None = None,
+) -> bool:
+    """Write a compiled entry under its key."""
+    directory = cache_dir() if directory is None else directory
+    return write_entry(directory, str(entry["key"]), dict(entry), log)
