@@ -1,0 +1,161 @@
+"""The compiled filter loaded into a real kernel: exact errnos, ENOSYS, ABI kills.
+
+Each case forks; the child sets no_new_privs, loads the BPF with seccomp(2) (what the shim
+does right before execve), makes one syscall and reports the errno through a pipe. A
+child killed by the filter dies of SIGSYS.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from isorun.compile.seccomp import compile_seccomp
+from isorun.profile.schema import Action, Seccomp, SeccompRule
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("ISORUN_SHARED", ROOT.parent / "shared"))
+MUST = os.environ.get("CI") == "true"
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_SET_MODE_FILTER = 1
+NR_SECCOMP = 317  # x86_64
+TIOCSTI = 0x5412
+CLONE_NEWUSER = 0x10000000
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+
+def _has_seccomp_filter() -> bool:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    return "Seccomp:" in text and os.uname().machine == "x86_64"
+
+
+if not _has_seccomp_filter():
+    if MUST:
+        pytest.fail("CI requires seccomp filters on x86_64", pytrace=False)
+    pytest.skip("no seccomp filter support (or not x86_64)", allow_module_level=True)
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+POLICY = Seccomp(
+    allow=("@system-service",),
+    rules=(SeccompRule(("mkdir",), Action("errno", 13)),),
+)
+PROGRAM = compile_seccomp(POLICY).bpf
+
+
+def in_child(body: Callable[[], int], bpf: bytes = PROGRAM) -> tuple[str, int]:
+    """Run body under the filter in a forked child: ("errno", n), ("signal", n), or
+    ("exit", status) when body exec'd a program."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(r)
+            buf = ctypes.create_string_buffer(bpf)
+            prog = SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
+            # no_new_privs first: the kernel refuses an unprivileged filter without it
+            if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+                os._exit(100)
+            if libc.syscall(NR_SECCOMP, SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog)) != 0:
+                os._exit(101)
+            os.write(w, str(body()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 64):
+        out += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return "signal", os.WTERMSIG(status)
+    if not out:  # the body exec'd: report the program's exit status
+        return "exit", os.WEXITSTATUS(status)
+    assert os.WEXITSTATUS(status) == 0, f"child setup failed: {os.WEXITSTATUS(status)}"
+    return "errno", int(out)
+
+
+def call(nr: int, *args: int) -> Callable[[], int]:
+    def body() -> int:
+        ctypes.set_errno(0)
+        argv = [ctypes.c_ulong(a & 0xFFFFFFFFFFFFFFFF) for a in args]
+        rc = libc.syscall(ctypes.c_long(nr), *argv)
+        return 0 if rc >= 0 else ctypes.get_errno()
+
+    return body
+
+
+def test_filtered_syscall_gets_the_exact_errno(tmp_path: Path) -> None:
+    path = ctypes.create_string_buffer(str(tmp_path / "d").encode())
+    assert in_child(call(83, ctypes.addressof(path), 0o755)) == ("errno", 13)  # mkdir
+    assert not (tmp_path / "d").exists()
+
+
+def test_allowed_syscall_works() -> None:
+    assert in_child(call(110)) == ("errno", 0)  # getppid
+
+
+def test_default_action_eperm_for_known_not_allowed() -> None:
+    # reboot with a wrong magic would be EINVAL if it reached the kernel's code
+    assert in_child(call(169, 0, 0, 0, 0)) == ("errno", 1)
+
+
+def test_unknown_syscall_number_gets_enosys() -> None:
+    assert in_child(call(1000)) == ("errno", 38)
+
+
+def test_clone3_gets_enosys() -> None:
+    assert in_child(call(435, 0, 0)) == ("errno", 38)
+
+
+def test_nested_user_namespace_denied() -> None:
+    assert in_child(call(272, CLONE_NEWUSER)) == ("errno", 1)  # unshare
+
+
+@pytest.mark.parametrize("cmd", [TIOCSTI, 0x1_0000_0000 | TIOCSTI])
+def test_tiocsti_cve_2019_10063_refused(cmd: int) -> None:
+    r, w = os.pipe()
+    try:
+        # a pipe is not a tty: an unfiltered TIOCSTI would fail with ENOTTY instead
+        assert in_child(call(16, r, cmd, 0)) == ("errno", 1)
+        assert in_child(call(16, r, 0x5413, 0)) == ("errno", 25)  # TIOCGWINSZ: ENOTTY
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_x32_syscall_kills_the_process() -> None:
+    assert in_child(call(0x40000000 | 39)) == ("signal", signal.SIGSYS)
+
+
+@pytest.mark.needs("gcc")
+def test_i386_syscall_kills_the_process(tmp_path: Path) -> None:
+    src = SHARED / "tools" / "sysc.c"
+    if not src.exists():
+        if MUST:
+            pytest.fail(f"{src} missing")
+        pytest.skip(f"{src} missing")
+    exe = tmp_path / "sysc"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
+
+    def body() -> int:
+        os.execv(str(exe), [str(exe), "-i386", "20"])  # i386 getpid through int 0x80
+        return -1  # not reached
+
+    assert in_child(body) == ("signal", signal.SIGSYS)
+    # and the same binary's native call works under the filter
+    assert in_child(lambda: os.execv(str(exe), [str(exe), "getpid"])) == ("exit", 0)
