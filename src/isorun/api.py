@@ -197,6 +197,10 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     if verbose:
         sys.stderr.write(f"isorun: profile {plan.profile}, backend native\n")
     proc = Popen(argv, profile=plan, backend=backend)
+    if proc.exec_error is not None:
+        from isorun.launch import exec_failure_message
+
+        sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
     # The sandbox's pid 1 forwards these to the command; the launcher must survive them
     # to report the command's status instead of dying first.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,

@@ -28,6 +28,7 @@ Imports at the top: ``os`` and builtin modules only.
 from __future__ import annotations
 
 import os
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ PINNED_PARENT_SOURCE = "81a29eebd0718ac4bf631ce209958f0b9c59e7ca9c904d147eff045a
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 SIGKILL = 9
+ENOENT = 2
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: sizeof(struct isorun_failure)
 FAILURE_SIZE = 72
@@ -362,6 +364,14 @@ def usable(record: object, argv: list[str]) -> Mapping[str, Any] | None:
     return spec
 
 
+def exec_failure_message(command: str, errno: int) -> str:
+    """The line a shell would print when execve failed (the exit code says 126 or 127)."""
+    why = os.strerror(errno)
+    if "/" not in command and errno == ENOENT:
+        why = "command not found in the sandbox's PATH"
+    return f"isorun: {command}: {why}\n"
+
+
 def _setup_error(
     spec: Mapping[str, Any], name: str, syscall: str, errno: int, detail: str = ""
 ) -> Exception:
@@ -490,7 +500,11 @@ def spawn_in_parent(spec: Mapping[str, Any], argv: list[str]) -> tuple[int, int]
             failure = _shim.parse_failure(report)
             assert failure is not None
             raise _shim.failure_error(_as_shim_spec(spec, argv), failure)
-        # An exec failure is the command's exit status (126/127), as in process.spawn.
+        if len(report) >= FAILURE_SIZE:
+            # An exec failure is the command's exit status (126/127), as in process.spawn;
+            # the launcher says why, as api.launch does.
+            errno = int.from_bytes(report[0:4], sys.byteorder, signed=True)
+            sys.stderr.write(exec_failure_message(argv[0], errno))
         started = pid, pidfd
         pid = -1
         return started

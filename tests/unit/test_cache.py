@@ -1,0 +1,336 @@
+"""The compiled-plan cache: keys, invalidation, file safety, atomic writes, corruption."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from isorun import cache
+from isorun import launch as fast
+
+BASE = """description = "base"
+[namespaces]
+user = true
+pid = true
+mount = true
+[filesystem]
+root = "tmpfs"
+cwd = "/"
+[[mounts]]
+type = "ro-bind"
+dst = "/usr"
+[seccomp]
+enabled = false
+"""
+
+TOP = """extends = ["./base.toml"]
+description = "top"
+[identity]
+hostname = "one"
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A profile that extends another, a private cache dir, and the tree as CWD."""
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "base.toml").write_text(BASE)
+    (tmp_path / "p" / "top.toml").write_text(TOP)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("ISORUN_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path / "p")
+    return tmp_path
+
+
+def _compile_and_store(spec: str) -> str:
+    _plan, _bpf, entry = cache.compile_entry(spec)
+    assert entry is not None
+    assert cache.store(entry)
+    return str(entry["key"])
+
+
+def _notes() -> tuple[list[str], object]:
+    notes: list[str] = []
+    return notes, notes.append
+
+
+def test_hit_after_store_returns_the_same_plan(tree: Path) -> None:
+    plan, bpf, entry = cache.compile_entry("./top.toml")
+    assert entry is not None and cache.store(entry)
+    key, hit = cache.lookup("./top.toml")
+    assert hit is not None and key == entry["key"]
+    assert cache.load_plan(hit) == plan
+    assert hit["bpf"] == bpf
+
+
+def test_deps_cover_included_files(tree: Path) -> None:
+    _, _, entry = cache.compile_entry("./top.toml")
+    assert entry is not None
+    reals = {real for _, real, _ in entry["deps"]}  # type: ignore[attr-defined]
+    assert reals == {str((tree / "p" / n).resolve()) for n in ("top.toml", "base.toml")}
+
+
+def test_editing_the_profile_invalidates(tree: Path) -> None:
+    _compile_and_store("./top.toml")
+    (tree / "p" / "top.toml").write_text(TOP.replace('"one"', '"two"'))
+    assert cache.lookup("./top.toml")[1] is None
+
+
+def test_editing_an_included_file_invalidates(tree: Path) -> None:
+    _compile_and_store("./top.toml")
+    (tree / "p" / "base.toml").write_text(BASE.replace('"base"', '"base, edited"'))
+    assert cache.lookup("./top.toml")[1] is None
+
+
+def test_same_size_same_mtime_edit_invalidates(tree: Path) -> None:
+    # Content hashes, not stat stamps: an edit inside one mtime tick is still seen.
+    path = tree / "p" / "base.toml"
+    before = path.stat()
+    _compile_and_store("./top.toml")
+    path.write_text(BASE.replace('"base"', '"BASE"'))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert cache.lookup("./top.toml")[1] is None
+
+
+def test_swapping_an_include_symlink_invalidates(tree: Path) -> None:
+    p = tree / "p"
+    (p / "real_a.toml").write_text(BASE)
+    (p / "real_b.toml").write_text(BASE)
+    (p / "base.toml").unlink()
+    (p / "base.toml").symlink_to("real_a.toml")
+    _compile_and_store("./top.toml")
+    (p / "base.toml").unlink()
+    (p / "base.toml").symlink_to("real_b.toml")
+    assert cache.lookup("./top.toml")[1] is None
+
+
+def test_cwd_change_changes_the_key(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = _compile_and_store("strict")
+    other = tree / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    new_key, hit = cache.lookup("strict")
+    assert new_key != key and hit is None
+
+
+def test_home_change_changes_the_key(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = _compile_and_store("strict")
+    monkeypatch.setenv("HOME", str(tree))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tree / "cache"))
+    assert cache.lookup("strict")[0] != key
+
+
+def test_version_change_changes_the_key(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = _compile_and_store("strict")
+    import isorun
+
+    monkeypatch.setattr(isorun, "__version__", "99.0.0")
+    new_key, hit = cache.lookup("strict")
+    assert new_key != key and hit is None
+
+
+def test_code_change_changes_the_key(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = _compile_and_store("strict")
+    stamp = cache.code_stamp()
+    changed = ((stamp[0][0], stamp[0][1] + 1, stamp[0][2], stamp[0][3]), *stamp[1:])
+    monkeypatch.setattr(cache, "code_stamp", lambda: changed)
+    assert cache.lookup("strict")[0] != key
+
+
+def test_facts_change_changes_the_key(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = _compile_and_store("strict")
+    real = cache.facts_key()
+    monkeypatch.setattr(cache, "facts_key", lambda: (*real[:5], "9.9.9-other", *real[6:]))
+    assert cache.lookup("strict")[0] != key
+
+
+def test_entry_variables_are_checked(tree: Path) -> None:
+    key = _compile_and_store("strict")
+    directory = cache.cache_dir()
+    entry = cache.read_entry(os.path.join(directory, key))
+    assert entry is not None
+    entry["variables"] = (("CWD", "/somewhere/else"),)
+    assert cache.write_entry(directory, key, entry)
+    notes, log = _notes()
+    assert cache.lookup("strict", log)[1] is None  # type: ignore[arg-type]
+    assert any("other inputs" in n for n in notes)
+
+
+def test_cache_files_are_private(tree: Path) -> None:
+    key = _compile_and_store("strict")
+    directory = cache.cache_dir()
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert os.stat(os.path.join(directory, key)).st_mode & 0o777 == 0o600
+
+
+def test_open_cache_dir_is_tightened(tree: Path) -> None:
+    directory = cache.cache_dir()
+    os.makedirs(directory)
+    os.chmod(directory, 0o777)
+    _compile_and_store("strict")
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o666])
+def test_group_or_world_writable_entry_is_ignored(tree: Path, mode: int) -> None:
+    key = _compile_and_store("strict")
+    os.chmod(os.path.join(cache.cache_dir(), key), mode)
+    notes, log = _notes()
+    assert cache.lookup("strict", log)[1] is None  # type: ignore[arg-type]
+    assert any("writable by group or others" in n for n in notes)
+
+
+@pytest.mark.needs("root")
+def test_entry_owned_by_another_user_is_ignored(tree: Path) -> None:
+    key = _compile_and_store("strict")
+    os.chown(os.path.join(cache.cache_dir(), key), 12345, -1)
+    notes, log = _notes()
+    assert cache.lookup("strict", log)[1] is None  # type: ignore[arg-type]
+    assert any("owned by uid 12345" in n for n in notes)
+
+
+def test_entry_owned_by_another_user_is_ignored_unprivileged(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without root we cannot chown; pretend to be another user instead.
+    key = _compile_and_store("strict")
+    uid = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: uid + 1)
+    notes, log = _notes()
+    assert cache.read_entry(os.path.join(cache.cache_dir(), key), log) is None  # type: ignore[arg-type]
+    assert any("owned by uid" in n for n in notes)
+
+
+def test_symlinked_entry_is_ignored(tree: Path) -> None:
+    key = _compile_and_store("strict")
+    path = os.path.join(cache.cache_dir(), key)
+    os.rename(path, path + ".real")
+    os.symlink(path + ".real", path)
+    assert cache.lookup("strict")[1] is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],
+        lambda b: b[:-1] + bytes([b[-1] ^ 1]),
+        lambda b: b"",
+        lambda b: b"not a cache file at all",
+        lambda b: b[:18] + bytes([99]) + b[19:],
+    ],
+    ids=["truncated", "flipped-bit", "empty", "garbage", "other-format"],
+)
+def test_corrupt_entry_recompiles(tree: Path, damage: object) -> None:
+    key = _compile_and_store("strict")
+    path = os.path.join(cache.cache_dir(), key)
+    with open(path, "rb") as f:
+        blob = f.read()
+    with open(path, "wb") as f:
+        f.write(damage(blob))  # type: ignore[operator]
+    notes, log = _notes()
+    assert cache.lookup("strict", log)[1] is None  # type: ignore[arg-type]
+    assert any("corrupt" in n for n in notes)  # said under --verbose, silent otherwise
+    from isorun import api
+
+    _plan, _, entry = api.compiled("strict")
+    assert entry is not None
+    assert cache.lookup("strict")[1] is not None  # rewritten
+
+
+def test_write_is_atomic_rename(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = _compile_and_store("strict")
+    directory = cache.cache_dir()
+    path = os.path.join(directory, key)
+    before = Path(path).read_bytes()
+    calls: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def failing_replace(src: str, dst: str) -> None:
+        calls.append((src, dst))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    entry = cache.read_entry(path)
+    assert entry is not None
+    entry["profile"] = "changed"
+    assert not cache.write_entry(directory, key, entry)
+    monkeypatch.setattr(os, "replace", real_replace)
+    # the old entry is untouched, the temporary file is gone, and it was in the same dir
+    assert Path(path).read_bytes() == before
+    assert sorted(os.listdir(directory)) == [key]
+    assert calls and os.path.dirname(calls[0][0]) == directory
+
+
+def test_no_cache_dir_means_compile_only(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tree / "cache"
+    blocker.write_text("a file where the cache dir would be")
+    notes, log = _notes()
+    _plan, _, entry = cache.compile_entry("strict")
+    assert entry is not None
+    assert not cache.store(entry, log)  # type: ignore[arg-type]
+    assert notes
+
+
+def test_xdg_cache_home_must_be_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cache.cache_dir({"XDG_CACHE_HOME": "rel", "HOME": "/h"}) == "/h/.cache/isorun"
+    assert cache.cache_dir({"XDG_CACHE_HOME": "/x", "HOME": "/h"}) == "/x/isorun"
+
+
+def test_variables_match_host_facts() -> None:
+    from isorun.host import facts
+
+    assert cache.variables() == facts.variables(facts.probe())
+    assert set(cache.variables()) == cache.VARIABLE_NAMES
+
+
+def test_api_cached_plan_does_not_recompile(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isorun import api
+
+    first = api._cached_plan("./top.toml")
+    monkeypatch.setattr(api, "compiled", lambda *a, **k: pytest.fail("recompiled"))
+    assert api._cached_plan("./top.toml") is first
+
+
+def test_api_cached_plan_sees_edits(tree: Path) -> None:
+    from isorun import api
+
+    first = api._cached_plan("./top.toml")
+    (tree / "p" / "top.toml").write_text(TOP.replace('"one"', '"two"'))
+    second = api._cached_plan("./top.toml")
+    assert second != first
+
+
+def test_launch_mirror_is_pinned() -> None:
+    """isorun/launch.py mirrors the parent side of run/process.py's spawn. When this
+    fails, process.spawn changed: review launch.spawn_in_parent against it, then put the
+    new digest in launch.PINNED_PARENT_SOURCE. Until then the fast launch is off."""
+    assert fast.parent_source_digest() == fast.PINNED_PARENT_SOURCE
+
+
+def test_launch_record_matches_the_shim_struct(tree: Path) -> None:
+    _plan, _bpf, entry = cache.compile_entry("strict", launch_record=fast.make_record)
+    assert entry is not None
+    assert entry["launch"] is not None  # make_record verified it against _shim._build
+
+
+def test_env_projection_is_a_superset_of_keep() -> None:
+    env = {"TERM": "x", "LC_ALL": "C", "LCX": "no", "HOME": "/h", "TZ": "UTC"}
+    assert fast.env_projection(("TERM", "LC_*", "TZ"), env) == (
+        ("LC_ALL", "C"),
+        ("TERM", "x"),
+        ("TZ", "UTC"),
+    )
+    assert fast.env_projection(None, env) == tuple(sorted(env.items()))
+
+
+def test_changed_kept_variable_makes_record_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
+    record = {"format": fast.RECORD_FORMAT, "spec": {}, "env_patterns": ("TERM",),
+              "env": (("TERM", "xterm"),)}  # fmt: skip
+    monkeypatch.setenv("TERM", "xterm")
+    assert fast.usable(record, ["/bin/true"]) is not None
+    monkeypatch.setenv("TERM", "vt100")
+    assert fast.usable(record, ["/bin/true"]) is None
+    monkeypatch.setenv("TERM", "xterm")
+    assert fast.usable(record, ["/bin/tr\0ue"]) is None
