@@ -18,7 +18,7 @@ import pwd
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from isorun.errors import Unsupported
 from isorun.host.facts import HostFacts
 from isorun.host.facts import probe as probe_facts
 from isorun.host.facts import variables as host_variables
-from isorun.host.probe import probe_backends
+from isorun.host.probe import UsernsState, probe_backends
 from isorun.run.backends import select_backend
 
 PYTHON = "/usr/bin/python3"
@@ -331,3 +331,31 @@ def test_refusals_are_only_where_expected(backend: str, hostview: str) -> None:
         assert "native" in info.value.lost[0].alternatives
     else:
         select_backend(compile_for("strict"), backend, facts, allow_weaker=False)
+
+
+@pytest.mark.needs("firejail", "gcc")
+def test_userns_off_auto_falls_back_to_a_setuid_wrapper_and_runs(hostview: str) -> None:
+    """User namespaces off, simulated by the facts selection sees (a real sysctl would
+    change the host for everyone): native and a non-setuid bwrap are passed over with the
+    reason, a setuid wrapper runs the plan without a user namespace, and the command still
+    has the caller's own ids and no capabilities."""
+    real = probe_backends(probe_facts())
+    off = replace(real, userns=UsernsState(False, "user.max_user_namespaces=0",
+                                           "sysctl -w user.max_user_namespaces=15000"))
+    plan = compile_for(hostview)
+    said: list[str] = []
+    backend, lost = select_backend(plan, "auto", off, allow_weaker=False, log=said.append)
+    assert lost == []
+    assert said[0] == ("isorun: backend native: not usable here: user namespaces are "
+                       "disabled (user.max_user_namespaces=0)")
+    expected = "bwrap" if real.bwrap is not None and real.bwrap.setuid else "firejail"
+    assert backend.name == expected
+    proc = backend.spawn(plan, ["/bin/sh", "-c", "id -u; cat /proc/self/uid_map; "
+                                "grep CapEff /proc/self/status"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, facts=off)
+    out, err = proc.communicate(timeout=30)
+    assert proc.wait() == 0, err
+    uid, uid_map, cap = out.decode().splitlines()
+    assert int(uid) == FACTS.uid
+    assert uid_map.split() == ["0", "0", "4294967295"]  # the host's own user namespace
+    assert cap.split()[1] == "0000000000000000"

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import assert_never
 
 from isorun.compile import plan as p
-from isorun.compile.invocation import HELPER, Invocation
+from isorun.compile.invocation import HELPER, NO_USERNS, Invocation, identity_without_userns
 from isorun.errors import InternalError, Lost, Unsupported
 from isorun.run.native import build_environment
 
@@ -45,14 +45,14 @@ def file_mounts(plan: p.Plan) -> tuple[bytes, ...]:
 def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                  seccomp_fd: int | None, file_fds: Sequence[int] = (),
                  allow_weaker: bool = False, bwrap: str = "bwrap",
-                 helper: str = HELPER) -> Invocation:
+                 helper: str = HELPER, userns: bool = True) -> Invocation:
     """Render ``plan`` running ``argv`` as a bwrap command line.
 
     ``env`` is the caller's environment (``environment.keep`` takes values from it).
     ``seccomp_fd`` holds the compiled filter (required when the plan loads one);
     ``file_fds`` hold :func:`file_mounts`. Raises :class:`Unsupported` naming every rule
     bwrap cannot enforce, unless ``allow_weaker``; the invocation then lists them in
-    ``lost``.
+    ``lost``. ``userns=False``: the host forbids user namespaces (setuid bwrap only).
     """
     args: list[str] = []
     rlimits: list[str] = []
@@ -73,7 +73,10 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
         match step:
             case p.Clone():
                 for name in step.namespaces:
-                    if name in _UNSHARE:
+                    if name == "user" and not userns:
+                        if not identity_without_userns(plan):
+                            lose(step, "user namespace", NO_USERNS)
+                    elif name in _UNSHARE:
                         args.append(_UNSHARE[name])
                     elif name == "time":
                         lose(step, "time namespace", "bwrap has no option for a time "
@@ -82,7 +85,8 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
             case p.MapIds():
                 # bwrap writes a one-line map "uid <its real uid> 1" (user_namespaces(7)),
                 # so the host side is whoever runs bwrap: the runner spawns it as host_uid.
-                args += ["--uid", str(step.uid), "--gid", str(step.gid)]
+                if userns:
+                    args += ["--uid", str(step.uid), "--gid", str(step.gid)]
                 user = (step.host_uid, step.host_gid)
             case p.Cgroup():
                 lose(step, step.describe(), "bwrap cannot put the sandbox in a cgroup")

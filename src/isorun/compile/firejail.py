@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import assert_never
 
 from isorun.compile import plan as p
-from isorun.compile.invocation import Invocation
+from isorun.compile.invocation import NO_USERNS, Invocation, identity_without_userns
 from isorun.errors import InternalError, Lost, Unsupported
 from isorun.run.native import build_environment
 
@@ -25,13 +25,14 @@ BACKEND = "firejail"
 
 def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                     seccomp_fd: int | None, env_fd: int, helper_fd: int,
-                    allow_weaker: bool = False, firejail: str = "firejail") -> Invocation:
+                    allow_weaker: bool = False, firejail: str = "firejail",
+                    userns: bool = True) -> Invocation:
     """Render ``plan`` running ``argv`` as a firejail command line.
 
     ``env_fd`` receives the command's environment (``inputs``), ``helper_fd`` is the exec
     stage opened for reading, ``seccomp_fd`` holds the compiled filter. Raises
     :class:`Unsupported` naming every rule firejail cannot enforce, unless
-    ``allow_weaker``.
+    ``allow_weaker``. ``userns=False``: the host forbids user namespaces.
     """
     # --noprofile: no default profile may add or relax rules behind the plan's back.
     # --deterministic-exit-code: the command's status, not firejail's.
@@ -50,7 +51,10 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
             case p.Clone():
                 # firejail always makes new mount, pid and uts namespaces.
                 for name in step.namespaces:
-                    if name == "user":
+                    if name == "user" and not userns:
+                        if not identity_without_userns(plan):
+                            lose(step, "user namespace", NO_USERNS)
+                    elif name == "user":
                         # a user namespace mapping only the caller's own ids
                         args.append("--noroot")
                     elif name == "net":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from isorun.compile import plan as p
 from isorun.errors import Lost
 
 #: the exec stage (src/isorun/shim/seccomp_exec.c) as written in rendered argv; the runner
@@ -45,3 +46,22 @@ class Invocation:
             lines.append(f"# LOST {item.rule}: {item.why}")
         lines.extend(self.argv)
         return "\n".join(lines) + "\n"
+
+
+#: why a wrapper without user namespaces loses a plan's user namespace
+NO_USERNS = ("user namespaces are disabled on this host; a setuid wrapper can stand in "
+             "for one only when the plan maps the caller's own non-root ids to themselves")
+
+
+def identity_without_userns(plan: p.Plan) -> bool:
+    """Whether a setuid wrapper keeps the plan's identity rules without a user namespace.
+
+    With ``uid -> same uid`` (not root) the user namespace gives the command the caller's
+    own ids and no capability over anything outside. A setuid wrapper that drops to the
+    caller's real ids (bwrap and firejail both do, without --unshare-user/--noroot) gives
+    the same, so on a host with user namespaces off the plan still holds; any other map
+    cannot be expressed there.
+    """
+    maps = plan.find(p.MapIds)
+    return all(m.uid == m.host_uid and m.gid == m.host_gid and m.host_uid != 0
+               for m in maps)

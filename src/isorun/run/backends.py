@@ -48,12 +48,12 @@ class Backend(Protocol):
     def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
         """("", "") when this host can run ``plan`` on this backend, else (why, fix)."""
 
-    def check(self, plan: p.Plan) -> list[Lost]:
-        """The rules of ``plan`` this backend cannot enforce."""
+    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
+        """The rules of ``plan`` this backend cannot enforce (on this host, with facts)."""
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False) -> SandboxRun:
+              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
         """Start ``argv`` in the sandbox. Raises Unsupported, HostError."""
 
 
@@ -101,8 +101,10 @@ def sample_plan(step: p.Step) -> p.Plan:
     return p.Plan("sample", (*before, step, p.Exec()))
 
 
-def _capabilities(check: Callable[[p.Plan], list[Lost]]) -> frozenset[str]:
-    return frozenset(aspect for aspect, step in SAMPLES if not check(sample_plan(step)))
+def _capabilities(check: Callable[[p.Plan, BackendFacts | None], list[Lost]]
+                  ) -> frozenset[str]:
+    return frozenset(aspect for aspect, step in SAMPLES
+                     if not check(sample_plan(step), None))
 
 
 def _render_lost(render: Callable[[], Invocation]) -> list[Lost]:
@@ -136,12 +138,12 @@ class NativeBackend:
             return facts.native_missing, "rebuild it: pip install --no-deps -e . (make shim)"
         return _userns_missing(plan, facts)
 
-    def check(self, plan: p.Plan) -> list[Lost]:
+    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         return []
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False) -> SandboxRun:
+              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
         # TODO(#5): the lead's api.Popen dispatches here once it takes a backend; until
         # then native launches go through isorun.api directly.
         from isorun import api
@@ -160,25 +162,30 @@ class BwrapBackend:
     def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
         if facts.bwrap is None:
             return "bwrap is not installed", "apt-get install bubblewrap"
-        if not facts.bwrap.setuid and not facts.host.root and not facts.userns.allowed:
+        # bwrap runs as the plan's host uid; unless that is root or bwrap is setuid, it
+        # has no privilege but what a user namespace gives it.
+        spawn_uid = next((m.host_uid for m in plan.find(p.MapIds)), facts.host.uid)
+        if not facts.bwrap.setuid and spawn_uid != 0 and not facts.userns.allowed:
             return (f"bwrap is not setuid and user namespaces are disabled "
                     f"({facts.userns.blocker})", facts.userns.fix)
-        return _first(_userns_missing(plan, facts), _identity_missing(plan, facts, "bwrap"))
+        return _identity_missing(plan, facts, "bwrap")
 
-    def check(self, plan: p.Plan) -> list[Lost]:
+    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
         return _render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD,
-                                                 file_fds=fds, allow_weaker=True))
+                                                 file_fds=fds, allow_weaker=True,
+                                                 userns=_userns(facts)))
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False) -> SandboxRun:
+              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
         caller = os.environ if env is None else env
         with ExitStack() as stack:
             seccomp_fd = _program_fd(plan, stack)
             file_fds = [_memfd(data, stack) for data in file_mounts(plan)]
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
-                               allow_weaker=allow_weaker, bwrap=_which("bwrap"))
+                               allow_weaker=allow_weaker, bwrap=_which("bwrap"),
+                               userns=_userns(facts))
             inv = _with_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
@@ -206,8 +213,7 @@ class FirejailBackend:
             return "firejail is not installed", "apt-get install firejail"
         if not tool.setuid and not facts.host.root:
             return "firejail is not setuid root", f"chmod u+s {tool.path}"
-        missing = _first(_userns_missing(plan, facts),
-                         _identity_missing(plan, facts, "firejail"))
+        missing = _identity_missing(plan, facts, "firejail")
         if missing[0]:
             return missing
         for step in plan.find(p.MapIds):
@@ -225,15 +231,16 @@ class FirejailBackend:
                         f"not {name}", f"add {name} to /etc/firejail/firejail.users")
         return "", ""
 
-    def check(self, plan: p.Plan) -> list[Lost]:
+    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         return _render_lost(lambda: render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD,
                                                     env_fd=_DUMMY_FD + 1,
                                                     helper_fd=_DUMMY_FD + 2,
-                                                    allow_weaker=True))
+                                                    allow_weaker=True,
+                                                    userns=_userns(facts)))
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False) -> SandboxRun:
+              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
         from isorun.run.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
@@ -246,7 +253,7 @@ class FirejailBackend:
             stack.callback(os.close, helper_fd)
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
-                                  firejail=_which("firejail"))
+                                  firejail=_which("firejail"), userns=_userns(facts))
             for fd, data in inv.inputs:
                 os.write(fd, data)
                 os.lseek(fd, 0, os.SEEK_SET)
@@ -258,8 +265,8 @@ BACKENDS: dict[str, Backend] = {"native": NativeBackend(), "bwrap": BwrapBackend
                                 "firejail": FirejailBackend()}
 
 
-def _first(*reasons: tuple[str, str]) -> tuple[str, str]:
-    return next((r for r in reasons if r[0]), ("", ""))
+def _userns(facts: BackendFacts | None) -> bool:
+    return True if facts is None else facts.userns.allowed
 
 
 def _identity_missing(plan: p.Plan, facts: BackendFacts, tool: str) -> tuple[str, str]:
@@ -296,7 +303,7 @@ def select_backend(plan: p.Plan, requested: str, facts: BackendFacts, allow_weak
             say(f"isorun: backend {name}: not usable here: {why}")
             reasons.append((name, why, fix))
             continue
-        lost = backend.check(plan)
+        lost = backend.check(plan, facts)
         if not lost:
             say(f"isorun: backend {name}: enforces every rule of {plan.profile}"
                 + (" (the strongest usable here)" if requested == "auto" else ""))
@@ -326,7 +333,8 @@ def _with_alternatives(plan: p.Plan, lost: list[Lost], facts: BackendFacts) -> l
     host can run them), so the error says where to go."""
     keeps: dict[str, set[tuple[str, str]]] = {}
     for name in ORDER:
-        keeps[name] = {(item.rule, item.loc.short()) for item in BACKENDS[name].check(plan)}
+        keeps[name] = {(item.rule, item.loc.short())
+                       for item in BACKENDS[name].check(plan, facts)}
     out = []
     for item in lost:
         alts = []
