@@ -78,9 +78,11 @@ def profiles() -> None:
 @cli.command()
 @click.argument("profile")
 def check(profile: str) -> None:
-    """Load and compile PROFILE; exit 0 when it is valid, 2 with every error otherwise."""
+    """Load and compile PROFILE (seccomp filter included); exit 0 when valid, 2 otherwise."""
     plan = api.compile_plan(profile)
-    click.echo(f"{profile}: ok ({len(plan.steps)} steps)")
+    program = api.seccomp_program(plan)
+    click.echo(f"{profile}: ok ({len(plan.steps)} steps, seccomp filter of "
+               f"{len(program) // 8} instructions)")
 
 
 @cli.command("run", context_settings={"ignore_unknown_options": True})
