@@ -22,3 +22,7 @@ def doctor(as_json: bool, profile: str) -> None:
     else:
         click.echo(_doctor.render_text(checks))
     raise SystemExit(_doctor.exit_code(checks))
+
+
+#: what cli.py registers on the top-level group
+COMMANDS = (doctor,)

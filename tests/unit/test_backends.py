@@ -190,3 +190,13 @@ def test_firejail_refuses_nobody() -> None:
 def test_order_is_strongest_first() -> None:
     assert ORDER == ("native", "bwrap", "firejail")
     assert set(BACKENDS) == set(ORDER)
+
+
+def test_weaker_run_warning_names_each_lost_rule() -> None:
+    from isorun.run.backends import describe_lost
+
+    _, lost = select(plan_of(), "firejail", facts(), True)
+    text = describe_lost("firejail", lost)
+    assert text.startswith("isorun: warning: backend firejail runs this profile WITHOUT:")
+    assert "strict.toml:17: new root: empty tmpfs:" in text
+    assert len(text.splitlines()) == len(lost) + 1

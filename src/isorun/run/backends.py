@@ -347,6 +347,15 @@ def _with_alternatives(plan: p.Plan, lost: list[Lost], facts: BackendFacts) -> l
     return out
 
 
+def describe_lost(backend: str, lost: Sequence[Lost]) -> str:
+    """The warning an ``--allow-weaker`` launch prints before it runs, one rule a line."""
+    lines = [f"isorun: warning: backend {backend} runs this profile WITHOUT:"]
+    for item in lost:
+        alt = f" (enforced by: {', '.join(item.alternatives)})" if item.alternatives else ""
+        lines.append(f"  {item.loc.short()}: {item.rule}: {item.why}{alt}")
+    return "\n".join(lines)
+
+
 def capability_matrix() -> dict[str, frozenset[str]]:
     """backend name -> the aspects it enforces (``isorun doctor`` prints it)."""
     return {name: BACKENDS[name].capabilities() for name in ORDER}
