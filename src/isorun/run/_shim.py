@@ -18,7 +18,7 @@ from isorun.errors import InternalError, SandboxSetupError, ShimAbiError
 from isorun.run.spec import MountKind, ShimSpec
 
 #: the ABI this module speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 1
+ABI = 2
 
 #: PATH used when the spec's environment has none, as execvp(3) does
 DEFAULT_PATH = b"/usr/bin:/bin"
@@ -69,6 +69,8 @@ class ChildFds:
     err_parent_fd: int
     #: descriptors the command keeps, besides 0-2 (sorted, unique)
     keep_fds: tuple[int, ...]
+    #: learn mode: the child's end of the unix socket the listener number comes over
+    notify_fd: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,7 @@ def _check_spec(spec: ShimSpec) -> None:
         needs_src = (MountKind.BIND, MountKind.DEV_BIND, MountKind.SYMLINK)
         if mount.kind in needs_src and not mount.src:
             raise InternalError(f"mount {mount.dst!r} ({mount.kind.name}) needs a src")
-    if len(spec.seccomp_bpf) % 8:
+    if len(spec.seccomp_bpf) % 8 or len(spec.notify_bpf) % 8:
         raise InternalError("seccomp_bpf is not a whole number of 8-byte instructions")
     for cap in spec.caps_keep:
         if not 0 <= cap < 64:
@@ -194,6 +196,11 @@ def _build(spec: ShimSpec, fds: ChildFds, arena: _Arena) -> Any:
     c.stdio = list(fds.stdio)
     c.sync_fd, c.sync_parent_fd = fds.sync_fd, fds.sync_parent_fd
     c.err_fd, c.err_parent_fd = fds.err_fd, fds.err_parent_fd
+    c.notify_bpf = arena.new("unsigned char[]", spec.notify_bpf or b"\0")
+    c.notify_len = len(spec.notify_bpf)
+    c.notify_fd = fds.notify_fd
+    if spec.notify_bpf and fds.notify_fd < 0:
+        raise InternalError("spec.notify_bpf needs a notify socket (ChildFds.notify_fd)")
     return c
 
 
@@ -238,3 +245,83 @@ def failure_error(spec: ShimSpec, failure: ChildFailure) -> SandboxSetupError:
     return SandboxSetupError(
         failure.step, failure.syscall, failure.errno, detail=detail, step_index=index
     )
+
+
+#: ISORUN_MEM_* (isorun_shim.h): what memory the supervisor reads for a syscall
+MEM_PATH = 1
+MEM_SOCKADDR = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SeenCall:
+    """One distinct call the supervisor saw: AUDIT_ARCH_*, number, the key arguments (the
+    others are 0) and how often."""
+
+    arch: int
+    nr: int
+    args: tuple[int, ...]
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeenEvent:
+    """A path (NUL-free) or socket address read from a call's arguments, and how often."""
+
+    nr: int
+    data: bytes
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Supervised:
+    """What :func:`supervise` recorded until the filter had no users (or was stopped)."""
+
+    calls: tuple[SeenCall, ...]
+    events: tuple[SeenEvent, ...]
+    total: int
+    #: notifications whose caller vanished before the answer (a signal or a kill)
+    lost: int
+    events_dropped: int
+    #: the dedup table overflowed: the record is incomplete
+    table_full: bool
+    #: ended by ``stop_fd`` rather than by the last filtered process going away
+    stopped: bool
+
+
+def take_listener(pid: int, fd: int) -> int:
+    """Copy the seccomp listener ``fd`` out of process ``pid`` (pidfd_getfd(2))."""
+    got = int(_lib.isorun_take_listener(pid, fd))
+    if got < 0:
+        raise OSError(-got, f"pidfd_getfd(pid {pid}, fd {fd}): {os.strerror(-got)}")
+    return got
+
+
+def supervise(listener: int, stop_fd: int, native_arch: int, argmask: bytes,
+              mem: tuple[int, ...], seen_cap: int = 1 << 16,
+              events_cap: int = 1 << 13) -> Supervised:
+    """Answer every notification on ``listener`` with CONTINUE, recording it.
+
+    Blocks until no process uses the filter or ``stop_fd`` is readable; cffi releases the
+    GIL for the call, so run it in a thread of its own.
+    """
+    sup = _ffi.new("struct isorun_supervisor *")
+    seen = _ffi.new("struct isorun_seen[]", seen_cap)
+    events = _ffi.new("struct isorun_event[]", events_cap)
+    c_mask = _ffi.new("unsigned char[]", argmask or b"\0")
+    c_mem = _ffi.new("unsigned short[]", list(mem) or [0])
+    sup.listener, sup.stop_fd, sup.native_arch = listener, stop_fd, native_arch
+    sup.argmask, sup.n_argmask = c_mask, len(argmask)
+    sup.mem, sup.n_mem = c_mem, len(mem)
+    sup.seen, sup.seen_cap = seen, seen_cap
+    sup.events, sup.events_cap = events, events_cap
+    rc = int(_lib.isorun_supervise(sup))
+    if rc < 0:
+        raise OSError(-rc, f"seccomp user notification: {os.strerror(-rc)}")
+    calls = tuple(
+        SeenCall(int(s.arch), int(s.nr), tuple(int(a) for a in s.args), int(s.count))
+        for s in seen if s.used)
+    found = tuple(
+        SeenEvent(int(e.nr), bytes(_ffi.buffer(e.data, e.len)), int(e.count))
+        for e in events if e.used)
+    return Supervised(calls, found, int(sup.total), int(sup.lost), int(sup.events_dropped),
+                      bool(sup.seen_full), rc == 1)

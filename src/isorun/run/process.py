@@ -12,14 +12,17 @@ raises :class:`SandboxSetupError` from :func:`spawn` and leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import select
 import signal
 import subprocess
 import threading
+import socket
+import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import IO, Any
 
@@ -290,6 +293,7 @@ def spawn(
     pass_fds: Iterable[int] = (),
     memory_max: int | None = None,
     pids_max: int | None = None,
+    on_listener: Callable[[int], None] | None = None,
 ) -> SandboxProcess:
     """Start ``spec`` in a new sandbox.
 
@@ -300,7 +304,13 @@ def spawn(
 
     The sandbox dies with the *thread* that called spawn when ``spec.die_with_parent``
     is set (PR_SET_PDEATHSIG follows the thread, prctl(2)): call it from a long-lived one.
+
+    With ``spec.notify_bpf`` (learn mode), ``on_listener`` receives the seccomp listener
+    (the caller owns it) before spawn waits for execve, and must start answering it at
+    once: the command's execve is the first notified call.
     """
+    if bool(spec.notify_bpf) != (on_listener is not None):
+        raise InternalError("spec.notify_bpf and on_listener go together")
     keep = tuple(sorted({*spec.keep_fds, *pass_fds} - {0, 1, 2}))
     for fd in keep:
         os.fstat(fd)
@@ -319,13 +329,17 @@ def spawn(
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         opened.extend((sync_r, sync_w, err_r, err_w))
+        notify_parent = notify_child = -1
+        if on_listener is not None:
+            notify_parent, notify_child = _notify_socket(opened)
         fds = _shim.ChildFds(
-            (child_ends[0], child_ends[1], child_ends[2]), sync_r, sync_w, err_w, err_r, keep
+            (child_ends[0], child_ends[1], child_ends[2]), sync_r, sync_w, err_w, err_r, keep,
+            notify_child,
         )
         pid = _shim.spawn_child(spec, fds)
         # Before anything can reap it: the pidfd pins this process, never a reused pid.
         pidfd = os.pidfd_open(pid)
-        for fd in {sync_r, err_w, *child_ends} - {-1, *parent_ends}:
+        for fd in {sync_r, err_w, notify_child, *child_ends} - {-1, *parent_ends}:
             if fd in opened:
                 os.close(fd)
                 opened.remove(fd)
@@ -336,6 +350,20 @@ def spawn(
         os.write(sync_w, b"\0")
         os.close(sync_w)
         opened.remove(sync_w)
+        if on_listener is not None:
+            # Before the error pipe: its EOF comes only after execve, which waits for an
+            # answer on the listener.
+            try:
+                _hand_over_listener(notify_parent, spec, on_listener)
+            except SandboxSetupError as err:
+                # The child's own record, if it wrote one, says more than our pidfd_getfd;
+                # killed first, so reading the pipe to EOF cannot wait on a blocked execve.
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                failure = _shim.parse_failure(_read_all(err_r))
+                if failure is not None:
+                    raise _shim.failure_error(spec, failure) from err
+                raise
         report = _read_all(err_r)
         os.close(err_r)
         opened.remove(err_r)
@@ -355,6 +383,55 @@ def spawn(
         for fd in opened:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _notify_socket(opened: list[int]) -> tuple[int, int]:
+    """(parent end, child end) of the socket the command reports its listener number on.
+
+    SOCK_SEQPACKET: one message or EOF, never half a number. SO_PASSCRED on our end makes
+    the kernel attach the sender's pid translated into *our* pid namespace (unix(7)),
+    which the command itself cannot know from inside its own.
+    """
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    parent_fd, child_fd = parent.detach(), child.detach()
+    opened.extend((parent_fd, child_fd))
+    return parent_fd, child_fd
+
+
+def _hand_over_listener(fd: int, spec: ShimSpec, on_listener: Callable[[int], None]) -> None:
+    ucred = struct.Struct("=iII")
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        data, ancdata, _flags, _addr = sock.recvmsg(64, socket.CMSG_SPACE(ucred.size))
+        if not data:
+            return  # the child failed before: its record is on the error pipe
+        # EOF next: the command closed its end, so only seccomp(2) itself is left before
+        # the listener exists.
+        sock.recv(1)
+    pid = -1
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = ucred.unpack_from(payload)[0]
+    if pid <= 0 or len(data) != 4:
+        raise InternalError(f"learn socket: bad message {data!r} (pid {pid})")
+    number = struct.unpack("=i", data)[0]
+    # The command cannot tell us when seccomp(2) returned (any call it makes from then on
+    # waits for us), so EBADF means "not yet": retry for a while. ESRCH: it died (its
+    # failure record is on the error pipe; the caller kills what is left).
+    delay, deadline = 0.0001, time.monotonic() + 5.0
+    while True:
+        try:
+            listener = _shim.take_listener(pid, number)
+            break
+        except OSError as err:
+            if err.errno == errno.EBADF and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
+                continue
+            raise SandboxSetupError("seccomp", "pidfd_getfd", err.errno or 0,
+                                    detail="taking the learn-mode listener",
+                                    step_index=spec.step_index.get("seccomp", -1)) from err
+    on_listener(listener)
 
 
 def _abandon(pid: int, pidfd: int, spec: ShimSpec, cgroup: Cgroup | None) -> None:

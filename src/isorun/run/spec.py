@@ -99,6 +99,9 @@ class ShimSpec:
     #: the seccomp program as raw ``struct sock_filter`` array (8 bytes per instruction);
     #: b"" loads no filter
     seccomp_bpf: bytes = b""
+    #: learn mode: a second program whose SECCOMP_RET_USER_NOTIF answers go to a listener
+    #: the launcher takes over (see shim/notify.c); b"" for none
+    notify_bpf: bytes = b""
     #: run a pid-1 in the new pid namespace that reaps orphans and forwards signals
     init: bool = True
     #: cgroup directory (absolute host path) the child is moved into before it runs;

@@ -14,7 +14,7 @@ from pathlib import Path
 from cffi import FFI  # type: ignore[import-untyped]
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("ns.c", "mount.c", "caps.c", "seccomp.c", "exec.c")
+SOURCES = ("ns.c", "mount.c", "caps.c", "seccomp.c", "exec.c", "notify.c")
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 
 

@@ -115,7 +115,7 @@ static void set_stdio(const struct isorun_spec *spec) {
 static int is_kept(const struct isorun_spec *spec, int fd) {
     size_t i;
 
-    if (fd <= 2 || fd == spec->err_fd)
+    if (fd <= 2 || fd == spec->err_fd || (spec->notify_len > 0 && fd == spec->notify_fd))
         return 1;
     for (i = 0; i < spec->n_keep_fds; i++)
         if (spec->keep_fds[i] == fd)
@@ -161,6 +161,8 @@ static void close_fds(const struct isorun_spec *spec) {
 
     for (;;) {
         hi = spec->err_fd >= (int)lo ? spec->err_fd : INT_MAX;
+        if (spec->notify_len > 0 && spec->notify_fd >= (int)lo && spec->notify_fd < hi)
+            hi = spec->notify_fd;
         for (i = 0; i < spec->n_keep_fds; i++)
             if (spec->keep_fds[i] >= (int)lo && spec->keep_fds[i] < hi)
                 hi = spec->keep_fds[i];
@@ -259,6 +261,12 @@ static _Noreturn void run_command(const struct isorun_spec *spec) {
         fail(spec, "exec", "sigprocmask");
     /* Seccomp last: the filter must not have to allow any of our own set-up calls. */
     isorun_child_seccomp(spec);
+    /*
+     * Learn mode's notifying filter after the enforcing one: loading it is then checked by
+     * the first (which allows seccomp(2)), and it is the very last step, so nothing of
+     * ours but execve is notified (see notify.c for the hand-over).
+     */
+    isorun_child_notify(spec);
     exec_command(spec);
 }
 
@@ -283,6 +291,9 @@ static _Noreturn void run_init(const struct isorun_spec *spec, pid_t cmd) {
 
     /* The error pipe must reach EOF once the command execs; init never writes to it. */
     close(spec->err_fd);
+    /* Likewise the learn socket: the launcher waits for the command's message or EOF. */
+    if (spec->notify_len > 0)
+        close(spec->notify_fd);
     /* Holding the command's stdio would keep the launcher's pipes open after it exits. */
     for (i = 0; i < 3; i++)
         close(i);

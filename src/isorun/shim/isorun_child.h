@@ -29,6 +29,7 @@ void isorun_child_mount(const struct isorun_spec *spec);
 void isorun_child_ids(const struct isorun_spec *spec);
 void isorun_child_caps(const struct isorun_spec *spec);
 void isorun_child_seccomp(const struct isorun_spec *spec);
+void isorun_child_notify(const struct isorun_spec *spec);
 
 /* Join a and b into buf (size PATH_MAX); returns 0 or -ENAMETOOLONG. */
 int isorun_join(char *buf, size_t size, const char *a, const char *b);

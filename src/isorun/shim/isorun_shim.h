@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 1
+#define ISORUN_SHIM_ABI 2
 
 /* Values of isorun.run.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -94,6 +94,14 @@ struct isorun_spec {
     int sync_parent_fd;
     int err_fd;
     int err_parent_fd;
+    /*
+     * Learn mode (ABI 2): a second filter loaded with SECCOMP_FILTER_FLAG_NEW_LISTENER
+     * after seccomp_bpf; notify_fd is the child's end of a unix socket on which the
+     * command reports the descriptor number the listener will get (see notify.c).
+     */
+    const unsigned char *notify_bpf;
+    size_t notify_len;
+    int notify_fd;
 };
 
 /* ISORUN_SHIM_ABI as compiled into the module. */
@@ -104,3 +112,65 @@ int isorun_abi(void);
  * maps and cgroup, then walks the spec. Returns the child pid, or -errno.
  */
 int isorun_spawn(const struct isorun_spec *spec);
+
+/* Learn mode: what the supervisor does for each notification (notify.c). */
+#define ISORUN_ARGS 6
+/* Values of isorun_supervisor.mem[nr] & 0xff: which memory a syscall's record reads. */
+#define ISORUN_MEM_NONE 0
+#define ISORUN_MEM_PATH 1
+#define ISORUN_MEM_SOCKADDR 2
+#define ISORUN_EVENT_DATA 256
+
+/* One distinct (arch, nr, key arguments) the sandbox made, with how often. */
+struct isorun_seen {
+    unsigned int arch;
+    int nr;
+    unsigned long long args[6];
+    unsigned long long count;
+    int used;
+};
+
+/* One distinct path or socket address a syscall named (a suggestion, never a grant). */
+struct isorun_event {
+    int nr;
+    int len;
+    int used;
+    unsigned long long count;
+    unsigned char data[256];
+};
+
+struct isorun_supervisor {
+    int listener;
+    int stop_fd;
+    unsigned int native_arch;
+    /* per native syscall number: bit i set keeps argument i in the record */
+    const unsigned char *argmask;
+    size_t n_argmask;
+    /* per native syscall number: kind | (pointer arg << 8) | (length arg << 12) */
+    const unsigned short *mem;
+    size_t n_mem;
+    struct isorun_seen *seen;
+    size_t seen_cap;
+    size_t seen_len;
+    int seen_full;
+    struct isorun_event *events;
+    size_t events_cap;
+    size_t events_len;
+    unsigned long long events_dropped;
+    unsigned long long total;
+    /* notifications that vanished (the caller was killed) before they were answered */
+    unsigned long long lost;
+};
+
+/*
+ * Take the seccomp listener numbered fd from process pid (pidfd_getfd(2)), checking
+ * that it is one. Returns the new descriptor (CLOEXEC) or -errno.
+ */
+int isorun_take_listener(int pid, int fd);
+
+/*
+ * Answer every notification on sup->listener with SECCOMP_USER_NOTIF_FLAG_CONTINUE,
+ * recording it first. Returns 0 once no process uses the filter any more, 1 when
+ * stop_fd became readable, or -errno.
+ */
+int isorun_supervise(struct isorun_supervisor *sup);
