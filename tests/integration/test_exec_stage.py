@@ -1,0 +1,64 @@
+"""isorun-seccomp-exec fails closed: a bad input stops the launch before the command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from isorun.run.exec_stage import exec_stage_path
+
+pytestmark = pytest.mark.needs("gcc")
+
+
+def stage(*args: str, pass_fds: tuple[int, ...] = (),
+          unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
+    # as root, drop to nobody where the test needs a caller without CAP_SYS_RESOURCE
+    user = 65534 if unprivileged and os.getuid() == 0 else None
+    return subprocess.run([exec_stage_path(), *args], capture_output=True, text=True,
+                          pass_fds=pass_fds, timeout=30, check=False, user=user, group=user,
+                          extra_groups=[] if user is not None else None)
+
+
+def memfd(data: bytes) -> int:
+    fd = os.memfd_create("t")
+    os.write(fd, data)
+    return fd
+
+
+def test_truncated_bpf_refuses_to_run_the_command() -> None:
+    fd = memfd(b"\x06\x00\x00\x00\x00\x00")  # 6 bytes: not a whole instruction
+    try:
+        done = stage("--no-new-privs", "--seccomp-fd", str(fd), "--", "/bin/echo", "ran",
+                     pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    assert done.returncode == 125
+    assert done.stdout == ""
+    assert done.stderr.startswith("isorun: error: seccomp: read:")
+
+
+def test_raising_a_hard_limit_is_an_error_not_ignored() -> None:
+    done = stage("--rlimit", "nofile=64", "--rlimit", "nofile=128", "--", "/bin/echo", "ran",
+                 unprivileged=True)
+    assert done.returncode == 125 and "setrlimit" in done.stderr
+
+
+def test_environment_and_descriptors_are_exactly_given() -> None:
+    env = memfd(b"A=1\0PATH=/usr/bin:/bin\0")
+    extra = os.open("/dev/null", os.O_RDONLY)
+    try:
+        done = stage("--env-fd", str(env), "--keep-fd", str(extra), "--close-fds", "--",
+                     "/bin/sh", "-c", "env | grep -v '^PWD='; ls /proc/self/fd",
+                     pass_fds=(env, extra))
+    finally:
+        os.close(env)
+        os.close(extra)
+    lines = done.stdout.split()
+    assert lines[:2] == ["A=1", "PATH=/usr/bin:/bin"]
+    assert sorted(int(x) for x in lines[2:]) == sorted({0, 1, 2, 3, extra})
+
+
+def test_unknown_command_exits_127() -> None:
+    assert stage("--", "/nonexistent/cmd").returncode == 127
