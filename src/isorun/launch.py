@@ -38,13 +38,14 @@ if TYPE_CHECKING:
     from isorun.compile.plan import Plan
 
 #: the shim ABI the record and :func:`_fill` were written against
-ABI = 1
+ABI = 2
 RECORD_FORMAT = 1
 #: ShimSpec fields the record carries (argv comes from the command line)
 SPEC_FIELDS = (
     "env", "clone_flags", "uid_map", "gid_map", "setgroups_deny", "uid", "gid", "root",
     "mounts", "cwd", "hostname", "loopback_up", "rlimits", "new_session", "die_with_parent",
-    "keep_fds", "caps_keep", "no_new_privs", "seccomp_bpf", "init", "cgroup", "step_index",
+    "keep_fds", "caps_keep", "no_new_privs", "seccomp_bpf", "notify_bpf", "init", "cgroup",
+    "step_index",
 )  # fmt: skip
 MOUNT_FIELDS = ("kind", "dst", "src", "flags", "data", "mode", "optional", "step")
 RLIMIT_FIELDS = ("resource", "soft", "hard", "step")
@@ -54,9 +55,10 @@ C_FIELDS = frozenset((
     "n_mounts", "cwd", "hostname", "loopback_up", "rlimits", "n_rlimits", "new_session",
     "die_with_parent", "keep_fds", "n_keep_fds", "caps_keep", "no_new_privs", "seccomp_bpf",
     "seccomp_len", "init", "stdio", "sync_fd", "sync_parent_fd", "err_fd", "err_parent_fd",
+    "notify_bpf", "notify_len", "notify_fd",
 ))  # fmt: skip
 #: sha256 of the reviewed source of the parent-side code this module mirrors
-PINNED_PARENT_SOURCE = "81a29eebd0718ac4bf631ce209958f0b9c59e7ca9c904d147eff045a3437482e"
+PINNED_PARENT_SOURCE = "abb1aa582955f4a310cacaa0271fc483155f3b916fd77529d41d9ca78004c55c"
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
@@ -182,8 +184,8 @@ def make_record(
     patterns = env_patterns(plan)
     placeholder = ["/isorun-record-check", "arg"]
     spec = native.build_spec(plan, placeholder, os.environ, bpf)
-    if spec.cgroup:
-        return None
+    if spec.cgroup or spec.notify_bpf:
+        return None  # a cgroup or learn mode's listener: process.spawn handles those
     flat: dict[str, object] = {}
     for name in SPEC_FIELDS:
         value = getattr(spec, name)
@@ -221,6 +223,7 @@ _LENGTHS = {
     "rlimits": "n_rlimits",
     "keep_fds": "n_keep_fds",
     "seccomp_bpf": "seccomp_len",
+    "notify_bpf": "notify_len",
     "src": "src_len",
 }
 
@@ -349,6 +352,10 @@ def _fill(
     c.stdio = list(stdio)
     c.sync_fd, c.sync_parent_fd = sync_fd, sync_parent_fd
     c.err_fd, c.err_parent_fd = err_fd, err_parent_fd
+    # No learn mode here (make_record refuses specs with a notify program).
+    c.notify_bpf = new("unsigned char[]", b"\0")
+    c.notify_len = 0
+    c.notify_fd = -1
     return c, keep
 
 

@@ -1,0 +1,403 @@
+"""isorun launch benchmarks against bubblewrap, firejail and unshare, in one run.
+
+Measures, on this machine, the launch of ``/bin/true`` under the built-in ``strict``
+profile (or the closest flags each peer has):
+
+- CLI launches with hyperfine (``-N``, no shell): isorun with a cold and a warm plan
+  cache, bwrap (with and without the same seccomp BPF isorun loads), firejail,
+  ``unshare -Urnpf --mount-proc``, bare exec and bare Python start-up as floors;
+- from one warm Python process, interleaved: ``isorun.run`` vs bwrap through
+  ``subprocess.run`` (fork/exec), and back-to-back launches per second (API, CLI, bwrap);
+- peak RSS (ru_maxrss) of each launcher's process tree;
+- the seccomp engineer's ``bench_seccomp.py`` and the shim engineer's ``bench_launch.py``
+  tables, when those scripts exist.
+
+Writes ``docs/benchmarks.md`` and ``docs/benchmarks.svg``. Not a test: figures depend on
+the machine and its load, so the report records both. Run: ``make bench`` or
+``.venv/bin/python scripts/bench.py [--runs N] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+ISORUN = str(VENV_BIN / "isorun")
+DOCS = ROOT / "docs"
+
+
+def _environment() -> dict[str, str]:
+    # Bytecode must be on disk: an installed package has it, and without it every import
+    # recompiles (this dev box sets PYTHONDONTWRITEBYTECODE=1, which would triple the
+    # Python figures). The launchers also get no ISORUN_CACHE override.
+    env = {k: v for k, v in os.environ.items() if k not in ("ISORUN_CACHE",)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _compile_bytecode() -> None:
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "isorun")],
+        env=_environment(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "missing"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if out.stdout or out.stderr else "?"
+
+
+def strict_bpf() -> bytes:
+    """The BPF program isorun loads for ``strict`` (from its own cache/compiler)."""
+    from isorun import api
+
+    return api._cached_program(api._cached_plan("strict"))
+
+
+def bwrap_argv(seccomp_fd: int | None) -> list[str]:
+    """bwrap with the flags closest to ``strict``."""
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv += ["--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib64"):
+        path = f"/{name}"
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    cwd = os.getcwd()
+    argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev"]
+    argv += ["--tmpfs", "/tmp", "--tmpfs", "/run", "--ro-bind", cwd, cwd, "--chdir", cwd]
+    argv += ["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    return [*argv, "/bin/true"]
+
+
+FIREJAIL = [
+    "firejail", "--quiet", "--noprofile", "--net=none", "--private-tmp", "--private-dev",
+    "--caps.drop=all", "--nonewprivs", "--seccomp", "/bin/true",
+]  # fmt: skip
+UNSHARE = ["unshare", "-Urnpf", "--mount-proc", "/bin/true"]
+
+
+def hyperfine(
+    name: str, argv: list[str], runs: int, env: dict[str, str], prepare: str | None = None
+) -> dict[str, float]:
+    """Median, spread and mean (ms) of ``argv`` run by hyperfine without a shell."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = ["hyperfine", "-N", "--style", "none", "--warmup", "3", "--runs", str(runs)]
+        cmd += ["--export-json", out.name, "--command-name", name]
+        if prepare:
+            cmd += ["--prepare", prepare]
+        subprocess.run([*cmd, shlex.join(argv)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        result = json.loads(Path(out.name).read_text())["results"][0]
+    times = [t * 1000 for t in result["times"]]
+    return _stats(times)
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(times, n=10)
+    return {
+        "median": statistics.median(times),
+        "p10": q[0],
+        "p90": q[-1],
+        "mean": statistics.fmean(times),
+        "stdev": statistics.stdev(times) if len(times) > 1 else 0.0,
+        "runs": float(len(times)),
+    }
+
+
+def rss_kib(argv: list[str], env: dict[str, str]) -> int:
+    """Peak RSS (KiB) of a launcher's process tree, as GNU time reports it.
+
+    Not wait4 from here: a child forked or vforked from this Python inherits its memory
+    high-water mark at execve, so every launcher would report Python's size.
+    """
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], env=env, capture_output=True,
+                         text=True)  # fmt: skip
+    return int(out.stderr.strip().splitlines()[-1])
+
+
+def api_rss_kib(env: dict[str, str]) -> int:
+    code = (
+        "import resource\nfrom isorun.api import run\n"
+        "run(['/bin/true'], profile='strict', check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return int(out.stdout.strip())
+
+
+def in_process(runs: int, bpf_path: str) -> dict[str, dict[str, float]]:
+    """isorun.run vs bwrap from this (warm) process, interleaved so load hits both alike."""
+    # isorun.api.run, not isorun.run: once the isorun.run subpackage is imported it
+    # shadows the lazy attribute of the same name (reported; not this script's to fix).
+    from isorun.api import run
+
+    fd = os.open(bpf_path, os.O_RDONLY)
+    argv = bwrap_argv(fd)
+
+    def api() -> None:
+        run(["/bin/true"], profile="strict", check=True)
+
+    def bwrap() -> None:
+        os.lseek(fd, 0, os.SEEK_SET)  # bwrap reads the program from the shared offset
+        subprocess.run(argv, pass_fds=(fd,), check=True)
+
+    def cli() -> None:
+        subprocess.run([ISORUN, "--profile", "strict", "--", "/bin/true"], check=True)
+
+    for f in (api, bwrap, cli):
+        f()
+    samples: dict[str, list[float]] = {"api": [], "bwrap": []}
+    for _ in range(runs):
+        for name, f in (("api", api), ("bwrap", bwrap)):
+            start = time.perf_counter()
+            f()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    stats = {name: _stats(times) for name, times in samples.items()}
+    for name, f, count in (("api", api, runs), ("bwrap", bwrap, runs), ("cli", cli, runs // 2)):
+        start = time.perf_counter()
+        for _ in range(count):
+            f()
+        stats.setdefault(f"{name}_rate", {})["per_s"] = count / (time.perf_counter() - start)
+    os.close(fd)
+    return stats
+
+
+def peer_table(script: str, args: list[str], env: dict[str, str]) -> str:
+    path = ROOT / "scripts" / script
+    if not path.exists():
+        return ""
+    out = subprocess.run(
+        [sys.executable, str(path), *args], env=env, capture_output=True, text=True, timeout=900
+    )
+    if out.returncode != 0:
+        return f"(`{script}` failed: {out.stderr.strip().splitlines()[-1:]})"
+    return out.stdout.strip()
+
+
+def svg_chart(rows: list[tuple[str, float, float, float]], title: str) -> str:
+    """A horizontal bar chart: (label, median, p10, p90) in ms, with p10-p90 whiskers."""
+    width, left, bar, gap, top = 760, 250, 22, 10, 40
+    top_value = max(p90 for _, _, _, p90 in rows) * 1.1
+    scale = (width - left - 60) / top_value
+    height = top + len(rows) * (bar + gap) + 40
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="13">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15">{title}</text>',
+    ]
+    for i, (label, median, p10, p90) in enumerate(rows):
+        y = top + i * (bar + gap)
+        colour = "#2b6cb0" if label.startswith("isorun") else "#a0aec0"
+        out += [
+            f'<text x="{left - 8}" y="{y + bar * 0.7}" text-anchor="end">{label}</text>',
+            f'<rect x="{left}" y="{y}" width="{median * scale:.1f}" height="{bar}" '
+            f'fill="{colour}"/>',
+            f'<line x1="{left + p10 * scale:.1f}" x2="{left + p90 * scale:.1f}" '
+            f'y1="{y + bar / 2}" y2="{y + bar / 2}" stroke="black"/>',
+            f'<text x="{left + max(median, p90) * scale + 6:.1f}" y="{y + bar * 0.7}">'
+            f"{median:.1f} ms</text>",
+        ]
+    axis_y = top + len(rows) * (bar + gap) + 5
+    out.append(
+        f'<text x="{left}" y="{axis_y + 15}" fill="#555">median launch time of /bin/true, '
+        f"ms (whiskers: p10-p90)</text>"
+    )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=60, help="runs per CLI measurement")
+    parser.add_argument("--quick", action="store_true", help="fewer runs, no peer tables")
+    args = parser.parse_args()
+    runs = 15 if args.quick else args.runs
+    env = _environment()
+    _compile_bytecode()
+    load_before = os.getloadavg()
+    workdir = Path(tempfile.mkdtemp(prefix="isorun-bench-"))
+    cold_dir, warm_dir = workdir / "cold", workdir / "warm"
+    bpf_path = workdir / "strict.bpf"
+    bpf_path.write_bytes(strict_bpf())
+    isorun_argv = [ISORUN, "--profile", "strict", "--", "/bin/true"]
+    cold_env = {**env, "XDG_CACHE_HOME": str(cold_dir)}
+    warm_env = {**env, "XDG_CACHE_HOME": str(warm_dir)}
+    subprocess.run(isorun_argv, env=warm_env, check=True)
+    bwrap_seccomp = ["sh", "-c", f'exec {shlex.join(bwrap_argv(9))} 9<"$0"',
+                     str(bpf_path)]  # fmt: skip
+
+    cli: dict[str, dict[str, float]] = {}
+    cli["isorun CLI, cold cache"] = hyperfine(
+        "cold", isorun_argv, max(10, runs // 3), cold_env, prepare=f"rm -rf {cold_dir}"
+    )
+    cli["isorun CLI, warm cache"] = hyperfine("warm", isorun_argv, runs, warm_env)
+    cli["bwrap"] = hyperfine("bwrap", bwrap_argv(None), runs, env)
+    cli["bwrap + seccomp (via sh)"] = hyperfine("bwrap-seccomp", bwrap_seccomp, runs, env)
+    cli["sh -c exec (overhead of the line above)"] = hyperfine(
+        "sh", ["sh", "-c", "exec /bin/true"], runs, env
+    )
+    if shutil.which("firejail"):
+        cli["firejail"] = hyperfine("firejail", FIREJAIL, runs, env)
+    cli["unshare -Urnpf --mount-proc"] = hyperfine("unshare", UNSHARE, runs, env)
+    cli["bare exec /bin/true"] = hyperfine("true", ["/bin/true"], runs, env)
+    cli["python -c pass (venv, site)"] = hyperfine(
+        "python", [sys.executable, "-c", "pass"], runs, env
+    )
+
+    inproc = in_process(max(50, runs * 2), str(bpf_path))
+    rss = {
+        "isorun CLI, warm cache": rss_kib(isorun_argv, warm_env),
+        "isorun CLI, cold cache": rss_kib(isorun_argv, {**env, "XDG_CACHE_HOME": str(workdir)}),
+        "isorun API process (python + isorun.run)": api_rss_kib(warm_env),
+        "bwrap": rss_kib(bwrap_argv(None), env),
+        "firejail": rss_kib(FIREJAIL, env) if shutil.which("firejail") else 0,
+        "unshare": rss_kib(UNSHARE, env),
+    }
+    seccomp_table = "" if args.quick else peer_table("bench_seccomp.py", [], env)
+    launch_table = "" if args.quick else peer_table("bench_launch.py", ["-n", "100"], env)
+    load_after = os.getloadavg()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    report = render(cli, inproc, rss, seccomp_table, launch_table, load_before, load_after)
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "benchmarks.md").write_text(report)
+    rows = [
+        (name, s["median"], s["p10"], s["p90"])
+        for name, s in cli.items()
+        if not name.startswith(("sh -c", "python"))
+    ]
+    rows.insert(2, ("isorun.run (API, warm process)", *_mp(inproc["api"])))
+    rows.insert(4, ("bwrap via subprocess.run", *_mp(inproc["bwrap"])))
+    (DOCS / "benchmarks.svg").write_text(svg_chart(rows, "Launching /bin/true under strict"))
+    print(report)
+    return 0
+
+
+def _mp(s: dict[str, float]) -> tuple[float, float, float]:
+    return s["median"], s["p10"], s["p90"]
+
+
+def render(
+    cli: dict[str, dict[str, float]],
+    inproc: dict[str, dict[str, float]],
+    rss: dict[str, int],
+    seccomp_table: str,
+    launch_table: str,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> str:
+    bwrap = cli["bwrap"]["median"]
+    firejail = cli.get("firejail", {}).get("median", float("nan"))
+    warm = cli["isorun CLI, warm cache"]["median"]
+    cold = cli["isorun CLI, cold cache"]["median"]
+    api, api_bwrap = inproc["api"]["median"], inproc["bwrap"]["median"]
+    rate_api, rate_bwrap = inproc["api_rate"]["per_s"], inproc["bwrap_rate"]["per_s"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`scripts/bench.py`); do not edit by hand. Launch of",
+        "`/bin/true` under the built-in `strict` profile, or the closest flags of each peer.",
+        "",
+        f"- machine: {platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}"
+        f" {platform.machine()}, Python {platform.python_version()}",
+        f"- {_version(['hyperfine', '--version'])}, {_version(['bwrap', '--version'])},"
+        f" {_version(['firejail', '--version'])}",
+        f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} (other work"
+        " on the machine widens the spread; compare ratios from the same run)",
+        f"- run as uid {os.getuid()}; {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        "",
+        "## Goals",
+        "",
+        "| goal | target | reached | |",
+        "|---|---:|---:|---|",
+        _goal("API launch / bwrap from the same process", api / api_bwrap, "<= 0.80", 0.8),
+        _goal("CLI warm / bwrap CLI", warm / bwrap, "<= 3.00", 3.0),
+        _goal("CLI warm / firejail", warm / firejail, "<= 0.60", 0.6),
+        _goal(
+            "API launches/s / bwrap launches/s",
+            rate_bwrap / rate_api,
+            ">= 1.25",
+            0.8,
+            shown=rate_api / rate_bwrap,
+        ),
+        _goal("CLI cold cache (compile + launch), ms", cold, "< 250", 250.0),
+        "",
+        "## CLI launches (hyperfine -N, no shell)",
+        "",
+        "| launcher | median ms | p10 ms | p90 ms | mean ± sd ms | runs | x bwrap |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in cli.items():
+        lines.append(
+            f"| {name} | {s['median']:.2f} | {s['p10']:.2f} | {s['p90']:.2f} |"
+            f" {s['mean']:.2f} ± {s['stdev']:.2f} | {int(s['runs'])} | {s['median'] / bwrap:.2f} |"
+        )
+    lines += [
+        "",
+        "## From one warm Python process (interleaved)",
+        "",
+        "| launcher | median ms | p10 ms | p90 ms | runs | back-to-back launches/s |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| `isorun.run(['/bin/true'], profile='strict')` | {api:.2f} |"
+        f" {inproc['api']['p10']:.2f} | {inproc['api']['p90']:.2f} |"
+        f" {int(inproc['api']['runs'])} | {rate_api:.0f} |",
+        f"| bwrap + seccomp via `subprocess.run` | {api_bwrap:.2f} |"
+        f" {inproc['bwrap']['p10']:.2f} | {inproc['bwrap']['p90']:.2f} |"
+        f" {int(inproc['bwrap']['runs'])} | {rate_bwrap:.0f} |",
+        f"| isorun CLI (warm) via `subprocess.run` | | | | | {inproc['cli_rate']['per_s']:.0f} |",
+        "",
+        "## Peak memory of the launcher (ru_maxrss of its process tree)",
+        "",
+        "| launcher | peak RSS KiB |",
+        "|---|---:|",
+        *(f"| {name} | {kib} |" for name, kib in rss.items()),
+        "",
+        "## Commands",
+        "",
+        f"- isorun: `{shlex.join([ISORUN, '--profile', 'strict', '--', '/bin/true'])}`"
+        " with `XDG_CACHE_HOME` pointing to an emptied (cold) or filled (warm) directory",
+        f"- bwrap: `{shlex.join(bwrap_argv(9))}` (seccomp fd 9: the BPF isorun"
+        " loads for strict; the CLI row without `--seccomp`)",
+        f"- firejail: `{shlex.join(FIREJAIL)}`",
+        f"- unshare: `{shlex.join(UNSHARE)}`",
+        "",
+        "![launch times](benchmarks.svg)",
+        "",
+    ]
+    if seccomp_table:
+        lines += ["## Seccomp filter cost (`scripts/bench_seccomp.py`)", "", seccomp_table, ""]
+    if launch_table:
+        lines += ["## Raw spawn() vs bwrap (`scripts/bench_launch.py`)", "", launch_table, ""]
+    return "\n".join(lines)
+
+
+def _goal(what: str, value: float, target: str, limit: float, shown: float | None = None) -> str:
+    met = value <= limit
+    reached = value if shown is None else shown
+    return f"| {what} | {target} | {reached:.2f} | {'met' if met else 'NOT met'} |"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
