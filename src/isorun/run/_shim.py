@@ -18,7 +18,7 @@ from isorun.errors import InternalError, SandboxSetupError, ShimAbiError
 from isorun.run.spec import MountKind, ShimSpec
 
 #: the ABI this module speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 2
+ABI = 3
 
 #: PATH used when the spec's environment has none, as execvp(3) does
 DEFAULT_PATH = b"/usr/bin:/bin"
@@ -108,6 +108,8 @@ def _check_spec(spec: ShimSpec) -> None:
     for mount in spec.mounts:
         if not mount.dst.startswith(b"/"):
             raise InternalError(f"mount dst must be absolute, got {mount.dst!r}")
+        if mount.kind == MountKind.TREE and mount.tree_fd < 0:
+            raise InternalError(f"mount {mount.dst!r} (TREE) needs a tree_fd")
         needs_src = (MountKind.BIND, MountKind.DEV_BIND, MountKind.SYMLINK)
         if mount.kind in needs_src and not mount.src:
             raise InternalError(f"mount {mount.dst!r} ({mount.kind.name}) needs a src")
@@ -176,6 +178,7 @@ def _build(spec: ShimSpec, fds: ChildFds, arena: _Arena) -> Any:
             _tmpfs_data(mount.data, mount.mode) if mount.kind == MountKind.TMPFS else (mount.data)
         )
         slot.data = arena.cstr(data, "mount data") if data else _ffi.NULL
+        slot.tree_fd = mount.tree_fd
     c.mounts, c.n_mounts = mounts, len(spec.mounts)
     c.cwd = arena.cstr(spec.cwd, "cwd")
     c.hostname = arena.cstr(spec.hostname, "hostname")

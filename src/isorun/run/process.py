@@ -30,6 +30,7 @@ from isorun.errors import InternalError, SandboxSetupError
 from isorun.run import _shim
 from isorun.run.cgroup import Cgroup, create_cgroup_in_parent, plan_cgroup_in_parent
 from isorun.run.spec import ShimSpec
+from isorun.run.tree import clone_trees_in_parent
 
 #: exit code reported when the wall-clock limit killed the sandbox, as timeout(1)
 EXIT_WALL_TIME = 124
@@ -329,6 +330,8 @@ def spawn(
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         opened.extend((sync_r, sync_w, err_r, err_w))
+        # Before the clone: the child inherits the tree descriptors (see run/tree.py).
+        spec = clone_trees_in_parent(spec, opened)
         notify_parent = notify_child = -1
         if on_listener is not None:
             notify_parent, notify_child = _notify_socket(opened)

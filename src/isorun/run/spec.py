@@ -24,6 +24,7 @@ class MountKind(enum.IntEnum):
     DIR = 7  # directory at dst with ``mode``
     DEV_BIND = 8  # bind src onto dst keeping device nodes usable (no MS_NODEV)
     MQUEUE = 9  # a new mqueue fs at dst (with a new ipc namespace)
+    TREE = 10  # attach the detached tree ``tree_fd`` at dst (a BIND resolved by a root parent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class ShimMount:
     optional: bool = False
     #: index of the plan step that asked for this mount, for error messages
     step: int = -1
+    #: TREE: the parent's open_tree(OPEN_TREE_CLONE) descriptor, inherited by the child
+    tree_fd: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,6 +120,10 @@ static int is_kept(const struct isorun_spec *spec, int fd) {
     for (i = 0; i < spec->n_keep_fds; i++)
         if (spec->keep_fds[i] == fd)
             return 1;
+    /* Mount trees (ABI 3) live until the mount step attaches and closes them. */
+    for (i = 0; i < spec->n_mounts; i++)
+        if (spec->mounts[i].kind == ISORUN_MOUNT_TREE && spec->mounts[i].tree_fd == fd)
+            return 1;
     return 0;
 }
 
@@ -166,6 +170,10 @@ static void close_fds(const struct isorun_spec *spec) {
         for (i = 0; i < spec->n_keep_fds; i++)
             if (spec->keep_fds[i] >= (int)lo && spec->keep_fds[i] < hi)
                 hi = spec->keep_fds[i];
+        for (i = 0; i < spec->n_mounts; i++)
+            if (spec->mounts[i].kind == ISORUN_MOUNT_TREE &&
+                spec->mounts[i].tree_fd >= (int)lo && spec->mounts[i].tree_fd < hi)
+                hi = spec->mounts[i].tree_fd;
         if ((unsigned int)hi > lo) {
             if (syscall(SYS_close_range, lo, (unsigned int)hi - 1, 0) < 0) {
                 if (errno != ENOSYS)

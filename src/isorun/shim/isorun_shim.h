@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 2
+#define ISORUN_SHIM_ABI 3
 
 /* Values of isorun.run.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -23,6 +23,11 @@
 #define ISORUN_MOUNT_DIR 7
 #define ISORUN_MOUNT_DEV_BIND 8
 #define ISORUN_MOUNT_MQUEUE 9
+/*
+ * ABI 3: attach the detached mount tree tree_fd (open_tree(OPEN_TREE_CLONE) by a root
+ * parent) at dst, instead of binding src by path; src is kept for messages only.
+ */
+#define ISORUN_MOUNT_TREE 10
 
 /* Exit status of a child that failed a set-up step (after writing isorun_failure). */
 #define ISORUN_EXIT_SETUP 125
@@ -43,6 +48,7 @@ struct isorun_mount {
     const char *src;
     size_t src_len;
     const char *data;
+    int tree_fd;
 };
 
 struct isorun_rlimit {

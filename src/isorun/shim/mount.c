@@ -190,6 +190,31 @@ static void do_bind(const struct where *w, const struct isorun_mount *m, const c
         remount_bind(w, dst, flags);
 }
 
+/*
+ * A tree the parent cloned with open_tree(OPEN_TREE_CLONE): a root caller's sandbox runs
+ * as the overflow uid, which cannot traverse the host's 0700 directories (/root) to reach
+ * a bind source by path; the parent, still root, resolved it instead. move_mount(2)
+ * accepts a detached tree in any mount namespace whose owner we hold CAP_SYS_ADMIN over,
+ * while mount(MS_BIND) of it is refused (EINVAL: not in our namespace).
+ */
+static void do_tree(const struct where *w, const struct isorun_mount *m, const char *dst,
+                    unsigned long flags) {
+    struct stat st;
+    int rc;
+
+    if (fstat(m->tree_fd, &st) < 0)
+        fail(w, "fstat", errno);
+    rc = S_ISDIR(st.st_mode) ? mkdir_p(dst, 0755) : touch(dst, 0644);
+    if (rc < 0)
+        fail(w, S_ISDIR(st.st_mode) ? "mkdir" : "open", -rc);
+    if (syscall(SYS_move_mount, m->tree_fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        fail(w, "move_mount", errno);
+    /* close_fds spared it for this step only; the command must not inherit a host tree. */
+    close(m->tree_fd);
+    if (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC))
+        remount_bind(w, dst, flags);
+}
+
 static void do_fs(const struct where *w, const char *dst, const char *type,
                   unsigned long flags, const char *data, mode_t mode) {
     int rc = mkdir_p(dst, mode);
@@ -303,6 +328,9 @@ static void apply_one(const struct where *w, const struct isorun_mount *m) {
     case ISORUN_MOUNT_BIND:
         /* Device nodes are only usable through DEV_BIND; a plain bind never grants them. */
         do_bind(w, m, dst, m->flags | MS_NODEV);
+        break;
+    case ISORUN_MOUNT_TREE:
+        do_tree(w, m, dst, m->flags | MS_NODEV);
         break;
     case ISORUN_MOUNT_DEV_BIND:
         do_bind(w, m, dst, m->flags & ~(unsigned long)MS_NODEV);
