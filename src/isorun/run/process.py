@@ -17,10 +17,10 @@ import fcntl
 import os
 import select
 import signal
-import subprocess
-import threading
 import socket
 import struct
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType

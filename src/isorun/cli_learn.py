@@ -1,0 +1,91 @@
+"""``isorun learn``: write a minimal profile from what a command does, or check one.
+
+Holds no logic: parsing here, everything else in :mod:`isorun.learn`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import click
+
+from isorun import learn as lm
+
+
+@click.command("learn", context_settings={"ignore_unknown_options": True})
+@click.option("--profile", "-p", "base", default="strict", show_default=True,
+              help="Base profile: its sandbox runs the command and the result extends it.")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False),
+              help="Write the learned profile here (default: stdout, after the command).")
+@click.option("--docker", "docker", type=click.Path(dir_okay=False),
+              help="Also write the learned seccomp filter as Docker JSON.")
+@click.option("--widen-only", is_flag=True,
+              help="Observe only what the base refuses and add just that to it.")
+@click.option("--merge", "merges", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Fold a profile learned before into the result (repeatable).")
+@click.option("--check", "check", metavar="PROFILE",
+              help="Write nothing: run under PROFILE, let refused calls run, list them, and"
+                   " exit 1 if there were any.")
+@click.option("--grant-fs", is_flag=True,
+              help="Bind read-only the host paths opened outside the mounts (default: only"
+                   " suggest them).")
+@click.option("--timeout", type=float, default=None, help="Kill the command after SECONDS.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
+          merges: tuple[str, ...], check: str | None, grant_fs: bool, timeout: float | None,
+          command: tuple[str, ...]) -> None:
+    """Run COMMAND in the sandbox and learn the syscalls it makes.
+
+    \b
+    isorun learn -o app.toml -- ./app --serve     allow exactly what ./app did
+    isorun learn --widen-only -p strict -- make   add to strict what make needed
+    isorun learn --check app.toml -- ./app        CI ratchet: fail on anything new
+    """
+    if check is not None:
+        if output or docker or merges or widen_only or grant_fs:
+            raise click.UsageError("--check writes nothing; drop -o/--docker/--merge/"
+                                   "--widen-only/--grant-fs")
+        obs = lm.observe(command, check, "check", timeout=timeout)
+        refused = lm.refusals(obs)
+        for refusal in refused:
+            click.echo(f"  {refusal.render()}", err=True)
+        if refused:
+            click.echo(f"isorun: learn --check: {len(refused)} distinct call(s) that {check}"
+                       " refuses", err=True)
+            sys.exit(1)
+        click.echo(f"isorun: learn --check: {check} allows everything the command did"
+                   " (only execve was notified)", err=True)
+        sys.exit(obs.returncode)
+    obs = lm.observe(command, base, "widen" if widen_only else "learn", timeout=timeout)
+    if merges:
+        obs = lm.merge([*(lm.read_learned(path) for path in merges), obs])
+    text, learned = lm.render_profile(obs, out_path=output, grant_fs=grant_fs)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    if docker:
+        if output:
+            json_text = lm.export_docker_json(output)
+        else:
+            with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=os.getcwd(),
+                                             delete=False) as tmp:
+                tmp.write(text)
+            try:
+                json_text = lm.export_docker_json(tmp.name)
+            finally:
+                os.unlink(tmp.name)
+        with open(docker, "w", encoding="utf-8") as f:
+            f.write(json_text)
+    n = len(learned.allow) + len({r.syscalls[0] for r in learned.rules})
+    click.echo(f"isorun: learned {n} syscalls from {obs.total} calls"
+               f" (Docker's default allows {lm.docker_default_count()});"
+               f" the command exited {obs.returncode}", err=True)
+    for note in learned.notes:
+        click.echo(f"isorun: not granted: {note}", err=True)
+
+
+COMMANDS = [learn]
