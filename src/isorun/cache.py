@@ -44,7 +44,9 @@ MAGIC = b"isorun-plan-cache\n"
 _DIGEST_SIZE = 32
 
 #: the ${NAME} variables this module knows how to key on (see :func:`variables`)
-VARIABLE_NAMES = frozenset({"HOME", "CWD", "TMPDIR", "UID", "GID", "USER"})
+VARIABLE_NAMES = frozenset(
+    {"HOME", "CWD", "TMPDIR", "UID", "GID", "USER", "PYTHON_PREFIX", "PYTHON_BASE_PREFIX"}
+)
 #: the HostFacts fields :func:`facts_key` covers
 FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns"})
 _USERNS_SYSCTLS = (
@@ -149,6 +151,8 @@ def variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         "UID": str(uid),
         "GID": str(os.getgid()),
         "USER": env.get("USER") or env.get("LOGNAME") or str(uid),
+        "PYTHON_PREFIX": os.path.realpath(sys.prefix),
+        "PYTHON_BASE_PREFIX": os.path.realpath(sys.base_prefix),
     }
 
 
@@ -406,12 +410,13 @@ def compile_entry(
         _warn(log, f"not caching {spec}: {reason}")
         return plan, bpf, None
     assert deps is not None
+    mine = variables()  # the key's variables: a superset of the compiler's (checked above)
     entry: dict[str, object] = {
-        "key": entry_key(spec, resolved),
+        "key": entry_key(spec, mine),
         "spec": spec,
         "profile": plan.profile,
         "deps": deps,
-        "variables": tuple(sorted(resolved.items())),
+        "variables": tuple(sorted(mine.items())),
         "plan": pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL),
         "bpf": bpf,
         "launch": launch_record(plan, bpf) if launch_record is not None else None,
@@ -443,7 +448,10 @@ def _uncacheable(
         os.uname().release,
     ):
         return "host facts differ from what the cache key reads"
-    if dict(resolved) != variables():
+    # Every variable the compiler had must be in the key with the same value; names the
+    # key has beyond those only make it more specific.
+    ours = variables()
+    if any(ours.get(name) != value for name, value in resolved.items()):
         return "variables resolve differently from what the cache key reads"
     return None
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from isorun.compile.plan import Plan
 
 #: the shim ABI the record and :func:`_fill` were written against
-ABI = 2
+ABI = 3
 RECORD_FORMAT = 1
 #: ShimSpec fields the record carries (argv comes from the command line)
 SPEC_FIELDS = (
@@ -47,7 +47,7 @@ SPEC_FIELDS = (
     "keep_fds", "caps_keep", "no_new_privs", "seccomp_bpf", "notify_bpf", "init", "cgroup",
     "step_index",
 )  # fmt: skip
-MOUNT_FIELDS = ("kind", "dst", "src", "flags", "data", "mode", "optional", "step")
+MOUNT_FIELDS = ("kind", "dst", "src", "flags", "data", "mode", "optional", "step", "tree_fd")
 RLIMIT_FIELDS = ("resource", "soft", "hard", "step")
 #: fields of struct isorun_spec that _fill sets
 C_FIELDS = frozenset((
@@ -58,10 +58,13 @@ C_FIELDS = frozenset((
     "notify_bpf", "notify_len", "notify_fd",
 ))  # fmt: skip
 #: sha256 of the reviewed source of the parent-side code this module mirrors
-PINNED_PARENT_SOURCE = "abb1aa582955f4a310cacaa0271fc483155f3b916fd77529d41d9ca78004c55c"
+PINNED_PARENT_SOURCE = "8a5525d1c50584e9c5aaa7028bec17162537ac4eb97f398bad0f84e967e2517d"
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
+MOUNT_BIND, MOUNT_TREE = 1, 10
+SYS_OPEN_TREE = 428  # the same number on every architecture (the 5.2 unified table)
+OPEN_TREE_CLONE, AT_RECURSIVE, AT_FDCWD = 1, 0x8000, -100
 SIGKILL = 9
 ENOENT = 2
 DEFAULT_PATH = b"/usr/bin:/bin"
@@ -85,9 +88,11 @@ def _set_handler(sig: int, handler: Callable[[int, object], None]) -> None:
 
 
 def _mirrored_sources() -> list[Callable[..., Any]]:
-    from isorun.run import process
+    from isorun.run import process, tree
 
     return [
+        tree.clone_trees_in_parent,
+        tree._open_tree,
         process.spawn,
         process.write_id_maps_in_parent,
         process._proc_write,
@@ -175,6 +180,10 @@ def make_record(
         or tuple(f.name for f in dataclasses.fields(ShimRlimit)) != RLIMIT_FIELDS
     ):
         return refuse("ShimMount or Rlimit changed")
+    from isorun.run.spec import MountKind
+
+    if int(MountKind.BIND) != MOUNT_BIND or int(MountKind.TREE) != MOUNT_TREE:
+        return refuse("MountKind values changed")
     if _shim.ABI != ABI or {n for n, _ in _shim._ffi.typeof("struct isorun_spec").fields} != (
         C_FIELDS
     ):
@@ -314,7 +323,7 @@ def _fill(
     c.root = new("char[]", spec["root"])
     mounts = spec["mounts"]
     slots = new("struct isorun_mount[]", max(len(mounts), 1))
-    for slot, (kind, dst, src, flags, data, mode, optional, step) in zip(
+    for slot, (kind, dst, src, flags, data, mode, optional, step, tree_fd) in zip(
         slots, mounts, strict=False
     ):
         slot.kind, slot.optional, slot.step, slot.mode, slot.flags = (
@@ -330,6 +339,7 @@ def _fill(
         if kind == 2 and b"mode=" not in data:  # TMPFS: its root's mode is a mount option
             data = (data + b"," if data else b"") + f"mode={mode:o}".encode()
         slot.data = new("char[]", data) if data else ffi.NULL
+        slot.tree_fd = tree_fd
     c.mounts, c.n_mounts = slots, len(mounts)
     c.cwd = new("char[]", spec["cwd"])
     c.hostname = new("char[]", spec["hostname"])
@@ -472,6 +482,8 @@ def spawn_in_parent(spec: Mapping[str, Any], argv: list[str]) -> tuple[int, int]
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         opened.extend((sync_r, sync_w, err_r, err_w))
+        # Before the clone: the child inherits the tree descriptors (as process.spawn).
+        spec = _clone_trees(spec, opened)
         c_spec, _alive = _fill(
             _shim_c.ffi,
             spec,
@@ -520,6 +532,28 @@ def spawn_in_parent(spec: Mapping[str, Any], argv: list[str]) -> tuple[int, int]
             _abandon(pid, pidfd, spec)
         for fd in opened:
             _quietly(OSError, os.close, fd)
+
+
+def _clone_trees(spec: Mapping[str, Any], opened: list[int]) -> Mapping[str, Any]:
+    """run/tree.py's clone_trees_in_parent on a record: as root, each BIND becomes a TREE
+    the parent cloned with open_tree(2), because the sandbox's overflow uid cannot walk
+    the host's 0700 directories to reach the source itself."""
+    if os.geteuid() != 0 or not spec["clone_flags"] & CLONE_NEWUSER:
+        return spec
+    import ctypes  # root only; os has no open_tree
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    mounts = []
+    for mount in spec["mounts"]:
+        if mount[0] == MOUNT_BIND:
+            flags = OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC
+            fd = int(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, mount[2], flags))
+            if fd >= 0:
+                opened.append(fd)
+                mount = (MOUNT_TREE, *mount[1:8], fd)
+            # else: stays a path bind; the child reports it or skips it when optional
+        mounts.append(mount)
+    return {**spec, "mounts": tuple(mounts)}
 
 
 def _abandon(pid: int, pidfd: int, spec: Mapping[str, Any]) -> None:
