@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 FACTS = HostFacts(uid=1000, gid=1000, arch="x86_64", kernel="6.1.0")
 VARIABLES = {"HOME": "/home/user", "CWD": "/home/user/project", "TMPDIR": "/tmp",
-             "UID": "1000", "GID": "1000", "USER": "user"}
+             "UID": "1000", "GID": "1000", "USER": "user",
+             "PYTHON_PREFIX": "/home/user/project/.venv", "PYTHON_BASE_PREFIX": "/usr"}
 
 
 def cases() -> Iterator[tuple[str, str, Path]]:

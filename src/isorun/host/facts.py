@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from dataclasses import dataclass
 
 
@@ -60,4 +61,9 @@ def variables(facts: HostFacts, environ: dict[str, str] | None = None) -> dict[s
         "UID": str(facts.uid),
         "GID": str(facts.gid),
         "USER": env.get("USER") or env.get("LOGNAME") or str(facts.uid),
+        # The running interpreter's installation (a virtual environment, and the Python it
+        # was made from), which may lie outside the project and under a hidden $HOME
+        # (pyenv): the test profile binds both read-only so the same Python runs inside.
+        "PYTHON_PREFIX": os.path.realpath(sys.prefix),
+        "PYTHON_BASE_PREFIX": os.path.realpath(sys.base_prefix),
     }

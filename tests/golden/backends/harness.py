@@ -23,7 +23,8 @@ GOLDEN = ROOT / "tests" / "golden" / "backends"
 BACKENDS = ("bwrap", "firejail")
 FACTS = HostFacts(uid=1000, gid=1000, arch="x86_64", kernel="6.1")
 VARIABLES = {"HOME": "/home/user", "CWD": "/home/user/project", "TMPDIR": "/tmp",
-             "UID": "1000", "GID": "1000", "USER": "user"}
+             "UID": "1000", "GID": "1000", "USER": "user",
+             "PYTHON_PREFIX": "/home/user/project/.venv", "PYTHON_BASE_PREFIX": "/usr"}
 #: the caller's environment: kept names pass, the rest (SECRET_TOKEN) must not
 CALLER_ENV = {"PATH": "/home/user/bin:/usr/bin:/bin", "TERM": "xterm-256color",
               "LANG": "C.UTF-8", "LC_ALL": "C", "HOME": "/home/user", "CI": "true",
