@@ -535,7 +535,8 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
         counts[c.name] += c.count
     header = [f"Learned by `isorun learn` (isorun {__version__}), mode {obs.mode}, base"
               f" {obs.base}, from {len(obs.commands)} run(s):"]
-    header += [f"  {shlex.join(cmd)}" for cmd in obs.commands]
+    # A newline inside an argument would end the comment: show it escaped.
+    header += [f"  {shlex.join(cmd)}".replace("\n", "\\n") for cmd in obs.commands]
     n_allowed = len(learned.allow) + len({r.syscalls[0] for r in learned.rules})
     if obs.mode == "learn":
         header.append(f"{n_allowed} syscalls allowed ({len(learned.rules)} rules with argument"
@@ -552,7 +553,7 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
     if obs.addresses:
         header.append("addresses used (suggestion, not granted): " + ", ".join(
             f"{s} {a}" for s, a, _n in obs.addresses))
-    lines = [f"# {h}" for h in header]
+    lines = [f"# {line}" for h in header for line in h.splitlines()]
     lines.append(MARKER + to_json(obs))
     lines.append(f"extends = [{json.dumps(_base_ref(obs.base, out_path))}]")
     if obs.mode == "learn":
@@ -576,14 +577,37 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
     return "\n".join(lines) + "\n", learned
 
 
-def export_docker_json(toml_path: str) -> str:
-    """Docker JSON of a learned profile, through the same loader and exporter as any."""
+#: What a container engine's runtime itself calls between loading the filter and the
+#: command's execve; the filter applies to it too, so a Docker export must allow these or
+#: the container never starts (runc then fails with "cannot start a container that has
+#: stopped"). Measured on podman 4.3.1 + runc 1.1.5 (Debian 12) by running a learned
+#: profile with defaultAction SCMP_ACT_LOG and reading the audit records (type=1326) of
+#: comm "runc:[2:INIT]": fcntl, fstatfs, epoll_ctl, fstat, chdir, setgroups, capget,
+#: capset (podman does not set no_new_privs, so runc loads the filter before it drops
+#: capabilities and changes ids). The rest are what runc's Go runtime threads may call at
+#: any moment (scheduler, signals, memory), so a lucky run does not hide them.
+RUNTIME_SYSCALLS = (
+    "fcntl", "fstatfs", "epoll_ctl", "fstat", "chdir", "setgroups", "capget", "capset",
+    "prctl", "newfstatat", "epoll_pwait", "futex", "nanosleep", "sched_yield",
+    "getpid", "gettid", "tgkill", "rt_sigreturn", "rt_sigprocmask", "sigaltstack", "mmap",
+    "munmap", "madvise", "read", "write", "close", "exit", "exit_group", "execve",
+)
+
+
+def export_docker_json(toml_path: str, *, runtime: bool = True) -> str:
+    """Docker JSON of a learned profile, through the same loader and exporter as any.
+
+    ``runtime`` adds :data:`RUNTIME_SYSCALLS` (the engine's own needs, not the command's).
+    """
     from isorun import api
     from isorun.compile.docker import export_docker
 
     profile = api.load_profile(toml_path)
-    plan = api.compile_plan(profile)
-    return export_docker(_policy_of(plan, profile), arch=_native_arch())
+    policy = _policy_of(api.compile_plan(profile), profile)
+    if runtime:
+        extra = tuple(n for n in RUNTIME_SYSCALLS if n not in policy.allow)
+        policy = dataclasses.replace(policy, allow=(*policy.allow, *extra))
+    return export_docker(policy, arch=_native_arch())
 
 
 def allowed_count(profile_spec: str) -> int:
