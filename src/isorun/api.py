@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isorun.compile.plan import Plan
-from isorun.errors import SandboxSetupError
+from isorun.errors import Lost, SandboxSetupError
 from isorun.host import facts as host_facts
 from isorun.profile import includes
 from isorun.profile.schema import Profile
+
+if TYPE_CHECKING:
+    from isorun.run.backends import SandboxRun
+    from isorun.run.process import SandboxProcess
 
 
 def load_profile(spec: str) -> Profile:
@@ -64,7 +68,8 @@ class Popen:
     def __init__(self, argv: Sequence[str], *, profile: str | Profile | Plan = "strict",
                  stdin: Any = None, stdout: Any = None, stderr: Any = None,
                  env: Mapping[str, str] | None = None, text: bool = False,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, allow_weaker: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
         import os
 
         from isorun.compile.plan import Cgroup, WallTime
@@ -75,22 +80,35 @@ class Popen:
             raise TypeError("argv must be a sequence of strings, not one string")
         plan = profile if isinstance(profile, _Plan) else _cached_plan(profile)
         self.plan = plan
-        spec = native.build_spec(plan, list(argv), os.environ if env is None else env,
-                                 _cached_program(plan))
-        wall = plan.find(WallTime)
-        cgroups = plan.find(Cgroup)
-        try:
-            self._proc = process.spawn(
-                spec, stdin=stdin, stdout=stdout, stderr=stderr,
-                wall_time=wall[0].seconds if wall else None,
-                memory_max=cgroups[0].memory if cgroups else None,
-                pids_max=cgroups[0].pids if cgroups else None)
-        except SandboxSetupError as err:
-            raise _locate(err, plan) from None
         self.args = list(argv)
-        #: why execve failed (exit code 126 or 127), None when the command started
-        self.exec_error: SandboxSetupError | None = self._proc.exec_error
         self._text = text
+        #: the backend that runs the sandbox, and the rules it does not enforce (only ever
+        #: non-empty with allow_weaker)
+        self.backend, self.lost = _choose_backend(plan, backend or plan.backend,
+                                                  allow_weaker, log)
+        #: why execve failed (exit code 126 or 127), None when the command started
+        self.exec_error: SandboxSetupError | None = None
+        self._proc: SandboxProcess | SandboxRun
+        if self.backend != "native":
+            from isorun.run.backends import BACKENDS
+
+            self._proc = BACKENDS[self.backend].spawn(
+                plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
+                allow_weaker=allow_weaker)
+        else:
+            spec = native.build_spec(plan, self.args, os.environ if env is None else env,
+                                     _cached_program(plan))
+            wall = plan.find(WallTime)
+            cgroups = plan.find(Cgroup)
+            try:
+                self._proc = process.spawn(
+                    spec, stdin=stdin, stdout=stdout, stderr=stderr,
+                    wall_time=wall[0].seconds if wall else None,
+                    memory_max=cgroups[0].memory if cgroups else None,
+                    pids_max=cgroups[0].pids if cgroups else None)
+            except SandboxSetupError as err:
+                raise _locate(err, plan) from None
+            self.exec_error = self._proc.exec_error
         self.pid: int = self._proc.pid
         self.stdin, self.stdout, self.stderr = _wrap_text(self._proc, text)
 
@@ -134,6 +152,36 @@ class Popen:
         if self.returncode is None:
             self.kill()
         self.wait()
+
+
+def _choose_backend(plan: Plan, requested: str, allow_weaker: bool,
+                    log: Callable[[str], None] | None) -> tuple[str, tuple[Lost, ...]]:
+    """The backend for ``plan``: native straight away when it can run here (it enforces
+    every step type by construction), else the full fail-closed selection, which probes
+    bwrap and firejail and refuses or falls back with reasons."""
+    from isorun.host.facts import probe
+
+    facts = probe()
+    if requested in ("auto", "native") and (facts.userns or facts.root) and _shim_built():
+        if log is not None:
+            log(f"isorun: backend native: enforces every rule of {plan.profile}")
+        return "native", ()
+    from isorun.host.probe import probe_backends
+    from isorun.run.backends import describe_lost, select_backend
+
+    chosen, lost = select_backend(plan, requested, probe_backends(facts), allow_weaker, log=log)
+    if lost:
+        import sys
+
+        # --allow-weaker runs, but never quietly: every rule given up is printed.
+        sys.stderr.write(describe_lost(chosen.name, lost) + "\n")
+    return chosen.name, tuple(lost)
+
+
+def _shim_built() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("isorun._shim_c") is not None
 
 
 def _locate(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
@@ -194,9 +242,8 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
         sys.stderr.write(message + "\n")
 
     plan = _cached_plan(profile, log=note if verbose else None)
-    if verbose:
-        sys.stderr.write(f"isorun: profile {plan.profile}, backend native\n")
-    proc = Popen(argv, profile=plan, backend=backend)
+    proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
+                 log=note if verbose else None)
     if proc.exec_error is not None:
         from isorun.launch import exec_failure_message
 
