@@ -14,7 +14,7 @@ from typing import assert_never
 
 from isorun.compile import plan as p
 from isorun.errors import InternalError
-from isorun.profile.loader import CAPABILITIES
+from isorun.profile.schema import CAPABILITIES
 from isorun.run.spec import MountKind, Rlimit, ShimMount, ShimSpec
 
 CLONE_FLAGS = {
