@@ -1,14 +1,263 @@
 """pytest plugin shipped with isorun (entry point ``pytest11``).
 
-Registers the ``isorun`` marker. Re-executing a session in a sandbox (``--isorun``) and
-per-test sandboxes are TODO(#6).
+``pytest --isorun`` (or ``--isorun=PROFILE``) re-executes the whole session inside a
+sandbox before any conftest is imported, so a dependency that opens a socket at import
+time is already inside. The sandbox inherits the terminal (colours, width, -x, -k, xdist
+workers and the exit code are the inner pytest's own).
+
+``@pytest.mark.isorun(network="none", writable=[...], profile="test")`` runs one test's
+body in a forked child that enters a sandbox first (see :mod:`isorun.pytest_sandbox`);
+its result comes back to this process, and a failure caused by the sandbox names the
+rule that refused it.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+
+#: set inside a session sandbox, so the inner pytest and its xdist workers do not
+#: re-execute again (a nested user namespace is refused by the seccomp hardening anyway)
+INNER = "ISORUN_PYTEST_INNER"
+#: the sandbox's uid on the host when the caller is root (planner.NOBODY)
+NOBODY = 65534
+DEFAULT_PROFILE = "test"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("isorun", "kernel-enforced sandbox (isorun)")
+    # nargs="?" lets "--isorun=strict" name a profile; a bare "--isorun" is rewritten to
+    # "--isorun=<ini default>" in pytest_load_initial_conftests, so it never swallows the
+    # next argument (a test path) as a profile name.
+    group.addoption(
+        "--isorun",
+        nargs="?",
+        const=DEFAULT_PROFILE,
+        default=None,
+        metavar="PROFILE",
+        dest="isorun",
+        help="re-run this session inside an isorun sandbox (default profile: "
+        "the isorun_profile ini value, else 'test')",
+    )
+    parser.addini("isorun_profile", "profile of --isorun without a value", default="")
+    parser.addini(
+        "isorun_writable",
+        "paths (relative to rootdir) the --isorun session may write besides the profile's",
+        type="linelist",
+        default=[],
+    )
+
+
+def _requested_profile(args: list[str], default: str) -> str | None:
+    """The profile --isorun asks for, normalising a bare --isorun in ``args`` in place."""
+    profile = None
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--isorun":
+            args[index] = f"--isorun={default}"
+            profile = default
+        elif arg.startswith("--isorun="):
+            profile = arg.partition("=")[2] or default
+    return profile
+
+
+def _strip_isorun(args: tuple[str, ...] | list[str]) -> list[str]:
+    return [a for a in args if a != "--isorun" and not a.startswith("--isorun=")]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> None:
+    default = str(early_config.getini("isorun_profile") or DEFAULT_PROFILE)
+    profile = _requested_profile(args, default)
+    if profile is None or os.environ.get(INNER):
+        return
+    # Here, before conftest.py files are imported: everything the project runs, its
+    # conftests and the dependencies they import, runs inside the sandbox.
+    code = _reexec(early_config, profile)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def session_profile_text(base: str, rootdir: str, cache_dir: str, writable: list[str]) -> str:
+    """The TOML of the session profile: ``base`` plus what this pytest run needs."""
+    lines = [f"extends = [{json.dumps(base)}]", ""]
+
+    def mount(kind: str, path: str, optional: bool) -> None:
+        lines.extend(["[[mounts]]", f'type = "{kind}"', f"dst = {json.dumps(path)}"])
+        if optional:
+            lines.append("optional = true")
+        lines.append("")
+
+    # The rootdir (its pyproject/conftest) may lie above the working directory that the
+    # profile binds; the interpreter must be visible whatever profile was chosen.
+    mount("ro-bind", rootdir, False)
+    for path in _interpreter_paths():
+        mount("ro-bind", path, False)
+    mount("rw-bind", cache_dir, True)
+    for path in writable:
+        mount("rw-bind", path, True)
+    lines.extend(["[environment]", f"set = {{ {INNER} = {json.dumps(base)} }}", ""])
+    return "\n".join(lines)
+
+
+def _where(item: pytest.Item) -> str:
+    path, line, _ = item.location
+    return f"{path}:{(line or 0) + 1}"
+
+
+def _interpreter_paths() -> list[str]:
+    """The interpreter's prefixes and every import path (editable installs and .pth
+    entries may point anywhere), outermost first, without paths inside another."""
+    paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    paths.update(os.path.realpath(p) for p in sys.path if p and os.path.isdir(p))
+    out: list[str] = []
+    for path in sorted(paths):
+        if path != "/" and not any(path.startswith(o.rstrip("/") + "/") for o in out):
+            out.append(path)
+    return out
+
+
+def _writable_by_sandbox(path: str) -> bool:
+    """Whether the sandbox's user may write ``path`` (the caller, or 65534 as root)."""
+    if os.geteuid() != 0:
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == NOBODY or bool(st.st_mode & 0o002)
+
+
+def _reexec(config: pytest.Config, profile: str) -> int:
+    from isorun import api
+    from isorun.errors import IsorunError
+
+    rootdir = str(config.rootpath)
+    caching = config.pluginmanager.has_plugin("cacheprovider")
+    cache_dir = str(
+        config.rootpath / (str(config.getini("cache_dir")) if caching else ".pytest_cache")
+    )
+    writable = [os.path.join(rootdir, p) for p in config.getini("isorun_writable")]
+    base = profile
+    if profile.endswith(".toml") or os.sep in profile:
+        base = os.path.abspath(profile)
+    argv = [sys.executable, "-m", "pytest", *_strip_isorun(config.invocation_params.args)]
+    if caching and not _writable_by_sandbox(cache_dir):
+        # Running as root: the sandbox is uid 65534 and host root is never mapped in, so
+        # a root-owned .pytest_cache is read-only to it. A private cache keeps pytest
+        # quiet; --lf/--ff then see only this run (docs/testing.md, "Running as root").
+        argv[3:3] = ["-o", "cache_dir=/tmp/.pytest_cache"]
+    # PYTEST_ADDOPTS reaches the inner run through the profile's keep list; a --isorun
+    # in it must not make the inner pytest read the next argument as a profile name.
+    addopts = os.environ.get("PYTEST_ADDOPTS")
+    if addopts and "--isorun" in addopts:
+        os.environ["PYTEST_ADDOPTS"] = " ".join(_strip_isorun(addopts.split()))
+    with tempfile.TemporaryDirectory(prefix="isorun-pytest-") as scratch:
+        path = os.path.join(scratch, "session.toml")
+        with open(path, "w") as f:
+            f.write(session_profile_text(base, rootdir, cache_dir, writable))
+        try:
+            # chdir: ${CWD} in the profile is where pytest was invoked.
+            os.chdir(config.invocation_params.dir)
+            return api.launch(argv, profile=path)
+        except IsorunError as err:
+            # Fail closed: a session asked to run sandboxed never runs without one.
+            sys.stderr.write(err.render() + "\n")
+            return err.exit_code
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Inside a --isorun session, name the rule behind a failure the sandbox caused."""
+    report = yield
+    profile = os.environ.get(INNER)
+    if profile and report.failed and call.excinfo is not None:
+        from isorun import pytest_sandbox
+
+        policy = pytest_sandbox.Policy(
+            profile=profile, network=pytest_sandbox.network_mode(), writable=(), where=_where(item)
+        )
+        rule = pytest_sandbox.explain(call.excinfo.value, policy)
+        if rule:
+            report.sections.append(("isorun", rule.replace("marker at", "test at")))
+    return report
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "isorun(network, writable, profile): run this test in its own sandbox")
+        "markers",
+        "isorun(network='none', writable=[], profile='test'): run this test's "
+        "body in a forked child inside its own sandbox",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("isorun")
+    if marker is None or not isinstance(item, pytest.Function):
+        return
+    if marker.args:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.isorun takes keywords only: network=, writable=, profile="
+        )
+    unknown = set(marker.kwargs) - {"network", "writable", "profile"}
+    if unknown:
+        raise pytest.UsageError(
+            f"{item.nodeid}: unknown @pytest.mark.isorun keyword(s) "
+            f"{sorted(unknown)}; known: network, writable, profile"
+        )
+    original: Callable[[], Any] = item.runtest
+    # Replacing the instance's runtest keeps setup and teardown (fixtures) in this
+    # process; only the call phase runs in the sandboxed child.
+    item.runtest = functools.partial(_run_sandboxed, item, original, marker)  # type: ignore[method-assign]
+
+
+def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: pytest.Mark) -> None:
+    from isorun import pytest_sandbox
+
+    where = _where(item)
+    writable = [str(p) for p in marker.kwargs.get("writable", ())]
+    for name in ("tmp_path", "tmpdir"):
+        if name in item.funcargs:
+            writable.append(str(item.funcargs[name]))
+    policy = pytest_sandbox.Policy(
+        profile=str(marker.kwargs.get("profile", DEFAULT_PROFILE)),
+        network=str(marker.kwargs.get("network", "none")),
+        writable=tuple(os.path.abspath(p) for p in writable),
+        where=where,
+    )
+    result = pytest_sandbox.run_in_child(policy, lambda: _child_body(item, original, policy))
+    if result.outcome == "passed":
+        return
+    if result.outcome == "skipped":
+        pytest.skip(result.text)
+    pytest.fail(result.text, pytrace=False)
+
+
+def _child_body(item: pytest.Function, original: Callable[[], Any], policy: Any) -> tuple[str, str]:
+    """Runs in the sandboxed child: (outcome, report text)."""
+    excinfo: pytest.ExceptionInfo[BaseException] | None = None
+    try:
+        original()
+        return "passed", ""
+    except pytest.skip.Exception as err:
+        return "skipped", str(err.msg)
+    except BaseException:
+        excinfo = pytest.ExceptionInfo.from_current()
+    from isorun import pytest_sandbox
+
+    text = str(item.repr_failure(excinfo))
+    rule = pytest_sandbox.explain(excinfo.value, policy)
+    # The rule first: it is what the short summary line shows.
+    return "failed", (f"{rule}\n\n{text}\n\n{rule}" if rule else text)

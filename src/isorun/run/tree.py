@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import errno
 import os
 
 from isorun.run.spec import MountKind, ShimMount, ShimSpec
@@ -28,8 +29,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _open_tree(path: bytes) -> int:
-    fd = int(_libc.syscall(SYS_OPEN_TREE, AT_FDCWD, path,
-                           OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC))
+    fd = int(
+        _libc.syscall(SYS_OPEN_TREE, AT_FDCWD, path, OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC)
+    )
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fsdecode(path))
@@ -40,9 +42,9 @@ def clone_trees_in_parent(spec: ShimSpec, opened: list[int]) -> ShimSpec:
     """``spec`` with each BIND turned into a TREE when the caller is root.
 
     Descriptors go into ``opened`` (the caller closes them after the clone; they are
-    CLOEXEC and the child's CloseFds closes them before execve). A source the parent
-    cannot clone (missing, or open_tree unavailable) stays a path bind, so the child
-    reports it, or skips it when optional, exactly as before.
+    CLOEXEC and the child's CloseFds closes them before execve). A missing optional
+    source is dropped; any other source the parent cannot clone stays a path bind, so the
+    child reports it exactly as before.
     """
     if os.geteuid() != 0 or not spec.clone_flags & CLONE_NEWUSER:
         return spec
@@ -51,8 +53,12 @@ def clone_trees_in_parent(spec: ShimSpec, opened: list[int]) -> ShimSpec:
         if mount.kind == MountKind.BIND:
             try:
                 fd = _open_tree(mount.src)
-            except OSError:
-                mounts.append(mount)
+            except OSError as err:
+                # A missing optional source is skipped here, as the child would skip it;
+                # the child could not even tell it is missing behind a 0700 directory
+                # (its stat fails with EACCES, not ENOENT).
+                if not (err.errno == errno.ENOENT and mount.optional):
+                    mounts.append(mount)
                 continue
             opened.append(fd)
             mount = dataclasses.replace(mount, kind=MountKind.TREE, tree_fd=fd)
