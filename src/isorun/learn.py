@@ -585,9 +585,13 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
 #: comm "runc:[2:INIT]": fcntl, fstatfs, epoll_ctl, fstat, chdir, setgroups, capget,
 #: capset (podman does not set no_new_privs, so runc loads the filter before it drops
 #: capabilities and changes ids). The rest are what runc's Go runtime threads may call at
-#: any moment (scheduler, signals, memory), so a lucky run does not hide them.
+#: any moment (scheduler, signals, memory), so a lucky run does not hide them. openat and
+#: getdents64: runc closes the descriptors it must not leak by listing /proc/self/fd after
+#: the filter is in place ("error closing exec fds" otherwise), which went unseen while
+#: the learned command itself happened to open directories.
 RUNTIME_SYSCALLS = (
     "fcntl", "fstatfs", "epoll_ctl", "fstat", "chdir", "setgroups", "capget", "capset",
+    "openat", "getdents64",
     "prctl", "newfstatat", "epoll_pwait", "futex", "nanosleep", "sched_yield",
     "getpid", "gettid", "tgkill", "rt_sigreturn", "rt_sigprocmask", "sigaltstack", "mmap",
     "munmap", "madvise", "read", "write", "close", "exit", "exit_group", "execve",

@@ -171,14 +171,16 @@ def test_git_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert_small(path)
 
 
-BUSYBOX = ["busybox", "sh", "-c", "mkdir /tmp/x && ls /tmp"]
+# ls -d names only the directory made: the sandbox's /tmp may also hold the mount point of
+# the working directory (a checkout under /tmp), which a plain ls /tmp would list.
+BUSYBOX = ["busybox", "sh", "-c", "mkdir /tmp/x && ls -d /tmp/x"]
 
 
 def test_check_lists_exactly_the_new_calls(tmp_path: Path) -> None:
     _obs, path = learn_to(tmp_path, BUSYBOX)
     same = learn.observe(BUSYBOX, str(path), "check", stdout=subprocess.PIPE, timeout=60)
     assert learn.refusals(same) == ()
-    more = ["busybox", "sh", "-c", "mkdir /tmp/x && ls /tmp && rmdir /tmp/x"]
+    more = ["busybox", "sh", "-c", "mkdir /tmp/x && ls -d /tmp/x && rmdir /tmp/x"]
     grown = learn.observe(more, str(path), "check", stdout=subprocess.PIPE, timeout=60)
     assert [r.call.name for r in learn.refusals(grown)] == ["rmdir"]
     # Observe mode lets it run: the command itself succeeded.
@@ -194,14 +196,14 @@ def test_check_lists_exactly_the_new_calls(tmp_path: Path) -> None:
 
 def test_widen_only_adds_just_what_the_base_refuses(tmp_path: Path) -> None:
     _obs, base = learn_to(tmp_path, BUSYBOX)
-    more = ["busybox", "sh", "-c", "mkdir /tmp/x && ls /tmp && rmdir /tmp/x && echo gone"]
+    more = ["busybox", "sh", "-c", "mkdir /tmp/x && ls -d /tmp/x && rmdir /tmp/x && echo gone"]
     assert run(more, base).returncode != 0
     obs = learn.observe(more, str(base), "widen", stdout=subprocess.PIPE, timeout=60)
     text, learned = learn.render_profile(obs, out_path=str(tmp_path / "wide.toml"))
     assert learned.allow == ("rmdir",) and learned.rules == ()
     (tmp_path / "wide.toml").write_text(text)
     again = run(more, tmp_path / "wide.toml")
-    assert (again.returncode, again.stdout) == (0, "x\ngone\n")
+    assert (again.returncode, again.stdout) == (0, "/tmp/x\ngone\n")
 
 
 def test_merge_folds_runs(tmp_path: Path) -> None:
@@ -213,7 +215,7 @@ def test_merge_folds_runs(tmp_path: Path) -> None:
     cli = subprocess.run([sys.executable, "-m", "isorun", "learn", "--merge", str(p1), "-o",
                           str(out), "--", *rm], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
-    for argv, want in ((BUSYBOX, "x\n"), (rm, "ok\n")):
+    for argv, want in ((BUSYBOX, "/tmp/x\n"), (rm, "ok\n")):
         again = run(argv, out)
         assert (again.returncode, again.stdout) == (0, want), again.stderr
     assert len(learn.read_learned(str(out)).commands) == 2
@@ -224,7 +226,7 @@ def test_cli_learn_writes_toml_and_docker(tmp_path: Path) -> None:
     cli = subprocess.run([sys.executable, "-m", "isorun", "learn", "-o", str(out), "--docker",
                           str(js), "--", *BUSYBOX], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
-    assert cli.stdout == "x\n"
+    assert cli.stdout == "/tmp/x\n"
     assert "isorun: learned" in cli.stderr
     doc = json.loads(js.read_text())
     allowed = {n for r in doc["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]}
@@ -282,7 +284,7 @@ def test_learn_works_unprivileged(tmp_path: Path) -> None:
             env={"PATH": "/usr/bin:/bin", "LANG": "C"})
         assert cli.returncode == 0, cli.stderr
         # /tmp also shows the working directory, bound at its own path.
-        assert "x" in cli.stdout.split()
+        assert "/tmp/x" in cli.stdout.split()
         assert '"mkdir"' in out.read_text()
     finally:
         shutil.rmtree(work)
