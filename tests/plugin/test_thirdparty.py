@@ -2,7 +2,8 @@
 
 iniconfig is small, pure Python and ships its test suite in the sdist. The scratch
 virtual environment gets pytest (and iniconfig, its dependency) from PyPI and finds
-isorun through a .pth file, so the test needs PyPI but no build of isorun.
+isorun, with its pytest11 entry point, through a .pth file naming this checkout's
+src and site-packages, so the test needs PyPI but no build of isorun.
 """
 
 from __future__ import annotations
