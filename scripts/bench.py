@@ -148,9 +148,7 @@ def api_rss_kib(env: dict[str, str]) -> int:
 
 def in_process(runs: int, bpf_path: str) -> dict[str, dict[str, float]]:
     """isorun.run vs bwrap from this (warm) process, interleaved so load hits both alike."""
-    # isorun.api.run, not isorun.run: once the isorun.run subpackage is imported it
-    # shadows the lazy attribute of the same name (reported; not this script's to fix).
-    from isorun.api import run
+    from isorun import run
 
     fd = os.open(bpf_path, os.O_RDONLY)
     argv = bwrap_argv(fd)

@@ -17,8 +17,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from isorun.run.process import spawn
-from isorun.run.spec import MountKind, ShimMount, ShimSpec
+from isorun.sandbox.process import spawn
+from isorun.sandbox.spec import MountKind, ShimMount, ShimSpec
 
 #: user, pid, mnt, uts, ipc, net, cgroup
 CLONE_FLAGS = 0x10000000 | 0x20000000 | 0x00020000 | 0x04000000 | 0x08000000 | 0x40000000

@@ -26,7 +26,7 @@ def _userns() -> bool:
 
 def _shim() -> bool:
     try:
-        from isorun.run import _shim  # noqa: F401
+        from isorun.sandbox import _shim  # noqa: F401
     except Exception:
         return False
     return True

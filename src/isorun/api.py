@@ -16,8 +16,8 @@ from isorun.profile import includes
 from isorun.profile.schema import Profile
 
 if TYPE_CHECKING:
-    from isorun.run.backends import SandboxRun
-    from isorun.run.process import SandboxProcess
+    from isorun.sandbox.backends import SandboxRun
+    from isorun.sandbox.process import SandboxProcess
 
 
 def load_profile(spec: str) -> Profile:
@@ -74,7 +74,7 @@ class Popen:
 
         from isorun.compile.plan import Cgroup, WallTime
         from isorun.compile.plan import Plan as _Plan
-        from isorun.run import native, process
+        from isorun.sandbox import native, process
 
         if isinstance(argv, str | bytes):
             raise TypeError("argv must be a sequence of strings, not one string")
@@ -90,7 +90,7 @@ class Popen:
         self.exec_error: SandboxSetupError | None = None
         self._proc: SandboxProcess | SandboxRun
         if self.backend != "native":
-            from isorun.run.backends import BACKENDS
+            from isorun.sandbox.backends import BACKENDS
 
             self._proc = BACKENDS[self.backend].spawn(
                 plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
@@ -167,7 +167,7 @@ def _choose_backend(plan: Plan, requested: str, allow_weaker: bool,
             log(f"isorun: backend native: enforces every rule of {plan.profile}")
         return "native", ()
     from isorun.host.probe import probe_backends
-    from isorun.run.backends import describe_lost, select_backend
+    from isorun.sandbox.backends import describe_lost, select_backend
 
     chosen, lost = select_backend(plan, requested, probe_backends(facts), allow_weaker, log=log)
     if lost:

@@ -134,7 +134,7 @@ def check_tools(facts: BackendFacts) -> list[Check]:
 def check_backend(facts: BackendFacts, profile: str) -> list[Check]:
     """Run the real selection for ``profile``, keeping the reasons a verbose launch prints."""
     from isorun import api
-    from isorun.run.backends import select_backend
+    from isorun.sandbox.backends import select_backend
 
     reasons: list[str] = []
     try:

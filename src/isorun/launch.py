@@ -3,10 +3,10 @@
 On this kind of machine ``import dataclasses`` alone costs more than bubblewrap takes to
 start a sandbox, and the regular path (:func:`isorun.api.Popen` -> ``native.build_spec``
 -> ``process.spawn``) imports dataclasses, typing, enum, subprocess and threading. So a
-cache entry may carry a *launch record*: the :class:`~isorun.run.spec.ShimSpec` that
+cache entry may carry a *launch record*: the :class:`~isorun.sandbox.spec.ShimSpec` that
 ``native.build_spec`` produced at compile time, as plain tuples, and this module fills the
 shim's ``struct isorun_spec`` from it and does the parent's part of
-:func:`isorun.run.process.spawn` for the one case the CLI needs (stdio inherited, no
+:func:`isorun.sandbox.process.spawn` for the one case the CLI needs (stdio inherited, no
 cgroup, no wall-clock timer, no extra descriptors).
 
 That mirrors code owned elsewhere, so it is guarded, fail closed, when the record is made
@@ -88,7 +88,7 @@ def _set_handler(sig: int, handler: Callable[[int, object], None]) -> None:
 
 
 def _mirrored_sources() -> list[Callable[..., Any]]:
-    from isorun.run import process, tree
+    from isorun.sandbox import process, tree
 
     return [
         tree.clone_trees_in_parent,
@@ -163,9 +163,9 @@ def make_record(
         return None  # another backend runs it (see api.Popen)
     import dataclasses
 
-    from isorun.run import _shim, native
-    from isorun.run.spec import Rlimit as ShimRlimit
-    from isorun.run.spec import ShimMount, ShimSpec
+    from isorun.sandbox import _shim, native
+    from isorun.sandbox.spec import Rlimit as ShimRlimit
+    from isorun.sandbox.spec import ShimMount, ShimSpec
 
     def refuse(why: str) -> dict[str, object] | None:
         if log is not None:
@@ -180,7 +180,7 @@ def make_record(
         or tuple(f.name for f in dataclasses.fields(ShimRlimit)) != RLIMIT_FIELDS
     ):
         return refuse("ShimMount or Rlimit changed")
-    from isorun.run.spec import MountKind
+    from isorun.sandbox.spec import MountKind
 
     if int(MountKind.BIND) != MOUNT_BIND or int(MountKind.TREE) != MOUNT_TREE:
         return refuse("MountKind values changed")
@@ -414,7 +414,7 @@ def _quietly(
 
 def _as_shim_spec(spec: Mapping[str, Any], argv: list[str]) -> Any:
     """The real ShimSpec of a record, for error reporting (imports are free by then)."""
-    from isorun.run.spec import MountKind, Rlimit, ShimMount, ShimSpec
+    from isorun.sandbox.spec import MountKind, Rlimit, ShimMount, ShimSpec
 
     fields = dict(spec)
     mounts = []
@@ -514,7 +514,7 @@ def spawn_in_parent(spec: Mapping[str, Any], argv: list[str]) -> tuple[int, int]
             chunks.append(chunk)
         report = b"".join(chunks)
         if len(report) >= FAILURE_SIZE and not report[8:40].startswith(b"exec\0"):
-            from isorun.run import _shim
+            from isorun.sandbox import _shim
 
             failure = _shim.parse_failure(report)
             assert failure is not None
@@ -535,7 +535,7 @@ def spawn_in_parent(spec: Mapping[str, Any], argv: list[str]) -> tuple[int, int]
 
 
 def _clone_trees(spec: Mapping[str, Any], opened: list[int]) -> Mapping[str, Any]:
-    """run/tree.py's clone_trees_in_parent on a record: as root, each BIND becomes a TREE
+    """sandbox/tree.py's clone_trees_in_parent on a record: as root, each BIND becomes a TREE
     the parent cloned with open_tree(2), because the sandbox's overflow uid cannot walk
     the host's 0700 directories to reach the source itself."""
     if os.geteuid() != 0 or not spec["clone_flags"] & CLONE_NEWUSER:

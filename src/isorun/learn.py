@@ -232,7 +232,7 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
             stderr: Any = None, timeout: float | None = None) -> Observation:
     """Run ``argv`` in ``base``'s sandbox under a notifying filter and record it."""
     from isorun import api
-    from isorun.run import _shim, native, process
+    from isorun.sandbox import _shim, native, process
 
     if mode not in ("learn", "widen", "check"):
         raise UsageError(f"unknown learn mode {mode!r}")

@@ -19,8 +19,8 @@ sys.path.insert(0, str(HERE.parent / "integration"))
 
 from native_cases import INSIDE, make_spec, run  # type: ignore[import-not-found]  # noqa: E402
 
-from isorun.run.process import spawn  # noqa: E402
-from isorun.run.spec import MountKind, ShimMount  # noqa: E402
+from isorun.sandbox.process import spawn  # noqa: E402
+from isorun.sandbox.spec import MountKind, ShimMount  # noqa: E402
 
 PROBE_DIR = HERE.parent / "probes" / "bin"
 PROBE_MOUNT = ShimMount(MountKind.BIND, b"/probe", os.fsencode(PROBE_DIR), flags=1)

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from isorun.errors import HostError, SandboxSetupError
-from isorun.run.process import SandboxProcess, spawn
-from isorun.run.spec import MountKind, Rlimit, ShimMount, ShimSpec
+from isorun.sandbox.process import SandboxProcess, spawn
+from isorun.sandbox.spec import MountKind, Rlimit, ShimMount, ShimSpec
 
 NS_FLAGS = {
     "user": 0x10000000,

@@ -17,7 +17,7 @@ ISORUN = [sys.executable, "-c", "import sys; from isorun.__main__ import main; m
 HEAVY = {
     "click", "tomli", "pyseccomp", "isorun.cli", "isorun.api", "isorun.profile.loader",
     "isorun.profile.includes", "isorun.compile.planner", "isorun.compile.seccomp",
-    "isorun.compile._libseccomp", "isorun.compile.plan", "isorun.run.process",
+    "isorun.compile._libseccomp", "isorun.compile.plan", "isorun.sandbox.process",
 }  # fmt: skip
 
 

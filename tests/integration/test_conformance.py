@@ -30,7 +30,7 @@ from isorun.host.facts import HostFacts
 from isorun.host.facts import probe as probe_facts
 from isorun.host.facts import variables as host_variables
 from isorun.host.probe import UsernsState, probe_backends
-from isorun.run.backends import select_backend
+from isorun.sandbox.backends import select_backend
 
 PYTHON = "/usr/bin/python3"
 HOSTVIEW = """

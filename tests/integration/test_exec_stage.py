@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from isorun.run.exec_stage import exec_stage_path
+from isorun.sandbox.exec_stage import exec_stage_path
 
 pytestmark = pytest.mark.needs("gcc")
 

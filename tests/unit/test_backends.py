@@ -14,8 +14,8 @@ from isorun.compile.invocation import Invocation
 from isorun.errors import HostError, Unsupported
 from isorun.host.facts import HostFacts
 from isorun.host.probe import BackendFacts, Tool, UsernsState
-from isorun.run.backends import BACKENDS, ORDER, SAMPLES, capability_matrix, sample_plan
-from isorun.run.backends import select_backend as select
+from isorun.sandbox.backends import BACKENDS, ORDER, SAMPLES, capability_matrix, sample_plan
+from isorun.sandbox.backends import select_backend as select
 from tests.golden.backends.harness import VARIABLES
 
 USER = HostFacts(uid=1000, gid=1000, arch="x86_64", kernel="6.1")
@@ -193,7 +193,7 @@ def test_order_is_strongest_first() -> None:
 
 
 def test_weaker_run_warning_names_each_lost_rule() -> None:
-    from isorun.run.backends import describe_lost
+    from isorun.sandbox.backends import describe_lost
 
     _, lost = select(plan_of(), "firejail", facts(), True)
     text = describe_lost("firejail", lost)

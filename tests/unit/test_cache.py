@@ -306,7 +306,7 @@ def test_api_cached_plan_sees_edits(tree: Path) -> None:
 
 
 def test_launch_mirror_is_pinned() -> None:
-    """isorun/launch.py mirrors the parent side of run/process.py's spawn. When this
+    """isorun/launch.py mirrors the parent side of sandbox/process.py's spawn. When this
     fails, process.spawn changed: review launch.spawn_in_parent against it, then put the
     new digest in launch.PINNED_PARENT_SOURCE. Until then the fast launch is off."""
     assert fast.parent_source_digest() == fast.PINNED_PARENT_SOURCE

@@ -5,8 +5,8 @@ from __future__ import annotations
 from isorun import api
 from isorun.compile import plan as p
 from isorun.host.facts import HostFacts
-from isorun.run import native
-from isorun.run.spec import MountKind
+from isorun.sandbox import native
+from isorun.sandbox.spec import MountKind
 
 FACTS = HostFacts(uid=1000, gid=1000, arch="x86_64", kernel="6.1.0")
 VARS = {"HOME": "/home/u", "CWD": "/home/u/proj", "TMPDIR": "/tmp", "UID": "1000",
@@ -19,7 +19,7 @@ def spec_for(profile: str, env: dict[str, str] | None = None) -> tuple[p.Plan, o
 
 
 def test_every_shim_step_name_maps_to_a_plan_step_or_carries_its_own() -> None:
-    from isorun.run import _shim
+    from isorun.sandbox import _shim
 
     # mount and rlimit failures carry their own step index; init and stdio are isorun's
     # own machinery, with no profile line behind them.

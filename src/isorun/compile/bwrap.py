@@ -23,7 +23,7 @@ from typing import assert_never
 from isorun.compile import plan as p
 from isorun.compile.invocation import HELPER, NO_USERNS, Invocation, identity_without_userns
 from isorun.errors import InternalError, Lost, Unsupported
-from isorun.run.native import build_environment
+from isorun.sandbox.native import build_environment
 
 BACKEND = "bwrap"
 
@@ -91,7 +91,7 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
             case p.Cgroup():
                 lose(step, step.describe(), "bwrap cannot put the sandbox in a cgroup")
             case p.WallTime():
-                pass  # the isorun parent kills the sandbox (run/backends.py)
+                pass  # the isorun parent kills the sandbox (sandbox/backends.py)
             case p.NewRoot():
                 if step.kind == "rootfs":
                     # First operation, so later mounts land inside it; recursive and

@@ -18,7 +18,7 @@ from typing import assert_never
 from isorun.compile import plan as p
 from isorun.compile.invocation import NO_USERNS, Invocation, identity_without_userns
 from isorun.errors import InternalError, Lost, Unsupported
-from isorun.run.native import build_environment
+from isorun.sandbox.native import build_environment
 
 BACKEND = "firejail"
 
@@ -75,7 +75,7 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
             case p.Cgroup():
                 lose(step, step.describe(), "firejail cannot put the sandbox in a cgroup")
             case p.WallTime():
-                pass  # the isorun parent kills the sandbox (run/backends.py)
+                pass  # the isorun parent kills the sandbox (sandbox/backends.py)
             case p.NewRoot():
                 lose(step, step.describe(), "firejail keeps the host's root and hides "
                      "paths in it; it cannot start from an empty tree or a rootfs")

@@ -1,7 +1,7 @@
 """What a wrapper backend (bubblewrap, firejail) runs: the output of its pure renderer.
 
 An :class:`Invocation` is data only. The renderer decides every argument; the runner in
-:mod:`isorun.run.backends` only creates the descriptors the renderer named, writes
+:mod:`isorun.sandbox.backends` only creates the descriptors the renderer named, writes
 ``inputs`` into them, and spawns ``argv`` as ``user`` with exactly ``pass_fds`` open.
 """
 

@@ -136,7 +136,7 @@ def read_firejail_users(root: Path = Path("/")) -> frozenset[str] | None:
 def native_missing() -> str:
     """Why the native shim cannot be used ("" when it can)."""
     try:
-        from isorun.run import _shim  # noqa: F401
+        from isorun.sandbox import _shim  # noqa: F401
     except Exception as err:  # an import failure of any kind means: not usable
         return f"the native shim does not load: {err}"
     return ""

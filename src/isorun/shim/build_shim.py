@@ -45,6 +45,10 @@ def build_in_place() -> Path:
     tmp = HERE.parent.parent.parent / "build" / "shim"
     built = Path(ffibuilder.compile(tmpdir=str(tmp), verbose=False))
     target = HERE.parent / built.name
+    # pip names the module _shim_c.abi3.so, this build _shim_c.cpython-3XX-...so; Python
+    # prefers the latter, so a stale copy of either would shadow a fresh build.
+    for stale in HERE.parent.glob("_shim_c.*.so"):
+        stale.unlink()
     shutil.copy2(built, target)
     return target
 

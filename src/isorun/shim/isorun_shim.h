@@ -1,9 +1,9 @@
 /*
- * The ABI between isorun's Python side (src/isorun/run/_shim.py) and the C shim.
+ * The ABI between isorun's Python side (src/isorun/sandbox/_shim.py) and the C shim.
  *
  * This file is fed verbatim to cffi's cdef(), so it holds only types, integer
  * #defines and declarations: no #include, no #if. System headers belong in the .c files.
- * The structs mirror isorun.run.spec.ShimSpec flattened into arrays and counts. The
+ * The structs mirror isorun.sandbox.spec.ShimSpec flattened into arrays and counts. The
  * parent allocates every byte the child reads, so the child between clone(2) and
  * execve(2) only makes async-signal-safe calls.
  *
@@ -13,7 +13,7 @@
 
 #define ISORUN_SHIM_ABI 3
 
-/* Values of isorun.run.spec.MountKind. */
+/* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
 #define ISORUN_MOUNT_TMPFS 2
 #define ISORUN_MOUNT_PROC 3

@@ -16,7 +16,7 @@ import dataclasses
 import errno
 import os
 
-from isorun.run.spec import MountKind, ShimMount, ShimSpec
+from isorun.sandbox.spec import MountKind, ShimMount, ShimSpec
 
 CLONE_NEWUSER = 0x10000000
 #: open_tree(2) shares its number across architectures (the 5.2 unified syscall table)

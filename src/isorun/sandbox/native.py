@@ -15,7 +15,7 @@ from typing import assert_never
 from isorun.compile import plan as p
 from isorun.errors import InternalError
 from isorun.profile.schema import CAPABILITIES
-from isorun.run.spec import MountKind, Rlimit, ShimMount, ShimSpec
+from isorun.sandbox.spec import MountKind, Rlimit, ShimMount, ShimSpec
 
 CLONE_FLAGS = {
     "user": 0x10000000, "pid": 0x20000000, "net": 0x40000000, "mount": 0x00020000,

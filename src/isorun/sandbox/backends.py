@@ -125,7 +125,7 @@ def _userns_missing(plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
 
 
 class NativeBackend:
-    """The C shim. Enforces every step type by construction (run/native.py matches them
+    """The C shim. Enforces every step type by construction (sandbox/native.py matches them
     all); only the host can make it unusable."""
 
     name = "native"
@@ -241,7 +241,7 @@ class FirejailBackend:
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
-        from isorun.run.exec_stage import exec_stage_path
+        from isorun.sandbox.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
         with ExitStack() as stack:
@@ -480,7 +480,7 @@ def _program_fd(plan: p.Plan, stack: ExitStack) -> int | None:
 
 def _with_stage(inv: Invocation) -> Invocation:
     if inv.argv and inv.argv[0] == HELPER:
-        from isorun.run.exec_stage import exec_stage_path
+        from isorun.sandbox.exec_stage import exec_stage_path
 
         return replace(inv, argv=(exec_stage_path(), *inv.argv[1:]))
     return inv

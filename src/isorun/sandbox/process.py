@@ -27,10 +27,10 @@ from types import TracebackType
 from typing import IO, Any
 
 from isorun.errors import InternalError, SandboxSetupError
-from isorun.run import _shim
-from isorun.run.cgroup import Cgroup, create_cgroup_in_parent, plan_cgroup_in_parent
-from isorun.run.spec import ShimSpec
-from isorun.run.tree import clone_trees_in_parent
+from isorun.sandbox import _shim
+from isorun.sandbox.cgroup import Cgroup, create_cgroup_in_parent, plan_cgroup_in_parent
+from isorun.sandbox.spec import ShimSpec
+from isorun.sandbox.tree import clone_trees_in_parent
 
 #: exit code reported when the wall-clock limit killed the sandbox, as timeout(1)
 EXIT_WALL_TIME = 124
@@ -299,7 +299,7 @@ def spawn(
     """Start ``spec`` in a new sandbox.
 
     ``memory_max`` (bytes) and ``pids_max`` put the sandbox in a cgroup of its own (see
-    :mod:`isorun.run.cgroup`), as does a non-empty ``spec.cgroup``. ``wall_time`` kills
+    :mod:`isorun.sandbox.cgroup`), as does a non-empty ``spec.cgroup``. ``wall_time`` kills
     the whole sandbox after that many seconds (exit code 124). ``pass_fds`` are kept open
     in the command in addition to ``spec.keep_fds``.
 
@@ -330,7 +330,7 @@ def spawn(
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         opened.extend((sync_r, sync_w, err_r, err_w))
-        # Before the clone: the child inherits the tree descriptors (see run/tree.py).
+        # Before the clone: the child inherits the tree descriptors (see sandbox/tree.py).
         spec = clone_trees_in_parent(spec, opened)
         notify_parent = notify_child = -1
         if on_listener is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from isorun.errors import InternalError, SandboxSetupError, ShimAbiError
-from isorun.run.spec import MountKind, ShimSpec
+from isorun.sandbox.spec import MountKind, ShimSpec
 
 #: the ABI this module speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
 ABI = 3
