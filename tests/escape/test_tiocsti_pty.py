@@ -46,7 +46,7 @@ def inject(tty_argv: list[str], request: int) -> tuple[str, bytes]:
         proc = subprocess.run(
             # inside the sandbox, the system's python3 (the strict profile binds /usr)
             [*tty_argv, "python3" if tty_argv else sys.executable, "-c", PROBE, hex(request)],
-            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+            stdin=slave, capture_output=True, timeout=60,
             # the child makes the pty its controlling terminal, as a login shell would
             start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         # Anything injected sits in the input queue: read it back through the slave.
