@@ -5,7 +5,7 @@
  * Order (each step says why it sits where it does):
  *   signals reset, death signal, wait for parent, setsid, securebits + ids, stdio,
  *   close fds, hostname, loopback, mounts + pivot_root, rlimits, caps, no_new_privs,
- *   [init: fork the command], unblock signals, seccomp, execve.
+ *   [init: clone the command], unblock signals, seccomp, execve.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -278,6 +278,55 @@ static _Noreturn void run_command(const struct isorun_spec *spec) {
     exec_command(spec);
 }
 
+/* The command's side of the clone in spawn_command: our mm until its execve. */
+static int command_main(void *arg) {
+    const struct isorun_spec *spec = arg;
+
+    /* Die with init: outside a pid namespace nothing else would kill us. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fail(spec, "init", "prctl(PR_SET_PDEATHSIG)");
+    run_command(spec);
+}
+
+/*
+ * Start the command from init. Not fork(3): glibc's fork runs atfork handlers and takes
+ * malloc locks that another launcher thread may have held when we were cloned.
+ *
+ * CLONE_VM | CLONE_VFORK, as posix_spawn(3) does: our memory is a copy of the whole
+ * launcher (a Python process), and a plain fork would copy its page tables once more
+ * only for the command's execve to throw them away again (about 1 ms on the launch
+ * path, see scripts/bench_launch.py). The command runs on command_stack, a frame of
+ * ours that stays alive because CLONE_VFORK suspends us until its execve or _exit, so
+ * nothing runs concurrently in the shared memory (it only writes its own stack and our
+ * errno, which we do not read). Everything per task stays its own: its signal mask and
+ * parent-death signal, and the seccomp filter it loads, which attaches to the task and
+ * not to the memory (seccomp(2)); execve then gives it a fresh mm.
+ *
+ * Learn mode keeps the copy: its execve waits until the launcher answers the listener,
+ * and the launcher first waits for EOF on the learn socket, which needs run_init to
+ * close our end; suspended by CLONE_VFORK we never would.
+ */
+static pid_t spawn_command(const struct isorun_spec *spec) {
+    _Alignas(16) char command_stack[64 * 1024];
+    pid_t pid;
+
+    if (spec->notify_len == 0) {
+        /*
+         * Not dumpable before the command exists, rather than in run_init after it may
+         * already run (see there). The command is unaffected: execve gives it a new mm
+         * whose dumpability follows its own credentials (begin_new_exec).
+         */
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+            fail(spec, "init", "prctl(PR_SET_DUMPABLE)");
+        return clone(command_main, command_stack + sizeof command_stack,
+                     CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)spec);
+    }
+    pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0)
+        command_main((void *)spec);
+    return pid;
+}
+
 static int exit_status(int status) {
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
@@ -310,7 +359,10 @@ static _Noreturn void run_init(const struct isorun_spec *spec, pid_t cmd) {
     /*
      * Not dumpable: init runs without the seccomp filter, so the command (same uid)
      * must not be able to ptrace it or write its /proc/1/mem to run unfiltered code.
-     * Set here, after the credential changes that reset it.
+     * After the credential changes that reset it; spawn_command already set it before
+     * the command existed, except in learn mode: the command's copy of our memory would
+     * inherit it, and the launcher must still take the command's listener with
+     * pidfd_getfd(2) before its execve.
      */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     sigemptyset(&set);
@@ -382,18 +434,8 @@ int isorun_child_main(void *arg) {
     if (!(spec->clone_flags & CLONE_NEWPID) &&
         prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
         fail(spec, "init", "prctl(PR_SET_CHILD_SUBREAPER)");
-    /*
-     * Raw clone rather than fork(3): glibc's fork runs atfork handlers and takes malloc
-     * locks that another launcher thread may have held when we were cloned.
-     */
-    cmd = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    cmd = spawn_command(spec);
     if (cmd < 0)
         fail(spec, "init", "clone");
-    if (cmd == 0) {
-        /* Die with init: outside a pid namespace nothing else would kill us. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-            fail(spec, "init", "prctl(PR_SET_PDEATHSIG)");
-        run_command(spec);
-    }
     run_init(spec, cmd);
 }
