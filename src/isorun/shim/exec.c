@@ -3,9 +3,10 @@
  * orphans and forwards signals, descriptor hygiene, rlimits and the PATH search.
  *
  * Order (each step says why it sits where it does):
- *   signals reset, death signal, wait for parent, setsid, securebits + ids, stdio,
- *   close fds, hostname, loopback, mounts + pivot_root, rlimits, caps, no_new_privs,
- *   [init: clone the command], unblock signals, seccomp, execve.
+ *   signals reset, death signal, deferred namespaces, wait for parent, setsid,
+ *   securebits + ids, stdio, close fds, hostname, loopback, mounts + pivot_root,
+ *   rlimits, caps, no_new_privs, [init: clone the command], unblock signals, seccomp,
+ *   execve.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -387,6 +388,7 @@ static _Noreturn void run_init(const struct isorun_spec *spec, pid_t cmd) {
 
 int isorun_child_main(void *arg) {
     const struct isorun_spec *spec = arg;
+    int unshare_err;
     pid_t cmd;
 
     /* First: the parent's handlers are interpreter code that must never run here. */
@@ -397,11 +399,20 @@ int isorun_child_main(void *arg) {
      */
     set_death_signal(spec);
     /*
+     * Before waiting, so the namespace is built while the parent writes our id maps (see
+     * isorun_deferred_flags). A failure is reported right after the wait, since the
+     * parent reads the error pipe only once it has released us; no other step runs
+     * before it, so a failed unshare still ends the launch with nothing set up.
+     */
+    unshare_err = isorun_child_unshare_deferred(spec);
+    /*
      * Wait until the parent wrote uid_map/gid_map (until then our ids are unmapped and
      * files we create would get no owner) and moved us into the cgroup (so nothing we
      * start escapes the limits).
      */
     wait_for_parent(spec);
+    if (unshare_err != 0)
+        isorun_child_fail(spec, "clone", "unshare(CLONE_NEWNET)", unshare_err, -1);
     /* A new session has no controlling terminal: TIOCSTI on the launcher's tty fails. */
     if (spec->new_session && setsid() < 0)
         fail(spec, "setsid", "setsid");

@@ -23,6 +23,11 @@ _Noreturn void isorun_child_fail_status(const struct isorun_spec *spec, const ch
 /* The child entry point handed to clone(2). */
 int isorun_child_main(void *arg);
 
+/* The part of spec->clone_flags the child unshares itself rather than clone (ns.c). */
+unsigned long isorun_deferred_flags(unsigned long clone_flags);
+/* unshare(2) those namespaces: 0 or the errno, which the child reports after the wait. */
+int isorun_child_unshare_deferred(const struct isorun_spec *spec);
+
 void isorun_child_hostname(const struct isorun_spec *spec);
 void isorun_child_loopback(const struct isorun_spec *spec);
 void isorun_child_mount(const struct isorun_spec *spec);
