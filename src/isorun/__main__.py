@@ -128,14 +128,14 @@ def _launch_cached(
     _, entry = cache.lookup(profile, note if verbose else None)
     if entry is None:
         return None
-    spec = launch.usable(entry.get("launch"), command)
-    if spec is None:
+    record = launch.usable(entry.get("launch"), command)
+    if record is None:
         if verbose:
             note("isorun: cache: plan cached, but not launchable directly; regular path")
         return None
     if verbose:
         note(f"isorun: profile {entry.get('profile')}, backend native (cached plan)")
-    return launch.run(spec, command)
+    return launch.run(record, command)
 
 
 if __name__ == "__main__":

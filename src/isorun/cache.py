@@ -6,9 +6,10 @@ the flat launch record :mod:`isorun.launch` hands to the shim. It lives in
 
 The key hashes every input that can change what the compiler produces:
 
-- the isorun version, the Python version (marshal and pickle formats) and a stamp of every
-  source and data file of the installed package, so an edited planner in a development
-  tree never serves an old plan;
+- the entry format and the launch record's (``sandbox.parent.RECORD_FORMAT``), the isorun
+  version, the Python version (marshal and pickle formats) and a stamp of every source
+  and data file of the installed package, so an edited planner in a development tree
+  never serves an old plan;
 - the profile spec as given, and the caller's facts (uids, gids, uname, the userns sysctls);
 - the resolved ``${NAME}`` variables (``${CWD}`` differs per directory).
 
@@ -159,9 +160,11 @@ def variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 def entry_key(spec: str, resolved: Mapping[str, str]) -> str:
     """The hex key of ``spec`` compiled for this caller with ``resolved`` variables."""
     from isorun import __version__
+    from isorun.sandbox.parent import RECORD_FORMAT
 
     material = (
         FORMAT,
+        RECORD_FORMAT,
         __version__,
         sys.hexversion,
         sys.implementation.cache_tag,

@@ -305,17 +305,30 @@ def test_api_cached_plan_sees_edits(tree: Path) -> None:
     assert second != first
 
 
-def test_launch_mirror_is_pinned() -> None:
-    """isorun/launch.py mirrors the parent side of sandbox/process.py's spawn. When this
-    fails, process.spawn changed: review launch.spawn_in_parent against it, then put the
-    new digest in launch.PINNED_PARENT_SOURCE. Until then the fast launch is off."""
-    assert fast.parent_source_digest() == fast.PINNED_PARENT_SOURCE
+@pytest.mark.parametrize("name", ["build", "strict", "test", "web"])
+def test_cached_launch_record_is_the_regular_paths_spec(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the warm launch reads back from disk is what api.Popen would hand the same
+    spawn for the same command, field for field: a record layout or build_spec change
+    that the cache does not follow fails here."""
+    from isorun.compile.plan import Cgroup, WallTime
+    from isorun.sandbox import native
+    from isorun.sandbox.spec import spec_record
 
-
-def test_launch_record_matches_the_shim_struct(tree: Path) -> None:
-    _plan, _bpf, entry = cache.compile_entry("strict", launch_record=fast.make_record)
+    monkeypatch.delenv("ISORUN_CACHE", raising=False)
+    plan, bpf, entry = cache.compile_entry(name, launch_record=fast.make_record)
     assert entry is not None
-    assert entry["launch"] is not None  # make_record verified it against _shim._build
+    if plan.find(Cgroup) or plan.find(WallTime) or plan.backend not in ("auto", "native"):
+        assert entry["launch"] is None  # the warm path does not do those
+        return
+    assert cache.store(entry, directory=str(tmp_path))
+    _key, hit = cache.lookup(name, directory=str(tmp_path))
+    assert hit is not None
+    argv = ["/bin/echo", "hi"]
+    record = fast.usable(hit["launch"], argv)
+    assert record is not None
+    assert record == spec_record(native.build_spec(plan, argv, os.environ, bpf))
 
 
 def test_env_projection_is_a_superset_of_keep() -> None:
@@ -329,7 +342,9 @@ def test_env_projection_is_a_superset_of_keep() -> None:
 
 
 def test_changed_kept_variable_makes_record_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
-    record = {"format": fast.RECORD_FORMAT, "spec": {}, "env_patterns": ("TERM",),
+    from isorun.sandbox.parent import RECORD_FORMAT
+
+    record = {"format": RECORD_FORMAT, "spec": {}, "env_patterns": ("TERM",),
               "env": (("TERM", "xterm"),)}  # fmt: skip
     monkeypatch.setenv("TERM", "xterm")
     assert fast.usable(record, ["/bin/true"]) is not None

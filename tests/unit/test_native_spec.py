@@ -61,3 +61,23 @@ def test_root_caller_runs_as_overflow_user() -> None:
     plan = api.compile_plan("strict", HostFacts(0, 0, "x86_64", "6.1"), VARS)
     spec = native.build_spec(plan, ["/bin/true"], {}, b"")
     assert spec.uid_map == b"65534 65534 1\n" and spec.uid == 65534
+
+
+def test_spec_record_carries_every_field_in_declaration_order() -> None:
+    import dataclasses
+    import marshal
+
+    from isorun.sandbox.spec import Rlimit, ShimMount, ShimSpec, spec_record
+
+    # Distinct values per field, so a swapped pair of tuple positions shows.
+    mount = ShimMount(MountKind.TMPFS, b"/t", b"s", 3, b"size=1", 0o700, True, 4, 5)
+    limit = Rlimit(7, 8, 9, 10)
+    spec = ShimSpec(argv=(b"/bin/true",), mounts=(mount,), rlimits=(limit,),
+                    step_index={"clone": 0})
+    record = spec_record(spec)
+    assert set(record) == {f.name for f in dataclasses.fields(ShimSpec)}
+    assert record["mounts"] == (
+        tuple(int(v) if isinstance(v, MountKind) else v for v in dataclasses.astuple(mount)),)
+    assert record["rlimits"] == (dataclasses.astuple(limit),)
+    # The plan cache stores it with marshal, which knows no dataclass or enum.
+    assert marshal.loads(marshal.dumps(record)) == record

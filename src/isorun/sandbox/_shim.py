@@ -1,27 +1,24 @@
-"""The only user of the compiled shim's ``ffi`` and ``lib``.
+"""Typed wrappers around the compiled shim, so the untyped ``lib`` never leaks.
 
-Loads ``isorun._shim_c``, refuses it when its ABI differs from the header this package
-was written against, turns a :class:`ShimSpec` into the flat C structs (the parent
-allocates every byte; the child only reads its copy-on-write copy), and maps what a
-failed child reports into :class:`SandboxSetupError`.
+The module is loaded, and refused when its ABI differs from the header this package was
+written against, by :func:`isorun.sandbox.parent.load_shim`. Starting a sandbox (the
+spec's C struct, clone, the parent's steps) lives in :mod:`isorun.sandbox.parent`, which
+both launch paths share and which must stay free of the imports this module makes;
+here are the typed faces of it (:func:`spawn_child`, :func:`parse_failure`,
+:func:`failure_error`) and of learn mode's supervisor.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import struct
 from dataclasses import dataclass
-from typing import Any
 
-from isorun.errors import InternalError, SandboxSetupError, ShimAbiError
-from isorun.sandbox.spec import MountKind, ShimSpec
+from isorun.errors import SandboxSetupError
+from isorun.sandbox import parent
+from isorun.sandbox.spec import ShimSpec, spec_record
 
 #: the ABI this module speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 3
-
-#: PATH used when the spec's environment has none, as execvp(3) does
-DEFAULT_PATH = b"/usr/bin:/bin"
+ABI = parent.ABI
 
 #: every step name a SandboxSetupError from the native backend can carry, in launch order;
 #: ShimSpec.step_index maps these to plan step indexes ("mount" and "rlimit" failures
@@ -32,27 +29,12 @@ STEP_NAMES = (
     "mount", "pivot_root", "cwd", "rlimit", "caps", "no_new_privs", "init", "seccomp", "exec",
 )  # fmt: skip
 
-#: struct isorun_failure: int err, int index, char step[32], char syscall[32]
-_FAILURE = struct.Struct("=ii32s32s")
-
-
-def _load() -> tuple[Any, Any]:
-    try:
-        module = importlib.import_module("isorun._shim_c")
-    except ImportError as err:
-        raise ShimAbiError(f"the native shim isorun._shim_c is not built ({err})") from err
-    found = int(module.lib.isorun_abi())
-    if found != ABI:
-        raise ShimAbiError(f"the native shim speaks ABI {found}, this package needs {ABI}")
-    if module.ffi.sizeof("struct isorun_failure") != _FAILURE.size:
-        raise ShimAbiError("struct isorun_failure has an unexpected size")
-    return module.ffi, module.lib
-
-
-_ffi, _lib = _load()
+# At import: a module built for another ABI is refused before anything uses it.
+_shim_c = parent.load_shim()
+_ffi, _lib = _shim_c.ffi, _shim_c.lib
 
 #: bytes of one failure record on the error pipe
-FAILURE_SIZE = _FAILURE.size
+FAILURE_SIZE = parent.FAILURE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,160 +75,23 @@ def abi_version() -> int:
     return int(_lib.isorun_abi())
 
 
-def _cstr(value: bytes, what: str) -> bytes:
-    # A C string stops at the first NUL: a path with one would silently name another file.
-    if b"\0" in value:
-        raise InternalError(f"{what} contains a NUL byte: {value!r}")
-    return value
-
-
-def _check_spec(spec: ShimSpec) -> None:
-    if not spec.argv or not spec.argv[0]:
-        raise InternalError("spec.argv is empty")
-    if spec.root not in (b"", b"tmpfs") and not spec.root.startswith(b"/"):
-        raise InternalError(f"spec.root must be b'', b'tmpfs' or absolute, got {spec.root!r}")
-    for mount in spec.mounts:
-        if not mount.dst.startswith(b"/"):
-            raise InternalError(f"mount dst must be absolute, got {mount.dst!r}")
-        if mount.kind == MountKind.TREE and mount.tree_fd < 0:
-            raise InternalError(f"mount {mount.dst!r} (TREE) needs a tree_fd")
-        needs_src = (MountKind.BIND, MountKind.DEV_BIND, MountKind.SYMLINK)
-        if mount.kind in needs_src and not mount.src:
-            raise InternalError(f"mount {mount.dst!r} ({mount.kind.name}) needs a src")
-    if len(spec.seccomp_bpf) % 8 or len(spec.notify_bpf) % 8:
-        raise InternalError("seccomp_bpf is not a whole number of 8-byte instructions")
-    for cap in spec.caps_keep:
-        if not 0 <= cap < 64:
-            raise InternalError(f"capability number out of range: {cap}")
-
-
-def _path_of(env: tuple[bytes, ...]) -> bytes:
-    for entry in env:
-        if entry.startswith(b"PATH="):
-            return entry[5:]
-    return DEFAULT_PATH
-
-
-def _tmpfs_data(data: bytes, mode: int) -> bytes:
-    # The root of a tmpfs takes its mode from the mount options, not from a mkdir.
-    if b"mode=" in data:
-        return data
-    return (data + b"," if data else b"") + f"mode={mode:o}".encode()
-
-
-class _Arena:
-    """Keeps every cffi allocation alive until the clone has copied them."""
-
-    def __init__(self) -> None:
-        self.keep: list[Any] = []
-
-    def new(self, ctype: str, init: Any) -> Any:
-        obj = _ffi.new(ctype, init)
-        self.keep.append(obj)
-        return obj
-
-    def cstr(self, value: bytes, what: str) -> Any:
-        return self.new("char[]", _cstr(value, what))
-
-    def cstr_array(self, values: tuple[bytes, ...], what: str) -> Any:
-        items = [self.cstr(v, what) for v in values]
-        return self.new("char *[]", [*items, _ffi.NULL])
-
-
-def _build(spec: ShimSpec, fds: ChildFds, arena: _Arena) -> Any:
-    c = arena.new("struct isorun_spec *", None)
-    c.argv = arena.cstr_array(spec.argv, "argv")
-    c.env = arena.cstr_array(spec.env, "env")
-    c.path = arena.cstr(_path_of(spec.env), "PATH")
-    c.clone_flags = spec.clone_flags
-    c.uid, c.gid = spec.uid, spec.gid
-    c.setgroups_deny = int(spec.setgroups_deny)
-    c.root = arena.cstr(spec.root, "root")
-    mounts = arena.new("struct isorun_mount[]", max(len(spec.mounts), 1))
-    for slot, mount in zip(mounts, spec.mounts, strict=False):
-        slot.kind = int(mount.kind)
-        slot.optional = int(mount.optional)
-        slot.step = mount.step
-        slot.mode = mount.mode
-        slot.flags = mount.flags
-        slot.dst = arena.cstr(mount.dst, "mount dst")
-        # FILE content goes with its length and may hold NULs; every other src is a path.
-        src = mount.src if mount.kind == MountKind.FILE else _cstr(mount.src, "mount src")
-        slot.src = arena.new("char[]", src)
-        slot.src_len = len(src)
-        data = (
-            _tmpfs_data(mount.data, mount.mode) if mount.kind == MountKind.TMPFS else (mount.data)
-        )
-        slot.data = arena.cstr(data, "mount data") if data else _ffi.NULL
-        slot.tree_fd = mount.tree_fd
-    c.mounts, c.n_mounts = mounts, len(spec.mounts)
-    c.cwd = arena.cstr(spec.cwd, "cwd")
-    c.hostname = arena.cstr(spec.hostname, "hostname")
-    c.loopback_up = int(spec.loopback_up)
-    rlimits = arena.new("struct isorun_rlimit[]", max(len(spec.rlimits), 1))
-    for slot, rl in zip(rlimits, spec.rlimits, strict=False):
-        slot.resource, slot.step, slot.soft, slot.hard = rl.resource, rl.step, rl.soft, rl.hard
-    c.rlimits, c.n_rlimits = rlimits, len(spec.rlimits)
-    c.new_session = int(spec.new_session)
-    c.die_with_parent = int(spec.die_with_parent)
-    c.keep_fds = arena.new("int[]", list(fds.keep_fds) or [-1])
-    c.n_keep_fds = len(fds.keep_fds)
-    c.caps_keep = sum(1 << cap for cap in set(spec.caps_keep))
-    c.no_new_privs = int(spec.no_new_privs)
-    c.seccomp_bpf = arena.new("unsigned char[]", spec.seccomp_bpf or b"\0")
-    c.seccomp_len = len(spec.seccomp_bpf)
-    c.init = int(spec.init)
-    c.stdio = list(fds.stdio)
-    c.sync_fd, c.sync_parent_fd = fds.sync_fd, fds.sync_parent_fd
-    c.err_fd, c.err_parent_fd = fds.err_fd, fds.err_parent_fd
-    c.notify_bpf = arena.new("unsigned char[]", spec.notify_bpf or b"\0")
-    c.notify_len = len(spec.notify_bpf)
-    c.notify_fd = fds.notify_fd
-    if spec.notify_bpf and fds.notify_fd < 0:
-        raise InternalError("spec.notify_bpf needs a notify socket (ChildFds.notify_fd)")
-    return c
-
-
 def spawn_child(spec: ShimSpec, fds: ChildFds) -> int:
     """clone(2) the sandbox child; it waits on ``fds.sync_fd`` for the parent. Returns its pid."""
-    _check_spec(spec)
-    arena = _Arena()
-    c_spec = _build(spec, fds, arena)
-    pid = int(_lib.isorun_spawn(c_spec))
-    if pid < 0:
-        raise SandboxSetupError(
-            "clone",
-            "clone",
-            -pid,
-            step_index=spec.step_index.get("clone", -1),
-            detail=f"flags {spec.clone_flags:#x}",
-        )
-    return pid
+    return parent.clone_in_parent(
+        spec_record(spec), fds.stdio, (fds.sync_fd, fds.sync_parent_fd),
+        (fds.err_fd, fds.err_parent_fd), fds.keep_fds, fds.notify_fd)  # fmt: skip
 
 
 def parse_failure(data: bytes) -> ChildFailure | None:
     """The first failure record in what was read from the error pipe, if any."""
-    if len(data) < _FAILURE.size:
-        return None
-    err, index, step, syscall = _FAILURE.unpack_from(data)
-    return ChildFailure(
-        step.split(b"\0", 1)[0].decode(), syscall.split(b"\0", 1)[0].decode(), err, index
-    )
+    failure = parent.parse_failure(data)
+    return None if failure is None else ChildFailure(*failure)
 
 
 def failure_error(spec: ShimSpec, failure: ChildFailure) -> SandboxSetupError:
     """The domain error for a failure, with the plan step index filled in when known."""
-    index = failure.index if failure.index >= 0 else spec.step_index.get(failure.step, -1)
-    detail = ""
-    if failure.step == "mount":
-        for mount in spec.mounts:
-            if mount.step == failure.index and failure.index >= 0:
-                detail = f"{mount.kind.name.lower()} {os.fsdecode(mount.dst)}"
-                if mount.src and mount.kind != MountKind.FILE:
-                    detail += f" from {os.fsdecode(mount.src)}"
-                break
-    return SandboxSetupError(
-        failure.step, failure.syscall, failure.errno, detail=detail, step_index=index
+    return parent.failure_error(
+        spec_record(spec), (failure.step, failure.syscall, failure.errno, failure.index)
     )
 
 

@@ -1,8 +1,10 @@
-"""The parent side of a native sandbox: :func:`spawn` and the :class:`SandboxProcess` handle.
+"""The API's native sandbox: :func:`spawn` and the :class:`SandboxProcess` handle.
 
-After the C shim clones the child (which blocks on a sync pipe), the parent writes the
-id maps, creates the cgroup and moves the child into it, then releases it and reads the
-CLOEXEC error pipe: EOF means execve succeeded, a record means a step failed.
+The start itself (clone, id maps, release, the error pipe) is
+:func:`isorun.sandbox.parent.spawn_in_parent`, shared with the warm CLI launch. Around
+it, this module adds what the API needs: stdio pipes, the cgroup (created and entered
+before the child is released), learn mode's listener, the wall-clock timer, and a handle
+like :class:`subprocess.Popen`.
 
 Exit codes follow the shell: the command's own; 128+N when killed by signal N; 124 when
 the wall-clock limit killed it; 126 not executable; 127 not found. A failed set-up step
@@ -27,54 +29,17 @@ from types import TracebackType
 from typing import IO, Any
 
 from isorun.errors import InternalError, SandboxSetupError
-from isorun.sandbox import _shim
+from isorun.sandbox import _shim, parent
 from isorun.sandbox.cgroup import Cgroup, create_cgroup_in_parent, plan_cgroup_in_parent
-from isorun.sandbox.spec import ShimSpec
-from isorun.sandbox.tree import clone_trees_in_parent
+from isorun.sandbox.spec import ShimSpec, spec_record
 
 #: exit code reported when the wall-clock limit killed the sandbox, as timeout(1)
 EXIT_WALL_TIME = 124
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
+CLONE_NEWPID = parent.CLONE_NEWPID
 
 #: what may be given as stdin/stdout/stderr, as for subprocess.Popen
 StdSpec = int | IO[Any] | None
-
-
-def _proc_write(pid: int, name: str, data: bytes, spec: ShimSpec) -> None:
-    path = f"/proc/{pid}/{name}"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            # One write: the kernel accepts a map only in a single write(2) call.
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        raise SandboxSetupError(
-            name,
-            f"write({name})",
-            err.errno or 0,
-            detail=data.decode(errors="replace").strip(),
-            step_index=spec.step_index.get(name, -1),
-        ) from err
-
-
-def write_id_maps_in_parent(pid: int, spec: ShimSpec) -> None:
-    """setgroups, then gid_map, then uid_map for the child's user namespace."""
-    if not spec.clone_flags & CLONE_NEWUSER:
-        if spec.uid_map or spec.gid_map:
-            raise InternalError("uid_map/gid_map given without a new user namespace")
-        return
-    # "deny" must precede gid_map: unprivileged writers of gid_map are refused until
-    # setgroups is denied (user_namespaces(7), CVE-2014-8989).
-    if spec.setgroups_deny:
-        _proc_write(pid, "setgroups", b"deny", spec)
-    if spec.gid_map:
-        _proc_write(pid, "gid_map", spec.gid_map, spec)
-    if spec.uid_map:
-        _proc_write(pid, "uid_map", spec.uid_map, spec)
 
 
 def _child_stdio(value: StdSpec, index: int, opened: list[int]) -> tuple[int, int]:
@@ -102,18 +67,6 @@ def _lift(fd: int, index: int, opened: list[int]) -> int:
     lifted = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     opened.append(lifted)
     return lifted
-
-
-def _read_all(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except InterruptedError:
-            continue
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 def _exit_code(status: int) -> int:
@@ -312,77 +265,57 @@ def spawn(
     """
     if bool(spec.notify_bpf) != (on_listener is not None):
         raise InternalError("spec.notify_bpf and on_listener go together")
-    keep = tuple(sorted({*spec.keep_fds, *pass_fds} - {0, 1, 2}))
-    for fd in keep:
-        os.fstat(fd)
-    plan = plan_cgroup_in_parent(memory_max, pids_max, spec.cgroup)
+    cgroup_plan = plan_cgroup_in_parent(memory_max, pids_max, spec.cgroup)
+    record = spec_record(spec)
     opened: list[int] = []
     parent_ends: list[int] = []
     child_ends: list[int] = []
-    pid = -1
-    pidfd = -1
+    started: tuple[int, int] | None = None
     cgroup: Cgroup | None = None
+
+    def attach(pid: int) -> None:
+        nonlocal cgroup
+        assert cgroup_plan is not None
+        cgroup = create_cgroup_in_parent(cgroup_plan, f"isorun-{pid}")
+        cgroup.attach_in_parent(pid)
+
     try:
         for index, value in enumerate((stdin, stdout, stderr)):
             child_fd, parent_fd = _child_stdio(value, index, opened)
             child_ends.append(_lift(child_fd, index, opened))
             parent_ends.append(parent_fd)
-        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        opened.extend((sync_r, sync_w, err_r, err_w))
-        # Before the clone: the child inherits the tree descriptors (see sandbox/tree.py).
-        spec = clone_trees_in_parent(spec, opened)
-        notify_parent = notify_child = -1
+        hand_over = None
+        notify_child = -1
         if on_listener is not None:
             notify_parent, notify_child = _notify_socket(opened)
-        fds = _shim.ChildFds(
-            (child_ends[0], child_ends[1], child_ends[2]), sync_r, sync_w, err_w, err_r, keep,
-            notify_child,
-        )
-        pid = _shim.spawn_child(spec, fds)
-        # Before anything can reap it: the pidfd pins this process, never a reused pid.
-        pidfd = os.pidfd_open(pid)
-        for fd in {sync_r, err_w, notify_child, *child_ends} - {-1, *parent_ends}:
-            if fd in opened:
-                os.close(fd)
-                opened.remove(fd)
-        write_id_maps_in_parent(pid, spec)
-        if plan is not None:
-            cgroup = create_cgroup_in_parent(plan, f"isorun-{pid}")
-            cgroup.attach_in_parent(pid)
-        os.write(sync_w, b"\0")
-        os.close(sync_w)
-        opened.remove(sync_w)
-        if on_listener is not None:
-            # Before the error pipe: its EOF comes only after execve, which waits for an
-            # answer on the listener.
-            try:
+
+            def hand_over(pid: int) -> None:
+                assert on_listener is not None
                 _hand_over_listener(notify_parent, spec, on_listener)
-            except SandboxSetupError as err:
-                # The child's own record, if it wrote one, says more than our pidfd_getfd;
-                # killed first, so reading the pipe to EOF cannot wait on a blocked execve.
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                failure = _shim.parse_failure(_read_all(err_r))
-                if failure is not None:
-                    raise _shim.failure_error(spec, failure) from err
-                raise
-        report = _read_all(err_r)
-        os.close(err_r)
-        opened.remove(err_r)
-        failure = _shim.parse_failure(report)
-        if failure is not None and not failure.is_exec:
-            raise _shim.failure_error(spec, failure)
-        exec_error = _shim.failure_error(spec, failure) if failure is not None else None
+
+        pid, pidfd, failure = parent.spawn_in_parent(
+            record, opened, stdio=(child_ends[0], child_ends[1], child_ends[2]),
+            pass_fds=pass_fds, child_ends={notify_child, *child_ends} - {-1, *parent_ends},
+            notify_fd=notify_child, attach=attach if cgroup_plan is not None else None,
+            on_release=hand_over)  # fmt: skip
+        started = pid, pidfd
+        exec_error = None if failure is None else parent.failure_error(record, failure)
         for fd in parent_ends:
             if fd >= 0:
                 opened.remove(fd)
         proc = SandboxProcess(pid, pidfd, spec, parent_ends, cgroup, wall_time, exec_error)
-        pid = -1
+        started = None
         return proc
+    except BaseException:
+        # spawn_in_parent leaves no process behind when it raises; once it returned, the
+        # sandbox is ours to kill. The cgroup goes last: emptied, then removed.
+        if started is not None:
+            parent.abandon_in_parent(*started, record)
+        if cgroup is not None:
+            cgroup.kill_in_parent()
+            cgroup.remove_in_parent()
+        raise
     finally:
-        if pid > 0:
-            _abandon(pid, pidfd, spec, cgroup)
         for fd in opened:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -395,9 +328,9 @@ def _notify_socket(opened: list[int]) -> tuple[int, int]:
     the kernel attach the sender's pid translated into *our* pid namespace (unix(7)),
     which the command itself cannot know from inside its own.
     """
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    parent_fd, child_fd = parent.detach(), child.detach()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    parent_fd, child_fd = ours.detach(), theirs.detach()
     opened.extend((parent_fd, child_fd))
     return parent_fd, child_fd
 
@@ -435,22 +368,3 @@ def _hand_over_listener(fd: int, spec: ShimSpec, on_listener: Callable[[int], No
                                     detail="taking the learn-mode listener",
                                     step_index=spec.step_index.get("seccomp", -1)) from err
     on_listener(listener)
-
-
-def _abandon(pid: int, pidfd: int, spec: ShimSpec, cgroup: Cgroup | None) -> None:
-    """Leave nothing behind after a failed spawn: kill, reap, remove the cgroup."""
-    if pidfd >= 0:
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        os.close(pidfd)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    if not spec.clone_flags & CLONE_NEWPID and spec.new_session:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-    if cgroup is not None:
-        cgroup.kill_in_parent()
-        cgroup.remove_in_parent()

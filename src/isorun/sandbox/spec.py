@@ -9,7 +9,11 @@ back to the plan step (and so to the profile line) that asked for it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from isorun.sandbox.parent import Record
 
 
 class MountKind(enum.IntEnum):
@@ -112,3 +116,22 @@ class ShimSpec:
     cgroup: bytes = b""
     #: step index for each fixed step name, for error mapping (e.g. "hostname": 7)
     step_index: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+
+
+def spec_record(spec: ShimSpec) -> Record:
+    """``spec`` as plain data for :mod:`isorun.sandbox.parent`, which starts every sandbox.
+
+    Every field under its own name (a field added to ShimSpec comes along); mounts and
+    rlimits become tuples of their fields in declaration order, a MountKind its int. Only
+    bytes, ints, bools, tuples and a dict of ints, so a record marshals into the plan
+    cache and the warm launch needs neither dataclasses nor enum to read it. Changing this
+    layout means bumping ``parent.RECORD_FORMAT``.
+    """
+    record = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    record["mounts"] = tuple(
+        (int(m.kind), m.dst, m.src, m.flags, m.data, m.mode, m.optional, m.step, m.tree_fd)
+        for m in spec.mounts
+    )
+    record["rlimits"] = tuple((r.resource, r.soft, r.hard, r.step) for r in spec.rlimits)
+    record["step_index"] = dict(spec.step_index)
+    return record

@@ -1,0 +1,441 @@
+"""The parent side of starting a native sandbox, once, for both launch paths.
+
+:func:`isorun.sandbox.process.spawn` (the API: pipes, cgroups, a wall-clock timer and
+learn mode around it) and the warm CLI launch (:mod:`isorun.launch`: a cached spec from
+the plan cache, stdio inherited) both start the child here. The warm launch is why this
+module is plain: on this kind of machine ``import dataclasses`` (it pulls in ``inspect``)
+costs more than bubblewrap takes to start a whole sandbox, so this module imports only
+``os``, ``sys`` and the compiled shim, and takes a spec as its *record*
+(:func:`isorun.sandbox.spec.spec_record`: dicts, tuples, bytes and ints, which also
+marshal into the plan cache). Errors are imported when something fails, when time no
+longer matters.
+
+The sequence (:func:`spawn_in_parent`): the sync and error pipes; open_tree(2) clones of
+the bind sources for a root caller; the C struct; clone (the child blocks on the sync
+pipe); a pidfd; setgroups, gid_map, uid_map; the caller's ``attach`` (a cgroup); release;
+the caller's ``on_release`` (learn mode's listener); the error pipe read to EOF.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any, TypeAlias
+
+    from isorun.errors import SandboxSetupError
+
+    #: ShimSpec as :func:`isorun.sandbox.spec.spec_record` flattens it
+    Record: TypeAlias = dict[str, Any]
+    #: (step, syscall, errno, plan step index) as the child reported it
+    Failure: TypeAlias = tuple[str, str, int, int]
+
+#: the ABI this package speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
+ABI = 3
+#: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
+#: when the layout changes and cached records from before are never read
+RECORD_FORMAT = 2
+#: PATH used when the spec's environment has none, as execvp(3) does
+DEFAULT_PATH = b"/usr/bin:/bin"
+#: sizeof(struct isorun_failure): int err, int index, char step[32], char syscall[32]
+FAILURE_SIZE = 72
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+SIGKILL = 9
+ENOENT = 2
+#: open_tree(2) shares its number across architectures (the 5.2 unified syscall table)
+SYS_OPEN_TREE = 428
+OPEN_TREE_CLONE, AT_RECURSIVE, AT_FDCWD = 1, 0x8000, -100
+
+
+def load_shim() -> Any:
+    """The compiled shim module, refused (ShimAbiError) when its ABI is not :data:`ABI`."""
+    try:
+        from isorun import _shim_c
+    except ImportError as err:
+        from isorun.errors import ShimAbiError
+
+        raise ShimAbiError(f"the native shim isorun._shim_c is not built ({err})") from err
+    # Typed Any here: mypy sees the extension module only when it is built.
+    shim: Any = _shim_c
+    found = int(shim.lib.isorun_abi())
+    if found != ABI:
+        from isorun.errors import ShimAbiError
+
+        raise ShimAbiError(f"the native shim speaks ABI {found}, this package needs {ABI}")
+    if shim.ffi.sizeof("struct isorun_failure") != FAILURE_SIZE:
+        from isorun.errors import ShimAbiError
+
+        raise ShimAbiError("struct isorun_failure has an unexpected size")
+    return shim
+
+
+def _internal(message: str) -> Exception:
+    from isorun.errors import InternalError
+
+    return InternalError(message)
+
+
+def setup_error(
+    record: Record, step: str, syscall: str, errno: int, detail: str = ""
+) -> SandboxSetupError:
+    """A failed parent-side step, tied to its plan step through ``step_index``."""
+    from isorun.errors import SandboxSetupError
+
+    return SandboxSetupError(
+        step, syscall, errno, detail=detail, step_index=record["step_index"].get(step, -1)
+    )
+
+
+def _check(record: Record, lib: Any) -> None:
+    """Refuse a spec the shim would misread; the planner never makes one (a bug if so)."""
+    argv = record["argv"]
+    if not argv or not argv[0]:
+        raise _internal("spec.argv is empty")
+    root = record["root"]
+    if root not in (b"", b"tmpfs") and not root.startswith(b"/"):
+        raise _internal(f"spec.root must be b'', b'tmpfs' or absolute, got {root!r}")
+    needs_src = (lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_DEV_BIND, lib.ISORUN_MOUNT_SYMLINK)
+    for kind, dst, src, _flags, _data, _mode, _optional, _step, tree_fd in record["mounts"]:
+        if not dst.startswith(b"/"):
+            raise _internal(f"mount dst must be absolute, got {dst!r}")
+        if kind == lib.ISORUN_MOUNT_TREE and tree_fd < 0:
+            raise _internal(f"mount {dst!r} (TREE) needs a tree_fd")
+        if kind in needs_src and not src:
+            from isorun.sandbox.spec import MountKind
+
+            raise _internal(f"mount {dst!r} ({MountKind(kind).name}) needs a src")
+    if len(record["seccomp_bpf"]) % 8 or len(record["notify_bpf"]) % 8:
+        raise _internal("seccomp_bpf is not a whole number of 8-byte instructions")
+    for cap in record["caps_keep"]:
+        if not 0 <= cap < 64:
+            raise _internal(f"capability number out of range: {cap}")
+
+
+def _struct(
+    shim: Any,
+    record: Record,
+    stdio: tuple[int, int, int],
+    sync: tuple[int, int],
+    err: tuple[int, int],
+    keep_fds: tuple[int, ...],
+    notify_fd: int,
+    alive: list[Any],
+) -> Any:
+    """``struct isorun_spec`` for ``record``; every allocation goes into ``alive``, which
+    must outlive the clone (the child reads its copy-on-write copy of these bytes)."""
+    ffi, lib = shim.ffi, shim.lib
+
+    def new(ctype: str, init: object) -> Any:
+        obj = ffi.new(ctype, init)
+        alive.append(obj)
+        return obj
+
+    def cstr(value: bytes, what: str) -> Any:
+        # A C string stops at the first NUL: a path with one would silently name another file.
+        if b"\0" in value:
+            raise _internal(f"{what} contains a NUL byte: {value!r}")
+        return new("char[]", value)
+
+    def cstr_array(values: tuple[bytes, ...], what: str) -> Any:
+        return new("char *[]", [*(cstr(v, what) for v in values), ffi.NULL])
+
+    env = record["env"]
+    c = new("struct isorun_spec *", None)
+    c.argv = cstr_array(record["argv"], "argv")
+    c.env = cstr_array(env, "env")
+    c.path = cstr(next((e[5:] for e in env if e.startswith(b"PATH=")), DEFAULT_PATH), "PATH")
+    c.clone_flags = record["clone_flags"]
+    c.uid, c.gid = record["uid"], record["gid"]
+    c.setgroups_deny = int(record["setgroups_deny"])
+    c.root = cstr(record["root"], "root")
+    mounts = record["mounts"]
+    slots = new("struct isorun_mount[]", max(len(mounts), 1))
+    for slot, (kind, dst, src, flags, data, mode, optional, step, tree_fd) in zip(
+        slots, mounts, strict=False
+    ):
+        slot.kind, slot.optional, slot.step, slot.mode, slot.flags = (
+            kind, int(optional), step, mode, flags)  # fmt: skip
+        slot.dst = cstr(dst, "mount dst")
+        # FILE content goes with its length and may hold NULs; every other src is a path.
+        slot.src = new("char[]", src) if kind == lib.ISORUN_MOUNT_FILE else cstr(src, "src")
+        slot.src_len = len(src)
+        if kind == lib.ISORUN_MOUNT_TMPFS and b"mode=" not in data:
+            # The root of a tmpfs takes its mode from the mount options, not from a mkdir.
+            data = (data + b"," if data else b"") + b"mode=%o" % mode
+        slot.data = cstr(data, "mount data") if data else ffi.NULL
+        slot.tree_fd = tree_fd
+    c.mounts, c.n_mounts = slots, len(mounts)
+    c.cwd = cstr(record["cwd"], "cwd")
+    c.hostname = cstr(record["hostname"], "hostname")
+    c.loopback_up = int(record["loopback_up"])
+    rlimits = record["rlimits"]
+    rslots = new("struct isorun_rlimit[]", max(len(rlimits), 1))
+    for slot, (resource, soft, hard, step) in zip(rslots, rlimits, strict=False):
+        slot.resource, slot.step, slot.soft, slot.hard = resource, step, soft, hard
+    c.rlimits, c.n_rlimits = rslots, len(rlimits)
+    c.new_session = int(record["new_session"])
+    c.die_with_parent = int(record["die_with_parent"])
+    c.keep_fds = new("int[]", list(keep_fds) or [-1])
+    c.n_keep_fds = len(keep_fds)
+    c.caps_keep = sum(1 << cap for cap in set(record["caps_keep"]))
+    c.no_new_privs = int(record["no_new_privs"])
+    bpf = record["seccomp_bpf"]
+    c.seccomp_bpf = new("unsigned char[]", bpf or b"\0")
+    c.seccomp_len = len(bpf)
+    c.init = int(record["init"])
+    c.stdio = list(stdio)
+    c.sync_fd, c.sync_parent_fd = sync
+    c.err_fd, c.err_parent_fd = err
+    notify = record["notify_bpf"]
+    if notify and notify_fd < 0:
+        raise _internal("spec.notify_bpf needs a notify socket (notify_fd)")
+    c.notify_bpf = new("unsigned char[]", notify or b"\0")
+    c.notify_len = len(notify)
+    c.notify_fd = notify_fd
+    return c
+
+
+def clone_in_parent(
+    record: Record,
+    stdio: tuple[int, int, int],
+    sync: tuple[int, int],
+    err: tuple[int, int],
+    keep_fds: tuple[int, ...],
+    notify_fd: int = -1,
+) -> int:
+    """clone(2) the child of ``record``; it waits on the sync pipe. Returns its pid.
+
+    ``sync`` is (the child's read end, the parent's write end), ``err`` (the child's
+    CLOEXEC write end, the parent's read end), all numbered as in the parent: clone copies
+    the descriptor table.
+    """
+    shim = load_shim()
+    _check(record, shim.lib)
+    alive: list[Any] = []
+    c_spec = _struct(shim, record, stdio, sync, err, keep_fds, notify_fd, alive)
+    pid = int(shim.lib.isorun_spawn(c_spec))
+    del alive  # the child has its own copy now
+    if pid < 0:
+        raise setup_error(record, "clone", "clone", -pid, f"flags {record['clone_flags']:#x}")
+    return pid
+
+
+def clone_trees_in_parent(record: Record, opened: list[int]) -> Record:
+    """``record`` with each BIND turned into a TREE the parent cloned, when it is root.
+
+    A root caller's sandbox runs as the host's overflow uid (see planner._identity), and
+    that uid cannot walk the host's 0700 directories: a bind of /root/.pyenv/... (where a
+    root user's Python lives) fails with EACCES in the child. The parent is still root, so
+    it clones each bind source as a detached tree (open_tree(2), OPEN_TREE_CLONE) and the
+    child attaches it with move_mount(2). Nothing is granted that the profile did not name:
+    the tree is exactly the bind asked for, and the child still applies its flags.
+
+    Descriptors go into ``opened`` (CLOEXEC; the child's CloseFds closes them before
+    execve). A missing optional source is dropped, as the child would skip it: behind a
+    0700 directory it could not even tell (its stat fails with EACCES, not ENOENT). Any
+    other source the parent cannot clone stays a path bind, which the child reports.
+    """
+    if os.geteuid() != 0 or not record["clone_flags"] & CLONE_NEWUSER:
+        return record
+    import ctypes  # root only: os has no open_tree
+
+    lib = load_shim().lib
+    bind, tree = lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_TREE
+    libc = ctypes.CDLL(None, use_errno=True)
+    flags = OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC
+    mounts = []
+    for mount in record["mounts"]:
+        if mount[0] == bind:
+            fd = int(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, mount[2], flags))
+            if fd < 0:
+                if not (ctypes.get_errno() == ENOENT and mount[6]):
+                    mounts.append(mount)
+                continue
+            opened.append(fd)
+            mount = (tree, *mount[1:8], fd)
+        mounts.append(mount)
+    return {**record, "mounts": tuple(mounts)}
+
+
+def _proc_write(pid: int, name: str, data: bytes, record: Record) -> None:
+    try:
+        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            # One write: the kernel accepts a map only in a single write(2) call.
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise setup_error(
+            record, name, f"write({name})", err.errno or 0, data.decode(errors="replace").strip()
+        ) from err
+
+
+def write_id_maps_in_parent(pid: int, record: Record) -> None:
+    """setgroups, then gid_map, then uid_map for the child's user namespace."""
+    if not record["clone_flags"] & CLONE_NEWUSER:
+        if record["uid_map"] or record["gid_map"]:
+            raise _internal("uid_map/gid_map given without a new user namespace")
+        return
+    # "deny" must precede gid_map: unprivileged writers of gid_map are refused until
+    # setgroups is denied (user_namespaces(7), CVE-2014-8989).
+    if record["setgroups_deny"]:
+        _proc_write(pid, "setgroups", b"deny", record)
+    if record["gid_map"]:
+        _proc_write(pid, "gid_map", record["gid_map"], record)
+    if record["uid_map"]:
+        _proc_write(pid, "uid_map", record["uid_map"], record)
+
+
+def read_all(fd: int) -> bytes:
+    """Everything until EOF."""
+    chunks: list[bytes] = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_failure(report: bytes) -> Failure | None:
+    """The first ``struct isorun_failure`` in what was read from the error pipe, if any."""
+    if len(report) < FAILURE_SIZE:
+        return None
+    # Native byte order, no padding (=ii32s32s).
+    err = int.from_bytes(report[0:4], sys.byteorder, signed=True)
+    index = int.from_bytes(report[4:8], sys.byteorder, signed=True)
+    step = report[8:40].split(b"\0", 1)[0].decode()
+    syscall = report[40:72].split(b"\0", 1)[0].decode()
+    return step, syscall, err, index
+
+
+def failure_error(record: Record, failure: Failure) -> SandboxSetupError:
+    """The domain error for a child's failure, with its plan step index when known."""
+    from isorun.errors import SandboxSetupError
+    from isorun.sandbox.spec import MountKind
+
+    step, syscall, errno, index = failure
+    if index < 0:
+        index = record["step_index"].get(step, -1)
+    detail = ""
+    if step == "mount" and index >= 0:
+        for kind, dst, src, *_, mount_step, _tree_fd in record["mounts"]:
+            if mount_step == index:
+                detail = f"{MountKind(kind).name.lower()} {os.fsdecode(dst)}"
+                if src and kind != MountKind.FILE:
+                    detail += f" from {os.fsdecode(src)}"
+                break
+    return SandboxSetupError(step, syscall, errno, detail=detail, step_index=index)
+
+
+def _quietly(
+    errors: type[BaseException] | tuple[type[BaseException], ...],
+    call: Callable[..., object],
+    *args: object,
+) -> None:
+    """call(*args), ignoring ``errors``: contextlib.suppress without importing contextlib."""
+    try:  # noqa: SIM105 - see docstring
+        call(*args)
+    except errors:
+        pass
+
+
+def signal_in_parent(pidfd: int, sig: int) -> None:
+    """pidfd_send_signal(2), ignoring a child already gone. The signal module's wrapper
+    imports enum (milliseconds); _signal is its C half."""
+    import _signal  # type: ignore[import-not-found]
+
+    _quietly(ProcessLookupError, _signal.pidfd_send_signal, pidfd, sig)
+
+
+def abandon_in_parent(pid: int, pidfd: int, record: Record) -> None:
+    """Leave no process behind after a failed spawn: kill, then reap."""
+    if pidfd >= 0:
+        signal_in_parent(pidfd, SIGKILL)
+        os.close(pidfd)
+    else:
+        _quietly(ProcessLookupError, os.kill, pid, SIGKILL)
+    # Without a pid namespace, killing the child takes no one else along; its session
+    # (setsid made it the leader) does.
+    if not record["clone_flags"] & CLONE_NEWPID and record["new_session"]:
+        _quietly((ProcessLookupError, PermissionError), os.killpg, pid, SIGKILL)
+    _quietly(ChildProcessError, os.waitpid, pid, 0)
+
+
+def spawn_in_parent(
+    record: Record,
+    opened: list[int],
+    *,
+    stdio: tuple[int, int, int] = (-1, -1, -1),
+    pass_fds: Iterable[int] = (),
+    child_ends: Iterable[int] = (),
+    notify_fd: int = -1,
+    attach: Callable[[int], None] | None = None,
+    on_release: Callable[[int], None] | None = None,
+) -> tuple[int, int, Failure | None]:
+    """Start the sandbox of ``record``: (pid, pidfd, exec failure or None).
+
+    ``stdio`` are what becomes 0, 1, 2 in the child (-1 inherits ours), ``pass_fds`` stay
+    open in the command besides ``record["keep_fds"]``, and ``child_ends`` are descriptors
+    in ``opened`` that only the child needs (closed here after the clone). ``attach(pid)``
+    runs before the child is released (cgroups: nothing it runs may be outside them),
+    ``on_release(pid)`` after (learn mode: the child's execve waits for an answer on the
+    listener, so the error pipe's EOF cannot come before it).
+
+    The exec failure is the child's report that execve failed: the command's status is
+    then 126 or 127, as in a shell, and the caller says why. Any other failure raises
+    SandboxSetupError and leaves no process behind. Descriptors we open go into
+    ``opened``; the caller closes what is left there.
+    """
+    keep = tuple(sorted({*record["keep_fds"], *pass_fds} - {0, 1, 2}))
+    for fd in keep:
+        os.fstat(fd)  # EBADF now, not a silently missing descriptor in the command
+    pid = pidfd = -1
+    try:
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        opened.extend((sync_r, sync_w, err_r, err_w))
+        # Before the clone: the child inherits the tree descriptors.
+        record = clone_trees_in_parent(record, opened)
+        pid = clone_in_parent(record, stdio, (sync_r, sync_w), (err_w, err_r), keep, notify_fd)
+        # Before anything can reap it: the pidfd pins this process, never a reused pid.
+        pidfd = os.pidfd_open(pid)
+        for fd in {sync_r, err_w, *child_ends}:
+            if fd in opened:
+                os.close(fd)
+                opened.remove(fd)
+        write_id_maps_in_parent(pid, record)
+        if attach is not None:
+            attach(pid)
+        os.write(sync_w, b"\0")
+        os.close(sync_w)
+        opened.remove(sync_w)
+        if on_release is not None:
+            try:
+                on_release(pid)
+            except Exception as err:
+                from isorun.errors import SandboxSetupError
+
+                if not isinstance(err, SandboxSetupError):
+                    raise
+                # The child's own record, if it wrote one, says more than the hook's
+                # error; killed first, so reading to EOF cannot wait on a blocked execve.
+                signal_in_parent(pidfd, SIGKILL)
+                failure = parse_failure(read_all(err_r))
+                if failure is not None:
+                    raise failure_error(record, failure) from err
+                raise
+        failure = parse_failure(read_all(err_r))
+        os.close(err_r)
+        opened.remove(err_r)
+        if failure is not None and failure[0] != "exec":
+            raise failure_error(record, failure)
+        started = pid, pidfd, failure
+        pid = -1
+        return started
+    finally:
+        if pid > 0:
+            abandon_in_parent(pid, pidfd, record)
