@@ -135,7 +135,13 @@ def _launch_cached(
         return None
     if verbose:
         note(f"isorun: profile {entry.get('profile')}, backend native (cached plan)")
-    return launch.run(record, command)
+    try:
+        return launch.run(record, command)
+    except Exception as err:
+        located = launch.locate(err, entry)
+        if located is None:
+            raise
+        raise located from None
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ class Popen:
                     memory_max=cgroups[0].memory if cgroups else None,
                     pids_max=cgroups[0].pids if cgroups else None)
             except SandboxSetupError as err:
-                raise _locate(err, plan) from None
+                raise locate_error(err, plan) from None
             self.exec_error = self._proc.exec_error
         self.pid: int = self._proc.pid
         self.stdin, self.stdout, self.stderr = _wrap_text(self._proc, text)
@@ -184,7 +184,7 @@ def _shim_built() -> bool:
     return importlib.util.find_spec("isorun._shim_c") is not None
 
 
-def _locate(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
+def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
     """Name the profile line behind a failed step: the shim only knows the step index."""
     if err.loc is not None or not 0 <= err.step_index < len(plan.steps):
         return err

@@ -136,6 +136,23 @@ def exec_failure_message(command: str, errno: int) -> str:
     return f"isorun: {command}: {why}\n"
 
 
+def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:
+    """``err`` naming the profile line of its step, as the regular path reports it, or
+    None when there is nothing to add. Only called once the launch failed, so loading
+    the cached plan for its locations costs nothing that matters."""
+    from isorun.errors import SandboxSetupError
+
+    if not isinstance(err, SandboxSetupError) or err.loc is not None:
+        return None
+    from isorun import api, cache
+
+    try:
+        plan = cache.load_plan(entry)
+    except Exception:
+        return None  # the error without its line is still the right error
+    return api.locate_error(err, plan)
+
+
 def run(record: Record, argv: list[str]) -> int:
     """Launch with stdio inherited and wait; the exit code as a shell reports it (128+N
     for signal N, 126/127 when execve failed)."""

@@ -106,3 +106,19 @@ def test_changed_kept_variable_reaches_the_command(tmp_path: Path) -> None:
 
     assert term("xterm") == "xterm\n"
     assert term("vt100") == "vt100\n"
+
+
+def test_setup_error_identical_cold_and_warm(tmp_path: Path) -> None:
+    # A required bind source that does not exist fails in the child (mount), after the
+    # cache was written: the warm launch must name the same step and profile line.
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        'extends = ["strict"]\n[[mounts]]\ntype = "ro-bind"\n'
+        'src = "/nonexistent-isorun-source"\ndst = "/mnt/x"\n'
+    )
+    cold = _isorun(tmp_path, "--profile", str(profile), "--", "/bin/true")
+    warm = _isorun(tmp_path, "--verbose", "--profile", str(profile), "--", "/bin/true")
+    assert cold.returncode == warm.returncode == 125
+    assert "(cached plan)" in warm.stderr
+    assert "mount:" in cold.stderr and "p.toml:2" in cold.stderr
+    assert cold.stderr in warm.stderr
