@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -72,6 +71,14 @@ static int mkdir_p(const char *path, mode_t mode) {
 
     if (len + 1 > sizeof buf)
         return -ENAMETOOLONG;
+    /*
+     * The whole path first: its parent (the new root, or /dev we just made) usually
+     * exists, and one mkdir beats one per component. Only ENOENT means a missing parent.
+     */
+    if (mkdir(path, mode) == 0 || errno == EEXIST)
+        return 0;
+    if (errno != ENOENT)
+        return -errno;
     memcpy(buf, path, len + 1);
     for (i = 1; i <= len; i++) {
         if (buf[i] != '/' && buf[i] != '\0')
@@ -113,49 +120,21 @@ static int touch(const char *path, mode_t mode) {
 }
 
 /*
- * Flags the kernel locks on a mount copied into a less privileged user namespace
- * (mount_namespaces(7), "Restrictions on mount namespaces"): a remount that would clear
- * one fails with EPERM, so carry over whatever the mount already has.
- */
-static unsigned long locked_flags(const char *path) {
-    struct statvfs st;
-    unsigned long out = 0;
-
-    if (statvfs(path, &st) < 0)
-        return 0;
-    if (st.f_flag & ST_NOSUID)
-        out |= MS_NOSUID;
-    if (st.f_flag & ST_NODEV)
-        out |= MS_NODEV;
-    if (st.f_flag & ST_NOEXEC)
-        out |= MS_NOEXEC;
-    if (st.f_flag & ST_NOATIME)
-        out |= MS_NOATIME;
-    if (st.f_flag & ST_NODIRATIME)
-        out |= MS_NODIRATIME;
-    if (st.f_flag & ST_RELATIME)
-        out |= MS_RELATIME;
-    if (st.f_flag & ST_RDONLY)
-        out |= MS_RDONLY;
-    return out;
-}
-
-/*
  * A bind mount ignores every flag but MS_REC on creation; read-only and friends only take
- * effect through a second, remount call on the new mount point.
+ * effect once set on the new mount afterwards.
+ *
+ * mount_setattr(2) with AT_RECURSIVE, not a remount: MS_REMOUNT | MS_BIND reaches only
+ * the top mount of a recursive bind, and submounts (e.g. a separate /usr under a bound /)
+ * would stay writable. It also only adds attributes (attr_clr stays 0), so it never
+ * tries to clear a flag the kernel locked on a mount copied into a less privileged user
+ * namespace (mount_namespaces(7)), which a remount would have had to repeat or get EPERM.
+ * Failing here (ENOSYS before Linux 5.12) is fail-closed: a read-only request must never
+ * leave a writable mount.
  */
 static void remount_bind(const struct where *w, const char *path, unsigned long flags) {
     unsigned long want = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
     struct mount_attr attr;
 
-    if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | want | locked_flags(path), NULL) < 0)
-        fail(w, "mount(MS_REMOUNT)", errno);
-    /*
-     * The remount only reaches the top mount of a recursive bind; submounts (e.g. a
-     * separate /usr under a bound /) would stay writable. mount_setattr(2) applies the
-     * same attributes to the whole subtree. Failing here (ENOSYS before Linux 5.12) is
-     * fail-closed: a read-only request must never leave a writable submount.
-     */
     memset(&attr, 0, sizeof attr);
     if (want & MS_RDONLY)
         attr.attr_set |= MOUNT_ATTR_RDONLY;
