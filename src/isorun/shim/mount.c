@@ -362,6 +362,7 @@ static void root_fail(const struct isorun_spec *spec, const char *step, const ch
 
 void isorun_child_mount(const struct isorun_spec *spec) {
     int keep_root = spec->root[0] == '\0';
+    char path[PATH_MAX];
 
     if (!(spec->clone_flags & CLONE_NEWNS)) {
         /* Mounting without a private mount namespace would change the host's view. */
@@ -383,12 +384,9 @@ void isorun_child_mount(const struct isorun_spec *spec) {
             root_fail(spec, "root", "mount(tmpfs)");
         if (mkdir(STAGE OLD, 0700) < 0 || mkdir(STAGE NEW, 0755) < 0)
             root_fail(spec, "root", "mkdir");
-        if (strcmp(spec->root, "tmpfs") == 0) {
-            if (mount("tmpfs", STAGE NEW, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
-                root_fail(spec, "root", "mount(tmpfs)");
-        } else if (mount(spec->root, STAGE NEW, NULL, MS_BIND | MS_REC, NULL) < 0) {
-            root_fail(spec, "root", "mount(MS_BIND)");
-        }
+        if (strcmp(spec->root, "tmpfs") == 0 &&
+            mount("tmpfs", STAGE NEW, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
+            root_fail(spec, "root", "mount(tmpfs)");
         /*
          * pivot_root(2) rather than chroot(2): chroot leaves the host root as the mount
          * namespace's root, and a process with CAP_SYS_CHROOT walks back out of it.
@@ -399,6 +397,16 @@ void isorun_child_mount(const struct isorun_spec *spec) {
             root_fail(spec, "pivot_root", "pivot_root");
         if (chdir("/") < 0)
             root_fail(spec, "pivot_root", "chdir");
+        /*
+         * A host directory as root binds only now, from /old like every other source:
+         * before the pivot the stage covers /tmp, where the directory may well lie.
+         */
+        if (strcmp(spec->root, "tmpfs") != 0) {
+            if (isorun_join(path, sizeof path, OLD, spec->root) < 0)
+                isorun_child_fail(spec, "root", "path", ENAMETOOLONG, -1);
+            if (mount(path, NEW, NULL, MS_BIND | MS_REC, NULL) < 0)
+                root_fail(spec, "root", "mount(MS_BIND)");
+        }
         /*
          * All mounts while the host root is still attached at /old: sources resolve
          * there, and a new procfs is only allowed while a fully visible proc exists in
