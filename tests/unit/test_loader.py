@@ -164,3 +164,12 @@ def test_unknown_variable_in_plan(tmp_path: Path) -> None:
 
 def test_error_exit_code_is_2() -> None:
     assert ProfileError([]).exit_code == 2
+
+
+def test_filter_that_cannot_start_a_command_is_refused(tmp_path: Path) -> None:
+    spec = write(tmp_path, "[namespaces]\nuser = true\n")
+    with pytest.raises(ProfileError) as info:
+        api.compile_plan(spec)
+    text = info.value.render()
+    assert "p.toml:1:1: error: the seccomp filter allows neither execve nor exit_group" in text
+    assert '@docker-default' in text

@@ -114,6 +114,8 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
         warnings.append(f"no_new_privs is off ({profile.security.loc.short()}): setuid "
                         "programs run with their privileges")
     if profile.seccomp.enabled:
+        _check_startable(profile.seccomp, profile.seccomp.loc if profile.seccomp.loc.line
+                         else profile.loc, errors)
         # Last before execve: the filter must not have to allow isorun's own set-up.
         steps.append(p.LoadSeccomp(profile.seccomp, at("seccomp.allow", profile.seccomp.loc)))
     else:
@@ -168,6 +170,28 @@ def _mount_step(mount: schema.Mount, expand: Callable[[str, Loc], str]) -> p.Mou
     return p.MountStep(type=mount.type, dst=dst, src=src, content=mount.content, size=mount.size,
                        mode=mount.mode, optional=mount.optional, noexec=mount.noexec,
                        loc=mount.loc)
+
+
+def _check_startable(policy: schema.Seccomp, loc: Loc, errors: list[Diagnostic]) -> None:
+    """A filter that refuses execve or exit_group can never run a command: every launch
+    would die at its first syscall (SIGSEGV once even exit is refused). That is almost
+    always a profile without an allow list, so say so instead of failing obscurely."""
+    from isorun.compile import syscalls
+
+    allowed: set[str] = set()
+    for name in policy.allow:
+        allowed |= syscalls.expand(name)
+    for rule in policy.rules:
+        if rule.action.kind in ("allow", "log"):
+            for name in rule.syscalls:
+                allowed |= syscalls.expand(name)
+    missing = [n for n in ("execve", "exit_group") if n not in allowed]
+    if missing:
+        errors.append(Diagnostic(
+            loc, f"the seccomp filter allows neither {' nor '.join(missing)}: "
+            "no command could start or exit under it",
+            'allow a base set, e.g. [seccomp] allow = ["@docker-default"] (what strict '
+            'uses), or extends = ["strict"]'))
 
 
 def _cap(name: str) -> str:
