@@ -68,7 +68,7 @@ def strict_bpf() -> bytes:
     """The BPF program isorun loads for ``strict`` (from its own cache/compiler)."""
     from isorun import api
 
-    return api._cached_program(api._cached_plan("strict"))
+    return api.cached_program(api._cached_plan("strict"))
 
 
 def bwrap_argv(seccomp_fd: int | None) -> list[str]:
@@ -251,6 +251,12 @@ def main() -> int:
         "cold", isorun_argv, max(10, runs // 3), cold_env, prepare=f"rm -rf {cold_dir}"
     )
     cli["isorun CLI, warm cache"] = hyperfine("warm", isorun_argv, runs, warm_env)
+    # The same plan through the fallback backend (issue #5), beside the bare tool below.
+    # firejail is not measured under strict: it refuses the plan (no empty root, no
+    # cgroup namespace), which is the fail-closed answer, not a launch.
+    via_bwrap = [ISORUN, "--backend", "bwrap", "--profile", "strict", "--", "/bin/true"]
+    cli["isorun --backend bwrap, warm cache"] = hyperfine("via-bwrap", via_bwrap, runs,
+                                                          warm_env)
     cli["bwrap"] = hyperfine("bwrap", bwrap_argv(None), runs, env)
     cli["bwrap + seccomp (via sh)"] = hyperfine("bwrap-seccomp", bwrap_seccomp, runs, env)
     cli["sh -c exec (overhead of the line above)"] = hyperfine(

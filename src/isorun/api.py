@@ -97,7 +97,7 @@ class Popen:
                 allow_weaker=allow_weaker)
         else:
             spec = native.build_spec(plan, self.args, os.environ if env is None else env,
-                                     _cached_program(plan))
+                                     cached_program(plan))
             wall = plan.find(WallTime)
             cgroups = plan.find(Cgroup)
             try:
@@ -321,7 +321,7 @@ def _policy_of(plan: Plan) -> Any:
     return steps[0].policy if steps else None
 
 
-def _cached_program(plan: Plan) -> bytes:
+def cached_program(plan: Plan) -> bytes:
     """Keyed by the seccomp policy itself (a frozen, hashable dataclass)."""
     key = _policy_of(plan)
     program = _PROGRAMS.get(key)
