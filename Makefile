@@ -20,7 +20,9 @@ shim: ## rebuild the native shim in place
 run: setup ## run a sandboxed demo with the built-in strict profile
 	@scripts/demo.sh
 
-test: setup ## the whole suite (unit, golden, integration, escape), as CI runs it
+test: setup ## lint, type check and the whole suite (unit, golden, integration, escape), as CI runs it
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/mypy src
 	$(PYTEST) -q tests
 
 test-unit: setup ## unit tests only
@@ -56,7 +58,7 @@ docs: setup ## regenerate docs/profile.md from the schema docstrings
 bench: setup ## benchmarks against bubblewrap/firejail (writes docs/benchmarks.md)
 	$(PY) scripts/bench.py
 
-check: lint typecheck test ## everything CI checks
+check: test ## everything CI checks (make test includes lint and typecheck)
 
 clean: ## remove build outputs and caches
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache tests/probes/bin
