@@ -43,6 +43,28 @@ test-escape: setup ## the escape suite
 test-root: setup ## root-only tests
 	$(PYTEST) -q -m root tests
 
+# The shim built with ASan + UBSan into build/asan (the package's module stays as it is),
+# loaded through scripts/asan/sitecustomize.py, against the tests that run it for real.
+# - LD_PRELOAD: the ASan runtime must be the first library of the process; python is not
+#   linked with it, so without the preload dlopen()ing the module fails at once.
+# - detect_leaks=0: LeakSanitizer would report every object the interpreter keeps until
+#   exit, thousands of reports that are not ours; the shim allocates nothing itself.
+# - abort_on_error=1: a report ends the process with SIGABRT, which no test mistakes for
+#   a command's own exit status.
+# - detect_stack_use_after_return=0 (GCC's default, made explicit): with it, frames live
+#   on a heap "fake stack" that init and the CLONE_VM command would share.
+# The child's stacks need telling ASan about; scripts/asan/clone_stack.c says why.
+ASAN_ENV = PYTHONPATH=$(CURDIR)/scripts/asan \
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+test-asan: setup ## integration, escape and learn tests on an ASan/UBSan build of the shim
+	ISORUN_SHIM_BUILD=asan $(PY) src/isorun/shim/build_shim.py
+	$(ASAN_ENV) $(PY) -c 'from isorun.sandbox import _shim; import isorun._shim_c as m; \
+		assert "/build/asan/" in m.__file__, m.__file__; print("test-asan:", m.__file__)'
+	$(ASAN_ENV) $(PYTEST) -q -p no:cacheprovider tests/integration tests/escape tests/learn
+
 lint: setup ## ruff
 	$(VENV)/bin/ruff check src tests scripts
 
@@ -64,4 +86,4 @@ clean: ## remove build outputs and caches
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache tests/probes/bin
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-.PHONY: help setup dev shim run test test-unit test-golden golden test-integration test-escape test-root lint fmt typecheck docs bench check clean
+.PHONY: help setup dev shim run test test-unit test-golden golden test-integration test-escape test-root test-asan lint fmt typecheck docs bench check clean

@@ -7,6 +7,7 @@ the C sources are compiled with the warnings the style guide asks for. Used by s
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -53,5 +54,44 @@ def build_in_place() -> Path:
     return target
 
 
+#: ``make test-asan``: AddressSanitizer + UBSan, any UB fatal (a report that only prints
+#: would pass the test that caused it); -g -O1 and frame pointers for whole, readable
+#: stacks from ASan's frame-pointer unwinder.
+SANITIZE = (
+    "-fsanitize=address,undefined",
+    "-fno-omit-frame-pointer",
+    "-fno-sanitize-recover=undefined",
+)
+SANITIZE_CFLAGS = (*CFLAGS, "-O1", "-g", *SANITIZE)
+#: tells ASan about the stacks the child runs on; linked in through --wrap=clone, so the
+#: shipped sources stay free of sanitizer code (see the file for why it is needed)
+CLONE_STACK = HERE.parent.parent.parent / "scripts" / "asan" / "clone_stack.c"
+
+
+def build_sanitized() -> Path:
+    """Compile a sanitized module into build/asan, leaving the package's own untouched.
+
+    Only ``ISORUN_SHIM_BUILD=asan python build_shim.py`` gets here, never pip (which
+    imports ``ffibuilder`` above), so an exported variable cannot slip the sanitizers
+    into an installed module. The module keeps its name, isorun._shim_c, and is found by
+    scripts/asan/sitecustomize.py; its ABI is checked on import like any other build.
+    """
+    asan = FFI()
+    asan.cdef((HERE / "isorun_shim.h").read_text())
+    asan.set_source(
+        "isorun._shim_c",
+        '#include "isorun_shim.h"\n',
+        sources=[*(_relative(HERE / name) for name in SOURCES), _relative(CLONE_STACK)],
+        include_dirs=[_relative(HERE)],
+        extra_compile_args=list(SANITIZE_CFLAGS),
+        extra_link_args=[*SANITIZE, "-Wl,--wrap=clone"],
+    )
+    tmp = HERE.parent.parent.parent / "build" / "asan"
+    return Path(asan.compile(tmpdir=str(tmp), verbose=False))
+
+
 if __name__ == "__main__":
-    sys.stdout.write(f"{build_in_place()}\n")
+    if os.environ.get("ISORUN_SHIM_BUILD") == "asan":
+        sys.stdout.write(f"{build_sanitized()}\n")
+    else:
+        sys.stdout.write(f"{build_in_place()}\n")
