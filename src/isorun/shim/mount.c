@@ -51,8 +51,12 @@ int isorun_join(char *buf, size_t size, const char *a, const char *b) {
 
     if (la + lb + 1 > size)
         return -ENAMETOOLONG;
-    memcpy(buf, a, la);
-    memcpy(buf + la, b, lb);
+    /*
+     * memmove: a may be buf itself (do_dev appends to src in place), and memcpy between
+     * overlapping objects is undefined even when they coincide (C11 7.24.2.1).
+     */
+    memmove(buf, a, la);
+    memmove(buf + la, b, lb);
     buf[la + lb] = '\0';
     return 0;
 }
