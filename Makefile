@@ -14,8 +14,8 @@ setup: ## install system packages (as root) and the .venv with isorun in it
 
 dev: setup ## alias of setup
 
-shim: ## rebuild the native shim in place
-	$(VENV)/bin/pip install -q -e . --no-deps
+shim: ## rebuild the native shim in place (removes stale copies of the module)
+	$(PY) src/isorun/shim/build_shim.py
 
 run: setup ## run a sandboxed demo with the built-in strict profile
 	@scripts/demo.sh
