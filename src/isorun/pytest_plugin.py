@@ -29,6 +29,9 @@ INNER = "ISORUN_PYTEST_INNER"
 #: the sandbox's uid on the host when the caller is root (planner.NOBODY)
 NOBODY = 65534
 DEFAULT_PROFILE = "test"
+#: the session's pytest_sandbox.Exiting: marked tests' children that reported and are
+#: still exiting (typed Any: pytest_sandbox is imported only once a marked test runs)
+EXITING = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -202,6 +205,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    exiting = config.stash.get(EXITING, None)
+    if exiting is not None:
+        exiting.reap(block=True)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("isorun")
@@ -237,7 +246,10 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         writable=tuple(os.path.abspath(p) for p in writable),
         where=where,
     )
-    result = pytest_sandbox.run_in_child(policy, lambda: _child_body(item, original, policy))
+    exiting = item.config.stash.setdefault(EXITING, pytest_sandbox.Exiting())
+    result = pytest_sandbox.run_in_child(
+        policy, lambda: _child_body(item, original, policy), exiting
+    )
     if result.outcome == "passed":
         return
     if result.outcome == "skipped":
