@@ -143,9 +143,6 @@ def _writable_by_sandbox(path: str) -> bool:
 
 
 def _reexec(config: pytest.Config, profile: str) -> int:
-    from isorun import api
-    from isorun.errors import IsorunError
-
     rootdir = str(config.rootpath)
     caching = config.pluginmanager.has_plugin("cacheprovider")
     cache_dir = str(
@@ -166,18 +163,78 @@ def _reexec(config: pytest.Config, profile: str) -> int:
     addopts = os.environ.get("PYTEST_ADDOPTS")
     if addopts and "--isorun" in addopts:
         os.environ["PYTEST_ADDOPTS"] = " ".join(_strip_isorun(addopts.split()))
+    text = session_profile_text(base, rootdir, cache_dir, writable)
+    # chdir: ${CWD} in the profile is where pytest was invoked.
+    os.chdir(config.invocation_params.dir)
+    path = _stable_profile(text)
+    if path is not None:
+        return _launch(argv, path)
     with tempfile.TemporaryDirectory(prefix="isorun-pytest-") as scratch:
         path = os.path.join(scratch, "session.toml")
         with open(path, "w") as f:
-            f.write(session_profile_text(base, rootdir, cache_dir, writable))
+            f.write(text)
+        return _launch(argv, path)
+
+
+def _launch(argv: list[str], profile: str) -> int:
+    from isorun import api
+    from isorun.errors import IsorunError
+
+    try:
+        return api.launch(argv, profile=profile)
+    except IsorunError as err:
+        # Fail closed: a session asked to run sandboxed never runs without one.
+        sys.stderr.write(err.render() + "\n")
+        return err.exit_code
+
+
+def _stable_profile(text: str) -> str | None:
+    """The session profile at a path that stays the same between runs, or None.
+
+    The plan cache is keyed by the profile's path: a fresh temporary file each session
+    missed it every time and recompiled (about 200 ms of the one-time cost). The file is
+    named by the hash of its text, in a ``pytest`` directory of the isorun cache that only
+    this user can write (made 0700, checked like the cache's own); an existing file is
+    used only if it is ours, not writable by others, and holds exactly ``text``. Any
+    doubt: None, and the caller writes a temporary file as before. ``ISORUN_CACHE=0``
+    (no disk cache) writes nothing there either.
+    """
+    import hashlib
+    import stat
+
+    from isorun import cache
+
+    if os.environ.get("ISORUN_CACHE", "1") == "0":
+        return None
+    directory = os.path.join(cache.cache_dir(), "pytest")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return None
+        data = text.encode()
+        path = os.path.join(directory, f"session-{hashlib.sha256(data).hexdigest()[:32]}.toml")
         try:
-            # chdir: ${CWD} in the profile is where pytest was invoked.
-            os.chdir(config.invocation_params.dir)
-            return api.launch(argv, profile=path)
-        except IsorunError as err:
-            # Fail closed: a session asked to run sandboxed never runs without one.
-            sys.stderr.write(err.render() + "\n")
-            return err.exit_code
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        else:
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if st.st_uid == os.geteuid() and not st.st_mode & 0o022 and f.read() == data:
+                    return path
+        # Write beside, then rename: a concurrent session never reads half a profile.
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".session-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return path
+    except OSError:
+        return None
 
 
 @pytest.hookimpl(wrapper=True)
