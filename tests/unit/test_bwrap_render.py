@@ -32,7 +32,7 @@ def test_golden_bwrap_argv(profile: str, expected: Path) -> None:
     if actual != want:
         diff = "".join(difflib.unified_diff(want.splitlines(True), actual.splitlines(True),
                                             "expected", "actual"))
-        pytest.fail(f"{expected} differs (run scripts/golden_backends.py, review):\n{diff}")
+        pytest.fail(f"{expected} differs (run `make golden`, review):\n{diff}")
 
 
 def test_builtin_profiles_render_on_bwrap_without_loss() -> None:

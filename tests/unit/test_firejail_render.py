@@ -35,7 +35,7 @@ def test_golden_firejail_argv(profile: str, expected: Path) -> None:
     if actual != want:
         diff = "".join(difflib.unified_diff(want.splitlines(True), actual.splitlines(True),
                                             "expected", "actual"))
-        pytest.fail(f"{expected} differs (run scripts/golden_backends.py, review):\n{diff}")
+        pytest.fail(f"{expected} differs (run `make golden`, review):\n{diff}")
 
 
 def test_builtin_profiles_are_refused_on_firejail() -> None:

@@ -2,7 +2,7 @@
 firejail with fixed host facts, variables, caller environment and descriptor numbers.
 
 Shared by tests/unit/test_bwrap_render.py, tests/unit/test_firejail_render.py and
-scripts/golden_backends.py (which rewrites the files; review the diff, never edit them).
+scripts/golden.py (`make golden`, which rewrites the files; review the diff, never edit them).
 Rendered with ``allow_weaker=True`` so a file also records, as ``# LOST`` lines, every rule
 the backend refuses to enforce without that flag.
 """
