@@ -8,7 +8,7 @@
   (marked minus unmarked, beyond a 1-test module, divided by the count); the goal is
   under 10 ms. The once-per-session part is its own row.
 
-Variants run interleaved and each figure is a median of ``--runs`` runs: on a shared VM
+Variants run interleaved and each figure is the best of ``--runs`` runs: on a shared VM
 the load changes faster than a suite runs, and back-to-back blocks measured the load.
 
 Usage: scripts/bench_pytest.py [--suite PATH] [--runs N] [--tests N] [--parts session,marker]
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,11 +30,13 @@ PYTHON = sys.executable
 
 
 def _walls(variants: dict[str, tuple[list[str], Path]], runs: int) -> dict[str, tuple[float, int]]:
-    """name -> (median wall time in seconds, exit code) of each (argv, cwd) variant.
+    """name -> (best wall time in seconds, exit code) of each (argv, cwd) variant.
 
     The variants run interleaved, one round after another, so a load change on the host
     (a 2-core VM shared with other jobs) hits all of them alike instead of whichever ran
-    in that minute. The exit code must not change between runs.
+    in that minute. The best of the runs, as timeit reports: other jobs only ever add
+    time, and medians of 5 still moved by 0.3 s between identical invocations. The exit
+    code must not change between runs.
     """
     drop = ("ISORUN_PYTEST_INNER", "PYTEST_ADDOPTS")
     env = {k: v for k, v in os.environ.items() if k not in drop}
@@ -51,7 +52,7 @@ def _walls(variants: dict[str, tuple[list[str], Path]], runs: int) -> dict[str, 
     for name, (argv, _) in variants.items():
         if len(codes[name]) != 1:
             raise SystemExit(f"{' '.join(argv)}: exit codes differ between runs: {codes[name]}")
-        out[name] = (statistics.median(times[name]), codes[name].pop())
+        out[name] = (min(times[name]), codes[name].pop())
     return out
 
 
