@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from isorun.compile import argspace, syscalls
 from isorun.compile.argspace import Region
 from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
-from isorun.profile.schema import ACTIONS, OPERATORS, Action, Seccomp, When
+from isorun.profile.schema import ACTIONS, ARCH_NAMES, OPERATORS, Action, Seccomp, When
 
 LAYOUTS = ("tree", "linear")
-ARCH_NAMES = ("native", "x86_64", "x32", "i386", "aarch64")
 MAX_ERRNO = 4095  # the kernel's MAX_ERRNO: larger SECCOMP_RET_ERRNO data is clamped
 #: more comparisons than this for one syscall means a rule set we should not hide in a
 #: filter (each costs instructions on every call of that syscall)

@@ -415,9 +415,9 @@ def _validate_seccomp(policy: schema.Seccomp, conv: _Converter) -> None:
             if cond.value >= 1 << 64 or cond.mask >= 1 << 64:
                 conv.error(apath, "argument values are 64-bit", "use a value below 2**64")
     for index, arch in enumerate(policy.architectures):
-        if arch not in ("native", "x86_64", "x32", "i386", "aarch64"):
+        if arch not in schema.ARCH_NAMES:
             conv.error(("seccomp", "architectures", index), f"unknown architecture {arch!r}",
-                       "use native, x86_64, x32, i386 or aarch64")
+                       f"use one of: {', '.join(schema.ARCH_NAMES)}")
     allowed = {n for n in policy.allow if not n.startswith("@")}
     for index, name in enumerate(policy.deny):
         if name in allowed:

@@ -18,6 +18,8 @@ NAMESPACES = ("user", "pid", "net", "mount", "ipc", "uts", "cgroup", "time")
 MOUNT_TYPES = ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "symlink", "file",
                "dir", "mqueue")
 ACTIONS = ("allow", "errno", "kill_process", "kill_thread", "trap", "log")
+#: ABIs a seccomp filter can allow (``native`` is the host's own)
+ARCH_NAMES = ("native", "x86_64", "x32", "i386", "aarch64")
 OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
 NETWORK_MODES = ("none", "host")
 BACKENDS = ("auto", "native", "bwrap", "firejail")
