@@ -1,0 +1,33 @@
+/*
+ * The parts of isorun-launch, the small program that starts native sandboxes without
+ * cloning a Python process (see launch.c) and, installed as the `isorun` command, launches
+ * a cached plan without starting Python at all (see frontend.c).
+ *
+ * Not part of the cffi ABI (isorun_shim.h): this header may #include and is never cdef'd.
+ */
+#ifndef ISORUN_LAUNCHER_H
+#define ISORUN_LAUNCHER_H
+
+#include <stddef.h>
+
+#include "isorun_shim.h"
+
+/*
+ * Start the sandbox described by a flat record (isorun.sandbox.flat.encode) for argv,
+ * stdio inherited, then wait for it, forwarding the signals the CLI forwards.
+ *
+ * report_fd >= 0 (the API): once the command is running or set-up failed, write one
+ * struct isorun_failure there (err == 0: started; the pid follows as an int) and close it.
+ *
+ * Returns the command's wait status (>= 0) once it has ended; failure->err is then 0, or
+ * the execve errno with failure->step "exec" when the command could not be executed
+ * (status 126/127). Returns -1 when set-up failed before the command ran, with *failure
+ * filled in; nothing of the sandbox is left behind then.
+ */
+int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv[],
+                         int report_fd, struct isorun_failure *failure);
+
+/* `isorun ...` as typed by a user: a cached launch, or exec of the Python CLI. */
+int isorun_frontend_main(int argc, char **argv);
+
+#endif
