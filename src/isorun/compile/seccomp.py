@@ -23,12 +23,11 @@ region of argument values disjoint from the other actions' regions.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 from isorun.compile import argspace, syscalls
 from isorun.compile.argspace import Region
-from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
+from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError, close_matches
 from isorun.profile.schema import ACTIONS, ARCH_NAMES, OPERATORS, Action, Seccomp, When
 
 LAYOUTS = ("tree", "linear")
@@ -165,7 +164,7 @@ def action_value(action: Action) -> int:
 
 
 def _close(word: str, pool: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(pool), n=3, cutoff=0.6)
+    close = close_matches(word, list(pool), n=3, cutoff=0.6)
     return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
@@ -479,6 +478,13 @@ def lower(name: str, entries: list[Entry], default: Entry) -> list[tuple[Region,
     out: list[tuple[Region, Entry]] = []
     remaining = argspace.FULL
     for entry in [*entries, default]:
+        if remaining == argspace.FULL and entry.region == argspace.FULL:
+            # The common case (no argument condition left to split on): this entry takes
+            # the whole space and nothing after it can match. Same result as the general
+            # step below, without its set algebra (most syscalls of a profile get here,
+            # and the algebra was a third of a cold compile).
+            out.append((argspace.FULL, entry))
+            break
         piece = argspace.simplify(argspace.intersect(entry.region, remaining))
         if piece:
             out.append((piece, entry))

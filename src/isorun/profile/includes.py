@@ -20,12 +20,11 @@ Merge rules (documented in docs/profile.md, tested in tests/unit/test_extends.py
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from pathlib import Path
 from typing import Any
 
-from isorun.errors import Diagnostic, Loc, ProfileError
+from isorun.errors import Diagnostic, Loc, ProfileError, close_matches
 from isorun.profile import schema
 from isorun.profile.loader import Layer, load_layer
 
@@ -71,7 +70,7 @@ def resolve(spec: str, relative_to: Path | None, loc: Loc | None) -> tuple[Path,
     path = BUILTIN_DIR / f"{spec}.toml"
     if not path.is_file():
         names = builtin_names()
-        near = difflib.get_close_matches(spec, names, n=1)
+        near = close_matches(spec, names, n=1)
         hint = f"did you mean '{near[0]}'?" if near else f"built-in profiles: {', '.join(names)}"
         raise ProfileError(Diagnostic(loc or Loc(spec), f"no built-in profile named {spec!r}",
                                       hint + "; write ./NAME.toml for a file"))

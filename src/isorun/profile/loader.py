@@ -8,7 +8,6 @@ by line, so a person fixes a profile in one pass.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import errno as errno_mod
 import re
 import types
@@ -16,7 +15,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from isorun.errors import Diagnostic, Loc, ProfileError
+from isorun.errors import Diagnostic, Loc, ProfileError, close_matches
 from isorun.profile import schema
 from isorun.profile.schema import CAPABILITIES
 from isorun.profile.source_map import Path, SourceMap
@@ -126,7 +125,7 @@ class _Converter:
             return None
 
     def unknown_key(self, path: Path, key: str, known: list[str]) -> None:
-        near = difflib.get_close_matches(key, known, n=1)
+        near = close_matches(key, known, n=1)
         where = _dotted(path[:-1]) or "the top level"
         hint = f"did you mean '{near[0]}'?" if near else f"known keys: {', '.join(sorted(known))}"
         self.error(path, f"unknown key '{key}' in {where}", hint)
@@ -214,7 +213,7 @@ class _Converter:
             return _BAD
         kind, _, arg = raw.partition(":")
         if kind not in schema.ACTIONS:
-            near = difflib.get_close_matches(kind, schema.ACTIONS, n=1)
+            near = close_matches(kind, schema.ACTIONS, n=1)
             self.error(path, f"unknown seccomp action {raw!r}",
                        f"did you mean '{near[0]}'?" if near else
                        f"use one of: {', '.join(schema.ACTIONS)}")
@@ -234,7 +233,7 @@ class _Converter:
             number = getattr(errno_mod, arg.upper(), -1)
             if number < 0:
                 names = list(errno_mod.errorcode.values())
-                near = difflib.get_close_matches(arg.upper(), names, n=1)
+                near = close_matches(arg.upper(), names, n=1)
                 self.error(path, f"unknown errno name {arg!r}",
                            f"did you mean '{near[0]}'?" if near else "write e.g. errno:EPERM")
                 return _BAD
@@ -296,7 +295,7 @@ def validate(profile: schema.Profile, conv: _Converter) -> None:
         _validate_mount(mount, conv, ("mounts", index))
     for index, cap in enumerate(profile.capabilities.keep):
         if _normal_cap(cap) not in CAPABILITIES:
-            near = difflib.get_close_matches(_normal_cap(cap), CAPABILITIES, n=1)
+            near = close_matches(_normal_cap(cap), CAPABILITIES, n=1)
             conv.error(("capabilities", "keep", index), f"unknown capability {cap!r}",
                        f"did you mean '{near[0]}'?" if near else "see capabilities(7)")
     _check_choice(conv, ("network", "mode"), profile.network.mode, schema.NETWORK_MODES)
@@ -346,7 +345,7 @@ def validate(profile: schema.Profile, conv: _Converter) -> None:
 
 def _validate_mount(mount: schema.Mount, conv: _Converter, path: Path) -> None:
     if mount.type not in schema.MOUNT_TYPES:
-        near = difflib.get_close_matches(mount.type, schema.MOUNT_TYPES, n=1)
+        near = close_matches(mount.type, schema.MOUNT_TYPES, n=1)
         conv.error((*path, "type"), f"unknown mount type {mount.type!r}",
                    f"did you mean '{near[0]}'?" if near else
                    f"use one of: {', '.join(schema.MOUNT_TYPES)}")
@@ -388,7 +387,7 @@ def _validate_seccomp(policy: schema.Seccomp, conv: _Converter) -> None:
     for path, names in groups:
         for index, name in enumerate(names):
             if name not in known:
-                near = difflib.get_close_matches(name, sorted(known), n=1)
+                near = close_matches(name, sorted(known), n=1)
                 what = "syscall group" if name.startswith("@") else "syscall"
                 conv.error((*path, index), f"unknown {what} {name!r}",
                            f"did you mean '{near[0]}'?" if near else
@@ -403,7 +402,7 @@ def _validate_seccomp(policy: schema.Seccomp, conv: _Converter) -> None:
                 conv.error((*apath, "index"), f"argument index {cond.index} is out of range",
                            "syscalls have arguments 0 to 5")
             if cond.op not in schema.OPERATORS:
-                near = difflib.get_close_matches(cond.op, schema.OPERATORS, n=1)
+                near = close_matches(cond.op, schema.OPERATORS, n=1)
                 conv.error((*apath, "op"), f"unknown operator {cond.op!r}",
                            f"did you mean '{near[0]}'?" if near else
                            f"use one of: {', '.join(schema.OPERATORS)}")
@@ -427,7 +426,7 @@ def _validate_seccomp(policy: schema.Seccomp, conv: _Converter) -> None:
 
 def _check_choice(conv: _Converter, path: Path, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        near = difflib.get_close_matches(value, choices, n=1)
+        near = close_matches(value, choices, n=1)
         conv.error(path, f"{_dotted(path)} = {value!r} is not one of {', '.join(choices)}",
                    f"did you mean '{near[0]}'?" if near else f"use one of: {', '.join(choices)}")
 
