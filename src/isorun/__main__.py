@@ -17,20 +17,26 @@ _LAUNCH_FLAGS = {"--allow-weaker", "--verbose", "-v", "--debug"}
 _LAUNCH_OPTIONS = {"--profile", "-p", "--backend"}
 
 
+#: set by the C front end (shim/frontend.c) when it ran this CLI because its launch index
+#: was missing or stale; removed at once, so no command ever sees it in its environment
+FRONTEND_MISS = "ISORUN_FRONTEND_MISS"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    missed = os.environ.pop(FRONTEND_MISS, None) is not None
     if args[:1] == ["run"]:
         args = args[1:]
         if args[:1] in (["--help"], ["-h"]):
             sys.stdout.write(__doc__.split("\n\n", 2)[2] if __doc__ else "")
             sys.exit(0)
-        sys.exit(_launch(args))
+        sys.exit(_launch(args, missed))
     if args and (
         args[0] in _LAUNCH_OPTIONS
         or args[0].startswith(("--profile=", "--backend="))
         or args[0] in _LAUNCH_FLAGS
     ):
-        sys.exit(_launch(args))
+        sys.exit(_launch(args, missed))
     from isorun.cli import cli
 
     cli.main(args=args, prog_name="isorun")
@@ -42,7 +48,7 @@ def _usage(message: str) -> Exception:
     return UsageError(message)
 
 
-def _launch(args: list[str]) -> int:
+def _launch(args: list[str], missed: bool = False) -> int:
     # isorun.errors is imported only when something fails: its dataclasses and typing
     # imports cost more than a warm launch takes.
     options: dict[str, str] = {}
@@ -78,7 +84,7 @@ def _launch(args: list[str]) -> int:
         if not command:
             raise _usage("no command to run: isorun --profile P -- CMD [ARG...]")
         code = _launch_cached(
-            command, options["--profile"], options.get("--backend"), "--verbose" in flags
+            command, options["--profile"], options.get("--backend"), "--verbose" in flags, missed
         )
         if code is not None:
             return code
@@ -112,11 +118,14 @@ def _launch(args: list[str]) -> int:
 
 
 def _launch_cached(
-    command: list[str], profile: str, backend: str | None, verbose: bool
+    command: list[str], profile: str, backend: str | None, verbose: bool, missed: bool = False
 ) -> int | None:
     """Launch from the plan cache without importing the compiler; None on a miss.
 
-    The regular path then compiles, writes the entry, and launches.
+    The regular path then compiles, writes the entry (and its launch index), and
+    launches. ``missed``: the C front end found no usable launch index although the entry
+    may be fine (a profile touched but not changed, an index from before a restart of the
+    settle clock); a hit then rewrites the index, so the next launch skips Python again.
     """
     if backend is not None or os.environ.get("ISORUN_CACHE", "1") == "0":
         return None
@@ -135,6 +144,8 @@ def _launch_cached(
         return None
     if verbose:
         note(f"isorun: profile {entry.get('profile')}, backend native (cached plan)")
+    if missed:
+        cache.write_index(entry, note if verbose else None)
     try:
         return launch.run(record, command)
     except Exception as err:
