@@ -9,6 +9,7 @@
 #define ISORUN_LAUNCHER_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "isorun_shim.h"
 
@@ -18,6 +19,10 @@
  *
  * report_fd >= 0 (the API): once the command is running or set-up failed, write one
  * struct isorun_failure there (err == 0: started; the pid follows as an int) and close it.
+ * (When execve failed, the record says so, step "exec", and the pid follows as well; the
+ * command's status is then 126/127. On a unix socket the sandbox's pidfd goes along as
+ * SCM_RIGHTS. Descriptors other than stdio, report_fd and the record's keep_fds are
+ * closed first, as posix_spawn leaves them open.)
  *
  * Returns the command's wait status (>= 0) once it has ended; failure->err is then 0, or
  * the execve errno with failure->step "exec" when the command could not be executed
@@ -26,6 +31,9 @@
  */
 int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv[],
                          int report_fd, struct isorun_failure *failure);
+
+/* Test aid: the parsed record as text, one field a line (isorun-launch --dump). 0 or -1. */
+int isorun_dump_record(const unsigned char *blob, size_t len, FILE *out);
 
 /* `isorun ...` as typed by a user: a cached launch, or exec of the Python CLI. */
 int isorun_frontend_main(int argc, char **argv);

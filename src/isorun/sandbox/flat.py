@@ -1,0 +1,133 @@
+"""The launch record as bytes for ``isorun-launch`` (src/isorun/shim/launch.c).
+
+:func:`encode` turns a record (:func:`isorun.sandbox.spec.spec_record`, without argv, which
+comes from the helper's command line) into the flat form the helper parses into
+``struct isorun_spec``. Imported on the warm launch path, so it imports nothing; errors
+are imported when something is wrong.
+
+Format, version :data:`VERSION`. Integers are little-endian; ``i64`` is signed, ``u32``
+unsigned. ``bytes`` is a u32 length then that many bytes; ``str`` is ``bytes`` that must
+hold no NUL (the C side refuses one: a path cut at a NUL names another file).
+
+==========  ===================================================================
+magic       4 bytes ``b"IRLR"``
+version     u32
+clone_flags i64, CLONE_NEW* (the helper unshares the deferred ones as the shim does)
+uid, gid    i64, i64: the ids inside the user namespace
+flags       i64: 1 setgroups_deny, 2 loopback_up, 4 new_session, 8 die_with_parent,
+            16 no_new_privs, 32 init
+caps_keep   i64: bit N keeps capability N
+uid_map     bytes, written by the helper to /proc/PID/uid_map
+gid_map     bytes, likewise gid_map
+root        str: ``""``, ``"tmpfs"`` or an absolute directory
+cwd         str
+hostname    str
+path        str: the PATH the command is searched in (the env's PATH, else the default)
+env         u32 count, then count x str ``KEY=VALUE``
+keep_fds    u32 count, then count x i64
+mounts      u32 count, then per mount: kind i64, flags i64, mode i64, optional i64,
+            step i64, dst str, src bytes (FILE content may hold NULs; a str otherwise),
+            data str (the tmpfs ``mode=`` already added, as parent._struct does)
+rlimits     u32 count, then per rlimit: resource i64, soft i64, hard i64, step i64
+seccomp_bpf bytes: struct sock_filter[], 8 bytes each
+step_index  u32 count, then per step: name str, index i64 (the plan step for messages)
+==========  ===================================================================
+
+Nothing may follow. Parent-side work the helper does not do (a cgroup, learn mode's
+notify filter, open_tree descriptors of a root parent, which the helper makes itself) is
+refused here rather than dropped.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from isorun.sandbox.parent import Record
+
+MAGIC = b"IRLR"
+#: bump with any change of the layout above; launch.c refuses any other
+VERSION = 1
+#: PATH used when the spec's environment has none, as execvp(3) does (parent.DEFAULT_PATH)
+DEFAULT_PATH = b"/usr/bin:/bin"
+#: mount kinds (isorun_shim.h); FILE content may hold NULs, TREE is the helper's own
+MOUNT_FILE, MOUNT_TREE = 6, 10
+FLAG_BITS = (
+    ("setgroups_deny", 1), ("loopback_up", 2), ("new_session", 4),
+    ("die_with_parent", 8), ("no_new_privs", 16), ("init", 32),
+)  # fmt: skip
+
+
+def _refuse(message: str) -> Exception:
+    from isorun.errors import InternalError
+
+    return InternalError(f"launch record: {message}")
+
+
+def _i64(value: int) -> bytes:
+    return int(value).to_bytes(8, "little", signed=True)
+
+
+def _u32(value: int) -> bytes:
+    return value.to_bytes(4, "little")
+
+
+def _bytes(value: bytes) -> bytes:
+    return len(value).to_bytes(4, "little") + value
+
+
+def _str(value: bytes, what: str) -> bytes:
+    if b"\0" in value:
+        raise _refuse(f"{what} contains a NUL byte: {value!r}")
+    return len(value).to_bytes(4, "little") + value
+
+
+def encode(record: Record) -> bytes:
+    """``record`` (argv, if present, is ignored) in the format above."""
+    if record.get("cgroup") or record.get("notify_bpf"):
+        raise _refuse("a cgroup or learn mode is not launched by isorun-launch")
+    env = record["env"]
+    path = next((e[5:] for e in env if e.startswith(b"PATH=")), DEFAULT_PATH)
+    flags = 0
+    for name, bit in FLAG_BITS:
+        if record[name]:
+            flags |= bit
+    caps = 0
+    for cap in set(record["caps_keep"]):
+        if not 0 <= cap < 64:
+            raise _refuse(f"capability number out of range: {cap}")
+        caps |= 1 << cap
+    out = [
+        MAGIC, _u32(VERSION), _i64(record["clone_flags"]), _i64(record["uid"]),
+        _i64(record["gid"]), _i64(flags), _i64(caps - (1 << 64) if caps >> 63 else caps),
+        _bytes(record["uid_map"]), _bytes(record["gid_map"]), _str(record["root"], "root"),
+        _str(record["cwd"], "cwd"), _str(record["hostname"], "hostname"), _str(path, "PATH"),
+        _u32(len(env)), *(_str(e, "env") for e in env),
+    ]  # fmt: skip
+    keep = record["keep_fds"]
+    out.append(_u32(len(keep)))
+    out.extend(_i64(fd) for fd in keep)
+    mounts = record["mounts"]
+    out.append(_u32(len(mounts)))
+    for kind, dst, src, mflags, data, mode, optional, step, tree_fd in mounts:
+        if kind == MOUNT_TREE or tree_fd != -1:
+            raise _refuse(f"mount {dst!r} carries a tree descriptor; the helper makes its own")
+        if kind == 2 and b"mode=" not in data:  # TMPFS
+            # The root of a tmpfs takes its mode from the mount options, not from a mkdir.
+            data = (data + b"," if data else b"") + b"mode=%o" % mode
+        out += (_i64(kind), _i64(mflags), _i64(mode), _i64(int(optional)), _i64(step),
+                _str(dst, "mount dst"),
+                _bytes(src) if kind == MOUNT_FILE else _str(src, "mount src"),
+                _str(data, "mount data"))  # fmt: skip
+    rlimits = record["rlimits"]
+    out.append(_u32(len(rlimits)))
+    for resource, soft, hard, step in rlimits:
+        out += (_i64(resource), _i64(soft), _i64(hard), _i64(step))
+    bpf = record["seccomp_bpf"]
+    if len(bpf) % 8:
+        raise _refuse("seccomp_bpf is not a whole number of 8-byte instructions")
+    out.append(_bytes(bpf))
+    steps = record["step_index"]
+    out.append(_u32(len(steps)))
+    for name, index in steps.items():
+        out += (_str(name.encode(), "step name"), _i64(index))
+    return b"".join(out)
