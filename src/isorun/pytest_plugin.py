@@ -32,6 +32,9 @@ DEFAULT_PROFILE = "test"
 #: the session's pytest_sandbox.Exiting: marked tests' children that reported and are
 #: still exiting (typed Any: pytest_sandbox is imported only once a marked test runs)
 EXITING = pytest.StashKey[Any]()
+#: the environment when the session started: a marked test's body sees the profile's
+#: environment plus what its fixtures changed since (monkeypatch.setenv)
+SESSION_ENV = pytest.StashKey[dict[str, str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -105,7 +108,7 @@ def session_profile_text(base: str, rootdir: str, cache_dir: str, writable: list
     # The rootdir (its pyproject/conftest) may lie above the working directory that the
     # profile binds; the interpreter must be visible whatever profile was chosen.
     mount("ro-bind", rootdir, False)
-    for path in _interpreter_paths():
+    for path in interpreter_paths():
         mount("ro-bind", path, False)
     mount("rw-bind", cache_dir, True)
     for path in writable:
@@ -119,7 +122,7 @@ def _where(item: pytest.Item) -> str:
     return f"{path}:{(line or 0) + 1}"
 
 
-def _interpreter_paths() -> list[str]:
+def interpreter_paths() -> list[str]:
     """The interpreter's prefixes and every import path (editable installs and .pth
     entries may point anywhere), outermost first, without paths inside another."""
     paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
@@ -166,7 +169,7 @@ def _reexec(config: pytest.Config, profile: str) -> int:
     text = session_profile_text(base, rootdir, cache_dir, writable)
     # chdir: ${CWD} in the profile is where pytest was invoked.
     os.chdir(config.invocation_params.dir)
-    path = _stable_profile(text)
+    path = stable_profile(text)
     if path is not None:
         return _launch(argv, path)
     with tempfile.TemporaryDirectory(prefix="isorun-pytest-") as scratch:
@@ -188,7 +191,7 @@ def _launch(argv: list[str], profile: str) -> int:
         return err.exit_code
 
 
-def _stable_profile(text: str) -> str | None:
+def stable_profile(text: str) -> str | None:
     """The session profile at a path that stays the same between runs, or None.
 
     The plan cache is keyed by the profile's path: a fresh temporary file each session
@@ -255,6 +258,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SESSION_ENV] = dict(os.environ)
     config.addinivalue_line(
         "markers",
         "isorun(network='none', writable=[], profile='test'): run this test's "
@@ -293,19 +297,23 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
     from isorun import pytest_sandbox
 
     where = _where(item)
+    network = marker.kwargs.get("network")
     writable = [str(p) for p in marker.kwargs.get("writable", ())]
     for name in ("tmp_path", "tmpdir"):
         if name in item.funcargs:
             writable.append(str(item.funcargs[name]))
     policy = pytest_sandbox.Policy(
         profile=str(marker.kwargs.get("profile", DEFAULT_PROFILE)),
-        network=str(marker.kwargs.get("network", "none")),
+        network=None if network is None else str(network),
         writable=tuple(os.path.abspath(p) for p in writable),
         where=where,
     )
     exiting = item.config.stash.setdefault(EXITING, pytest_sandbox.Exiting())
     result = pytest_sandbox.run_in_child(
-        policy, lambda: _child_body(item, original, policy), exiting
+        policy,
+        lambda resolved: _child_body(item, original, resolved),
+        exiting,
+        item.config.stash.get(SESSION_ENV, None),
     )
     if result.outcome == "passed":
         return

@@ -1,24 +1,28 @@
-"""Per-test sandboxes for ``@pytest.mark.isorun``: a forked child confines itself, then
-runs the test body and sends its result back.
+"""Per-test sandboxes for ``@pytest.mark.isorun``: a forked child confines itself with
+the shim, then runs the test body and sends its result back.
 
 The test body must run in the process that collected it (pytest items cannot be sent to a
-fresh interpreter cheaply), so unlike a launch there is no execve, and the C shim, which
-ends in execve, cannot be used. The child therefore applies a reduced plan to itself, in
-the same order the shim does and for the same reasons: namespaces, ids, mounts, loopback,
-capability drop, no_new_privs, then the profile's compiled seccomp filter last.
-TODO(#6): move these steps into the shim as an entry point that applies a spec to the
-current process, so the per-test sandbox shares the launcher's tested C path.
+fresh interpreter cheaply), so there is no clone and no execve. The plan is compiled once
+per session and profile, like a launch's; per test only the writable paths and the
+working directory are added. The child applies it to itself through the shim's
+``isorun_apply_namespaces`` and ``isorun_apply`` (shim/apply.c): the same C, in the same
+order, as a launch's child, minus clone and execve.
 
-What it does not do, compared with a launch (docs/testing.md lists it too): no new root
-(the host tree stays visible, read-only, minus a private /tmp and an empty $HOME) and no
-pid namespace (the child must stay the process pytest forked).
+The process tree of one marked test::
+
+    pytest ── fork ── F: unshare(user, pid, net, mount, ...), waits for the id maps,
+                         forks G and mirrors its exit
+                      └─ G: pid 1 of the new pid namespace: the new root (pivot_root),
+                            ids, capabilities, no_new_privs, seccomp; then the test body
+
+F exists because unshare(CLONE_NEWPID) moves only later children into the namespace, and
+the root's /proc must be mounted from inside it (shim/apply.c). A profile without a pid
+namespace skips that fork.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import functools
 import json
 import os
@@ -27,44 +31,33 @@ import socket
 import struct
 import sys
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV = 0x1, 0x2, 0x4
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 1 << 18
-#: mount_setattr(2) shares its number across architectures (5.12 unified table)
-SYS_MOUNT_SETATTR = 442
-AT_FDCWD, AT_RECURSIVE = -100, 0x8000
-MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
-PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-LINUX_CAPABILITY_VERSION_3 = 0x20080522
-NOBODY = 65534
-#: exit status of a child whose sandbox set-up failed (as the shim's ISORUN_EXIT_SETUP)
+#: exit status of a child whose sandbox set-up failed (the shim's ISORUN_EXIT_SETUP)
 EXIT_SETUP = 125
-
-_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+#: flags of a writable bind (planner: every bind is nosuid and nodev)
+MS_NOSUID, MS_NODEV = 0x2, 0x4
+#: step numbers of the per-test writable binds, past any plan's (failures name the bind)
+WRITABLE_STEP = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     """What one marked test gets: the marker's keywords, resolved."""
 
-    #: profile whose seccomp filter is loaded (and whose name the messages give)
+    #: the profile the sandbox is compiled from (and whose name the messages give)
     profile: str
-    #: "none" (own network namespace, loopback only) or "host"
-    network: str
+    #: "none" (own network namespace, loopback only), "host", or None: the profile's
+    network: str | None
     #: absolute paths the test may write (tmp_path is added by the plugin)
     writable: tuple[str, ...]
     #: file:line of the test, for messages
     where: str
+    #: what the sandbox's root shows of the host (mount destinations), for messages
+    visible: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,55 +69,78 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
-class _View:
-    """What the parent resolved for the child: ids, and the directories of its view."""
+class Session:
+    """What a profile compiles to, once per session: the shim's record and the policy."""
 
-    uid: int
-    gid: int
-    #: the caller's $HOME, real path (covered by an empty 0700 tmpfs)
-    home: str
-    #: directories covered by an empty tmpfs, parents first
-    covered: tuple[str, ...]
-    #: the interpreter's directories under ``covered``, bound back read-only
-    python: tuple[str, ...]
-    #: /proc/sys/kernel/cap_last_cap
-    last_cap: int
+    #: isorun.sandbox.spec.spec_record of the plan, without the per-test parts
+    record: dict[str, Any]
+    #: the environment the profile gives, for the child's os.environ
+    env: dict[str, str]
+    network: str
+    visible: tuple[str, ...]
 
 
-class SetupError(OSError):
-    """A step of the child's sandbox failed; the test is reported as an error of isorun."""
+def _base_profile(profile: str) -> str:
+    # A path is resolved now: the generated profile lives in isorun's cache directory.
+    if profile.endswith(".toml") or os.sep in profile:
+        return os.path.abspath(profile)
+    return profile
 
 
-def _check(rc: int, what: str) -> None:
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise SetupError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(
-    src: str | None, dst: str, fstype: str | None, flags: int, data: str | None = None
-) -> None:
-    def enc(value: str | None) -> bytes | None:
-        return None if value is None else os.fsencode(value)
-
-    _check(
-        _libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-        f"mount {dst}",
-    )
+def marker_profile_text(profile: str, network: str | None, paths: list[str]) -> str:
+    """The TOML the marker compiles: ``profile``, the interpreter's import ``paths``
+    read-only (lazily imported modules must resolve inside the new root), and the
+    ``network`` keyword when it differs from the profile's."""
+    lines = [f"extends = [{json.dumps(_base_profile(profile))}]"]
+    if network is not None:
+        lines.append('override = ["network.mode"]')
+    lines.append("")
+    for path in paths:
+        lines += ["[[mounts]]", 'type = "ro-bind"', f"dst = {json.dumps(path)}", ""]
+    if network is not None:
+        lines += ["[network]", f"mode = {json.dumps(network)}", ""]
+    return "\n".join(lines)
 
 
 @functools.cache
-def seccomp_filter(profile: str) -> bytes:
-    """The compiled filter of ``profile``, compiled once per session in the parent."""
-    from isorun import api
+def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[str, ...]) -> Session:
+    """The marker's plan for ``profile``, compiled once per session, working directory
+    and set of import paths (about 90 ms with the filter; a test then adds ~nothing)."""
+    import tempfile
 
-    return api.seccomp_program(api.compile_plan(profile))
+    from isorun import api
+    from isorun.pytest_plugin import stable_profile
+    from isorun.sandbox import native
+    from isorun.sandbox.spec import spec_record
+
+    if network not in (None, "none", "host"):
+        raise ValueError(f'network must be "none" or "host", got {network!r}')
+    text = marker_profile_text(profile, network, list(paths))
+
+    def compile_at(path: str) -> Any:
+        plan = api.compile_plan(path)
+        return plan, api.cached_program(plan)
+
+    path = stable_profile(text)
+    if path is not None:
+        plan, bpf = compile_at(path)
+    else:
+        with tempfile.TemporaryDirectory(prefix="isorun-marker-") as scratch:
+            path = os.path.join(scratch, "marker.toml")
+            with open(path, "w") as f:
+                f.write(text)
+            plan, bpf = compile_at(path)
+    record = spec_record(native.build_spec(plan, ["pytest"], os.environ, bpf))
+    env = dict(os.fsdecode(e).partition("=")[::2] for e in record["env"])
+    visible = tuple(os.fsdecode(m[1]) for m in record["mounts"])
+    net = "none" if record["clone_flags"] & CLONE_NEWNET else "host"
+    return Session(record, env, net, visible)
 
 
 def sandbox_ids() -> tuple[int, int]:
     """(uid, gid) the child runs as: the caller's, or 65534 for root (planner._identity)."""
     if os.geteuid() == 0:
-        return NOBODY, NOBODY
+        return 65534, 65534
     return os.getuid(), os.getgid()
 
 
@@ -158,49 +174,102 @@ class Exiting:
 _HEADER = struct.Struct(">I")
 
 
+def _per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, Any]:
+    """The session's record plus this test's writable binds and working directory."""
+    from isorun.sandbox.spec import MountKind
+
+    extra = tuple(
+        # Last: a writable path must win over whatever the profile put above it (a tmpfs
+        # /tmp over tmp_path). Optional: the test may not have created it.
+        (int(MountKind.BIND), os.fsencode(p), os.fsencode(p), MS_NOSUID | MS_NODEV, b"",
+         0o755, True, WRITABLE_STEP + i, -1)
+        for i, p in enumerate(writable)
+    )  # fmt: skip
+    # The test's own working directory (monkeypatch.chdir), not the session's: a
+    # directory the root does not show fails set-up at "cwd", named.
+    return {**session.record, "mounts": session.record["mounts"] + extra,
+            "cwd": os.fsencode(os.getcwd())}  # fmt: skip
+
+
+def _kept_fds(result_w: int) -> tuple[int, ...]:
+    """Descriptors the test body keeps: the result pipe and pytest's capture files.
+
+    Every other inherited descriptor is closed by the shim (a fixture's host socket or
+    directory would lead out of the namespaces). sys.stdout is pytest's capture file
+    under fd capture, whose descriptor is not 1; the parent reads what the child wrote
+    there, as for an unsandboxed test.
+    """
+    fds = {result_w}
+    for stream in (sys.stdout, sys.stderr, sys.stdin):
+        try:
+            fds.add(stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            continue  # capsys's in-memory files have no descriptor
+    return tuple(sorted(fd for fd in fds if fd > 2))
+
+
 def run_in_child(
-    policy: Policy, body: Callable[[], tuple[str, str]], exiting: Exiting | None = None
+    policy: Policy,
+    body: Callable[[Policy], tuple[str, str]],
+    exiting: Exiting | None = None,
+    session_env: Mapping[str, str] | None = None,
 ) -> Result:
     """Fork, confine the child to ``policy``, run ``body`` there, return its result.
 
     A child that dies without reporting (segfault, os._exit) is a failed test, never a
     failed session. With ``exiting``, a child that reported is left to exit on its own
     and reaped later (:class:`Exiting`); without, it is reaped before returning.
+    ``session_env``: the environment at the session's start; the body sees the profile's
+    environment plus what changed since (monkeypatch.setenv), never the host's tokens.
     """
-    if policy.network not in ("none", "host"):
-        raise ValueError(
-            f'network must be "none" or "host", got {policy.network!r} ({policy.where})'
+    from isorun.pytest_plugin import interpreter_paths
+    from isorun.sandbox import parent
+
+    try:
+        session = compile_session(
+            policy.profile, policy.network, os.getcwd(), tuple(interpreter_paths())
         )
-    bpf = seccomp_filter(policy.profile)
-    uid, gid = sandbox_ids()
+    except ValueError as err:
+        raise ValueError(f"{err} ({policy.where})") from err
+    policy = replace(policy, network=session.network, visible=session.visible)
     if os.geteuid() == 0:
-        _hand_scratch_to_sandbox(policy.writable, uid, gid)
-    # In the parent: inside the new user namespace host root's files show as owned by
-    # the overflow uid, which would make every 0700 directory look searchable.
-    home = os.path.realpath(os.path.expanduser("~"))
-    covered, python = _view(
-        home, uid, gid, (sys.prefix, sys.base_prefix, os.getcwd()), tuple(sys.path)
-    )
-    view = _View(uid, gid, home, covered, python, _last_cap())
+        _hand_scratch_to_sandbox(policy.writable, *sandbox_ids())
     if exiting is not None:
         exiting.reap(block=False)
+    shim = parent.load_shim()
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(ready_r)
-        os.close(go_w)
-        os.close(result_r)
-        _child(policy, body, bpf, view, ready_w, go_r, result_w)
-    os.close(ready_w)
-    os.close(go_r)
-    os.close(result_w)
+    opened: list[int] = []
+    alive: list[Any] = []
+    try:
+        record = _per_test_record(session, policy.writable)
+        # A root caller's sandbox (uid 65534) cannot walk to sources behind 0700
+        # directories; this process clones each bind source for it (parent.py).
+        record = parent.clone_trees_in_parent(record, opened)
+        # parent's own checks and struct builder: the C struct of a launch, byte for byte
+        parent._check(record, shim.lib)
+        c_spec = parent._struct(
+            shim, record, (-1, -1, -1), (go_r, go_w), (err_w, err_r),
+            _kept_fds(result_w), -1, alive,
+        )  # fmt: skip
+        env = _child_env(session.env, session_env)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            os.close(result_r)
+            _child(policy, body, shim.lib, c_spec, record, env, ready_w, err_w, result_w)
+    finally:
+        for fd in opened:
+            os.close(fd)
+    for fd in (ready_w, go_r, err_w, result_w):
+        os.close(fd)
     try:
         if os.read(ready_r, 1):
-            _write_id_maps(pid, uid, gid)
+            parent.write_id_maps_in_parent(pid, record)
         os.write(go_w, b"g")
     except OSError:
         pass  # the child died early; its report (or its exit status) says why
@@ -208,15 +277,24 @@ def run_in_child(
         os.close(ready_r)
         os.close(go_w)
     try:
-        record = _read_record(result_r)
+        # EOF once the body is about to run (or the child is gone): the set-up's verdict.
+        failure = parent.parse_failure(parent.read_all(err_r))
+    finally:
+        os.close(err_r)
+    if failure is not None:
+        os.close(result_r)
+        os.waitpid(pid, 0)
+        return Result("failed", _setup_failure(record, failure, policy))
+    try:
+        record_bytes = _read_record(result_r)
     finally:
         os.close(result_r)
-    if record is not None:
+    if record_bytes is not None:
         if exiting is not None:
             exiting.pids.append(pid)
         else:
             os.waitpid(pid, 0)
-        data = json.loads(record)
+        data = json.loads(record_bytes)
         return Result(str(data["outcome"]), str(data["text"]))
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
@@ -227,6 +305,39 @@ def run_in_child(
         f"sandboxed test exited with status {os.WEXITSTATUS(status)} "
         f"before reporting a result ({policy.where})",
     )
+
+
+def _setup_failure(
+    record: dict[str, Any], failure: tuple[str, str, int, int], policy: Policy
+) -> str:
+    """The message of a test whose sandbox could not be built: what, where, how to fix."""
+    from isorun.sandbox import parent
+
+    err = parent.failure_error(record, failure)
+    text = f"isorun: could not enter the sandbox ({policy.profile} profile, {policy.where}): {err}"
+    step, _, code, _ = failure
+    if step == "cwd":
+        text += (
+            f"\n  hint: the test's working directory {os.getcwd()} is not in the "
+            "sandbox's root; add it to writable=[...] or to the profile's mounts"
+        )
+    elif step == "clone" and code in (errno.EPERM, errno.ENOSPC, errno.EINVAL):
+        text += (
+            "\n  hint: user namespaces must be allowed (sysctl "
+            "kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0); "
+            "inside pytest --isorun the session's sandbox already refuses them"
+        )
+    return text
+
+
+def _child_env(
+    profile_env: Mapping[str, str], session_env: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The body's environment: the profile's, plus what the test's fixtures set."""
+    env = dict(profile_env)
+    if session_env is not None:
+        env.update((k, v) for k, v in os.environ.items() if session_env.get(k) != v)
+    return env
 
 
 def _read_record(fd: int) -> bytes | None:
@@ -266,46 +377,35 @@ def _hand_scratch_to_sandbox(paths: tuple[str, ...], uid: int, gid: int) -> None
                 os.lchown(name, uid, gid)
 
 
-def _write_id_maps(pid: int, uid: int, gid: int) -> None:
-    # "deny" before gid_map: user_namespaces(7), CVE-2014-8989. One write per map.
-    for name, data in (
-        ("setgroups", "deny"),
-        ("gid_map", f"{gid} {gid} 1\n"),
-        ("uid_map", f"{uid} {uid} 1\n"),
-    ):
-        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, data.encode())
-        finally:
-            os.close(fd)
-
-
 def _child(
     policy: Policy,
-    body: Callable[[], tuple[str, str]],
-    bpf: bytes,
-    view: _View,
+    body: Callable[[Policy], tuple[str, str]],
+    lib: Any,
+    c_spec: Any,
+    record: dict[str, Any],
+    env: dict[str, str],
     ready_w: int,
-    go_r: int,
+    err_w: int,
     result_w: int,
 ) -> None:
     code = EXIT_SETUP
     try:
-        try:
-            _enter(policy, bpf, view, ready_w, go_r)
-        except OSError as err:
-            report = {
-                "outcome": "failed",
-                "text": f"isorun: could not enter the sandbox ({policy.where}): {err}",
-            }
-        else:
-            outcome, text = body()
-            report = {"outcome": outcome, "text": text}
-            code = 0
-        record = json.dumps(report).encode()
-        data = _HEADER.pack(len(record)) + record
+        # Returns once the parent wrote the id maps; closes ready_w and the parent's ends.
+        lib.isorun_apply_namespaces(c_spec, ready_w)
+        if record["clone_flags"] & CLONE_NEWPID:
+            _fork_into_pid_namespace(err_w, result_w)
+        # The rest of the plan, seccomp last; on failure it reports on err_w and exits.
+        lib.isorun_apply(c_spec)
+        # EOF on the error pipe tells the parent the sandbox is complete.
+        os.close(err_w)
+        os.environ.clear()
+        os.environ.update(env)
+        outcome, text = body(policy)
+        record_bytes = json.dumps({"outcome": outcome, "text": text}).encode()
+        data = _HEADER.pack(len(record_bytes)) + record_bytes
         while data:
             data = data[os.write(result_w, data) :]
+        code = 0
     except BaseException:
         traceback.print_exc()
     finally:
@@ -313,195 +413,33 @@ def _child(
         os._exit(code)
 
 
-def _enter(
-    policy: Policy,
-    bpf: bytes,
-    view: _View,
-    ready_w: int,
-    go_r: int,
-) -> None:
-    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-    if policy.network == "none":
-        flags |= CLONE_NEWNET
-    # The forked child is single-threaded, which unshare(CLONE_NEWUSER) requires.
-    _check(_libc.unshare(flags), "unshare")
-    os.write(ready_w, b"r")
-    os.close(ready_w)
-    # The parent writes the id maps: only it may map the sandbox's uid for a root caller.
-    if os.read(go_r, 1) != b"g":
-        raise SetupError(errno.EPIPE, "the parent did not write the id maps")
-    os.close(go_r)
-    # Before the uid change: still the caller, this process can walk to paths behind a
-    # 0700 directory (a root user's pyenv under /root) that uid 65534 could not.
-    keep = _open_kept(policy, view.python)
-    # Ids before any mount, so the tmpfs roots below belong to the sandbox's user.
-    os.setresgid(view.gid, view.gid, view.gid)
-    os.setresuid(view.uid, view.uid, view.uid)
-    _mount_view(view.home, view.covered, keep)
-    if policy.network == "none":
-        _loopback_up()
-    _drop_capabilities(view.last_cap)
-    # no_new_privs after the drop and before seccomp: setuid binaries stay inert, and an
-    # unprivileged process may then load a filter.
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    if bpf:
-        _load_seccomp(bpf)
+def _fork_into_pid_namespace(err_w: int, result_w: int) -> None:
+    """Fork the test's process, pid 1 of the new pid namespace; this one (F) only waits.
 
-
-@functools.cache
-def _view(
-    home: str, uid: int, gid: int, roots: tuple[str, ...], path: tuple[str, ...]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(covered, python): the directories an empty tmpfs covers, and the interpreter's
-    directories under them that are bound back.
-
-    Once per session and set of import paths, in the parent: the walk stats every parent
-    of every import path (about 0.8 ms a test when it ran per test, half of it in the
-    child). A stale answer can only cover more or bind back less, never show more.
+    F returns never: it mirrors the child's end (a signal as that signal, so the parent
+    reports "killed by SIGSEGV" as for any crash). It holds no pipe end the parent waits on.
     """
-    visible = _visible_python(roots, path)
-    covered = _covered_dirs(home, uid, gid, visible)
-    python = tuple(p for p in visible if any(p == c or p.startswith(c + "/") for c in covered))
-    return covered, python
-
-
-def _visible_python(roots: tuple[str, ...], path: tuple[str, ...]) -> list[str]:
-    """Directories the running interpreter imports from (``roots``: its prefixes and the
-    working directory; ``path``: sys.path); they must survive a covered $HOME."""
-    paths = {os.path.realpath(p) for p in roots}
-    paths.update(os.path.realpath(p) for p in path if p and os.path.isdir(p))
-    return sorted(paths)
-
-
-def _blocked_at(path: str, uid: int, gid: int) -> str | None:
-    """The first directory on the way to ``path`` that ``uid`` may not search, if any."""
-    prefix = ""
-    for part in path.strip("/").split("/"):
-        prefix += "/" + part
+    pid = os.fork()
+    if pid == 0:
+        return
+    os.close(err_w)
+    os.close(result_w)
+    while True:
         try:
-            st = os.stat(prefix)
-        except OSError:
-            return None
-        mode = st.st_mode
-        if not (
-            (st.st_uid == uid and mode & 0o100)
-            or (st.st_gid == gid and mode & 0o010)
-            or mode & 0o001
-        ):
-            return prefix
-    return None
-
-
-def _covered_dirs(home: str, uid: int, gid: int, visible: list[str]) -> tuple[str, ...]:
-    """Directories replaced by an empty tmpfs: /tmp, $HOME, and every directory that
-    would keep the sandbox's uid from the interpreter (a root user's 0700 /root holding
-    pyenv); what the test needs from under them is bound back."""
-    covered = {"/tmp"}
-    if home != "/" and os.path.isdir(home):
-        covered.add(home)
-    for path in visible:
-        blocked = _blocked_at(path, uid, gid)
-        if blocked is not None:
-            covered.add(blocked)
-    # Parents first: a tmpfs mounted later on a parent would hide the child's.
-    return tuple(sorted(covered, key=lambda c: c.count("/")))
-
-
-def _open_kept(policy: Policy, python: tuple[str, ...]) -> list[tuple[int, str, bool]]:
-    """O_PATH descriptors of what must be bound back after /tmp and $HOME are covered:
-    the interpreter's directories under them, and every writable path."""
-    keep: list[tuple[int, str, bool]] = []
-    for path in python:
-        keep.append((os.open(path, os.O_PATH | os.O_CLOEXEC), path, False))
-    for path in policy.writable:
-        if os.path.exists(path):
-            keep.append((os.open(path, os.O_PATH | os.O_CLOEXEC), path, True))
-    return keep
-
-
-def _mount_view(home: str, covered: tuple[str, ...], keep: list[tuple[int, str, bool]]) -> None:
-    # Private first: the host's / is usually shared, and every mount below would
-    # otherwise propagate back to the host.
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
-    # The whole host tree read-only and nosuid, submounts included (a remount of "/"
-    # alone would leave e.g. a separate /home writable).
-    _check(
-        _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, attr, len(attr)),
-        "mount_setattr /",
-    )
-    if os.path.isdir("/dev/shm"):
-        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
-    # Parents before children, tmpfs and binds alike: a bind of the project must not
-    # cover a $HOME tmpfs inside it, nor a tmpfs hide a bind below it.
-    steps: list[tuple[str, int, bool]] = [(path, -1, False) for path in covered]
-    steps += [(path, fd, writable) for fd, path, writable in keep]
-    for path, fd, writable in sorted(steps, key=lambda s: s[0].rstrip("/").count("/")):
-        if fd < 0:
-            os.makedirs(path, exist_ok=True)
-            # /tmp for every user of the sandbox; $HOME and the others private, empty.
-            mode = "1777" if path == "/tmp" else "0700" if path == home else "0755"
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size=256m")
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
             continue
-        if os.path.isdir(f"/proc/self/fd/{fd}"):
-            os.makedirs(path, exist_ok=True)
-        elif not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-        os.close(fd)
-        # A bind copies the source's read-only flag; writable paths clear it again
-        # (allowed: we set it, the host did not lock it).
-        extra = 0 if writable else MS_RDONLY
-        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | extra)
+    if os.WIFSIGNALED(status):
+        import faulthandler
 
-
-def _loopback_up() -> None:
-    # A new network namespace starts with lo down; tests' local servers need it up.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        ifreq = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq))[1]
-        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
-
-
-@functools.cache
-def _last_cap() -> int:
-    """The highest capability this kernel knows (capabilities(7)); 63 if unreadable."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 63
-
-
-def _drop_capabilities(last_cap: int) -> None:
-    # The uid change above does not clear capabilities here: host root is unmapped in
-    # this namespace, so the kernel's "leaving uid 0" rule never fires. Drop explicitly:
-    # bounding set, ambient set, then permitted/effective/inheritable. Only up to the
-    # kernel's cap_last_cap: a higher number is no capability (EINVAL), and each prctl
-    # through ctypes costs ~5 us.
-    for cap in range(last_cap + 1):
-        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 and ctypes.get_errno() != errno.EINVAL:
-            _check(-1, f"prctl(PR_CAPBSET_DROP, {cap})")
-    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(ambient)")
-    header = struct.pack("Ii", LINUX_CAPABILITY_VERSION_3, 0)
-    data = ctypes.create_string_buffer(24)
-    _check(_libc.capset(header, data), "capset")
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def _load_seccomp(bpf: bytes) -> None:
-    # Last: the filter must not have to allow the set-up above.
-    program = ctypes.create_string_buffer(bpf, len(bpf))
-    fprog = _SockFprog(len(bpf) // 8, ctypes.cast(program, ctypes.c_void_p))
-    _check(
-        _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0),
-        "prctl(PR_SET_SECCOMP)",
-    )
+        sig = os.WTERMSIG(status)
+        faulthandler.disable()
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_SETUP)
 
 
 def network_mode() -> str:
@@ -549,6 +487,13 @@ def _rule_for(exc: BaseException, policy: Policy) -> str:
         )
     if exc.errno == errno.ENOENT and exc.filename and str(exc.filename).startswith(home):
         return f"{exc.filename} not found: $HOME is an empty private directory (secrets hidden)"
+    if exc.errno == errno.ENOENT and exc.filename and policy.visible:
+        path = os.path.abspath(os.fsdecode(exc.filename))
+        if not any(path == v or path.startswith(v.rstrip("/") + "/") for v in policy.visible):
+            return (
+                f"{path} not found: outside the sandbox's root, which shows only the "
+                "profile's mounts (isorun explain PROFILE lists them)"
+            )
     if exc.errno in (errno.EPERM, errno.EACCES):
         uid = sandbox_ids()[0]
         return (

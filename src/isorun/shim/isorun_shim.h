@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 3
+#define ISORUN_SHIM_ABI 4
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -180,3 +180,22 @@ int isorun_take_listener(int pid, int fd);
  * stop_fd became readable, or -errno.
  */
 int isorun_supervise(struct isorun_supervisor *sup);
+
+/*
+ * ABI 4: apply a spec to the calling process instead of a clone of it (apply.c). For a
+ * sandbox whose code must run in an already forked copy of the caller (pytest's
+ * @pytest.mark.isorun runs the test body in the process that collected it): every
+ * child-side step except clone and execve. Both calls return only on success; a failed
+ * step writes its struct isorun_failure to err_fd and _exit()s with ISORUN_EXIT_SETUP,
+ * as a launch's child does.
+ *
+ * isorun_apply_namespaces: unshare every namespace in clone_flags, write one byte to
+ * ready_fd, then wait on sync_fd until the parent wrote the id maps. With CLONE_NEWPID
+ * the caller must then fork: only children enter a pid namespace made by unshare(2).
+ *
+ * isorun_apply: the rest, in isorun_child_main's order, in pid 1 of the new pid
+ * namespace when there is one. err_fd stays open: the caller closes it once this
+ * returns, and EOF tells the parent that set-up succeeded.
+ */
+void isorun_apply_namespaces(const struct isorun_spec *spec, int ready_fd);
+void isorun_apply(const struct isorun_spec *spec);
