@@ -2,10 +2,12 @@
 it (see src/isorun/shim/build_shim.py); all metadata is in pyproject.toml."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.dist import Distribution
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,7 +43,40 @@ class BuildExtWithLauncher(build_ext):
         return [*super().get_outputs(), *([str(launcher)] if launcher else [])]
 
 
+# setuptools has no build_scripts of its own; this is the distutils one it runs.
+build_scripts = Distribution().get_command_class("build_scripts")
+
+
+class BuildFrontendScript(build_scripts):  # type: ignore[misc, valid-type]
+    """The `isorun` command is isorun-launch itself (its front end, frontend.c, launches a
+    cached plan without starting Python), so it goes into the environment's bin as a
+    script; the Python CLI is the console script isorun-py (pyproject.toml).
+
+    The stock build_scripts cannot copy it: it opens every script with tokenize.open() to
+    rewrite a #! line, which fails on an ELF file. This copies the program build_ext made
+    (or builds it) and leaves the rest to install_scripts, which a wheel (pip install .)
+    and an editable install (pip install -e .) both run: pip then puts it in bin.
+    """
+
+    def run(self):  # type: ignore[no-untyped-def]
+        self.mkpath(self.build_dir)
+        target = Path(self.build_dir) / "isorun"
+        built = getattr(self.get_finalized_command("build_ext"), "_launcher", None)
+        if built is not None and Path(built).is_file():
+            self.copy_file(str(built), str(target))
+            os.chmod(target, 0o755)
+        else:
+            _build_shim().build_launcher(target)
+        self.outfiles = [str(target)]
+
+    def get_outputs(self):  # type: ignore[no-untyped-def]
+        return [str(Path(self.build_dir) / "isorun")]
+
+
 setup(
     cffi_modules=["src/isorun/shim/build_shim.py:ffibuilder"],
-    cmdclass={"build_ext": BuildExtWithLauncher},
+    # setuptools runs build_scripts only when there are scripts; `isorun` is built from
+    # frontend.c (with the rest of isorun-launch), so that is the one named here.
+    scripts=["src/isorun/shim/frontend.c"],
+    cmdclass={"build_ext": BuildExtWithLauncher, "build_scripts": BuildFrontendScript},
 )
