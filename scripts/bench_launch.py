@@ -1,9 +1,13 @@
-"""Median launch time of /bin/true: isorun's native spawn() vs bwrap with equivalent flags.
+"""API launch of ``strict`` from one warm Python process: isorun-launch vs the in-process
+clone vs bubblewrap (issue #7).
 
-Both run from this Python process: spawn() clones from C, bwrap is fork/exec'd through
-subprocess. Prints a Markdown table. Not a test; run as root or as a normal user:
+Three launchers of /bin/true, interleaved so machine load hits all alike; medians and
+p10/p90 in ms, then back-to-back launches per second of each. bwrap gets the flags
+closest to ``strict`` and the very BPF program isorun loads (scripts/bench.py's argv),
+started with ``subprocess.run`` as a caller would. Not a test; run as root or as a
+normal user:
 
-    .venv/bin/python scripts/bench_launch.py [-n RUNS]
+    .venv/bin/python scripts/bench_launch.py [-n RUNS] [--rate-runs N]
 """
 
 from __future__ import annotations
@@ -14,88 +18,90 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from isorun.sandbox.process import spawn
-from isorun.sandbox.spec import MountKind, ShimMount, ShimSpec
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: user, pid, mnt, uts, ipc, net, cgroup
-CLONE_FLAGS = 0x10000000 | 0x20000000 | 0x00020000 | 0x04000000 | 0x08000000 | 0x40000000
-CLONE_FLAGS |= 0x02000000
-MOUNTS = (
-    ShimMount(MountKind.BIND, b"/usr", b"/usr", flags=1),
-    ShimMount(MountKind.SYMLINK, b"/bin", b"usr/bin"),
-    ShimMount(MountKind.SYMLINK, b"/lib", b"usr/lib"),
-    ShimMount(MountKind.SYMLINK, b"/lib64", b"usr/lib64"),
-    ShimMount(MountKind.PROC, b"/proc"),
-    ShimMount(MountKind.DEV, b"/dev"),
-    ShimMount(MountKind.TMPFS, b"/tmp", mode=0o1777),
-)
+from bench import bwrap_argv, strict_bpf
+
+import isorun
+from isorun.sandbox import process
 
 
-def native_spec() -> ShimSpec:
-    host = 100000 if os.getuid() == 0 else os.getuid()
-    hgid = 100000 if os.getuid() == 0 else os.getgid()
-    return ShimSpec(
-        argv=(b"/bin/true",),
-        env=(b"PATH=/usr/bin:/bin",),
-        clone_flags=CLONE_FLAGS,
-        uid_map=f"1000 {host} 1\n".encode(),
-        gid_map=f"1000 {hgid} 1\n".encode(),
-        uid=1000,
-        gid=1000,
-        mounts=MOUNTS,
-        hostname=b"sandbox",
-    )
-
-
-def bwrap_argv() -> list[str]:
-    return [
-        "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net",
-        "--unshare-uts", "--unshare-cgroup", "--uid", "1000", "--gid", "1000",
-        "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-        "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
-        "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib",
-        "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev",
-        "--tmpfs", "/tmp", "/bin/true",
-    ]  # fmt: skip
-
-
-def measure(run_once: Callable[[], int], runs: int) -> list[float]:
-    run_once()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        code = run_once()
-        times.append((time.perf_counter() - start) * 1000)
-        if code != 0:
-            raise SystemExit(f"launch failed with exit code {code}")
-    return times
+def in_process_clone() -> None:
+    """isorun.run with isorun-launch hidden: the fallback, which clones this process."""
+    found = process.launcher_path
+    process.launcher_path = lambda: None  # type: ignore[assignment]
+    try:
+        isorun.run(["/bin/true"], profile="strict", check=True)
+    finally:
+        process.launcher_path = found  # type: ignore[method-assign]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("-n", "--runs", type=int, default=200)
+    parser.add_argument("-n", "--runs", type=int, default=300)
+    parser.add_argument("--rate-runs", type=int, default=300)
     args = parser.parse_args()
-    spec = native_spec()
-    rows = [("isorun spawn()", measure(lambda: spawn(spec).wait(), args.runs))]
-    if shutil.which("bwrap"):
-        argv = bwrap_argv()
-        rows.append(
-            (
-                "bwrap (fork/exec)",
-                measure(lambda: subprocess.run(argv, check=False).returncode, args.runs),
-            )
-        )
+    if process.launcher_path() is None:
+        raise SystemExit(f"{process.LAUNCHER} is not built (make shim)")
+    with tempfile.NamedTemporaryFile(prefix="isorun-bench-", suffix=".bpf") as bpf:
+        bpf.write(strict_bpf())
+        bpf.flush()
+        fd = os.open(bpf.name, os.O_RDONLY)
+        argv = bwrap_argv(fd)
+
+        def bwrap() -> None:
+            os.lseek(fd, 0, os.SEEK_SET)  # bwrap reads the program from the shared offset
+            subprocess.run(argv, pass_fds=(fd,), check=True)
+
+        launchers: list[tuple[str, Callable[[], None]]] = [
+            ("isorun.run via isorun-launch", lambda: isorun.run(["/bin/true"], check=True)),
+            ("isorun.run, in-process clone", in_process_clone),
+        ]
+        if shutil.which("bwrap"):
+            launchers.append(("bwrap + seccomp via subprocess.run", bwrap))
+        for _, launch in launchers:
+            launch()
+        samples: dict[str, list[float]] = {name: [] for name, _ in launchers}
+        for _ in range(args.runs):
+            for name, launch in launchers:
+                start = time.perf_counter()
+                launch()
+                samples[name].append((time.perf_counter() - start) * 1000)
+        rates = {}
+        for name, launch in launchers:
+            start = time.perf_counter()
+            for _ in range(args.rate_runs):
+                launch()
+            rates[name] = args.rate_runs / (time.perf_counter() - start)
+        os.close(fd)
     who = "root" if os.getuid() == 0 else f"uid {os.getuid()}"
-    sys.stdout.write(f"/bin/true, {args.runs} runs, as {who}\n\n")
-    sys.stdout.write("| launcher | median ms | p90 ms | min ms |\n|---|---:|---:|---:|\n")
-    for name, times in rows:
-        p90 = statistics.quantiles(times, n=10)[-1]
+    load = os.getloadavg()[0]
+    sys.stdout.write(
+        f"/bin/true under strict, {args.runs} interleaved runs, as {who}, load {load:.2f}\n\n"
+    )
+    sys.stdout.write(
+        "| launcher | median ms | p10 ms | p90 ms | launches/s |\n|---|---:|---:|---:|---:|\n"
+    )
+    for name, times in samples.items():
+        deciles = statistics.quantiles(times, n=10)
         sys.stdout.write(
-            f"| {name} | {statistics.median(times):.2f} | {p90:.2f} | {min(times):.2f} |\n"
+            f"| {name} | {statistics.median(times):.2f} | {deciles[0]:.2f} |"
+            f" {deciles[-1]:.2f} | {rates[name]:.0f} |\n"
         )
+    bw = "bwrap + seccomp via subprocess.run"
+    if bw in samples:
+        for name in list(samples)[:2]:
+            ratio = statistics.median(samples[name]) / statistics.median(samples[bw])
+            sys.stdout.write(
+                f"\n{name}: {ratio:.2f}x bwrap's launch time (goal <= 0.80), "
+                f"{rates[name] / rates[bw]:.2f}x its launches/s (goal >= 1.25)"
+            )
+        sys.stdout.write("\n")
 
 
 if __name__ == "__main__":

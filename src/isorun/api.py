@@ -96,16 +96,28 @@ class Popen:
                 plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
                 allow_weaker=allow_weaker)
         else:
-            spec = native.build_spec(plan, self.args, os.environ if env is None else env,
-                                     cached_program(plan))
+            caller_env = os.environ if env is None else env
             wall = plan.find(WallTime)
             cgroups = plan.find(Cgroup)
+            # isorun-launch does what the warm launch does (isorun.launch.make_record):
+            # no cgroup, no wall-clock timer; learn mode never comes through here.
+            launcher = None if wall or cgroups else process.launcher_path()
+            if launcher is None and not (wall or cgroups) and log is not None:
+                log(f"isorun: {process.LAUNCHER} is not built: cloning this process instead"
+                    " (same sandbox, slower start; make shim or reinstall builds it)")
             try:
-                self._proc = process.spawn(
-                    spec, stdin=stdin, stdout=stdout, stderr=stderr,
-                    wall_time=wall[0].seconds if wall else None,
-                    memory_max=cgroups[0].memory if cgroups else None,
-                    pids_max=cgroups[0].pids if cgroups else None)
+                if launcher is not None:
+                    record, blob = _flat_record(plan, caller_env)
+                    self._proc = process.spawn_launched(
+                        launcher, record, blob, tuple(os.fsencode(a) for a in self.args),
+                        stdin=stdin, stdout=stdout, stderr=stderr)
+                else:
+                    spec = native.build_spec(plan, self.args, caller_env, cached_program(plan))
+                    self._proc = process.spawn(
+                        spec, stdin=stdin, stdout=stdout, stderr=stderr,
+                        wall_time=wall[0].seconds if wall else None,
+                        memory_max=cgroups[0].memory if cgroups else None,
+                        pids_max=cgroups[0].pids if cgroups else None)
             except SandboxSetupError as err:
                 raise locate_error(err, plan) from None
             self.exec_error = self._proc.exec_error
@@ -312,6 +324,41 @@ def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = Non
     if entry is not None:
         _PLANS[key] = (plan, entry["deps"])  # type: ignore[assignment]
     return plan
+
+
+#: id(plan) -> (plan, env patterns, {env projection: (record, flat record)}); the plan is
+#: kept so its id stays its own
+_FLAT: dict[int, tuple[Plan, tuple[str, ...] | None, dict[Any, tuple[Any, bytes]]]] = {}
+#: bounds on _FLAT: plans a process launches, environments per plan
+_FLAT_PLANS, _FLAT_ENVS = 32, 16
+
+
+def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, Any], bytes]:
+    """(record, flat.encode(record)) of ``plan`` for this caller's environment, built once.
+
+    The environment is the only per-launch input of native.build_spec; keyed by the part
+    of it the plan reads (isorun.launch.env_projection, a superset of what
+    build_environment reads), so an equal key means an equal record.
+    """
+    from isorun import launch
+    from isorun.sandbox import flat, native
+    from isorun.sandbox.spec import spec_record
+
+    entry = _FLAT.get(id(plan))
+    if entry is None or entry[0] is not plan:
+        if len(_FLAT) >= _FLAT_PLANS:
+            del _FLAT[next(iter(_FLAT))]
+        entry = _FLAT[id(plan)] = (plan, launch.env_patterns(plan), {})
+    key = launch.env_projection(entry[1], caller_env)
+    hit = entry[2].get(key)
+    if hit is None:
+        spec = native.build_spec(plan, [], caller_env, cached_program(plan))
+        record = spec_record(spec)
+        del record["argv"]
+        if len(entry[2]) >= _FLAT_ENVS:
+            del entry[2][next(iter(entry[2]))]
+        hit = entry[2][key] = (record, flat.encode(record))
+    return hit
 
 
 def _policy_of(plan: Plan) -> Any:
