@@ -307,6 +307,7 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         network=None if network is None else str(network),
         writable=tuple(os.path.abspath(p) for p in writable),
         where=where,
+        cwd=str(item.config.invocation_params.dir),
     )
     exiting = item.config.stash.setdefault(EXITING, pytest_sandbox.Exiting())
     result = pytest_sandbox.run_in_child(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import gc
 import json
 import os
 import signal
@@ -56,6 +57,9 @@ class Policy:
     writable: tuple[str, ...]
     #: file:line of the test, for messages
     where: str
+    #: ${CWD} of the profile: where pytest was invoked (a test's own chdir does not move
+    #: what the profile binds; its working directory must then be visible)
+    cwd: str = ""
     #: what the sandbox's root shows of the host (mount destinations), for messages
     visible: tuple[str, ...] = ()
 
@@ -121,15 +125,22 @@ def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[st
         plan = api.compile_plan(path)
         return plan, api.cached_program(plan)
 
-    path = stable_profile(text)
-    if path is not None:
-        plan, bpf = compile_at(path)
-    else:
-        with tempfile.TemporaryDirectory(prefix="isorun-marker-") as scratch:
-            path = os.path.join(scratch, "marker.toml")
-            with open(path, "w") as f:
-                f.write(text)
+    # The planner resolves ${CWD} from the working directory, which a fixture may have
+    # moved (monkeypatch.chdir); the profile means the session's.
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        path = stable_profile(text)
+        if path is not None:
             plan, bpf = compile_at(path)
+        else:
+            with tempfile.TemporaryDirectory(prefix="isorun-marker-") as scratch:
+                path = os.path.join(scratch, "marker.toml")
+                with open(path, "w") as f:
+                    f.write(text)
+                plan, bpf = compile_at(path)
+    finally:
+        os.chdir(here)
     record = spec_record(native.build_spec(plan, ["pytest"], os.environ, bpf))
     env = dict(os.fsdecode(e).partition("=")[::2] for e in record["env"])
     visible = tuple(os.fsdecode(m[1]) for m in record["mounts"])
@@ -222,12 +233,14 @@ def run_in_child(
     ``session_env``: the environment at the session's start; the body sees the profile's
     environment plus what changed since (monkeypatch.setenv), never the host's tokens.
     """
-    from isorun.pytest_plugin import interpreter_paths
     from isorun.sandbox import parent
 
     try:
         session = compile_session(
-            policy.profile, policy.network, os.getcwd(), tuple(interpreter_paths())
+            policy.profile,
+            policy.network,
+            policy.cwd or os.getcwd(),
+            _import_paths(tuple(sys.path)),
         )
     except ValueError as err:
         raise ValueError(f"{err} ({policy.where})") from err
@@ -257,11 +270,17 @@ def run_in_child(
         env = _child_env(session.env, session_env)
         sys.stdout.flush()
         sys.stderr.flush()
+        # Frozen across the fork: the children's garbage collector then leaves pytest's
+        # objects alone, instead of writing to (and so copying) every page holding one
+        # (gc.freeze, "avoid copy-on-write"); the parent thaws them at once.
+        gc.freeze()
         pid = os.fork()
-        if pid == 0:
+        if pid != 0:
+            gc.unfreeze()
+        else:
             os.close(ready_r)
             os.close(result_r)
-            _child(policy, body, shim.lib, c_spec, record, env, ready_w, err_w, result_w)
+            _child(policy, body, shim.lib, c_spec, record, env, ready_w, go_r, err_w, result_w)
     finally:
         for fd in opened:
             os.close(fd)
@@ -340,6 +359,24 @@ def _child_env(
     return env
 
 
+@functools.cache
+def _import_paths(path: tuple[str, ...]) -> tuple[str, ...]:
+    """The interpreter's directories, once per value of sys.path (each call stats them)."""
+    from isorun.pytest_plugin import interpreter_paths
+
+    return tuple(interpreter_paths())
+
+
+def _set_environ(env: dict[str, str]) -> None:
+    # Only what differs: every change is a putenv/unsetenv and a write to pages still
+    # shared with pytest.
+    for name in [n for n in os.environ if n not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
 def _read_record(fd: int) -> bytes | None:
     """The child's result record, or None when it died before writing all of it.
 
@@ -385,22 +422,26 @@ def _child(
     record: dict[str, Any],
     env: dict[str, str],
     ready_w: int,
+    go_r: int,
     err_w: int,
     result_w: int,
 ) -> None:
     code = EXIT_SETUP
     try:
-        # Returns once the parent wrote the id maps; closes ready_w and the parent's ends.
+        # Closes ready_w and the parent's pipe ends; the parent now writes the id maps.
         lib.isorun_apply_namespaces(c_spec, ready_w)
         if record["clone_flags"] & CLONE_NEWPID:
-            _fork_into_pid_namespace(err_w, result_w)
-        # The rest of the plan, seccomp last; on failure it reports on err_w and exits.
+            _fork_into_pid_namespace(go_r, err_w, result_w)
+        # Waits for the id maps, then the rest of the plan, seccomp last; on failure it
+        # reports on err_w and exits.
         lib.isorun_apply(c_spec)
         # EOF on the error pipe tells the parent the sandbox is complete.
         os.close(err_w)
-        os.environ.clear()
-        os.environ.update(env)
+        _set_environ(env)
         outcome, text = body(policy)
+        # Before the result: os._exit below drops what Python still buffers (with -s,
+        # sys.stdout is the real, block-buffered stdout), and the parent reports at once.
+        _flush_stdio()
         record_bytes = json.dumps({"outcome": outcome, "text": text}).encode()
         data = _HEADER.pack(len(record_bytes)) + record_bytes
         while data:
@@ -413,7 +454,15 @@ def _child(
         os._exit(code)
 
 
-def _fork_into_pid_namespace(err_w: int, result_w: int) -> None:
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            continue  # closed or replaced by the test; nothing more to save
+
+
+def _fork_into_pid_namespace(go_r: int, err_w: int, result_w: int) -> None:
     """Fork the test's process, pid 1 of the new pid namespace; this one (F) only waits.
 
     F returns never: it mirrors the child's end (a signal as that signal, so the parent
@@ -422,8 +471,8 @@ def _fork_into_pid_namespace(err_w: int, result_w: int) -> None:
     pid = os.fork()
     if pid == 0:
         return
-    os.close(err_w)
-    os.close(result_w)
+    for fd in (go_r, err_w, result_w):
+        os.close(fd)
     while True:
         try:
             _, status = os.waitpid(pid, 0)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import tempfile
 import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import unprivileged_user
 from tests.plugin._helpers import PYTHON, output, run
 
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -114,3 +121,119 @@ def test_tmp_path_stays_writable(report: tuple[int, str]) -> None:
 
 def test_plain_failure_keeps_child_traceback(report: tuple[int, str]) -> None:
     assert "assert 1 == 2" in report[1]
+
+
+# The sandbox's own root, answered by the kernel inside the marked test: a host file the
+# test profile does not bind is absent, the body is pid 1 of its own pid namespace and
+# /proc shows that namespace only. The unmarked twins see the host.
+ROOT_SUITE = textwrap.dedent("""
+    import os
+    import pytest
+
+    HOST_FILE = {host_file!r}
+
+    def _pids():
+        return sorted(int(n) for n in os.listdir("/proc") if n.isdigit())
+
+    @pytest.mark.isorun()
+    def test_marked_root_hides_host_file():
+        assert os.path.isdir(os.path.dirname(os.__file__))  # the interpreter is bound
+        assert not os.path.exists(HOST_FILE)
+        assert not os.path.exists(os.path.dirname(HOST_FILE))
+
+    def test_unmarked_sees_host_file():
+        assert open(HOST_FILE).read() == "host"
+
+    @pytest.mark.isorun()
+    def test_marked_is_pid_1_of_own_namespace():
+        assert os.getpid() == 1
+        assert _pids() == [1]
+        assert os.uname().nodename == "sandbox"
+
+    def test_unmarked_sees_host_pids():
+        assert os.getpid() != 1 and len(_pids()) > 1
+
+    @pytest.mark.isorun()
+    def test_marked_lazy_import_resolves_in_new_root():
+        import xml.dom.minidom  # not imported by pytest before the fork
+        assert xml.dom.minidom.parseString("<a/>").documentElement.tagName == "a"
+
+    @pytest.mark.isorun()
+    def test_marked_uid(tmp_path):
+        (tmp_path / "out").write_text("ok")
+        print("UID", os.getuid(), "EUID", os.geteuid())
+        assert os.getuid() == {uid}
+
+    @pytest.fixture
+    def outside(monkeypatch):
+        # A fixture: it runs in pytest's process, before the fork.
+        monkeypatch.chdir(os.path.dirname(HOST_FILE))
+
+    @pytest.mark.isorun()
+    def test_marked_cwd_outside_root(outside):
+        pass
+""")
+
+
+@pytest.fixture(scope="module")
+def host_file() -> Iterator[str]:
+    # Under /var/tmp: a host directory every user can read that the test profile binds
+    # nowhere (it binds /usr, /etc, the project, the interpreter; /tmp is its own).
+    directory = tempfile.mkdtemp(prefix="isorun-marker-", dir="/var/tmp")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "host.txt")
+    with open(path, "w") as f:
+        f.write("host")
+    os.chmod(path, 0o644)
+    yield path
+    shutil.rmtree(directory)
+
+
+def _root_report(host_file: str, as_user: pwd.struct_passwd | None) -> tuple[int, str]:
+    # Directly under /tmp and world-readable: pytest's own tmp_path parents are 0700,
+    # and an unprivileged run must read the project.
+    project = Path(tempfile.mkdtemp(prefix="isorun-marker-root-"))
+    try:
+        project.chmod(0o755)
+        uid = 65534 if as_user is None else as_user.pw_uid
+        (project / "test_root.py").write_text(ROOT_SUITE.format(host_file=host_file, uid=uid))
+        argv = [PYTHON, "-m", "pytest", "-rA", "-s", "-p", "no:cacheprovider", "test_root.py"]
+        env = {"HOME": str(project)}
+        if as_user is not None:
+            argv = ["setpriv", f"--reuid={as_user.pw_uid}", f"--regid={as_user.pw_gid}",
+                    "--clear-groups", *argv]  # fmt: skip
+            env["PATH"] = "/usr/bin:/bin"
+        proc = run(argv, cwd=project, env=env)
+        return proc.returncode, output(proc)
+    finally:
+        shutil.rmtree(project)
+
+
+def _check_root_report(report: tuple[int, str]) -> None:
+    code, text = report
+    for test in (
+        "test_marked_root_hides_host_file",
+        "test_unmarked_sees_host_file",
+        "test_marked_is_pid_1_of_own_namespace",
+        "test_unmarked_sees_host_pids",
+        "test_marked_lazy_import_resolves_in_new_root",
+        "test_marked_uid",
+    ):
+        assert _line(text, test).startswith("PASSED"), f"{test}:\n{text}"
+    assert _line(text, "test_marked_cwd_outside_root").startswith("FAILED"), text
+    assert "could not enter the sandbox" in text
+    assert "hint: the test's working directory" in text
+    assert code == 1, text
+
+
+@pytest.mark.needs("root")
+def test_marker_gives_new_root_as_root(host_file: str) -> None:
+    _check_root_report(_root_report(host_file, None))
+
+
+@pytest.mark.needs("root", "setpriv")
+def test_marker_gives_new_root_unprivileged(host_file: str) -> None:
+    user = unprivileged_user()
+    if user is None:
+        pytest.skip("no unprivileged user to switch to")
+    _check_root_report(_root_report(host_file, user))

@@ -10,7 +10,8 @@
  *     (its handlers are the test's), where a launch's child must never run interpreter
  *     code before its execve;
  *   - namespaces come from unshare(2), in a call of their own, because the parent writes
- *     the id maps in between and, with CLONE_NEWPID, the caller forks in between:
+ *     the id maps after it and, with CLONE_NEWPID, the caller forks after it (the two
+ *     overlap; isorun_apply waits for the maps):
  *     unshare puts only children into a new pid namespace, and the rest must run in that
  *     child, pid 1, because a procfs shows the pid namespace of the process mounting it
  *     and may only be mounted by one privileged over that namespace (proc_fill_super);
@@ -37,6 +38,12 @@ void isorun_apply_namespaces(const struct isorun_spec *spec, int ready_fd) {
     /* Before anything else: a launcher that dies from here on takes us with it. */
     isorun_child_death_signal(spec);
     /*
+     * The parent's ends go first, here and not after a fork: while a copy of the sync
+     * pipe's write end is open anywhere in the sandbox, a dead parent gives no EOF.
+     */
+    close(spec->sync_parent_fd);
+    close(spec->err_parent_fd);
+    /*
      * All at once: with CLONE_NEWUSER in the same call the kernel makes the user
      * namespace first and every other one is owned by it, so none needs privilege on the
      * host. unshare(CLONE_NEWUSER) refuses a multithreaded caller (EINVAL), which a
@@ -44,15 +51,31 @@ void isorun_apply_namespaces(const struct isorun_spec *spec, int ready_fd) {
      */
     if (unshare((int)spec->clone_flags) < 0)
         fail(spec, "clone", "unshare");
-    /* The parent writes /proc/PID/uid_map of our user namespace once it exists. */
+    /*
+     * The parent writes /proc/PID/uid_map of our user namespace once it exists. We do
+     * not wait for it here: the caller's fork into the pid namespace overlaps with it,
+     * and isorun_apply waits first thing.
+     */
     do
         n = write(ready_fd, "r", 1);
     while (n < 0 && errno == EINTR);
     if (n != 1)
         fail(spec, "clone", "write(ready)");
     close(ready_fd);
-    /* Until the maps are written our ids are unmapped: see isorun_child_main. */
-    isorun_child_wait_for_parent(spec);
+}
+
+/* isorun_child_main's wait_for_parent, minus the closes isorun_apply_namespaces made. */
+static void wait_for_maps(const struct isorun_spec *spec) {
+    char byte;
+    ssize_t n;
+
+    do
+        n = read(spec->sync_fd, &byte, 1);
+    while (n < 0 && errno == EINTR);
+    /* EOF: the parent died or gave up before releasing us; it will not read errors. */
+    if (n != 1)
+        _exit(ISORUN_EXIT_SETUP);
+    close(spec->sync_fd);
 }
 
 void isorun_apply(const struct isorun_spec *spec) {
@@ -68,6 +91,11 @@ void isorun_apply(const struct isorun_spec *spec) {
         isorun_child_fail(spec, "clone", "unshare(CLONE_NEWPID)", EINVAL, -1);
     /* A fork clears the death signal; the caller's parent is now the one to follow. */
     isorun_child_death_signal(spec);
+    /*
+     * Until the parent wrote the id maps our ids are unmapped, and files we create would
+     * get no owner (see isorun_child_main).
+     */
+    wait_for_maps(spec);
     /* From here on isorun_child_main's order; its comments give each reason. */
     if (spec->new_session && setsid() < 0)
         fail(spec, "setsid", "setsid");

@@ -455,7 +455,6 @@ int isorun_child_main(void *arg) {
  * The steps above for apply.c (ABI 4), which walks them in the calling process instead
  * of a clone; thin wrappers so this file's order and static helpers stay as they are.
  */
-void isorun_child_wait_for_parent(const struct isorun_spec *spec) { wait_for_parent(spec); }
 void isorun_child_stdio(const struct isorun_spec *spec) { set_stdio(spec); }
 void isorun_child_close_fds(const struct isorun_spec *spec) { close_fds(spec); }
 void isorun_child_rlimits(const struct isorun_spec *spec) { set_rlimits(spec); }

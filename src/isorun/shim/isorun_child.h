@@ -37,7 +37,6 @@ void isorun_child_seccomp(const struct isorun_spec *spec);
 void isorun_child_notify(const struct isorun_spec *spec);
 
 /* exec.c's own steps, for apply.c (ABI 4), which applies a spec to the calling process. */
-void isorun_child_wait_for_parent(const struct isorun_spec *spec);
 void isorun_child_stdio(const struct isorun_spec *spec);
 void isorun_child_close_fds(const struct isorun_spec *spec);
 void isorun_child_rlimits(const struct isorun_spec *spec);

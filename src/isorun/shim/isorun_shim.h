@@ -189,13 +189,14 @@ int isorun_supervise(struct isorun_supervisor *sup);
  * step writes its struct isorun_failure to err_fd and _exit()s with ISORUN_EXIT_SETUP,
  * as a launch's child does.
  *
- * isorun_apply_namespaces: unshare every namespace in clone_flags, write one byte to
- * ready_fd, then wait on sync_fd until the parent wrote the id maps. With CLONE_NEWPID
- * the caller must then fork: only children enter a pid namespace made by unshare(2).
+ * isorun_apply_namespaces: unshare every namespace in clone_flags, then write one byte
+ * to ready_fd (the parent then writes the id maps). With CLONE_NEWPID the caller must
+ * then fork: only children enter a pid namespace made by unshare(2).
  *
- * isorun_apply: the rest, in isorun_child_main's order, in pid 1 of the new pid
- * namespace when there is one. err_fd stays open: the caller closes it once this
- * returns, and EOF tells the parent that set-up succeeded.
+ * isorun_apply: wait on sync_fd until the parent wrote the id maps, then the rest in
+ * isorun_child_main's order, in pid 1 of the new pid namespace when there is one.
+ * err_fd stays open: the caller closes it once this returns, and EOF tells the parent
+ * that set-up succeeded.
  */
 void isorun_apply_namespaces(const struct isorun_spec *spec, int ready_fd);
 void isorun_apply(const struct isorun_spec *spec);
