@@ -593,7 +593,7 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None) -> bytes 
     if not os.environ.get("HOME"):
         return "HOME is not set (the key would read the password database)"
     try:
-        from isorun.sandbox import flat  # type: ignore[attr-defined, unused-ignore]
+        from isorun.sandbox import flat
     except ImportError:
         return "this build has no flat record encoder"
     now_ns = time.time_ns() if now_ns is None else now_ns

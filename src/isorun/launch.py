@@ -156,30 +156,38 @@ def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:
 def run(record: Record, argv: list[str]) -> int:
     """Launch with stdio inherited and wait; the exit code as a shell reports it (128+N
     for signal N, 126/127 when execve failed)."""
+    # _signal is the C half of signal.py, which imports enum (milliseconds).
+    import _signal  # type: ignore[import-not-found]
     import sys
 
     from isorun.sandbox import parent
 
+    # Blocked from before the clone until the handlers below are in place: the command
+    # can run (and someone signal us) before spawn_in_parent returns, and a SIGTERM in
+    # that window would kill this launcher instead of reaching the command. The child
+    # unblocks every signal before its execve (shim exec.c), so the command never
+    # inherits this mask; a signal that came meanwhile is delivered at the unblock below.
+    old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, FORWARDED_SIGNALS)
     opened: list[int] = []
     try:
-        pid, pidfd, failure = parent.spawn_in_parent(record, opened)
+        try:
+            pid, pidfd, failure = parent.spawn_in_parent(record, opened)
+        finally:
+            for fd in opened:
+                os.close(fd)
+        if failure is not None:
+            # The status says 126 or 127; the launcher says why, as api.launch does.
+            sys.stderr.write(exec_failure_message(argv[0], failure[2]))
+
+        def forward(signum: int, frame: Any) -> None:
+            parent.signal_in_parent(pidfd, signum)
+
+        # The sandbox's pid 1 forwards these to the command; the launcher must survive
+        # them to report the command's status instead of dying first.
+        for sig in FORWARDED_SIGNALS:
+            _signal.signal(sig, forward)
     finally:
-        for fd in opened:
-            os.close(fd)
-    if failure is not None:
-        # The command's status says 126 or 127; the launcher says why, as api.launch does.
-        sys.stderr.write(exec_failure_message(argv[0], failure[2]))
-
-    def forward(signum: int, frame: Any) -> None:
-        parent.signal_in_parent(pidfd, signum)
-
-    # The sandbox's pid 1 forwards these to the command; the launcher must survive them
-    # to report the command's status instead of dying first. _signal is the C half of
-    # signal.py, which imports enum (milliseconds).
-    import _signal  # type: ignore[import-not-found]
-
-    for sig in FORWARDED_SIGNALS:
-        _signal.signal(sig, forward)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
     try:
         _, status = os.waitpid(pid, 0)
     finally:

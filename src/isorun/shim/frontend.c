@@ -22,7 +22,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <langinfo.h>
 #include <limits.h>
+#include <locale.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,10 +222,76 @@ static int file_is(const char *path, int present, struct field want)
     return present && got < sizeof buf && want.len == got && memcmp(want.p, buf, got) == 0;
 }
 
-/* environ's NAME=value entries the patterns select (exact names or PREFIX*), compared as a
- * set with the recorded pairs: launch.env_projection, which launch.usable compares. */
-static int env_projection_is(int whole, struct field *patterns, uint32_t n_patterns,
-                             struct field *pairs, uint32_t n_pairs)
+/*
+ * What CPython sets LC_CTYPE to in its own environment at start-up, or NULL for nothing.
+ *
+ * PEP 538: when the LC_CTYPE locale the environment selects is "C" (LANG unset, C or
+ * POSIX, or a locale that does not exist) and LC_ALL is not set, the interpreter sets
+ * LC_CTYPE to the first of C.UTF-8, C.utf8 and UTF-8 the C library accepts, with
+ * setenv(3). The Python CLI then reads that back as the caller's, the recorded
+ * projection has it, and the command gets it. This asks the C library the same question
+ * the same way (Python/pylifecycle.c: _Py_LegacyLocaleDetected, _Py_CoerceLegacyLocale),
+ * so such a caller is not a miss on every launch. PYTHONCOERCECLOCALE (0 turns it off,
+ * "warn" prints a warning the Python CLI would show) means a miss.
+ */
+static const char *python_coerced_ctype(void)
+{
+    static const char *const targets[] = {"C.UTF-8", "C.utf8", "UTF-8"};
+    const char *all = getenv("LC_ALL");
+    const char *result = NULL;
+    if (getenv("PYTHONCOERCECLOCALE") != NULL || (all != NULL && all[0] != '\0'))
+        return NULL;
+    setlocale(LC_CTYPE, "");
+    const char *now = setlocale(LC_CTYPE, NULL);
+    if (now != NULL && strcmp(now, "C") == 0) {
+        for (size_t k = 0; result == NULL && k < sizeof targets / sizeof *targets; k++) {
+            const char *codeset = setlocale(LC_CTYPE, targets[k]) ? nl_langinfo(CODESET) : NULL;
+            if (codeset != NULL && codeset[0] != '\0')
+                result = targets[k];
+        }
+    }
+    setlocale(LC_CTYPE, "C"); /* as every program starts; the launch code expects no other */
+    return result;
+}
+
+static int pattern_selects(int whole, const struct field *patterns, uint32_t n_patterns,
+                           const char *name, size_t name_len)
+{
+    int selected = whole;
+    for (uint32_t k = 0; !selected && k < n_patterns; k++) {
+        struct field p = patterns[k];
+        if (p.len > 0 && p.p[p.len - 1] == '*')
+            selected = name_len >= p.len - 1 && memcmp(name, p.p, p.len - 1) == 0;
+        else
+            selected = name_len == p.len && memcmp(name, p.p, p.len) == 0;
+    }
+    return selected;
+}
+
+/* Mark the recorded (name, value) pair equal to this one; 0 if there is none left. */
+static int match_pair(const struct field *pairs, uint32_t n_pairs, unsigned char *used,
+                      const char *name, size_t name_len, const char *value)
+{
+    size_t value_len = strlen(value);
+    for (uint32_t k = 0; k < n_pairs; k++) {
+        struct field n = pairs[2 * k], v = pairs[2 * k + 1];
+        if (!used[k] && n.len == name_len && memcmp(n.p, name, name_len) == 0 &&
+            v.len == value_len && memcmp(v.p, value, value_len) == 0) {
+            used[k] = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * environ's NAME=value entries the patterns select (exact names or PREFIX*), compared as
+ * a set with the recorded pairs: launch.env_projection, which launch.usable compares, of
+ * the environment the Python CLI would see, which is environ with LC_CTYPE set to ctype
+ * when that is not NULL (see python_coerced_ctype).
+ */
+static int env_projection_is(int whole, const struct field *patterns, uint32_t n_patterns,
+                             const struct field *pairs, uint32_t n_pairs, const char *ctype)
 {
     unsigned char *used = calloc(n_pairs ? n_pairs : 1, 1);
     uint32_t matched = 0;
@@ -233,30 +301,18 @@ static int env_projection_is(int whole, struct field *patterns, uint32_t n_patte
         if (eq == NULL)
             continue; /* Python's os.environ skips these too */
         size_t name_len = (size_t)(eq - *e);
-        int selected = whole;
-        for (uint32_t k = 0; !selected && k < n_patterns; k++) {
-            struct field p = patterns[k];
-            if (p.len > 0 && p.p[p.len - 1] == '*')
-                selected = name_len >= p.len - 1 && memcmp(*e, p.p, p.len - 1) == 0;
-            else
-                selected = name_len == p.len && memcmp(*e, p.p, p.len) == 0;
-        }
-        if (!selected)
+        if (ctype != NULL && name_len == 8 && memcmp(*e, "LC_CTYPE", 8) == 0)
+            continue; /* replaced by setenv(3), counted below */
+        if (!pattern_selects(whole, patterns, n_patterns, *e, name_len))
             continue;
-        size_t value_len = strlen(eq + 1);
-        uint32_t k = 0;
-        for (; k < n_pairs; k++) {
-            struct field name = pairs[2 * k], value = pairs[2 * k + 1];
-            if (!used[k] && name.len == name_len && memcmp(name.p, *e, name_len) == 0 &&
-                value.len == value_len && memcmp(value.p, eq + 1, value_len) == 0)
-                break;
-        }
         /* Not recorded, or a second entry of one name (Python would see only the first,
          * the command maybe both): either way not the environment the record was made for. */
-        if (k == n_pairs)
-            ok = 0;
-        else
-            used[k] = 1, matched++;
+        ok = match_pair(pairs, n_pairs, used, *e, name_len, eq + 1);
+        matched += (uint32_t)ok;
+    }
+    if (ok && ctype != NULL && pattern_selects(whole, patterns, n_patterns, "LC_CTYPE", 8)) {
+        ok = match_pair(pairs, n_pairs, used, "LC_CTYPE", 8, ctype);
+        matched += (uint32_t)ok;
     }
     free(used);
     return ok && matched == n_pairs;
@@ -334,7 +390,13 @@ static int index_holds(struct cursor *c, const char *profile, const char *cwd,
     for (uint32_t k = 0; pairs && k < 2 * n_pairs; k++)
         pairs[k] = get_field(c);
     int env_ok = pairs != NULL && c->ok &&
-                 env_projection_is(whole, patterns, n_patterns, pairs, n_pairs);
+                 env_projection_is(whole, patterns, n_patterns, pairs, n_pairs, NULL);
+    if (!env_ok && pairs != NULL && c->ok) {
+        /* Only now, as it reads locale files: the common caller never gets here. */
+        const char *ctype = python_coerced_ctype();
+        env_ok = ctype != NULL &&
+                 env_projection_is(whole, patterns, n_patterns, pairs, n_pairs, ctype);
+    }
     free(patterns);
     free(pairs);
     if (!env_ok)

@@ -1,0 +1,449 @@
+"""The `isorun` command's C front end: what the Python CLI does, without Python on a hit.
+
+Each test runs the installed ``isorun`` (the environment's bin, next to this Python) on
+real sandboxes and compares it with the Python CLI (``python -m isorun``). A launch index
+is only written for files that have not changed for 2 s (isorun.cache.index_blob), so
+:func:`_warm` repeats a launch until the index is there.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from isorun import cache
+from tests.integration.conftest import missing, unprivileged_user
+
+pytestmark = pytest.mark.needs("userns", "shim")
+
+FRONTEND = Path(sys.executable).parent / "isorun"
+PYTHON_CLI = [sys.executable, "-m", "isorun"]
+ECHO = ["--profile", "strict", "--", "/bin/echo", "hi"]
+TIMEOUT = 60
+
+
+@pytest.fixture(autouse=True)
+def _installed() -> None:
+    if not FRONTEND.is_file() or FRONTEND.read_bytes()[:4] != b"\x7fELF":
+        missing(f"the C front end at {FRONTEND} (pip install -e . installs it)")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """The working directory and cache of a test (a fresh cache: every test starts cold)."""
+    (tmp_path / "work").mkdir()
+    return tmp_path
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, XDG_CACHE_HOME=str(home / "cache"))
+    env.pop("ISORUN_CACHE", None)
+    env.pop("ISORUN_FRONTEND_MISS", None)
+    return {**env, **extra}
+
+
+def _run(
+    argv: list[str], home: Path, cwd: Path | None = None, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=_env(home, **extra), cwd=cwd or home / "work",
+                          capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+
+
+def _traced(
+    argv: list[str], home: Path, cwd: Path | None = None, **extra: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run under strace; the result and every program execve'd, in the sandbox too."""
+    if shutil.which("strace") is None:
+        missing("strace")
+    trace = home / f"trace.{time.monotonic_ns()}"
+    done = _run(["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), *argv],
+                home, cwd, **extra)  # fmt: skip
+    execs = re.findall(r'execve\("([^"]*)"', trace.read_text())
+    return done, execs
+
+
+def _python_ran(execs: list[str]) -> bool:
+    return any("python" in Path(p).name or p.endswith("isorun-py") for p in execs)
+
+
+def _index(home: Path, spec: str = "strict", cwd: Path | None = None, uid: int = -1) -> Path:
+    name = cache.index_name(spec, str(cwd or home / "work"), os.getuid() if uid < 0 else uid)
+    return home / "cache" / "isorun" / name
+
+
+def _warm(home: Path, spec: str = "strict", cwd: Path | None = None, **extra: str) -> Path:
+    """Launch until the launch index for ``spec`` exists (files may be too fresh at first:
+    a profile the test just wrote, a source file someone just saved)."""
+    index = _index(home, spec, cwd)
+    _run([*PYTHON_CLI, "--profile", spec, "--", "/bin/true"], home, cwd, **extra)
+    deadline = time.monotonic() + 20
+    while not index.exists():
+        assert time.monotonic() < deadline, f"no launch index for {spec} after 20 s"
+        time.sleep(0.3)
+        _run([str(FRONTEND), "--profile", spec, "--", "/bin/true"], home, cwd, **extra)
+    return index
+
+
+def _same(a: subprocess.CompletedProcess[str], b: subprocess.CompletedProcess[str]) -> None:
+    assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr)
+
+
+def test_hit_starts_no_python(home: Path) -> None:
+    _warm(home)
+    done, execs = _traced([str(FRONTEND), *ECHO], home)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "hi\n", "")
+    assert execs[0] == str(FRONTEND) and "/bin/echo" in execs
+    assert not _python_ran(execs), execs
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (["/bin/echo", "hi"], 0),
+        (["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], 3),
+        (["/bin/sh", "-c", "kill -TERM $$"], 143),
+        (["/bin/sh", "-c", "kill -SEGV $$"], 139),
+        (["no-such-command"], 127),
+        (["/nonexistent/command"], 127),
+        (["/etc/hostname"], 126),
+    ],
+    ids=["success", "exit-3", "sigterm", "sigsegv", "not-found", "no-such-path", "not-exec"],
+)
+def test_same_result_as_python_cli(home: Path, command: list[str], code: int) -> None:
+    _warm(home)
+    front, execs = _traced([str(FRONTEND), "--profile", "strict", "--", *command], home)
+    assert not _python_ran(execs), "expected a hit"
+    python = _run([*PYTHON_CLI, "--profile", "strict", "--", *command], home)
+    assert front.returncode == code
+    _same(front, python)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        ["--profile", "strict", "/bin/echo", "hi"],
+        ["--profile=strict", "--", "/bin/echo", "hi"],
+        ["-p", "strict", "/bin/echo", "hi"],
+        ["--debug", "-p=strict", "/bin/echo", "hi"],
+        ["run", "--profile", "strict", "/bin/echo", "hi"],
+        ["--allow-weaker", "--profile", "nosuch", "--profile", "strict", "/bin/echo", "hi"],
+    ],
+)
+def test_launch_forms_hit(home: Path, form: list[str]) -> None:
+    _warm(home)
+    done, execs = _traced([str(FRONTEND), *form], home)
+    assert (done.returncode, done.stdout) == (0, "hi\n")
+    assert not _python_ran(execs), execs
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["explain", "strict"],
+        ["--help"],
+        ["run", "--help"],
+        ["-p=strict", "/bin/true"],  # click's, as in __main__: -p=... first is not a launch
+        ["--verbose", "--profile", "strict", "/bin/true"],
+        ["--backend", "native", "--profile", "strict", "/bin/true"],
+        ["--profile", "strict"],
+        ["--profile", "strict", "--bogus", "/bin/true"],
+        ["--profile", "strict", "--", ""],
+    ],
+)
+def test_other_commands_run_the_python_cli(home: Path, args: list[str]) -> None:
+    _warm(home)
+    front, execs = _traced([str(FRONTEND), *args], home)
+    assert _python_ran(execs), execs
+    _same(front, _run([*PYTHON_CLI, *args], home))
+
+
+def test_cache_off_runs_the_python_cli(home: Path) -> None:
+    _warm(home)
+    done, execs = _traced([str(FRONTEND), *ECHO], home, ISORUN_CACHE="0")
+    assert (done.returncode, done.stdout) == (0, "hi\n")
+    assert _python_ran(execs)
+
+
+def test_setup_failure_is_reported_by_python(home: Path) -> None:
+    # A required bind source that does not exist: the plan compiles and is cached, and
+    # the launch fails in the child. The front end then runs the Python CLI, which names
+    # the profile line; the command never ran, so running it again is safe.
+    profile = home / "work" / "p.toml"
+    profile.write_text(
+        'extends = ["strict"]\n[[mounts]]\ntype = "ro-bind"\n'
+        'src = "/nonexistent-isorun-source"\ndst = "/mnt/x"\n'
+    )
+    _warm(home, "./p.toml")
+    front, execs = _traced([str(FRONTEND), "--profile", "./p.toml", "/bin/true"], home)
+    assert _python_ran(execs)
+    python = _run([*PYTHON_CLI, "--profile", "./p.toml", "/bin/true"], home)
+    assert front.returncode == 125
+    assert "p.toml:2" in front.stderr and "mount" in front.stderr
+    _same(front, python)
+
+
+TRAP = "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done"
+
+
+@pytest.mark.parametrize("cli", ["frontend", "python"])
+def test_sigterm_reaches_the_command(home: Path, cli: str) -> None:
+    _warm(home)
+    launcher = [str(FRONTEND)] if cli == "frontend" else PYTHON_CLI
+    proc = subprocess.Popen([*launcher, "--profile", "strict", "--", "/bin/sh", "-c", TRAP],
+                            env=_env(home), cwd=home / "work", stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        if cli == "frontend":
+            # The process that waits for the command is the front end itself, no Python.
+            assert os.readlink(f"/proc/{proc.pid}/exe") == str(FRONTEND.resolve())
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (proc.returncode, out, err) == (7, "got TERM\n", "")
+
+
+def test_edited_profile_misses(home: Path) -> None:
+    profile = home / "work" / "p.toml"
+    profile.write_text('extends = ["strict"]\n[identity]\nhostname = "one"\n')
+    _warm(home, "./p.toml")
+    first, execs = _traced([str(FRONTEND), "--profile", "./p.toml", "/bin/hostname"], home)
+    assert (first.stdout, _python_ran(execs)) == ("one\n", False)
+    # Same size, so only the stat times and the content tell.
+    profile.write_text('extends = ["strict"]\n[identity]\nhostname = "two"\n')
+    second, execs = _traced([str(FRONTEND), "--profile", "./p.toml", "/bin/hostname"], home)
+    assert (second.returncode, second.stdout, _python_ran(execs)) == (0, "two\n", True)
+
+
+def test_other_working_directory_misses(home: Path) -> None:
+    _warm(home)
+    other = home / "other"
+    other.mkdir()
+    done, execs = _traced([str(FRONTEND), "--profile", "strict", "/bin/pwd"], home, other)
+    assert (done.stdout, _python_ran(execs)) == (f"{other}\n", True)
+
+
+def test_changed_kept_variable_misses(home: Path) -> None:
+    _warm(home, TERM="xterm")
+    argv = [str(FRONTEND), "--profile", "strict", "/bin/sh", "-c", "echo $TERM"]
+    changed, execs = _traced(argv, home, TERM="vt100")
+    assert (changed.stdout, _python_ran(execs)) == ("vt100\n", True)
+    same, execs = _traced(argv, home, TERM="xterm")
+    assert (same.stdout, _python_ran(execs)) == ("xterm\n", False)
+
+
+def test_c_locale_caller_hits_with_pythons_lc_ctype(home: Path) -> None:
+    # With the C locale, Python sets LC_CTYPE=C.UTF-8 in its own environment at start-up
+    # (PEP 538), so the record's environment has it; the front end must see the same.
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LANG", "LC_"))}
+    plain = {**base, "XDG_CACHE_HOME": str(home / "cache")}
+    plain.pop("ISORUN_CACHE", None)
+    argv = ["--profile", "strict", "/bin/sh", "-c", "echo ctype=$LC_CTYPE"]
+
+    def run(cli: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *argv], env=plain, cwd=home / "work",
+                              capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+
+    python = run(PYTHON_CLI)
+    assert python.stdout == "ctype=C.UTF-8\n", python.stderr
+    index = _index(home)
+    deadline = time.monotonic() + 20
+    while not index.exists():
+        assert time.monotonic() < deadline, "no launch index"
+        time.sleep(0.3)
+        run([str(FRONTEND)])
+    front = run(["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(home / "t"),
+                 str(FRONTEND)])  # fmt: skip
+    assert not _python_ran(re.findall(r'execve\("([^"]*)"', (home / "t").read_text()))
+    _same(front, python)
+
+
+def test_changed_home_misses(home: Path) -> None:
+    _warm(home)
+    other = home / "otherhome"
+    other.mkdir()
+    done, execs = _traced([str(FRONTEND), *ECHO], home, HOME=str(other))
+    assert (done.stdout, _python_ran(execs)) == ("hi\n", True)
+
+
+def test_touched_source_file_misses(home: Path) -> None:
+    from isorun import launch
+
+    _warm(home)
+    # The content stays; its times change, as an editor's save or a checkout does.
+    os.utime(launch.__file__)
+    done, execs = _traced([str(FRONTEND), *ECHO], home)
+    assert (done.returncode, done.stdout, _python_ran(execs)) == (0, "hi\n", True)
+
+
+def _foreign_owner(index: Path) -> None:
+    os.chown(index, 65534, 65534)
+
+
+def _symlink(index: Path) -> None:
+    real = index.with_name("real")
+    index.rename(real)
+    index.symlink_to(real)
+
+
+def _fifo(index: Path) -> None:
+    index.unlink()
+    os.mkfifo(index, 0o600)
+
+
+def _directory(index: Path) -> None:
+    index.unlink()
+    index.mkdir(0o700)
+
+
+def _flip(index: Path) -> None:
+    data = bytearray(index.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    index.write_bytes(bytes(data))
+
+
+def _truncate(size: Callable[[int], int]) -> Callable[[Path], None]:
+    def cut(index: Path) -> None:
+        data = index.read_bytes()
+        index.write_bytes(data[: size(len(data))])
+
+    return cut
+
+
+BAD_INDEX: dict[str, Callable[[Path], None]] = {
+    "foreign-owner": _foreign_owner,
+    "group-writable": lambda index: index.chmod(0o620),
+    "world-writable": lambda index: index.chmod(0o602),
+    "symlink": _symlink,
+    "fifo": _fifo,
+    "directory": _directory,
+    "corrupt": _flip,
+    "truncated": _truncate(lambda n: n // 2),
+    "one-byte-short": _truncate(lambda n: n - 1),
+    "header-only": _truncate(lambda n: 36),
+    "empty": _truncate(lambda n: 0),
+    "cache-dir-group-writable": lambda index: index.parent.chmod(0o770),
+}
+
+
+@pytest.mark.parametrize("damage", BAD_INDEX, ids=list(BAD_INDEX))
+def test_bad_index_is_ignored(home: Path, damage: str) -> None:
+    if damage == "foreign-owner" and os.geteuid() != 0:
+        missing("root (to give the index another owner)")
+    index = _warm(home)
+    BAD_INDEX[damage](index)
+    done, execs = _traced([str(FRONTEND), *ECHO], home)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "hi\n", "")
+    assert _python_ran(execs)
+
+
+def _with_crc(blob: bytes) -> bytes:
+    import zlib
+
+    head = len(cache.INDEX_MAGIC) + 4
+    body = blob[head + 12 :]
+    return blob[:head] + zlib.crc32(body).to_bytes(4, sys.byteorder) + blob[head + 4 :]
+
+
+def test_garbage_with_a_valid_checksum_is_a_miss(home: Path) -> None:
+    # Past the CRC, the parser meets whatever the bytes say: lengths and counts out of
+    # range, NULs in paths. Each must be a miss and the Python CLI's correct result.
+    # The flat record at the end is left alone: it is isorun-launch's to validate.
+    index = _warm(home)
+    good = index.read_bytes()
+    body_start = len(cache.INDEX_MAGIC) + 16
+    rng = random.Random(7)
+    for _ in range(12):
+        data = bytearray(good)
+        for _ in range(rng.choice((1, 4))):
+            at = rng.randrange(body_start, body_start + (len(good) - body_start) // 3)
+            data[at] = rng.choice([v for v in (0x00, 0xFF, data[at] ^ 0x01, 0x7F) if v != data[at]])
+        index.write_bytes(_with_crc(bytes(data)))
+        index.chmod(0o600)
+        done, execs = _traced([str(FRONTEND), *ECHO], home)
+        assert (done.returncode, done.stdout) == (0, "hi\n")
+        assert _python_ran(execs)
+
+
+@pytest.fixture
+def nobody_home() -> Iterator[Path]:
+    """A home and working directory of the unprivileged user, and a bin directory it can
+    run: this venv's interpreter may live where it cannot (a root user's pyenv), so the
+    system's python3 stands in, with this package and the venv's libraries on PYTHONPATH,
+    and a copy of the front end next to it (the pairing the front end insists on)."""
+    user = unprivileged_user()
+    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}",
+                          path="/usr/bin:/bin")  # fmt: skip
+    if os.geteuid() != 0 or user is None or shutil.which("setpriv") is None or not python:
+        missing("root, setpriv and a system python3, to run as an unprivileged user")
+    assert user is not None and python is not None
+    path = Path(tempfile.mkdtemp(prefix="isorun-frontend-"))
+    try:
+        path.chmod(0o755)
+        (path / "work").mkdir()
+        os.chown(path, user.pw_uid, user.pw_gid)
+        os.chown(path / "work", user.pw_uid, user.pw_gid)
+        (path / "bin").mkdir()
+        (path / "bin" / "python3").symlink_to(python)
+        shutil.copy(FRONTEND, path / "bin" / "isorun")
+        script = path / "bin" / "isorun-py"
+        script.write_text(f"#!{path}/bin/python3\nfrom isorun.__main__ import main\nmain()\n")
+        script.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def test_unprivileged_caller(nobody_home: Path) -> None:
+    import isorun
+
+    user = unprivileged_user()
+    assert user is not None
+    home, work, bin_dir = nobody_home, nobody_home / "work", nobody_home / "bin"
+    as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    package = str(Path(isorun.__file__).parent.parent)
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C", "HOME": str(home),
+           "PYTHONPATH": f"{package}:{site}"}  # fmt: skip
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*as_user, *argv], env=env, cwd=work, capture_output=True,
+                              text=True, timeout=TIMEOUT)  # fmt: skip
+
+    probe = ["--profile", "strict", "/bin/sh", "-c", "id -u; echo $HOME"]
+    python = run([str(bin_dir / "python3"), "-m", "isorun", *probe])
+    assert python.returncode == 0, python.stderr
+    index = home / ".cache" / "isorun" / cache.index_name("strict", str(work), user.pw_uid)
+    deadline = time.monotonic() + 20
+    while not index.exists():
+        assert time.monotonic() < deadline, "no launch index for the unprivileged user"
+        time.sleep(0.3)
+        run([str(bin_dir / "isorun"), "--profile", "strict", "/bin/true"])
+    st = index.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (user.pw_uid, 0o600)
+    trace = home / "trace"
+    front = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), *as_user,
+         str(bin_dir / "isorun"), *probe],
+        env=env, cwd=work, capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    execs = re.findall(r'execve\("([^"]*)"', trace.read_text())
+    assert str(bin_dir / "isorun") in execs and not _python_ran(execs), execs
+    _same(front, python)
+    # A miss (another working directory) as this user: the Python CLI next to it runs.
+    other = run([str(bin_dir / "isorun"), "--profile", "strict", "--", "/bin/pwd"])
+    assert (other.returncode, other.stdout) == (0, f"{work}\n")

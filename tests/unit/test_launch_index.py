@@ -1,0 +1,166 @@
+"""The launch index the C front end reads: its layout, name, and when none is written."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from isorun import __main__ as main_module
+from isorun import cache
+from isorun import launch as fast
+
+FRONTEND_C = Path(cache.__file__).parent / "shim" / "frontend.c"
+NOW_SETTLED = time.time_ns() + 10**12  # every file looks old enough
+
+
+def decode(blob: bytes) -> dict[str, object]:
+    """The index as frontend.c reads it (the layout comment in isorun.cache)."""
+    order = sys.byteorder
+    pos = 0
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        assert pos + n <= len(blob), "past the end"
+        pos += n
+        return blob[pos - n : pos]
+
+    def uint(n: int) -> int:
+        return int.from_bytes(take(n), order)
+
+    def field() -> bytes:
+        return take(uint(4))
+
+    assert take(len(cache.INDEX_MAGIC)) == cache.INDEX_MAGIC
+    assert uint(4) == cache.INDEX_FORMAT
+    crc, length = uint(4), uint(8)
+    assert length == len(blob) - pos and crc == zlib.crc32(blob[pos:])
+    out: dict[str, object] = {"spec": field(), "cwd": field()}
+    out["ids"] = tuple(uint(4) for _ in range(4))
+    out["bindir"] = field()
+    out["uname"] = tuple(field() for _ in range(4))
+    out["files"] = [(field(), uint(1), field()) for _ in range(uint(4))]
+    out["env"] = [(field(), uint(1), field()) for _ in range(uint(4))]
+    out["real"] = [(field(), field()) for _ in range(uint(4))]
+    out["whole"] = uint(1)
+    out["patterns"] = [field() for _ in range(uint(4))]
+    out["pairs"] = [(field(), field()) for _ in range(uint(4))]
+    out["stats"] = [(field(), *(uint(8) for _ in range(5)), uint(4)) for _ in range(uint(4))]
+    out["record"] = field()
+    assert pos == len(blob), "trailing bytes"
+    return out
+
+
+@pytest.fixture
+def entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """A compiled entry with a launch record, for a profile in the working directory."""
+    profile = tmp_path / "p.toml"
+    profile.write_text('extends = ["strict"]\n[identity]\nhostname = "x"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TERM", "xterm")
+    _plan, _bpf, made = cache.compile_entry(
+        "./p.toml", None, lambda plan, bpf: fast.make_record(plan, bpf)
+    )
+    if made is None or made["launch"] is None:
+        pytest.skip("no launch record on this host (no user namespaces or shim)")
+    return made
+
+
+def test_format_and_names_match_frontend_c() -> None:
+    source = FRONTEND_C.read_text()
+    assert f"#define ISORUN_INDEX_FORMAT {cache.INDEX_FORMAT}u" in source
+    magic = re.search(r'index_magic\[\] = "([^"]*)"', source)
+    assert magic and magic.group(1).encode().decode("unicode_escape").encode() == (
+        cache.INDEX_MAGIC
+    )
+    assert f'#define FRONTEND_MISS "{main_module.FRONTEND_MISS}"' in source
+
+
+def test_fnv1a64_known_values() -> None:
+    # The published FNV-1a 64 test vectors.
+    assert cache.fnv1a64(b"") == 0xCBF29CE484222325
+    assert cache.fnv1a64(b"a") == 0xAF63DC4C8601EC8C
+    assert cache.fnv1a64(b"foobar") == 0x85944171F73967E8
+
+
+def test_index_name_depends_on_spec_cwd_and_uid() -> None:
+    names = {
+        cache.index_name("strict", "/a", 0),
+        cache.index_name("strict", "/b", 0),
+        cache.index_name("strict", "/a", 1),
+        cache.index_name("./strict", "/a", 0),
+    }
+    assert len(names) == 4
+    assert all(re.fullmatch(r"[0-9a-f]{16}\.launch", n) for n in names)
+
+
+def test_index_holds_every_condition(entry: dict[str, object], tmp_path: Path) -> None:
+    blob = cache.index_blob(entry, NOW_SETTLED)
+    assert isinstance(blob, bytes), blob
+    index = decode(blob)
+    assert (index["spec"], index["cwd"]) == (b"./p.toml", os.fsencode(os.getcwd()))
+    assert index["ids"] == (os.getuid(), os.getgid(), os.geteuid(), os.getegid())
+    assert index["bindir"] == os.fsencode(os.path.realpath(os.path.dirname(sys.executable)))
+    assert index["uname"] == tuple(os.fsencode(v) for v in os.uname()[:1] + os.uname()[2:])
+    env = {name.decode(): (present, value) for name, present, value in index["env"]}  # type: ignore[attr-defined]
+    assert set(env) == set(cache.INDEX_ENV)
+    assert env["XDG_CACHE_HOME"] == (1, os.fsencode(str(tmp_path / "cache")))
+    # The projection: strict keeps TERM, LANG, LC_* and TZ.
+    assert (index["whole"], index["patterns"]) == (0, [b"TERM", b"LANG", b"LC_*", b"TZ"])
+    assert (b"TERM", b"xterm") in index["pairs"]  # type: ignore[operator]
+    stats = {path.decode() for path, *_ in index["stats"]}  # type: ignore[attr-defined]
+    assert str(tmp_path / "p.toml") in stats  # the profile, as the loader opened it
+    assert any(path.endswith("strict.toml") for path in stats)  # what it extends
+    assert {path for path, *_ in cache.code_stamp()} <= stats
+    assert sys.executable in stats
+    from isorun.sandbox import flat
+
+    assert index["record"] == flat.encode(entry["launch"]["spec"])  # type: ignore[index]
+
+
+def test_no_index_for_a_file_changed_just_now(entry: dict[str, object]) -> None:
+    # The profile was written a moment ago: its ctime is inside the settle window.
+    reason = cache.index_blob(entry)
+    assert isinstance(reason, str) and "changed less than" in reason
+
+
+def test_no_index_without_a_launch_record(entry: dict[str, object]) -> None:
+    assert cache.index_blob({**entry, "launch": None}, NOW_SETTLED) == "no launch record"
+
+
+def test_no_index_when_the_profile_changed_since_compiling(
+    entry: dict[str, object], tmp_path: Path
+) -> None:
+    (tmp_path / "p.toml").write_text('extends = ["strict"]\n[identity]\nhostname = "y"\n')
+    reason = cache.index_blob(entry, NOW_SETTLED)
+    assert isinstance(reason, str) and "p.toml changed" in reason
+
+
+def test_no_index_when_a_kept_variable_changed(
+    entry: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TERM", "vt100")
+    reason = cache.index_blob(entry, NOW_SETTLED)
+    assert isinstance(reason, str) and "kept environment variable" in reason
+
+
+def test_no_index_without_home(entry: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOME")
+    assert "HOME" in str(cache.index_blob(entry, NOW_SETTLED))
+
+
+def test_write_index_is_private_and_atomic(entry: dict[str, object], tmp_path: Path) -> None:
+    directory = tmp_path / "cache" / "isorun"
+    blob = cache.index_blob(entry, NOW_SETTLED)
+    assert isinstance(blob, bytes)
+    name = cache.index_name("./p.toml", os.getcwd(), os.getuid())
+    assert cache._write_file(str(directory), name, blob)
+    st = (directory / name).stat()
+    assert (st.st_mode & 0o777, directory.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert [p.name for p in directory.iterdir()] == [name]  # no temporary file left
