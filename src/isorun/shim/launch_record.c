@@ -1,0 +1,411 @@
+/*
+ * The flat launch record (isorun.sandbox.flat, whose docstring is the format) parsed into
+ * struct isorun_spec, and printed back for tests (isorun-launch --dump).
+ *
+ * The record comes from our own encoder, not from a user: anything it does not expect is
+ * a bug or a stale build, so the parser refuses it with the byte offset rather than
+ * guessing. Every read is bounds-checked; every count is checked against the bytes left
+ * before anything is allocated for it.
+ */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <linux/filter.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "launch_record.h"
+#include "launcher.h"
+
+#define RECORD_MAGIC "IRLR"
+/* isorun.sandbox.flat.VERSION */
+#define RECORD_VERSION 1
+/* The namespaces a record may ask for; any other clone flag (CLONE_VM...) is refused. */
+#define RECORD_CLONE_FLAGS                                                                 \
+    ((unsigned long)(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |           \
+                     CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | 0x80 /* NEWTIME */))
+#define FLAG_SETGROUPS_DENY 1
+#define FLAG_LOOPBACK_UP 2
+#define FLAG_NEW_SESSION 4
+#define FLAG_DIE_WITH_PARENT 8
+#define FLAG_NO_NEW_PRIVS 16
+#define FLAG_INIT 32
+#define FLAG_ALL 63
+
+/* The child reads its copy-on-write copy of these after clone; freed after the launch. */
+struct isorun_chunk {
+    struct isorun_chunk *next;
+    size_t used, cap;
+    _Alignas(16) unsigned char data[];
+};
+
+
+struct reader {
+    const unsigned char *base;
+    size_t pos, len;
+    const char *error;
+    size_t error_at;
+};
+
+static void *alloc(struct isorun_record *rec, size_t n) {
+    struct isorun_chunk *c = rec->chunks;
+    size_t cap;
+
+    n = (n + 15) & ~(size_t)15;
+    if (c == NULL || c->cap - c->used < n) {
+        cap = n > 16384 ? n : 16384;
+        c = calloc(1, sizeof *c + cap);
+        if (c == NULL)
+            return NULL;
+        c->cap = cap;
+        c->next = rec->chunks;
+        rec->chunks = c;
+    }
+    c->used += n;
+    return c->data + c->used - n;
+}
+
+void isorun_record_free(struct isorun_record *rec) {
+    struct isorun_chunk *c, *next;
+
+    for (c = rec->chunks; c != NULL; c = next) {
+        next = c->next;
+        free(c);
+    }
+    rec->chunks = NULL;
+}
+
+static int refuse(struct reader *r, const char *what) {
+    if (r->error == NULL) {
+        r->error = what;
+        r->error_at = r->pos;
+    }
+    return -1;
+}
+
+static int take(struct reader *r, size_t n, const unsigned char **out) {
+    if (r->error != NULL)
+        return -1;
+    if (n > r->len - r->pos)
+        return refuse(r, "truncated");
+    *out = r->base + r->pos;
+    r->pos += n;
+    return 0;
+}
+
+static int read_u32(struct reader *r, uint32_t *value) {
+    const unsigned char *p;
+
+    if (take(r, 4, &p) < 0)
+        return -1;
+    *value = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    return 0;
+}
+
+static int read_i64(struct reader *r, long long *value) {
+    const unsigned char *p;
+    uint64_t v = 0;
+    int i;
+
+    if (take(r, 8, &p) < 0)
+        return -1;
+    for (i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    /* Two's complement, as int.to_bytes(signed=True) wrote it. */
+    *value = v > (uint64_t)LLONG_MAX ? -(long long)(~v) - 1 : (long long)v;
+    return 0;
+}
+
+static int read_range(struct reader *r, long long lo, long long hi, long long *value,
+                      const char *what) {
+    if (read_i64(r, value) < 0)
+        return -1;
+    if (*value < lo || *value > hi) {
+        r->pos -= 8;
+        return refuse(r, what);
+    }
+    return 0;
+}
+
+static int read_bytes(struct reader *r, const unsigned char **data, size_t *len) {
+    uint32_t n;
+
+    if (read_u32(r, &n) < 0 || take(r, n, data) < 0)
+        return -1;
+    *len = n;
+    return 0;
+}
+
+/* A copy with a NUL appended; refuses a NUL inside unless binary (FILE content). */
+static int read_cstr(struct reader *r, struct isorun_record *rec, int binary, const char **out,
+                     size_t *out_len) {
+    const unsigned char *data;
+    char *copy;
+    size_t len;
+
+    if (read_bytes(r, &data, &len) < 0)
+        return -1;
+    if (!binary && memchr(data, '\0', len) != NULL)
+        return refuse(r, "string holds a NUL byte");
+    copy = alloc(rec, len + 1);
+    if (copy == NULL)
+        return refuse(r, "out of memory");
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+    *out = copy;
+    if (out_len != NULL)
+        *out_len = len;
+    return 0;
+}
+
+/* A count of items of at least min_size bytes each: more than could follow is refused
+ * before anything is allocated for them. */
+static int read_count(struct reader *r, size_t min_size, size_t *count) {
+    uint32_t n;
+
+    if (read_u32(r, &n) < 0)
+        return -1;
+    if ((size_t)n > (r->len - r->pos) / min_size) {
+        r->pos -= 4;
+        return refuse(r, "count larger than the record");
+    }
+    *count = n;
+    return 0;
+}
+
+static int read_mount(struct reader *r, struct isorun_record *rec, struct isorun_mount *m) {
+    long long kind, flags, mode, optional, step;
+
+    if (read_range(r, ISORUN_MOUNT_BIND, ISORUN_MOUNT_MQUEUE, &kind, "unknown mount kind") <
+            0 ||
+        read_range(r, 0, LONG_MAX, &flags, "mount flags out of range") < 0 ||
+        read_range(r, 0, 07777, &mode, "mount mode out of range") < 0 ||
+        read_range(r, 0, 1, &optional, "mount optional is not 0 or 1") < 0 ||
+        read_range(r, -1, INT_MAX, &step, "mount step out of range") < 0)
+        return -1;
+    m->kind = (int)kind;
+    m->flags = (unsigned long)flags;
+    m->mode = (unsigned int)mode;
+    m->optional = (int)optional;
+    m->step = (int)step;
+    m->tree_fd = -1;
+    if (read_cstr(r, rec, 0, &m->dst, NULL) < 0 ||
+        read_cstr(r, rec, kind == ISORUN_MOUNT_FILE, &m->src, &m->src_len) < 0 ||
+        read_cstr(r, rec, 0, &m->data, NULL) < 0)
+        return -1;
+    if (m->dst[0] != '/')
+        return refuse(r, "mount dst is not absolute");
+    if ((kind == ISORUN_MOUNT_BIND || kind == ISORUN_MOUNT_DEV_BIND ||
+         kind == ISORUN_MOUNT_SYMLINK) &&
+        m->src_len == 0)
+        return refuse(r, "bind or symlink without a src");
+    if (m->data[0] == '\0')
+        m->data = NULL;
+    return 0;
+}
+
+static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]) {
+    struct isorun_spec *s = &rec->spec;
+    const unsigned char *magic;
+    uint32_t version;
+    long long v, flags, uid, gid, caps;
+    size_t i, j, n;
+    const char **env;
+    int *keep;
+
+    if (take(r, 4, &magic) < 0 || memcmp(magic, RECORD_MAGIC, 4) != 0)
+        return refuse(r, "not a launch record (bad magic)");
+    if (read_u32(r, &version) < 0)
+        return -1;
+    if (version != RECORD_VERSION) {
+        r->pos -= 4;
+        return refuse(r, "record version differs from this isorun-launch (rebuild it)");
+    }
+    if (read_i64(r, &v) < 0)
+        return -1;
+    if ((unsigned long long)v & ~(unsigned long long)RECORD_CLONE_FLAGS) {
+        r->pos -= 8;
+        return refuse(r, "clone_flags holds a flag other than CLONE_NEW*");
+    }
+    s->clone_flags = (unsigned long)v;
+    if (read_range(r, 0, UINT_MAX - 1, &uid, "uid out of range") < 0 ||
+        read_range(r, 0, UINT_MAX - 1, &gid, "gid out of range") < 0 ||
+        read_range(r, 0, FLAG_ALL, &flags, "unknown flag bits") < 0 || read_i64(r, &caps) < 0)
+        return -1;
+    s->uid = (unsigned int)uid;
+    s->gid = (unsigned int)gid;
+    s->setgroups_deny = !!(flags & FLAG_SETGROUPS_DENY);
+    s->loopback_up = !!(flags & FLAG_LOOPBACK_UP);
+    s->new_session = !!(flags & FLAG_NEW_SESSION);
+    s->die_with_parent = !!(flags & FLAG_DIE_WITH_PARENT);
+    s->no_new_privs = !!(flags & FLAG_NO_NEW_PRIVS);
+    s->init = !!(flags & FLAG_INIT);
+    s->caps_keep = (unsigned long long)caps;
+    if (read_bytes(r, &rec->uid_map, &rec->uid_map_len) < 0 ||
+        read_bytes(r, &rec->gid_map, &rec->gid_map_len) < 0)
+        return -1;
+    if ((rec->uid_map_len || rec->gid_map_len) && !(s->clone_flags & CLONE_NEWUSER))
+        return refuse(r, "uid_map/gid_map without a new user namespace");
+    if (read_cstr(r, rec, 0, &s->root, NULL) < 0)
+        return -1;
+    if (s->root[0] != '\0' && s->root[0] != '/' && strcmp(s->root, "tmpfs") != 0)
+        return refuse(r, "root must be empty, tmpfs or absolute");
+    if (read_cstr(r, rec, 0, &s->cwd, NULL) < 0 || read_cstr(r, rec, 0, &s->hostname, NULL) < 0 ||
+        read_cstr(r, rec, 0, &s->path, NULL) < 0)
+        return -1;
+    if (read_count(r, 4, &n) < 0 || (env = alloc(rec, (n + 1) * sizeof *env)) == NULL)
+        return refuse(r, "out of memory");
+    for (i = 0; i < n; i++)
+        if (read_cstr(r, rec, 0, &env[i], NULL) < 0)
+            return -1;
+    env[n] = NULL;
+    s->env = (char **)env;
+    if (read_count(r, 8, &n) < 0 || (keep = alloc(rec, (n + 1) * sizeof *keep)) == NULL)
+        return refuse(r, "out of memory");
+    /* 0, 1, 2 are stdio, kept anyway; a repeat would only be closed twice. */
+    for (i = j = 0; i < n; i++) {
+        if (read_range(r, 0, INT_MAX, &v, "keep_fds holds a negative descriptor") < 0)
+            return -1;
+        if (v > 2) {
+            size_t k;
+            for (k = 0; k < j && keep[k] != (int)v; k++)
+                ;
+            if (k == j)
+                keep[j++] = (int)v;
+        }
+    }
+    s->keep_fds = keep;
+    s->n_keep_fds = j;
+    if (read_count(r, 5 * 8 + 3 * 4, &n) < 0 ||
+        (rec->mounts = alloc(rec, (n + 1) * sizeof *rec->mounts)) == NULL)
+        return refuse(r, "out of memory");
+    for (i = 0; i < n; i++)
+        if (read_mount(r, rec, &rec->mounts[i]) < 0)
+            return -1;
+    s->mounts = rec->mounts;
+    s->n_mounts = n;
+    {
+        struct isorun_rlimit *rl;
+        long long resource, soft, hard, step;
+
+        if (read_count(r, 4 * 8, &n) < 0 || (rl = alloc(rec, (n + 1) * sizeof *rl)) == NULL)
+            return refuse(r, "out of memory");
+        for (i = 0; i < n; i++) {
+            if (read_range(r, 0, RLIMIT_NLIMITS - 1, &resource, "unknown rlimit resource") <
+                    0 ||
+                read_range(r, -1, LLONG_MAX, &soft, "rlimit soft out of range") < 0 ||
+                read_range(r, -1, LLONG_MAX, &hard, "rlimit hard out of range") < 0 ||
+                read_range(r, -1, INT_MAX, &step, "rlimit step out of range") < 0)
+                return -1;
+            rl[i].resource = (int)resource;
+            rl[i].soft = soft;
+            rl[i].hard = hard;
+            rl[i].step = (int)step;
+        }
+        s->rlimits = rl;
+        s->n_rlimits = n;
+    }
+    if (read_bytes(r, &s->seccomp_bpf, &s->seccomp_len) < 0)
+        return -1;
+    if (s->seccomp_len % sizeof(struct sock_filter) != 0 ||
+        s->seccomp_len / sizeof(struct sock_filter) > BPF_MAXINSNS)
+        return refuse(r, "seccomp_bpf is not a whole BPF program of at most 4096 instructions");
+    if (read_count(r, 4 + 8, &n) < 0 ||
+        (rec->step_names = alloc(rec, (n + 1) * sizeof *rec->step_names)) == NULL ||
+        (rec->step_indexes = alloc(rec, (n + 1) * sizeof *rec->step_indexes)) == NULL)
+        return refuse(r, "out of memory");
+    for (i = 0; i < n; i++) {
+        size_t len;
+        if (read_cstr(r, rec, 0, &rec->step_names[i], &len) < 0 ||
+            read_range(r, -1, INT_MAX, &rec->step_indexes[i], "step index out of range") < 0)
+            return -1;
+        if (len == 0 || len >= ISORUN_NAME_MAX)
+            return refuse(r, "step name empty or too long");
+    }
+    rec->n_steps = n;
+    if (r->pos != r->len)
+        return refuse(r, "trailing bytes after the record");
+    if (argv == NULL || argv[0] == NULL || argv[0][0] == '\0')
+        return refuse(r, "argv is empty");
+    s->argv = (char **)argv;
+    s->notify_bpf = (const unsigned char *)"";
+    s->notify_len = 0;
+    s->notify_fd = -1;
+    return 0;
+}
+
+int isorun_record_parse(struct isorun_record *rec, const unsigned char *blob, size_t len,
+                        char *const argv[], const char **error, size_t *error_at) {
+    struct reader r = {blob, 0, len, NULL, 0};
+
+    memset(rec, 0, sizeof *rec);
+    if (blob != NULL && parse(&r, rec, argv) == 0)
+        return 0;
+    *error = r.error != NULL ? r.error : "no record";
+    *error_at = r.error_at;
+    return -1;
+}
+
+
+static void dump_bytes(FILE *out, const char *name, const void *data, size_t len) {
+    const unsigned char *p = data;
+    size_t i;
+
+    fprintf(out, "%s ", name);
+    for (i = 0; i < len; i++) {
+        if (p[i] >= 0x21 && p[i] < 0x7f && p[i] != '\\')
+            fputc(p[i], out);
+        else
+            fprintf(out, "\\x%02x", p[i]);
+    }
+    fputc('\n', out);
+}
+
+int isorun_dump_record(const unsigned char *blob, size_t len, FILE *out) {
+    static char *const argv[] = {(char *)"-", NULL};
+    struct isorun_record rec;
+    const struct isorun_spec *s = &rec.spec;
+    const char *error;
+    size_t i, at;
+
+    if (isorun_record_parse(&rec, blob, len, argv, &error, &at) < 0) {
+        fprintf(stderr, "isorun-launch: error: malformed launch record at byte %zu of %zu: %s\n",
+                at, len, error);
+        isorun_record_free(&rec);
+        return -1;
+    }
+    fprintf(out, "clone_flags %#lx\nuid %u\ngid %u\n", s->clone_flags, s->uid, s->gid);
+    fprintf(out, "setgroups_deny %d\nloopback_up %d\nnew_session %d\ndie_with_parent %d\n",
+            s->setgroups_deny, s->loopback_up, s->new_session, s->die_with_parent);
+    fprintf(out, "no_new_privs %d\ninit %d\ncaps_keep %#llx\n", s->no_new_privs, s->init,
+            s->caps_keep);
+    dump_bytes(out, "uid_map", rec.uid_map, rec.uid_map_len);
+    dump_bytes(out, "gid_map", rec.gid_map, rec.gid_map_len);
+    dump_bytes(out, "root", s->root, strlen(s->root));
+    dump_bytes(out, "cwd", s->cwd, strlen(s->cwd));
+    dump_bytes(out, "hostname", s->hostname, strlen(s->hostname));
+    dump_bytes(out, "path", s->path, strlen(s->path));
+    for (i = 0; s->env[i] != NULL; i++)
+        dump_bytes(out, "env", s->env[i], strlen(s->env[i]));
+    for (i = 0; i < s->n_keep_fds; i++)
+        fprintf(out, "keep_fd %d\n", s->keep_fds[i]);
+    for (i = 0; i < s->n_mounts; i++) {
+        const struct isorun_mount *m = &s->mounts[i];
+        fprintf(out, "mount %d %#lx %04o %d %d\n", m->kind, m->flags, m->mode, m->optional,
+                m->step);
+        dump_bytes(out, " dst", m->dst, strlen(m->dst));
+        dump_bytes(out, " src", m->src, m->src_len);
+        dump_bytes(out, " data", m->data != NULL ? m->data : "", m->data ? strlen(m->data) : 0);
+    }
+    for (i = 0; i < s->n_rlimits; i++)
+        fprintf(out, "rlimit %d %lld %lld %d\n", s->rlimits[i].resource, s->rlimits[i].soft,
+                s->rlimits[i].hard, s->rlimits[i].step);
+    fprintf(out, "seccomp_len %zu\n", s->seccomp_len);
+    for (i = 0; i < rec.n_steps; i++)
+        fprintf(out, "step %s %lld\n", rec.step_names[i], rec.step_indexes[i]);
+    isorun_record_free(&rec);
+    return 0;
+}
