@@ -191,6 +191,11 @@ def _choose_backend(plan: Plan, requested: str, allow_weaker: bool,
 
 
 def _shim_built() -> bool:
+    import sys
+
+    # Imported already (any launch but the first): no finder walk over sys.path.
+    if "isorun._shim_c" in sys.modules:
+        return True
     import importlib.util
 
     return importlib.util.find_spec("isorun._shim_c") is not None
@@ -326,9 +331,11 @@ def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = Non
     return plan
 
 
-#: id(plan) -> (plan, env patterns, {env projection: (record, flat record)}); the plan is
-#: kept so its id stays its own
-_FLAT: dict[int, tuple[Plan, tuple[str, ...] | None, dict[Any, tuple[Any, bytes]]]] = {}
+#: id(plan) -> (plan, (exact names, name prefixes) or None for the whole environment,
+#: {what the plan reads of an environment: (record, flat record)}); the plan is kept so
+#: its id stays its own
+_FLAT: dict[int, tuple[Plan, tuple[tuple[str, ...], tuple[str, ...]] | None,
+                       dict[Any, tuple[Any, bytes]]]] = {}  # fmt: skip
 #: bounds on _FLAT: plans a process launches, environments per plan
 _FLAT_PLANS, _FLAT_ENVS = 32, 16
 
@@ -337,21 +344,36 @@ def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, A
     """(record, flat.encode(record)) of ``plan`` for this caller's environment, built once.
 
     The environment is the only per-launch input of native.build_spec; keyed by the part
-    of it the plan reads (isorun.launch.env_projection, a superset of what
-    build_environment reads), so an equal key means an equal record.
+    of it the plan reads (the names and prefixes of isorun.launch.env_patterns, a superset
+    of what build_environment reads), so an equal key means an equal record. The key is
+    taken name by name rather than with launch.env_projection: decoding every variable of
+    os.environ costs more than the rest of this function.
     """
-    from isorun import launch
-    from isorun.sandbox import flat, native
-    from isorun.sandbox.spec import spec_record
-
     entry = _FLAT.get(id(plan))
     if entry is None or entry[0] is not plan:
+        from isorun import launch
+
         if len(_FLAT) >= _FLAT_PLANS:
             del _FLAT[next(iter(_FLAT))]
-        entry = _FLAT[id(plan)] = (plan, launch.env_patterns(plan), {})
-    key = launch.env_projection(entry[1], caller_env)
+        patterns = launch.env_patterns(plan)
+        split = None if patterns is None else (
+            tuple(p for p in patterns if not p.endswith("*")),
+            tuple(p[:-1] for p in patterns if p.endswith("*")))  # fmt: skip
+        entry = _FLAT[id(plan)] = (plan, split, {})
+    split = entry[1]
+    if split is None:
+        key: Any = tuple(sorted(caller_env.items()))
+    else:
+        exact, prefixes = split
+        key = tuple(caller_env.get(name) for name in exact)
+        if prefixes:
+            key += tuple(sorted((name, caller_env[name]) for name in caller_env
+                                if name.startswith(prefixes)))  # fmt: skip
     hit = entry[2].get(key)
     if hit is None:
+        from isorun.sandbox import flat, native
+        from isorun.sandbox.spec import spec_record
+
         spec = native.build_spec(plan, [], caller_env, cached_program(plan))
         record = spec_record(spec)
         del record["argv"]
