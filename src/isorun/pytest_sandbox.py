@@ -258,9 +258,8 @@ def run_in_child(
     alive: list[Any] = []
     try:
         record = _per_test_record(session, policy.writable)
-        # A root caller's sandbox (uid 65534) cannot walk to sources behind 0700
-        # directories; this process clones each bind source for it (parent.py).
-        record = parent.clone_trees_in_parent(record, opened)
+        if os.geteuid() == 0:
+            record = _clone_trees(record, opened)
         # parent's own checks and struct builder: the C struct of a launch, byte for byte
         parent._check(record, shim.lib)
         c_spec = parent._struct(
@@ -357,6 +356,57 @@ def _child_env(
     if session_env is not None:
         env.update((k, v) for k, v in os.environ.items() if session_env.get(k) != v)
     return env
+
+
+def _clone_trees(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
+    """As root: each bind source the sandbox's uid 65534 cannot walk to (behind a 0700
+    directory: /root's pyenv, pytest's tmp_path under /tmp/pytest-of-root) cloned by this
+    process (parent.clone_trees_in_parent); the others stay binds by path.
+
+    Not every bind, as a launch does: open_tree costs ~12 us a mount and a launch pays it
+    once, a marked test every time. A source the check wrongly thinks reachable fails the
+    bind in the child (EACCES, set-up failed): never a weaker sandbox.
+    """
+    from isorun.sandbox import parent
+    from isorun.sandbox.spec import MountKind
+
+    mounts = record["mounts"]
+    need = [m for m in mounts if m[0] == MountKind.BIND and not _reachable(m[2])]
+    if not need:
+        return record
+    cloned = parent.clone_trees_in_parent({**record, "mounts": tuple(need)}, opened)
+    # clone_trees_in_parent drops a missing optional source; (dst, step) names a mount.
+    by_name = {(m[1], m[7]): m for m in cloned["mounts"]}
+    out = []
+    for m in mounts:
+        if m[0] == MountKind.BIND and not _reachable(m[2]):
+            found = by_name.get((m[1], m[7]))
+            if found is not None:
+                out.append(found)
+        else:
+            out.append(m)
+    return {**record, "mounts": tuple(out)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _reachable(src: bytes) -> bool:
+    """Whether uid/gid 65534, with no capability over host files, can walk to ``src``:
+    every directory on the way searchable by others (host root is unmapped inside, so
+    owner and group bits never apply to it)."""
+    path = b""
+    for part in src.strip(b"/").split(b"/"):
+        try:
+            st = os.stat(path or b"/")
+        except OSError:
+            return False
+        if not st.st_mode & 0o001:
+            return False
+        path += b"/" + part
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
 
 
 @functools.cache
