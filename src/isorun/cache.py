@@ -592,6 +592,18 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None) -> bytes 
         return "no launch record"
     if not os.environ.get("HOME"):
         return "HOME is not set (the key would read the password database)"
+    here = os.path.realpath(os.getcwd())
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if (
+        not sys.flags.safe_path
+        and sys.path
+        and os.path.realpath(sys.path[0] or ".") == here
+        and os.path.realpath(package_parent) == here
+    ):
+        # `python -m isorun` in a directory holding an isorun package imports that one;
+        # the front end's Python (isorun-py, or -P) imports the installed one, whose
+        # compiler may differ, so a plan from this one must not become the front end's.
+        return "isorun was imported from the working directory"
     try:
         from isorun.sandbox import flat
     except ImportError:

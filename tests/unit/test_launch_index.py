@@ -164,3 +164,15 @@ def test_write_index_is_private_and_atomic(entry: dict[str, object], tmp_path: P
     st = (directory / name).stat()
     assert (st.st_mode & 0o777, directory.stat().st_mode & 0o777) == (0o600, 0o700)
     assert [p.name for p in directory.iterdir()] == [name]  # no temporary file left
+
+
+def test_no_index_for_a_package_imported_from_the_working_directory(
+    entry: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `python -m isorun` in src/ imports ./isorun; the front end's Python would import
+    # the installed package, so this compiler's plan must not become the front end's.
+    source_root = Path(cache.__file__).resolve().parent.parent
+    monkeypatch.chdir(source_root)
+    monkeypatch.setattr(sys, "path", ["", *sys.path[1:]])
+    reason = cache.index_blob(entry, NOW_SETTLED)
+    assert reason == "isorun was imported from the working directory"

@@ -583,6 +583,14 @@ int isorun_frontend_main(int argc, char **argv)
                 strerror(errno));
         return EXIT_ISORUN;
     }
+    /* Installed set-user-ID or set-group-ID, this would read a cache and run a Python
+     * chosen by the caller's environment with privileges the caller lacks. */
+    if (getuid() != geteuid() || getgid() != getegid()) {
+        fputs("isorun: refusing to run set-user-ID or set-group-ID\n"
+              "  hint: chmod u-s,g-s the isorun program; it needs no privileges\n",
+              stderr);
+        return EXIT_ISORUN;
+    }
     const char *cache = getenv("ISORUN_CACHE");
     if (!parse_launch(argc, argv, &la) || (cache != NULL && strcmp(cache, "0") == 0))
         exec_python(self_dir, argc, argv, 0);
