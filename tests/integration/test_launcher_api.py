@@ -302,6 +302,20 @@ def test_wall_time_keeps_the_in_process_path(tmp_path: Path) -> None:
         assert proc.wait() == 0
 
 
+def test_caller_without_stdio() -> None:
+    """pipe2 hands a caller with 0..2 closed those numbers; they must not reach the helper
+    as the record or report descriptors, where the stdio dup2s would overwrite them."""
+    code = (
+        "import os, isorun\n"
+        "os.close(0)\n"
+        "done = isorun.run(['/bin/sh', '-c', 'echo out; exit 5'], capture_output=True)\n"
+        "os.write(1, repr((done.returncode, done.stdout)).encode())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "(5, b'out\\n')"), done.stderr
+
+
 def test_repeated_launches_reuse_the_encoded_record() -> None:
     plan = api._cached_plan("strict")
     first = api._flat_record(plan, os.environ)

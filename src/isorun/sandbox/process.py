@@ -22,6 +22,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -384,14 +385,19 @@ def _hand_over_listener(fd: int, spec: ShimSpec, on_listener: Callable[[int], No
 
 #: isorun-launch as setup.py and ``make shim`` install it: next to the package's modules
 LAUNCHER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "isorun-launch")
+                        "isorun-launch")  # fmt: skip
 #: sizeof(struct isorun_failure) + the pid isorun-launch reports after it (launcher.h)
 REPORT_SIZE = parent.FAILURE_SIZE + 4
 
 
 def launcher_path() -> str | None:
-    """isorun-launch, when it was built (an executable file next to the package)."""
-    return LAUNCHER if os.access(LAUNCHER, os.X_OK) else None
+    """isorun-launch, when it was built: next to the shim module this process loaded (the
+    package's own, or ``make test-asan``'s sanitized pair in build/asan), else None."""
+    # _shim imported it (at our import), refusing another ABI; a module's __file__ is
+    # fixed once loaded, so this is one dict lookup.
+    loaded = getattr(sys.modules.get("isorun._shim_c"), "__file__", None)
+    path = os.path.join(os.path.dirname(loaded), "isorun-launch") if loaded else LAUNCHER
+    return path if os.access(path, os.X_OK) else None
 
 
 def _launch_error(record: Record, failure: parent.Failure) -> SandboxSetupError:
@@ -449,10 +455,13 @@ def spawn_launched(
                 actions.append((os.POSIX_SPAWN_DUP2, child_fd, index))
         record_r, record_w = os.pipe2(os.O_CLOEXEC)
         opened.extend((record_r, record_w))
+        # Above 2: a caller with stdio closed gets 0..2 from pipe2, which the stdio dup2s
+        # above would then overwrite in the helper.
+        record_r = _lift(record_r, -1, opened)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours:
             with theirs:
-                report = theirs.fileno()
+                report = _lift(theirs.fileno(), -1, opened)
                 # Only these reach the helper (all else is CLOEXEC, and the helper closes
                 # whatever was inherited anyway): dup2 onto itself clears FD_CLOEXEC in
                 # the child alone, where a set_inheritable here would leak them into every
@@ -464,6 +473,11 @@ def spawn_launched(
                 # An empty environment: the helper reads none (static, no loader), and
                 # the command's comes from the record.
                 helper = os.posix_spawn(launcher, args, {}, file_actions=actions)
+                if report in opened:
+                    # Ours must all be closed before the recvmsg below: EOF is how a
+                    # helper that died without a report shows.
+                    os.close(report)
+                    opened.remove(report)
             os.close(record_r)
             opened.remove(record_r)
             _write_all(record_w, blob)

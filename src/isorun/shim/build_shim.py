@@ -53,20 +53,26 @@ ffibuilder.set_source(
 )
 
 
-def build_launcher(target: Path, compiler: str | None = None) -> Path:
-    """Compile isorun-launch into ``target`` (replaced atomically), static if possible.
+def build_launcher(
+    target: Path,
+    compiler: str | None = None,
+    cflags: tuple[str, ...] = CFLAGS,
+    links: tuple[tuple[str, ...], ...] = (("-static",), ()),
+    extra_sources: tuple[Path, ...] = (),
+) -> Path:
+    """Compile isorun-launch into ``target`` (replaced atomically).
 
-    ``compiler`` defaults to $CC, then cc: the C compiler the extension uses too.
+    ``compiler`` defaults to $CC, then cc: the C compiler the extension uses too. Each of
+    ``links`` is tried in turn: -static needs libc.a (libc6-dev ships it on Debian); where
+    it is missing, dynamic linking still works, only each launch pays the loader.
     """
     cc = shlex.split(compiler or os.environ.get("CC") or "cc")
-    sources = [str(HERE / name) for name in LAUNCHER_SOURCES]
+    sources = [str(HERE / name) for name in LAUNCHER_SOURCES] + [str(s) for s in extra_sources]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     errors = []
-    # -static needs libc.a (libc6-dev ships it on Debian); where it is missing, dynamic
-    # linking still works, only each launch pays the loader (~0.3 ms).
-    for link in (("-static",), ()):
-        done = subprocess.run([*cc, *CFLAGS, f"-I{HERE}", *link, "-o", str(tmp), *sources],
+    for link in links:
+        done = subprocess.run([*cc, *cflags, f"-I{HERE}", *link, "-o", str(tmp), *sources],
                               capture_output=True, text=True, check=False)
         if done.returncode == 0:
             break
@@ -114,6 +120,7 @@ def build_sanitized() -> Path:
     imports ``ffibuilder`` above), so an exported variable cannot slip the sanitizers
     into an installed module. The module keeps its name, isorun._shim_c, and is found by
     scripts/asan/sitecustomize.py; its ABI is checked on import like any other build.
+    A sanitized isorun-launch goes next to it.
     """
     asan = FFI()
     asan.cdef((HERE / "isorun_shim.h").read_text())
@@ -126,7 +133,12 @@ def build_sanitized() -> Path:
         extra_link_args=[*SANITIZE, "-Wl,--wrap=clone"],
     )
     tmp = HERE.parent.parent.parent / "build" / "asan"
-    return Path(asan.compile(tmpdir=str(tmp), verbose=False))
+    module = Path(asan.compile(tmpdir=str(tmp), verbose=False))
+    # isorun.sandbox.process looks for isorun-launch next to the loaded module, so the
+    # API's launches run this sanitized pair too. Dynamic: ASan has no static runtime.
+    build_launcher(module.parent / LAUNCHER_NAME, cflags=SANITIZE_CFLAGS,
+                   links=((*SANITIZE, "-Wl,--wrap=clone"),), extra_sources=(CLONE_STACK,))
+    return module
 
 
 if __name__ == "__main__":
