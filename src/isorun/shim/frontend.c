@@ -63,8 +63,7 @@ struct launch_args {
  * every subcommand go to Python. The first argument is dispatched as main() does
  * there: `-p=P` first is not a launch for it (click gets it), so not for us either.
  */
-static int parse_launch(int argc, char **argv, struct launch_args *out)
-{
+static int parse_launch(int argc, char **argv, struct launch_args *out) {
     int i = 1;
     if (argc < 2)
         return 0;
@@ -116,8 +115,7 @@ static int parse_launch(int argc, char **argv, struct launch_args *out)
 }
 
 /* FNV-1a 64: the index file's name, computed as isorun.cache.fnv1a64 does. */
-static uint64_t fnv1a64(uint64_t h, const void *data, size_t len)
-{
+static uint64_t fnv1a64(uint64_t h, const void *data, size_t len) {
     const unsigned char *p = data;
     for (size_t i = 0; i < len; i++)
         h = (h ^ p[i]) * 0x100000001b3ull;
@@ -125,8 +123,7 @@ static uint64_t fnv1a64(uint64_t h, const void *data, size_t len)
 }
 
 /* CRC-32 (zlib's): isorun.cache writes zlib.crc32 of the body. */
-static uint32_t crc32_of(const unsigned char *p, size_t len)
-{
+static uint32_t crc32_of(const unsigned char *p, size_t len) {
     uint32_t table[256];
     for (uint32_t n = 0; n < 256; n++) {
         uint32_t c = n;
@@ -147,8 +144,7 @@ struct cursor {
     int ok;
 };
 
-static const unsigned char *take(struct cursor *c, size_t n)
-{
+static const unsigned char *take(struct cursor *c, size_t n) {
     if (!c->ok || (size_t)(c->end - c->p) < n) {
         c->ok = 0;
         return NULL;
@@ -158,8 +154,7 @@ static const unsigned char *take(struct cursor *c, size_t n)
     return at;
 }
 
-static uint64_t get_uint(struct cursor *c, size_t n)
-{
+static uint64_t get_uint(struct cursor *c, size_t n) {
     const unsigned char *at = take(c, n);
     uint64_t v = 0;
     if (at == NULL)
@@ -182,8 +177,7 @@ struct field {
     size_t len;
 };
 
-static struct field get_field(struct cursor *c)
-{
+static struct field get_field(struct cursor *c) {
     struct field f = {NULL, 0};
     size_t len = (size_t)get_uint(c, 4);
     f.p = take(c, len);
@@ -191,15 +185,13 @@ static struct field get_field(struct cursor *c)
     return f;
 }
 
-static int field_is(struct field f, const char *s)
-{
+static int field_is(struct field f, const char *s) {
     size_t len = strlen(s);
     return f.p != NULL && f.len == len && memcmp(f.p, s, len) == 0;
 }
 
 /* The field as a C string in buf, or 0 (too long, or a NUL inside: another name). */
-static int field_cstr(struct field f, char *buf, size_t size)
-{
+static int field_cstr(struct field f, char *buf, size_t size) {
     if (f.p == NULL || f.len >= size || memchr(f.p, '\0', f.len) != NULL)
         return 0;
     memcpy(buf, f.p, f.len);
@@ -208,8 +200,7 @@ static int field_cstr(struct field f, char *buf, size_t size)
 }
 
 /* Whole small files (the userns sysctls), as isorun.cache.facts_key reads them. */
-static int file_is(const char *path, int present, struct field want)
-{
+static int file_is(const char *path, int present, struct field want) {
     char buf[4096];
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
@@ -234,8 +225,7 @@ static int file_is(const char *path, int present, struct field want)
  * so such a caller is not a miss on every launch. PYTHONCOERCECLOCALE (0 turns it off,
  * "warn" prints a warning the Python CLI would show) means a miss.
  */
-static const char *python_coerced_ctype(void)
-{
+static const char *python_coerced_ctype(void) {
     static const char *const targets[] = {"C.UTF-8", "C.utf8", "UTF-8"};
     const char *all = getenv("LC_ALL");
     const char *result = NULL;
@@ -255,8 +245,7 @@ static const char *python_coerced_ctype(void)
 }
 
 static int pattern_selects(int whole, const struct field *patterns, uint32_t n_patterns,
-                           const char *name, size_t name_len)
-{
+                           const char *name, size_t name_len) {
     int selected = whole;
     for (uint32_t k = 0; !selected && k < n_patterns; k++) {
         struct field p = patterns[k];
@@ -270,8 +259,7 @@ static int pattern_selects(int whole, const struct field *patterns, uint32_t n_p
 
 /* Mark the recorded (name, value) pair equal to this one; 0 if there is none left. */
 static int match_pair(const struct field *pairs, uint32_t n_pairs, unsigned char *used,
-                      const char *name, size_t name_len, const char *value)
-{
+                      const char *name, size_t name_len, const char *value) {
     size_t value_len = strlen(value);
     for (uint32_t k = 0; k < n_pairs; k++) {
         struct field n = pairs[2 * k], v = pairs[2 * k + 1];
@@ -291,8 +279,7 @@ static int match_pair(const struct field *pairs, uint32_t n_pairs, unsigned char
  * when that is not NULL (see python_coerced_ctype).
  */
 static int env_projection_is(int whole, const struct field *patterns, uint32_t n_patterns,
-                             const struct field *pairs, uint32_t n_pairs, const char *ctype)
-{
+                             const struct field *pairs, uint32_t n_pairs, const char *ctype) {
     unsigned char *used = calloc(n_pairs ? n_pairs : 1, 1);
     uint32_t matched = 0;
     int ok = used != NULL;
@@ -328,15 +315,14 @@ struct index {
  * Check every condition of the index body against this process now. The order of the
  * fields is fixed by isorun.cache.index_blob; cheap comparisons come first in it.
  */
-static int index_holds(struct cursor *c, const char *profile, const char *cwd,
-                       const char *self_dir, struct index *idx)
-{
+static int index_holds(struct cursor *c, const char *profile, const char *cwd, const char *self_dir,
+                       struct index *idx) {
     char path[PATH_MAX], real[PATH_MAX];
     struct utsname un;
     if (!field_is(get_field(c), profile) || !field_is(get_field(c), cwd))
         return 0;
-    if (get_uint(c, 4) != getuid() || get_uint(c, 4) != getgid() ||
-        get_uint(c, 4) != geteuid() || get_uint(c, 4) != getegid())
+    if (get_uint(c, 4) != getuid() || get_uint(c, 4) != getgid() || get_uint(c, 4) != geteuid() ||
+        get_uint(c, 4) != getegid())
         return 0;
     /* Written by the Python that sits next to us: the one a miss would run. */
     if (!field_is(get_field(c), self_dir))
@@ -394,8 +380,8 @@ static int index_holds(struct cursor *c, const char *profile, const char *cwd,
     if (!env_ok && pairs != NULL && c->ok) {
         /* Only now, as it reads locale files: the common caller never gets here. */
         const char *ctype = python_coerced_ctype();
-        env_ok = ctype != NULL &&
-                 env_projection_is(whole, patterns, n_patterns, pairs, n_pairs, ctype);
+        env_ok =
+            ctype != NULL && env_projection_is(whole, patterns, n_patterns, pairs, n_pairs, ctype);
     }
     free(patterns);
     free(pairs);
@@ -413,8 +399,10 @@ static int index_holds(struct cursor *c, const char *profile, const char *cwd,
         uint64_t mode = get_uint(c, 4);
         if (!ok || !c->ok || stat(path, &st) != 0)
             return 0;
-        uint64_t now_mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
-        uint64_t now_ctime = (uint64_t)st.st_ctim.tv_sec * 1000000000u + (uint64_t)st.st_ctim.tv_nsec;
+        uint64_t now_mtime =
+            (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+        uint64_t now_ctime =
+            (uint64_t)st.st_ctim.tv_sec * 1000000000u + (uint64_t)st.st_ctim.tv_nsec;
         if (dev != (uint64_t)st.st_dev || ino != (uint64_t)st.st_ino ||
             size != (uint64_t)st.st_size || mtime != now_mtime || ctime != now_ctime ||
             mode != (uint64_t)st.st_mode)
@@ -431,8 +419,7 @@ static int index_holds(struct cursor *c, const char *profile, const char *cwd,
 
 /* The directory isorun.cache.cache_dir names, opened only if it is ours and only we can
  * write to it (the Python side makes it 0700); -1 otherwise. */
-static int open_cache_dir(void)
-{
+static int open_cache_dir(void) {
     char dir[PATH_MAX];
     const char *xdg = getenv("XDG_CACHE_HOME");
     const char *home = getenv("HOME");
@@ -460,8 +447,7 @@ static int open_cache_dir(void)
 }
 
 /* The launch index for this launch when it exists, is safe and holds now; else 0. */
-static int load_index(const struct launch_args *la, const char *self_dir, struct index *idx)
-{
+static int load_index(const struct launch_args *la, const char *self_dir, struct index *idx) {
     char cwd[PATH_MAX], name[64], uid[16];
     struct stat st;
     if (getcwd(cwd, sizeof cwd) == NULL)
@@ -505,7 +491,8 @@ static int load_index(const struct launch_args *la, const char *self_dir, struct
     uint64_t format = get_uint(&c, 4), crc = get_uint(&c, 4), body_len = get_uint(&c, 8);
     if (magic == NULL || memcmp(magic, index_magic, INDEX_MAGIC_LEN) != 0 ||
         format != ISORUN_INDEX_FORMAT || body_len != (uint64_t)(c.end - c.p) ||
-        crc != crc32_of(c.p, (size_t)body_len) || !index_holds(&c, la->profile, cwd, self_dir, idx)) {
+        crc != crc32_of(c.p, (size_t)body_len) ||
+        !index_holds(&c, la->profile, cwd, self_dir, idx)) {
         free(data);
         return 0;
     }
@@ -514,8 +501,7 @@ static int load_index(const struct launch_args *la, const char *self_dir, struct
 }
 
 /* The directory of this program, resolved (the kernel's name for it). */
-static int self_directory(char *dir, size_t size)
-{
+static int self_directory(char *dir, size_t size) {
     ssize_t n = readlink("/proc/self/exe", dir, size - 1);
     if (n <= 0 || (size_t)n >= size - 1)
         return 0;
@@ -538,8 +524,7 @@ static int self_directory(char *dir, size_t size)
  * runs the package: -P keeps the working directory off sys.path, so a directory named
  * isorun where the user stands cannot stand in for the package.
  */
-static _Noreturn void exec_python(const char *self_dir, int argc, char **argv, int missed)
-{
+static _Noreturn void exec_python(const char *self_dir, int argc, char **argv, int missed) {
     char path[PATH_MAX];
     char **args = calloc((size_t)argc + 4, sizeof *args);
     int err = ENOMEM;
@@ -572,14 +557,14 @@ static _Noreturn void exec_python(const char *self_dir, int argc, char **argv, i
     exit(EXIT_ISORUN);
 }
 
-int isorun_frontend_main(int argc, char **argv)
-{
+int isorun_frontend_main(int argc, char **argv) {
     char self_dir[PATH_MAX];
     struct launch_args la;
     struct index idx = {NULL, NULL, 0};
     if (!self_directory(self_dir, sizeof self_dir)) {
-        fprintf(stderr, "isorun: cannot read /proc/self/exe: %s\n"
-                        "  hint: mount /proc (mount -t proc proc /proc)\n",
+        fprintf(stderr,
+                "isorun: cannot read /proc/self/exe: %s\n"
+                "  hint: mount /proc (mount -t proc proc /proc)\n",
                 strerror(errno));
         return EXIT_ISORUN;
     }
