@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -183,6 +184,19 @@ def case_stdio_and_text() -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "hi\n", "err\n")
 
 
+def case_pipes_close_with_the_command() -> None:
+    """EOF when the command closes its stdout, not when the sandbox (or helper) ends."""
+    start = time.monotonic()
+    with isorun.Popen(["/bin/sh", "-c", "echo x; exec >&- 2>&-; sleep 5"], profile="strict",
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read() == b"x\n"
+        assert proc.stderr.read() == b""
+        assert time.monotonic() - start < 4
+        assert proc.poll() is None
+        proc.kill()
+
+
 def case_inherited_descriptor_not_held_by_the_helper() -> None:
     """posix_spawn closes nothing; the helper closes what it inherited by accident."""
     read_end, write_end = os.pipe()
@@ -205,6 +219,7 @@ CASES: dict[str, Callable[[], None]] = {
     "setup_failure_matches_the_old_path": case_setup_failure_matches_the_old_path,
     "no_process_left_after_200_launches": case_no_process_left_after_200_launches,
     "stdio_and_text": case_stdio_and_text,
+    "pipes_close_with_the_command": case_pipes_close_with_the_command,
     "inherited_descriptor_not_held_by_the_helper": case_inherited_descriptor_not_held_by_the_helper,
 }
 

@@ -258,7 +258,7 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
     struct isorun_spec *s = &rec->spec;
     struct sigaction sa, old_sa[N_FORWARDED];
     int sync[2] = {-1, -1}, err[2] = {-1, -1};
-    int pidfd, rc, status;
+    int pidfd, rc, status, caller_stdio[3];
     sigset_t unblock;
     size_t i;
     pid_t pid;
@@ -267,6 +267,9 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
     for (i = 0; i < s->n_keep_fds; i++)
         if (fcntl(s->keep_fds[i], F_GETFD) < 0)
             return fail(f, rec, "close_fds", "fcntl(F_GETFD)", errno);
+    /* Before we open anything: a closed slot may be reused by our own pipes below. */
+    for (i = 0; i < 3; i++)
+        caller_stdio[i] = report_fd >= 0 && (int)i != report_fd && fcntl((int)i, F_GETFD) >= 0;
     if (report_fd >= 0)
         close_unkept(s, report_fd);
     if (pipe2(sync, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
@@ -287,6 +290,15 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
     close(sync[0]);
     close(err[1]);
     close_trees(rec);
+    /*
+     * The API's stdio pipes must reach EOF when the command closes its ends, as they did
+     * when Python cloned the sandbox itself: our copies would hold them open until we
+     * exit (the sandbox's init drops its own for the same reason, exec.c). The child has
+     * its copies now. The CLI front end (report_fd < 0) keeps its stdio to print.
+     */
+    for (i = 0; i < 3; i++)
+        if (caller_stdio[i])
+            close((int)i);
     if (pid < 0) {
         close(sync[1]);
         close(err[0]);
