@@ -317,6 +317,48 @@ def test_wall_time_keeps_the_in_process_path(tmp_path: Path) -> None:
         assert proc.wait() == 0
 
 
+TERMINAL_CALLER = r"""
+import signal, subprocess, sys, isorun
+from isorun.sandbox import process
+if sys.argv[1] == "in-process":
+    process.launcher_path = lambda: None
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+script = "trap 'echo got-sigint' INT; echo ready; sleep 1; echo done"
+proc = isorun.Popen(["/bin/sh", "-c", script], profile="strict", stdout=subprocess.PIPE)
+sys.stdout.write(proc.stdout.readline().decode())
+sys.stdout.flush()
+print("command said", repr(proc.stdout.read().decode()), "exit", proc.wait(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("path", ["helper", "in-process"])
+def test_terminal_ctrl_c_is_not_passed_to_a_new_session(path: str) -> None:
+    """^C at the caller's terminal: SIGINT to its foreground group, which the helper is
+    in; the sandbox (a new session) did not get it from the in-process clone either."""
+    import pty
+
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(sys.executable, [sys.executable, "-c", TERMINAL_CALLER, path])
+    out = b""
+    try:
+        while b"ready" not in out:
+            out += os.read(master, 1024)
+        os.write(master, b"\x03")  # the terminal's ^C
+        while True:
+            try:
+                chunk = os.read(master, 1024)
+            except OSError:  # EIO: the caller exited and closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.waitpid(pid, 0)
+        os.close(master)
+    assert "command said 'done\\n' exit 0" in out.decode(), out
+
+
 def test_caller_without_stdio() -> None:
     """pipe2 hands a caller with 0..2 closed those numbers; they must not reach the helper
     as the record or report descriptors, where the stdio dup2s would overwrite them."""

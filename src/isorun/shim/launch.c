@@ -201,11 +201,21 @@ static void abandon(const struct isorun_record *rec, pid_t pid, int pidfd) {
 }
 
 static volatile sig_atomic_t forward_pidfd = -1;
+static volatile sig_atomic_t forward_tty = 1;
 
-static void forward(int sig) {
+/*
+ * A terminal's signals (^C, ^\, a resize, a hangup) come with si_code SI_KERNEL; kill(2)
+ * and pidfd_send_signal(2) give SI_USER. The API (forward_tty 0) passes on only the
+ * latter: its sandbox never got the terminal's signals when Python cloned it (a new
+ * session is not the terminal's foreground group, and a sandbox without one gets them
+ * from the terminal itself, being in our group). The CLI passes on both: there the
+ * launcher stands for the command at the terminal.
+ */
+static void forward(int sig, siginfo_t *info, void *context) {
     int saved = errno;
 
-    if (forward_pidfd >= 0)
+    (void)context;
+    if (forward_pidfd >= 0 && (forward_tty || info == NULL || info->si_code != SI_KERNEL))
         syscall(SYS_pidfd_send_signal, (int)forward_pidfd, sig, NULL, 0);
     errno = saved;
 }
@@ -337,9 +347,10 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
     }
     /* The sandbox's pid 1 forwards these on; we must survive them to report its status. */
     forward_pidfd = pidfd;
+    forward_tty = report_fd < 0;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = forward;
-    sa.sa_flags = SA_RESTART;
+    sa.sa_sigaction = forward;
+    sa.sa_flags = SA_RESTART | SA_SIGINFO;
     sigfillset(&sa.sa_mask);
     sigemptyset(&unblock);
     for (i = 0; i < N_FORWARDED; i++) {

@@ -23,7 +23,8 @@
  * command's status is then 126/127. On a unix socket the sandbox's pidfd goes along as
  * SCM_RIGHTS. Descriptors other than stdio, report_fd and the record's keep_fds are
  * closed first, as posix_spawn leaves them open, and our stdio once the sandbox has its
- * copies, so that the caller's pipes see EOF when the command closes them.)
+ * copies, so that the caller's pipes see EOF when the command closes them. Signals a
+ * terminal sends (si_code SI_KERNEL) are not forwarded then, only those sent with kill.)
  *
  * Returns the command's wait status (>= 0) once it has ended; failure->err is then 0, or
  * the execve errno with failure->step "exec" when the command could not be executed
