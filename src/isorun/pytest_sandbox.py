@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import gc
 import json
 import os
 import signal
@@ -269,14 +268,8 @@ def run_in_child(
         env = _child_env(session.env, session_env)
         sys.stdout.flush()
         sys.stderr.flush()
-        # Frozen across the fork: the children's garbage collector then leaves pytest's
-        # objects alone, instead of writing to (and so copying) every page holding one
-        # (gc.freeze, "avoid copy-on-write"); the parent thaws them at once.
-        gc.freeze()
         pid = os.fork()
-        if pid != 0:
-            gc.unfreeze()
-        else:
+        if pid == 0:
             os.close(ready_r)
             os.close(result_r)
             _child(policy, body, shim.lib, c_spec, record, env, ready_w, go_r, err_w, result_w)
