@@ -295,8 +295,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: pytest.Mark) -> None:
     from isorun import pytest_sandbox
+    from isorun.errors import IsorunError
 
     where = _where(item)
+    if os.environ.get(INNER):
+        # Fail closed: the session's seccomp hardening refuses the user namespace a
+        # per-test sandbox needs, and the session's profile may be looser than the marker.
+        pytest.fail(
+            f"isorun: @pytest.mark.isorun ({where}) cannot run inside pytest --isorun: "
+            "the session's sandbox refuses nested namespaces\n"
+            "  hint: run the marked tests without --isorun, or deselect them "
+            "(-m 'not isorun') in the sandboxed session",
+            pytrace=False,
+        )
     network = marker.kwargs.get("network")
     writable = [str(p) for p in marker.kwargs.get("writable", ())]
     for name in ("tmp_path", "tmpdir"):
@@ -310,12 +321,17 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         cwd=str(item.config.invocation_params.dir),
     )
     exiting = item.config.stash.setdefault(EXITING, pytest_sandbox.Exiting())
-    result = pytest_sandbox.run_in_child(
-        policy,
-        lambda resolved: _child_body(item, original, resolved),
-        exiting,
-        item.config.stash.get(SESSION_ENV, None),
-    )
+    try:
+        result = pytest_sandbox.run_in_child(
+            policy,
+            lambda resolved: _child_body(item, original, resolved),
+            exiting,
+            item.config.stash.get(SESSION_ENV, None),
+        )
+    except IsorunError as err:
+        # A profile that does not compile, a shim of another ABI: this test's error, in
+        # the compiler format, instead of a traceback through the plugin.
+        pytest.fail(f"isorun: marker at {where}:\n{err.render()}", pytrace=False)
     if result.outcome == "passed":
         return
     if result.outcome == "skipped":

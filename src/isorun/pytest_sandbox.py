@@ -242,6 +242,10 @@ def run_in_child(
             _import_paths(tuple(sys.path)),
         )
     except ValueError as err:
+        from isorun.errors import IsorunError
+
+        if isinstance(err, IsorunError):
+            raise  # a ProfileError renders its own location
         raise ValueError(f"{err} ({policy.where})") from err
     policy = replace(policy, network=session.network, visible=session.visible)
     if os.geteuid() == 0:

@@ -237,3 +237,26 @@ def test_marker_gives_new_root_unprivileged(host_file: str) -> None:
     if user is None:
         pytest.skip("no unprivileged user to switch to")
     _check_root_report(_root_report(host_file, user))
+
+
+def test_marker_inside_isorun_session_fails_closed(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    (tmp_path / "test_nested.py").write_text(
+        "import pytest\n\n@pytest.mark.isorun()\ndef test_marked():\n    pass\n"
+    )
+    proc = run([PYTHON, "-m", "pytest", "--isorun", "-q", "-p", "no:cacheprovider"], cwd=tmp_path)
+    assert proc.returncode == 1, output(proc)
+    assert "cannot run inside pytest --isorun" in proc.stdout, output(proc)
+
+
+def test_marker_unknown_profile_is_that_tests_error(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    (tmp_path / "test_bad.py").write_text(
+        "import pytest\n\n@pytest.mark.isorun(profile='no-such')\ndef test_bad():\n    pass\n"
+        "\ndef test_other():\n    pass\n"
+    )
+    proc = run([PYTHON, "-m", "pytest", "-rA", "-p", "no:cacheprovider"], cwd=tmp_path)
+    assert proc.returncode == 1, output(proc)
+    assert "marker at test_bad.py:3" in proc.stdout, output(proc)
+    assert "no built-in profile named 'no-such'" in proc.stdout, output(proc)
+    assert "PASSED test_bad.py::test_other" in proc.stdout, output(proc)
