@@ -408,7 +408,8 @@ def nobody_home() -> Iterator[Path]:
         shutil.rmtree(path)
 
 
-def test_unprivileged_caller(nobody_home: Path) -> None:
+@pytest.mark.parametrize("where", ["home", "xdg"])
+def test_unprivileged_caller(nobody_home: Path, where: str) -> None:
     import isorun
 
     user = unprivileged_user()
@@ -419,6 +420,10 @@ def test_unprivileged_caller(nobody_home: Path) -> None:
     package = str(Path(isorun.__file__).parent.parent)
     env = {"PATH": "/usr/bin:/bin", "LANG": "C", "HOME": str(home),
            "PYTHONPATH": f"{package}:{site}"}  # fmt: skip
+    cache_root = home / ".cache"
+    if where == "xdg":
+        cache_root = home / "xdg"
+        env["XDG_CACHE_HOME"] = str(cache_root)
 
     def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*as_user, *argv], env=env, cwd=work, capture_output=True,
@@ -427,7 +432,7 @@ def test_unprivileged_caller(nobody_home: Path) -> None:
     probe = ["--profile", "strict", "/bin/sh", "-c", "id -u; echo $HOME"]
     python = run([str(bin_dir / "python3"), "-m", "isorun", *probe])
     assert python.returncode == 0, python.stderr
-    index = home / ".cache" / "isorun" / cache.index_name("strict", str(work), user.pw_uid)
+    index = cache_root / "isorun" / cache.index_name("strict", str(work), user.pw_uid)
     deadline = time.monotonic() + 20
     while not index.exists():
         assert time.monotonic() < deadline, "no launch index for the unprivileged user"
@@ -447,3 +452,21 @@ def test_unprivileged_caller(nobody_home: Path) -> None:
     # A miss (another working directory) as this user: the Python CLI next to it runs.
     other = run([str(bin_dir / "isorun"), "--profile", "strict", "--", "/bin/pwd"])
     assert (other.returncode, other.stdout) == (0, f"{work}\n")
+
+
+def test_set_user_id_copy_refuses_to_run(nobody_home: Path) -> None:
+    user = unprivileged_user()
+    assert user is not None
+    if os.statvfs(nobody_home).f_flag & os.ST_NOSUID:
+        missing(f"a file system without nosuid for {nobody_home}")
+    suid = nobody_home / "bin" / "isorun-suid"
+    shutil.copy(FRONTEND, suid)
+    suid.chmod(0o4755)
+    done = subprocess.run(
+        ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+         str(suid), "--profile", "strict", "/bin/true"],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(nobody_home)}, cwd=nobody_home / "work",
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 125
+    assert "refusing to run set-user-ID" in done.stderr
