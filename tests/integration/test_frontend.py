@@ -470,3 +470,40 @@ def test_set_user_id_copy_refuses_to_run(nobody_home: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 125
     assert "refusing to run set-user-ID" in done.stderr
+
+
+def _lone_copy(tmp_path: Path, python: bool) -> tuple[Path, dict[str, str]]:
+    """A copy of the front end with no isorun-py next to it, with or without a python3."""
+    import isorun
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy(FRONTEND, bin_dir / "isorun")
+    if python:
+        (bin_dir / "python3").symlink_to(sys.executable)
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    package = str(Path(isorun.__file__).parent.parent)
+    return bin_dir / "isorun", {**os.environ, "PYTHONPATH": f"{package}:{site}"}
+
+
+def test_without_isorun_py_python3_next_to_it_runs_the_cli(tmp_path: Path) -> None:
+    front, env = _lone_copy(tmp_path, python=True)
+    done = subprocess.run([str(front), "explain", "strict"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    python = subprocess.run([*PYTHON_CLI, "explain", "strict"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    _same(done, python)
+
+
+def test_without_any_python_next_to_it_says_how_to_fix(tmp_path: Path) -> None:
+    front, env = _lone_copy(tmp_path, python=False)
+    done = subprocess.run([str(front), "explain", "strict"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    assert done.returncode == 125
+    assert done.stderr == (
+        f"isorun: cannot start the Python CLI: {tmp_path}/bin/isorun-py: No such file or "
+        "directory, and no python3 there either\n"
+        "  hint: reinstall isorun (pip install .) so isorun and isorun-py sit in one bin "
+        "directory\n"
+    )
