@@ -154,6 +154,18 @@ ROOT_SUITE = textwrap.dedent("""
         assert os.getpid() != 1 and len(_pids()) > 1
 
     @pytest.mark.isorun()
+    def test_marked_is_confined():
+        import ctypes
+        status = dict(
+            line.split(":", 1) for line in open("/proc/self/status").read().splitlines()
+        )
+        assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+        assert status["NoNewPrivs"].strip() == "1"
+        assert status["Seccomp"].strip() == "2"
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.unshare(0x10000000) == -1  # CLONE_NEWUSER: refused inside
+
+    @pytest.mark.isorun()
     def test_marked_lazy_import_resolves_in_new_root():
         import xml.dom.minidom  # not imported by pytest before the fork
         assert xml.dom.minidom.parseString("<a/>").documentElement.tagName == "a"
@@ -217,6 +229,7 @@ def _check_root_report(report: tuple[int, str]) -> None:
         "test_marked_is_pid_1_of_own_namespace",
         "test_unmarked_sees_host_pids",
         "test_marked_lazy_import_resolves_in_new_root",
+        "test_marked_is_confined",
         "test_marked_uid",
     ):
         assert _line(text, test).startswith("PASSED"), f"{test}:\n{text}"
