@@ -136,8 +136,21 @@ def build_sanitized() -> Path:
     module = Path(asan.compile(tmpdir=str(tmp), verbose=False))
     # isorun.sandbox.process looks for isorun-launch next to the loaded module, so the
     # API's launches run this sanitized pair too. Dynamic: ASan has no static runtime.
+    # The API starts it with an empty environment, so the Makefile's ASAN_OPTIONS and
+    # UBSAN_OPTIONS are compiled in instead (the sanitizers' documented hook). Without
+    # detect_leaks=0, LeakSanitizer fails every run under strace (tests/integration do).
+    options = tmp / "launcher_sanitizer_options.c"
+    options.write_text(
+        'const char *__asan_default_options(void);\n'
+        'const char *__ubsan_default_options(void);\n'
+        'const char *__asan_default_options(void) {\n'
+        '    return "detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0";\n}\n'
+        'const char *__ubsan_default_options(void) {\n'
+        '    return "print_stacktrace=1:halt_on_error=1";\n}\n'
+    )
     build_launcher(module.parent / LAUNCHER_NAME, cflags=SANITIZE_CFLAGS,
-                   links=((*SANITIZE, "-Wl,--wrap=clone"),), extra_sources=(CLONE_STACK,))
+                   links=((*SANITIZE, "-Wl,--wrap=clone"),),
+                   extra_sources=(CLONE_STACK, options))  # fmt: skip
     return module
 
 
