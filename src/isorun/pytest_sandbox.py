@@ -510,6 +510,7 @@ def _child(
         # EOF on the error pipe tells the parent the sandbox is complete.
         os.close(err_w)
         _set_environ(env)
+        _refresh_faulthandler()
         outcome, text = body(policy)
         # Before the result: os._exit below drops what Python still buffers (with -s,
         # sys.stdout is the real, block-buffered stdout), and the parent reports at once.
@@ -524,6 +525,17 @@ def _child(
     finally:
         # _exit: no atexit handlers, no flushing of buffers copied from pytest.
         os._exit(code)
+
+
+def _refresh_faulthandler() -> None:
+    """Point pytest's faulthandler at fd 2 again: the shim closed the duplicate of stderr
+    it wrote to, and a crash would otherwise write its traceback to whatever file the
+    test opened under that number. fd 2 is pytest's capture file (or the terminal), so a
+    crash's traceback shows in the test's report."""
+    import faulthandler
+
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=2)
 
 
 def _flush_stdio() -> None:

@@ -100,6 +100,8 @@ def test_same_connect_unmarked_passes(report: tuple[int, str]) -> None:
 def test_crash_is_that_tests_failure(report: tuple[int, str]) -> None:
     code, text = report
     assert "killed by SIGSEGV" in text
+    # pytest's faulthandler, pointed at the test's captured stderr inside the sandbox
+    assert "Fatal Python error: Segmentation fault" in text
     assert "exited with status 3" in text
     assert _line(text, "test_after_crashes_session_goes_on").startswith("PASSED"), text
     assert code == 1, text
