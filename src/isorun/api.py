@@ -349,6 +349,8 @@ def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, A
     taken name by name rather than with launch.env_projection: decoding every variable of
     os.environ costs more than the rest of this function.
     """
+    import os
+
     entry = _FLAT.get(id(plan))
     if entry is None or entry[0] is not plan:
         from isorun import launch
@@ -361,13 +363,19 @@ def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, A
             tuple(p[:-1] for p in patterns if p.endswith("*")))  # fmt: skip
         entry = _FLAT[id(plan)] = (plan, split, {})
     split = entry[1]
+    env: Mapping[Any, Any] = caller_env
+    if caller_env is os.environ:
+        # The bytes os.environ keeps (and decodes on every access); its own key space.
+        env = os.environ._data  # type: ignore[attr-defined]
+        split = None if split is None else (tuple(map(os.fsencode, split[0])),
+                                            tuple(map(os.fsencode, split[1])))  # fmt: skip
     if split is None:
-        key: Any = tuple(sorted(caller_env.items()))
+        key: Any = tuple(sorted(env.items()))
     else:
         exact, prefixes = split
-        key = tuple(caller_env.get(name) for name in exact)
+        key = tuple(env.get(name) for name in exact)
         if prefixes:
-            key += tuple(sorted((name, caller_env[name]) for name in caller_env
+            key += tuple(sorted((name, env[name]) for name in env
                                 if name.startswith(prefixes)))  # fmt: skip
     hit = entry[2].get(key)
     if hit is None:
