@@ -362,7 +362,7 @@ def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, A
             tuple(p for p in patterns if not p.endswith("*")),
             tuple(p[:-1] for p in patterns if p.endswith("*")))  # fmt: skip
         entry = _FLAT[id(plan)] = (plan, split, {})
-    split = entry[1]
+    split: tuple[tuple[Any, ...], tuple[Any, ...]] | None = entry[1]
     env: Mapping[Any, Any] = caller_env
     if caller_env is os.environ:
         # The bytes os.environ keeps (and decodes on every access); its own key space.
