@@ -358,17 +358,18 @@ def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, A
         if len(_FLAT) >= _FLAT_PLANS:
             del _FLAT[next(iter(_FLAT))]
         patterns = launch.env_patterns(plan)
-        split = None if patterns is None else (
+        names = None if patterns is None else (
             tuple(p for p in patterns if not p.endswith("*")),
             tuple(p[:-1] for p in patterns if p.endswith("*")))  # fmt: skip
-        entry = _FLAT[id(plan)] = (plan, split, {})
+        entry = _FLAT[id(plan)] = (plan, names, {})
     split: tuple[tuple[Any, ...], tuple[Any, ...]] | None = entry[1]
     env: Mapping[Any, Any] = caller_env
     if caller_env is os.environ:
         # The bytes os.environ keeps (and decodes on every access); its own key space.
         env = os.environ._data  # type: ignore[attr-defined]
-        split = None if split is None else (tuple(map(os.fsencode, split[0])),
-                                            tuple(map(os.fsencode, split[1])))  # fmt: skip
+        if split is not None:
+            split = (tuple(os.fsencode(n) for n in split[0]),
+                     tuple(os.fsencode(n) for n in split[1]))  # fmt: skip
     if split is None:
         key: Any = tuple(sorted(env.items()))
     else:
