@@ -373,6 +373,46 @@ def test_caller_without_stdio() -> None:
     assert (done.returncode, done.stdout) == (0, "(5, b'out\\n')"), done.stderr
 
 
+def test_cached_plan_rehashes_only_changed_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from isorun import cache
+    from isorun.compile.plan import Hostname
+
+    profile = tmp_path / "p.toml"
+    profile.write_text('extends = ["strict"]\n[identity]\nhostname = "one"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(api, "_SETTLED_NS", 0)  # the file counts as settled at once
+    first = api._cached_plan("./p.toml")
+    assert api._cached_plan("./p.toml") is first  # hashed: the signature is recorded
+    hashed = cache.check_deps
+    monkeypatch.setattr(cache, "check_deps", lambda deps: pytest.fail("hashed again"))
+    assert api._cached_plan("./p.toml") is first
+    monkeypatch.setattr(cache, "check_deps", hashed)
+    # Same size, a moment later: ctime (and mtime) move, so it is hashed and recompiled.
+    profile.write_text('extends = ["strict"]\n[identity]\nhostname = "two"\n')
+    second = api._cached_plan("./p.toml")
+    assert second is not first
+    assert second.find(Hostname)[0].name == "two"
+
+
+def test_cached_plan_trusts_no_signature_of_a_fresh_file(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written just now (within _SETTLED_NS): hashed on every call, never stat-trusted."""
+    from isorun import cache
+
+    profile = tmp_path / "p.toml"
+    profile.write_text('extends = ["strict"]\n')
+    monkeypatch.chdir(tmp_path)
+    api._cached_plan("./p.toml")
+    calls: list[object] = []
+    hashed = cache.check_deps
+    monkeypatch.setattr(cache, "check_deps", lambda deps: calls.append(deps) or hashed(deps))
+    api._cached_plan("./p.toml")
+    api._cached_plan("./p.toml")
+    assert len(calls) == 2
+
+
 def test_repeated_launches_reuse_the_encoded_record() -> None:
     plan = api._cached_plan("strict")
     first = api._flat_record(plan, os.environ)
