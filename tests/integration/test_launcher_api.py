@@ -396,8 +396,9 @@ def test_cached_plan_rehashes_only_changed_files(
     assert second.find(Hostname)[0].name == "two"
 
 
-def test_cached_plan_trusts_no_signature_of_a_fresh_file(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_plan_trusts_no_signature_of_a_fresh_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Written just now (within _SETTLED_NS): hashed on every call, never stat-trusted."""
     from isorun import cache
 
