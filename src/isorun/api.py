@@ -258,18 +258,23 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     def note(message: str) -> None:
         sys.stderr.write(message + "\n")
 
-    plan = _cached_plan(profile, log=note if verbose else None)
-    proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
-                 log=note if verbose else None)
-    if proc.exec_error is not None:
-        from isorun.launch import exec_failure_message
+    from isorun.launch import FORWARDED_SIGNALS, exec_failure_message
 
-        sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
+    plan = _cached_plan(profile, log=note if verbose else None)
     # The sandbox's pid 1 forwards these to the command; the launcher must survive them
-    # to report the command's status instead of dying first.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+    # to report the command's status instead of dying first. Blocked across the start,
+    # so one arriving before the handlers exist waits for them instead of killing us
+    # (and, through die_with_parent, the sandbox) with no status reported.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
+                     log=note if verbose else None)
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    if proc.exec_error is not None:
+        sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
     return proc.wait()
 
 

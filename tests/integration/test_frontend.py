@@ -196,12 +196,15 @@ def test_setup_failure_is_reported_by_python(home: Path) -> None:
 TRAP = "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done"
 
 
-@pytest.mark.parametrize("cli", ["frontend", "python"])
+@pytest.mark.parametrize("cli", ["frontend", "python", "uncached"])
 def test_sigterm_reaches_the_command(home: Path, cli: str) -> None:
+    # "uncached" is api.launch, the path of a cache miss: its handler once deadlocked on
+    # the handle's lock, held by wait() across a blocking waitpid.
     _warm(home)
     launcher = [str(FRONTEND)] if cli == "frontend" else PYTHON_CLI
+    extra = {"ISORUN_CACHE": "0"} if cli == "uncached" else {}
     proc = subprocess.Popen([*launcher, "--profile", "strict", "--", "/bin/sh", "-c", TRAP],
-                            env=_env(home), cwd=home / "work", stdout=subprocess.PIPE,
+                            env=_env(home, **extra), cwd=home / "work", stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stdout is not None

@@ -139,20 +139,44 @@ class SandboxProcess:
                 self._cgroup.kill_in_parent()
 
     def _reap(self, block: bool) -> int | None:
+        while True:
+            if block:
+                self._wait_for_exit()
+            with self._lock:
+                if self.returncode is not None:
+                    return self.returncode
+                pid, status = os.waitpid(self._wait_pid, os.WNOHANG)
+                if pid == 0:
+                    if block:
+                        continue  # woken, but not yet reapable: wait again
+                    return None
+                self.returncode = EXIT_WALL_TIME if self.timed_out else _exit_code(status)
+                os.close(self._pidfd)
+                if self._wait_fd != self._pidfd:
+                    os.close(self._wait_fd)
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._cleanup()
+                return self.returncode
+
+    def _wait_for_exit(self) -> None:
+        """Block until the process wait() reaps has ended, without the lock.
+
+        Never a blocking waitpid under the lock: the CLI forwards signals with a handler
+        that calls send_signal, which takes the lock, and a handler runs in the thread
+        that is waiting, so it would wait for itself (a forwarded SIGTERM hung the
+        launcher for good). A pidfd polls readable once its process has exited.
+        """
         with self._lock:
             if self.returncode is not None:
-                return self.returncode
-            pid, status = os.waitpid(self._wait_pid, 0 if block else os.WNOHANG)
-            if pid == 0:
-                return None
-            self.returncode = EXIT_WALL_TIME if self.timed_out else _exit_code(status)
-            os.close(self._pidfd)
-            if self._wait_fd != self._pidfd:
-                os.close(self._wait_fd)
-            if self._timer is not None:
-                self._timer.cancel()
-            self._cleanup()
-            return self.returncode
+                return
+            fd = self._wait_fd
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        # Interrupted by a signal, poll is retried after the handler (PEP 475). If another
+        # thread reaped meanwhile and closed fd, poll answers POLLNVAL at once and the
+        # caller finds returncode set.
+        poller.poll()
 
     def _cleanup(self) -> None:
         if self._cgroup is not None:
