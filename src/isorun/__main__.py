@@ -136,7 +136,15 @@ def _launch_cached(
 
     _, entry = cache.lookup(profile, note if verbose else None)
     if entry is None:
-        return None
+        # A miss: compile and store the entry here, then launch its record as a hit
+        # does. api.launch would compile the same plan, but its process handle imports
+        # subprocess, threading and socket, milliseconds of every first launch.
+        from isorun.api import compiled
+
+        entry = compiled(profile, note if verbose else None)[2]
+        if entry is None:
+            return None  # not cacheable: api.launch compiles it again and says why
+        missed = False  # storing the entry wrote its launch index
     record = launch.usable(entry.get("launch"), command)
     if record is None:
         if verbose:

@@ -7,7 +7,6 @@ inject recorded ones, and so the compiled-plan cache can key on them.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from dataclasses import dataclass
 
@@ -32,7 +31,9 @@ class HostFacts:
 
 def probe() -> HostFacts:
     """Read the facts of this host. Cheap: a few stat/read calls, no subprocess."""
-    uname = platform.uname()
+    # os.uname, not platform.uname: the same two fields without importing platform,
+    # whose regular expressions cost milliseconds of every cold compile.
+    uname = os.uname()
     return HostFacts(uid=os.getuid(), gid=os.getgid(), arch=uname.machine,
                      kernel=uname.release, userns=_userns_enabled())
 
