@@ -24,6 +24,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# npm: the test profile is checked with `npm test` too (tests/integration). This kind of
+# machine ships Node.js with npm; Debian's nodejs lacks npm, and Debian's npm package
+# conflicts with NodeSource's nodejs, so npm is installed only where there is none at all.
+if ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "setup: installing nodejs npm"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    else
+        echo "setup: npm missing (run as root, or: sudo apt-get install nodejs npm)" >&2
+    fi
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
