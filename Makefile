@@ -14,8 +14,10 @@ setup: ## install system packages (as root) and the .venv with isorun in it
 
 dev: setup ## alias of setup
 
-shim: ## rebuild the native shim in place (removes stale copies of the module)
+shim: ## rebuild the native shim and isorun-launch in place (removes stale copies of the module)
 	$(PY) src/isorun/shim/build_shim.py
+	@# the isorun command is a copy of isorun-launch (setup.py installs it); keep it current
+	@if [ -f $(VENV)/bin/isorun ]; then install -m 755 src/isorun/isorun-launch $(VENV)/bin/isorun; fi
 
 run: setup ## run a sandboxed demo with the built-in strict profile
 	@scripts/demo.sh

@@ -105,3 +105,30 @@ def test_host_files_are_not_reachable(rootfs_profile: Path) -> None:
     lines = result.stdout.split()
     assert lines[0] == "ls=1" and "Permission denied" in result.stderr, result.stderr
     assert lines[1:] == ["bin", "dev", "etc", "proc", "tmp"], result.stdout
+
+
+@pytest.mark.needs("shim", "userns", "root")
+@pytest.mark.parametrize("how", ["cli", "api"])
+def test_root_caller_reaches_a_rootfs_behind_a_0700_directory(how: str) -> None:
+    # A root caller's sandbox runs as uid 65534, which cannot walk /root or any other 0700
+    # directory; the parent (still root) clones the rootfs with open_tree and the child
+    # attaches that tree, as it does for bind sources. Before, this failed with EACCES.
+    base = Path(tempfile.mkdtemp(prefix="isorun-rootfs-"))
+    try:
+        profile = _make_rootfs(base / "private")
+        (base / "private").chmod(0o700)
+        base.chmod(0o700)
+        script = "/bin/busybox cat /etc/marker; /bin/busybox ls /"
+        if how == "cli":
+            result = isorun(profile, script)
+            code, out, err = result.returncode, result.stdout, result.stderr
+        else:
+            import isorun as api
+
+            run = api.run(["/bin/busybox", "sh", "-c", script], profile=str(profile),
+                          capture_output=True)  # fmt: skip
+            code, out, err = run.returncode, run.stdout.decode(), run.stderr.decode()
+        assert code == 0, err
+        assert out.split() == ["inside", "bin", "dev", "etc", "proc", "tmp"]
+    finally:
+        shutil.rmtree(base)

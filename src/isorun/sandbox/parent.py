@@ -239,6 +239,12 @@ def clone_trees_in_parent(record: Record, opened: list[int]) -> Record:
     execve). A missing optional source is dropped, as the child would skip it: behind a
     0700 directory it could not even tell (its stat fails with EACCES, not ENOENT). Any
     other source the parent cannot clone stays a path bind, which the child reports.
+
+    A rootfs directory (``root`` a path) is cloned the same way: the record then asks for
+    an empty tmpfs root with the tree attached over the whole of it, first of all mounts,
+    which is the same view (the tmpfs underneath is never seen). The one difference is
+    the nodev every TREE mount gets, which only takes away device nodes inside the rootfs
+    that the sandbox's own /dev mount replaces anyway.
     """
     if os.geteuid() != 0 or not record["clone_flags"] & CLONE_NEWUSER:
         return record
@@ -259,6 +265,14 @@ def clone_trees_in_parent(record: Record, opened: list[int]) -> Record:
             opened.append(fd)
             mount = (tree, *mount[1:8], fd)
         mounts.append(mount)
+    root = record["root"]
+    if root not in (b"", b"tmpfs"):
+        fd = int(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, root, flags))
+        if fd >= 0:  # else the child binds the path and reports what fails
+            opened.append(fd)
+            step = record["step_index"].get("root", -1)
+            mounts.insert(0, (tree, b"/", root, 0, b"", 0o755, False, step, fd))
+            return {**record, "root": b"tmpfs", "mounts": tuple(mounts)}
     return {**record, "mounts": tuple(mounts)}
 
 

@@ -141,12 +141,26 @@ static int write_id_maps(const struct isorun_record *rec, pid_t pid, struct isor
     return 0;
 }
 
+/* The plan step of the new root, for a failure of its tree's mount (-1: none named). */
+static int root_step(const struct isorun_record *rec) {
+    size_t i;
+
+    for (i = 0; i < rec->n_steps; i++)
+        if (strcmp(rec->step_names[i], "root") == 0)
+            return (int)rec->step_indexes[i];
+    return -1;
+}
+
 /*
  * A root caller's sandbox runs as the host's overflow uid, which cannot walk 0700 host
  * directories (/root/.pyenv/...): we are still root, so each bind source becomes a
  * detached tree the child attaches (see parent.clone_trees_in_parent, the same rule).
  * A missing optional source is dropped, as the child would skip it; any other source we
  * cannot clone stays a path bind, which the child reports.
+ *
+ * A rootfs directory likewise: the spec then asks for an empty tmpfs root with the tree
+ * attached over all of it as the first mount, the same view (parent.clone_trees_in_parent
+ * says why). The parser leaves one spare mount slot for it.
  */
 static void clone_trees(struct isorun_record *rec) {
     struct isorun_mount *m = rec->mounts;
@@ -155,6 +169,23 @@ static void clone_trees(struct isorun_record *rec) {
 
     if (geteuid() != 0 || !(rec->spec.clone_flags & CLONE_NEWUSER))
         return;
+    if (rec->spec.root[0] != '\0' && strcmp(rec->spec.root, "tmpfs") != 0) {
+        fd = (int)syscall(SYS_open_tree, AT_FDCWD, rec->spec.root,
+                          OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+        if (fd >= 0) {
+            memmove(m + 1, m, rec->spec.n_mounts * sizeof *m);
+            memset(&m[0], 0, sizeof m[0]);
+            m[0].kind = ISORUN_MOUNT_TREE;
+            m[0].dst = "/";
+            m[0].src = rec->spec.root;
+            m[0].src_len = strlen(rec->spec.root);
+            m[0].mode = 0755;
+            m[0].step = root_step(rec);
+            m[0].tree_fd = fd;
+            rec->spec.n_mounts++;
+            rec->spec.root = "tmpfs";
+        }
+    }
     for (i = j = 0; i < rec->spec.n_mounts; i++) {
         if (m[i].kind == ISORUN_MOUNT_BIND) {
             fd = (int)syscall(SYS_open_tree, AT_FDCWD, m[i].src,

@@ -279,6 +279,8 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
     }
     s->keep_fds = keep;
     s->n_keep_fds = j;
+    /* One slot more than the record has: launch.c's clone_trees may put a rootfs tree
+     * in front of the others. */
     if (read_count(r, 5 * 8 + 3 * 4, &n) < 0 ||
         (rec->mounts = alloc(rec, (n + 1) * sizeof *rec->mounts)) == NULL)
         return refuse(r, "out of memory");
