@@ -275,3 +275,55 @@ def test_marker_unknown_profile_is_that_tests_error(tmp_path: Path) -> None:
     assert "marker at test_bad.py:3" in proc.stdout, output(proc)
     assert "no built-in profile named 'no-such'" in proc.stdout, output(proc)
     assert "PASSED test_bad.py::test_other" in proc.stdout, output(proc)
+
+
+ROOTFS_SUITE = textwrap.dedent("""
+    import os, pytest
+
+    @pytest.mark.isorun(profile={profile!r})
+    def test_in_rootfs():
+        assert open("/etc/marker").read() == "inside\\n"
+        assert os.listdir("/bin") == ["busybox"]
+        assert os.getpid() == 1
+""")
+
+
+@pytest.mark.needs("root")
+def test_marker_rootfs_behind_0700_directory_as_root() -> None:
+    # As for a launch (tests/integration/test_rootfs.py): uid 65534 cannot walk into the
+    # 0700 directory, so the parent clones the rootfs and the child attaches that tree.
+    base = Path(tempfile.mkdtemp(prefix="isorun-marker-rootfs-"))
+    try:
+        base.chmod(0o755)
+        rootfs = base / "private" / "rootfs"
+        for name in ("bin", "proc", "tmp", "etc"):
+            (rootfs / name).mkdir(parents=True)
+        shutil.copy2(os.path.realpath(shutil.which("busybox") or "/bin/busybox"),
+                     rootfs / "bin" / "busybox")  # fmt: skip
+        (rootfs / "etc" / "marker").write_text("inside\n")
+        project = base / "project"
+        project.mkdir()
+        # The marker binds the interpreter, the project and the working directory at
+        # their host paths; a rootfs owned by host root must have those mount points, as
+        # the overflow uid cannot create them.
+        import sys
+
+        for path in (*sys.path, sys.prefix, sys.base_prefix, str(project)):
+            if path.startswith("/"):
+                (rootfs / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        rootfs.chmod(0o755)
+        (base / "private").chmod(0o700)
+        profile = base / "private" / "rootfs.toml"
+        profile.write_text(
+            f'[filesystem]\nroot = "{rootfs}"\ncwd = "/"\n\n'
+            '[[mounts]]\ntype = "proc"\ndst = "/proc"\n\n'
+            '[[mounts]]\ntype = "tmpfs"\ndst = "/tmp"\n\n'
+            '[seccomp]\nallow = ["@docker-default"]\n'
+        )
+        (project / "test_rootfs.py").write_text(ROOTFS_SUITE.format(profile=str(profile)))
+        proc = run([PYTHON, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "test_rootfs.py"],
+                   cwd=project, env={"HOME": str(project)})  # fmt: skip
+        assert proc.returncode == 0, output(proc)
+        assert _line(output(proc), "test_in_rootfs").startswith("PASSED"), output(proc)
+    finally:
+        shutil.rmtree(base)
