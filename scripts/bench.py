@@ -104,14 +104,14 @@ def warm_launch_index(argv: list[str], env: dict[str, str]) -> None:
     """Launch until the front end's launch index exists, so the warm row measures hits.
 
     The Python CLI writes no index while a profile or source file is younger than 2 s
-    (isorun.cache.index_blob: a stat fingerprint is only sound for a settled file), and
+    (isorun.launch_index.index_blob: a stat fingerprint is only sound for a settled file), and
     a fresh build or checkout is exactly that; a front-end miss then rewrites it.
     """
-    from isorun import cache
+    from isorun import launch_index
 
     spec = argv[argv.index("--profile") + 1]
     directory = os.path.join(env["XDG_CACHE_HOME"], "isorun")
-    index = os.path.join(directory, cache.index_name(spec, os.getcwd(), os.getuid()))
+    index = os.path.join(directory, launch_index.index_name(spec, os.getcwd(), os.getuid()))
     deadline = time.monotonic() + 30
     while True:
         subprocess.run(argv, env=env, check=True)

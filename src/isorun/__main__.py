@@ -153,7 +153,9 @@ def _launch_cached(
     if verbose:
         note(f"isorun: profile {entry.get('profile')}, backend native (cached plan)")
     if missed:
-        cache.write_index(entry, note if verbose else None)
+        from isorun import launch_index
+
+        launch_index.write_index(entry, note if verbose else None)
     try:
         return launch.run(record, command)
     except Exception as err:

@@ -2,7 +2,7 @@
 
 Each test runs the installed ``isorun`` (the environment's bin, next to this Python) on
 real sandboxes and compares it with the Python CLI (``python -m isorun``). A launch index
-is only written for files that have not changed for 2 s (isorun.cache.index_blob), so
+is only written for files that have not changed for 2 s (isorun.launch_index.index_blob), so
 :func:`_warm` repeats a launch until the index is there.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from isorun import cache
+from isorun import launch_index
 from tests.integration.conftest import missing, unprivileged_user
 
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -78,7 +78,7 @@ def _python_ran(execs: list[str]) -> bool:
 
 
 def _index(home: Path, spec: str = "strict", cwd: Path | None = None, uid: int = -1) -> Path:
-    name = cache.index_name(spec, str(cwd or home / "work"), os.getuid() if uid < 0 else uid)
+    name = launch_index.index_name(spec, str(cwd or home / "work"), os.getuid() if uid < 0 else uid)
     return home / "cache" / "isorun" / name
 
 
@@ -357,7 +357,7 @@ def test_bad_index_is_ignored(home: Path, damage: str) -> None:
 def _with_crc(blob: bytes) -> bytes:
     import zlib
 
-    head = len(cache.INDEX_MAGIC) + 4
+    head = len(launch_index.INDEX_MAGIC) + 4
     body = blob[head + 12 :]
     return blob[:head] + zlib.crc32(body).to_bytes(4, sys.byteorder) + blob[head + 4 :]
 
@@ -368,7 +368,7 @@ def test_garbage_with_a_valid_checksum_is_a_miss(home: Path) -> None:
     # The flat record at the end is left alone: it is isorun-launch's to validate.
     index = _warm(home)
     good = index.read_bytes()
-    body_start = len(cache.INDEX_MAGIC) + 16
+    body_start = len(launch_index.INDEX_MAGIC) + 16
     rng = random.Random(7)
     for _ in range(12):
         data = bytearray(good)
@@ -435,7 +435,7 @@ def test_unprivileged_caller(nobody_home: Path, where: str) -> None:
     probe = ["--profile", "strict", "/bin/sh", "-c", "id -u; echo $HOME"]
     python = run([str(bin_dir / "python3"), "-m", "isorun", *probe])
     assert python.returncode == 0, python.stderr
-    index = cache_root / "isorun" / cache.index_name("strict", str(work), user.pw_uid)
+    index = cache_root / "isorun" / launch_index.index_name("strict", str(work), user.pw_uid)
     deadline = time.monotonic() + 20
     while not index.exists():
         assert time.monotonic() < deadline, "no launch index for the unprivileged user"

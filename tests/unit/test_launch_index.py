@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from isorun import __main__ as main_module
-from isorun import cache
+from isorun import cache, launch_index
 from isorun import launch as fast
 
 FRONTEND_C = Path(cache.__file__).parent / "shim" / "frontend.c"
@@ -36,8 +36,8 @@ def decode(blob: bytes) -> dict[str, object]:
     def field() -> bytes:
         return take(uint(4))
 
-    assert take(len(cache.INDEX_MAGIC)) == cache.INDEX_MAGIC
-    assert uint(4) == cache.INDEX_FORMAT
+    assert take(len(launch_index.INDEX_MAGIC)) == launch_index.INDEX_MAGIC
+    assert uint(4) == launch_index.INDEX_FORMAT
     crc, length = uint(4), uint(8)
     assert length == len(blob) - pos and crc == zlib.crc32(blob[pos:])
     out: dict[str, object] = {"spec": field(), "cwd": field()}
@@ -74,34 +74,34 @@ def entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
 
 def test_format_and_names_match_frontend_c() -> None:
     source = FRONTEND_C.read_text()
-    assert f"#define ISORUN_INDEX_FORMAT {cache.INDEX_FORMAT}u" in source
+    assert f"#define ISORUN_INDEX_FORMAT {launch_index.INDEX_FORMAT}u" in source
     magic = re.search(r'index_magic\[\] = "([^"]*)"', source)
     assert magic and magic.group(1).encode().decode("unicode_escape").encode() == (
-        cache.INDEX_MAGIC
+        launch_index.INDEX_MAGIC
     )
     assert f'#define FRONTEND_MISS "{main_module.FRONTEND_MISS}"' in source
 
 
 def test_fnv1a64_known_values() -> None:
     # The published FNV-1a 64 test vectors.
-    assert cache.fnv1a64(b"") == 0xCBF29CE484222325
-    assert cache.fnv1a64(b"a") == 0xAF63DC4C8601EC8C
-    assert cache.fnv1a64(b"foobar") == 0x85944171F73967E8
+    assert launch_index.fnv1a64(b"") == 0xCBF29CE484222325
+    assert launch_index.fnv1a64(b"a") == 0xAF63DC4C8601EC8C
+    assert launch_index.fnv1a64(b"foobar") == 0x85944171F73967E8
 
 
 def test_index_name_depends_on_spec_cwd_and_uid() -> None:
     names = {
-        cache.index_name("strict", "/a", 0),
-        cache.index_name("strict", "/b", 0),
-        cache.index_name("strict", "/a", 1),
-        cache.index_name("./strict", "/a", 0),
+        launch_index.index_name("strict", "/a", 0),
+        launch_index.index_name("strict", "/b", 0),
+        launch_index.index_name("strict", "/a", 1),
+        launch_index.index_name("./strict", "/a", 0),
     }
     assert len(names) == 4
     assert all(re.fullmatch(r"[0-9a-f]{16}\.launch", n) for n in names)
 
 
 def test_index_holds_every_condition(entry: dict[str, object], tmp_path: Path) -> None:
-    blob = cache.index_blob(entry, NOW_SETTLED)
+    blob = launch_index.index_blob(entry, NOW_SETTLED)
     assert isinstance(blob, bytes), blob
     index = decode(blob)
     assert (index["spec"], index["cwd"]) == (b"./p.toml", os.fsencode(os.getcwd()))
@@ -109,7 +109,7 @@ def test_index_holds_every_condition(entry: dict[str, object], tmp_path: Path) -
     assert index["bindir"] == os.fsencode(os.path.realpath(os.path.dirname(sys.executable)))
     assert index["uname"] == tuple(os.fsencode(v) for v in os.uname()[:1] + os.uname()[2:])
     env = {name.decode(): (present, value) for name, present, value in index["env"]}  # type: ignore[attr-defined]
-    assert set(env) == set(cache.INDEX_ENV)
+    assert set(env) == set(launch_index.INDEX_ENV)
     assert env["XDG_CACHE_HOME"] == (1, os.fsencode(str(tmp_path / "cache")))
     # The projection: strict keeps TERM, LANG, LC_* and TZ.
     assert (index["whole"], index["patterns"]) == (0, [b"TERM", b"LANG", b"LC_*", b"TZ"])
@@ -126,19 +126,19 @@ def test_index_holds_every_condition(entry: dict[str, object], tmp_path: Path) -
 
 def test_no_index_for_a_file_changed_just_now(entry: dict[str, object]) -> None:
     # The profile was written a moment ago: its ctime is inside the settle window.
-    reason = cache.index_blob(entry)
+    reason = launch_index.index_blob(entry)
     assert isinstance(reason, str) and "changed less than" in reason
 
 
 def test_no_index_without_a_launch_record(entry: dict[str, object]) -> None:
-    assert cache.index_blob({**entry, "launch": None}, NOW_SETTLED) == "no launch record"
+    assert launch_index.index_blob({**entry, "launch": None}, NOW_SETTLED) == "no launch record"
 
 
 def test_no_index_when_the_profile_changed_since_compiling(
     entry: dict[str, object], tmp_path: Path
 ) -> None:
     (tmp_path / "p.toml").write_text('extends = ["strict"]\n[identity]\nhostname = "y"\n')
-    reason = cache.index_blob(entry, NOW_SETTLED)
+    reason = launch_index.index_blob(entry, NOW_SETTLED)
     assert isinstance(reason, str) and "p.toml changed" in reason
 
 
@@ -146,20 +146,20 @@ def test_no_index_when_a_kept_variable_changed(
     entry: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TERM", "vt100")
-    reason = cache.index_blob(entry, NOW_SETTLED)
+    reason = launch_index.index_blob(entry, NOW_SETTLED)
     assert isinstance(reason, str) and "kept environment variable" in reason
 
 
 def test_no_index_without_home(entry: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOME")
-    assert "HOME" in str(cache.index_blob(entry, NOW_SETTLED))
+    assert "HOME" in str(launch_index.index_blob(entry, NOW_SETTLED))
 
 
 def test_write_index_is_private_and_atomic(entry: dict[str, object], tmp_path: Path) -> None:
     directory = tmp_path / "cache" / "isorun"
-    blob = cache.index_blob(entry, NOW_SETTLED)
+    blob = launch_index.index_blob(entry, NOW_SETTLED)
     assert isinstance(blob, bytes)
-    name = cache.index_name("./p.toml", os.getcwd(), os.getuid())
+    name = launch_index.index_name("./p.toml", os.getcwd(), os.getuid())
     assert cache._write_file(str(directory), name, blob)
     st = (directory / name).stat()
     assert (st.st_mode & 0o777, directory.stat().st_mode & 0o777) == (0o600, 0o700)
@@ -174,5 +174,5 @@ def test_no_index_for_a_package_imported_from_the_working_directory(
     source_root = Path(cache.__file__).resolve().parent.parent
     monkeypatch.chdir(source_root)
     monkeypatch.setattr(sys, "path", ["", *sys.path[1:]])
-    reason = cache.index_blob(entry, NOW_SETTLED)
+    reason = launch_index.index_blob(entry, NOW_SETTLED)
     assert reason == "isorun was imported from the working directory"

@@ -38,7 +38,7 @@
 
 extern char **environ;
 
-/* isorun.cache.INDEX_FORMAT and INDEX_MAGIC; tests/unit/test_launch_index.py compares them */
+/* isorun.launch_index.INDEX_FORMAT and INDEX_MAGIC; tests/unit/test_launch_index.py compares them */
 #define ISORUN_INDEX_FORMAT 1u
 static const char index_magic[] = "isorun-launch-index\n";
 #define INDEX_MAGIC_LEN (sizeof index_magic - 1)
@@ -114,7 +114,7 @@ static int parse_launch(int argc, char **argv, struct launch_args *out) {
     return 1;
 }
 
-/* FNV-1a 64: the index file's name, computed as isorun.cache.fnv1a64 does. */
+/* FNV-1a 64: the index file's name, computed as isorun.launch_index.fnv1a64 does. */
 static uint64_t fnv1a64(uint64_t h, const void *data, size_t len) {
     const unsigned char *p = data;
     for (size_t i = 0; i < len; i++)
@@ -313,7 +313,7 @@ struct index {
 
 /*
  * Check every condition of the index body against this process now. The order of the
- * fields is fixed by isorun.cache.index_blob; cheap comparisons come first in it.
+ * fields is fixed by isorun.launch_index.index_blob; cheap comparisons come first in it.
  */
 static int index_holds(struct cursor *c, const char *profile, const char *cwd, const char *self_dir,
                        struct index *idx) {
@@ -389,7 +389,7 @@ static int index_holds(struct cursor *c, const char *profile, const char *cwd, c
         return 0;
 
     /* Every profile file the plan came from, the isorun code that compiled it and the
-     * interpreter: stat(2) fingerprints (isorun.cache.index_blob says why they suffice). */
+     * interpreter: stat(2) fingerprints (isorun.launch_index.index_blob says why they suffice). */
     n = (uint32_t)get_uint(c, 4);
     for (uint32_t k = 0; c->ok && k < n; k++) {
         struct stat st;

@@ -1,0 +1,230 @@
+"""The launch index: what the C front end checks to launch a cached plan without Python.
+
+The `isorun` command is a small C program (shim/frontend.c) so that a warm launch
+starts no Python: on this kind of machine the interpreter alone takes
+several times what bubblewrap takes to start a whole sandbox. C cannot re-derive the
+cache key (repr of Python values, sha256 of marshal output), so next to an entry with
+a launch record we write an index: every condition under which the entry's plan is the
+one this CLI would compile, in a form C checks with a few syscalls, then the record
+flattened for C (isorun.sandbox.flat). C compares each condition exactly; any
+difference, or anything it cannot read, is a miss, and the Python CLI runs.
+
+Layout (native byte order; the reader is the front end of the same installation):
+  INDEX_MAGIC, u32 INDEX_FORMAT, u32 CRC-32 of the body, u64 body length, body.
+The body is a fixed sequence of fields; "bytes" is a u32 length and the bytes:
+  bytes spec, bytes cwd (getcwd), u32 uid gid euid egid,
+  bytes bindir (where the interpreter that wrote this lives: the front end must sit
+    in the same directory, so the Python it falls back to is this one),
+  4 x bytes uname sysname release version machine,
+  u32 n, n x (bytes path, u8 present, bytes content)   files read whole (userns sysctls)
+  u32 n, n x (bytes name, u8 present, bytes value)     environment variables, exact
+  u32 n, n x (bytes path, bytes realpath)              symlink resolutions
+  u8 whole env, u32 n, n x bytes pattern, u32 m, m x (bytes name, bytes value)
+                                                       the env projection launch.usable checks
+  u32 n, n x (bytes path, u64 dev ino size mtime_ns ctime_ns, u32 mode)   stat(2) fingerprints
+  bytes flat record
+The CRC only catches corruption (a torn disk block, a truncated copy): who may write
+the file is settled by its owner and mode, checked before it is read, as for entries.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from isorun import cache
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+INDEX_MAGIC = b"isorun-launch-index\n"
+#: bump when the layout changes; frontend.c has the same number (a test compares them)
+INDEX_FORMAT = 1
+#: a file whose ctime is this recent gets no index: see :func:`index_blob`
+INDEX_SETTLE_NS = 2_000_000_000
+#: variables whose raw values the key reads (cache.variables(), cache.cache_dir()) or
+#: that change which isorun package the Python CLI would import, so which compiler ran
+INDEX_ENV = (
+    "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
+    "PYTHONSAFEPATH",
+)  # fmt: skip
+_MASK64 = (1 << 64) - 1
+
+
+def fnv1a64(data: bytes) -> int:
+    """FNV-1a, 64 bits: the index file's name, which frontend.c computes the same way."""
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & _MASK64
+    return h
+
+
+def index_name(spec: str, cwd: str, uid: int) -> str:
+    """The index file's name for ``isorun --profile spec`` run by ``uid`` in ``cwd``.
+
+    Only a name: the file holds all its inputs and the reader compares them, so two
+    launches whose names collide only miss each other's index.
+    """
+    material = os.fsencode(spec) + b"\0" + os.fsencode(cwd) + b"\0" + str(uid).encode()
+    return f"{fnv1a64(material):016x}.launch"
+
+
+def _u32(n: int) -> bytes:
+    return n.to_bytes(4, sys.byteorder)
+
+
+def _u64(n: int) -> bytes:
+    return (n & _MASK64).to_bytes(8, sys.byteorder)
+
+
+def _field(data: bytes) -> bytes:
+    return _u32(len(data)) + data
+
+
+def _index_stat_paths(entry: Mapping[str, object]) -> list[str]:
+    """Every file the plan and the code that compiled it came from."""
+    deps = entry.get("deps")
+    assert isinstance(deps, tuple)
+    paths = [literal for literal, _, _ in deps]
+    paths += [path for path, _, _, _ in cache.code_stamp()]
+    # The interpreter: its version is in the key (marshal, pickle, bytecode formats);
+    # pyvenv.cfg decides its sys.base_prefix (${PYTHON_BASE_PREFIX}).
+    paths.append(sys.executable)
+    cfg = os.path.join(sys.prefix, "pyvenv.cfg")
+    if os.path.exists(cfg):
+        paths.append(cfg)
+    return paths
+
+
+def index_blob(entry: Mapping[str, object], now_ns: int | None = None) -> bytes | str:
+    """The launch index of ``entry`` for this caller now, or why there is none.
+
+    Why a stat(2) fingerprint may stand in for the SHA-256 the Python path checks: the
+    kernel sets a file's ctime to the current time on every change of its inode (write,
+    truncate, chmod, link count, utimensat), and no unprivileged call can set it back
+    (utimensat sets only atime and mtime); a file replaced by rename has another inode.
+    So (dev, ino, size, mtime, ctime, mode) equal means unchanged, with one gap: ctime
+    has the file system's granularity (a kernel tick on ext4 and tmpfs, 2 s on FAT), so
+    a change in the same tick as our stat could keep all six. As git does with its
+    "racily clean" entries, a file changed within INDEX_SETTLE_NS of now gets no index;
+    any later change then lands in a later tick. The stats are taken first, then the
+    content is checked against the entry's digests: a change between the two either
+    shows in the digest or bumps ctime past the fingerprint. Only root can defeat this
+    (set the clock back), and root can write the cache anyway.
+    """
+    import time
+    import zlib
+
+    from isorun import launch
+
+    record = entry.get("launch")
+    if not isinstance(record, dict):
+        return "no launch record"
+    if not os.environ.get("HOME"):
+        return "HOME is not set (the key would read the password database)"
+    here = os.path.realpath(os.getcwd())
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if (
+        not sys.flags.safe_path
+        and sys.path
+        and os.path.realpath(sys.path[0] or ".") == here
+        and os.path.realpath(package_parent) == here
+    ):
+        # `python -m isorun` in a directory holding an isorun package imports that one;
+        # the front end's Python (isorun-py, or -P) imports the installed one, whose
+        # compiler may differ, so a plan from this one must not become the front end's.
+        return "isorun was imported from the working directory"
+    try:
+        from isorun.sandbox import flat
+    except ImportError:
+        return "this build has no flat record encoder"
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    stats: list[bytes] = []
+    for path in _index_stat_paths(entry):
+        try:
+            st = os.stat(path)
+        except OSError as err:
+            return f"{path}: {err.strerror}"
+        if st.st_ctime_ns > now_ns - INDEX_SETTLE_NS:
+            return f"{path} changed less than {INDEX_SETTLE_NS // 10**9} s ago"
+        stats.append(
+            _field(os.fsencode(path))
+            + b"".join(_u64(n) for n in (st.st_dev, st.st_ino, st.st_size))
+            + _u64(st.st_mtime_ns)
+            + _u64(st.st_ctime_ns)
+            + _u32(st.st_mode)
+        )
+    # After the stats (see the docstring): the inputs are still those of the entry.
+    spec = str(entry["spec"])
+    resolved = cache.variables()
+    if entry.get("key") != cache.entry_key(spec, resolved):
+        return "the key's inputs changed since the entry was written"
+    changed = cache.check_deps(entry["deps"])  # type: ignore[arg-type]
+    if changed is not None:
+        return changed
+    patterns = record["env_patterns"]
+    if launch.env_projection(patterns) != record["env"]:
+        return "a kept environment variable changed since the entry was written"
+    try:
+        flat_record = flat.encode(record["spec"])
+    except Exception as err:  # a record the C side cannot take: no index, Python runs
+        return f"the launch record cannot be flattened ({err})"
+
+    cwd = os.getcwd()
+    uname = os.uname()
+    parts = [
+        _field(os.fsencode(spec)),
+        _field(os.fsencode(cwd)),
+        *(_u32(n) for n in (os.getuid(), os.getgid(), os.geteuid(), os.getegid())),
+        _field(os.fsencode(os.path.realpath(os.path.dirname(sys.executable)))),
+        *(_field(os.fsencode(v)) for v in (uname.sysname, uname.release, uname.version,
+                                            uname.machine)),
+        _u32(len(cache._USERNS_SYSCTLS)),
+    ]  # fmt: skip
+    for path in cache._USERNS_SYSCTLS:
+        try:
+            with open(path, "rb") as f:
+                content: bytes | None = f.read()
+        except OSError:
+            content = None
+        parts.append(_field(path.encode()) + bytes([content is not None]) + _field(content or b""))
+    parts.append(_u32(len(INDEX_ENV)))
+    for name in INDEX_ENV:
+        value = os.environ.get(name)
+        parts.append(
+            _field(name.encode()) + bytes([value is not None]) + _field(os.fsencode(value or ""))
+        )
+    # The inputs of the realpath() calls in cache.variables(): the same strings must
+    # resolve to the same places (a swapped symlink changes ${HOME} and friends).
+    real = [os.environ["HOME"], cwd, os.environ.get("TMPDIR") or "/tmp", sys.prefix,
+            sys.base_prefix]  # fmt: skip
+    parts.append(_u32(len(real)))
+    for path in real:
+        parts.append(_field(os.fsencode(path)) + _field(os.fsencode(os.path.realpath(path))))
+    parts.append(bytes([patterns is None]))
+    parts.append(_u32(len(patterns or ())))
+    parts += [_field(os.fsencode(p)) for p in patterns or ()]
+    parts.append(_u32(len(record["env"])))
+    parts += [_field(os.fsencode(k)) + _field(os.fsencode(v)) for k, v in record["env"]]
+    parts.append(_u32(len(stats)))
+    parts += stats
+    parts.append(_field(flat_record))
+    body = b"".join(parts)
+    return INDEX_MAGIC + _u32(INDEX_FORMAT) + _u32(zlib.crc32(body)) + _u64(len(body)) + body
+
+
+def write_index(
+    entry: Mapping[str, object],
+    log: Callable[[str], None] | None = None,
+    directory: str | None = None,
+) -> bool:
+    """Write the launch index of ``entry`` for this caller, if it can have one."""
+    blob = index_blob(entry)
+    if isinstance(blob, str):
+        cache._warn(log, f"no launch index: {blob}")
+        return False
+    directory = cache.cache_dir() if directory is None else directory
+    return cache._write_file(directory, index_name(str(entry["spec"]), os.getcwd(), os.getuid()),
+                       blob, log)  # fmt: skip
