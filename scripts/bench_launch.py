@@ -28,17 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import bwrap_argv, strict_bpf
 
 import isorun
-from isorun.sandbox import process
+from isorun.sandbox import launched
 
 
 def in_process_clone() -> None:
     """isorun.run with isorun-launch hidden: the fallback, which clones this process."""
-    found = process.launcher_path
-    process.launcher_path = lambda: None  # type: ignore[assignment]
+    found = launched.launcher_path
+    launched.launcher_path = lambda: None  # type: ignore[assignment]
     try:
         isorun.run(["/bin/true"], profile="strict", check=True)
     finally:
-        process.launcher_path = found  # type: ignore[method-assign]
+        launched.launcher_path = found  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("-n", "--runs", type=int, default=300)
     parser.add_argument("--rate-runs", type=int, default=300)
     args = parser.parse_args()
-    if process.launcher_path() is None:
-        raise SystemExit(f"{process.LAUNCHER} is not built (make shim)")
+    if launched.launcher_path() is None:
+        raise SystemExit(f"{launched.LAUNCHER} is not built (make shim)")
     with tempfile.NamedTemporaryFile(prefix="isorun-bench-", suffix=".bpf") as bpf:
         bpf.write(strict_bpf())
         bpf.flush()

@@ -74,7 +74,7 @@ class Popen:
 
         from isorun.compile.plan import Cgroup, WallTime
         from isorun.compile.plan import Plan as _Plan
-        from isorun.sandbox import native, process
+        from isorun.sandbox import launched, native, process
 
         if isinstance(argv, str | bytes):
             raise TypeError("argv must be a sequence of strings, not one string")
@@ -101,14 +101,14 @@ class Popen:
             cgroups = plan.find(Cgroup)
             # isorun-launch does what the warm launch does (isorun.launch.make_record):
             # no cgroup, no wall-clock timer; learn mode never comes through here.
-            launcher = None if wall or cgroups else process.launcher_path()
+            launcher = None if wall or cgroups else launched.launcher_path()
             if launcher is None and not (wall or cgroups) and log is not None:
-                log(f"isorun: {process.LAUNCHER} is not built: cloning this process instead"
+                log(f"isorun: {launched.LAUNCHER} is not built: cloning this process instead"
                     " (same sandbox, slower start; make shim or reinstall builds it)")
             try:
                 if launcher is not None:
                     record, blob = _flat_record(plan, caller_env)
-                    self._proc = process.spawn_launched(
+                    self._proc = launched.spawn_launched(
                         launcher, record, blob, tuple(os.fsencode(a) for a in self.args),
                         stdin=stdin, stdout=stdout, stderr=stderr)
                 else:

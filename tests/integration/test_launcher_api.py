@@ -23,7 +23,7 @@ import pytest
 import isorun
 from isorun import api
 from isorun.errors import SandboxSetupError
-from isorun.sandbox import process
+from isorun.sandbox import launched, process
 
 pytestmark = pytest.mark.needs("userns", "shim")
 
@@ -39,20 +39,20 @@ MISSING_BIND_PROFILE = (
 
 
 def _require_launcher() -> str:
-    path = process.launcher_path()
+    path = launched.launcher_path()
     if path is None:
-        pytest.fail(f"{process.LAUNCHER} is not built: make shim")
+        pytest.fail(f"{launched.LAUNCHER} is not built: make shim")
     return path
 
 
 def _in_process(call: Callable[[], object]) -> object:
     """``call()`` with isorun-launch hidden, so the API clones this process as before."""
-    found = process.launcher_path
-    process.launcher_path = lambda: None  # type: ignore[assignment]
+    found = launched.launcher_path
+    launched.launcher_path = lambda: None  # type: ignore[assignment]
     try:
         return call()
     finally:
-        process.launcher_path = found  # type: ignore[method-assign]
+        launched.launcher_path = found  # type: ignore[method-assign]
 
 
 def _ppid(pid: int) -> int:
@@ -85,7 +85,7 @@ def case_helper_starts_strict() -> None:
     """The sandbox's parent is an isorun-launch process, not this Python process."""
     launcher = _require_launcher()
     with isorun.Popen(["/bin/sleep", "10"], profile="strict") as proc:
-        assert isinstance(proc._proc, process.LaunchedProcess)
+        assert isinstance(proc._proc, launched.LaunchedProcess)
         parent = _ppid(proc.pid)
         assert parent != os.getpid()
         assert _ppid(parent) == os.getpid()
@@ -113,7 +113,7 @@ EXIT_CASES: list[tuple[list[str], int, int | None]] = [
 def case_exit_codes_mirrored() -> None:
     for argv, code, exec_errno in EXIT_CASES:
         with isorun.Popen(argv, profile="strict") as proc:
-            assert isinstance(proc._proc, process.LaunchedProcess)
+            assert isinstance(proc._proc, launched.LaunchedProcess)
             assert proc.wait() == code, argv
             got = None if proc.exec_error is None else proc.exec_error.errno
             assert got == exec_errno, argv
@@ -300,11 +300,11 @@ def test_dump_round_trips_the_record() -> None:
 
 
 def test_missing_launcher_falls_back_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(process, "launcher_path", lambda: None)
+    monkeypatch.setattr(launched, "launcher_path", lambda: None)
     said: list[str] = []
     with isorun.Popen(["/bin/true"], profile="strict", log=said.append) as proc:
         assert isinstance(proc._proc, process.SandboxProcess)
-        assert not isinstance(proc._proc, process.LaunchedProcess)
+        assert not isinstance(proc._proc, launched.LaunchedProcess)
         assert proc.wait() == 0
     assert any("not built" in line for line in said)
 
@@ -313,15 +313,15 @@ def test_wall_time_keeps_the_in_process_path(tmp_path: Path) -> None:
     profile = tmp_path / "wall.toml"
     profile.write_text('extends = ["strict"]\n[limits]\nwall_time = 30\n')
     with isorun.Popen(["/bin/true"], profile=str(profile)) as proc:
-        assert not isinstance(proc._proc, process.LaunchedProcess)
+        assert not isinstance(proc._proc, launched.LaunchedProcess)
         assert proc.wait() == 0
 
 
 TERMINAL_CALLER = r"""
 import signal, subprocess, sys, isorun
-from isorun.sandbox import process
+from isorun.sandbox import launched
 if sys.argv[1] == "in-process":
-    process.launcher_path = lambda: None
+    launched.launcher_path = lambda: None
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 script = "trap 'echo got-sigint' INT; echo ready; sleep 1; echo done"
 proc = isorun.Popen(["/bin/sh", "-c", script], profile="strict", stdout=subprocess.PIPE)

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from isorun.errors import InternalError
-from isorun.sandbox import flat, process
+from isorun.sandbox import flat, launched
 
 MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
 
@@ -26,9 +26,9 @@ def _escape(data: bytes) -> str:
 
 def dump(blob: bytes) -> str:
     """``isorun-launch --dump`` of ``blob``."""
-    launcher = process.launcher_path()
+    launcher = launched.launcher_path()
     if launcher is None:
-        pytest.fail(f"{process.LAUNCHER} is not built: make shim")
+        pytest.fail(f"{launched.LAUNCHER} is not built: make shim")
     read_end, write_end = os.pipe()
     os.write(write_end, blob)
     os.close(write_end)

@@ -1,0 +1,206 @@
+"""The API's native sandbox through ``isorun-launch`` (src/isorun/shim/launch.c).
+
+:func:`isorun.sandbox.process.spawn` clones this Python process; for a plan without a
+cgroup, a wall-clock limit or learn mode, :func:`spawn_launched` has the small C program
+do the parent side instead, started with posix_spawn, so nothing of this (large) process
+is copied. :class:`LaunchedProcess` is the same handle as SandboxProcess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+
+from isorun.errors import InternalError, SandboxSetupError, ShimAbiError
+from isorun.sandbox import parent
+from isorun.sandbox.process import SandboxProcess, StdSpec, _child_stdio, _exit_code, _lift
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from isorun.sandbox.parent import Record
+
+
+#: isorun-launch as setup.py and ``make shim`` install it: next to the package's modules
+LAUNCHER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "isorun-launch")  # fmt: skip
+#: sizeof(struct isorun_failure) + the pid isorun-launch reports after it (launcher.h)
+REPORT_SIZE = parent.FAILURE_SIZE + 4
+
+
+def launcher_path() -> str | None:
+    """isorun-launch, when it was built: next to the shim module this process loaded (the
+    package's own, or ``make test-asan``'s sanitized pair in build/asan), else None."""
+    # _shim imported it (at our import), refusing another ABI; a module's __file__ is
+    # fixed once loaded, so this is one dict lookup.
+    loaded = getattr(sys.modules.get("isorun._shim_c"), "__file__", None)
+    path = os.path.join(os.path.dirname(loaded), "isorun-launch") if loaded else LAUNCHER
+    return path if os.access(path, os.X_OK) else None
+
+
+def _launch_error(record: Record, failure: parent.Failure) -> SandboxSetupError:
+    """The error isorun-launch's failure record stands for, worded as spawn_in_parent words
+    its own parent-side failures (the same steps, now taken in C)."""
+    step, syscall, err, _index = failure
+    if step in ("setgroups", "gid_map", "uid_map"):
+        data: bytes = b"deny" if step == "setgroups" else record[step]
+        return parent.setup_error(record, step, syscall, err,
+                                  data.decode(errors="replace").strip())  # fmt: skip
+    if (step, syscall) == ("clone", "clone"):
+        return parent.setup_error(record, step, syscall, err,
+                                  f"flags {record['clone_flags']:#x}")  # fmt: skip
+    return parent.failure_error(record, failure)
+
+
+def spawn_launched(
+    launcher: str,
+    record: Record,
+    blob: bytes,
+    argv: tuple[bytes, ...],
+    *,
+    stdin: StdSpec = None,
+    stdout: StdSpec = None,
+    stderr: StdSpec = None,
+) -> LaunchedProcess:
+    """Start ``record`` for ``argv`` through isorun-launch: what :func:`spawn` does, but
+    the clone happens in that small C program, not in this (large) process.
+
+    ``blob`` is ``flat.encode(record)``. The helper is started with posix_spawn (vfork:
+    nothing of this process is copied), reads the record from a pipe, and reports on a
+    unix socket: the failure record, the sandbox's pid and its pidfd (SCM_RIGHTS). Raises
+    SandboxSetupError as :func:`spawn` does, leaving nothing behind (the helper kills and
+    reaps the sandbox before it reports a failure, and is reaped here).
+    """
+    if not argv or not argv[0]:
+        raise InternalError("spec.argv is empty")
+    for arg in argv:
+        if b"\0" in arg:
+            raise InternalError(f"argv contains a NUL byte: {arg!r}")
+    keep = sorted({*record["keep_fds"]} - {0, 1, 2})
+    for fd in keep:
+        os.fstat(fd)  # EBADF now, not a silently missing descriptor in the command
+    opened: list[int] = []
+    parent_ends: list[int] = []
+    helper = -1
+    try:
+        actions: list[tuple[int, int, int]] = []
+        for index, value in enumerate((stdin, stdout, stderr)):
+            child_fd, parent_fd = _child_stdio(value, index, opened)
+            child_fd = _lift(child_fd, index, opened)
+            parent_ends.append(parent_fd)
+            if child_fd >= 0:
+                # dup2 onto itself too: glibc's posix_spawn then clears FD_CLOEXEC.
+                actions.append((os.POSIX_SPAWN_DUP2, child_fd, index))
+        record_r, record_w = os.pipe2(os.O_CLOEXEC)
+        opened.extend((record_r, record_w))
+        # Above 2: a caller with stdio closed gets 0..2 from pipe2, which the stdio dup2s
+        # above would then overwrite in the helper.
+        record_r = _lift(record_r, -1, opened)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours:
+            with theirs:
+                report = _lift(theirs.fileno(), -1, opened)
+                # Only these reach the helper (all else is CLOEXEC, and the helper closes
+                # whatever was inherited anyway): dup2 onto itself clears FD_CLOEXEC in
+                # the child alone, where a set_inheritable here would leak them into every
+                # process another thread starts meanwhile.
+                for fd in (record_r, report, *keep):
+                    actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
+                args: list[str | bytes] = [launcher, "--record-fd", str(record_r),
+                                           "--report-fd", str(report), "--", *argv]
+                # An empty environment: the helper reads none (static, no loader), and
+                # the command's comes from the record.
+                helper = os.posix_spawn(launcher, args, {}, file_actions=actions)
+                if report in opened:
+                    # Ours must all be closed before the recvmsg below: EOF is how a
+                    # helper that died without a report shows.
+                    os.close(report)
+                    opened.remove(report)
+            os.close(record_r)
+            opened.remove(record_r)
+            _write_all(record_w, blob)
+            os.close(record_w)
+            opened.remove(record_w)
+            data, ancdata, _flags, _addr = ours.recvmsg(REPORT_SIZE,
+                                                        socket.CMSG_SPACE(4))  # fmt: skip
+        pidfd = -1
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                pidfd = int.from_bytes(payload[:4], "little")
+        failure = parent.parse_failure(data)
+        if failure is None or len(data) != REPORT_SIZE:
+            raise InternalError(f"isorun-launch ended without a report "
+                                f"(exit code {_reap_helper(helper)})")  # fmt: skip
+        if failure[2] != 0 and failure[0] != "exec":
+            _reap_helper(helper)
+            helper = -1
+            if failure[0] == "record":
+                # Our encoder and its parser disagree: a stale build (ShimAbiError's hint
+                # says how to rebuild); the parser's own message went to stderr.
+                raise ShimAbiError(f"{launcher} refused the launch record (see its message"
+                                   " above)")
+            raise _launch_error(record, failure)
+        if pidfd < 0:
+            raise InternalError("isorun-launch reported no pidfd")
+        pid = int.from_bytes(data[parent.FAILURE_SIZE:], "little", signed=True)
+        exec_error = None if failure[2] == 0 else parent.failure_error(record, failure)
+        for fd in parent_ends:
+            if fd >= 0:
+                opened.remove(fd)
+        proc = LaunchedProcess(helper, os.pidfd_open(helper), pid, pidfd, record, argv,
+                               parent_ends, exec_error)  # fmt: skip
+        helper = -1
+        return proc
+    finally:
+        if helper > 0:
+            # Killed, the helper takes the sandbox along (PR_SET_PDEATHSIG of a
+            # die_with_parent sandbox, or the sync pipe's EOF before release).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper, signal.SIGKILL)
+            _reap_helper(helper)
+        for fd in opened:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass  # the helper died: its report is missing, which says so
+
+
+def _reap_helper(pid: int) -> int:
+    with contextlib.suppress(ChildProcessError):
+        return _exit_code(os.waitpid(pid, 0)[1])
+    return -1
+
+
+class LaunchedProcess(SandboxProcess):
+    """A sandbox isorun-launch started (:func:`spawn_launched`), like SandboxProcess.
+
+    ``pid`` and every signal are the sandbox's pid 1's, through the pidfd the helper
+    passed back (never a pid that may be reused). wait() reaps the helper, which ends as
+    the command's pid 1 did (its exit code, or death by the same signal), so returncode
+    keeps the 128+N convention.
+    """
+
+    def __init__(
+        self,
+        helper: int,
+        helper_pidfd: int,
+        pid: int,
+        pidfd: int,
+        record: Record,
+        argv: tuple[bytes, ...],
+        pipes: list[int],
+        exec_error: SandboxSetupError | None,
+    ) -> None:
+        spec = {"argv": argv, "clone_flags": record["clone_flags"],
+                "new_session": record["new_session"]}  # fmt: skip
+        super().__init__(pid, pidfd, spec, pipes, None, None, exec_error)
+        self._wait_pid, self._wait_fd = helper, helper_pidfd
