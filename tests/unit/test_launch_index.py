@@ -14,13 +14,15 @@ import pytest
 from isorun import __main__ as main_module
 from isorun import cache, launch_index
 from isorun import launch as fast
+from tests.integration.conftest import missing
 
 FRONTEND_C = Path(cache.__file__).parent / "shim" / "frontend.c"
+INDEX_C = Path(cache.__file__).parent / "shim" / "launch_index.c"
 NOW_SETTLED = time.time_ns() + 10**12  # every file looks old enough
 
 
 def decode(blob: bytes) -> dict[str, object]:
-    """The index as frontend.c reads it (the layout comment in isorun.cache)."""
+    """The index as launch_index.c reads it (the layout in isorun.launch_index)."""
     order = sys.byteorder
     pos = 0
 
@@ -68,18 +70,18 @@ def entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
         "./p.toml", None, lambda plan, bpf: fast.make_record(plan, bpf)
     )
     if made is None or made["launch"] is None:
-        pytest.skip("no launch record on this host (no user namespaces or shim)")
+        missing("a launch record (user namespaces and the shim)")
     return made
 
 
-def test_format_and_names_match_frontend_c() -> None:
-    source = FRONTEND_C.read_text()
+def test_format_and_names_match_the_c_side() -> None:
+    source = INDEX_C.read_text()
     assert f"#define ISORUN_INDEX_FORMAT {launch_index.INDEX_FORMAT}u" in source
     magic = re.search(r'index_magic\[\] = "([^"]*)"', source)
     assert magic and magic.group(1).encode().decode("unicode_escape").encode() == (
         launch_index.INDEX_MAGIC
     )
-    assert f'#define FRONTEND_MISS "{main_module.FRONTEND_MISS}"' in source
+    assert f'#define FRONTEND_MISS "{main_module.FRONTEND_MISS}"' in FRONTEND_C.read_text()
 
 
 def test_fnv1a64_known_values() -> None:

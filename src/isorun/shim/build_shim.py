@@ -26,7 +26,9 @@ HERE = Path(__file__).resolve().parent
 SOURCES = ("ns.c", "mount.c", "caps.c", "seccomp.c", "exec.c", "notify.c", "apply.c")
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 #: isorun-launch: its own main and parent side, the front end, and the whole shim
-LAUNCHER_SOURCES = ("launch_main.c", "launch.c", "launch_record.c", "frontend.c", *SOURCES)
+LAUNCHER_SOURCES = (
+    "launch_main.c", "launch.c", "launch_record.c", "frontend.c", "launch_index.c", *SOURCES
+)
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"
 
