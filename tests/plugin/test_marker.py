@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import unprivileged_user
+from tests.integration.conftest import missing, unprivileged_user
 from tests.plugin._helpers import PYTHON, output, run
 
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -250,7 +250,7 @@ def test_marker_gives_new_root_as_root(host_file: str) -> None:
 def test_marker_gives_new_root_unprivileged(host_file: str) -> None:
     user = unprivileged_user()
     if user is None:
-        pytest.skip("no unprivileged user to switch to")
+        missing("an unprivileged user to switch to")
     _check_root_report(_root_report(host_file, user))
 
 
