@@ -23,7 +23,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "isorun_child.h"
@@ -96,20 +95,8 @@ void isorun_apply(const struct isorun_spec *spec) {
      * get no owner (see isorun_child_main).
      */
     wait_for_maps(spec);
-    /* From here on isorun_child_main's order; its comments give each reason. */
-    if (spec->new_session && setsid() < 0)
-        fail(spec, "setsid", "setsid");
-    isorun_child_ids(spec);
-    isorun_child_stdio(spec);
-    isorun_child_close_fds(spec);
-    isorun_child_hostname(spec);
-    isorun_child_loopback(spec);
-    isorun_child_mount(spec);
-    isorun_child_rlimits(spec);
-    isorun_child_caps(spec);
-    if (spec->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        fail(spec, "no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)");
-    isorun_child_death_signal(spec);
+    /* From here on a launch's own steps in their order (exec.c says why each is where). */
+    isorun_child_confine(spec);
     /* Last, as before execve: the filter need not allow any step above. */
     isorun_child_seccomp(spec);
 }

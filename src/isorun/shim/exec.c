@@ -413,6 +413,27 @@ int isorun_child_main(void *arg) {
     wait_for_parent(spec);
     if (unshare_err != 0)
         isorun_child_fail(spec, "clone", "unshare(CLONE_NEWNET)", unshare_err, -1);
+    isorun_child_confine(spec);
+    if (!spec->init)
+        run_command(spec);
+    /*
+     * Without a new pid namespace we are not pid 1: become a subreaper so orphans of the
+     * command still come to us instead of the host's init.
+     */
+    if (!(spec->clone_flags & CLONE_NEWPID) &&
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        fail(spec, "init", "prctl(PR_SET_CHILD_SUBREAPER)");
+    cmd = spawn_command(spec);
+    if (cmd < 0)
+        fail(spec, "init", "clone");
+    run_init(spec, cmd);
+}
+
+/*
+ * Everything from the mapped ids up to seccomp, in the one order a launch's child
+ * (above) and apply.c (a spec applied to the calling process) both take.
+ */
+void isorun_child_confine(const struct isorun_spec *spec) {
     /* A new session has no controlling terminal: TIOCSTI on the launcher's tty fails. */
     if (spec->new_session && setsid() < 0)
         fail(spec, "setsid", "setsid");
@@ -436,26 +457,7 @@ int isorun_child_main(void *arg) {
         fail(spec, "no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)");
     /* Changing uid/gid cleared the parent-death signal (prctl(2)); set it again. */
     set_death_signal(spec);
-    if (!spec->init)
-        run_command(spec);
-    /*
-     * Without a new pid namespace we are not pid 1: become a subreaper so orphans of the
-     * command still come to us instead of the host's init.
-     */
-    if (!(spec->clone_flags & CLONE_NEWPID) &&
-        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
-        fail(spec, "init", "prctl(PR_SET_CHILD_SUBREAPER)");
-    cmd = spawn_command(spec);
-    if (cmd < 0)
-        fail(spec, "init", "clone");
-    run_init(spec, cmd);
 }
 
-/*
- * The steps above for apply.c (ABI 4), which walks them in the calling process instead
- * of a clone; thin wrappers so this file's order and static helpers stay as they are.
- */
-void isorun_child_stdio(const struct isorun_spec *spec) { set_stdio(spec); }
-void isorun_child_close_fds(const struct isorun_spec *spec) { close_fds(spec); }
-void isorun_child_rlimits(const struct isorun_spec *spec) { set_rlimits(spec); }
+/* For apply.c, which sets it before its own wait as isorun_child_main does. */
 void isorun_child_death_signal(const struct isorun_spec *spec) { set_death_signal(spec); }

@@ -36,10 +36,12 @@ void isorun_child_caps(const struct isorun_spec *spec);
 void isorun_child_seccomp(const struct isorun_spec *spec);
 void isorun_child_notify(const struct isorun_spec *spec);
 
-/* exec.c's own steps, for apply.c (ABI 4), which applies a spec to the calling process. */
-void isorun_child_stdio(const struct isorun_spec *spec);
-void isorun_child_close_fds(const struct isorun_spec *spec);
-void isorun_child_rlimits(const struct isorun_spec *spec);
+/*
+ * exec.c's steps from the mapped ids to seccomp (setsid, ids, stdio, closing fds,
+ * hostname, loopback, mounts, rlimits, caps, no_new_privs, death signal), shared with
+ * apply.c (ABI 4), which applies a spec to the calling process.
+ */
+void isorun_child_confine(const struct isorun_spec *spec);
 void isorun_child_death_signal(const struct isorun_spec *spec);
 
 /* Join a and b into buf (size PATH_MAX); returns 0 or -ENAMETOOLONG. */
