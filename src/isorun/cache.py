@@ -51,7 +51,7 @@ VARIABLE_NAMES = frozenset(
 )
 #: the HostFacts fields :func:`facts_key` covers
 FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns"})
-_USERNS_SYSCTLS = (
+_USERNS_SYSCTLS = (  # shim/launch_index.c has this list too, in this order
     "/proc/sys/user/max_user_namespaces",
     "/proc/sys/kernel/unprivileged_userns_clone",
 )

@@ -45,7 +45,7 @@ INDEX_FORMAT = 1
 INDEX_SETTLE_NS = 2_000_000_000
 #: variables whose raw values the key reads (cache.variables(), cache.cache_dir()) or
 #: that change which isorun package the Python CLI would import, so which compiler ran
-INDEX_ENV = (
+INDEX_ENV = (  # shim/launch_index.c has this list too, in this order (a test compares)
     "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
     "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
     "PYTHONSAFEPATH",

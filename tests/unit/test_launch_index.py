@@ -84,6 +84,20 @@ def test_format_and_names_match_the_c_side() -> None:
     assert f'#define FRONTEND_MISS "{main_module.FRONTEND_MISS}"' in FRONTEND_C.read_text()
 
 
+def _c_strings(source: str, array: str) -> list[str]:
+    body = re.search(rf"{array}\[\] = \{{(.*?)\}};", source, re.S)
+    assert body, f"{array} not found in {INDEX_C.name}"
+    return re.findall(r'"([^"]*)"', body.group(1))
+
+
+def test_checked_names_match_the_c_side() -> None:
+    # The front end checks its own lists, not names read from the index (a rewritten
+    # name would check a variable nobody sets), so the lists must be the writer's.
+    source = INDEX_C.read_text()
+    assert _c_strings(source, "index_sysctls") == list(cache._USERNS_SYSCTLS)
+    assert _c_strings(source, "index_env") == list(launch_index.INDEX_ENV)
+
+
 def test_fnv1a64_known_values() -> None:
     # The published FNV-1a 64 test vectors.
     assert launch_index.fnv1a64(b"") == 0xCBF29CE484222325

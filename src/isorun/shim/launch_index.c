@@ -37,6 +37,19 @@ static const char index_magic[] = "isorun-launch-index\n";
  * file is not one we wrote, and reading it whole would only cost time. */
 #define INDEX_MAX_LEN (16u << 20)
 
+#define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
+/* isorun.cache._USERNS_SYSCTLS and isorun.launch_index.INDEX_ENV, in their order
+ * (tests/unit/test_launch_index.py compares them). */
+static const char *const index_sysctls[] = {
+    "/proc/sys/user/max_user_namespaces",
+    "/proc/sys/kernel/unprivileged_userns_clone",
+};
+static const char *const index_env[] = {
+    "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
+    "PYTHONSAFEPATH",
+};
+
 /* FNV-1a 64: the index file's name, computed as isorun.launch_index.fnv1a64 does. */
 static uint64_t fnv1a64(uint64_t h, const void *data, size_t len) {
     const unsigned char *p = data;
@@ -93,6 +106,15 @@ static uint64_t get_uint(struct cursor *c, size_t n) {
         memcpy(&v, at, 8);
     }
     return v;
+}
+
+/* A u8 flag the writer sets to exactly 0 or 1 (bytes([bool])); any other value is a
+ * damaged index, not a "true" to read loosely: a miss, as for every other surprise. */
+static int get_flag(struct cursor *c) {
+    uint64_t v = get_uint(c, 1);
+    if (v > 1)
+        c->ok = 0;
+    return (int)v;
 }
 
 struct field {
@@ -248,24 +270,31 @@ static int index_holds(struct cursor *c, const char *profile, const char *cwd, c
         !field_is(get_field(c), un.machine))
         return 0;
 
-    uint32_t n = (uint32_t)get_uint(c, 4);
-    for (uint32_t k = 0; c->ok && k < n; k++) {
-        int ok = field_cstr(get_field(c), path, sizeof path);
-        int present = (int)get_uint(c, 1);
+    /* The names come from our own lists, not from the file: an index whose list differs
+     * (another build, or bytes rewritten under a fresh CRC) would otherwise check a name
+     * nobody sets ("absent": true) in place of the one that matters. */
+    if (get_uint(c, 4) != N_ELEMENTS(index_sysctls))
+        return 0;
+    for (size_t k = 0; c->ok && k < N_ELEMENTS(index_sysctls); k++) {
+        int named = field_is(get_field(c), index_sysctls[k]);
+        int present = get_flag(c);
         struct field content = get_field(c);
-        if (!ok || !c->ok || !file_is(path, present, content))
+        if (!named || !c->ok || !file_is(index_sysctls[k], present, content))
             return 0;
     }
 
-    n = (uint32_t)get_uint(c, 4);
-    for (uint32_t k = 0; c->ok && k < n; k++) {
-        int ok = field_cstr(get_field(c), path, sizeof path);
-        int present = (int)get_uint(c, 1);
+    if (get_uint(c, 4) != N_ELEMENTS(index_env))
+        return 0;
+    for (size_t k = 0; c->ok && k < N_ELEMENTS(index_env); k++) {
+        int named = field_is(get_field(c), index_env[k]);
+        int present = get_flag(c);
         struct field value = get_field(c);
-        const char *now = ok ? getenv(path) : NULL;
-        if (!ok || !c->ok || (now != NULL) != present || (now && !field_is(value, now)))
+        const char *now = getenv(index_env[k]);
+        if (!named || !c->ok || (now != NULL) != present || (now && !field_is(value, now)))
             return 0;
     }
+
+    uint32_t n;
 
     /* The realpath() inputs of isorun.cache.variables: ${HOME}, ${CWD}, ${TMPDIR}, ... */
     n = (uint32_t)get_uint(c, 4);
@@ -276,7 +305,7 @@ static int index_holds(struct cursor *c, const char *profile, const char *cwd, c
             return 0;
     }
 
-    int whole = (int)get_uint(c, 1);
+    int whole = get_flag(c);
     uint32_t n_patterns = (uint32_t)get_uint(c, 4);
     if (!c->ok || n_patterns > (size_t)(c->end - c->p) / 4)
         return 0;
