@@ -266,6 +266,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """With -v: how marked tests get their process (what `make bench` measures)."""
+    if config.option.verbose < 1 or os.environ.get(INNER):
+        return []
+    from isorun import pytest_sandbox
+
+    why_not = pytest_sandbox.one_fork_unusable()
+    if why_not is None:
+        return ["isorun: a marked test forks once (clone3 into its namespaces)"]
+    return [f"isorun: a marked test forks twice (os.fork; clone3 unusable: {why_not})"]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     exiting = config.stash.get(EXITING, None)
     if exiting is not None:

@@ -2,18 +2,26 @@
 the shim, then runs the test body and sends its result back.
 
 The test body must run in the process that collected it (pytest items cannot be sent to a
-fresh interpreter cheaply), so there is no clone and no execve. The plan is compiled once
-per session and profile, like a launch's; per test only the writable paths and the
-working directory are added. The child applies it to itself through the shim's
-``isorun_apply_namespaces`` and ``isorun_apply`` (shim/apply.c): the same C, in the same
-order, as a launch's child, minus clone and execve.
+fresh interpreter cheaply), so there is no execve. The plan is compiled once per session
+and profile, like a launch's; per test only the writable paths and the working directory
+are added. The child applies it to itself through the shim's ``isorun_apply`` (and,
+after os.fork, ``isorun_apply_namespaces``; shim/apply.c): the same C, in the same order,
+as a launch's child, minus clone and execve.
 
-The process tree of one marked test::
+The process tree of one marked test, as a rule::
+
+    pytest ── clone3(user, pid, net, mount, ...) ── the test's process: pid 1 of its
+              (sandbox/pyfork.py)                   pid namespace; waits for the id maps,
+                                                    then the new root (pivot_root), ids,
+                                                    capabilities, no_new_privs, seccomp;
+                                                    then the test body
+
+Where clone3 cannot return into this Python (another thread in pytest, no clone3; see
+pyfork.unusable), two forks instead, about 3 ms more per test here::
 
     pytest ── fork ── F: unshare(user, pid, net, mount, ...), waits for the id maps,
                          forks G and mirrors its exit
-                      └─ G: pid 1 of the new pid namespace: the new root (pivot_root),
-                            ids, capabilities, no_new_privs, seccomp; then the test body
+                      └─ G: pid 1 of the new pid namespace; the rest as above
 
 F exists because unshare(CLONE_NEWPID) moves only later children into the namespace, and
 the root's /proc must be mounted from inside it (shim/apply.c). A profile without a pid
@@ -237,7 +245,7 @@ def run_in_child(
     ``session_env``: the environment at the session's start; the body sees the profile's
     environment plus what changed since (monkeypatch.setenv), never the host's tokens.
     """
-    from isorun.sandbox import parent
+    from isorun.sandbox import parent, pyfork
 
     try:
         session = compile_session(
@@ -258,37 +266,79 @@ def run_in_child(
     if exiting is not None:
         exiting.reap(block=False)
     shim = parent.load_shim()
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    one_fork = one_fork_unusable() is None
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
+    # After os.fork the child tells when its user namespace exists (see _child).
+    ready_r, ready_w = (-1, -1) if one_fork else os.pipe2(os.O_CLOEXEC)
+    pipes = _Pipes(ready_w, go_r, go_w, err_w, err_r, result_w)
+    ours = [
+        fd for fd in (go_r, go_w, err_r, err_w, result_r, result_w, ready_r, ready_w) if fd >= 0
+    ]
     opened: list[int] = []
+    refused: OSError | None = None
+    pid = -1
     try:
         record = _per_test_record(session, policy.writable)
         if os.geteuid() == 0:
             record = _clone_trees(record, opened)
         c_spec = _struct(session, shim, record, (go_r, go_w), (err_w, err_r), result_w)
         env = _child_env(session.env, session_env)
+        # Looked up here: cffi builds a function's wrapper on first access, and in the
+        # child that work would be redone (and its pages copied) for every test.
+        steps = (shim.lib.isorun_apply_namespaces, shim.lib.isorun_apply)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        if one_fork:
+            try:
+                pid = pyfork.fork(record["clone_flags"])
+            except pyfork.Unsupported as err:
+                _ONE_FORK_OFF.append(str(err))
+            except OSError as err:
+                refused = err
+        else:
+            pid = os.fork()
         if pid == 0:
-            os.close(ready_r)
             os.close(result_r)
-            _child(policy, body, shim.lib, c_spec, record, env, ready_w, go_r, err_w, result_w)
+            if ready_r >= 0:
+                os.close(ready_r)
+            _child(policy, body, steps, c_spec, record, env, pipes, cloned=one_fork)
     finally:
         for fd in opened:
             os.close(fd)
+        if pid < 0:  # no child: an exception, or clone3 gave none
+            for fd in ours:
+                os.close(fd)
+    if pid < 0:
+        if refused is None:
+            # No clone3 after all: this test and the rest of the session fork twice.
+            import warnings
+
+            warnings.warn(
+                f"isorun: clone3 is unusable here ({_ONE_FORK_OFF[0]}); marked tests fork "
+                "twice, as sandboxed as before but about 3 ms slower each",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+            return run_in_child(policy, body, exiting, session_env)
+        # clone3 refused the namespaces: what unshare would have refused in the child.
+        refusal = ("clone", "clone3", refused.errno or errno.EINVAL, -1)
+        return Result("failed", _setup_failure(record, refusal, policy))
     for fd in (ready_w, go_r, err_w, result_w):
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     try:
-        if os.read(ready_r, 1):
+        # With clone3 the user namespace exists as the call returns; otherwise once the
+        # child's unshare is done (one byte; EOF if it failed and exited).
+        if ready_r < 0 or os.read(ready_r, 1):
             parent.write_id_maps_in_parent(pid, record)
         os.write(go_w, b"g")
     except OSError:
         pass  # the child died early; its report (or its exit status) says why
     finally:
-        os.close(ready_r)
+        if ready_r >= 0:
+            os.close(ready_r)
         os.close(go_w)
     try:
         # EOF once the body is about to run (or the child is gone): the set-up's verdict.
@@ -495,29 +545,47 @@ def _hand_scratch_to_sandbox(paths: tuple[str, ...], uid: int, gid: int) -> None
                 os.lchown(name, uid, gid)
 
 
+@dataclass(frozen=True, slots=True)
+class _Pipes:
+    """The descriptors of one marked test's child (parent.py names the protocol)."""
+
+    ready_w: int  # os.fork only: one byte once the child's namespaces exist
+    go_r: int  # the child waits here until the parent wrote its id maps
+    go_w: int
+    err_w: int  # a set-up failure; EOF once the body is about to run
+    err_r: int
+    result_w: int
+
+
 def _child(
     policy: Policy,
     body: Callable[[Policy], tuple[str, str]],
-    lib: Any,
+    steps: tuple[Any, Any],
     c_spec: Any,
     record: dict[str, Any],
     env: dict[str, str],
-    ready_w: int,
-    go_r: int,
-    err_w: int,
-    result_w: int,
+    pipes: _Pipes,
+    cloned: bool,
 ) -> None:
+    """The test's process: confine, run the body, report; never returns."""
     code = EXIT_SETUP
     try:
-        # Closes ready_w and the parent's pipe ends; the parent now writes the id maps.
-        lib.isorun_apply_namespaces(c_spec, ready_w)
-        if record["clone_flags"] & CLONE_NEWPID:
-            _fork_into_pid_namespace(go_r, err_w, result_w)
+        if cloned:
+            # clone3 made the namespaces and this process is pid 1 already; drop the
+            # parent's pipe ends as isorun_apply_namespaces would (a dead parent must
+            # give EOF).
+            os.close(pipes.go_w)
+            os.close(pipes.err_r)
+        else:
+            # Closes ready_w and the parent's pipe ends; the parent now writes the id maps.
+            steps[0](c_spec, pipes.ready_w)
+            if record["clone_flags"] & CLONE_NEWPID:
+                _fork_into_pid_namespace(pipes.go_r, pipes.err_w, pipes.result_w)
         # Waits for the id maps, then the rest of the plan, seccomp last; on failure it
         # reports on err_w and exits.
-        lib.isorun_apply(c_spec)
+        steps[1](c_spec)
         # EOF on the error pipe tells the parent the sandbox is complete.
-        os.close(err_w)
+        os.close(pipes.err_w)
         _set_environ(env)
         _refresh_faulthandler()
         outcome, text = body(policy)
@@ -527,13 +595,30 @@ def _child(
         record_bytes = json.dumps({"outcome": outcome, "text": text}).encode()
         data = _HEADER.pack(len(record_bytes)) + record_bytes
         while data:
-            data = data[os.write(result_w, data) :]
+            data = data[os.write(pipes.result_w, data) :]
         code = 0
     except BaseException:
         traceback.print_exc()
     finally:
         # _exit: no atexit handlers, no flushing of buffers copied from pytest.
         os._exit(code)
+
+
+#: why clone3 was given up for the rest of the session (pyfork.Unsupported), if it was
+_ONE_FORK_OFF: list[str] = []
+#: "os" makes every marked test fork twice (os.fork), as where clone3 is unusable
+FORK_ENV = "ISORUN_MARKER_FORK"
+
+
+def one_fork_unusable() -> str | None:
+    """Why a marked test's child cannot come from one clone3 (sandbox/pyfork.py), if so."""
+    if os.environ.get(FORK_ENV) == "os":
+        return f"{FORK_ENV}=os"
+    if _ONE_FORK_OFF:
+        return _ONE_FORK_OFF[0]
+    from isorun.sandbox import pyfork
+
+    return pyfork.unusable()
 
 
 def _refresh_faulthandler() -> None:

@@ -65,8 +65,15 @@ SUITE = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str]:
+#: how the plugin makes a marked test's process: one clone3 straight into the
+#: namespaces (sandbox/pyfork.py), or os.fork twice, where clone3 is unusable
+FORKS = {"clone3": {}, "os-fork": {"ISORUN_MARKER_FORK": "os"}}
+
+
+@pytest.fixture(scope="module", params=list(FORKS))
+def report(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[int, str]:
     project = tmp_path_factory.mktemp("marker")
     project.chmod(0o755)
     (project / "test_suite.py").write_text(SUITE)
@@ -76,8 +83,10 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str]:
     proc = run(
         [PYTHON, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "test_suite.py"],
         cwd=project,
-        env={"HOME": str(home)},
+        env={"HOME": str(home), **FORKS[request.param]},
     )
+    # Never a silent fallback: clone3 works on this kernel (pyfork.Unsupported warns).
+    assert "clone3 is unusable" not in proc.stdout, output(proc)
     return proc.returncode, output(proc)
 
 
@@ -168,6 +177,28 @@ ROOT_SUITE = textwrap.dedent("""
         assert libc.unshare(0x10000000) == -1  # CLONE_NEWUSER: refused inside
 
     @pytest.mark.isorun()
+    def test_marked_threads_and_subprocesses_work():
+        # What the C library keeps per thread must be right in the test's process, which
+        # clone3 made without glibc's fork: its thread id (a new thread, a fork, a
+        # signal to itself) and its locks.
+        import signal, subprocess, threading
+        ids = []
+        worker = threading.Thread(target=lambda: ids.append(threading.get_native_id()))
+        worker.start()
+        worker.join()
+        assert ids and ids[0] not in (0, 1)
+        assert threading.get_native_id() == 1
+        done = subprocess.run(["/bin/sh", "-c", "echo $$"], capture_output=True, text=True)
+        assert done.returncode == 0 and int(done.stdout) > 1
+        got = []
+        signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+        signal.raise_signal(signal.SIGUSR1)
+        assert got == [1]
+        lock = threading.RLock()
+        with lock, lock:
+            pass
+
+    @pytest.mark.isorun()
     def test_marked_lazy_import_resolves_in_new_root():
         import xml.dom.minidom  # not imported by pytest before the fork
         assert xml.dom.minidom.parseString("<a/>").documentElement.tagName == "a"
@@ -203,7 +234,9 @@ def host_file() -> Iterator[str]:
     shutil.rmtree(directory)
 
 
-def _root_report(host_file: str, as_user: pwd.struct_passwd | None) -> tuple[int, str]:
+def _root_report(
+    host_file: str, as_user: pwd.struct_passwd | None, fork: str
+) -> tuple[int, str]:
     # Directly under /tmp and world-readable: pytest's own tmp_path parents are 0700,
     # and an unprivileged run must read the project.
     project = Path(tempfile.mkdtemp(prefix="isorun-marker-root-"))
@@ -212,7 +245,7 @@ def _root_report(host_file: str, as_user: pwd.struct_passwd | None) -> tuple[int
         uid = 65534 if as_user is None else as_user.pw_uid
         (project / "test_root.py").write_text(ROOT_SUITE.format(host_file=host_file, uid=uid))
         argv = [PYTHON, "-m", "pytest", "-rA", "-s", "-p", "no:cacheprovider", "test_root.py"]
-        env = {"HOME": str(project)}
+        env = {"HOME": str(project), **FORKS[fork]}
         if as_user is not None:
             argv = ["setpriv", f"--reuid={as_user.pw_uid}", f"--regid={as_user.pw_gid}",
                     "--clear-groups", *argv]  # fmt: skip
@@ -231,6 +264,7 @@ def _check_root_report(report: tuple[int, str]) -> None:
         "test_marked_is_pid_1_of_own_namespace",
         "test_unmarked_sees_host_pids",
         "test_marked_lazy_import_resolves_in_new_root",
+        "test_marked_threads_and_subprocesses_work",
         "test_marked_is_confined",
         "test_marked_uid",
     ):
@@ -238,20 +272,45 @@ def _check_root_report(report: tuple[int, str]) -> None:
     assert _line(text, "test_marked_cwd_outside_root").startswith("FAILED"), text
     assert "could not enter the sandbox" in text
     assert "hint: the test's working directory" in text
+    assert "clone3 is unusable" not in text
     assert code == 1, text
 
 
 @pytest.mark.needs("root")
-def test_marker_gives_new_root_as_root(host_file: str) -> None:
-    _check_root_report(_root_report(host_file, None))
+@pytest.mark.parametrize("fork", list(FORKS))
+def test_marker_gives_new_root_as_root(host_file: str, fork: str) -> None:
+    _check_root_report(_root_report(host_file, None, fork))
 
 
 @pytest.mark.needs("root", "setpriv")
-def test_marker_gives_new_root_unprivileged(host_file: str) -> None:
+@pytest.mark.parametrize("fork", list(FORKS))
+def test_marker_gives_new_root_unprivileged(host_file: str, fork: str) -> None:
     user = unprivileged_user()
     if user is None:
         missing("an unprivileged user to switch to")
-    _check_root_report(_root_report(host_file, user))
+    _check_root_report(_root_report(host_file, user, fork))
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({}, "forks once (clone3"),
+    (FORKS["os-fork"], "forks twice (os.fork; clone3 unusable: ISORUN_MARKER_FORK=os)"),
+    # A thread of the suite's own (a watchdog, an executor) rules clone3 out.
+    ({"ISORUN_TEST_THREAD": "1"}, "forks twice (os.fork; clone3 unusable: the process has 2 thr"),
+])  # fmt: skip
+def test_header_says_how_marked_tests_fork(tmp_path: Path, env: dict[str, str], says: str) -> None:
+    tmp_path.chmod(0o755)
+    (tmp_path / "conftest.py").write_text(
+        "import os, threading, time\n"
+        "if os.environ.get('ISORUN_TEST_THREAD'):\n"
+        "    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+    )
+    (tmp_path / "test_one.py").write_text(
+        "import os, pytest\n\n@pytest.mark.isorun()\ndef test_marked():\n"
+        "    assert os.getpid() == 1\n"
+    )
+    proc = run([PYTHON, "-m", "pytest", "-v", "-p", "no:cacheprovider"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, output(proc)
+    assert f"isorun: a marked test {says}" in proc.stdout, output(proc)
 
 
 def test_marker_inside_isorun_session_fails_closed(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import replace
 
 from isorun.compile import plan as p
 from isorun.errors import Diagnostic, Loc, ProfileError
@@ -77,7 +78,7 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
     # earlier entry put below it, which is never what a profile means. The sort is stable,
     # so entries at the same depth keep the profile's order.
     mounts.sort(key=lambda m: m.dst.rstrip("/").count("/") if m.dst != "/" else 0)
-    steps.extend(mounts)
+    steps.extend(_without_repeats(mounts))
     if fs.root != "host":
         # pivot_root after every mount: binds need the old root still reachable as their
         # source; detaching it afterwards leaves no path back to the host tree.
@@ -159,6 +160,27 @@ def _identity(profile: schema.Profile, facts: HostFacts,
                                  "run as root or remove map_root"))
     return p.MapIds(uid, gid, host_uid, host_gid,
                     schema.where(profile, "identity.uid", ident.loc))
+
+
+def _without_repeats(mounts: list[p.MountStep]) -> list[p.MountStep]:
+    """``mounts`` (sorted by depth) without a mount that repeats the previous one at its
+    destination: the same source, type and options mounted again on top shows nothing
+    new and costs a mount per launch. Profiles meet this by layering: the pytest marker
+    adds the interpreter's paths, which the test profile already binds as ${VENV} and
+    ${CWD}. Only the previous mount *at the same destination* counts: after the depth
+    sort everything between the two is at the same depth, so nothing can lie under or
+    over the repeat. A repeat that is required makes the kept one required."""
+    out: list[p.MountStep] = []
+    last_at: dict[str, int] = {}
+    for mount in mounts:
+        at = last_at.get(mount.dst)
+        if at is not None and replace(out[at], optional=mount.optional) == mount:
+            if not mount.optional:
+                out[at] = replace(out[at], optional=False)
+            continue
+        last_at[mount.dst] = len(out)
+        out.append(mount)
+    return out
 
 
 def _mount_step(mount: schema.Mount, expand: Callable[[str, Loc], str]) -> p.MountStep:
