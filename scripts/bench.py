@@ -312,10 +312,12 @@ def main() -> int:
     }
     seccomp_table = "" if args.quick else peer_table("bench_seccomp.py", [], env)
     launch_table = "" if args.quick else peer_table("bench_launch.py", ["-n", "100"], env)
+    suites = test_suites(3 if args.quick else 5)
     load_after = os.getloadavg()
     shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(cli, inproc, rss, seccomp_table, launch_table, load_before, load_after)
+    report = render(cli, inproc, rss, seccomp_table, launch_table, suites, load_before,
+                    load_after)  # fmt: skip
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks.md").write_text(report)
     rows = [
@@ -340,6 +342,7 @@ def render(
     rss: dict[str, int],
     seccomp_table: str,
     launch_table: str,
+    suites: tuple[str, dict[str, float]],
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
 ) -> str:
@@ -378,6 +381,7 @@ def render(
             shown=rate_api / rate_bwrap,
         ),
         _goal("CLI cold cache (compile + launch), ms", cold, "< 250", 250.0),
+        *_suite_goals(suites[1]),
         "",
         "## CLI launches (hyperfine -N, no shell)",
         "",
@@ -423,11 +427,45 @@ def render(
         "![launch times](benchmarks.svg)",
         "",
     ]
+    if suites[0]:
+        lines += ["## Test suites (`scripts/bench_pytest.py`)", "", SUITES_NOTE, "",
+                  suites[0], ""]  # fmt: skip
     if seccomp_table:
         lines += ["## Seccomp filter cost (`scripts/bench_seccomp.py`)", "", seccomp_table, ""]
     if launch_table:
         lines += ["## Raw spawn() vs bwrap (`scripts/bench_launch.py`)", "", launch_table, ""]
     return "\n".join(lines)
+
+
+SUITES_NOTE = (
+    "Wall time of this project's `tests/unit` bare and under `pytest --isorun` (the"
+    " session re-executed in the `test` profile), and of a module of 200 trivial tests"
+    " with and without `@pytest.mark.isorun`; each figure is the best of interleaved runs"
+    " (docs/testing.md explains the method and where the time goes)."
+)
+
+
+def test_suites(runs: int) -> tuple[str, dict[str, float]]:
+    """bench_pytest's table and the figures of its goals (issue #6)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench_pytest
+    finally:
+        sys.path.pop(0)
+    figures: dict[str, float] = {}
+    rows = bench_pytest.measure("tests/unit", runs, 200, "session,marker", figures)
+    return bench_pytest.markdown(rows).strip(), figures
+
+
+def _suite_goals(figures: dict[str, float]) -> list[str]:
+    rows = []
+    if "session_overhead_pct" in figures:
+        rows.append(_goal("`pytest --isorun` beyond its one-time launch, % of bare",
+                          figures["session_overhead_pct"], "< 5", 5.0))  # fmt: skip
+    if "marker_ms_per_test" in figures:
+        rows.append(_goal("`@pytest.mark.isorun` per test, ms", figures["marker_ms_per_test"],
+                          "< 10", 10.0))  # fmt: skip
+    return rows
 
 
 def _goal(what: str, value: float, target: str, limit: float, shown: float | None = None) -> str:
