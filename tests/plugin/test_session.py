@@ -42,28 +42,27 @@ def _project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_project_unit_subset_passes_under_test_profile() -> None:
-    proc = run(
-        [
-            PYTHON,
-            "-m",
-            "isorun",
-            "--profile",
-            "test",
-            "--",
-            PYTHON,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/unit/test_loader.py",
-            "tests/unit/test_extends.py",
-        ],
-        cwd=ROOT,
-    )
+#: the tests of tests/unit and tests/golden that cannot pass inside the test profile,
+#: by what the profile is: the sandbox is never root, and ../shared (moby's profile and
+#: the seccomp test data beside the checkout) is not one of its mounts
+OUTSIDE_ONLY = (
+    "tests/unit/test_cache.py::test_entry_owned_by_another_user_is_ignored_as_root",
+    "tests/unit/test_docker_export.py::test_shared_edge_profiles_import_or_fail_with_location",
+    "tests/unit/test_syscalls.py::test_docker_default_data_matches_shared_file",
+)
+
+
+def test_project_suite_passes_under_test_profile() -> None:
+    # The project's own unit and golden suites (the integration suites start sandboxes,
+    # which the profile's seccomp hardening refuses to nest), as CI runs them.
+    deselect = [arg for test in OUTSIDE_ONLY for arg in ("--deselect", test)]
+    argv = [PYTHON, "-m", "isorun", "--profile", "test", "--",
+            PYTHON, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *deselect,
+            "tests/unit", "tests/golden"]  # fmt: skip
+    proc = run(argv, cwd=ROOT, timeout=300, env={"CI": "true"})
     assert proc.returncode == 0, output(proc)
-    assert " passed" in proc.stdout
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, output(proc)
+    assert f"{len(OUTSIDE_ONLY)} deselected" in proc.stdout, output(proc)
 
 
 def test_isorun_option_keeps_selection_and_exit_code(tmp_path: Path) -> None:

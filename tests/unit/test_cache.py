@@ -183,7 +183,7 @@ def test_group_or_world_writable_entry_is_ignored(tree: Path, mode: int) -> None
 
 
 @pytest.mark.needs("root")
-def test_entry_owned_by_another_user_is_ignored(tree: Path) -> None:
+def test_entry_owned_by_another_user_is_ignored_as_root(tree: Path) -> None:
     key = _compile_and_store("strict")
     os.chown(os.path.join(cache.cache_dir(), key), 12345, -1)
     notes, log = _notes()
