@@ -246,12 +246,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     profile = os.environ.get(INNER)
     if profile and report.failed and call.excinfo is not None:
-        from isorun import pytest_sandbox
+        from isorun import pytest_rules, pytest_sandbox
 
         policy = pytest_sandbox.Policy(
-            profile=profile, network=pytest_sandbox.network_mode(), writable=(), where=_where(item)
+            profile=profile, network=pytest_rules.network_mode(), writable=(), where=_where(item)
         )
-        rule = pytest_sandbox.explain(call.excinfo.value, policy)
+        rule = pytest_rules.explain(call.excinfo.value, policy)
         if rule:
             report.sections.append(("isorun", rule.replace("marker at", "test at")))
     return report
@@ -361,9 +361,9 @@ def _child_body(item: pytest.Function, original: Callable[[], Any], policy: Any)
         return "skipped", str(err.msg)
     except BaseException:
         excinfo = pytest.ExceptionInfo.from_current()
-    from isorun import pytest_sandbox
+    from isorun import pytest_rules
 
     text = str(item.repr_failure(excinfo))
-    rule = pytest_sandbox.explain(excinfo.value, policy)
+    rule = pytest_rules.explain(excinfo.value, policy)
     # The rule first: it is what the short summary line shows.
     return "failed", (f"{rule}\n\n{text}\n\n{rule}" if rule else text)

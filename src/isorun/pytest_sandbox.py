@@ -31,25 +31,21 @@ namespace skips that fork.
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import os
 import signal
-import socket
 import struct
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
+
+from isorun import pytest_plan
 
 #: exit status of a child whose sandbox set-up failed (the shim's ISORUN_EXIT_SETUP)
 EXIT_SETUP = 125
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-#: flags of a writable bind (planner: every bind is nosuid and nodev)
-MS_NOSUID, MS_NODEV = 0x2, 0x4
-#: step numbers of the per-test writable binds, past any plan's (failures name the bind)
-WRITABLE_STEP = 10_000
+CLONE_NEWPID = 0x20000000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,94 +73,6 @@ class Result:
 
     outcome: str
     text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """What a profile compiles to, once per session: the shim's record and the policy."""
-
-    #: isorun.sandbox.spec.spec_record of the plan, without the per-test parts
-    record: dict[str, Any]
-    #: the environment the profile gives, for the child's os.environ
-    env: dict[str, str]
-    network: str
-    visible: tuple[str, ...]
-    #: the C structs of recent tests by their inputs, with the memory they point to:
-    #: most tests of a session build the same one (~0.25 ms each time)
-    structs: dict[tuple[Any, ...], tuple[Any, list[Any]]] = field(
-        default_factory=dict, compare=False
-    )
-
-
-def _base_profile(profile: str) -> str:
-    # A path is resolved now: the generated profile lives in isorun's cache directory.
-    if profile.endswith(".toml") or os.sep in profile:
-        return os.path.abspath(profile)
-    return profile
-
-
-def marker_profile_text(profile: str, network: str | None, paths: list[str]) -> str:
-    """The TOML the marker compiles: ``profile``, the interpreter's import ``paths``
-    read-only (lazily imported modules must resolve inside the new root), and the
-    ``network`` keyword when it differs from the profile's."""
-    lines = [f"extends = [{json.dumps(_base_profile(profile))}]"]
-    if network is not None:
-        lines.append('override = ["network.mode"]')
-    lines.append("")
-    for path in paths:
-        lines += ["[[mounts]]", 'type = "ro-bind"', f"dst = {json.dumps(path)}", ""]
-    if network is not None:
-        lines += ["[network]", f"mode = {json.dumps(network)}", ""]
-    return "\n".join(lines)
-
-
-@functools.cache
-def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[str, ...]) -> Session:
-    """The marker's plan for ``profile``, compiled once per session, working directory
-    and set of import paths (about 90 ms with the filter; a test then adds ~nothing)."""
-    import tempfile
-
-    from isorun import api
-    from isorun.pytest_plugin import stable_profile
-    from isorun.sandbox import native
-    from isorun.sandbox.spec import spec_record
-
-    if network not in (None, "none", "host"):
-        raise ValueError(f'network must be "none" or "host", got {network!r}')
-    text = marker_profile_text(profile, network, list(paths))
-
-    def compile_at(path: str) -> Any:
-        plan = api.compile_plan(path)
-        return plan, api.cached_program(plan)
-
-    # The planner resolves ${CWD} from the working directory, which a fixture may have
-    # moved (monkeypatch.chdir); the profile means the session's.
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        path = stable_profile(text)
-        if path is not None:
-            plan, bpf = compile_at(path)
-        else:
-            with tempfile.TemporaryDirectory(prefix="isorun-marker-") as scratch:
-                path = os.path.join(scratch, "marker.toml")
-                with open(path, "w") as f:
-                    f.write(text)
-                plan, bpf = compile_at(path)
-    finally:
-        os.chdir(here)
-    record = spec_record(native.build_spec(plan, ["pytest"], os.environ, bpf))
-    env = dict(os.fsdecode(e).partition("=")[::2] for e in record["env"])
-    visible = tuple(os.fsdecode(m[1]) for m in record["mounts"])
-    net = "none" if record["clone_flags"] & CLONE_NEWNET else "host"
-    return Session(record, env, net, visible)
-
-
-def sandbox_ids() -> tuple[int, int]:
-    """(uid, gid) the child runs as: the caller's, or 65534 for root (planner._identity)."""
-    if os.geteuid() == 0:
-        return 65534, 65534
-    return os.getuid(), os.getgid()
 
 
 class Exiting:
@@ -195,23 +103,6 @@ class Exiting:
 
 #: the result record: a 4-byte big-endian length, then that many bytes of JSON
 _HEADER = struct.Struct(">I")
-
-
-def _per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, Any]:
-    """The session's record plus this test's writable binds and working directory."""
-    from isorun.sandbox.spec import MountKind
-
-    extra = tuple(
-        # Last: a writable path must win over whatever the profile put above it (a tmpfs
-        # /tmp over tmp_path). Optional: the test may not have created it.
-        (int(MountKind.BIND), os.fsencode(p), os.fsencode(p), MS_NOSUID | MS_NODEV, b"",
-         0o755, True, WRITABLE_STEP + i, -1)
-        for i, p in enumerate(writable)
-    )  # fmt: skip
-    # The test's own working directory (monkeypatch.chdir), not the session's: a
-    # directory the root does not show fails set-up at "cwd", named.
-    return {**session.record, "mounts": session.record["mounts"] + extra,
-            "cwd": os.fsencode(os.getcwd())}  # fmt: skip
 
 
 def _kept_fds(result_w: int) -> tuple[int, ...]:
@@ -248,11 +139,11 @@ def run_in_child(
     from isorun.sandbox import parent, pyfork
 
     try:
-        session = compile_session(
+        session = pytest_plan.compile_session(
             policy.profile,
             policy.network,
             policy.cwd or os.getcwd(),
-            _import_paths(tuple(sys.path)),
+            pytest_plan.import_paths(tuple(sys.path)),
         )
     except ValueError as err:
         from isorun.errors import IsorunError
@@ -262,7 +153,7 @@ def run_in_child(
         raise ValueError(f"{err} ({policy.where})") from err
     policy = replace(policy, network=session.network, visible=session.visible)
     if os.geteuid() == 0:
-        _hand_scratch_to_sandbox(policy.writable, *sandbox_ids())
+        pytest_plan.hand_scratch_to_sandbox(policy.writable, *pytest_plan.sandbox_ids())
     if exiting is not None:
         exiting.reap(block=False)
     shim = parent.load_shim()
@@ -280,9 +171,9 @@ def run_in_child(
     refused: OSError | None = None
     pid = -1
     try:
-        record = _per_test_record(session, policy.writable)
+        record = pytest_plan.per_test_record(session, policy.writable)
         if os.geteuid() == 0:
-            record = _clone_trees(record, opened)
+            record = pytest_plan.clone_trees(record, opened)
         c_spec = _struct(session, shim, record, (go_r, go_w), (err_w, err_r), result_w)
         env = _child_env(session.env, session_env)
         # Looked up here: cffi builds a function's wrapper on first access, and in the
@@ -394,18 +285,8 @@ def _setup_failure(
     return text
 
 
-def _child_env(
-    profile_env: Mapping[str, str], session_env: Mapping[str, str] | None
-) -> dict[str, str]:
-    """The body's environment: the profile's, plus what the test's fixtures set."""
-    env = dict(profile_env)
-    if session_env is not None:
-        env.update((k, v) for k, v in os.environ.items() if session_env.get(k) != v)
-    return env
-
-
 def _struct(
-    session: Session,
+    session: pytest_plan.Session,
     shim: Any,
     record: dict[str, Any],
     sync: tuple[int, int],
@@ -430,72 +311,14 @@ def _struct(
     return c_spec
 
 
-def _clone_trees(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
-    """As root: each bind source the sandbox's uid 65534 cannot walk to (behind a 0700
-    directory: /root's pyenv, pytest's tmp_path under /tmp/pytest-of-root) cloned by this
-    process (parent.clone_trees_in_parent); the others stay binds by path. A rootfs
-    directory it cannot reach likewise (then a tree over an empty tmpfs root).
-
-    Not every bind, as a launch does: open_tree costs ~12 us a mount and a launch pays it
-    once, a marked test every time. A source the check wrongly thinks reachable fails the
-    bind in the child (EACCES, set-up failed): never a weaker sandbox.
-    """
-    from isorun.sandbox import parent
-    from isorun.sandbox.spec import MountKind
-
-    mounts = record["mounts"]
-    need = [m for m in mounts if m[0] == MountKind.BIND and not _reachable(m[2])]
-    root = record["root"]
-    hidden_root = root not in (b"", b"tmpfs") and not _reachable(root)
-    if not need and not hidden_root:
-        return record
-    subset = {**record, "root": root if hidden_root else b"", "mounts": tuple(need)}
-    cloned = parent.clone_trees_in_parent(subset, opened)
-    if hidden_root and cloned["root"] == b"tmpfs":
-        # The rootfs became a tree over an empty tmpfs root: the first mount, kept first.
-        root_tree, *rest = cloned["mounts"]
-        cloned = {**cloned, "mounts": tuple(rest)}
-        record = {**record, "root": b"tmpfs", "mounts": (root_tree, *mounts)}
-    # clone_trees_in_parent drops a missing optional source; (dst, step) names a mount.
-    by_name = {(m[1], m[7]): m for m in cloned["mounts"]}
-    out = []
-    for m in record["mounts"]:
-        if m[0] == MountKind.BIND and not _reachable(m[2]):
-            found = by_name.get((m[1], m[7]))
-            if found is not None:
-                out.append(found)
-        else:
-            out.append(m)
-    return {**record, "mounts": tuple(out)}
-
-
-@functools.lru_cache(maxsize=1024)
-def _reachable(src: bytes) -> bool:
-    """Whether uid/gid 65534, with no capability over host files, can walk to ``src``:
-    every directory on the way searchable by others (host root is unmapped inside, so
-    owner and group bits never apply to it)."""
-    path = b""
-    for part in src.strip(b"/").split(b"/"):
-        try:
-            st = os.stat(path or b"/")
-        except FileNotFoundError:
-            # A missing source the child can tell is missing (ENOENT, not EACCES): it
-            # skips an optional one, and names a required one as not found.
-            return True
-        except OSError:
-            return False
-        if not st.st_mode & 0o001:
-            return False
-        path += b"/" + part
-    return True
-
-
-@functools.cache
-def _import_paths(path: tuple[str, ...]) -> tuple[str, ...]:
-    """The interpreter's directories, once per value of sys.path (each call stats them)."""
-    from isorun.pytest_plugin import interpreter_paths
-
-    return tuple(interpreter_paths())
+def _child_env(
+    profile_env: Mapping[str, str], session_env: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The body's environment: the profile's, plus what the test's fixtures set."""
+    env = dict(profile_env)
+    if session_env is not None:
+        env.update((k, v) for k, v in os.environ.items() if session_env.get(k) != v)
+    return env
 
 
 def _set_environ(env: dict[str, str]) -> None:
@@ -525,24 +348,6 @@ def _read_record(fd: int) -> bytes | None:
         if need == _HEADER.size and len(data) >= need:
             need += _HEADER.unpack_from(data)[0]
     return data[_HEADER.size : need]
-
-
-def _hand_scratch_to_sandbox(paths: tuple[str, ...], uid: int, gid: int) -> None:
-    """As root, give temporary scratch paths (tmp_path) to the sandbox's uid 65534.
-
-    Only paths under the temp directory: they are pytest's throwaway directories. Host
-    root is never mapped into the sandbox (a root-owned file it could chmod u+s would be
-    a setuid-root file on the host), so ownership is the only way it can write there.
-    """
-    import tempfile
-
-    tmp = os.path.realpath(tempfile.gettempdir()) + os.sep
-    for path in paths:
-        if not os.path.realpath(path).startswith(tmp) or not os.path.isdir(path):
-            continue
-        for top, dirs, files in os.walk(path):
-            for name in (top, *(os.path.join(top, n) for n in dirs + files)):
-                os.lchown(name, uid, gid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,62 +474,3 @@ def _fork_into_pid_namespace(go_r: int, err_w: int, result_w: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_SETUP)
 
 
-def network_mode() -> str:
-    """ "none" when this process sees only loopback (a sandbox's network namespace)."""
-    names = {name for _, name in socket.if_nameindex()}
-    return "none" if names <= {"lo"} else "host"
-
-
-_NETWORK_ERRNOS = {
-    errno.ENETUNREACH,
-    errno.ECONNREFUSED,
-    errno.EHOSTUNREACH,
-    errno.EADDRNOTAVAIL,
-    errno.ENETDOWN,
-}
-
-
-def explain(exc: BaseException, policy: Policy) -> str:
-    """A line naming the sandbox rule behind ``exc`` (or its causes), or ""."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        rule = _rule_for(current, policy)
-        if rule:
-            return f"isorun: {rule} ({policy.profile} profile, marker at {policy.where})"
-        current = current.__cause__ or current.__context__
-    return ""
-
-
-def _rule_for(exc: BaseException, policy: Policy) -> str:
-    if isinstance(exc, socket.gaierror) and policy.network == "none":
-        return "name resolution failed: network = none, the sandbox has only loopback"
-    if not isinstance(exc, OSError) or exc.errno is None:
-        return ""
-    name = f" {exc.filename}" if exc.filename else ""
-    home = os.path.realpath(os.path.expanduser("~"))
-    if exc.errno in _NETWORK_ERRNOS and policy.network == "none":
-        return "connect() refused: network = none, the sandbox has only loopback"
-    if exc.errno == errno.EROFS:
-        allowed = ", ".join(policy.writable) or "nothing"
-        return (
-            f"write{name} refused: read-only file system outside writable = "
-            f"[{allowed}] and the private /tmp and $HOME"
-        )
-    if exc.errno == errno.ENOENT and exc.filename and str(exc.filename).startswith(home):
-        return f"{exc.filename} not found: $HOME is an empty private directory (secrets hidden)"
-    if exc.errno == errno.ENOENT and exc.filename and policy.visible:
-        path = os.path.abspath(os.fsdecode(exc.filename))
-        if not any(path == v or path.startswith(v.rstrip("/") + "/") for v in policy.visible):
-            return (
-                f"{path} not found: outside the sandbox's root, which shows only the "
-                "profile's mounts (isorun explain PROFILE lists them)"
-            )
-    if exc.errno in (errno.EPERM, errno.EACCES):
-        uid = sandbox_ids()[0]
-        return (
-            f"{errno.errorcode[exc.errno]}{name}: refused by the sandbox (seccomp filter, "
-            f"no capabilities, running as uid {uid})"
-        )
-    return ""

@@ -1,6 +1,6 @@
 """fork(2) with namespace flags: clone3 returning into Python, for per-test sandboxes.
 
-A marked test's body must run in a copy of pytest (sandbox/pytest_sandbox.py), and its
+A marked test's body must run in a copy of pytest (isorun/pytest_sandbox.py), and its
 sandbox wants that copy to be pid 1 of a new pid namespace. os.fork() takes no flags,
 and unshare(CLONE_NEWPID) moves only *later* children into the namespace, so with
 os.fork the copy has to fork once more: a second copy of a 30-100 MB address space per

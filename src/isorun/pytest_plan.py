@@ -1,0 +1,211 @@
+"""What a marked test's sandbox is: the plan its profile compiles to, once per session,
+and the per-test record (writable paths, working directory) the child applies.
+
+The process side (fork, the child's steps, the result) is isorun.pytest_sandbox; the
+messages that name a rule a test broke are isorun.pytest_rules.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+CLONE_NEWNET = 0x40000000
+#: flags of a writable bind (planner: every bind is nosuid and nodev)
+MS_NOSUID, MS_NODEV = 0x2, 0x4
+#: step numbers of the per-test writable binds, past any plan's (failures name the bind)
+WRITABLE_STEP = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a profile compiles to, once per session: the shim's record and the policy."""
+
+    #: isorun.sandbox.spec.spec_record of the plan, without the per-test parts
+    record: dict[str, Any]
+    #: the environment the profile gives, for the child's os.environ
+    env: dict[str, str]
+    network: str
+    visible: tuple[str, ...]
+    #: the C structs of recent tests by their inputs, with the memory they point to:
+    #: most tests of a session build the same one (~0.25 ms each time)
+    structs: dict[tuple[Any, ...], tuple[Any, list[Any]]] = field(
+        default_factory=dict, compare=False
+    )
+
+
+def _base_profile(profile: str) -> str:
+    # A path is resolved now: the generated profile lives in isorun's cache directory.
+    if profile.endswith(".toml") or os.sep in profile:
+        return os.path.abspath(profile)
+    return profile
+
+
+def marker_profile_text(profile: str, network: str | None, paths: list[str]) -> str:
+    """The TOML the marker compiles: ``profile``, the interpreter's import ``paths``
+    read-only (lazily imported modules must resolve inside the new root), and the
+    ``network`` keyword when it differs from the profile's."""
+    lines = [f"extends = [{json.dumps(_base_profile(profile))}]"]
+    if network is not None:
+        lines.append('override = ["network.mode"]')
+    lines.append("")
+    for path in paths:
+        lines += ["[[mounts]]", 'type = "ro-bind"', f"dst = {json.dumps(path)}", ""]
+    if network is not None:
+        lines += ["[network]", f"mode = {json.dumps(network)}", ""]
+    return "\n".join(lines)
+
+
+@functools.cache
+def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[str, ...]) -> Session:
+    """The marker's plan for ``profile``, compiled once per session, working directory
+    and set of import paths (about 90 ms with the filter; a test then adds ~nothing)."""
+    import tempfile
+
+    from isorun import api
+    from isorun.pytest_plugin import stable_profile
+    from isorun.sandbox import native
+    from isorun.sandbox.spec import spec_record
+
+    if network not in (None, "none", "host"):
+        raise ValueError(f'network must be "none" or "host", got {network!r}')
+    text = marker_profile_text(profile, network, list(paths))
+
+    def compile_at(path: str) -> Any:
+        plan = api.compile_plan(path)
+        return plan, api.cached_program(plan)
+
+    # The planner resolves ${CWD} from the working directory, which a fixture may have
+    # moved (monkeypatch.chdir); the profile means the session's.
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        path = stable_profile(text)
+        if path is not None:
+            plan, bpf = compile_at(path)
+        else:
+            with tempfile.TemporaryDirectory(prefix="isorun-marker-") as scratch:
+                path = os.path.join(scratch, "marker.toml")
+                with open(path, "w") as f:
+                    f.write(text)
+                plan, bpf = compile_at(path)
+    finally:
+        os.chdir(here)
+    record = spec_record(native.build_spec(plan, ["pytest"], os.environ, bpf))
+    env = dict(os.fsdecode(e).partition("=")[::2] for e in record["env"])
+    visible = tuple(os.fsdecode(m[1]) for m in record["mounts"])
+    net = "none" if record["clone_flags"] & CLONE_NEWNET else "host"
+    return Session(record, env, net, visible)
+
+
+def sandbox_ids() -> tuple[int, int]:
+    """(uid, gid) the child runs as: the caller's, or 65534 for root (planner._identity)."""
+    if os.geteuid() == 0:
+        return 65534, 65534
+    return os.getuid(), os.getgid()
+
+
+def per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, Any]:
+    """The session's record plus this test's writable binds and working directory."""
+    from isorun.sandbox.spec import MountKind
+
+    extra = tuple(
+        # Last: a writable path must win over whatever the profile put above it (a tmpfs
+        # /tmp over tmp_path). Optional: the test may not have created it.
+        (int(MountKind.BIND), os.fsencode(p), os.fsencode(p), MS_NOSUID | MS_NODEV, b"",
+         0o755, True, WRITABLE_STEP + i, -1)
+        for i, p in enumerate(writable)
+    )  # fmt: skip
+    # The test's own working directory (monkeypatch.chdir), not the session's: a
+    # directory the root does not show fails set-up at "cwd", named.
+    return {**session.record, "mounts": session.record["mounts"] + extra,
+            "cwd": os.fsencode(os.getcwd())}  # fmt: skip
+
+
+def clone_trees(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
+    """As root: each bind source the sandbox's uid 65534 cannot walk to (behind a 0700
+    directory: /root's pyenv, pytest's tmp_path under /tmp/pytest-of-root) cloned by this
+    process (parent.clone_trees_in_parent); the others stay binds by path. A rootfs
+    directory it cannot reach likewise (then a tree over an empty tmpfs root).
+
+    Not every bind, as a launch does: open_tree costs ~12 us a mount and a launch pays it
+    once, a marked test every time. A source the check wrongly thinks reachable fails the
+    bind in the child (EACCES, set-up failed): never a weaker sandbox.
+    """
+    from isorun.sandbox import parent
+    from isorun.sandbox.spec import MountKind
+
+    mounts = record["mounts"]
+    need = [m for m in mounts if m[0] == MountKind.BIND and not _reachable(m[2])]
+    root = record["root"]
+    hidden_root = root not in (b"", b"tmpfs") and not _reachable(root)
+    if not need and not hidden_root:
+        return record
+    subset = {**record, "root": root if hidden_root else b"", "mounts": tuple(need)}
+    cloned = parent.clone_trees_in_parent(subset, opened)
+    if hidden_root and cloned["root"] == b"tmpfs":
+        # The rootfs became a tree over an empty tmpfs root: the first mount, kept first.
+        root_tree, *rest = cloned["mounts"]
+        cloned = {**cloned, "mounts": tuple(rest)}
+        record = {**record, "root": b"tmpfs", "mounts": (root_tree, *mounts)}
+    # clone_trees_in_parent drops a missing optional source; (dst, step) names a mount.
+    by_name = {(m[1], m[7]): m for m in cloned["mounts"]}
+    out = []
+    for m in record["mounts"]:
+        if m[0] == MountKind.BIND and not _reachable(m[2]):
+            found = by_name.get((m[1], m[7]))
+            if found is not None:
+                out.append(found)
+        else:
+            out.append(m)
+    return {**record, "mounts": tuple(out)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _reachable(src: bytes) -> bool:
+    """Whether uid/gid 65534, with no capability over host files, can walk to ``src``:
+    every directory on the way searchable by others (host root is unmapped inside, so
+    owner and group bits never apply to it)."""
+    path = b""
+    for part in src.strip(b"/").split(b"/"):
+        try:
+            st = os.stat(path or b"/")
+        except FileNotFoundError:
+            # A missing source the child can tell is missing (ENOENT, not EACCES): it
+            # skips an optional one, and names a required one as not found.
+            return True
+        except OSError:
+            return False
+        if not st.st_mode & 0o001:
+            return False
+        path += b"/" + part
+    return True
+
+
+@functools.cache
+def import_paths(path: tuple[str, ...]) -> tuple[str, ...]:
+    """The interpreter's directories, once per value of sys.path (each call stats them)."""
+    from isorun.pytest_plugin import interpreter_paths
+
+    return tuple(interpreter_paths())
+
+
+def hand_scratch_to_sandbox(paths: tuple[str, ...], uid: int, gid: int) -> None:
+    """As root, give temporary scratch paths (tmp_path) to the sandbox's uid 65534.
+
+    Only paths under the temp directory: they are pytest's throwaway directories. Host
+    root is never mapped into the sandbox (a root-owned file it could chmod u+s would be
+    a setuid-root file on the host), so ownership is the only way it can write there.
+    """
+    import tempfile
+
+    tmp = os.path.realpath(tempfile.gettempdir()) + os.sep
+    for path in paths:
+        if not os.path.realpath(path).startswith(tmp) or not os.path.isdir(path):
+            continue
+        for top, dirs, files in os.walk(path):
+            for name in (top, *(os.path.join(top, n) for n in dirs + files)):
+                os.lchown(name, uid, gid)

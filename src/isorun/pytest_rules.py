@@ -1,0 +1,75 @@
+"""The rule a marked test broke, named in its failure: "connect() refused: network =
+none (test profile)" instead of a bare ECONNREFUSED deep in a library's traceback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from isorun.pytest_plan import sandbox_ids
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from isorun.pytest_sandbox import Policy
+
+
+def network_mode() -> str:
+    """ "none" when this process sees only loopback (a sandbox's network namespace)."""
+    names = {name for _, name in socket.if_nameindex()}
+    return "none" if names <= {"lo"} else "host"
+
+
+_NETWORK_ERRNOS = {
+    errno.ENETUNREACH,
+    errno.ECONNREFUSED,
+    errno.EHOSTUNREACH,
+    errno.EADDRNOTAVAIL,
+    errno.ENETDOWN,
+}
+
+
+def explain(exc: BaseException, policy: Policy) -> str:
+    """A line naming the sandbox rule behind ``exc`` (or its causes), or ""."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        rule = _rule_for(current, policy)
+        if rule:
+            return f"isorun: {rule} ({policy.profile} profile, marker at {policy.where})"
+        current = current.__cause__ or current.__context__
+    return ""
+
+
+def _rule_for(exc: BaseException, policy: Policy) -> str:
+    if isinstance(exc, socket.gaierror) and policy.network == "none":
+        return "name resolution failed: network = none, the sandbox has only loopback"
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return ""
+    name = f" {exc.filename}" if exc.filename else ""
+    home = os.path.realpath(os.path.expanduser("~"))
+    if exc.errno in _NETWORK_ERRNOS and policy.network == "none":
+        return "connect() refused: network = none, the sandbox has only loopback"
+    if exc.errno == errno.EROFS:
+        allowed = ", ".join(policy.writable) or "nothing"
+        return (
+            f"write{name} refused: read-only file system outside writable = "
+            f"[{allowed}] and the private /tmp and $HOME"
+        )
+    if exc.errno == errno.ENOENT and exc.filename and str(exc.filename).startswith(home):
+        return f"{exc.filename} not found: $HOME is an empty private directory (secrets hidden)"
+    if exc.errno == errno.ENOENT and exc.filename and policy.visible:
+        path = os.path.abspath(os.fsdecode(exc.filename))
+        if not any(path == v or path.startswith(v.rstrip("/") + "/") for v in policy.visible):
+            return (
+                f"{path} not found: outside the sandbox's root, which shows only the "
+                "profile's mounts (isorun explain PROFILE lists them)"
+            )
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        uid = sandbox_ids()[0]
+        return (
+            f"{errno.errorcode[exc.errno]}{name}: refused by the sandbox (seccomp filter, "
+            f"no capabilities, running as uid {uid})"
+        )
+    return ""
