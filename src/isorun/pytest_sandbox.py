@@ -163,12 +163,13 @@ def run_in_child(
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
     # After os.fork the child tells when its user namespace exists (see _child).
     ready_r, ready_w = (-1, -1) if one_fork else os.pipe2(os.O_CLOEXEC)
-    pipes = _Pipes(ready_w, go_r, go_w, err_w, err_r, result_w)
+    pipes = _Pipes(ready_r, ready_w, go_r, go_w, err_w, err_r, result_r, result_w)
     ours = [
         fd for fd in (go_r, go_w, err_r, err_w, result_r, result_w, ready_r, ready_w) if fd >= 0
     ]
     opened: list[int] = []
     refused: OSError | None = None
+    mask: set[int | signal.Signals] | None = None
     pid = -1
     try:
         record = pytest_plan.per_test_record(session, policy.writable)
@@ -181,6 +182,10 @@ def run_in_child(
         steps = (shim.lib.isorun_apply_namespaces, shim.lib.isorun_apply)
         sys.stdout.flush()
         sys.stderr.flush()
+        # Until the child is inside _child's try (which restores the mask), a signal
+        # handler that raised there (KeyboardInterrupt) would carry the child on as a
+        # second pytest; the parent's mask comes back right after the fork.
+        mask = old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         if one_fork:
             try:
                 pid = pyfork.fork(record["clone_flags"])
@@ -191,11 +196,10 @@ def run_in_child(
         else:
             pid = os.fork()
         if pid == 0:
-            os.close(result_r)
-            if ready_r >= 0:
-                os.close(ready_r)
-            _child(policy, body, steps, c_spec, record, env, pipes, cloned=one_fork)
+            _child(policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask)
     finally:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in opened:
             os.close(fd)
         if pid < 0:  # no child: an exception, or clone3 gave none
@@ -354,11 +358,13 @@ def _read_record(fd: int) -> bytes | None:
 class _Pipes:
     """The descriptors of one marked test's child (parent.py names the protocol)."""
 
-    ready_w: int  # os.fork only: one byte once the child's namespaces exist
+    ready_r: int  # os.fork only: one byte once the child's namespaces exist
+    ready_w: int
     go_r: int  # the child waits here until the parent wrote its id maps
     go_w: int
     err_w: int  # a set-up failure; EOF once the body is about to run
     err_r: int
+    result_r: int  # the result record (pytest_sandbox._read_record)
     result_w: int
 
 
@@ -371,10 +377,15 @@ def _child(
     env: dict[str, str],
     pipes: _Pipes,
     cloned: bool,
+    mask: set[int | signal.Signals],
 ) -> None:
     """The test's process: confine, run the body, report; never returns."""
     code = EXIT_SETUP
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(pipes.result_r)
+        if pipes.ready_r >= 0:
+            os.close(pipes.ready_r)
         if cloned:
             # clone3 made the namespaces and this process is pid 1 already; drop the
             # parent's pipe ends as isorun_apply_namespaces would (a dead parent must

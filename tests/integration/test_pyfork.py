@@ -7,6 +7,7 @@ import ctypes
 import json
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -126,3 +127,23 @@ def test_a_second_thread_rules_it_out() -> None:
     while pyfork.unusable() is not None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert pyfork.unusable() is None
+
+
+def _blocked() -> str:
+    with open("/proc/self/status") as f:
+        status = f.read()
+    return next(ln.split(":")[1].strip() for ln in status.splitlines() if ln.startswith("SigBlk"))
+
+
+def test_signal_mask_is_the_callers_again_on_both_sides() -> None:
+    # fork() blocks every signal across the clone and the after-fork calls (a handler
+    # running between them could raise with the import lock held); both processes must
+    # come back with the caller's own mask, not "everything blocked".
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        before = _blocked()
+        got = _in_child(0, lambda: {"blocked": _blocked()})
+        assert got["blocked"] == before == _blocked()
+        assert int(before, 16) & (1 << (signal.SIGUSR1 - 1))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

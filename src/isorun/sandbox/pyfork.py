@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 
 #: clone3 has one number on every architecture (the unified table, Linux 5.3)
@@ -106,7 +107,9 @@ def fork(flags: int) -> int:
     """clone3(flags) for a SIGCHLD child, in the manner of os.fork(): 0 in the child,
     the child's pid (as this process sees it) in the parent.
 
-    Call :func:`unusable` first: this one assumes a single-threaded CPython. Raises
+    Call :func:`unusable` first: this one assumes a single-threaded CPython. To keep a
+    signal handler out of the child until it is on its own path, block signals around
+    the call and unblock them there (isorun.pytest_sandbox does). Raises
     :class:`Unsupported` when this kernel or C library leaves it no sound way (no clone3,
     no PR_GET_TID_ADDRESS, a thread id address that does not hold the thread's id), and
     OSError as clone3 refuses the flags (EPERM, ENOSPC: user namespaces refused).
@@ -132,17 +135,24 @@ def fork(flags: int) -> int:
     args[3] = 0
     args[4] = SIGCHLD  # exit_signal
     args[5] = args[6] = args[7] = 0  # no stack: the child runs on a copy of ours
-    sys.audit("os.fork")
-    # From here to the AfterFork calls nothing may raise: the import lock is held.
-    c.PyOS_BeforeFork()
     size = ctypes.c_size_t(ctypes.sizeof(args))
-    pid = c.syscall(ctypes.c_long(SYS_CLONE3), ctypes.byref(args), size)
+    clone3, set_robust_list = ctypes.c_long(SYS_CLONE3), ctypes.c_long(set_robust)
+    sys.audit("os.fork")
+    # os.fork runs its after-fork work in C, before any Python code; here bytecode runs
+    # between the calls, and a Python signal handler could run there too. One that raises
+    # (KeyboardInterrupt) would leave the import lock held, or send the child on as a
+    # second pytest. So no signal is delivered until the caller's mask is back.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    c.PyOS_BeforeFork()
+    pid = c.syscall(clone3, ctypes.byref(args), size)
     if pid == 0:
-        c.syscall(ctypes.c_long(set_robust), lib.robust_head, lib.robust_len)
+        c.syscall(set_robust_list, lib.robust_head, lib.robust_len)
         c.PyOS_AfterFork_Child()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return 0
     err = ctypes.get_errno()
     c.PyOS_AfterFork_Parent()
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if pid < 0 and err == errno.ENOSYS:
         raise Unsupported("clone3: no such system call (Linux < 5.3, or a seccomp filter)")
     if pid < 0:
