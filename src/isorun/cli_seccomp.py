@@ -105,9 +105,9 @@ def import_() -> None:
 @_output
 def import_docker_cmd(file: str, output: str | None) -> None:
     """Docker/moby seccomp JSON -> profile TOML; warns about what engines would ignore."""
-    from isorun.compile import docker
+    from isorun.compile import docker_import
 
-    text, warnings = docker.import_docker(Path(file).read_text(encoding="utf-8"), file)
+    text, warnings = docker_import.import_docker(Path(file).read_text(encoding="utf-8"), file)
     for warning in warnings:
         click.echo(warning.render(), err=True)
     _write(text, output)
@@ -118,9 +118,9 @@ def import_docker_cmd(file: str, output: str | None) -> None:
 @click.argument("b")
 def diff(a: str, b: str) -> None:
     """Semantic difference of two profiles' seccomp filters; exit 1 when they differ."""
-    from isorun.compile import docker
+    from isorun.compile import docker_diff
 
-    lines = docker.diff_policies(_policy(a), _policy(b))
+    lines = docker_diff.diff_policies(_policy(a), _policy(b))
     for line in lines:
         click.echo(line)
     if lines:

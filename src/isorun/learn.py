@@ -518,7 +518,7 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
                    grant_fs: bool = False) -> tuple[str, Learned]:
     """The learned profile as TOML text, and what went into it."""
     from isorun import __version__, api
-    from isorun.compile.docker import render_toml
+    from isorun.compile.docker_import import render_toml
 
     if obs.mode == "check":
         raise UsageError("a --check run produces a verdict, not a profile")

@@ -11,6 +11,8 @@ import pytest
 
 from isorun.compile import bpf_verify as V
 from isorun.compile import docker as D
+from isorun.compile import docker_diff as DD
+from isorun.compile import docker_import as DI
 from isorun.compile import syscalls
 from isorun.compile.seccomp import Context, build_entries, compile_seccomp, decide
 from isorun.errors import ProfileError
@@ -69,12 +71,12 @@ ARG_CHECKED = {"socket", "personality", "clone", "ioctl", "fchmod", "acct", "get
 
 
 def imported_policy() -> Seccomp:
-    toml, _ = D.import_docker(MOBY_TEXT, "default.json")
+    toml, _ = DI.import_docker(MOBY_TEXT, "default.json")
     return load_layer(toml.encode(), "imported.toml", "imported").profile.seccomp
 
 
 def test_import_of_moby_default_reads_back_through_the_loader() -> None:
-    direct, warnings = D.docker_to_policy(MOBY_TEXT, "default.json")
+    direct, warnings = DI.docker_to_policy(MOBY_TEXT, "default.json")
     assert imported_policy() == direct
     assert direct.architectures == ("native", "x32", "i386")
     assert not direct.hardening and direct.default_action == Action("errno", 1)
@@ -94,8 +96,8 @@ def test_round_trip_moby_same_decisions_for_every_caps_set_arch_and_kernel() -> 
                 for name in sorted(names):
                     for args in arg_vectors(name):
                         kw: dict[str, Any] = {"caps": caps, "arch": arch, "kernel": kernel}
-                        want = D.docker_decide(MOBY, name, args, **kw)
-                        assert D.docker_decide(exported, name, args, **kw) == want, (
+                        want = DD.docker_decide(MOBY, name, args, **kw)
+                        assert DD.docker_decide(exported, name, args, **kw) == want, (
                             name,
                             args,
                             sorted(caps),
@@ -117,7 +119,7 @@ def test_compiled_import_matches_docker_semantics(caps: frozenset[str]) -> None:
     missing = {u.name for u in prog.unresolved if u.arch == "x86_64"}
     for name, nr in X86_64.items():
         for args in arg_vectors(name):
-            want = D.docker_decide(MOBY, name, args, caps=caps, kernel=(6, 1))
+            want = DD.docker_decide(MOBY, name, args, caps=caps, kernel=(6, 1))
             if name in missing:
                 want = "errno:1"
             assert V.describe(V.evaluate(insns, nr, args=args)) == want, (name, args)
@@ -146,7 +148,7 @@ def test_export_of_isorun_profile_keeps_isorun_meaning() -> None:
     for name in X86_64:
         for args in [*arg_vectors(name), (0, 0x5412), (0, 0x1_0000_541C), (3, 0o4755)]:
             want = str(decide(policy, name, args, entries))
-            assert D.docker_decide(doc, name, args) == want, (name, args)
+            assert DD.docker_decide(doc, name, args) == want, (name, args)
 
 
 def test_export_is_deterministic_and_uses_docker_masked_eq_order() -> None:
@@ -190,7 +192,7 @@ def test_structural_export_refuses_hardening() -> None:
 
 def test_malformed_json_has_line_and_column() -> None:
     with pytest.raises(ProfileError) as err:
-        D.import_docker(
+        DI.import_docker(
             '{\n  "defaultAction": "SCMP_ACT_ALLOW",\n  "syscalls": [ {"names": ["mkdir"]',
             "bad.json",
         )
@@ -205,7 +207,7 @@ def test_unknown_name_and_keys_are_warned_with_location() -> None:
         '"syscalls":[{"names":["mkdir","mkdri"],"action":"SCMP_ACT_ERRNO","errnoRet":1,'
         '"bogus":2}]}'
     )
-    _, warnings = D.import_docker(text, "p.json")
+    _, warnings = DI.import_docker(text, "p.json")
     rendered = [w.render() for w in warnings]
     assert any(
         "p.json:2:" in r and "unknown syscall 'mkdri'" in r and "'mkdir'" in r for r in rendered
@@ -220,15 +222,15 @@ def test_same_index_twice_is_split_like_runc() -> None:
         '"action":"SCMP_ACT_ERRNO","errnoRet":13,"args":[{"index":0,"value":1,'
         '"op":"SCMP_CMP_GE"},{"index":0,"value":2,"op":"SCMP_CMP_LE"}]}]}'
     )
-    policy, warnings = D.docker_to_policy(text, "p.json")
+    policy, warnings = DI.docker_to_policy(text, "p.json")
     assert any("OR every condition" in w.message for w in warnings)
     assert len(policy.rules) == 2
     doc = json.loads(text)
     exported = json.loads(D.export_docker(policy))
     for v in (0, 1, 2, 3, 100):
         assert (
-            D.docker_decide(exported, "getpriority", (v,))
-            == D.docker_decide(doc, "getpriority", (v,))
+            DD.docker_decide(exported, "getpriority", (v,))
+            == DD.docker_decide(doc, "getpriority", (v,))
             == "errno:13"
         )
 
@@ -238,7 +240,7 @@ def test_go_arch_names_warned() -> None:
         '{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],'
         '"action":"SCMP_ACT_ERRNO","includes":{"arches":["x86_64"]}}]}'
     )
-    _, warnings = D.import_docker(text, "p.json")
+    _, warnings = DI.import_docker(text, "p.json")
     assert any("'x86_64' is not a Docker (Go) architecture name" in w.message for w in warnings)
 
 
@@ -266,11 +268,11 @@ def test_go_arch_names_warned() -> None:
 )
 def test_bad_docker_profiles_are_profile_errors(text: str, match: str) -> None:
     with pytest.raises(ProfileError, match=match):
-        D.import_docker(text, "p.json")
+        DI.import_docker(text, "p.json")
 
 
 def test_empty_object_means_no_filter() -> None:
-    toml, warnings = D.import_docker("{}", "e.json")
+    toml, warnings = DI.import_docker("{}", "e.json")
     assert "enabled = false" in toml and warnings
 
 
@@ -285,12 +287,12 @@ def test_diff_policies() -> None:
             ),
         ),
     )
-    lines = D.diff_policies(a, b)
+    lines = DD.diff_policies(a, b)
     assert "reboot: allowed only in B (A: errno:1)" in lines
     assert "mkdir: errno:13 -> errno:1" in lines
     assert any(line.startswith("acct: argument conditions differ") for line in lines)
     assert any(line.startswith("fchmod: argument conditions differ") for line in lines)
-    assert D.diff_policies(a, service()) == []
+    assert DD.diff_policies(a, service()) == []
 
 
 def test_shared_edge_profiles_import_or_fail_with_location() -> None:
@@ -301,7 +303,7 @@ def test_shared_edge_profiles_import_or_fail_with_location() -> None:
         pytest.skip("shared testdata missing")
     for path in sorted(edge.glob("*.json")):
         try:
-            D.import_docker(path.read_text(), str(path))
+            DI.import_docker(path.read_text(), str(path))
         except ProfileError as err:
             assert err.render().startswith(str(path)), path
 

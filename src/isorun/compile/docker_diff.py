@@ -1,0 +1,152 @@
+"""What a Docker profile decides for a syscall, and the difference between two policies.
+
+:func:`docker_decide` is the engines' reference the tests hold exports and imports to.
+Siblings: :mod:`isorun.compile.docker` (the exports and the shared tables) and
+:mod:`isorun.compile.docker_import` (Docker JSON -> policy -> TOML).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from isorun.compile import syscalls
+from isorun.compile.docker import ACTIONS_IN, OPS_IN, _check
+from isorun.compile.seccomp import DOCKER_ARCH, Context, build_entries, lower, parse_kernel
+from isorun.profile.schema import Seccomp
+
+
+def docker_decide(
+    doc: dict[str, Any],
+    name: str,
+    args: tuple[int, ...] = (),
+    *,
+    caps: frozenset[str] = frozenset(),
+    arch: str = "x86_64",
+    kernel: tuple[int, ...] | None = (6, 1),
+) -> str:
+    """What an engine (moby + runc + libseccomp) answers, in our action words.
+
+    A reference for tests: applies includes/excludes like moby, ORs a rule's conditions
+    when one index repeats like runc, and refuses (ValueError) a call that two matching
+    rules answer differently, where the result would depend on libseccomp's internals.
+    """
+    host = DOCKER_ARCH.get(arch, arch)
+    full = tuple(args) + (0,) * (6 - len(args))
+    answers: set[str] = set()
+    for rule in doc.get("syscalls") or []:
+        names = set(rule.get("names") or []) | ({rule["name"]} if rule.get("name") else set())
+        if name not in names:
+            continue
+        inc, exc = rule.get("includes") or {}, rule.get("excludes") or {}
+        if any(c not in caps for c in inc.get("caps") or []):
+            continue
+        if any(c in caps for c in exc.get("caps") or []):
+            continue
+        if inc.get("arches") and host not in inc["arches"]:
+            continue
+        if host in (exc.get("arches") or []):
+            continue
+        if inc.get("minKernel") and (kernel is None or kernel < parse_kernel(inc["minKernel"])):
+            continue
+        if exc.get("minKernel") and kernel is not None and kernel >= parse_kernel(exc["minKernel"]):
+            continue
+        conds = rule.get("args") or []
+        results = [_docker_cmp(full[c["index"]], c) for c in conds]
+        indexes = [c["index"] for c in conds]
+        repeated = len(set(indexes)) < len(indexes)
+        if not conds or (any(results) if repeated else all(results)):
+            act = ACTIONS_IN[rule["action"]]
+            answers.add(f"errno:{rule.get('errnoRet', 1)}" if act == "errno" else act)
+    if len(answers) > 1:
+        raise ValueError(f"{name}{args}: rules answer {sorted(answers)}")
+    if answers:
+        return answers.pop()
+    act = ACTIONS_IN[doc["defaultAction"]]
+    return f"errno:{doc.get('defaultErrnoRet', 1)}" if act == "errno" else act
+
+
+def _docker_cmp(arg: int, cond: dict[str, Any]) -> bool:
+    a, v, two = arg, int(cond.get("value", 0)), int(cond.get("valueTwo", 0))
+    match OPS_IN[cond["op"]]:
+        case "eq":
+            return a == v
+        case "ne":
+            return a != v
+        case "lt":
+            return a < v
+        case "le":
+            return a <= v
+        case "gt":
+            return a > v
+        case "ge":
+            return a >= v
+        case _:
+            return a & v == two
+
+
+def diff_policies(
+    a: Seccomp, b: Seccomp, *, arch: str = "x86_64", ctx: Context | None = None
+) -> list[str]:
+    """Semantic differences, one line per syscall: allowed in one only, changed action,
+    changed argument conditions. Empty when both decide every call the same."""
+    ctx = ctx or Context(arch=arch)
+    _check(a)
+    _check(b)
+    out: list[str] = []
+    for label, x, y in (
+        ("default_action", a.default_action, b.default_action),
+        ("unknown_action", a.unknown_action, b.unknown_action),
+    ):
+        if x != y:
+            out.append(f"{label}: {x} -> {y}")
+    ea, _ = build_entries(a, ctx)
+    eb, _ = build_entries(b, ctx)
+    from isorun.compile.argspace import FULL
+    from isorun.compile.seccomp import Entry
+
+    names: set[str] = set(syscalls.table(arch))
+    for name in sorted(names):
+        pa = _canon(lower(name, ea.get(name, []), Entry(FULL, a.default_action, "default")))
+        pb = _canon(lower(name, eb.get(name, []), Entry(FULL, b.default_action, "default")))
+        if pa == pb:
+            continue
+        acts_a = {act for act, _ in pa}
+        acts_b = {act for act, _ in pb}
+        if len(acts_a) == 1 and len(acts_b) == 1:
+            act_a, act_b = next(iter(acts_a)), next(iter(acts_b))
+            if act_a == "allow":
+                out.append(f"{name}: allowed only in A (B: {act_b})")
+            elif act_b == "allow":
+                out.append(f"{name}: allowed only in B (A: {act_a})")
+            else:
+                out.append(f"{name}: {act_a} -> {act_b}")
+        else:
+            out.append(f"{name}: argument conditions differ (A: {_show(pa)}; B: {_show(pb)})")
+    return out
+
+
+def _canon(pieces: list[tuple[Any, Any]]) -> frozenset[tuple[str, Any]]:
+    merged: dict[str, list[Any]] = {}
+    for region, entry in pieces:
+        merged.setdefault(str(entry.action), []).extend(region)
+    from isorun.compile.argspace import simplify
+
+    return frozenset((act, frozenset(simplify(boxes))) for act, boxes in merged.items())
+
+
+def _show(canon: frozenset[tuple[str, Any]]) -> str:
+    from isorun.compile.argspace import comparisons
+
+    parts = []
+    for act, boxes in sorted(canon, key=lambda p: p[0]):
+        conds = [
+            " and ".join(
+                f"arg{i} {op} {x:#x}" + (f"/{y:#x}" if op == "masked_eq" else "")
+                for i, op, x, y in cmp
+            )
+            for box in sorted(boxes)
+            for cmp in comparisons(box)
+        ]
+        shown = " or ".join(c or "always" for c in conds[:3])
+        parts.append(f"{act} if {shown}{' ...' if len(conds) > 3 else ''}")
+    return ", ".join(parts)
