@@ -1,7 +1,8 @@
 """``isorun export|import|diff``: seccomp policies to and from other engines' formats.
 
-Click only: parse arguments, call :mod:`isorun.api` and :mod:`isorun.compile.docker`, write
-the result. Registered by ``cli.py`` through :data:`COMMANDS`.
+Click only: parse arguments, call :mod:`isorun.api` and :mod:`isorun.compile.docker`
+(``docker_import``, ``docker_diff``), write the result. Registered by ``cli.py``
+through :data:`COMMANDS`.
 """
 
 from __future__ import annotations
