@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from isorun import api, learn
+from isorun import api, learn, learn_profile
 
 #: about 200k stat calls plus python's start-up
 HEAVY = ["/usr/bin/python3", "-c",
@@ -37,7 +37,7 @@ def main() -> None:
     calls = obs.total
     with tempfile.TemporaryDirectory() as tmp:
         learned = Path(tmp) / "heavy.toml"
-        learned.write_text(learn.render_profile(obs, out_path=str(learned))[0])
+        learned.write_text(learn_profile.render_profile(obs, out_path=str(learned))[0])
 
         def plain() -> object:
             return api.run(HEAVY, profile="strict", capture_output=True, timeout=600)

@@ -1,6 +1,7 @@
 """``isorun learn``: write a minimal profile from what a command does, or check one.
 
-Holds no logic: parsing here, everything else in :mod:`isorun.learn`.
+Holds no logic: parsing here, everything else in :mod:`isorun.learn` (observing) and
+:mod:`isorun.learn_profile` (the profile, Docker JSON and verdict).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import tempfile
 import click
 
 from isorun import learn as lm
+from isorun import learn_profile as lp
 
 
 @click.command("learn", context_settings={"ignore_unknown_options": True})
@@ -48,7 +50,7 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
             raise click.UsageError("--check writes nothing; drop -o/--docker/--merge/"
                                    "--widen-only/--grant-fs")
         obs = lm.observe(command, check, "check", timeout=timeout)
-        refused = lm.refusals(obs)
+        refused = lp.refusals(obs)
         for refusal in refused:
             click.echo(f"  {refusal.render()}", err=True)
         if refused:
@@ -61,7 +63,7 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     obs = lm.observe(command, base, "widen" if widen_only else "learn", timeout=timeout)
     if merges:
         obs = lm.merge([*(lm.read_learned(path) for path in merges), obs])
-    text, learned = lm.render_profile(obs, out_path=output, grant_fs=grant_fs)
+    text, learned = lp.render_profile(obs, out_path=output, grant_fs=grant_fs)
     if output:
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -69,20 +71,20 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
         sys.stdout.write(text)
     if docker:
         if output:
-            json_text = lm.export_docker_json(output)
+            json_text = lp.export_docker_json(output)
         else:
             with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=os.getcwd(),
                                              delete=False) as tmp:
                 tmp.write(text)
             try:
-                json_text = lm.export_docker_json(tmp.name)
+                json_text = lp.export_docker_json(tmp.name)
             finally:
                 os.unlink(tmp.name)
         with open(docker, "w", encoding="utf-8") as f:
             f.write(json_text)
     n = len(learned.allow) + len({r.syscalls[0] for r in learned.rules})
     click.echo(f"isorun: learned {n} syscalls from {obs.total} calls"
-               f" (Docker's default allows {lm.docker_default_count()});"
+               f" (Docker's default allows {lp.docker_default_count()});"
                f" the command exited {obs.returncode}", err=True)
     for note in learned.notes:
         click.echo(f"isorun: not granted: {note}", err=True)

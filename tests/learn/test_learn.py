@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from isorun import api, learn
+from isorun import api, learn, learn_profile
 
 #: every run below passes its own timeout (observe, api.run, subprocess)
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -32,7 +32,7 @@ def learn_to(tmp: Path, argv: list[str], base: str = "strict") -> tuple[learn.Ob
     obs = learn.observe(argv, base, "learn", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         timeout=120)
     assert obs.returncode == 0, obs.output
-    text, _learned = learn.render_profile(obs, out_path=str(tmp / "learned.toml"))
+    text, _learned = learn_profile.render_profile(obs, out_path=str(tmp / "learned.toml"))
     path = tmp / "learned.toml"
     path.write_text(text)
     return obs, path
@@ -44,8 +44,8 @@ def run(argv: list[str], profile: str | Path) -> subprocess.CompletedProcess[str
 
 
 def assert_small(path: Path) -> int:
-    allowed = learn.allowed_count(str(path))
-    docker = learn.docker_default_count()
+    allowed = learn_profile.allowed_count(str(path))
+    docker = learn_profile.docker_default_count()
     # Reported in the test log: the counts the issue asks for.
     print(f"{path.name}: {allowed} syscalls allowed, Docker's default allows {docker}")
     assert allowed * 3 < docker
@@ -179,10 +179,10 @@ BUSYBOX = ["busybox", "sh", "-c", "mkdir /tmp/x && ls -d /tmp/x"]
 def test_check_lists_exactly_the_new_calls(tmp_path: Path) -> None:
     _obs, path = learn_to(tmp_path, BUSYBOX)
     same = learn.observe(BUSYBOX, str(path), "check", stdout=subprocess.PIPE, timeout=60)
-    assert learn.refusals(same) == ()
+    assert learn_profile.refusals(same) == ()
     more = ["busybox", "sh", "-c", "mkdir /tmp/x && ls -d /tmp/x && rmdir /tmp/x"]
     grown = learn.observe(more, str(path), "check", stdout=subprocess.PIPE, timeout=60)
-    assert [r.call.name for r in learn.refusals(grown)] == ["rmdir"]
+    assert [r.call.name for r in learn_profile.refusals(grown)] == ["rmdir"]
     # Observe mode lets it run: the command itself succeeded.
     assert grown.returncode == 0
     cli = subprocess.run([sys.executable, "-m", "isorun", "learn", "--check", str(path), "--",
@@ -199,7 +199,7 @@ def test_widen_only_adds_just_what_the_base_refuses(tmp_path: Path) -> None:
     more = ["busybox", "sh", "-c", "mkdir /tmp/x && ls -d /tmp/x && rmdir /tmp/x && echo gone"]
     assert run(more, base).returncode != 0
     obs = learn.observe(more, str(base), "widen", stdout=subprocess.PIPE, timeout=60)
-    text, learned = learn.render_profile(obs, out_path=str(tmp_path / "wide.toml"))
+    text, learned = learn_profile.render_profile(obs, out_path=str(tmp_path / "wide.toml"))
     assert learned.allow == ("rmdir",) and learned.rules == ()
     (tmp_path / "wide.toml").write_text(text)
     again = run(more, tmp_path / "wide.toml")
@@ -247,9 +247,9 @@ def test_learned_docker_json_runs_in_a_real_engine(tmp_path: Path) -> None:
     assert setup.returncode == 0, setup.stderr
     out, js = tmp_path / "b.toml", tmp_path / "b.json"
     obs = learn.observe(BUSYBOX, "strict", "learn", stdout=subprocess.PIPE, timeout=60)
-    text, _ = learn.render_profile(obs, out_path=str(out))
+    text, _ = learn_profile.render_profile(obs, out_path=str(out))
     out.write_text(text)
-    js.write_text(learn.export_docker_json(str(out)))
+    js.write_text(learn_profile.export_docker_json(str(out)))
     env = {**os.environ, "SECCOMP_CHECK_NO_WRAP": "1"}
 
     def engine(script: str) -> subprocess.CompletedProcess[str]:

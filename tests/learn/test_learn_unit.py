@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from isorun import learn
+from isorun import learn, learn_profile
 from isorun.errors import UsageError
 from isorun.profile.schema import Action, Seccomp
 
@@ -85,7 +85,7 @@ def test_learned_rules_skip_what_the_base_refuses_on_purpose() -> None:
     obs = learn.Observation("strict", "learn", (("x",),), (
         learn.Call("ptrace", "x86_64", None, 1), learn.Call("read", "x86_64", None, 1),
         learn.Call("socket", "x86_64", 2, 1)))
-    got = learn.learned_rules(obs, Seccomp(allow=("@default",)))
+    got = learn_profile.learned_rules(obs, Seccomp(allow=("@default",)))
     assert got.allow == ("read",)
     assert [r.syscalls for r in got.rules] == [("socket",)]
     assert got.rules[0].args[0].value == 2 and got.rules[0].args[0].mask == 0xFFFFFFFF
