@@ -23,7 +23,8 @@ import re
 from typing import Any
 
 from isorun.compile import syscalls
-from isorun.compile.seccomp import Context, ResolvedRule, check_seccomp, plan_rules, target_arches
+from isorun.compile.seccomp import Context, ResolvedRule, plan_rules, target_arches
+from isorun.compile.seccomp_check import check_seccomp
 from isorun.errors import Diagnostic, ProfileError
 from isorun.profile.schema import Action, Seccomp, When
 

@@ -19,6 +19,9 @@ with bit 30 set (libseccomp checks that bit; the kill is SCMP_FLTATR_ACT_BADARCH
 Precedence is decided here, not by libseccomp, which has none between rules of one
 syscall (see :mod:`isorun.compile.argspace`): every rule given to libseccomp covers a
 region of argument values disjoint from the other actions' regions.
+
+Checking a policy (unknown names, bad values, contradictions) is
+:mod:`isorun.compile.seccomp_check`.
 """
 
 from __future__ import annotations
@@ -27,11 +30,10 @@ from dataclasses import dataclass, field
 
 from isorun.compile import argspace, syscalls
 from isorun.compile.argspace import Region
-from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError, close_matches
-from isorun.profile.schema import ACTIONS, ARCH_NAMES, OPERATORS, Action, Seccomp, When
+from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
+from isorun.profile.schema import Action, Seccomp, When
 
 LAYOUTS = ("tree", "linear")
-MAX_ERRNO = 4095  # the kernel's MAX_ERRNO: larger SECCOMP_RET_ERRNO data is clamped
 #: more comparisons than this for one syscall means a rule set we should not hide in a
 #: filter (each costs instructions on every call of that syscall)
 MAX_COMPARISONS_PER_SYSCALL = 400
@@ -161,192 +163,6 @@ def action_value(action: Action) -> int:
         case "log":
             return 0x7FFC0000
     raise ValueError(f"unknown action {action.kind!r}")
-
-
-def _close(word: str, pool: tuple[str, ...] | list[str]) -> str:
-    close = close_matches(word, list(pool), n=3, cutoff=0.6)
-    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
-def check_seccomp(policy: Seccomp) -> list[Diagnostic]:
-    """Every problem of a ``[seccomp]`` table (the loader may call this to report early)."""
-    diags: list[Diagnostic] = []
-    known = syscalls.all_names()
-
-    def names(where: str, items: tuple[str, ...], loc: Loc) -> None:
-        for name in items:
-            if name not in known:
-                hint = syscalls.suggest(name) or (
-                    "see `isorun syscalls` for the names and @groups isorun knows"
-                )
-                kind = "group" if name.startswith("@") else "syscall"
-                diags.append(Diagnostic(loc, f"{where}: unknown {kind} {name!r}", hint))
-
-    def action(where: str, act: Action, loc: Loc) -> None:
-        if act.kind not in ACTIONS:
-            diags.append(
-                Diagnostic(
-                    loc,
-                    f"{where}: unknown action {act.kind!r}",
-                    _close(act.kind, ACTIONS) or f"use one of {', '.join(ACTIONS)}",
-                )
-            )
-        elif act.kind == "errno" and not 0 <= act.errno <= MAX_ERRNO:
-            diags.append(
-                Diagnostic(
-                    loc,
-                    f"{where}: errno {act.errno} out of range",
-                    f"use an errno between 0 and {MAX_ERRNO}, e.g. errno:EPERM",
-                )
-            )
-
-    action("seccomp.default_action", policy.default_action, policy.loc)
-    action("seccomp.unknown_action", policy.unknown_action, policy.loc)
-    action("seccomp.deny_action", policy.deny_action, policy.loc)
-    if policy.deny_action.kind == "allow":
-        diags.append(
-            Diagnostic(
-                policy.loc,
-                "seccomp.deny_action cannot be allow",
-                "use errno:EPERM, kill_process, trap or log",
-            )
-        )
-    names("seccomp.allow", policy.allow, policy.loc)
-    names("seccomp.deny", policy.deny, policy.loc)
-    for arch in policy.architectures:
-        if arch not in ARCH_NAMES:
-            diags.append(
-                Diagnostic(
-                    policy.loc,
-                    f"seccomp.architectures: unknown {arch!r}",
-                    _close(arch, ARCH_NAMES) or f"use {', '.join(ARCH_NAMES)}",
-                )
-            )
-    for n, rule in enumerate(policy.rules):
-        where = f"seccomp.rules[{n}]"
-        if not rule.syscalls:
-            diags.append(
-                Diagnostic(
-                    rule.loc,
-                    f"{where}.syscalls is empty",
-                    'name at least one syscall, e.g. syscalls = ["mkdir"]',
-                )
-            )
-        names(f"{where}.syscalls", rule.syscalls, rule.loc)
-        action(f"{where}.action", rule.action, rule.loc)
-        for m, cond in enumerate(rule.args):
-            cwhere = f"{where}.args[{m}]"
-            loc = cond.loc if cond.loc != DEFAULT_LOC else rule.loc
-            if not 0 <= cond.index <= 5:
-                diags.append(
-                    Diagnostic(
-                        loc,
-                        f"{cwhere}.index {cond.index} out of range",
-                        "syscalls have 6 arguments: index 0 to 5",
-                    )
-                )
-            if cond.op not in OPERATORS:
-                diags.append(
-                    Diagnostic(
-                        loc,
-                        f"{cwhere}.op: unknown operator {cond.op!r}",
-                        _close(cond.op, OPERATORS) or f"use one of {', '.join(OPERATORS)}",
-                    )
-                )
-            for what, value in (("value", cond.value), ("mask", cond.mask)):
-                if not 0 <= value <= argspace.MAX:
-                    diags.append(
-                        Diagnostic(
-                            loc,
-                            f"{cwhere}.{what} {value} is not an unsigned 64-bit value",
-                            "the kernel compares arguments as unsigned 64-bit; write -1 as"
-                            " 0xffffffffffffffff (or 0xffffffff for a 32-bit int)",
-                        )
-                    )
-            if cond.op == "masked_eq":
-                if cond.mask == 0:
-                    diags.append(
-                        Diagnostic(
-                            loc,
-                            f"{cwhere}: masked_eq needs a mask",
-                            "add mask = 0x..., the bits to compare",
-                        )
-                    )
-                elif cond.value & ~cond.mask:
-                    diags.append(
-                        Diagnostic(
-                            loc,
-                            f"{cwhere}: value {cond.value:#x} has bits outside mask"
-                            f" {cond.mask:#x}, so the condition never holds",
-                            f"use value = {cond.value & cond.mask:#x}",
-                        )
-                    )
-            elif cond.mask:
-                diags.append(
-                    Diagnostic(
-                        loc,
-                        f"{cwhere}: mask is only used by masked_eq",
-                        'remove mask, or use op = "masked_eq"',
-                    )
-                )
-    if not diags:
-        diags += _contradictions(policy)
-    return diags
-
-
-def _contradictions(policy: Seccomp) -> list[Diagnostic]:
-    """Unconditional rules on one *literal* name that cannot both hold.
-
-    Denying a name inside an allowed group is a refinement, not a contradiction; naming the
-    same syscall both ways means one line of the profile would be dropped.
-    """
-    diags: list[Diagnostic] = []
-    allowed: dict[str, Loc] = {n: policy.loc for n in policy.allow if not n.startswith("@")}
-    denied: dict[str, tuple[Action, Loc, str]] = {
-        n: (policy.deny_action, policy.loc, "seccomp.deny")
-        for n in policy.deny
-        if not n.startswith("@")
-    }
-    for n, rule in enumerate(policy.rules):
-        if rule.args or rule.when is not None:
-            continue
-        for name in rule.syscalls:
-            if name.startswith("@"):
-                continue
-            if rule.action.kind == "allow":
-                allowed.setdefault(name, rule.loc)
-                continue
-            prev = denied.get(name)
-            if prev is not None and prev[0] != rule.action:
-                diags.append(
-                    Diagnostic(
-                        rule.loc,
-                        f"seccomp.rules[{n}]: {name} answers {rule.action}, but"
-                        f" {prev[2]} ({prev[1].short()}) already answers {prev[0]}",
-                        "keep one rule per syscall and action",
-                    )
-                )
-            denied.setdefault(name, (rule.action, rule.loc, f"seccomp.rules[{n}]"))
-    for name, loc in sorted(allowed.items()):
-        if name in denied:
-            act, dloc, where = denied[name]
-            diags.append(
-                Diagnostic(
-                    loc,
-                    f"{name} is allowed here and denied by {where} ({dloc.short()},"
-                    f" {act}) without conditions",
-                    "remove one of the two; to refine a group, allow the group and deny the name",
-                )
-            )
-        elif policy.hardening and name in HARDENING_DENY | {"clone3": ""}:
-            diags.append(
-                Diagnostic(
-                    loc,
-                    f"{name} is allowed here but seccomp.hardening denies it",
-                    f"remove {name} from the allow list, or set seccomp.hardening = false",
-                )
-            )
-    return diags
 
 
 def _conds(cond_list: list[tuple[int, str, int, int]]) -> Region:
@@ -585,6 +401,9 @@ def compile_seccomp(
     ``caps`` (the capabilities the sandbox keeps) and ``kernel`` decide rules with a
     ``when``. Raises ProfileError listing every problem of the policy, with locations.
     """
+    # lazy: a top-level import would be circular (seccomp_check takes HARDENING_DENY from here)
+    from isorun.compile.seccomp_check import check_seccomp
+
     diags = check_seccomp(policy)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
