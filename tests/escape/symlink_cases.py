@@ -218,8 +218,10 @@ def race() -> None:
     facts = facts_for(backend)
     owner = USER if os.geteuid() == 0 else os.geteuid()
     src = project / "src"
-    victim = base / "l1"
+    victim = base / "target"  # beside the project, so a walk of it never meets the flips
     try:
+        victim.mkdir()
+        (victim / "victim").write_text(VICTIM)
         src.mkdir()
         os.symlink(str(victim), str(src) + ".other")
         if os.geteuid() == 0:
@@ -252,19 +254,75 @@ def race() -> None:
                     tally["ran"] += 1
                 else:
                     tally["other"] += 1  # bwrap itself failed on a path mid-swap
-                assert escaped(base, {src, Path(str(src) + ".other")}) == []
+                assert not (victim / "pwned").exists(), tally
         finally:
             flipper.kill()
             flipper.wait()
         sys.stderr.write(f"race tally: {tally}\n")
+        assert escaped(victim, set()) == [], escaped(victim, set())
+        assert escaped(base, {src, Path(str(src) + ".other")}) == []
+    finally:
+        shutil.rmtree(base)
+
+
+def swap_after_walk(backend: str) -> None:
+    """The race won every time: the bind source is a directory when isorun walks it and a
+    link right after (the walk is wrapped to swap it). bwrap (a source bound at /data) or
+    firejail (web's data dir, whose link then points at the project, and firejail's
+    --read-write remounts it writable) follows the link; the stage's check inside stops
+    the run with exit 125 before the command writes anything."""
+    from isorun.sandbox import backends, wrapper_mounts
+
+    base, project = workspace()
+    facts = facts_for(backend)
+    owner = USER if os.geteuid() == 0 else os.geteuid()
+    real = project / ("src" if backend == "bwrap" else "data")
+    victim = base / "target" if backend == "bwrap" else project
+    victim.mkdir(exist_ok=True)
+    real.mkdir()
+    if os.geteuid() == 0:
+        for path in (project, real):
+            os.chown(path, owner, owner)
+    for path in (real, victim):
+        os.chmod(path, 0o777)
+    original = wrapper_mounts.check_sources
+
+    def walk_then_swap(plan: Plan, *, launch: bool = True) -> wrapper_mounts.Checked:
+        checked = original(plan, launch=launch)
+        if launch and real.is_dir() and not real.is_symlink():
+            real.rename(str(real) + ".moved")
+            os.symlink(str(victim) if backend == "bwrap" else "..", real)
+        return checked
+
+    try:
+        if backend == "bwrap":
+            profile = base / "race.toml"
+            profile.write_text(RACE_PROFILE.format(src=real))
+            variables = host_variables(facts)
+            variables.update(CWD=str(base / "home"), HOME=str(base / "home"))
+            plan = api.compile_plan(api.load_profile(str(profile)), facts, variables)
+            paths = ["/data"]
+        else:
+            plan = plan_for("web", project, base, facts)
+            paths = [str(real), str(project)]
+        backends.check_sources = walk_then_swap  # type: ignore[assignment]
+        try:
+            outcome = launch(backend, plan, paths, facts)
+        finally:
+            backends.check_sources = original
+        assert not isinstance(outcome, IsorunError), outcome.render()
+        code, err = outcome
+        assert code == 125 and "mount check" in err, (code, err)
         assert not (victim / "pwned").exists()
-        assert (victim / "victim").read_text() == VICTIM
+        assert escaped(base, set()) == [], escaped(base, set())
     finally:
         shutil.rmtree(base)
 
 
 def _cases() -> dict[str, object]:
     cases: dict[str, object] = {"race": race}
+    for backend in ("bwrap", "firejail"):
+        cases[f"swap-{backend}"] = lambda b=backend: swap_after_walk(b)
     for backend in ("bwrap", "firejail"):
         for profile in TARGETS:
             kinds = [f"rel{d}" for d in range(1, DEPTH + 1)]

@@ -87,3 +87,8 @@ def test_real_directory_binds_or_bwrap_refuses_an_unsafe_destination(caller: str
 def test_bwrap_source_swapped_during_launch_is_caught_by_the_inner_check(caller: str
                                                                           ) -> None:
     run(caller, "race")
+
+
+@pytest.mark.parametrize("case", _params("swap-"))
+def test_source_swapped_right_after_the_walk_stops_the_run(caller: str, case: str) -> None:
+    run(caller, case)

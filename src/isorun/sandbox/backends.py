@@ -99,6 +99,10 @@ def sample_plan(step: p.Step) -> p.Plan:
     if isinstance(step, p.Exec):
         return p.Plan("sample", (step,))
     before: tuple[p.Step, ...] = (p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp) else ()
+    if isinstance(step, p.MountStep) and "bind" in step.type:
+        # bwrap checks a bind from inside, with its exec stage run as /proc/self/fd/N
+        # (compile/bwrap.py): it enforces binds in plans that mount /proc
+        before = (p.MountStep("proc", "/proc"),)
     return p.Plan("sample", (*before, step, p.Exec()))
 
 
@@ -178,9 +182,12 @@ class BwrapBackend:
 
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
+        # with a stage descriptor, as spawn renders: a plan the inner checks cannot run
+        # in (no /proc) is lost here too, not only at launch
         return _render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD,
                                                  file_fds=fds, allow_weaker=True,
-                                                 userns=_userns(facts)))
+                                                 userns=_userns(facts),
+                                                 stage_fd=_DUMMY_FD - 1))
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
