@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import assert_never
 
 from isorun.compile import plan as p
@@ -77,6 +78,7 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     bind source to what the runner's walk found there (sandbox/safepath.py); each bind
     with one gets an ``--expect`` at its destination.
     """
+    plan = elide_redundant(plan, identities or {})
     args: list[str] = []
     rlimits: list[str] = []
     lost: list[Lost] = []
@@ -180,6 +182,12 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                          "stage that checks binds runs as /proc/self/fd/N and the plan "
                          "mounts no /proc")
         else:
+            if identities is not None:
+                unchecked = [s.src for s in plan.find(p.MountStep)
+                             if s.type in BINDS and s.src not in identities]
+                if unchecked:
+                    # a bind with no check inside is one bwrap resolves on its own
+                    raise InternalError(f"bwrap: bind sources not walked: {unchecked}")
             checks = [e.arg() for e in expects(plan, identities or {})]
             # --close-fds: bwrap hands the command every descriptor it inherited (this
             # stage's own among them); only the plan's kept ones may reach the command.
@@ -197,6 +205,36 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     return Invocation(BACKEND, (*head, bwrap, *args, "--", *command),
                       pass_fds=tuple(sorted({*inherited, *keep})), user=user,
                       lost=tuple(lost), command_at=len(head) + 1 + len(args) + 1)
+
+
+def elide_redundant(plan: p.Plan, identities: Mapping[str, Identity]) -> p.Plan:
+    """``plan`` less the binds that change nothing: a path bound onto itself, inside a
+    bind of the same kind (ro in ro, rw in rw) of one of its ancestors onto itself, with
+    no other mount between, both walked by the runner and found without a link. The outer
+    bind (recursive) already shows that very path, with the same flags; the inner one
+    would only make bwrap resolve, create and mount a destination inside a tree someone
+    else may write (issue #12), for nothing. The common case: the test profile's
+    ${PYTHON_PREFIX} when the virtual environment is in the project.
+    """
+    def plain(step: p.MountStep) -> bool:
+        found = identities.get(step.src)
+        return step.src == step.dst and found is not None and found[0] == step.src
+
+    mounts: list[p.MountStep] = []
+    keep: list[p.Step] = []
+    for step in plan.steps:
+        if isinstance(step, p.MountStep) and step.type in MOUNTS:
+            cover = next((m for m in reversed(mounts)
+                          if m.dst != step.dst and _beneath(step.dst, m.dst)), None)
+            if (cover is not None and step.type in ("ro-bind", "rw-bind")
+                    and cover.type == step.type and cover.noexec == step.noexec
+                    and plain(cover) and plain(step)):
+                continue
+            mounts.append(step)
+        keep.append(step)
+    if len(keep) == len(plan.steps):
+        return plan
+    return replace(plan, steps=tuple(keep))
 
 
 def _proc_at_proc(plan: p.Plan) -> bool:

@@ -99,7 +99,9 @@ def walk(path: str) -> Resolved:
                 stack.append((fd, here))
                 continue
             try:
-                target = os.readlink(name, dir_fd=parent)
+                # the link opened, not whatever bears its name by now (readlinkat(2) of
+                # an O_PATH descriptor with an empty path)
+                target = os.readlink("", dir_fd=fd)
                 trusted = st.st_uid == 0 and trusted_dir(os.fstat(parent))
             finally:
                 os.close(fd)

@@ -24,7 +24,7 @@ import stat
 from dataclasses import dataclass, field, replace
 
 from isorun.compile import plan as p
-from isorun.compile.bwrap import BINDS, MOUNTS
+from isorun.compile.bwrap import BINDS, MOUNTS, elide_redundant
 from isorun.compile.invocation import Identity
 from isorun.errors import HostError
 from isorun.sandbox import safepath
@@ -75,11 +75,13 @@ def check_sources(plan: p.Plan, *, launch: bool = True) -> Checked:
                 continue
             raise HostError(_where(step), f"{source} does not exist",
                             "create it, or mark the mount optional = true") from None
-        except OSError:
-            # EACCES and the like: the walk cannot tell, the wrapper will fail on it
-            # itself; no identity, so no check either way
-            steps.append(step)
-            continue
+        except OSError as err:
+            # Fail closed: a bind without an identity would get no check inside, and the
+            # wrapper would resolve the path on its own (EACCES, ENOTDIR mid-swap, ...).
+            raise HostError(_where(step), f"{source} cannot be checked: "
+                            f"{os.strerror(err.errno or 0)}",
+                            "make the path readable by the caller, or remove the "
+                            "mount") from None
         identities[source] = (found.path, found.dev, found.ino)
         steps.append(step)
     if len(steps) != len(plan.steps):
@@ -141,7 +143,8 @@ def unsafe_destination(checked: Checked) -> tuple[str, str]:
     if not checked.plan.find(p.NewRoot):
         covers.append(("/", "/"))  # filesystem.root = "host": --dev-bind / / first
     verdicts: dict[str, str] = {}
-    for step in checked.plan.steps:
+    # what render_bwrap hands to bwrap: an elided bind is never made
+    for step in elide_redundant(checked.plan, identities).steps:
         if isinstance(step, p.NewRoot):
             found = identities.get(step.path) if step.kind == "rootfs" else None
             covers.append(("/", found[0] if found else None))
