@@ -12,7 +12,10 @@ import pytest
 from isorun.compile import plan as p
 from isorun.compile.bwrap import elide_redundant, expects, render_bwrap
 from isorun.errors import HostError, Unsupported
+from isorun.host.facts import HostFacts
+from isorun.host.probe import BackendFacts, Tool, UsernsState
 from isorun.sandbox import safepath
+from isorun.sandbox.backends import select_backend as select
 from isorun.sandbox.wrapper_mounts import check_sources, unsafe_destination
 
 NOBODY = 65534
@@ -129,3 +132,31 @@ def test_bwrap_bind_without_proc_is_lost_with_the_inner_check() -> None:
     tail = list(inv.argv[inv.command_at:])
     assert tail == ["/proc/self/fd/20", "--expect", "7:8:r:/a", "--close-fds", "--", "cmd"]
     assert 20 in inv.pass_fds
+
+
+@pytest.mark.needs("root")
+def test_auto_passes_over_bwrap_for_an_unsafe_destination_and_bwrap_refuses(
+        tree: Path) -> None:
+    plan = make_plan(p.MountStep("proc", "/proc"), *_nested(tree).find(p.MountStep))
+    os.chown(tree / "project", 1000, 1000)
+    said: list[str] = []
+    backend, lost = select(plan, "auto", _facts(native_missing="shim not built"), True,
+                           log=said.append)
+    assert backend.name == "firejail" and lost
+    assert any("backend bwrap: not usable here:" in line and "bwrap 0.8 creates" in line
+               for line in said), said
+    with pytest.raises(HostError) as err:
+        select(plan, "bwrap", _facts(), False)
+    text = err.value.render()
+    assert err.value.exit_code == 125
+    assert "cannot enforce profile t on backend bwrap" in text
+    assert f"{tree}/project/.tox" in text and "hint: use --backend native" in text
+
+
+def _facts(**kw: object) -> BackendFacts:
+    base: dict[str, object] = {
+        "host": HostFacts(uid=1000, gid=1000, arch="x86_64", kernel="6.1"),
+        "userns": UsernsState(True), "bwrap": Tool("/usr/bin/bwrap", "0.8.0", setuid=False),
+        "firejail": Tool("/usr/bin/firejail", "0.9.72", setuid=True)}
+    base.update(kw)
+    return BackendFacts(**base)  # type: ignore[arg-type]
