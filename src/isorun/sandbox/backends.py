@@ -30,6 +30,7 @@ from isorun.compile.invocation import HELPER, Invocation
 from isorun.errors import HostError, Lost, Unsupported
 from isorun.host.probe import BackendFacts
 from isorun.profile.schema import Seccomp
+from isorun.sandbox.wrapper_mounts import check_sources, unsafe_destination
 
 #: strongest first: auto takes the first one that enforces the whole plan here
 ORDER = ("native", "bwrap", "firejail")
@@ -98,6 +99,10 @@ def sample_plan(step: p.Step) -> p.Plan:
     if isinstance(step, p.Exec):
         return p.Plan("sample", (step,))
     before: tuple[p.Step, ...] = (p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp) else ()
+    if isinstance(step, p.MountStep) and "bind" in step.type:
+        # bwrap checks a bind from inside, with its exec stage run as /proc/self/fd/N
+        # (compile/bwrap.py): it enforces binds in plans that mount /proc
+        before = (p.MountStep("proc", "/proc"),)
     return p.Plan("sample", (*before, step, p.Exec()))
 
 
@@ -168,31 +173,51 @@ class BwrapBackend:
         if not facts.bwrap.setuid and spawn_uid != 0 and not facts.userns.allowed:
             return (f"bwrap is not setuid and user namespaces are disabled "
                     f"({facts.userns.blocker})", facts.userns.fix)
-        return _identity_missing(plan, facts, "bwrap")
+        missing = _identity_missing(plan, facts, "bwrap")
+        if missing[0]:
+            return missing
+        # Raises for a planted link (no backend may follow it); a destination bwrap
+        # cannot make safely only rules bwrap out, so auto goes on to the next backend.
+        return unsafe_destination(check_sources(plan, launch=False))
 
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
+        # with a stage descriptor, as spawn renders: a plan the inner checks cannot run
+        # in (no /proc) is lost here too, not only at launch
         return _render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD,
                                                  file_fds=fds, allow_weaker=True,
-                                                 userns=_userns(facts)))
+                                                 userns=_userns(facts),
+                                                 stage_fd=_DUMMY_FD - 1))
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
+        from isorun.sandbox.exec_stage import exec_stage_path
+
         caller = os.environ if env is None else env
+        # Walked now, at launch, whatever selection saw: the identities the stage checks
+        # inside must be those of this launch (sandbox/wrapper_mounts.py).
+        checked = check_sources(plan)
+        why, fix = unsafe_destination(checked)
+        if why:
+            raise HostError(f"profile {plan.profile} on backend bwrap", why, fix)
+        plan = checked.plan
         with ExitStack() as stack:
             seccomp_fd = _program_fd(plan, stack)
             file_fds = [_memfd(data, stack) for data in file_mounts(plan)]
+            stage_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
+            stack.callback(os.close, stage_fd)
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
                                allow_weaker=allow_weaker, bwrap=_which("bwrap"),
-                               userns=_userns(facts))
+                               userns=_userns(facts), stage_fd=stage_fd,
+                               identities=checked.identities)
             inv = _with_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
             # host user) and long plans clear of ARG_MAX. bwrap closes the descriptor
             # after reading it.
             at = inv.argv.index(_which("bwrap"))
-            end = len(inv.argv) - len(argv) - 1
+            end = inv.command_at - 1
             args_fd = _memfd(b"".join(a.encode() + b"\0" for a in inv.argv[at + 1:end]), stack)
             inv = replace(inv, argv=(*inv.argv[:at + 1], "--args", str(args_fd),
                                      *inv.argv[end:]),
@@ -216,6 +241,7 @@ class FirejailBackend:
         missing = _identity_missing(plan, facts, "firejail")
         if missing[0]:
             return missing
+        check_sources(plan, launch=False)  # raises for a planted link: no backend may follow it
         for step in plan.find(p.MapIds):
             if step.host_uid == NOBODY:
                 return ("firejail refuses to run as nobody (uid 65534), the host identity "
@@ -244,6 +270,8 @@ class FirejailBackend:
         from isorun.sandbox.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
+        checked = check_sources(plan)
+        plan = checked.plan
         with ExitStack() as stack:
             seccomp_fd = _program_fd(plan, stack)
             env_fd = _memfd(b"", stack)
@@ -253,7 +281,8 @@ class FirejailBackend:
             stack.callback(os.close, helper_fd)
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
-                                  firejail=_which("firejail"), userns=_userns(facts))
+                                  firejail=_which("firejail"), userns=_userns(facts),
+                                  identities=checked.identities)
             for fd, data in inv.inputs:
                 os.write(fd, data)
                 os.lseek(fd, 0, os.SEEK_SET)
