@@ -276,9 +276,12 @@ def test_explain_strict_states_each_limit_and_its_mechanism(world: Path, who: st
 
 def test_build_keeps_git_read_only(world: Path, who: str) -> None:
     done = isorun_cli(who, world, world / "project", "--profile", "build", "--", "sh", "-c",
-                      "echo built > out.txt; echo evil > .git/hooks/x")
+                      "echo built > out.txt; mv .git moved || echo kept; "
+                      "echo evil > .git/hooks/x")
     assert done.returncode != 0
     assert ".git/hooks/x: Read-only file system" in done.stderr
+    # nor can the sandbox move the guarded .git aside and plant a new one
+    assert done.stdout == "kept\n" and not (world / "project" / "moved").exists()
     assert (world / "project" / "out.txt").read_text() == "built\n"
     assert not (world / "project" / ".git" / "hooks" / "x").exists()
     explain = isorun_cli(who, world, world / "project", "explain", "build")
@@ -303,3 +306,26 @@ def test_overlay_writes_vanish_at_exit(world: Path, who: str) -> None:
     full = isorun_cli(who, world, project, "--profile", str(profile), "--", "sh", "-c",
                       "dd if=/dev/zero of=big bs=1M count=64")
     assert "No space left on device" in full.stderr
+
+
+def test_an_explicit_cgroup_limit_is_checked_before_the_run(world: Path, who: str) -> None:
+    """limits.memory / limits.pids keep failing closed where no cgroup can be made (an
+    unprivileged caller without a delegated cgroup v2, as on this host), and check and
+    doctor say so first, with a fix that works without one; root gets cgroup v1."""
+    profile = world / "project" / "limited.toml"
+    profile.write_text('extends = ["strict"]\n[limits]\nmemory = "512m"\npids = 64\n')
+    check = isorun_cli(who, world, world / "project", "check", str(profile))
+    doctor = isorun_cli(who, world, world / "project", "doctor", "--profile", str(profile))
+    run = isorun_cli(who, world, world / "project", "--profile", str(profile), "--", "true")
+    if check.returncode == 0:
+        # a writable cgroup here (root: cgroup v1 memory and pids): the run gets it
+        assert "limits of" not in doctor.stdout
+        assert run.returncode == 0, run.stderr
+        return
+    if who == "root":
+        pytest.fail(f"root could not make a cgroup: {check.stderr}")
+    assert check.returncode == 125
+    assert "cannot enforce limits.memory and limits.pids (limited.toml:" in check.stderr
+    assert "limits.data (RLIMIT_DATA)" in check.stderr
+    assert "[fail] limits of" in doctor.stdout and "limits.nproc" in doctor.stdout
+    assert run.returncode == 125 and "cannot enforce cgroup limits" in run.stderr

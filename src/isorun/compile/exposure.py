@@ -106,8 +106,8 @@ def add_masks(mounts: list[p.MountStep], root: str,
               variables: dict[str, str]) -> list[p.MountStep]:
     """``mounts`` plus a ``mask`` for each credential location a bind would show.
 
-    ``root`` is the NewRoot path ("" for a tmpfs root, "/" when the host root is kept):
-    a rootfs shows its whole tree, like a bind of it at ``/``.
+    ``root`` is the rootfs directory of a NewRoot ("" for a tmpfs root): a rootfs shows
+    its whole tree, like a bind of it at ``/``.
     """
     sources = [(m.src, m.dst, f"{m.type} {m.dst}", m.loc) for m in mounts
                if m.type in BIND_TYPES]

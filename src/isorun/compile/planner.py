@@ -100,9 +100,17 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
                                      "changes live on a tmpfs beside it, in the new tree",
                                      'set filesystem.root = "tmpfs" (the default)'))
     mounts += _shm_mounts(mounts)
-    new_root = "" if fs.root == "tmpfs" else "/" if fs.root == "host" else \
-        os.path.normpath(expand(fs.root, fs.loc))
-    mounts = exposure.add_git_guards(exposure.add_masks(mounts, new_root, variables))
+    if fs.root == "host":
+        # The profile gave up a file view of its own: masking the host's credentials here
+        # would pretend otherwise, and wrappers could not (bwrap creates mount points on
+        # the host). Said instead of done.
+        warnings.append(f"filesystem.root = \"host\" ({at('filesystem.root', fs.loc).short()}): "
+                        "the host's whole tree is visible, credential locations included "
+                        "(~/.ssh, ~/.aws, ...); only a new root masks them")
+    else:
+        new_root = "" if fs.root == "tmpfs" else os.path.normpath(expand(fs.root, fs.loc))
+        mounts = exposure.add_masks(mounts, new_root, variables)
+    mounts = exposure.add_git_guards(mounts)
     # Parents before children: a tmpfs or bind mounted over a directory hides whatever an
     # earlier entry put below it, which is never what a profile means. The sort is stable,
     # so entries at the same depth keep the profile's order.
