@@ -329,3 +329,17 @@ def test_an_explicit_cgroup_limit_is_checked_before_the_run(world: Path, who: st
     assert "limits.data (RLIMIT_DATA)" in check.stderr
     assert "[fail] limits of" in doctor.stdout and "limits.nproc" in doctor.stdout
     assert run.returncode == 125 and "cannot enforce cgroup limits" in run.stderr
+
+
+def test_the_readme_web_profile_runs_for_every_caller(world: Path, who: str) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"```toml\n(# web\.toml.*?)```", readme, re.S)
+    assert found is not None
+    profile = world / "project" / "web.toml"
+    profile.write_text(found.group(1))
+    check = isorun_cli(who, world, world / "project", "check", str(profile))
+    assert check.returncode == 0, check.stderr
+    run = isorun_cli(who, world, world / "project", "--profile", str(profile), "--", "true")
+    assert run.returncode == 0, run.stderr
