@@ -343,3 +343,29 @@ def test_the_readme_web_profile_runs_for_every_caller(world: Path, who: str) -> 
     assert check.returncode == 0, check.stderr
     run = isorun_cli(who, world, world / "project", "--profile", str(profile), "--", "true")
     assert run.returncode == 0, run.stderr
+
+
+def test_a_writable_root_is_still_bounded(world: Path, who: str) -> None:
+    profile = world / "project" / "rw-root.toml"
+    profile.write_text('extends = ["strict"]\n[filesystem]\nroot_read_only = false\n'
+                       'root_size = "1m"\n')
+    done = isorun_cli(who, world, world / "project", "--profile", str(profile), "--", "sh",
+                      "-c", "echo x > /made && cat /made; dd if=/dev/zero of=/big bs=64k "
+                      "count=64")
+    assert done.stdout == "x\n", done.stderr
+    assert "No space left on device" in done.stderr
+
+
+def test_a_planted_symlink_does_not_reach_a_masked_credential(world: Path, who: str) -> None:
+    """The attacker's run plants links to the credentials in the writable project; the
+    next run (same profile) follows them inside its own tree, where they are masked."""
+    profile = world / "project" / "home-rw.toml"
+    profile.write_text(f'extends = ["build"]\n[[mounts]]\ntype = "rw-bind"\ndst = "{world}"\n')
+    plant = isorun_cli(who, world, world / "project", "--profile", str(profile), "--", "sh",
+                       "-c", f"ln -s {world}/.ssh keys && ln -s {world}/.netrc netrc; "
+                       f"mv {world}/.ssh {world}/moved || echo refused")
+    assert plant.returncode == 0, plant.stderr
+    assert plant.stdout == "refused\n"
+    read = isorun_cli(who, world, world / "project", "--profile", str(profile), "--", "sh",
+                      "-c", "cat keys/id_rsa netrc; ls keys")
+    assert "SECRET" not in read.stdout and read.stdout.strip() == "", read.stdout
