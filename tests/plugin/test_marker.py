@@ -344,6 +344,28 @@ def test_marker_unknown_profile_is_that_tests_error(tmp_path: Path) -> None:
     assert "PASSED test_bad.py::test_other" in proc.stdout, output(proc)
 
 
+def test_marker_writable_path_outside_the_tree_under_a_read_only_root(tmp_path: Path) -> None:
+    # /var is not in the sandbox's tree: the writable bind's mount point is made in the
+    # root, so it must come before the root's read-only remount (issue #13).
+    outside = Path(tempfile.mkdtemp(prefix="isorun-marker-w-", dir="/var/tmp"))
+    try:
+        outside.chmod(0o777)
+        tmp_path.chmod(0o755)
+        (tmp_path / "test_w.py").write_text(
+            "import pytest\n\n"
+            f"@pytest.mark.isorun(writable=[{str(outside)!r}])\n"
+            "def test_w():\n"
+            f"    open({str(outside / 'out')!r}, 'w').write('ok')\n"
+            "    with pytest.raises(OSError):\n"
+            "        open('/var/elsewhere', 'w')\n"
+        )
+        proc = run([PYTHON, "-m", "pytest", "-rA", "-p", "no:cacheprovider"], cwd=tmp_path)
+        assert proc.returncode == 0, output(proc)
+        assert (outside / "out").read_text() == "ok"
+    finally:
+        shutil.rmtree(outside)
+
+
 ROOTFS_SUITE = textwrap.dedent("""
     import os, pytest
 
