@@ -353,8 +353,10 @@ static int fsconfig_string(int fs, const char *key, const char *value) {
  *
  * The upper directory takes the lower root's mode and owner, because an overlay's root
  * shows the upper one's: a sandbox that may not write the project's top directory must
- * not be able to in the overlay either (an unmapped owner cannot be set; the mounter's
- * uid, which is the sandbox's, stays, and what it writes is discarded anyway).
+ * not be able to in the overlay either. An owner this namespace does not map cannot be
+ * set (EINVAL) and the mounter's uid, the sandbox's own, stays; stat shows such an owner
+ * as the overflow uid, which is the sandbox's own for a root caller. Either way only
+ * the top directory is affected, and what is written there is discarded like the rest.
  *
  * The new mount API, not mount(2): a path goes into "lowerdir+" whole, where the mount(2)
  * option string would split it at ',' and ':'. "userxattr": overlayfs in a user namespace
