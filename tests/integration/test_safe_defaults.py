@@ -295,7 +295,9 @@ def test_overlay_writes_vanish_at_exit(world: Path, who: str) -> None:
                        'dst = "${CWD}"\nsize = "16m"\n')
     before = sorted(str(p.relative_to(project)) for p in project.rglob("*"))
     script = ("mkdir -p made/deep && echo new > made/deep/f && cat made/deep/f"
-              " && echo changed > src.txt && cat src.txt && rm -r .git")
+              " && echo changed > src.txt && cat src.txt && rm -r .git"
+              # the changes' tmpfs lives on the detached stage, out of the command's reach
+              " && ! ls -d /overlay-* 2>/dev/null")
     done = isorun_cli(who, world, project, "--profile", str(profile), "--", "sh", "-c",
                       script)
     assert done.returncode == 0, done.stderr
