@@ -47,7 +47,8 @@ _DIGEST_SIZE = 32
 
 #: the ${NAME} variables this module knows how to key on (see :func:`variables`)
 VARIABLE_NAMES = frozenset(
-    {"HOME", "CWD", "TMPDIR", "UID", "GID", "USER", "PYTHON_PREFIX", "PYTHON_BASE_PREFIX"}
+    {"HOME", "CWD", "TMPDIR", "UID", "GID", "USER", "PYTHON_PREFIX", "PYTHON_BASE_PREFIX",
+     "SSH_AUTH_SOCK"}
 )
 #: the HostFacts fields :func:`facts_key` covers
 FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns"})
@@ -155,6 +156,7 @@ def variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         "USER": env.get("USER") or env.get("LOGNAME") or str(uid),
         "PYTHON_PREFIX": os.path.realpath(sys.prefix),
         "PYTHON_BASE_PREFIX": os.path.realpath(sys.base_prefix),
+        "SSH_AUTH_SOCK": env.get("SSH_AUTH_SOCK", ""),
     }
 
 

@@ -148,8 +148,13 @@ def check_backend(facts: BackendFacts, profile: str) -> list[Check]:
                       err.fix)]
     except IsorunError as err:
         return [Check(f"backend for {profile}", FAIL, str(err))]
-    return [Check(f"backend for {profile}", OK, f"auto selects {backend.name}: "
-                  + "; ".join(r.removeprefix("isorun: ") for r in reasons))]
+    checks = [Check(f"backend for {profile}", OK, f"auto selects {backend.name}: "
+                    + "; ".join(r.removeprefix("isorun: ") for r in reasons))]
+    try:
+        api.check_limits(plan)
+    except HostError as err:
+        checks.append(Check(f"limits of {profile}", FAIL, str(err), err.fix))
+    return checks
 
 
 def diagnose(facts: BackendFacts | None = None, *, root: Path = Path("/"),

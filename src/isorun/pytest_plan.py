@@ -121,7 +121,13 @@ def per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, An
     )  # fmt: skip
     # The test's own working directory (monkeypatch.chdir), not the session's: a
     # directory the root does not show fails set-up at "cwd", named.
-    return {**session.record, "mounts": session.record["mounts"] + extra,
+    # Before the read-only remount of the root, which stays last: a writable path whose
+    # mount point is not there yet is made in the root.
+    mounts = session.record["mounts"]
+    cut = len(mounts)
+    while cut and mounts[cut - 1][0] == MountKind.REMOUNT_RO:
+        cut -= 1
+    return {**session.record, "mounts": mounts[:cut] + extra + mounts[cut:],
             "cwd": os.fsencode(os.getcwd())}  # fmt: skip
 
 

@@ -97,6 +97,11 @@ def _record(**changes: object) -> dict[str, object]:
             (2, b"/tmp", b"", MS_NOSUID, b"size=1024", 0o1777, False, 5, -1),
             (2, b"/run", b"", 0, b"", 0o700, True, 6, -1),
             (5, b"/bin", b"usr/bin", 0, b"", 0o755, True, -1, -1),
+            # ABI 5 (issue #13): an overlay, a mask, the root's read-only remount
+            (12, b"/work dir", b"/work dir", MS_NOSUID, b"mode=700,size=4096", 0o755, True, 7,
+             -1),
+            (13, b"/home/u/.ssh", b"", 0, b"", 0o755, True, 8, -1),
+            (11, b"/", b"", 0, b"", 0o755, False, 9, -1),
         ),
         "rlimits": ((7, 64, 128, 8), (4, -1, -1, 9)),
         "seccomp_bpf": bytes(range(16)), "notify_bpf": b"", "cgroup": b"",

@@ -87,6 +87,8 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     files = iter(file_fds)
     inherited: list[int] = []
     inner: list[str] = []
+    #: read-only remounts that must follow every mount (mount points are made beneath)
+    late: list[str] = []
 
     def lose(step: p.Step, rule: str, why: str) -> None:
         lost.append(Lost(rule, step.loc, why))
@@ -96,6 +98,9 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
         # tree goes in whole (recursive, devices usable) before any other mount.
         args += ["--dev-bind", "/", "/"]
     for step in plan.steps:
+        if late and not isinstance(step, p.MountStep | p.ReadOnlyRoot):
+            args += late
+            late.clear()
         match step:
             case p.Clone():
                 for name in step.namespaces:
@@ -123,9 +128,18 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                     # First operation, so later mounts land inside it; recursive and
                     # writable like the native shim's MS_BIND|MS_REC of the rootfs.
                     args += ["--bind", step.path, "/"]
-                # tmpfs: bwrap's root is always a fresh tmpfs
+                elif step.size is not None and not plan.find(p.ReadOnlyRoot):
+                    lose(step, step.describe(), "bwrap's root tmpfs takes no size: only a "
+                         "read-only root (filesystem.root_read_only) bounds it")
+                # tmpfs: bwrap's root is always a fresh tmpfs (unsized, so read-only)
             case p.MountStep():
                 args += _mount(step, files, lose)
+                if step.type == "dev":
+                    # bwrap's /dev tmpfs takes no size: read-only instead (its nodes are
+                    # mounts of their own, /dev/shm and /dev/pts too, and stay usable).
+                    late += ["--remount-ro", step.dst]
+            case p.ReadOnlyRoot():
+                late += ["--remount-ro", "/"]
             case p.PivotRoot():
                 pass  # bwrap always pivots into the new root and detaches the old one
             case p.Hostname():
@@ -280,9 +294,18 @@ def _mount(step: p.MountStep, files: Iterator[int],
             return [f"--dev-bind{try_}", step.src, step.dst]
         case "tmpfs":
             out = ["--perms", f"{0o755 if step.mode is None else step.mode:04o}"]
+            # --size only: bwrap has no inode limit, the size still bounds the data.
             if step.size:
                 out += ["--size", str(step.size)]
             return [*out, "--tmpfs", step.dst]
+        case "overlay":
+            lose(step, step.describe(), "bwrap's --tmp-overlay keeps the changes on a tmpfs "
+                 "it gives no size")
+            return []
+        case "mask":
+            lose(step, step.describe(), "bwrap cannot hide a path whose type it learns only "
+                 "at run time (--tmpfs fails on a file, a bind of /dev/null on a directory)")
+            return []
         case "proc":
             out = ["--proc", step.dst]
             for name, required in PROC_READ_ONLY:

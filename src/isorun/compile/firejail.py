@@ -104,7 +104,7 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                     checks.append(Expect(found[0], found[1], found[2],
                                          readonly=step.type == "ro-bind",
                                          noexec=step.noexec))
-            case p.PivotRoot():
+            case p.PivotRoot() | p.ReadOnlyRoot():
                 lose(step, step.describe(), "firejail does not pivot into a new root")
             case p.Hostname():
                 args.append(f"--hostname={step.name}")
@@ -194,6 +194,10 @@ def _mount(step: p.MountStep, lose: Callable[[p.Step, str, str], None]) -> list[
         case "tmpfs":
             lose(step, step.describe(), "firejail's tmpfs takes no size or mode, and only "
                  "/tmp (--private-tmp) is allowed for a sandbox not started as root")
+        case "mask":
+            # decided by firejail at run time, like the native shim: a directory becomes
+            # an empty one, anything else unreadable
+            out.append(f"--blacklist={step.dst}")
         case "proc" if step.dst == "/proc":
             pass  # firejail mounts a new procfs for its pid namespace on /proc
         case "dev":

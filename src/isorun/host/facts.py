@@ -67,4 +67,7 @@ def variables(facts: HostFacts, environ: dict[str, str] | None = None) -> dict[s
         # (pyenv): the test profile binds both read-only so the same Python runs inside.
         "PYTHON_PREFIX": os.path.realpath(sys.prefix),
         "PYTHON_BASE_PREFIX": os.path.realpath(sys.base_prefix),
+        # The ssh-agent socket, as given: masked wherever a bind would show it
+        # (compile/exposure.py), and bound by a profile that names ${SSH_AUTH_SOCK}.
+        "SSH_AUTH_SOCK": env.get("SSH_AUTH_SOCK", ""),
     }

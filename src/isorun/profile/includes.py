@@ -39,7 +39,7 @@ _UNION = frozenset({
 _STRICT_TRUE = frozenset(
     {f"namespaces.{n}" for n in schema.NAMESPACES}
     | {"security.no_new_privs", "seccomp.enabled", "seccomp.hardening", "environment.clear",
-       "process.new_session", "process.die_with_parent"})
+       "process.new_session", "process.die_with_parent", "filesystem.root_read_only"})
 #: limits: the smaller value is stricter, None is unlimited
 _STRICT_MIN = frozenset(f"limits.{f.name}" for f in dataclasses.fields(schema.Limits)
                         if f.name != "loc")

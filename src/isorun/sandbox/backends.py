@@ -71,12 +71,13 @@ SAMPLES: tuple[tuple[str, p.Step], ...] = (
     ("NewRoot:rootfs", p.NewRoot("rootfs", "/srv/root")),
     *((f"MountStep:{kind}", p.MountStep(kind, "/tmp" if kind == "tmpfs" else "/x",
                                         "t" if kind == "symlink" else
-                                        "/x" if "bind" in kind else ""))
+                                        "/x" if "bind" in kind or kind == "overlay" else ""))
       for kind in ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "symlink",
-                   "file", "dir", "mqueue")),
+                   "file", "dir", "mqueue", "overlay", "mask")),
     ("MountStep:noexec", p.MountStep("ro-bind", "/x", "/x", noexec=True)),
     ("MountStep:src", p.MountStep("ro-bind", "/x", "/y")),
     ("MountStep:tmpfs-size", p.MountStep("tmpfs", "/tmp", size=1 << 20, mode=0o700)),
+    ("ReadOnlyRoot", p.ReadOnlyRoot()),
     ("PivotRoot", p.PivotRoot()),
     ("Hostname", p.Hostname("sandbox")),
     ("Loopback", p.Loopback()),

@@ -34,10 +34,10 @@ if TYPE_CHECKING:
     Failure: TypeAlias = tuple[str, str, int, int]
 
 #: the ABI this package speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 4
+ABI = 5
 #: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
 #: when the layout changes and cached records from before are never read
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
 #: PATH used when the spec's environment has none, as execvp(3) does
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: sizeof(struct isorun_failure): int err, int index, char step[32], char syscall[32]
@@ -99,7 +99,8 @@ def _check(record: Record, lib: Any) -> None:
     root = record["root"]
     if root not in (b"", b"tmpfs") and not root.startswith(b"/"):
         raise _internal(f"spec.root must be b'', b'tmpfs' or absolute, got {root!r}")
-    needs_src = (lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_DEV_BIND, lib.ISORUN_MOUNT_SYMLINK)
+    needs_src = (lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_DEV_BIND, lib.ISORUN_MOUNT_SYMLINK,
+                 lib.ISORUN_MOUNT_OVERLAY)
     for kind, dst, src, _flags, _data, _mode, _optional, _step, tree_fd in record["mounts"]:
         if not dst.startswith(b"/"):
             raise _internal(f"mount dst must be absolute, got {dst!r}")

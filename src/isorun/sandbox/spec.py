@@ -29,6 +29,9 @@ class MountKind(enum.IntEnum):
     DEV_BIND = 8  # bind src onto dst keeping device nodes usable (no MS_NODEV)
     MQUEUE = 9  # a new mqueue fs at dst (with a new ipc namespace)
     TREE = 10  # attach the detached tree ``tree_fd`` at dst (a BIND resolved by a root parent)
+    REMOUNT_RO = 11  # make the mount at dst read-only, not its submounts (the new root)
+    OVERLAY = 12  # overlayfs at dst: src the lower layer, changes on a tmpfs (data: its size)
+    MASK = 13  # hide dst if it exists: an empty read-only tmpfs, or /dev/null over a file
 
 
 @dataclass(frozen=True, slots=True)

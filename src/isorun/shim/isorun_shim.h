@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 4
+#define ISORUN_SHIM_ABI 5
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -28,6 +28,18 @@
  * parent) at dst, instead of binding src by path; src is kept for messages only.
  */
 #define ISORUN_MOUNT_TREE 10
+/*
+ * ABI 5 (issue #13): REMOUNT_RO makes the one mount at dst read-only (the new root, once
+ * built); OVERLAY mounts overlayfs at dst over the lower layer src with its upper and
+ * work directories on a tmpfs of its own (data: that tmpfs's options), discarded at
+ * exit; MASK hides dst when it exists (an empty read-only tmpfs over a directory, the
+ * host's /dev/null over anything else), resolved inside the new root. A TMPFS at "/" as
+ * the first mount of a tmpfs root is that root itself (its size), and DEV takes the
+ * options of its tmpfs in data; /dev/shm is a TMPFS mount of its own.
+ */
+#define ISORUN_MOUNT_REMOUNT_RO 11
+#define ISORUN_MOUNT_OVERLAY 12
+#define ISORUN_MOUNT_MASK 13
 
 /* Exit status of a child that failed a set-up step (after writing isorun_failure). */
 #define ISORUN_EXIT_SETUP 125

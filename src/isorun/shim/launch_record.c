@@ -179,13 +179,15 @@ static int read_count(struct reader *r, size_t min_size, size_t *count) {
 static int read_mount(struct reader *r, struct isorun_record *rec, struct isorun_mount *m) {
     long long kind, flags, mode, optional, step;
 
-    if (read_range(r, ISORUN_MOUNT_BIND, ISORUN_MOUNT_MQUEUE, &kind, "unknown mount kind") <
-            0 ||
+    if (read_range(r, ISORUN_MOUNT_BIND, ISORUN_MOUNT_MASK, &kind, "unknown mount kind") < 0 ||
         read_range(r, 0, LONG_MAX, &flags, "mount flags out of range") < 0 ||
         read_range(r, 0, 07777, &mode, "mount mode out of range") < 0 ||
         read_range(r, 0, 1, &optional, "mount optional is not 0 or 1") < 0 ||
         read_range(r, -1, INT_MAX, &step, "mount step out of range") < 0)
         return -1;
+    /* TREE descriptors are the helper's own (launch.c), never a record's. */
+    if (kind == ISORUN_MOUNT_TREE)
+        return refuse(r, "unknown mount kind");
     m->kind = (int)kind;
     m->flags = (unsigned long)flags;
     m->mode = (unsigned int)mode;
@@ -199,7 +201,7 @@ static int read_mount(struct reader *r, struct isorun_record *rec, struct isorun
     if (m->dst[0] != '/')
         return refuse(r, "mount dst is not absolute");
     if ((kind == ISORUN_MOUNT_BIND || kind == ISORUN_MOUNT_DEV_BIND ||
-         kind == ISORUN_MOUNT_SYMLINK) &&
+         kind == ISORUN_MOUNT_SYMLINK || kind == ISORUN_MOUNT_OVERLAY) &&
         m->src_len == 0)
         return refuse(r, "bind or symlink without a src");
     if (m->data[0] == '\0')

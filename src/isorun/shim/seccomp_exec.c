@@ -81,7 +81,7 @@ static const struct {
 } rlimits[] = {
     {"address_space", RLIMIT_AS}, {"cpu", RLIMIT_CPU},       {"nofile", RLIMIT_NOFILE},
     {"nproc", RLIMIT_NPROC},      {"fsize", RLIMIT_FSIZE},   {"core", RLIMIT_CORE},
-    {"stack", RLIMIT_STACK},      {"memlock", RLIMIT_MEMLOCK},
+    {"stack", RLIMIT_STACK},      {"memlock", RLIMIT_MEMLOCK}, {"data", RLIMIT_DATA},
 };
 
 static void set_rlimit(const char *spec) {
