@@ -234,7 +234,9 @@ def race() -> None:
         profile = base / "race.toml"
         profile.write_text(RACE_PROFILE.format(src=src))
         variables = host_variables(facts)
-        variables.update(CWD=str(base / "home"), HOME=str(base / "home"))
+        # a working directory of its own: the home as ${CWD} is refused (#13)
+        (base / "cwd").mkdir(exist_ok=True)
+        variables.update(CWD=str(base / "cwd"), HOME=str(base / "home"))
         plan = api.compile_plan(api.load_profile(str(profile)), facts, variables)
         argv = ["/usr/bin/python3", "-c", FLIP, str(src), "30"]
         if os.geteuid() == 0:
@@ -299,7 +301,9 @@ def swap_after_walk(backend: str) -> None:
             profile = base / "race.toml"
             profile.write_text(RACE_PROFILE.format(src=real))
             variables = host_variables(facts)
-            variables.update(CWD=str(base / "home"), HOME=str(base / "home"))
+            # a working directory of its own: the home as ${CWD} is refused (#13)
+            (base / "cwd").mkdir(exist_ok=True)
+            variables.update(CWD=str(base / "cwd"), HOME=str(base / "home"))
             plan = api.compile_plan(api.load_profile(str(profile)), facts, variables)
             paths = ["/data"]
         else:
