@@ -302,7 +302,7 @@ def _struct(
     from isorun.sandbox import parent
 
     keep = _kept_fds(result_w)
-    key = (record["mounts"], record["cwd"], sync, err, keep)
+    key = (record["mounts"], record["cwd"], record["landlock_rules"], sync, err, keep)
     found = session.structs.get(key)
     if found is not None:
         return found[0]

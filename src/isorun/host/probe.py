@@ -30,8 +30,6 @@ USERNS_SYSCTLS = (
 )
 
 CLONE_NEWUSER = 0x10000000
-SYS_LANDLOCK_CREATE_RULESET = 444  # same number on every architecture (asm-generic)
-LANDLOCK_CREATE_RULESET_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,13 +179,10 @@ def read_seccomp_mode(root: Path = Path("/")) -> str:
 
 
 def landlock_abi() -> int:
-    """The Landlock ABI version (0: not available): landlock_create_ruleset(NULL, 0,
-    LANDLOCK_CREATE_RULESET_VERSION) returns it (landlock(7))."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    rc = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
-                      ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
-    return int(rc) if rc > 0 else 0
+    """The Landlock ABI version (0: not available), as HostFacts has it."""
+    from isorun.host.facts import _landlock_abi
+
+    return _landlock_abi()
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,13 @@ SAMPLES: tuple[tuple[str, p.Step], ...] = (
     ("DropCaps", p.DropCaps(())),
     ("DropCaps:keep", p.DropCaps(("CAP_NET_BIND_SERVICE",))),
     ("NoNewPrivs", p.NoNewPrivs()),
+    ("Landlock", p.Landlock(("read_file",), (), (), (p.LandlockRule(("read_file",), "/x"),),
+                            7)),
+    ("Landlock:tcp", p.Landlock((), ("connect_tcp",), (),
+                                (p.LandlockRule(("connect_tcp",), port=443),), 7)),
+    ("Landlock:scope abstract_unix_socket", p.Landlock((), (), ("abstract_unix_socket",), (),
+                                                       7)),
+    ("Landlock:scope signal", p.Landlock((), (), ("signal",), (), 7)),
     ("LoadSeccomp", p.LoadSeccomp(Seccomp())),
     ("Exec", p.Exec()),
 )
@@ -97,7 +104,8 @@ def sample_plan(step: p.Step) -> p.Plan:
     """The smallest valid plan holding ``step``."""
     if isinstance(step, p.Exec):
         return p.Plan("sample", (step,))
-    before: tuple[p.Step, ...] = (p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp) else ()
+    before: tuple[p.Step, ...] = ((p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp | p.Landlock)
+                                  else ())
     return p.Plan("sample", (*before, step, p.Exec()))
 
 
