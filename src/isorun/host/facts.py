@@ -42,7 +42,7 @@ def probe() -> HostFacts:
                      landlock=_landlock_abi())
 
 
-def _userns_enabled() -> bool:
+def _userns_sysctls() -> bool:
     # (file, the smallest value that allows unprivileged user namespaces)
     for path, minimum in (("/proc/sys/user/max_user_namespaces", 1),
                           ("/proc/sys/kernel/unprivileged_userns_clone", 1)):
@@ -53,6 +53,39 @@ def _userns_enabled() -> bool:
         except (OSError, ValueError):
             continue
     return True
+
+
+def _userns_enabled() -> bool:
+    """The sysctls allow it, and, where something already filters this process (a
+    container's seccomp profile, an outer sandbox: Seccomp or NoNewPrivs set in
+    /proc/self/status), a forked child really creates one. Unconfined, the sysctls are
+    the whole story and no fork is paid."""
+    if not _userns_sysctls():
+        return False
+    return not confined() or userns_clone_errno() == 0
+
+
+def confined() -> bool:
+    """This process runs under a seccomp filter or with no_new_privs (kernel facts)."""
+    try:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    except OSError:
+        return False
+    return "\nSeccomp:\t2" in status or "\nNoNewPrivs:\t1" in status
+
+
+def userns_clone_errno() -> int:
+    """0 when a forked child can unshare(CLONE_NEWUSER), else its errno."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only reports through its exit status
+        rc = libc.unshare(0x10000000)
+        os._exit(0 if rc == 0 else min(ctypes.get_errno(), 255) or 255)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def _landlock_abi() -> int:

@@ -64,6 +64,8 @@ class BackendFacts:
     firejail: Tool | None = None
     #: the users firejail admits (``/etc/firejail/firejail.users``); None: everyone
     firejail_users: frozenset[str] | None = field(default=None)
+    #: no_new_privs is set on this process: a setuid wrapper cannot gain root
+    no_new_privs: bool = False
 
 
 def read_userns(root: Path = Path("/"), uid: int | None = None) -> UsernsState:
@@ -140,10 +142,42 @@ def native_missing() -> str:
     return ""
 
 
+def userns_refusal(root: Path = Path("/"), err: int = 0) -> UsernsState:
+    """Why a forked child cannot create a user namespace though the sysctls allow it,
+    from kernel facts of this process (never from environment variables)."""
+    status = _read(root / "proc/self/status") or ""
+    uid_map = " ".join((_read(root / "proc/self/uid_map") or "").split())
+    name = errno.errorcode.get(err, str(err)) if err else "an error"
+    filtered = "\nSeccomp:\t2" in status
+    nested = filtered and uid_map not in ("", "0 0 4294967295")
+    if nested:
+        return UsernsState(False, f"this process runs inside a sandbox (a user namespace "
+                           f"mapping '{uid_map}', under a seccomp filter) that refuses nested "
+                           f"user namespaces ({name}); isorun's own hardening does so on "
+                           "purpose",
+                           "run isorun outside the sandbox, or use --backend landlock (no "
+                           "namespaces; --allow-weaker lists what it cannot enforce)")
+    if filtered:
+        return UsernsState(False, f"a seccomp filter on this process (a container engine's "
+                           f"default profile) refuses unshare(CLONE_NEWUSER) ({name})",
+                           "run the container with a seccomp profile that allows user "
+                           "namespaces (--security-opt seccomp=...), or use --backend "
+                           "landlock")
+    return UsernsState(False, f"unshare(CLONE_NEWUSER) fails with {name} (an LSM such as "
+                       "AppArmor or SELinux, or a namespace limit)",
+                       "check the LSM's policy for user namespaces, or use --backend landlock")
+
+
 def probe_backends(host: HostFacts | None = None) -> BackendFacts:
     """The facts of this host for backend selection."""
     host = probe_facts() if host is None else host
-    return BackendFacts(host=host, userns=read_userns(uid=host.uid),
+    userns = read_userns(uid=host.uid)
+    if userns.allowed and not host.userns:
+        from isorun.host.facts import userns_clone_errno
+
+        userns = userns_refusal(err=userns_clone_errno())
+    nnp = "\nNoNewPrivs:\t1" in (_read(Path("/proc/self/status")) or "")
+    return BackendFacts(host=host, userns=userns, no_new_privs=nnp,
                         native_missing=native_missing(), bwrap=find_tool("bwrap"),
                         firejail=find_tool("firejail"), firejail_users=read_firejail_users())
 

@@ -32,7 +32,7 @@ from isorun.host.probe import BackendFacts
 from isorun.profile.schema import Seccomp
 
 #: strongest first: auto takes the first one that enforces the whole plan here
-ORDER = ("native", "bwrap", "firejail")
+ORDER = ("native", "bwrap", "firejail", "landlock")
 NOBODY = 65534
 EXIT_WALL_TIME = 124
 _DUMMY_FD = 1000  # descriptor numbers for dry renders (check); never opened
@@ -173,6 +173,11 @@ class BwrapBackend:
         # bwrap runs as the plan's host uid; unless that is root or bwrap is setuid, it
         # has no privilege but what a user namespace gives it.
         spawn_uid = next((m.host_uid for m in plan.find(p.MapIds)), facts.host.uid)
+        if facts.bwrap.setuid and facts.no_new_privs and spawn_uid != 0 and \
+                not facts.userns.allowed:
+            return ("no_new_privs is set on this process, so setuid bwrap cannot gain root, "
+                    f"and user namespaces are unavailable ({facts.userns.blocker})",
+                    facts.userns.fix)
         if not facts.bwrap.setuid and spawn_uid != 0 and not facts.userns.allowed:
             return (f"bwrap is not setuid and user namespaces are disabled "
                     f"({facts.userns.blocker})", facts.userns.fix)
@@ -221,6 +226,9 @@ class FirejailBackend:
             return "firejail is not installed", "apt-get install firejail"
         if not tool.setuid and not facts.host.root:
             return "firejail is not setuid root", f"chmod u+s {tool.path}"
+        if facts.no_new_privs and not facts.host.root:
+            return ("no_new_privs is set on this process, so setuid firejail cannot gain "
+                    "root", "run isorun where no_new_privs is not set")
         missing = _identity_missing(plan, facts, "firejail")
         if missing[0]:
             return missing
@@ -269,8 +277,51 @@ class FirejailBackend:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+class LandlockBackend:
+    """The native shim without a user namespace: Landlock, seccomp and process hygiene
+    where namespaces are forbidden (sandbox/landlock_mode.py says what it loses)."""
+
+    name = "landlock"
+
+    def capabilities(self) -> frozenset[str]:
+        return _capabilities(self.check)
+
+    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
+        if facts.native_missing:
+            return facts.native_missing, "rebuild it: pip install --no-deps -e . (make shim)"
+        if facts.host.landlock < 1:
+            return ("this kernel has no Landlock",
+                    "boot Linux 5.13+ with landlock in lsm= (6.12+ for scoping)")
+        if not plan.find(p.Landlock):
+            return ("the profile turns Landlock off (landlock.enabled = false, or "
+                    "no_new_privs off)", "remove landlock.enabled = false")
+        return "", ""
+
+    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
+        from isorun.sandbox.landlock_mode import lost_rules
+
+        return lost_rules(plan, None if facts is None else facts.host.landlock)
+
+    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              stdin: Any = None, stdout: Any = None, stderr: Any = None,
+              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
+        from isorun.host.facts import probe
+        from isorun.sandbox import process
+        from isorun.sandbox.landlock_mode import build_mode_spec
+
+        abi = (facts.host if facts is not None else probe()).landlock
+        lost = self.check(plan, facts)
+        if lost and not allow_weaker:
+            raise Unsupported(self.name, lost)
+        spec: Any = build_mode_spec(plan, argv, os.environ if env is None else env, abi)
+        wall = plan.find(p.WallTime)
+        proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
+                             wall_time=wall[0].seconds if wall else None)
+        return SandboxRun(proc, self.name, tuple(lost), None)
+
+
 BACKENDS: dict[str, Backend] = {"native": NativeBackend(), "bwrap": BwrapBackend(),
-                                "firejail": FirejailBackend()}
+                                "firejail": FirejailBackend(), "landlock": LandlockBackend()}
 
 
 def _userns(facts: BackendFacts | None) -> bool:
