@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,10 +129,33 @@ def test_doctor_with_userns_off_and_plain_bwrap_falls_to_firejail_for_hostview(
 
 def test_doctor_fails_with_a_fix_when_nothing_can_run(tmp_path: Path) -> None:
     root = tree(tmp_path, {"proc/sys/user/max_user_namespaces": "0\n"})
-    facts = BackendFacts(host=USER, userns=probe.read_userns(root, uid=1000))
+    facts = BackendFacts(host=replace(USER, landlock=0),
+                         userns=probe.read_userns(root, uid=1000))
     (check,) = doctor.check_backend(facts, "strict")
     assert check.status == doctor.FAIL
     assert check.remedy == "sysctl -w user.max_user_namespaces=15000"
+
+
+def test_doctor_names_landlock_mode_and_its_losses_without_user_namespaces(
+        tmp_path: Path) -> None:
+    root = tree(tmp_path, {"proc/sys/user/max_user_namespaces": "0\n"})
+    facts = BackendFacts(host=USER, userns=probe.read_userns(root, uid=1000))
+    (check,) = doctor.check_backend(facts, "strict")
+    assert check.status == doctor.FAIL
+    assert "backend landlock: would not enforce" in check.detail
+    for rule in ("pid namespace", "net namespace", "hostname", "new root", "tmpfs /tmp"):
+        assert rule in check.detail
+    assert check.remedy.startswith("sysctl -w user.max_user_namespaces=15000; or pass "
+                                   "--allow-weaker to run in landlock mode")
+
+
+def test_doctor_json_names_the_landlock_abi_and_what_each_level_adds() -> None:
+    (check,) = doctor.check_landlock(4)
+    (data,) = doctor.to_json([check])
+    assert data["data"]["abi"] == 4
+    assert set(data["data"]["levels"]) == {str(n) for n in range(1, 8)}
+    assert [m.split(":")[0] for m in data["data"]["missing"]] == ["ABI 5", "ABI 6", "ABI 7"]
+    assert check.status == doctor.WARN
 
 
 def test_doctor_command_json(monkeypatch: pytest.MonkeyPatch) -> None:
