@@ -114,6 +114,13 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
     else:
         warnings.append(f"no_new_privs is off ({profile.security.loc.short()}): setuid "
                         "programs run with their privileges")
+    if profile.network.mode == "host":
+        # Issue 13: say what the host network exposes; Landlock scoping (below) covers
+        # abstract unix sockets, tcp_connect the TCP ports, nothing else covers loopback.
+        warnings.append(f"network = host ({at('network.mode', profile.network.loc).short()}):"
+                        " the sandbox can connect to every service listening on the host's "
+                        "loopback" + ("" if profile.network.tcp_connect is not None else
+                                      " (network.tcp_connect limits the ports)"))
     if profile.landlock.enabled and profile.security.no_new_privs:
         from isorun.compile import landlock
 
