@@ -51,7 +51,8 @@ def network_none(plan: p.Plan) -> bool:
 
 def lost_rules(plan: p.Plan, abi: int | None = None) -> list[Lost]:
     """The rules of ``plan`` this mode does not enforce. ``abi``: the host's Landlock ABI
-    (None: assume the newest, for the capability matrix)."""
+    (None: assume the newest, for the capability matrix). Rules are named as the other
+    backends name them (a step's describe()), so a refusal lists who keeps each."""
     lost: list[Lost] = []
 
     def lose(step: p.Step, rule: str, why: str) -> None:
@@ -65,24 +66,24 @@ def lost_rules(plan: p.Plan, abi: int | None = None) -> list[Lost]:
                         lose(step, f"{name} namespace", _NAMESPACE_LOSS[name])
             case p.MapIds():
                 if (step.uid, step.gid) != (step.host_uid, step.host_gid):
-                    lose(step, f"uid {step.uid} inside", "without a user namespace the "
+                    lose(step, step.describe(), "without a user namespace the "
                          f"command runs as host uid {step.host_uid}, gid {step.host_gid}")
             case p.Cgroup():
-                lose(step, "cgroup limits", "the landlock backend puts the sandbox in no "
+                lose(step, step.describe(), "the landlock backend puts the sandbox in no "
                      "cgroup of its own")
             case p.NewRoot():
-                lose(step, "new root", "the host's tree stays the root: Landlock refuses "
+                lose(step, step.describe(), "the host's tree stays the root: Landlock refuses "
                      "opening anything outside the grants, but names and metadata (stat) "
                      "of host files stay visible")
             case p.MountStep():
                 why = _mount_loss(step)
                 if why:
-                    lose(step, f"{step.type} {step.dst}", why)
+                    lose(step, step.describe(), why)
             case p.Hostname():
-                lose(step, "hostname", "no UTS namespace to set it in")
+                lose(step, step.describe(), "no UTS namespace to set it in")
             case p.DropCaps():
                 if step.keep:
-                    lose(step, "capabilities.keep", "a kept capability would be a host "
+                    lose(step, step.describe(), "a kept capability would be a host "
                          "capability without a user namespace; all are dropped instead")
             case p.Landlock():
                 have = landlock.KNOWN_ABI if abi is None else abi
