@@ -115,7 +115,7 @@ def test_landlock_mode_grants_host_paths_and_refuses_sockets_under_network_none(
     plan = mode_plan(plan_for(), 7)
     got = rules(plan)
     assert "/tmp" not in got and "/" not in got  # no private tmpfs, no new root
-    assert got["/dev/null"] == ("write_file", "read_file")
+    assert got["/dev/null"] == ("write_file", "read_file", "truncate", "ioctl_dev")
     (step,) = plan.find(p.Landlock)
     assert step.handled_net == ("bind_tcp", "connect_tcp")
     (seccomp,) = plan.find(p.LoadSeccomp)

@@ -137,8 +137,9 @@ def landlock_step(plan: p.Plan, abi: int) -> p.Landlock | None:
         if step.type == "proc":
             rules.append(p.LandlockRule(("read_file", "read_dir"), path=step.dst, abi=1))
         elif step.type == "dev":
-            rules += [p.LandlockRule(("write_file", "read_file"), path=dev, optional=True)
-                      for dev in DEV_FILES]
+            # truncate: a shell's "> /dev/null" opens with O_TRUNC; ioctl_dev: ttys
+            rules += [p.LandlockRule(("write_file", "read_file", "truncate", "ioctl_dev"),
+                                     path=dev, optional=True, abi=5) for dev in DEV_FILES]
     net = found[0].handled_net
     ports = [r for r in found[0].rules if r.port]
     if network_none(plan):
