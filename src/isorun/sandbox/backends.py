@@ -306,8 +306,9 @@ class LandlockBackend:
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
         from isorun.host.facts import probe
-        from isorun.sandbox import process
+        from isorun.sandbox import flat, launched, process
         from isorun.sandbox.landlock_mode import build_mode_spec
+        from isorun.sandbox.spec import spec_record
 
         abi = (facts.host if facts is not None else probe()).landlock
         lost = self.check(plan, facts)
@@ -315,8 +316,18 @@ class LandlockBackend:
             raise Unsupported(self.name, lost)
         spec: Any = build_mode_spec(plan, argv, os.environ if env is None else env, abi)
         wall = plan.find(p.WallTime)
-        proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
-                             wall_time=wall[0].seconds if wall else None)
+        launcher = None if wall else launched.launcher_path()
+        proc: Any
+        if launcher is not None:
+            # As the native backend's API launches: isorun-launch clones and execs, no
+            # Python between (the record is the same flat one, with no namespace).
+            record = spec_record(spec)
+            del record["argv"]
+            proc = launched.spawn_launched(launcher, record, flat.encode(record), spec.argv,
+                                           stdin=stdin, stdout=stdout, stderr=stderr)
+        else:
+            proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
+                                 wall_time=wall[0].seconds if wall else None)
         return SandboxRun(proc, self.name, tuple(lost), None)
 
 
