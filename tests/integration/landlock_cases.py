@@ -266,10 +266,57 @@ def nested_sandbox_falls_back_to_landlock() -> None:
                      "signal": "EPERM"}, out
 
 
+MARKED = """
+import errno, os, socket
+import pytest
+
+@pytest.mark.isorun
+def test_confined(tmp_path):
+    (tmp_path / "ok").write_text("fine")  # the test's own writable path is granted
+    with pytest.raises(PermissionError):  # the outer sandbox's /tmp is writable, not ours
+        open("/tmp/planted", "w")
+    with pytest.raises(OSError) as info:
+        socket.socket(socket.AF_INET)
+    assert info.value.errno == errno.EAFNOSUPPORT
+    with pytest.raises(PermissionError):  # the outer sandbox's pid 1, outside our domain
+        os.kill(1, 0)
+"""
+
+
+def marker_runs_in_landlock_mode_without_user_namespaces() -> None:
+    """@pytest.mark.isorun where no user namespace can be made (pytest inside an isorun
+    sandbox): refused naming the rules, and with --isorun-allow-weaker confined by
+    Landlock and seccomp instead."""
+    import isorun
+
+    with project() as where:
+        (where / "test_marked.py").write_text(MARKED)
+        repo = Path(isorun.__file__).resolve().parents[2]
+        outer = profile(where, f'extends = ["test"]\n[[mounts]]\ntype = "ro-bind"\n'
+                               f'dst = "{repo}"\n')
+        # The system's Python with this isorun and its venv on PYTHONPATH (which the
+        # test profile keeps): the venv's interpreter may live under a 0700 /root.
+        import sysconfig
+
+        env = {**os.environ, "PYTHONPATH": f"{repo / 'src'}:{sysconfig.get_paths()['purelib']}"}
+        argv = ["/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                "test_marked.py"]
+        refused = api.run(argv, profile=outer, capture_output=True, text=True, timeout=240,
+                          env=env)
+        out = str(refused.stdout)
+        assert refused.returncode == 1, (out, refused.stderr)
+        assert "backend 'landlock' cannot enforce" in out and "pid namespace" in out, out
+        allowed = api.run([*argv, "--isorun-allow-weaker"], profile=outer,
+                          capture_output=True, text=True, timeout=240, env=env)
+        assert allowed.returncode == 0, (allowed.stdout, allowed.stderr)
+        assert "1 passed" in str(allowed.stdout)
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         tamper_ro_bind_is_still_refused, web_cannot_reach_host_abstract_socket,
-        landlock_backend_escapes_are_blocked, nested_sandbox_falls_back_to_landlock)
+        landlock_backend_escapes_are_blocked, nested_sandbox_falls_back_to_landlock,
+        marker_runs_in_landlock_mode_without_user_namespaces)
 }  # fmt: skip
 
 if __name__ == "__main__":

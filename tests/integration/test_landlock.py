@@ -25,3 +25,8 @@ def test_landlock_backend_blocks_each_escape_it_claims(run_landlock_case: Runner
 def test_nested_isorun_refuses_under_auto_and_runs_weaker_in_landlock_mode(
         run_landlock_case: Runner) -> None:
     run_landlock_case("nested_sandbox_falls_back_to_landlock")
+
+
+def test_marker_without_user_namespaces_refuses_or_runs_in_landlock_mode(
+        run_landlock_case: Runner) -> None:
+    run_landlock_case("marker_runs_in_landlock_mode_without_user_namespaces")

@@ -26,6 +26,7 @@ from isorun.compile import landlock
 from isorun.compile import plan as p
 from isorun.errors import Lost
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule
+from isorun.sandbox.spec import ShimSpec
 
 #: what a ``dev`` mount becomes: the host's harmless character devices, one rule each
 DEV_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
@@ -181,7 +182,7 @@ def mode_plan(plan: p.Plan, abi: int) -> p.Plan:
 
 
 def build_mode_spec(plan: p.Plan, argv: Sequence[str], caller_env: Mapping[str, str],
-                    abi: int) -> object:
+                    abi: int) -> ShimSpec:
     """The ShimSpec of ``plan`` in this mode: the native spec with no namespace, no id
     map, no root and no mounts; the command keeps the host identity the plan maps to."""
     from isorun.api import cached_program
