@@ -49,7 +49,9 @@ def check_userns(facts: BackendFacts, root: Path, clone: tuple[bool, str] | None
             # seccomp profile, or an LSM (the sysctls above were read already).
             import errno as errno_mod
 
-            why = probe.userns_refusal(root, getattr(errno_mod, err, 0))
+            step, _, name = err.rpartition(": ")
+            why = probe.userns_refusal(root, getattr(errno_mod, name, 0),
+                                       step or "unshare(CLONE_NEWUSER)")
             out.append(Check("clone(CLONE_NEWUSER)", FAIL,
                              f"a forked child could not create a user namespace: "
                              f"{why.blocker}", why.fix))

@@ -21,7 +21,10 @@ class HostFacts:
     arch: str
     #: kernel release from uname
     kernel: str
-    #: /proc/sys/user/max_user_namespaces > 0 (and not restricted by sysctl/AppArmor)
+    #: this caller can make a user namespace: /proc/sys/user/max_user_namespaces > 0 (and
+    #: not restricted by sysctl/AppArmor), and, where a seccomp filter or no_new_privs
+    #: already confines it (root included), a forked child really made one and took a
+    #: sandbox's first steps in it
     userns: bool = True
     #: the kernel's Landlock ABI version, 0 when it has none (landlock(7)); the default is
     #: the newest isorun knows, for facts a test writes by hand
@@ -43,9 +46,12 @@ def probe() -> HostFacts:
 
 
 def _userns_sysctls() -> bool:
-    # (file, the smallest value that allows unprivileged user namespaces)
-    for path, minimum in (("/proc/sys/user/max_user_namespaces", 1),
-                          ("/proc/sys/kernel/unprivileged_userns_clone", 1)):
+    # (file, the smallest value that allows user namespaces); the second one restricts
+    # unprivileged callers only
+    checks = [("/proc/sys/user/max_user_namespaces", 1)]
+    if os.getuid() != 0:
+        checks.append(("/proc/sys/kernel/unprivileged_userns_clone", 1))
+    for path, minimum in checks:
         try:
             with open(path) as f:
                 if int(f.read().strip()) < minimum:
@@ -62,7 +68,7 @@ def _userns_enabled() -> bool:
     the whole story and no fork is paid."""
     if not _userns_sysctls():
         return False
-    return not confined() or userns_clone_errno() == 0
+    return not confined() or userns_probe() == ("", 0)
 
 
 def confined() -> bool:
@@ -75,17 +81,35 @@ def confined() -> bool:
     return "\nSeccomp:\t2" in status or "\nNoNewPrivs:\t1" in status
 
 
-def userns_clone_errno() -> int:
-    """0 when a forked child can unshare(CLONE_NEWUSER), else its errno."""
+#: what userns_probe tries in its child, in order (exit status = index * 50 + errno)
+PROBE_STEPS = ("unshare(CLONE_NEWUSER)", "sethostname", "mount(MS_PRIVATE)")
+
+
+def userns_probe() -> tuple[str, int]:
+    """("", 0) when a forked child can make a user namespace and, in it, take the first
+    steps a sandbox needs (a UTS and a mount namespace, sethostname, a private mount
+    tree); else (the step that failed, its errno). A container engine's seccomp profile
+    may allow the namespace and refuse sethostname in it (podman's default does)."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child only reports through its exit status
-        rc = libc.unshare(0x10000000)
-        os._exit(0 if rc == 0 else min(ctypes.get_errno(), 255) or 255)
+        # CLONE_NEWUSER | CLONE_NEWUTS | CLONE_NEWNS, then MS_REC | MS_PRIVATE on /
+        index = 0
+        rc = int(libc.unshare(0x10000000 | 0x04000000 | 0x00020000))
+        if rc == 0:
+            index, rc = 1, int(libc.sethostname(b"isorun", 6))
+        if rc == 0:
+            index, rc = 2, int(libc.mount(None, b"/", None, 0x4000 | 0x40000, None))
+        os._exit(0 if rc == 0 else index * 50 + (min(ctypes.get_errno(), 49) or 49))
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return "", 0
+    if not 0 < code < 50 * len(PROBE_STEPS):
+        return PROBE_STEPS[0], 0
+    return PROBE_STEPS[code // 50], code % 50
 
 
 def _landlock_abi() -> int:

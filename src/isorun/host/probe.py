@@ -8,7 +8,6 @@ tests feed them recorded ``/proc`` trees.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import re
@@ -91,17 +90,16 @@ def read_userns(root: Path = Path("/"), uid: int | None = None) -> UsernsState:
 
 
 def try_userns_clone() -> tuple[bool, str]:
-    """Create a user namespace in a forked child: the sysctls can say yes while a
-    container's seccomp profile (docker's default denies clone with CLONE_NEWUSER) or an
-    LSM says no. Returns (worked, errno name)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child only reports through its exit status
-        rc = libc.unshare(CLONE_NEWUSER)
-        os._exit(0 if rc == 0 else min(ctypes.get_errno(), 255) or 255)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return code == 0, "" if code == 0 else errno.errorcode.get(code, str(code))
+    """Create a user namespace in a forked child and take a sandbox's first steps in it
+    (host.facts.userns_probe): the sysctls can say yes while a container's seccomp
+    profile or an LSM says no. Returns (worked, "errno name" or "step: errno name")."""
+    from isorun.host.facts import PROBE_STEPS, userns_probe
+
+    step, err = userns_probe()
+    if not step:
+        return True, ""
+    name = errno.errorcode.get(err, str(err))
+    return False, name if step == PROBE_STEPS[0] else f"{step}: {name}"
 
 
 def find_tool(name: str, root: Path = Path("/")) -> Tool | None:
@@ -142,13 +140,22 @@ def native_missing() -> str:
     return ""
 
 
-def userns_refusal(root: Path = Path("/"), err: int = 0) -> UsernsState:
-    """Why a forked child cannot create a user namespace though the sysctls allow it,
-    from kernel facts of this process (never from environment variables)."""
+def userns_refusal(root: Path = Path("/"), err: int = 0,
+                   step: str = "unshare(CLONE_NEWUSER)") -> UsernsState:
+    """Why a forked child cannot create a user namespace though the sysctls allow it, or
+    cannot take ``step`` in it, from kernel facts of this process (never from
+    environment variables)."""
     status = _read(root / "proc/self/status") or ""
     uid_map = " ".join((_read(root / "proc/self/uid_map") or "").split())
     name = errno.errorcode.get(err, str(err)) if err else "an error"
     filtered = "\nSeccomp:\t2" in status
+    if step != "unshare(CLONE_NEWUSER)":
+        return UsernsState(False, f"a user namespace can be made, but {step} in it fails "
+                           f"with {name}" + (": the seccomp filter on this process (a "
+                                             "container engine's default profile) refuses "
+                                             "it" if filtered else ""),
+                           "run the container with a seccomp profile that allows it "
+                           "(--security-opt seccomp=...), or use --backend landlock")
     nested = filtered and uid_map not in ("", "0 0 4294967295")
     if nested:
         return UsernsState(False, f"this process runs inside a sandbox (a user namespace "
@@ -173,9 +180,10 @@ def probe_backends(host: HostFacts | None = None) -> BackendFacts:
     host = probe_facts() if host is None else host
     userns = read_userns(uid=host.uid)
     if userns.allowed and not host.userns:
-        from isorun.host.facts import userns_clone_errno
+        from isorun.host.facts import userns_probe
 
-        userns = userns_refusal(err=userns_clone_errno())
+        step, err = userns_probe()
+        userns = userns_refusal(err=err, step=step or "unshare(CLONE_NEWUSER)")
     nnp = "\nNoNewPrivs:\t1" in (_read(Path("/proc/self/status")) or "")
     return BackendFacts(host=host, userns=userns, no_new_privs=nnp,
                         native_missing=native_missing(), bwrap=find_tool("bwrap"),
