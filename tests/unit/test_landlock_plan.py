@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from isorun import api
 from isorun.compile import landlock
 from isorun.compile import plan as p
-from isorun.errors import InternalError
+from isorun.errors import InternalError, ProfileError
 from isorun.host.facts import HostFacts
 from isorun.sandbox import native
 from isorun.sandbox.landlock_mode import lost_rules, mode_plan
@@ -121,3 +122,12 @@ def test_landlock_mode_grants_host_paths_and_refuses_sockets_under_network_none(
     (seccomp,) = plan.find(p.LoadSeccomp)
     (rule, *_) = seccomp.policy.rules
     assert rule.syscalls == ("socket",) and rule.args[0].op == "ne"
+
+
+def test_tcp_ports_outside_the_range_are_refused_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('extends = ["web"]\n[network]\ntcp_connect = [443, 70000]\n')
+    with pytest.raises(ProfileError) as info:
+        api.load_profile(str(path))
+    assert "p.toml:3" in info.value.render()
+    assert "network.tcp_connect: 70000 is not a TCP port" in info.value.render()
