@@ -6,6 +6,7 @@ inject recorded ones, and so the compiled-plan cache can key on them.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -112,6 +113,7 @@ def userns_probe() -> tuple[str, int]:
     return PROBE_STEPS[code // 50], code % 50
 
 
+@functools.cache  # the running kernel's, for the life of the process
 def _landlock_abi() -> int:
     """landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) (landlock(7)):
     the ABI version, or an error (0 here) where the kernel has no Landlock."""
