@@ -190,7 +190,7 @@ def _choose_backend(plan: Plan, requested: str, allow_weaker: bool,
     from isorun.host.facts import probe
 
     facts = probe()
-    if requested in ("auto", "native") and (facts.userns or facts.root) and _shim_built():
+    if requested in ("auto", "native") and facts.userns and _shim_built():
         if log is not None:
             log(f"isorun: backend native: enforces every rule of {plan.profile}")
         return "native", ()

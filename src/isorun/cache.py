@@ -50,8 +50,10 @@ VARIABLE_NAMES = frozenset(
     {"HOME", "CWD", "TMPDIR", "UID", "GID", "USER", "PYTHON_PREFIX", "PYTHON_BASE_PREFIX",
      "SSH_AUTH_SOCK"}
 )
-#: the HostFacts fields :func:`facts_key` covers
-FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns"})
+#: the HostFacts fields :func:`facts_key` covers. ``landlock`` through the kernel's
+#: release and version: the kernel build decides its Landlock ABI (short of a changed
+#: lsm= boot list, which the shim catches: it refuses a plan above the running ABI)
+FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns", "landlock"})
 _USERNS_SYSCTLS = (  # shim/launch_index.c has this list too, in this order
     "/proc/sys/user/max_user_namespaces",
     "/proc/sys/kernel/unprivileged_userns_clone",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from dataclasses import replace
 
 import pytest
 
@@ -48,8 +49,9 @@ def test_every_step_aspect_is_enforced_by_some_backend() -> None:
     # and by a wrapper too, except what only the native shim can do
     wrappers = matrix["bwrap"] | matrix["firejail"]
     # (an overlay: bwrap's --tmp-overlay has no size for the changes, firejail none at all)
-    assert {aspect for aspect, _ in SAMPLES} - wrappers == {"Cgroup", "Clone:time",
-                                                             "MountStep:overlay"}
+    assert {aspect for aspect, _ in SAMPLES} - wrappers == {
+        "Cgroup", "Clone:time", "MountStep:overlay", "Landlock:tcp",
+        "Landlock:scope abstract_unix_socket", "Landlock:scope signal"}  # fmt: skip
 
 
 @pytest.mark.parametrize(("aspect", "step"), SAMPLES, ids=[a for a, _ in SAMPLES])
@@ -163,9 +165,22 @@ def test_userns_off_falls_back_to_setuid_bwrap_and_says_why() -> None:
 
 
 def test_userns_off_without_setuid_wrappers_is_a_host_error() -> None:
+    no_landlock = replace(USER, landlock=0)
     with pytest.raises(HostError) as info:
-        select(plan_of(), "auto", facts(userns=USERNS_OFF, firejail=None), False)
+        select(plan_of(), "auto", facts(host=no_landlock, userns=USERNS_OFF, firejail=None),
+               False)
     assert info.value.fix == "sysctl -w user.max_user_namespaces=15000"
+
+
+def test_userns_off_falls_to_landlock_mode_and_names_each_rule_it_loses() -> None:
+    with pytest.raises(Unsupported) as info:
+        select(plan_of(), "auto", facts(userns=USERNS_OFF, firejail=None), False)
+    assert info.value.backend == "landlock"
+    rules = [item.rule for item in info.value.lost]
+    assert {"pid namespace", "net namespace", "ipc namespace", "uts namespace"} <= set(rules)
+    assert any(rule.startswith("new root: empty tmpfs") for rule in rules), rules
+    backend, lost = select(plan_of(), "auto", facts(userns=USERNS_OFF, firejail=None), True)
+    assert backend.name == "landlock" and [i.rule for i in lost] == rules
 
 
 def test_userns_off_keeps_only_identity_maps() -> None:
@@ -190,7 +205,7 @@ def test_firejail_refuses_nobody() -> None:
 
 
 def test_order_is_strongest_first() -> None:
-    assert ORDER == ("native", "bwrap", "firejail")
+    assert ORDER == ("native", "bwrap", "firejail", "landlock")
     assert set(BACKENDS) == set(ORDER)
 
 

@@ -171,6 +171,11 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                     args += ["--cap-add", cap]
             case p.NoNewPrivs():
                 pass  # bwrap always sets PR_SET_NO_NEW_PRIVS before running the command
+            case p.Landlock():
+                from isorun.compile.landlock import wrapper_losses
+
+                for rule, why in wrapper_losses(plan, step):
+                    lose(step, rule, why)
             case p.LoadSeccomp():
                 if seccomp_fd is None:
                     raise InternalError("bwrap: the plan loads seccomp but no descriptor "

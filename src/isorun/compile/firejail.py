@@ -136,6 +136,11 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
             case p.NoNewPrivs():
                 args.append("--nonewprivs")
                 stage.append("--no-new-privs")
+            case p.Landlock():
+                from isorun.compile.landlock import wrapper_losses
+
+                for rule, why in wrapper_losses(plan, step):
+                    lose(step, rule, why)
             case p.LoadSeccomp():
                 if seccomp_fd is None:
                     raise InternalError("firejail: the plan loads seccomp but no "

@@ -306,6 +306,63 @@ class NoNewPrivs:
 
 
 @dataclass(frozen=True, slots=True)
+class LandlockRule:
+    """One rule of a :class:`Landlock` step: the rights granted beneath ``path`` (a file
+    rule), or on TCP ``port``."""
+
+    access: tuple[str, ...]
+    path: str = ""
+    port: int = 0
+    #: a path that does not exist is skipped (its mount was optional)
+    optional: bool = False
+    #: the Landlock ABI these rights need
+    abi: int = 1
+
+    def describe(self) -> str:
+        what = f"tcp port {self.port}" if self.port else self.path
+        rights = ", ".join(self.access) or "nothing (rights this kernel lacks)"
+        extra = ", optional" if self.optional else ""
+        return f"{what}: {rights} (ABI {self.abi}{extra})"
+
+
+@dataclass(frozen=True, slots=True)
+class Landlock:
+    """landlock_restrict_self(2): from here on the sandbox may only use ``handled_fs``
+    rights where a rule grants them, TCP ``handled_net`` only on the ports of its rules,
+    and nothing across ``scopes`` (compile/landlock.py builds it from the mounts)."""
+
+    handled_fs: tuple[str, ...]
+    handled_net: tuple[str, ...]
+    scopes: tuple[str, ...]
+    rules: tuple[LandlockRule, ...]
+    #: the Landlock ABI the step is applied at (0: none on this kernel, nothing applied)
+    abi: int
+    #: what the host's ABI cannot enforce, one line per loss
+    lost: tuple[str, ...] = ()
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    # After no_new_privs: without it (or CAP_SYS_ADMIN, dropped) the kernel refuses
+    # landlock_restrict_self; after every mount, whose destinations the rules open.
+    phase = Phase.CHILD_DROP
+
+    def describe(self) -> str:
+        if not self.abi:
+            return "landlock: not applied (this kernel has no Landlock)"
+        parts = [f"landlock ABI {self.abi}"]
+        parts.append("files: only the rules below" if self.handled_fs else
+                     "files: not restricted (the root is the host's or a writable rootfs)")
+        if self.handled_net:
+            parts.append(f"tcp: only the ports below for {', '.join(self.handled_net)}")
+        if self.scopes:
+            parts.append(f"scoped: {', '.join(self.scopes)}")
+        return "; ".join(parts)
+
+    def details(self) -> list[str]:
+        """One line per rule, then per loss (explain prints them under the step)."""
+        return ([f"rule {r.describe()}" for r in self.rules]
+                + [f"LOST on this kernel: {line}" for line in self.lost])
+
+
+@dataclass(frozen=True, slots=True)
 class LoadSeccomp:
     """Load the seccomp filter compiled from ``policy``."""
 
@@ -340,7 +397,7 @@ class Exec:
 
 Step = (Clone | MapIds | Cgroup | WallTime | NewRoot | MountStep | ReadOnlyRoot | PivotRoot
         | Hostname | Loopback | Rlimit | Chdir | NewSession | DieWithParent | CloseFds
-        | Environment | DropCaps | NoNewPrivs | LoadSeccomp | Exec)
+        | Environment | DropCaps | NoNewPrivs | Landlock | LoadSeccomp | Exec)
 
 #: steps that need privilege inside the namespaces, so must come before DropCaps
 _PRIVILEGED = (NewRoot, MountStep, ReadOnlyRoot, PivotRoot, Hostname, Loopback, Rlimit)
@@ -378,6 +435,8 @@ class Plan:
                 lines.append(f"{phase.name.lower().replace('_', ' ')}:")
             where = step.loc.short()
             lines.append(f"  {index:2d}. {step.describe():<60} {where}")
+            if isinstance(step, Landlock):
+                lines.extend(f"        {line}" for line in step.details())
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
         return "\n".join(lines)
@@ -425,6 +484,14 @@ def check_invariants(steps: tuple[Step, ...]) -> None:
     if ReadOnlyRoot in kinds and MountStep in kinds[kinds.index(ReadOnlyRoot):]:
         # Every mount point lives in the root: a mount after the remount would fail.
         raise InternalError("a mount comes after the read-only remount of the root")
+    if Landlock in kinds:
+        at = kinds.index(Landlock)
+        # The rules open the mounts' destinations: the view must be complete first.
+        if any(issubclass(k, (MountStep, PivotRoot, NewRoot)) for k in kinds[at:]):
+            raise InternalError("Landlock must come after every mount")
+        # landlock_restrict_self needs no_new_privs once the capabilities are dropped.
+        if NoNewPrivs not in kinds or kinds.index(NoNewPrivs) > at:
+            raise InternalError("NoNewPrivs must come before Landlock")
     if DropCaps in kinds:
         drop = kinds.index(DropCaps)
         if any(issubclass(k, _PRIVILEGED) for k in kinds[drop:]):

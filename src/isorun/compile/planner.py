@@ -155,6 +155,32 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
     else:
         warnings.append(f"no_new_privs is off ({profile.security.loc.short()}): setuid "
                         "programs run with their privileges")
+    if profile.network.mode == "host":
+        # Issue 13: say what the host network exposes; Landlock scoping (below) covers
+        # abstract unix sockets, tcp_connect the TCP ports, nothing else covers loopback.
+        warnings.append(f"network = host ({at('network.mode', profile.network.loc).short()}):"
+                        " the sandbox can connect to every service listening on the host's "
+                        "loopback" + ("" if profile.network.tcp_connect is not None else
+                                      " (network.tcp_connect limits the ports)"))
+    if profile.landlock.enabled and profile.security.no_new_privs:
+        from isorun.compile import landlock
+
+        root = "host" if fs.root == "host" else "tmpfs" if fs.root == "tmpfs" else "rootfs"
+        network = profile.network
+        full = landlock.build_landlock(steps, root=root, tcp_connect=network.tcp_connect,
+                                       tcp_bind=network.tcp_bind,
+                                       loc=at("landlock.enabled", profile.loc),
+                                       root_writable=not fs.root_read_only)
+        # After no_new_privs (landlock_restrict_self needs it once the caps are gone),
+        # before seccomp (the filter need not allow the landlock syscalls).
+        step = landlock.degrade(full, facts.landlock)
+        steps.append(step)
+        warnings.extend(f"landlock ({step.loc.short()}): {line}" for line in step.lost)
+    elif profile.landlock.enabled:
+        warnings.append(f"landlock is off ({profile.security.loc.short()}): it needs "
+                        "no_new_privs")
+    else:
+        warnings.append(f"landlock is off ({profile.landlock.loc.short()})")
     if profile.seccomp.enabled:
         _check_startable(profile.seccomp, profile.seccomp.loc if profile.seccomp.loc.line
                          else profile.loc, errors)

@@ -301,6 +301,11 @@ def validate(profile: schema.Profile, conv: _Converter) -> None:
                        f"did you mean '{near[0]}'?" if near else "see capabilities(7)")
     _check_choice(conv, ("network", "mode"), profile.network.mode, schema.NETWORK_MODES)
     _check_choice(conv, ("backend",), profile.backend, schema.BACKENDS)
+    for key in ("tcp_connect", "tcp_bind"):
+        for index, port in enumerate(getattr(profile.network, key) or ()):
+            if not 0 < port < 65536:
+                conv.error(("network", key, index), f"network.{key}: {port} is not a TCP port",
+                           "ports are 1 to 65535")
     root = profile.filesystem.root
     if root not in ("tmpfs", "host") and not _absolute(root):
         conv.error(("filesystem", "root"), f"filesystem.root must be tmpfs, host or an absolute "

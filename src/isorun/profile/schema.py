@@ -22,7 +22,7 @@ ACTIONS = ("allow", "errno", "kill_process", "kill_thread", "trap", "log")
 ARCH_NAMES = ("native", "x86_64", "x32", "i386", "aarch64")
 OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
 NETWORK_MODES = ("none", "host")
-BACKENDS = ("auto", "native", "bwrap", "firejail")
+BACKENDS = ("auto", "native", "bwrap", "firejail", "landlock")
 #: every capability name the kernel knows (capabilities(7)), index = capability number
 CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
@@ -310,6 +310,25 @@ class Network:
     mode: str = "none"
     """``none``: a new network namespace with only loopback (up); ``host``: the host's
     network (needs ``namespaces.net = false``, set automatically)."""
+    tcp_connect: tuple[int, ...] | None = None
+    """TCP ports the command may connect to (Landlock, Linux 6.7+); unset: any port. An
+    empty list allows no TCP connection at all."""
+    tcp_bind: tuple[int, ...] | None = None
+    """TCP ports the command may bind (Landlock, Linux 6.7+); unset: any port."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Landlock:
+    """``[landlock]``: the Landlock layer (landlock(7)), applied after the file view is
+    built and before seccomp. Its file rules restate the mounts (read-only binds: read and
+    execute; writable binds and tmpfs: read and write; nothing else), so a mistake in the
+    mount tree cannot reach beyond what the profile grants; abstract unix sockets and
+    signals of processes outside the sandbox are scoped away."""
+
+    enabled: bool = True
+    """Apply the layer where the kernel has Landlock; each rule an older kernel lacks is
+    named in ``explain``. Turning it off is named there too."""
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
 
 
@@ -359,7 +378,7 @@ class Profile:
     value in this profile replaces the base's instead of merging; needed to loosen a
     restriction a base sets."""
     backend: str = "auto"
-    """auto, native, bwrap or firejail."""
+    """auto, native, bwrap, firejail or landlock."""
     namespaces: Namespaces = Namespaces()
     identity: Identity = Identity()
     filesystem: Filesystem = Filesystem()
@@ -370,6 +389,7 @@ class Profile:
     seccomp: Seccomp = Seccomp()
     limits: Limits = Limits()
     network: Network = Network()
+    landlock: Landlock = Landlock()
     environment: Environment = Environment()
     process: Process = Process()
     #: the files read to build this profile, in order, for the cache key and ``explain``

@@ -29,7 +29,8 @@ SHIM_STEPS = {
     "pivot_root": p.PivotRoot, "hostname": p.Hostname, "loopback": p.Loopback,
     "rlimit": p.Rlimit, "cwd": p.Chdir, "setsid": p.NewSession,
     "die_with_parent": p.DieWithParent, "close_fds": p.CloseFds, "caps": p.DropCaps,
-    "securebits": p.DropCaps, "no_new_privs": p.NoNewPrivs, "seccomp": p.LoadSeccomp,
+    "securebits": p.DropCaps, "no_new_privs": p.NoNewPrivs, "landlock": p.Landlock,
+    "seccomp": p.LoadSeccomp,
     "exec": p.Exec,
 }
 RLIMIT_NUMBERS = {"cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "nproc": 6,
@@ -104,6 +105,23 @@ def _tmpfs_limits(size: int | None, inodes: int | None) -> str:
     return (f",size={size}" if size else "") + (f",nr_inodes={inodes}" if inodes else "")
 
 
+def landlock_fields(step: p.Landlock) -> dict[str, object]:
+    """The ShimSpec fields of a Landlock step: masks and rules, nothing to decide in C."""
+    from isorun.compile import landlock
+
+    fs, net, scoped = (landlock.mask(step.handled_fs, landlock.ACCESS_FS),
+                       landlock.mask(step.handled_net, landlock.ACCESS_NET),
+                       landlock.mask(step.scopes, landlock.SCOPES))
+    if not (step.abi and (fs or net or scoped)):
+        return {}  # the kernel refuses a ruleset that handles nothing (ENOMSG)
+    rules = tuple((os.fsencode(r.path), r.port, landlock.mask(r.access, landlock.ACCESS_NET
+                                                               if r.port else landlock.ACCESS_FS),
+                   r.optional) for r in step.rules)  # fmt: skip
+    return {"landlock_abi": step.abi,
+            "landlock_fs": fs, "landlock_net": net, "landlock_scoped": scoped,
+            "landlock_rules": rules}
+
+
 def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
                seccomp_bpf: bytes) -> ShimSpec:
     """Flatten ``plan`` into the shim's spec. ``seccomp_bpf`` is the compiled filter."""
@@ -163,6 +181,8 @@ def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
                 fields["caps_keep"] = tuple(CAPABILITIES.index(c) for c in step.keep)
             case p.NoNewPrivs():
                 fields["no_new_privs"] = True
+            case p.Landlock():
+                fields.update(landlock_fields(step))
             case p.LoadSeccomp():
                 fields["seccomp_bpf"] = seccomp_bpf
             case p.Exec():

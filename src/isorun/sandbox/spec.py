@@ -112,6 +112,14 @@ class ShimSpec:
     #: learn mode: a second program whose SECCOMP_RET_USER_NOTIF answers go to a listener
     #: the launcher takes over (see shim/notify.c); b"" for none
     notify_bpf: bytes = b""
+    #: Landlock (shim/landlock.c): the ABI the rules were planned for (0: no Landlock),
+    #: the handled file and TCP rights and the scopes as the kernel's bit masks, and the
+    #: rules as (path, port, access mask, optional): a path rule when path is not b""
+    landlock_abi: int = 0
+    landlock_fs: int = 0
+    landlock_net: int = 0
+    landlock_scoped: int = 0
+    landlock_rules: tuple[tuple[bytes, int, int, bool], ...] = ()
     #: run a pid-1 in the new pid namespace that reaps orphans and forwards signals
     init: bool = True
     #: cgroup directory (absolute host path) the child is moved into before it runs;

@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 5
+#define ISORUN_SHIM_ABI 6
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -49,6 +49,21 @@
 #define ISORUN_EXIT_NOTFOUND 127
 
 #define ISORUN_NAME_MAX 32
+
+/*
+ * ABI 5: Landlock (landlock.c). The rights the kernel accepts on a rule for a file that
+ * is not a directory (execute, write_file, read_file, truncate, ioctl_dev); equal to
+ * isorun.compile.landlock.FILE_RIGHTS, which a unit test checks.
+ */
+#define ISORUN_LANDLOCK_FILE_RIGHTS 0xC007
+
+/* One Landlock rule: rights beneath path (path[0] != 0), else on TCP port. */
+struct isorun_landlock_rule {
+    const char *path;
+    unsigned long long port;
+    unsigned long long access;
+    int optional;
+};
 
 struct isorun_mount {
     int kind;
@@ -120,6 +135,16 @@ struct isorun_spec {
     const unsigned char *notify_bpf;
     size_t notify_len;
     int notify_fd;
+    /*
+     * Landlock (ABI 5): applied after no_new_privs, before seccomp. landlock_abi is the
+     * ABI the rules were planned for (0: none); the masks are the kernel's bits.
+     */
+    int landlock_abi;
+    unsigned long long landlock_fs;
+    unsigned long long landlock_net;
+    unsigned long long landlock_scoped;
+    const struct isorun_landlock_rule *landlock_rules;
+    size_t n_landlock_rules;
 };
 
 /* ISORUN_SHIM_ABI as compiled into the module. */
