@@ -118,9 +118,9 @@ def build_landlock(steps: Iterable[p.Step], *, root: str, tcp_connect: tuple[int
             # left writable (filesystem.root_read_only = false) must take writes too, and a
             # rule's rights reach everything beneath it: then only the mounts' own flags
             # keep a read-only bind read-only.
-            access = (*READ, *WRITE) if root_writable else ("read_dir",)
-            rules["/"] = p.LandlockRule(tuple(n for n in ACCESS_FS if n in access), path="/",
-                                        abi=needs_abi(access, ACCESS_FS))
+            top: tuple[str, ...] = (*READ, *WRITE) if root_writable else ("read_dir",)
+            rules["/"] = p.LandlockRule(tuple(n for n in ACCESS_FS if n in top), path="/",
+                                        abi=needs_abi(top, ACCESS_FS))
         for step in steps:
             if not isinstance(step, p.MountStep):
                 continue
