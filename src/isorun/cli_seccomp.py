@@ -33,6 +33,25 @@ def _write(text: str | bytes, output: str | None) -> None:
 
 
 _output = click.option("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
+_arch = click.option(
+    "--arch",
+    type=click.Choice(["x86_64", "aarch64"]),
+    default=None,
+    help="Architecture the filter is for (default: this machine's).",
+)
+
+
+def _arch_or_native(arch: str | None) -> str:
+    import os
+
+    return arch or ("x86_64" if os.uname().machine == "x86_64" else os.uname().machine)
+
+
+def _warn(policy) -> None:  # type: ignore[no-untyped-def]  # policy: schema.Seccomp
+    from isorun.compile import docker
+
+    for line in docker.export_warnings(policy):
+        click.echo(f"isorun: warning: {line}", err=True)
 
 
 @click.group("export")
@@ -42,37 +61,46 @@ def export() -> None:
 
 @export.command("docker")
 @click.argument("profile")
+@_arch
 @_output
-def export_docker_cmd(profile: str, output: str | None) -> None:
+def export_docker_cmd(profile: str, arch: str | None, output: str | None) -> None:
     """moby's seccomp JSON (docker run --security-opt seccomp=FILE, podman too)."""
     from isorun.compile import docker
 
-    _write(docker.export_docker(_policy(profile)), output)
+    policy = _policy(profile)
+    _write(docker.export_docker(policy, arch=_arch_or_native(arch)), output)
+    _warn(policy)
 
 
 @export.command("oci")
 @click.argument("profile")
+@_arch
 @_output
-def export_oci_cmd(profile: str, output: str | None) -> None:
+def export_oci_cmd(profile: str, arch: str | None, output: str | None) -> None:
     """The OCI runtime-spec linux.seccomp object (config.json)."""
     from isorun.compile import docker
 
-    _write(docker.export_oci(_policy(profile)), output)
+    policy = _policy(profile)
+    _write(docker.export_oci(policy, arch=_arch_or_native(arch)), output)
+    _warn(policy)
 
 
 @export.command("k8s")
 @click.argument("profile")
 @click.option("--name", default="", help="metadata.name (default: the profile's name).")
-@click.option("--namespace", default="default", show_default=True)
+@_arch
 @_output
-def export_k8s_cmd(profile: str, name: str, namespace: str, output: str | None) -> None:
-    """A security-profiles-operator SeccompProfile plus the pod snippet using it."""
+def export_k8s_cmd(profile: str, name: str, arch: str | None, output: str | None) -> None:
+    """A security-profiles-operator SeccompProfile (cluster-scoped, API v1) plus the pod
+    snippet using it (localhostProfile: operator/NAME.json)."""
     from isorun import api
     from isorun.compile import docker
 
     loaded = api.load_profile(profile)
-    text = docker.export_k8s(loaded.seccomp, name=name or loaded.name, namespace=namespace)
+    policy = loaded.seccomp
+    text = docker.export_k8s(policy, name=name or loaded.name, arch=_arch_or_native(arch))
     _write(text, output)
+    _warn(policy)
 
 
 @export.command("bpf")

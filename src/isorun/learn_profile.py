@@ -13,6 +13,7 @@ import os
 import shlex
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from isorun.compile import argspace, syscalls
 from isorun.compile.plan import MountStep, Plan
@@ -187,41 +188,54 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
     return "\n".join(lines) + "\n", learned
 
 
-#: What a container engine's runtime itself calls between loading the filter and the
-#: command's execve; the filter applies to it too, so a Docker export must allow these or
-#: the container never starts (runc then fails with "cannot start a container that has
-#: stopped"). Measured on podman 4.3.1 + runc 1.1.5 (Debian 12) by running a learned
-#: profile with defaultAction SCMP_ACT_LOG and reading the audit records (type=1326) of
-#: comm "runc:[2:INIT]": fcntl, fstatfs, epoll_ctl, fstat, chdir, setgroups, capget,
-#: capset (podman does not set no_new_privs, so runc loads the filter before it drops
-#: capabilities and changes ids). The rest are what runc's Go runtime threads may call at
-#: any moment (scheduler, signals, memory), so a lucky run does not hide them. openat and
-#: getdents64: runc closes the descriptors it must not leak by listing /proc/self/fd after
-#: the filter is in place ("error closing exec fds" otherwise), which went unseen while
-#: the learned command itself happened to open directories.
-RUNTIME_SYSCALLS = (
-    "fcntl", "fstatfs", "epoll_ctl", "fstat", "chdir", "setgroups", "capget", "capset",
-    "openat", "getdents64",
-    "prctl", "newfstatat", "epoll_pwait", "futex", "nanosleep", "sched_yield",
-    "getpid", "gettid", "tgkill", "rt_sigreturn", "rt_sigprocmask", "sigaltstack", "mmap",
-    "munmap", "madvise", "read", "write", "close", "exit", "exit_group", "execve",
-)
+def _engines() -> dict[str, Any]:
+    import tomllib
+
+    path = os.path.join(os.path.dirname(__file__), "data", "engines.toml")
+    with open(path, "rb") as f:
+        return tomllib.load(f)
 
 
-def export_docker_json(toml_path: str, *, runtime: bool = True) -> str:
-    """Docker JSON of a learned profile, through the same loader and exporter as any.
+def runtimes() -> dict[str, dict[str, Any]]:
+    """The OCI runtimes whose post-filter syscalls isorun knows (data/engines.toml), each
+    with ``syscalls``, ``source`` and ``how`` it was measured or read."""
+    out: dict[str, dict[str, Any]] = _engines()["runtime"]
+    return out
 
-    ``runtime`` adds :data:`RUNTIME_SYSCALLS` (the engine's own needs, not the command's).
+
+def runtime_syscalls(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The union of the named runtimes' post-filter syscalls (``all``: every known one)."""
+    known = runtimes()
+    chosen = tuple(known) if not names or "all" in names else names
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown runtime {', '.join(map(repr, unknown))}; known: all, none, "
+            + ", ".join(known)
+        )
+    return tuple(sorted({s for n in chosen for s in known[n]["syscalls"]}))
+
+
+def export_docker_json(
+    toml_path: str, *, runtime: tuple[str, ...] = ("all",)
+) -> tuple[str, tuple[str, ...]]:
+    """Docker JSON of a learned profile, through the same loader and exporter as any, and
+    the syscalls it added for the runtime.
+
+    ``runtime`` names the OCI runtimes of data/engines.toml whose own post-filter syscalls
+    are added (the engine's needs, not the command's); ``("none",)`` adds nothing.
     """
     from isorun import api
     from isorun.compile.docker import export_docker
 
     profile = api.load_profile(toml_path)
     policy = _policy_of(api.compile_plan(profile), profile)
-    if runtime:
-        extra = tuple(n for n in RUNTIME_SYSCALLS if n not in policy.allow)
-        policy = dataclasses.replace(policy, allow=(*policy.allow, *extra))
-    return export_docker(policy, arch=_native_arch())
+    added: tuple[str, ...] = ()
+    if runtime != ("none",):
+        table = syscalls.table(_native_arch())
+        added = tuple(n for n in runtime_syscalls(runtime) if n not in policy.allow and n in table)
+        policy = dataclasses.replace(policy, allow=(*policy.allow, *added))
+    return export_docker(policy, arch=_native_arch()), added
 
 
 def allowed_count(profile_spec: str) -> int:

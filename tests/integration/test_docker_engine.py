@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,97 @@ def test_malformed_profile_is_rejected(engine: Path, tmp_path: Path) -> None:
     bad.write_text('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [')
     result = run(bad, "true")
     assert result.returncode == 125, result.stdout + result.stderr
+
+
+def run_direct(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """CMD exec'd by runc itself (no wrapping shell, whose own calls would hide what the
+    runtime needs)."""
+    return subprocess.run(
+        [str(CHECK), "-q", str(profile), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "SECCOMP_CHECK_NO_WRAP": "1"},
+    )
+
+
+def learn_docker(tmp: Path, runtime: str, *cmd: str, cwd: Path | None = None) -> Path:
+    """``isorun learn --docker`` under strict (its sandbox sees the working directory)."""
+    out = tmp / f"learned-{runtime}.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "isorun", "learn", "-o", str(tmp / f"learned-{runtime}.toml"),
+         "--docker", str(out), "--runtime", runtime, "--", *cmd],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def static_exit() -> Iterator[Path]:
+    """A static program that only calls _exit(0): nothing of its own hides the runtime's
+    calls (issue #14)."""
+    if shutil.which("gcc") is None:
+        if MUST:
+            pytest.fail("gcc missing")
+        pytest.skip("gcc missing")
+    # readable from strict's sandbox (pytest's own tmp dirs are 0700 for root)
+    tmp = Path(tempfile.mkdtemp(prefix="isorun-static-"))
+    tmp.chmod(0o755)
+    (tmp / "exit.c").write_text("#include <unistd.h>\nint main(void) { _exit(0); }\n")
+    subprocess.run(
+        ["gcc", "-static", "-O2", "-o", str(tmp / "exit"), str(tmp / "exit.c")],
+        check=True,
+        timeout=120,
+    )
+    yield tmp / "exit"
+    shutil.rmtree(tmp)
+
+
+@pytest.mark.parametrize("runtime", ["runc-1.1", "all"])
+def test_learned_static_exit_starts_under_runc(
+    engine: Path, static_exit: Path, tmp_path: Path, runtime: str
+) -> None:
+    learned = learn_docker(tmp_path, runtime, str(static_exit), cwd=static_exit.parent)
+    result = run_direct(learned, "-v", f"{static_exit}:/exit:ro", "--", "/exit")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_learned_profile_without_the_runtime_calls_does_not_start(
+    engine: Path, static_exit: Path, tmp_path: Path
+) -> None:
+    # the reason the runtime data exists: runc's init is filtered too
+    learned = learn_docker(tmp_path, "none", str(static_exit), cwd=static_exit.parent)
+    result = run_direct(learned, "-v", f"{static_exit}:/exit:ro", "--", "/exit")
+    assert result.returncode != 0, result.stdout + result.stderr
+
+
+def test_learned_busybox_ls_starts_under_runc(engine: Path, tmp_path: Path) -> None:
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        if MUST:
+            pytest.fail("busybox missing")
+        pytest.skip("busybox missing")
+    learned = learn_docker(tmp_path, "runc-1.1", busybox, "ls", "-la", "/")
+    result = run_direct(learned, "--", "/bin/busybox", "ls", "-la", "/")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bin" in result.stdout
+
+
+def test_compact_strict_export_is_enforced(engine: Path, tmp_path: Path) -> None:
+    """strict's export ORs single conditions into one entry per action (repeated index):
+    runc must read them as the alternatives they are."""
+    from isorun import api
+
+    path = tmp_path / "strict.json"
+    path.write_text(export_docker(api.load_profile("strict").seccomp))
+    assert "EPERM" in run(path, "sysc", "personality", "0x40000").stdout
+    assert "EPERM" in run(path, "sysc", "personality", "0x100000008").stdout
+    assert run(path, "sysc", "personality", "8").returncode == 0
+    assert run(path, "sysc", "personality", "0xffffffff").returncode == 0
+    assert "EPERM" in run(path, "sysc", "ioctl", "0", "0x100005412", "s:x").stdout
+    assert "EPERM" in run(path, "sysc", "ioctl", "0", "0x541c", "s:x").stdout
+    other = run(path, "sysc", "ioctl", "0", "0x5413", "s:x").stdout  # TIOCGWINSZ: not EPERM
+    assert "EPERM" not in other and "ENOSYS" not in other, other
+    assert "ENOSYS" in run(path, "sysc", "clone3", "0", "0").stdout

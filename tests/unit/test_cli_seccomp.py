@@ -13,7 +13,29 @@ from isorun.cli import cli
 def test_export_docker_is_json_with_errno_default() -> None:
     result = CliRunner().invoke(cli, ["export", "docker", "strict"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert json.loads(result.stdout)["defaultAction"] == "SCMP_ACT_ERRNO"
+    # strict allows syscalls Debian 12's libseccomp cannot name: runc would drop them
+    assert "libseccomp 2.5.4 (Debian 12's runc and podman) does not know" in result.stderr
+    assert "statmount" in result.stderr
+
+
+def test_export_k8s_is_cluster_scoped_v1_without_default_errno() -> None:
+    result = CliRunner().invoke(cli, ["export", "k8s", "strict", "--arch", "x86_64"])
+    assert result.exit_code == 0, result.output
+    head = "apiVersion: security-profiles-operator.x-k8s.io/v1\nkind: SeccompProfile\n"
+    assert result.stdout.startswith(head + "metadata:\n  name: strict\nspec:\n")
+    assert "defaultErrnoRet" not in result.stdout.split("\n---")[0]
+    assert "namespace" not in result.stdout
+    assert "localhostProfile: operator/strict.json" in result.stdout
+
+
+def test_export_docker_for_aarch64() -> None:
+    result = CliRunner().invoke(cli, ["export", "docker", "strict", "--arch", "aarch64"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["archMap"] == [{"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": None}]
+    names = {n for rule in doc["syscalls"] for n in rule["names"]}
+    assert "open" not in names and "openat" in names  # aarch64 has no open(2)
 
 
 def test_export_bpf_to_file(tmp_path: Path) -> None:

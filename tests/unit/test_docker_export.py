@@ -126,6 +126,26 @@ def test_compiled_import_matches_docker_semantics(caps: frozenset[str]) -> None:
     assert V.evaluate(insns, 1000) == V.RET_ERRNO | 1  # Docker's default for unknown numbers
 
 
+def builtin(name: str) -> Seccomp:
+    from isorun import api
+
+    return api.load_profile(name).seccomp
+
+
+def learned_like() -> Seccomp:
+    """What `isorun learn` writes for a small program: names plus keyed allow rules."""
+    u32 = 0xFFFFFFFF
+    return Seccomp(
+        allow=("execve", "exit_group", "read", "write", "brk", "arch_prctl"),
+        rules=(
+            SeccompRule(("socket",), Action("allow"), (ArgCond(0, "masked_eq", 1, u32),)),
+            SeccompRule(("ioctl",), Action("allow"), (ArgCond(1, "masked_eq", 0x5401, u32),)),
+            SeccompRule(("personality",), Action("allow"), (ArgCond(0, "masked_eq", u32, u32),)),
+            SeccompRule(("clone",), Action("allow"), (ArgCond(0, "masked_eq", 0, 0x7E020080),)),
+        ),
+    )
+
+
 def service() -> Seccomp:
     return Seccomp(
         allow=("@system-service",),
@@ -163,18 +183,169 @@ def test_export_is_deterministic_and_uses_docker_masked_eq_order() -> None:
     ]
 
 
-def test_export_oci_and_k8s() -> None:
+def test_export_oci() -> None:
     oci = json.loads(D.export_oci(service()))
     assert oci["architectures"] == ["SCMP_ARCH_X86_64"]
     assert all("comment" not in r for r in oci["syscalls"])
-    k8s = D.export_k8s(service(), name="My Web")
-    assert k8s.startswith(
-        "apiVersion: security-profiles-operator.x-k8s.io/v1beta1\n"
-        "kind: SeccompProfile\nmetadata:\n  name: my-web\n"
-    )
-    assert "  defaultAction: SCMP_ACT_ERRNO\n  defaultErrnoRet: 38\n" in k8s
-    assert "#       localhostProfile: operator/default/my-web.json" in k8s
-    assert '    - "mkdir"' in k8s
+
+
+# The spec schema of security-profiles-operator's SeccompProfile CRD, written from
+# bundle/manifests/security-profiles-operator.x-k8s.io_seccompprofiles.yaml at
+# kubernetes-sigs/security-profiles-operator a2e4c4bdf (API v1, scope: Cluster).
+ACTIONS = {
+    "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
+}  # fmt: skip
+INT64 = {"type": "integer", "min": 0, "max": (1 << 63) - 1}
+INT32 = {"type": "integer", "min": 0, "max": (1 << 31) - 1}
+CRD_SPEC: dict[str, Any] = {
+    "type": "object",
+    "required": ["defaultAction"],
+    "properties": {
+        "architectures": {"type": "array", "set": True, "items": {"type": "string", "enum": {
+            "SCMP_ARCH_NATIVE", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32",
+            "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64",
+            "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64",
+            "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE",
+            "SCMP_ARCH_S390", "SCMP_ARCH_S390X", "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64",
+            "SCMP_ARCH_RISCV64"}}},
+        "baseProfileName": {"type": "string"},
+        "defaultAction": {"type": "string", "enum": ACTIONS},
+        "flags": {"type": "array", "set": True, "items": {"type": "string", "enum": {
+            "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"}}},
+        "listenerMetadata": {"type": "string"},
+        "listenerPath": {"type": "string"},
+        "state": {"type": "string", "enum": {"Enabled", "Disabled"}},
+        "syscalls": {"type": "array", "items": {
+            "type": "object",
+            "required": ["action", "names"],
+            "properties": {
+                "action": {"type": "string", "enum": ACTIONS},
+                "args": {"type": "array", "maxItems": 6, "items": {
+                    "type": "object",
+                    "required": ["index", "op"],
+                    "properties": {
+                        "index": INT32,
+                        "op": {"type": "string", "enum": {
+                            "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ",
+                            "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"}},
+                        "value": INT64,
+                        "valueTwo": INT64,
+                    }}},
+                "errnoRet": INT32,
+                "names": {"type": "array", "set": True, "minItems": 1,
+                          "items": {"type": "string"}},
+            }}},
+    },
+}  # fmt: skip
+
+
+def crd_errors(value: Any, schema: dict[str, Any], path: str = "spec") -> list[str]:
+    """What an API server's structural-schema validation would refuse (pruning included:
+    an unknown field is an error here, as ``kubectl apply --validate=strict`` makes it)."""
+    kind = schema["type"]
+    if kind == "object":
+        if not isinstance(value, dict):
+            return [f"{path}: not an object"]
+        out = [f"{path}.{k}: unknown field" for k in value if k not in schema["properties"]]
+        out += [f"{path}.{k}: required" for k in schema.get("required", ()) if k not in value]
+        for key, sub in schema["properties"].items():
+            if key in value:
+                out += crd_errors(value[key], sub, f"{path}.{key}")
+        return out
+    if kind == "array":
+        if not isinstance(value, list):
+            return [f"{path}: not an array"]
+        out = []
+        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 1 << 30):
+            out.append(f"{path}: {len(value)} items")
+        if schema.get("set") and len(set(map(str, value))) != len(value):
+            out.append(f"{path}: duplicate items in a set")
+        for n, item in enumerate(value):
+            out += crd_errors(item, schema["items"], f"{path}[{n}]")
+        return out
+    if kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or not schema["min"] <= value <= schema["max"]:
+            return [f"{path}: {value!r} is not in [{schema['min']}, {schema['max']}]"]
+        return []
+    if not isinstance(value, str) or ("enum" in schema and value not in schema["enum"]):
+        return [f"{path}: {value!r} not allowed"]
+    return []
+
+
+def read_yaml_subset(text: str) -> Any:
+    """The block YAML export_k8s writes (maps, lists, ints, plain and JSON strings)."""
+    lines = [ln for ln in text.split("\n---")[0].splitlines() if ln.strip()]
+
+    def scalar(s: str) -> Any:
+        if s.startswith('"'):
+            return json.loads(s)
+        return int(s) if s.lstrip("-").isdigit() else s
+
+    def block(n: int, indent: int) -> tuple[Any, int]:
+        if lines[n][indent:].startswith("- "):
+            items: list[Any] = []
+            while n < len(lines) and lines[n].startswith(" " * indent + "- "):
+                rest = lines[n][indent + 2 :]
+                if ":" in rest and not rest.startswith('"'):
+                    lines[n] = " " * (indent + 2) + rest
+                    value, n = block(n, indent + 2)
+                else:
+                    value, n = scalar(rest), n + 1
+                items.append(value)
+            return items, n
+        obj: dict[str, Any] = {}
+        while (
+            n < len(lines)
+            and lines[n].startswith(" " * indent)
+            and not lines[n][indent].isspace()
+            and not lines[n][indent:].startswith("- ")
+        ):
+            key, _, rest = lines[n][indent:].partition(":")
+            if rest.strip():
+                obj[key], n = scalar(rest.strip()), n + 1
+            else:
+                nxt = len(lines[n + 1]) - len(lines[n + 1].lstrip())
+                obj[key], n = block(n + 1, nxt)
+        return obj, n
+
+    return block(0, 0)[0]
+
+
+def k8s_decide(spec: dict[str, Any], name: str, args: tuple[int, ...]) -> str:
+    return DD.docker_decide({**spec, "syscalls": spec["syscalls"]}, name, args)
+
+
+@pytest.mark.parametrize("profile", ["strict", "build", "web", "test", "learned"])
+def test_k8s_export_is_a_valid_spo_seccompprofile_with_the_same_decisions(profile: str) -> None:
+    policy = learned_like() if profile == "learned" else builtin(profile)
+    text = D.export_k8s(policy, name=f"My {profile}")
+    obj = read_yaml_subset(text)
+    assert obj == D.k8s_object(policy, name=f"My {profile}")  # the YAML says the dict
+    assert obj["apiVersion"] == "security-profiles-operator.x-k8s.io/v1"
+    assert obj["kind"] == "SeccompProfile"
+    assert obj["metadata"] == {"name": f"my-{profile}"}  # cluster-scoped: no namespace
+    assert crd_errors(obj["spec"], CRD_SPEC) == []
+    assert f"#       localhostProfile: operator/my-{profile}.json\n" in text
+    # without defaultErrnoRet, clone3 keeps its ENOSYS by a rule of its own
+    assert k8s_decide(obj["spec"], "clone3", ()) == "errno:38"
+    entries, _ = build_entries(policy)
+    for name in X86_64:
+        for args in [*arg_vectors(name), (0, 0x5412), (0, 0x1_0000_541C), (1 << 63,)]:
+            assert k8s_decide(obj["spec"], name, args) == str(decide(policy, name, args, entries))
+
+
+def test_crd_checker_refuses_what_the_old_export_wrote() -> None:
+    old = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38, "syscalls": [
+        {"action": "SCMP_ACT_ALLOW", "names": ["ioctl"],
+         "args": [{"index": 1, "op": "SCMP_CMP_MASKED_EQ", "value": (1 << 64) - 1,
+                   "valueTwo": 0x5412}]}]}  # fmt: skip
+    assert crd_errors(old, CRD_SPEC) == [
+        "spec.defaultErrnoRet: unknown field",
+        f"spec.syscalls[0].args[0].value: {(1 << 64) - 1} is not in [0, {(1 << 63) - 1}]",
+    ]
 
 
 def test_oci_refuses_when_rules() -> None:
