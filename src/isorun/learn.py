@@ -11,14 +11,15 @@ the whole process tree is covered. Modes:
 - ``widen``: only what the base would refuse is notified; the output extends the base
   with the smallest extra allow rules.
 - ``check``: like ``widen``, but nothing is written: the refused calls are the result (a
-  ratchet for CI).
+  ratchet for CI, which runs untrusted pull requests: the supervisor answers each refused
+  call with the profile's errno, so it never runs).
 
 While learning (``learn``/``widen``) the base's hardening rules stay *enforced* by an
 ordinary filter under the notifying one: the kernel gives ERRNO precedence over
 USER_NOTIF (seccomp(2), "ordering of actions"), so those calls fail as they will under
 the learned profile (clone3 gets ENOSYS and libc falls back to clone, whose flags we can
-read) and are not recorded. ``check`` loads no enforcing filter: it observes every call
-the profile would refuse, lets it run, and lists it.
+read) and are not recorded. ``check`` loads no enforcing filter: every call the profile
+refuses is notified, refused by the supervisor's answer and listed.
 
 User notification has a TOCTOU hole for decisions on pointer arguments (seccomp_unotify(2)
 NOTES): irrelevant here, since every call continues and paths read from the command's
@@ -218,6 +219,30 @@ def _tables_for_supervisor(native: str) -> tuple[bytes, tuple[int, ...]]:
     return bytes(mask), tuple(mem)
 
 
+def check_answers(policy: Seccomp, native: str) -> tuple[tuple[int, ...], int]:
+    """What ``check`` answers a notified call with, per native number, and for the rest.
+
+    In ``check`` mode only calls the profile refuses are notified (plus execve, for the
+    hand-over, which runs), so each number maps to the errno of its first refusing entry
+    or of the default. A refusal that kills or traps is answered EPERM: the call is still
+    refused, the run goes on and the report names the profile's real action.
+    """
+    from isorun.compile.seccomp import build_entries
+
+    def errno_of(action: Action) -> int:
+        return action.errno if action.kind == "errno" else 1
+
+    entries, _ = build_entries(policy)
+    table = syscalls.table(native)
+    out = [errno_of(policy.unknown_action)] * (max(table.values()) + 1)
+    for name, nr in table.items():
+        refusing = [e.action for e in entries.get(name, [])
+                    if e.action.kind not in ("allow", "log")]
+        out[nr] = errno_of(refusing[0] if refusing else policy.default_action)
+    out[table["execve"]] = 0
+    return tuple(out), errno_of(policy.default_action)
+
+
 def _policy_of(plan: Plan, profile: Profile) -> Seccomp:
     found = plan.find(LoadSeccomp)
     return found[0].policy if found else dataclasses.replace(profile.seccomp, enabled=False)
@@ -240,7 +265,11 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
         notify = notify_everything()
     else:
         notify = observing_filter(policy)
+    # check enforces the profile through the supervisor's answers (check_answers): a
+    # kernel filter refusing first would keep those calls from being notified and listed
     enforce = hardening_filter(policy) if mode != "check" else b""
+    answer, answer_other = check_answers(policy, arch) if mode == "check" and policy.enabled \
+        else ((), 0)
     spec = native.build_spec(plan, list(argv), os.environ if env is None else env, enforce)
     spec = dataclasses.replace(spec, seccomp_bpf=enforce, notify_bpf=notify)
     argmask, mem = _tables_for_supervisor(arch)
@@ -249,7 +278,8 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
 
     def supervise(listener: int) -> None:
         try:
-            box["result"] = _shim.supervise(listener, stop_r, AUDIT_ARCH[arch], argmask, mem)
+            box["result"] = _shim.supervise(listener, stop_r, AUDIT_ARCH[arch], argmask, mem,
+                                            answer=answer, answer_other=answer_other)
         except BaseException as err:  # re-raised in the caller's thread
             box["error"] = err
         finally:

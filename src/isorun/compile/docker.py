@@ -357,7 +357,8 @@ def export_k8s(policy: Seccomp, *, name: str = "isorun", arch: str = "x86_64") -
     return "\n".join(lines) + "\n"
 
 
-def _engine_facts() -> dict[str, Any]:
+def engine_facts() -> dict[str, Any]:
+    """data/engines.toml: runtimes' post-filter syscalls, names libseccomp versions lack."""
     import os
     import tomllib
 
@@ -376,7 +377,7 @@ def export_warnings(policy: Seccomp) -> list[str]:
             " allows after loading the filter, one of its threads is killed and `runc"
             " create` hangs; use an errno unknown_action"
         )
-    unknown = _engine_facts()["libseccomp"]["2.5.4"]["unknown"]
+    unknown = engine_facts()["libseccomp"]["2.5.4"]["unknown"]
     entries, _ = build_entries(policy)
     named = sorted(
         n for n in unknown if any(e.action != policy.unknown_action for e in entries.get(n, []))

@@ -8,13 +8,21 @@ differently becomes a warning with its location. Siblings: :mod:`isorun.compile.
 
 from __future__ import annotations
 
+import errno as errno_module
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from isorun.compile import syscalls
-from isorun.compile.docker import ACTIONS_IN, DOCKER_ARCH_NAMES, OPS_IN
+from isorun.compile.docker import (
+    ACTIONS_IN,
+    ARCH_IN,
+    ARCH_OUT,
+    DOCKER_ARCH_NAMES,
+    OPS_IN,
+    engine_facts,
+)
 from isorun.compile.seccomp import parse_kernel
 from isorun.errors import Diagnostic, Loc, ProfileError
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule, When
@@ -22,6 +30,7 @@ from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule, When
 TOP_KEYS = {
     "defaultAction",
     "defaultErrnoRet",
+    "defaultErrno",
     "architectures",
     "archMap",
     "syscalls",
@@ -29,9 +38,21 @@ TOP_KEYS = {
     "listenerPath",
     "listenerMetadata",
 }
-RULE_KEYS = {"name", "names", "action", "errnoRet", "args", "comment", "includes", "excludes"}
+RULE_KEYS = {
+    "name",
+    "names",
+    "action",
+    "errnoRet",
+    "errno",
+    "args",
+    "comment",
+    "includes",
+    "excludes",
+}
 ARG_KEYS = {"index", "value", "valueTwo", "op"}
 FILTER_KEYS = {"caps", "arches", "minKernel"}
+#: names runc and crun drop when built with libseccomp 2.5.4 (data/engines.toml)
+LIBSECCOMP_254_UNKNOWN = frozenset(engine_facts()["libseccomp"]["2.5.4"]["unknown"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +133,32 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
         )
         return Seccomp(enabled=False, loc=top), warnings
 
+    def errno_ret_of(number: Any, name: Any, loc: Loc, what: str) -> Any:
+        """podman (containers/common) also reads an errno *name* (``errno``,
+        ``defaultErrno``) when the number is missing; runc and Docker read the number."""
+        if name is None:
+            return number
+        value = getattr(errno_module, str(name), None) if str(name).startswith("E") else None
+        if not isinstance(value, int):
+            errors.append(Diagnostic(loc, f"{what}: {name!r} is not an errno name", "e.g. EPERM"))
+            return number
+        if number is None:
+            warnings.append(
+                DockerWarning(
+                    loc,
+                    f"{what}: errno {name!r} without a number: podman answers {name}"
+                    " (imported so), Docker and runc answer EPERM",
+                )
+            )
+            return value
+        if number != value:
+            warnings.append(
+                DockerWarning(
+                    loc, f"{what}: errno {name!r} and number {number} disagree; the number wins"
+                )
+            )
+        return number
+
     def action(raw: Any, errno_ret: Any, loc: Loc, what: str) -> Action:
         if raw not in ACTIONS_IN:
             errors.append(
@@ -139,8 +186,32 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
             return Action("errno", 1)
         return Action("errno", errno_ret)
 
-    default = action(doc.get("defaultAction"), doc.get("defaultErrnoRet"), top, "defaultAction")
-    arches = _import_arches(doc, top, errors)
+    default_errno = errno_ret_of(
+        doc.get("defaultErrnoRet"), doc.get("defaultErrno"), top, "defaultAction"
+    )
+    default = action(doc.get("defaultAction"), default_errno, top, "defaultAction")
+    if default.kind in ("kill_thread", "kill_process"):
+        warnings.append(
+            DockerWarning(
+                top,
+                f"defaultAction {doc.get('defaultAction')}: engines hang in `runc create` (a"
+                " thread of runc's own init is killed); isorun applies it only to the command",
+            )
+        )
+    if doc.get("flags"):
+        warnings.append(
+            DockerWarning(
+                where.at(max(0, text.find('"flags"'))),
+                f"flags {doc['flags']!r} are not imported: isorun loads its filter with"
+                " flags of its own (no SECCOMP_FILTER_FLAG_LOG or SPEC_ALLOW)",
+            )
+        )
+    for key in ("listenerPath", "listenerMetadata"):
+        if doc.get(key):
+            warnings.append(
+                DockerWarning(top, f"{key} is not imported: isorun has no seccomp agent")
+            )
+    arches = _import_arches(doc, top, errors, warnings)
     allow: list[str] = []
     rules: list[SeccompRule] = []
     raw_rules = doc.get("syscalls") or []
@@ -180,7 +251,18 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
                     )
                 )
             continue
-        act = action(raw.get("action"), raw.get("errnoRet"), loc, f"syscalls[{n}]")
+        ret = errno_ret_of(raw.get("errnoRet"), raw.get("errno"), loc, f"syscalls[{n}]")
+        act = action(raw.get("action"), ret, loc, f"syscalls[{n}]")
+        stale = sorted(set(good) & LIBSECCOMP_254_UNKNOWN)
+        if stale and act != default:
+            warnings.append(
+                DockerWarning(
+                    loc,
+                    f"syscalls[{n}]: libseccomp 2.5.4 (Debian 12's runc and podman) does not"
+                    f" know {', '.join(stale)}: engines built with it skip the name, so the"
+                    " container answers ENOSYS or the default instead",
+                )
+            )
         when = _import_when(raw, n, loc, where, warnings, errors)
         alternatives = _import_args(raw.get("args") or [], n, loc, warnings, errors)
         comment = str(raw.get("comment") or "")
@@ -209,11 +291,16 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
     return policy, warnings
 
 
-def _import_arches(doc: dict[str, Any], loc: Loc, errors: list[Diagnostic]) -> tuple[str, ...]:
-    """isorun lists ABIs besides the native one; Docker's archMap/architectures list all."""
+def _import_arches(
+    doc: dict[str, Any], loc: Loc, errors: list[Diagnostic], warnings: list[DockerWarning]
+) -> tuple[str, ...]:
+    """isorun lists ABIs besides the native one; Docker's archMap/architectures list all.
+    Every entry of ``archMap`` is kept (an x86_64 host reads x86_64's, an aarch64 host
+    aarch64's); ABIs isorun cannot filter are named in a warning."""
     names: set[str] = set()
     for entry in doc.get("archMap") or []:
-        if isinstance(entry, dict) and entry.get("architecture") == "SCMP_ARCH_X86_64":
+        if isinstance(entry, dict):
+            names.add(str(entry.get("architecture")))
             names |= set(entry.get("subArchitectures") or [])
     names |= set(doc.get("architectures") or [])
     for name in sorted(names):
@@ -225,10 +312,17 @@ def _import_arches(doc: dict[str, Any], loc: Loc, errors: list[Diagnostic]) -> t
                     "use SCMP_ARCH_X86_64, SCMP_ARCH_X86, SCMP_ARCH_X32, ...",
                 )
             )
+    foreign = sorted(n for n in names if n.startswith("SCMP_ARCH_") and n not in ARCH_IN)
+    if foreign:
+        warnings.append(
+            DockerWarning(
+                loc,
+                f"isorun does not filter {', '.join(foreign)}: on a host of that family a"
+                " call of those ABIs is killed (bad architecture) instead of filtered",
+            )
+        )
     out = ["native"]
-    out += [
-        a for a, token in (("x32", "SCMP_ARCH_X32"), ("i386", "SCMP_ARCH_X86")) if token in names
-    ]
+    out += [ARCH_IN[t] for t in ARCH_OUT.values() if t in names]
     return tuple(out)
 
 
@@ -339,6 +433,16 @@ def _import_args(
             )
             continue
         ours = OPS_IN[op]
+        if ours == "masked_eq" and value == 0:
+            # libseccomp compares arg & 0 with valueTwo & 0: true for every argument
+            warnings.append(
+                DockerWarning(
+                    loc,
+                    f"syscalls[{n}].args[{m}]: masked_eq with mask (value) 0 always matches;"
+                    " imported as no condition",
+                )
+            )
+            continue
         if ours == "masked_eq":
             conds.append(ArgCond(index, ours, two & value, value, loc))
         else:
