@@ -85,8 +85,13 @@ def test_import_of_moby_default_reads_back_through_the_loader() -> None:
     foreign = [w.message for w in warnings if "unknown syscall" not in w.message]
     assert foreign[0].startswith("isorun does not filter SCMP_ARCH_ARM, SCMP_ARCH_LOONGARCH64")
     # names runc drops when built with Debian 12's libseccomp, where moby allows them
-    assert [m.split(":")[0] for m in foreign[1:]] == ["syscalls[0]", "syscalls[17]"]
-    assert all("libseccomp 2.5.4" in m and "statmount" in foreign[1] for m in foreign[1:])
+    assert [m.split(":")[0] for m in foreign[1:3]] == ["syscalls[0]", "syscalls[17]"]
+    assert all("libseccomp 2.5.4" in m and "statmount" in foreign[1] for m in foreign[1:3])
+    # runc's ENOSYS stub above the highest listed syscall becomes a rule of its own
+    assert foreign[3:] == [
+        "runc answers ENOSYS for every number above 466 (removexattrat), the highest"
+        " syscall listed: imported as an errno:38 rule for the 1 names above it"
+    ]
 
 
 def test_round_trip_moby_same_decisions_for_every_caps_set_arch_and_kernel() -> None:
@@ -547,3 +552,102 @@ def test_strict_export_is_at_most_twice_mobys_rule_count() -> None:
     # a syscall refused for every argument is a plain name, not a pile of range rules
     plain = [r for r in strict["syscalls"] if "args" not in r and r["action"] == "SCMP_ACT_ERRNO"]
     assert plain and "unshare" in plain[0]["names"]
+
+
+def import_warnings(doc: dict[str, Any]) -> tuple[Seccomp, list[str]]:
+    policy, warnings = DI.docker_to_policy(json.dumps(doc), "p.json")
+    # the ENOSYS stub's note (a small profile lists little) is tested on its own
+    return policy, [w.message for w in warnings if not w.message.startswith("runc answers")]
+
+
+BASE = {"names": ["execve", "exit_group", "read", "write"], "action": "SCMP_ACT_ALLOW"}
+
+
+def test_mask_zero_always_matches_and_says_so() -> None:
+    rule = {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "op": "SCMP_CMP_MASKED_EQ", "value": 0, "valueTwo": 0}]}  # fmt: skip
+    policy, said = import_warnings({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [BASE, rule]})
+    assert said == [
+        "syscalls[1].args[0]: masked_eq with mask (value) 0 always matches;"
+        " imported as no condition"
+    ]
+    assert decide(policy, "personality", (0x12345,)) == Action("allow")
+    compile_seccomp(policy)  # and it compiles
+
+
+def test_podman_errno_names_are_honoured() -> None:
+    doc = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrno": "ENOSYS", "syscalls": [
+        BASE, {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errno": "EACCES"},
+        {"names": ["rmdir"], "action": "SCMP_ACT_ERRNO", "errno": "EPERM", "errnoRet": 1}]}  # fmt: skip
+    policy, said = import_warnings(doc)
+    assert policy.default_action == Action("errno", 38)
+    assert decide(policy, "mkdir", ()) == Action("errno", 13)
+    assert decide(policy, "rmdir", ()) == Action("errno", 1)
+    assert not any("unknown key" in m for m in said)
+    assert "defaultAction: errno 'ENOSYS' without a number: podman answers ENOSYS" in said[0]
+
+
+def test_dropped_flags_and_kill_default_are_warned() -> None:
+    doc = {"defaultAction": "SCMP_ACT_KILL", "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+           "syscalls": [BASE]}  # fmt: skip
+    _policy, said = import_warnings(doc)
+    assert any(m.startswith("defaultAction SCMP_ACT_KILL: engines hang in `runc create`")
+               for m in said)  # fmt: skip
+    assert any(m.startswith("flags ['SECCOMP_FILTER_FLAG_LOG'] are not imported") for m in said)
+
+
+def test_kill_default_export_is_warned() -> None:
+    policy = Seccomp(allow=("@system-service",), unknown_action=Action("kill_process"))
+    assert any("`runc create` hangs" in w for w in D.export_warnings(policy))
+
+
+def test_default_allow_import_passes_check() -> None:
+    from isorun import api
+
+    doc = {"defaultAction": "SCMP_ACT_ALLOW",
+           "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}  # fmt: skip
+    toml, _ = DI.import_docker(json.dumps(doc), "allow.json")
+    profile = load_layer(toml.encode(), "allow.toml", "allow").profile
+    api.compile_plan(profile)  # raised "allows neither execve nor exit_group" before
+    assert decide(profile.seccomp, "mkdir", ()) == Action("errno", 1)
+    assert decide(profile.seccomp, "execve", ()) == Action("allow")
+
+
+def test_runc_enosys_stub_is_imported_and_diffed() -> None:
+    """runc answers ENOSYS above the highest listed number; an old profile (as jessfraz's
+    chrome.json, written before newer syscalls) keeps that answer after a round trip."""
+    doc = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["execve", "exit_group", "read", "write", "openat"],
+         "action": "SCMP_ACT_ALLOW"}]}  # fmt: skip
+    policy, warnings = DI.docker_to_policy(json.dumps(doc), "old.json")
+    assert DD.docker_decide(doc, "mkdir", ()) == "errno:1"  # below openat (257)
+    assert DD.docker_decide(doc, "pidfd_open", ()) == "errno:38"  # above it
+    assert decide(policy, "mkdir", ()) == Action("errno", 1)
+    assert decide(policy, "pidfd_open", ()) == Action("errno", 38)
+    assert any("above 257 (openat)" in w.message for w in warnings)
+    # the export lists the highest syscall that is not ENOSYS, so runc's stub starts after it
+    exported = json.loads(D.export_docker(policy))
+    for name in ("mkdir", "pidfd_open", "openat", "statx"):
+        assert DD.docker_decide(exported, name, ()) == str(decide(policy, name, ()))
+    # diff sees what runc makes of two profiles that name different highest syscalls
+    wider = {
+        **doc,
+        "syscalls": [*doc["syscalls"], {"names": ["mseal"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    policy_b, _ = DI.docker_to_policy(json.dumps(wider), "wider.json")
+    assert DD.diff_engine_numbers(policy, policy_b, doc, wider) == [
+        "numbers 258-462: errno:38 -> errno:1 under runc (its ENOSYS stub answers numbers"
+        " above the highest listed syscall: A 257, B 462)"
+    ]
+
+
+def test_diff_of_imported_moby_against_strict_does_not_crash() -> None:
+    lines = DD.diff_policies(imported_policy(), builtin("strict"))
+    assert lines and all(isinstance(line, str) for line in lines)
+    assert any(line.startswith("personality:") for line in lines) or lines
+
+
+def test_diff_finds_no_difference_between_a_profile_and_its_round_trip() -> None:
+    policy = builtin("strict")
+    imported, _ = DI.docker_to_policy(D.export_docker(policy), "strict.json")
+    assert [ln for ln in DD.diff_policies(policy, imported) if "_action" not in ln] == []

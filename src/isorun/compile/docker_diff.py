@@ -27,9 +27,18 @@ def docker_decide(
     """What an engine (moby + runc + libseccomp) answers, in our action words.
 
     A reference for tests: applies includes/excludes like moby, ORs a rule's conditions
-    when one index repeats like runc, and refuses (ValueError) a call that two matching
+    when one index repeats like runc, answers ENOSYS above the highest listed syscall
+    like runc's stub, and refuses (ValueError) a call that two matching
     rules answer differently, where the result would depend on libseccomp's internals.
     """
+    from isorun.compile.docker_import import runc_stub
+
+    # other arches: x86_64's numbers (since 424 every arch numbers new syscalls alike)
+    table_arch = arch if arch in ("x86_64", "aarch64") else "x86_64"
+    stub = runc_stub(doc, table_arch)
+    number = syscalls.table(table_arch).get(name) if stub is not None else None
+    if stub is not None and number is not None and number > stub:
+        return "errno:38"  # runc's ENOSYS stub answers before the filter
     host = DOCKER_ARCH.get(arch, arch)
     full = tuple(args) + (0,) * (6 - len(args))
     answers: set[str] = set()
@@ -106,9 +115,10 @@ def diff_policies(
 
     names: set[str] = set(syscalls.table(arch))
     for name in sorted(names):
-        pa = _canon(lower(name, ea.get(name, []), Entry(FULL, a.default_action, "default")))
-        pb = _canon(lower(name, eb.get(name, []), Entry(FULL, b.default_action, "default")))
-        if pa == pb:
+        la = lower(name, ea.get(name, []), Entry(FULL, a.default_action, "default"))
+        lb = lower(name, eb.get(name, []), Entry(FULL, b.default_action, "default"))
+        pa, pb = _canon(la), _canon(lb)
+        if pa == pb or _same_decisions(la, lb):
             continue
         acts_a = {act for act, _ in pa}
         acts_b = {act for act, _ in pb}
@@ -125,6 +135,20 @@ def diff_policies(
     return out
 
 
+def _same_decisions(a: list[tuple[Any, Any]], b: list[tuple[Any, Any]]) -> bool:
+    """Exact: both sides partition the argument space, so they decide the same iff no box
+    of one meets a box of the other with another action (simplify's forms may differ)."""
+    from isorun.compile.argspace import intersect_boxes
+
+    for region_a, entry_a in a:
+        for region_b, entry_b in b:
+            if entry_a.action == entry_b.action:
+                continue
+            if any(intersect_boxes(x, y) for x in region_a for y in region_b):
+                return False
+    return True
+
+
 def _canon(pieces: list[tuple[Any, Any]]) -> frozenset[tuple[str, Any]]:
     merged: dict[str, list[Any]] = {}
     for region, entry in pieces:
@@ -138,15 +162,68 @@ def _show(canon: frozenset[tuple[str, Any]]) -> str:
     from isorun.compile.argspace import comparisons
 
     parts = []
-    for act, boxes in sorted(canon, key=lambda p: p[0]):
+    for act, boxes in sorted(canon, key=lambda p: str(p[0])):
         conds = [
             " and ".join(
                 f"arg{i} {op} {x:#x}" + (f"/{y:#x}" if op == "masked_eq" else "")
                 for i, op, x, y in cmp
             )
-            for box in sorted(boxes)
+            for box in sorted(boxes, key=repr)  # Cube and Span do not compare
             for cmp in comparisons(box)
         ]
         shown = " or ".join(c or "always" for c in conds[:3])
         parts.append(f"{act} if {shown}{' ...' if len(conds) > 3 else ''}")
     return ", ".join(parts)
+
+
+def diff_engine_numbers(
+    a: Seccomp,
+    b: Seccomp,
+    doc_a: dict[str, Any],
+    doc_b: dict[str, Any],
+    *,
+    arch: str = "x86_64",
+    limit: int = 1024,
+) -> list[str]:
+    """Numbers runc answers differently for the two Docker profiles because of its ENOSYS
+    stub (numbers above the highest listed syscall), as ranges."""
+    from isorun.compile.docker_import import runc_stub
+
+    names = {nr: n for n, nr in syscalls.table(arch).items()}
+    stubs = (runc_stub(doc_a, arch), runc_stub(doc_b, arch))
+
+    def answer(policy: Seccomp, stub: int | None, nr: int) -> str:
+        if stub is not None and nr > stub:
+            return "errno:38"
+        if nr not in names:
+            return str(policy.unknown_action)
+        return ""  # the per-name diff covers it
+
+    runs: list[tuple[int, int, str, str]] = []
+    for nr in range(limit):
+        x, y = answer(a, stubs[0], nr), answer(b, stubs[1], nr)
+        if not x and not y:
+            continue
+        x = x or str(decide_plain(a, names[nr]))
+        y = y or str(decide_plain(b, names[nr]))
+        if x == y:
+            continue
+        if runs and runs[-1][1] == nr - 1 and runs[-1][2:] == (x, y):
+            runs[-1] = (runs[-1][0], nr, x, y)
+        else:
+            runs.append((nr, nr, x, y))
+    out = []
+    for lo, hi, x, y in runs:
+        span = f"{lo}" if lo == hi else f"{lo}-{hi}"
+        out.append(
+            f"numbers {span}: {x} -> {y} under runc (its ENOSYS stub answers numbers above"
+            f" the highest listed syscall: A {stubs[0]}, B {stubs[1]})"
+        )
+    return out
+
+
+def decide_plain(policy: Seccomp, name: str) -> str:
+    """The answer for a call with every argument 0 (a stub-range name's plain answer)."""
+    from isorun.compile.seccomp import decide
+
+    return str(decide(policy, name, ()))

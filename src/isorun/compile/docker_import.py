@@ -279,6 +279,30 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
             rules.append(SeccompRule(tuple(good), act, args, comment, when, loc))
     if errors:
         raise ProfileError(errors)
+    stub = runc_stub(doc)
+    enosys = Action("errno", 38)
+    if stub is not None and default != enosys:
+        table = syscalls.table("x86_64")
+        above = tuple(sorted(n for n, nr in table.items() if nr > stub))
+        if above:
+            top_name = next(n for n, nr in table.items() if nr == stub)
+            rules.append(
+                SeccompRule(
+                    above,
+                    enosys,
+                    comment=f"runc's ENOSYS stub: numbers above {top_name} ({stub}),"
+                    " the highest syscall the profile lists",
+                    loc=top,
+                )
+            )
+            warnings.append(
+                DockerWarning(
+                    top,
+                    f"runc answers ENOSYS for every number above {stub} ({top_name}), the"
+                    f" highest syscall listed: imported as an errno:38 rule for the"
+                    f" {len(above)} names above it",
+                )
+            )
     policy = Seccomp(
         default_action=default,
         unknown_action=default,
@@ -289,6 +313,24 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
         loc=top,
     )
     return policy, warnings
+
+
+def runc_stub(doc: dict[str, Any], arch: str = "x86_64") -> int | None:
+    """The number above which runc answers ENOSYS before the profile's filter runs
+    (libcontainer/seccomp/patchbpf: generatePatch, findLastSyscalls): the largest number
+    of a name the profile lists. None when runc adds no stub (an allow, log or trace
+    default). Names the engine's libseccomp lacks lower it further (a warning says so)."""
+    if doc.get("defaultAction") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"):
+        return None
+    table = syscalls.table(arch)
+    listed = [
+        table[n]
+        for rule in doc.get("syscalls") or []
+        if isinstance(rule, dict)
+        for n in [*(rule.get("names") or []), *([rule["name"]] if rule.get("name") else [])]
+        if isinstance(n, str) and n in table
+    ]
+    return max(listed) if listed else None
 
 
 def _import_arches(

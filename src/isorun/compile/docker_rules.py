@@ -207,6 +207,8 @@ def groups(
     plain: dict[str, set[str]] = {}
     conditioned: dict[tuple[str, tuple[Cmp, ...]], set[str]] = {}
     errors: list[Diagnostic] = []
+    #: names with one answer for every argument
+    everywhere: dict[str, str] = {}
     for name in sorted(known):
         pieces = lower(name, entries.get(name, []), fallback)
         regions: dict[str, Region] = {}
@@ -216,6 +218,7 @@ def groups(
             origin_of.setdefault((name, act), set()).add(entry.origin.split(" via ")[0])
         if len(regions) == 1:
             act = next(iter(regions))
+            everywhere[name] = act
             if act != str(default):
                 plain.setdefault(act, set()).add(name)
             continue
@@ -233,6 +236,7 @@ def groups(
                 conditioned.setdefault((act, args), set()).add(name)
     if errors:
         raise ProfileError(errors)
+    _keep_stub_above(plain, conditioned, everywhere, targets[0], default)
     out = [
         Group(
             tuple(sorted(names)),
@@ -252,6 +256,32 @@ def groups(
         for (act, args), names in conditioned.items()
     ]
     return sorted(out, key=lambda g: (bool(g.args), g.action, g.names[0], g.args))
+
+
+def _keep_stub_above(
+    plain: dict[str, set[str]],
+    conditioned: dict[tuple[str, tuple[Cmp, ...]], set[str]],
+    everywhere: dict[str, str],
+    arch: str,
+    default: Action,
+) -> None:
+    """List the highest-numbered syscall that is not ENOSYS, even when the default says
+    it: runc answers ENOSYS for every number above the highest name a profile lists
+    (libcontainer/seccomp/patchbpf), before the filter. runc and crun skip a rule equal
+    to the default, so the extra name costs nothing else."""
+    if default.kind in ("allow", "log"):
+        return  # runc adds no stub under a permissive default
+    table = syscalls.table(arch)
+    listed = {n for names in plain.values() for n in names}
+    listed |= {n for names in conditioned.values() for n in names}
+    top = max((table[n] for n in listed if n in table), default=-1)
+    enosys = str(Action("errno", 38))
+    answers = [(nr, n) for n, nr in table.items() if everywhere.get(n) != enosys]
+    if not answers:
+        return
+    nr, name = max(answers)
+    if nr > top:
+        plain.setdefault(everywhere.get(name, str(default)), set()).add(name)
 
 
 def _or_entries(alts: list[tuple[Cmp, ...]], max_args: int | None) -> list[tuple[Cmp, ...]]:
