@@ -65,3 +65,23 @@ def test_import_then_diff_against_itself(tmp_path: Path) -> None:
     assert same.exit_code == 0 and "same decisions" in same.output
     other = CliRunner().invoke(cli, ["diff", str(out), "strict"])
     assert other.exit_code == 1 and other.output
+
+
+def test_diff_reads_docker_json_and_its_round_trip_is_the_same(tmp_path: Path) -> None:
+    src = tmp_path / "old.json"
+    src.write_text('{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","write",'
+                   '"exit_group","execve","openat"],"action":"SCMP_ACT_ALLOW"}]}')
+    toml = tmp_path / "old.toml"
+    assert CliRunner().invoke(cli, ["import", "docker", str(src), "-o", str(toml)]).exit_code == 0
+    back = tmp_path / "back.json"
+    result = CliRunner().invoke(cli, ["export", "docker", str(toml), "-o", str(back)])
+    assert result.exit_code == 0, result.output
+    same = CliRunner().invoke(cli, ["diff", str(src), str(back)])
+    assert (same.exit_code, same.stdout) == (0, "same decisions for every syscall\n")
+
+
+def test_learn_refuses_an_unknown_runtime(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["learn", "--docker", str(tmp_path / "x.json"),
+                                      "--runtime", "runc-9", "--", "true"])
+    assert result.exit_code == 2
+    assert "unknown runtime 'runc-9'; known: all, none, runc-1.1" in result.output

@@ -303,9 +303,18 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
                     f" {len(above)} names above it",
                 )
             )
+    unknown = default
+    if stub is not None and default != enosys:
+        # numbers with no name answer the default below the stub and ENOSYS above it; a
+        # profile whose stub is below the table's first gap gets ENOSYS for all of them
+        table = syscalls.table("x86_64")
+        numbers = set(table.values())
+        first_gap = min(n for n in range(max(numbers) + 2) if n not in numbers)
+        if stub < first_gap:
+            unknown = enosys
     policy = Seccomp(
         default_action=default,
-        unknown_action=default,
+        unknown_action=unknown,
         allow=tuple(allow),
         rules=tuple(rules),
         architectures=arches,
