@@ -253,6 +253,26 @@ def test_a_program_ending_with_exit_learns_and_runs(tmp_path: Path,
         shutil.rmtree(work)
 
 
+def test_learned_docker_export_imports_back_to_the_same_filter(tmp_path: Path) -> None:
+    from isorun.compile import bpf_verify, docker_import, syscalls
+    from isorun.compile.seccomp import compile_seccomp
+
+    _obs, path = learn_to(tmp_path, BUSYBOX)
+    profile = api.load_profile(str(path))
+    policy = learn._policy_of(api.compile_plan(profile), profile)
+    text, _added = learn_profile.export_docker_json(str(path), runtime=("none",))
+    imported, _ = docker_import.docker_to_policy(text, "learned.json")
+    a = compile_seccomp(policy, arch="x86_64").bpf
+    b = compile_seccomp(imported, arch="x86_64").bpf
+    probes = [(), (1,), (0, 0x5412), (0, 0x1_0000_5413), (0x10000000,), (0xFFFFFFFF,),
+              (1 << 63,), ((1 << 64) - 1, (1 << 64) - 1)]
+    names = {nr: n for n, nr in syscalls.table("x86_64").items()}
+    for nr in range(600):
+        for args in probes:
+            assert bpf_verify.evaluate(a, nr, args=args) == bpf_verify.evaluate(b, nr, args=args), (
+                names.get(nr, nr), args)
+
+
 def test_widen_only_adds_just_what_the_base_refuses(tmp_path: Path) -> None:
     _obs, base = learn_to(tmp_path, BUSYBOX)
     more = ["busybox", "sh", "-c", "mkdir /tmp/x && ls -d /tmp/x && rmdir /tmp/x && echo gone"]

@@ -6,11 +6,12 @@ rule of its own), ``includes.arches`` takes Go's names. So the export is right b
 construction and the import (:mod:`isorun.compile.docker_import`) says what an engine would
 have ignored.
 
-Export of an isorun profile writes the compiler's disjoint rules (see
-:mod:`isorun.compile.argspace`): engines add them to libseccomp, which has no precedence
-between overlapping rules, so only disjoint rules keep isorun's meaning. The default action
-is ``unknown_action`` (ENOSYS by default): an ERRNO default, never KILL, which would kill
-a thread of runc's own init and hang ``runc create``.
+Export of an isorun profile writes exact, compact, int64-safe entries built from the
+policy's first-match regions (:mod:`isorun.compile.docker_rules`): engines add them to
+libseccomp, which has no precedence between overlapping rules, so only rules that agree
+where they overlap keep isorun's meaning. The default action is ``unknown_action``
+(ENOSYS by default): an ERRNO default, never KILL, which would kill a thread of runc's own
+init and hang ``runc create`` (export_warnings says so).
 
 The action, operator and architecture tables here are shared with the importer and with
 :mod:`isorun.compile.docker_diff` (what a Docker profile decides; diff of two policies).
