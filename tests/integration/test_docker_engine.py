@@ -103,11 +103,30 @@ def test_malformed_profile_is_rejected(engine: Path, tmp_path: Path) -> None:
     assert result.returncode == 125, result.stdout + result.stderr
 
 
-def run_direct(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module", params=["podman", "docker"])
+def engine_name(request: pytest.FixtureRequest, engine: Path) -> str:
+    """podman (set up by ``engine``) and the private dockerd 20.10 of the shared tools."""
+    if request.param == "docker":
+        setup = subprocess.run(
+            [str(TOOLS / "podman-setup.sh"), "--with-docker"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if setup.returncode != 0:
+            if MUST:
+                pytest.fail(f"podman-setup.sh --with-docker failed: {setup.stderr[-500:]}")
+            pytest.skip("no private dockerd")
+    return str(request.param)
+
+
+def run_direct(
+    profile: Path, *args: str, engine: str = "podman"
+) -> subprocess.CompletedProcess[str]:
     """CMD exec'd by runc itself (no wrapping shell, whose own calls would hide what the
     runtime needs)."""
     return subprocess.run(
-        [str(CHECK), "-q", str(profile), *args],
+        [str(CHECK), "--engine", engine, "-q", str(profile), *args],
         capture_output=True,
         text=True,
         timeout=180,
@@ -151,30 +170,32 @@ def static_exit() -> Iterator[Path]:
 
 @pytest.mark.parametrize("runtime", ["runc-1.1", "all"])
 def test_learned_static_exit_starts_under_runc(
-    engine: Path, static_exit: Path, tmp_path: Path, runtime: str
+    engine_name: str, static_exit: Path, tmp_path: Path, runtime: str
 ) -> None:
     learned = learn_docker(tmp_path, runtime, str(static_exit), cwd=static_exit.parent)
-    result = run_direct(learned, "-v", f"{static_exit}:/exit:ro", "--", "/exit")
+    mount = f"{static_exit}:/exit:ro"
+    result = run_direct(learned, "-v", mount, "--", "/exit", engine=engine_name)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_learned_profile_without_the_runtime_calls_does_not_start(
-    engine: Path, static_exit: Path, tmp_path: Path
+    engine_name: str, static_exit: Path, tmp_path: Path
 ) -> None:
     # the reason the runtime data exists: runc's init is filtered too
     learned = learn_docker(tmp_path, "none", str(static_exit), cwd=static_exit.parent)
-    result = run_direct(learned, "-v", f"{static_exit}:/exit:ro", "--", "/exit")
+    mount = f"{static_exit}:/exit:ro"
+    result = run_direct(learned, "-v", mount, "--", "/exit", engine=engine_name)
     assert result.returncode != 0, result.stdout + result.stderr
 
 
-def test_learned_busybox_ls_starts_under_runc(engine: Path, tmp_path: Path) -> None:
+def test_learned_busybox_ls_starts_under_runc(engine_name: str, tmp_path: Path) -> None:
     busybox = shutil.which("busybox")
     if busybox is None:
         if MUST:
             pytest.fail("busybox missing")
         pytest.skip("busybox missing")
     learned = learn_docker(tmp_path, "runc-1.1", busybox, "ls", "-la", "/")
-    result = run_direct(learned, "--", "/bin/busybox", "ls", "-la", "/")
+    result = run_direct(learned, "--", "/bin/busybox", "ls", "-la", "/", engine=engine_name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "bin" in result.stdout
 
