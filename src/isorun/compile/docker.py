@@ -142,7 +142,9 @@ def docker_object(
     if _has_when(policy):
         head["syscalls"] = _structural_rules(policy)
         return head
-    found = docker_rules.groups(policy, targets, Context(arch=arch), default, max_args=max_args)
+    found = docker_rules.groups(
+        policy, targets, Context(arch=arch), default, max_args=max_args, list_default=True
+    )
     head["syscalls"] = [_entry(g) for g in found]
     return head
 

@@ -196,8 +196,16 @@ def groups(
     default: Action,
     *,
     max_args: int | None = None,
+    list_default: bool = False,
 ) -> list[Group]:
-    """The Docker entries for the policy on ``targets`` with ``default`` as defaultAction."""
+    """The Docker entries for the policy on ``targets`` with ``default`` as defaultAction.
+
+    ``list_default`` also writes the syscalls the default answers, when it is an errno
+    other than EPERM: Docker 20.10 ignores ``defaultErrnoRet`` (its default is then EPERM)
+    and would give clone3 EPERM, which glibc's pthread_create does not fall back from.
+    runc and crun skip a rule equal to the default, so where it is honoured they cost
+    nothing but bytes."""
+    spell_out = list_default and default.kind == "errno" and default.errno != 1
     entries, _ = build_entries(policy, ctx)
     known: set[str] = set()
     for arch in targets:
@@ -219,11 +227,11 @@ def groups(
         if len(regions) == 1:
             act = next(iter(regions))
             everywhere[name] = act
-            if act != str(default):
+            if act != str(default) or spell_out:
                 plain.setdefault(act, set()).add(name)
             continue
         for act, region in regions.items():
-            if act == str(default):
+            if act == str(default) and not spell_out:
                 continue
             others = [b for a, r in regions.items() if a != act for b in r]
             try:
