@@ -31,13 +31,8 @@ def docker_decide(
     like runc's stub, and refuses (ValueError) a call that two matching
     rules answer differently, where the result would depend on libseccomp's internals.
     """
-    from isorun.compile.docker_import import runc_stub
-
     # other arches: x86_64's numbers (since 424 every arch numbers new syscalls alike)
-    table_arch = arch if arch in ("x86_64", "aarch64") else "x86_64"
-    stub = runc_stub(doc, table_arch)
-    number = syscalls.table(table_arch).get(name) if stub is not None else None
-    if stub is not None and number is not None and number > stub:
+    if _above_stub(doc, syscalls.table(arch if arch in ("x86_64", "aarch64") else "x86_64"), name):
         return "errno:38"  # runc's ENOSYS stub answers before the filter
     host = DOCKER_ARCH.get(arch, arch)
     full = tuple(args) + (0,) * (6 - len(args))
@@ -72,6 +67,25 @@ def docker_decide(
         return answers.pop()
     act = ACTIONS_IN[doc["defaultAction"]]
     return f"errno:{doc.get('defaultErrnoRet', 1)}" if act == "errno" else act
+
+
+def _above_stub(doc: dict[str, Any], table: dict[str, int], name: str) -> bool:
+    """Whether runc's ENOSYS stub answers ``name`` (see docker_import.runc_stub); stops at
+    the first listed name numbered at least as high."""
+    if doc.get("defaultAction") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"):
+        return False
+    number = table.get(name)
+    if number is None:
+        return False
+    listed = False
+    for rule in doc.get("syscalls") or []:
+        for n in [*(rule.get("names") or []), *([rule["name"]] if rule.get("name") else [])]:
+            nr = table.get(n)
+            if nr is not None:
+                if nr >= number:
+                    return False
+                listed = True
+    return listed
 
 
 def _docker_cmp(arg: int, cond: dict[str, Any]) -> bool:
