@@ -655,3 +655,34 @@ def test_diff_finds_no_difference_between_a_profile_and_its_round_trip() -> None
     policy = builtin("strict")
     imported, _ = DI.docker_to_policy(D.export_docker(policy), "strict.json")
     assert DD.diff_policies(policy, imported) == []
+
+
+def test_a_middle_range_is_points_or_uint64_for_docker_and_refused_for_k8s() -> None:
+    small = Seccomp(
+        allow=("@system-service",),
+        rules=(
+            SeccompRule(("acct",), Action("allow"), (ArgCond(0, "ge", 2), ArgCond(0, "le", 9))),
+        ),
+    )
+    wide = Seccomp(
+        allow=("@system-service",),
+        rules=(
+            SeccompRule(("acct",), Action("allow"), (ArgCond(0, "ge", 1), ArgCond(0, "le", 999))),
+        ),
+    )
+    probes = [0, 1, 2, 3, 8, 9, 10, 998, 999, 1000, (1 << 63) | 2, (1 << 64) - 1]
+    for policy in (small, wide):
+        text = D.export_docker(policy)
+        doc = json.loads(text)
+        imported, _ = DI.docker_to_policy(text, "range.json")
+        toml, _ = DI.import_docker(text, "range.json")
+        assert load_layer(toml.encode(), "range.toml", "range").profile.seccomp == imported
+        for v in probes:
+            want = str(decide(policy, "acct", (v,)))
+            assert (
+                DD.docker_decide(doc, "acct", (v,)) == want == str(decide(imported, "acct", (v,)))
+            )
+    # 2..9: eight points, every value int64; 1..999 needs 2**64-wide masks: refused for SPO
+    assert crd_errors(D.k8s_object(small)["spec"], CRD_SPEC) == []
+    with pytest.raises(ProfileError, match=r"acct: the condition .* cannot be written with values"):
+        D.export_k8s(wide)

@@ -112,11 +112,14 @@ def docker_object(
     arch: str = "x86_64",
     default: Action | None = None,
     max_args: int | None = None,
+    int64: bool = False,
 ) -> dict[str, Any]:
     """The Docker profile as a JSON-ready dict (see :func:`export_docker`).
 
     ``default`` replaces ``unknown_action`` as defaultAction (the Kubernetes export, whose
-    CRD has no defaultErrnoRet); ``max_args`` caps ``args`` per entry (the CRD's 6).
+    CRD has no defaultErrnoRet); ``max_args`` caps ``args`` per entry (the CRD's 6);
+    ``int64`` refuses a comparison value of 2**63 or more (the CRD's int64 fields; runc and
+    crun read uint64, so the Docker export uses such a value where nothing else says it).
     """
     _check(policy)
     if arch not in ARCH_OUT or arch in ("x32", "i386"):
@@ -143,7 +146,13 @@ def docker_object(
         head["syscalls"] = _structural_rules(policy)
         return head
     found = docker_rules.groups(
-        policy, targets, Context(arch=arch), default, max_args=max_args, list_default=True
+        policy,
+        targets,
+        Context(arch=arch),
+        default,
+        max_args=max_args,
+        list_default=True,
+        int64=int64,
     )
     head["syscalls"] = [_entry(g) for g in found]
     return head
@@ -295,7 +304,9 @@ def k8s_object(policy: Seccomp, *, name: str = "isorun", arch: str = "x86_64") -
         )
     unknown = policy.unknown_action
     default = Action("errno", 1) if unknown.kind == "errno" else unknown
-    obj = docker_object(policy, arch=arch, default=default, max_args=docker_rules.SPO_MAX_ARGS)
+    obj = docker_object(
+        policy, arch=arch, default=default, max_args=docker_rules.SPO_MAX_ARGS, int64=True
+    )
     spec: dict[str, Any] = {"defaultAction": obj["defaultAction"]}
     spec["architectures"] = [
         obj["archMap"][0]["architecture"],

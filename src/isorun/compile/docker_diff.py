@@ -7,6 +7,7 @@ Siblings: :mod:`isorun.compile.docker` (the exports and the shared tables) and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from isorun.compile import syscalls
@@ -69,7 +70,7 @@ def docker_decide(
     return f"errno:{doc.get('defaultErrnoRet', 1)}" if act == "errno" else act
 
 
-def _above_stub(doc: dict[str, Any], table: dict[str, int], name: str) -> bool:
+def _above_stub(doc: dict[str, Any], table: Mapping[str, int], name: str) -> bool:
     """Whether runc's ENOSYS stub answers ``name`` (see docker_import.runc_stub); stops at
     the first listed name numbered at least as high."""
     if doc.get("defaultAction") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"):

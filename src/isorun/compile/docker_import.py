@@ -473,13 +473,13 @@ def _import_args(
                 )
             )
             continue
-        if not all(isinstance(v, int) and 0 <= v < 1 << 63 for v in (value, two)):
+        if not all(isinstance(v, int) and 0 <= v < 1 << 64 for v in (value, two)):
             errors.append(
                 Diagnostic(
                     loc,
                     f"syscalls[{n}].args[{m}]: value {value!r} / valueTwo"
-                    f" {two!r} must be integers below 2**63",
-                    "TOML integers are signed 64-bit",
+                    f" {two!r} must be integers from 0 to 2**64-1",
+                    "runc compares unsigned 64-bit values",
                 )
             )
             continue

@@ -134,8 +134,45 @@ def _prefer_ge(cmp: Cmp) -> Cmp:
     return cmp
 
 
-def _alternatives(name: str, region: Region, others: Region, loc: Loc) -> list[tuple[Cmp, ...]]:
-    """int64-safe conjunctions whose union is exactly ``region`` (overlaps allowed)."""
+#: a cube no single int64 comparison says is written point by point up to this many
+POINTS_MAX = 64
+
+
+def _safe_options(index: int, atom: Atom) -> list[Cmp | None]:
+    """int64-safe comparisons whose union is the atom: one, or its points (an interval
+    below 2**63 that neither starts at 0 nor ends at the top, e.g. ``2 <= arg <= 3``)."""
+    try:
+        return [_safe(index, atom)]
+    except KeyError:
+        if not isinstance(atom, Cube):
+            raise
+    free = MAX ^ atom.mask
+    lo, hi = atom.bounds()
+    if hi > I64 or bin(free).count("1") > POINTS_MAX.bit_length() - 1:
+        raise KeyError(atom)
+    bits = [1 << b for b in range(64) if free >> b & 1]
+    points = []
+    for n in range(1 << len(bits)):
+        points.append(lo | sum(bit for k, bit in enumerate(bits) if n >> k & 1))
+    return [(index, "eq", p, 0) for p in sorted(points)]
+
+
+def _raw(index: int, atom: Atom) -> Cmp | None:
+    """The uint64 comparison runc and crun take (not the SPO CRD: its fields are int64)."""
+    if isinstance(atom, Span):
+        if atom.lo == 0:
+            return None if atom.hi == MAX else (index, "le", atom.hi, 0)
+        return (index, "ge", atom.lo, 0)
+    if atom.mask == MAX:
+        return (index, "eq", atom.value, 0)
+    return (index, "masked_eq", atom.mask, atom.value)
+
+
+def _alternatives(
+    name: str, region: Region, others: Region, loc: Loc, int64: bool
+) -> list[tuple[Cmp, ...]]:
+    """Conjunctions whose union is exactly ``region`` (overlaps allowed), int64-safe
+    where a form exists; with ``int64`` a condition without one stops the export."""
     out: list[tuple[Cmp, ...]] = []
     for box in region:
         per_index: list[list[tuple[int, Atom]]] = [
@@ -146,11 +183,14 @@ def _alternatives(name: str, region: Region, others: Region, loc: Loc) -> list[t
             grown = tuple(
                 (i, _grow(i, a, sub, others) if isinstance(a, Cube) else a) for i, a in sub
             )
-            cmps: list[Cmp] = []
+            options: list[list[Cmp | None]] = []
             for i, atom in grown:
                 try:
-                    cmp = _safe(i, atom)
+                    options.append(_safe_options(i, atom))
                 except KeyError:
+                    if not int64:
+                        options.append([_raw(i, atom)])
+                        continue
                     raise ProfileError(
                         Diagnostic(
                             loc,
@@ -160,9 +200,8 @@ def _alternatives(name: str, region: Region, others: Region, loc: Loc) -> list[t
                             " mask 0xFFFFFFFF) or with values below 2**63",
                         )
                     ) from None
-                if cmp is not None:
-                    cmps.append(_prefer_ge(cmp))
-            out.append(tuple(cmps))
+            for choice in product(*options):
+                out.append(tuple(_prefer_ge(c) for c in choice if c is not None))
     return _drop_covered(out)
 
 
@@ -197,6 +236,7 @@ def groups(
     *,
     max_args: int | None = None,
     list_default: bool = False,
+    int64: bool = False,
 ) -> list[Group]:
     """The Docker entries for the policy on ``targets`` with ``default`` as defaultAction.
 
@@ -236,7 +276,7 @@ def groups(
             others = [b for a, r in regions.items() if a != act for b in r]
             try:
                 loc = next((e.loc for _, e in pieces if str(e.action) == act), policy.loc)
-                alts = _alternatives(name, argspace.simplify(region), others, loc)
+                alts = _alternatives(name, argspace.simplify(region), others, loc, int64)
             except ProfileError as err:
                 errors.extend(err.diagnostics)
                 continue
