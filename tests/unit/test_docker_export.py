@@ -686,3 +686,27 @@ def test_a_middle_range_is_points_or_uint64_for_docker_and_refused_for_k8s() -> 
     assert crd_errors(D.k8s_object(small)["spec"], CRD_SPEC) == []
     with pytest.raises(ProfileError, match=r"acct: the condition .* cannot be written with values"):
         D.export_k8s(wide)
+
+
+def test_an_export_with_uint64_values_imports_to_the_same_filter() -> None:
+    """isorun's exports before int64-safety wrote the compiler's rules as they were, with
+    masks of 2**63 and more (issue #14); such files still import exactly."""
+    from isorun.compile.seccomp import plan_rules
+
+    policy = builtin("strict")
+    rules, _ = plan_rules(policy, ("x86_64",), Context())
+    doc: dict[str, Any] = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38}
+    doc["syscalls"] = [
+        {"names": [r.syscall], **D._docker_action(Action(*_split(r.action)))}
+        | ({"args": D._docker_args(r.conditions)} if r.conditions else {})
+        for r in rules
+        if r.action != "errno:38"
+    ]
+    assert any(a["value"] >= 1 << 63 for r in doc["syscalls"] for a in r.get("args", []))
+    imported, _ = DI.docker_to_policy(json.dumps(doc), "old.json")
+    assert DD.diff_policies(policy, imported) == []
+
+
+def _split(action: str) -> tuple[str, int]:
+    kind, _, num = action.partition(":")
+    return kind, int(num or 0)
