@@ -36,7 +36,8 @@ from isorun import learn_profile as lp
 @click.option("--timeout", type=float, default=None, help="Kill the command after SECONDS.")
 @click.option("--runtime", "runtimes", multiple=True, default=("all",), show_default=True,
               help="With --docker: the OCI runtime(s) whose own post-filter syscalls the"
-                   " JSON allows (runc-1.1, runc-1.2, runc-1.3, runc-1.4, crun, all, none;"
+                   " JSON allows (runc-1.1, runc-1.1-nnp, runc-1.2, runc-1.3, runc-1.4, crun,"
+                   " all, none;"
                    " repeatable).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
@@ -90,10 +91,12 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
         if added:
             click.echo(f"isorun: {docker} also allows {len(added)} syscalls the container"
                        f" runtime ({', '.join(runtimes)}) makes after loading the filter:"
-                       f" {' '.join(added)}. Engines need them because they run containers"
-                       " without no-new-privileges; with `--security-opt"
-                       " no-new-privileges` runc and crun load the filter just before"
-                       " execve (see data/engines.toml for how each list was measured)",
+                       f" {' '.join(added)}. Most are needed because engines run"
+                       " containers without no-new-privileges, so the runtime loads the"
+                       " filter before it drops capabilities and ids; run the container"
+                       " with `--security-opt no-new-privileges` and learn with"
+                       " `--runtime runc-1.1-nnp` to grant only the few it still makes"
+                       " (data/engines.toml says how each list was measured)",
                        err=True)
     n = len(learned.allow) + len({r.syscalls[0] for r in learned.rules})
     click.echo(f"isorun: learned {n} syscalls from {obs.total} calls"

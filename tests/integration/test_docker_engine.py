@@ -226,3 +226,16 @@ def test_compact_strict_export_is_enforced(engine_name: str, tmp_path: Path) -> 
     other = sysc("ioctl", "0", "0x5413", "s:x").stdout  # TIOCGWINSZ: not EPERM
     assert "EPERM" not in other and "ENOSYS" not in other, other
     assert "ENOSYS" in sysc("clone3", "0", "0").stdout
+
+
+def test_no_new_privileges_needs_only_the_nnp_runtime_calls(
+    engine_name: str, static_exit: Path, tmp_path: Path
+) -> None:
+    """With no-new-privileges runc loads the filter after dropping privileges: the short
+    runc-1.1-nnp list is enough there, and not enough without it."""
+    learned = learn_docker(tmp_path, "runc-1.1-nnp", str(static_exit), cwd=static_exit.parent)
+    mount = f"{static_exit}:/exit:ro"
+    nnp = ("--security-opt", "no-new-privileges", "-v", mount, "--", "/exit")
+    assert run_direct(learned, *nnp, engine=engine_name).returncode == 0
+    without = run_direct(learned, "-v", mount, "--", "/exit", engine=engine_name)
+    assert without.returncode != 0
