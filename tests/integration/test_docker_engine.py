@@ -239,3 +239,33 @@ def test_no_new_privileges_needs_only_the_nnp_runtime_calls(
     assert run_direct(learned, *nnp, engine=engine_name).returncode == 0
     without = run_direct(learned, "-v", mount, "--", "/exit", engine=engine_name)
     assert without.returncode != 0
+
+
+#: the host's programs, run in the busybox image with the host's /usr bound read-only
+HOST_USR = ("-v", "/usr:/usr:ro", "-v", "/lib64:/lib64:ro", "-v", "/usr/lib:/lib:ro")
+PROGRAMS = {
+    "python3": ["/usr/bin/python3", "-c", "import json; print(json.dumps([1]))"],
+    "git": ["/usr/bin/git", "-c", "safe.directory=*", "status", "--short"],
+    "curl": ["/usr/bin/curl", "-s", "file:///etc/hostname"],
+}
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_learned_host_programs_start_under_runc(
+    engine_name: str, tmp_path: Path, program: str
+) -> None:
+    argv = PROGRAMS[program]
+    if not Path(argv[0]).exists():
+        if MUST:
+            pytest.fail(f"{argv[0]} missing")
+        pytest.skip(f"{argv[0]} missing")
+    work = Path(tempfile.mkdtemp(prefix="isorun-prog-"))
+    try:
+        work.chmod(0o755)
+        subprocess.run(["git", "init", "-q", str(work)], check=True, timeout=60)
+        learned = learn_docker(tmp_path, "all", *argv, cwd=work)
+        mount = ("-v", f"{work}:/work", "-w", "/work")
+        result = run_direct(learned, *HOST_USR, *mount, "--", *argv, engine=engine_name)
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        shutil.rmtree(work)
