@@ -75,7 +75,7 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     else:
         sys.stdout.write(text)
     if docker:
-        lp.runtime_syscalls(tuple(r for r in runtimes if r != "none"))  # unknown: usage error
+        lp.runtime_syscalls(runtimes)  # an unknown name is a usage error before the run
         if output:
             json_text, added = lp.export_docker_json(output, runtime=runtimes)
         else:

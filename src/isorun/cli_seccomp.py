@@ -41,6 +41,24 @@ _arch = click.option(
 )
 
 
+_runtime = click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    default=("none",),
+    show_default=True,
+    help="Also allow what these OCI runtimes call after loading the filter (runc-1.1,"
+    " runc-1.1-nnp, runc-1.2, runc-1.3, runc-1.4, crun, all; repeatable): a minimal"
+    " profile needs it to start in a container.",
+)
+
+
+def _with_runtime(policy, runtimes: tuple[str, ...], arch: str):  # type: ignore[no-untyped-def]
+    from isorun.compile import docker
+
+    return docker.with_runtime(policy, runtimes, arch)[0]
+
+
 def _arch_or_native(arch: str | None) -> str:
     import os
 
@@ -62,12 +80,15 @@ def export() -> None:
 @export.command("docker")
 @click.argument("profile")
 @_arch
+@_runtime
 @_output
-def export_docker_cmd(profile: str, arch: str | None, output: str | None) -> None:
+def export_docker_cmd(
+    profile: str, arch: str | None, runtimes: tuple[str, ...], output: str | None
+) -> None:
     """moby's seccomp JSON (docker run --security-opt seccomp=FILE, podman too)."""
     from isorun.compile import docker
 
-    policy = _policy(profile)
+    policy = _with_runtime(_policy(profile), runtimes, _arch_or_native(arch))
     _write(docker.export_docker(policy, arch=_arch_or_native(arch)), output)
     _warn(policy)
 
@@ -75,12 +96,15 @@ def export_docker_cmd(profile: str, arch: str | None, output: str | None) -> Non
 @export.command("oci")
 @click.argument("profile")
 @_arch
+@_runtime
 @_output
-def export_oci_cmd(profile: str, arch: str | None, output: str | None) -> None:
+def export_oci_cmd(
+    profile: str, arch: str | None, runtimes: tuple[str, ...], output: str | None
+) -> None:
     """The OCI runtime-spec linux.seccomp object (config.json)."""
     from isorun.compile import docker
 
-    policy = _policy(profile)
+    policy = _with_runtime(_policy(profile), runtimes, _arch_or_native(arch))
     _write(docker.export_oci(policy, arch=_arch_or_native(arch)), output)
     _warn(policy)
 
@@ -89,15 +113,18 @@ def export_oci_cmd(profile: str, arch: str | None, output: str | None) -> None:
 @click.argument("profile")
 @click.option("--name", default="", help="metadata.name (default: the profile's name).")
 @_arch
+@_runtime
 @_output
-def export_k8s_cmd(profile: str, name: str, arch: str | None, output: str | None) -> None:
+def export_k8s_cmd(
+    profile: str, name: str, arch: str | None, runtimes: tuple[str, ...], output: str | None
+) -> None:
     """A security-profiles-operator SeccompProfile (cluster-scoped, API v1) plus the pod
     snippet using it (localhostProfile: operator/NAME.json)."""
     from isorun import api
     from isorun.compile import docker
 
     loaded = api.load_profile(profile)
-    policy = loaded.seccomp
+    policy = _with_runtime(loaded.seccomp, runtimes, _arch_or_native(arch))
     text = docker.export_k8s(policy, name=name or loaded.name, arch=_arch_or_native(arch))
     _write(text, output)
     _warn(policy)

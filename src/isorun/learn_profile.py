@@ -13,7 +13,6 @@ import os
 import shlex
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 from isorun.compile import argspace, syscalls
 from isorun.compile.plan import MountStep, Plan
@@ -188,32 +187,11 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
     return "\n".join(lines) + "\n", learned
 
 
-def _engines() -> dict[str, Any]:
-    import tomllib
-
-    path = os.path.join(os.path.dirname(__file__), "data", "engines.toml")
-    with open(path, "rb") as f:
-        return tomllib.load(f)
-
-
-def runtimes() -> dict[str, dict[str, Any]]:
-    """The OCI runtimes whose post-filter syscalls isorun knows (data/engines.toml), each
-    with ``syscalls``, ``source`` and ``how`` it was measured or read."""
-    out: dict[str, dict[str, Any]] = _engines()["runtime"]
-    return out
-
-
 def runtime_syscalls(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The union of the named runtimes' post-filter syscalls (``all``: every known one)."""
-    known = runtimes()
-    chosen = tuple(known) if not names or "all" in names else names
-    unknown = [n for n in chosen if n not in known]
-    if unknown:
-        raise UsageError(
-            f"unknown runtime {', '.join(map(repr, unknown))}; known: all, none, "
-            + ", ".join(known)
-        )
-    return tuple(sorted({s for n in chosen for s in known[n]["syscalls"]}))
+    """The runtimes' post-filter syscalls (:func:`isorun.compile.docker.runtime_syscalls`)."""
+    from isorun.compile.docker import runtime_syscalls as of
+
+    return of(names)
 
 
 def export_docker_json(
@@ -226,15 +204,11 @@ def export_docker_json(
     are added (the engine's needs, not the command's); ``("none",)`` adds nothing.
     """
     from isorun import api
-    from isorun.compile.docker import export_docker
+    from isorun.compile.docker import export_docker, with_runtime
 
     profile = api.load_profile(toml_path)
     policy = _policy_of(api.compile_plan(profile), profile)
-    added: tuple[str, ...] = ()
-    if runtime != ("none",):
-        table = syscalls.table(_native_arch())
-        added = tuple(n for n in runtime_syscalls(runtime) if n not in policy.allow and n in table)
-        policy = dataclasses.replace(policy, allow=(*policy.allow, *added))
+    policy, added = with_runtime(policy, runtime, _native_arch())
     return export_docker(policy, arch=_native_arch()), added
 
 

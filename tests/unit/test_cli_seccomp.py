@@ -85,3 +85,16 @@ def test_learn_refuses_an_unknown_runtime(tmp_path: Path) -> None:
                                       "--runtime", "runc-9", "--", "true"])
     assert result.exit_code == 2
     assert "unknown runtime 'runc-9'; known: all, none, runc-1.1" in result.output
+
+
+def test_export_of_a_minimal_profile_warns_about_the_runtime_and_adds_it(tmp_path: Path) -> None:
+    prof = tmp_path / "min.toml"
+    prof.write_text('[seccomp]\nallow = ["execve", "exit_group", "read", "write"]\n')
+    bare = CliRunner().invoke(cli, ["export", "docker", str(prof)])
+    assert bare.exit_code == 0, bare.output
+    assert "which runc 1.1 calls after loading it: a container will not start" in bare.stderr
+    assert "setuid" in bare.stderr
+    full = CliRunner().invoke(cli, ["export", "k8s", str(prof), "--runtime", "runc-1.1"])
+    assert full.exit_code == 0, full.output
+    assert "runc 1.1 calls" not in full.stderr
+    assert "    - setuid\n" in full.stdout or '    - "setuid"\n' in full.stdout

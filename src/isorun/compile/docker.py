@@ -19,6 +19,7 @@ The action, operator and architecture tables here are shared with the importer a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from isorun.compile import docker_rules, syscalls
 from isorun.compile.seccomp import Context, build_entries, target_arches
 from isorun.compile.seccomp_check import check_seccomp
-from isorun.errors import Diagnostic, ProfileError
+from isorun.errors import Diagnostic, ProfileError, UsageError
 from isorun.profile.schema import Action, Seccomp, When
 
 ACTIONS_OUT = {
@@ -380,6 +381,44 @@ def engine_facts() -> dict[str, Any]:
         return tomllib.load(f)
 
 
+def runtime_syscalls(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The union of the named OCI runtimes' post-filter syscalls (data/engines.toml, each
+    with how it was measured or read); ``all`` is every known one, ``none`` nothing."""
+    known: dict[str, Any] = engine_facts()["runtime"]
+    if "none" in names:
+        return ()
+    chosen = tuple(known) if not names or "all" in names else names
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown runtime {', '.join(map(repr, unknown))}; known: all, none, "
+            + ", ".join(known)
+        )
+    return tuple(sorted({s for n in chosen for s in known[n]["syscalls"]}))
+
+
+def with_runtime(
+    policy: Seccomp, names: tuple[str, ...], arch: str = "x86_64"
+) -> tuple[Seccomp, tuple[str, ...]]:
+    """The policy allowing also what the runtimes call after loading the filter (they run
+    under it too), and the names that added."""
+    table = syscalls.table(arch)
+    added = tuple(n for n in runtime_syscalls(names) if n not in policy.allow and n in table)
+    return dataclasses.replace(policy, allow=(*policy.allow, *added)), added
+
+
+def missing_runtime_syscalls(policy: Seccomp, runtime: str = "runc-1.1") -> tuple[str, ...]:
+    """What ``runtime`` calls after loading the filter that the policy refuses."""
+    from isorun.compile.seccomp import decide
+
+    entries, _ = build_entries(policy)
+    return tuple(
+        n
+        for n in runtime_syscalls((runtime,))
+        if decide(policy, n, (), entries).kind not in ("allow", "log")
+    )
+
+
 def export_warnings(policy: Seccomp) -> list[str]:
     """What an engine will do differently from isorun with this export (printed, not
     fatal: the export itself is exact)."""
@@ -390,6 +429,14 @@ def export_warnings(policy: Seccomp) -> list[str]:
             f" {ACTIONS_OUT[policy.unknown_action.kind]}: runc's Go init makes calls no rule"
             " allows after loading the filter, one of its threads is killed and `runc"
             " create` hangs; use an errno unknown_action"
+        )
+    missing = missing_runtime_syscalls(policy)
+    if missing:
+        out.append(
+            f"the filter refuses {' '.join(missing)}, which runc 1.1 calls after loading it:"
+            " a container will not start (runc: \"unable to setup user\"); export with"
+            " --runtime all (or --runtime runc-1.1-nnp under --security-opt"
+            " no-new-privileges)"
         )
     unknown = engine_facts()["libseccomp"]["2.5.4"]["unknown"]
     entries, _ = build_entries(policy)
