@@ -54,9 +54,9 @@ _runtime = click.option(
 
 
 def _with_runtime(policy, runtimes: tuple[str, ...], arch: str):  # type: ignore[no-untyped-def]
-    from isorun.compile import docker
+    from isorun.compile import engines
 
-    return docker.with_runtime(policy, runtimes, arch)[0]
+    return engines.with_runtime(policy, runtimes, arch)[0]
 
 
 def _arch_or_native(arch: str | None) -> str:
@@ -66,9 +66,9 @@ def _arch_or_native(arch: str | None) -> str:
 
 
 def _warn(policy) -> None:  # type: ignore[no-untyped-def]  # policy: schema.Seccomp
-    from isorun.compile import docker
+    from isorun.compile import engines
 
-    for line in docker.export_warnings(policy):
+    for line in engines.export_warnings(policy):
         click.echo(f"isorun: warning: {line}", err=True)
 
 

@@ -128,7 +128,7 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
                    grant_fs: bool = False) -> tuple[str, Learned]:
     """The learned profile as TOML text, and what went into it."""
     from isorun import __version__, api
-    from isorun.compile.docker_import import render_toml
+    from isorun.compile.docker_toml import render_toml
 
     if obs.mode == "check":
         raise UsageError("a --check run produces a verdict, not a profile")
@@ -188,8 +188,8 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
 
 
 def runtime_syscalls(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The runtimes' post-filter syscalls (:func:`isorun.compile.docker.runtime_syscalls`)."""
-    from isorun.compile.docker import runtime_syscalls as of
+    """The runtimes' post-filter syscalls (:func:`isorun.compile.engines.runtime_syscalls`)."""
+    from isorun.compile.engines import runtime_syscalls as of
 
     return of(names)
 
@@ -204,7 +204,8 @@ def export_docker_json(
     are added (the engine's needs, not the command's); ``("none",)`` adds nothing.
     """
     from isorun import api
-    from isorun.compile.docker import export_docker, with_runtime
+    from isorun.compile.docker import export_docker
+    from isorun.compile.engines import with_runtime
 
     profile = api.load_profile(toml_path)
     policy = _policy_of(api.compile_plan(profile), profile)

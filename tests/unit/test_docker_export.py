@@ -13,6 +13,7 @@ from isorun.compile import bpf_verify as V
 from isorun.compile import docker as D
 from isorun.compile import docker_diff as DD
 from isorun.compile import docker_import as DI
+from isorun.compile import engines as E
 from isorun.compile import syscalls
 from isorun.compile.seccomp import Context, build_entries, compile_seccomp, decide
 from isorun.errors import ProfileError
@@ -602,7 +603,7 @@ def test_dropped_flags_and_kill_default_are_warned() -> None:
 
 def test_kill_default_export_is_warned() -> None:
     policy = Seccomp(allow=("@system-service",), unknown_action=Action("kill_process"))
-    assert any("`runc create` hangs" in w for w in D.export_warnings(policy))
+    assert any("`runc create` hangs" in w for w in E.export_warnings(policy))
 
 
 def test_default_allow_import_passes_check() -> None:

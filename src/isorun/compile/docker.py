@@ -11,7 +11,7 @@ policy's first-match regions (:mod:`isorun.compile.docker_rules`): engines add t
 libseccomp, which has no precedence between overlapping rules, so only rules that agree
 where they overlap keep isorun's meaning. The default action is ``unknown_action``
 (ENOSYS by default): an ERRNO default, never KILL, which would kill a thread of runc's own
-init and hang ``runc create`` (export_warnings says so).
+init and hang ``runc create`` (:func:`isorun.compile.engines.export_warnings` says so).
 
 The action, operator and architecture tables here are shared with the importer and with
 :mod:`isorun.compile.docker_diff` (what a Docker profile decides; diff of two policies).
@@ -19,15 +19,14 @@ The action, operator and architecture tables here are shared with the importer a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from typing import Any
 
 from isorun.compile import docker_rules, syscalls
-from isorun.compile.seccomp import Context, build_entries, target_arches
+from isorun.compile.seccomp import Context, target_arches
 from isorun.compile.seccomp_check import check_seccomp
-from isorun.errors import Diagnostic, ProfileError, UsageError
+from isorun.errors import Diagnostic, ProfileError
 from isorun.profile.schema import Action, Seccomp, When
 
 ACTIONS_OUT = {
@@ -370,86 +369,6 @@ def export_k8s(policy: Seccomp, *, name: str = "isorun", arch: str = "x86_64") -
         f"#       localhostProfile: operator/{safe}.json",
     ]
     return "\n".join(lines) + "\n"
-
-
-def engine_facts() -> dict[str, Any]:
-    """data/engines.toml: runtimes' post-filter syscalls, names libseccomp versions lack."""
-    import os
-    import tomllib
-
-    with open(os.path.join(os.path.dirname(__file__), "..", "data", "engines.toml"), "rb") as f:
-        return tomllib.load(f)
-
-
-def runtime_syscalls(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The union of the named OCI runtimes' post-filter syscalls (data/engines.toml, each
-    with how it was measured or read); ``all`` is every known one, ``none`` nothing."""
-    known: dict[str, Any] = engine_facts()["runtime"]
-    if "none" in names:
-        return ()
-    chosen = tuple(known) if not names or "all" in names else names
-    unknown = [n for n in chosen if n not in known]
-    if unknown:
-        raise UsageError(
-            f"unknown runtime {', '.join(map(repr, unknown))}; known: all, none, "
-            + ", ".join(known)
-        )
-    return tuple(sorted({s for n in chosen for s in known[n]["syscalls"]}))
-
-
-def with_runtime(
-    policy: Seccomp, names: tuple[str, ...], arch: str = "x86_64"
-) -> tuple[Seccomp, tuple[str, ...]]:
-    """The policy allowing also what the runtimes call after loading the filter (they run
-    under it too), and the names that added."""
-    table = syscalls.table(arch)
-    added = tuple(n for n in runtime_syscalls(names) if n not in policy.allow and n in table)
-    return dataclasses.replace(policy, allow=(*policy.allow, *added)), added
-
-
-def missing_runtime_syscalls(policy: Seccomp, runtime: str = "runc-1.1") -> tuple[str, ...]:
-    """What ``runtime`` calls after loading the filter that the policy refuses."""
-    from isorun.compile.seccomp import decide
-
-    entries, _ = build_entries(policy)
-    return tuple(
-        n
-        for n in runtime_syscalls((runtime,))
-        if decide(policy, n, (), entries).kind not in ("allow", "log")
-    )
-
-
-def export_warnings(policy: Seccomp) -> list[str]:
-    """What an engine will do differently from isorun with this export (printed, not
-    fatal: the export itself is exact)."""
-    out = []
-    if policy.unknown_action.kind in ("kill_process", "kill_thread"):
-        out.append(
-            f"unknown_action = {policy.unknown_action} becomes defaultAction"
-            f" {ACTIONS_OUT[policy.unknown_action.kind]}: runc's Go init makes calls no rule"
-            " allows after loading the filter, one of its threads is killed and `runc"
-            " create` hangs; use an errno unknown_action"
-        )
-    missing = missing_runtime_syscalls(policy)
-    if missing:
-        out.append(
-            f"the filter refuses {' '.join(missing)}, which runc 1.1 calls after loading it:"
-            " a container will not start (runc: \"unable to setup user\"); export with"
-            " --runtime all (or --runtime runc-1.1-nnp under --security-opt"
-            " no-new-privileges)"
-        )
-    unknown = engine_facts()["libseccomp"]["2.5.4"]["unknown"]
-    entries, _ = build_entries(policy)
-    named = sorted(
-        n for n in unknown if any(e.action != policy.unknown_action for e in entries.get(n, []))
-    )
-    if named:
-        out.append(
-            f"libseccomp 2.5.4 (Debian 12's runc and podman) does not know {', '.join(named)}:"
-            f" engines built with it skip these rules, so the container answers ENOSYS or"
-            f" the default action instead of what the profile says"
-        )
-    return out
 
 
 def export_bpf(policy: Seccomp, **kw: Any) -> bytes:

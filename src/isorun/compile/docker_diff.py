@@ -71,7 +71,7 @@ def docker_decide(
 
 
 def _above_stub(doc: dict[str, Any], table: Mapping[str, int], name: str) -> bool:
-    """Whether runc's ENOSYS stub answers ``name`` (see docker_import.runc_stub); stops at
+    """Whether runc's ENOSYS stub answers ``name`` (see engines.runc_stub); stops at
     the first listed name numbered at least as high."""
     if doc.get("defaultAction") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"):
         return False
@@ -200,7 +200,7 @@ def diff_engine_numbers(
 ) -> list[str]:
     """Numbers runc answers differently for the two Docker profiles because of its ENOSYS
     stub (numbers above the highest listed syscall), as ranges."""
-    from isorun.compile.docker_import import runc_stub
+    from isorun.compile.engines import runc_stub
 
     names = {nr: n for n, nr in syscalls.table(arch).items()}
     stubs = (runc_stub(doc_a, arch), runc_stub(doc_b, arch))
