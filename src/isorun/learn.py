@@ -219,30 +219,6 @@ def _tables_for_supervisor(native: str) -> tuple[bytes, tuple[int, ...]]:
     return bytes(mask), tuple(mem)
 
 
-def check_answers(policy: Seccomp, native: str) -> tuple[tuple[int, ...], int]:
-    """What ``check`` answers a notified call with, per native number, and for the rest.
-
-    In ``check`` mode only calls the profile refuses are notified (plus execve, for the
-    hand-over, which runs), so each number maps to the errno of its first refusing entry
-    or of the default. A refusal that kills or traps is answered EPERM: the call is still
-    refused, the run goes on and the report names the profile's real action.
-    """
-    from isorun.compile.seccomp import build_entries
-
-    def errno_of(action: Action) -> int:
-        return action.errno if action.kind == "errno" else 1
-
-    entries, _ = build_entries(policy)
-    table = syscalls.table(native)
-    out = [errno_of(policy.unknown_action)] * (max(table.values()) + 1)
-    for name, nr in table.items():
-        refusing = [e.action for e in entries.get(name, [])
-                    if e.action.kind not in ("allow", "log")]
-        out[nr] = errno_of(refusing[0] if refusing else policy.default_action)
-    out[table["execve"]] = 0
-    return tuple(out), errno_of(policy.default_action)
-
-
 def _policy_of(plan: Plan, profile: Profile) -> Seccomp:
     found = plan.find(LoadSeccomp)
     return found[0].policy if found else dataclasses.replace(profile.seccomp, enabled=False)
@@ -268,6 +244,8 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
     # check enforces the profile through the supervisor's answers (check_answers): a
     # kernel filter refusing first would keep those calls from being notified and listed
     enforce = hardening_filter(policy) if mode != "check" else b""
+    from isorun.learn_profile import check_answers
+
     answer, answer_other = check_answers(policy, arch) if mode == "check" and policy.enabled \
         else ((), 0)
     spec = native.build_spec(plan, list(argv), os.environ if env is None else env, enforce)
