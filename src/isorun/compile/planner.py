@@ -293,7 +293,19 @@ def _check_startable(policy: schema.Seccomp, loc: Loc, errors: list[Diagnostic])
         if rule.action.kind in ("allow", "log"):
             for name in rule.syscalls:
                 allowed |= syscalls.expand(name)
-    missing = [n for n in ("execve", "exit_group") if n not in allowed]
+    if policy.default_action.kind in ("allow", "log"):
+        # a deny list (Docker's SCMP_ACT_ALLOW default): allowed unless refused outright
+        refused: set[str] = set()
+        for name in policy.deny:
+            refused |= syscalls.expand(name)
+        for rule in policy.rules:
+            if rule.action.kind not in ("allow", "log") and not rule.args and rule.when is None:
+                for name in rule.syscalls:
+                    refused |= syscalls.expand(name)
+        allowed |= {"execve", "exit_group", "exit"} - refused
+    # a program may end with exit(2) alone (one thread: the same as exit_group)
+    ends = "exit_group" if "exit" not in allowed else "exit"
+    missing = [n for n in ("execve", ends) if n not in allowed]
     if missing:
         errors.append(Diagnostic(
             loc, f"the seccomp filter allows neither {' nor '.join(missing)}: "

@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 6
+#define ISORUN_SHIM_ABI 7
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -203,6 +203,14 @@ struct isorun_supervisor {
     unsigned long long total;
     /* notifications that vanished (the caller was killed) before they were answered */
     unsigned long long lost;
+    /*
+     * ABI 5 (issue #14, `learn --check`): per native syscall number, the errno to answer
+     * instead of letting the call run (0: CONTINUE); answer_other for other numbers and
+     * ABIs. n_answer == 0 answers every notification with CONTINUE (learning).
+     */
+    const unsigned short *answer;
+    size_t n_answer;
+    unsigned short answer_other;
 };
 
 /*
@@ -212,8 +220,8 @@ struct isorun_supervisor {
 int isorun_take_listener(int pid, int fd);
 
 /*
- * Answer every notification on sup->listener with SECCOMP_USER_NOTIF_FLAG_CONTINUE,
- * recording it first. Returns 0 once no process uses the filter any more, 1 when
+ * Answer every notification on sup->listener, recording it first: with
+ * SECCOMP_USER_NOTIF_FLAG_CONTINUE, or with the errno sup->answer gives (see above). Returns 0 once no process uses the filter any more, 1 when
  * stop_fd became readable, or -errno.
  */
 int isorun_supervise(struct isorun_supervisor *sup);
