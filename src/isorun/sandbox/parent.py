@@ -257,11 +257,14 @@ def link_refused(record: Record, mount: tuple[Any, ...], link: bytes) -> Sandbox
     except OSError:
         target = ""  # gone again: the message still names it
     kind, dst, src, flags = mount[:4]
-    detail = (f"{mount_name(kind, flags)} {os.fsdecode(dst)}"
-              + (f" from {os.fsdecode(src)}" if src != dst else "")
-              + f": {os.fsdecode(link)} is a symbolic link{target}, which isorun does not"
-              " follow (docs/security.md)")  # fmt: skip
-    err = setup_error(record, "mount", "openat", ELOOP, detail)
+    # The rootfs directory (filesystem.root) travels as a mount of src at "/".
+    step = "root" if dst == b"/" and src == record["root"] else "mount"
+    what = ("root" if step == "root" else
+            f"{mount_name(kind, flags)} {os.fsdecode(dst)}"
+            + (f" from {os.fsdecode(src)}" if src != dst else ""))  # fmt: skip
+    detail = (f"{what}: {os.fsdecode(link)} is a symbolic link{target}, which isorun does"
+              " not follow (docs/security.md)")  # fmt: skip
+    err = setup_error(record, step, "openat", ELOOP, detail)
     err.step_index = mount[7]
     err.hint = "remove the link, or bind its target explicitly"
     return err
@@ -421,6 +424,13 @@ def failure_error(record: Record, failure: Failure) -> SandboxSetupError:
     step, syscall, errno, index = failure
     if index < 0:
         index = record["step_index"].get(step, -1)
+    if step == "root" and errno == ELOOP and record["root"] not in (b"", b"tmpfs"):
+        fd, path = resolve_in_parent(load_shim(), record["root"])
+        if fd >= 0:
+            os.close(fd)
+        else:
+            root = (MountKind.BIND, b"/", record["root"], 0, b"", 0o755, False, index, -1)
+            return link_refused(record, root, path)
     detail = ""
     if step == "mount" and index >= 0:
         for mount in record["mounts"]:
