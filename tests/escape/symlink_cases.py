@@ -305,6 +305,48 @@ def check_build_cwd_through_a_link(route: str) -> None:
         shutil.rmtree(layout.base)
 
 
+#: a profile that mounts below a directory an earlier mount brought in from the host
+_NESTED_PROFILE = """
+extends = ["strict"]
+
+[[mounts]]
+type = "rw-bind"
+src = "${CWD}"
+dst = "/work"
+
+[[mounts]]
+type = "tmpfs"
+dst = "/work/sub/cache"
+"""
+
+
+def check_destination_link(route: str) -> None:
+    """A link in a destination: ``sub`` in the project, which the profile binds at
+    /work, climbs out of the new root and into the host's (still attached at set-up)
+    with enough "..". Creating /work/sub/cache through it would make a directory on
+    the host; the child refuses the link instead, and says where it is."""
+    layout = make_layout()
+    try:
+        profile = layout.base / "nested.toml"
+        profile.write_text(_NESTED_PROFILE)
+        # Far enough up from anywhere the new root may sit, then down to outside.
+        ups = "/".join([".."] * 12)
+        for prefix in ("old", "."):
+            link = layout.project / "sub"
+            if link.is_symlink():
+                link.unlink()
+            link.symlink_to(f"{ups}/{prefix}{layout.outside}")
+            before = snapshot(layout)
+            for _ in range(RUNS.get(route, 1)):
+                code, stderr = ROUTES[route](str(profile), layout, ["true"])
+                assert snapshot(layout) == before, (code, stderr)
+                assert code == 125, (code, stderr)
+                assert "ELOOP" in stderr and "a symbolic link in /work/sub/cache" in stderr
+                assert "nested.toml:" in stderr, stderr
+    finally:
+        shutil.rmtree(layout.base)
+
+
 def check_swap_race(route: str, launches: int = 40) -> None:
     """A process flips the bind path between a directory and a link to outside (two
     rename(2)s a loop) while we launch again and again: each launch either refuses or
@@ -388,6 +430,9 @@ def run_case(case: str) -> None:
     elif kind == "build_cwd_link":
         for route in usable_routes():
             check_build_cwd_through_a_link(route)
+    elif kind == "destination_link":
+        for route in usable_routes():
+            check_destination_link(route)
     elif kind == "swap_race":
         if args[0] in usable_routes():
             check_swap_race(args[0])
@@ -397,7 +442,12 @@ def run_case(case: str) -> None:
 
 CASES: dict[str, Callable[[], None]] = {
     case: functools.partial(run_case, case)
-    for case in [*bind_ids(), "build_cwd_link", *(f"swap_race:{route}" for route in ROUTES)]
+    for case in [
+        *bind_ids(),
+        "build_cwd_link",
+        "destination_link",
+        *(f"swap_race:{route}" for route in ROUTES),
+    ]
 }
 
 if __name__ == "__main__":

@@ -62,6 +62,11 @@ def test_build_cwd_reached_through_a_link_still_works(mode: str) -> None:
 
 
 @pytest.mark.needs("shim", "userns")
+def test_link_in_a_destination_inside_the_new_root_is_refused(mode: str) -> None:
+    _run("destination_link", mode)
+
+
+@pytest.mark.needs("shim", "userns")
 @pytest.mark.parametrize("route", list(symlink_cases.ROUTES))
 def test_swap_race_cve_2021_30465(route: str, mode: str) -> None:
     _run(f"swap_race:{route}", mode)
