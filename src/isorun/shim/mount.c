@@ -95,7 +95,8 @@ static int open_beneath(int root, const char *path, int flags) {
 /*
  * The directory that will hold ``path``'s last component, created (mode 0755) as needed,
  * one component at a time so no link is followed; ``*name`` gets that last component.
- * The fast path, one openat2, covers a parent that exists. Returns a descriptor or -errno.
+ * The fast path, one openat2, covers a parent that exists. Returns a descriptor (the new
+ * root's own when that is the parent: close it with close_parent) or -errno.
  */
 static int open_parent(const struct where *w, const char *path, char *buf, const char **name) {
     size_t len = isorun_strlen(path), i, start;
@@ -114,6 +115,9 @@ static int open_parent(const struct where *w, const char *path, char *buf, const
     *name = buf + i;
     if (i > 0)
         buf[i - 1] = '\0';
+    /* Directly in the new root (most mounts): the root's own descriptor, no syscall. */
+    if (buf[leading_slashes(buf)] == '\0')
+        return w->dst_root;
     fd = open_beneath(w->dst_root, buf, O_PATH | O_DIRECTORY);
     if (fd >= 0 || errno != ENOENT)
         return fd >= 0 ? fd : -errno;
@@ -163,37 +167,44 @@ static int open_parent(const struct where *w, const char *path, char *buf, const
  * (mode) or an empty regular file, the type a mount point must share with what is
  * mounted on it. An existing link is refused, never followed.
  */
+static void close_parent(const struct where *w, int fd) {
+    if (fd != w->dst_root)
+        close(fd);
+}
+
 static int open_dst(const struct where *w, const char *path, int dir, mode_t mode) {
     char buf[PATH_MAX];
     const char *name;
     struct stat st;
     int parent, fd, rc;
 
-    fd = open_beneath(w->dst_root, path, O_PATH);
-    if (fd < 0 && errno != ENOENT)
-        return -errno;
-    if (fd < 0) {
-        parent = open_parent(w, path, buf, &name);
-        if (parent < 0)
-            return parent;
-        if (dir)
-            rc = mkdirat(parent, name, mode);
-        else
-            rc = fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                             mode);
-        if (rc < 0 && errno != EEXIST) {
-            rc = -errno;
-            close(parent);
-            return rc;
-        }
-        if (fd >= 0)
-            close(fd);
-        fd = openat(parent, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        rc = errno;
-        close(parent);
-        if (fd < 0)
-            return -rc;
+    parent = open_parent(w, path, buf, &name);
+    if (parent < 0)
+        return parent;
+    if (*name == '\0') /* the new root itself (a rootfs tree over all of it) */
+        return fcntl(w->dst_root, F_DUPFD_CLOEXEC, 0);
+    /*
+     * Create first, then open what is there: the create answers EEXIST for any name
+     * that exists (before EROFS or EACCES), so an existing destination costs no more,
+     * and what the open finds is checked below whoever made it.
+     */
+    if (dir) {
+        rc = mkdirat(parent, name, mode);
+    } else {
+        rc = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (rc >= 0)
+            close(rc);
     }
+    if (rc < 0 && errno != EEXIST) {
+        rc = -errno;
+        close_parent(w, parent);
+        return rc;
+    }
+    fd = openat(parent, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    rc = errno;
+    close_parent(w, parent);
+    if (fd < 0)
+        return -rc;
     if (fstat(fd, &st) < 0) {
         rc = -errno;
         close(fd);
@@ -419,7 +430,7 @@ static void do_symlink(const struct where *w, const char *target, const char *ds
         fail(w, "mkdir", -dir);
     if (symlinkat(target, dir, name) < 0)
         fail(w, "symlink", errno);
-    close(dir);
+    close_parent(w, dir);
 }
 
 static void do_dev(const struct where *w, const char *dst) {
@@ -481,7 +492,7 @@ static void do_file(const struct where *w, const struct isorun_mount *m) {
     fd = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         fail(w, "open", errno);
-    close(dir);
+    close_parent(w, dir);
     while (done < m->src_len) {
         n = write(fd, m->src + done, m->src_len - done);
         if (n < 0 && errno == EINTR)
