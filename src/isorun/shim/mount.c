@@ -5,7 +5,7 @@
  * Layout while building: a small staging tmpfs becomes "/" with the host root at /old and
  * the new root at /new, so every host source resolves beneath /old even when it lies
  * under a directory the new root will cover, and every destination beneath /new. Both
- * by descriptor, following no link (open_beneath says why).
+ * by descriptor, following no link (beneath.c says why).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,8 +17,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#include <linux/openat2.h>
 
 #include "isorun_child.h"
 
@@ -65,160 +63,8 @@ int isorun_join(char *buf, size_t size, const char *a, const char *b) {
     return 0;
 }
 
-static size_t leading_slashes(const char *s) {
-    size_t n = 0;
-
-    while (s[n] == '/')
-        n++;
-    return n;
-}
-
-/*
- * Every path below is opened from a root descriptor with openat2(2) and
- * RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH, and every mount is made from or onto the
- * descriptor that was checked (issue #12, CVE-2021-30465's class): a link the sandbox
- * planted, in a source or in a destination that an earlier bind made writable, is refused
- * with ELOOP, even one swapped in while we work. The parent already resolved the links
- * the threat model trusts (resolve.c), so a canonical path has none left to follow.
- */
-static int open_beneath(int root, const char *path, int flags) {
-    struct open_how how;
-
-    while (*path == '/')
-        path++;
-    memset(&how, 0, sizeof how);
-    how.flags = (unsigned long long)(flags | O_CLOEXEC);
-    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
-    return (int)syscall(SYS_openat2, root, *path ? path : ".", &how, sizeof how);
-}
-
-/*
- * The directory that will hold ``path``'s last component, created (mode 0755) as needed,
- * one component at a time so no link is followed; ``*name`` gets that last component.
- * The fast path, one openat2, covers a parent that exists. Returns a descriptor (the new
- * root's own when that is the parent: close it with close_parent) or -errno.
- */
-static int open_parent(const struct where *w, const char *path, char *buf, const char **name) {
-    size_t len = isorun_strlen(path), i, start;
-    struct stat st;
-    int fd, next;
-
-    while (len > 0 && path[len - 1] == '/')
-        len--;
-    if (len + 1 > PATH_MAX)
-        return -ENAMETOOLONG;
-    memcpy(buf, path, len);
-    buf[len] = '\0';
-    i = len;
-    while (i > 0 && buf[i - 1] != '/')
-        i--;
-    *name = buf + i;
-    if (i > 0)
-        buf[i - 1] = '\0';
-    /* Directly in the new root (most mounts): the root's own descriptor, no syscall. */
-    if (buf[leading_slashes(buf)] == '\0')
-        return w->dst_root;
-    fd = open_beneath(w->dst_root, buf, O_PATH | O_DIRECTORY);
-    if (fd >= 0 || errno != ENOENT)
-        return fd >= 0 ? fd : -errno;
-    fd = fcntl(w->dst_root, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    for (start = 0; start + 1 < i;) {
-        while (buf[start] == '/')
-            start++;
-        size_t end = start;
-        while (buf[end] != '/' && buf[end] != '\0')
-            end++;
-        char saved = buf[end];
-        buf[end] = '\0';
-        if (strcmp(buf + start, "..") == 0) {
-            close(fd);
-            return -EXDEV; /* as RESOLVE_BENEATH answers a ".." that would climb out */
-        }
-        if (end > start && mkdirat(fd, buf + start, 0755) < 0 && errno != EEXIST) {
-            close(fd);
-            return -errno;
-        }
-        next = end > start ? openat(fd, buf + start, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
-        buf[end] = saved;
-        if (end == start)
-            break;
-        if (next < 0 || fstat(next, &st) < 0) {
-            int err = errno;
-            if (next >= 0)
-                close(next);
-            close(fd);
-            return -err;
-        }
-        close(fd);
-        if (!S_ISDIR(st.st_mode)) {
-            close(next);
-            return S_ISLNK(st.st_mode) ? -ELOOP : -ENOTDIR;
-        }
-        fd = next;
-        start = end;
-    }
-    return fd;
-}
-
-/*
- * ``path`` in the new root as an O_PATH descriptor, created when missing: a directory
- * (mode) or an empty regular file, the type a mount point must share with what is
- * mounted on it. An existing link is refused, never followed.
- */
-static void close_parent(const struct where *w, int fd) {
-    if (fd != w->dst_root)
-        close(fd);
-}
-
-static int open_dst(const struct where *w, const char *path, int dir, mode_t mode) {
-    char buf[PATH_MAX];
-    const char *name;
-    struct stat st;
-    int parent, fd, rc;
-
-    parent = open_parent(w, path, buf, &name);
-    if (parent < 0)
-        return parent;
-    if (*name == '\0') /* the new root itself (a rootfs tree over all of it) */
-        return fcntl(w->dst_root, F_DUPFD_CLOEXEC, 0);
-    /*
-     * Create first, then open what is there: the create answers EEXIST for any name
-     * that exists (before EROFS or EACCES), so an existing destination costs no more,
-     * and what the open finds is checked below whoever made it.
-     */
-    if (dir) {
-        rc = mkdirat(parent, name, mode);
-    } else {
-        rc = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-        if (rc >= 0)
-            close(rc);
-    }
-    if (rc < 0 && errno != EEXIST) {
-        rc = -errno;
-        close_parent(w, parent);
-        return rc;
-    }
-    fd = openat(parent, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    rc = errno;
-    close_parent(w, parent);
-    if (fd < 0)
-        return -rc;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    if (S_ISDIR(st.st_mode) != !!dir || S_ISLNK(st.st_mode)) {
-        close(fd);
-        return S_ISLNK(st.st_mode) ? -ELOOP : dir ? -ENOTDIR : -EISDIR;
-    }
-    return fd;
-}
-
 static int open_dst_or_fail(const struct where *w, const char *path, int dir, mode_t mode) {
-    int fd = open_dst(w, path, dir, mode);
+    int fd = isorun_child_open_dst(w->dst_root, path, dir, mode);
 
     if (fd < 0)
         fail(w, dir ? "mkdir" : "open", -fd);
@@ -279,7 +125,7 @@ static void do_bind(const struct where *w, const struct isorun_mount *m, unsigne
     struct stat st;
     int src, tree, dst;
 
-    src = open_beneath(w->src_root, m->src, O_PATH);
+    src = isorun_child_open_beneath(w->src_root, m->src, O_PATH);
     if (src < 0) {
         if (errno == ENOENT && m->optional)
             return;
@@ -424,13 +270,13 @@ static void do_proc(const struct where *w, const char *dst) {
 static void do_symlink(const struct where *w, const char *target, const char *dst) {
     char buf[PATH_MAX];
     const char *name;
-    int dir = open_parent(w, dst, buf, &name);
+    int dir = isorun_child_open_parent(w->dst_root, dst, buf, &name);
 
     if (dir < 0)
         fail(w, "mkdir", -dir);
     if (symlinkat(target, dir, name) < 0)
         fail(w, "symlink", errno);
-    close_parent(w, dir);
+    isorun_child_close_parent(w->dst_root, dir);
 }
 
 static void do_dev(const struct where *w, const char *dst) {
@@ -449,7 +295,7 @@ static void do_dev(const struct where *w, const char *dst) {
     for (i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
         if (isorun_join(src, sizeof src, "/dev/", nodes[i]) < 0)
             fail(w, "path", ENAMETOOLONG);
-        from = open_beneath(w->src_root, src, O_PATH);
+        from = isorun_child_open_beneath(w->src_root, src, O_PATH);
         if (from < 0)
             fail(w, "openat2", errno);
         /* Bind, not mknod: mknod of a device needs CAP_MKNOD in the initial namespace. */
@@ -485,14 +331,14 @@ static void do_file(const struct where *w, const struct isorun_mount *m) {
     const char *name;
     size_t done = 0;
     ssize_t n;
-    int fd, dir = open_parent(w, m->dst, buf, &name);
+    int fd, dir = isorun_child_open_parent(w->dst_root, m->dst, buf, &name);
 
     if (dir < 0)
         fail(w, "mkdir", -dir);
     fd = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         fail(w, "open", errno);
-    close_parent(w, dir);
+    isorun_child_close_parent(w->dst_root, dir);
     while (done < m->src_len) {
         n = write(fd, m->src + done, m->src_len - done);
         if (n < 0 && errno == EINTR)
@@ -579,7 +425,7 @@ static void apply_all(const struct isorun_spec *spec, const char *src_root,
          * descriptor holds, and a lookup starting there stays under it: reopen by path,
          * which crosses into the top mount. The path is our own staging directory.
          */
-        if (spec->mounts[i].dst[leading_slashes(spec->mounts[i].dst)] == '\0') {
+        if (spec->mounts[i].dst[isorun_leading_slashes(spec->mounts[i].dst)] == '\0') {
             close(w.dst_root);
             w.dst_root = open(dst_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
             if (w.dst_root < 0)
@@ -600,15 +446,11 @@ static void root_fail(const struct isorun_spec *spec, const char *step, const ch
  */
 static void bind_root(const struct isorun_spec *spec) {
     int old, src, tree, dst;
-    struct open_how how;
 
     old = open(OLD, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (old < 0)
         root_fail(spec, "root", "open");
-    memset(&how, 0, sizeof how);
-    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
-    src = (int)syscall(SYS_openat2, old, spec->root + 1, &how, sizeof how);
+    src = isorun_child_open_beneath(old, spec->root, O_PATH | O_DIRECTORY);
     if (src < 0)
         root_fail(spec, "root", "openat2");
     tree = (int)syscall(SYS_open_tree, src, "",
