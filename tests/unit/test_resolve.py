@@ -71,12 +71,12 @@ def test_resolve_reports_a_missing_component(shim: Any, project: Path) -> None:
 
 
 @pytest.mark.needs("shim")
-@pytest.mark.skipif(not os.path.islink("/bin") or os.stat("/bin").st_uid != 0,
-                    reason="not a merged-/usr system")  # fmt: skip
 def test_resolve_follows_the_systems_own_links(shim: Any) -> None:
-    # /bin -> usr/bin, root's, in "/": the layout of every merged-/usr distribution.
-    fd, out = resolve(shim, "/bin/sh")
-    assert fd >= 0 and out == os.path.realpath("/bin/sh")
+    # /bin -> usr/bin, root's, in "/": the layout of every merged-/usr distribution. On
+    # another layout (or inside a sandbox, where /bin is a bind) /bin is a directory.
+    merged = os.path.islink("/bin") and os.lstat("/bin").st_uid == 0
+    fd, out = resolve(shim, "/bin")
+    assert fd >= 0 and out == (os.path.realpath("/bin") if merged else "/bin")
 
 
 @pytest.mark.needs("shim")
