@@ -222,7 +222,7 @@ def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
     if err.loc is not None or not 0 <= err.step_index < len(plan.steps):
         return err
     return SandboxSetupError(err.step, err.syscall, err.errno, plan.steps[err.step_index].loc,
-                             err.detail, err.step_index)
+                             err.detail, err.step_index, err.hint)
 
 
 @dataclass(frozen=True, slots=True)

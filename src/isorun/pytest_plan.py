@@ -176,43 +176,22 @@ def per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, An
             "cwd": os.fsencode(os.getcwd())}  # fmt: skip
 
 
-def clone_trees(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
-    """As root: each bind source the sandbox's uid 65534 cannot walk to (behind a 0700
-    directory: /root's pyenv, pytest's tmp_path under /tmp/pytest-of-root) cloned by this
-    process (parent.clone_trees_in_parent); the others stay binds by path. A rootfs
-    directory it cannot reach likewise (then a tree over an empty tmpfs root).
+def resolve_mounts(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
+    """Every bind source resolved without following a link the sandbox's side could have
+    written (parent.resolve_mounts_in_parent, issue #12), refused with the profile line
+    otherwise. As root, also cloned by this process when the sandbox's uid 65534 cannot
+    walk to it (behind a 0700 directory: /root's pyenv, pytest's tmp_path under
+    /tmp/pytest-of-root); the others stay binds by path. A rootfs directory it cannot
+    reach likewise (then a tree over an empty tmpfs root).
 
-    Not every bind, as a launch does: open_tree costs ~12 us a mount and a launch pays it
-    once, a marked test every time. A source the check wrongly thinks reachable fails the
-    bind in the child (EACCES, set-up failed): never a weaker sandbox.
+    Not every bind cloned, as a launch does: open_tree costs ~12 us a mount and a launch
+    pays it once, a marked test every time. A source the check wrongly thinks reachable
+    fails the bind in the child (EACCES, set-up failed): never a weaker sandbox.
     """
     from isorun.sandbox import parent
-    from isorun.sandbox.spec import MountKind
 
-    mounts = record["mounts"]
-    need = [m for m in mounts if m[0] == MountKind.BIND and not _reachable(m[2])]
-    root = record["root"]
-    hidden_root = root not in (b"", b"tmpfs") and not _reachable(root)
-    if not need and not hidden_root:
-        return record
-    subset = {**record, "root": root if hidden_root else b"", "mounts": tuple(need)}
-    cloned = parent.clone_trees_in_parent(subset, opened)
-    if hidden_root and cloned["root"] == b"tmpfs":
-        # The rootfs became a tree over an empty tmpfs root: the first mount, kept first.
-        root_tree, *rest = cloned["mounts"]
-        cloned = {**cloned, "mounts": tuple(rest)}
-        record = {**record, "root": b"tmpfs", "mounts": (root_tree, *mounts)}
-    # clone_trees_in_parent drops a missing optional source; (dst, step) names a mount.
-    by_name = {(m[1], m[7]): m for m in cloned["mounts"]}
-    out = []
-    for m in record["mounts"]:
-        if m[0] == MountKind.BIND and not _reachable(m[2]):
-            found = by_name.get((m[1], m[7]))
-            if found is not None:
-                out.append(found)
-        else:
-            out.append(m)
-    return {**record, "mounts": tuple(out)}
+    return parent.resolve_mounts_in_parent(record, opened,
+                                           clone=lambda src: not _reachable(src))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1024)

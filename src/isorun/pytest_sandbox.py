@@ -179,8 +179,7 @@ def run_in_child(
     pid = -1
     try:
         record = pytest_plan.per_test_record(session, policy.writable)
-        if os.geteuid() == 0:
-            record = pytest_plan.clone_trees(record, opened)
+        record = pytest_plan.resolve_mounts(record, opened)
         c_spec = _struct(session, shim, record, (go_r, go_w), (err_w, err_r), result_w)
         env = _child_env(session.env, session_env)
         # Looked up here: cffi builds a function's wrapper on first access, and in the

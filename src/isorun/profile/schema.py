@@ -103,7 +103,8 @@ class Mount:
     mode: int | None = None
     """Permission bits of a ``tmpfs`` root, ``file`` or ``dir`` (e.g. 0o700)."""
     optional: bool = False
-    """Skip the entry when its source does not exist, instead of refusing to run."""
+    """Skip the entry when its source does not exist, instead of refusing to run. A path
+    that is a symbolic link is refused all the same (docs/security.md)."""
     noexec: bool = False
     """Forbid executing files from this mount (MS_NOEXEC)."""
     loc: Loc = field(default=DEFAULT_LOC, compare=False)

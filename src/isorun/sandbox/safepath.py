@@ -3,16 +3,18 @@
 The wrapper backends (bwrap, firejail) resolve the paths of their mounts themselves, by
 path, at a moment isorun does not choose. Before handing a path over, the runner walks it
 here: one component at a time from "/", each opened ``O_PATH|O_NOFOLLOW``, so a link is
-seen as itself. A link is followed only when nothing a sandbox runs could have made it:
-owned by root, in a directory owned by root that neither group nor others can write (a
-merged-/usr ``/bin -> usr/bin``, Debian's ``/etc/alternatives``). A sandbox never runs as
+seen as itself. A link is followed only when nothing a sandbox runs could have made it and
+the system put it there: owned by root, in a directory owned by root that neither group
+nor others can write, inside the system's own trees (a merged-/usr ``/bin -> usr/bin``,
+Debian's ``/etc/alternatives``). A root-owned project is not a system tree: a repository
+cloned by root brings root-owned links. A sandbox never runs as
 host root (a root caller's runs as the overflow uid), so it can neither create such a link
 nor change such a directory. Any other link is refused with :class:`SymlinkRefused`.
 
 The walk answers for the moment it ran. What the wrapper resolves later is checked again
 inside the sandbox by the exec stage (``--expect``, compared by device and inode), and a
 destination the wrapper creates below a directory someone else can change is refused
-before launch (sandbox/backends.py): see docs/security-backends.md.
+before launch (sandbox/backends.py): see docs/security.md, "bwrap and firejail".
 
 The native backend has its own resolver in C (shim/resolve.c) with the same trust rule.
 """
@@ -64,6 +66,19 @@ class Resolved:
     uid: int
 
 
+#: the system's own trees, where only the distribution's packages put links; the same list
+#: as shim/resolve.c's system_trees (the native backend's resolver), checked equal by a
+#: unit test. Not /opt, /srv, /home, /root or /tmp: a root caller's project lives there,
+#: root-owned, and its links came with a repository.
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def in_system_tree(directory: str) -> bool:
+    """Whether ``directory`` (a canonical path, "" for "/") lies in a system tree."""
+    return directory == "" or any(directory == top or directory.startswith(top + "/")
+                                  for top in SYSTEM_TREES)
+
+
 def trusted_dir(st: os.stat_result) -> bool:
     """Whether only root can change the entries of the directory ``st`` describes."""
     return (stat.S_ISDIR(st.st_mode) and st.st_uid == 0
@@ -102,7 +117,8 @@ def walk(path: str) -> Resolved:
                 # the link opened, not whatever bears its name by now (readlinkat(2) of
                 # an O_PATH descriptor with an empty path)
                 target = os.readlink("", dir_fd=fd)
-                trusted = st.st_uid == 0 and trusted_dir(os.fstat(parent))
+                trusted = (st.st_uid == 0 and in_system_tree(parent_path)
+                           and trusted_dir(os.fstat(parent)))
             finally:
                 os.close(fd)
             links += 1

@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 7
+#define ISORUN_SHIM_ABI 8
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -155,6 +155,15 @@ int isorun_abi(void);
  * maps and cgroup, then walks the spec. Returns the child pid, or -errno.
  */
 int isorun_spawn(const struct isorun_spec *spec);
+
+/*
+ * ABI 5: resolve the absolute host path ``path`` on the trusted side (resolve.c): one
+ * component at a time, never following a symbolic link unless follow_trusted is set and
+ * the link is root's in a directory only root can write. Returns an O_PATH|O_CLOEXEC
+ * descriptor and the path with no link in it in out, or -errno; -ELOOP for a link it
+ * will not follow, with that link's path in out.
+ */
+int isorun_resolve(const char *path, int follow_trusted, char *out, size_t out_size);
 
 /* Learn mode: what the supervisor does for each notification (notify.c). */
 #define ISORUN_ARGS 6

@@ -78,6 +78,15 @@ void isorun_record_free(struct isorun_record *rec) {
     rec->chunks = NULL;
 }
 
+char *isorun_record_strdup(struct isorun_record *rec, const char *s) {
+    size_t n = strlen(s) + 1;
+    char *copy = alloc(rec, n);
+
+    if (copy != NULL)
+        memcpy(copy, s, n);
+    return copy;
+}
+
 static int refuse(struct reader *r, const char *what) {
     if (r->error == NULL) {
         r->error = what;
@@ -281,7 +290,7 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
     }
     s->keep_fds = keep;
     s->n_keep_fds = j;
-    /* One slot more than the record has: launch.c's clone_trees may put a rootfs tree
+    /* One slot more than the record has: launch.c's resolve_mounts may put a rootfs tree
      * in front of the others. */
     if (read_count(r, 5 * 8 + 3 * 4, &n) < 0 ||
         (rec->mounts = alloc(rec, (n + 1) * sizeof *rec->mounts)) == NULL)
