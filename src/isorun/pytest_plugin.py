@@ -23,9 +23,12 @@ from typing import Any
 
 import pytest
 
+from isorun import pytest_inner, pytest_trust
+
 #: set inside a session sandbox, so the inner pytest and its xdist workers do not
-#: re-execute again (a nested user namespace is refused by the seccomp hardening anyway)
-INNER = "ISORUN_PYTEST_INNER"
+#: re-execute again (a nested user namespace is refused by the seccomp hardening anyway).
+#: Never trusted alone where it would skip the sandbox: see isorun.pytest_inner.
+INNER = pytest_inner.INNER
 #: the sandbox's uid on the host when the caller is root (planner.NOBODY)
 NOBODY = 65534
 DEFAULT_PROFILE = "test"
@@ -59,6 +62,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
+    group.addoption(
+        pytest_trust.TRUST_FLAG,
+        action="store_true",
+        default=False,
+        dest="isorun_trust_project",
+        help="let the project's configuration loosen the sandbox (isorun_profile file, "
+        "isorun_writable or cache_dir outside the project); honoured on the command line only",
+    )
 
 
 def _requested_profile(args: list[str], default: str) -> str | None:
@@ -85,17 +96,34 @@ def pytest_load_initial_conftests(
 ) -> None:
     default = str(early_config.getini("isorun_profile") or DEFAULT_PROFILE)
     profile = _requested_profile(args, default)
-    if profile is None or os.environ.get(INNER):
+    if os.environ.get(INNER) is not None:
+        why_not = pytest_inner.why_not_inside()
+        pytest_inner.release_namespace()
+        if profile is None:
+            return
+        if why_not is None:
+            return  # the launcher's sandbox, proven: this is the inner session
+        # Fail closed: a variable set by tox, direnv or pytest-env must not turn
+        # "pytest --isorun" into an unconfined run.
+        sys.stderr.write(pytest_inner.refusal(why_not) + "\n")
+        raise SystemExit(2)
+    if profile is None:
         return
     # Here, before conftest.py files are imported: everything the project runs, its
     # conftests and the dependencies they import, runs inside the sandbox.
-    code = _reexec(early_config, profile)
+    code = _reexec(early_config, profile, args)
     sys.stdout.flush()
     sys.stderr.flush()
     raise SystemExit(code)
 
 
-def session_profile_text(base: str, rootdir: str, cache_dir: str, writable: list[str]) -> str:
+def session_profile_text(
+    base: str,
+    rootdir: str,
+    cache_dir: str,
+    writable: list[str],
+    python_paths: list[str] | None = None,
+) -> str:
     """The TOML of the session profile: ``base`` plus what this pytest run needs."""
     lines = [f"extends = [{json.dumps(base)}]", ""]
 
@@ -108,11 +136,14 @@ def session_profile_text(base: str, rootdir: str, cache_dir: str, writable: list
     # The rootdir (its pyproject/conftest) may lie above the working directory that the
     # profile binds; the interpreter must be visible whatever profile was chosen.
     mount("ro-bind", rootdir, False)
-    for path in interpreter_paths():
+    for path in interpreter_paths() if python_paths is None else python_paths:
         mount("ro-bind", path, False)
     mount("rw-bind", cache_dir, True)
     for path in writable:
         mount("rw-bind", path, True)
+    # The launcher's user namespace goes in at NS_FD: the inner session's proof that it
+    # is inside (isorun.pytest_inner), which the variable alone is not.
+    lines.extend(["[process]", f"pass_fds = [{pytest_inner.NS_FD}]", ""])
     lines.extend(["[environment]", f"set = {{ {INNER} = {json.dumps(base)} }}", ""])
     return "\n".join(lines)
 
@@ -145,16 +176,111 @@ def _writable_by_sandbox(path: str) -> bool:
     return st.st_uid == NOBODY or bool(st.st_mode & 0o002)
 
 
-def _reexec(config: pytest.Config, profile: str) -> int:
+def _override_given(args: list[str], key: str) -> bool:
+    """Whether the user's own command line sets ini ``key`` (-o key=..., --override-ini)."""
+    for index, arg in enumerate(args):
+        value = arg
+        if arg in ("-o", "--override-ini") and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith("--override-ini="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-o") and arg != "-o":
+            value = arg[2:]
+        if value.startswith(key + "="):
+            return True
+    return False
+
+
+def project_loosenings(
+    config: pytest.Config, profile: str, base: str, cache_dir: str
+) -> list[pytest_trust.Loosening]:
+    """Each setting that came from the project, not the user's command line, and loosens
+    the sandbox (isorun.pytest_trust)."""
+    user_args = list(config.invocation_params.args)
+    user_args += os.environ.get("PYTEST_ADDOPTS", "").split()
+    source = config.inipath.name if config.inipath else "the project's configuration"
+    rootdir = str(config.rootpath)
+    prefixes = {sys.prefix, sys.base_prefix}
+    out: list[pytest_trust.Loosening] = []
+    # The profile: the user's when their command line names it; else a bare --isorun
+    # took the ini value, or the project's addopts asked for one.
+    if _requested_profile(list(user_args), "") in (None, "") and not _override_given(
+        user_args, "isorun_profile"
+    ):
+        out += pytest_trust.profile_loosenings(base, rootdir, source)
+        if out and base != profile:
+            out = [replace_setting(x, profile) for x in out]
+    if not _override_given(user_args, "isorun_writable"):
+        for value in config.getini("isorun_writable"):
+            found = pytest_trust.path_loosening(
+                "isorun_writable", str(value), rootdir, source, prefixes
+            )
+            if found:
+                out.append(found)
+    if not _override_given(user_args, "cache_dir"):
+        found = pytest_trust.path_loosening("cache_dir", cache_dir, rootdir, source, prefixes)
+        if found:
+            out.append(found)
+    return out
+
+
+def replace_setting(x: pytest_trust.Loosening, profile: str) -> pytest_trust.Loosening:
+    """``x`` naming the profile as the project wrote it, not its absolute path."""
+    from dataclasses import replace
+
+    return replace(x, setting=f"isorun_profile = {profile}")
+
+
+def _host_modules_warning(config: pytest.Config, args: list[str]) -> str:
+    """The modules outside the standard library, pytest and isorun that ran on the host
+    before the sandbox (installed pytest11 plugins, -p modules), or ""."""
+    how: dict[str, str] = {}
+    for plugin, dist in config.pluginmanager.list_plugin_distinfo():
+        name = getattr(plugin, "__name__", "").partition(".")[0]
+        if name:
+            how[name] = f"pytest11 entry point of {dist.project_name}"
+    for index, arg in enumerate(args):
+        if arg == "-p" and index + 1 < len(args):
+            how.setdefault(args[index + 1].partition(".")[0], "-p")
+        elif arg.startswith("-p") and len(arg) > 2:
+            how.setdefault(arg[2:].partition(".")[0], "-p")
+    found = pytest_inner.host_modules(list(sys.modules), how)
+    if not found:
+        return ""
+    return (
+        "isorun: warning: pytest --isorun starts the sandbox after pytest has loaded its "
+        f"plugins; these {len(found)} module(s) already ran on the host, unconfined:\n"
+        + "".join(f"  {line}\n" for line in found)
+        + "  hint: run `isorun pytest ARGS` instead: pytest, its plugins and conftest.py "
+        "files then start inside the sandbox\n"
+    )
+
+
+def _reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
+    """Run this session again inside the sandbox; ``args``: pytest's, addopts included."""
     rootdir = str(config.rootpath)
     caching = config.pluginmanager.has_plugin("cacheprovider")
-    cache_dir = str(
-        config.rootpath / (str(config.getini("cache_dir")) if caching else ".pytest_cache")
-    )
+    cache_ini = str(config.getini("cache_dir")) if caching else ".pytest_cache"
+    cache_dir = str(config.rootpath / cache_ini)
     writable = [os.path.join(rootdir, p) for p in config.getini("isorun_writable")]
     base = profile
     if profile.endswith(".toml") or os.sep in profile:
         base = os.path.abspath(profile)
+    warning = _host_modules_warning(config, args)
+    if warning:
+        sys.stderr.write(warning)
+    from isorun.errors import IsorunError
+
+    try:
+        loosenings = project_loosenings(config, profile, base, cache_ini)
+        header = pytest_trust.enforce(
+            loosenings, pytest_trust.trusted(config.invocation_params.args, os.environ)
+        )
+    except IsorunError as err:
+        sys.stderr.write(err.render() + "\n")
+        return err.exit_code
+    for line in header:
+        sys.stdout.write(line + "\n")
     argv = [sys.executable, "-m", "pytest", *_strip_isorun(config.invocation_params.args)]
     if caching and not _writable_by_sandbox(cache_dir):
         # Running as root: the sandbox is uid 65534 and host root is never mapped in, so
@@ -169,14 +295,32 @@ def _reexec(config: pytest.Config, profile: str) -> int:
     text = session_profile_text(base, rootdir, cache_dir, writable)
     # chdir: ${CWD} in the profile is where pytest was invoked.
     os.chdir(config.invocation_params.dir)
-    path = stable_profile(text)
-    if path is not None:
-        return _launch(argv, path)
-    with tempfile.TemporaryDirectory(prefix="isorun-pytest-") as scratch:
-        path = os.path.join(scratch, "session.toml")
-        with open(path, "w") as f:
-            f.write(text)
-        return _launch(argv, path)
+    return launch_session(argv, text)
+
+
+def launch_session(argv: list[str], text: str) -> int:
+    """Launch ``argv`` under the session profile ``text``, handing over the proof."""
+    from isorun.errors import UsageError
+
+    try:
+        pytest_inner.hand_over_namespace()
+    except OSError as err:
+        sys.stderr.write(
+            UsageError(f"cannot hand the sandbox its proof: {err.strerror}").render()
+            + f"\n  hint: close descriptor {pytest_inner.NS_FD} before starting pytest\n"
+        )
+        return UsageError.exit_code
+    try:
+        path = stable_profile(text)
+        if path is not None:
+            return _launch(argv, path)
+        with tempfile.TemporaryDirectory(prefix="isorun-pytest-") as scratch:
+            path = os.path.join(scratch, "session.toml")
+            with open(path, "w") as f:
+                f.write(text)
+            return _launch(argv, path)
+    finally:
+        os.close(pytest_inner.NS_FD)
 
 
 def _launch(argv: list[str], profile: str) -> int:
