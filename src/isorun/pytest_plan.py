@@ -193,19 +193,59 @@ def import_paths(path: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(interpreter_paths())
 
 
-def hand_scratch_to_sandbox(paths: tuple[str, ...], uid: int, gid: int) -> None:
-    """As root, give temporary scratch paths (tmp_path) to the sandbox's uid 65534.
+def hand_scratch_to_sandbox(paths: tuple[str, ...], uid: int, gid: int) -> tuple[str, ...]:
+    """As root, give pytest's per-test scratch directories (tmp_path) to the sandbox's
+    uid 65534; returns the ones handed over, for :func:`hand_back`.
 
-    Only paths under the temp directory: they are pytest's throwaway directories. Host
-    root is never mapped into the sandbox (a root-owned file it could chmod u+s would be
-    a setuid-root file on the host), so ownership is the only way it can write there.
+    Host root is never mapped into the sandbox (a root-owned file it could chmod u+s
+    would be a setuid-root file on the host), so ownership is the only way it can write
+    there. Only the directory itself, opened without following a link, and only a
+    directory this process owns under the temp directory: what a fixture put inside
+    keeps its owner, and nothing outside pytest's scratch ever changes hands.
     """
     import tempfile
 
     tmp = os.path.realpath(tempfile.gettempdir()) + os.sep
+    handed = []
     for path in paths:
-        if not os.path.realpath(path).startswith(tmp) or not os.path.isdir(path):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
             continue
-        for top, dirs, files in os.walk(path):
-            for name in (top, *(os.path.join(top, n) for n in dirs + files)):
-                os.lchown(name, uid, gid)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+            if real.startswith(tmp) and os.fstat(fd).st_uid == os.geteuid():
+                os.fchown(fd, uid, gid)
+                handed.append(path)
+        finally:
+            os.close(fd)
+    return tuple(handed)
+
+
+def hand_back(paths: tuple[str, ...], uid: int) -> None:
+    """After the test: the handed directories, and what the sandbox's ``uid`` made in
+    them, go back to this process's owner, as an unmarked test would have left them.
+
+    Walked by descriptor (os.fwalk without following links) and changed with
+    fchownat(AT_SYMLINK_NOFOLLOW): a directory the test swapped for a link leads
+    nowhere. The kernel clears set-user-ID and set-group-ID bits on a chown.
+    """
+    me = (os.geteuid(), os.getegid())
+    for path in paths:
+        try:
+            for _, dirs, files, dirfd in os.fwalk(path, follow_symlinks=False):
+                for name in (*dirs, *files):
+                    try:
+                        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                        if st.st_uid == uid:
+                            os.chown(name, *me, dir_fd=dirfd, follow_symlinks=False)
+                    except OSError:
+                        continue
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_uid == uid:
+                os.fchown(fd, *me)
+        finally:
+            os.close(fd)

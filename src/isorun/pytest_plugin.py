@@ -466,15 +466,14 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         )
     network = marker.kwargs.get("network")
     writable = [str(p) for p in marker.kwargs.get("writable", ())]
-    for name in ("tmp_path", "tmpdir"):
-        if name in item.funcargs:
-            writable.append(str(item.funcargs[name]))
+    scratch = [str(item.funcargs[n]) for n in ("tmp_path", "tmpdir") if n in item.funcargs]
     policy = pytest_sandbox.Policy(
         profile=str(marker.kwargs.get("profile", DEFAULT_PROFILE)),
         network=None if network is None else str(network),
-        writable=tuple(os.path.abspath(p) for p in writable),
+        writable=tuple(os.path.abspath(p) for p in writable + scratch),
         where=where,
         cwd=str(item.config.invocation_params.dir),
+        scratch=tuple(os.path.abspath(p) for p in scratch),
     )
     exiting = item.config.stash.setdefault(EXITING, pytest_sandbox.Exiting())
     try:
@@ -492,22 +491,64 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         return
     if result.outcome == "skipped":
         pytest.skip(result.text)
+    if result.outcome == "xfailed":
+        pytest.xfail(result.text)
+    xfail = item.get_closest_marker("xfail")
+    if result.exc_type and xfail is not None and xfail.kwargs.get("raises") is not None:
+        # xfail(raises=X) judges the exception's class: one of the child's class when it
+        # is an X (its traceback stays in the child; an xfail report does not show it),
+        # else the child's report as any failure.
+        rebuilt = _rebuilt(result.exc_type, result.text)
+        if isinstance(rebuilt, xfail.kwargs["raises"]):
+            raise rebuilt
     pytest.fail(result.text, pytrace=False)
 
 
-def _child_body(item: pytest.Function, original: Callable[[], Any], policy: Any) -> tuple[str, str]:
-    """Runs in the sandboxed child: (outcome, report text)."""
+def _rebuilt(exc_type: str, text: str) -> BaseException:
+    """An exception of the class named ``module:qualname`` carrying ``text``, made
+    without calling its __init__ (whose signature is the test's business); a Failed
+    with the text when the class cannot be found here."""
+    import importlib
+
+    module_name, _, qualname = exc_type.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        found = None
+    if isinstance(found, type) and issubclass(found, BaseException):
+        try:
+            err = found.__new__(found)
+            err.args = (text,)
+            return err
+        except TypeError:
+            pass
+    return pytest.fail.Exception(text, pytrace=False)
+
+
+def _child_body(
+    item: pytest.Function, original: Callable[[], Any], policy: Any
+) -> tuple[str, str, str]:
+    """Runs in the sandboxed child: (outcome, report text, the failure's class)."""
     excinfo: pytest.ExceptionInfo[BaseException] | None = None
     try:
         original()
-        return "passed", ""
+        return "passed", "", ""
     except pytest.skip.Exception as err:
-        return "skipped", str(err.msg)
+        return "skipped", str(err.msg), ""
+    except pytest.xfail.Exception as err:
+        return "xfailed", str(err.msg), ""
     except BaseException:
         excinfo = pytest.ExceptionInfo.from_current()
     from isorun import pytest_rules
 
     text = str(item.repr_failure(excinfo))
     rule = pytest_rules.explain(excinfo.value, policy)
+    cls = type(excinfo.value)
     # The rule first: it is what the short summary line shows.
-    return "failed", (f"{rule}\n\n{text}\n\n{rule}" if rule else text)
+    return (
+        "failed",
+        (f"{rule}\n\n{text}\n\n{rule}" if rule else text),
+        f"{cls.__module__}:{cls.__qualname__}",
+    )

@@ -66,10 +66,36 @@ def _rule_for(exc: BaseException, policy: Policy) -> str:
                 f"{path} not found: outside the sandbox's root, which shows only the "
                 "profile's mounts (isorun explain PROFILE lists them)"
             )
+    if exc.errno == errno.EACCES and exc.filename and policy.writable:
+        owned = _owner_refuses(os.path.abspath(os.fsdecode(exc.filename)), policy)
+        if owned:
+            return owned
     if exc.errno in (errno.EPERM, errno.EACCES):
         uid = sandbox_ids()[0]
         return (
             f"{errno.errorcode[exc.errno]}{name}: refused by the sandbox (seccomp filter, "
             f"no capabilities, running as uid {uid})"
+        )
+    return ""
+
+
+def _owner_refuses(path: str, policy: Policy) -> str:
+    """The ownership rule behind EACCES on a writable path, or "": the sandbox's user
+    may not write the directory the kernel checked. Judged inside the sandbox, where a
+    host owner that is not mapped (host root, for a root caller) shows as the overflow
+    uid, so by access(2), not by the owner stat gives."""
+    uid = sandbox_ids()[0]
+    for top in policy.writable:
+        if path != top and not path.startswith(top.rstrip("/") + "/"):
+            continue
+        checked = path if os.path.isdir(path) else os.path.dirname(path)
+        if not os.path.exists(checked) or os.access(checked, os.W_OK):
+            return ""
+        return (
+            f"write {path} refused: {checked} is not writable by uid {uid}, the sandbox's "
+            "user (a root caller's sandbox runs as 65534, and host root is never mapped "
+            "in); writable= binds a path, it does not change its owner\n"
+            f"  hint: chown {uid} {checked} (or chmod o+w it), or run the suite as a "
+            "normal user"
         )
     return ""

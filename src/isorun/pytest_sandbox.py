@@ -31,6 +31,7 @@ namespace skips that fork.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import signal
@@ -65,14 +66,20 @@ class Policy:
     cwd: str = ""
     #: what the sandbox's root shows of the host (mount destinations), for messages
     visible: tuple[str, ...] = ()
+    #: pytest's per-test scratch directories among ``writable`` (tmp_path): as root they
+    #: are lent to the sandbox's uid for the test (the marker's ``writable`` never are)
+    scratch: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """``outcome`` is passed, failed, skipped; ``text`` the report for the parent."""
+    """``outcome`` is passed, failed, skipped or xfailed; ``text`` the report for the
+    parent; ``exc_type`` the failure's exception class as ``module:qualname``, so that
+    ``xfail(raises=...)`` can judge it."""
 
     outcome: str
     text: str
+    exc_type: str = ""
 
 
 class Exiting:
@@ -124,7 +131,7 @@ def _kept_fds(result_w: int) -> tuple[int, ...]:
 
 def run_in_child(
     policy: Policy,
-    body: Callable[[Policy], tuple[str, str]],
+    body: Callable[[Policy], tuple[str, str, str]],
     exiting: Exiting | None = None,
     session_env: Mapping[str, str] | None = None,
 ) -> Result:
@@ -136,7 +143,6 @@ def run_in_child(
     ``session_env``: the environment at the session's start; the body sees the profile's
     environment plus what changed since (monkeypatch.setenv), never the host's tokens.
     """
-    from isorun.sandbox import parent, pyfork
 
     try:
         session = pytest_plan.compile_session(
@@ -152,8 +158,28 @@ def run_in_child(
             raise  # a ProfileError renders its own location
         raise ValueError(f"{err} ({policy.where})") from err
     policy = replace(policy, network=session.network, visible=session.visible)
-    if os.geteuid() == 0:
-        pytest_plan.hand_scratch_to_sandbox(policy.writable, *pytest_plan.sandbox_ids())
+    lent: tuple[str, ...] = ()
+    if os.geteuid() == 0 and policy.scratch:
+        lent = pytest_plan.hand_scratch_to_sandbox(policy.scratch, *pytest_plan.sandbox_ids())
+    try:
+        return _run_in_child(policy, session, body, exiting, session_env, bool(lent))
+    finally:
+        if lent:
+            pytest_plan.hand_back(lent, pytest_plan.sandbox_ids()[0])
+
+
+def _run_in_child(
+    policy: Policy,
+    session: pytest_plan.Session,
+    body: Callable[[Policy], tuple[str, str, str]],
+    exiting: Exiting | None,
+    session_env: Mapping[str, str] | None,
+    wait: bool,
+) -> Result:
+    """run_in_child once the policy is compiled; ``wait``: reap the child before
+    returning (its files are handed back then, and it must not make more)."""
+    from isorun.sandbox import parent, pyfork
+
     if exiting is not None:
         exiting.reap(block=False)
     shim = parent.load_shim()
@@ -180,6 +206,7 @@ def run_in_child(
         # Looked up here: cffi builds a function's wrapper on first access, and in the
         # child that work would be redone (and its pages copied) for every test.
         steps = (shim.lib.isorun_apply_namespaces, shim.lib.isorun_apply)
+        libc = _libc()
         sys.stdout.flush()
         sys.stderr.flush()
         # Until the child is inside _child's try (which restores the mask), a signal
@@ -196,7 +223,7 @@ def run_in_child(
         else:
             pid = os.fork()
         if pid == 0:
-            _child(policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask)
+            _child(policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask, libc)
     finally:
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -216,7 +243,7 @@ def run_in_child(
                 RuntimeWarning,
                 stacklevel=1,
             )
-            return run_in_child(policy, body, exiting, session_env)
+            return _run_in_child(policy, session, body, exiting, session_env, wait)
         # clone3 refused the namespaces: what unshare would have refused in the child.
         refusal = ("clone", "clone3", refused.errno or errno.EINVAL, -1)
         return Result("failed", _setup_failure(record, refusal, policy))
@@ -249,12 +276,12 @@ def run_in_child(
     finally:
         os.close(result_r)
     if record_bytes is not None:
-        if exiting is not None:
+        if exiting is not None and not wait:
             exiting.pids.append(pid)
         else:
             os.waitpid(pid, 0)
         data = json.loads(record_bytes)
-        return Result(str(data["outcome"]), str(data["text"]))
+        return Result(str(data["outcome"]), str(data["text"]), str(data.get("exc_type", "")))
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         sig = signal.Signals(os.WTERMSIG(status)).name
@@ -335,6 +362,75 @@ def _set_environ(env: dict[str, str]) -> None:
             os.environ[name] = value
 
 
+#: prctl(2) options: PR_SET_MM, and its PR_SET_MM_MAP (which, unlike the single-field
+#: options, needs no CAP_SYS_RESOURCE: kernel/sys.c prctl_set_mm_map checks only the
+#: addresses, and a capability only for exe_fd, which is left alone here)
+PR_SET_MM, PR_SET_MM_MAP = 35, 14
+#: struct prctl_mm_map (linux/prctl.h): eleven addresses, auxv pointer, auxv_size, exe_fd
+_MM_MAP = struct.Struct("=11QQII")
+
+
+@functools.cache
+def _libc() -> Any:
+    """libc through ctypes, loaded once, in the parent: the child must not pay for it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sbrk.restype = ctypes.c_void_p
+    libc.sbrk.argtypes = [ctypes.c_long]
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                           ctypes.c_ulong]  # fmt: skip
+    return libc
+
+
+def replace_environ_block(env: Mapping[str, str], libc: Any) -> None:
+    """Make the environment the kernel shows (/proc/self/environ, mm->env_start..env_end)
+    hold ``env`` only, and erase the host's that the fork copied from pytest.
+
+    os.environ is a Python copy; the kernel shows the block execve put on pytest's stack,
+    tokens included. So: every variable of ``env`` is set again (libc then points at
+    fresh heap copies, not into the block), the block is overwritten with zeros, and
+    PR_SET_MM_MAP points the kernel at a new block holding ``env``. If the kernel refuses
+    that, ``env`` is written into the old block as far as it fits: a shorter view, never
+    the host's. Raises OSError when the block cannot be found (fail closed: the test
+    does not run with the host's environment readable).
+    """
+    import ctypes
+
+    with open("/proc/self/stat", "rb") as f:
+        data = f.read()
+    # Fields after the command name (which may hold spaces and parentheses); field 3 is
+    # first. proc_pid_stat(5): 26-28 code and stack, 45-51 data, brk, args, environment.
+    fields = data[data.rindex(b")") + 2 :].split()
+
+    def at(n: int) -> int:
+        return int(fields[n - 3])
+
+    env_start, env_end = at(50), at(51)
+    for name, value in env.items():
+        os.putenv(name, value)
+    ctypes.memset(env_start, 0, env_end - env_start)
+    block = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+    buf = ctypes.create_string_buffer(block, len(block) or 1)
+    addr = ctypes.addressof(buf)
+    mm_map = _MM_MAP.pack(
+        at(26), at(27), at(45), at(46), at(47), libc.sbrk(0) or 0, at(28), at(48), at(49),
+        addr, addr + len(block), 0, 0, 0xFFFFFFFF,
+    )  # fmt: skip
+    mm_buf = ctypes.create_string_buffer(mm_map, len(mm_map))
+    if libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.addressof(mm_buf), len(mm_map), 0) == 0:
+        # The new block must outlive this frame: the process never returns from _child.
+        _KEEP.append(buf)
+        return
+    fits = block[: env_end - env_start]
+    fits = fits[: fits.rfind(b"\0") + 1]
+    ctypes.memmove(env_start, fits, len(fits))
+
+
+#: the environment block the kernel was pointed at, kept alive in the child
+_KEEP: list[Any] = []
+
+
 def _read_record(fd: int) -> bytes | None:
     """The child's result record, or None when it died before writing all of it.
 
@@ -370,7 +466,7 @@ class _Pipes:
 
 def _child(
     policy: Policy,
-    body: Callable[[Policy], tuple[str, str]],
+    body: Callable[[Policy], tuple[str, str, str]],
     steps: tuple[Any, Any],
     c_spec: Any,
     record: dict[str, Any],
@@ -378,6 +474,7 @@ def _child(
     pipes: _Pipes,
     cloned: bool,
     mask: set[int | signal.Signals],
+    libc: Any,
 ) -> None:
     """The test's process: confine, run the body, report; never returns."""
     code = EXIT_SETUP
@@ -397,18 +494,22 @@ def _child(
             steps[0](c_spec, pipes.ready_w)
             if record["clone_flags"] & CLONE_NEWPID:
                 _fork_into_pid_namespace(pipes.go_r, pipes.err_w, pipes.result_w)
+        # Before the plan's seccomp filter, which need not allow prctl(PR_SET_MM).
+        _set_environ(env)
+        replace_environ_block(env, libc)
         # Waits for the id maps, then the rest of the plan, seccomp last; on failure it
         # reports on err_w and exits.
         steps[1](c_spec)
         # EOF on the error pipe tells the parent the sandbox is complete.
         os.close(pipes.err_w)
-        _set_environ(env)
         _refresh_faulthandler()
-        outcome, text = body(policy)
+        outcome, text, exc_type = body(policy)
         # Before the result: os._exit below drops what Python still buffers (with -s,
         # sys.stdout is the real, block-buffered stdout), and the parent reports at once.
         _flush_stdio()
-        record_bytes = json.dumps({"outcome": outcome, "text": text}).encode()
+        record_bytes = json.dumps(
+            {"outcome": outcome, "text": text, "exc_type": exc_type}
+        ).encode()
         data = _HEADER.pack(len(record_bytes)) + record_bytes
         while data:
             data = data[os.write(pipes.result_w, data) :]
