@@ -306,7 +306,9 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
             )
             if found:
                 loosenings.append(found)
-            writable.append(os.path.join(config.rootdir, value))
+            # Where it leads: the sandbox binds a path, and a link in the project would
+            # be a mount point the launcher refuses.
+            writable.append(os.path.realpath(os.path.join(config.rootdir, value)))
         cache_value = config.get("cache_dir") or ".pytest_cache"
         cache_loosens = pytest_trust.path_loosening(
             "cache_dir", cache_value, config.rootdir, source, prefixes

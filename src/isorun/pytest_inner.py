@@ -116,7 +116,7 @@ def host_modules(
         if top.startswith("_isorun") or top == "_cffi_backend":
             continue
         how = (plugins or {}).get(top, "")
-        label = ", ".join(filter(None, [", ".join(dists) or "not installed", how]))
+        label = ", ".join(filter(None, [", ".join(dists), how])) or "no distribution"
         out.append(f"{top} ({label})")
     return out
 

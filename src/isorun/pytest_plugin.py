@@ -262,7 +262,10 @@ def _reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
     caching = config.pluginmanager.has_plugin("cacheprovider")
     cache_ini = str(config.getini("cache_dir")) if caching else ".pytest_cache"
     cache_dir = str(config.rootpath / cache_ini)
-    writable = [os.path.join(rootdir, p) for p in config.getini("isorun_writable")]
+    # Where each leads: a link in the project would be a mount point the launcher refuses.
+    writable = [
+        os.path.realpath(os.path.join(rootdir, p)) for p in config.getini("isorun_writable")
+    ]
     base = profile
     if profile.endswith(".toml") or os.sep in profile:
         base = os.path.abspath(profile)
@@ -546,9 +549,11 @@ def _child_body(
     text = str(item.repr_failure(excinfo))
     rule = pytest_rules.explain(excinfo.value, policy)
     cls = type(excinfo.value)
-    # The rule first: it is what the short summary line shows.
+    # The rule first, else the exception: the first line is what the short summary
+    # shows (not the first line of the test's source).
+    first = rule or excinfo.exconly().partition("\n")[0]
     return (
         "failed",
-        (f"{rule}\n\n{text}\n\n{rule}" if rule else text),
+        f"{first}\n\n{text}" + (f"\n\n{rule}" if rule else ""),
         f"{cls.__module__}:{cls.__qualname__}",
     )
