@@ -149,8 +149,9 @@ print(json.dumps([prefix, sys.base_prefix, dirs, sys.path]))
 """
 
 
-def python_paths(python: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
-    """(prefix, the directories ``python`` imports from): its prefixes, its standard
+def python_paths(python: str, env: Mapping[str, str]) -> tuple[str, list[str], list[str]]:
+    """(prefix, the directories ``python`` imports from, its site directories): its
+    prefixes, its standard
     library, its site directories, the paths their ``.pth`` files add (path lines, and the
     package directories of setuptools' finder-style editable installs, read as data, not
     run), and ``PYTHONPATH``. Outermost first, without a path inside another."""
@@ -180,7 +181,7 @@ def python_paths(python: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
     for p in sorted(paths):
         if p != "/" and not any(p.startswith(o.rstrip("/") + "/") for o in out):
             out.append(p)
-    return str(prefix), out
+    return str(prefix), out, [str(d) for d in site_dirs]
 
 
 def _pth_paths(site_dir: str) -> list[str]:
@@ -253,26 +254,6 @@ def split_args(args: Sequence[str]) -> tuple[str | None, bool, list[str]]:
     return profile, trust, rest
 
 
-def _sandbox_owns(path: str) -> None:
-    """Create ``path`` (a directory the run writes, in the project) when missing, owned
-    by the sandbox's user: the caller, or 65534 when the caller is root (host root is
-    never mapped in). An existing path is left as it is."""
-    from isorun.pytest_plan import sandbox_ids
-
-    try:
-        os.mkdir(path, 0o755)
-    except FileExistsError:
-        return
-    except OSError:
-        return  # a missing parent, a read-only project: the run says what it could not write
-    if os.geteuid() == 0:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            os.fchown(fd, *sandbox_ids())
-        finally:
-            os.close(fd)
-
-
 def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """The front door: returns pytest's exit code, or isorun's on a refusal."""
     from isorun import pytest_plugin
@@ -285,7 +266,7 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         config = find_project_config(cwd, pytest_args)
         source = os.path.basename(config.inifile) or "the project's configuration"
         python = project_python(env)
-        prefix, paths = python_paths(python, env)
+        prefix, paths, site_dirs = python_paths(python, env)
         prefixes = {prefix, sys.prefix}
         loosenings: list[pytest_trust.Loosening] = []
         profile = user_profile or config.get("isorun_profile") or pytest_trust.DEFAULT_PROFILE
@@ -315,6 +296,15 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         )
         if cache_loosens:
             loosenings.append(cache_loosens)
+        # Report files: the user's own, and the project's addopts', judged.
+        chosen = pytest_plugin.report_files(pytest_args, cwd)
+        addopts = pytest_plugin.report_files(config.get("addopts").split(), cwd)
+        for path in addopts:
+            found = pytest_trust.path_loosening(
+                "--junitxml", path, config.rootdir, source, prefixes
+            )
+            if found and path not in chosen:
+                loosenings.append(found)
         trust = trust_flag or pytest_trust.trusted((), env)
         header = pytest_trust.enforce(loosenings, trust)
     except IsorunError as err:
@@ -328,12 +318,18 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         # pytest writes its cache at the session's end; a missing one it cannot create
         # in the read-only project is a PytestCacheWarning, an error under
         # filterwarnings = error.
-        _sandbox_owns(cache_dir)
+        pytest_plugin.sandbox_owns(cache_dir)
+    pythonpath = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if any(os.path.isdir(os.path.join(d, "hypothesis")) for d in [*site_dirs, *pythonpath]):
+        # Hypothesis writes its example database in the working directory.
+        pytest_plugin.sandbox_owns(os.path.join(cwd, ".hypothesis"))
+    reports = pytest_plugin.prepare_reports(sorted({*chosen, *addopts}))
+    writable += list(reports)
     for line in header:
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
     text = pytest_plugin.session_profile_text(base, config.rootdir, cache_dir, writable, paths)
-    return pytest_plugin.launch_session([python, "-m", "pytest", *pytest_args], text)
+    return pytest_plugin.launch_session([python, "-m", "pytest", *pytest_args], text, reports)
 
 
 @click.command(

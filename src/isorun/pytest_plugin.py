@@ -165,6 +165,95 @@ def interpreter_paths() -> list[str]:
     return out
 
 
+#: options naming a report file the run writes (pytest takes "--opt=V" and "--opt V")
+REPORT_OPTIONS = ("--junitxml", "--junit-xml")
+
+
+def report_files(args: list[str], cwd: str) -> list[str]:
+    """The absolute paths of the report files ``args`` name (--junitxml)."""
+    out = []
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        for option in REPORT_OPTIONS:
+            if arg == option and index + 1 < len(args):
+                out.append(args[index + 1])
+            elif arg.startswith(option + "="):
+                out.append(arg.partition("=")[2])
+    return [os.path.abspath(os.path.join(cwd, p)) for p in out]
+
+
+def sandbox_owns(path: str) -> None:
+    """Create the directory ``path`` the run writes by convention (pytest's cache,
+    .hypothesis) when missing, owned by the sandbox's user: the caller, or 65534 when
+    the caller is root (host root is never mapped in). An existing path keeps its owner."""
+    from isorun.pytest_plan import sandbox_ids
+
+    try:
+        os.mkdir(path, 0o755)
+    except OSError:
+        return  # it exists, or the parent is missing or read-only: pytest says what failed
+    if os.geteuid() == 0:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchown(fd, *sandbox_ids())
+        finally:
+            os.close(fd)
+
+
+def lend_report_file(path: str) -> tuple[int, int] | None:
+    """Make the report file ``path`` exist so it can be bound writable and persist on
+    the host (the sandbox's /tmp is private, the project read-only): created empty when
+    missing; as root, lent to uid 65534 for the run. Returns the owner to hand it back
+    to (:func:`hand_back_report_file`), or None when it is not a regular file reached
+    without a link (then it is not bound, and pytest reports what it could not write)."""
+    import stat
+
+    from isorun.pytest_plan import sandbox_ids
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    parent = os.path.dirname(path)
+    if os.path.realpath(parent) != parent:
+        return None  # a link on the way: the file would be made, and lent, elsewhere
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return None
+        if os.geteuid() == 0:
+            os.fchown(fd, *sandbox_ids())
+        return st.st_uid, st.st_gid
+    finally:
+        os.close(fd)
+
+
+def prepare_reports(paths: list[str]) -> dict[str, tuple[int, int]]:
+    """The report files that can be bound writable, each with its owner to hand back."""
+    out = {}
+    for path in paths:
+        owner = lend_report_file(path)
+        if owner is not None:
+            out[path] = owner
+    return out
+
+
+def hand_back_report_file(path: str, owner: tuple[int, int]) -> None:
+    """Give ``path`` back to its owner before the run (root's lending undone)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fchown(fd, *owner)
+    finally:
+        os.close(fd)
+
+
 def _writable_by_sandbox(path: str) -> bool:
     """Whether the sandbox's user may write ``path`` (the caller, or 65534 as root)."""
     if os.geteuid() != 0:
@@ -274,8 +363,18 @@ def _reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
         sys.stderr.write(warning)
     from isorun.errors import IsorunError
 
+    cwd = str(config.invocation_params.dir)
+    user_args = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split()]
+    chosen = set(report_files(user_args, cwd))
     try:
         loosenings = project_loosenings(config, profile, base, cache_ini)
+        for path in report_files(args, cwd):
+            if path not in chosen:  # the project's addopts named it
+                found = pytest_trust.path_loosening(
+                    "--junitxml", path, rootdir, "addopts", {sys.prefix, sys.base_prefix}
+                )
+                if found:
+                    loosenings.append(found)
         header = pytest_trust.enforce(
             loosenings, pytest_trust.trusted(config.invocation_params.args, os.environ)
         )
@@ -285,11 +384,18 @@ def _reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
     for line in header:
         sys.stdout.write(line + "\n")
     argv = [sys.executable, "-m", "pytest", *_strip_isorun(config.invocation_params.args)]
+    if caching:
+        sandbox_owns(cache_dir)
     if caching and not _writable_by_sandbox(cache_dir):
         # Running as root: the sandbox is uid 65534 and host root is never mapped in, so
         # a root-owned .pytest_cache is read-only to it. A private cache keeps pytest
         # quiet; --lf/--ff then see only this run (docs/testing.md, "Running as root").
         argv[3:3] = ["-o", "cache_dir=/tmp/.pytest_cache"]
+    if "hypothesis" in sys.modules or "_hypothesis_pytestplugin" in sys.modules:
+        # Hypothesis writes its example database in the working directory.
+        sandbox_owns(os.path.join(cwd, ".hypothesis"))
+    reports = prepare_reports(report_files(args, cwd))
+    writable += list(reports)
     # PYTEST_ADDOPTS reaches the inner run through the profile's keep list; a --isorun
     # in it must not make the inner pytest read the next argument as a profile name.
     addopts = os.environ.get("PYTEST_ADDOPTS")
@@ -298,11 +404,21 @@ def _reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
     text = session_profile_text(base, rootdir, cache_dir, writable)
     # chdir: ${CWD} in the profile is where pytest was invoked.
     os.chdir(config.invocation_params.dir)
-    return launch_session(argv, text)
+    return launch_session(argv, text, reports)
 
 
-def launch_session(argv: list[str], text: str) -> int:
-    """Launch ``argv`` under the session profile ``text``, handing over the proof."""
+def launch_session(argv: list[str], text: str, reports: dict[str, tuple[int, int]] | None = None
+                   ) -> int:
+    """Launch ``argv`` under the session profile ``text``, handing over the proof;
+    ``reports``: report files lent for the run, handed back after it."""
+    try:
+        return _launch_session(argv, text)
+    finally:
+        for path, owner in (reports or {}).items():
+            hand_back_report_file(path, owner)
+
+
+def _launch_session(argv: list[str], text: str) -> int:
     from isorun.errors import UsageError
 
     try:

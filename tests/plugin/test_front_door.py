@@ -306,3 +306,48 @@ def test_project_may_tighten(tmp_path: Path) -> None:
                cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, output(proc)
     assert "loosens" not in proc.stdout + proc.stderr, output(proc)
+
+
+CONVENTIONS_SUITE = textwrap.dedent("""
+    import os
+    from hypothesis import given, strategies as st
+
+    @given(st.integers())
+    def test_with_hypothesis(n):
+        assert n == n
+
+    def test_plain():
+        assert not os.path.exists(os.path.expanduser("~/.ssh"))
+""")
+
+
+@pytest.mark.parametrize("door", ["front", "option"])
+def test_fresh_checkout_writes_cache_reports_and_summary(caller: Caller, door: str) -> None:
+    # filterwarnings = error turns a cache or database pytest or hypothesis cannot create
+    # into an error at the session's end; the run must end with its summary line, and
+    # the reports it names must be on the host afterwards.
+    project = Path(tempfile.mkdtemp(prefix="isorun-fresh-"))
+    elsewhere = Path(tempfile.mkdtemp(prefix="isorun-report-", dir="/var/tmp"))
+    try:
+        (project / "pyproject.toml").write_text(
+            '[tool.pytest.ini_options]\nfilterwarnings = ["error"]\n'
+        )
+        (project / "test_conventions.py").write_text(CONVENTIONS_SUITE)
+        for path in (project, elsewhere, *project.iterdir()):
+            os.chown(path, caller.uid, caller.gid)
+        project.chmod(0o755)
+        outside = elsewhere / "junit.xml"
+        start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
+            PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
+        for report in ("junit.xml", str(outside)):
+            text = caller.run([*start, "-q", f"--junitxml={report}"], project)
+            assert "2 passed" in text, text
+            written = Path(project, report)
+            assert written.read_text().startswith("<?xml"), text
+            # handed back: the caller owns the report, as after a bare run
+            assert written.stat().st_uid == caller.uid, text
+        assert (project / ".pytest_cache").is_dir()
+        assert (project / ".hypothesis").is_dir()
+    finally:
+        shutil.rmtree(project)
+        shutil.rmtree(elsewhere)

@@ -110,13 +110,16 @@ static int mkdir_parent(const char *path) {
     return mkdir_p(buf, 0755);
 }
 
-/* An empty regular file to bind a non-directory onto (the mount point must match its type). */
+/* An empty regular file to bind a non-directory onto (the mount point must match its type).
+ * O_RDONLY: an existing file in a read-only bind (a report file in the read-only project)
+ * is a fine mount point, and open(2) refuses O_WRONLY there with EROFS; O_CREAT alone
+ * only needs the directory writable when the file is missing. */
 static int touch(const char *path, mode_t mode) {
     int fd, rc = mkdir_parent(path);
 
     if (rc < 0)
         return rc;
-    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
+    fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return -errno;
     close(fd);
