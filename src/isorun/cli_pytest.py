@@ -275,6 +275,8 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
             # The user's path is relative to where they typed it; the project's to its
             # rootdir, as pytest resolves its ini values.
             base = os.path.abspath(os.path.join(cwd if user_profile else config.rootdir, profile))
+        option = "--isorun-profile" if user_profile else "isorun_profile"
+        pytest_trust.check_profile_file(option, profile, base)
         if user_profile is None:
             loosenings += [
                 pytest_trust.Loosening(f"isorun_profile = {profile}", x.source, x.why)

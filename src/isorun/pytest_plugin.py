@@ -144,7 +144,11 @@ def session_profile_text(
     # The launcher's user namespace goes in at NS_FD: the inner session's proof that it
     # is inside (isorun.pytest_inner), which the variable alone is not.
     lines.extend(["[process]", f"pass_fds = [{pytest_inner.NS_FD}]", ""])
-    lines.extend(["[environment]", f"set = {{ {INNER} = {json.dumps(base)} }}", ""])
+    # The writable paths go in too, for the messages of the rules (pytest_rules): the
+    # inner pytest cannot see the launcher's list otherwise.
+    shown = os.pathsep.join([cache_dir, *writable])
+    lines.extend(["[environment]", f"set = {{ {INNER} = {json.dumps(base)}, "
+                  f"ISORUN_PYTEST_WRITABLE = {json.dumps(shown)} }}", ""])  # fmt: skip
     return "\n".join(lines)
 
 
@@ -367,6 +371,7 @@ def _reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
     user_args = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split()]
     chosen = set(report_files(user_args, cwd))
     try:
+        pytest_trust.check_profile_file("--isorun", profile, base)
         loosenings = project_loosenings(config, profile, base, cache_ini)
         for path in report_files(args, cwd):
             if path not in chosen:  # the project's addopts named it

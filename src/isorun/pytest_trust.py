@@ -161,3 +161,13 @@ def enforce(loosenings: Sequence[Loosening], trust: bool) -> list[str]:
     if loosenings and not trust:
         raise ProjectLoosensError(loosenings)
     return [f"isorun: trusted project loosens the sandbox: {x.describe()}" for x in loosenings]
+
+
+def check_profile_file(option: str, profile: str, path: str) -> None:
+    """A profile named by path must exist before the session profile extends it: the
+    error then names the option the user wrote, not a generated file in isorun's cache."""
+    if (profile.endswith(".toml") or os.sep in profile) and not os.path.isfile(path):
+        raise UsageError(
+            f"{option}={profile}: no such profile file ({path})\n"
+            "  hint: give a path to a profile file, or a built-in name (isorun profiles)"
+        )
