@@ -258,7 +258,7 @@ def hand_back_report_file(path: str, owner: tuple[int, int]) -> None:
         os.close(fd)
 
 
-def _writable_by_sandbox(path: str) -> bool:
+def writable_by_sandbox(path: str) -> bool:
     """Whether the sandbox's user may write ``path`` (the caller, or 65534 as root)."""
     if os.geteuid() != 0:
         return True
@@ -391,7 +391,7 @@ def _reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
     argv = [sys.executable, "-m", "pytest", *_strip_isorun(config.invocation_params.args)]
     if caching:
         sandbox_owns(cache_dir)
-    if caching and not _writable_by_sandbox(cache_dir):
+    if caching and not writable_by_sandbox(cache_dir):
         # Running as root: the sandbox is uid 65534 and host root is never mapped in, so
         # a root-owned .pytest_cache is read-only to it. A private cache keeps pytest
         # quiet; --lf/--ff then see only this run (docs/testing.md, "Running as root").
