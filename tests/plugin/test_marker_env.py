@@ -126,9 +126,14 @@ def project() -> Iterator[Path]:
         shutil.rmtree(path)
 
 
-def test_marked_test_environ_block_has_no_host_token(as_user: list[str], project: Path) -> None:
+@pytest.mark.parametrize("fork", ["clone3", "os-fork"])
+def test_marked_test_environ_block_has_no_host_token(
+    as_user: list[str], project: Path, fork: str
+) -> None:
     (project / "test_env.py").write_text(ENV_SUITE)
     env = {"HOME": str(project), **TOKENS}
+    if fork == "os-fork":
+        env["ISORUN_MARKER_FORK"] = "os"
     if as_user:
         env["PATH"] = "/usr/bin:/bin"
     proc = run([*as_user, PYTHON, "-m", "pytest", "-rA", "-p", "no:cacheprovider"],
