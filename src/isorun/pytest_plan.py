@@ -187,10 +187,17 @@ def _reachable(src: bytes) -> bool:
 
 @functools.cache
 def import_paths(path: tuple[str, ...]) -> tuple[str, ...]:
-    """The interpreter's directories, once per value of sys.path (each call stats them)."""
-    from isorun.pytest_plugin import interpreter_paths
+    """The interpreter's directories, once per value of sys.path (each call stats them),
+    without one that would show the caller's home or credentials (pytest_trust)."""
+    import sys
 
-    return tuple(interpreter_paths())
+    from isorun.pytest_plugin import interpreter_paths
+    from isorun.pytest_trust import drop_exposing
+
+    kept, dropped = drop_exposing(interpreter_paths(), os.path.expanduser("~"))
+    for line in dropped:
+        sys.stderr.write(line + "\n")
+    return tuple(kept)
 
 
 def hand_scratch_to_sandbox(paths: tuple[str, ...], uid: int, gid: int) -> tuple[str, ...]:

@@ -134,9 +134,17 @@ def session_profile_text(
         lines.append("")
 
     # The rootdir (its pyproject/conftest) may lie above the working directory that the
-    # profile binds; the interpreter must be visible whatever profile was chosen.
-    mount("ro-bind", rootdir, False)
-    for path in interpreter_paths() if python_paths is None else python_paths:
+    # profile binds; the interpreter must be visible whatever profile was chosen. Never
+    # a directory that shows the caller's home or its credentials (a .pth line of an
+    # installed package may name any directory): those are left out, with a warning.
+    home = os.path.expanduser("~")
+    if not pytest_trust.exposes_home(rootdir, home):
+        mount("ro-bind", rootdir, False)
+    paths = interpreter_paths() if python_paths is None else python_paths
+    kept, dropped = pytest_trust.drop_exposing(paths, home)
+    for line in dropped:
+        sys.stderr.write(line + "\n")
+    for path in kept:
         mount("ro-bind", path, False)
     mount("rw-bind", cache_dir, True)
     for path in writable:

@@ -171,3 +171,38 @@ def check_profile_file(option: str, profile: str, path: str) -> None:
             f"{option}={profile}: no such profile file ({path})\n"
             "  hint: give a path to a profile file, or a built-in name (isorun profiles)"
         )
+
+
+#: directories of $HOME that hold credentials: never bound into a test sandbox because
+#: an import path (a .pth line of an installed package) or a rootdir points there
+SECRET_DIRS = (
+    ".ssh", ".aws", ".gnupg", ".config", ".netrc", ".docker", ".kube", ".azure",
+    ".password-store", ".pypirc", ".git-credentials", ".local/share/keyrings",
+)  # fmt: skip
+
+
+def exposes_home(path: str, home: str) -> str:
+    """Why binding ``path`` read-only would show the caller's secrets, or "": it is
+    $HOME or a directory above it, or lies in one of :data:`SECRET_DIRS`."""
+    real = os.path.realpath(path)
+    home = os.path.realpath(home)
+    if not home or home == "/":
+        return ""
+    if _inside(home, real):
+        return f"{real} holds your home directory {home}"
+    for name in SECRET_DIRS:
+        if _inside(real, os.path.join(home, name)):
+            return f"{real} is inside {os.path.join(home, name)}"
+    return ""
+
+
+def drop_exposing(paths: Iterable[str], home: str) -> tuple[list[str], list[str]]:
+    """(the paths safe to bind, a line for each one dropped)."""
+    kept, dropped = [], []
+    for path in paths:
+        why = exposes_home(path, home)
+        if why:
+            dropped.append(f"isorun: warning: not binding import path {path}: {why}")
+        else:
+            kept.append(path)
+    return kept, dropped

@@ -148,3 +148,23 @@ def test_hand_over_refuses_a_busy_descriptor() -> None:
     finally:
         os.close(pytest_inner.NS_FD)
         os.close(fd)
+
+
+@pytest.mark.parametrize(("path", "why"), [
+    ("home", "holds your home directory"),
+    (".", "holds your home directory"),
+    ("home/.ssh", "is inside"),
+    ("home/.config/gcloud", "is inside"),
+    ("home/.pyenv/versions/3.11/lib", ""),
+    ("home/src/project", ""),
+    ("elsewhere", ""),
+])  # fmt: skip
+def test_import_path_exposing_home_is_dropped(tmp_path: Path, path: str, why: str) -> None:
+    # A .pth line of an installed package may name any directory: none that shows the
+    # caller's home or credentials is bound into the sandbox.
+    target = tmp_path / path
+    target.mkdir(parents=True, exist_ok=True)
+    found = pytest_trust.exposes_home(str(target), str(tmp_path / "home"))
+    assert (why in found) if why else found == "", found
+    kept, dropped = pytest_trust.drop_exposing([str(target)], str(tmp_path / "home"))
+    assert (kept, bool(dropped)) == (([], True) if why else ([str(target)], False))
