@@ -49,9 +49,14 @@ class Caller:
     python: str = PYTHON
     pythonpath: tuple[str, ...] = ()
 
-    def run(self, argv: Sequence[str], cwd: Path, pythonpath: Sequence[str] = ()) -> str:
-        # HOME and the cache in the project: the caller's own, as for a real user.
-        env = {"HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / ".cache")}
+    def run(
+        self, argv: Sequence[str], cwd: Path, home: Path, pythonpath: Sequence[str] = ()
+    ) -> str:
+        # The caller's own HOME and cache, outside the project as for a real user (an
+        # import path that is the home directory is never bound).
+        home.mkdir(exist_ok=True)
+        os.chown(home, self.uid, self.gid)
+        env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
         paths = [*pythonpath, *self.pythonpath]
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -88,6 +93,7 @@ def hostile(caller: Caller) -> Iterator[tuple[Path, Path, Path]]:
     (a dist-info with a pytest11 entry point), for PYTHONPATH."""
     top = Path(tempfile.mkdtemp(prefix="isorun-front-door-", dir="/var/tmp"))
     project, out, site = top / "project", top / "out", top / "site"
+    (top / "home").mkdir()
     for path in (project, out, site):
         path.mkdir()
     (site / "hostile_plugin.py").write_text(
@@ -102,8 +108,8 @@ def hostile(caller: Caller) -> Iterator[tuple[Path, Path, Path]]:
     )
     (project / "pyproject.toml").write_text(PYPROJECT)
     (project / "test_ok.py").write_text(TEST_OK)
-    for path in (top, project, out, site, dist, *site.iterdir(), *dist.iterdir(),
-                 *project.iterdir()):  # fmt: skip
+    for path in (top, top / "home", project, out, site, dist, *site.iterdir(),
+                 *dist.iterdir(), *project.iterdir()):  # fmt: skip
         os.chown(path, caller.uid, caller.gid)
         path.chmod(0o755 if path.is_dir() else 0o644)
     try:
@@ -122,7 +128,9 @@ def test_hostile_plugins_write_nothing_on_host_under_front_door(
     project, out, site = hostile
     env = [str(site)]
     # Control: without isorun both plugins run and write on the host.
-    text = caller.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, env)
+    home = project.parent / "home"
+    text = caller.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, home,
+                      env)  # fmt: skip
     assert "1 passed" in text, text
     assert _written(project, out) == [
         "hostile_plugin", "pwned-hostile_plugin", "pwned-repo_plugin", "repo_plugin"
@@ -140,7 +148,7 @@ def test_hostile_plugins_write_nothing_on_host_under_front_door(
             [str(Path(PYTHON).with_name("isorun")), "pytest", "-q", "-p", "no:cacheprovider"]
         )
     for argv in argvs:
-        text = caller.run(argv, project, env)
+        text = caller.run(argv, project, home, env)
         assert "1 passed" in text, text
         assert _written(project, out) == [], text
 
@@ -152,6 +160,7 @@ def test_isorun_option_names_modules_that_ran_on_host(
     text = caller.run(
         [PYTHON, "-m", "pytest", "--isorun", "-q", "-p", "no:cacheprovider"],
         project,
+        project.parent / "home",
         [str(site)],
     )
     assert "1 passed" in text, text
@@ -340,7 +349,7 @@ def test_fresh_checkout_writes_cache_reports_and_summary(caller: Caller, door: s
         start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
             PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
         for report in ("junit.xml", str(outside)):
-            text = caller.run([*start, "-q", f"--junitxml={report}"], project)
+            text = caller.run([*start, "-q", f"--junitxml={report}"], project, elsewhere / "home")
             assert "2 passed" in text, text
             written = Path(project, report)
             assert written.read_text().startswith("<?xml"), text
