@@ -116,12 +116,23 @@ def find_project_config(cwd: str, args: Sequence[str]) -> ProjectConfig:
 
 
 def project_python(env: Mapping[str, str]) -> str:
-    """The project's interpreter: the active virtual environment's, else isorun's own."""
+    """The project's interpreter: the active virtual environment's; else the one isorun
+    runs on when pytest is installed beside it; else ``python3`` (or ``python``) on the
+    caller's PATH (isorun installed apart, with pipx or in a venv of its own)."""
+    import importlib.util
+    import shutil
+
     venv = env.get("VIRTUAL_ENV", "")
     if venv:
         candidate = os.path.join(venv, "bin", "python")
         if os.access(candidate, os.X_OK):
             return candidate
+    if importlib.util.find_spec("pytest") is not None:
+        return sys.executable
+    for name in ("python3", "python"):
+        found = shutil.which(name, path=env.get("PATH"))
+        if found:
+            return found
     return sys.executable
 
 

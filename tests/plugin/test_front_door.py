@@ -360,3 +360,78 @@ def test_fresh_checkout_writes_cache_reports_and_summary(caller: Caller, door: s
     finally:
         shutil.rmtree(project)
         shutil.rmtree(elsewhere)
+
+
+FINDER = textwrap.dedent("""
+    # as setuptools' finder-style editable install writes it: a module that maps
+    # package names to source directories and installs a meta path finder
+    import importlib.util
+    import sys
+
+    MAPPING = {{"edited": {src!r}}}
+
+
+    class _Finder:
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            if name not in MAPPING:
+                return None
+            return importlib.util.spec_from_file_location(
+                name, MAPPING[name] + "/__init__.py", submodule_search_locations=[MAPPING[name]]
+            )
+
+
+    def install():
+        sys.meta_path.append(_Finder)
+""")
+
+VENV_SUITE = textwrap.dedent("""
+    import os, sys
+
+    def test_project_interpreter_and_editable_install():
+        import edited
+        assert edited.VALUE == 42
+        assert sys.prefix == {venv!r}
+        assert not os.path.exists(os.path.expanduser("~/.ssh"))
+""")
+
+
+@pytest.mark.needs("root")
+def test_front_door_runs_the_active_venv_with_its_pth_and_editable_installs(
+    tmp_path: Path,
+) -> None:
+    # The project's venv is not isorun's: VIRTUAL_ENV chooses it. pytest reaches it
+    # through a .pth path line, the package under test through a finder-style editable
+    # install; both are read from the files (python -I -S), neither runs on the host.
+    import subprocess
+    import sysconfig
+
+    tmp_path.chmod(0o755)
+    venv = tmp_path / "venv"
+    subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True, text=True, check=True).stdout.strip())  # fmt: skip
+    # isorun's venv's packages (pytest; isorun's own dist-info, whose pytest11 entry
+    # point needs the checkout's src, an editable install there)
+    import isorun
+
+    (site / "with-pytest.pth").write_text(
+        f"{sysconfig.get_paths()['purelib']}\n{Path(isorun.__file__).parents[1]}\n"
+    )
+    src = tmp_path / "checkout" / "src" / "edited"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("VALUE = 42\n")
+    (site / "__editable___edited_finder.py").write_text(FINDER.format(src=str(src)))
+    (site / "__editable__.edited-1.0.pth").write_text(
+        "import __editable___edited_finder; __editable___edited_finder.install()\n"
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_venv.py").write_text(VENV_SUITE.format(venv=str(venv)))
+    for path in (tmp_path / "checkout", tmp_path / "checkout" / "src", project):
+        path.chmod(0o755)
+    proc = run([PYTHON, "-m", "isorun", "pytest", "-q", "-p", "no:cacheprovider"],
+               cwd=project, env={"VIRTUAL_ENV": str(venv)})  # fmt: skip
+    assert proc.returncode == 0, output(proc)
+    assert "1 passed" in proc.stdout, output(proc)
