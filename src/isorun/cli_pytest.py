@@ -342,11 +342,12 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         # Hypothesis writes its example database in the working directory.
         pytest_plugin.sandbox_owns(os.path.join(cwd, ".hypothesis"))
     reports = pytest_plugin.prepare_reports(sorted({*chosen, *addopts}))
-    writable += list(reports)
     for line in header:
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
-    text = pytest_plugin.session_profile_text(base, config.rootdir, cache_dir, writable, paths)
+    text = pytest_plugin.session_profile_text(
+        base, config.rootdir, cache_dir, writable, paths, reports
+    )
     return pytest_plugin.launch_session([python, "-m", "pytest", *pytest_args], text, reports)
 
 

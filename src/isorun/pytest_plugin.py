@@ -18,7 +18,8 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -123,12 +124,15 @@ def session_profile_text(
     cache_dir: str,
     writable: list[str],
     python_paths: list[str] | None = None,
+    reports: Sequence[ReportFile] = (),
 ) -> str:
     """The TOML of the session profile: ``base`` plus what this pytest run needs."""
     lines = [f"extends = [{json.dumps(base)}]", ""]
 
-    def mount(kind: str, path: str, optional: bool) -> None:
+    def mount(kind: str, path: str, optional: bool, src: str = "") -> None:
         lines.extend(["[[mounts]]", f'type = "{kind}"', f"dst = {json.dumps(path)}"])
+        if src and src != path:
+            lines.append(f"src = {json.dumps(src)}")
         if optional:
             lines.append("optional = true")
         lines.append("")
@@ -149,6 +153,8 @@ def session_profile_text(
     mount("rw-bind", cache_dir, True)
     for path in writable:
         mount("rw-bind", path, True)
+    for report in reports:
+        mount("rw-bind", report.path, False, report.src)
     # The launcher's user namespace goes in at NS_FD: the inner session's proof that it
     # is inside (isorun.pytest_inner), which the variable alone is not.
     lines.extend(["[process]", f"pass_fds = [{pytest_inner.NS_FD}]", ""])
@@ -213,57 +219,85 @@ def sandbox_owns(path: str) -> None:
             os.close(fd)
 
 
-def lend_report_file(path: str) -> tuple[int, int] | None:
-    """Make the report file ``path`` exist so it can be bound writable and persist on
-    the host (the sandbox's /tmp is private, the project read-only): created empty when
-    missing; as root, lent to uid 65534 for the run. Returns the owner to hand it back
-    to (:func:`hand_back_report_file`), or None when it is not a regular file reached
-    without a link (then it is not bound, and pytest reports what it could not write)."""
+@dataclass(frozen=True, slots=True)
+class ReportFile:
+    """A report file the run writes (--junitxml), bound writable so it persists."""
+
+    #: where the user wants it: the bind's destination
+    path: str
+    #: what is bound there: ``path`` itself, or, as root, a private file copied back
+    src: str
+    #: as root, the private 0700 directory holding ``src``, removed after the copy
+    scratch: str = ""
+
+
+def prepare_report(path: str) -> ReportFile | None:
+    """Make ``path`` exist (empty, when missing) so it can be a mount point, and the file
+    to bind there, or None when it is not a regular file reached without a link (then it
+    is not bound, and pytest reports what it could not write).
+
+    As root, the sandbox's uid 65534 may not write a root-owned file, and lending the
+    file itself (a chown) would open it to every host process running as nobody for the
+    run. So it gets a fresh file of its own in a 0700 directory only root can walk (the
+    launcher clones bind sources it cannot reach), and :func:`collect_reports` copies it
+    into ``path`` afterwards.
+    """
     import stat
+    import tempfile
 
     from isorun.pytest_plan import sandbox_ids
 
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     parent = os.path.dirname(path)
     if os.path.realpath(parent) != parent:
-        return None  # a link on the way: the file would be made, and lent, elsewhere
+        return None  # a link on the way: the file would be made elsewhere
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o644)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            return None
-        if os.geteuid() == 0:
-            os.fchown(fd, *sandbox_ids())
-        return st.st_uid, st.st_gid
     finally:
         os.close(fd)
-
-
-def prepare_reports(paths: list[str]) -> dict[str, tuple[int, int]]:
-    """The report files that can be bound writable, each with its owner to hand back."""
-    out = {}
-    for path in paths:
-        owner = lend_report_file(path)
-        if owner is not None:
-            out[path] = owner
-    return out
-
-
-def hand_back_report_file(path: str, owner: tuple[int, int]) -> None:
-    """Give ``path`` back to its owner before the run (root's lending undone)."""
+    if not stat.S_ISREG(st.st_mode):
+        return None
     if os.geteuid() != 0:
-        return
+        return ReportFile(path, path)
+    scratch = tempfile.mkdtemp(prefix="isorun-report-")
+    src = os.path.join(scratch, "report")
+    fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fchown(fd, *owner)
+        os.fchown(fd, *sandbox_ids())
     finally:
         os.close(fd)
+    return ReportFile(path, src, scratch)
+
+
+def prepare_reports(paths: list[str]) -> list[ReportFile]:
+    """The report files of ``paths`` that can be bound writable."""
+    return [r for r in (prepare_report(p) for p in paths) if r is not None]
+
+
+def collect_reports(reports: Sequence[ReportFile]) -> None:
+    """As root, copy each private report into the file the user named (opened without
+    following a link, truncated), then remove the private directory."""
+    import shutil
+
+    for report in reports:
+        if not report.scratch:
+            continue
+        try:
+            with (
+                open(os.open(report.src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as src,
+                open(os.open(report.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW
+                             | os.O_NONBLOCK), "wb") as dst,
+            ):  # fmt: skip
+                shutil.copyfileobj(src, dst)
+        except OSError as err:
+            sys.stderr.write(f"isorun: warning: could not copy the report to {report.path}: "
+                             f"{err.strerror}\n")  # fmt: skip
+        finally:
+            shutil.rmtree(report.scratch, ignore_errors=True)
 
 
 def writable_by_sandbox(path: str) -> bool:
@@ -408,27 +442,24 @@ def _reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
         # Hypothesis writes its example database in the working directory.
         sandbox_owns(os.path.join(cwd, ".hypothesis"))
     reports = prepare_reports(report_files(args, cwd))
-    writable += list(reports)
     # PYTEST_ADDOPTS reaches the inner run through the profile's keep list; a --isorun
     # in it must not make the inner pytest read the next argument as a profile name.
     addopts = os.environ.get("PYTEST_ADDOPTS")
     if addopts and "--isorun" in addopts:
         os.environ["PYTEST_ADDOPTS"] = " ".join(_strip_isorun(addopts.split()))
-    text = session_profile_text(base, rootdir, cache_dir, writable)
+    text = session_profile_text(base, rootdir, cache_dir, writable, reports=reports)
     # chdir: ${CWD} in the profile is where pytest was invoked.
     os.chdir(config.invocation_params.dir)
     return launch_session(argv, text, reports)
 
 
-def launch_session(argv: list[str], text: str, reports: dict[str, tuple[int, int]] | None = None
-                   ) -> int:
+def launch_session(argv: list[str], text: str, reports: Sequence[ReportFile] = ()) -> int:
     """Launch ``argv`` under the session profile ``text``, handing over the proof;
-    ``reports``: report files lent for the run, handed back after it."""
+    ``reports``: the run's report files, collected after it."""
     try:
         return _launch_session(argv, text)
     finally:
-        for path, owner in (reports or {}).items():
-            hand_back_report_file(path, owner)
+        collect_reports(reports)
 
 
 def _launch_session(argv: list[str], text: str) -> int:
