@@ -267,7 +267,7 @@ def split_args(args: Sequence[str]) -> tuple[str | None, bool, list[str]]:
 
 def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """The front door: returns pytest's exit code, or isorun's on a refusal."""
-    from isorun import pytest_plugin
+    from isorun import pytest_session
     from isorun.errors import IsorunError
 
     env = os.environ if env is None else env
@@ -310,8 +310,8 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         if cache_loosens:
             loosenings.append(cache_loosens)
         # Report files: the user's own, and the project's addopts', judged.
-        chosen = pytest_plugin.report_files(pytest_args, cwd)
-        addopts = pytest_plugin.report_files(config.get("addopts").split(), cwd)
+        chosen = pytest_session.report_files(pytest_args, cwd)
+        addopts = pytest_session.report_files(config.get("addopts").split(), cwd)
         for path in addopts:
             found = pytest_trust.path_loosening(
                 "--junitxml", path, config.rootdir, source, prefixes
@@ -332,23 +332,23 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         # pytest writes its cache at the session's end; a missing one it cannot create
         # in the read-only project is a PytestCacheWarning, an error under
         # filterwarnings = error.
-        pytest_plugin.sandbox_owns(cache_dir)
-    if caching and not pytest_plugin.writable_by_sandbox(cache_dir):
+        pytest_session.sandbox_owns(cache_dir)
+    if caching and not pytest_session.writable_by_sandbox(cache_dir):
         # As root, an existing root-owned cache is read-only to uid 65534: a private one
         # keeps pytest quiet (docs/testing.md, "Running as root").
         pytest_args = ["-o", "cache_dir=/tmp/.pytest_cache", *pytest_args]
     pythonpath = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if any(os.path.isdir(os.path.join(d, "hypothesis")) for d in [*site_dirs, *pythonpath]):
         # Hypothesis writes its example database in the working directory.
-        pytest_plugin.sandbox_owns(os.path.join(cwd, ".hypothesis"))
-    reports = pytest_plugin.prepare_reports(sorted({*chosen, *addopts}))
+        pytest_session.sandbox_owns(os.path.join(cwd, ".hypothesis"))
+    reports = pytest_session.prepare_reports(sorted({*chosen, *addopts}))
     for line in header:
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
-    text = pytest_plugin.session_profile_text(
+    text = pytest_session.session_profile_text(
         base, config.rootdir, cache_dir, writable, paths, reports
     )
-    return pytest_plugin.launch_session([python, "-m", "pytest", *pytest_args], text, reports)
+    return pytest_session.launch_session([python, "-m", "pytest", *pytest_args], text, reports)
 
 
 @click.command(

@@ -66,7 +66,7 @@ def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[st
     import tempfile
 
     from isorun import api
-    from isorun.pytest_plugin import stable_profile
+    from isorun.pytest_session import stable_profile
     from isorun.sandbox import native
     from isorun.sandbox.spec import spec_record
 
@@ -191,7 +191,7 @@ def import_paths(path: tuple[str, ...]) -> tuple[str, ...]:
     without one that would show the caller's home or credentials (pytest_trust)."""
     import sys
 
-    from isorun.pytest_plugin import interpreter_paths
+    from isorun.pytest_session import interpreter_paths
     from isorun.pytest_trust import drop_exposing
 
     kept, dropped = drop_exposing(interpreter_paths(), os.path.expanduser("~"))

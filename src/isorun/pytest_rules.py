@@ -62,7 +62,7 @@ def _rule_for(exc: BaseException, policy: Policy) -> str:
         session = os.environ.get("ISORUN_PYTEST_INNER") is not None
         if session:
             # The session's writable paths: the profile's and isorun_writable, which the
-            # launcher names here (isorun.pytest_plugin.session_profile_text).
+            # launcher names here (isorun.pytest_session.session_profile_text).
             writable = [p for p in os.environ.get(WRITABLE_ENV, "").split(os.pathsep) if p]
             hint = (
                 "add the path to isorun_writable in your pytest configuration (inside "
