@@ -97,7 +97,8 @@ def run_cmd(args: tuple[str, ...]) -> None:
 
 
 #: modules that contribute click commands (seccomp export/import/diff, doctor, learn)
-COMMAND_MODULES = ("isorun.cli_seccomp", "isorun.cli_backends", "isorun.cli_learn")
+COMMAND_MODULES = ("isorun.cli_seccomp", "isorun.cli_backends", "isorun.cli_learn",
+                   "isorun.cli_pytest")
 
 
 def _register_commands() -> None:

@@ -65,6 +65,8 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
         click.echo(f"isorun: learn --check: {check} allows everything the command did"
                    " (only execve was notified)", err=True)
         sys.exit(obs.returncode)
+    if docker:
+        lp.runtime_syscalls(runtimes)  # an unknown name is a usage error before the run
     obs = lm.observe(command, base, "widen" if widen_only else "learn", timeout=timeout)
     if merges:
         obs = lm.merge([*(lm.read_learned(path) for path in merges), obs])
@@ -75,7 +77,6 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     else:
         sys.stdout.write(text)
     if docker:
-        lp.runtime_syscalls(runtimes)  # an unknown name is a usage error before the run
         if output:
             json_text, added = lp.export_docker_json(output, runtime=runtimes)
         else:

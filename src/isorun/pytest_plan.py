@@ -71,7 +71,7 @@ def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[st
 
     from isorun import api
     from isorun.host import facts as host_facts
-    from isorun.pytest_plugin import stable_profile
+    from isorun.pytest_session import stable_profile
     from isorun.sandbox import native
     from isorun.sandbox.spec import spec_record
 
@@ -157,13 +157,18 @@ def per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, An
     )  # fmt: skip
     # The test's own working directory (monkeypatch.chdir), not the session's: a
     # directory the root does not show fails set-up at "cwd", named.
-    if session.landlock:
+    grants: tuple[Any, ...] = ()
+    if session.record.get("landlock_fs"):
         from isorun.compile import landlock
 
-        # No mount namespace: a writable path is a grant on the host path itself.
+        # Landlock handles file access: a writable path needs its grant as much as its
+        # mount (the session's rules only know the profile's mounts). Without a mount
+        # namespace (landlock mode) the grant is on the host path itself; with one, the
+        # bind's destination is that same path.
         rights = landlock.mask((*landlock.READ, *landlock.WRITE, "execute"),
                                landlock.ACCESS_FS)
         grants = tuple((os.fsencode(p), 0, rights, True) for p in writable)
+    if session.landlock:
         return {**session.record, "cwd": os.fsencode(os.getcwd()),
                 "landlock_rules": session.record["landlock_rules"] + grants}
     # Before the read-only remount of the root, which stays last: a writable path whose
@@ -173,7 +178,8 @@ def per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, An
     while cut and mounts[cut - 1][0] == MountKind.REMOUNT_RO:
         cut -= 1
     return {**session.record, "mounts": mounts[:cut] + extra + mounts[cut:],
-            "cwd": os.fsencode(os.getcwd())}  # fmt: skip
+            "cwd": os.fsencode(os.getcwd()),
+            "landlock_rules": session.record.get("landlock_rules", ()) + grants}  # fmt: skip
 
 
 def resolve_mounts(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
@@ -217,25 +223,72 @@ def _reachable(src: bytes) -> bool:
 
 @functools.cache
 def import_paths(path: tuple[str, ...]) -> tuple[str, ...]:
-    """The interpreter's directories, once per value of sys.path (each call stats them)."""
-    from isorun.pytest_plugin import interpreter_paths
+    """The interpreter's directories, once per value of sys.path (each call stats them),
+    without one that would show the caller's home or credentials (pytest_trust)."""
+    import sys
 
-    return tuple(interpreter_paths())
+    from isorun.pytest_session import interpreter_paths
+    from isorun.pytest_trust import drop_exposing
+
+    kept, dropped = drop_exposing(interpreter_paths(), os.path.expanduser("~"))
+    for line in dropped:
+        sys.stderr.write(line + "\n")
+    return tuple(kept)
 
 
-def hand_scratch_to_sandbox(paths: tuple[str, ...], uid: int, gid: int) -> None:
-    """As root, give temporary scratch paths (tmp_path) to the sandbox's uid 65534.
+def hand_scratch_to_sandbox(paths: tuple[str, ...], uid: int, gid: int) -> tuple[str, ...]:
+    """As root, give pytest's per-test scratch directories (tmp_path) to the sandbox's
+    uid 65534; returns the ones handed over, for :func:`hand_back`.
 
-    Only paths under the temp directory: they are pytest's throwaway directories. Host
-    root is never mapped into the sandbox (a root-owned file it could chmod u+s would be
-    a setuid-root file on the host), so ownership is the only way it can write there.
+    Host root is never mapped into the sandbox (a root-owned file it could chmod u+s
+    would be a setuid-root file on the host), so ownership is the only way it can write
+    there. Only the directory itself, opened without following a link, and only a
+    directory this process owns under the temp directory: what a fixture put inside
+    keeps its owner, and nothing outside pytest's scratch ever changes hands.
     """
     import tempfile
 
     tmp = os.path.realpath(tempfile.gettempdir()) + os.sep
+    handed = []
     for path in paths:
-        if not os.path.realpath(path).startswith(tmp) or not os.path.isdir(path):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
             continue
-        for top, dirs, files in os.walk(path):
-            for name in (top, *(os.path.join(top, n) for n in dirs + files)):
-                os.lchown(name, uid, gid)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+            if real.startswith(tmp) and os.fstat(fd).st_uid == os.geteuid():
+                os.fchown(fd, uid, gid)
+                handed.append(path)
+        finally:
+            os.close(fd)
+    return tuple(handed)
+
+
+def hand_back(paths: tuple[str, ...], uid: int) -> None:
+    """After the test: the handed directories, and what the sandbox's ``uid`` made in
+    them, go back to this process's owner, as an unmarked test would have left them.
+
+    Walked by descriptor (os.fwalk without following links) and changed with
+    fchownat(AT_SYMLINK_NOFOLLOW): a directory the test swapped for a link leads
+    nowhere. The kernel clears set-user-ID and set-group-ID bits on a chown.
+    """
+    me = (os.geteuid(), os.getegid())
+    for path in paths:
+        try:
+            for _, dirs, files, dirfd in os.fwalk(path, follow_symlinks=False):
+                for name in (*dirs, *files):
+                    try:
+                        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                        if st.st_uid == uid:
+                            os.chown(name, *me, dir_fd=dirfd, follow_symlinks=False)
+                    except OSError:
+                        continue
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_uid == uid:
+                os.fchown(fd, *me)
+        finally:
+            os.close(fd)

@@ -3,7 +3,7 @@
 ``pytest --isorun`` (or ``--isorun=PROFILE``) re-executes the whole session inside a
 sandbox before any conftest is imported, so a dependency that opens a socket at import
 time is already inside. The sandbox inherits the terminal (colours, width, -x, -k, xdist
-workers and the exit code are the inner pytest's own).
+workers and the exit code are the inner pytest's own); how is isorun.pytest_session.
 
 ``@pytest.mark.isorun(network="none", writable=[...], profile="test")`` runs one test's
 body in a forked child that enters a sandbox first (see :mod:`isorun.pytest_sandbox`);
@@ -14,20 +14,19 @@ rule that refused it.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from isorun import pytest_inner, pytest_session, pytest_trust
+
 #: set inside a session sandbox, so the inner pytest and its xdist workers do not
-#: re-execute again (a nested user namespace is refused by the seccomp hardening anyway)
-INNER = "ISORUN_PYTEST_INNER"
-#: the sandbox's uid on the host when the caller is root (planner.NOBODY)
-NOBODY = 65534
+#: re-execute again (a nested user namespace is refused by the seccomp hardening anyway).
+#: Never trusted alone where it would skip the sandbox: see isorun.pytest_inner.
+INNER = pytest_inner.INNER
 DEFAULT_PROFILE = "test"
 #: the session's pytest_sandbox.Exiting: marked tests' children that reported and are
 #: still exiting (typed Any: pytest_sandbox is imported only once a marked test runs)
@@ -67,24 +66,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
-
-
-def _requested_profile(args: list[str], default: str) -> str | None:
-    """The profile --isorun asks for, normalising a bare --isorun in ``args`` in place."""
-    profile = None
-    for index, arg in enumerate(args):
-        if arg == "--":
-            break
-        if arg == "--isorun":
-            args[index] = f"--isorun={default}"
-            profile = default
-        elif arg.startswith("--isorun="):
-            profile = arg.partition("=")[2] or default
-    return profile
-
-
-def _strip_isorun(args: tuple[str, ...] | list[str]) -> list[str]:
-    return [a for a in args if a != "--isorun" and not a.startswith("--isorun=")]
+    group.addoption(
+        pytest_trust.TRUST_FLAG,
+        action="store_true",
+        default=False,
+        dest="isorun_trust_project",
+        help="let the project's configuration loosen the sandbox (isorun_profile file, "
+        "isorun_writable or cache_dir outside the project); honoured on the command line only",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -92,160 +81,31 @@ def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: pytest.Parser, args: list[str]
 ) -> None:
     default = str(early_config.getini("isorun_profile") or DEFAULT_PROFILE)
-    profile = _requested_profile(args, default)
-    if profile is None or os.environ.get(INNER):
+    profile = pytest_session.requested_profile(args, default)
+    if os.environ.get(INNER) is not None:
+        why_not = pytest_inner.why_not_inside()
+        pytest_inner.release_namespace()
+        if profile is None:
+            return
+        if why_not is None:
+            return  # the launcher's sandbox, proven: this is the inner session
+        # Fail closed: a variable set by tox, direnv or pytest-env must not turn
+        # "pytest --isorun" into an unconfined run.
+        sys.stderr.write(pytest_inner.refusal(why_not) + "\n")
+        raise SystemExit(2)
+    if profile is None:
         return
     # Here, before conftest.py files are imported: everything the project runs, its
     # conftests and the dependencies they import, runs inside the sandbox.
-    code = _reexec(early_config, profile)
+    code = pytest_session.reexec(early_config, profile, args)
     sys.stdout.flush()
     sys.stderr.flush()
     raise SystemExit(code)
 
 
-def session_profile_text(base: str, rootdir: str, cache_dir: str, writable: list[str]) -> str:
-    """The TOML of the session profile: ``base`` plus what this pytest run needs."""
-    lines = [f"extends = [{json.dumps(base)}]", ""]
-
-    def mount(kind: str, path: str, optional: bool) -> None:
-        lines.extend(["[[mounts]]", f'type = "{kind}"', f"dst = {json.dumps(path)}"])
-        if optional:
-            lines.append("optional = true")
-        lines.append("")
-
-    # The rootdir (its pyproject/conftest) may lie above the working directory that the
-    # profile binds; the interpreter must be visible whatever profile was chosen.
-    mount("ro-bind", rootdir, False)
-    for path in interpreter_paths():
-        mount("ro-bind", path, False)
-    mount("rw-bind", cache_dir, True)
-    for path in writable:
-        mount("rw-bind", path, True)
-    lines.extend(["[environment]", f"set = {{ {INNER} = {json.dumps(base)} }}", ""])
-    return "\n".join(lines)
-
-
 def _where(item: pytest.Item) -> str:
     path, line, _ = item.location
     return f"{path}:{(line or 0) + 1}"
-
-
-def interpreter_paths() -> list[str]:
-    """The interpreter's prefixes and every import path (editable installs and .pth
-    entries may point anywhere), outermost first, without paths inside another."""
-    paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
-    paths.update(os.path.realpath(p) for p in sys.path if p and os.path.isdir(p))
-    out: list[str] = []
-    for path in sorted(paths):
-        if path != "/" and not any(path.startswith(o.rstrip("/") + "/") for o in out):
-            out.append(path)
-    return out
-
-
-def _writable_by_sandbox(path: str) -> bool:
-    """Whether the sandbox's user may write ``path`` (the caller, or 65534 as root)."""
-    if os.geteuid() != 0:
-        return True
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return st.st_uid == NOBODY or bool(st.st_mode & 0o002)
-
-
-def _reexec(config: pytest.Config, profile: str) -> int:
-    rootdir = str(config.rootpath)
-    caching = config.pluginmanager.has_plugin("cacheprovider")
-    cache_dir = str(
-        config.rootpath / (str(config.getini("cache_dir")) if caching else ".pytest_cache")
-    )
-    writable = [os.path.join(rootdir, p) for p in config.getini("isorun_writable")]
-    base = profile
-    if profile.endswith(".toml") or os.sep in profile:
-        base = os.path.abspath(profile)
-    argv = [sys.executable, "-m", "pytest", *_strip_isorun(config.invocation_params.args)]
-    if caching and not _writable_by_sandbox(cache_dir):
-        # Running as root: the sandbox is uid 65534 and host root is never mapped in, so
-        # a root-owned .pytest_cache is read-only to it. A private cache keeps pytest
-        # quiet; --lf/--ff then see only this run (docs/testing.md, "Running as root").
-        argv[3:3] = ["-o", "cache_dir=/tmp/.pytest_cache"]
-    # PYTEST_ADDOPTS reaches the inner run through the profile's keep list; a --isorun
-    # in it must not make the inner pytest read the next argument as a profile name.
-    addopts = os.environ.get("PYTEST_ADDOPTS")
-    if addopts and "--isorun" in addopts:
-        os.environ["PYTEST_ADDOPTS"] = " ".join(_strip_isorun(addopts.split()))
-    text = session_profile_text(base, rootdir, cache_dir, writable)
-    # chdir: ${CWD} in the profile is where pytest was invoked.
-    os.chdir(config.invocation_params.dir)
-    path = stable_profile(text)
-    if path is not None:
-        return _launch(argv, path)
-    with tempfile.TemporaryDirectory(prefix="isorun-pytest-") as scratch:
-        path = os.path.join(scratch, "session.toml")
-        with open(path, "w") as f:
-            f.write(text)
-        return _launch(argv, path)
-
-
-def _launch(argv: list[str], profile: str) -> int:
-    from isorun import api
-    from isorun.errors import IsorunError
-
-    try:
-        return api.launch(argv, profile=profile)
-    except IsorunError as err:
-        # Fail closed: a session asked to run sandboxed never runs without one.
-        sys.stderr.write(err.render() + "\n")
-        return err.exit_code
-
-
-def stable_profile(text: str) -> str | None:
-    """The session profile at a path that stays the same between runs, or None.
-
-    The plan cache is keyed by the profile's path: a fresh temporary file each session
-    missed it every time and recompiled (about 200 ms of the one-time cost). The file is
-    named by the hash of its text, in a ``pytest`` directory of the isorun cache that only
-    this user can write (made 0700, checked like the cache's own); an existing file is
-    used only if it is ours, not writable by others, and holds exactly ``text``. Any
-    doubt: None, and the caller writes a temporary file as before. ``ISORUN_CACHE=0``
-    (no disk cache) writes nothing there either.
-    """
-    import hashlib
-    import stat
-
-    from isorun import cache
-
-    if os.environ.get("ISORUN_CACHE", "1") == "0":
-        return None
-    directory = os.path.join(cache.cache_dir(), "pytest")
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return None
-        data = text.encode()
-        path = os.path.join(directory, f"session-{hashlib.sha256(data).hexdigest()[:32]}.toml")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            pass
-        else:
-            with os.fdopen(fd, "rb") as f:
-                st = os.fstat(f.fileno())
-                if st.st_uid == os.geteuid() and not st.st_mode & 0o022 and f.read() == data:
-                    return path
-        # Write beside, then rename: a concurrent session never reads half a profile.
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".session-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return path
-    except OSError:
-        return None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -330,16 +190,15 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         )
     network = marker.kwargs.get("network")
     writable = [str(p) for p in marker.kwargs.get("writable", ())]
-    for name in ("tmp_path", "tmpdir"):
-        if name in item.funcargs:
-            writable.append(str(item.funcargs[name]))
+    scratch = [str(item.funcargs[n]) for n in ("tmp_path", "tmpdir") if n in item.funcargs]
     policy = pytest_sandbox.Policy(
         profile=str(marker.kwargs.get("profile", DEFAULT_PROFILE)),
         network=None if network is None else str(network),
-        writable=tuple(os.path.abspath(p) for p in writable),
+        writable=tuple(os.path.abspath(p) for p in writable + scratch),
         where=where,
         cwd=str(item.config.invocation_params.dir),
         allow_weaker=bool(item.config.getoption("isorun_allow_weaker", False)),
+        scratch=tuple(os.path.abspath(p) for p in scratch),
     )
     exiting = item.config.stash.setdefault(EXITING, pytest_sandbox.Exiting())
     try:
@@ -357,22 +216,66 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         return
     if result.outcome == "skipped":
         pytest.skip(result.text)
+    if result.outcome == "xfailed":
+        pytest.xfail(result.text)
+    xfail = item.get_closest_marker("xfail")
+    if result.exc_type and xfail is not None and xfail.kwargs.get("raises") is not None:
+        # xfail(raises=X) judges the exception's class: one of the child's class when it
+        # is an X (its traceback stays in the child; an xfail report does not show it),
+        # else the child's report as any failure.
+        rebuilt = _rebuilt(result.exc_type, result.text)
+        if isinstance(rebuilt, xfail.kwargs["raises"]):
+            raise rebuilt
     pytest.fail(result.text, pytrace=False)
 
 
-def _child_body(item: pytest.Function, original: Callable[[], Any], policy: Any) -> tuple[str, str]:
-    """Runs in the sandboxed child: (outcome, report text)."""
+def _rebuilt(exc_type: str, text: str) -> BaseException:
+    """An exception of the class named ``module:qualname`` carrying ``text``, made
+    without calling its __init__ (whose signature is the test's business); a Failed
+    with the text when the class cannot be found here."""
+    import importlib
+
+    module_name, _, qualname = exc_type.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        found = None
+    if isinstance(found, type) and issubclass(found, BaseException):
+        try:
+            err = found.__new__(found)
+            err.args = (text,)
+            return err
+        except TypeError:
+            pass
+    return pytest.fail.Exception(text, pytrace=False)
+
+
+def _child_body(
+    item: pytest.Function, original: Callable[[], Any], policy: Any
+) -> tuple[str, str, str]:
+    """Runs in the sandboxed child: (outcome, report text, the failure's class)."""
     excinfo: pytest.ExceptionInfo[BaseException] | None = None
     try:
         original()
-        return "passed", ""
+        return "passed", "", ""
     except pytest.skip.Exception as err:
-        return "skipped", str(err.msg)
+        return "skipped", str(err.msg), ""
+    except pytest.xfail.Exception as err:
+        return "xfailed", str(err.msg), ""
     except BaseException:
         excinfo = pytest.ExceptionInfo.from_current()
     from isorun import pytest_rules
 
     text = str(item.repr_failure(excinfo))
     rule = pytest_rules.explain(excinfo.value, policy)
-    # The rule first: it is what the short summary line shows.
-    return "failed", (f"{rule}\n\n{text}\n\n{rule}" if rule else text)
+    cls = type(excinfo.value)
+    # The rule first, else the exception: the first line is what the short summary
+    # shows (not the first line of the test's source).
+    first = rule or excinfo.exconly().partition("\n")[0]
+    return (
+        "failed",
+        f"{first}\n\n{text}" + (f"\n\n{rule}" if rule else ""),
+        f"{cls.__module__}:{cls.__qualname__}",
+    )

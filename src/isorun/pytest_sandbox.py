@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from isorun import pytest_plan
+from isorun import pytest_environ, pytest_plan
 
 #: exit status of a child whose sandbox set-up failed (the shim's ISORUN_EXIT_SETUP)
 EXIT_SETUP = 125
@@ -68,14 +68,20 @@ class Policy:
     #: where no user namespace can be made, run in landlock mode without the rules it
     #: lists (--isorun-allow-weaker) instead of refusing
     allow_weaker: bool = False
+    #: pytest's per-test scratch directories among ``writable`` (tmp_path): as root they
+    #: are lent to the sandbox's uid for the test (the marker's ``writable`` never are)
+    scratch: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """``outcome`` is passed, failed, skipped; ``text`` the report for the parent."""
+    """``outcome`` is passed, failed, skipped or xfailed; ``text`` the report for the
+    parent; ``exc_type`` the failure's exception class as ``module:qualname``, so that
+    ``xfail(raises=...)`` can judge it."""
 
     outcome: str
     text: str
+    exc_type: str = ""
 
 
 class Exiting:
@@ -127,7 +133,7 @@ def _kept_fds(result_w: int) -> tuple[int, ...]:
 
 def run_in_child(
     policy: Policy,
-    body: Callable[[Policy], tuple[str, str]],
+    body: Callable[[Policy], tuple[str, str, str]],
     exiting: Exiting | None = None,
     session_env: Mapping[str, str] | None = None,
 ) -> Result:
@@ -139,7 +145,6 @@ def run_in_child(
     ``session_env``: the environment at the session's start; the body sees the profile's
     environment plus what changed since (monkeypatch.setenv), never the host's tokens.
     """
-    from isorun.sandbox import parent, pyfork
 
     try:
         session = pytest_plan.compile_session(
@@ -156,8 +161,28 @@ def run_in_child(
             raise  # a ProfileError renders its own location
         raise ValueError(f"{err} ({policy.where})") from err
     policy = replace(policy, network=session.network, visible=session.visible)
-    if os.geteuid() == 0:
-        pytest_plan.hand_scratch_to_sandbox(policy.writable, *pytest_plan.sandbox_ids())
+    lent: tuple[str, ...] = ()
+    if os.geteuid() == 0 and policy.scratch:
+        lent = pytest_plan.hand_scratch_to_sandbox(policy.scratch, *pytest_plan.sandbox_ids())
+    try:
+        return _run_in_child(policy, session, body, exiting, session_env, bool(lent))
+    finally:
+        if lent:
+            pytest_plan.hand_back(lent, pytest_plan.sandbox_ids()[0])
+
+
+def _run_in_child(
+    policy: Policy,
+    session: pytest_plan.Session,
+    body: Callable[[Policy], tuple[str, str, str]],
+    exiting: Exiting | None,
+    session_env: Mapping[str, str] | None,
+    wait: bool,
+) -> Result:
+    """run_in_child once the policy is compiled; ``wait``: reap the child before
+    returning (its files are handed back then, and it must not make more)."""
+    from isorun.sandbox import parent, pyfork
+
     if exiting is not None:
         exiting.reap(block=False)
     shim = parent.load_shim()
@@ -185,6 +210,8 @@ def run_in_child(
         # Looked up here: cffi builds a function's wrapper on first access, and in the
         # child that work would be redone (and its pages copied) for every test.
         steps = (shim.lib.isorun_apply_namespaces, shim.lib.isorun_apply)
+        libc = pytest_environ.libc()
+        block = pytest_environ.environ_block(env)
         sys.stdout.flush()
         sys.stderr.flush()
         # Until the child is inside _child's try (which restores the mask), a signal
@@ -201,7 +228,8 @@ def run_in_child(
         else:
             pid = os.fork()
         if pid == 0:
-            _child(policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask)
+            _child(policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask,
+                   (libc, block))
     finally:
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -221,7 +249,7 @@ def run_in_child(
                 RuntimeWarning,
                 stacklevel=1,
             )
-            return run_in_child(policy, body, exiting, session_env)
+            return _run_in_child(policy, session, body, exiting, session_env, wait)
         # clone3 refused the namespaces: what unshare would have refused in the child.
         refusal = ("clone", "clone3", refused.errno or errno.EINVAL, -1)
         return Result("failed", _setup_failure(record, refusal, policy))
@@ -254,12 +282,12 @@ def run_in_child(
     finally:
         os.close(result_r)
     if record_bytes is not None:
-        if exiting is not None:
+        if exiting is not None and not wait:
             exiting.pids.append(pid)
         else:
             os.waitpid(pid, 0)
         data = json.loads(record_bytes)
-        return Result(str(data["outcome"]), str(data["text"]))
+        return Result(str(data["outcome"]), str(data["text"]), str(data.get("exc_type", "")))
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         sig = signal.Signals(os.WTERMSIG(status)).name
@@ -375,7 +403,7 @@ class _Pipes:
 
 def _child(
     policy: Policy,
-    body: Callable[[Policy], tuple[str, str]],
+    body: Callable[[Policy], tuple[str, str, str]],
     steps: tuple[Any, Any],
     c_spec: Any,
     record: dict[str, Any],
@@ -383,6 +411,7 @@ def _child(
     pipes: _Pipes,
     cloned: bool,
     mask: set[int | signal.Signals],
+    environ: tuple[Any, pytest_environ.EnvironBlock],
 ) -> None:
     """The test's process: confine, run the body, report; never returns."""
     code = EXIT_SETUP
@@ -402,18 +431,22 @@ def _child(
             steps[0](c_spec, pipes.ready_w)
             if record["clone_flags"] & CLONE_NEWPID:
                 _fork_into_pid_namespace(pipes.go_r, pipes.err_w, pipes.result_w)
+        # Before the plan's seccomp filter, which need not allow prctl(PR_SET_MM).
+        _set_environ(env)
+        pytest_environ.replace_environ_block(environ[1], environ[0])
         # Waits for the id maps, then the rest of the plan, seccomp last; on failure it
         # reports on err_w and exits.
         steps[1](c_spec)
         # EOF on the error pipe tells the parent the sandbox is complete.
         os.close(pipes.err_w)
-        _set_environ(env)
         _refresh_faulthandler()
-        outcome, text = body(policy)
+        outcome, text, exc_type = body(policy)
         # Before the result: os._exit below drops what Python still buffers (with -s,
         # sys.stdout is the real, block-buffered stdout), and the parent reports at once.
         _flush_stdio()
-        record_bytes = json.dumps({"outcome": outcome, "text": text}).encode()
+        record_bytes = json.dumps(
+            {"outcome": outcome, "text": text, "exc_type": exc_type}
+        ).encode()
         data = _HEADER.pack(len(record_bytes)) + record_bytes
         while data:
             data = data[os.write(pipes.result_w, data) :]

@@ -411,6 +411,9 @@ def test_marker_rootfs_behind_0700_directory_as_root() -> None:
             '[seccomp]\nallow = ["@docker-default"]\n'
         )
         (project / "test_rootfs.py").write_text(ROOTFS_SUITE.format(profile=str(profile)))
+        # HOME beside the project, not the project (made above): an import path that is
+        # the home directory is never bound (pytest_trust.exposes_home), and the project
+        # is one; a working directory that is the home is refused (#13).
         proc = run([PYTHON, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "test_rootfs.py"],
                    cwd=project, env={"HOME": str(base / "home")})  # fmt: skip
         assert proc.returncode == 0, output(proc)

@@ -1,0 +1,170 @@
+"""The pure parts of the front door and the project's trust rules: fast, no sandbox."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from isorun import cli_pytest, pytest_inner, pytest_trust
+from isorun.errors import UsageError
+
+
+def _project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    (project / ".git" / "hooks").mkdir(parents=True)
+    (project / "reports").mkdir()
+    (tmp_path / "home").mkdir()
+    (project / "to-home").symlink_to(tmp_path / "home")
+    return project
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("reports", None),
+    ("reports/sub", None),
+    ("../home", "is outside the project"),
+    ("to-home", "is outside the project"),
+    ("to-home/inner", "is outside the project"),
+    ("/", "is outside the project"),
+    (".", "the whole project"),
+    (".git/hooks", "the repository's .git"),
+    ("venv/lib", "the interpreter's installation"),
+])  # fmt: skip
+def test_path_loosening(tmp_path: Path, value: str, why: str | None) -> None:
+    project = _project(tmp_path)
+    (project / "venv" / "lib").mkdir(parents=True)
+    found = pytest_trust.path_loosening(
+        "isorun_writable", value, str(project), "pyproject.toml", [str(project / "venv")]
+    )
+    if why is None:
+        assert found is None
+    else:
+        assert found is not None and why in found.why, found
+        assert found.describe().startswith(f"isorun_writable = {value} (from pyproject.toml): ")
+
+
+def test_enforce_refuses_without_trust_and_prints_with_it() -> None:
+    x = pytest_trust.Loosening("cache_dir = /elsewhere", "tox.ini", "/elsewhere is outside")
+    with pytest.raises(pytest_trust.ProjectLoosensError) as err:
+        pytest_trust.enforce([x], trust=False)
+    text = err.value.render()
+    assert "cache_dir = /elsewhere (from tox.ini): /elsewhere is outside" in text
+    assert "hint: remove the setting, or, if you trust this checkout, pass " \
+           "--isorun-trust-project" in text  # fmt: skip
+    assert err.value.exit_code == 2
+    assert pytest_trust.enforce([x], trust=True) == [
+        "isorun: trusted project loosens the sandbox: cache_dir = /elsewhere (from tox.ini): "
+        "/elsewhere is outside"
+    ]
+    assert pytest_trust.enforce([], trust=False) == []
+
+
+def test_trust_only_from_the_users_flag_or_variable() -> None:
+    assert pytest_trust.trusted(["-q", "--isorun-trust-project"], {})
+    assert pytest_trust.trusted([], {"ISORUN_TRUST_PROJECT": "1"})
+    assert not pytest_trust.trusted([], {"ISORUN_TRUST_PROJECT": "yes"})
+    assert not pytest_trust.trusted(["-q"], {})
+
+
+def test_builtin_profiles_judged_against_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ${CWD} is where the session starts, inside the project.
+    monkeypatch.chdir(tmp_path)
+    assert pytest_trust.profile_loosenings("test", str(tmp_path), "pyproject.toml") == []
+    assert pytest_trust.profile_loosenings("strict", str(tmp_path), "pyproject.toml") == []
+    web = pytest_trust.profile_loosenings("web", str(tmp_path), "pyproject.toml")
+    assert [x.why for x in web] == ["host network (no network namespace)"], web
+
+
+def test_missing_profile_file_named_as_written(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"--isorun=\./x\.toml: no such profile file"):
+        pytest_trust.check_profile_file("--isorun", "./x.toml", str(tmp_path / "x.toml"))
+    pytest_trust.check_profile_file("--isorun", "test", "test")
+
+
+def test_find_project_config_like_pytest(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    sub = top / "pkg" / "tests"
+    sub.mkdir(parents=True)
+    (top / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nisorun_writable = ["a", "b"]\ncache_dir = ".c"\n'
+    )
+    (top / "pkg" / "setup.cfg").write_text("[metadata]\nname = x\n")  # no pytest section
+    config = cli_pytest.find_project_config(str(sub), [])
+    assert config.rootdir == str(top) and config.inifile == str(top / "pyproject.toml")
+    assert config.lines("isorun_writable") == ["a", "b"] and config.get("cache_dir") == ".c"
+    (top / "pkg" / "tox.ini").write_text("[pytest]\nisorun_writable =\n    x\n    y\n")
+    config = cli_pytest.find_project_config(str(sub), [])
+    assert config.rootdir == str(top / "pkg") and config.lines("isorun_writable") == ["x", "y"]
+    (tmp_path / "other.ini").write_text("[pytest]\ncache_dir = z\n")
+    config = cli_pytest.find_project_config(str(sub), ["-c", str(tmp_path / "other.ini")])
+    assert config.rootdir == str(tmp_path) and config.get("cache_dir") == "z"
+    config = cli_pytest.find_project_config(str(tmp_path), [])
+    assert config.inifile == "" and config.rootdir == str(tmp_path)
+
+
+def test_pth_paths_read_not_run(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (tmp_path / "src").mkdir()
+    (site / "plain.pth").write_text(f"# comment\n{tmp_path / 'src'}\n")
+    (site / "__editable__.x.pth").write_text(
+        "import __editable___x_finder; __editable___x_finder.install()\n"
+    )
+    (site / "__editable___x_finder.py").write_text(
+        f"MAPPING = {{'x': {str(tmp_path / 'proj' / 'src' / 'x')!r}}}\n"
+        "raise SystemExit('must not run')\n"
+    )
+    (site / "evil.pth").write_text("import os; os.system('touch /tmp/never')\n")
+    found = cli_pytest._pth_paths(str(site))
+    assert str(tmp_path / "src") in found
+    assert str(tmp_path / "proj" / "src") in found
+
+
+def test_split_args_takes_only_its_own() -> None:
+    profile, trust, rest = cli_pytest.split_args(
+        ["-q", "--isorun-profile", "strict", "--isorun-trust-project", "-k", "x", "--",
+         "--isorun-trust-project"]
+    )  # fmt: skip
+    assert (profile, trust) == ("strict", True)
+    assert rest == ["-q", "-k", "x", "--", "--isorun-trust-project"]
+
+
+def test_inner_check_fails_on_the_host() -> None:
+    # This process is the host's (or a sandbox without the launcher's descriptor).
+    why = pytest_inner.why_not_inside()
+    assert why is not None
+    assert "ISORUN_PYTEST_INNER is set" in pytest_inner.refusal(why)
+
+
+def test_hand_over_refuses_a_busy_descriptor() -> None:
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        os.dup2(fd, pytest_inner.NS_FD)
+        with pytest.raises(OSError, match="already open"):
+            pytest_inner.hand_over_namespace()
+    finally:
+        os.close(pytest_inner.NS_FD)
+        os.close(fd)
+
+
+@pytest.mark.parametrize(("path", "why"), [
+    ("home", "holds your home directory"),
+    (".", "holds your home directory"),
+    ("home/.ssh", "is inside"),
+    ("home/.config/gcloud", "is inside"),
+    ("home/.pyenv/versions/3.11/lib", ""),
+    ("home/src/project", ""),
+    ("elsewhere", ""),
+])  # fmt: skip
+def test_import_path_exposing_home_is_dropped(tmp_path: Path, path: str, why: str) -> None:
+    # A .pth line of an installed package may name any directory: none that shows the
+    # caller's home or credentials is bound into the sandbox.
+    target = tmp_path / path
+    target.mkdir(parents=True, exist_ok=True)
+    found = pytest_trust.exposes_home(str(target), str(tmp_path / "home"))
+    assert (why in found) if why else found == "", found
+    kept, dropped = pytest_trust.drop_exposing([str(target)], str(tmp_path / "home"))
+    assert (kept, bool(dropped)) == (([], True) if why else ([str(target)], False))
