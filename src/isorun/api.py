@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,30 +59,51 @@ def seccomp_program(plan: Plan) -> bytes:
     return compile_seccomp(steps[0].policy).bpf
 
 
+#: seconds ``Popen.__exit__`` gives a command after SIGTERM before it sends SIGKILL
+GRACE_PERIOD = 5.0
+
+
+class DroppedEnvWarning(UserWarning):
+    """``env=`` named variables the profile's ``[environment]`` policy does not pass on."""
+
+
 class Popen:
     """A sandboxed process, like :class:`subprocess.Popen`.
 
     ``stdin``/``stdout``/``stderr`` take what subprocess takes (None, PIPE, DEVNULL, a file
-    object or a descriptor).
+    object or a descriptor, and ``stderr=STDOUT``). ``cwd=`` runs the command as if isorun
+    were started there: the profile is compiled with ``${CWD}`` set to it (so its mounts
+    follow), which is why it takes a profile, not a Plan. ``env=`` is the caller's
+    environment the profile's ``[environment]`` policy applies to, as ``os.environ`` is
+    otherwise; each variable the policy drops is named in a :class:`DroppedEnvWarning`.
+    ``shell=True`` runs ``/bin/sh -c argv`` in the sandbox. Leaving a ``with`` block with
+    the command still running sends SIGTERM, then SIGKILL after ``grace_period`` seconds:
+    unlike subprocess, a sandbox is never left running.
     """
 
-    def __init__(self, argv: Sequence[str], *, profile: str | Profile | Plan = "strict",
+    def __init__(self, argv: Sequence[str] | str, *, profile: str | Profile | Plan = "strict",
                  stdin: Any = None, stdout: Any = None, stderr: Any = None,
-                 env: Mapping[str, str] | None = None, text: bool = False,
-                 backend: str | None = None, allow_weaker: bool = False,
+                 env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
+                 shell: bool = False, text: bool = False, backend: str | None = None,
+                 allow_weaker: bool = False, grace_period: float = GRACE_PERIOD,
                  log: Callable[[str], None] | None = None) -> None:
-        import os
-
         from isorun.compile.plan import Cgroup, WallTime
         from isorun.compile.plan import Plan as _Plan
         from isorun.sandbox import launched, native, process
 
-        if isinstance(argv, str | bytes):
-            raise TypeError("argv must be a sequence of strings, not one string")
-        plan = profile if isinstance(profile, _Plan) else _cached_plan(profile)
+        self.args = _command(argv, shell)
+        if isinstance(profile, _Plan):
+            if cwd is not None:
+                raise ValueError("cwd= needs a profile name or Profile: a Plan is already "
+                                 "compiled for the directory it was compiled in")
+            plan = profile
+        else:
+            plan = _cached_plan(profile, cwd=_working_dir(cwd))
         self.plan = plan
-        self.args = list(argv)
         self._text = text
+        self.grace_period = grace_period
+        if env is not None:
+            _warn_dropped_env(plan, env)
         #: the backend that runs the sandbox, and the rules it does not enforce (only ever
         #: non-empty with allow_weaker)
         self.backend, self.lost = _choose_backend(plan, backend or plan.backend,
@@ -158,12 +180,79 @@ class Popen:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import subprocess
+
         for stream in (self.stdin, self.stdout, self.stderr):
             if stream is not None:
                 stream.close()
-        if self.returncode is None:
-            self.kill()
+        if self.poll() is None:
+            # The command's SIGTERM handler gets its grace period (a terminate() just
+            # before the with block ends is not cut short), then nothing survives.
+            self.terminate()
+            try:
+                self.wait(self.grace_period)
+            except subprocess.TimeoutExpired:
+                self.kill()
         self.wait()
+
+
+def _command(argv: Sequence[str] | str, shell: bool) -> list[str]:
+    """The argv to execute, checked as subprocess would (a ValueError, not a failed launch)."""
+    from isorun.errors import UsageError
+
+    if shell:
+        args = [argv] if isinstance(argv, str | bytes | os.PathLike) else list(argv)
+        args = ["/bin/sh", "-c", *(os.fsdecode(a) for a in args)]
+    elif isinstance(argv, str | bytes):
+        raise TypeError("argv must be a sequence of strings, not one string "
+                        "(or pass shell=True)")
+    else:
+        args = [os.fsdecode(a) for a in argv]
+    if not args:
+        raise UsageError("argv is empty: give the command to run")
+    if not args[0]:
+        raise UsageError("argv[0] is empty: give the command to run")
+    if any("\0" in a for a in args):
+        raise UsageError("an argument contains a NUL byte, which execve cannot pass")
+    return args
+
+
+def _working_dir(cwd: str | os.PathLike[str] | None) -> str | None:
+    """The real path of ``cwd=``, which must be a directory (FileNotFoundError or
+    NotADirectoryError otherwise, as subprocess raises)."""
+    import errno
+    import stat
+
+    if cwd is None:
+        return None
+    path = os.path.realpath(os.fspath(cwd))
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(cwd))
+    return path
+
+
+def _warn_dropped_env(plan: Plan, env: Mapping[str, str]) -> None:
+    """One DroppedEnvWarning naming each ``env=`` variable the profile does not keep."""
+    import fnmatch
+    import warnings
+
+    from isorun.compile.plan import Environment
+
+    steps = plan.find(Environment)
+    if not steps or not steps[0].clear:
+        return  # the caller's environment goes through whole
+    step = steps[0]
+    dropped = sorted(name for name in env if not any(
+        name == pattern or (pattern.endswith("*") and fnmatch.fnmatchcase(name, pattern))
+        for pattern in step.keep))  # fmt: skip
+    if dropped:
+        keep = ", ".join(step.keep) or "nothing"
+        warnings.warn(
+            f"profile {plan.profile} does not pass on {', '.join(dropped)} from env= "
+            f"(environment.keep at {step.loc.short()} keeps {keep}); list them in "
+            "environment.keep of a profile that extends it, or set them with environment.set",
+            DroppedEnvWarning, stacklevel=3)
 
 
 def _choose_backend(plan: Plan, requested: str, allow_weaker: bool,
@@ -213,7 +302,7 @@ def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
 class CompletedRun:
     """The result of :func:`run`, like :class:`subprocess.CompletedProcess`."""
 
-    args: list[str]
+    args: list[str] | str
     returncode: int
     stdout: Any = None
     stderr: Any = None
@@ -226,24 +315,31 @@ class CompletedRun:
                                                 self.stderr)
 
 
-def run(argv: Sequence[str], *, profile: str | Profile | Plan = "strict", input: Any = None,
-        capture_output: bool = False, timeout: float | None = None, check: bool = False,
-        text: bool = False, **kwargs: Any) -> CompletedRun:
-    """Run ``argv`` in a sandbox and wait for it, like :func:`subprocess.run`."""
+def run(argv: Sequence[str] | str, *, profile: str | Profile | Plan = "strict",
+        input: Any = None, capture_output: bool = False, timeout: float | None = None,
+        check: bool = False, text: bool = False, **kwargs: Any) -> CompletedRun:
+    """Run ``argv`` in a sandbox and wait for it, like :func:`subprocess.run`: ``timeout``
+    kills the sandbox and raises TimeoutExpired, ``check`` raises CalledProcessError on a
+    non-zero status. Other keywords go to :class:`Popen` (``cwd``, ``env``, ``shell``,
+    ``stdout``, ``stderr=STDOUT``, ``backend``, ...)."""
     import subprocess
 
     if capture_output:
+        if kwargs.get("stdout") is not None or kwargs.get("stderr") is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
         kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
     if input is not None:
         kwargs["stdin"] = subprocess.PIPE
+    args = argv if isinstance(argv, str) else list(argv)
     with Popen(argv, profile=profile, text=text, **kwargs) as proc:
         try:
             out, err = proc.communicate(input, timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as expired:
             proc.kill()
             proc.wait()
-            raise
-        result = CompletedRun(list(argv), proc.wait(), out, err)
+            raise subprocess.TimeoutExpired(args, expired.timeout, expired.output,
+                                            expired.stderr) from None
+        result = CompletedRun(args, proc.wait(), out, err)
     if check:
         result.check_returncode()
     return result
@@ -313,22 +409,38 @@ def compiled(spec: str, log: Callable[[str], None] | None = None
     return plan, bpf, entry
 
 
-def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = None) -> Plan:
+def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = None,
+                 cwd: str | None = None) -> Plan:
     """Compile once per process: the API is used in loops by test harnesses.
 
     Keyed by the spec, the variables it resolves with (the working directory changes
     ${CWD}) and the caller's facts; each call checks that the source files are unchanged
     (:func:`_deps_unchanged`: by stat, else by hash), so an edited profile is recompiled.
     The first use in a process reads the on-disk cache (see :mod:`isorun.cache`).
+    ``cwd``: compile for that working directory (Popen's ``cwd=``), without the disk
+    cache, whose entries are keyed by the process's own.
     """
     from isorun import cache
 
     if not isinstance(profile, str):
-        return compile_plan(profile)
-    key = (profile, tuple(sorted(cache.variables().items())), cache.facts_key())
+        if cwd is None:
+            return compile_plan(profile)
+        facts = host_facts.probe()
+        return compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
+    key = (profile, tuple(sorted(cache.variables(cwd=cwd).items())), cache.facts_key())
     hit = _PLANS.get(key)
     if hit is not None and _deps_unchanged(hit[1]):
         return hit[0]
+    if cwd is not None:
+        try:
+            deps: tuple[Any, ...] | None = cache.collect_deps(profile)
+        except Exception:
+            deps = None  # the compile below reports the problem with its location
+        facts = host_facts.probe()
+        plan = compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
+        if deps:
+            _PLANS[key] = (plan, deps)
+        return plan
     plan, bpf, entry = compiled(profile, log)
     _PROGRAMS[_policy_of(plan)] = bpf
     if entry is not None:

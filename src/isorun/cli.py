@@ -19,27 +19,75 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Group(click.Group):
-    """Renders IsorunError as the compiler-style message and its exit code, never a trace."""
+    """Renders IsorunError as the compiler-style message and its exit code, never a trace.
+
+    Every other failure a user can cause ends in a message and an exit code of the
+    README's table too; only a bug in isorun reaches "internal error" (125).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        import subprocess
+
         try:
             return super().invoke(ctx)
         except IsorunError as err:
             click.echo(err.render(), err=True)
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
+            _traceback_if_debug(ctx)
             ctx.exit(err.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`isorun explain strict | head`): end as a C tool killed
+            # by SIGPIPE (128+13), quietly, and without a second error at exit's flush.
+            from isorun.__main__ import _silence_stdout
+
+            _silence_stdout()
+            ctx.exit(141)
+        except subprocess.TimeoutExpired as err:
+            click.echo(f"isorun: error: the command did not finish within {err.timeout:g} s"
+                       " (--timeout) and was killed", err=True)
+            _traceback_if_debug(ctx)
+            ctx.exit(124)
         except OSError as err:
-            click.echo(f"isorun: error: {err}", err=True)
+            where = f": {err.filename}" if err.filename else ""
+            click.echo(f"isorun: error: {err.strerror or err}{where}", err=True)
+            _traceback_if_debug(ctx)
             ctx.exit(2)
         except Exception:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
+            _traceback_if_debug(ctx)
             click.echo("isorun: internal error, please report it with the output of --debug",
                        err=True)
             ctx.exit(125)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        # Every subcommand takes --debug too (isorun check --debug x.toml), and a command
+        # added later (plugins of this group) gets it the same way.
+        _add_debug_option(cmd)
+        super().add_command(cmd, name)
+
+
+def _traceback_if_debug(ctx: click.Context) -> None:
+    """With --debug, the traceback of the error being handled; the exit code stays the one
+    the README documents for it."""
+    if ctx.obj and ctx.obj.get("debug"):
+        import traceback
+
+        click.echo(traceback.format_exc().rstrip("\n"), err=True)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)["debug"] = True
+
+
+def _add_debug_option(cmd: click.Command) -> None:
+    if not any(param.name == "debug" for param in cmd.params):
+        cmd.params.append(click.Option(
+            ["--debug"], is_flag=True, expose_value=False, callback=_set_debug,
+            help="Show the traceback of an internal error."))
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _add_debug_option(sub)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,9 +99,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     isorun --profile strict -- CMD [ARG...]   run CMD in the sandbox
+    isorun run --help                         the options of a run (--backend, ...)
     isorun explain strict                     show what a profile enforces
     """
-    ctx.obj = {"debug": debug}
+    obj = ctx.ensure_object(dict)
+    obj["debug"] = debug or obj.get("debug", False)
 
 
 @cli.command()

@@ -193,7 +193,8 @@ class BwrapBackend:
             # after reading it.
             at = inv.argv.index(_which("bwrap"))
             end = len(inv.argv) - len(argv) - 1
-            args_fd = _memfd(b"".join(a.encode() + b"\0" for a in inv.argv[at + 1:end]), stack)
+            packed = b"".join(os.fsencode(a) + b"\0" for a in inv.argv[at + 1:end])
+            args_fd = _memfd(packed, stack)
             inv = replace(inv, argv=(*inv.argv[:at + 1], "--args", str(args_fd),
                                      *inv.argv[end:]),
                           pass_fds=tuple(sorted({*inv.pass_fds, args_fd})))

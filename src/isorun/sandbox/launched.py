@@ -74,7 +74,7 @@ def spawn_launched(
     reaps the sandbox before it reports a failure, and is reaped here).
     """
     if not argv or not argv[0]:
-        raise InternalError("spec.argv is empty")
+        raise InternalError("spec.argv is empty")  # api.Popen refuses that first
     for arg in argv:
         if b"\0" in arg:
             raise InternalError(f"argv contains a NUL byte: {arg!r}")
@@ -86,9 +86,12 @@ def spawn_launched(
     helper = -1
     try:
         actions: list[tuple[int, int, int]] = []
+        child_stdout = -1
         for index, value in enumerate((stdin, stdout, stderr)):
-            child_fd, parent_fd = _child_stdio(value, index, opened)
+            child_fd, parent_fd = _child_stdio(value, index, opened, child_stdout)
             child_fd = _lift(child_fd, index, opened)
+            if index == 1:
+                child_stdout = child_fd
             parent_ends.append(parent_fd)
             if child_fd >= 0:
                 # dup2 onto itself too: glibc's posix_spawn then clears FD_CLOEXEC.

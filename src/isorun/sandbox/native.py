@@ -48,7 +48,9 @@ def build_environment(step: p.Environment, caller: Mapping[str, str]) -> tuple[b
         for name, value in caller.items():
             if name == pattern or (pattern.endswith("*") and fnmatch.fnmatchcase(name, pattern)):
                 env[name] = value
-    return tuple(f"{k}={v}".encode() for k, v in sorted(env.items()))
+    # fsencode, not encode(): os.environ holds bytes that are not UTF-8 as surrogates
+    # (PEP 383), and the command must get the caller's bytes back, not an error.
+    return tuple(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in sorted(env.items()))
 
 
 def _mount(index: int, step: p.MountStep) -> ShimMount:

@@ -46,10 +46,18 @@ CLONE_NEWPID = parent.CLONE_NEWPID
 StdSpec = int | IO[Any] | None
 
 
-def _child_stdio(value: StdSpec, index: int, opened: list[int]) -> tuple[int, int]:
-    """(fd for the child, parent end of a pipe or -1); fds we open go into ``opened``."""
+def _child_stdio(value: StdSpec, index: int, opened: list[int],
+                 stdout_fd: int = -1) -> tuple[int, int]:
+    """(fd for the child, parent end of a pipe or -1); fds we open go into ``opened``.
+
+    ``stdout_fd``: the child's stdout as this returned it for index 1, which
+    ``stderr=subprocess.STDOUT`` shares (-1: this process's own stdout, descriptor 1)."""
     if value is None:
         return -1, -1
+    if value == subprocess.STDOUT:
+        if index != 2:
+            raise ValueError("STDOUT is only valid as stderr, as for subprocess.Popen")
+        return (stdout_fd if stdout_fd >= 0 else 1), -1
     if value == subprocess.PIPE:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         opened.extend((read_fd, write_fd))
@@ -317,7 +325,8 @@ def spawn(
 
     try:
         for index, value in enumerate((stdin, stdout, stderr)):
-            child_fd, parent_fd = _child_stdio(value, index, opened)
+            stdout_fd = child_ends[1] if len(child_ends) > 1 else -1
+            child_fd, parent_fd = _child_stdio(value, index, opened, stdout_fd)
             child_ends.append(_lift(child_fd, index, opened))
             parent_ends.append(parent_fd)
         hand_over = None
