@@ -163,6 +163,8 @@ def _launch(args: list[str], missed: bool = False) -> int:
             raise _usage("no command to run: isorun --profile P -- CMD [ARG...]")
         if not command[0]:
             raise _usage("the command name is empty: isorun --profile P -- CMD [ARG...]")
+        if "--backend" in options:
+            _check_backend(options["--backend"])
         problem = _cwd_problem()
         if problem is not None:
             _write_stderr(problem)
@@ -201,6 +203,19 @@ def _launch(args: list[str], missed: bool = False) -> int:
 
             _write_stderr(traceback.format_exc())
         return code
+
+
+def _check_backend(name: str) -> None:
+    """A UsageError for a --backend no backend answers to (never the cached path, so the
+    import is free)."""
+    from isorun.errors import close_matches
+    from isorun.sandbox.backends import BACKENDS
+
+    known = ("auto", *BACKENDS)
+    if name not in known:
+        near = close_matches(name, known)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise _usage(f"unknown backend {name!r}: use one of {', '.join(known)}{hint}")
 
 
 def _launch_cached(
