@@ -357,18 +357,29 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     from isorun.launch import FORWARDED_SIGNALS, exec_failure_message
 
     plan = _cached_plan(profile, log=note if verbose else None)
-    # The sandbox's pid 1 forwards these to the command; the launcher must survive them
-    # to report the command's status instead of dying first. Blocked across the start,
-    # so one arriving before the handlers exist waits for them instead of killing us
-    # (and, through die_with_parent, the sandbox) with no status reported.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
-    try:
-        proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
-                     log=note if verbose else None)
-        for sig in FORWARDED_SIGNALS:
-            signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    # Popen.send_signal reaches the command (the native sandbox's pid 1 forwards it; on
+    # bwrap and firejail it is sent to the command itself); the launcher must survive
+    # these to report the command's status instead of dying first. The handlers are in
+    # place before the start, and one that arrives during it is sent once the sandbox
+    # exists. Not blocked across the start, as isorun.launch.run does for the native
+    # shim (which unblocks before execve): bwrap and firejail would inherit the mask, and
+    # the command with them, deaf to Ctrl-C and kill.
+    started: list[Popen] = []
+    pending: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if started:
+            started[0].send_signal(signum)
+        else:
+            pending.append(signum)
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
+                 log=note if verbose else None)
+    started.append(proc)
+    for sig in pending:
+        proc.send_signal(sig)
     if proc.exec_error is not None:
         sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
     return proc.wait()

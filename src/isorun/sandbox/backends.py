@@ -417,7 +417,16 @@ class SandboxRun:
         return out, err
 
     def send_signal(self, sig: int) -> None:
-        self._proc.send_signal(sig)
+        # To the command, as the native sandbox's pid 1 forwards it (see sandbox.forward);
+        # to the wrapper only while the command does not exist yet.
+        from isorun.sandbox.forward import command_pid
+
+        target = command_pid(self.pid) if self._proc.poll() is None else None
+        if target is None:
+            self._proc.send_signal(sig)
+            return
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(target, sig)
 
     def kill(self) -> None:
         kill_tree(self.pid)
