@@ -78,7 +78,8 @@ class Popen:
     otherwise; each variable the policy drops is named in a :class:`DroppedEnvWarning`.
     ``shell=True`` runs ``/bin/sh -c argv`` in the sandbox. Leaving a ``with`` block with
     the command still running sends SIGTERM, then SIGKILL after ``grace_period`` seconds:
-    unlike subprocess, a sandbox is never left running.
+    unlike subprocess, a sandbox is never left running. The sandbox is a new session: it
+    never takes the caller's terminal (the CLI's launch does, see spec.terminal_job).
     """
 
     def __init__(self, argv: Sequence[str] | str, *, profile: str | Profile | Plan = "strict",
@@ -86,7 +87,7 @@ class Popen:
                  env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
                  shell: bool = False, text: bool = False, backend: str | None = None,
                  allow_weaker: bool = False, grace_period: float = GRACE_PERIOD,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, _terminal: bool = False) -> None:
         from isorun.compile.plan import Cgroup, WallTime
         from isorun.compile.plan import Plan as _Plan
         from isorun.sandbox import launched, native, process
@@ -132,14 +133,14 @@ class Popen:
                     record, blob = _flat_record(plan, caller_env)
                     self._proc = launched.spawn_launched(
                         launcher, record, blob, tuple(os.fsencode(a) for a in self.args),
-                        stdin=stdin, stdout=stdout, stderr=stderr)
+                        stdin=stdin, stdout=stdout, stderr=stderr, terminal=_terminal)
                 else:
                     spec = native.build_spec(plan, self.args, caller_env, cached_program(plan))
                     self._proc = process.spawn(
                         spec, stdin=stdin, stdout=stdout, stderr=stderr,
                         wall_time=wall[0].seconds if wall else None,
                         memory_max=cgroups[0].memory if cgroups else None,
-                        pids_max=cgroups[0].pids if cgroups else None)
+                        pids_max=cgroups[0].pids if cgroups else None, terminal=_terminal)
             except SandboxSetupError as err:
                 raise locate_error(err, plan) from None
             self.exec_error = self._proc.exec_error
@@ -375,8 +376,10 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
 
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
+    # _terminal: the launcher stands for the command at this terminal, so a shell in the
+    # sandbox may become its foreground job (spec.terminal_job).
     proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
-                 log=note if verbose else None)
+                 log=note if verbose else None, _terminal=True)
     started.append(proc)
     for sig in pending:
         proc.send_signal(sig)

@@ -168,6 +168,7 @@ def run(record: Record, argv: list[str]) -> int:
     # unblocks every signal before its execve (shim exec.c), so the command never
     # inherits this mask; a signal that came meanwhile is delivered at the unblock below.
     old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    foreground = bool(record.get("terminal_job")) and parent.foreground_in_parent()
     opened: list[int] = []
     try:
         try:
@@ -192,5 +193,7 @@ def run(record: Record, argv: list[str]) -> int:
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(pidfd)
+        if foreground:
+            parent.reclaim_terminal_in_parent()
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code

@@ -63,11 +63,14 @@ def spawn_launched(
     stdin: StdSpec = None,
     stdout: StdSpec = None,
     stderr: StdSpec = None,
+    terminal: bool = False,
 ) -> LaunchedProcess:
     """Start ``record`` for ``argv`` through isorun-launch: what :func:`spawn` does, but
     the clone happens in that small C program, not in this (large) process.
 
-    ``blob`` is ``flat.encode(record)``. The helper is started with posix_spawn (vfork:
+    ``blob`` is ``flat.encode(record)``. ``terminal``: the CLI's launch, which may make
+    the sandbox the foreground job of this process's terminal (spec.terminal_job); an API
+    caller keeps its terminal. The helper is started with posix_spawn (vfork:
     nothing of this process is copied), reads the record from a pipe, and reports on a
     unix socket: the failure record, the sandbox's pid and its pidfd (SCM_RIGHTS). Raises
     SandboxSetupError as :func:`spawn` does, leaving nothing behind (the helper kills and
@@ -112,7 +115,8 @@ def spawn_launched(
                 for fd in (record_r, report, *keep):
                     actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
                 args: list[str | bytes] = [launcher, "--record-fd", str(record_r),
-                                           "--report-fd", str(report), "--", *argv]
+                                           "--report-fd", str(report),
+                                           *(["--terminal"] if terminal else []), "--", *argv]
                 # An empty environment: the helper reads none (static, no loader), and
                 # the command's comes from the record.
                 helper = os.posix_spawn(launcher, args, {}, file_actions=actions)

@@ -146,6 +146,10 @@ def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
                 fields["no_new_privs"] = True
             case p.LoadSeccomp():
                 fields["seccomp_bpf"] = seccomp_bpf
+                # The hardening rules refuse TIOCSTI and TIOCLINUX, the reason for a new
+                # session; with them the sandbox may stay in a terminal's session as its
+                # foreground job (spec.terminal_job), and a shell works as one.
+                fields["terminal_job"] = bool(seccomp_bpf) and step.policy.hardening
             case p.Exec():
                 pass
             case _:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 ABI = 4
 #: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
 #: when the layout changes and cached records from before are never read
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
 #: PATH used when the spec's environment has none, as execvp(3) does
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: sizeof(struct isorun_failure): int err, int index, char step[32], char syscall[32]
@@ -46,6 +46,7 @@ FAILURE_SIZE = 72
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 SIGKILL = 9
+SIGTTOU = 22
 ENOENT = 2
 #: open_tree(2) shares its number across architectures (the 5.2 unified syscall table)
 SYS_OPEN_TREE = 428
@@ -178,7 +179,8 @@ def _struct(
     for slot, (resource, soft, hard, step) in zip(rslots, rlimits, strict=False):
         slot.resource, slot.step, slot.soft, slot.hard = resource, step, soft, hard
     c.rlimits, c.n_rlimits = rslots, len(rlimits)
-    c.new_session = int(record["new_session"])
+    c.new_session = (0 if not record["new_session"] else
+                     lib.ISORUN_SESSION_TERMINAL_OK if record["terminal_job"] else 1)
     c.die_with_parent = int(record["die_with_parent"])
     c.keep_fds = new("int[]", list(keep_fds) or [-1])
     c.n_keep_fds = len(keep_fds)
@@ -363,6 +365,36 @@ def signal_in_parent(pidfd: int, sig: int) -> None:
     import _signal  # type: ignore[import-not-found]
 
     _quietly(ProcessLookupError, _signal.pidfd_send_signal, pidfd, sig)
+
+
+def foreground_in_parent() -> bool:
+    """Whether this process is the foreground job of its controlling terminal (stdin):
+    then a sandbox with ``terminal_job`` may take the terminal (shim ns.c)."""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def reclaim_terminal_in_parent() -> None:
+    """After a sandbox that was the terminal's foreground job (shim exec.c, join_terminal)
+    ended: take the terminal back, or this process's next read from it would stop with
+    SIGTTIN. SIGTTOU blocked, since this process is in the background until then. The
+    C launcher does the same (launch.c, reclaim_terminal)."""
+    import _signal
+
+    try:
+        if os.tcgetpgrp(0) == os.getpgrp():
+            return
+    except OSError:
+        return
+    old = _signal.pthread_sigmask(_signal.SIG_BLOCK, (SIGTTOU,))
+    try:
+        os.tcsetpgrp(0, os.getpgrp())
+    except OSError:
+        pass  # the terminal is gone, or another job took it meanwhile: leave it
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
 
 
 def abandon_in_parent(pid: int, pidfd: int, record: Record) -> None:

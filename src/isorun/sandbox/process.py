@@ -120,6 +120,9 @@ class SandboxProcess:
         self._new_session: bool = spec["new_session"]
         self._cgroup = cgroup
         self._lock = threading.Lock()
+        #: the sandbox may have taken this process's terminal (spec.terminal_job): take
+        #: it back once reaped (LaunchedProcess: isorun-launch does)
+        self._reclaim_terminal = False
         self._timer: threading.Timer | None = None
         if wall_time is not None:
             self._timer = threading.Timer(wall_time, self._expire)
@@ -164,6 +167,8 @@ class SandboxProcess:
                 if self._timer is not None:
                     self._timer.cancel()
                 self._cleanup()
+                if self._reclaim_terminal:
+                    parent.reclaim_terminal_in_parent()
                 return self.returncode
 
     def _wait_for_exit(self) -> None:
@@ -292,6 +297,7 @@ def spawn(
     memory_max: int | None = None,
     pids_max: int | None = None,
     on_listener: Callable[[int], None] | None = None,
+    terminal: bool = False,
 ) -> SandboxProcess:
     """Start ``spec`` in a new sandbox.
 
@@ -306,11 +312,17 @@ def spawn(
     With ``spec.notify_bpf`` (learn mode), ``on_listener`` receives the seccomp listener
     (the caller owns it) before spawn waits for execve, and must start answering it at
     once: the command's execve is the first notified call.
+
+    ``terminal``: the CLI's launch, which may make the sandbox the foreground job of this
+    process's terminal (``spec.terminal_job``).
     """
     if bool(spec.notify_bpf) != (on_listener is not None):
         raise InternalError("spec.notify_bpf and on_listener go together")
     cgroup_plan = plan_cgroup_in_parent(memory_max, pids_max, spec.cgroup)
     record = spec_record(spec)
+    # Only the CLI's launch may hand the sandbox this process's terminal (see
+    # spec.terminal_job); an API caller keeps it.
+    record["terminal_job"] = terminal and spec.terminal_job
     opened: list[int] = []
     parent_ends: list[int] = []
     child_ends: list[int] = []
@@ -338,6 +350,7 @@ def spawn(
                 assert on_listener is not None
                 _hand_over_listener(notify_parent, spec, on_listener)
 
+        foreground = bool(record["terminal_job"]) and parent.foreground_in_parent()
         pid, pidfd, failure = parent.spawn_in_parent(
             record, opened, stdio=(child_ends[0], child_ends[1], child_ends[2]),
             pass_fds=pass_fds, child_ends={notify_child, *child_ends} - {-1, *parent_ends},
@@ -349,6 +362,7 @@ def spawn(
             if fd >= 0:
                 opened.remove(fd)
         proc = SandboxProcess(pid, pidfd, spec, parent_ends, cgroup, wall_time, exec_error)
+        proc._reclaim_terminal = foreground
         started = None
         return proc
     except BaseException:

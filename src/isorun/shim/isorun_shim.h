@@ -86,6 +86,13 @@ struct isorun_spec {
     int loopback_up;
     const struct isorun_rlimit *rlimits;
     size_t n_rlimits;
+    /*
+     * 0 keeps the caller's session; 1 setsid(). 2 (ISORUN_SESSION_TERMINAL_OK): setsid()
+     * unless the command's stdin is the launcher's controlling terminal and the launcher
+     * is its foreground job; then isorun_spawn makes it 3 (ISORUN_SESSION_TERMINAL_JOB)
+     * and the child becomes a foreground process group of its own in that session. Only
+     * for a filter that refuses TIOCSTI/TIOCLINUX (see exec.c, join_terminal).
+     */
     int new_session;
     int die_with_parent;
     const int *keep_fds;
@@ -117,6 +124,8 @@ int isorun_abi(void);
  * Clone the sandbox child, which blocks on sync_fd until the parent has written its id
  * maps and cgroup, then walks the spec. Returns the child pid, or -errno.
  */
+#define ISORUN_SESSION_TERMINAL_OK 2
+#define ISORUN_SESSION_TERMINAL_JOB 3
 int isorun_spawn(const struct isorun_spec *spec);
 
 /* Learn mode: what the supervisor does for each notification (notify.c). */

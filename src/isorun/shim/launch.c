@@ -213,11 +213,32 @@ static void close_trees(struct isorun_record *rec) {
     }
 }
 
+/* Whether we were the terminal's foreground job when the sandbox started (see below). */
+static int launcher_foreground;
+
+/*
+ * A sandbox that became the terminal's foreground job (exec.c, join_terminal) leaves the
+ * terminal to a process group that no longer exists: take it back, or the caller's next
+ * read from it would stop with SIGTTIN. SIGTTOU blocked: we are in the background now.
+ */
+static void reclaim_terminal(void) {
+    sigset_t ttou, old;
+
+    if (!launcher_foreground || tcgetpgrp(0) == getpgrp())
+        return;
+    sigemptyset(&ttou);
+    sigaddset(&ttou, SIGTTOU);
+    sigprocmask(SIG_BLOCK, &ttou, &old);
+    (void)tcsetpgrp(0, getpgrp());
+    sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
 static int reap(pid_t pid) {
     int status = 0;
 
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
+    reclaim_terminal();
     return status;
 }
 
@@ -295,7 +316,8 @@ static void close_unkept(const struct isorun_spec *s, int report_fd) {
     }
 }
 
-static int launch(struct isorun_record *rec, int report_fd, struct isorun_failure *f) {
+static int launch(struct isorun_record *rec, int report_fd, int terminal,
+                  struct isorun_failure *f) {
     struct isorun_spec *s = &rec->spec;
     struct sigaction sa, old_sa[N_FORWARDED];
     int sync[2] = {-1, -1}, err[2] = {-1, -1};
@@ -326,6 +348,10 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
     s->sync_parent_fd = sync[1];
     s->err_fd = err[1];
     s->err_parent_fd = err[0];
+    if (!terminal && s->new_session == ISORUN_SESSION_TERMINAL_OK)
+        s->new_session = 1;
+    launcher_foreground = s->new_session == ISORUN_SESSION_TERMINAL_OK &&
+                          tcgetpgrp(0) > 0 && tcgetpgrp(0) == getpgrp();
     pid = isorun_spawn(s);
     rc = pid < 0 ? -pid : 0;
     close(sync[0]);
@@ -399,7 +425,7 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
 }
 
 int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv[],
-                         int report_fd, struct isorun_failure *failure) {
+                         int report_fd, int terminal, struct isorun_failure *failure) {
     struct isorun_record rec;
     sigset_t block, old;
     const char *error;
@@ -425,7 +451,7 @@ int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv
             send_report(report_fd, failure, 0, -1);
         status = -1;
     } else {
-        status = launch(&rec, report_fd, failure);
+        status = launch(&rec, report_fd, terminal, failure);
         if (status < 0 && report_fd >= 0 && strcmp(failure->step, "report") != 0)
             send_report(report_fd, failure, 0, -1);
     }
