@@ -292,11 +292,63 @@ def _shim_built() -> bool:
 
 
 def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
-    """Name the profile line behind a failed step: the shim only knows the step index."""
-    if err.loc is not None or not 0 <= err.step_index < len(plan.steps):
+    """Name the profile line behind a failed step (the shim only knows the step index),
+    and how to fix it where that is known."""
+    loc = err.loc
+    if loc is None and 0 <= err.step_index < len(plan.steps):
+        loc = plan.steps[err.step_index].loc
+    hint = err.hint or _setup_hint(err, plan)
+    if loc is err.loc and hint == err.hint:
         return err
-    return SandboxSetupError(err.step, err.syscall, err.errno, plan.steps[err.step_index].loc,
-                             err.detail, err.step_index)
+    return SandboxSetupError(err.step, err.syscall, err.errno, loc, err.detail,
+                             err.step_index, hint)
+
+
+def root_write_notes(plan: Plan) -> list[str]:
+    """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
+    write (README, "Root"). The command would only say "Permission denied"."""
+    import stat
+
+    from isorun.compile.plan import MapIds, MountStep
+
+    ids = plan.find(MapIds)
+    if os.geteuid() != 0 or not ids or ids[0].host_uid != 65534:
+        return []
+    notes = []
+    for step in plan.find(MountStep):
+        if step.type != "rw-bind":
+            continue
+        try:
+            st = os.stat(step.src)
+        except OSError:
+            continue  # an optional source that is not there; a required one fails anyway
+        if st.st_uid == 65534 or st.st_mode & stat.S_IWOTH:
+            continue
+        notes.append(
+            f"isorun: note: started by root, the sandbox runs as uid 65534 (nobody), which "
+            f"cannot write {step.src} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+            f" that {step.loc.short()} binds writable\n  hint: run isorun as the user who "
+            "owns it, or extend the profile with [unsafe] map_root = true")
+    return notes
+
+
+def _setup_hint(err: SandboxSetupError, plan: Plan) -> str:
+    """The fix for a set-up failure a user causes, "" when there is none to suggest."""
+    import errno
+
+    from isorun.compile.plan import Chdir, MapIds
+
+    chdir, ids = plan.find(Chdir), plan.find(MapIds)
+    if err.step != "cwd" or err.errno != errno.EACCES or not chdir:
+        return ""
+    path = chdir[0].path
+    if ids and ids[0].host_uid == 65534 and os.geteuid() == 0:
+        # README, "Root": a root caller's sandbox runs as the overflow user
+        return (f"started by root, the sandbox runs as uid 65534 (nobody), which may not "
+                f"enter {path}: run isorun from a directory others may enter, or as the "
+                "user who owns this one (setpriv/sudo -u), or extend the profile with "
+                "[unsafe] map_root = true (the sandbox is then root over the files it sees)")
+    return f"the sandbox's user may not enter {path}: check its permissions and its parents'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +410,8 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     from isorun.launch import FORWARDED_SIGNALS, exec_failure_message
 
     plan = _cached_plan(profile, log=note if verbose else None)
+    for line in root_write_notes(plan):
+        note(line)
     # Popen.send_signal reaches the command (the native sandbox's pid 1 forwards it; on
     # bwrap and firejail it is sent to the command itself); the launcher must survive
     # these to report the command's status instead of dying first. The handlers are in

@@ -94,6 +94,10 @@ def make_record(
     facts = probe()
     if not (facts.userns or facts.root):
         return None  # api.Popen would choose another backend on this host
+    from isorun.api import root_write_notes
+
+    if root_write_notes(plan):
+        return None  # api.launch says, on every launch, what the sandbox cannot write
     try:
         parent.load_shim()
     except IsorunError as err:

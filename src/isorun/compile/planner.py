@@ -74,6 +74,16 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
                                "" if root == "tmpfs" else os.path.normpath(root),
                                at("filesystem.root", fs.loc)))
     mounts = [_mount_step(m, expand) for m in profile.mounts]
+    if fs.root != "host":
+        for mount, step in zip(profile.mounts, mounts, strict=True):
+            # Started from /, a bind of ${CWD} is a bind of the host's whole root over the
+            # new one (every file of the host, /root and /home included), and the mounts
+            # after it land in that bind instead of the new root.
+            if step.dst == "/" and "${CWD}" in mount.dst:
+                errors.append(Diagnostic(
+                    mount.loc, f"the working directory is /, so this {mount.type} of "
+                    "${CWD} would put the host's whole root into the sandbox",
+                    "run isorun from the directory the command works in (cd there first)"))
     # Parents before children: a tmpfs or bind mounted over a directory hides whatever an
     # earlier entry put below it, which is never what a profile means. The sort is stable,
     # so entries at the same depth keep the profile's order.
