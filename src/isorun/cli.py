@@ -111,11 +111,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def explain(profile: str, as_json: bool) -> None:
     """Show the resolved plan of PROFILE, each rule with the file:line it came from."""
+    from isorun.profile.includes import is_path
+
     plan = api.compile_plan(profile)
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2, sort_keys=False))
-    else:
-        click.echo(plan.describe())
+        return
+    text = plan.describe()
+    if is_path(profile):
+        # A file named like a built-in (./web.toml) must not read as the built-in itself.
+        head, _, rest = text.partition("\n")
+        text = f"{head} (the file {profile}, not a built-in profile)\n{rest}"
+    click.echo(text)
 
 
 @cli.command()
@@ -130,9 +137,87 @@ def profiles() -> None:
 def check(profile: str) -> None:
     """Load and compile PROFILE (seccomp filter included); exit 0 when valid, 2 otherwise."""
     plan = api.compile_plan(profile)
+    _check_bind_sources(plan)
     program = api.seccomp_program(plan)
     click.echo(f"{profile}: ok ({len(plan.steps)} steps, seccomp filter of "
                f"{len(program) // 8} instructions)")
+
+
+def _check_bind_sources(plan: Any) -> None:
+    """A required bind whose source is missing here: the run would refuse it, so check
+    does too, with the line (for this working directory and user: ${CWD}, ${HOME})."""
+    import os
+
+    from isorun.compile.plan import MountStep
+    from isorun.errors import Diagnostic, ProfileError
+
+    problems = [
+        Diagnostic(step.loc, f"{step.type} source {step.src} does not exist on this host",
+                   f"create it, or mark the mount optional = true (dst {step.dst})")
+        for step in plan.find(MountStep)
+        if step.type in ("ro-bind", "rw-bind", "dev-bind") and not step.optional
+        and not os.path.lexists(step.src)
+    ]
+    if problems:
+        raise ProfileError(problems)
+
+
+@cli.command()
+@click.argument("name", required=False)
+def syscalls(name: str | None) -> None:
+    """List the @groups, a group's members, or where a syscall NAME is allowed.
+
+    \b
+    isorun syscalls                 every group, with what it is for
+    isorun syscalls @file-system    the syscalls of a group
+    isorun syscalls openat          its groups, and what each built-in profile decides
+    """
+    from isorun.compile import syscalls as table
+    from isorun.errors import Diagnostic, Loc, ProfileError
+
+    if name is None:
+        for group in table.group_names():
+            doc = table.group_doc(group).split(". ")[0].rstrip(".")
+            click.echo(f"{group:<20} {len(table.expand(group)):>4}  {doc}")
+        return
+    try:
+        members = table.expand(name)
+    except KeyError:
+        raise ProfileError(Diagnostic(Loc(name), f"unknown syscall or group {name!r}",
+                                      table.suggest(name) or "isorun syscalls lists the "
+                                      "groups")) from None
+    if name.startswith("@"):
+        click.echo(table.group_doc(name))
+        for member in sorted(members):
+            click.echo(f"  {member}")
+        return
+    groups = [g for g in table.group_names() if name in table.expand(g)]
+    click.echo(f"{name}: in {', '.join(groups) if groups else 'no group'}")
+    for profile, _ in api.builtin_profiles():
+        click.echo(f"  {profile:<8} {_decision(profile, name)}")
+
+
+def _decision(profile: str, name: str) -> str:
+    """What ``profile`` answers for ``name``: each rule that can match it, in order, with
+    its origin and line, then the default."""
+    from isorun.compile import argspace
+    from isorun.compile.plan import LoadSeccomp
+    from isorun.compile.seccomp import build_entries
+
+    steps = api.compile_plan(profile).find(LoadSeccomp)
+    if not steps:
+        return "allow (seccomp is off)"
+    policy = steps[0].policy
+    parts = []
+    for entry in build_entries(policy)[0].get(name, []):
+        some = "" if entry.region == argspace.FULL else " (for some arguments)"
+        where = f", {entry.loc.short()}" if entry.loc.line else ""
+        parts.append(f"{entry.action}{some}: {entry.origin}{where}")
+        if entry.region == argspace.FULL:
+            break
+    else:
+        parts.append(f"{policy.default_action}: seccomp.default_action")
+    return "; then ".join(parts)
 
 
 @cli.command("run", context_settings={"ignore_unknown_options": True})

@@ -122,24 +122,49 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
     if profile.security.no_new_privs:
         steps.append(p.NoNewPrivs(at("security.no_new_privs", profile.security.loc)))
     else:
-        warnings.append(f"no_new_privs is off ({profile.security.loc.short()}): setuid "
-                        "programs run with their privileges")
+        warnings.append(f"no_new_privs is off "
+                        f"({at('security.no_new_privs', profile.security.loc).short()}): "
+                        "setuid programs run with their privileges")
     if profile.seccomp.enabled:
         _check_startable(profile.seccomp, profile.seccomp.loc if profile.seccomp.loc.line
                          else profile.loc, errors)
         # Last before execve: the filter must not have to allow isorun's own set-up.
         steps.append(p.LoadSeccomp(profile.seccomp, at("seccomp.allow", profile.seccomp.loc)))
     else:
-        warnings.append(f"seccomp is off ({profile.seccomp.loc.short()}): every syscall is "
-                        "allowed")
+        # The line that turned it off (the user's override), not the section's first line,
+        # which may be a base profile's.
+        warnings.append(f"seccomp is off ({at('seccomp.enabled', profile.seccomp.loc).short()}):"
+                        " every syscall is allowed")
     if not profile.seccomp.hardening and profile.seccomp.enabled:
-        warnings.append(f"seccomp hardening is off ({profile.seccomp.loc.short()})")
+        warnings.append("seccomp hardening is off "
+                        f"({at('seccomp.hardening', profile.seccomp.loc).short()}): TIOCSTI, "
+                        "io_uring, userfaultfd, bpf and nested user namespaces are not refused")
+    # Every [unsafe] switch that is on is named (schema.Unsafe says so), and the network
+    # a command can reach with the host's: what "host" exposes is not obvious.
+    for name, why in UNSAFE_WHY.items():
+        if getattr(profile.unsafe, name):
+            warnings.append(f"[unsafe] {name} = true "
+                            f"({at(f'unsafe.{name}', profile.unsafe.loc).short()}): {why}")
+    if profile.network.mode == "host":
+        warnings.append(
+            f'network.mode = "host" ({at("network.mode", profile.network.loc).short()}): the '
+            "host's network namespace: every host interface, services listening on the "
+            "host's loopback, and abstract unix sockets (X11, D-Bus, ...) are reachable")
     steps.append(p.Exec(profile.loc))
     if errors:
         raise ProfileError(errors)
     return p.Plan(profile=profile.name, steps=tuple(steps), sources=profile.sources,
                   backend=profile.backend, variables=tuple(sorted(variables.items())),
                   warnings=tuple(warnings))
+
+
+#: what each [unsafe] switch gives up, for explain's warnings
+UNSAFE_WHY = {
+    "allow_new_privs": "security.no_new_privs may be turned off (setuid programs regain "
+                       "their privileges)",
+    "map_root": "a root caller's sandbox runs as host root (uid 0), owner of every host "
+                "file it can see",
+}
 
 
 def _identity(profile: schema.Profile, facts: HostFacts,
