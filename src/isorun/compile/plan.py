@@ -94,6 +94,14 @@ class NewRoot:
         return "new root: empty tmpfs" if self.kind == "tmpfs" else f"new root: {self.path}"
 
 
+def human_size(size: int) -> str:
+    """A byte count as a profile writes it ("256m", "1g"), exact or left in bytes."""
+    for unit, factor in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 @dataclass(frozen=True, slots=True)
 class MountStep:
     """One mount of the file view. ``type`` is the profile's mount type."""
@@ -116,7 +124,7 @@ class MountStep:
         if self.type == "symlink":
             extra.append(f"-> {self.src}")
         if self.size is not None:
-            extra.append(f"size {self.size}")
+            extra.append(f"size {human_size(self.size)}")
         if self.mode is not None:
             extra.append(f"mode {self.mode:#o}")
         if self.optional:
