@@ -141,7 +141,8 @@ WORDS = ["strict", "build", "web", "test", "nope", "strict.toml", "./p.toml", ".
          "diff", "run", "docker", "oci", "pfc", "bpf", "-o", "out.json", "--json", "--debug",
          "--profile", "-p", "--profile=strict", "--backend", "--backend=", "bwrap", "native",
          "auto", "firejail", "weird", "--allow-weaker", "-v", "--verbose", "--", "-h",
-         "--help", "--version", "true", "", "-x", "\udcff", "=", "sh"]
+         "--help", "--version", "true", "", "-x", "\udcff", "=", "sh", "syscalls", "@clock",
+         "openat"]
 WORD = st.one_of(st.sampled_from(WORDS), st.text(max_size=6))
 #: the launch grammar's shape with any words in it, which plain lists rarely hit
 LAUNCH = st.builds(
