@@ -25,17 +25,30 @@ from pathlib import Path
 import pytest
 
 from tests.escape.test_tiocsti_pty import inject
+from tests.integration.conftest import unprivileged_user
 
 pytestmark = pytest.mark.needs("shim", "userns")
 
 ISORUN = [sys.executable, "-m", "isorun", "--profile", "strict", "--"]
 
 
+@pytest.fixture(params=["caller", "user"])
+def isorun_argv(request: pytest.FixtureRequest) -> list[str]:
+    """The CLI as this process's user, and (when root) as an unprivileged one."""
+    if request.param == "caller":
+        return ISORUN
+    user = unprivileged_user()
+    if os.geteuid() != 0 or user is None or shutil.which("setpriv") is None:
+        pytest.skip("root and setpriv, to run as an unprivileged user")
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+            *ISORUN]
+
+
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
     """A working directory a root caller's sandbox (uid 65534) may enter."""
     path = Path(tempfile.mkdtemp(prefix="isorun-tty-"))
-    path.chmod(0o755)
+    path.chmod(0o777)  # the unprivileged run's plan cache goes in here too
     try:
         yield path
     finally:
@@ -87,11 +100,12 @@ class Terminal:
         return -9
 
 
-def test_bash_i_gets_job_control_and_ctrl_c(open_dir: Path) -> None:
+def test_bash_i_gets_job_control_and_ctrl_c(open_dir: Path, isorun_argv: list[str]) -> None:
     # sh without job control in front: after isorun, it reads the terminal again, which
     # stops it (SIGTTIN) unless the launcher took the terminal back.
     script = ('"$@"; echo "isorun exited $?"; read line; echo "shell read $line"')
-    term = Terminal(["/bin/sh", "-c", script, "sh", *ISORUN, "bash", "--norc", "-i"], open_dir)
+    term = Terminal(["/bin/sh", "-c", script, "sh", *isorun_argv, "bash", "--norc", "-i"],
+                    open_dir)
     try:
         banner = term.expect(b"$ ")
         assert b"no job control" not in banner and b"cannot set terminal" not in banner
@@ -126,8 +140,8 @@ SIGINT_COUNTER = (
 )
 
 
-def test_ctrl_c_reaches_the_command_once(open_dir: Path) -> None:
-    term = Terminal([*ISORUN, "python3", "-c", SIGINT_COUNTER], open_dir)
+def test_ctrl_c_reaches_the_command_once(open_dir: Path, isorun_argv: list[str]) -> None:
+    term = Terminal([*isorun_argv, "python3", "-c", SIGINT_COUNTER], open_dir)
     try:
         term.expect(b"ready")
         term.send(b"\x03")

@@ -27,6 +27,7 @@ from isorun.errors import Unsupported
 from isorun.host.facts import probe as probe_facts
 from isorun.host.probe import probe_backends
 from isorun.sandbox.backends import select_backend
+from tests.integration.conftest import unprivileged_user
 from tests.integration.test_conformance import BACKENDS, HOSTVIEW, compile_for
 
 KILLING = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -100,14 +101,25 @@ CLI_BACKENDS = [
 ]
 
 
+@pytest.mark.parametrize("who", ["caller", "user"])
 @pytest.mark.parametrize("backend", CLI_BACKENDS)
-def test_cli_forwards_signals_and_reports_128_plus_n(backend: str, open_dir: Path) -> None:
+def test_cli_forwards_signals_and_reports_128_plus_n(backend: str, who: str,
+                                                     open_dir: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(open_dir / ".cache"), "ISORUN_CACHE": "0"}
+    prefix: list[str] = []
+    if who == "user":
+        user = unprivileged_user()
+        if os.geteuid() != 0 or user is None or shutil.which("setpriv") is None:
+            pytest.skip("root and setpriv, to run as an unprivileged user")
+        prefix = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                  "--clear-groups"]
+        open_dir.chmod(0o777)
     for sig, script, expected in [*((s, SLEEPER, 128 + s) for s in KILLING),
                                   (signal.SIGWINCH, WINCHER, 42)]:
         start = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "isorun", "--backend", backend, "--profile", "strict", "--",
+            [*prefix, sys.executable, "-m", "isorun", "--backend", backend, "--profile",
+             "strict", "--",
              "/bin/sh", "-c", script], cwd=open_dir, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
         assert proc.stdout is not None
