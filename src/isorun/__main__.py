@@ -5,7 +5,7 @@ one command people run over and over does not load it. Every other subcommand go
 the click CLI in ``cli.py``. The launch grammar is small and fixed:
 
     isorun [--debug] [run] (--profile|-p) P [--backend B] [--allow-weaker] [--verbose]
-           [--debug] [--help] [--] CMD [ARG...]
+           [--quiet] [--debug] [--help] [--] CMD [ARG...]
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
-_LAUNCH_FLAGS = {"--allow-weaker", "--verbose", "-v", "--debug", "--help", "-h"}
+_LAUNCH_FLAGS = {"--allow-weaker", "--verbose", "-v", "--quiet", "-q", "--debug", "--help",
+                 "-h"}
 _LAUNCH_OPTIONS = {"--profile", "-p", "--backend"}
 
 
@@ -77,6 +78,8 @@ Options:
   --allow-weaker    run on a backend that cannot enforce every rule anyway, printing each
                     rule given up (never silently)
   -v, --verbose     say which backend runs and why, and what the plan cache did
+  -q, --quiet       do not name the limit (wall_time, memory, pids, cpu) that stopped
+                    the command
   --debug           show the traceback of an internal error
   -h, --help        show this message
 
@@ -144,7 +147,7 @@ def _launch(args: list[str], missed: bool = False) -> int:
                     i += 1
                 options["--profile" if name == "-p" else name] = value
             elif arg in _LAUNCH_FLAGS:
-                flags.add("--verbose" if arg == "-v" else arg)
+                flags.add({"-v": "--verbose", "-q": "--quiet"}.get(arg, arg))
             elif arg.startswith("-"):
                 raise _usage(
                     f"unknown option {arg!r} before the command; put the command "
@@ -182,6 +185,7 @@ def _launch(args: list[str], missed: bool = False) -> int:
             backend=options.get("--backend"),
             allow_weaker="--allow-weaker" in flags,
             verbose="--verbose" in flags,
+            quiet="--quiet" in flags,
         )
     except KeyboardInterrupt:
         return 130

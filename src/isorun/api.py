@@ -151,6 +151,17 @@ class Popen:
     def returncode(self) -> int | None:
         return self._proc.returncode
 
+    @property
+    def timed_out(self) -> bool:
+        """The wall-clock limit killed the sandbox (returncode 124)."""
+        return bool(getattr(self._proc, "timed_out", False))
+
+    @property
+    def limit_events(self) -> dict[str, int]:
+        """What the cgroup limits did, once the sandbox was reaped: ``oom_kill``,
+        ``pids_max`` (see sandbox.cgroup.Cgroup.events_in_parent); {} without a cgroup."""
+        return dict(getattr(self._proc, "limit_events", {}))
+
     def poll(self) -> int | None:
         return self._proc.poll()
 
@@ -398,9 +409,39 @@ def run(argv: Sequence[str] | str, *, profile: str | Profile | Plan = "strict",
     return result
 
 
+def limit_report(plan: Plan, proc: Popen, code: int, cpu_seconds: float) -> list[str]:
+    """The limits that stopped the command, each with its profile line: what "Killed" or
+    exit 124 alone does not say. ``cpu_seconds``: the CPU time the sandbox used."""
+    from isorun.compile.plan import Cgroup, Rlimit, WallTime, human_size
+
+    lines = []
+    wall = plan.find(WallTime)
+    if proc.timed_out and wall:
+        lines.append(f"isorun: limits.wall_time = {wall[0].seconds:g} s "
+                     f"({wall[0].loc.short()}) killed the command")
+    events = proc.limit_events
+    cgroups = plan.find(Cgroup)
+    if cgroups and cgroups[0].memory and events.get("oom_kill"):
+        lines.append(f"isorun: limits.memory = {human_size(cgroups[0].memory)} "
+                     f"({cgroups[0].loc.short()}) killed {events['oom_kill']} process(es) "
+                     "of the sandbox: out of memory")
+    if cgroups and cgroups[0].pids and events.get("pids_max"):
+        lines.append(f"isorun: limits.pids = {cgroups[0].pids} ({cgroups[0].loc.short()}) "
+                     f"refused {events['pids_max']} fork(s)")
+    cpu = [r for r in plan.find(Rlimit) if r.resource == "cpu"]
+    # RLIMIT_CPU ends in SIGKILL (soft = hard) or SIGXCPU; the time used tells it from
+    # another SIGKILL
+    if cpu and code in (128 + 9, 128 + 24) and cpu_seconds >= cpu[0].value * 0.9:
+        lines.append(f"isorun: limits.cpu = {cpu[0].value} s ({cpu[0].loc.short()}) killed "
+                     f"the command after {cpu_seconds:.1f} s of CPU time")
+    return lines
+
+
 def launch(argv: list[str], *, profile: str, backend: str | None = None,
-           allow_weaker: bool = False, verbose: bool = False) -> int:
-    """The CLI's launch: run ``argv`` attached to this terminal, return its exit code."""
+           allow_weaker: bool = False, verbose: bool = False, quiet: bool = False) -> int:
+    """The CLI's launch: run ``argv`` attached to this terminal, return its exit code.
+    Unless ``quiet``, a limit that stopped the command is named with its line."""
+    import resource
     import signal
     import sys
 
@@ -439,7 +480,15 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
         proc.send_signal(sig)
     if proc.exec_error is not None:
         sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
-    return proc.wait()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    code = proc.wait()
+    if code != 0 and not quiet:
+        # the launcher's only child is the sandbox: the children's CPU time is its own
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        for line in limit_report(plan, proc, code, cpu):
+            note(line)
+    return code
 
 
 #: (spec, variables, facts) -> (plan, the source files it was compiled from)

@@ -80,10 +80,12 @@ def make_record(
     plan: Plan, bpf: bytes, log: Callable[[str], None] | None = None
 ) -> dict[str, object] | None:
     """The launch record of ``plan``, or None when the warm launch must not run it."""
-    from isorun.compile.plan import Cgroup, WallTime
+    from isorun.compile.plan import Cgroup, Rlimit, WallTime
 
     if plan.find(Cgroup) or plan.find(WallTime):
         return None  # parent-side timers and cgroups: process.spawn does those
+    if any(r.resource == "cpu" for r in plan.find(Rlimit)):
+        return None  # api.launch names limits.cpu when it kills the command (limit_report)
     if plan.backend not in ("auto", "native"):
         return None  # another backend runs it (see api.Popen)
     from isorun.errors import IsorunError

@@ -123,6 +123,8 @@ class SandboxProcess:
         #: the sandbox may have taken this process's terminal (spec.terminal_job): take
         #: it back once reaped (LaunchedProcess: isorun-launch does)
         self._reclaim_terminal = False
+        #: what the cgroup's limits did (Cgroup.events_in_parent), once reaped
+        self.limit_events: dict[str, int] = {}
         self._timer: threading.Timer | None = None
         if wall_time is not None:
             self._timer = threading.Timer(wall_time, self._expire)
@@ -192,6 +194,7 @@ class SandboxProcess:
 
     def _cleanup(self) -> None:
         if self._cgroup is not None:
+            self.limit_events = self._cgroup.events_in_parent()
             if not self._clone_flags & CLONE_NEWPID:
                 self._cgroup.kill_in_parent()
             self._cgroup.remove_in_parent()
