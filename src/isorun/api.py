@@ -409,6 +409,63 @@ def run(argv: Sequence[str] | str, *, profile: str | Profile | Plan = "strict",
     return result
 
 
+def _native_here(requested: str) -> bool:
+    """Whether _choose_backend picks the native backend at once (no probing)."""
+    from isorun.host.facts import probe
+
+    facts = probe()
+    return requested in ("auto", "native") and (facts.userns or facts.root) and _shim_built()
+
+
+def _shares_terminal(plan: Plan) -> bool:
+    """Whether a native sandbox of ``plan`` started now would share this process's
+    terminal (spec.terminal_job, decided the same way by the shim's isorun_spawn)."""
+    from isorun.compile.plan import LoadSeccomp, NewSession
+    from isorun.sandbox.parent import foreground_in_parent
+
+    seccomp = plan.find(LoadSeccomp)
+    return (bool(plan.find(NewSession)) and bool(seccomp) and seccomp[0].policy.hardening
+            and foreground_in_parent())
+
+
+def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
+                             log: Callable[[str], None] | None,
+                             note: Callable[[str], None]) -> int:
+    """api.launch for a native sandbox that shares this terminal: the signals are taken
+    with sigwaitinfo (isorun.launch.wait_sharing_terminal), so the terminal's own are
+    not passed on twice. Blocked across the start: the native shim unblocks them in the
+    child before execve."""
+    import resource
+    import signal
+    import sys
+
+    from isorun.launch import (
+        FORWARDED_SIGNALS,
+        SIGCHLD,
+        exec_failure_message,
+        wait_sharing_terminal,
+    )
+
+    blocked = (*FORWARDED_SIGNALS, SIGCHLD)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        proc = Popen(argv, profile=plan, backend="native", log=log, _terminal=True)
+        if proc.exec_error is not None:
+            sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
+        wait_sharing_terminal(lambda: (0, 0) if proc.poll() is None else (1, 0),
+                              proc.send_signal, blocked)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    code = proc.wait()
+    if code != 0 and not quiet:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        for line in limit_report(plan, proc, code, cpu):
+            note(line)
+    return code
+
+
 def limit_report(plan: Plan, proc: Popen, code: int, cpu_seconds: float) -> list[str]:
     """The limits that stopped the command, each with its profile line: what "Killed" or
     exit 124 alone does not say. ``cpu_seconds``: the CPU time the sandbox used."""
@@ -453,6 +510,8 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     plan = _cached_plan(profile, log=note if verbose else None)
     for line in root_write_notes(plan):
         note(line)
+    if _native_here(backend or plan.backend) and _shares_terminal(plan):
+        return _launch_sharing_terminal(argv, plan, quiet, note if verbose else None, note)
     # Popen.send_signal reaches the command (the native sandbox's pid 1 forwards it; on
     # bwrap and firejail it is sent to the command itself); the launcher must survive
     # these to report the command's status instead of dying first. The handlers are in
@@ -471,10 +530,8 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
 
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
-    # _terminal: the launcher stands for the command at this terminal, so a shell in the
-    # sandbox may become its foreground job (spec.terminal_job).
     proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
-                 log=note if verbose else None, _terminal=True)
+                 log=note if verbose else None)
     started.append(proc)
     for sig in pending:
         proc.send_signal(sig)

@@ -1,11 +1,12 @@
 """A terminal session works inside the sandbox, and the terminal stays safe.
 
 When the command's stdin is the launcher's controlling terminal and the launcher is its
-foreground job, the native sandbox becomes the terminal's foreground process group in
-the caller's session instead of a new session (shim exec.c, join_terminal): ``bash -i``
-gets job control, ^C reaches the command once, and the caller's shell gets its terminal
-back afterwards. It keeps the terminal as its controlling terminal, so TIOCSTI and
-TIOCLINUX must still be refused: by the seccomp hardening, checked here on a real pty.
+foreground job, the native sandbox stays in the launcher's session and process group
+instead of a new session (shim exec.c, isorun_child_confine): ``bash -i`` gets job
+control, ^C reaches the command once, ^Z stops launcher and command together, and the
+caller's shell gets its terminal back afterwards. It keeps the terminal as its
+controlling terminal, so TIOCSTI and TIOCLINUX must still be refused: by the seccomp
+hardening, checked here on a real pty.
 
 bwrap and firejail are started with --new-session / their own session and are not
 covered: TODO(#17).
@@ -161,3 +162,36 @@ def test_terminal_job_still_refuses_tiocsti(request_number: int, errno_text: str
     out, injected = inject(isorun, request_number)
     assert injected == b"", f"the sandboxed command injected {injected!r} into the terminal"
     assert f"rc -1 {errno_text}" in out, out
+
+
+def test_ctrl_z_stops_the_launcher_with_the_command(open_dir: Path) -> None:
+    # A job-control shell outside starts isorun as one of its jobs: ^Z must stop the job
+    # (launcher and command together) and give the shell its terminal back; fg resumes
+    # it, and ^C then ends it. A sandbox alone in the foreground would leave a launcher
+    # that waits and a stopped command, the terminal lost.
+    frontend = Path(sys.executable).parent / "isorun"
+    launchers = [" ".join(ISORUN)]
+    if frontend.is_file():
+        launchers.append(f"{frontend} --profile strict --")
+    for launcher in launchers:
+        term = Terminal(["bash", "--norc", "--noprofile", "-i"], open_dir)
+        try:
+            term.expect(b"$ ")
+            term.send(f"{launcher} sleep 100\n".encode())
+            term.expect(b"sleep 100\r\n")
+            time.sleep(1.0)
+            term.send(b"\x1a")  # ^Z
+            term.expect(b"$ ")
+            term.send(b"jobs\n")
+            assert b"Stopped" in term.expect(b"$ ")
+            term.send(b"fg\n")
+            term.expect(b"sleep 100")
+            time.sleep(0.5)
+            term.send(b"\x03")
+            term.expect(b"$ ")
+            term.send(b"echo status $?\n")
+            term.expect(b"status 130")
+            term.send(b"exit\n")
+        finally:
+            code = term.close(timeout=5)
+        assert code == 0, launcher

@@ -377,10 +377,11 @@ def foreground_in_parent() -> bool:
 
 
 def reclaim_terminal_in_parent() -> None:
-    """After a sandbox that was the terminal's foreground job (shim exec.c, join_terminal)
-    ended: take the terminal back, or this process's next read from it would stop with
-    SIGTTIN. SIGTTOU blocked, since this process is in the background until then. The
-    C launcher does the same (launch.c, reclaim_terminal)."""
+    """After a sandbox that shared this process's terminal (spec.terminal_job) ended: a
+    shell in it may have left a job of its own in the foreground; take the terminal
+    back, or this process's next read from it would stop with SIGTTIN. SIGTTOU blocked,
+    since this process may be in the background then. The C launcher does the same
+    (launch.c, reclaim_terminal)."""
     import _signal
 
     try:

@@ -97,9 +97,9 @@ class ShimSpec:
     #: must deny TIOCSTI/TIOCLINUX (the planner checks this)
     new_session: bool = True
     #: with new_session, when the command's stdin is the launcher's controlling terminal
-    #: and the launcher its foreground job: a foreground process group of the sandbox's
-    #: own in that session instead of setsid, so a shell gets job control, ^C and its tty
-    #: (shim exec.c, join_terminal). Only when the filter refuses TIOCSTI/TIOCLINUX.
+    #: and the launcher its foreground job (the CLI): stay in the launcher's session and
+    #: process group instead of setsid, so a shell gets job control, ^C and ^Z (shim
+    #: exec.c, isorun_child_confine). Only when the filter refuses TIOCSTI/TIOCLINUX.
     terminal_job: bool = False
     #: PR_SET_PDEATHSIG(SIGKILL) so the sandbox dies with the launcher
     die_with_parent: bool = True

@@ -72,25 +72,6 @@ static void reset_signals(void) {
         sigaction(sig, &sa, NULL);
 }
 
-/*
- * The sandbox as the terminal's foreground job, as a shell starts one: a process group of
- * its own (the command and, with a pid namespace, its pid 1), made the foreground group.
- * The command then gets job control (bash -i), ^C and ^Z from the terminal itself, and
- * the launcher, now in the background, none of them. It stays in the caller's session,
- * so the terminal is its controlling terminal: safe only because the seccomp filter
- * refuses TIOCSTI and TIOCLINUX (CVE-2017-5226), which is why the planner allows this
- * mode only with seccomp hardening on. Signals are all blocked here, so tcsetpgrp from
- * what is for a moment a background group raises no SIGTTOU (tcsetpgrp(3)).
- */
-static void join_terminal(const struct isorun_spec *spec) {
-    int in = spec->stdio[0] >= 0 ? spec->stdio[0] : 0;
-
-    if (setpgid(0, 0) < 0)
-        fail(spec, "setsid", "setpgid");
-    if (tcsetpgrp(in, getpgrp()) < 0)
-        fail(spec, "setsid", "tcsetpgrp");
-}
-
 static void wait_for_parent(const struct isorun_spec *spec) {
     char byte;
     ssize_t n;
@@ -396,7 +377,7 @@ static _Noreturn void run_init(const struct isorun_spec *spec, pid_t cmd) {
             continue;
         if (sig != SIGCHLD) {
             /*
-             * As the terminal's foreground job, the command got the terminal's own
+             * In the terminal's foreground group, the command got the terminal's own
              * signals (si_code SI_KERNEL) as we did: passing them on would deliver ^C
              * twice. The launcher's (SI_USER) are the ones to forward.
              */
@@ -459,10 +440,17 @@ int isorun_child_main(void *arg) {
  * (above) and apply.c (a spec applied to the calling process) both take.
  */
 void isorun_child_confine(const struct isorun_spec *spec) {
-    /* A new session has no controlling terminal: TIOCSTI on the launcher's tty fails. */
-    if (spec->new_session == ISORUN_SESSION_TERMINAL_JOB)
-        join_terminal(spec);
-    else if (spec->new_session && setsid() < 0)
+    /*
+     * A new session has no controlling terminal: TIOCSTI on the launcher's tty fails.
+     * ISORUN_SESSION_TERMINAL_JOB (isorun_spawn: the CLI in the foreground of the terminal
+     * that is the command's stdin) keeps the launcher's session and process group instead,
+     * as any program a shell starts: the command gets job control (bash -i), ^C and ^Z
+     * from the terminal itself, and ^Z stops the launcher with it, so the caller's shell
+     * gets the terminal back. Safe only because the seccomp filter refuses TIOCSTI and
+     * TIOCLINUX (CVE-2017-5226), which is why native.build_spec allows it only with the
+     * seccomp hardening on; the launchers then pass on only signals sent with kill.
+     */
+    if (spec->new_session && spec->new_session != ISORUN_SESSION_TERMINAL_JOB && setsid() < 0)
         fail(spec, "setsid", "setsid");
     /* Ids before any mount: see isorun_child_ids (files made by unmapped ids fail). */
     isorun_child_ids(spec);

@@ -90,8 +90,8 @@ struct isorun_spec {
      * 0 keeps the caller's session; 1 setsid(). 2 (ISORUN_SESSION_TERMINAL_OK): setsid()
      * unless the command's stdin is the launcher's controlling terminal and the launcher
      * is its foreground job; then isorun_spawn makes it 3 (ISORUN_SESSION_TERMINAL_JOB)
-     * and the child becomes a foreground process group of its own in that session. Only
-     * for a filter that refuses TIOCSTI/TIOCLINUX (see exec.c, join_terminal).
+     * and the sandbox stays in the launcher's session and process group. Only for a
+     * filter that refuses TIOCSTI/TIOCLINUX (see exec.c, isorun_child_confine).
      */
     int new_session;
     int die_with_parent;

@@ -217,9 +217,10 @@ static void close_trees(struct isorun_record *rec) {
 static int launcher_foreground;
 
 /*
- * A sandbox that became the terminal's foreground job (exec.c, join_terminal) leaves the
- * terminal to a process group that no longer exists: take it back, or the caller's next
- * read from it would stop with SIGTTIN. SIGTTOU blocked: we are in the background now.
+ * A shell in a sandbox that shares our terminal (exec.c, ISORUN_SESSION_TERMINAL_JOB) may
+ * have made one of its jobs the foreground group and died without handing it back: take
+ * the terminal back, or the caller's next read from it would stop with SIGTTIN. SIGTTOU
+ * blocked: we may be in the background then.
  */
 static void reclaim_terminal(void) {
     sigset_t ttou, old;
@@ -260,8 +261,9 @@ static volatile sig_atomic_t forward_tty = 1;
  * and pidfd_send_signal(2) give SI_USER. The API (forward_tty 0) passes on only the
  * latter: its sandbox never got the terminal's signals when Python cloned it (a new
  * session is not the terminal's foreground group, and a sandbox without one gets them
- * from the terminal itself, being in our group). The CLI passes on both: there the
- * launcher stands for the command at the terminal.
+ * from the terminal itself, being in our group). The CLI passes on both when the
+ * sandbox has a session of its own: there the launcher stands for the command at the
+ * terminal; sharing our foreground group (launcher_foreground), the latter only.
  */
 static void forward(int sig, siginfo_t *info, void *context) {
     int saved = errno;
@@ -404,7 +406,8 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
     }
     /* The sandbox's pid 1 forwards these on; we must survive them to report its status. */
     forward_pidfd = pidfd;
-    forward_tty = report_fd < 0;
+    /* Sharing the terminal's foreground group, the command got its signals itself. */
+    forward_tty = report_fd < 0 && !launcher_foreground;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = forward;
     sa.sa_flags = SA_RESTART | SA_SIGINFO;
