@@ -47,6 +47,22 @@ def builtin_profiles() -> list[tuple[str, str]]:
     return out
 
 
+def check_limits(plan: Plan) -> None:
+    """Raise HostError naming the profile line when this host cannot enforce the plan's
+    cgroup limits for this caller (the run would be refused the same way)."""
+    from isorun.compile.plan import Cgroup
+    from isorun.errors import HostError
+    from isorun.sandbox.cgroup import check_enforceable_in_parent
+
+    for step in plan.find(Cgroup):
+        try:
+            check_enforceable_in_parent(step.memory, step.pids)
+        except HostError as err:
+            asked = " and ".join(name for name, value in (("limits.memory", step.memory),
+                                                          ("limits.pids", step.pids)) if value)
+            raise HostError(f"{asked} ({step.loc.short()})", err.why, err.fix) from None
+
+
 def seccomp_program(plan: Plan) -> bytes:
     """The compiled seccomp filter of ``plan`` (b"" when the plan loads none)."""
     from isorun.compile.plan import LoadSeccomp
@@ -275,7 +291,7 @@ def _choose_backend(plan: Plan, requested: str, allow_weaker: bool,
     from isorun.host.facts import probe
 
     facts = probe()
-    if requested in ("auto", "native") and (facts.userns or facts.root) and _shim_built():
+    if requested in ("auto", "native") and facts.userns and _shim_built():
         if log is not None:
             log(f"isorun: backend native: enforces every rule of {plan.profile}")
         return "native", ()

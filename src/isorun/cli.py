@@ -139,6 +139,8 @@ def check(profile: str) -> None:
     plan = api.compile_plan(profile)
     _check_bind_sources(plan)
     program = api.seccomp_program(plan)
+    # Before the run does: a limit written explicitly fails closed when unenforceable.
+    api.check_limits(plan)
     click.echo(f"{profile}: ok ({len(plan.steps)} steps, seccomp filter of "
                f"{len(program) // 8} instructions)")
 

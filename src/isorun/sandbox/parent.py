@@ -34,10 +34,10 @@ if TYPE_CHECKING:
     Failure: TypeAlias = tuple[str, str, int, int]
 
 #: the ABI this package speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 4
+ABI = 7
 #: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
 #: when the layout changes and cached records from before are never read
-RECORD_FORMAT = 3
+RECORD_FORMAT = 5
 #: PATH used when the spec's environment has none, as execvp(3) does
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: sizeof(struct isorun_failure): int err, int index, char step[32], char syscall[32]
@@ -100,7 +100,8 @@ def _check(record: Record, lib: Any) -> None:
     root = record["root"]
     if root not in (b"", b"tmpfs") and not root.startswith(b"/"):
         raise _internal(f"spec.root must be b'', b'tmpfs' or absolute, got {root!r}")
-    needs_src = (lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_DEV_BIND, lib.ISORUN_MOUNT_SYMLINK)
+    needs_src = (lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_DEV_BIND, lib.ISORUN_MOUNT_SYMLINK,
+                 lib.ISORUN_MOUNT_OVERLAY)
     for kind, dst, src, _flags, _data, _mode, _optional, _step, tree_fd in record["mounts"]:
         if not dst.startswith(b"/"):
             raise _internal(f"mount dst must be absolute, got {dst!r}")
@@ -115,6 +116,9 @@ def _check(record: Record, lib: Any) -> None:
     for cap in record["caps_keep"]:
         if not 0 <= cap < 64:
             raise _internal(f"capability number out of range: {cap}")
+    for path, port, _access, _optional in record["landlock_rules"]:
+        if not (path.startswith(b"/") if path else 0 < port < 65536):
+            raise _internal(f"landlock rule needs an absolute path or a port: {path!r}")
 
 
 def _struct(
@@ -199,6 +203,16 @@ def _struct(
     c.notify_bpf = new("unsigned char[]", notify or b"\0")
     c.notify_len = len(notify)
     c.notify_fd = notify_fd
+    rules = record["landlock_rules"]
+    lslots = new("struct isorun_landlock_rule[]", max(len(rules), 1))
+    for slot, (path, port, access, optional) in zip(lslots, rules, strict=False):
+        slot.path = cstr(path, "landlock path")
+        slot.port, slot.access, slot.optional = port, access, int(optional)
+    c.landlock_rules, c.n_landlock_rules = lslots, len(rules)
+    c.landlock_abi = record["landlock_abi"]
+    c.landlock_fs = record["landlock_fs"]
+    c.landlock_net = record["landlock_net"]
+    c.landlock_scoped = record["landlock_scoped"]
     return c
 
 

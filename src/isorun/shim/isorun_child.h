@@ -35,10 +35,11 @@ void isorun_child_ids(const struct isorun_spec *spec);
 void isorun_child_caps(const struct isorun_spec *spec);
 void isorun_child_seccomp(const struct isorun_spec *spec);
 void isorun_child_notify(const struct isorun_spec *spec);
+void isorun_child_landlock(const struct isorun_spec *spec);
 
 /*
  * exec.c's steps from the mapped ids to seccomp (setsid, ids, stdio, closing fds,
- * hostname, loopback, mounts, rlimits, caps, no_new_privs, death signal), shared with
+ * hostname, loopback, mounts, rlimits, caps, no_new_privs, Landlock, death signal), shared with
  * apply.c (ABI 4), which applies a spec to the calling process.
  */
 void isorun_child_confine(const struct isorun_spec *spec);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -26,6 +27,15 @@
 #define STAGE "/tmp"
 #define OLD "/old"
 #define NEW "/new"
+/*
+ * The stage holds /old, /new and one directory per overlay: a few inodes, no data. Sized
+ * like every tmpfs (issue #13), though nothing the command runs ever sees it.
+ */
+#define STAGE_OPTIONS "mode=0700,size=64k,nr_inodes=64"
+/* A tmpfs root when the spec gives none of its own (a first TMPFS at "/"). */
+#define ROOT_OPTIONS "mode=0755,size=8m,nr_inodes=2048"
+/* A /dev when the DEV mount carries no options: mount points and symlinks only. */
+#define DEV_OPTIONS "mode=0755,size=64k,nr_inodes=64"
 
 struct where {
     const struct isorun_spec *spec;
@@ -239,7 +249,7 @@ static void do_symlink(const struct where *w, const char *target, const char *ds
         fail(w, "symlink", errno);
 }
 
-static void do_dev(const struct where *w, const char *dst) {
+static void do_dev(const struct where *w, const struct isorun_mount *m, const char *dst) {
     static const char *const nodes[] = {"/null", "/zero", "/full", "/random", "/urandom",
                                         "/tty"};
     static const char *const links[][2] = {{"/proc/self/fd", "/fd"},
@@ -251,8 +261,12 @@ static void do_dev(const struct where *w, const char *dst) {
     size_t i;
     int rc;
 
-    /* nodev on the tmpfs is fine: each node below is its own bind mount with its own flags. */
-    do_fs(w, dst, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755", 0755);
+    /*
+     * nodev on the tmpfs is fine: each node below is its own bind mount with its own flags.
+     * No /dev/shm here: the planner mounts it as a TMPFS of its own, with its size.
+     */
+    do_fs(w, dst, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+          m->data != NULL ? m->data : DEV_OPTIONS, 0755);
     for (i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
         join_or_fail(w, path, dst, nodes[i]);
         join_or_fail(w, src, w->src_prefix, "/dev");
@@ -270,8 +284,6 @@ static void do_dev(const struct where *w, const char *dst) {
      */
     join_or_fail(w, path, dst, "/pts");
     do_fs(w, path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620", 0755);
-    join_or_fail(w, path, dst, "/shm");
-    do_fs(w, path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
     for (i = 0; i < sizeof links / sizeof links[0]; i++) {
         join_or_fail(w, path, dst, links[i][1]);
         do_symlink(w, links[i][0], path);
@@ -302,6 +314,168 @@ static void do_file(const struct where *w, const struct isorun_mount *m, const c
     close(fd);
 }
 
+/*
+ * The one mount at path read-only, not the mounts on it: the new root once every mount
+ * point exists in it (/tmp on it stays writable). Only adds the flag, as remount_bind.
+ */
+static void remount_ro(const struct where *w, const char *path) {
+    struct mount_attr attr;
+
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_RDONLY;
+    if (syscall(SYS_mount_setattr, -1, path, 0, &attr, sizeof attr) < 0)
+        fail(w, "mount_setattr", errno);
+}
+
+/* Decimal digits of n (n >= 0) into buf, NUL-terminated: snprintf is not async-signal-safe. */
+static void decimal(char *buf, size_t size, int n) {
+    char tmp[16];
+    size_t len = 0, i;
+
+    do {
+        tmp[len++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0 && len < sizeof tmp);
+    for (i = 0; i < len && i + 1 < size; i++)
+        buf[i] = tmp[len - 1 - i];
+    buf[i] = '\0';
+}
+
+static int fsconfig_string(int fs, const char *key, const char *value) {
+    return (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, key, value, 0);
+}
+
+/*
+ * overlayfs over src, its upper and work directories on a tmpfs of their own made on the
+ * stage: outside the new tree, so the command reaches the changes only through the
+ * overlay, and they vanish with the mount namespace. The overlay keeps the tmpfs alive
+ * after the stage is detached (it holds a private clone of the upper mount).
+ *
+ * The upper directory takes the lower root's mode and owner, because an overlay's root
+ * shows the upper one's: a sandbox that may not write the project's top directory must
+ * not be able to in the overlay either. An owner this namespace does not map cannot be
+ * set (EINVAL) and the mounter's uid, the sandbox's own, stays; stat shows such an owner
+ * as the overflow uid, which is the sandbox's own for a root caller. Either way only
+ * the top directory is affected, and what is written there is discarded like the rest.
+ *
+ * The new mount API, not mount(2): a path goes into "lowerdir+" whole, where the mount(2)
+ * option string would split it at ',' and ':'. "userxattr": overlayfs in a user namespace
+ * keeps its metadata in user.* xattrs (trusted.* needs CAP_SYS_ADMIN on the host).
+ */
+static void do_overlay(const struct where *w, const struct isorun_mount *m, const char *dst) {
+    char lower[PATH_MAX], scratch[PATH_MAX], upper[PATH_MAX], work[PATH_MAX], num[16];
+    struct stat st;
+    int fs, mnt, rc;
+
+    if (w->src_prefix[0] == '\0')
+        fail(w, "overlay", EINVAL); /* no stage to hold the changes: the planner refuses */
+    join_or_fail(w, lower, w->src_prefix, m->src);
+    if (stat(lower, &st) < 0) {
+        if (errno == ENOENT && m->optional)
+            return;
+        fail(w, "stat", errno);
+    }
+    if (!S_ISDIR(st.st_mode))
+        fail(w, "overlay", ENOTDIR);
+    decimal(num, sizeof num, w->index < 0 ? 0 : w->index);
+    join_or_fail(w, scratch, "/overlay-", num);
+    if (mkdir(scratch, 0700) < 0)
+        fail(w, "mkdir", errno);
+    if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, m->data) < 0)
+        fail(w, "mount(tmpfs)", errno);
+    join_or_fail(w, upper, scratch, "/upper");
+    join_or_fail(w, work, scratch, "/work");
+    if (mkdir(upper, 0700) < 0 || mkdir(work, 0700) < 0)
+        fail(w, "mkdir", errno);
+    if (chown(upper, st.st_uid, st.st_gid) < 0 && errno != EINVAL)
+        fail(w, "chown", errno);
+    if (chmod(upper, st.st_mode & 07777) < 0)
+        fail(w, "chmod", errno);
+    rc = mkdir_p(dst, 0755);
+    if (rc < 0)
+        fail(w, "mkdir", -rc);
+    fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        fail(w, "fsopen(overlay)", errno);
+    if (fsconfig_string(fs, "lowerdir+", lower) < 0 || fsconfig_string(fs, "upperdir", upper) < 0 ||
+        fsconfig_string(fs, "workdir", work) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        fail(w, "fsconfig(overlay)", errno);
+    mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
+                       MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                           (m->flags & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0));
+    if (mnt < 0)
+        fail(w, "fsmount", errno);
+    close(fs);
+    if (syscall(SYS_move_mount, mnt, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        fail(w, "move_mount", errno);
+    close(mnt);
+}
+
+/*
+ * Hide dst, as the mounts before it left it: a credential location under a bind. Resolved
+ * inside the new tree (RESOLVE_IN_ROOT): a symlink there, which a sandbox may have planted
+ * in an earlier run, leads to what the command would reach through it, never out of the
+ * tree; the mount then goes on the opened descriptor, never on a re-resolved path.
+ * Nothing there (ENOENT, ENOTDIR) is nothing to hide; EACCES means the command, which has
+ * no more rights than we have now, cannot reach it either.
+ */
+static void do_mask(const struct where *w, const struct isorun_mount *m) {
+    char root[PATH_MAX], null[PATH_MAX];
+    struct open_how how;
+    struct mount_attr attr;
+    struct stat st;
+    int rootfd, fd, fs, mnt;
+
+    join_or_fail(w, root, w->dst_prefix, "/");
+    rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+        fail(w, "open", errno);
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    fd = (int)syscall(SYS_openat2, rootfd, m->dst + 1, &how, sizeof how);
+    close(rootfd);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR || errno == EACCES)
+            return;
+        fail(w, "openat2", errno);
+    }
+    if (fstat(fd, &st) < 0)
+        fail(w, "fstat", errno);
+    if (S_ISDIR(st.st_mode)) {
+        fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+        if (fs < 0)
+            fail(w, "fsopen(tmpfs)", errno);
+        if (fsconfig_string(fs, "size", "4k") < 0 || fsconfig_string(fs, "nr_inodes", "1") < 0 ||
+            fsconfig_string(fs, "mode", "0555") < 0 ||
+            syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+            fail(w, "fsconfig(tmpfs)", errno);
+        mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
+                           MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                               MOUNT_ATTR_NOEXEC);
+        if (mnt < 0)
+            fail(w, "fsmount", errno);
+        close(fs);
+    } else {
+        /* Reads as empty, takes writes to nowhere, and a socket there refuses connect(). */
+        join_or_fail(w, null, w->src_prefix, "/dev/null");
+        mnt = (int)syscall(SYS_open_tree, AT_FDCWD, null, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (mnt < 0)
+            fail(w, "open_tree", errno);
+        memset(&attr, 0, sizeof attr);
+        attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+        if (syscall(SYS_mount_setattr, mnt, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+            fail(w, "mount_setattr", errno);
+    }
+    if (syscall(SYS_move_mount, mnt, "", fd, "",
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        fail(w, "move_mount", errno);
+    close(mnt);
+    close(fd);
+}
+
 static void apply_one(const struct where *w, const struct isorun_mount *m) {
     char dst[PATH_MAX];
     int rc;
@@ -325,7 +499,16 @@ static void apply_one(const struct where *w, const struct isorun_mount *m) {
         do_proc(w, dst);
         break;
     case ISORUN_MOUNT_DEV:
-        do_dev(w, dst);
+        do_dev(w, m, dst);
+        break;
+    case ISORUN_MOUNT_REMOUNT_RO:
+        remount_ro(w, dst);
+        break;
+    case ISORUN_MOUNT_OVERLAY:
+        do_overlay(w, m, dst);
+        break;
+    case ISORUN_MOUNT_MASK:
+        do_mask(w, m);
         break;
     case ISORUN_MOUNT_SYMLINK:
         do_symlink(w, m->src, dst);
@@ -384,12 +567,18 @@ void isorun_child_mount(const struct isorun_spec *spec) {
     if (keep_root) {
         apply_all(spec, "", "");
     } else {
-        if (mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") < 0)
+        if (mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, STAGE_OPTIONS) < 0)
             root_fail(spec, "root", "mount(tmpfs)");
         if (mkdir(STAGE OLD, 0700) < 0 || mkdir(STAGE NEW, 0755) < 0)
             root_fail(spec, "root", "mkdir");
+        /*
+         * A first TMPFS at "/" is the root itself, with the size the plan gives it
+         * (sandbox/native.py); mounting another below it would leave one unsized.
+         */
         if (strcmp(spec->root, "tmpfs") == 0 &&
-            mount("tmpfs", STAGE NEW, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
+            !(spec->n_mounts > 0 && spec->mounts[0].kind == ISORUN_MOUNT_TMPFS &&
+              strcmp(spec->mounts[0].dst, "/") == 0) &&
+            mount("tmpfs", STAGE NEW, "tmpfs", MS_NOSUID | MS_NODEV, ROOT_OPTIONS) < 0)
             root_fail(spec, "root", "mount(tmpfs)");
         /*
          * pivot_root(2) rather than chroot(2): chroot leaves the host root as the mount
