@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libcap-dev: python-prctl builds against it. libseccomp-dev: the shim's headers.
+# libseccomp-dev: the shim's headers.
 # bubblewrap/firejail: fallback backends and the benchmark's peers. uidmap: setpriv/newuidmap.
-PACKAGES=(gcc make libcap-dev libseccomp2 libseccomp-dev bubblewrap firejail hyperfine strace
+PACKAGES=(gcc make libseccomp2 libseccomp-dev bubblewrap firejail hyperfine strace
           python3-venv python3-dev util-linux iproute2 busybox-static)
 
 missing=()

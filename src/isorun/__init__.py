@@ -18,6 +18,12 @@ __all__ = ["IsorunError", "Popen", "ProfileError", "__version__", "compile_plan"
            "run"]
 
 
+def __dir__() -> list[str]:
+    # The lazily resolved names are part of the module as far as dir() (and completion in
+    # a REPL) is concerned, as if they had been imported.
+    return sorted({*globals(), *__all__, "CompletedRun"})
+
+
 def __getattr__(name: str) -> Any:
     if name in ("run", "Popen", "load_profile", "compile_plan", "CompletedRun"):
         from isorun import api

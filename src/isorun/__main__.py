@@ -4,8 +4,8 @@ click costs ~60 ms to import, more than bubblewrap takes to start a whole sandbo
 one command people run over and over does not load it. Every other subcommand goes to
 the click CLI in ``cli.py``. The launch grammar is small and fixed:
 
-    isorun [run] (--profile|-p) P [--backend B] [--allow-weaker] [--verbose] [--debug]
-           [--] CMD [ARG...]
+    isorun [--debug] [run] (--profile|-p) P [--backend B] [--allow-weaker] [--verbose]
+           [--quiet] [--debug] [--help] [--] CMD [ARG...]
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
-_LAUNCH_FLAGS = {"--allow-weaker", "--verbose", "-v", "--debug"}
+_LAUNCH_FLAGS = {"--allow-weaker", "--verbose", "-v", "--quiet", "-q", "--debug", "--help",
+                 "-h"}
 _LAUNCH_OPTIONS = {"--profile", "-p", "--backend"}
 
 
@@ -25,21 +26,98 @@ FRONTEND_MISS = "ISORUN_FRONTEND_MISS"
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     missed = os.environ.pop(FRONTEND_MISS, None) is not None
-    if args[:1] == ["run"]:
-        args = args[1:]
+    try:
+        sys.exit(_dispatch(args, missed))
+    except BrokenPipeError:
+        # The reader went away (`isorun explain strict | head`): end as a C tool killed by
+        # SIGPIPE would (128+13), with no message and no second error when Python flushes
+        # stdout at exit.
+        _silence_stdout()
+        sys.exit(141)
+
+
+def _dispatch(args: list[str], missed: bool) -> int:
+    # --debug may stand before the subcommand (isorun --debug check x.toml) as well as
+    # after it; the first other word decides between the launch grammar and click.
+    first = next((a for a in args if a != "--debug"), None)
+    if first == "run":
+        debug = [a for a in args[:args.index("run")] if a == "--debug"]
+        args = args[args.index("run") + 1:]
         if args[:1] in (["--help"], ["-h"]):
-            sys.stdout.write(__doc__.split("\n\n", 2)[2] if __doc__ else "")
-            sys.exit(0)
-        sys.exit(_launch(args, missed))
-    if args and (
-        args[0] in _LAUNCH_OPTIONS
-        or args[0].startswith(("--profile=", "--backend="))
-        or args[0] in _LAUNCH_FLAGS
+            sys.stdout.write(_LAUNCH_HELP)
+            return 0
+        return _launch(debug + args, missed)
+    if first is not None and (
+        first in _LAUNCH_OPTIONS
+        or first.startswith(("--profile=", "--backend="))
+        or (first in _LAUNCH_FLAGS and first not in ("--help", "-h"))
     ):
-        sys.exit(_launch(args, missed))
+        return _launch(args, missed)
+    problem = _cwd_problem()
+    if problem is not None and first not in (None, "--help", "-h", "--version"):
+        _write_stderr(problem)
+        return 2
     from isorun.cli import cli
 
-    cli.main(args=args, prog_name="isorun")
+    return int(cli.main(args=args, prog_name="isorun", standalone_mode=True) or 0)
+
+
+#: ``isorun run --help`` and ``isorun --profile P --help``
+_LAUNCH_HELP = """\
+Usage: isorun [run] --profile P [OPTIONS] [--] CMD [ARG...]
+
+  Run CMD in a sandbox compiled from profile P and return its exit status (128+N when
+  a signal N killed it).
+
+Options:
+  -p, --profile P   a built-in profile (strict, build, test, web) or a path ./file.toml
+  --backend B       auto (default): the strongest backend that enforces every rule on this
+                    host, the native shim, else bwrap, else firejail; or name one of
+                    native, bwrap, firejail. A backend that cannot enforce a rule refuses
+                    to run and names the rule, its profile line and the backends that can.
+  --allow-weaker    run on a backend that cannot enforce every rule anyway, printing each
+                    rule given up (never silently)
+  -v, --verbose     say which backend runs and why, and what the plan cache did
+  -q, --quiet       do not name the limit (wall_time, memory, pids, cpu) that stopped
+                    the command
+  --debug           show the traceback of an internal error
+  -h, --help        show this message
+
+  isorun explain P shows what the profile enforces; isorun doctor what this host can.
+"""
+
+
+def _cwd_problem() -> str | None:
+    """The message when the working directory is gone: profiles resolve ${CWD} from it,
+    and a sandbox cannot start in a directory that no longer exists."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return ("isorun: error: the working directory no longer exists (it was deleted or"
+                " moved away)\n  hint: cd to an existing directory and run again\n")
+    except OSError as err:
+        return (f"isorun: error: cannot read the working directory: {err.strerror}\n"
+                "  hint: cd to a directory you may read and run again\n")
+    return None
+
+
+def _write_stderr(text: str) -> None:
+    """Write a message to stderr if there is one: with descriptor 2 closed, sys.stderr is
+    None, and the exit code must still be the documented one, not a failure to print."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 def _usage(message: str) -> Exception:
@@ -69,7 +147,7 @@ def _launch(args: list[str], missed: bool = False) -> int:
                     i += 1
                 options["--profile" if name == "-p" else name] = value
             elif arg in _LAUNCH_FLAGS:
-                flags.add("--verbose" if arg == "-v" else arg)
+                flags.add({"-v": "--verbose", "-q": "--quiet"}.get(arg, arg))
             elif arg.startswith("-"):
                 raise _usage(
                     f"unknown option {arg!r} before the command; put the command "
@@ -79,10 +157,21 @@ def _launch(args: list[str], missed: bool = False) -> int:
                 break
             i += 1
         command = args[i:]
+        if "--help" in args[:i] or "-h" in args[:i]:
+            sys.stdout.write(_LAUNCH_HELP)
+            return 0
         if "--profile" not in options:
             raise _usage("no profile: give --profile NAME or --profile ./file.toml")
         if not command:
             raise _usage("no command to run: isorun --profile P -- CMD [ARG...]")
+        if not command[0]:
+            raise _usage("the command name is empty: isorun --profile P -- CMD [ARG...]")
+        if "--backend" in options:
+            _check_backend(options["--backend"])
+        problem = _cwd_problem()
+        if problem is not None:
+            _write_stderr(problem)
+            return 2
         code = _launch_cached(
             command, options["--profile"], options.get("--backend"), "--verbose" in flags, missed
         )
@@ -96,25 +185,41 @@ def _launch(args: list[str], missed: bool = False) -> int:
             backend=options.get("--backend"),
             allow_weaker="--allow-weaker" in flags,
             verbose="--verbose" in flags,
+            quiet="--quiet" in flags,
         )
     except KeyboardInterrupt:
         return 130
     except Exception as err:
         from isorun.errors import IsorunError
 
+        if isinstance(err, BrokenPipeError):
+            raise
+        debug = "--debug" in flags or bool(os.environ.get("ISORUN_DEBUG"))
         if isinstance(err, IsorunError):
-            sys.stderr.write(err.render() + "\n")
-            if "--debug" in flags:
-                import traceback
-
-                traceback.print_exc()
-            return err.exit_code
-        sys.stderr.write("isorun: internal error, please report it with the output of --debug\n")
-        if "--debug" in flags or os.environ.get("ISORUN_DEBUG"):
+            _write_stderr(err.render() + "\n")
+            code = err.exit_code
+        else:
+            _write_stderr("isorun: internal error, please report it with the output of "
+                          "--debug\n")
+            code = 125
+        if debug:
             import traceback
 
-            traceback.print_exc()
-        return 125
+            _write_stderr(traceback.format_exc())
+        return code
+
+
+def _check_backend(name: str) -> None:
+    """A UsageError for a --backend no backend answers to (never the cached path, so the
+    import is free)."""
+    from isorun.errors import close_matches
+    from isorun.sandbox.backends import BACKENDS
+
+    known = ("auto", *BACKENDS)
+    if name not in known:
+        near = close_matches(name, known)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise _usage(f"unknown backend {name!r}: use one of {', '.join(known)}{hint}")
 
 
 def _launch_cached(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -74,30 +75,52 @@ def seccomp_program(plan: Plan) -> bytes:
     return compile_seccomp(steps[0].policy).bpf
 
 
+#: seconds ``Popen.__exit__`` gives a command after SIGTERM before it sends SIGKILL
+GRACE_PERIOD = 5.0
+
+
+class DroppedEnvWarning(UserWarning):
+    """``env=`` named variables the profile's ``[environment]`` policy does not pass on."""
+
+
 class Popen:
     """A sandboxed process, like :class:`subprocess.Popen`.
 
     ``stdin``/``stdout``/``stderr`` take what subprocess takes (None, PIPE, DEVNULL, a file
-    object or a descriptor).
+    object or a descriptor, and ``stderr=STDOUT``). ``cwd=`` runs the command as if isorun
+    were started there: the profile is compiled with ``${CWD}`` set to it (so its mounts
+    follow), which is why it takes a profile, not a Plan. ``env=`` is the caller's
+    environment the profile's ``[environment]`` policy applies to, as ``os.environ`` is
+    otherwise; each variable the policy drops is named in a :class:`DroppedEnvWarning`.
+    ``shell=True`` runs ``/bin/sh -c argv`` in the sandbox. Leaving a ``with`` block with
+    the command still running sends SIGTERM, then SIGKILL after ``grace_period`` seconds:
+    unlike subprocess, a sandbox is never left running. The sandbox is a new session: it
+    never takes the caller's terminal (the CLI's launch does, see spec.terminal_job).
     """
 
-    def __init__(self, argv: Sequence[str], *, profile: str | Profile | Plan = "strict",
+    def __init__(self, argv: Sequence[str] | str, *, profile: str | Profile | Plan = "strict",
                  stdin: Any = None, stdout: Any = None, stderr: Any = None,
-                 env: Mapping[str, str] | None = None, text: bool = False,
-                 backend: str | None = None, allow_weaker: bool = False,
-                 log: Callable[[str], None] | None = None) -> None:
-        import os
-
+                 env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
+                 shell: bool = False, text: bool = False, backend: str | None = None,
+                 allow_weaker: bool = False, grace_period: float = GRACE_PERIOD,
+                 log: Callable[[str], None] | None = None, _terminal: bool = False) -> None:
         from isorun.compile.plan import Cgroup, WallTime
         from isorun.compile.plan import Plan as _Plan
         from isorun.sandbox import launched, native, process
 
-        if isinstance(argv, str | bytes):
-            raise TypeError("argv must be a sequence of strings, not one string")
-        plan = profile if isinstance(profile, _Plan) else _cached_plan(profile)
+        self.args = _command(argv, shell)
+        if isinstance(profile, _Plan):
+            if cwd is not None:
+                raise ValueError("cwd= needs a profile name or Profile: a Plan is already "
+                                 "compiled for the directory it was compiled in")
+            plan = profile
+        else:
+            plan = _cached_plan(profile, cwd=_working_dir(cwd))
         self.plan = plan
-        self.args = list(argv)
         self._text = text
+        self.grace_period = grace_period
+        if env is not None:
+            _warn_dropped_env(plan, env)
         #: the backend that runs the sandbox, and the rules it does not enforce (only ever
         #: non-empty with allow_weaker)
         self.backend, self.lost = _choose_backend(plan, backend or plan.backend,
@@ -126,14 +149,14 @@ class Popen:
                     record, blob = _flat_record(plan, caller_env)
                     self._proc = launched.spawn_launched(
                         launcher, record, blob, tuple(os.fsencode(a) for a in self.args),
-                        stdin=stdin, stdout=stdout, stderr=stderr)
+                        stdin=stdin, stdout=stdout, stderr=stderr, terminal=_terminal)
                 else:
                     spec = native.build_spec(plan, self.args, caller_env, cached_program(plan))
                     self._proc = process.spawn(
                         spec, stdin=stdin, stdout=stdout, stderr=stderr,
                         wall_time=wall[0].seconds if wall else None,
                         memory_max=cgroups[0].memory if cgroups else None,
-                        pids_max=cgroups[0].pids if cgroups else None)
+                        pids_max=cgroups[0].pids if cgroups else None, terminal=_terminal)
             except SandboxSetupError as err:
                 raise locate_error(err, plan) from None
             self.exec_error = self._proc.exec_error
@@ -143,6 +166,17 @@ class Popen:
     @property
     def returncode(self) -> int | None:
         return self._proc.returncode
+
+    @property
+    def timed_out(self) -> bool:
+        """The wall-clock limit killed the sandbox (returncode 124)."""
+        return bool(getattr(self._proc, "timed_out", False))
+
+    @property
+    def limit_events(self) -> dict[str, int]:
+        """What the cgroup limits did, once the sandbox was reaped: ``oom_kill``,
+        ``pids_max`` (see sandbox.cgroup.Cgroup.events_in_parent); {} without a cgroup."""
+        return dict(getattr(self._proc, "limit_events", {}))
 
     def poll(self) -> int | None:
         return self._proc.poll()
@@ -174,12 +208,79 @@ class Popen:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import subprocess
+
         for stream in (self.stdin, self.stdout, self.stderr):
             if stream is not None:
                 stream.close()
-        if self.returncode is None:
-            self.kill()
+        if self.poll() is None:
+            # The command's SIGTERM handler gets its grace period (a terminate() just
+            # before the with block ends is not cut short), then nothing survives.
+            self.terminate()
+            try:
+                self.wait(self.grace_period)
+            except subprocess.TimeoutExpired:
+                self.kill()
         self.wait()
+
+
+def _command(argv: Sequence[str] | str, shell: bool) -> list[str]:
+    """The argv to execute, checked as subprocess would (a ValueError, not a failed launch)."""
+    from isorun.errors import UsageError
+
+    if shell:
+        args = [argv] if isinstance(argv, str | bytes | os.PathLike) else list(argv)
+        args = ["/bin/sh", "-c", *(os.fsdecode(a) for a in args)]
+    elif isinstance(argv, str | bytes):
+        raise TypeError("argv must be a sequence of strings, not one string "
+                        "(or pass shell=True)")
+    else:
+        args = [os.fsdecode(a) for a in argv]
+    if not args:
+        raise UsageError("argv is empty: give the command to run")
+    if not args[0]:
+        raise UsageError("argv[0] is empty: give the command to run")
+    if any("\0" in a for a in args):
+        raise UsageError("an argument contains a NUL byte, which execve cannot pass")
+    return args
+
+
+def _working_dir(cwd: str | os.PathLike[str] | None) -> str | None:
+    """The real path of ``cwd=``, which must be a directory (FileNotFoundError or
+    NotADirectoryError otherwise, as subprocess raises)."""
+    import errno
+    import stat
+
+    if cwd is None:
+        return None
+    path = os.path.realpath(os.fspath(cwd))
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(cwd))
+    return path
+
+
+def _warn_dropped_env(plan: Plan, env: Mapping[str, str]) -> None:
+    """One DroppedEnvWarning naming each ``env=`` variable the profile does not keep."""
+    import fnmatch
+    import warnings
+
+    from isorun.compile.plan import Environment
+
+    steps = plan.find(Environment)
+    if not steps or not steps[0].clear:
+        return  # the caller's environment goes through whole
+    step = steps[0]
+    dropped = sorted(name for name in env if not any(
+        name == pattern or (pattern.endswith("*") and fnmatch.fnmatchcase(name, pattern))
+        for pattern in step.keep))  # fmt: skip
+    if dropped:
+        keep = ", ".join(step.keep) or "nothing"
+        warnings.warn(
+            f"profile {plan.profile} does not pass on {', '.join(dropped)} from env= "
+            f"(environment.keep at {step.loc.short()} keeps {keep}); list them in "
+            "environment.keep of a profile that extends it, or set them with environment.set",
+            DroppedEnvWarning, stacklevel=3)
 
 
 def _choose_backend(plan: Plan, requested: str, allow_weaker: bool,
@@ -218,18 +319,70 @@ def _shim_built() -> bool:
 
 
 def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
-    """Name the profile line behind a failed step: the shim only knows the step index."""
-    if err.loc is not None or not 0 <= err.step_index < len(plan.steps):
+    """Name the profile line behind a failed step (the shim only knows the step index),
+    and how to fix it where that is known."""
+    loc = err.loc
+    if loc is None and 0 <= err.step_index < len(plan.steps):
+        loc = plan.steps[err.step_index].loc
+    hint = err.hint or _setup_hint(err, plan)
+    if loc is err.loc and hint == err.hint:
         return err
-    return SandboxSetupError(err.step, err.syscall, err.errno, plan.steps[err.step_index].loc,
-                             err.detail, err.step_index, err.hint)
+    return SandboxSetupError(err.step, err.syscall, err.errno, loc, err.detail,
+                             err.step_index, hint)
+
+
+def root_write_notes(plan: Plan) -> list[str]:
+    """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
+    write (README, "Root"). The command would only say "Permission denied"."""
+    import stat
+
+    from isorun.compile.plan import MapIds, MountStep
+
+    ids = plan.find(MapIds)
+    if os.geteuid() != 0 or not ids or ids[0].host_uid != 65534:
+        return []
+    notes = []
+    for step in plan.find(MountStep):
+        if step.type != "rw-bind":
+            continue
+        try:
+            st = os.stat(step.src)
+        except OSError:
+            continue  # an optional source that is not there; a required one fails anyway
+        if st.st_uid == 65534 or st.st_mode & stat.S_IWOTH:
+            continue
+        notes.append(
+            f"isorun: note: started by root, the sandbox runs as uid 65534 (nobody), which "
+            f"cannot write {step.src} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+            f" that {step.loc.short()} binds writable\n  hint: run isorun as the user who "
+            "owns it, or extend the profile with [unsafe] map_root = true")
+    return notes
+
+
+def _setup_hint(err: SandboxSetupError, plan: Plan) -> str:
+    """The fix for a set-up failure a user causes, "" when there is none to suggest."""
+    import errno
+
+    from isorun.compile.plan import Chdir, MapIds
+
+    chdir, ids = plan.find(Chdir), plan.find(MapIds)
+    if err.step != "cwd" or err.errno != errno.EACCES or not chdir:
+        return ""
+    path = chdir[0].path
+    if ids and ids[0].host_uid == 65534 and os.geteuid() == 0:
+        # README, "Root": a root caller's sandbox runs as the overflow user
+        return (f"started by root, the sandbox runs as uid 65534 (nobody), which may not "
+                f"enter {path}: run isorun from a directory others may enter, or as the "
+                "user who owns this one (setpriv/sudo -u), or extend the profile with "
+                "[unsafe] map_root = true (the sandbox is then root over the files it sees)")
+    return f"the sandbox's user may not enter {path}: check its permissions and its parents'"
 
 
 @dataclass(frozen=True, slots=True)
 class CompletedRun:
     """The result of :func:`run`, like :class:`subprocess.CompletedProcess`."""
 
-    args: list[str]
+    args: list[str] | str
     returncode: int
     stdout: Any = None
     stderr: Any = None
@@ -242,32 +395,126 @@ class CompletedRun:
                                                 self.stderr)
 
 
-def run(argv: Sequence[str], *, profile: str | Profile | Plan = "strict", input: Any = None,
-        capture_output: bool = False, timeout: float | None = None, check: bool = False,
-        text: bool = False, **kwargs: Any) -> CompletedRun:
-    """Run ``argv`` in a sandbox and wait for it, like :func:`subprocess.run`."""
+def run(argv: Sequence[str] | str, *, profile: str | Profile | Plan = "strict",
+        input: Any = None, capture_output: bool = False, timeout: float | None = None,
+        check: bool = False, text: bool = False, **kwargs: Any) -> CompletedRun:
+    """Run ``argv`` in a sandbox and wait for it, like :func:`subprocess.run`: ``timeout``
+    kills the sandbox and raises TimeoutExpired, ``check`` raises CalledProcessError on a
+    non-zero status. Other keywords go to :class:`Popen` (``cwd``, ``env``, ``shell``,
+    ``stdout``, ``stderr=STDOUT``, ``backend``, ...)."""
     import subprocess
 
     if capture_output:
+        if kwargs.get("stdout") is not None or kwargs.get("stderr") is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
         kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
     if input is not None:
         kwargs["stdin"] = subprocess.PIPE
+    args = argv if isinstance(argv, str) else list(argv)
     with Popen(argv, profile=profile, text=text, **kwargs) as proc:
         try:
             out, err = proc.communicate(input, timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as expired:
             proc.kill()
             proc.wait()
-            raise
-        result = CompletedRun(list(argv), proc.wait(), out, err)
+            raise subprocess.TimeoutExpired(args, expired.timeout, expired.output,
+                                            expired.stderr) from None
+        result = CompletedRun(args, proc.wait(), out, err)
     if check:
         result.check_returncode()
     return result
 
 
+def _native_here(requested: str) -> bool:
+    """Whether _choose_backend picks the native backend at once (no probing)."""
+    from isorun.host.facts import probe
+
+    facts = probe()
+    return requested in ("auto", "native") and (facts.userns or facts.root) and _shim_built()
+
+
+def _shares_terminal(plan: Plan) -> bool:
+    """Whether a native sandbox of ``plan`` started now would share this process's
+    terminal (spec.terminal_job, decided the same way by the shim's isorun_spawn)."""
+    from isorun.compile.plan import LoadSeccomp, NewSession
+    from isorun.sandbox.parent import foreground_in_parent
+
+    seccomp = plan.find(LoadSeccomp)
+    return (bool(plan.find(NewSession)) and bool(seccomp) and seccomp[0].policy.hardening
+            and foreground_in_parent())
+
+
+def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
+                             log: Callable[[str], None] | None,
+                             note: Callable[[str], None]) -> int:
+    """api.launch for a native sandbox that shares this terminal: the signals are taken
+    with sigwaitinfo (isorun.launch.wait_sharing_terminal), so the terminal's own are
+    not passed on twice. Blocked across the start: the native shim unblocks them in the
+    child before execve."""
+    import resource
+    import signal
+    import sys
+
+    from isorun.launch import (
+        FORWARDED_SIGNALS,
+        SIGCHLD,
+        exec_failure_message,
+        wait_sharing_terminal,
+    )
+
+    blocked = (*FORWARDED_SIGNALS, SIGCHLD)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        proc = Popen(argv, profile=plan, backend="native", log=log, _terminal=True)
+        if proc.exec_error is not None:
+            sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
+        wait_sharing_terminal(lambda: (0, 0) if proc.poll() is None else (1, 0),
+                              proc.send_signal, blocked)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    code = proc.wait()
+    if code != 0 and not quiet:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        for line in limit_report(plan, proc, code, cpu):
+            note(line)
+    return code
+
+
+def limit_report(plan: Plan, proc: Popen, code: int, cpu_seconds: float) -> list[str]:
+    """The limits that stopped the command, each with its profile line: what "Killed" or
+    exit 124 alone does not say. ``cpu_seconds``: the CPU time the sandbox used."""
+    from isorun.compile.plan import Cgroup, Rlimit, WallTime, human_size
+
+    lines = []
+    wall = plan.find(WallTime)
+    if proc.timed_out and wall:
+        lines.append(f"isorun: limits.wall_time = {wall[0].seconds:g} s "
+                     f"({wall[0].loc.short()}) killed the command")
+    events = proc.limit_events
+    cgroups = plan.find(Cgroup)
+    if cgroups and cgroups[0].memory and events.get("oom_kill"):
+        lines.append(f"isorun: limits.memory = {human_size(cgroups[0].memory)} "
+                     f"({cgroups[0].loc.short()}) killed {events['oom_kill']} process(es) "
+                     "of the sandbox: out of memory")
+    if cgroups and cgroups[0].pids and events.get("pids_max"):
+        lines.append(f"isorun: limits.pids = {cgroups[0].pids} ({cgroups[0].loc.short()}) "
+                     f"refused {events['pids_max']} fork(s)")
+    cpu = [r for r in plan.find(Rlimit) if r.resource == "cpu"]
+    # RLIMIT_CPU ends in SIGKILL (soft = hard) or SIGXCPU; the time used tells it from
+    # another SIGKILL
+    if cpu and code in (128 + 9, 128 + 24) and cpu_seconds >= cpu[0].value * 0.9:
+        lines.append(f"isorun: limits.cpu = {cpu[0].value} s ({cpu[0].loc.short()}) killed "
+                     f"the command after {cpu_seconds:.1f} s of CPU time")
+    return lines
+
+
 def launch(argv: list[str], *, profile: str, backend: str | None = None,
-           allow_weaker: bool = False, verbose: bool = False) -> int:
-    """The CLI's launch: run ``argv`` attached to this terminal, return its exit code."""
+           allow_weaker: bool = False, verbose: bool = False, quiet: bool = False) -> int:
+    """The CLI's launch: run ``argv`` attached to this terminal, return its exit code.
+    Unless ``quiet``, a limit that stopped the command is named with its line."""
+    import resource
     import signal
     import sys
 
@@ -277,21 +524,44 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     from isorun.launch import FORWARDED_SIGNALS, exec_failure_message
 
     plan = _cached_plan(profile, log=note if verbose else None)
-    # The sandbox's pid 1 forwards these to the command; the launcher must survive them
-    # to report the command's status instead of dying first. Blocked across the start,
-    # so one arriving before the handlers exist waits for them instead of killing us
-    # (and, through die_with_parent, the sandbox) with no status reported.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
-    try:
-        proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
-                     log=note if verbose else None)
-        for sig in FORWARDED_SIGNALS:
-            signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    for line in root_write_notes(plan):
+        note(line)
+    if _native_here(backend or plan.backend) and _shares_terminal(plan):
+        return _launch_sharing_terminal(argv, plan, quiet, note if verbose else None, note)
+    # Popen.send_signal reaches the command (the native sandbox's pid 1 forwards it; on
+    # bwrap and firejail it is sent to the command itself); the launcher must survive
+    # these to report the command's status instead of dying first. The handlers are in
+    # place before the start, and one that arrives during it is sent once the sandbox
+    # exists. Not blocked across the start, as isorun.launch.run does for the native
+    # shim (which unblocks before execve): bwrap and firejail would inherit the mask, and
+    # the command with them, deaf to Ctrl-C and kill.
+    started: list[Popen] = []
+    pending: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if started:
+            started[0].send_signal(signum)
+        else:
+            pending.append(signum)
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
+                 log=note if verbose else None)
+    started.append(proc)
+    for sig in pending:
+        proc.send_signal(sig)
     if proc.exec_error is not None:
         sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
-    return proc.wait()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    code = proc.wait()
+    if code != 0 and not quiet:
+        # the launcher's only child is the sandbox: the children's CPU time is its own
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        for line in limit_report(plan, proc, code, cpu):
+            note(line)
+    return code
 
 
 #: (spec, variables, facts) -> (plan, the source files it was compiled from)
@@ -329,22 +599,38 @@ def compiled(spec: str, log: Callable[[str], None] | None = None
     return plan, bpf, entry
 
 
-def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = None) -> Plan:
+def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = None,
+                 cwd: str | None = None) -> Plan:
     """Compile once per process: the API is used in loops by test harnesses.
 
     Keyed by the spec, the variables it resolves with (the working directory changes
     ${CWD}) and the caller's facts; each call checks that the source files are unchanged
     (:func:`_deps_unchanged`: by stat, else by hash), so an edited profile is recompiled.
     The first use in a process reads the on-disk cache (see :mod:`isorun.cache`).
+    ``cwd``: compile for that working directory (Popen's ``cwd=``), without the disk
+    cache, whose entries are keyed by the process's own.
     """
     from isorun import cache
 
     if not isinstance(profile, str):
-        return compile_plan(profile)
-    key = (profile, tuple(sorted(cache.variables().items())), cache.facts_key())
+        if cwd is None:
+            return compile_plan(profile)
+        facts = host_facts.probe()
+        return compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
+    key = (profile, tuple(sorted(cache.variables(cwd=cwd).items())), cache.facts_key())
     hit = _PLANS.get(key)
     if hit is not None and _deps_unchanged(hit[1]):
         return hit[0]
+    if cwd is not None:
+        try:
+            deps: tuple[Any, ...] | None = cache.collect_deps(profile)
+        except Exception:
+            deps = None  # the compile below reports the problem with its location
+        facts = host_facts.probe()
+        plan = compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
+        if deps:
+            _PLANS[key] = (plan, deps)
+        return plan
     plan, bpf, entry = compiled(profile, log)
     _PROGRAMS[_policy_of(plan)] = bpf
     if entry is not None:

@@ -140,7 +140,8 @@ def facts_key() -> tuple[object, ...]:
     )
 
 
-def variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def variables(environ: Mapping[str, str] | None = None,
+              cwd: str | None = None) -> dict[str, str]:
     """The ``${NAME}`` variables as :func:`isorun.host.facts.variables` resolves them.
 
     Kept cheap for the launch path. :func:`store` checks that both agree (and that
@@ -151,7 +152,7 @@ def variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     uid = os.getuid()
     return {
         "HOME": os.path.realpath(env.get("HOME") or os.path.expanduser("~")),
-        "CWD": os.path.realpath(os.getcwd()),
+        "CWD": os.path.realpath(os.getcwd() if cwd is None else cwd),
         "TMPDIR": os.path.realpath(env.get("TMPDIR") or "/tmp"),
         "UID": str(uid),
         "GID": str(os.getgid()),

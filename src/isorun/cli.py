@@ -19,27 +19,75 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Group(click.Group):
-    """Renders IsorunError as the compiler-style message and its exit code, never a trace."""
+    """Renders IsorunError as the compiler-style message and its exit code, never a trace.
+
+    Every other failure a user can cause ends in a message and an exit code of the
+    README's table too; only a bug in isorun reaches "internal error" (125).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        import subprocess
+
         try:
             return super().invoke(ctx)
         except IsorunError as err:
             click.echo(err.render(), err=True)
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
+            _traceback_if_debug(ctx)
             ctx.exit(err.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`isorun explain strict | head`): end as a C tool killed
+            # by SIGPIPE (128+13), quietly, and without a second error at exit's flush.
+            from isorun.__main__ import _silence_stdout
+
+            _silence_stdout()
+            ctx.exit(141)
+        except subprocess.TimeoutExpired as err:
+            click.echo(f"isorun: error: the command did not finish within {err.timeout:g} s"
+                       " (--timeout) and was killed", err=True)
+            _traceback_if_debug(ctx)
+            ctx.exit(124)
         except OSError as err:
-            click.echo(f"isorun: error: {err}", err=True)
+            where = f": {err.filename}" if err.filename else ""
+            click.echo(f"isorun: error: {err.strerror or err}{where}", err=True)
+            _traceback_if_debug(ctx)
             ctx.exit(2)
         except Exception:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
+            _traceback_if_debug(ctx)
             click.echo("isorun: internal error, please report it with the output of --debug",
                        err=True)
             ctx.exit(125)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        # Every subcommand takes --debug too (isorun check --debug x.toml), and a command
+        # added later (plugins of this group) gets it the same way.
+        _add_debug_option(cmd)
+        super().add_command(cmd, name)
+
+
+def _traceback_if_debug(ctx: click.Context) -> None:
+    """With --debug, the traceback of the error being handled; the exit code stays the one
+    the README documents for it."""
+    if ctx.obj and ctx.obj.get("debug"):
+        import traceback
+
+        click.echo(traceback.format_exc().rstrip("\n"), err=True)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)["debug"] = True
+
+
+def _add_debug_option(cmd: click.Command) -> None:
+    if not any(param.name == "debug" for param in cmd.params):
+        cmd.params.append(click.Option(
+            ["--debug"], is_flag=True, expose_value=False, callback=_set_debug,
+            help="Show the traceback of an internal error."))
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _add_debug_option(sub)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,9 +99,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     isorun --profile strict -- CMD [ARG...]   run CMD in the sandbox
+    isorun run --help                         the options of a run (--backend, ...)
     isorun explain strict                     show what a profile enforces
     """
-    ctx.obj = {"debug": debug}
+    obj = ctx.ensure_object(dict)
+    obj["debug"] = debug or obj.get("debug", False)
 
 
 @cli.command()
@@ -61,11 +111,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def explain(profile: str, as_json: bool) -> None:
     """Show the resolved plan of PROFILE, each rule with the file:line it came from."""
+    from isorun.profile.includes import is_path
+
     plan = api.compile_plan(profile)
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2, sort_keys=False))
-    else:
-        click.echo(plan.describe())
+        return
+    text = plan.describe()
+    if is_path(profile):
+        # A file named like a built-in (./web.toml) must not read as the built-in itself.
+        head, _, rest = text.partition("\n")
+        text = f"{head} (the file {profile}, not a built-in profile)\n{rest}"
+    click.echo(text)
 
 
 @cli.command()
@@ -80,11 +137,89 @@ def profiles() -> None:
 def check(profile: str) -> None:
     """Load and compile PROFILE (seccomp filter included); exit 0 when valid, 2 otherwise."""
     plan = api.compile_plan(profile)
+    _check_bind_sources(plan)
     program = api.seccomp_program(plan)
     # Before the run does: a limit written explicitly fails closed when unenforceable.
     api.check_limits(plan)
     click.echo(f"{profile}: ok ({len(plan.steps)} steps, seccomp filter of "
                f"{len(program) // 8} instructions)")
+
+
+def _check_bind_sources(plan: Any) -> None:
+    """A required bind whose source is missing here: the run would refuse it, so check
+    does too, with the line (for this working directory and user: ${CWD}, ${HOME})."""
+    import os
+
+    from isorun.compile.plan import MountStep
+    from isorun.errors import Diagnostic, ProfileError
+
+    problems = [
+        Diagnostic(step.loc, f"{step.type} source {step.src} does not exist on this host",
+                   f"create it, or mark the mount optional = true (dst {step.dst})")
+        for step in plan.find(MountStep)
+        if step.type in ("ro-bind", "rw-bind", "dev-bind") and not step.optional
+        and not os.path.lexists(step.src)
+    ]
+    if problems:
+        raise ProfileError(problems)
+
+
+@cli.command()
+@click.argument("name", required=False)
+def syscalls(name: str | None) -> None:
+    """List the @groups, a group's members, or where a syscall NAME is allowed.
+
+    \b
+    isorun syscalls                 every group, with what it is for
+    isorun syscalls @file-system    the syscalls of a group
+    isorun syscalls openat          its groups, and what each built-in profile decides
+    """
+    from isorun.compile import syscalls as table
+    from isorun.errors import Diagnostic, Loc, ProfileError
+
+    if name is None:
+        for group in table.group_names():
+            doc = table.group_doc(group).split(". ")[0].rstrip(".")
+            click.echo(f"{group:<20} {len(table.expand(group)):>4}  {doc}")
+        return
+    try:
+        members = table.expand(name)
+    except KeyError:
+        raise ProfileError(Diagnostic(Loc(name), f"unknown syscall or group {name!r}",
+                                      table.suggest(name) or "isorun syscalls lists the "
+                                      "groups")) from None
+    if name.startswith("@"):
+        click.echo(table.group_doc(name))
+        for member in sorted(members):
+            click.echo(f"  {member}")
+        return
+    groups = [g for g in table.group_names() if name in table.expand(g)]
+    click.echo(f"{name}: in {', '.join(groups) if groups else 'no group'}")
+    for profile, _ in api.builtin_profiles():
+        click.echo(f"  {profile:<8} {_decision(profile, name)}")
+
+
+def _decision(profile: str, name: str) -> str:
+    """What ``profile`` answers for ``name``: each rule that can match it, in order, with
+    its origin and line, then the default."""
+    from isorun.compile import argspace
+    from isorun.compile.plan import LoadSeccomp
+    from isorun.compile.seccomp import build_entries
+
+    steps = api.compile_plan(profile).find(LoadSeccomp)
+    if not steps:
+        return "allow (seccomp is off)"
+    policy = steps[0].policy
+    parts = []
+    for entry in build_entries(policy)[0].get(name, []):
+        some = "" if entry.region == argspace.FULL else " (for some arguments)"
+        where = f", {entry.loc.short()}" if entry.loc.line else ""
+        parts.append(f"{entry.action}{some}: {entry.origin}{where}")
+        if entry.region == argspace.FULL:
+            break
+    else:
+        parts.append(f"{policy.default_action}: seccomp.default_action")
+    return "; then ".join(parts)
 
 
 @cli.command("run", context_settings={"ignore_unknown_options": True})

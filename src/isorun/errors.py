@@ -89,8 +89,9 @@ class ProfileError(IsorunError, ValueError):
         return "\n".join(d.render() for d in self.diagnostics) + tail
 
 
-class UsageError(IsorunError):
-    """The command line is wrong in a way that is not about a profile."""
+class UsageError(IsorunError, ValueError):
+    """The command line (or an API call's arguments) is wrong in a way that is not about a
+    profile. A ValueError too, as a bad argument to a Python function is."""
 
     exit_code = 2
 

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from isorun.sandbox.parent import Record
 
 ENOENT = 2
+SIGCHLD = 17
+#: si_code of a signal the kernel sent (a terminal's ^C), as opposed to kill(2)'s SI_USER
+SI_KERNEL = 0x80
 #: signals the launcher passes on to the sandbox's pid 1 instead of dying of them
 FORWARDED_SIGNALS = (2, 15, 1, 3, 10, 12, 28)  # INT TERM HUP QUIT USR1 USR2 WINCH
 
@@ -80,10 +83,12 @@ def make_record(
     plan: Plan, bpf: bytes, log: Callable[[str], None] | None = None
 ) -> dict[str, object] | None:
     """The launch record of ``plan``, or None when the warm launch must not run it."""
-    from isorun.compile.plan import Cgroup, WallTime
+    from isorun.compile.plan import Cgroup, Rlimit, WallTime
 
     if plan.find(Cgroup) or plan.find(WallTime):
         return None  # parent-side timers and cgroups: process.spawn does those
+    if any(r.resource == "cpu" for r in plan.find(Rlimit)):
+        return None  # api.launch names limits.cpu when it kills the command (limit_report)
     if plan.backend not in ("auto", "native"):
         return None  # another backend runs it (see api.Popen)
     from isorun.errors import IsorunError
@@ -94,6 +99,10 @@ def make_record(
     facts = probe()
     if not facts.userns:
         return None  # api.Popen would choose another backend on this host
+    from isorun.api import root_write_notes
+
+    if root_write_notes(plan):
+        return None  # api.launch says, on every launch, what the sandbox cannot write
     try:
         parent.load_shim()
     except IsorunError as err:
@@ -162,12 +171,17 @@ def run(record: Record, argv: list[str]) -> int:
 
     from isorun.sandbox import parent
 
+    # The sandbox shares our terminal's foreground group (spec.terminal_job): then the
+    # signals are taken with sigwaitinfo, whose si_code tells the terminal's (which the
+    # command got itself) from those sent with kill (to forward).
+    foreground = bool(record.get("terminal_job")) and parent.foreground_in_parent()
+    blocked = (*FORWARDED_SIGNALS, SIGCHLD) if foreground else FORWARDED_SIGNALS
     # Blocked from before the clone until the handlers below are in place: the command
     # can run (and someone signal us) before spawn_in_parent returns, and a SIGTERM in
     # that window would kill this launcher instead of reaching the command. The child
     # unblocks every signal before its execve (shim exec.c), so the command never
     # inherits this mask; a signal that came meanwhile is delivered at the unblock below.
-    old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, blocked)
     opened: list[int] = []
     try:
         try:
@@ -178,6 +192,16 @@ def run(record: Record, argv: list[str]) -> int:
         if failure is not None:
             # The status says 126 or 127; the launcher says why, as api.launch does.
             sys.stderr.write(exec_failure_message(argv[0], failure[2]))
+        if foreground:
+            try:
+                status = wait_sharing_terminal(
+                    lambda: os.waitpid(pid, os.WNOHANG),
+                    lambda sig: parent.signal_in_parent(pidfd, sig), blocked)
+            finally:
+                os.close(pidfd)
+                parent.reclaim_terminal_in_parent()
+            code = os.waitstatus_to_exitcode(status)
+            return 128 - code if code < 0 else code
 
         def forward(signum: int, frame: Any) -> None:
             parent.signal_in_parent(pidfd, signum)
@@ -194,3 +218,25 @@ def run(record: Record, argv: list[str]) -> int:
         os.close(pidfd)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
+
+
+def wait_sharing_terminal(reap: Callable[[], tuple[int, int]], send: Callable[[int], None],
+                          blocked: tuple[int, ...]) -> int:
+    """Wait for a sandbox in our terminal's foreground group; its wait status.
+
+    ``blocked`` (the forwarded signals and SIGCHLD) must be blocked since before the
+    start. A signal the terminal sent (si_code SI_KERNEL: ^C, ^\\, a resize, a hangup)
+    reached the command as it reached us and is not passed on again; one sent with kill
+    is (``send``). ^Z is not taken here: it stops this launcher with the command, so the
+    caller's shell gets the terminal back, and fg continues both. ``reap()`` is
+    waitpid(..., WNOHANG) of our child.
+    """
+    import _signal
+
+    while True:
+        done, status = reap()
+        if done:
+            return status
+        info = _signal.sigwaitinfo(blocked)
+        if info.si_signo != SIGCHLD and info.si_code != SI_KERNEL:
+            send(info.si_signo)

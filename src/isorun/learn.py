@@ -270,15 +270,19 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
         thread.start()
 
     wall = plan.find(WallTime)
+    # --timeout and the profile's wall_time are one limit, the smaller: the timer kills the
+    # whole sandbox (exit 124) and what was observed until then is still learned. Waiting
+    # with a timeout of its own as well would race the timer into a TimeoutExpired.
+    limits = [s for s in (wall[0].seconds if wall else None, timeout) if s is not None]
     try:
         proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
-                             wall_time=wall[0].seconds if wall else timeout,
+                             wall_time=min(limits) if limits else None,
                              on_listener=start)
         try:
             if stdout == subprocess.PIPE or stderr == subprocess.PIPE:
-                out, err = proc.communicate(None, timeout)
+                out, err = proc.communicate(None)
                 box["stdout"], box["stderr"] = out, err
-            returncode = proc.wait(timeout)
+            returncode = proc.wait()
         finally:
             proc.close()
         thread = box.get("thread")

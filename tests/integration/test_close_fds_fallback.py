@@ -18,19 +18,25 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 SCRIPT = """
-import ctypes, errno, runpy, sys
-import pyseccomp as seccomp
+import ctypes, errno, runpy, struct, sys
+from isorun.compile import _libseccomp as scmp
 
-# no_new_privs: loading a filter without CAP_SYS_ADMIN needs it (seccomp(2)).
-ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0)
-f = seccomp.SyscallFilter(seccomp.ALLOW)
-f.add_rule(seccomp.ERRNO(errno.ENOSYS), "close_range")
-f.load()
+# The project's own libseccomp binding builds the filter (pyseccomp is not a dependency);
+# prctl(PR_SET_SECCOMP) loads it. no_new_privs first: loading without CAP_SYS_ADMIN needs it.
+lib = scmp.load()
+with scmp.Filter(lib, 0x7FFF0000) as f:  # SCMP_ACT_ALLOW
+    nr = f.resolve(scmp.ARCH_TOKENS[scmp.native_arch(lib)], "close_range")
+    f.add_rule(0x00050000 | errno.ENOSYS, nr, [])  # SCMP_ACT_ERRNO(ENOSYS)
+    bpf = f.export_bpf()
+libc = ctypes.CDLL(None, use_errno=True)
+prog = ctypes.create_string_buffer(bpf)
+fprog = struct.pack("HxxxxxxQ", len(bpf) // 8, ctypes.addressof(prog))
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0, ctypes.get_errno()  # FILTER
 sys.path.insert(0, sys.argv[1])
 runpy.run_path(sys.argv[1] + "/native_cases.py")["CASES"]["fds_closed"]()
 print("OK")
 """
-
 
 @pytest.mark.needs("userns", "shim")
 def test_fds_closed_without_close_range() -> None:

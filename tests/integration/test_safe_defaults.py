@@ -269,9 +269,9 @@ def test_explain_strict_states_each_limit_and_its_mechanism(world: Path, who: st
     assert "rlimit nproc = 256 (RLIMIT_NPROC: processes and threads" in out
     assert "rlimit data = 1073741824 (RLIMIT_DATA, per process" in out
     assert "not shared memory, tmpfs files or kernel memory" in out
-    assert "new root: empty tmpfs (size 8388608" in out
+    assert "new root: empty tmpfs (size 8m" in out
     assert "remount the new root read-only" in out
-    assert "tmpfs /dev/shm (size 67108864" in out
+    assert "tmpfs /dev/shm (size 64m" in out
 
 
 def test_build_keeps_git_read_only(world: Path, who: str) -> None:

@@ -215,5 +215,5 @@ def test_weaker_run_warning_names_each_lost_rule() -> None:
     _, lost = select(plan_of(), "firejail", facts(), True)
     text = describe_lost("firejail", lost)
     assert text.startswith("isorun: warning: backend firejail runs this profile WITHOUT:")
-    assert "strict.toml:17: new root: empty tmpfs (size 8388608, 2048 inodes):" in text
+    assert "strict.toml:17: new root: empty tmpfs (size 8m, 2048 inodes):" in text
     assert len(text.splitlines()) == len(lost) + 1

@@ -317,6 +317,12 @@ def test_cached_launch_record_is_the_regular_paths_spec(
     from isorun.sandbox.spec import spec_record
 
     monkeypatch.delenv("ISORUN_CACHE", raising=False)
+    # A working directory anyone may write: as root, a writable bind the sandbox's user
+    # (65534) cannot write gets no record (api.root_write_notes is said on every launch).
+    work = tmp_path / "work"
+    work.mkdir(mode=0o1777)
+    work.chmod(0o1777)
+    monkeypatch.chdir(work)
     plan, bpf, entry = cache.compile_entry(name, launch_record=fast.make_record)
     assert entry is not None
     if plan.find(Cgroup) or plan.find(WallTime) or plan.backend not in ("auto", "native"):

@@ -54,7 +54,10 @@ def expected_dump(record: dict[str, object]) -> str:
              f"uid {r['uid']}", f"gid {r['gid']}"]  # fmt: skip
     for name in ("setgroups_deny", "loopback_up", "new_session", "die_with_parent",
                  "no_new_privs", "init"):  # fmt: skip
-        lines.append(f"{name} {int(bool(r[name]))}")
+        value = int(bool(r[name]))
+        if name == "new_session" and value and r["terminal_job"]:
+            value = 2  # ISORUN_SESSION_TERMINAL_OK: isorun_spawn decides at launch
+        lines.append(f"{name} {value}")
     lines.append(f"caps_keep {caps:#x}" if caps else "caps_keep 0")
     for name in ("uid_map", "gid_map", "root", "cwd", "hostname"):
         lines.append(f"{name} {_escape(r[name])}")  # type: ignore[arg-type]
@@ -94,7 +97,7 @@ def _record(**changes: object) -> dict[str, object]:
         "clone_flags": 0x10000000 | 0x20000000 | 0x00020000, "uid": 1000, "gid": 1000,
         "uid_map": b"1000 100000 1\n", "gid_map": b"1000 100000 1\n",
         "setgroups_deny": True, "loopback_up": False, "new_session": True,
-        "die_with_parent": True, "no_new_privs": True, "init": True,
+        "terminal_job": True, "die_with_parent": True, "no_new_privs": True, "init": True,
         "caps_keep": (0, 21, 63), "root": b"tmpfs", "cwd": b"/work dir",
         "hostname": b"box", "env": (b"A=1", b"PATH=/opt/bin", b"B=\xff\\"),
         "keep_fds": (1, 7, 5, 7),
@@ -137,6 +140,11 @@ def test_defaults_round_trip() -> None:
     text = dump(flat.encode(record))
     assert text == expected_dump(record)
     assert "path /usr/bin:/bin\n" in text
+
+
+def test_new_session_without_terminal_job_is_plain_setsid() -> None:
+    record = _record(terminal_job=False)
+    assert "new_session 1\n" in dump(flat.encode(record)) == expected_dump(record)
 
 
 def test_argv_is_not_part_of_the_record() -> None:

@@ -100,7 +100,17 @@ class NewRoot:
     def describe(self) -> str:
         if self.kind != "tmpfs":
             return f"new root: {self.path}"
-        return f"new root: empty tmpfs (size {self.size}, {self.inodes} inodes)"
+        return f"new root: empty tmpfs (size {human_size(self.size)}, {self.inodes} inodes)"
+
+
+def human_size(size: int | None) -> str:
+    """A byte count as a profile writes it ("256m", "1g"), exact or left in bytes."""
+    if size is None:
+        return "None"
+    for unit, factor in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +139,7 @@ class MountStep:
         if self.type == "symlink":
             extra.append(f"-> {self.src}")
         if self.size is not None:
-            extra.append(f"size {self.size}")
+            extra.append(f"size {human_size(self.size)}")
         if self.inodes is not None:
             extra.append(f"{self.inodes} inodes")
         if self.mode is not None:

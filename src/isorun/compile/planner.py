@@ -153,8 +153,9 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
     if profile.security.no_new_privs:
         steps.append(p.NoNewPrivs(at("security.no_new_privs", profile.security.loc)))
     else:
-        warnings.append(f"no_new_privs is off ({profile.security.loc.short()}): setuid "
-                        "programs run with their privileges")
+        warnings.append(f"no_new_privs is off "
+                        f"({at('security.no_new_privs', profile.security.loc).short()}): "
+                        "setuid programs run with their privileges")
     if profile.network.mode == "host":
         # Issue 13: say what the host network exposes; Landlock scoping (below) covers
         # abstract unix sockets, tcp_connect the TCP ports, nothing else covers loopback.
@@ -187,16 +188,35 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
         # Last before execve: the filter must not have to allow isorun's own set-up.
         steps.append(p.LoadSeccomp(profile.seccomp, at("seccomp.allow", profile.seccomp.loc)))
     else:
-        warnings.append(f"seccomp is off ({profile.seccomp.loc.short()}): every syscall is "
-                        "allowed")
+        # The line that turned it off (the user's override), not the section's first line,
+        # which may be a base profile's.
+        warnings.append(f"seccomp is off ({at('seccomp.enabled', profile.seccomp.loc).short()}):"
+                        " every syscall is allowed")
     if not profile.seccomp.hardening and profile.seccomp.enabled:
-        warnings.append(f"seccomp hardening is off ({profile.seccomp.loc.short()})")
+        warnings.append("seccomp hardening is off "
+                        f"({at('seccomp.hardening', profile.seccomp.loc).short()}): TIOCSTI, "
+                        "io_uring, userfaultfd, bpf and nested user namespaces are not refused")
+    # Every [unsafe] switch that is on is named (schema.Unsafe says so).
+    for name, why in UNSAFE_WHY.items():
+        if getattr(profile.unsafe, name):
+            warnings.append(f"[unsafe] {name} = true "
+                            f"({at(f'unsafe.{name}', profile.unsafe.loc).short()}): {why}")
+
     steps.append(p.Exec(profile.loc))
     if errors:
         raise ProfileError(errors)
     return p.Plan(profile=profile.name, steps=tuple(steps), sources=profile.sources,
                   backend=profile.backend, variables=tuple(sorted(variables.items())),
                   warnings=tuple(warnings))
+
+
+#: what each [unsafe] switch gives up, for explain's warnings
+UNSAFE_WHY = {
+    "allow_new_privs": "security.no_new_privs may be turned off (setuid programs regain "
+                       "their privileges)",
+    "map_root": "a root caller's sandbox runs as host root (uid 0), owner of every host "
+                "file it can see",
+}
 
 
 def _identity(profile: schema.Profile, facts: HostFacts,

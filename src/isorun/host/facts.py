@@ -126,13 +126,15 @@ def _landlock_abi() -> int:
     return int(rc) if rc > 0 else 0
 
 
-def variables(facts: HostFacts, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The ``${NAME}`` variables a profile may use, resolved for this caller."""
+def variables(facts: HostFacts, environ: dict[str, str] | None = None,
+              cwd: str | None = None) -> dict[str, str]:
+    """The ``${NAME}`` variables a profile may use, resolved for this caller (in ``cwd``,
+    when given, instead of the working directory)."""
     env = os.environ if environ is None else environ
     home = env.get("HOME") or os.path.expanduser("~")
     return {
         "HOME": os.path.realpath(home),
-        "CWD": os.path.realpath(os.getcwd()),
+        "CWD": os.path.realpath(os.getcwd() if cwd is None else cwd),
         "TMPDIR": os.path.realpath(env.get("TMPDIR") or "/tmp"),
         "UID": str(facts.uid),
         "GID": str(facts.gid),

@@ -62,11 +62,9 @@ def resolve(spec: str, relative_to: Path | None, loc: Loc | None) -> tuple[Path,
     if is_path(spec):
         base = relative_to if relative_to is not None else Path.cwd()
         path = (base / os.path.expanduser(spec))
-        if not path.is_file():
-            raise ProfileError(Diagnostic(
-                loc or Loc(spec), f"profile file not found: {spec}",
-                f"looked for {_display(path)}; paths in extends are relative to the including "
-                "file"))
+        problem = _not_a_profile(spec, path)
+        if problem is not None:
+            raise ProfileError(Diagnostic(loc or Loc(spec), *problem))
         return path, _display(path)
     path = BUILTIN_DIR / f"{spec}.toml"
     if not path.is_file():
@@ -76,6 +74,45 @@ def resolve(spec: str, relative_to: Path | None, loc: Loc | None) -> tuple[Path,
         raise ProfileError(Diagnostic(loc or Loc(spec), f"no built-in profile named {spec!r}",
                                       hint + "; write ./NAME.toml for a file"))
     return path, f"<builtin>/{spec}.toml"
+
+
+def _not_a_profile(spec: str, path: Path) -> tuple[str, str] | None:
+    """(message, hint) when ``path`` cannot be a profile file, else None."""
+    import errno
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return (f"profile path is a symlink loop: {spec}",
+                    f"fix the symbolic links on {_display(path)}")
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            hint = (f"looked for {_display(path)}; paths in extends are relative to the "
+                    "including file")
+            name = Path(spec).name.removesuffix(".toml")
+            if spec.endswith(".toml") and "/" not in spec and name in builtin_names():
+                hint = f"did you mean the built-in profile '{name}' (no .toml)? " + hint
+            return f"profile file not found: {spec}", hint
+        return (f"cannot open profile {spec}: {err.strerror}",
+                f"check the permissions of {_display(path)} and its directories")
+    if stat.S_ISDIR(st.st_mode):
+        return (f"profile {spec} is a directory, not a file",
+                f"name a .toml file in it, e.g. {spec.rstrip('/')}/NAME.toml")
+    if not stat.S_ISREG(st.st_mode):
+        return f"profile {spec} is not a regular file", "give a .toml file"
+    return None
+
+
+def _read(path: Path, display: str, via: tuple[Loc, ...]) -> bytes:
+    """The bytes of a profile file, an unreadable one reported like any profile error."""
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        hint = ("run as a user who may read it, or copy it somewhere readable"
+                if isinstance(err, PermissionError) else "check the file")
+        raise ProfileError(Diagnostic(Loc(display, via=via),
+                                      f"cannot read profile: {err.strerror}", hint)) from None
 
 
 def _display(path: Path) -> str:
@@ -96,7 +133,7 @@ def load(spec: str) -> schema.Profile:
 
 def _load_tree(path: Path, display: str, name: str, via: tuple[Loc, ...],
                stack: tuple[Path, ...]) -> Layer:
-    layer = load_layer(path.read_bytes(), display, name, via)
+    layer = load_layer(_read(path, display, via), display, name, via)
     diagnostics: list[Diagnostic] = []
     merged: Layer | None = None
     sources: list[str] = []

@@ -232,7 +232,8 @@ class BwrapBackend:
             # after reading it.
             at = inv.argv.index(_which("bwrap"))
             end = inv.command_at - 1
-            args_fd = _memfd(b"".join(a.encode() + b"\0" for a in inv.argv[at + 1:end]), stack)
+            packed = b"".join(os.fsencode(a) + b"\0" for a in inv.argv[at + 1:end])
+            args_fd = _memfd(packed, stack)
             inv = replace(inv, argv=(*inv.argv[:at + 1], "--args", str(args_fd),
                                      *inv.argv[end:]),
                           pass_fds=tuple(sorted({*inv.pass_fds, args_fd})))
@@ -516,7 +517,16 @@ class SandboxRun:
         return out, err
 
     def send_signal(self, sig: int) -> None:
-        self._proc.send_signal(sig)
+        # To the command, as the native sandbox's pid 1 forwards it (see sandbox.forward);
+        # to the wrapper only while the command does not exist yet.
+        from isorun.sandbox.forward import command_pid
+
+        target = command_pid(self.pid) if self._proc.poll() is None else None
+        if target is None:
+            self._proc.send_signal(sig)
+            return
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(target, sig)
 
     def kill(self) -> None:
         kill_tree(self.pid)

@@ -177,6 +177,26 @@ class Cgroup:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
 
+    def events_in_parent(self) -> dict[str, int]:
+        """What the limits did, read before the directories go: ``oom_kill`` (processes
+        the memory limit killed) and ``pids_max`` (forks the pids limit refused). v2 keeps
+        them in memory.events and pids.events, v1 in memory.oom_control and pids.events;
+        a counter a kernel does not keep is left out."""
+        found: dict[str, int] = {}
+        for directory in self.dirs:
+            for name, key, as_name in (("memory.events", "oom_kill", "oom_kill"),
+                                       ("memory.oom_control", "oom_kill", "oom_kill"),
+                                       ("pids.events", "max", "pids_max")):
+                try:
+                    lines = (directory / name).read_text().splitlines()
+                except OSError:
+                    continue
+                for line in lines:
+                    field, _, value = line.partition(" ")
+                    if field == key and value.strip().isdigit():
+                        found[as_name] = found.get(as_name, 0) + int(value)
+        return found
+
     def remove_in_parent(self, timeout: float = 2.0) -> None:
         """rmdir every directory; retries while the last exiting tasks leave (EBUSY)."""
         deadline = time.monotonic() + timeout

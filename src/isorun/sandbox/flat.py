@@ -15,7 +15,7 @@ version     u32
 clone_flags i64, CLONE_NEW* (the helper unshares the deferred ones as the shim does)
 uid, gid    i64, i64: the ids inside the user namespace
 flags       i64: 1 setgroups_deny, 2 loopback_up, 4 new_session, 8 die_with_parent,
-            16 no_new_privs, 32 init
+            16 no_new_privs, 32 init, 64 terminal_job
 caps_keep   i64: bit N keeps capability N
 uid_map     bytes, written by the helper to /proc/PID/uid_map
 gid_map     bytes, likewise gid_map
@@ -49,14 +49,14 @@ if TYPE_CHECKING:
 
 MAGIC = b"IRLR"
 #: bump with any change of the layout above; launch.c refuses any other
-VERSION = 3
+VERSION = 4
 #: PATH used when the spec's environment has none, as execvp(3) does (parent.DEFAULT_PATH)
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: mount kinds (isorun_shim.h); FILE content may hold NULs, TREE is the helper's own
 MOUNT_FILE, MOUNT_TREE = 6, 10
 FLAG_BITS = (
     ("setgroups_deny", 1), ("loopback_up", 2), ("new_session", 4),
-    ("die_with_parent", 8), ("no_new_privs", 16), ("init", 32),
+    ("die_with_parent", 8), ("no_new_privs", 16), ("init", 32), ("terminal_job", 64),
 )  # fmt: skip
 
 

@@ -63,18 +63,21 @@ def spawn_launched(
     stdin: StdSpec = None,
     stdout: StdSpec = None,
     stderr: StdSpec = None,
+    terminal: bool = False,
 ) -> LaunchedProcess:
     """Start ``record`` for ``argv`` through isorun-launch: what :func:`spawn` does, but
     the clone happens in that small C program, not in this (large) process.
 
-    ``blob`` is ``flat.encode(record)``. The helper is started with posix_spawn (vfork:
+    ``blob`` is ``flat.encode(record)``. ``terminal``: the CLI's launch, which may make
+    the sandbox the foreground job of this process's terminal (spec.terminal_job); an API
+    caller keeps its terminal. The helper is started with posix_spawn (vfork:
     nothing of this process is copied), reads the record from a pipe, and reports on a
     unix socket: the failure record, the sandbox's pid and its pidfd (SCM_RIGHTS). Raises
     SandboxSetupError as :func:`spawn` does, leaving nothing behind (the helper kills and
     reaps the sandbox before it reports a failure, and is reaped here).
     """
     if not argv or not argv[0]:
-        raise InternalError("spec.argv is empty")
+        raise InternalError("spec.argv is empty")  # api.Popen refuses that first
     for arg in argv:
         if b"\0" in arg:
             raise InternalError(f"argv contains a NUL byte: {arg!r}")
@@ -86,9 +89,12 @@ def spawn_launched(
     helper = -1
     try:
         actions: list[tuple[int, int, int]] = []
+        child_stdout = -1
         for index, value in enumerate((stdin, stdout, stderr)):
-            child_fd, parent_fd = _child_stdio(value, index, opened)
+            child_fd, parent_fd = _child_stdio(value, index, opened, child_stdout)
             child_fd = _lift(child_fd, index, opened)
+            if index == 1:
+                child_stdout = child_fd
             parent_ends.append(parent_fd)
             if child_fd >= 0:
                 # dup2 onto itself too: glibc's posix_spawn then clears FD_CLOEXEC.
@@ -109,7 +115,8 @@ def spawn_launched(
                 for fd in (record_r, report, *keep):
                     actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
                 args: list[str | bytes] = [launcher, "--record-fd", str(record_r),
-                                           "--report-fd", str(report), "--", *argv]
+                                           "--report-fd", str(report),
+                                           *(["--terminal"] if terminal else []), "--", *argv]
                 # An empty environment: the helper reads none (static, no loader), and
                 # the command's comes from the record.
                 helper = os.posix_spawn(launcher, args, {}, file_actions=actions)

@@ -49,7 +49,9 @@ def build_environment(step: p.Environment, caller: Mapping[str, str]) -> tuple[b
         for name, value in caller.items():
             if name == pattern or (pattern.endswith("*") and fnmatch.fnmatchcase(name, pattern)):
                 env[name] = value
-    return tuple(f"{k}={v}".encode() for k, v in sorted(env.items()))
+    # fsencode, not encode(): os.environ holds bytes that are not UTF-8 as surrogates
+    # (PEP 383), and the command must get the caller's bytes back, not an error.
+    return tuple(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in sorted(env.items()))
 
 
 def _mount(index: int, step: p.MountStep) -> ShimMount:
@@ -185,6 +187,10 @@ def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
                 fields.update(landlock_fields(step))
             case p.LoadSeccomp():
                 fields["seccomp_bpf"] = seccomp_bpf
+                # The hardening rules refuse TIOCSTI and TIOCLINUX, the reason for a new
+                # session; with them the sandbox may stay in a terminal's session as its
+                # foreground job (spec.terminal_job), and a shell works as one.
+                fields["terminal_job"] = bool(seccomp_bpf) and step.policy.hardening
             case p.Exec():
                 pass
             case _:

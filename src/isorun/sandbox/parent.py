@@ -35,10 +35,10 @@ if TYPE_CHECKING:
     Failure: TypeAlias = tuple[str, str, int, int]
 
 #: the ABI this package speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 8
+ABI = 9
 #: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
 #: when the layout changes and cached records from before are never read
-RECORD_FORMAT = 4
+RECORD_FORMAT = 5
 #: PATH used when the spec's environment has none, as execvp(3) does
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: sizeof(struct isorun_failure): int err, int index, char step[32], char syscall[32]
@@ -51,6 +51,7 @@ ENOENT, ENOTDIR, ELOOP = 2, 20, 40
 MS_RDONLY = 0x1
 #: the longest path the kernel resolves (PATH_MAX), with its NUL
 PATH_MAX = 4096
+SIGTTOU = 22
 #: open_tree(2) shares its number across architectures (the 5.2 unified syscall table)
 SYS_OPEN_TREE = 428
 OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH = 1, 0x8000, 0x1000
@@ -186,7 +187,8 @@ def _struct(
     for slot, (resource, soft, hard, step) in zip(rslots, rlimits, strict=False):
         slot.resource, slot.step, slot.soft, slot.hard = resource, step, soft, hard
     c.rlimits, c.n_rlimits = rslots, len(rlimits)
-    c.new_session = int(record["new_session"])
+    c.new_session = (0 if not record["new_session"] else
+                     lib.ISORUN_SESSION_TERMINAL_OK if record["terminal_job"] else 1)
     c.die_with_parent = int(record["die_with_parent"])
     c.keep_fds = new("int[]", list(keep_fds) or [-1])
     c.n_keep_fds = len(keep_fds)
@@ -502,6 +504,37 @@ def signal_in_parent(pidfd: int, sig: int) -> None:
     import _signal  # type: ignore[import-not-found]
 
     _quietly(ProcessLookupError, _signal.pidfd_send_signal, pidfd, sig)
+
+
+def foreground_in_parent() -> bool:
+    """Whether this process is the foreground job of its controlling terminal (stdin):
+    then a sandbox with ``terminal_job`` may take the terminal (shim ns.c)."""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def reclaim_terminal_in_parent() -> None:
+    """After a sandbox that shared this process's terminal (spec.terminal_job) ended: a
+    shell in it may have left a job of its own in the foreground; take the terminal
+    back, or this process's next read from it would stop with SIGTTIN. SIGTTOU blocked,
+    since this process may be in the background then. The C launcher does the same
+    (launch.c, reclaim_terminal)."""
+    import _signal
+
+    try:
+        if os.tcgetpgrp(0) == os.getpgrp():
+            return
+    except OSError:
+        return
+    old = _signal.pthread_sigmask(_signal.SIG_BLOCK, (SIGTTOU,))
+    try:
+        os.tcsetpgrp(0, os.getpgrp())
+    except OSError:
+        pass  # the terminal is gone, or another job took it meanwhile: leave it
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
 
 
 def abandon_in_parent(pid: int, pidfd: int, record: Record) -> None:

@@ -46,10 +46,18 @@ CLONE_NEWPID = parent.CLONE_NEWPID
 StdSpec = int | IO[Any] | None
 
 
-def _child_stdio(value: StdSpec, index: int, opened: list[int]) -> tuple[int, int]:
-    """(fd for the child, parent end of a pipe or -1); fds we open go into ``opened``."""
+def _child_stdio(value: StdSpec, index: int, opened: list[int],
+                 stdout_fd: int = -1) -> tuple[int, int]:
+    """(fd for the child, parent end of a pipe or -1); fds we open go into ``opened``.
+
+    ``stdout_fd``: the child's stdout as this returned it for index 1, which
+    ``stderr=subprocess.STDOUT`` shares (-1: this process's own stdout, descriptor 1)."""
     if value is None:
         return -1, -1
+    if value == subprocess.STDOUT:
+        if index != 2:
+            raise ValueError("STDOUT is only valid as stderr, as for subprocess.Popen")
+        return (stdout_fd if stdout_fd >= 0 else 1), -1
     if value == subprocess.PIPE:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         opened.extend((read_fd, write_fd))
@@ -112,6 +120,11 @@ class SandboxProcess:
         self._new_session: bool = spec["new_session"]
         self._cgroup = cgroup
         self._lock = threading.Lock()
+        #: the sandbox may have taken this process's terminal (spec.terminal_job): take
+        #: it back once reaped (LaunchedProcess: isorun-launch does)
+        self._reclaim_terminal = False
+        #: what the cgroup's limits did (Cgroup.events_in_parent), once reaped
+        self.limit_events: dict[str, int] = {}
         self._timer: threading.Timer | None = None
         if wall_time is not None:
             self._timer = threading.Timer(wall_time, self._expire)
@@ -156,6 +169,8 @@ class SandboxProcess:
                 if self._timer is not None:
                     self._timer.cancel()
                 self._cleanup()
+                if self._reclaim_terminal:
+                    parent.reclaim_terminal_in_parent()
                 return self.returncode
 
     def _wait_for_exit(self) -> None:
@@ -179,6 +194,7 @@ class SandboxProcess:
 
     def _cleanup(self) -> None:
         if self._cgroup is not None:
+            self.limit_events = self._cgroup.events_in_parent()
             if not self._clone_flags & CLONE_NEWPID:
                 self._cgroup.kill_in_parent()
             self._cgroup.remove_in_parent()
@@ -284,6 +300,7 @@ def spawn(
     memory_max: int | None = None,
     pids_max: int | None = None,
     on_listener: Callable[[int], None] | None = None,
+    terminal: bool = False,
 ) -> SandboxProcess:
     """Start ``spec`` in a new sandbox.
 
@@ -298,11 +315,17 @@ def spawn(
     With ``spec.notify_bpf`` (learn mode), ``on_listener`` receives the seccomp listener
     (the caller owns it) before spawn waits for execve, and must start answering it at
     once: the command's execve is the first notified call.
+
+    ``terminal``: the CLI's launch, which may make the sandbox the foreground job of this
+    process's terminal (``spec.terminal_job``).
     """
     if bool(spec.notify_bpf) != (on_listener is not None):
         raise InternalError("spec.notify_bpf and on_listener go together")
     cgroup_plan = plan_cgroup_in_parent(memory_max, pids_max, spec.cgroup)
     record = spec_record(spec)
+    # Only the CLI's launch may hand the sandbox this process's terminal (see
+    # spec.terminal_job); an API caller keeps it.
+    record["terminal_job"] = terminal and spec.terminal_job
     opened: list[int] = []
     parent_ends: list[int] = []
     child_ends: list[int] = []
@@ -317,7 +340,8 @@ def spawn(
 
     try:
         for index, value in enumerate((stdin, stdout, stderr)):
-            child_fd, parent_fd = _child_stdio(value, index, opened)
+            stdout_fd = child_ends[1] if len(child_ends) > 1 else -1
+            child_fd, parent_fd = _child_stdio(value, index, opened, stdout_fd)
             child_ends.append(_lift(child_fd, index, opened))
             parent_ends.append(parent_fd)
         hand_over = None
@@ -329,6 +353,7 @@ def spawn(
                 assert on_listener is not None
                 _hand_over_listener(notify_parent, spec, on_listener)
 
+        foreground = bool(record["terminal_job"]) and parent.foreground_in_parent()
         pid, pidfd, failure = parent.spawn_in_parent(
             record, opened, stdio=(child_ends[0], child_ends[1], child_ends[2]),
             pass_fds=pass_fds, child_ends={notify_child, *child_ends} - {-1, *parent_ends},
@@ -340,6 +365,7 @@ def spawn(
             if fd >= 0:
                 opened.remove(fd)
         proc = SandboxProcess(pid, pidfd, spec, parent_ends, cgroup, wall_time, exec_error)
+        proc._reclaim_terminal = foreground
         started = None
         return proc
     except BaseException:

@@ -99,6 +99,11 @@ class ShimSpec:
     #: setsid(2); when false the command shares the terminal and the seccomp program
     #: must deny TIOCSTI/TIOCLINUX (the planner checks this)
     new_session: bool = True
+    #: with new_session, when the command's stdin is the launcher's controlling terminal
+    #: and the launcher its foreground job (the CLI): stay in the launcher's session and
+    #: process group instead of setsid, so a shell gets job control, ^C and ^Z (shim
+    #: exec.c, isorun_child_confine). Only when the filter refuses TIOCSTI/TIOCLINUX.
+    terminal_job: bool = False
     #: PR_SET_PDEATHSIG(SIGKILL) so the sandbox dies with the launcher
     die_with_parent: bool = True
     #: descriptors that stay open (besides 0, 1, 2); all others are closed

@@ -377,7 +377,13 @@ static _Noreturn void run_init(const struct isorun_spec *spec, pid_t cmd) {
         if (sig < 0)
             continue;
         if (sig != SIGCHLD) {
-            kill(cmd, sig);
+            /*
+             * In the terminal's foreground group, the command got the terminal's own
+             * signals (si_code SI_KERNEL) as we did: passing them on would deliver ^C
+             * twice. The launcher's (SI_USER) are the ones to forward.
+             */
+            if (!(spec->new_session == ISORUN_SESSION_TERMINAL_JOB && info.si_code == SI_KERNEL))
+                kill(cmd, sig);
             continue;
         }
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -435,8 +441,17 @@ int isorun_child_main(void *arg) {
  * (above) and apply.c (a spec applied to the calling process) both take.
  */
 void isorun_child_confine(const struct isorun_spec *spec) {
-    /* A new session has no controlling terminal: TIOCSTI on the launcher's tty fails. */
-    if (spec->new_session && setsid() < 0)
+    /*
+     * A new session has no controlling terminal: TIOCSTI on the launcher's tty fails.
+     * ISORUN_SESSION_TERMINAL_JOB (isorun_spawn: the CLI in the foreground of the terminal
+     * that is the command's stdin) keeps the launcher's session and process group instead,
+     * as any program a shell starts: the command gets job control (bash -i), ^C and ^Z
+     * from the terminal itself, and ^Z stops the launcher with it, so the caller's shell
+     * gets the terminal back. Safe only because the seccomp filter refuses TIOCSTI and
+     * TIOCLINUX (CVE-2017-5226), which is why native.build_spec allows it only with the
+     * seccomp hardening on; the launchers then pass on only signals sent with kill.
+     */
+    if (spec->new_session && spec->new_session != ISORUN_SESSION_TERMINAL_JOB && setsid() < 0)
         fail(spec, "setsid", "setsid");
     /* Ids before any mount: see isorun_child_ids (files made by unmapped ids fail). */
     isorun_child_ids(spec);

@@ -179,7 +179,7 @@ int isorun_frontend_main(int argc, char **argv) {
 
     struct isorun_failure failure;
     memset(&failure, 0, sizeof failure);
-    int status = isorun_launch_record(idx.record, idx.record_len, la.command, -1, &failure);
+    int status = isorun_launch_record(idx.record, idx.record_len, la.command, -1, 1, &failure);
     free(idx.data);
     if (status < 0) {
         /* Set-up failed before the command ran (isorun_launch_record leaves nothing

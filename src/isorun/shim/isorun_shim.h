@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 8
+#define ISORUN_SHIM_ABI 9
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -113,6 +113,13 @@ struct isorun_spec {
     int loopback_up;
     const struct isorun_rlimit *rlimits;
     size_t n_rlimits;
+    /*
+     * 0 keeps the caller's session; 1 setsid(). 2 (ISORUN_SESSION_TERMINAL_OK): setsid()
+     * unless the command's stdin is the launcher's controlling terminal and the launcher
+     * is its foreground job; then isorun_spawn makes it 3 (ISORUN_SESSION_TERMINAL_JOB)
+     * and the sandbox stays in the launcher's session and process group. Only for a
+     * filter that refuses TIOCSTI/TIOCLINUX (see exec.c, isorun_child_confine).
+     */
     int new_session;
     int die_with_parent;
     const int *keep_fds;
@@ -154,6 +161,8 @@ int isorun_abi(void);
  * Clone the sandbox child, which blocks on sync_fd until the parent has written its id
  * maps and cgroup, then walks the spec. Returns the child pid, or -errno.
  */
+#define ISORUN_SESSION_TERMINAL_OK 2
+#define ISORUN_SESSION_TERMINAL_JOB 3
 int isorun_spawn(const struct isorun_spec *spec);
 
 /*

@@ -261,11 +261,33 @@ static void close_trees(struct isorun_record *rec) {
     }
 }
 
+/* Whether we were the terminal's foreground job when the sandbox started (see below). */
+static int launcher_foreground;
+
+/*
+ * A shell in a sandbox that shares our terminal (exec.c, ISORUN_SESSION_TERMINAL_JOB) may
+ * have made one of its jobs the foreground group and died without handing it back: take
+ * the terminal back, or the caller's next read from it would stop with SIGTTIN. SIGTTOU
+ * blocked: we may be in the background then.
+ */
+static void reclaim_terminal(void) {
+    sigset_t ttou, old;
+
+    if (!launcher_foreground || tcgetpgrp(0) == getpgrp())
+        return;
+    sigemptyset(&ttou);
+    sigaddset(&ttou, SIGTTOU);
+    sigprocmask(SIG_BLOCK, &ttou, &old);
+    (void)tcsetpgrp(0, getpgrp());
+    sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
 static int reap(pid_t pid) {
     int status = 0;
 
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
+    reclaim_terminal();
     return status;
 }
 
@@ -287,8 +309,9 @@ static volatile sig_atomic_t forward_tty = 1;
  * and pidfd_send_signal(2) give SI_USER. The API (forward_tty 0) passes on only the
  * latter: its sandbox never got the terminal's signals when Python cloned it (a new
  * session is not the terminal's foreground group, and a sandbox without one gets them
- * from the terminal itself, being in our group). The CLI passes on both: there the
- * launcher stands for the command at the terminal.
+ * from the terminal itself, being in our group). The CLI passes on both when the
+ * sandbox has a session of its own: there the launcher stands for the command at the
+ * terminal; sharing our foreground group (launcher_foreground), the latter only.
  */
 static void forward(int sig, siginfo_t *info, void *context) {
     int saved = errno;
@@ -343,7 +366,8 @@ static void close_unkept(const struct isorun_spec *s, int report_fd) {
     }
 }
 
-static int launch(struct isorun_record *rec, int report_fd, struct isorun_failure *f) {
+static int launch(struct isorun_record *rec, int report_fd, int terminal,
+                  struct isorun_failure *f) {
     struct isorun_spec *s = &rec->spec;
     struct sigaction sa, old_sa[N_FORWARDED];
     int sync[2] = {-1, -1}, err[2] = {-1, -1};
@@ -381,6 +405,10 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
     s->sync_parent_fd = sync[1];
     s->err_fd = err[1];
     s->err_parent_fd = err[0];
+    if (!terminal && s->new_session == ISORUN_SESSION_TERMINAL_OK)
+        s->new_session = 1;
+    launcher_foreground = s->new_session == ISORUN_SESSION_TERMINAL_OK &&
+                          tcgetpgrp(0) > 0 && tcgetpgrp(0) == getpgrp();
     pid = isorun_spawn(s);
     rc = pid < 0 ? -pid : 0;
     close(sync[0]);
@@ -433,7 +461,8 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
     }
     /* The sandbox's pid 1 forwards these on; we must survive them to report its status. */
     forward_pidfd = pidfd;
-    forward_tty = report_fd < 0;
+    /* Sharing the terminal's foreground group, the command got its signals itself. */
+    forward_tty = report_fd < 0 && !launcher_foreground;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = forward;
     sa.sa_flags = SA_RESTART | SA_SIGINFO;
@@ -454,7 +483,7 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
 }
 
 int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv[],
-                         int report_fd, struct isorun_failure *failure) {
+                         int report_fd, int terminal, struct isorun_failure *failure) {
     struct isorun_record rec;
     sigset_t block, old;
     const char *error;
@@ -480,7 +509,7 @@ int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv
             send_report(report_fd, failure, 0, -1);
         status = -1;
     } else {
-        status = launch(&rec, report_fd, failure);
+        status = launch(&rec, report_fd, terminal, failure);
         if (status < 0 && report_fd >= 0 && strcmp(failure->step, "report") != 0)
             send_report(report_fd, failure, 0, -1);
     }

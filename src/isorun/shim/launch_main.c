@@ -1,7 +1,7 @@
 /*
  * isorun-launch's entry point.
  *
- *   isorun-launch --record-fd N --report-fd M -- CMD [ARG]...   (the Python API)
+ *   isorun-launch --record-fd N --report-fd M [--terminal] -- CMD [ARG]...   (the Python API)
  *   isorun-launch --dump --record-fd N                          (tests: the parsed record)
  *   anything else: the `isorun` command's front end (frontend.c)
  *
@@ -89,7 +89,7 @@ static int mirror(int status) {
     return 128 + sig;
 }
 
-static int api_main(int record_fd, int report_fd, char **argv) {
+static int api_main(int record_fd, int report_fd, int terminal, char **argv) {
     struct isorun_failure failure;
     unsigned char *blob;
     size_t len = 0;
@@ -107,7 +107,8 @@ static int api_main(int record_fd, int report_fd, char **argv) {
     }
     blob = read_record(record_fd, &len);
     close(record_fd);
-    status = isorun_launch_record(blob, blob != NULL ? len : 0, argv, report_fd, &failure);
+    status = isorun_launch_record(blob, blob != NULL ? len : 0, argv, report_fd, terminal,
+                                  &failure);
     free(blob);
     if (status < 0)
         return ISORUN_EXIT_SETUP;
@@ -130,10 +131,12 @@ static int dump_main(int record_fd) {
 }
 
 int main(int argc, char **argv) {
-    int record_fd, report_fd;
+    int record_fd, report_fd, terminal;
 
-    if (argc >= 7 && strcmp(argv[1], "--record-fd") == 0 &&
-        strcmp(argv[3], "--report-fd") == 0 && strcmp(argv[5], "--") == 0) {
+    /* --terminal: the CLI's launch through the API (isorun_launch_record, terminal). */
+    terminal = argc >= 8 && strcmp(argv[5], "--terminal") == 0;
+    if (argc >= 7 + terminal && strcmp(argv[1], "--record-fd") == 0 &&
+        strcmp(argv[3], "--report-fd") == 0 && strcmp(argv[5 + terminal], "--") == 0) {
         record_fd = parse_fd(argv[2]);
         report_fd = parse_fd(argv[4]);
         if (record_fd < 0 || report_fd < 0 || record_fd == report_fd) {
@@ -141,7 +144,7 @@ int main(int argc, char **argv) {
                   stderr);
             return ISORUN_EXIT_SETUP;
         }
-        return api_main(record_fd, report_fd, argv + 6);
+        return api_main(record_fd, report_fd, terminal, argv + 6 + terminal);
     }
     if (argc == 4 && strcmp(argv[1], "--dump") == 0 && strcmp(argv[2], "--record-fd") == 0) {
         record_fd = parse_fd(argv[3]);

@@ -22,7 +22,7 @@
 
 #define RECORD_MAGIC "IRLR"
 /* isorun.sandbox.flat.VERSION */
-#define RECORD_VERSION 3
+#define RECORD_VERSION 4
 /* The namespaces a record may ask for; any other clone flag (CLONE_VM...) is refused. */
 #define RECORD_CLONE_FLAGS                                                                 \
     ((unsigned long)(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |           \
@@ -33,7 +33,8 @@
 #define FLAG_DIE_WITH_PARENT 8
 #define FLAG_NO_NEW_PRIVS 16
 #define FLAG_INIT 32
-#define FLAG_ALL 63
+#define FLAG_TERMINAL_JOB 64
+#define FLAG_ALL 127
 
 /* The child reads its copy-on-write copy of these after clone; freed after the launch. */
 struct isorun_chunk {
@@ -250,7 +251,8 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
     s->gid = (unsigned int)gid;
     s->setgroups_deny = !!(flags & FLAG_SETGROUPS_DENY);
     s->loopback_up = !!(flags & FLAG_LOOPBACK_UP);
-    s->new_session = !!(flags & FLAG_NEW_SESSION);
+    s->new_session = !(flags & FLAG_NEW_SESSION) ? 0
+                     : (flags & FLAG_TERMINAL_JOB) ? ISORUN_SESSION_TERMINAL_OK : 1;
     s->die_with_parent = !!(flags & FLAG_DIE_WITH_PARENT);
     s->no_new_privs = !!(flags & FLAG_NO_NEW_PRIVS);
     s->init = !!(flags & FLAG_INIT);

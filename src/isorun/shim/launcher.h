@@ -26,13 +26,17 @@
  * copies, so that the caller's pipes see EOF when the command closes them. Signals a
  * terminal sends (si_code SI_KERNEL) are not forwarded then, only those sent with kill.)
  *
+ * terminal: the caller stands for the command at its terminal (the CLI), so a record
+ * that allows it (new_session ISORUN_SESSION_TERMINAL_OK) may make the sandbox the
+ * terminal's foreground job; 0 (an API caller keeps its terminal) means a new session.
+ *
  * Returns the command's wait status (>= 0) once it has ended; failure->err is then 0, or
  * the execve errno with failure->step "exec" when the command could not be executed
  * (status 126/127). Returns -1 when set-up failed before the command ran, with *failure
  * filled in; nothing of the sandbox is left behind then.
  */
 int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv[],
-                         int report_fd, struct isorun_failure *failure);
+                         int report_fd, int terminal, struct isorun_failure *failure);
 
 /* Test aid: the parsed record as text, one field a line (isorun-launch --dump). 0 or -1. */
 int isorun_dump_record(const unsigned char *blob, size_t len, FILE *out);

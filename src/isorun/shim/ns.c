@@ -41,11 +41,26 @@ int isorun_child_unshare_deferred(const struct isorun_spec *spec) {
     return 0;
 }
 
+/*
+ * Whether the launcher is the foreground job of the terminal the command gets as stdin
+ * (tcgetpgrp fails with ENOTTY unless it is our controlling terminal). Decided here, in
+ * the parent: after a CLONE_NEWPID the child cannot see the caller's process groups.
+ */
+static int foreground_terminal(const struct isorun_spec *spec) {
+    pid_t fg = tcgetpgrp(spec->stdio[0] >= 0 ? spec->stdio[0] : 0);
+
+    return fg > 0 && fg == getpgrp();
+}
+
 int isorun_spawn(const struct isorun_spec *spec) {
     unsigned long flags = spec->clone_flags & ~isorun_deferred_flags(spec->clone_flags);
+    struct isorun_spec decided = *spec;
     sigset_t all, old;
     void *stack;
     int pid, err;
+
+    if (decided.new_session == ISORUN_SESSION_TERMINAL_OK)
+        decided.new_session = foreground_terminal(spec) ? ISORUN_SESSION_TERMINAL_JOB : 1;
 
     stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -64,7 +79,7 @@ int isorun_spawn(const struct isorun_spec *spec) {
      * SIGCHLD makes the child waitable like a fork()ed one.
      */
     pid = clone(isorun_child_main, (char *)stack + CHILD_STACK_SIZE, (int)(flags | SIGCHLD),
-                (void *)spec);
+                (void *)&decided);
     err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     munmap(stack, CHILD_STACK_SIZE);
