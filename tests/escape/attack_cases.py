@@ -1,0 +1,221 @@
+"""Attacks on the Landlock mode, safe defaults and wrapper mounts, as the sandboxed
+command would make them. Run in-process as root by test_attack_*.py, or re-run under
+setpriv as an unprivileged user (``python attack_cases.py CASE``). Each asserts what the
+kernel answered inside, beside a control showing the act works where the rule does not
+apply, so a case cannot pass by breaking the sandbox instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+#: the sandbox's host identity in landlock mode: a root caller's sandbox runs as nobody
+SANDBOX_UID = 65534 if os.getuid() == 0 else os.getuid()
+PY = "/usr/bin/python3"
+#: connects to a pathname unix socket and says what came of it
+CONNECT = r"""
+import errno, socket, sys
+try:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    s.sendall(b"escaped")
+    print("OK")
+except OSError as err:
+    print(errno.errorcode.get(err.errno, err.errno))
+"""
+#: socketpair still works: the mode keeps what reaches nothing outside
+PAIR = r"""
+import socket
+a, b = socket.socketpair()
+a.sendall(b"x")
+print("PAIR", b.recv(1).decode())
+"""
+
+
+def isorun(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI, as a user types it (its warning goes to the captured stderr)."""
+    import sysconfig
+
+    import isorun as package
+
+    # The system's Python with this isorun on PYTHONPATH: the venv's interpreter may lie
+    # where an unprivileged caller cannot execute it.
+    src = Path(package.__file__).resolve().parents[1]
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd.parent / f"{cwd.name}-cache"),
+           "PYTHONPATH": f"{src}:{sysconfig.get_paths()['purelib']}"}
+    return subprocess.run([PY, "-m", "isorun", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def warm_launch(plan: Any, script: str) -> tuple[int, str, str]:
+    """``sh -c script`` from an already compiled ``plan`` in landlock mode, as a warm
+    launch makes it: the cached record goes to the shim with no Python check between
+    (the C front end's hit), so only what the shim itself does stands."""
+    from isorun.errors import SandboxSetupError
+    from isorun.host.facts import probe
+    from isorun.sandbox import process
+    from isorun.sandbox.landlock_mode import build_mode_spec
+
+    spec = build_mode_spec(plan, ["/bin/sh", "-c", script], os.environ, probe().landlock)
+    try:
+        proc = process.spawn(spec, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except SandboxSetupError as err:  # the shim refused: exit 125 on the command line
+        return 125, "", str(err)
+    out, errors = proc.communicate(timeout=60)
+    return proc.returncode or 0, (out or b"").decode(), (errors or b"").decode()
+
+
+@contextmanager
+def project(prefix: str) -> Iterator[Path]:
+    """A project directory under /var/tmp that the sandbox's uid owns (build writes it)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    path.chmod(0o755)
+    if os.getuid() == 0:
+        os.chown(path, SANDBOX_UID, SANDBOX_UID)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(f"{path}-cache", ignore_errors=True)
+
+
+@contextmanager
+def unix_listener() -> Iterator[tuple[str, list[bytes]]]:
+    """A pathname unix socket outside every grant (a private directory under /tmp), as
+    the host's D-Bus session bus or an ssh-agent is; yields its path and what arrived."""
+    where = Path(tempfile.mkdtemp(prefix="isorun-atk-sock-", dir="/tmp"))
+    where.chmod(0o755)
+    path = str(where / "bus")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o777)
+    server.listen(4)
+    server.settimeout(30)
+    got: list[bytes] = []
+
+    def accept() -> None:
+        try:
+            conn, _ = server.accept()
+            got.append(conn.recv(64))
+            conn.close()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield path, got
+    finally:
+        server.close()
+        thread.join(5)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def landlock_mode_pathname_unix_socket() -> None:
+    """--backend landlock, strict (network = "none"): a host unix socket by path, outside
+    every grant, must not answer. Landlock does not govern connect(2) by path, so only
+    refusing socket(2) keeps it out; socketpair(2) still works."""
+    with project("isorun-atk-unix-") as where, unix_listener() as (path, got):
+        # control: the socket answers a process outside the sandbox's rules
+        assert subprocess.run([PY, "-c", CONNECT, path], capture_output=True, text=True,
+                              timeout=30, check=True).stdout.strip() == "OK"
+        done = isorun("--backend", "landlock", "--allow-weaker", "-p", "strict", "--",
+                      PY, "-c", CONNECT, path, cwd=where)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "EAFNOSUPPORT", (done.stdout, done.stderr)
+        assert got == [b"escaped"], got  # only the control's connection arrived
+        pair = isorun("--backend", "landlock", "--allow-weaker", "-p", "strict", "--",
+                      PY, "-c", PAIR, cwd=where)
+        assert pair.stdout.strip() == "PAIR x", (pair.stdout, pair.stderr)
+
+
+def landlock_mode_web_names_pathname_sockets() -> None:
+    """web (host network) in landlock mode: the socket stays reachable, and the run's
+    list of losses says so instead of leaving it out."""
+    with project("isorun-atk-web-") as where, unix_listener() as (path, _):
+        done = isorun("--backend", "landlock", "--allow-weaker", "-p", "web", "--",
+                      PY, "-c", CONNECT, path, cwd=where)
+        assert done.stdout.strip() == "OK", (done.stdout, done.stderr)
+        assert "pathname unix sockets" in done.stderr, done.stderr
+
+
+def landlock_mode_git_guard() -> None:
+    """build in landlock mode: the .git guard (a read-only bind inside the writable
+    ${CWD}) cannot hold without a mount tree, since Landlock rights add up along a path.
+    A hook planted there runs on the host's next commit, so the run must name the loss
+    (and auto refuse); with --allow-weaker the write goes through, as listed."""
+    with project("isorun-atk-git-") as where:
+        hooks = where / ".git" / "hooks"
+        hooks.mkdir(parents=True)
+        for folder in (where / ".git", hooks):
+            if os.getuid() == 0:
+                os.chown(folder, SANDBOX_UID, SANDBOX_UID)
+        plant = "echo planted > .git/hooks/pre-commit; echo wrote"
+        refused = isorun("--backend", "landlock", "-p", "build", "--", "sh", "-c", plant,
+                         cwd=where)
+        assert refused.returncode != 0, refused.stdout
+        assert f"ro-bind {where}/.git" in refused.stderr, refused.stderr
+        assert not (hooks / "pre-commit").exists()
+        weaker = isorun("--backend", "landlock", "--allow-weaker", "-p", "build", "--",
+                        "sh", "-c", plant, cwd=where)
+        assert weaker.stdout == "wrote\n", (weaker.stdout, weaker.stderr)
+        assert f"ro-bind {where}/.git" in weaker.stderr, weaker.stderr
+        assert "stays writable" in weaker.stderr, weaker.stderr
+
+
+def landlock_mode_planted_intermediate_link() -> None:
+    """test in landlock mode grants ${CWD}/node_modules/.cache by its host path. With
+    node_modules planted as a link (by the repository, or an earlier run), the grant must
+    not land on the link's target: there the sandbox would write the caller's other
+    directories (node_modules -> ~ makes ~/.cache writable)."""
+    with project("isorun-atk-link-") as where:
+        victim = Path(tempfile.mkdtemp(prefix="isorun-atk-victim-", dir="/var/tmp"))
+        try:
+            (victim / ".cache").mkdir()
+            for folder in (victim, victim / ".cache"):
+                folder.chmod(0o777)  # only Landlock stands between the sandbox and it
+            target = victim / ".cache" / "planted"
+            # an earlier run, with no node_modules yet, compiled the plan (and cached it)
+            from isorun import api
+
+            old = os.getcwd()
+            os.chdir(where)
+            try:
+                plan = api.compile_plan("test")
+            finally:
+                os.chdir(old)
+            (where / "node_modules").symlink_to(victim)
+            code, out, err = warm_launch(plan, f"echo planted > {target} && echo wrote")
+            assert code == 125 and "ELOOP" in err, (code, out, err)
+            assert not target.exists()
+            # control: a real directory there is granted and written
+            (where / "node_modules").unlink()
+            (where / "node_modules" / ".cache").mkdir(parents=True)
+            for folder in (where / "node_modules", where / "node_modules" / ".cache"):
+                folder.chmod(0o777)
+            inside = where / "node_modules" / ".cache" / "planted"
+            code, out, err = warm_launch(plan, f"echo x > {inside} && echo wrote")
+            assert out == "wrote\n", (code, out, err)
+        finally:
+            shutil.rmtree(victim, ignore_errors=True)
+
+
+CASES: dict[str, Callable[[], None]] = {
+    f.__name__: f for f in (
+        landlock_mode_pathname_unix_socket, landlock_mode_web_names_pathname_sockets,
+        landlock_mode_git_guard, landlock_mode_planted_intermediate_link)
+}  # fmt: skip
+
+if __name__ == "__main__":
+    CASES[sys.argv[1]]()
+    print("OK")
