@@ -210,10 +210,54 @@ def landlock_mode_planted_intermediate_link() -> None:
             shutil.rmtree(victim, ignore_errors=True)
 
 
+def home_bind_masks_every_git_credential_store() -> None:
+    """A profile that binds the home read-only (native backend): git's XDG credential
+    store and podman's registry logins are credentials like ~/.git-credentials, and
+    must be masked like it; an ordinary file beside them stays readable (control)."""
+    from isorun import api
+
+    home = Path(tempfile.mkdtemp(prefix="isorun-atk-home-", dir="/var/tmp"))
+    old_home, old_cwd = os.environ.get("HOME"), os.getcwd()
+    try:
+        home.chmod(0o755)
+        secrets = {".git-credentials": "https://u:tok1@example.invalid",
+                   ".config/git/credentials": "https://u:tok2@example.invalid",
+                   ".config/containers/auth.json": '{"auths": {"r": {"auth": "tok3"}}}',
+                   "notes.txt": "not a secret"}
+        for rel, text in secrets.items():
+            path = home / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.chmod(0o755)
+            path.write_text(text)
+            path.chmod(0o644)  # readable by a root caller's sandbox (nobody) unless masked
+        (home / "proj").mkdir(mode=0o755)
+        profile = home / "proj" / "home.toml"
+        profile.write_text('extends = ["strict"]\n[[mounts]]\ntype = "ro-bind"\n'
+                           'dst = "${HOME}"\n')
+        os.environ["HOME"] = str(home)
+        os.chdir(home / "proj")
+        script = "; ".join(f"cat {home / rel}; echo" for rel in secrets)
+        done = api.run(["/bin/sh", "-c", script], profile=str(profile), backend="native",
+                       capture_output=True, text=True, timeout=60)
+        out = str(done.stdout)
+        assert "not a secret" in out, (out, done.stderr)  # control: the bind shows home
+        for rel, text in secrets.items():
+            if rel != "notes.txt":
+                assert text not in out, f"{rel} readable inside: {out}"
+    finally:
+        os.chdir(old_cwd)
+        if old_home is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = old_home
+        shutil.rmtree(home, ignore_errors=True)
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         landlock_mode_pathname_unix_socket, landlock_mode_web_names_pathname_sockets,
-        landlock_mode_git_guard, landlock_mode_planted_intermediate_link)
+        landlock_mode_git_guard, landlock_mode_planted_intermediate_link,
+        home_bind_masks_every_git_credential_store)
 }  # fmt: skip
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ from isorun.profile import schema
 #: browser profiles (saved passwords and session cookies)
 CREDENTIALS = (
     ".ssh", ".gnupg", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".netrc",
-    ".git-credentials", ".pypirc", ".npmrc", ".password-store", ".local/share/keyrings",
+    # git's credential store, at both places it looks (git-credential-store(1)), and
+    # podman's registry logins where no runtime directory holds them (containers-auth.json(5))
+    ".git-credentials", ".config/git/credentials", ".config/containers/auth.json",
+    ".pypirc", ".npmrc", ".password-store", ".local/share/keyrings",
     ".config/gh", ".config/hub", ".cargo/credentials", ".cargo/credentials.toml",
     ".gem/credentials", ".terraform.d", ".vault-token", ".pgpass", ".my.cnf", ".s3cfg",
     ".boto", ".mozilla", ".config/google-chrome", ".config/chromium",

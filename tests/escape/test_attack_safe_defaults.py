@@ -1,0 +1,28 @@
+"""The safe defaults of issue #13 attacked from inside, as root's and an unprivileged
+caller's sandbox (cases in attack_cases.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.escape.conftest import case_runner
+
+CASES_FILE = Path(__file__).resolve().parent / "attack_cases.py"
+
+Runner = Callable[[str], None]
+
+
+@pytest.fixture
+def run_attack(mode: str) -> Runner:
+    runner: Runner = case_runner(mode, CASES_FILE)
+    return runner
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_home_bind_masks_git_xdg_and_podman_credentials(run_attack: Runner) -> None:
+    """~/.config/git/credentials and ~/.config/containers/auth.json hold the same
+    secrets as ~/.git-credentials and ~/.docker: masked under a bind of the home."""
+    run_attack("home_bind_masks_every_git_credential_store")
