@@ -253,11 +253,70 @@ def home_bind_masks_every_git_credential_store() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+#: maps and touches 1.5 GiB of memory no RLIMIT_DATA counts: MAP_SHARED|MAP_ANONYMOUS
+#: (shmem), as a program that wants to get past the data limit would
+SHARED_HOG = r"""
+import mmap
+n = 1536 << 20
+m = mmap.mmap(-1, n, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+for i in range(0, n, 4096):
+    m[i] = 1
+print("touched", n >> 20)
+"""
+PRIVATE_HOG = "bytearray(1536 << 20); print('touched')"
+
+
+def strict_memory_bound_holds_for_shared_mappings() -> None:
+    """strict's default memory bound (RLIMIT_DATA 1 GiB, issue #13: "a 2 GiB allocation
+    fails") must hold for a shared anonymous mapping too; the private one is the
+    control that the limit is in force."""
+    from isorun import api
+
+    with project("isorun-atk-mem-") as where:
+        old = os.getcwd()
+        os.chdir(where)
+        try:
+            private = api.run([PY, "-c", PRIVATE_HOG], profile="strict",
+                              capture_output=True, text=True, timeout=120)
+            assert "MemoryError" in str(private.stderr), (private.stdout, private.stderr)
+            shared = api.run([PY, "-c", SHARED_HOG], profile="strict",
+                             capture_output=True, text=True, timeout=120)
+        finally:
+            os.chdir(old)
+        assert "touched" not in str(shared.stdout), (
+            "1.5 GiB of MAP_SHARED|MAP_ANONYMOUS memory was allocated and touched under "
+            "strict's 1 GiB data limit")
+
+
+def build_cannot_plant_a_git_directory() -> None:
+    """build binds ${CWD} writable and guards an existing .git read-only. Where the
+    working directory has none (a subdirectory of a monorepo, a fresh checkout of a
+    part), the sandbox can create one: the host's next git command there finds it first
+    and runs its config (core.fsmonitor runs on `git status`) as the caller."""
+    from isorun import api
+
+    with project("isorun-atk-gitplant-") as where:
+        old = os.getcwd()
+        os.chdir(where)
+        try:
+            # control: the working directory is writable
+            out = api.run(["/bin/sh", "-c", "echo x > out"], profile="build",
+                          capture_output=True, text=True, timeout=60)
+            assert (where / "out").exists(), out.stderr
+            done = api.run(["/bin/sh", "-c", "mkdir .git && echo planted > .git/config"],
+                           profile="build", capture_output=True, text=True, timeout=60)
+        finally:
+            os.chdir(old)
+        assert not (where / ".git").exists(), (
+            f"the sandbox created {where}/.git (rc {done.returncode})")
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         landlock_mode_pathname_unix_socket, landlock_mode_web_names_pathname_sockets,
         landlock_mode_git_guard, landlock_mode_planted_intermediate_link,
-        home_bind_masks_every_git_credential_store)
+        home_bind_masks_every_git_credential_store,
+        strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory)
 }  # fmt: skip
 
 if __name__ == "__main__":
