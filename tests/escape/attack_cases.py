@@ -311,12 +311,37 @@ def build_cannot_plant_a_git_directory() -> None:
             f"the sandbox created {where}/.git (rc {done.returncode})")
 
 
+def landlock_mode_names_metadata_changes() -> None:
+    """Landlock governs no metadata change: in landlock mode the command can chmod a file
+    of its uid outside every grant (which it cannot read). The run must say so in its
+    list of losses rather than claim only that metadata stays visible."""
+    with project("isorun-atk-chmod-") as where:
+        outside = Path(tempfile.mkdtemp(prefix="isorun-atk-meta-", dir="/var/tmp"))
+        try:
+            victim = outside / "rc"
+            victim.write_text("private")
+            victim.chmod(0o600)
+            if os.getuid() == 0:
+                os.chown(victim, SANDBOX_UID, SANDBOX_UID)
+            outside.chmod(0o755)
+            done = isorun("--backend", "landlock", "--allow-weaker", "-p", "strict", "--",
+                          "sh", "-c", f"cat {victim}; chmod 666 {victim} && echo changed",
+                          cwd=where)
+            assert "private" not in done.stdout, done.stdout  # reading stays refused
+            assert done.stdout.strip() == "changed", (done.stdout, done.stderr)
+            assert victim.stat().st_mode & 0o777 == 0o666
+            assert "stay changeable (chmod" in done.stderr, done.stderr
+        finally:
+            shutil.rmtree(outside, ignore_errors=True)
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         landlock_mode_pathname_unix_socket, landlock_mode_web_names_pathname_sockets,
         landlock_mode_git_guard, landlock_mode_planted_intermediate_link,
         home_bind_masks_every_git_credential_store,
-        strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory)
+        strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory,
+        landlock_mode_names_metadata_changes)
 }  # fmt: skip
 
 if __name__ == "__main__":

@@ -45,3 +45,9 @@ def test_landlock_mode_refuses_a_planted_link_in_a_grant_path(run_attack: Runner
     """node_modules -> elsewhere under test's node_modules/.cache grant: refused (ELOOP),
     the link's target untouched; issue #12's class on Landlock grants."""
     run_attack("landlock_mode_planted_intermediate_link")
+
+
+def test_landlock_mode_names_chmod_outside_the_grants(run_attack: Runner) -> None:
+    """chmod of the uid's own file outside every grant works (Landlock has no metadata
+    right): the list of losses says so."""
+    run_attack("landlock_mode_names_metadata_changes")

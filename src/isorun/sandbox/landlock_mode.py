@@ -75,9 +75,13 @@ def lost_rules(plan: p.Plan, abi: int | None = None) -> list[Lost]:
                 lose(step, step.describe(), "the landlock backend puts the sandbox in no "
                      "cgroup of its own")
             case p.NewRoot():
+                # Landlock governs opening, creating and removing files, never their
+                # metadata: chmod and utimensat by path reach every host file the command's
+                # uid owns (chmod o+w ~/.bashrc hands it to every local user).
                 lose(step, step.describe(), "the host's tree stays the root: Landlock refuses "
                      "opening anything outside the grants, but names and metadata (stat) "
-                     "of host files stay visible")
+                     "of host files stay visible, and the mode and times of every host "
+                     "file the command's uid owns stay changeable (chmod, utimensat)")
             case p.MountStep():
                 why = _mount_loss(step) or _nested_loss(step, plan)
                 if why:
