@@ -335,13 +335,51 @@ def landlock_mode_names_metadata_changes() -> None:
             shutil.rmtree(outside, ignore_errors=True)
 
 
+@contextmanager
+def listener_in(folder: Path) -> Iterator[Path]:
+    """A listening unix socket in ``folder``, anyone may connect (as a session bus)."""
+    path = folder / "bus"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    os.chmod(path, 0o777)
+    server.listen(4)
+    try:
+        yield path
+    finally:
+        server.close()
+
+
+def strict_from_a_runtime_dir_is_refused() -> None:
+    """strict binds ${CWD} read-only, and a read-only bind does not stop connect(2) to a
+    unix socket: started from /run (or /run/user/UID, the session's D-Bus bus and
+    agents) it would hand the sandbox every service socket there. Refused like the home;
+    the control shows a socket in a project directory answers through the bind."""
+    with project("isorun-atk-rundir-") as where, listener_in(where) as sock:
+        done = isorun("-p", "strict", "--", PY, "-c", CONNECT, str(sock), cwd=where)
+        assert done.stdout.strip() == "OK", (done.stdout, done.stderr)  # control
+    if os.getuid() != 0:  # nobody can make nothing in /run: /run itself
+        done = isorun("-p", "strict", "--", "true", cwd=Path("/run"))
+        assert done.returncode == 2 and "runtime directory" in done.stderr, done.stderr
+        return
+    runtime = Path(tempfile.mkdtemp(prefix="isorun-atk-", dir="/run"))
+    try:
+        runtime.chmod(0o755)
+        with listener_in(runtime) as sock:
+            done = isorun("-p", "strict", "--", PY, "-c", CONNECT, str(sock), cwd=runtime)
+        assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+        assert "runtime directory" in done.stderr, done.stderr
+        assert "OK" not in done.stdout
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         landlock_mode_pathname_unix_socket, landlock_mode_web_names_pathname_sockets,
         landlock_mode_git_guard, landlock_mode_planted_intermediate_link,
         home_bind_masks_every_git_credential_store,
         strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory,
-        landlock_mode_names_metadata_changes)
+        landlock_mode_names_metadata_changes, strict_from_a_runtime_dir_is_refused)
 }  # fmt: skip
 
 if __name__ == "__main__":

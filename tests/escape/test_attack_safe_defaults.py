@@ -29,6 +29,13 @@ def test_home_bind_masks_git_xdg_and_podman_credentials(run_attack: Runner) -> N
 
 
 @pytest.mark.needs("userns", "shim", "setpriv")
+def test_strict_refuses_a_runtime_dir_as_working_directory(run_attack: Runner) -> None:
+    """cwd under /run: the bind would pass connect(2) to the D-Bus buses, docker.sock
+    and the session's agents; refused like the home."""
+    run_attack("strict_from_a_runtime_dir_is_refused")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
 @pytest.mark.xfail(strict=True, reason="hole: RLIMIT_DATA does not count MAP_SHARED|"
                    "MAP_ANONYMOUS, memfd or tmpfs pages; strict's default memory bound is "
                    "per process and private only, and no default bounds shared memory")
