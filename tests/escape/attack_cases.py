@@ -198,6 +198,21 @@ def landlock_mode_planted_intermediate_link() -> None:
             code, out, err = warm_launch(plan, f"echo planted > {target} && echo wrote")
             assert code == 125 and "ELOOP" in err, (code, out, err)
             assert not target.exists()
+            # a cold launch says which mount and which link, before anything runs
+            from isorun.errors import IsorunError
+
+            os.chdir(where)
+            try:
+                api.run(["/bin/sh", "-c", f"echo planted > {target}"], profile="test",
+                        backend="landlock", allow_weaker=True, capture_output=True,
+                        timeout=60)
+                refused = ""
+            except IsorunError as error:
+                refused = error.render()
+            finally:
+                os.chdir(old)
+            assert "test.toml:" in refused and f"{where}/node_modules" in refused, refused
+            assert not target.exists()
             # control: a real directory there is granted and written
             (where / "node_modules").unlink()
             (where / "node_modules" / ".cache").mkdir(parents=True)

@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from isorun.compile import landlock
 from isorun.compile import plan as p
-from isorun.errors import Lost
+from isorun.errors import HostError, Lost
 from isorun.profile.schema import Action, Seccomp, SeccompRule
 from isorun.sandbox.spec import ShimSpec
 
@@ -198,6 +198,35 @@ def seccomp_policy(plan: p.Plan) -> Seccomp | None:
                            comment="network = none without a network namespace")
         policy = replace(policy, rules=(rule, *policy.rules))
     return policy
+
+
+def check_grant_paths(plan: p.Plan) -> None:
+    """Refuse, naming the profile line, a grant whose host path runs through a link.
+
+    The shim opens each grant's path with no link followed before its last component
+    (shim/landlock.c) and fails with ELOOP otherwise; this says the same before the launch
+    with the mount, the link and its target. A link the sandbox's side could have written
+    is :class:`~isorun.sandbox.safepath.SymlinkRefused`; a root-owned one (a merged-/usr
+    /lib) still cannot be followed, since the shim trusts none.
+    """
+    from isorun.sandbox import safepath
+
+    for step in plan.find(p.MountStep):
+        if step.type not in ("ro-bind", "rw-bind", "dev-bind") or step.src != step.dst:
+            continue
+        parent = os.path.dirname(step.src)
+        what = f"{step.loc.short()}: {step.describe()}"
+        try:
+            found = safepath.probe(parent)
+        except safepath.SymlinkRefused as err:
+            raise err.with_what(what) from None
+        except OSError:
+            continue  # missing or unreadable: the shim skips an optional rule, or says why
+        if found.path != parent:
+            raise HostError(what, f"{parent} runs through a symbolic link (it leads to "
+                            f"{found.path}); the landlock backend opens grant paths without "
+                            "following any link", "remove the link; or, to grant its target, "
+                            f"write {found.path}{step.src[len(parent):]} in the profile")
 
 
 def mode_plan(plan: p.Plan, abi: int) -> p.Plan:
