@@ -95,6 +95,12 @@ class Popen:
         if isinstance(argv, str | bytes):
             raise TypeError("argv must be a sequence of strings, not one string")
         plan = profile if isinstance(profile, _Plan) else _cached_plan(profile)
+        # A Plan or Profile given directly skips compile_entry, which checks this for
+        # every string profile before it can be stored.
+        if not isinstance(profile, str):
+            from isorun import cache
+
+            cache.check_not_writable(plan)
         self.plan = plan
         self.args = list(argv)
         self._text = text

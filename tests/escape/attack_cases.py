@@ -42,17 +42,12 @@ print("PAIR", b.recv(1).decode())
 """
 
 
-def isorun(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The CLI, as a user types it (its warning goes to the captured stderr)."""
-    import sysconfig
-
-    import isorun as package
-
-    # The system's Python with this isorun on PYTHONPATH: the venv's interpreter may lie
-    # where an unprivileged caller cannot execute it.
-    src = Path(package.__file__).resolve().parents[1]
-    env = {**os.environ, "XDG_CACHE_HOME": str(cwd.parent / f"{cwd.name}-cache"),
-           "PYTHONPATH": f"{src}:{sysconfig.get_paths()['purelib']}"}
+def isorun(*argv: str, cwd: Path, cache: Path | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    """The CLI, as a user types it (its warning goes to the captured stderr); the plan
+    cache beside ``cwd`` unless ``cache`` says where."""
+    where = cache or cwd.parent / f"{cwd.name}-cache"
+    env = {**os.environ, "XDG_CACHE_HOME": str(where), "PYTHONPATH": _pythonpath()}
     return subprocess.run([PY, "-m", "isorun", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -73,6 +68,17 @@ def warm_launch(plan: Any, script: str) -> tuple[int, str, str]:
         return 125, "", str(err)
     out, errors = proc.communicate(timeout=60)
     return proc.returncode or 0, (out or b"").decode(), (errors or b"").decode()
+
+
+def _pythonpath() -> str:
+    """This isorun for the system's Python: the venv's interpreter may lie where an
+    unprivileged caller cannot execute it."""
+    import sysconfig
+
+    import isorun as package
+
+    src = Path(package.__file__).resolve().parents[1]
+    return f"{src}:{sysconfig.get_paths()['purelib']}"
 
 
 @contextmanager
@@ -388,13 +394,73 @@ def strict_from_a_runtime_dir_is_refused() -> None:
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+#: run inside build: rewrites each plan-cache entry it can reach so that loading its plan
+#: (a pickle) runs a command; the checksum is no secret, the file stays the caller's own
+POISON = r"""
+import hashlib, marshal, os, pickle, sys
+directory, marker = sys.argv[1], sys.argv[2]
+MAGIC = b"isorun-plan-cache\n"
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"id > {marker}",))
+done = 0
+for name in os.listdir(directory):
+    path = os.path.join(directory, name)
+    blob = open(path, "rb").read()
+    head = len(MAGIC) + 1 + 32
+    if not blob.startswith(MAGIC):
+        continue
+    entry = marshal.loads(blob[head:])
+    entry["plan"] = pickle.dumps(Payload())
+    payload = marshal.dumps(entry)
+    with open(path + ".new", "wb") as out:
+        out.write(blob[:len(MAGIC) + 1] + hashlib.sha256(payload).digest() + payload)
+    os.chmod(path + ".new", 0o600)
+    os.replace(path + ".new", path)
+    done += 1
+print("poisoned", done)
+"""
+#: the next launch, through the Python API (which loads the cached plan)
+NEXT = "from isorun import api; print(api.run(['/bin/true'], profile='strict').returncode)"
+
+
+def build_cannot_poison_the_plan_cache() -> None:
+    """XDG_CACHE_HOME inside the project (a CI habit) and build's writable ${CWD}: the
+    sandbox could rewrite the plan cache, and the next launch would unpickle what it
+    wrote, on the host, outside any sandbox. Refused before the sandbox starts."""
+    with project("isorun-atk-cache-") as where:
+        cache = where / ".cache"
+        marker = Path(tempfile.mkdtemp(prefix="isorun-atk-marker-", dir="/var/tmp"))
+        try:
+            marker.chmod(0o777)
+            (where / "poison.py").write_text(POISON)
+            (where / "poison.py").chmod(0o644)
+            first = isorun("-p", "strict", "--", "true", cwd=where, cache=cache)
+            assert first.returncode == 0, first.stderr
+            attack = isorun("-p", "build", "--", PY, "poison.py", str(cache / "isorun"),
+                            str(marker / "ran"), cwd=where, cache=cache)
+            nxt = subprocess.run([PY, "-c", NEXT], cwd=where, capture_output=True,
+                                 text=True, timeout=120, check=False,
+                                 env={**os.environ, "XDG_CACHE_HOME": str(cache),
+                                      "PYTHONPATH": _pythonpath()})
+            assert not (marker / "ran").exists(), (
+                "the next launch ran the sandbox's code on the host:",
+                (marker / "ran").read_text(), attack.stdout, nxt.stdout)
+            assert attack.returncode == 125, (attack.returncode, attack.stdout)
+            assert "plan cache" in attack.stderr and "build.toml" in attack.stderr, \
+                attack.stderr
+        finally:
+            shutil.rmtree(marker, ignore_errors=True)
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         landlock_mode_pathname_unix_socket, landlock_mode_web_names_pathname_sockets,
         landlock_mode_git_guard, landlock_mode_planted_intermediate_link,
         home_bind_masks_every_git_credential_store,
         strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory,
-        landlock_mode_names_metadata_changes, strict_from_a_runtime_dir_is_refused)
+        landlock_mode_names_metadata_changes, strict_from_a_runtime_dir_is_refused,
+        build_cannot_poison_the_plan_cache)
 }  # fmt: skip
 
 if __name__ == "__main__":

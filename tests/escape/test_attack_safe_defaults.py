@@ -36,6 +36,13 @@ def test_strict_refuses_a_runtime_dir_as_working_directory(run_attack: Runner) -
 
 
 @pytest.mark.needs("userns", "shim", "setpriv")
+def test_build_cannot_poison_the_plan_cache_in_the_project(run_attack: Runner) -> None:
+    """XDG_CACHE_HOME inside a writable bind: the sandbox would rewrite cached plans (a
+    pickle) that the next launch loads on the host. Refused before the launch."""
+    run_attack("build_cannot_poison_the_plan_cache")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
 @pytest.mark.xfail(strict=True, reason="hole: RLIMIT_DATA does not count MAP_SHARED|"
                    "MAP_ANONYMOUS, memfd or tmpfs pages; strict's default memory bound is "
                    "per process and private only, and no default bounds shared memory")
