@@ -453,6 +453,40 @@ def build_cannot_poison_the_plan_cache() -> None:
             shutil.rmtree(marker, ignore_errors=True)
 
 
+#: lowers the open-file limit of another process, then its own (the control)
+PRLIMIT = r"""
+import errno, resource, sys
+try:
+    resource.prlimit(int(sys.argv[1]), resource.RLIMIT_NOFILE, (0, 0))
+    print("other OK")
+except OSError as err:
+    print("other", errno.errorcode[err.errno])
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+print("self", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+def landlock_mode_cannot_prlimit_a_host_process() -> None:
+    """No pid namespace in landlock mode, and Landlock scopes signals and ptrace but not
+    prlimit(2): the sandbox must not set the limits of a host process of its uid."""
+    with project("isorun-atk-prlimit-") as where:
+        kwargs: dict[str, Any] = {}
+        if os.getuid() == 0:
+            kwargs = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []}
+        victim = subprocess.Popen(["sleep", "60"], **kwargs)
+        try:
+            done = isorun("--backend", "landlock", "--allow-weaker", "-p", "strict", "--",
+                          PY, "-c", PRLIMIT, str(victim.pid), cwd=where)
+            limits = Path(f"/proc/{victim.pid}/limits").read_text()
+        finally:
+            victim.kill()
+            victim.wait()
+        assert done.stdout.split("\n")[:2] == ["other EPERM", "self 64"], (
+            done.stdout, done.stderr)
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert line.split()[3] != "0", line
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         landlock_mode_pathname_unix_socket, landlock_mode_web_names_pathname_sockets,
@@ -460,7 +494,7 @@ CASES: dict[str, Callable[[], None]] = {
         home_bind_masks_every_git_credential_store,
         strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory,
         landlock_mode_names_metadata_changes, strict_from_a_runtime_dir_is_refused,
-        build_cannot_poison_the_plan_cache)
+        build_cannot_poison_the_plan_cache, landlock_mode_cannot_prlimit_a_host_process)
 }  # fmt: skip
 
 if __name__ == "__main__":

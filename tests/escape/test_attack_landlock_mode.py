@@ -51,3 +51,9 @@ def test_landlock_mode_names_chmod_outside_the_grants(run_attack: Runner) -> Non
     """chmod of the uid's own file outside every grant works (Landlock has no metadata
     right): the list of losses says so."""
     run_attack("landlock_mode_names_metadata_changes")
+
+
+def test_landlock_mode_cannot_prlimit_a_host_process(run_attack: Runner) -> None:
+    """prlimit(2) of a host process of the same uid (no pid namespace, not scoped by
+    Landlock): refused by seccomp; setrlimit on itself still works."""
+    run_attack("landlock_mode_cannot_prlimit_a_host_process")

@@ -28,17 +28,19 @@ from dataclasses import replace
 from isorun.compile import landlock
 from isorun.compile import plan as p
 from isorun.errors import HostError, Lost
-from isorun.profile.schema import Action, Seccomp, SeccompRule
+from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule
 from isorun.sandbox.spec import ShimSpec
 
 #: what a ``dev`` mount becomes: the host's harmless character devices, one rule each
 DEV_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
              "/dev/tty")
 EAFNOSUPPORT = 97
+EPERM = 1
 #: namespaces whose isolation this mode does not give, with what stays reachable
 _NAMESPACE_LOSS = {
     "pid": "the command sees and can name every host process (Landlock still refuses "
-           "signals and ptrace across its boundary)",
+           "signals and ptrace across its boundary, seccomp prlimit of another process; "
+           "renice and CPU affinity of the uid's host processes stay possible)",
     "net": "no network namespace (socket(2) of every family, AF_UNIX included, is "
            "refused instead, so not even loopback works; socketpair(2) stays)",
     "ipc": "System V IPC and POSIX message queues are the host's",
@@ -193,11 +195,16 @@ def seccomp_policy(plan: p.Plan) -> Seccomp | None:
     if not found:
         return None
     policy: Seccomp = found[0].policy
+    # prlimit64 on another process: Landlock scopes signals and ptrace, not the rlimit
+    # hook, and with no pid namespace every host process of the same uid is in reach (a
+    # limit of 0 open files or bytes of address space breaks it). pid 0 is the caller,
+    # which is what setrlimit(2) and getrlimit(2) send.
+    rules = [SeccompRule(("prlimit64",), Action("errno", EPERM), (ArgCond(0, "ne", 0),),
+                         comment="no pid namespace: no rlimits of other processes")]
     if network_none(plan):
-        rule = SeccompRule(("socket",), Action("errno", EAFNOSUPPORT), (),
-                           comment="network = none without a network namespace")
-        policy = replace(policy, rules=(rule, *policy.rules))
-    return policy
+        rules.append(SeccompRule(("socket",), Action("errno", EAFNOSUPPORT), (),
+                                 comment="network = none without a network namespace"))
+    return replace(policy, rules=(*rules, *policy.rules))
 
 
 def check_grant_paths(plan: p.Plan) -> None:
