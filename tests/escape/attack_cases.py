@@ -392,6 +392,7 @@ def strict_from_a_runtime_dir_is_refused() -> None:
         assert "OK" not in done.stdout
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+        shutil.rmtree(f"{runtime}-cache", ignore_errors=True)
 
 
 #: run inside build: rewrites each plan-cache entry it can reach so that loading its plan
