@@ -116,6 +116,12 @@ class Popen:
             plan = profile
         else:
             plan = _cached_plan(profile, cwd=_working_dir(cwd))
+        # A Plan or Profile given directly skips compile_entry, which checks this for
+        # every string profile before it can be stored.
+        if not isinstance(profile, str):
+            from isorun import cache
+
+            cache.check_not_writable(plan)
         self.plan = plan
         self._text = text
         self.grace_period = grace_period

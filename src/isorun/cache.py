@@ -91,6 +91,34 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> str:
     return os.path.join(base, "isorun")
 
 
+def check_not_writable(plan: Plan, directory: str | None = None) -> None:
+    """Refuse ``plan`` when its sandbox could write the plan cache ``directory``.
+
+    An entry holds a pickle, which runs constructors named in it, and a launch record the
+    shim applies as it stands; both are trusted because the file is the caller's own
+    (:func:`read_entry`). A sandbox of an unprivileged caller writes files as that same
+    uid, so a writable mount over the cache (``XDG_CACHE_HOME`` inside the project with
+    build's writable ``${CWD}``, a profile binding ``~/.cache``) would let it plant code
+    that the next launch runs on the host, outside any sandbox. Checked on every compile
+    for a launch, so a plan refused here is never stored for a warm launch either.
+    """
+    from isorun.compile import plan as p
+    from isorun.errors import HostError
+
+    real = os.path.realpath(cache_dir() if directory is None else directory)
+    for step in plan.find(p.MountStep):
+        if step.type not in ("rw-bind", "dev-bind") or not step.src:
+            continue
+        top = step.src.rstrip("/")
+        if real == step.src or not top or real.startswith(top + "/"):
+            raise HostError(
+                f"{step.loc.short()}: {step.describe()}",
+                f"isorun's plan cache {real} lies inside this writable mount: the sandbox "
+                "could rewrite the plans that later launches load and run on the host",
+                "set XDG_CACHE_HOME to a directory outside every writable mount (unset, "
+                "the cache is ~/.cache/isorun), or make the mount read-only")
+
+
 def code_stamp() -> tuple[tuple[str, int, int, int], ...]:
     """(path, size, mtime_ns, inode) of every source, data and extension file of isorun.
 
@@ -420,6 +448,7 @@ def compile_entry(
     facts = host_facts.probe()
     resolved = host_facts.variables(facts)
     plan = api.compile_plan(spec, facts, resolved)
+    check_not_writable(plan)
     bpf = api.seccomp_program(plan)
     reason = _uncacheable(spec, facts, resolved, plan, deps)
     if reason is not None:

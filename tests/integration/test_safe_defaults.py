@@ -363,11 +363,19 @@ def test_a_planted_symlink_does_not_reach_a_masked_credential(world: Path, who: 
     next run (same profile) follows them inside its own tree, where they are masked."""
     profile = world / "project" / "home-rw.toml"
     profile.write_text(f'extends = ["build"]\n[[mounts]]\ntype = "rw-bind"\ndst = "{world}"\n')
+    # The plan cache outside the writable home: inside it, the launch is refused (the
+    # sandbox could rewrite cached plans, tests/escape/test_attack_safe_defaults.py).
+    cache = world.parent / "cache"
+    cache.mkdir()
+    user = _user()
+    if who == "user" and user is not None:
+        os.chown(cache, user.pw_uid, user.pw_gid)
+    env = {"XDG_CACHE_HOME": str(cache)}
     plant = isorun_cli(who, world, world / "project", "--profile", str(profile), "--", "sh",
                        "-c", f"ln -s {world}/.ssh keys && ln -s {world}/.netrc netrc; "
-                       f"mv {world}/.ssh {world}/moved || echo refused")
+                       f"mv {world}/.ssh {world}/moved || echo refused", env=env)
     assert plant.returncode == 0, plant.stderr
     assert plant.stdout == "refused\n"
     read = isorun_cli(who, world, world / "project", "--profile", str(profile), "--", "sh",
-                      "-c", "cat keys/id_rsa netrc; ls keys")
+                      "-c", "cat keys/id_rsa netrc; ls keys", env=env)
     assert "SECRET" not in read.stdout and read.stdout.strip() == "", read.stdout

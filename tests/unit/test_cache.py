@@ -358,3 +358,21 @@ def test_changed_kept_variable_makes_record_unusable(monkeypatch: pytest.MonkeyP
     assert fast.usable(record, ["/bin/true"]) is None
     monkeypatch.setenv("TERM", "xterm")
     assert fast.usable(record, ["/bin/tr\0ue"]) is None
+
+
+def test_a_plan_whose_sandbox_could_write_the_cache_is_refused(tmp_path: Path) -> None:
+    """A writable bind over the plan cache would let the sandbox plant a pickle the next
+    launch loads on the host: refused, naming the mount; a read-only one is fine."""
+    from isorun import api
+    from isorun.errors import HostError
+    from isorun.host.facts import HostFacts
+
+    facts = HostFacts(uid=1000, gid=1000, arch="x86_64", kernel="6.18")
+    variables = {"CWD": str(tmp_path), "HOME": "/home/u"}
+    build = api.compile_plan("build", facts, variables)
+    with pytest.raises(HostError) as info:
+        cache.check_not_writable(build, str(tmp_path / ".cache" / "isorun"))
+    assert "build.toml:" in info.value.render() and "plan cache" in info.value.render()
+    cache.check_not_writable(build, "/home/u/.cache/isorun")  # outside: fine
+    strict = api.compile_plan("strict", facts, variables)  # ${CWD} read-only
+    cache.check_not_writable(strict, str(tmp_path / ".cache" / "isorun"))

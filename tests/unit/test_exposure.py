@@ -26,7 +26,8 @@ def mounts(profile: str, cwd: str, **kwargs: str) -> list[p.MountStep]:
     return plan.find(p.MountStep)
 
 
-@pytest.mark.parametrize("cwd", ["/", "/home", "/home/u", "/tmp", "/var/tmp"])
+@pytest.mark.parametrize("cwd", ["/", "/home", "/home/u", "/tmp", "/var/tmp", "/run",
+                                 "/run/user/1000", "/run/user/1000/gnupg"])
 @pytest.mark.parametrize("profile", ["strict", "build", "test", "web"])
 def test_a_working_directory_that_is_no_project_is_refused(cwd: str, profile: str) -> None:
     with pytest.raises(ProfileError) as info:
@@ -88,3 +89,11 @@ def test_every_tmpfs_has_a_size_and_the_root_is_read_only() -> None:
 def test_web_states_what_host_networking_exposes() -> None:
     plan = api.compile_plan(api.load_profile("web"), FACTS, variables("/srv/app"))
     assert any("host's loopback (127.0.0.1, ::1" in w for w in plan.warnings)
+
+
+def test_an_agent_directory_in_the_runtime_dir_is_still_masked(tmp_path: Path) -> None:
+    """The runtime-dir rule refuses a working directory there; it does not stop the
+    agent's own directory (/run/user/UID/keyring) from being masked."""
+    paths = dict(exposure.credential_paths(
+        variables("/work/app", agent="/run/user/1000/keyring/ssh")))
+    assert paths["/run/user/1000/keyring"] == "ssh-agent directory"

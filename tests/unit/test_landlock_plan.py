@@ -112,6 +112,18 @@ def test_landlock_mode_names_what_it_cannot_enforce() -> None:
     assert "scope abstract_unix_socket, signal" in [i.rule for i in lost_rules(plan, 5)]
 
 
+def test_landlock_mode_loses_a_read_only_bind_inside_a_writable_one() -> None:
+    """Landlock rights add up along a path: build's .git guard cannot hold without a
+    mount, and web's host network leaves pathname unix sockets reachable."""
+    lost = {item.rule: item.why for item in lost_rules(plan_for("build"), 7)}
+    guard = lost["ro-bind /home/u/proj/.git (optional, kept read-only: git runs its hooks "
+                 "and config on the host)"]
+    assert "inside the writable grant of /home/u/proj" in guard
+    assert "ro-bind /usr" not in lost and "pathname unix sockets" not in lost
+    web = [item.rule for item in lost_rules(plan_for("web"), 7)]
+    assert "pathname unix sockets" in web
+
+
 def test_landlock_mode_grants_host_paths_and_refuses_sockets_under_network_none() -> None:
     plan = mode_plan(plan_for(), 7)
     got = rules(plan)
@@ -120,8 +132,11 @@ def test_landlock_mode_grants_host_paths_and_refuses_sockets_under_network_none(
     (step,) = plan.find(p.Landlock)
     assert step.handled_net == ("bind_tcp", "connect_tcp")
     (seccomp,) = plan.find(p.LoadSeccomp)
-    (rule, *_) = seccomp.policy.rules
-    assert rule.syscalls == ("socket",) and rule.args[0].op == "ne"
+    first = {r.syscalls: r for r in seccomp.policy.rules[:2]}
+    # every family, AF_UNIX too: Landlock does not govern connect(2) to a pathname socket
+    assert first[("socket",)].args == ()
+    # no pid namespace: prlimit of any process but the caller (pid 0) is refused
+    assert [(a.index, a.op, a.value) for a in first[("prlimit64",)].args] == [(0, "ne", 0)]
 
 
 def test_tcp_ports_outside_the_range_are_refused_with_their_line(tmp_path: Path) -> None:

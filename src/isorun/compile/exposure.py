@@ -29,7 +29,10 @@ from isorun.profile import schema
 #: browser profiles (saved passwords and session cookies)
 CREDENTIALS = (
     ".ssh", ".gnupg", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".netrc",
-    ".git-credentials", ".pypirc", ".npmrc", ".password-store", ".local/share/keyrings",
+    # git's credential store, at both places it looks (git-credential-store(1)), and
+    # podman's registry logins where no runtime directory holds them (containers-auth.json(5))
+    ".git-credentials", ".config/git/credentials", ".config/containers/auth.json",
+    ".pypirc", ".npmrc", ".password-store", ".local/share/keyrings",
     ".config/gh", ".config/hub", ".cargo/credentials", ".cargo/credentials.toml",
     ".gem/credentials", ".terraform.d", ".vault-token", ".pgpass", ".my.cnf", ".s3cfg",
     ".boto", ".mozilla", ".config/google-chrome", ".config/chromium",
@@ -37,6 +40,11 @@ CREDENTIALS = (
 )
 #: directories shared by every user of the host: a working directory there is no project
 SHARED_DIRS = ("/", "/tmp", "/var/tmp", "/dev/shm", "/home", "/root")
+#: the runtime directories of services and sessions: a read-only bind does not stop
+#: connect(2) to a unix socket (the mount's read-only flag covers files, directories and
+#: links only), so a bind of one of these hands the sandbox the D-Bus buses, docker.sock
+#: and the session's agents (/run/user/UID), wherever it lies below them
+RUNTIME_DIRS = ("/run", "/var/run")
 #: the bind types: what they show inside comes from the host
 BIND_TYPES = ("ro-bind", "rw-bind", "dev-bind", "overlay")
 CWD_HINT = ("cd into the project directory first, or bind the directory you mean "
@@ -60,6 +68,12 @@ def _ancestors(path: str) -> list[str]:
 
 def unsafe_cwd(cwd: str, home: str) -> str:
     """Why ``cwd`` must not be bound as a project directory, or "" when it may."""
+    if any(_under(cwd, top) for top in RUNTIME_DIRS):
+        return "in a runtime directory, where service and session sockets live"
+    return _shared_or_home(cwd, home)
+
+
+def _shared_or_home(cwd: str, home: str) -> str:
     if cwd == home:
         return "your home directory"
     if cwd in _ancestors(home):
@@ -97,7 +111,7 @@ def credential_paths(variables: dict[str, str]) -> list[tuple[str, str]]:
         folder = os.path.dirname(agent)
         # Its directory too (ssh-agent makes one per agent), unless that is a directory
         # everybody shares or the home: masking those would hide far more than the agent.
-        if not unsafe_cwd(folder, home):
+        if not _shared_or_home(folder, home):
             out.append((folder, "ssh-agent directory"))
     return out
 

@@ -338,13 +338,14 @@ class LandlockBackend:
               allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
         from isorun.host.facts import probe
         from isorun.sandbox import flat, launched, process
-        from isorun.sandbox.landlock_mode import build_mode_spec
+        from isorun.sandbox.landlock_mode import build_mode_spec, check_grant_paths
         from isorun.sandbox.spec import spec_record
 
         abi = (facts.host if facts is not None else probe()).landlock
         lost = self.check(plan, facts)
         if lost and not allow_weaker:
             raise Unsupported(self.name, lost)
+        check_grant_paths(plan)
         spec: Any = build_mode_spec(plan, argv, os.environ if env is None else env, abi)
         wall = plan.find(p.WallTime)
         launcher = None if wall else launched.launcher_path()

@@ -11,9 +11,12 @@ or executed; everything a view would add (a private tmpfs, a file, a different s
 at a destination) is lost, and :func:`lost_rules` names each such rule so that ``auto``
 fails closed and ``--allow-weaker`` prints them.
 
-``network = "none"`` without a network namespace: seccomp refuses every socket family
-but AF_UNIX, and Landlock handles TCP bind and connect with no port allowed; scoping
-keeps the host's abstract unix sockets and processes out of reach.
+``network = "none"`` without a network namespace: seccomp refuses socket(2) of every
+family, AF_UNIX included (only socketpair(2) stays), and Landlock handles TCP bind and
+connect with no port allowed; scoping keeps the host's abstract unix sockets and
+processes out of reach. AF_UNIX is refused too because Landlock (up to ABI 7) does not
+govern connect(2) to a *pathname* unix socket: the host's D-Bus session bus, an
+ssh-agent or docker.sock would answer from outside every grant.
 """
 
 from __future__ import annotations
@@ -24,21 +27,22 @@ from dataclasses import replace
 
 from isorun.compile import landlock
 from isorun.compile import plan as p
-from isorun.errors import Lost
+from isorun.errors import HostError, Lost
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule
 from isorun.sandbox.spec import ShimSpec
 
 #: what a ``dev`` mount becomes: the host's harmless character devices, one rule each
 DEV_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
              "/dev/tty")
-AF_UNIX = 1
 EAFNOSUPPORT = 97
+EPERM = 1
 #: namespaces whose isolation this mode does not give, with what stays reachable
 _NAMESPACE_LOSS = {
     "pid": "the command sees and can name every host process (Landlock still refuses "
-           "signals and ptrace across its boundary)",
-    "net": "no network namespace (TCP and every socket family but AF_UNIX are refused "
-           "instead, so not even loopback works)",
+           "signals and ptrace across its boundary, seccomp prlimit of another process; "
+           "renice and CPU affinity of the uid's host processes stay possible)",
+    "net": "no network namespace (socket(2) of every family, AF_UNIX included, is "
+           "refused instead, so not even loopback works; socketpair(2) stays)",
     "ipc": "System V IPC and POSIX message queues are the host's",
     "uts": "no UTS namespace: the host name is the host's",
     "cgroup": "/proc/self/cgroup shows the host's cgroup tree",
@@ -73,11 +77,15 @@ def lost_rules(plan: p.Plan, abi: int | None = None) -> list[Lost]:
                 lose(step, step.describe(), "the landlock backend puts the sandbox in no "
                      "cgroup of its own")
             case p.NewRoot():
+                # Landlock governs opening, creating and removing files, never their
+                # metadata: chmod and utimensat by path reach every host file the command's
+                # uid owns (chmod o+w ~/.bashrc hands it to every local user).
                 lose(step, step.describe(), "the host's tree stays the root: Landlock refuses "
                      "opening anything outside the grants, but names and metadata (stat) "
-                     "of host files stay visible")
+                     "of host files stay visible, and the mode and times of every host "
+                     "file the command's uid owns stay changeable (chmod, utimensat)")
             case p.MountStep():
-                why = _mount_loss(step)
+                why = _mount_loss(step) or _nested_loss(step, plan)
                 if why:
                     lose(step, step.describe(), why)
             case p.Hostname():
@@ -95,6 +103,11 @@ def lost_rules(plan: p.Plan, abi: int | None = None) -> list[Lost]:
                     lose(step, "scope abstract_unix_socket, signal", f"Landlock ABI {have} "
                          "cannot scope them (needs 6): host abstract sockets and processes "
                          "stay reachable")
+                if have >= 1 and not network_none(plan):
+                    lose(step, "pathname unix sockets", "Landlock does not govern "
+                         "connect(2) to a unix socket by path: every listening socket of "
+                         "the host (the D-Bus session bus, an ssh-agent, docker.sock) "
+                         "stays reachable")
                 if 0 < have < 4 and (network_none(plan) or step.handled_net):
                     lose(step, "tcp rules", f"Landlock ABI {have} has no TCP rules (needs 4)")
             case (p.MapIds() | p.WallTime() | p.PivotRoot() | p.Loopback() | p.Rlimit()
@@ -102,6 +115,29 @@ def lost_rules(plan: p.Plan, abi: int | None = None) -> list[Lost]:
                   | p.Environment() | p.NoNewPrivs() | p.LoadSeccomp() | p.Exec()):
                 pass
     return lost
+
+
+def _nested_loss(step: p.MountStep, plan: p.Plan) -> str:
+    """Why a read-only bind below a writable one is lost here, or "".
+
+    Landlock rights add up along a path (landlock(7): a rule cannot take away what a
+    rule above grants), and with no mount tree nothing else keeps the inner path
+    read-only: the build profile's ``.git`` guard over ``${CWD}`` would be writable, and
+    a hook planted there runs on the host at the next commit.
+    """
+    if step.type != "ro-bind":
+        return ""
+    for outer in plan.find(p.MountStep):
+        if (outer.type in ("rw-bind", "dev-bind") and outer.src == outer.dst
+                and outer.src != step.src and _below(step.src, outer.src)):
+            return (f"stays writable: it lies inside the writable grant of {outer.src}, "
+                    "and Landlock rights add up along a path (only a mount could make "
+                    "it read-only)")
+    return ""
+
+
+def _below(path: str, top: str) -> bool:
+    return top == "/" or path.startswith(top.rstrip("/") + "/")
 
 
 def _mount_loss(step: p.MountStep) -> str:
@@ -149,20 +185,55 @@ def landlock_step(plan: p.Plan, abi: int) -> p.Landlock | None:
 
 
 def seccomp_policy(plan: p.Plan) -> Seccomp | None:
-    """The plan's seccomp policy, refusing every socket family but AF_UNIX under
-    ``network = "none"`` (no network namespace stands behind that setting here). A
-    non-allow rule, so it comes before every allow (compile/seccomp.py); compared as a
-    whole 64-bit value, so a family with high bits set is refused too."""
+    """The plan's seccomp policy, refusing socket(2) of every family under
+    ``network = "none"`` (no network namespace stands behind that setting here). AF_UNIX
+    too: Landlock does not govern connect(2) or sendto(2) to a pathname unix socket, so
+    one made by socket(2) reaches every listener on the host whatever the grants (the
+    D-Bus session bus starts host units); a pair from socketpair(2) reaches nothing
+    outside. A non-allow rule, so it comes before every allow (compile/seccomp.py)."""
     found = plan.find(p.LoadSeccomp)
     if not found:
         return None
     policy: Seccomp = found[0].policy
+    # prlimit64 on another process: Landlock scopes signals and ptrace, not the rlimit
+    # hook, and with no pid namespace every host process of the same uid is in reach (a
+    # limit of 0 open files or bytes of address space breaks it). pid 0 is the caller,
+    # which is what setrlimit(2) and getrlimit(2) send.
+    rules = [SeccompRule(("prlimit64",), Action("errno", EPERM), (ArgCond(0, "ne", 0),),
+                         comment="no pid namespace: no rlimits of other processes")]
     if network_none(plan):
-        rule = SeccompRule(("socket",), Action("errno", EAFNOSUPPORT),
-                           (ArgCond(0, "ne", AF_UNIX),),
-                           comment="network = none without a network namespace")
-        policy = replace(policy, rules=(rule, *policy.rules))
-    return policy
+        rules.append(SeccompRule(("socket",), Action("errno", EAFNOSUPPORT), (),
+                                 comment="network = none without a network namespace"))
+    return replace(policy, rules=(*rules, *policy.rules))
+
+
+def check_grant_paths(plan: p.Plan) -> None:
+    """Refuse, naming the profile line, a grant whose host path runs through a link.
+
+    The shim opens each grant's path with no link followed before its last component
+    (shim/landlock.c) and fails with ELOOP otherwise; this says the same before the launch
+    with the mount, the link and its target. A link the sandbox's side could have written
+    is :class:`~isorun.sandbox.safepath.SymlinkRefused`; a root-owned one (a merged-/usr
+    /lib) still cannot be followed, since the shim trusts none.
+    """
+    from isorun.sandbox import safepath
+
+    for step in plan.find(p.MountStep):
+        if step.type not in ("ro-bind", "rw-bind", "dev-bind") or step.src != step.dst:
+            continue
+        parent = os.path.dirname(step.src)
+        what = f"{step.loc.short()}: {step.describe()}"
+        try:
+            found = safepath.probe(parent)
+        except safepath.SymlinkRefused as err:
+            raise err.with_what(what) from None
+        except OSError:
+            continue  # missing or unreadable: the shim skips an optional rule, or says why
+        if found.path != parent:
+            raise HostError(what, f"{parent} runs through a symbolic link (it leads to "
+                            f"{found.path}); the landlock backend opens grant paths without "
+                            "following any link", "remove the link; or, to grant its target, "
+                            f"write {found.path}{step.src[len(parent):]} in the profile")
 
 
 def mode_plan(plan: p.Plan, abi: int) -> p.Plan:

@@ -11,7 +11,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -47,6 +50,52 @@ static _Noreturn void fail(const struct isorun_spec *spec, const char *syscall, 
     isorun_child_fail(spec, "landlock", syscall, err, -1);
 }
 
+/*
+ * The rule's path on the host's own tree (the landlock backend, or a plan that keeps the
+ * host's root): every component but the last is opened with no link followed at all.
+ * Those paths lie in directories the sandbox may have written (a project, an earlier
+ * run's writable bind): a planted node_modules -> /home/u with the test profile's
+ * node_modules/.cache rule would otherwise grant writing to /home/u/.cache (issue #12's
+ * class, with a Landlock grant in place of a mount). The paths come canonical from the
+ * planner (${CWD}, ${HOME} and the prefixes are realpath'd), so a link on the way is
+ * someone else's: ELOOP, which fails the launch even for an optional rule.
+ */
+static int open_host_path(const char *path) {
+    char dir[PATH_MAX];
+    struct open_how how;
+    const char *slash = strrchr(path, '/');
+    size_t len;
+    long dirfd;
+    int fd;
+
+    if (slash == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    len = slash == path ? 1 : (size_t)(slash - path);
+    if (len >= sizeof dir) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(dir, path, len);
+    dir[len] = '\0';
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    dirfd = syscall(SYS_openat2, AT_FDCWD, dir, &how, sizeof how);
+    if (dirfd < 0)
+        return -1;
+    /* "/" itself: its own last component is the directory just opened */
+    fd = slash[1] == '\0' ? (int)dirfd
+                          : openat((int)dirfd, slash + 1, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd != (int)dirfd) {
+        int saved = errno;
+        close((int)dirfd);
+        errno = saved;
+    }
+    return fd;
+}
+
 static void add_path(const struct isorun_spec *spec, int ruleset,
                      const struct isorun_landlock_rule *rule) {
     struct ll_path_beneath_attr attr;
@@ -59,7 +108,8 @@ static void add_path(const struct isorun_spec *spec, int ruleset,
      * made; a symlink there (a merged-/usr /lib64) is resolved to a path that has a rule
      * of its own, so its own rule would only grant on the link, which needs no right.
      */
-    fd = open(rule->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    fd = spec->root[0] == '\0' ? open_host_path(rule->path)
+                               : open(rule->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         if (rule->optional && (errno == ENOENT || errno == ENOTDIR))
             return;

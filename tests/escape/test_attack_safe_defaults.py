@@ -1,0 +1,58 @@
+"""The safe defaults of issue #13 attacked from inside, as root's and an unprivileged
+caller's sandbox (cases in attack_cases.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.escape.conftest import case_runner
+
+CASES_FILE = Path(__file__).resolve().parent / "attack_cases.py"
+
+Runner = Callable[[str], None]
+
+
+@pytest.fixture
+def run_attack(mode: str) -> Runner:
+    runner: Runner = case_runner(mode, CASES_FILE)
+    return runner
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_home_bind_masks_git_xdg_and_podman_credentials(run_attack: Runner) -> None:
+    """~/.config/git/credentials and ~/.config/containers/auth.json hold the same
+    secrets as ~/.git-credentials and ~/.docker: masked under a bind of the home."""
+    run_attack("home_bind_masks_every_git_credential_store")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_strict_refuses_a_runtime_dir_as_working_directory(run_attack: Runner) -> None:
+    """cwd under /run: the bind would pass connect(2) to the D-Bus buses, docker.sock
+    and the session's agents; refused like the home."""
+    run_attack("strict_from_a_runtime_dir_is_refused")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_build_cannot_poison_the_plan_cache_in_the_project(run_attack: Runner) -> None:
+    """XDG_CACHE_HOME inside a writable bind: the sandbox would rewrite cached plans (a
+    pickle) that the next launch loads on the host. Refused before the launch."""
+    run_attack("build_cannot_poison_the_plan_cache")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+@pytest.mark.xfail(strict=True, reason="hole: RLIMIT_DATA does not count MAP_SHARED|"
+                   "MAP_ANONYMOUS, memfd or tmpfs pages; strict's default memory bound is "
+                   "per process and private only, and no default bounds shared memory")
+def test_strict_memory_bound_holds_for_a_shared_anonymous_mapping(run_attack: Runner) -> None:
+    run_attack("strict_memory_bound_holds_for_shared_mappings")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+@pytest.mark.xfail(strict=True, reason="hole: the .git guard covers only a .git present at "
+                   "launch; build can create ${CWD}/.git where none is, and git on the host "
+                   "then runs its config (core.fsmonitor) in that directory")
+def test_build_cannot_plant_a_git_directory_where_none_is(run_attack: Runner) -> None:
+    run_attack("build_cannot_plant_a_git_directory")
