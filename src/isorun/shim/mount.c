@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -157,6 +158,44 @@ static void do_bind(const struct where *w, const struct isorun_mount *m, unsigne
 }
 
 /*
+ * A rootfs directory's own submounts (a filesystem the host mounted inside it) made
+ * read-only when the plan makes the root so (filesystem.root_read_only): remount_ro
+ * changes the top mount only, so the profile's binds keep their own flags, and without
+ * this every host filesystem mounted below the rootfs directory stayed writable from
+ * the sandbox. The whole attached tree goes read-only, then the top alone writable again
+ * (when it was) for the mount points still to be made in it; remount_ro seals it last.
+ * Only adds flags on the submounts, which is allowed even where the kernel locked them.
+ */
+static int root_goes_read_only(const struct isorun_spec *spec) {
+    size_t i;
+
+    for (i = 0; i < spec->n_mounts; i++)
+        if (spec->mounts[i].kind == ISORUN_MOUNT_REMOUNT_RO &&
+            spec->mounts[i].dst[isorun_leading_slashes(spec->mounts[i].dst)] == '\0')
+            return 1;
+    return 0;
+}
+
+static int seal_rootfs_submounts(const struct isorun_spec *spec, int tree) {
+    struct mount_attr attr;
+    struct statvfs sv;
+
+    if (!root_goes_read_only(spec))
+        return 0;
+    if (fstatvfs(tree, &sv) < 0)
+        return -1;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_RDONLY;
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+        return -1;
+    if (sv.f_flag & ST_RDONLY)
+        return 0;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_clr = MOUNT_ATTR_RDONLY;
+    return (int)syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr);
+}
+
+/*
  * A tree the parent cloned with open_tree(OPEN_TREE_CLONE): a root caller's sandbox runs
  * as the overflow uid, which cannot traverse the host's 0700 directories (/root) to reach
  * a bind source by path; the parent, still root, resolved it instead. move_mount(2)
@@ -172,6 +211,10 @@ static void do_tree(const struct where *w, const struct isorun_mount *m, unsigne
     dst = open_dst_or_fail(w, m->dst, S_ISDIR(st.st_mode), S_ISDIR(st.st_mode) ? 0755 : 0644);
     attach(w, m->tree_fd, dst, flags);
     close(dst);
+    /* A rootfs directory cloned by a root caller's parent: the tree over the whole root. */
+    if (m->dst[isorun_leading_slashes(m->dst)] == '\0' &&
+        seal_rootfs_submounts(w->spec, m->tree_fd) < 0)
+        fail(w, "mount_setattr", errno);
     /* close_fds spared it for this step only; the command must not inherit a host tree. */
     close(m->tree_fd);
 }
@@ -652,6 +695,8 @@ static void bind_root(const struct isorun_spec *spec) {
     if (syscall(SYS_move_mount, tree, "", dst, "",
                 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
         root_fail(spec, "root", "move_mount");
+    if (seal_rootfs_submounts(spec, tree) < 0)
+        root_fail(spec, "root", "mount_setattr");
     close(tree);
     close(dst);
     close(src);
