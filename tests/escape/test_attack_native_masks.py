@@ -6,8 +6,9 @@ credential location (a profile's rw-bind of ``~/.local`` shows
 ``~/.local/share/keyrings``), the sandbox cannot move the mask's mount point (EBUSY) nor
 the bind's own root, but it can rename a directory between the two: ``mv
 ~/.local/share ~/.local/s2`` is allowed, and it moves the real ``keyrings`` on the host.
-The next run masks ``~/.local/share/keyrings``, which is no longer there (nothing to
-hide), and the sandbox reads ``~/.local/s2/keyrings``.
+The next run masked ``~/.local/share/keyrings``, which was no longer there (nothing to
+hide), and the sandbox read ``~/.local/s2/keyrings``. The shim now binds each directory
+between a mask and its bind's root onto itself, so the rename fails (EBUSY).
 
 Run as uid 1000, whose own ``~/.local`` a profile of its own binds writable. (A root
 caller's sandbox runs as the overflow uid, which cannot write root's 0755 directories,
@@ -62,14 +63,6 @@ def _as_user(home: Path, *command: str) -> str:
 
 
 @pytest.mark.needs("shim", "userns")
-@pytest.mark.xfail(
-    strict=True,
-    reason="masks are mounts on paths: a writable bind lets the sandbox rename a directory "
-    "between the bind's root and a nested credential location (~/.local/share under a "
-    "rw-bind of ~/.local), so the next run's mask finds nothing there and the moved "
-    "keyrings are shown. Fix: pin each directory from the bind's root down to the mask "
-    "(a bind of it onto itself makes rename EBUSY), or mask by the location's identity",
-)
 def test_rename_above_a_nested_mask_shows_it_the_next_run() -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run as uid 1000")

@@ -515,6 +515,85 @@ static void do_overlay(const struct where *w, const struct isorun_mount *m) {
 }
 
 /*
+ * The directories between a mask and the mount holding it, each bound onto itself: a
+ * mount point cannot be renamed (EBUSY), and otherwise a writable bind above a nested
+ * location (~/.local over ~/.local/share/keyrings) let the sandbox rename
+ * ~/.local/share, which moves the real keyrings on the host out from under the next
+ * run's mask (tests/escape/test_attack_native_masks.py). Walked up with "..", so a link
+ * the mask followed changes nothing: these are the real parents (``dir`` itself too
+ * when ``with_dir``). Not on a read-only
+ * mount (nothing to rename) and never on the new root's own mount: a bind of it would
+ * escape its final read-only remount. A recursive clone of the same mount keeps its
+ * flags and brings the mounts below along (the mask included), so it shows nothing new.
+ */
+static void pin_parents(const struct where *w, int dir, int with_dir) {
+    struct statx root, at;
+    struct statvfs sv;
+    int cur, parent, tree, first = 1;
+
+    if (statx(w->dst_root, "", AT_EMPTY_PATH, STATX_MNT_ID, &root) < 0)
+        fail(w, "statx", errno);
+    if (!(root.stx_mask & STATX_MNT_ID))
+        fail(w, "statx", ENOSYS);
+    cur = fcntl(dir, F_DUPFD_CLOEXEC, 0);
+    if (cur < 0)
+        fail(w, "fcntl", errno);
+    for (;; first = 0) {
+        if (!first || !with_dir) {
+            parent = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (parent < 0)
+                fail(w, "open", errno);
+            close(cur);
+            cur = parent;
+        }
+        if (statx(cur, "", AT_EMPTY_PATH, STATX_MNT_ID, &at) < 0 || fstatvfs(cur, &sv) < 0)
+            fail(w, "statx", errno);
+        if (at.stx_mnt_id == root.stx_mnt_id)
+            break;
+        if ((at.stx_attributes & STATX_ATTR_MOUNT_ROOT) || (sv.f_flag & ST_RDONLY))
+            continue;
+        tree = (int)syscall(SYS_open_tree, cur, "",
+                            AT_EMPTY_PATH | OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+        if (tree < 0)
+            fail(w, "open_tree", errno);
+        if (syscall(SYS_move_mount, tree, "", cur, "",
+                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            fail(w, "move_mount", errno);
+        close(tree);
+    }
+    close(cur);
+}
+
+/*
+ * The directory holding a masked file, resolved as the mask was (".." cannot start from
+ * a file's descriptor). A last component that was a link leads elsewhere: its own
+ * directory is then the one pinned, which is the path the next run masks again.
+ */
+static void pin_file_parents(const struct where *w, const char *dst) {
+    char buf[PATH_MAX];
+    struct open_how how;
+    size_t len = isorun_strlen(dst);
+    int dir;
+
+    if (len + 1 > sizeof buf)
+        fail(w, "path", ENAMETOOLONG);
+    memcpy(buf, dst, len + 1);
+    while (len > 0 && buf[len - 1] != '/')
+        len--;
+    buf[len] = '\0';
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    dir = (int)syscall(SYS_openat2, w->dst_root,
+                       buf[isorun_leading_slashes(buf)] ? buf + isorun_leading_slashes(buf) : ".",
+                       &how, sizeof how);
+    if (dir < 0)
+        fail(w, "openat2", errno);
+    pin_parents(w, dir, 1);
+    close(dir);
+}
+
+/*
  * Hide dst, as the mounts before it left it: a credential location under a bind. Resolved
  * inside the new tree (RESOLVE_IN_ROOT): a symlink there, which a sandbox may have planted
  * in an earlier run, leads to what the command would reach through it, never out of the
@@ -573,6 +652,10 @@ static void do_mask(const struct where *w, const struct isorun_mount *m) {
                 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
         fail(w, "move_mount", errno);
     close(mnt);
+    if (S_ISDIR(st.st_mode))
+        pin_parents(w, fd, 0);
+    else
+        pin_file_parents(w, m->dst);
     close(fd);
 }
 
