@@ -382,6 +382,7 @@ static void do_dev(const struct where *w, const struct isorun_mount *m) {
 }
 
 static void do_file(const struct where *w, const struct isorun_mount *m) {
+    struct stat st;
     char buf[PATH_MAX];
     const char *name;
     size_t done = 0;
@@ -390,10 +391,20 @@ static void do_file(const struct where *w, const struct isorun_mount *m) {
 
     if (dir < 0)
         fail(w, "mkdir", -dir);
-    fd = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    /*
+     * O_NONBLOCK: a FIFO planted at dst (in a directory an earlier run could write) would
+     * otherwise block this open for good, and the launcher with it (ENXIO instead); any
+     * other file that is not a regular one is refused below.
+     */
+    fd = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+                0600);
     if (fd < 0)
         fail(w, "open", errno);
     isorun_child_close_parent(w->dst_root, dir);
+    if (fstat(fd, &st) < 0)
+        fail(w, "fstat", errno);
+    if (!S_ISREG(st.st_mode))
+        fail(w, "open", EINVAL);
     while (done < m->src_len) {
         n = write(fd, m->src + done, m->src_len - done);
         if (n < 0 && errno == EINTR)
