@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -479,6 +480,18 @@ void isorun_child_confine(const struct isorun_spec *spec) {
     isorun_child_landlock(spec);
     /* Changing uid/gid cleared the parent-death signal (prctl(2)); set it again. */
     set_death_signal(spec);
+    /*
+     * A launcher killed while the signal was cleared (from the ids above to here: every
+     * mount) sent none and never will, and the sandbox would run on without it. Its end
+     * of the error pipe tells: the launcher reads it until our execve, and ours was the
+     * only other copy (close_fds), so no reader left means the launcher is gone (pipe(7):
+     * POLLERR on a write end without readers).
+     */
+    if (spec->die_with_parent) {
+        struct pollfd pfd = {spec->err_fd, POLLOUT, 0};
+        if (poll(&pfd, 1, 0) < 0 || (pfd.revents & (POLLERR | POLLNVAL)))
+            _exit(ISORUN_EXIT_SETUP);
+    }
 }
 
 /* For apply.c, which sets it before its own wait as isorun_child_main does. */

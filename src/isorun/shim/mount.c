@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -157,6 +158,44 @@ static void do_bind(const struct where *w, const struct isorun_mount *m, unsigne
 }
 
 /*
+ * A rootfs directory's own submounts (a filesystem the host mounted inside it) made
+ * read-only when the plan makes the root so (filesystem.root_read_only): remount_ro
+ * changes the top mount only, so the profile's binds keep their own flags, and without
+ * this every host filesystem mounted below the rootfs directory stayed writable from
+ * the sandbox. The whole attached tree goes read-only, then the top alone writable again
+ * (when it was) for the mount points still to be made in it; remount_ro seals it last.
+ * Only adds flags on the submounts, which is allowed even where the kernel locked them.
+ */
+static int root_goes_read_only(const struct isorun_spec *spec) {
+    size_t i;
+
+    for (i = 0; i < spec->n_mounts; i++)
+        if (spec->mounts[i].kind == ISORUN_MOUNT_REMOUNT_RO &&
+            spec->mounts[i].dst[isorun_leading_slashes(spec->mounts[i].dst)] == '\0')
+            return 1;
+    return 0;
+}
+
+static int seal_rootfs_submounts(const struct isorun_spec *spec, int tree) {
+    struct mount_attr attr;
+    struct statvfs sv;
+
+    if (!root_goes_read_only(spec))
+        return 0;
+    if (fstatvfs(tree, &sv) < 0)
+        return -1;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_RDONLY;
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+        return -1;
+    if (sv.f_flag & ST_RDONLY)
+        return 0;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_clr = MOUNT_ATTR_RDONLY;
+    return (int)syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr);
+}
+
+/*
  * A tree the parent cloned with open_tree(OPEN_TREE_CLONE): a root caller's sandbox runs
  * as the overflow uid, which cannot traverse the host's 0700 directories (/root) to reach
  * a bind source by path; the parent, still root, resolved it instead. move_mount(2)
@@ -172,6 +211,10 @@ static void do_tree(const struct where *w, const struct isorun_mount *m, unsigne
     dst = open_dst_or_fail(w, m->dst, S_ISDIR(st.st_mode), S_ISDIR(st.st_mode) ? 0755 : 0644);
     attach(w, m->tree_fd, dst, flags);
     close(dst);
+    /* A rootfs directory cloned by a root caller's parent: the tree over the whole root. */
+    if (m->dst[isorun_leading_slashes(m->dst)] == '\0' &&
+        seal_rootfs_submounts(w->spec, m->tree_fd) < 0)
+        fail(w, "mount_setattr", errno);
     /* close_fds spared it for this step only; the command must not inherit a host tree. */
     close(m->tree_fd);
 }
@@ -339,6 +382,7 @@ static void do_dev(const struct where *w, const struct isorun_mount *m) {
 }
 
 static void do_file(const struct where *w, const struct isorun_mount *m) {
+    struct stat st;
     char buf[PATH_MAX];
     const char *name;
     size_t done = 0;
@@ -347,10 +391,20 @@ static void do_file(const struct where *w, const struct isorun_mount *m) {
 
     if (dir < 0)
         fail(w, "mkdir", -dir);
-    fd = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    /*
+     * O_NONBLOCK: a FIFO planted at dst (in a directory an earlier run could write) would
+     * otherwise block this open for good, and the launcher with it (ENXIO instead); any
+     * other file that is not a regular one is refused below.
+     */
+    fd = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+                0600);
     if (fd < 0)
         fail(w, "open", errno);
     isorun_child_close_parent(w->dst_root, dir);
+    if (fstat(fd, &st) < 0)
+        fail(w, "fstat", errno);
+    if (!S_ISREG(st.st_mode))
+        fail(w, "open", EINVAL);
     while (done < m->src_len) {
         n = write(fd, m->src + done, m->src_len - done);
         if (n < 0 && errno == EINTR)
@@ -472,6 +526,85 @@ static void do_overlay(const struct where *w, const struct isorun_mount *m) {
 }
 
 /*
+ * The directories between a mask and the mount holding it, each bound onto itself: a
+ * mount point cannot be renamed (EBUSY), and otherwise a writable bind above a nested
+ * location (~/.local over ~/.local/share/keyrings) let the sandbox rename
+ * ~/.local/share, which moves the real keyrings on the host out from under the next
+ * run's mask (tests/escape/test_attack_native_masks.py). Walked up with "..", so a link
+ * the mask followed changes nothing: these are the real parents (``dir`` itself too
+ * when ``with_dir``). Not on a read-only
+ * mount (nothing to rename) and never on the new root's own mount: a bind of it would
+ * escape its final read-only remount. A recursive clone of the same mount keeps its
+ * flags and brings the mounts below along (the mask included), so it shows nothing new.
+ */
+static void pin_parents(const struct where *w, int dir, int with_dir) {
+    struct statx root, at;
+    struct statvfs sv;
+    int cur, parent, tree, first = 1;
+
+    if (statx(w->dst_root, "", AT_EMPTY_PATH, STATX_MNT_ID, &root) < 0)
+        fail(w, "statx", errno);
+    if (!(root.stx_mask & STATX_MNT_ID))
+        fail(w, "statx", ENOSYS);
+    cur = fcntl(dir, F_DUPFD_CLOEXEC, 0);
+    if (cur < 0)
+        fail(w, "fcntl", errno);
+    for (;; first = 0) {
+        if (!first || !with_dir) {
+            parent = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (parent < 0)
+                fail(w, "open", errno);
+            close(cur);
+            cur = parent;
+        }
+        if (statx(cur, "", AT_EMPTY_PATH, STATX_MNT_ID, &at) < 0 || fstatvfs(cur, &sv) < 0)
+            fail(w, "statx", errno);
+        if (at.stx_mnt_id == root.stx_mnt_id)
+            break;
+        if ((at.stx_attributes & STATX_ATTR_MOUNT_ROOT) || (sv.f_flag & ST_RDONLY))
+            continue;
+        tree = (int)syscall(SYS_open_tree, cur, "",
+                            AT_EMPTY_PATH | OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+        if (tree < 0)
+            fail(w, "open_tree", errno);
+        if (syscall(SYS_move_mount, tree, "", cur, "",
+                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            fail(w, "move_mount", errno);
+        close(tree);
+    }
+    close(cur);
+}
+
+/*
+ * The directory holding a masked file, resolved as the mask was (".." cannot start from
+ * a file's descriptor). A last component that was a link leads elsewhere: its own
+ * directory is then the one pinned, which is the path the next run masks again.
+ */
+static void pin_file_parents(const struct where *w, const char *dst) {
+    char buf[PATH_MAX];
+    struct open_how how;
+    size_t len = isorun_strlen(dst);
+    int dir;
+
+    if (len + 1 > sizeof buf)
+        fail(w, "path", ENAMETOOLONG);
+    memcpy(buf, dst, len + 1);
+    while (len > 0 && buf[len - 1] != '/')
+        len--;
+    buf[len] = '\0';
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    dir = (int)syscall(SYS_openat2, w->dst_root,
+                       buf[isorun_leading_slashes(buf)] ? buf + isorun_leading_slashes(buf) : ".",
+                       &how, sizeof how);
+    if (dir < 0)
+        fail(w, "openat2", errno);
+    pin_parents(w, dir, 1);
+    close(dir);
+}
+
+/*
  * Hide dst, as the mounts before it left it: a credential location under a bind. Resolved
  * inside the new tree (RESOLVE_IN_ROOT): a symlink there, which a sandbox may have planted
  * in an earlier run, leads to what the command would reach through it, never out of the
@@ -530,6 +663,10 @@ static void do_mask(const struct where *w, const struct isorun_mount *m) {
                 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
         fail(w, "move_mount", errno);
     close(mnt);
+    if (S_ISDIR(st.st_mode))
+        pin_parents(w, fd, 0);
+    else
+        pin_file_parents(w, m->dst);
     close(fd);
 }
 
@@ -652,6 +789,8 @@ static void bind_root(const struct isorun_spec *spec) {
     if (syscall(SYS_move_mount, tree, "", dst, "",
                 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
         root_fail(spec, "root", "move_mount");
+    if (seal_rootfs_submounts(spec, tree) < 0)
+        root_fail(spec, "root", "mount_setattr");
     close(tree);
     close(dst);
     close(src);
