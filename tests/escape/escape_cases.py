@@ -10,7 +10,6 @@ import errno
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,19 +91,17 @@ def case_inherited_descriptors_closed() -> None:
 
 
 def _tiocsti_filter() -> bytes:
-    import pyseccomp  # type: ignore[import-untyped]
+    # The project's own libseccomp binding (pyseccomp is not a dependency): allow all but
+    # ioctl(fd, TIOCSTI), compared on the request's low 32 bits as the kernel reads an int.
+    from isorun.compile import _libseccomp as scmp
 
     tiocsti = 0x5412
-    flt = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)
-    flt.add_rule(
-        pyseccomp.ERRNO(errno.EPERM),
-        "ioctl",
-        pyseccomp.Arg(1, pyseccomp.MASKED_EQ, 0xFFFFFFFF, tiocsti),
-    )
-    with tempfile.TemporaryFile() as out:
-        flt.export_bpf(out)
-        out.seek(0)
-        return out.read()
+    lib = scmp.load()
+    with scmp.Filter(lib, 0x7FFF0000) as flt:  # SCMP_ACT_ALLOW
+        nr = flt.resolve(scmp.ARCH_TOKENS[scmp.native_arch(lib)], "ioctl")
+        flt.add_rule(0x00050000 | errno.EPERM, nr,  # SCMP_ACT_ERRNO(EPERM)
+                     [(1, "masked_eq", 0xFFFFFFFF, tiocsti)])
+        return flt.export_bpf()
 
 
 def case_tiocsti_cve_2019_10063() -> None:
