@@ -63,3 +63,32 @@ def test_venv_helper_reads_pyvenv_cfg(tmp_path: Path) -> None:
     (tmp_path / "pyvenv.cfg").write_text("home = /usr/bin\n")
     assert venv.prefixes({"VIRTUAL_ENV": str(tmp_path)}) == (str(tmp_path), "/usr")
     assert venv.prefixes({"VIRTUAL_ENV": "relative"})[0] != "relative"
+
+
+@pytest.mark.needs("root")
+def test_tox_env_in_a_0700_dot_tox_as_root_names_the_fix() -> None:
+    # tox creates .tox 0700; as root the sandbox is uid 65534, which cannot walk it to
+    # mount the tox env (VIRTUAL_ENV) inside: refused, naming the directory and the fix.
+    top = Path(tempfile.mkdtemp(prefix="isorun-tox-", dir="/var/tmp"))
+    project, home = top / "project", top / "home"
+    venv = project / ".tox" / "py"
+    try:
+        top.chmod(0o755)
+        home.mkdir()
+        venv.parent.mkdir(parents=True)
+        (project / ".tox").chmod(0o700)
+        subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+        env = {"VIRTUAL_ENV": str(venv), "PATH": f"{venv}/bin:/usr/bin:/bin",
+               "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}  # fmt: skip
+        argv = [PYTHON, "-m", "isorun", "--profile", "test", "--", "python", "-c", "print(7)"]
+        for _ in range(2):  # cold, then from the plan cache
+            proc = run(argv, cwd=project, env=env)
+            assert proc.returncode == 125, output(proc)
+            assert f"hint: {project / '.tox'} is mode 0700" in proc.stderr, output(proc)
+            assert f"chmod o+x {project / '.tox'}" in proc.stderr, output(proc)
+            assert "Traceback" not in proc.stderr, output(proc)
+        (project / ".tox").chmod(0o701)  # the hint's fix works
+        proc = run(argv, cwd=project, env=env)
+        assert proc.returncode == 0 and proc.stdout == "7\n", output(proc)
+    finally:
+        shutil.rmtree(top)
