@@ -225,13 +225,15 @@ def collect_reports(reports: Sequence[ReportFile]) -> None:
 
 
 def hypothesis_environment(cwd: str) -> dict[str, str]:
-    """As root, an existing ``.hypothesis`` of a bare run is root-owned, read-only to
-    uid 65534: Hypothesis then warns (an error under filterwarnings = error) and keeps
-    no examples. Its storage goes to the private /tmp instead, as pytest's cache does."""
+    """Hypothesis's storage in the private /tmp, as pytest's cache, when the sandbox
+    cannot write ``.hypothesis``: missing (the project is read-only; a whole session
+    makes it first, :func:`sandbox_owns`, a marked test cannot), or, as root, the
+    root-owned one a bare run left, read-only to uid 65534. Otherwise Hypothesis warns
+    (an error under filterwarnings = error) and keeps no examples."""
     path = os.path.join(cwd, ".hypothesis")
-    if os.path.isdir(path) and not writable_by_sandbox(path):
-        return {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/.hypothesis"}
-    return {}
+    if os.path.isdir(path) and writable_by_sandbox(path):
+        return {}
+    return {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/.hypothesis"}
 
 
 def wants_coverage(args: Sequence[str]) -> bool:

@@ -294,3 +294,40 @@ def _check_root_run(text: str, writable: Path, target: Path, basetemp: Path) -> 
     for top, dirs, files in os.walk(basetemp):
         for name in (top, *(os.path.join(top, n) for n in dirs + files)):
             assert os.lstat(name).st_uid == 0, name
+
+
+HYPOTHESIS_SUITE = textwrap.dedent("""
+    import pytest
+    from hypothesis import given, strategies as st
+
+    @pytest.mark.isorun
+    @given(st.integers())
+    def test_marked_given(n):
+        assert n == n
+""")
+
+
+def test_marked_hypothesis_test_without_a_writable_database(project: Path) -> None:
+    # The marked child cannot make .hypothesis in the read-only project, and as root a
+    # bare run's root-owned one is read-only to uid 65534: Hypothesis warned, an error
+    # under filterwarnings = error. Its storage goes to the private /tmp instead.
+    (project / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nfilterwarnings = ["error"]\n'
+    )
+    (project / "test_hyp.py").write_text(HYPOTHESIS_SUITE)
+    home = project.parent / (project.name + "-home")
+    home.mkdir(exist_ok=True)
+    try:
+        # fresh: no .hypothesis (pytest's own process, unconfined, may then make one,
+        # root-owned when the suite runs as root, as a bare run would)
+        proc = run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                   cwd=project, env={"HOME": str(home)})  # fmt: skip
+        assert proc.returncode == 0, output(proc)
+        assert "1 passed" in proc.stdout, output(proc)
+        (project / ".hypothesis").mkdir(exist_ok=True)
+        proc = run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                   cwd=project, env={"HOME": str(home)})  # fmt: skip
+        assert proc.returncode == 0, output(proc)
+        assert "1 passed" in proc.stdout, output(proc)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
