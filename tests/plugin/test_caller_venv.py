@@ -63,6 +63,14 @@ def test_venv_helper_reads_pyvenv_cfg(tmp_path: Path) -> None:
     (tmp_path / "pyvenv.cfg").write_text("home = /usr/bin\n")
     assert venv.prefixes({"VIRTUAL_ENV": str(tmp_path)}) == (str(tmp_path), "/usr")
     assert venv.prefixes({"VIRTUAL_ENV": "relative"})[0] != "relative"
+    # never the home directory or above it: its bind would show the whole home
+    home = tmp_path / "home"
+    home.mkdir()
+    for named in (tmp_path, home):
+        (named / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        env = {"VIRTUAL_ENV": str(named), "HOME": str(home)}
+        assert venv.prefixes(env) == (sys.prefix, sys.base_prefix)
+    assert venv.active_venv({"VIRTUAL_ENV": "/", "HOME": str(home)}) == ""
 
 
 @pytest.mark.needs("root")

@@ -16,9 +16,14 @@ from collections.abc import Mapping
 
 def active_venv(env: Mapping[str, str]) -> str:
     """``VIRTUAL_ENV`` as given, when it names a virtual environment (a directory with
-    ``pyvenv.cfg``), else ""."""
+    ``pyvenv.cfg``) that is not the home directory or above it (a read-only bind of it
+    would show the whole home: keys, tokens), else ""."""
     venv = env.get("VIRTUAL_ENV", "")
-    if not venv or not os.path.isabs(venv) or os.path.realpath(venv) == "/":
+    if not venv or not os.path.isabs(venv):
+        return ""
+    real = os.path.realpath(venv).rstrip("/") + "/"
+    home = os.path.realpath(env.get("HOME") or os.path.expanduser("~")).rstrip("/") + "/"
+    if home.startswith(real):
         return ""
     return venv if os.path.isfile(os.path.join(venv, "pyvenv.cfg")) else ""
 
