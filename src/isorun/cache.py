@@ -176,8 +176,11 @@ def variables(environ: Mapping[str, str] | None = None,
     facts.variables knows no other name) before writing, so a change there turns the
     cache off instead of serving plans resolved the old way.
     """
+    from isorun.host import venv
+
     env = os.environ if environ is None else environ
     uid = os.getuid()
+    prefix, base_prefix = venv.prefixes(env)
     return {
         "HOME": os.path.realpath(env.get("HOME") or os.path.expanduser("~")),
         "CWD": os.path.realpath(os.getcwd() if cwd is None else cwd),
@@ -185,8 +188,8 @@ def variables(environ: Mapping[str, str] | None = None,
         "UID": str(uid),
         "GID": str(os.getgid()),
         "USER": env.get("USER") or env.get("LOGNAME") or str(uid),
-        "PYTHON_PREFIX": os.path.realpath(sys.prefix),
-        "PYTHON_BASE_PREFIX": os.path.realpath(sys.base_prefix),
+        "PYTHON_PREFIX": os.path.realpath(prefix),
+        "PYTHON_BASE_PREFIX": os.path.realpath(base_prefix),
         "SSH_AUTH_SOCK": env.get("SSH_AUTH_SOCK", ""),
     }
 

@@ -342,13 +342,18 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         # Hypothesis writes its example database in the working directory.
         pytest_session.sandbox_owns(os.path.join(cwd, ".hypothesis"))
     reports = pytest_session.prepare_reports(sorted({*chosen, *addopts}))
+    coverage = pytest_session.prepare_coverage(
+        [*pytest_args, *config.get("addopts").split()], cwd, env
+    )
     for line in header:
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
     text = pytest_session.session_profile_text(
-        base, config.rootdir, cache_dir, writable, paths, reports
-    )
-    return pytest_session.launch_session([python, "-m", "pytest", *pytest_args], text, reports)
+        base, config.rootdir, cache_dir, writable, paths, reports, coverage,
+        pytest_session.hypothesis_environment(cwd),
+    )  # fmt: skip
+    argv = [python, "-m", "pytest", *pytest_args]
+    return pytest_session.launch_session(argv, text, reports, coverage)
 
 
 @click.command(

@@ -33,6 +33,7 @@ import os
 import sys
 
 from isorun import cache
+from isorun.host import venv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ INDEX_SETTLE_NS = 2_000_000_000
 INDEX_ENV = (  # shim/launch_index.c has this list too, in this order (a test compares)
     "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
     "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
-    "PYTHONSAFEPATH", "SSH_AUTH_SOCK",
+    "PYTHONSAFEPATH", "SSH_AUTH_SOCK", "VIRTUAL_ENV",
 )  # fmt: skip
 _MASK64 = (1 << 64) - 1
 
@@ -92,9 +93,11 @@ def _index_stat_paths(entry: Mapping[str, object]) -> list[str]:
     # The interpreter: its version is in the key (marshal, pickle, bytecode formats);
     # pyvenv.cfg decides its sys.base_prefix (${PYTHON_BASE_PREFIX}).
     paths.append(sys.executable)
-    cfg = os.path.join(sys.prefix, "pyvenv.cfg")
-    if os.path.exists(cfg):
-        paths.append(cfg)
+    # The active virtual environment's pyvenv.cfg decides ${PYTHON_BASE_PREFIX} too.
+    for prefix in sorted({sys.prefix, venv.active_venv(os.environ)} - {""}):
+        cfg = os.path.join(prefix, "pyvenv.cfg")
+        if os.path.exists(cfg):
+            paths.append(cfg)
     return paths
 
 
@@ -198,8 +201,8 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None) -> bytes 
         )
     # The inputs of the realpath() calls in cache.variables(): the same strings must
     # resolve to the same places (a swapped symlink changes ${HOME} and friends).
-    real = [os.environ["HOME"], cwd, os.environ.get("TMPDIR") or "/tmp", sys.prefix,
-            sys.base_prefix]  # fmt: skip
+    real = [os.environ["HOME"], cwd, os.environ.get("TMPDIR") or "/tmp",
+            *venv.prefixes(os.environ)]  # fmt: skip
     parts.append(_u32(len(real)))
     for path in real:
         parts.append(_field(os.fsencode(path)) + _field(os.fsencode(os.path.realpath(path))))

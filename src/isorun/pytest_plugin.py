@@ -256,16 +256,27 @@ def _child_body(
     item: pytest.Function, original: Callable[[], Any], policy: Any
 ) -> tuple[str, str, str]:
     """Runs in the sandboxed child: (outcome, report text, the failure's class)."""
-    excinfo: pytest.ExceptionInfo[BaseException] | None = None
+    import unittest
+
     try:
         original()
-        return "passed", "", ""
-    except pytest.skip.Exception as err:
-        return "skipped", str(err.msg), ""
-    except pytest.xfail.Exception as err:
-        return "xfailed", str(err.msg), ""
+        # A unittest.TestCase method does not raise: pytest's result object keeps its
+        # failure, skip or expected failure on the item (``_excinfo``), and pytest's own
+        # makereport, in the parent, would never see the child's list: a failing
+        # TestCase method came back as passed.
+        pending = getattr(item, "_excinfo", None)
+        if not pending:
+            return "passed", "", ""
+        excinfo = pending.pop(0)
     except BaseException:
         excinfo = pytest.ExceptionInfo.from_current()
+    value = excinfo.value
+    if isinstance(value, pytest.skip.Exception):
+        return "skipped", str(value.msg), ""
+    if isinstance(value, unittest.SkipTest):
+        return "skipped", str(value), ""
+    if isinstance(value, pytest.xfail.Exception):
+        return "xfailed", str(value.msg), ""
     from isorun import pytest_rules
 
     text = str(item.repr_failure(excinfo))

@@ -207,6 +207,10 @@ def _run_in_child(
         record = pytest_plan.resolve_mounts(record, opened)
         c_spec = _struct(session, shim, record, (go_r, go_w), (err_w, err_r), result_w)
         env = _child_env(session.env, session_env)
+        if "hypothesis" in sys.modules:
+            from isorun.pytest_session import hypothesis_environment
+
+            env.update(hypothesis_environment(policy.cwd or os.getcwd()))
         # Looked up here: cffi builds a function's wrapper on first access, and in the
         # child that work would be redone (and its pages copied) for every test.
         steps = (shim.lib.isorun_apply_namespaces, shim.lib.isorun_apply)
@@ -358,6 +362,15 @@ def _child_env(
     return env
 
 
+def _hypothesis_storage(env: Mapping[str, str]) -> None:
+    """Hypothesis reads HYPOTHESIS_STORAGE_DIRECTORY once and keeps the answer: pytest's
+    process, which the child is a copy of, already chose ``.hypothesis``."""
+    where = env.get("HYPOTHESIS_STORAGE_DIRECTORY")
+    configuration = sys.modules.get("hypothesis.configuration")
+    if where and configuration is not None:
+        configuration.set_hypothesis_home_dir(where)
+
+
 def _set_environ(env: dict[str, str]) -> None:
     # Only what differs: every change is a putenv/unsetenv and a write to pages still
     # shared with pytest.
@@ -433,6 +446,7 @@ def _child(
                 _fork_into_pid_namespace(pipes.go_r, pipes.err_w, pipes.result_w)
         # Before the plan's seccomp filter, which need not allow prctl(PR_SET_MM).
         _set_environ(env)
+        _hypothesis_storage(env)
         pytest_environ.replace_environ_block(environ[1], environ[0])
         # Waits for the id maps, then the rest of the plan, seccomp last; on failure it
         # reports on err_w and exits.

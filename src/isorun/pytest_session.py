@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -47,6 +47,8 @@ def session_profile_text(
     writable: list[str],
     python_paths: list[str] | None = None,
     reports: Sequence[ReportFile] = (),
+    coverage: CoverageData | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> str:
     """The TOML of the session profile: ``base`` plus what this pytest run needs."""
     lines = [f"extends = [{json.dumps(base)}]", ""]
@@ -77,14 +79,19 @@ def session_profile_text(
         mount("rw-bind", path, True)
     for report in reports:
         mount("rw-bind", report.path, False, report.src)
+    extra = dict(environment or {})
+    if coverage is not None:
+        mount("rw-bind", coverage.inside, False)
+        extra["COVERAGE_FILE"] = coverage.data_file
     # The launcher's user namespace goes in at NS_FD: the inner session's proof that it
     # is inside (isorun.pytest_inner), which the variable alone is not.
     lines.extend(["[process]", f"pass_fds = [{pytest_inner.NS_FD}]", ""])
     # The writable paths go in too, for the messages of the rules (pytest_rules): the
     # inner pytest cannot see the launcher's list otherwise.
     shown = os.pathsep.join([cache_dir, *writable])
-    lines.extend(["[environment]", f"set = {{ {INNER} = {json.dumps(base)}, "
-                  f"ISORUN_PYTEST_WRITABLE = {json.dumps(shown)} }}", ""])  # fmt: skip
+    extra.update({INNER: base, "ISORUN_PYTEST_WRITABLE": shown})
+    pairs = ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(extra.items()))
+    lines.extend(["[environment]", f"set = {{ {pairs} }}", ""])
     return "\n".join(lines)
 
 
@@ -215,6 +222,96 @@ def collect_reports(reports: Sequence[ReportFile]) -> None:
                              f"{err.strerror}\n")  # fmt: skip
         finally:
             shutil.rmtree(report.scratch, ignore_errors=True)
+
+
+def hypothesis_environment(cwd: str) -> dict[str, str]:
+    """Hypothesis's storage in the private /tmp, as pytest's cache, when the sandbox
+    cannot write ``.hypothesis``: missing (the project is read-only; a whole session
+    makes it first, :func:`sandbox_owns`, a marked test cannot), or, as root, the
+    root-owned one a bare run left, read-only to uid 65534. Otherwise Hypothesis warns
+    (an error under filterwarnings = error) and keeps no examples."""
+    path = os.path.join(cwd, ".hypothesis")
+    if os.path.isdir(path) and writable_by_sandbox(path):
+        return {}
+    return {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/.hypothesis"}
+
+
+def wants_coverage(args: Sequence[str]) -> bool:
+    """Whether ``args`` start coverage.py through pytest-cov (``--cov``, ``--cov=SRC``)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--cov" or arg.startswith("--cov="):
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageData:
+    """Where coverage.py writes its data inside the sandbox, and where it goes after.
+
+    Its data file is an SQLite database: SQLite writes a journal beside the file, so a
+    bind of the file alone (or of a missing one) is not enough, and the project stays
+    read-only. The run gets a private directory instead (``COVERAGE_FILE`` points in
+    it), and :func:`collect_coverage` copies the data files into the caller's place.
+    """
+
+    #: the data file on the host: ``$COVERAGE_FILE``, else ``.coverage`` where pytest starts
+    path: str
+    #: the directory bound writable, owned by the sandbox's user
+    inside: str
+    #: the private 0700 directory holding ``inside``, removed after the copy
+    scratch: str
+
+    @property
+    def data_file(self) -> str:
+        return os.path.join(self.inside, os.path.basename(self.path))
+
+
+def prepare_coverage(args: Sequence[str], cwd: str, env: Mapping[str, str]) -> CoverageData | None:
+    """The private data directory of a run with ``--cov``, or None without it."""
+    if not wants_coverage(args):
+        return None
+    from isorun.pytest_plan import sandbox_ids
+
+    path = os.path.abspath(os.path.join(cwd, env.get("COVERAGE_FILE") or ".coverage"))
+    scratch = tempfile.mkdtemp(prefix="isorun-coverage-")
+    inside = os.path.join(scratch, "data")
+    os.mkdir(inside, 0o700)
+    if os.geteuid() == 0:
+        # The sandbox's uid 65534 writes it; the 0700 root-owned scratch keeps every
+        # other host process out (the launcher clones bind sources it cannot reach).
+        os.chown(inside, *sandbox_ids(), follow_symlinks=False)
+    return CoverageData(path, inside, scratch)
+
+
+def collect_coverage(data: CoverageData | None) -> None:
+    """Copy the run's data files (``.coverage``, and ``.coverage.*`` of parallel mode)
+    beside the caller's data file, opened without following a link; then remove the
+    private directory. Nothing is copied when the run wrote nothing."""
+    import shutil
+
+    if data is None:
+        return
+    base = os.path.basename(data.path)
+    try:
+        names = sorted(n for n in os.listdir(data.inside) if n == base or n.startswith(base + "."))
+        for name in names:
+            if name.endswith("-journal"):
+                continue
+            target = os.path.join(os.path.dirname(data.path), name)
+            src_fd = os.open(os.path.join(data.inside, name), os.O_RDONLY | os.O_NOFOLLOW
+                             | os.O_NONBLOCK | os.O_CLOEXEC)  # fmt: skip
+            with open(src_fd, "rb") as src:
+                dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                                 | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)  # fmt: skip
+                with open(dst_fd, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    except OSError as err:
+        sys.stderr.write(f"isorun: warning: could not copy the coverage data to "
+                         f"{data.path}: {err.strerror}\n")  # fmt: skip
+    finally:
+        shutil.rmtree(data.scratch, ignore_errors=True)
 
 
 def writable_by_sandbox(path: str) -> bool:
@@ -359,24 +456,34 @@ def reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
         # Hypothesis writes its example database in the working directory.
         sandbox_owns(os.path.join(cwd, ".hypothesis"))
     reports = prepare_reports(report_files(args, cwd))
+    coverage = prepare_coverage(args, cwd, os.environ)
     # PYTEST_ADDOPTS reaches the inner run through the profile's keep list; a --isorun
     # in it must not make the inner pytest read the next argument as a profile name.
     addopts = os.environ.get("PYTEST_ADDOPTS")
     if addopts and "--isorun" in addopts:
         os.environ["PYTEST_ADDOPTS"] = " ".join(strip_isorun(addopts.split()))
-    text = session_profile_text(base, rootdir, cache_dir, writable, reports=reports)
+    text = session_profile_text(
+        base, rootdir, cache_dir, writable, reports=reports, coverage=coverage,
+        environment=hypothesis_environment(cwd),
+    )  # fmt: skip
     # chdir: ${CWD} in the profile is where pytest was invoked.
     os.chdir(config.invocation_params.dir)
-    return launch_session(argv, text, reports)
+    return launch_session(argv, text, reports, coverage)
 
 
-def launch_session(argv: list[str], text: str, reports: Sequence[ReportFile] = ()) -> int:
+def launch_session(
+    argv: list[str],
+    text: str,
+    reports: Sequence[ReportFile] = (),
+    coverage: CoverageData | None = None,
+) -> int:
     """Launch ``argv`` under the session profile ``text``, handing over the proof;
-    ``reports``: the run's report files, collected after it."""
+    ``reports`` and ``coverage``: the run's output files, collected after it."""
     try:
         return _launch_session(argv, text)
     finally:
         collect_reports(reports)
+        collect_coverage(coverage)
 
 
 def _launch_session(argv: list[str], text: str) -> int:

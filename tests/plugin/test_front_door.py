@@ -437,3 +437,85 @@ def test_front_door_runs_the_active_venv_with_its_pth_and_editable_installs(
                cwd=project, env={"VIRTUAL_ENV": str(venv)})  # fmt: skip
     assert proc.returncode == 0, output(proc)
     assert "1 passed" in proc.stdout, output(proc)
+
+
+#: what pytest-cov does with the data file, without needing it installed: ``--cov``
+#: starts it, and at the session's end coverage.py writes an SQLite database (with its
+#: journal beside it) at $COVERAGE_FILE, else ``.coverage`` in the working directory
+COV_STANDIN = textwrap.dedent("""
+    import os
+    import sqlite3
+
+    def pytest_addoption(parser):
+        parser.addoption("--cov", action="append", nargs="?", const=True, default=[])
+
+    def pytest_sessionfinish(session):
+        if not session.config.getoption("cov"):
+            return
+        db = sqlite3.connect(os.environ.get("COVERAGE_FILE", ".coverage"))
+        with db:
+            db.execute("create table if not exists arc (file text, n integer)")
+            db.execute("insert into arc values ('mod.py', 2)")
+        db.close()
+""")
+
+
+@pytest.mark.parametrize("door", ["front", "option"])
+def test_coverage_data_lands_on_the_host(caller: Caller, door: str) -> None:
+    # The project is read-only and SQLite needs the data file's directory writable (its
+    # journal): the run writes in a private directory and the data is copied back.
+    top = Path(tempfile.mkdtemp(prefix="isorun-coverage-", dir="/var/tmp"))
+    project, site = top / "project", top / "site"
+    try:
+        project.mkdir()
+        site.mkdir()
+        (site / "cov_standin.py").write_text(COV_STANDIN)
+        (project / "pyproject.toml").write_text(
+            '[tool.pytest.ini_options]\nfilterwarnings = ["error"]\n'
+        )
+        (project / "test_ok.py").write_text(TEST_OK)
+        for path in (top, project, site, *project.iterdir()):
+            os.chown(path, caller.uid, caller.gid)
+        start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
+            PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
+        argv = [*start, "-q", "-p", "cov_standin", "-p", "no:cacheprovider", "--cov"]
+        for _ in range(2):  # the second run replaces the caller's file
+            text = caller.run(argv, project, top / "home", [str(site)])
+            assert "1 passed" in text, text
+            data = project / ".coverage"
+            assert data.stat().st_uid == caller.uid, text
+            assert data.read_bytes().startswith(b"SQLite format 3"), text
+        import sqlite3
+
+        rows = sqlite3.connect(data).execute("select count(*) from arc").fetchone()
+        # each run writes a fresh database, which replaces the host's
+        assert rows == (1,), text
+        assert not list(project.glob(".coverage-journal")), text
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.parametrize("door", ["front", "option"])
+def test_root_owned_hypothesis_database_left_by_a_bare_run(door: str) -> None:
+    # A bare run as root leaves .hypothesis owned by root, read-only to the sandbox's
+    # uid 65534: Hypothesis warned (an error under filterwarnings = error) and failed
+    # the tests. Its database goes to the private /tmp instead; the host's is untouched.
+    if os.geteuid() != 0:
+        missing("root")
+    top = Path(tempfile.mkdtemp(prefix="isorun-hypothesis-", dir="/var/tmp"))
+    project = top / "project"
+    try:
+        project.mkdir()
+        (project / "pyproject.toml").write_text(
+            '[tool.pytest.ini_options]\nfilterwarnings = ["error"]\n'
+        )
+        (project / "test_conventions.py").write_text(CONVENTIONS_SUITE)
+        (project / ".hypothesis").mkdir(0o755)
+        start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
+            PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
+        proc = run([*start, "-q", "-p", "no:cacheprovider"], cwd=project,
+                   env={"HOME": str(top), "XDG_CACHE_HOME": str(top / ".cache")})  # fmt: skip
+        assert "2 passed" in proc.stdout, output(proc)
+        assert list((project / ".hypothesis").iterdir()) == [], output(proc)
+    finally:
+        shutil.rmtree(top)

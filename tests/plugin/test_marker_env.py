@@ -174,6 +174,65 @@ def _line(text: str, test: str) -> str:
     return next((ln for ln in text.splitlines() if f"::{test} - " in ln), "")
 
 
+#: unittest.TestCase methods do not raise: pytest's result object keeps the failure on
+#: the item, where the child's copy of it was lost (a failing method passed); dateutil's
+#: suite has 42 such skips
+UNITTEST_SUITE = textwrap.dedent("""
+    import unittest
+    import pytest
+
+    @pytest.mark.isorun
+    class TestCase(unittest.TestCase):
+        def test_fails(self):
+            self.assertEqual(1, 2)
+
+        def test_errors(self):
+            raise KeyError("boom")
+
+        @unittest.skip("not here")
+        def test_skipped(self):
+            pass
+
+        def test_skip_test(self):
+            self.skipTest("at run time")
+
+        @unittest.expectedFailure
+        def test_expected_failure(self):
+            self.assertEqual(1, 2)
+
+        @unittest.expectedFailure
+        def test_unexpected_success(self):
+            pass
+
+        def test_ok(self):
+            pass
+
+    @pytest.mark.isorun
+    def test_function_raising_skiptest():
+        raise unittest.SkipTest("raised")
+""")
+
+
+def test_marker_reports_unittest_outcomes_as_without_it(project: Path) -> None:
+    (project / "test_unit.py").write_text(UNITTEST_SUITE)
+    outcomes = []
+    for plugin in ([], ["-p", "no:isorun"]):
+        proc = run([PYTHON, "-m", "pytest", "-rA", "-p", "no:cacheprovider", *plugin],
+                   cwd=project, env={"COLUMNS": "200"})  # fmt: skip
+        outcomes.append(
+            sorted(
+                line.split(" - ")[0]
+                for line in proc.stdout.splitlines()
+                if line.startswith(("PASSED", "FAILED", "XFAIL", "XPASS", "ERROR"))
+            )
+        )
+        assert proc.returncode == 1, output(proc)
+        summary = proc.stdout.splitlines()[-1]
+        assert "3 failed, 1 passed, 3 skipped, 1 xfailed" in summary, output(proc)
+    assert outcomes[0] == outcomes[1], outcomes
+    assert "FAILED test_unit.py::TestCase::test_fails" in outcomes[0], outcomes
+
+
 ROOT_SUITE = textwrap.dedent("""
     import os, pytest
 
@@ -235,3 +294,40 @@ def _check_root_run(text: str, writable: Path, target: Path, basetemp: Path) -> 
     for top, dirs, files in os.walk(basetemp):
         for name in (top, *(os.path.join(top, n) for n in dirs + files)):
             assert os.lstat(name).st_uid == 0, name
+
+
+HYPOTHESIS_SUITE = textwrap.dedent("""
+    import pytest
+    from hypothesis import given, strategies as st
+
+    @pytest.mark.isorun
+    @given(st.integers())
+    def test_marked_given(n):
+        assert n == n
+""")
+
+
+def test_marked_hypothesis_test_without_a_writable_database(project: Path) -> None:
+    # The marked child cannot make .hypothesis in the read-only project, and as root a
+    # bare run's root-owned one is read-only to uid 65534: Hypothesis warned, an error
+    # under filterwarnings = error. Its storage goes to the private /tmp instead.
+    (project / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nfilterwarnings = ["error"]\n'
+    )
+    (project / "test_hyp.py").write_text(HYPOTHESIS_SUITE)
+    home = project.parent / (project.name + "-home")
+    home.mkdir(exist_ok=True)
+    try:
+        # fresh: no .hypothesis (pytest's own process, unconfined, may then make one,
+        # root-owned when the suite runs as root, as a bare run would)
+        proc = run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                   cwd=project, env={"HOME": str(home)})  # fmt: skip
+        assert proc.returncode == 0, output(proc)
+        assert "1 passed" in proc.stdout, output(proc)
+        (project / ".hypothesis").mkdir(exist_ok=True)
+        proc = run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                   cwd=project, env={"HOME": str(home)})  # fmt: skip
+        assert proc.returncode == 0, output(proc)
+        assert "1 passed" in proc.stdout, output(proc)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

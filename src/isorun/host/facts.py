@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from dataclasses import dataclass
+
+from isorun.host import venv
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +140,12 @@ def variables(facts: HostFacts, environ: dict[str, str] | None = None,
         "UID": str(facts.uid),
         "GID": str(facts.gid),
         "USER": env.get("USER") or env.get("LOGNAME") or str(facts.uid),
-        # The running interpreter's installation (a virtual environment, and the Python it
-        # was made from), which may lie outside the project and under a hidden $HOME
-        # (pyenv): the test profile binds both read-only so the same Python runs inside.
-        "PYTHON_PREFIX": os.path.realpath(sys.prefix),
-        "PYTHON_BASE_PREFIX": os.path.realpath(sys.base_prefix),
+        # The caller's active virtual environment (VIRTUAL_ENV) and the Python it was
+        # made from, else the running interpreter's (isorun.host.venv); either may lie
+        # outside the project and under a hidden $HOME (pyenv): the test profile binds
+        # both read-only so the caller's Python runs inside.
+        "PYTHON_PREFIX": os.path.realpath(venv.prefixes(env)[0]),
+        "PYTHON_BASE_PREFIX": os.path.realpath(venv.prefixes(env)[1]),
         # The ssh-agent socket, as given: masked wherever a bind would show it
         # (compile/exposure.py), and bound by a profile that names ${SSH_AUTH_SOCK}.
         "SSH_AUTH_SOCK": env.get("SSH_AUTH_SOCK", ""),

@@ -47,7 +47,9 @@ FAILURE_SIZE = 72
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 SIGKILL = 9
-ENOENT, ENOTDIR, ELOOP = 2, 20, 40
+ENOENT, EACCES, ENOTDIR, ELOOP = 2, 13, 20, 40
+#: the sandbox's user on the host when the caller is root (compile/planner.py NOBODY)
+NOBODY = 65534
 MS_RDONLY = 0x1
 #: the longest path the kernel resolves (PATH_MAX), with its NUL
 PATH_MAX = 4096
@@ -458,8 +460,43 @@ def failure_error(record: Record, failure: Failure) -> SandboxSetupError:
                 detail = f"{MountKind(kind).name.lower()} {os.fsdecode(dst)}"
                 if src and kind != MountKind.FILE:
                     detail += f" from {os.fsdecode(src)}"
+                if errno == EACCES:
+                    hint = closed_to_sandbox_hint(os.fsdecode(dst))
+                    if hint:
+                        return SandboxSetupError(step, syscall, errno, detail=detail,
+                                                 step_index=index, hint=hint)  # fmt: skip
                 break
     return SandboxSetupError(step, syscall, errno, detail=detail, step_index=index)
+
+
+def closed_to_sandbox_hint(dst: str) -> str:
+    """As root, the hint for a mount point the sandbox cannot reach: its user is uid
+    65534 (host root is never mapped in), and a root-owned directory on the way that
+    others may not search (tox makes ``.tox`` 0700) stops the mkdir or walk; "" when
+    no such directory is found."""
+    if os.geteuid() != 0:
+        return ""
+    path = os.path.dirname(dst.rstrip("/")) or "/"
+    closed = ""
+    while True:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and st.st_uid != NOBODY and not st.st_mode & 0o001:
+            # The innermost: a closed directory above the binds the launcher resolves as
+            # root; one inside a bound tree (.tox under the project) the sandbox walks.
+            closed = path
+            break
+        if path == "/":
+            break
+        path = os.path.dirname(path)
+    if not closed:
+        return ""
+    return (f"{closed} is mode {os.stat(closed).st_mode & 0o777:04o}: the sandbox runs as "
+            "uid 65534 when you are root (host root is never mapped in) and cannot walk "
+            f"it to mount {dst}; allow it with `chmod o+x {closed}` (tox creates .tox "
+            "0700), or run isorun as the user who owns the project")  # fmt: skip
 
 
 def _link_error(record: Record, mount: tuple[Any, ...]) -> SandboxSetupError:
