@@ -113,15 +113,35 @@ def test_unknown_syscall_numbers_get_enosys(service: tuple[Seccomp, SeccompProgr
         assert V.evaluate(prog.bpf, nr) == errno(38), nr
 
 
-def test_clone3_gets_enosys_and_clone_newuser_is_denied(
+NAMESPACE_FLAGS = {
+    "CLONE_NEWNS": 0x20000,
+    "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000,
+    "CLONE_NEWIPC": 0x08000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+}
+
+
+def test_clone3_gets_enosys_and_every_namespace_flag_is_denied(
     service: tuple[Seccomp, SeccompProgram],
 ) -> None:
     _, prog = service
     assert V.evaluate(prog.bpf, X86_64["clone3"]) == errno(38)
-    assert V.evaluate(prog.bpf, X86_64["clone"], args=(0x11,)) == ALLOW
-    assert V.evaluate(prog.bpf, X86_64["clone"], args=(0x10000011,)) == errno(1)
-    assert V.evaluate(prog.bpf, X86_64["unshare"], args=(0x10000000,)) == errno(1)
-    assert V.evaluate(prog.bpf, X86_64["unshare"], args=(0x20000,)) == ALLOW
+    # fork, threads (CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|...) still work
+    for flags in (0x11, 0x3D0F00, 0x1200011):
+        assert V.evaluate(prog.bpf, X86_64["clone"], args=(flags,)) == ALLOW, hex(flags)
+        assert V.evaluate(prog.bpf, X86_64["clone"], args=(flags | 1 << 32,)) == ALLOW
+    assert V.evaluate(prog.bpf, X86_64["unshare"], args=(0x400,)) == ALLOW  # CLONE_FILES
+    for name, flag in NAMESPACE_FLAGS.items():
+        for high in (0, 1 << 32, 0xFFFFFFFF << 32):
+            for call in ("clone", "unshare"):
+                got = V.evaluate(prog.bpf, X86_64[call], args=(flag | 0x11 | high,))
+                assert got == errno(1), (call, name, hex(high))
+    # CLONE_NEWTIME is 0x80: unshare takes it, clone reads that bit as part of CSIGNAL
+    assert V.evaluate(prog.bpf, X86_64["unshare"], args=(0x80,)) == errno(1)
+    assert V.evaluate(prog.bpf, X86_64["clone"], args=(0x80 | 0x11,)) == ALLOW
 
 
 def test_x32_and_i386_syscalls_kill_the_process(service: tuple[Seccomp, SeccompProgram]) -> None:
@@ -180,9 +200,11 @@ _SERVICE = (service_policy(), compile_seccomp(service_policy()))
 
 def test_personality_only_safe_values(service: tuple[Seccomp, SeccompProgram]) -> None:
     _, prog = service
-    for ok in (0, 8, 0x20000, 0x20008, 0xFFFFFFFF):
+    # personality takes an unsigned int: the kernel reads the low 32 bits only, so
+    # 0x1_0000_0000 is PER_LINUX and -1 sign-extended is the 0xffffffff query
+    for ok in (0, 8, 0x20000, 0x20008, 0xFFFFFFFF, 0x1_0000_0000, argspace.MAX):
         assert V.evaluate(prog.bpf, X86_64["personality"], args=(ok,)) == ALLOW
-    for bad in (0x0040000, 0x0400000, 1, 0x1_0000_0000, argspace.MAX):
+    for bad in (0x0040000, 0x0400000, 1, 0x1_0004_0000, 0xFFFFFFFF_00000001):
         assert V.evaluate(prog.bpf, X86_64["personality"], args=(bad,)) == errno(1)
 
 

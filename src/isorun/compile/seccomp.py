@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from isorun.compile import argspace, syscalls
 from isorun.compile.argspace import Region
 from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
-from isorun.profile.schema import Action, Seccomp, When
+from isorun.profile.schema import Action, Seccomp, SeccompRule, When
 
 LAYOUTS = ("tree", "linear")
 #: more comparisons than this for one syscall means a rule set we should not hide in a
@@ -45,6 +45,12 @@ ENOSYS = 38
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 CLONE_NEWUSER = 0x10000000
+#: every namespace flag clone takes (linux/sched.h): NEWNS, NEWCGROUP, NEWUTS, NEWIPC,
+#: NEWUSER, NEWPID, NEWNET; the same mask as Docker's default profile
+CLONE_NAMESPACES = 0x7E020000
+#: unshare also takes CLONE_NEWTIME (0x80, since 5.6), which clone cannot: the bit is
+#: part of CSIGNAL there
+UNSHARE_NAMESPACES = CLONE_NAMESPACES | 0x80
 # personality values Docker allows (moby profiles/seccomp/default.json): PER_LINUX,
 # UNAME26, PER_LINUX32, PER_LINUX32|UNAME26, and 0xffffffff, which only queries
 SAFE_PERSONALITIES = (0x0, 0x0008, 0x20000, 0x20008, 0xFFFFFFFF)
@@ -165,8 +171,10 @@ def action_value(action: Action) -> int:
     raise ValueError(f"unknown action {action.kind!r}")
 
 
-def _conds(cond_list: list[tuple[int, str, int, int]]) -> Region:
-    return argspace.from_conditions(cond_list)
+def _conds(name: str, cond_list: list[tuple[int, str, int, int]]) -> Region:
+    """The region of a conjunction of conditions on ``name``'s arguments, its 32-bit
+    arguments compared on the low 32 bits the kernel reads."""
+    return argspace.from_conditions(cond_list, syscalls.narrow_args(name))
 
 
 def hardening_entries(policy: Seccomp) -> dict[str, list[Entry]]:
@@ -178,7 +186,7 @@ def hardening_entries(policy: Seccomp) -> dict[str, list[Entry]]:
         out.setdefault(name, []).append(Entry(region, action, f"hardening: {why}"))
 
     # clone3 passes flags in a struct a filter cannot read: ENOSYS makes glibc fall back to
-    # clone, whose CLONE_NEWUSER bit the rule below checks
+    # clone, whose namespace flags the rule below checks
     add("clone3", argspace.FULL, Action("errno", ENOSYS), "clone3 -> ENOSYS (flags unreadable)")
     for name, why in HARDENING_DENY.items():
         add(name, argspace.FULL, deny, why)
@@ -187,18 +195,20 @@ def hardening_entries(policy: Seccomp) -> dict[str, list[Entry]]:
     for req, label in ((TIOCSTI, "TIOCSTI"), (TIOCLINUX, "TIOCLINUX")):
         add(
             "ioctl",
-            _conds([(1, "masked_eq", req, 0xFFFFFFFF)]),
+            _conds("ioctl", [(1, "eq", req, 0)]),
             deny,
             f"{label} pushes input into the terminal (CVE-2017-5226, CVE-2019-10063)",
         )
     # nested user namespaces give a full capability set over new namespaces: the entry
-    # point of most unprivileged kernel exploits
-    newuser = _conds([(0, "masked_eq", CLONE_NEWUSER, CLONE_NEWUSER)])
-    add("unshare", newuser, deny, "CLONE_NEWUSER: no nested user namespaces")
-    add("clone", newuser, deny, "CLONE_NEWUSER: no nested user namespaces")
+    # point of most unprivileged kernel exploits; the other namespace flags reach kernel
+    # code (mount, network, ipc setup) that a sandbox has no use for and Docker refuses too.
+    # The sandboxed command starts after isorun's own clone, so this never stops isorun.
+    for name, mask in (("clone", CLONE_NAMESPACES), ("unshare", UNSHARE_NAMESPACES)):
+        no_ns = _conds(name, [(0, "masked_eq", 0, mask)])
+        add(name, argspace.complement(no_ns), deny, "namespace flags: no nested namespaces")
     safe: Region = []
     for value in SAFE_PERSONALITIES:
-        safe += _conds([(0, "eq", value, 0)])
+        safe += _conds("personality", [(0, "eq", value, 0)])
     # other personalities turn off ASLR (ADDR_NO_RANDOMIZE) or map page 0 (MMAP_PAGE_ZERO)
     add(
         "personality",
@@ -259,34 +269,51 @@ def build_entries(
     entries: dict[str, list[Entry]] = hardening_entries(policy) if policy.hardening else {}
     mentioned: dict[str, Loc] = {}
 
-    def add(items: tuple[str, ...], region: Region, action: Action, origin: str, loc: Loc) -> None:
+    docker_checks = syscalls.docker_default_conditions(DOCKER_ARCH.get(ctx.arch, ctx.arch))
+
+    def add(
+        items: tuple[str, ...],
+        conds: list[tuple[int, str, int, int]],
+        action: Action,
+        origin: str,
+        loc: Loc,
+    ) -> None:
         for item in items:
             for name in sorted(syscalls.expand(item)):
                 mentioned.setdefault(name, loc)
                 via = f" via {item}" if item != name else ""
+                try:
+                    region = _conds(name, conds) if conds else argspace.FULL
+                except argspace.TooComplex as err:
+                    raise ProfileError(
+                        [Diagnostic(loc, f"{origin}: the conditions on {name} are {err}", _SIMPLER)]
+                    ) from None
+                if item == "@docker-default" and action.kind == "allow" and name in docker_checks:
+                    # the group stands for Docker's decisions, argument checks included
+                    # (isorun issue 13: a bare name list let AF_VSOCK sockets through)
+                    checked: Region = []
+                    for alt in docker_checks[name]:
+                        checked = argspace.union(checked, _conds(name, list(alt)))
+                    region = argspace.simplify(argspace.intersect(region, checked))
                 entries.setdefault(name, []).append(Entry(region, action, origin + via, loc))
 
-    add(policy.deny, argspace.FULL, policy.deny_action, "seccomp.deny", policy.loc)
+    add(policy.deny, [], policy.deny_action, "seccomp.deny", policy.loc)
     active = [(n, r) for n, r in enumerate(policy.rules) if when_holds(r.when, ctx)]
     for n, rule in active:
         if rule.action.kind != "allow":
-            add(
-                rule.syscalls, _rule_region(rule.args), rule.action, f"seccomp.rules[{n}]", rule.loc
-            )
-    add(policy.allow, argspace.FULL, Action("allow"), "seccomp.allow", policy.loc)
+            add(rule.syscalls, _rule_conds(rule), rule.action, f"seccomp.rules[{n}]", rule.loc)
+    add(policy.allow, [], Action("allow"), "seccomp.allow", policy.loc)
     for n, rule in active:
         if rule.action.kind == "allow":
-            add(
-                rule.syscalls, _rule_region(rule.args), rule.action, f"seccomp.rules[{n}]", rule.loc
-            )
+            add(rule.syscalls, _rule_conds(rule), rule.action, f"seccomp.rules[{n}]", rule.loc)
     return entries, mentioned
 
 
-def _rule_region(args: tuple[object, ...]) -> Region:
-    from isorun.profile.schema import ArgCond
+_SIMPLER = "simplify the argument conditions for this syscall"
 
-    conds = [(c.index, c.op, c.value, c.mask) for c in args if isinstance(c, ArgCond)]
-    return _conds(conds)
+
+def _rule_conds(rule: SeccompRule) -> list[tuple[int, str, int, int]]:
+    return [(c.index, c.op, c.value, c.mask) for c in rule.args]
 
 
 def lower(name: str, entries: list[Entry], default: Entry) -> list[tuple[Region, Entry]]:
@@ -309,6 +336,10 @@ def lower(name: str, entries: list[Entry], default: Entry) -> list[tuple[Region,
         )
         if not remaining:
             break
+    if len({str(e.action) for _, e in out}) == 1:
+        # one answer for every argument (a hardening deny on a syscall the profile refuses
+        # anyway): one unconditional rule instead of the pieces (isorun issue 14, item 6)
+        return [(argspace.FULL, out[0][1])]
     return out
 
 
@@ -353,7 +384,12 @@ def plan_rules(
     rules: list[ResolvedRule] = []
     errors: list[Diagnostic] = []
     for name in sorted(known):
-        pieces = lower(name, entries.get(name, []), default)
+        try:
+            pieces = lower(name, entries.get(name, []), default)
+        except argspace.TooComplex as err:
+            loc = next((e.loc for e in entries.get(name, []) if e.loc != DEFAULT_LOC), policy.loc)
+            errors.append(Diagnostic(loc, f"the rules for {name} together are {err}", _SIMPLER))
+            continue
         start = len(rules)
         for region, entry in pieces:
             for box in region:
@@ -375,7 +411,7 @@ def plan_rules(
                     loc,
                     f"the rules for {name} need {len(rules) - start} libseccomp rules to"
                     " compile exactly",
-                    "simplify the argument conditions for this syscall",
+                    _SIMPLER,
                 )
             )
     if errors:
