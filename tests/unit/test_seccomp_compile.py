@@ -401,3 +401,45 @@ def test_bad_actions_and_errno_range() -> None:
 
 def test_architecture_names_checked() -> None:
     assert "unknown 'x86'" in errors_of(Seccomp(architectures=("native", "x86")))
+
+
+def test_i386_socket_conditions_fail_closed_instead_of_colliding() -> None:
+    # podman's default profile: socket(AF_NETLINK, *, NETLINK_AUDIT) -> EINVAL, the rest
+    # allowed, on x86_64, x32 and i386. libseccomp rewrites i386 socket rules into
+    # socketcall rules it overwrites the first argument of; the copies collided (EEXIST).
+    policy = Seccomp(
+        allow=("execve", "exit_group", "connect"),
+        architectures=("native", "x32", "i386"),
+        hardening=False,
+        rules=(
+            SeccompRule(
+                ("socket",), Action("errno", 22), (ArgCond(0, "eq", 16), ArgCond(2, "eq", 9))
+            ),
+            SeccompRule(("socket",), Action("allow"), (ArgCond(2, "ne", 9),)),
+            SeccompRule(("socket",), Action("allow"), (ArgCond(0, "ne", 16),)),
+        ),
+    )
+    prog = compile_seccomp(policy)
+    nr = X86_64["socket"]
+    assert V.evaluate(prog.bpf, nr, args=(16, 3, 9)) == errno(22)
+    assert V.evaluate(prog.bpf, nr, args=(16, 3, 0)) == ALLOW
+    assert V.evaluate(prog.bpf, nr, args=(2, 1, 9)) == ALLOW
+    x32 = syscalls.table("x32")["socket"]
+    assert V.evaluate(prog.bpf, x32, args=(16, 3, 9)) == errno(22)
+    assert V.evaluate(prog.bpf, x32, args=(2, 1, 0)) == ALLOW
+    # i386: socket and socketcall(SYS_SOCKET) are refused; connect (allowed) still works
+    i386 = syscalls.table("i386")
+    for args in ((16, 3, 9), (2, 1, 0)):
+        assert V.evaluate(prog.bpf, i386["socket"], V.AUDIT_ARCH_I386, args) == errno(1)
+    assert V.evaluate(prog.bpf, i386["socketcall"], V.AUDIT_ARCH_I386, (1, 0)) == errno(1)
+    assert V.evaluate(prog.bpf, i386["connect"], V.AUDIT_ARCH_I386, (3, 0)) == ALLOW
+    assert [(u.name, u.arch) for u in prog.refused] == [("socket", "i386")]
+    assert "refused on i386" in prog.describe()
+
+
+def test_a_syscall_refused_for_every_argument_is_one_rule() -> None:
+    # hardening's personality and ioctl denies on a profile that allows neither: one
+    # unconditional rule each, not the argument pieces of both (isorun issue 14, item 6)
+    prog = compile_seccomp(Seccomp(allow=("execve", "exit_group")))
+    assert not [r for r in prog.rules if r.conditions]
+    assert len([r for r in prog.rules if r.syscall == "personality"]) == 1

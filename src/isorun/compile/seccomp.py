@@ -27,6 +27,7 @@ Checking a policy (unknown names, bad values, contradictions) is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from isorun.compile import argspace, syscalls
 from isorun.compile.argspace import Region
@@ -40,6 +41,45 @@ MAX_COMPARISONS_PER_SYSCALL = 400
 
 EPERM = 1
 ENOSYS = 38
+
+#: calls that i386 may also make through the socketcall and ipc multiplexers, where their
+#: arguments sit in memory (libseccomp src/syscalls.c, _abi_syscall_mux)
+MULTIPLEXED = frozenset(
+    [
+        "socket",
+        "bind",
+        "connect",
+        "listen",
+        "accept",
+        "getsockname",
+        "getpeername",
+        "socketpair",
+        "send",
+        "recv",
+        "sendto",
+        "recvfrom",
+        "shutdown",
+        "setsockopt",
+        "getsockopt",
+        "sendmsg",
+        "recvmsg",
+        "accept4",
+        "recvmmsg",
+        "sendmmsg",
+        "semop",
+        "semget",
+        "semctl",
+        "semtimedop",
+        "msgsnd",
+        "msgrcv",
+        "msgget",
+        "msgctl",
+        "shmat",
+        "shmdt",
+        "shmget",
+        "shmctl",
+    ]
+)
 
 # ioctl requests from asm-generic/ioctls.h
 TIOCSTI = 0x5412
@@ -140,6 +180,9 @@ class SeccompProgram:
     rules: tuple[ResolvedRule, ...]
     unresolved: tuple[Unresolved, ...]
     libseccomp: str = ""
+    refused: tuple[Unresolved, ...] = ()
+    """Syscalls refused outright on an ABI where their argument conditions cannot be
+    checked (i386 socket and ipc calls, multiplexed through socketcall and ipc)."""
 
     def describe(self) -> str:
         head = (
@@ -150,6 +193,12 @@ class SeccompProgram:
         if self.unresolved:
             names = sorted({u.name for u in self.unresolved if u.arch == self.arch})
             lines.append(f"  not on {self.arch} (ignored there): {' '.join(names)}")
+        for abi in sorted({u.arch for u in self.refused}):
+            names = sorted(u.name for u in self.refused if u.arch == abi)
+            lines.append(
+                f"  refused on {abi} (its socketcall/ipc hide the arguments the rules check):"
+                f" {' '.join(names)}"
+            )
         return "\n".join(lines)
 
 
@@ -457,40 +506,70 @@ def compile_seccomp(
     rules, unresolved = plan_rules(policy, targets, Context(caps, primary, kernel))
     unknown_value = action_value(policy.unknown_action)
     kept: list[ResolvedRule] = []
-    with lsc.Filter(lib, unknown_value) as flt:
-        # the kernel loads what the shim gives it; no_new_privs is the shim's own step
-        flt.set_attr(lsc.ATTR_CTL_NNP, 0)
-        flt.set_attr(lsc.ATTR_ACT_BADARCH, action_value(Action("kill_process")))
-        if layout == "tree":
-            # binary search over syscall numbers instead of a linear if-chain
-            flt.set_attr(lsc.ATTR_CTL_OPTIMIZE, 2)
-        if primary != native:
-            flt.add_arch(lsc.ARCH_TOKENS[primary])
-            flt.remove_arch(lsc.ARCH_TOKENS[native])
-        for extra in targets[1:]:
-            flt.add_arch(lsc.ARCH_TOKENS[extra])
+    conditional = {r.syscall for r in rules if r.conditions}
+    refused: list[Unresolved] = []
+    missing: set[tuple[str, str]] = set()
+    # One filter per ABI, merged at the end: libseccomp rewrites an i386 socket or ipc rule
+    # into a socketcall/ipc rule whose first argument it overwrites (src/syscalls.c,
+    # abi_rule_add), so argument conditions cannot be given to it together with the
+    # native rules (their rewritten copies collide: EEXIST, isorun issue 14).
+    filters = [_abi_filter(lsc, lib, unknown_value, layout, native, a) for a in targets]
+    try:
+        # libseccomp takes the primary ABI's numbers (or its pseudo-numbers for names
+        # only other ABIs have) and translates them by name for each ABI of a filter
         token = lsc.ARCH_TOKENS[primary]
         numbers: dict[str, int] = {}
-        missing: set[str] = set()
         for rule in rules:
             if rule.syscall not in numbers:
-                nr = flt.resolve(token, rule.syscall)
+                nr = filters[0].resolve(token, rule.syscall)
                 # libseccomp older than our table: the number is a kernel fact, but only
                 # safe on a single-ABI filter (libseccomp would reuse it on other ABIs)
                 if nr == lsc.NR_SCMP_ERROR and rule.nr >= 0 and len(targets) == 1:
                     nr = rule.nr
                 numbers[rule.syscall] = nr
-            nr = numbers[rule.syscall]
-            if nr == lsc.NR_SCMP_ERROR:
-                missing.add(rule.syscall)
-                continue
-            kept.append(rule)
-            value = action_value(Action(*_split(rule.action)))
-            if value != unknown_value:  # else the filter's default answers it already
-                flt.add_rule(value, nr, list(rule.conditions))
-        unresolved += tuple(Unresolved(n, a) for n in sorted(missing) for a in targets)
-        bpf = flt.export_bpf()
-        pfc = flt.export_pfc()
+        for abi, flt in zip(targets, filters, strict=True):
+            for rule in rules:
+                nr = numbers[rule.syscall]
+                if nr == lsc.NR_SCMP_ERROR:
+                    missing.add((rule.syscall, abi))
+                    continue
+                if abi == primary:
+                    kept.append(rule)
+                if abi == "i386" and rule.syscall in conditional and rule.syscall in MULTIPLEXED:
+                    # the arguments of socketcall/ipc are in memory, out of a filter's
+                    # reach: fail closed, the call is refused on this ABI
+                    if not any(u.name == rule.syscall for u in refused):
+                        refused.append(Unresolved(rule.syscall, abi, rule.loc))
+                        value = action_value(policy.default_action)
+                        if value != unknown_value:
+                            flt.add_rule(value, nr, [])
+                    continue
+                value = action_value(Action(*_split(rule.action)))
+                if value != unknown_value:  # else the filter's default answers it already
+                    try:
+                        flt.add_rule(value, nr, list(rule.conditions))
+                    except OSError as err:
+                        raise ProfileError(
+                            [
+                                Diagnostic(
+                                    rule.loc,
+                                    f"{rule.origin}: libseccomp cannot compile the rule for"
+                                    f" {rule.syscall} on {abi}: {err.strerror}",
+                                    f"remove {abi!r} from seccomp.architectures, or simplify"
+                                    " the argument conditions",
+                                )
+                            ]
+                        ) from err
+        for other in filters[1:]:
+            filters[0].merge(other)
+        bpf = filters[0].export_bpf()
+        pfc = filters[0].export_pfc()
+    finally:
+        for flt in filters:
+            flt.close()
+    unresolved += tuple(
+        Unresolved(n, a) for n, a in sorted(missing) if Unresolved(n, a) not in unresolved
+    )
     return SeccompProgram(
         bpf=bpf,
         pfc=pfc,
@@ -500,7 +579,23 @@ def compile_seccomp(
         rules=tuple(kept),
         unresolved=unresolved,
         libseccomp=".".join(str(v) for v in lib.version),
+        refused=tuple(refused),
     )
+
+
+def _abi_filter(lsc: Any, lib: Any, unknown_value: int, layout: str, native: str, abi: str) -> Any:
+    """An empty libseccomp filter for one ABI, with isorun's attributes."""
+    flt = lsc.Filter(lib, unknown_value)
+    # the kernel loads what the shim gives it; no_new_privs is the shim's own step
+    flt.set_attr(lsc.ATTR_CTL_NNP, 0)
+    flt.set_attr(lsc.ATTR_ACT_BADARCH, action_value(Action("kill_process")))
+    if layout == "tree":
+        # binary search over syscall numbers instead of a linear if-chain
+        flt.set_attr(lsc.ATTR_CTL_OPTIMIZE, 2)
+    if abi != native:
+        flt.add_arch(lsc.ARCH_TOKENS[abi])
+        flt.remove_arch(lsc.ARCH_TOKENS[native])
+    return flt
 
 
 def _split(action: str) -> tuple[str, int]:
