@@ -325,6 +325,11 @@ def simplify(region: Region) -> Region:
 
     Partners are found by hashing: a cube's partner is the same cube with one mask bit
     flipped; spans are grouped by the rest of their box and merged where they touch."""
+    one = _single_arg_cubes(region)
+    if one is not None:  # the common case, on plain integers (hashing Cubes is slower)
+        index, cubes = one
+        merged = _merge_cube_values({(c.mask, c.value): None for c in cubes})
+        return [((index, Cube(m, v)),) if m else () for m, v in merged]
     boxes: dict[Box, None] = dict.fromkeys(region)
     changed = True
     while changed and len(boxes) > 1:
@@ -367,6 +372,34 @@ def _lo(atom: Atom) -> int:
 
 def _hi(atom: Atom) -> int:
     return atom.hi if isinstance(atom, Span) else atom.value
+
+
+def _single_arg_cubes(region: Region) -> tuple[int, list[Cube]] | None:
+    """(index, cubes) when every box is one cube on the same argument, else None."""
+    if not region or any(len(box) != 1 for box in region):
+        return None
+    index = region[0][0][0]
+    cubes = [atom for box in region for i, atom in box if i == index and isinstance(atom, Cube)]
+    return (index, cubes) if len(cubes) == len(region) else None
+
+
+def _merge_cube_values(cubes: dict[tuple[int, int], None]) -> list[tuple[int, int]]:
+    work = list(cubes)
+    while work:
+        mask, value = work.pop()
+        if (mask, value) not in cubes:
+            continue
+        bits = mask
+        while bits:
+            bit = bits & -bits
+            bits ^= bit
+            if (mask, value ^ bit) in cubes:
+                del cubes[(mask, value)], cubes[(mask, value ^ bit)]
+                wider = (mask ^ bit, value & ~bit)
+                cubes[wider] = None
+                work.append(wider)
+                break
+    return list(cubes)
 
 
 def _merge_cubes(boxes: dict[Box, None]) -> bool:

@@ -41,6 +41,8 @@ MAX_COMPARISONS_PER_SYSCALL = 400
 
 EPERM = 1
 ENOSYS = 38
+#: the longest filter the kernel loads (linux/bpf_common.h BPF_MAXINSNS)
+BPF_MAXINSNS = 4096
 
 #: calls that i386 may also make through the socketcall and ipc multiplexers, where their
 #: arguments sit in memory (libseccomp src/syscalls.c, _abi_syscall_mux)
@@ -567,6 +569,25 @@ def compile_seccomp(
     finally:
         for flt in filters:
             flt.close()
+    if len(bpf) // 8 > BPF_MAXINSNS:
+        # the kernel would refuse it at launch (EINVAL from seccomp(2)); say so now, with
+        # the syscalls that cost the most
+        cost: dict[str, int] = {}
+        for rule in rules:
+            cost[rule.syscall] = cost.get(rule.syscall, 0) + 1
+        worst = sorted(cost, key=lambda n: -cost[n])[:3]
+        raise ProfileError(
+            [
+                Diagnostic(
+                    policy.loc,
+                    f"the seccomp filter needs {len(bpf) // 8} BPF instructions, more than"
+                    f" the kernel's {BPF_MAXINSNS} (most rules: "
+                    + ", ".join(f"{n} {cost[n]}" for n in worst)
+                    + ")",
+                    _SIMPLER,
+                )
+            ]
+        )
     unresolved += tuple(
         Unresolved(n, a) for n, a in sorted(missing) if Unresolved(n, a) not in unresolved
     )
