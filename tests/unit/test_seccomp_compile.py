@@ -443,3 +443,23 @@ def test_a_syscall_refused_for_every_argument_is_one_rule() -> None:
     prog = compile_seccomp(Seccomp(allow=("execve", "exit_group")))
     assert not [r for r in prog.rules if r.conditions]
     assert len([r for r in prog.rules if r.syscall == "personality"]) == 1
+
+
+def test_strict_socket_checks_survive_docker_export_and_import() -> None:
+    # @docker-default keeps moby's socket checks; the export writes them as low-32-bit
+    # masked_eq conditions, which import back to the same decisions, high bits included
+    from isorun import api
+    from isorun.compile import docker as D
+    from isorun.compile import docker_import as DI
+    from isorun.profile.loader import load_layer
+
+    policy = api.load_profile("strict").seccomp
+    toml, _ = DI.import_docker(D.export_docker(policy), "strict.json")
+    back = load_layer(toml.encode(), "back.toml", "back").profile.seccomp
+    ours, theirs = compile_seccomp(policy).bpf, compile_seccomp(back).bpf
+    nr = X86_64["socket"]
+    for family, want in ((1, ALLOW), (2, ALLOW), (39, ALLOW), (41, ALLOW), (38, errno(1)),
+                         (40, errno(1)), (0x1_0000_0028, errno(1)), (0x1_0000_0026, errno(1)),
+                         (0xFFFFFFFF_00000028, errno(1)), (0x1_0000_0002, ALLOW)):  # fmt: skip
+        assert V.evaluate(ours, nr, args=(family, 1, 0)) == want, hex(family)
+        assert V.evaluate(theirs, nr, args=(family, 1, 0)) == want, hex(family)
