@@ -37,6 +37,20 @@ if ! command -v npm >/dev/null 2>&1; then
     fi
 fi
 
+# podman + runc: the Docker-export tests start real containers (tests/learn,
+# tests/integration/test_docker_engine.py); in CI a missing engine fails those tests.
+# --no-install-recommends as ../shared/tools/podman-setup.sh does: rootful podman with
+# --network none needs none of the recommends, and runc is then the runtime.
+if ! command -v podman >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "setup: installing podman runc"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc >/dev/null
+    else
+        echo "setup: podman missing (run as root, or: sudo apt-get install --no-install-recommends podman runc)" >&2
+    fi
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv

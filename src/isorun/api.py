@@ -46,6 +46,22 @@ def builtin_profiles() -> list[tuple[str, str]]:
     return out
 
 
+def check_limits(plan: Plan) -> None:
+    """Raise HostError naming the profile line when this host cannot enforce the plan's
+    cgroup limits for this caller (the run would be refused the same way)."""
+    from isorun.compile.plan import Cgroup
+    from isorun.errors import HostError
+    from isorun.sandbox.cgroup import check_enforceable_in_parent
+
+    for step in plan.find(Cgroup):
+        try:
+            check_enforceable_in_parent(step.memory, step.pids)
+        except HostError as err:
+            asked = " and ".join(name for name, value in (("limits.memory", step.memory),
+                                                          ("limits.pids", step.pids)) if value)
+            raise HostError(f"{asked} ({step.loc.short()})", err.why, err.fix) from None
+
+
 def seccomp_program(plan: Plan) -> bytes:
     """The compiled seccomp filter of ``plan`` (b"" when the plan loads none)."""
     from isorun.compile.plan import LoadSeccomp
@@ -174,7 +190,7 @@ def _choose_backend(plan: Plan, requested: str, allow_weaker: bool,
     from isorun.host.facts import probe
 
     facts = probe()
-    if requested in ("auto", "native") and (facts.userns or facts.root) and _shim_built():
+    if requested in ("auto", "native") and facts.userns and _shim_built():
         if log is not None:
             log(f"isorun: backend native: enforces every rule of {plan.profile}")
         return "native", ()
@@ -206,7 +222,7 @@ def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
     if err.loc is not None or not 0 <= err.step_index < len(plan.steps):
         return err
     return SandboxSetupError(err.step, err.syscall, err.errno, plan.steps[err.step_index].loc,
-                             err.detail, err.step_index)
+                             err.detail, err.step_index, err.hint)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,10 +47,13 @@ _DIGEST_SIZE = 32
 
 #: the ${NAME} variables this module knows how to key on (see :func:`variables`)
 VARIABLE_NAMES = frozenset(
-    {"HOME", "CWD", "TMPDIR", "UID", "GID", "USER", "PYTHON_PREFIX", "PYTHON_BASE_PREFIX"}
+    {"HOME", "CWD", "TMPDIR", "UID", "GID", "USER", "PYTHON_PREFIX", "PYTHON_BASE_PREFIX",
+     "SSH_AUTH_SOCK"}
 )
-#: the HostFacts fields :func:`facts_key` covers
-FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns"})
+#: the HostFacts fields :func:`facts_key` covers. ``landlock`` through the kernel's
+#: release and version: the kernel build decides its Landlock ABI (short of a changed
+#: lsm= boot list, which the shim catches: it refuses a plan above the running ABI)
+FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns", "landlock"})
 _USERNS_SYSCTLS = (  # shim/launch_index.c has this list too, in this order
     "/proc/sys/user/max_user_namespaces",
     "/proc/sys/kernel/unprivileged_userns_clone",
@@ -155,6 +158,7 @@ def variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         "USER": env.get("USER") or env.get("LOGNAME") or str(uid),
         "PYTHON_PREFIX": os.path.realpath(sys.prefix),
         "PYTHON_BASE_PREFIX": os.path.realpath(sys.base_prefix),
+        "SSH_AUTH_SOCK": env.get("SSH_AUTH_SOCK", ""),
     }
 
 

@@ -81,6 +81,8 @@ def check(profile: str) -> None:
     """Load and compile PROFILE (seccomp filter included); exit 0 when valid, 2 otherwise."""
     plan = api.compile_plan(profile)
     program = api.seccomp_program(plan)
+    # Before the run does: a limit written explicitly fails closed when unenforceable.
+    api.check_limits(plan)
     click.echo(f"{profile}: ok ({len(plan.steps)} steps, seccomp filter of "
                f"{len(program) // 8} instructions)")
 

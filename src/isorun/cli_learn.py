@@ -34,10 +34,15 @@ from isorun import learn_profile as lp
               help="Bind read-only the host paths opened outside the mounts (default: only"
                    " suggest them).")
 @click.option("--timeout", type=float, default=None, help="Kill the command after SECONDS.")
+@click.option("--runtime", "runtimes", multiple=True, default=("all",), show_default=True,
+              help="With --docker: the OCI runtime(s) whose own post-filter syscalls the"
+                   " JSON allows (runc-1.1, runc-1.1-nnp, runc-1.2, runc-1.3, runc-1.4, crun,"
+                   " all, none;"
+                   " repeatable).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
           merges: tuple[str, ...], check: str | None, grant_fs: bool, timeout: float | None,
-          command: tuple[str, ...]) -> None:
+          runtimes: tuple[str, ...], command: tuple[str, ...]) -> None:
     """Run COMMAND in the sandbox and learn the syscalls it makes.
 
     \b
@@ -70,24 +75,53 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     else:
         sys.stdout.write(text)
     if docker:
+        lp.runtime_syscalls(runtimes)  # an unknown name is a usage error before the run
         if output:
-            json_text = lp.export_docker_json(output)
+            json_text, added = lp.export_docker_json(output, runtime=runtimes)
         else:
             with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=os.getcwd(),
                                              delete=False) as tmp:
                 tmp.write(text)
             try:
-                json_text = lp.export_docker_json(tmp.name)
+                json_text, added = lp.export_docker_json(tmp.name, runtime=runtimes)
             finally:
                 os.unlink(tmp.name)
         with open(docker, "w", encoding="utf-8") as f:
             f.write(json_text)
+        if added:
+            click.echo(f"isorun: {docker} also allows {len(added)} syscalls the container"
+                       f" runtime ({', '.join(runtimes)}) makes after loading the filter:"
+                       f" {' '.join(added)}. Most are needed because engines run"
+                       " containers without no-new-privileges, so the runtime loads the"
+                       " filter before it drops capabilities and ids; run the container"
+                       " with `--security-opt no-new-privileges` and learn with"
+                       " `--runtime runc-1.1-nnp` to grant only the few it still makes"
+                       " (data/engines.toml says how each list was measured)",
+                       err=True)
     n = len(learned.allow) + len({r.syscalls[0] for r in learned.rules})
     click.echo(f"isorun: learned {n} syscalls from {obs.total} calls"
                f" (Docker's default allows {lp.docker_default_count()});"
                f" the command exited {obs.returncode}", err=True)
     for note in learned.notes:
         click.echo(f"isorun: not granted: {note}", err=True)
+    _report_status(obs.returncode, command)
+
+
+def _report_status(returncode: int, command: tuple[str, ...]) -> None:
+    """Exit with the command's status, saying why a learned result may be partial."""
+    if returncode == 0:
+        return
+    if returncode == 127:
+        click.echo(f"isorun: learn: {command[0]!r} was not found or could not be executed"
+                   " (status 127); what was learned covers only the sandbox's start", err=True)
+    elif returncode < 0 or returncode > 128:
+        sig = -returncode if returncode < 0 else returncode - 128
+        click.echo(f"isorun: learn: the command was killed by signal {sig}; what was learned"
+                   " covers only what it did until then", err=True)
+    else:
+        click.echo(f"isorun: learn: the command failed (status {returncode}); what was"
+                   " learned covers only what it did until then", err=True)
+    sys.exit(returncode if 0 < returncode < 256 else 128 + abs(returncode) % 128)
 
 
 COMMANDS = [learn]

@@ -33,6 +33,43 @@ def _write(text: str | bytes, output: str | None) -> None:
 
 
 _output = click.option("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
+_arch = click.option(
+    "--arch",
+    type=click.Choice(["x86_64", "aarch64"]),
+    default=None,
+    help="Architecture the filter is for (default: this machine's).",
+)
+
+
+_runtime = click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    default=("none",),
+    show_default=True,
+    help="Also allow what these OCI runtimes call after loading the filter (runc-1.1,"
+    " runc-1.1-nnp, runc-1.2, runc-1.3, runc-1.4, crun, all; repeatable): a minimal"
+    " profile needs it to start in a container.",
+)
+
+
+def _with_runtime(policy, runtimes: tuple[str, ...], arch: str):  # type: ignore[no-untyped-def]
+    from isorun.compile import engines
+
+    return engines.with_runtime(policy, runtimes, arch)[0]
+
+
+def _arch_or_native(arch: str | None) -> str:
+    import os
+
+    return arch or ("x86_64" if os.uname().machine == "x86_64" else os.uname().machine)
+
+
+def _warn(policy) -> None:  # type: ignore[no-untyped-def]  # policy: schema.Seccomp
+    from isorun.compile import engines
+
+    for line in engines.export_warnings(policy):
+        click.echo(f"isorun: warning: {line}", err=True)
 
 
 @click.group("export")
@@ -42,37 +79,55 @@ def export() -> None:
 
 @export.command("docker")
 @click.argument("profile")
+@_arch
+@_runtime
 @_output
-def export_docker_cmd(profile: str, output: str | None) -> None:
+def export_docker_cmd(
+    profile: str, arch: str | None, runtimes: tuple[str, ...], output: str | None
+) -> None:
     """moby's seccomp JSON (docker run --security-opt seccomp=FILE, podman too)."""
     from isorun.compile import docker
 
-    _write(docker.export_docker(_policy(profile)), output)
+    policy = _with_runtime(_policy(profile), runtimes, _arch_or_native(arch))
+    _write(docker.export_docker(policy, arch=_arch_or_native(arch)), output)
+    _warn(policy)
 
 
 @export.command("oci")
 @click.argument("profile")
+@_arch
+@_runtime
 @_output
-def export_oci_cmd(profile: str, output: str | None) -> None:
+def export_oci_cmd(
+    profile: str, arch: str | None, runtimes: tuple[str, ...], output: str | None
+) -> None:
     """The OCI runtime-spec linux.seccomp object (config.json)."""
     from isorun.compile import docker
 
-    _write(docker.export_oci(_policy(profile)), output)
+    policy = _with_runtime(_policy(profile), runtimes, _arch_or_native(arch))
+    _write(docker.export_oci(policy, arch=_arch_or_native(arch)), output)
+    _warn(policy)
 
 
 @export.command("k8s")
 @click.argument("profile")
 @click.option("--name", default="", help="metadata.name (default: the profile's name).")
-@click.option("--namespace", default="default", show_default=True)
+@_arch
+@_runtime
 @_output
-def export_k8s_cmd(profile: str, name: str, namespace: str, output: str | None) -> None:
-    """A security-profiles-operator SeccompProfile plus the pod snippet using it."""
+def export_k8s_cmd(
+    profile: str, name: str, arch: str | None, runtimes: tuple[str, ...], output: str | None
+) -> None:
+    """A security-profiles-operator SeccompProfile (cluster-scoped, API v1) plus the pod
+    snippet using it (localhostProfile: operator/NAME.json)."""
     from isorun import api
     from isorun.compile import docker
 
     loaded = api.load_profile(profile)
-    text = docker.export_k8s(loaded.seccomp, name=name or loaded.name, namespace=namespace)
+    policy = _with_runtime(loaded.seccomp, runtimes, _arch_or_native(arch))
+    text = docker.export_k8s(policy, name=name or loaded.name, arch=_arch_or_native(arch))
     _write(text, output)
+    _warn(policy)
 
 
 @export.command("bpf")
@@ -114,14 +169,39 @@ def import_docker_cmd(file: str, output: str | None) -> None:
     _write(text, output)
 
 
+def _policy_and_doc(spec: str):  # type: ignore[no-untyped-def]  # (Seccomp, dict | None)
+    """A profile, or a Docker JSON file read as engines read it (then also its JSON, so
+    runc's ENOSYS stub is modelled from what the file lists)."""
+    import json
+
+    from isorun.compile import docker, docker_import
+    from isorun.errors import ProfileError
+
+    if spec.endswith(".json") and Path(spec).is_file():
+        text = Path(spec).read_text(encoding="utf-8")
+        policy, _warnings = docker_import.docker_to_policy(text, spec)
+        return policy, json.loads(text)
+    policy = _policy(spec)
+    try:
+        return policy, docker.docker_object(policy)
+    except ProfileError:
+        return policy, None  # not exportable: no engine to model
+
+
 @click.command("diff")
 @click.argument("a")
 @click.argument("b")
 def diff(a: str, b: str) -> None:
-    """Semantic difference of two profiles' seccomp filters; exit 1 when they differ."""
+    """Semantic difference of two profiles' seccomp filters (a profile, or a Docker JSON
+    file); exit 1 when they differ. Also lists the numbers runc answers differently
+    because of its ENOSYS stub above the highest listed syscall."""
     from isorun.compile import docker_diff
 
-    lines = docker_diff.diff_policies(_policy(a), _policy(b))
+    pa, doc_a = _policy_and_doc(a)
+    pb, doc_b = _policy_and_doc(b)
+    lines = docker_diff.diff_policies(pa, pb)
+    if doc_a is not None and doc_b is not None:
+        lines += docker_diff.diff_engine_numbers(pa, pb, doc_a, doc_b)
     for line in lines:
         click.echo(line)
     if lines:

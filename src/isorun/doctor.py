@@ -7,7 +7,7 @@ stronger ones were passed over, with the same words a verbose launch prints.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ class Check:
     status: str
     detail: str
     remedy: str = ""
+    #: structured facts for ``--json`` (the Landlock ABI and what each level adds)
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def check_userns(facts: BackendFacts, root: Path, clone: tuple[bool, str] | None) -> list[Check]:
@@ -39,11 +41,20 @@ def check_userns(facts: BackendFacts, root: Path, clone: tuple[bool, str] | None
                          facts.userns.fix if bad else ""))
     if clone is not None:
         worked, err = clone
-        out.append(Check("clone(CLONE_NEWUSER)", OK if worked else FAIL,
-                         "a forked child created a user namespace" if worked else
-                         f"a forked child could not create a user namespace ({err})",
-                         "" if worked else "allow unshare/clone(CLONE_NEWUSER) in the "
-                         "container's seccomp profile or LSM, or use a setuid backend"))
+        if worked:
+            out.append(Check("clone(CLONE_NEWUSER)", OK,
+                             "a forked child created a user namespace"))
+        else:
+            # Why, from kernel facts of this process: an outer sandbox, a container's
+            # seccomp profile, or an LSM (the sysctls above were read already).
+            import errno as errno_mod
+
+            step, _, name = err.rpartition(": ")
+            why = probe.userns_refusal(root, getattr(errno_mod, name, 0),
+                                       step or "unshare(CLONE_NEWUSER)")
+            out.append(Check("clone(CLONE_NEWUSER)", FAIL,
+                             f"a forked child could not create a user namespace: "
+                             f"{why.blocker}", why.fix))
     return out
 
 
@@ -75,12 +86,24 @@ def check_seccomp(root: Path) -> list[Check]:
 
 
 def check_landlock(abi: int | None) -> list[Check]:
+    from isorun.compile.landlock import ABI_ADDS
+
     if abi is None:
         return []
+    missing = [f"ABI {k}: {v}" for k, v in ABI_ADDS.items() if k > abi]
+    data: dict[str, Any] = {"abi": abi, "levels": {str(k): v for k, v in ABI_ADDS.items()},
+                            "missing": missing}
+    if abi >= max(ABI_ADDS):
+        return [Check("landlock", OK, f"ABI version {abi}: every rule of the Landlock layer "
+                      "is enforced, and the landlock backend can run where user namespaces "
+                      "cannot", data=data)]
     if abi > 0:
-        return [Check("landlock", OK, f"ABI version {abi}")]
-    return [Check("landlock", INFO, "not available",
-                  "boot with landlock in lsm= (e.g. lsm=landlock,lockdown,yama,apparmor)")]
+        return [Check("landlock", WARN, f"ABI version {abi}; lacks "
+                      + "; ".join(missing), "a newer kernel (6.12+ for scoping)",
+                      data=data)]
+    return [Check("landlock", WARN, "not available: no Landlock layer, no landlock backend",
+                  "boot with landlock in lsm= (e.g. lsm=landlock,lockdown,yama,apparmor)",
+                  data=data)]
 
 
 def check_cgroups(root: Path) -> list[Check]:
@@ -141,15 +164,25 @@ def check_backend(facts: BackendFacts, profile: str) -> list[Check]:
         plan = api.compile_plan(api.load_profile(profile), facts.host)
         backend, _ = select_backend(plan, "auto", facts, False, log=reasons.append)
     except Unsupported as err:
+        remedy = "install a backend that enforces the profile, or pass --allow-weaker"
+        if err.backend == "landlock" and not facts.userns.allowed:
+            # Only the landlock backend runs here: what brings namespaces back comes first.
+            remedy = (f"{facts.userns.fix}; or pass --allow-weaker to run in landlock mode "
+                      "without the rules listed")
         return [Check(f"backend for {profile}", FAIL, "; ".join([*reasons, err.render()]),
-                      "install a backend that enforces the profile, or pass --allow-weaker")]
+                      remedy)]
     except HostError as err:
         return [Check(f"backend for {profile}", FAIL, "; ".join([*reasons, str(err)]),
                       err.fix)]
     except IsorunError as err:
         return [Check(f"backend for {profile}", FAIL, str(err))]
-    return [Check(f"backend for {profile}", OK, f"auto selects {backend.name}: "
-                  + "; ".join(r.removeprefix("isorun: ") for r in reasons))]
+    checks = [Check(f"backend for {profile}", OK, f"auto selects {backend.name}: "
+                    + "; ".join(r.removeprefix("isorun: ") for r in reasons))]
+    try:
+        api.check_limits(plan)
+    except HostError as err:
+        checks.append(Check(f"limits of {profile}", FAIL, str(err), err.fix))
+    return checks
 
 
 def diagnose(facts: BackendFacts | None = None, *, root: Path = Path("/"),
@@ -176,7 +209,7 @@ def render_text(checks: list[Check]) -> str:
 
 
 def to_json(checks: list[Check]) -> list[dict[str, Any]]:
-    return [asdict(c) for c in checks]
+    return [{k: v for k, v in asdict(c).items() if k != "data" or v} for c in checks]
 
 
 def exit_code(checks: list[Check]) -> int:

@@ -150,9 +150,11 @@ class SandboxSetupError(IsorunError):
     """
 
     def __init__(self, step: str, syscall: str, errno: int, loc: Loc | None = None,
-                 detail: str = "", step_index: int = -1) -> None:
+                 detail: str = "", step_index: int = -1, hint: str = "") -> None:
         self.step, self.syscall, self.errno, self.loc, self.detail = (
             step, syscall, errno, loc, detail)
+        #: how to fix it, when the failure is one a person can act on (a refused link)
+        self.hint = hint
         #: index into Plan.steps of the step that failed (-1: not tied to one), so the
         #: caller can look up the profile line and re-raise with ``loc``
         self.step_index = step_index
@@ -160,6 +162,10 @@ class SandboxSetupError(IsorunError):
         where = f" ({loc.short()})" if loc is not None else ""
         extra = f": {detail}" if detail else ""
         super().__init__(f"{step}: {syscall}: {name} ({os.strerror(errno)}){extra}{where}")
+
+    def render(self) -> str:
+        text = f"isorun: error: {self}"
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
 
 
 class ShimAbiError(IsorunError):

@@ -48,7 +48,7 @@ INDEX_SETTLE_NS = 2_000_000_000
 INDEX_ENV = (  # shim/launch_index.c has this list too, in this order (a test compares)
     "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
     "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
-    "PYTHONSAFEPATH",
+    "PYTHONSAFEPATH", "SSH_AUTH_SOCK",
 )  # fmt: skip
 _MASK64 = (1 << 64) - 1
 

@@ -11,14 +11,15 @@ the whole process tree is covered. Modes:
 - ``widen``: only what the base would refuse is notified; the output extends the base
   with the smallest extra allow rules.
 - ``check``: like ``widen``, but nothing is written: the refused calls are the result (a
-  ratchet for CI).
+  ratchet for CI, which runs untrusted pull requests: the supervisor answers each refused
+  call with the profile's errno, so it never runs).
 
 While learning (``learn``/``widen``) the base's hardening rules stay *enforced* by an
 ordinary filter under the notifying one: the kernel gives ERRNO precedence over
 USER_NOTIF (seccomp(2), "ordering of actions"), so those calls fail as they will under
 the learned profile (clone3 gets ENOSYS and libc falls back to clone, whose flags we can
-read) and are not recorded. ``check`` loads no enforcing filter: it observes every call
-the profile would refuse, lets it run, and lists it.
+read) and are not recorded. ``check`` loads no enforcing filter: every call the profile
+refuses is notified, refused by the supervisor's answer and listed.
 
 User notification has a TOCTOU hole for decisions on pointer arguments (seccomp_unotify(2)
 NOTES): irrelevant here, since every call continues and paths read from the command's
@@ -240,7 +241,13 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
         notify = notify_everything()
     else:
         notify = observing_filter(policy)
+    # check enforces the profile through the supervisor's answers (check_answers): a
+    # kernel filter refusing first would keep those calls from being notified and listed
     enforce = hardening_filter(policy) if mode != "check" else b""
+    from isorun.learn_profile import check_answers
+
+    answer, answer_other = check_answers(policy, arch) if mode == "check" and policy.enabled \
+        else ((), 0)
     spec = native.build_spec(plan, list(argv), os.environ if env is None else env, enforce)
     spec = dataclasses.replace(spec, seccomp_bpf=enforce, notify_bpf=notify)
     argmask, mem = _tables_for_supervisor(arch)
@@ -249,7 +256,8 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
 
     def supervise(listener: int) -> None:
         try:
-            box["result"] = _shim.supervise(listener, stop_r, AUDIT_ARCH[arch], argmask, mem)
+            box["result"] = _shim.supervise(listener, stop_r, AUDIT_ARCH[arch], argmask, mem,
+                                            answer=answer, answer_other=answer_other)
         except BaseException as err:  # re-raised in the caller's thread
             box["error"] = err
         finally:

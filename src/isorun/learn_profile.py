@@ -98,6 +98,30 @@ def learned_rules(obs: Observation, policy: Seccomp) -> Learned:
     return Learned(tuple(sorted(allow)), tuple(rules), ordered, tuple(notes))
 
 
+def check_answers(policy: Seccomp, native: str) -> tuple[tuple[int, ...], int]:
+    """What ``check`` answers a notified call with, per native number, and for the rest.
+
+    In ``check`` mode only calls the profile refuses are notified (plus execve, for the
+    hand-over, which runs), so each number maps to the errno of its first refusing entry
+    or of the default. A refusal that kills or traps is answered EPERM: the call is still
+    refused, the run goes on and the report names the profile's real action.
+    """
+    from isorun.compile.seccomp import build_entries
+
+    def errno_of(action: Action) -> int:
+        return action.errno if action.kind == "errno" else 1
+
+    entries, _ = build_entries(policy)
+    table = syscalls.table(native)
+    out = [errno_of(policy.unknown_action)] * (max(table.values()) + 1)
+    for name, nr in table.items():
+        refusing = [e.action for e in entries.get(name, [])
+                    if e.action.kind not in ("allow", "log")]
+        out[nr] = errno_of(refusing[0] if refusing else policy.default_action)
+    out[table["execve"]] = 0
+    return tuple(out), errno_of(policy.default_action)
+
+
 def docker_default_count(arch: str = "x86_64") -> int:
     """How many of ``arch``'s syscalls Docker's default profile allows by name."""
     return len(syscalls.expand("@docker-default") & set(syscalls.table(arch)))
@@ -128,7 +152,7 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
                    grant_fs: bool = False) -> tuple[str, Learned]:
     """The learned profile as TOML text, and what went into it."""
     from isorun import __version__, api
-    from isorun.compile.docker_import import render_toml
+    from isorun.compile.docker_toml import render_toml
 
     if obs.mode == "check":
         raise UsageError("a --check run produces a verdict, not a profile")
@@ -187,41 +211,30 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
     return "\n".join(lines) + "\n", learned
 
 
-#: What a container engine's runtime itself calls between loading the filter and the
-#: command's execve; the filter applies to it too, so a Docker export must allow these or
-#: the container never starts (runc then fails with "cannot start a container that has
-#: stopped"). Measured on podman 4.3.1 + runc 1.1.5 (Debian 12) by running a learned
-#: profile with defaultAction SCMP_ACT_LOG and reading the audit records (type=1326) of
-#: comm "runc:[2:INIT]": fcntl, fstatfs, epoll_ctl, fstat, chdir, setgroups, capget,
-#: capset (podman does not set no_new_privs, so runc loads the filter before it drops
-#: capabilities and changes ids). The rest are what runc's Go runtime threads may call at
-#: any moment (scheduler, signals, memory), so a lucky run does not hide them. openat and
-#: getdents64: runc closes the descriptors it must not leak by listing /proc/self/fd after
-#: the filter is in place ("error closing exec fds" otherwise), which went unseen while
-#: the learned command itself happened to open directories.
-RUNTIME_SYSCALLS = (
-    "fcntl", "fstatfs", "epoll_ctl", "fstat", "chdir", "setgroups", "capget", "capset",
-    "openat", "getdents64",
-    "prctl", "newfstatat", "epoll_pwait", "futex", "nanosleep", "sched_yield",
-    "getpid", "gettid", "tgkill", "rt_sigreturn", "rt_sigprocmask", "sigaltstack", "mmap",
-    "munmap", "madvise", "read", "write", "close", "exit", "exit_group", "execve",
-)
+def runtime_syscalls(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The runtimes' post-filter syscalls (:func:`isorun.compile.engines.runtime_syscalls`)."""
+    from isorun.compile.engines import runtime_syscalls as of
+
+    return of(names)
 
 
-def export_docker_json(toml_path: str, *, runtime: bool = True) -> str:
-    """Docker JSON of a learned profile, through the same loader and exporter as any.
+def export_docker_json(
+    toml_path: str, *, runtime: tuple[str, ...] = ("all",)
+) -> tuple[str, tuple[str, ...]]:
+    """Docker JSON of a learned profile, through the same loader and exporter as any, and
+    the syscalls it added for the runtime.
 
-    ``runtime`` adds :data:`RUNTIME_SYSCALLS` (the engine's own needs, not the command's).
+    ``runtime`` names the OCI runtimes of data/engines.toml whose own post-filter syscalls
+    are added (the engine's needs, not the command's); ``("none",)`` adds nothing.
     """
     from isorun import api
     from isorun.compile.docker import export_docker
+    from isorun.compile.engines import with_runtime
 
     profile = api.load_profile(toml_path)
     policy = _policy_of(api.compile_plan(profile), profile)
-    if runtime:
-        extra = tuple(n for n in RUNTIME_SYSCALLS if n not in policy.allow)
-        policy = dataclasses.replace(policy, allow=(*policy.allow, *extra))
-    return export_docker(policy, arch=_native_arch())
+    policy, added = with_runtime(policy, runtime, _native_arch())
+    return export_docker(policy, arch=_native_arch()), added
 
 
 def allowed_count(profile_spec: str) -> int:

@@ -30,6 +30,9 @@ class Session:
     env: dict[str, str]
     network: str
     visible: tuple[str, ...]
+    #: no user namespace here: the landlock backend's record (no mounts; the test's
+    #: writable paths become Landlock grants instead of binds)
+    landlock: bool = False
     #: the C structs of recent tests by their inputs, with the memory they point to:
     #: most tests of a session build the same one (~0.25 ms each time)
     structs: dict[tuple[Any, ...], tuple[Any, list[Any]]] = field(
@@ -60,12 +63,14 @@ def marker_profile_text(profile: str, network: str | None, paths: list[str]) -> 
 
 
 @functools.cache
-def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[str, ...]) -> Session:
+def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[str, ...],
+                    allow_weaker: bool = False) -> Session:
     """The marker's plan for ``profile``, compiled once per session, working directory
     and set of import paths (about 90 ms with the filter; a test then adds ~nothing)."""
     import tempfile
 
     from isorun import api
+    from isorun.host import facts as host_facts
     from isorun.pytest_plugin import stable_profile
     from isorun.sandbox import native
     from isorun.sandbox.spec import spec_record
@@ -94,11 +99,42 @@ def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[st
                 plan, bpf = compile_at(path)
     finally:
         os.chdir(here)
+    facts = host_facts.probe()
+    if not facts.userns:
+        return _landlock_session(plan, facts.landlock, allow_weaker)
     record = spec_record(native.build_spec(plan, ["pytest"], os.environ, bpf))
     env = dict(os.fsdecode(e).partition("=")[::2] for e in record["env"])
     visible = tuple(os.fsdecode(m[1]) for m in record["mounts"])
     net = "none" if record["clone_flags"] & CLONE_NEWNET else "host"
     return Session(record, env, net, visible)
+
+
+def _landlock_session(plan: Any, abi: int, allow_weaker: bool) -> Session:
+    """The session of a host where no user namespace can be made (a CI container, inside
+    another sandbox): the landlock backend's record, refused unless the user allowed
+    its losses (--isorun-allow-weaker), which are then printed once."""
+    import sys
+
+    from isorun.compile.plan import Landlock, Loopback
+    from isorun.errors import HostError, Unsupported
+    from isorun.sandbox.backends import describe_lost
+    from isorun.sandbox.landlock_mode import build_mode_spec, lost_rules
+    from isorun.sandbox.spec import spec_record
+
+    if abi < 1 or not plan.find(Landlock):
+        raise HostError("@pytest.mark.isorun", "no user namespace can be made here and "
+                        "there is no Landlock to confine the test with instead",
+                        "run where user namespaces are allowed (isorun doctor says why not)")
+    lost = lost_rules(plan, abi)
+    if lost and not allow_weaker:
+        raise Unsupported("landlock", lost)
+    if lost:
+        sys.stderr.write(describe_lost("landlock", lost) + "\n")
+    record = spec_record(build_mode_spec(plan, ["pytest"], os.environ, abi))
+    env = dict(os.fsdecode(e).partition("=")[::2] for e in record["env"])
+    visible = tuple(os.fsdecode(r[0]) for r in record["landlock_rules"] if r[0])
+    return Session(record, env, "none" if plan.find(Loopback) else "host", visible,
+                   landlock=True)
 
 
 def sandbox_ids() -> tuple[int, int]:
@@ -121,47 +157,41 @@ def per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, An
     )  # fmt: skip
     # The test's own working directory (monkeypatch.chdir), not the session's: a
     # directory the root does not show fails set-up at "cwd", named.
-    return {**session.record, "mounts": session.record["mounts"] + extra,
+    if session.landlock:
+        from isorun.compile import landlock
+
+        # No mount namespace: a writable path is a grant on the host path itself.
+        rights = landlock.mask((*landlock.READ, *landlock.WRITE, "execute"),
+                               landlock.ACCESS_FS)
+        grants = tuple((os.fsencode(p), 0, rights, True) for p in writable)
+        return {**session.record, "cwd": os.fsencode(os.getcwd()),
+                "landlock_rules": session.record["landlock_rules"] + grants}
+    # Before the read-only remount of the root, which stays last: a writable path whose
+    # mount point is not there yet is made in the root.
+    mounts = session.record["mounts"]
+    cut = len(mounts)
+    while cut and mounts[cut - 1][0] == MountKind.REMOUNT_RO:
+        cut -= 1
+    return {**session.record, "mounts": mounts[:cut] + extra + mounts[cut:],
             "cwd": os.fsencode(os.getcwd())}  # fmt: skip
 
 
-def clone_trees(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
-    """As root: each bind source the sandbox's uid 65534 cannot walk to (behind a 0700
-    directory: /root's pyenv, pytest's tmp_path under /tmp/pytest-of-root) cloned by this
-    process (parent.clone_trees_in_parent); the others stay binds by path. A rootfs
-    directory it cannot reach likewise (then a tree over an empty tmpfs root).
+def resolve_mounts(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
+    """Every bind source resolved without following a link the sandbox's side could have
+    written (parent.resolve_mounts_in_parent, issue #12), refused with the profile line
+    otherwise. As root, also cloned by this process when the sandbox's uid 65534 cannot
+    walk to it (behind a 0700 directory: /root's pyenv, pytest's tmp_path under
+    /tmp/pytest-of-root); the others stay binds by path. A rootfs directory it cannot
+    reach likewise (then a tree over an empty tmpfs root).
 
-    Not every bind, as a launch does: open_tree costs ~12 us a mount and a launch pays it
-    once, a marked test every time. A source the check wrongly thinks reachable fails the
-    bind in the child (EACCES, set-up failed): never a weaker sandbox.
+    Not every bind cloned, as a launch does: open_tree costs ~12 us a mount and a launch
+    pays it once, a marked test every time. A source the check wrongly thinks reachable
+    fails the bind in the child (EACCES, set-up failed): never a weaker sandbox.
     """
     from isorun.sandbox import parent
-    from isorun.sandbox.spec import MountKind
 
-    mounts = record["mounts"]
-    need = [m for m in mounts if m[0] == MountKind.BIND and not _reachable(m[2])]
-    root = record["root"]
-    hidden_root = root not in (b"", b"tmpfs") and not _reachable(root)
-    if not need and not hidden_root:
-        return record
-    subset = {**record, "root": root if hidden_root else b"", "mounts": tuple(need)}
-    cloned = parent.clone_trees_in_parent(subset, opened)
-    if hidden_root and cloned["root"] == b"tmpfs":
-        # The rootfs became a tree over an empty tmpfs root: the first mount, kept first.
-        root_tree, *rest = cloned["mounts"]
-        cloned = {**cloned, "mounts": tuple(rest)}
-        record = {**record, "root": b"tmpfs", "mounts": (root_tree, *mounts)}
-    # clone_trees_in_parent drops a missing optional source; (dst, step) names a mount.
-    by_name = {(m[1], m[7]): m for m in cloned["mounts"]}
-    out = []
-    for m in record["mounts"]:
-        if m[0] == MountKind.BIND and not _reachable(m[2]):
-            found = by_name.get((m[1], m[7]))
-            if found is not None:
-                out.append(found)
-        else:
-            out.append(m)
-    return {**record, "mounts": tuple(out)}
+    return parent.resolve_mounts_in_parent(record, opened,
+                                           clone=lambda src: not _reachable(src))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1024)

@@ -52,6 +52,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="re-run this session inside an isorun sandbox (default profile: "
         "the isorun_profile ini value, else 'test')",
     )
+    group.addoption(
+        "--isorun-allow-weaker",
+        action="store_true",
+        default=False,
+        dest="isorun_allow_weaker",
+        help="where no user namespace can be made, run @pytest.mark.isorun tests in "
+        "landlock mode (no namespaces) without the rules it lists, instead of failing",
+    )
     parser.addini("isorun_profile", "profile of --isorun without a value", default="")
     parser.addini(
         "isorun_writable",
@@ -331,6 +339,7 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         writable=tuple(os.path.abspath(p) for p in writable),
         where=where,
         cwd=str(item.config.invocation_params.dir),
+        allow_weaker=bool(item.config.getoption("isorun_allow_weaker", False)),
     )
     exiting = item.config.stash.setdefault(EXITING, pytest_sandbox.Exiting())
     try:

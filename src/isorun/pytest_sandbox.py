@@ -65,6 +65,9 @@ class Policy:
     cwd: str = ""
     #: what the sandbox's root shows of the host (mount destinations), for messages
     visible: tuple[str, ...] = ()
+    #: where no user namespace can be made, run in landlock mode without the rules it
+    #: lists (--isorun-allow-weaker) instead of refusing
+    allow_weaker: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,7 @@ def run_in_child(
             policy.network,
             policy.cwd or os.getcwd(),
             pytest_plan.import_paths(tuple(sys.path)),
+            policy.allow_weaker,
         )
     except ValueError as err:
         from isorun.errors import IsorunError
@@ -157,7 +161,9 @@ def run_in_child(
     if exiting is not None:
         exiting.reap(block=False)
     shim = parent.load_shim()
-    one_fork = one_fork_unusable() is None
+    # No namespace to enter (landlock mode): os.fork is all it takes, and clone3 may be
+    # refused by the very filter that refused the user namespace.
+    one_fork = not session.landlock and one_fork_unusable() is None
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
@@ -173,8 +179,7 @@ def run_in_child(
     pid = -1
     try:
         record = pytest_plan.per_test_record(session, policy.writable)
-        if os.geteuid() == 0:
-            record = pytest_plan.clone_trees(record, opened)
+        record = pytest_plan.resolve_mounts(record, opened)
         c_spec = _struct(session, shim, record, (go_r, go_w), (err_w, err_r), result_w)
         env = _child_env(session.env, session_env)
         # Looked up here: cffi builds a function's wrapper on first access, and in the
@@ -302,7 +307,7 @@ def _struct(
     from isorun.sandbox import parent
 
     keep = _kept_fds(result_w)
-    key = (record["mounts"], record["cwd"], sync, err, keep)
+    key = (record["mounts"], record["cwd"], record["landlock_rules"], sync, err, keep)
     found = session.structs.get(key)
     if found is not None:
         return found[0]

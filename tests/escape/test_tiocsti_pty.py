@@ -46,9 +46,13 @@ def inject(tty_argv: list[str], request: int) -> tuple[str, bytes]:
         proc = subprocess.run(
             # inside the sandbox, the system's python3 (the strict profile binds /usr)
             [*tty_argv, "python3" if tty_argv else sys.executable, "-c", PROBE, hex(request)],
-            stdin=slave, capture_output=True, timeout=60,
+            stdin=slave,
+            capture_output=True,
+            timeout=60,
             # the child makes the pty its controlling terminal, as a login shell would
-            start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
         # Anything injected sits in the input queue: read it back through the slave.
         os.set_blocking(slave, False)
         injected = b""
@@ -63,14 +67,16 @@ def inject(tty_argv: list[str], request: int) -> tuple[str, bytes]:
 @pytest.fixture
 def shared_tty_profile(tmp_path: Path) -> str:
     path = tmp_path / "tty.toml"
-    path.write_text('extends = ["strict"]\noverride = ["process.new_session"]\n'
-                    "[process]\nnew_session = false\n")
+    path.write_text(
+        'extends = ["strict"]\noverride = ["process.new_session"]\n[process]\nnew_session = false\n'
+    )
     return str(path)
 
 
 @pytest.mark.needs("shim", "userns")
-@pytest.mark.parametrize("request_number", [0x5412, 0x1_0000_5412],
-                         ids=["tiocsti", "tiocsti-high-bits"])
+@pytest.mark.parametrize(
+    "request_number", [0x5412, 0x1_0000_5412], ids=["tiocsti", "tiocsti-high-bits"]
+)
 def test_tiocsti_cve_2019_10063(shared_tty_profile: str, request_number: int) -> None:
     # The control: without a sandbox, the same probe does inject (the test is meaningful
     # only if TIOCSTI works on this kernel: dev.tty.legacy_tiocsti = 1, or root).

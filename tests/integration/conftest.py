@@ -108,3 +108,15 @@ def case_runner(mode: str, cases_file: Path) -> Callable[[str], None]:
 def run_case(mode: str) -> Callable[[str], None]:
     """Run a case from native_cases.py as the current mode's caller; assert it passed."""
     return case_runner(mode, CASES_FILE)
+
+
+@pytest.fixture
+def run_landlock_case(mode: str) -> Callable[[str], None]:
+    """Run a case from landlock_cases.py as the current mode's caller (needs Landlock
+    ABI 6: scoping is what several cases check)."""
+    from isorun.host.facts import probe
+
+    abi = probe().landlock
+    if abi < 6:
+        missing(f"Landlock ABI 6 (this kernel has {abi})")
+    return case_runner(mode, HERE / "landlock_cases.py")

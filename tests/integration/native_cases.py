@@ -303,7 +303,7 @@ def case_failed_step_leaves_nothing() -> None:
     except SandboxSetupError as err:
         assert (err.step, err.syscall, err.errno, err.step_index) == (
             "mount",
-            "stat",
+            "openat2",
             errno.ENOENT,
             42,
         ), (err.step, err.syscall, err.errno, err.step_index)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,10 +239,14 @@ def as_caller(request: pytest.FixtureRequest) -> Iterator[Callable[[str], None]]
         missing("root to switch to an unprivileged user with setpriv")
     assert user is not None
 
+    # A working directory of its own: strict refuses to bind /tmp itself (issue #13).
+    work = tempfile.mkdtemp(prefix="isorun-launcher-")
+    os.chmod(work, 0o755)
+
     def as_user(case: str) -> None:
         argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
                 "--clear-groups", sys.executable, __file__, case]  # fmt: skip
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd="/tmp",
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=work,
                               env={"PATH": "/usr/bin:/bin", "LANG": "C", "ISORUN_CACHE": "0"},
                               check=False)  # fmt: skip
         assert done.returncode == 0 and done.stdout.endswith("OK\n"), (
@@ -249,6 +254,7 @@ def as_caller(request: pytest.FixtureRequest) -> Iterator[Callable[[str], None]]
         )
 
     yield as_user
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -183,15 +183,94 @@ def test_check_lists_exactly_the_new_calls(tmp_path: Path) -> None:
     more = ["busybox", "sh", "-c", "mkdir /tmp/x && ls -d /tmp/x && rmdir /tmp/x"]
     grown = learn.observe(more, str(path), "check", stdout=subprocess.PIPE, timeout=60)
     assert [r.call.name for r in learn_profile.refusals(grown)] == ["rmdir"]
-    # Observe mode lets it run: the command itself succeeded.
-    assert grown.returncode == 0
+    # The check enforces what it reports: rmdir was refused, so the command failed.
+    assert grown.returncode == 1
     cli = subprocess.run([sys.executable, "-m", "isorun", "learn", "--check", str(path), "--",
                           *more], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 1
     assert cli.stderr.splitlines() == [
+        "rmdir: '/tmp/x': Operation not permitted",
         "  rmdir: 1x, answered errno:1 by seccomp.default_action",
         f"isorun: learn --check: 1 distinct call(s) that {path} refuses",
     ]
+
+
+#: what a CI ratchet must not let an untrusted pull request do (issue #14): each call
+#: prints its errno (0: it ran)
+ESCAPES = (
+    "import ctypes\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "for name, call in (('unshare', lambda: libc.unshare(0x10000000)),\n"
+    "                   ('keyctl', lambda: libc.syscall(250, 0, 0, 0, 0, 0)),\n"
+    "                   ('ptrace', lambda: libc.ptrace(16, 1, 0, 0))):\n"
+    "    ctypes.set_errno(0)\n"
+    "    print(name, call(), ctypes.get_errno())\n"
+)
+
+
+def test_check_refuses_what_strict_refuses_while_listing_it() -> None:
+    obs = learn.observe([PY, "-c", ESCAPES], "strict", "check", stdout=subprocess.PIPE,
+                        timeout=60)
+    out = obs.output[0]
+    assert out is not None
+    assert out.decode().splitlines() == ["unshare -1 1", "keyctl -1 1", "ptrace -1 1"]
+    listed = {r.call.name for r in learn_profile.refusals(obs)}
+    assert {"unshare", "keyctl", "ptrace"} <= listed
+
+
+def test_learn_exits_with_the_commands_status(tmp_path: Path) -> None:
+    out = tmp_path / "x.toml"
+    missing = subprocess.run([sys.executable, "-m", "isorun", "learn", "-o", str(out), "--",
+                              "/nonexistent/cmd"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 127
+    assert "'/nonexistent/cmd' was not found or could not be executed" in missing.stderr
+    failed = subprocess.run([sys.executable, "-m", "isorun", "learn", "-o", str(out), "--",
+                             "busybox", "false"], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1
+    assert "the command failed (status 1)" in failed.stderr
+
+
+def test_a_program_ending_with_exit_learns_and_runs(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No exit_group at all: a static program whose only calls are execve and exit."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc missing")
+    work = Path(tempfile.mkdtemp(prefix="isorun-exit-"))
+    try:
+        work.chmod(0o755)
+        monkeypatch.chdir(work)  # strict's sandbox sees the working directory
+        (work / "exit.S").write_text(
+            ".globl _start\n_start:\n  mov $60, %eax\n  mov $3, %edi\n  syscall\n")
+        subprocess.run(["gcc", "-nostdlib", "-static", "-o", str(work / "exit"),
+                        str(work / "exit.S")], check=True, timeout=60)
+        obs = learn.observe([str(work / "exit")], "strict", "learn", timeout=60)
+        assert obs.returncode == 3
+        text, learned = learn_profile.render_profile(obs, out_path=str(tmp_path / "e.toml"))
+        assert learned.allow == ("execve", "exit")
+        (tmp_path / "e.toml").write_text(text)
+        assert run([str(work / "exit")], tmp_path / "e.toml").returncode == 3
+    finally:
+        shutil.rmtree(work)
+
+
+def test_learned_docker_export_imports_back_to_the_same_filter(tmp_path: Path) -> None:
+    from isorun.compile import bpf_verify, docker_import, syscalls
+    from isorun.compile.seccomp import compile_seccomp
+
+    _obs, path = learn_to(tmp_path, BUSYBOX)
+    profile = api.load_profile(str(path))
+    policy = learn._policy_of(api.compile_plan(profile), profile)
+    text, _added = learn_profile.export_docker_json(str(path), runtime=("none",))
+    imported, _ = docker_import.docker_to_policy(text, "learned.json")
+    a = compile_seccomp(policy, arch="x86_64").bpf
+    b = compile_seccomp(imported, arch="x86_64").bpf
+    probes = [(), (1,), (0, 0x5412), (0, 0x1_0000_5413), (0x10000000,), (0xFFFFFFFF,),
+              (1 << 63,), ((1 << 64) - 1, (1 << 64) - 1)]
+    names = {nr: n for n, nr in syscalls.table("x86_64").items()}
+    for nr in range(600):
+        for args in probes:
+            assert bpf_verify.evaluate(a, nr, args=args) == bpf_verify.evaluate(b, nr, args=args), (
+                names.get(nr, nr), args)
 
 
 def test_widen_only_adds_just_what_the_base_refuses(tmp_path: Path) -> None:
@@ -249,7 +328,7 @@ def test_learned_docker_json_runs_in_a_real_engine(tmp_path: Path) -> None:
     obs = learn.observe(BUSYBOX, "strict", "learn", stdout=subprocess.PIPE, timeout=60)
     text, _ = learn_profile.render_profile(obs, out_path=str(out))
     out.write_text(text)
-    js.write_text(learn_profile.export_docker_json(str(out)))
+    js.write_text(learn_profile.export_docker_json(str(out))[0])
     env = {**os.environ, "SECCOMP_CHECK_NO_WRAP": "1"}
 
     def engine(script: str) -> subprocess.CompletedProcess[str]:

@@ -77,7 +77,8 @@ def report(
     project = tmp_path_factory.mktemp("marker")
     project.chmod(0o755)
     (project / "test_suite.py").write_text(SUITE)
-    home = project / "home"
+    # Beside the project, not in it: a project that holds the home is refused (issue #13).
+    home = tmp_path_factory.mktemp("home")
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "id_rsa").write_text("SECRET")
     proc = run(
@@ -240,12 +241,18 @@ def _root_report(
     # Directly under /tmp and world-readable: pytest's own tmp_path parents are 0700,
     # and an unprivileged run must read the project.
     project = Path(tempfile.mkdtemp(prefix="isorun-marker-root-"))
+    # A home of its own beside the project: a working directory that is the home (or
+    # holds it) is refused (issue #13).
+    home = Path(tempfile.mkdtemp(prefix="isorun-marker-home-"))
     try:
         project.chmod(0o755)
+        home.chmod(0o755)
+        if as_user is not None:
+            os.chown(home, as_user.pw_uid, as_user.pw_gid)
         uid = 65534 if as_user is None else as_user.pw_uid
         (project / "test_root.py").write_text(ROOT_SUITE.format(host_file=host_file, uid=uid))
         argv = [PYTHON, "-m", "pytest", "-rA", "-s", "-p", "no:cacheprovider", "test_root.py"]
-        env = {"HOME": str(project), **FORKS[fork]}
+        env = {"HOME": str(home), **FORKS[fork]}
         if as_user is not None:
             argv = ["setpriv", f"--reuid={as_user.pw_uid}", f"--regid={as_user.pw_gid}",
                     "--clear-groups", *argv]  # fmt: skip
@@ -254,6 +261,7 @@ def _root_report(
         return proc.returncode, output(proc)
     finally:
         shutil.rmtree(project)
+        shutil.rmtree(home)
 
 
 def _check_root_report(report: tuple[int, str]) -> None:
@@ -336,6 +344,28 @@ def test_marker_unknown_profile_is_that_tests_error(tmp_path: Path) -> None:
     assert "PASSED test_bad.py::test_other" in proc.stdout, output(proc)
 
 
+def test_marker_writable_path_outside_the_tree_under_a_read_only_root(tmp_path: Path) -> None:
+    # /var is not in the sandbox's tree: the writable bind's mount point is made in the
+    # root, so it must come before the root's read-only remount (issue #13).
+    outside = Path(tempfile.mkdtemp(prefix="isorun-marker-w-", dir="/var/tmp"))
+    try:
+        outside.chmod(0o777)
+        tmp_path.chmod(0o755)
+        (tmp_path / "test_w.py").write_text(
+            "import pytest\n\n"
+            f"@pytest.mark.isorun(writable=[{str(outside)!r}])\n"
+            "def test_w():\n"
+            f"    open({str(outside / 'out')!r}, 'w').write('ok')\n"
+            "    with pytest.raises(OSError):\n"
+            "        open('/var/elsewhere', 'w')\n"
+        )
+        proc = run([PYTHON, "-m", "pytest", "-rA", "-p", "no:cacheprovider"], cwd=tmp_path)
+        assert proc.returncode == 0, output(proc)
+        assert (outside / "out").read_text() == "ok"
+    finally:
+        shutil.rmtree(outside)
+
+
 ROOTFS_SUITE = textwrap.dedent("""
     import os, pytest
 
@@ -362,6 +392,7 @@ def test_marker_rootfs_behind_0700_directory_as_root() -> None:
         (rootfs / "etc" / "marker").write_text("inside\n")
         project = base / "project"
         project.mkdir()
+        (base / "home").mkdir()
         # The marker binds the interpreter, the project and the working directory at
         # their host paths; a rootfs owned by host root must have those mount points, as
         # the overflow uid cannot create them.
@@ -381,7 +412,7 @@ def test_marker_rootfs_behind_0700_directory_as_root() -> None:
         )
         (project / "test_rootfs.py").write_text(ROOTFS_SUITE.format(profile=str(profile)))
         proc = run([PYTHON, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "test_rootfs.py"],
-                   cwd=project, env={"HOME": str(project)})  # fmt: skip
+                   cwd=project, env={"HOME": str(base / "home")})  # fmt: skip
         assert proc.returncode == 0, output(proc)
         assert _line(output(proc), "test_in_rootfs").startswith("PASSED"), output(proc)
     finally:

@@ -236,7 +236,8 @@ def test_tox_runs_under_test_profile(tmp_path: Path) -> None:
     (tmp_path / ".tox").mkdir()
     if os.geteuid() == 0:
         os.chown(tmp_path / ".tox", 65534, 65534)
-    home = tmp_path / "home"
+    # Beside the project, not in it: a project that holds the home is refused (issue #13).
+    home = tmp_path.parent / f"{tmp_path.name}-home"
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "id_rsa").write_text("SECRET")
     tox = str(Path(PYTHON).with_name("tox"))
@@ -294,7 +295,8 @@ def test_npm_test_runs_under_test_profile(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     (tmp_path / "package.json").write_text(PACKAGE_JSON)
     (tmp_path / "test.js").write_text(NODE_TEST)
-    home = tmp_path / "home"
+    # Beside the project, not in it: a project that holds the home is refused (issue #13).
+    home = tmp_path.parent / f"{tmp_path.name}-home"
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "id_rsa").write_text("SECRET")
     proc = run([PYTHON, "-m", "isorun", "--profile", "test", "--", "npm", "test"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from dataclasses import replace
 
 import pytest
 
@@ -47,7 +48,10 @@ def test_every_step_aspect_is_enforced_by_some_backend() -> None:
     assert covered == {aspect for aspect, _ in SAMPLES}
     # and by a wrapper too, except what only the native shim can do
     wrappers = matrix["bwrap"] | matrix["firejail"]
-    assert {aspect for aspect, _ in SAMPLES} - wrappers == {"Cgroup", "Clone:time"}
+    # (an overlay: bwrap's --tmp-overlay has no size for the changes, firejail none at all)
+    assert {aspect for aspect, _ in SAMPLES} - wrappers == {
+        "Cgroup", "Clone:time", "MountStep:overlay", "Landlock:tcp",
+        "Landlock:scope abstract_unix_socket", "Landlock:scope signal"}  # fmt: skip
 
 
 @pytest.mark.parametrize(("aspect", "step"), SAMPLES, ids=[a for a, _ in SAMPLES])
@@ -99,7 +103,7 @@ def test_named_backend_is_refused_not_swapped() -> None:
         select(plan_of(), "firejail", facts(), False)
     err = info.value
     assert err.backend == "firejail"
-    root = next(item for item in err.lost if item.rule == "new root: empty tmpfs")
+    root = next(item for item in err.lost if item.rule.startswith("new root: empty tmpfs"))
     assert root.alternatives == ("native", "bwrap")
     assert root.loc.short().endswith("strict.toml:17")
     text = err.render()
@@ -161,9 +165,22 @@ def test_userns_off_falls_back_to_setuid_bwrap_and_says_why() -> None:
 
 
 def test_userns_off_without_setuid_wrappers_is_a_host_error() -> None:
+    no_landlock = replace(USER, landlock=0)
     with pytest.raises(HostError) as info:
-        select(plan_of(), "auto", facts(userns=USERNS_OFF, firejail=None), False)
+        select(plan_of(), "auto", facts(host=no_landlock, userns=USERNS_OFF, firejail=None),
+               False)
     assert info.value.fix == "sysctl -w user.max_user_namespaces=15000"
+
+
+def test_userns_off_falls_to_landlock_mode_and_names_each_rule_it_loses() -> None:
+    with pytest.raises(Unsupported) as info:
+        select(plan_of(), "auto", facts(userns=USERNS_OFF, firejail=None), False)
+    assert info.value.backend == "landlock"
+    rules = [item.rule for item in info.value.lost]
+    assert {"pid namespace", "net namespace", "ipc namespace", "uts namespace"} <= set(rules)
+    assert any(rule.startswith("new root: empty tmpfs") for rule in rules), rules
+    backend, lost = select(plan_of(), "auto", facts(userns=USERNS_OFF, firejail=None), True)
+    assert backend.name == "landlock" and [i.rule for i in lost] == rules
 
 
 def test_userns_off_keeps_only_identity_maps() -> None:
@@ -188,7 +205,7 @@ def test_firejail_refuses_nobody() -> None:
 
 
 def test_order_is_strongest_first() -> None:
-    assert ORDER == ("native", "bwrap", "firejail")
+    assert ORDER == ("native", "bwrap", "firejail", "landlock")
     assert set(BACKENDS) == set(ORDER)
 
 
@@ -198,5 +215,5 @@ def test_weaker_run_warning_names_each_lost_rule() -> None:
     _, lost = select(plan_of(), "firejail", facts(), True)
     text = describe_lost("firejail", lost)
     assert text.startswith("isorun: warning: backend firejail runs this profile WITHOUT:")
-    assert "strict.toml:17: new root: empty tmpfs:" in text
+    assert "strict.toml:17: new root: empty tmpfs (size 8388608, 2048 inodes):" in text
     assert len(text.splitlines()) == len(lost) + 1

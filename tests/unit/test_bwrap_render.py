@@ -38,8 +38,11 @@ def test_golden_bwrap_argv(profile: str, expected: Path) -> None:
 def test_builtin_profiles_render_on_bwrap_without_loss() -> None:
     for _, profile, _, _ in CASES:
         plan = plan_of(profile)
-        inv = render_bwrap(plan, ["true"], CALLER_ENV, seccomp_fd=3)
-        assert inv.lost == ()
+        inv = render_bwrap(plan, ["true"], CALLER_ENV, seccomp_fd=3, allow_weaker=True)
+        # web shares the host network: only Landlock scoping keeps the host's abstract
+        # unix sockets out of reach (issue 13), and bwrap applies no Landlock.
+        expected = ["Landlock:scope abstract_unix_socket"] if plan.profile == "web" else []
+        assert [item.rule for item in inv.lost] == expected
 
 
 def test_time_namespace_is_refused_with_its_location() -> None:
@@ -63,7 +66,7 @@ def test_cgroup_limits_are_refused_unless_weaker_is_allowed() -> None:
     with pytest.raises(Unsupported):
         argv_of(plan)
     inv = render_bwrap(plan, ["cmd"], {}, seccomp_fd=None, allow_weaker=True)
-    assert [lost.rule for lost in inv.lost] == ["cgroup: memory.max 1048576"]
+    assert [lost.rule.split(" (")[0] for lost in inv.lost] == ["cgroup: memory.max 1048576"]
 
 
 def test_every_lost_rule_is_listed_at_once() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ from isorun.compile import bpf_verify as V
 from isorun.compile import docker as D
 from isorun.compile import docker_diff as DD
 from isorun.compile import docker_import as DI
+from isorun.compile import engines as E
 from isorun.compile import syscalls
 from isorun.compile.seccomp import Context, build_entries, compile_seccomp, decide
 from isorun.errors import ProfileError
@@ -84,10 +86,20 @@ def imported_policy() -> Seccomp:
 def test_import_of_moby_default_reads_back_through_the_loader() -> None:
     direct, warnings = DI.docker_to_policy(MOBY_TEXT, "default.json")
     assert imported_policy() == direct
-    assert direct.architectures == ("native", "x32", "i386")
+    # every archMap entry is kept: x86_64's on an x86_64 host, aarch64's on an aarch64 one
+    assert direct.architectures == ("native", "x86_64", "x32", "i386", "aarch64")
     assert not direct.hardening and direct.default_action == Action("errno", 1)
     # moby lists names of other kernels/arches only; each is reported, none silently lost
-    assert all("unknown syscall" in w.message for w in warnings)
+    foreign = [w.message for w in warnings if "unknown syscall" not in w.message]
+    assert foreign[0].startswith("isorun does not filter SCMP_ARCH_ARM, SCMP_ARCH_LOONGARCH64")
+    # names runc drops when built with Debian 12's libseccomp, where moby allows them
+    assert [m.split(":")[0] for m in foreign[1:3]] == ["syscalls[0]", "syscalls[17]"]
+    assert all("libseccomp 2.5.4" in m and "statmount" in foreign[1] for m in foreign[1:3])
+    # runc's ENOSYS stub above the highest listed syscall becomes a rule of its own
+    assert foreign[3:] == [
+        "runc answers ENOSYS for every number above 466 (removexattrat), the highest"
+        " syscall listed: imported as an errno:38 rule for the 1 names above it"
+    ]
 
 
 def test_round_trip_moby_same_decisions_for_every_caps_set_arch_and_kernel() -> None:
@@ -134,6 +146,26 @@ def test_compiled_import_matches_docker_semantics(caps: frozenset[str]) -> None:
     assert V.evaluate(insns, 1000) == V.RET_ERRNO | 1  # Docker's default for unknown numbers
 
 
+def builtin(name: str) -> Seccomp:
+    from isorun import api
+
+    return api.load_profile(name).seccomp
+
+
+def learned_like() -> Seccomp:
+    """What `isorun learn` writes for a small program: names plus keyed allow rules."""
+    u32 = 0xFFFFFFFF
+    return Seccomp(
+        allow=("execve", "exit_group", "read", "write", "brk", "arch_prctl"),
+        rules=(
+            SeccompRule(("socket",), Action("allow"), (ArgCond(0, "masked_eq", 1, u32),)),
+            SeccompRule(("ioctl",), Action("allow"), (ArgCond(1, "masked_eq", 0x5401, u32),)),
+            SeccompRule(("personality",), Action("allow"), (ArgCond(0, "masked_eq", u32, u32),)),
+            SeccompRule(("clone",), Action("allow"), (ArgCond(0, "masked_eq", 0, 0x7E020080),)),
+        ),
+    )
+
+
 def service() -> Seccomp:
     return Seccomp(
         allow=("@system-service",),
@@ -171,18 +203,169 @@ def test_export_is_deterministic_and_uses_docker_masked_eq_order() -> None:
     ]
 
 
-def test_export_oci_and_k8s() -> None:
+def test_export_oci() -> None:
     oci = json.loads(D.export_oci(service()))
     assert oci["architectures"] == ["SCMP_ARCH_X86_64"]
     assert all("comment" not in r for r in oci["syscalls"])
-    k8s = D.export_k8s(service(), name="My Web")
-    assert k8s.startswith(
-        "apiVersion: security-profiles-operator.x-k8s.io/v1beta1\n"
-        "kind: SeccompProfile\nmetadata:\n  name: my-web\n"
-    )
-    assert "  defaultAction: SCMP_ACT_ERRNO\n  defaultErrnoRet: 38\n" in k8s
-    assert "#       localhostProfile: operator/default/my-web.json" in k8s
-    assert '    - "mkdir"' in k8s
+
+
+# The spec schema of security-profiles-operator's SeccompProfile CRD, written from
+# bundle/manifests/security-profiles-operator.x-k8s.io_seccompprofiles.yaml at
+# kubernetes-sigs/security-profiles-operator a2e4c4bdf (API v1, scope: Cluster).
+ACTIONS = {
+    "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
+}  # fmt: skip
+INT64 = {"type": "integer", "min": 0, "max": (1 << 63) - 1}
+INT32 = {"type": "integer", "min": 0, "max": (1 << 31) - 1}
+CRD_SPEC: dict[str, Any] = {
+    "type": "object",
+    "required": ["defaultAction"],
+    "properties": {
+        "architectures": {"type": "array", "set": True, "items": {"type": "string", "enum": {
+            "SCMP_ARCH_NATIVE", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32",
+            "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64",
+            "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64",
+            "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE",
+            "SCMP_ARCH_S390", "SCMP_ARCH_S390X", "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64",
+            "SCMP_ARCH_RISCV64"}}},
+        "baseProfileName": {"type": "string"},
+        "defaultAction": {"type": "string", "enum": ACTIONS},
+        "flags": {"type": "array", "set": True, "items": {"type": "string", "enum": {
+            "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"}}},
+        "listenerMetadata": {"type": "string"},
+        "listenerPath": {"type": "string"},
+        "state": {"type": "string", "enum": {"Enabled", "Disabled"}},
+        "syscalls": {"type": "array", "items": {
+            "type": "object",
+            "required": ["action", "names"],
+            "properties": {
+                "action": {"type": "string", "enum": ACTIONS},
+                "args": {"type": "array", "maxItems": 6, "items": {
+                    "type": "object",
+                    "required": ["index", "op"],
+                    "properties": {
+                        "index": INT32,
+                        "op": {"type": "string", "enum": {
+                            "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ",
+                            "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"}},
+                        "value": INT64,
+                        "valueTwo": INT64,
+                    }}},
+                "errnoRet": INT32,
+                "names": {"type": "array", "set": True, "minItems": 1,
+                          "items": {"type": "string"}},
+            }}},
+    },
+}  # fmt: skip
+
+
+def crd_errors(value: Any, schema: dict[str, Any], path: str = "spec") -> list[str]:
+    """What an API server's structural-schema validation would refuse (pruning included:
+    an unknown field is an error here, as ``kubectl apply --validate=strict`` makes it)."""
+    kind = schema["type"]
+    if kind == "object":
+        if not isinstance(value, dict):
+            return [f"{path}: not an object"]
+        out = [f"{path}.{k}: unknown field" for k in value if k not in schema["properties"]]
+        out += [f"{path}.{k}: required" for k in schema.get("required", ()) if k not in value]
+        for key, sub in schema["properties"].items():
+            if key in value:
+                out += crd_errors(value[key], sub, f"{path}.{key}")
+        return out
+    if kind == "array":
+        if not isinstance(value, list):
+            return [f"{path}: not an array"]
+        out = []
+        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 1 << 30):
+            out.append(f"{path}: {len(value)} items")
+        if schema.get("set") and len(set(map(str, value))) != len(value):
+            out.append(f"{path}: duplicate items in a set")
+        for n, item in enumerate(value):
+            out += crd_errors(item, schema["items"], f"{path}[{n}]")
+        return out
+    if kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or not schema["min"] <= value <= schema["max"]:
+            return [f"{path}: {value!r} is not in [{schema['min']}, {schema['max']}]"]
+        return []
+    if not isinstance(value, str) or ("enum" in schema and value not in schema["enum"]):
+        return [f"{path}: {value!r} not allowed"]
+    return []
+
+
+def read_yaml_subset(text: str) -> Any:
+    """The block YAML export_k8s writes (maps, lists, ints, plain and JSON strings)."""
+    lines = [ln for ln in text.split("\n---")[0].splitlines() if ln.strip()]
+
+    def scalar(s: str) -> Any:
+        if s.startswith('"'):
+            return json.loads(s)
+        return int(s) if s.lstrip("-").isdigit() else s
+
+    def block(n: int, indent: int) -> tuple[Any, int]:
+        if lines[n][indent:].startswith("- "):
+            items: list[Any] = []
+            while n < len(lines) and lines[n].startswith(" " * indent + "- "):
+                rest = lines[n][indent + 2 :]
+                if ":" in rest and not rest.startswith('"'):
+                    lines[n] = " " * (indent + 2) + rest
+                    value, n = block(n, indent + 2)
+                else:
+                    value, n = scalar(rest), n + 1
+                items.append(value)
+            return items, n
+        obj: dict[str, Any] = {}
+        while (
+            n < len(lines)
+            and lines[n].startswith(" " * indent)
+            and not lines[n][indent].isspace()
+            and not lines[n][indent:].startswith("- ")
+        ):
+            key, _, rest = lines[n][indent:].partition(":")
+            if rest.strip():
+                obj[key], n = scalar(rest.strip()), n + 1
+            else:
+                nxt = len(lines[n + 1]) - len(lines[n + 1].lstrip())
+                obj[key], n = block(n + 1, nxt)
+        return obj, n
+
+    return block(0, 0)[0]
+
+
+def k8s_decide(spec: dict[str, Any], name: str, args: tuple[int, ...]) -> str:
+    return DD.docker_decide({**spec, "syscalls": spec["syscalls"]}, name, args)
+
+
+@pytest.mark.parametrize("profile", ["strict", "build", "web", "test", "learned"])
+def test_k8s_export_is_a_valid_spo_seccompprofile_with_the_same_decisions(profile: str) -> None:
+    policy = learned_like() if profile == "learned" else builtin(profile)
+    text = D.export_k8s(policy, name=f"My {profile}")
+    obj = read_yaml_subset(text)
+    assert obj == D.k8s_object(policy, name=f"My {profile}")  # the YAML says the dict
+    assert obj["apiVersion"] == "security-profiles-operator.x-k8s.io/v1"
+    assert obj["kind"] == "SeccompProfile"
+    assert obj["metadata"] == {"name": f"my-{profile}"}  # cluster-scoped: no namespace
+    assert crd_errors(obj["spec"], CRD_SPEC) == []
+    assert f"#       localhostProfile: operator/my-{profile}.json\n" in text
+    # without defaultErrnoRet, clone3 keeps its ENOSYS by a rule of its own
+    assert k8s_decide(obj["spec"], "clone3", ()) == "errno:38"
+    entries, _ = build_entries(policy)
+    for name in X86_64:
+        for args in [*arg_vectors(name), (0, 0x5412), (0, 0x1_0000_541C), (1 << 63,)]:
+            assert k8s_decide(obj["spec"], name, args) == str(decide(policy, name, args, entries))
+
+
+def test_crd_checker_refuses_what_the_old_export_wrote() -> None:
+    old = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38, "syscalls": [
+        {"action": "SCMP_ACT_ALLOW", "names": ["ioctl"],
+         "args": [{"index": 1, "op": "SCMP_CMP_MASKED_EQ", "value": (1 << 64) - 1,
+                   "valueTwo": 0x5412}]}]}  # fmt: skip
+    assert crd_errors(old, CRD_SPEC) == [
+        "spec.defaultErrnoRet: unknown field",
+        f"spec.syscalls[0].args[0].value: {(1 << 64) - 1} is not in [0, {(1 << 63) - 1}]",
+    ]
 
 
 def test_oci_refuses_when_rules() -> None:
@@ -318,3 +501,225 @@ def test_shared_edge_profiles_import_or_fail_with_location() -> None:
 
 def test_context_default_is_no_caps() -> None:
     assert Context().caps == frozenset()
+
+
+def boundary_args(doc: dict[str, Any], name: str) -> list[tuple[int, ...]]:
+    """Every value a rule of ``name`` compares with, its neighbours, its image across bit
+    63 and with the high word set, on the argument it is compared on."""
+    mask64 = (1 << 64) - 1
+    out: list[tuple[int, ...]] = [()]
+    for rule in doc["syscalls"]:
+        if name not in rule["names"]:
+            continue
+        for arg in rule.get("args") or []:
+            for v in {arg["value"], arg["valueTwo"], arg["value"] | arg["valueTwo"]}:
+                for w in (v - 1, v, v + 1, v ^ (1 << 63), v | 0xFFFFFFFF_00000000, mask64):
+                    args = [0] * 6
+                    args[arg["index"]] = w & mask64
+                    out.append(tuple(args))
+    return out
+
+
+def assert_same_filter(a: Seccomp, b: Seccomp, probes_doc: dict[str, Any]) -> None:
+    """The two policies' BPF programs answer the same for every x86_64 number (and some
+    past the table) and every boundary argument."""
+    pa, pb = compile_seccomp(a, arch="x86_64").bpf, compile_seccomp(b, arch="x86_64").bpf
+    names = {nr: n for n, nr in X86_64.items()}
+    # every number: named ones, the gap (335-423), past the table, and x32's range
+    numbers = [*range(1024), *(0x40000000 | n for n in (0, 1, 59, 512, 547))]
+    for nr in numbers:
+        name = names.get(nr, f"nr{nr}")
+        for args in boundary_args(probes_doc, name):
+            got_a, got_b = V.evaluate(pa, nr, args=args), V.evaluate(pb, nr, args=args)
+            assert got_a == got_b, (
+                name,
+                [hex(x) for x in args],
+                V.describe(got_a),
+                V.describe(got_b),
+            )
+
+
+@pytest.mark.parametrize("profile", ["strict", "build", "web", "test", "learned", "service"])
+def test_docker_export_imports_back_to_the_same_filter(profile: str) -> None:
+    if profile == "learned":
+        policy = learned_like()
+    elif profile == "service":
+        policy = service()
+    else:
+        policy = builtin(profile)
+    text = D.export_docker(policy)
+    doc = json.loads(text)
+    for rule in doc["syscalls"]:
+        for arg in rule.get("args") or []:
+            assert 0 <= arg["value"] < 1 << 63 and 0 <= arg["valueTwo"] < 1 << 63, arg
+    imported, _warnings = DI.docker_to_policy(text, f"{profile}.json")
+    toml, _ = DI.import_docker(text, f"{profile}.json")
+    assert load_layer(toml.encode(), "rt.toml", "rt").profile.seccomp == imported
+    assert_same_filter(policy, imported, doc)
+
+
+def test_strict_export_is_at_most_twice_mobys_rule_count() -> None:
+    strict = json.loads(D.export_docker(builtin("strict")))
+    assert len(MOBY["syscalls"]) == 33
+    assert len(strict["syscalls"]) <= 2 * len(MOBY["syscalls"])
+    # a syscall refused for every argument is a plain name, not a pile of range rules
+    plain = [r for r in strict["syscalls"] if "args" not in r and r["action"] == "SCMP_ACT_ERRNO"]
+    assert plain and "unshare" in plain[0]["names"]
+
+
+def import_warnings(doc: dict[str, Any]) -> tuple[Seccomp, list[str]]:
+    policy, warnings = DI.docker_to_policy(json.dumps(doc), "p.json")
+    # the ENOSYS stub's note (a small profile lists little) is tested on its own
+    return policy, [w.message for w in warnings if not w.message.startswith("runc answers")]
+
+
+BASE = {"names": ["execve", "exit_group", "read", "write"], "action": "SCMP_ACT_ALLOW"}
+
+
+def test_mask_zero_always_matches_and_says_so() -> None:
+    mask0 = {"index": 0, "op": "SCMP_CMP_MASKED_EQ", "value": 0, "valueTwo": 0}
+    rule = {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [mask0]}
+    policy, said = import_warnings({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [BASE, rule]})
+    assert said == [
+        "syscalls[1].args[0]: masked_eq with mask (value) 0 always matches;"
+        " imported as no condition"
+    ]
+    assert decide(policy, "personality", (0x12345,)) == Action("allow")
+    compile_seccomp(policy)  # and it compiles
+
+
+def test_podman_errno_names_are_honoured() -> None:
+    doc = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrno": "ENOSYS", "syscalls": [
+        BASE, {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errno": "EACCES"},
+        {"names": ["rmdir"], "action": "SCMP_ACT_ERRNO", "errno": "EPERM",
+         "errnoRet": 1}]}  # fmt: skip
+    policy, said = import_warnings(doc)
+    assert policy.default_action == Action("errno", 38)
+    assert decide(policy, "mkdir", ()) == Action("errno", 13)
+    assert decide(policy, "rmdir", ()) == Action("errno", 1)
+    assert not any("unknown key" in m for m in said)
+    assert "defaultAction: errno 'ENOSYS' without a number: podman answers ENOSYS" in said[0]
+
+
+def test_dropped_flags_and_kill_default_are_warned() -> None:
+    doc = {"defaultAction": "SCMP_ACT_KILL", "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+           "syscalls": [BASE]}  # fmt: skip
+    _policy, said = import_warnings(doc)
+    assert any(m.startswith("defaultAction SCMP_ACT_KILL: engines hang in `runc create`")
+               for m in said)  # fmt: skip
+    assert any(m.startswith("flags ['SECCOMP_FILTER_FLAG_LOG'] are not imported") for m in said)
+
+
+def test_kill_default_export_is_warned() -> None:
+    policy = Seccomp(allow=("@system-service",), unknown_action=Action("kill_process"))
+    assert any("`runc create` hangs" in w for w in E.export_warnings(policy))
+
+
+def test_default_allow_import_passes_check() -> None:
+    from isorun import api
+
+    doc = {"defaultAction": "SCMP_ACT_ALLOW",
+           "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}  # fmt: skip
+    toml, _ = DI.import_docker(json.dumps(doc), "allow.json")
+    profile = load_layer(toml.encode(), "allow.toml", "allow").profile
+    api.compile_plan(profile)  # raised "allows neither execve nor exit_group" before
+    assert decide(profile.seccomp, "mkdir", ()) == Action("errno", 1)
+    assert decide(profile.seccomp, "execve", ()) == Action("allow")
+
+
+def test_runc_enosys_stub_is_imported_and_diffed() -> None:
+    """runc answers ENOSYS above the highest listed number; an old profile (as jessfraz's
+    chrome.json, written before newer syscalls) keeps that answer after a round trip."""
+    doc = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["execve", "exit_group", "read", "write", "openat"],
+         "action": "SCMP_ACT_ALLOW"}]}  # fmt: skip
+    policy, warnings = DI.docker_to_policy(json.dumps(doc), "old.json")
+    assert DD.docker_decide(doc, "mkdir", ()) == "errno:1"  # below openat (257)
+    assert DD.docker_decide(doc, "pidfd_open", ()) == "errno:38"  # above it
+    assert decide(policy, "mkdir", ()) == Action("errno", 1)
+    assert decide(policy, "pidfd_open", ()) == Action("errno", 38)
+    assert any("above 257 (openat)" in w.message for w in warnings)
+    # the export lists the highest syscall that is not ENOSYS, so runc's stub starts after it
+    exported = json.loads(D.export_docker(policy))
+    for name in ("mkdir", "pidfd_open", "openat", "statx"):
+        assert DD.docker_decide(exported, name, ()) == str(decide(policy, name, ()))
+    # diff sees what runc makes of two profiles that name different highest syscalls
+    wider = {
+        **doc,
+        "syscalls": [*doc["syscalls"], {"names": ["mseal"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    policy_b, _ = DI.docker_to_policy(json.dumps(wider), "wider.json")
+    assert DD.diff_engine_numbers(policy, policy_b, doc, wider) == [
+        "numbers 258-462: errno:38 -> errno:1 under runc (its ENOSYS stub answers numbers"
+        " above the highest listed syscall: A 257, B 462)"
+    ]
+
+
+def test_diff_of_imported_moby_against_strict_does_not_crash() -> None:
+    lines = DD.diff_policies(imported_policy(), builtin("strict"))
+    assert lines and all(isinstance(line, str) for line in lines)
+    assert any(line.startswith("personality:") for line in lines) or lines
+
+
+def test_diff_finds_no_difference_between_a_profile_and_its_round_trip() -> None:
+    policy = builtin("strict")
+    imported, _ = DI.docker_to_policy(D.export_docker(policy), "strict.json")
+    assert DD.diff_policies(policy, imported) == []
+
+
+def test_a_middle_range_is_points_or_uint64_for_docker_and_refused_for_k8s() -> None:
+    small = Seccomp(
+        allow=("@system-service",),
+        rules=(
+            SeccompRule(("acct",), Action("allow"), (ArgCond(0, "ge", 2), ArgCond(0, "le", 9))),
+        ),
+    )
+    wide = Seccomp(
+        allow=("@system-service",),
+        rules=(
+            SeccompRule(("acct",), Action("allow"), (ArgCond(0, "ge", 1), ArgCond(0, "le", 999))),
+        ),
+    )
+    probes = [0, 1, 2, 3, 8, 9, 10, 998, 999, 1000, (1 << 63) | 2, (1 << 64) - 1]
+    for policy in (small, wide):
+        text = D.export_docker(policy)
+        doc = json.loads(text)
+        imported, _ = DI.docker_to_policy(text, "range.json")
+        toml, _ = DI.import_docker(text, "range.json")
+        assert load_layer(toml.encode(), "range.toml", "range").profile.seccomp == imported
+        for v in probes:
+            want = str(decide(policy, "acct", (v,)))
+            assert (
+                DD.docker_decide(doc, "acct", (v,)) == want == str(decide(imported, "acct", (v,)))
+            )
+    # 2..9: eight points, every value int64; 1..999 needs 2**64-wide masks: refused for SPO
+    assert crd_errors(D.k8s_object(small)["spec"], CRD_SPEC) == []
+    with pytest.raises(ProfileError, match=r"acct: the condition .* cannot be written with values"):
+        D.export_k8s(wide)
+
+
+def test_an_export_with_uint64_values_imports_to_the_same_filter() -> None:
+    """isorun's exports before int64-safety wrote the compiler's rules as they were, with
+    masks of 2**63 and more (issue #14); such files still import exactly."""
+    from isorun.compile.seccomp import plan_rules
+
+    # strict's own conditions are on 32-bit arguments now (masks below 2**32); a range on
+    # a 64-bit argument before another argument still compiles to such masks
+    acct = SeccompRule(("acct",), Action("errno", 13), (ArgCond(0, "ne", 5), ArgCond(1, "eq", 1)))
+    policy = dataclasses.replace(builtin("strict"), rules=(acct,))
+    rules, _ = plan_rules(policy, ("x86_64",), Context())
+    doc: dict[str, Any] = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38}
+    doc["syscalls"] = [
+        {"names": [r.syscall], **D._docker_action(Action(*_split(r.action)))}
+        | ({"args": D._docker_args(r.conditions)} if r.conditions else {})
+        for r in rules
+        if r.action != "errno:38"
+    ]
+    assert any(a["value"] >= 1 << 63 for r in doc["syscalls"] for a in r.get("args", []))
+    imported, _ = DI.docker_to_policy(json.dumps(doc), "old.json")
+    assert DD.diff_policies(policy, imported) == []
+
+
+def _split(action: str) -> tuple[str, int]:
+    kind, _, num = action.partition(":")
+    return kind, int(num or 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,10 +129,33 @@ def test_doctor_with_userns_off_and_plain_bwrap_falls_to_firejail_for_hostview(
 
 def test_doctor_fails_with_a_fix_when_nothing_can_run(tmp_path: Path) -> None:
     root = tree(tmp_path, {"proc/sys/user/max_user_namespaces": "0\n"})
-    facts = BackendFacts(host=USER, userns=probe.read_userns(root, uid=1000))
+    facts = BackendFacts(host=replace(USER, landlock=0),
+                         userns=probe.read_userns(root, uid=1000))
     (check,) = doctor.check_backend(facts, "strict")
     assert check.status == doctor.FAIL
     assert check.remedy == "sysctl -w user.max_user_namespaces=15000"
+
+
+def test_doctor_names_landlock_mode_and_its_losses_without_user_namespaces(
+        tmp_path: Path) -> None:
+    root = tree(tmp_path, {"proc/sys/user/max_user_namespaces": "0\n"})
+    facts = BackendFacts(host=USER, userns=probe.read_userns(root, uid=1000))
+    (check,) = doctor.check_backend(facts, "strict")
+    assert check.status == doctor.FAIL
+    assert "backend landlock: would not enforce" in check.detail
+    for rule in ("pid namespace", "net namespace", "hostname", "new root", "tmpfs /tmp"):
+        assert rule in check.detail
+    assert check.remedy.startswith("sysctl -w user.max_user_namespaces=15000; or pass "
+                                   "--allow-weaker to run in landlock mode")
+
+
+def test_doctor_json_names_the_landlock_abi_and_what_each_level_adds() -> None:
+    (check,) = doctor.check_landlock(4)
+    (data,) = doctor.to_json([check])
+    assert data["data"]["abi"] == 4
+    assert set(data["data"]["levels"]) == {str(n) for n in range(1, 8)}
+    assert [m.split(":")[0] for m in data["data"]["missing"]] == ["ABI 5", "ABI 6", "ABI 7"]
+    assert check.status == doctor.WARN
 
 
 def test_doctor_command_json(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,3 +182,46 @@ cgroup = false
 [process]
 die_with_parent = false
 """
+
+
+STATUS_FILTERED = "Name:\tpython3\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n"
+
+
+def test_userns_refusal_names_an_outer_isorun_sandbox(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"proc/self/status": STATUS_FILTERED,
+                           "proc/self/uid_map": "     65534      65534          1\n"})
+    state = probe.userns_refusal(root, 1)
+    assert not state.allowed
+    assert "inside a sandbox (a user namespace mapping '65534 65534 1'" in state.blocker
+    assert "(EPERM)" in state.blocker and "--backend landlock" in state.fix
+
+
+def test_userns_refusal_names_a_container_filter_and_the_step(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"proc/self/status": STATUS_FILTERED,
+                           "proc/self/uid_map": "0 0 4294967295\n"})
+    assert "container engine's default profile) refuses unshare" in \
+        probe.userns_refusal(root, 1).blocker
+    step = probe.userns_refusal(root, 1, "sethostname")
+    assert step.blocker.startswith("a user namespace can be made, but sethostname in it "
+                                   "fails with EPERM: the seccomp filter")
+    assert "--security-opt seccomp=" in step.fix
+
+
+def test_setuid_wrappers_are_unusable_under_no_new_privs() -> None:
+    from isorun.host.probe import UsernsState
+    from isorun.sandbox.backends import BACKENDS
+
+    facts = BackendFacts(host=USER, userns=UsernsState(False, "x", "fix"),
+                         bwrap=Tool("/usr/bin/bwrap", "0.8.0", setuid=True),
+                         firejail=Tool("/usr/bin/firejail", "0.9.72", setuid=True),
+                         no_new_privs=True)
+    plan = api_plan()
+    assert "no_new_privs" in BACKENDS["firejail"].unavailable(plan, facts)[0]
+    assert "no_new_privs" in BACKENDS["bwrap"].unavailable(plan, facts)[0]
+
+
+def api_plan() -> object:
+    from isorun import api
+
+    return api.compile_plan(api.load_profile("strict"), USER,
+                            {"CWD": "/home/u/p", "HOME": "/home/u"})

@@ -77,6 +77,13 @@ def expected_dump(record: dict[str, object]) -> str:
     for resource, soft, hard, step in r["rlimits"]:  # type: ignore[attr-defined]
         lines.append(f"rlimit {resource} {soft} {hard} {step}")
     lines.append(f"seccomp_len {len(r['seccomp_bpf'])}")  # type: ignore[arg-type]
+    lines.append("landlock {} {} {} {}".format(
+        r["landlock_abi"], *(f"{r[k]:#x}" if r[k] else "0"
+                             for k in ("landlock_fs", "landlock_net", "landlock_scoped"))))
+    for path, port, access, optional in r["landlock_rules"]:  # type: ignore[attr-defined]
+        lines.append(f"landlock_rule {port} {access:#x} {int(optional)}" if access
+                     else f"landlock_rule {port} 0 {int(optional)}")
+        lines.append(f" path {_escape(path)}")
     for name, index in r["step_index"].items():  # type: ignore[attr-defined]
         lines.append(f"step {name} {index}")
     return "\n".join(lines) + "\n"
@@ -97,9 +104,17 @@ def _record(**changes: object) -> dict[str, object]:
             (2, b"/tmp", b"", MS_NOSUID, b"size=1024", 0o1777, False, 5, -1),
             (2, b"/run", b"", 0, b"", 0o700, True, 6, -1),
             (5, b"/bin", b"usr/bin", 0, b"", 0o755, True, -1, -1),
+            # ABI 5 (issue #13): an overlay, a mask, the root's read-only remount
+            (12, b"/work dir", b"/work dir", MS_NOSUID, b"mode=700,size=4096", 0o755, True, 7,
+             -1),
+            (13, b"/home/u/.ssh", b"", 0, b"", 0o755, True, 8, -1),
+            (11, b"/", b"", 0, b"", 0o755, False, 9, -1),
         ),
         "rlimits": ((7, 64, 128, 8), (4, -1, -1, 9)),
         "seccomp_bpf": bytes(range(16)), "notify_bpf": b"", "cgroup": b"",
+        "landlock_abi": 6, "landlock_fs": 0xFFFF, "landlock_net": 3, "landlock_scoped": 3,
+        "landlock_rules": ((b"/usr", 0, 0xD, False), (b"/opt/x", 0, 0x4, True),
+                           (b"", 443, 2, False)),
         "step_index": {"clone": 0, "uid_map": 1, "exec": 12},
         "argv": (b"ignored",),
     }  # fmt: skip
@@ -116,7 +131,9 @@ def test_defaults_round_trip() -> None:
     record = _record(clone_flags=0, uid_map=b"", gid_map=b"", root=b"", env=(), keep_fds=(),
                      mounts=(), rlimits=(), seccomp_bpf=b"", step_index={}, caps_keep=(),
                      setgroups_deny=False, new_session=False, die_with_parent=False,
-                     no_new_privs=False, init=False, hostname=b"")  # fmt: skip
+                     no_new_privs=False, init=False, hostname=b"", landlock_abi=0,
+                     landlock_fs=0, landlock_net=0, landlock_scoped=0,
+                     landlock_rules=())  # fmt: skip
     text = dump(flat.encode(record))
     assert text == expected_dump(record)
     assert "path /usr/bin:/bin\n" in text

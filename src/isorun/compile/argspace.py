@@ -253,13 +253,25 @@ def _cells(atoms: list[Atom]) -> list[tuple[Atom, frozenset[Atom]]]:
     """Cut one argument's values into disjoint cells, each inside or outside every atom:
     (cell, the atoms holding it). Spans cut at their ends; with any cube, everything is cut
     into cubes along the mask bits."""
-    if all(isinstance(a, Span) for a in atoms):
-        spans = [a for a in atoms if isinstance(a, Span)]
-        cuts = sorted({0, *(s.lo for s in spans), *(s.hi + 1 for s in spans if s.hi < MAX)})
+    # a point is a span too: eq conditions next to ranges keep span cells (2, not 64)
+    as_span = {
+        a: a if isinstance(a, Span) else Span(a.value, a.value)
+        for a in atoms
+        if isinstance(a, Span) or a.mask == MAX
+    }
+    if len(as_span) == len(atoms):
+        cuts = sorted(
+            {
+                0,
+                *(s.lo for s in as_span.values()),
+                *(s.hi + 1 for s in as_span.values() if s.hi < MAX),
+            }
+        )
         out_s: list[tuple[Atom, frozenset[Atom]]] = []
         for n, lo in enumerate(cuts):
             hi = cuts[n + 1] - 1 if n + 1 < len(cuts) else MAX
-            out_s.append((Span(lo, hi), frozenset(s for s in spans if s.lo <= lo and hi <= s.hi)))
+            held = frozenset(a for a, s in as_span.items() if s.lo <= lo and hi <= s.hi)
+            out_s.append((Span(lo, hi), held))
         return out_s
     cubes: list[tuple[Cube, Atom]] = []
     for a in atoms:

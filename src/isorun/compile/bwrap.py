@@ -12,16 +12,31 @@ covered here or by the runner:
   mapped): the same paths the native shim masks are bound read-only over the new procfs.
 * bwrap sets no rlimits: the exec stage sets them before bwrap runs, so bwrap and the
   command inherit them (rlimits survive execve, setrlimit(2)).
+* bwrap resolves bind sources with realpath(3) and creates and mounts destinations by
+  path, following links, after isorun walked them (issue #12). With ``stage_fd`` the exec
+  stage also runs inside, as the command bwrap starts: it checks every bind at its
+  destination against the source the runner walked (``--expect``), then loads the
+  seccomp filter (last, as the native shim does) and execs the command. A destination
+  below a directory someone else can change is refused by the runner before launch
+  (sandbox/backends.py): bwrap would create it through a link swapped in there.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import assert_never
 
 from isorun.compile import plan as p
-from isorun.compile.invocation import HELPER, NO_USERNS, Invocation, identity_without_userns
+from isorun.compile.invocation import (
+    HELPER,
+    NO_USERNS,
+    Expect,
+    Identity,
+    Invocation,
+    identity_without_userns,
+)
 from isorun.errors import InternalError, Lost, Unsupported
 from isorun.sandbox.native import build_environment
 
@@ -34,6 +49,9 @@ _UNSHARE = {"user": "--unshare-user", "pid": "--unshare-pid", "net": "--unshare-
 #: (mount.c, do_proc): kernel-wide knobs a process with CAP_SYS_ADMIN in the sandbox's
 #: user namespace could otherwise write. /proc/sys must exist; the others may not.
 PROC_READ_ONLY = (("sys", True), ("sysrq-trigger", False), ("irq", False), ("bus", False))
+#: mount step types that put a mount on their destination
+MOUNTS = ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "mqueue")
+BINDS = ("ro-bind", "rw-bind", "dev-bind")
 
 
 def file_mounts(plan: p.Plan) -> tuple[bytes, ...]:
@@ -45,7 +63,8 @@ def file_mounts(plan: p.Plan) -> tuple[bytes, ...]:
 def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                  seccomp_fd: int | None, file_fds: Sequence[int] = (),
                  allow_weaker: bool = False, bwrap: str = "bwrap",
-                 helper: str = HELPER, userns: bool = True) -> Invocation:
+                 helper: str = HELPER, userns: bool = True, stage_fd: int | None = None,
+                 identities: Mapping[str, Identity] | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a bwrap command line.
 
     ``env`` is the caller's environment (``environment.keep`` takes values from it).
@@ -53,7 +72,13 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     ``file_fds`` hold :func:`file_mounts`. Raises :class:`Unsupported` naming every rule
     bwrap cannot enforce, unless ``allow_weaker``; the invocation then lists them in
     ``lost``. ``userns=False``: the host forbids user namespaces (setuid bwrap only).
+
+    ``stage_fd`` (the runner's): the exec stage, opened for reading, run inside as
+    ``/proc/self/fd/N`` to check the binds and load the filter. ``identities`` maps each
+    bind source to what the runner's walk found there (sandbox/safepath.py); each bind
+    with one gets an ``--expect`` at its destination.
     """
+    plan = elide_redundant(plan, identities or {})
     args: list[str] = []
     rlimits: list[str] = []
     lost: list[Lost] = []
@@ -61,6 +86,9 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     user: tuple[int, int] | None = None
     files = iter(file_fds)
     inherited: list[int] = []
+    inner: list[str] = []
+    #: read-only remounts that must follow every mount (mount points are made beneath)
+    late: list[str] = []
 
     def lose(step: p.Step, rule: str, why: str) -> None:
         lost.append(Lost(rule, step.loc, why))
@@ -70,6 +98,9 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
         # tree goes in whole (recursive, devices usable) before any other mount.
         args += ["--dev-bind", "/", "/"]
     for step in plan.steps:
+        if late and not isinstance(step, p.MountStep | p.ReadOnlyRoot):
+            args += late
+            late.clear()
         match step:
             case p.Clone():
                 for name in step.namespaces:
@@ -97,9 +128,18 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                     # First operation, so later mounts land inside it; recursive and
                     # writable like the native shim's MS_BIND|MS_REC of the rootfs.
                     args += ["--bind", step.path, "/"]
-                # tmpfs: bwrap's root is always a fresh tmpfs
+                elif step.size is not None and not plan.find(p.ReadOnlyRoot):
+                    lose(step, step.describe(), "bwrap's root tmpfs takes no size: only a "
+                         "read-only root (filesystem.root_read_only) bounds it")
+                # tmpfs: bwrap's root is always a fresh tmpfs (unsized, so read-only)
             case p.MountStep():
                 args += _mount(step, files, lose)
+                if step.type == "dev":
+                    # bwrap's /dev tmpfs takes no size: read-only instead (its nodes are
+                    # mounts of their own, /dev/shm and /dev/pts too, and stay usable).
+                    late += ["--remount-ro", step.dst]
+            case p.ReadOnlyRoot():
+                late += ["--remount-ro", "/"]
             case p.PivotRoot():
                 pass  # bwrap always pivots into the new root and detaches the old one
             case p.Hostname():
@@ -131,26 +171,116 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                     args += ["--cap-add", cap]
             case p.NoNewPrivs():
                 pass  # bwrap always sets PR_SET_NO_NEW_PRIVS before running the command
+            case p.Landlock():
+                from isorun.compile.landlock import wrapper_losses
+
+                for rule, why in wrapper_losses(plan, step):
+                    lose(step, rule, why)
             case p.LoadSeccomp():
                 if seccomp_fd is None:
                     raise InternalError("bwrap: the plan loads seccomp but no descriptor "
                                         "holds the program")
-                # The same BPF program the native shim loads, read raw from the fd.
-                args += ["--seccomp", str(seccomp_fd)]
+                # The same BPF program the native shim loads, read raw from the fd; by
+                # the inner stage when there is one, so its checks run unfiltered and the
+                # filter is the last thing before the command.
+                if stage_fd is None:
+                    args += ["--seccomp", str(seccomp_fd)]
+                else:
+                    inner += ["--no-new-privs", "--seccomp-fd", str(seccomp_fd)]
                 inherited.append(seccomp_fd)
             case p.Exec():
                 pass
             case _:
                 assert_never(step)
+    command: list[str] = list(argv)
+    if stage_fd is not None:
+        if not _proc_at_proc(plan):
+            for step in plan.find(p.MountStep):
+                if step.type in BINDS:
+                    lose(step, f"check of {step.dst} after bwrap bound it", "the isorun "
+                         "stage that checks binds runs as /proc/self/fd/N and the plan "
+                         "mounts no /proc")
+        else:
+            if identities is not None:
+                unchecked = [s.src for s in plan.find(p.MountStep)
+                             if s.type in BINDS and s.src not in identities]
+                if unchecked:
+                    # a bind with no check inside is one bwrap resolves on its own
+                    raise InternalError(f"bwrap: bind sources not walked: {unchecked}")
+            checks = [e.arg() for e in expects(plan, identities or {})]
+            # --close-fds: bwrap hands the command every descriptor it inherited (this
+            # stage's own among them); only the plan's kept ones may reach the command.
+            command = [f"/proc/self/fd/{stage_fd}",
+                       *(a for c in checks for a in ("--expect", c)), *inner,
+                       *(a for fd in keep for a in ("--keep-fd", str(fd))), "--close-fds",
+                       "--", *argv]
+            inherited.append(stage_fd)
     if lost and not allow_weaker:
         raise Unsupported(BACKEND, lost)
     inherited += list(file_fds)
     head: list[str] = []
     if rlimits:
         head = [helper, *rlimits, "--"]
-    return Invocation(BACKEND, (*head, bwrap, *args, "--", *argv),
+    return Invocation(BACKEND, (*head, bwrap, *args, "--", *command),
                       pass_fds=tuple(sorted({*inherited, *keep})), user=user,
-                      lost=tuple(lost))
+                      lost=tuple(lost), command_at=len(head) + 1 + len(args) + 1)
+
+
+def elide_redundant(plan: p.Plan, identities: Mapping[str, Identity]) -> p.Plan:
+    """``plan`` less the binds that change nothing: a path bound onto itself, inside a
+    bind of the same kind (ro in ro, rw in rw) of one of its ancestors onto itself, with
+    no other mount between, both walked by the runner and found without a link. The outer
+    bind (recursive) already shows that very path, with the same flags; the inner one
+    would only make bwrap resolve, create and mount a destination inside a tree someone
+    else may write (issue #12), for nothing. The common case: the test profile's
+    ${PYTHON_PREFIX} when the virtual environment is in the project.
+    """
+    def plain(step: p.MountStep) -> bool:
+        found = identities.get(step.src)
+        return step.src == step.dst and found is not None and found[0] == step.src
+
+    mounts: list[p.MountStep] = []
+    keep: list[p.Step] = []
+    for step in plan.steps:
+        if isinstance(step, p.MountStep) and step.type in MOUNTS:
+            cover = next((m for m in reversed(mounts)
+                          if m.dst != step.dst and _beneath(step.dst, m.dst)), None)
+            if (cover is not None and step.type in ("ro-bind", "rw-bind")
+                    and cover.type == step.type and cover.noexec == step.noexec
+                    and plain(cover) and plain(step)):
+                continue
+            mounts.append(step)
+        keep.append(step)
+    if len(keep) == len(plan.steps):
+        return plan
+    return replace(plan, steps=tuple(keep))
+
+
+def _proc_at_proc(plan: p.Plan) -> bool:
+    return any(s.type == "proc" and s.dst == "/proc" for s in plan.find(p.MountStep))
+
+
+def _beneath(path: str, top: str) -> bool:
+    """Whether ``path`` is ``top`` or lies below it (both normalised, absolute)."""
+    return top == "/" or path == top or path.startswith(top + "/")
+
+
+def expects(plan: p.Plan, identities: Mapping[str, Identity]) -> list[Expect]:
+    """The inner stage's checks: each bind whose source the runner walked must show, at
+    its destination, the file walked. A bind a later mount covers (at it or above it) is
+    left out: what is seen there is the later mount, checked on its own."""
+    steps = [s for s in plan.steps if isinstance(s, p.MountStep) and s.type in MOUNTS]
+    out: list[Expect] = []
+    for root in plan.find(p.NewRoot):
+        found = identities.get(root.path) if root.kind == "rootfs" else None
+        if found is not None and not any(s.dst == "/" for s in steps):
+            out.append(Expect("/", found[1], found[2]))
+    for i, step in enumerate(steps):
+        found = identities.get(step.src) if step.type in BINDS else None
+        if found is None or any(_beneath(step.dst, later.dst) for later in steps[i + 1:]):
+            continue
+        out.append(Expect(step.dst, found[1], found[2], readonly=step.type == "ro-bind"))
+    return out
 
 
 def _mount(step: p.MountStep, files: Iterator[int],
@@ -169,9 +299,18 @@ def _mount(step: p.MountStep, files: Iterator[int],
             return [f"--dev-bind{try_}", step.src, step.dst]
         case "tmpfs":
             out = ["--perms", f"{0o755 if step.mode is None else step.mode:04o}"]
+            # --size only: bwrap has no inode limit, the size still bounds the data.
             if step.size:
                 out += ["--size", str(step.size)]
             return [*out, "--tmpfs", step.dst]
+        case "overlay":
+            lose(step, step.describe(), "bwrap's --tmp-overlay keeps the changes on a tmpfs "
+                 "it gives no size")
+            return []
+        case "mask":
+            lose(step, step.describe(), "bwrap cannot hide a path whose type it learns only "
+                 "at run time (--tmpfs fails on a file, a bind of /dev/null on a directory)")
+            return []
         case "proc":
             out = ["--proc", step.dst]
             for name, required in PROC_READ_ONLY:

@@ -6,11 +6,12 @@ rule of its own), ``includes.arches`` takes Go's names. So the export is right b
 construction and the import (:mod:`isorun.compile.docker_import`) says what an engine would
 have ignored.
 
-Export of an isorun profile writes the compiler's disjoint rules (see
-:mod:`isorun.compile.argspace`): engines add them to libseccomp, which has no precedence
-between overlapping rules, so only disjoint rules keep isorun's meaning. The default action
-is ``unknown_action`` (ENOSYS by default): an ERRNO default, never KILL, which would kill
-a thread of runc's own init and hang ``runc create``.
+Export of an isorun profile writes exact, compact, int64-safe entries built from the
+policy's first-match regions (:mod:`isorun.compile.docker_rules`): engines add them to
+libseccomp, which has no precedence between overlapping rules, so only rules that agree
+where they overlap keep isorun's meaning. The default action is ``unknown_action``
+(ENOSYS by default): an ERRNO default, never KILL, which would kill a thread of runc's own
+init and hang ``runc create`` (:func:`isorun.compile.engines.export_warnings` says so).
 
 The action, operator and architecture tables here are shared with the importer and with
 :mod:`isorun.compile.docker_diff` (what a Docker profile decides; diff of two policies).
@@ -22,8 +23,8 @@ import json
 import re
 from typing import Any
 
-from isorun.compile import syscalls
-from isorun.compile.seccomp import Context, ResolvedRule, plan_rules, target_arches
+from isorun.compile import docker_rules, syscalls
+from isorun.compile.seccomp import Context, target_arches
 from isorun.compile.seccomp_check import check_seccomp
 from isorun.errors import Diagnostic, ProfileError
 from isorun.profile.schema import Action, Seccomp, When
@@ -105,11 +106,32 @@ def _has_when(policy: Seccomp) -> bool:
     return any(r.when is not None for r in policy.rules)
 
 
-def docker_object(policy: Seccomp, *, arch: str = "x86_64") -> dict[str, Any]:
-    """The Docker profile as a JSON-ready dict (see :func:`export_docker`)."""
+def docker_object(
+    policy: Seccomp,
+    *,
+    arch: str = "x86_64",
+    default: Action | None = None,
+    max_args: int | None = None,
+    int64: bool = False,
+) -> dict[str, Any]:
+    """The Docker profile as a JSON-ready dict (see :func:`export_docker`).
+
+    ``default`` replaces ``unknown_action`` as defaultAction (the Kubernetes export, whose
+    CRD has no defaultErrnoRet); ``max_args`` caps ``args`` per entry (the CRD's 6);
+    ``int64`` refuses a comparison value of 2**63 or more (the CRD's int64 fields; runc and
+    crun read uint64, so the Docker export uses such a value where nothing else says it).
+    """
     _check(policy)
+    if arch not in ARCH_OUT or arch in ("x32", "i386"):
+        raise ProfileError(
+            Diagnostic(
+                policy.loc,
+                f"cannot export for architecture {arch!r}",
+                "use --arch x86_64 or --arch aarch64",
+            )
+        )
     targets = target_arches(policy, arch)
-    default = policy.unknown_action
+    default = default or policy.unknown_action
     arch_map = [
         {
             "architecture": ARCH_OUT[arch],
@@ -117,37 +139,33 @@ def docker_object(policy: Seccomp, *, arch: str = "x86_64") -> dict[str, Any]:
         }
     ]
     head: dict[str, Any] = {"defaultAction": ACTIONS_OUT[default.kind]}
-    if default.kind == "errno":
+    if default.kind == "errno" and default.errno != 1:
         head["defaultErrnoRet"] = default.errno
     head["archMap"] = arch_map
     if _has_when(policy):
         head["syscalls"] = _structural_rules(policy)
         return head
-    rules, _ = plan_rules(policy, targets, Context(arch=arch))
-    head["syscalls"] = _grouped(rules, str(default))
+    found = docker_rules.groups(
+        policy,
+        targets,
+        Context(arch=arch),
+        default,
+        max_args=max_args,
+        list_default=True,
+        int64=int64,
+    )
+    head["syscalls"] = [_entry(g) for g in found]
     return head
 
 
-def _grouped(rules: list[ResolvedRule], default: str) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, tuple[tuple[int, str, int, int], ...]], tuple[set[str], set[str]]] = {}
-    for rule in rules:
-        if rule.action == default:
-            continue  # the default action answers it (runc rejects rules equal to it)
-        names, origins = groups.setdefault((rule.action, rule.conditions), (set(), set()))
-        names.add(rule.syscall)
-        origins.add(rule.origin.split(" via ")[0])
-    out = []
-    for (action, conds), (names, origins) in sorted(
-        groups.items(), key=lambda kv: (bool(kv[0][1]), kv[0][0], min(kv[1][0]), kv[0][1])
-    ):
-        kind, _, num = action.partition(":")
-        entry: dict[str, Any] = {"names": sorted(names)}
-        entry |= _docker_action(Action(kind, int(num or 0)))
-        if conds:
-            entry["args"] = _docker_args(conds)
-        entry["comment"] = "; ".join(sorted(origins))
-        out.append(entry)
-    return out
+def _entry(group: docker_rules.Group) -> dict[str, Any]:
+    kind, _, num = group.action.partition(":")
+    entry: dict[str, Any] = {"names": list(group.names)}
+    entry |= _docker_action(Action(kind, int(num or 0)))
+    if group.args:
+        entry["args"] = _docker_args(group.args)
+    entry["comment"] = "; ".join(group.origins)
+    return entry
 
 
 def _structural_rules(policy: Seccomp) -> list[dict[str, Any]]:
@@ -257,28 +275,70 @@ def _yaml_scalar(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid YAML double-quoted scalar
 
 
-def export_k8s(
-    policy: Seccomp, *, name: str = "isorun", namespace: str = "default", arch: str = "x86_64"
-) -> str:
-    """A security-profiles-operator SeccompProfile (v1beta1) plus the pod snippet that uses
-    it, as YAML written by hand (no YAML library in the launch path)."""
-    oci = json.loads(export_oci(policy, arch=arch))
-    safe = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-") or "isorun"
+#: SPO's API (security-profiles-operator api/seccompprofile/v1, CRD
+#: security-profiles-operator.x-k8s.io_seccompprofiles.yaml): ``scope: Cluster``, no
+#: ``defaultErrnoRet`` in the spec, ``value``/``valueTwo`` int64 with minimum 0, at most 6
+#: ``args``; the operator writes the profile to ``<kubelet seccomp root>/operator/NAME.json``
+#: and pods name it ``operator/NAME.json`` (installation-usage.md, "Use Seccomp profile").
+SPO_API_VERSION = "security-profiles-operator.x-k8s.io/v1"
+
+
+def k8s_name(name: str) -> str:
+    """A DNS-1123 subdomain for metadata.name (lower case, digits, '-', '.')."""
+    return re.sub(r"[^a-z0-9.-]", "-", name.lower()).strip("-.")[:253] or "isorun"
+
+
+def k8s_object(policy: Seccomp, *, name: str = "isorun", arch: str = "x86_64") -> dict[str, Any]:
+    """The SeccompProfile as a dict, every field one the CRD's schema has.
+
+    The CRD has no defaultErrnoRet, so an ERRNO default is runc's EPERM and every known
+    syscall the policy answers with another errno (clone3's ENOSYS) gets its own rule.
+    """
+    if _has_when(policy):
+        raise ProfileError(
+            Diagnostic(
+                policy.loc,
+                "a SeccompProfile has no conditions; this profile has `when` rules",
+                "export to docker instead, or compile for one capability set",
+            )
+        )
+    unknown = policy.unknown_action
+    default = Action("errno", 1) if unknown.kind == "errno" else unknown
+    obj = docker_object(
+        policy, arch=arch, default=default, max_args=docker_rules.SPO_MAX_ARGS, int64=True
+    )
+    spec: dict[str, Any] = {"defaultAction": obj["defaultAction"]}
+    spec["architectures"] = [
+        obj["archMap"][0]["architecture"],
+        *(obj["archMap"][0]["subArchitectures"] or []),
+    ]
+    spec["syscalls"] = [{k: v for k, v in r.items() if k != "comment"} for r in obj["syscalls"]]
+    return {
+        "apiVersion": SPO_API_VERSION,
+        "kind": "SeccompProfile",
+        "metadata": {"name": k8s_name(name)},
+        "spec": spec,
+    }
+
+
+def export_k8s(policy: Seccomp, *, name: str = "isorun", arch: str = "x86_64") -> str:
+    """A security-profiles-operator SeccompProfile plus the pod snippet that uses it, as
+    YAML written by hand (no YAML library in the launch path)."""
+    obj = k8s_object(policy, name=name, arch=arch)
+    spec = obj["spec"]
+    safe = obj["metadata"]["name"]
     lines = [
-        "apiVersion: security-profiles-operator.x-k8s.io/v1beta1",
-        "kind: SeccompProfile",
+        f"apiVersion: {obj['apiVersion']}",
+        f"kind: {obj['kind']}",
         "metadata:",
         f"  name: {safe}",
-        f"  namespace: {namespace}",
         "spec:",
-        f"  defaultAction: {oci['defaultAction']}",
+        f"  defaultAction: {spec['defaultAction']}",
+        "  architectures:",
     ]
-    if "defaultErrnoRet" in oci:
-        lines.append(f"  defaultErrnoRet: {oci['defaultErrnoRet']}")
-    lines.append("  architectures:")
-    lines += [f"  - {a}" for a in oci["architectures"]]
+    lines += [f"  - {a}" for a in spec["architectures"]]
     lines.append("  syscalls:")
-    for rule in oci["syscalls"]:
+    for rule in spec["syscalls"]:
         lines.append(f"  - action: {rule['action']}")
         if "errnoRet" in rule:
             lines.append(f"    errnoRet: {rule['errnoRet']}")
@@ -291,14 +351,22 @@ def export_k8s(
                 lines.append(f"      value: {arg['value']}")
                 lines.append(f"      valueTwo: {arg['valueTwo']}")
                 lines.append(f"      op: {arg['op']}")
+    notes = []
+    if policy.unknown_action.kind == "errno" and policy.unknown_action.errno != 1:
+        notes = [
+            "# The CRD has no defaultErrnoRet: a number no name above covers gets EPERM where",
+            f"# isorun answers {policy.unknown_action} (runc answers ENOSYS itself for numbers",
+            "# above the highest one listed).",
+        ]
     lines += [
         "---",
+        *notes,
         "# Use it from a pod (the operator installs the profile on every node):",
         "# spec:",
         "#   securityContext:",
         "#     seccompProfile:",
         "#       type: Localhost",
-        f"#       localhostProfile: operator/{namespace}/{safe}.json",
+        f"#       localhostProfile: operator/{safe}.json",
     ]
     return "\n".join(lines) + "\n"
 

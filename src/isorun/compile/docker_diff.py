@@ -7,6 +7,7 @@ Siblings: :mod:`isorun.compile.docker` (the exports and the shared tables) and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from isorun.compile import syscalls
@@ -27,9 +28,13 @@ def docker_decide(
     """What an engine (moby + runc + libseccomp) answers, in our action words.
 
     A reference for tests: applies includes/excludes like moby, ORs a rule's conditions
-    when one index repeats like runc, and refuses (ValueError) a call that two matching
+    when one index repeats like runc, answers ENOSYS above the highest listed syscall
+    like runc's stub, and refuses (ValueError) a call that two matching
     rules answer differently, where the result would depend on libseccomp's internals.
     """
+    # other arches: x86_64's numbers (since 424 every arch numbers new syscalls alike)
+    if _above_stub(doc, syscalls.table(arch if arch in ("x86_64", "aarch64") else "x86_64"), name):
+        return "errno:38"  # runc's ENOSYS stub answers before the filter
     host = DOCKER_ARCH.get(arch, arch)
     full = tuple(args) + (0,) * (6 - len(args))
     answers: set[str] = set()
@@ -65,6 +70,25 @@ def docker_decide(
     return f"errno:{doc.get('defaultErrnoRet', 1)}" if act == "errno" else act
 
 
+def _above_stub(doc: dict[str, Any], table: Mapping[str, int], name: str) -> bool:
+    """Whether runc's ENOSYS stub answers ``name`` (see engines.runc_stub); stops at
+    the first listed name numbered at least as high."""
+    if doc.get("defaultAction") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"):
+        return False
+    number = table.get(name)
+    if number is None:
+        return False
+    listed = False
+    for rule in doc.get("syscalls") or []:
+        for n in [*(rule.get("names") or []), *([rule["name"]] if rule.get("name") else [])]:
+            nr = table.get(n)
+            if nr is not None:
+                if nr >= number:
+                    return False
+                listed = True
+    return listed
+
+
 def _docker_cmp(arg: int, cond: dict[str, Any]) -> bool:
     a, v, two = arg, int(cond.get("value", 0)), int(cond.get("valueTwo", 0))
     match OPS_IN[cond["op"]]:
@@ -93,12 +117,10 @@ def diff_policies(
     _check(a)
     _check(b)
     out: list[str] = []
-    for label, x, y in (
-        ("default_action", a.default_action, b.default_action),
-        ("unknown_action", a.unknown_action, b.unknown_action),
-    ):
-        if x != y:
-            out.append(f"{label}: {x} -> {y}")
+    # default_action only answers through names, which the lines below compare; the
+    # unknown action answers every number without a name
+    if a.unknown_action != b.unknown_action:
+        out.append(f"unknown_action: {a.unknown_action} -> {b.unknown_action}")
     ea, _ = build_entries(a, ctx)
     eb, _ = build_entries(b, ctx)
     from isorun.compile.argspace import FULL
@@ -106,9 +128,10 @@ def diff_policies(
 
     names: set[str] = set(syscalls.table(arch))
     for name in sorted(names):
-        pa = _canon(lower(name, ea.get(name, []), Entry(FULL, a.default_action, "default")))
-        pb = _canon(lower(name, eb.get(name, []), Entry(FULL, b.default_action, "default")))
-        if pa == pb:
+        la = lower(name, ea.get(name, []), Entry(FULL, a.default_action, "default"))
+        lb = lower(name, eb.get(name, []), Entry(FULL, b.default_action, "default"))
+        pa, pb = _canon(la), _canon(lb)
+        if pa == pb or _same_decisions(la, lb):
             continue
         acts_a = {act for act, _ in pa}
         acts_b = {act for act, _ in pb}
@@ -125,6 +148,20 @@ def diff_policies(
     return out
 
 
+def _same_decisions(a: list[tuple[Any, Any]], b: list[tuple[Any, Any]]) -> bool:
+    """Exact: both sides partition the argument space, so they decide the same iff no box
+    of one meets a box of the other with another action (simplify's forms may differ)."""
+    from isorun.compile.argspace import intersect_boxes
+
+    for region_a, entry_a in a:
+        for region_b, entry_b in b:
+            if entry_a.action == entry_b.action:
+                continue
+            if any(intersect_boxes(x, y) for x in region_a for y in region_b):
+                return False
+    return True
+
+
 def _canon(pieces: list[tuple[Any, Any]]) -> frozenset[tuple[str, Any]]:
     merged: dict[str, list[Any]] = {}
     for region, entry in pieces:
@@ -138,15 +175,68 @@ def _show(canon: frozenset[tuple[str, Any]]) -> str:
     from isorun.compile.argspace import comparisons
 
     parts = []
-    for act, boxes in sorted(canon, key=lambda p: p[0]):
+    for act, boxes in sorted(canon, key=lambda p: str(p[0])):
         conds = [
             " and ".join(
                 f"arg{i} {op} {x:#x}" + (f"/{y:#x}" if op == "masked_eq" else "")
                 for i, op, x, y in cmp
             )
-            for box in sorted(boxes)
+            for box in sorted(boxes, key=repr)  # Cube and Span do not compare
             for cmp in comparisons(box)
         ]
         shown = " or ".join(c or "always" for c in conds[:3])
         parts.append(f"{act} if {shown}{' ...' if len(conds) > 3 else ''}")
     return ", ".join(parts)
+
+
+def diff_engine_numbers(
+    a: Seccomp,
+    b: Seccomp,
+    doc_a: dict[str, Any],
+    doc_b: dict[str, Any],
+    *,
+    arch: str = "x86_64",
+    limit: int = 1024,
+) -> list[str]:
+    """Numbers runc answers differently for the two Docker profiles because of its ENOSYS
+    stub (numbers above the highest listed syscall), as ranges."""
+    from isorun.compile.engines import runc_stub
+
+    names = {nr: n for n, nr in syscalls.table(arch).items()}
+    stubs = (runc_stub(doc_a, arch), runc_stub(doc_b, arch))
+
+    def answer(policy: Seccomp, stub: int | None, nr: int) -> str:
+        if stub is not None and nr > stub:
+            return "errno:38"
+        if nr not in names:
+            return str(policy.unknown_action)
+        return ""  # the per-name diff covers it
+
+    runs: list[tuple[int, int, str, str]] = []
+    for nr in range(limit):
+        x, y = answer(a, stubs[0], nr), answer(b, stubs[1], nr)
+        if not x and not y:
+            continue
+        x = x or str(decide_plain(a, names[nr]))
+        y = y or str(decide_plain(b, names[nr]))
+        if x == y:
+            continue
+        if runs and runs[-1][1] == nr - 1 and runs[-1][2:] == (x, y):
+            runs[-1] = (runs[-1][0], nr, x, y)
+        else:
+            runs.append((nr, nr, x, y))
+    out = []
+    for lo, hi, x, y in runs:
+        span = f"{lo}" if lo == hi else f"{lo}-{hi}"
+        out.append(
+            f"numbers {span}: {x} -> {y} under runc (its ENOSYS stub answers numbers above"
+            f" the highest listed syscall: A {stubs[0]}, B {stubs[1]})"
+        )
+    return out
+
+
+def decide_plain(policy: Seccomp, name: str) -> str:
+    """The answer for a call with every argument 0 (a stub-range name's plain answer)."""
+    from isorun.compile.seccomp import decide
+
+    return str(decide(policy, name, ()))

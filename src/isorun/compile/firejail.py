@@ -8,6 +8,12 @@ inside the sandbox by the exec stage (``isorun-seccomp-exec``, reached as
 ``/proc/self/fd/N``: firejail mounts a fresh /proc, and the descriptor makes the stage
 independent of which host paths the sandbox can see). The stage loads exactly the BPF
 program the native shim loads.
+
+firejail resolves each --read-only/--read-write/--noexec path with realpath(3) and
+remounts what it finds, so a link swapped into a project after isorun walked it (issue
+#12) would move the rule elsewhere. The stage checks first, inside, that each such path
+is the file the runner walked and is read-only (noexec) as asked (``--expect``); what
+firejail did elsewhere cannot make a checked path weaker without failing the check.
 """
 
 from __future__ import annotations
@@ -16,7 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import assert_never
 
 from isorun.compile import plan as p
-from isorun.compile.invocation import NO_USERNS, Invocation, identity_without_userns
+from isorun.compile.invocation import (
+    NO_USERNS,
+    Expect,
+    Identity,
+    Invocation,
+    identity_without_userns,
+)
 from isorun.errors import InternalError, Lost, Unsupported
 from isorun.sandbox.native import build_environment
 
@@ -26,13 +38,16 @@ BACKEND = "firejail"
 def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                     seccomp_fd: int | None, env_fd: int, helper_fd: int,
                     allow_weaker: bool = False, firejail: str = "firejail",
-                    userns: bool = True) -> Invocation:
+                    userns: bool = True,
+                    identities: Mapping[str, Identity] | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a firejail command line.
 
     ``env_fd`` receives the command's environment (``inputs``), ``helper_fd`` is the exec
     stage opened for reading, ``seccomp_fd`` holds the compiled filter. Raises
     :class:`Unsupported` naming every rule firejail cannot enforce, unless
-    ``allow_weaker``. ``userns=False``: the host forbids user namespaces.
+    ``allow_weaker``. ``userns=False``: the host forbids user namespaces. ``identities``
+    maps bind sources to what the runner's walk found (sandbox/safepath.py): each becomes
+    a check the stage makes before anything else.
     """
     # --noprofile: no default profile may add or relax rules behind the plan's back.
     # --deterministic-exit-code: the command's status, not firejail's.
@@ -42,6 +57,7 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     keep: tuple[int, ...] = ()
     user: tuple[int, int] | None = None
     env_bytes = b""
+    checks: list[Expect] = []
 
     def lose(step: p.Step, rule: str, why: str) -> None:
         lost.append(Lost(rule, step.loc, why))
@@ -81,7 +97,14 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                      "paths in it; it cannot start from an empty tree or a rootfs")
             case p.MountStep():
                 args += _mount(step, lose)
-            case p.PivotRoot():
+                found = (identities or {}).get(step.src)
+                if found is not None and step.type in ("ro-bind", "rw-bind") \
+                        and step.src == step.dst:
+                    # firejail remounts the real path; that is where the check looks
+                    checks.append(Expect(found[0], found[1], found[2],
+                                         readonly=step.type == "ro-bind",
+                                         noexec=step.noexec))
+            case p.PivotRoot() | p.ReadOnlyRoot():
                 lose(step, step.describe(), "firejail does not pivot into a new root")
             case p.Hostname():
                 args.append(f"--hostname={step.name}")
@@ -113,6 +136,11 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
             case p.NoNewPrivs():
                 args.append("--nonewprivs")
                 stage.append("--no-new-privs")
+            case p.Landlock():
+                from isorun.compile.landlock import wrapper_losses
+
+                for rule, why in wrapper_losses(plan, step):
+                    lose(step, rule, why)
             case p.LoadSeccomp():
                 if seccomp_fd is None:
                     raise InternalError("firejail: the plan loads seccomp but no "
@@ -132,9 +160,24 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     args += ["--nogroups", "--keep-fd=" + ",".join(str(fd) for fd in passed)]
     stage += [arg for fd in keep for arg in ("--keep-fd", str(fd))]
     stage.append("--close-fds")
+    # the checks first: nothing else of the stage, nor the command, runs before them
+    stage = [*(a for c in _final(checks) for a in ("--expect", c.arg())), *stage]
     return Invocation(BACKEND, (firejail, *args, "--", f"/proc/self/fd/{helper_fd}", *stage,
                                 "--", *argv),
                       inputs=inputs, pass_fds=tuple(passed), user=user, lost=tuple(lost))
+
+
+def _final(checks: list[Expect]) -> list[Expect]:
+    """The checks whose path no later rule applies to again: a later rw rule on the same
+    path (or above it) may leave it writable, as the profile asked."""
+    out = []
+    for i, check in enumerate(checks):
+        later = checks[i + 1:]
+        if any(c.path == check.path or check.path.startswith(c.path.rstrip("/") + "/")
+               for c in later if c.readonly != check.readonly):
+            continue
+        out.append(check)
+    return out
 
 
 def _mount(step: p.MountStep, lose: Callable[[p.Step, str, str], None]) -> list[str]:
@@ -156,6 +199,10 @@ def _mount(step: p.MountStep, lose: Callable[[p.Step, str, str], None]) -> list[
         case "tmpfs":
             lose(step, step.describe(), "firejail's tmpfs takes no size or mode, and only "
                  "/tmp (--private-tmp) is allowed for a sandbox not started as root")
+        case "mask":
+            # decided by firejail at run time, like the native shim: a directory becomes
+            # an empty one, anything else unreadable
+            out.append(f"--blacklist={step.dst}")
         case "proc" if step.dst == "/proc":
             pass  # firejail mounts a new procfs for its pid namespace on /proc
         case "dev":

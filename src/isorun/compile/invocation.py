@@ -33,6 +33,9 @@ class Invocation:
     user: tuple[int, int] | None = None
     #: rules of the plan this invocation does not enforce (only with allow_weaker)
     lost: tuple[Lost, ...] = ()
+    #: index in ``argv`` of what the wrapper runs, right after the "--" that ends its own
+    #: options (bwrap: the runner moves the options before it into --args)
+    command_at: int = -1
 
     def describe(self) -> str:
         """Stable text for golden files: a header of comments, then one argument a line."""
@@ -65,3 +68,27 @@ def identity_without_userns(plan: p.Plan) -> bool:
     maps = plan.find(p.MapIds)
     return all(m.uid == m.host_uid and m.gid == m.host_gid and m.host_uid != 0
                for m in maps)
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """A mount the exec stage checks inside the sandbox before the command runs (its
+    ``--expect``): the file at ``path``, opened there with no link allowed, must be the one
+    the runner walked on the host (``dev``, ``ino``), read-only or noexec when asked.
+
+    The wrappers resolve mount paths by path, later than isorun's walk (issue #12); this
+    is how a link swapped in between is caught instead of followed."""
+
+    path: str
+    dev: int
+    ino: int
+    readonly: bool = False
+    noexec: bool = False
+
+    def arg(self) -> str:
+        flags = ("r" if self.readonly else "") + ("x" if self.noexec else "")
+        return f"{self.dev}:{self.ino}:{flags or '-'}:{self.path}"
+
+
+#: what the runner found for one mount source: (path with no link in it, st_dev, st_ino)
+Identity = tuple[str, int, int]

@@ -66,7 +66,11 @@ class Cgroup:
     def describe(self) -> str:
         parts = [f"memory.max {self.memory}" if self.memory else "",
                  f"pids.max {self.pids}" if self.pids else ""]
-        return "cgroup: " + ", ".join(p for p in parts if p)
+        # What a cgroup covers that the rlimits do not: one budget for every process of
+        # the sandbox together, page cache and tmpfs pages it writes included.
+        return ("cgroup: " + ", ".join(p for p in parts if p)
+                + " (the whole sandbox together, tmpfs and page cache included; needs "
+                "cgroup v1 as root or a delegated cgroup v2, else the run is refused)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +87,20 @@ class WallTime:
 
 @dataclass(frozen=True, slots=True)
 class NewRoot:
-    """Make the new root: ``tmpfs`` (an empty tree) or a rootfs directory to pivot into."""
+    """Make the new root: ``tmpfs`` (an empty tree of ``size`` bytes, ``inodes`` inodes) or
+    a rootfs directory to pivot into."""
 
     kind: str
     path: str = ""
+    size: int | None = None
+    inodes: int | None = None
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
     phase = Phase.CHILD_PRIVILEGED
 
     def describe(self) -> str:
-        return "new root: empty tmpfs" if self.kind == "tmpfs" else f"new root: {self.path}"
+        if self.kind != "tmpfs":
+            return f"new root: {self.path}"
+        return f"new root: empty tmpfs (size {self.size}, {self.inodes} inodes)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,24 +115,45 @@ class MountStep:
     mode: int | None = None
     optional: bool = False
     noexec: bool = False
+    #: tmpfs, overlay and dev: the inode limit of the tmpfs (bounded with its size)
+    inodes: int | None = None
+    #: why the planner added this mount (a credential mask, .git kept read-only), or ""
+    reason: str = ""
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
     phase = Phase.CHILD_PRIVILEGED
 
     def describe(self) -> str:
         extra = []
-        if self.type in ("ro-bind", "rw-bind", "dev-bind") and self.src != self.dst:
+        if self.type in ("ro-bind", "rw-bind", "dev-bind", "overlay") and self.src != self.dst:
             extra.append(f"from {self.src}")
         if self.type == "symlink":
             extra.append(f"-> {self.src}")
         if self.size is not None:
             extra.append(f"size {self.size}")
+        if self.inodes is not None:
+            extra.append(f"{self.inodes} inodes")
         if self.mode is not None:
             extra.append(f"mode {self.mode:#o}")
-        if self.optional:
+        if self.optional and self.type != "mask":  # a mask of nothing hides nothing
             extra.append("optional")
         if self.noexec:
             extra.append("noexec")
+        if self.reason:
+            extra.append(self.reason)
         return f"{self.type} {self.dst}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnlyRoot:
+    """Make the new root's own mount read-only once every mount is in place (mounts on it
+    keep their flags)."""
+
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    # After the last mount: a read-only root refuses the mount points the others need.
+    phase = Phase.CHILD_PRIVILEGED
+
+    def describe(self) -> str:
+        return "remount the new root read-only (nothing can be created beside the mounts)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +188,22 @@ class Loopback:
         return "network: none (new network namespace, loopback up)"
 
 
+#: what each rlimit covers and what it does not, as ``explain`` states it (setrlimit(2))
+RLIMIT_COVERS = {
+    "nproc": "RLIMIT_NPROC: processes and threads of the sandbox's uid, counted in its own "
+             "user namespace (Linux 5.14+); fork and clone fail with EAGAIN beyond it",
+    "data": "RLIMIT_DATA, per process: heap and private writable memory; not shared memory, "
+            "tmpfs files or kernel memory; all processes together up to nproc times this",
+    "address_space": "RLIMIT_AS, per process: every mapping, reservations included",
+    "cpu": "RLIMIT_CPU, per process: CPU seconds, then SIGXCPU and SIGKILL",
+    "fsize": "RLIMIT_FSIZE: the largest file a process may write (SIGXFSZ/EFBIG)",
+    "nofile": "RLIMIT_NOFILE, per process: open descriptors",
+    "core": "RLIMIT_CORE: 0 writes no core dumps",
+    "stack": "RLIMIT_STACK, per process",
+    "memlock": "RLIMIT_MEMLOCK: locked memory",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Rlimit:
     """setrlimit(resource) to ``value`` for both soft and hard limits."""
@@ -170,7 +216,8 @@ class Rlimit:
     phase = Phase.CHILD_PRIVILEGED
 
     def describe(self) -> str:
-        return f"rlimit {self.resource} = {self.value}"
+        covers = RLIMIT_COVERS.get(self.resource, "")
+        return f"rlimit {self.resource} = {self.value}" + (f" ({covers})" if covers else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +306,63 @@ class NoNewPrivs:
 
 
 @dataclass(frozen=True, slots=True)
+class LandlockRule:
+    """One rule of a :class:`Landlock` step: the rights granted beneath ``path`` (a file
+    rule), or on TCP ``port``."""
+
+    access: tuple[str, ...]
+    path: str = ""
+    port: int = 0
+    #: a path that does not exist is skipped (its mount was optional)
+    optional: bool = False
+    #: the Landlock ABI these rights need
+    abi: int = 1
+
+    def describe(self) -> str:
+        what = f"tcp port {self.port}" if self.port else self.path
+        rights = ", ".join(self.access) or "nothing (rights this kernel lacks)"
+        extra = ", optional" if self.optional else ""
+        return f"{what}: {rights} (ABI {self.abi}{extra})"
+
+
+@dataclass(frozen=True, slots=True)
+class Landlock:
+    """landlock_restrict_self(2): from here on the sandbox may only use ``handled_fs``
+    rights where a rule grants them, TCP ``handled_net`` only on the ports of its rules,
+    and nothing across ``scopes`` (compile/landlock.py builds it from the mounts)."""
+
+    handled_fs: tuple[str, ...]
+    handled_net: tuple[str, ...]
+    scopes: tuple[str, ...]
+    rules: tuple[LandlockRule, ...]
+    #: the Landlock ABI the step is applied at (0: none on this kernel, nothing applied)
+    abi: int
+    #: what the host's ABI cannot enforce, one line per loss
+    lost: tuple[str, ...] = ()
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+    # After no_new_privs: without it (or CAP_SYS_ADMIN, dropped) the kernel refuses
+    # landlock_restrict_self; after every mount, whose destinations the rules open.
+    phase = Phase.CHILD_DROP
+
+    def describe(self) -> str:
+        if not self.abi:
+            return "landlock: not applied (this kernel has no Landlock)"
+        parts = [f"landlock ABI {self.abi}"]
+        parts.append("files: only the rules below" if self.handled_fs else
+                     "files: not restricted (the root is the host's or a writable rootfs)")
+        if self.handled_net:
+            parts.append(f"tcp: only the ports below for {', '.join(self.handled_net)}")
+        if self.scopes:
+            parts.append(f"scoped: {', '.join(self.scopes)}")
+        return "; ".join(parts)
+
+    def details(self) -> list[str]:
+        """One line per rule, then per loss (explain prints them under the step)."""
+        return ([f"rule {r.describe()}" for r in self.rules]
+                + [f"LOST on this kernel: {line}" for line in self.lost])
+
+
+@dataclass(frozen=True, slots=True)
 class LoadSeccomp:
     """Load the seccomp filter compiled from ``policy``."""
 
@@ -291,12 +395,12 @@ class Exec:
         return "execve the command"
 
 
-Step = (Clone | MapIds | Cgroup | WallTime | NewRoot | MountStep | PivotRoot | Hostname
-        | Loopback | Rlimit | Chdir | NewSession | DieWithParent | CloseFds | Environment
-        | DropCaps | NoNewPrivs | LoadSeccomp | Exec)
+Step = (Clone | MapIds | Cgroup | WallTime | NewRoot | MountStep | ReadOnlyRoot | PivotRoot
+        | Hostname | Loopback | Rlimit | Chdir | NewSession | DieWithParent | CloseFds
+        | Environment | DropCaps | NoNewPrivs | Landlock | LoadSeccomp | Exec)
 
 #: steps that need privilege inside the namespaces, so must come before DropCaps
-_PRIVILEGED = (NewRoot, MountStep, PivotRoot, Hostname, Loopback, Rlimit)
+_PRIVILEGED = (NewRoot, MountStep, ReadOnlyRoot, PivotRoot, Hostname, Loopback, Rlimit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +435,8 @@ class Plan:
                 lines.append(f"{phase.name.lower().replace('_', ' ')}:")
             where = step.loc.short()
             lines.append(f"  {index:2d}. {step.describe():<60} {where}")
+            if isinstance(step, Landlock):
+                lines.extend(f"        {line}" for line in step.details())
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
         return "\n".join(lines)
@@ -375,6 +481,17 @@ def check_invariants(steps: tuple[Step, ...]) -> None:
         # setuid exec.
         if NoNewPrivs not in kinds or kinds.index(NoNewPrivs) > kinds.index(LoadSeccomp):
             raise InternalError("NoNewPrivs must come before LoadSeccomp")
+    if ReadOnlyRoot in kinds and MountStep in kinds[kinds.index(ReadOnlyRoot):]:
+        # Every mount point lives in the root: a mount after the remount would fail.
+        raise InternalError("a mount comes after the read-only remount of the root")
+    if Landlock in kinds:
+        at = kinds.index(Landlock)
+        # The rules open the mounts' destinations: the view must be complete first.
+        if any(issubclass(k, (MountStep, PivotRoot, NewRoot)) for k in kinds[at:]):
+            raise InternalError("Landlock must come after every mount")
+        # landlock_restrict_self needs no_new_privs once the capabilities are dropped.
+        if NoNewPrivs not in kinds or kinds.index(NoNewPrivs) > at:
+            raise InternalError("NoNewPrivs must come before Landlock")
     if DropCaps in kinds:
         drop = kinds.index(DropCaps)
         if any(issubclass(k, _PRIVILEGED) for k in kinds[drop:]):

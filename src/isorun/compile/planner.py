@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 
+from isorun.compile import exposure
 from isorun.compile import plan as p
 from isorun.errors import Diagnostic, Loc, ProfileError
 from isorun.host.facts import HostFacts
@@ -20,6 +21,12 @@ from isorun.profile import schema
 
 #: the unprivileged id a root caller's sandbox runs as on the host (see _identity)
 NOBODY = 65534
+#: a tmpfs's pages are charged to no process, so the OOM killer never picks the sandbox
+#: for them: every tmpfs gets a size. These are the defaults of a mount that names none.
+TMPFS_SIZE = 64 << 20
+#: /dev holds only mount points and symlinks; its shm is a mount of its own (Docker's
+#: default size for /dev/shm)
+DEV_SIZE, SHM_SIZE = 64 << 10, 64 << 20
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -49,6 +56,15 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
     if profile.network.mode == "none" and not ns.net:
         errors.append(Diagnostic(ns.loc, 'network.mode = "none" needs namespaces.net = true',
                                  'set namespaces.net = true, or network.mode = "host"'))
+    if profile.network.mode == "host":
+        # Stated, not fixed: sharing the host's network is what this mode is for, and no
+        # rule can tell a loopback service the user means from one they forgot.
+        warnings.append(
+            f"network.mode = \"host\" ({at('network.mode', profile.network.loc).short()}): "
+            "the sandbox shares the host's network namespace, so it can connect to every "
+            "service listening on the host's loopback (127.0.0.1, ::1: databases, caches, "
+            "admin and debug ports bound to localhost), bind ports on the host, and list "
+            "the host's sockets in /proc/net")
     steps: list[p.Step] = [p.Clone(namespaces, ns.loc)]
 
     if ns.user:
@@ -70,15 +86,40 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
             errors.append(Diagnostic(fs.loc, f"filesystem.root = {fs.root!r} needs a mount "
                                      "namespace", 'set namespaces.mount = true or root = "host"'))
         root = expand(fs.root, fs.loc)
-        steps.append(p.NewRoot("tmpfs" if root == "tmpfs" else "rootfs",
-                               "" if root == "tmpfs" else os.path.normpath(root),
+        tmpfs_root = root == "tmpfs"
+        steps.append(p.NewRoot("tmpfs" if tmpfs_root else "rootfs",
+                               "" if tmpfs_root else os.path.normpath(root),
+                               fs.root_size if tmpfs_root else None,
+                               inodes(fs.root_size) if tmpfs_root else None,
                                at("filesystem.root", fs.loc)))
+    exposure.check_cwd(profile, variables, errors)
     mounts = [_mount_step(m, expand) for m in profile.mounts]
+    for mount in mounts:
+        if mount.type == "overlay" and fs.root == "host":
+            errors.append(Diagnostic(mount.loc, "an overlay mount needs a new root: its "
+                                     "changes live on a tmpfs beside it, in the new tree",
+                                     'set filesystem.root = "tmpfs" (the default)'))
+    mounts += _shm_mounts(mounts)
+    if fs.root == "host":
+        # The profile gave up a file view of its own: masking the host's credentials here
+        # would pretend otherwise, and wrappers could not (bwrap creates mount points on
+        # the host). Said instead of done.
+        warnings.append(f"filesystem.root = \"host\" ({at('filesystem.root', fs.loc).short()}): "
+                        "the host's whole tree is visible, credential locations included "
+                        "(~/.ssh, ~/.aws, ...); only a new root masks them")
+    else:
+        new_root = "" if fs.root == "tmpfs" else os.path.normpath(expand(fs.root, fs.loc))
+        mounts = exposure.add_masks(mounts, new_root, variables)
+    mounts = exposure.add_git_guards(mounts)
     # Parents before children: a tmpfs or bind mounted over a directory hides whatever an
     # earlier entry put below it, which is never what a profile means. The sort is stable,
     # so entries at the same depth keep the profile's order.
     mounts.sort(key=lambda m: m.dst.rstrip("/").count("/") if m.dst != "/" else 0)
     steps.extend(_without_repeats(mounts))
+    if fs.root != "host" and fs.root_read_only:
+        # After every mount (their mount points are made in the root) and before the
+        # pivot, which only moves the tree.
+        steps.append(p.ReadOnlyRoot(at("filesystem.root_read_only", fs.loc)))
     if fs.root != "host":
         # pivot_root after every mount: binds need the old root still reachable as their
         # source; detaching it afterwards leaves no path back to the host tree.
@@ -114,6 +155,32 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
     else:
         warnings.append(f"no_new_privs is off ({profile.security.loc.short()}): setuid "
                         "programs run with their privileges")
+    if profile.network.mode == "host":
+        # Issue 13: say what the host network exposes; Landlock scoping (below) covers
+        # abstract unix sockets, tcp_connect the TCP ports, nothing else covers loopback.
+        warnings.append(f"network = host ({at('network.mode', profile.network.loc).short()}):"
+                        " the sandbox can connect to every service listening on the host's "
+                        "loopback" + ("" if profile.network.tcp_connect is not None else
+                                      " (network.tcp_connect limits the ports)"))
+    if profile.landlock.enabled and profile.security.no_new_privs:
+        from isorun.compile import landlock
+
+        root = "host" if fs.root == "host" else "tmpfs" if fs.root == "tmpfs" else "rootfs"
+        network = profile.network
+        full = landlock.build_landlock(steps, root=root, tcp_connect=network.tcp_connect,
+                                       tcp_bind=network.tcp_bind,
+                                       loc=at("landlock.enabled", profile.loc),
+                                       root_writable=not fs.root_read_only)
+        # After no_new_privs (landlock_restrict_self needs it once the caps are gone),
+        # before seccomp (the filter need not allow the landlock syscalls).
+        step = landlock.degrade(full, facts.landlock)
+        steps.append(step)
+        warnings.extend(f"landlock ({step.loc.short()}): {line}" for line in step.lost)
+    elif profile.landlock.enabled:
+        warnings.append(f"landlock is off ({profile.security.loc.short()}): it needs "
+                        "no_new_privs")
+    else:
+        warnings.append(f"landlock is off ({profile.landlock.loc.short()})")
     if profile.seccomp.enabled:
         _check_startable(profile.seccomp, profile.seccomp.loc if profile.seccomp.loc.line
                          else profile.loc, errors)
@@ -183,15 +250,34 @@ def _without_repeats(mounts: list[p.MountStep]) -> list[p.MountStep]:
     return out
 
 
+def inodes(size: int) -> int:
+    """The inode limit of a tmpfs of ``size`` bytes: one per 4 KiB, at least 64. Empty
+    files cost no pages, only slab memory nothing else bounds (about 1 KiB each)."""
+    return max(64, size // 4096)
+
+
 def _mount_step(mount: schema.Mount, expand: Callable[[str, Loc], str]) -> p.MountStep:
     dst = os.path.normpath(expand(mount.dst, mount.loc))
-    if mount.type in ("ro-bind", "rw-bind", "dev-bind"):
+    if mount.type in ("ro-bind", "rw-bind", "dev-bind", "overlay"):
         src = os.path.normpath(expand(mount.src, mount.loc)) if mount.src else dst
     else:
         src = expand(mount.src, mount.loc)
-    return p.MountStep(type=mount.type, dst=dst, src=src, content=mount.content, size=mount.size,
+    size = mount.size
+    if mount.type in ("tmpfs", "overlay"):
+        size = TMPFS_SIZE if size is None else size
+    elif mount.type == "dev":
+        size = DEV_SIZE
+    return p.MountStep(type=mount.type, dst=dst, src=src, content=mount.content, size=size,
                        mode=mount.mode, optional=mount.optional, noexec=mount.noexec,
-                       loc=mount.loc)
+                       inodes=None if size is None else inodes(size), loc=mount.loc)
+
+
+def _shm_mounts(mounts: list[p.MountStep]) -> list[p.MountStep]:
+    """A sized tmpfs at the shm of each ``dev`` mount the profile does not mount itself."""
+    taken = {m.dst for m in mounts}
+    return [p.MountStep(type="tmpfs", dst=os.path.join(m.dst, "shm"), size=SHM_SIZE,
+                        mode=0o1777, inodes=inodes(SHM_SIZE), loc=m.loc)
+            for m in mounts if m.type == "dev" and os.path.join(m.dst, "shm") not in taken]
 
 
 def _check_startable(policy: schema.Seccomp, loc: Loc, errors: list[Diagnostic]) -> None:
@@ -207,7 +293,19 @@ def _check_startable(policy: schema.Seccomp, loc: Loc, errors: list[Diagnostic])
         if rule.action.kind in ("allow", "log"):
             for name in rule.syscalls:
                 allowed |= syscalls.expand(name)
-    missing = [n for n in ("execve", "exit_group") if n not in allowed]
+    if policy.default_action.kind in ("allow", "log"):
+        # a deny list (Docker's SCMP_ACT_ALLOW default): allowed unless refused outright
+        refused: set[str] = set()
+        for name in policy.deny:
+            refused |= syscalls.expand(name)
+        for rule in policy.rules:
+            if rule.action.kind not in ("allow", "log") and not rule.args and rule.when is None:
+                for name in rule.syscalls:
+                    refused |= syscalls.expand(name)
+        allowed |= {"execve", "exit_group", "exit"} - refused
+    # a program may end with exit(2) alone (one thread: the same as exit_group)
+    ends = "exit_group" if "exit" not in allowed else "exit"
+    missing = [n for n in ("execve", ends) if n not in allowed]
     if missing:
         errors.append(Diagnostic(
             loc, f"the seccomp filter allows neither {' nor '.join(missing)}: "

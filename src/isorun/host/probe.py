@@ -8,7 +8,6 @@ tests feed them recorded ``/proc`` trees.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import re
@@ -30,8 +29,6 @@ USERNS_SYSCTLS = (
 )
 
 CLONE_NEWUSER = 0x10000000
-SYS_LANDLOCK_CREATE_RULESET = 444  # same number on every architecture (asm-generic)
-LANDLOCK_CREATE_RULESET_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +63,8 @@ class BackendFacts:
     firejail: Tool | None = None
     #: the users firejail admits (``/etc/firejail/firejail.users``); None: everyone
     firejail_users: frozenset[str] | None = field(default=None)
+    #: no_new_privs is set on this process: a setuid wrapper cannot gain root
+    no_new_privs: bool = False
 
 
 def read_userns(root: Path = Path("/"), uid: int | None = None) -> UsernsState:
@@ -91,17 +90,16 @@ def read_userns(root: Path = Path("/"), uid: int | None = None) -> UsernsState:
 
 
 def try_userns_clone() -> tuple[bool, str]:
-    """Create a user namespace in a forked child: the sysctls can say yes while a
-    container's seccomp profile (docker's default denies clone with CLONE_NEWUSER) or an
-    LSM says no. Returns (worked, errno name)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child only reports through its exit status
-        rc = libc.unshare(CLONE_NEWUSER)
-        os._exit(0 if rc == 0 else min(ctypes.get_errno(), 255) or 255)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return code == 0, "" if code == 0 else errno.errorcode.get(code, str(code))
+    """Create a user namespace in a forked child and take a sandbox's first steps in it
+    (host.facts.userns_probe): the sysctls can say yes while a container's seccomp
+    profile or an LSM says no. Returns (worked, "errno name" or "step: errno name")."""
+    from isorun.host.facts import PROBE_STEPS, userns_probe
+
+    step, err = userns_probe()
+    if not step:
+        return True, ""
+    name = errno.errorcode.get(err, str(err))
+    return False, name if step == PROBE_STEPS[0] else f"{step}: {name}"
 
 
 def find_tool(name: str, root: Path = Path("/")) -> Tool | None:
@@ -142,10 +140,52 @@ def native_missing() -> str:
     return ""
 
 
+def userns_refusal(root: Path = Path("/"), err: int = 0,
+                   step: str = "unshare(CLONE_NEWUSER)") -> UsernsState:
+    """Why a forked child cannot create a user namespace though the sysctls allow it, or
+    cannot take ``step`` in it, from kernel facts of this process (never from
+    environment variables)."""
+    status = _read(root / "proc/self/status") or ""
+    uid_map = " ".join((_read(root / "proc/self/uid_map") or "").split())
+    name = errno.errorcode.get(err, str(err)) if err else "an error"
+    filtered = "\nSeccomp:\t2" in status
+    if step != "unshare(CLONE_NEWUSER)":
+        return UsernsState(False, f"a user namespace can be made, but {step} in it fails "
+                           f"with {name}" + (": the seccomp filter on this process (a "
+                                             "container engine's default profile) refuses "
+                                             "it" if filtered else ""),
+                           "run the container with a seccomp profile that allows it "
+                           "(--security-opt seccomp=...), or use --backend landlock")
+    nested = filtered and uid_map not in ("", "0 0 4294967295")
+    if nested:
+        return UsernsState(False, f"this process runs inside a sandbox (a user namespace "
+                           f"mapping '{uid_map}', under a seccomp filter) that refuses nested "
+                           f"user namespaces ({name}); isorun's own hardening does so on "
+                           "purpose",
+                           "run isorun outside the sandbox, or use --backend landlock (no "
+                           "namespaces; --allow-weaker lists what it cannot enforce)")
+    if filtered:
+        return UsernsState(False, f"a seccomp filter on this process (a container engine's "
+                           f"default profile) refuses unshare(CLONE_NEWUSER) ({name})",
+                           "run the container with a seccomp profile that allows user "
+                           "namespaces (--security-opt seccomp=...), or use --backend "
+                           "landlock")
+    return UsernsState(False, f"unshare(CLONE_NEWUSER) fails with {name} (an LSM such as "
+                       "AppArmor or SELinux, or a namespace limit)",
+                       "check the LSM's policy for user namespaces, or use --backend landlock")
+
+
 def probe_backends(host: HostFacts | None = None) -> BackendFacts:
     """The facts of this host for backend selection."""
     host = probe_facts() if host is None else host
-    return BackendFacts(host=host, userns=read_userns(uid=host.uid),
+    userns = read_userns(uid=host.uid)
+    if userns.allowed and not host.userns:
+        from isorun.host.facts import userns_probe
+
+        step, err = userns_probe()
+        userns = userns_refusal(err=err, step=step or "unshare(CLONE_NEWUSER)")
+    nnp = "\nNoNewPrivs:\t1" in (_read(Path("/proc/self/status")) or "")
+    return BackendFacts(host=host, userns=userns, no_new_privs=nnp,
                         native_missing=native_missing(), bwrap=find_tool("bwrap"),
                         firejail=find_tool("firejail"), firejail_users=read_firejail_users())
 
@@ -181,13 +221,10 @@ def read_seccomp_mode(root: Path = Path("/")) -> str:
 
 
 def landlock_abi() -> int:
-    """The Landlock ABI version (0: not available): landlock_create_ruleset(NULL, 0,
-    LANDLOCK_CREATE_RULESET_VERSION) returns it (landlock(7))."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    rc = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
-                      ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
-    return int(rc) if rc > 0 else 0
+    """The Landlock ABI version (0: not available), as HostFacts has it."""
+    from isorun.host.facts import _landlock_abi
+
+    return _landlock_abi()
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,12 +39,13 @@ _UNION = frozenset({
 _STRICT_TRUE = frozenset(
     {f"namespaces.{n}" for n in schema.NAMESPACES}
     | {"security.no_new_privs", "seccomp.enabled", "seccomp.hardening", "environment.clear",
-       "process.new_session", "process.die_with_parent"})
+       "process.new_session", "process.die_with_parent", "filesystem.root_read_only",
+       "landlock.enabled"})
 #: limits: the smaller value is stricter, None is unlimited
 _STRICT_MIN = frozenset(f"limits.{f.name}" for f in dataclasses.fields(schema.Limits)
                         if f.name != "loc")
 _SECTIONS = ("namespaces", "identity", "filesystem", "capabilities", "security", "unsafe",
-             "seccomp", "limits", "network", "environment", "process")
+             "seccomp", "limits", "network", "landlock", "environment", "process")
 
 
 def builtin_names() -> list[str]:

@@ -25,7 +25,8 @@ _INTERNAL = frozenset({"loc", "name", "sources"})
 
 #: profile keys whose values are byte sizes and may be written "64m"
 _SIZE_FIELDS = frozenset(
-    {"address_space", "fsize", "core", "stack", "memlock", "memory", "size"})
+    {"address_space", "data", "fsize", "core", "stack", "memlock", "memory", "size",
+     "root_size"})
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -300,6 +301,11 @@ def validate(profile: schema.Profile, conv: _Converter) -> None:
                        f"did you mean '{near[0]}'?" if near else "see capabilities(7)")
     _check_choice(conv, ("network", "mode"), profile.network.mode, schema.NETWORK_MODES)
     _check_choice(conv, ("backend",), profile.backend, schema.BACKENDS)
+    for key in ("tcp_connect", "tcp_bind"):
+        for index, port in enumerate(getattr(profile.network, key) or ()):
+            if not 0 < port < 65536:
+                conv.error(("network", key, index), f"network.{key}: {port} is not a TCP port",
+                           "ports are 1 to 65535")
     root = profile.filesystem.root
     if root not in ("tmpfs", "host") and not _absolute(root):
         conv.error(("filesystem", "root"), f"filesystem.root must be tmpfs, host or an absolute "
@@ -353,7 +359,8 @@ def _validate_mount(mount: schema.Mount, conv: _Converter, path: Path) -> None:
     if not _absolute(mount.dst):
         conv.error((*path, "dst"), f"mounts[{path[1]}].dst must be absolute, got {mount.dst!r}",
                    f'write dst = "/{mount.dst.lstrip("./")}"')
-    if mount.type in ("ro-bind", "rw-bind", "dev-bind") and mount.src and not _absolute(mount.src):
+    if mount.type in ("ro-bind", "rw-bind", "dev-bind", "overlay") and mount.src \
+            and not _absolute(mount.src):
         conv.error((*path, "src"), f"mounts[{path[1]}].src must be absolute, got {mount.src!r}",
                    'write src = "/..." or use ${HOME}, ${CWD}')
     if mount.type == "symlink" and not mount.src:
@@ -361,7 +368,8 @@ def _validate_mount(mount: schema.Mount, conv: _Converter, path: Path) -> None:
     allowed = {"ro-bind": {"src", "optional", "noexec"}, "rw-bind": {"src", "optional", "noexec"},
                "dev-bind": {"src", "optional"}, "tmpfs": {"size", "mode", "noexec"},
                "proc": set(), "dev": set(), "symlink": {"src"}, "file": {"content", "mode"},
-               "dir": {"mode"}, "mqueue": set()}[mount.type]
+               "dir": {"mode"}, "mqueue": set(), "overlay": {"src", "size", "optional"},
+               "mask": set()}[mount.type]
     defaults = schema.Mount(type=mount.type, dst=mount.dst)
     for name in ("src", "content", "size", "mode", "optional", "noexec"):
         if name not in allowed and getattr(mount, name) != getattr(defaults, name):

@@ -16,13 +16,13 @@ from isorun.errors import DEFAULT_LOC, Loc
 
 NAMESPACES = ("user", "pid", "net", "mount", "ipc", "uts", "cgroup", "time")
 MOUNT_TYPES = ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "symlink", "file",
-               "dir", "mqueue")
+               "dir", "mqueue", "overlay", "mask")
 ACTIONS = ("allow", "errno", "kill_process", "kill_thread", "trap", "log")
 #: ABIs a seccomp filter can allow (``native`` is the host's own)
 ARCH_NAMES = ("native", "x86_64", "x32", "i386", "aarch64")
 OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
 NETWORK_MODES = ("none", "host")
-BACKENDS = ("auto", "native", "bwrap", "firejail")
+BACKENDS = ("auto", "native", "bwrap", "firejail", "landlock")
 #: every capability name the kernel knows (capabilities(7)), index = capability number
 CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
@@ -35,7 +35,8 @@ CAPABILITIES = (
     "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
     "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 )
-RLIMITS = ("address_space", "cpu", "nofile", "nproc", "fsize", "core", "stack", "memlock")
+RLIMITS = ("address_space", "data", "cpu", "nofile", "nproc", "fsize", "core", "stack",
+           "memlock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +83,28 @@ class Mount:
     """``[[mounts]]``: one entry of the ordered list that builds the file view."""
 
     type: str
-    """One of ro-bind, rw-bind, dev-bind, tmpfs, proc, dev, symlink, file, dir, mqueue."""
+    """One of ro-bind, rw-bind, dev-bind, tmpfs, proc, dev, symlink, file, dir, mqueue,
+    overlay, mask. ``overlay``: ``src`` writable, every change kept on a tmpfs of ``size``
+    inside the sandbox and discarded at exit (overlayfs; the host copy is never written).
+    ``mask``: hide whatever the mounts above put at ``dst``: an empty read-only tmpfs over a
+    directory, /dev/null over anything else, nothing when the path does not exist."""
     dst: str
     """Absolute path inside the sandbox. Variables such as ``${HOME}`` are expanded."""
     src: str = ""
-    """Host path for the bind types (default: the same as ``dst``); the link target for
-    ``symlink``."""
+    """Host path for the bind types and ``overlay`` (default: the same as ``dst``); the link
+    target for ``symlink``."""
     content: str = ""
     """The text of a ``file`` mount."""
     size: int | None = None
-    """Size limit of a ``tmpfs`` (bytes, or a string with a k/m/g suffix: ``"64m"``)."""
+    """Size limit of a ``tmpfs``, or of the tmpfs holding an ``overlay``'s changes (bytes, or
+    a string with a k/m/g suffix: ``"64m"``). Default 64 MiB: a tmpfs is memory no process
+    is charged for, so none is unbounded. Its inode count is bounded with it, one inode per
+    4 KiB (at least 64)."""
     mode: int | None = None
     """Permission bits of a ``tmpfs`` root, ``file`` or ``dir`` (e.g. 0o700)."""
     optional: bool = False
-    """Skip the entry when its source does not exist, instead of refusing to run."""
+    """Skip the entry when its source does not exist, instead of refusing to run. A path
+    that is a symbolic link is refused all the same (docs/security.md)."""
     noexec: bool = False
     """Forbid executing files from this mount (MS_NOEXEC)."""
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
@@ -111,6 +120,13 @@ class Filesystem:
     classic chroot tricks); ``host``: keep the host's root (no new root)."""
     cwd: str = "/"
     """Working directory of the command, inside the sandbox."""
+    root_size: int = 8 << 20
+    """Size limit of a ``tmpfs`` root (default 8 MiB; inodes bounded as for a tmpfs mount).
+    It holds only the mount points and ``file`` mounts unless ``root_read_only = false``."""
+    root_read_only: bool = True
+    """Remount the new root read-only once every mount is in place, so the command cannot
+    create files beside the mounts (``/x``). Mounts on it keep their own flags (``/tmp``
+    stays writable). ``false`` leaves a tmpfs root writable up to ``root_size``."""
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
 
 
@@ -249,17 +265,28 @@ class Seccomp:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """``[limits]``: resource limits. rlimits are always enforced; ``memory`` and ``pids``
-    need a writable cgroup (v2 delegated, or v1 as root), else the run is refused."""
+    """``[limits]``: resource limits. rlimits are always enforced (they need no privilege);
+    ``memory`` and ``pids`` need a writable cgroup (v2 delegated, or v1 as root), else the
+    run is refused, and ``isorun check`` says so first. ``isorun explain`` states what each
+    limit covers."""
 
     address_space: int | None = None
-    """RLIMIT_AS in bytes (k/m/g suffixes allowed)."""
+    """RLIMIT_AS in bytes (k/m/g suffixes allowed): the virtual address space of each
+    process, reservations included (runtimes that reserve large ranges, such as V8 or Go,
+    may not start under a small value; ``data`` does not count those)."""
+    data: int | None = None
+    """RLIMIT_DATA in bytes: private writable memory of each process (heap, anonymous
+    mappings; Linux 4.7+). Not shared memory, tmpfs files or kernel memory, and per
+    process, so ``nproc`` bounds the total only as nproc x data. No delegation needed."""
     cpu: int | None = None
     """RLIMIT_CPU in seconds."""
     nofile: int | None = None
     """RLIMIT_NOFILE: open descriptors."""
     nproc: int | None = None
-    """RLIMIT_NPROC: processes of the user (counted per real uid on the host)."""
+    """RLIMIT_NPROC: processes and threads of the sandbox's user. With a user namespace
+    (Linux 5.14+) they are counted in that namespace only, so the limit is the sandbox's
+    own; without one, every process of that uid on the host counts. No delegation
+    needed."""
     fsize: int | None = None
     """RLIMIT_FSIZE in bytes."""
     core: int | None = 0
@@ -284,6 +311,25 @@ class Network:
     mode: str = "none"
     """``none``: a new network namespace with only loopback (up); ``host``: the host's
     network (needs ``namespaces.net = false``, set automatically)."""
+    tcp_connect: tuple[int, ...] | None = None
+    """TCP ports the command may connect to (Landlock, Linux 6.7+); unset: any port. An
+    empty list allows no TCP connection at all."""
+    tcp_bind: tuple[int, ...] | None = None
+    """TCP ports the command may bind (Landlock, Linux 6.7+); unset: any port."""
+    loc: Loc = field(default=DEFAULT_LOC, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Landlock:
+    """``[landlock]``: the Landlock layer (landlock(7)), applied after the file view is
+    built and before seccomp. Its file rules restate the mounts (read-only binds: read and
+    execute; writable binds and tmpfs: read and write; nothing else), so a mistake in the
+    mount tree cannot reach beyond what the profile grants; abstract unix sockets and
+    signals of processes outside the sandbox are scoped away."""
+
+    enabled: bool = True
+    """Apply the layer where the kernel has Landlock; each rule an older kernel lacks is
+    named in ``explain``. Turning it off is named there too."""
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
 
 
@@ -333,7 +379,7 @@ class Profile:
     value in this profile replaces the base's instead of merging; needed to loosen a
     restriction a base sets."""
     backend: str = "auto"
-    """auto, native, bwrap or firejail."""
+    """auto, native, bwrap, firejail or landlock."""
     namespaces: Namespaces = Namespaces()
     identity: Identity = Identity()
     filesystem: Filesystem = Filesystem()
@@ -344,6 +390,7 @@ class Profile:
     seccomp: Seccomp = Seccomp()
     limits: Limits = Limits()
     network: Network = Network()
+    landlock: Landlock = Landlock()
     environment: Environment = Environment()
     process: Process = Process()
     #: the files read to build this profile, in order, for the cache key and ``explain``

@@ -146,8 +146,10 @@ def take_listener(pid: int, fd: int) -> int:
 
 def supervise(listener: int, stop_fd: int, native_arch: int, argmask: bytes,
               mem: tuple[int, ...], seen_cap: int = 1 << 16,
-              events_cap: int = 1 << 13) -> Supervised:
-    """Answer every notification on ``listener`` with CONTINUE, recording it.
+              events_cap: int = 1 << 13, answer: tuple[int, ...] = (),
+              answer_other: int = 0) -> Supervised:
+    """Answer every notification on ``listener`` with CONTINUE, recording it; with
+    ``answer`` (per native number, an errno or 0) refuse the calls it names instead.
 
     Blocks until no process uses the filter or ``stop_fd`` is readable; cffi releases the
     GIL for the call, so run it in a thread of its own.
@@ -162,6 +164,8 @@ def supervise(listener: int, stop_fd: int, native_arch: int, argmask: bytes,
     sup.mem, sup.n_mem = c_mem, len(mem)
     sup.seen, sup.seen_cap = seen, seen_cap
     sup.events, sup.events_cap = events, events_cap
+    c_answer = _ffi.new("unsigned short[]", list(answer) or [0])
+    sup.answer, sup.n_answer, sup.answer_other = c_answer, len(answer), answer_other
     rc = int(_lib.isorun_supervise(sup))
     if rc < 0:
         raise OSError(-rc, f"seccomp user notification: {os.strerror(-rc)}")

@@ -30,9 +30,10 @@ from isorun.compile.invocation import HELPER, Invocation
 from isorun.errors import HostError, Lost, Unsupported
 from isorun.host.probe import BackendFacts
 from isorun.profile.schema import Seccomp
+from isorun.sandbox.wrapper_mounts import check_sources, unsafe_destination
 
 #: strongest first: auto takes the first one that enforces the whole plan here
-ORDER = ("native", "bwrap", "firejail")
+ORDER = ("native", "bwrap", "firejail", "landlock")
 NOBODY = 65534
 EXIT_WALL_TIME = 124
 _DUMMY_FD = 1000  # descriptor numbers for dry renders (check); never opened
@@ -70,12 +71,13 @@ SAMPLES: tuple[tuple[str, p.Step], ...] = (
     ("NewRoot:rootfs", p.NewRoot("rootfs", "/srv/root")),
     *((f"MountStep:{kind}", p.MountStep(kind, "/tmp" if kind == "tmpfs" else "/x",
                                         "t" if kind == "symlink" else
-                                        "/x" if "bind" in kind else ""))
+                                        "/x" if "bind" in kind or kind == "overlay" else ""))
       for kind in ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "symlink",
-                   "file", "dir", "mqueue")),
+                   "file", "dir", "mqueue", "overlay", "mask")),
     ("MountStep:noexec", p.MountStep("ro-bind", "/x", "/x", noexec=True)),
     ("MountStep:src", p.MountStep("ro-bind", "/x", "/y")),
     ("MountStep:tmpfs-size", p.MountStep("tmpfs", "/tmp", size=1 << 20, mode=0o700)),
+    ("ReadOnlyRoot", p.ReadOnlyRoot()),
     ("PivotRoot", p.PivotRoot()),
     ("Hostname", p.Hostname("sandbox")),
     ("Loopback", p.Loopback()),
@@ -88,6 +90,13 @@ SAMPLES: tuple[tuple[str, p.Step], ...] = (
     ("DropCaps", p.DropCaps(())),
     ("DropCaps:keep", p.DropCaps(("CAP_NET_BIND_SERVICE",))),
     ("NoNewPrivs", p.NoNewPrivs()),
+    ("Landlock", p.Landlock(("read_file",), (), (), (p.LandlockRule(("read_file",), "/x"),),
+                            7)),
+    ("Landlock:tcp", p.Landlock((), ("connect_tcp",), (),
+                                (p.LandlockRule(("connect_tcp",), port=443),), 7)),
+    ("Landlock:scope abstract_unix_socket", p.Landlock((), (), ("abstract_unix_socket",), (),
+                                                       7)),
+    ("Landlock:scope signal", p.Landlock((), (), ("signal",), (), 7)),
     ("LoadSeccomp", p.LoadSeccomp(Seccomp())),
     ("Exec", p.Exec()),
 )
@@ -97,7 +106,12 @@ def sample_plan(step: p.Step) -> p.Plan:
     """The smallest valid plan holding ``step``."""
     if isinstance(step, p.Exec):
         return p.Plan("sample", (step,))
-    before: tuple[p.Step, ...] = (p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp) else ()
+    before: tuple[p.Step, ...] = ((p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp | p.Landlock)
+                                   else ())
+    if isinstance(step, p.MountStep) and "bind" in step.type:
+        # bwrap checks a bind from inside, with its exec stage run as /proc/self/fd/N
+        # (compile/bwrap.py): it enforces binds in plans that mount /proc
+        before = (p.MountStep("proc", "/proc"),)
     return p.Plan("sample", (*before, step, p.Exec()))
 
 
@@ -165,34 +179,59 @@ class BwrapBackend:
         # bwrap runs as the plan's host uid; unless that is root or bwrap is setuid, it
         # has no privilege but what a user namespace gives it.
         spawn_uid = next((m.host_uid for m in plan.find(p.MapIds)), facts.host.uid)
+        if facts.bwrap.setuid and facts.no_new_privs and spawn_uid != 0 and \
+                not facts.userns.allowed:
+            return ("no_new_privs is set on this process, so setuid bwrap cannot gain root, "
+                    f"and user namespaces are unavailable ({facts.userns.blocker})",
+                    facts.userns.fix)
         if not facts.bwrap.setuid and spawn_uid != 0 and not facts.userns.allowed:
             return (f"bwrap is not setuid and user namespaces are disabled "
                     f"({facts.userns.blocker})", facts.userns.fix)
-        return _identity_missing(plan, facts, "bwrap")
+        missing = _identity_missing(plan, facts, "bwrap")
+        if missing[0]:
+            return missing
+        # Raises for a planted link (no backend may follow it); a destination bwrap
+        # cannot make safely only rules bwrap out, so auto goes on to the next backend.
+        return unsafe_destination(check_sources(plan, launch=False))
 
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
+        # with a stage descriptor, as spawn renders: a plan the inner checks cannot run
+        # in (no /proc) is lost here too, not only at launch
         return _render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD,
                                                  file_fds=fds, allow_weaker=True,
-                                                 userns=_userns(facts)))
+                                                 userns=_userns(facts),
+                                                 stage_fd=_DUMMY_FD - 1))
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
+        from isorun.sandbox.exec_stage import exec_stage_path
+
         caller = os.environ if env is None else env
+        # Walked now, at launch, whatever selection saw: the identities the stage checks
+        # inside must be those of this launch (sandbox/wrapper_mounts.py).
+        checked = check_sources(plan)
+        why, fix = unsafe_destination(checked)
+        if why:
+            raise HostError(f"profile {plan.profile} on backend bwrap", why, fix)
+        plan = checked.plan
         with ExitStack() as stack:
             seccomp_fd = _program_fd(plan, stack)
             file_fds = [_memfd(data, stack) for data in file_mounts(plan)]
+            stage_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
+            stack.callback(os.close, stage_fd)
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
                                allow_weaker=allow_weaker, bwrap=_which("bwrap"),
-                               userns=_userns(facts))
+                               userns=_userns(facts), stage_fd=stage_fd,
+                               identities=checked.identities)
             inv = _with_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
             # host user) and long plans clear of ARG_MAX. bwrap closes the descriptor
             # after reading it.
             at = inv.argv.index(_which("bwrap"))
-            end = len(inv.argv) - len(argv) - 1
+            end = inv.command_at - 1
             args_fd = _memfd(b"".join(a.encode() + b"\0" for a in inv.argv[at + 1:end]), stack)
             inv = replace(inv, argv=(*inv.argv[:at + 1], "--args", str(args_fd),
                                      *inv.argv[end:]),
@@ -213,9 +252,13 @@ class FirejailBackend:
             return "firejail is not installed", "apt-get install firejail"
         if not tool.setuid and not facts.host.root:
             return "firejail is not setuid root", f"chmod u+s {tool.path}"
+        if facts.no_new_privs and not facts.host.root:
+            return ("no_new_privs is set on this process, so setuid firejail cannot gain "
+                    "root", "run isorun where no_new_privs is not set")
         missing = _identity_missing(plan, facts, "firejail")
         if missing[0]:
             return missing
+        check_sources(plan, launch=False)  # raises for a planted link: no backend may follow it
         for step in plan.find(p.MapIds):
             if step.host_uid == NOBODY:
                 return ("firejail refuses to run as nobody (uid 65534), the host identity "
@@ -244,6 +287,8 @@ class FirejailBackend:
         from isorun.sandbox.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
+        checked = check_sources(plan)
+        plan = checked.plan
         with ExitStack() as stack:
             seccomp_fd = _program_fd(plan, stack)
             env_fd = _memfd(b"", stack)
@@ -253,7 +298,8 @@ class FirejailBackend:
             stack.callback(os.close, helper_fd)
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
-                                  firejail=_which("firejail"), userns=_userns(facts))
+                                  firejail=_which("firejail"), userns=_userns(facts),
+                                  identities=checked.identities)
             for fd, data in inv.inputs:
                 os.write(fd, data)
                 os.lseek(fd, 0, os.SEEK_SET)
@@ -261,8 +307,62 @@ class FirejailBackend:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+class LandlockBackend:
+    """The native shim without a user namespace: Landlock, seccomp and process hygiene
+    where namespaces are forbidden (sandbox/landlock_mode.py says what it loses)."""
+
+    name = "landlock"
+
+    def capabilities(self) -> frozenset[str]:
+        return _capabilities(self.check)
+
+    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
+        if facts.native_missing:
+            return facts.native_missing, "rebuild it: pip install --no-deps -e . (make shim)"
+        if facts.host.landlock < 1:
+            return ("this kernel has no Landlock",
+                    "boot Linux 5.13+ with landlock in lsm= (6.12+ for scoping)")
+        if not plan.find(p.Landlock):
+            return ("the profile turns Landlock off (landlock.enabled = false, or "
+                    "no_new_privs off)", "remove landlock.enabled = false")
+        return "", ""
+
+    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
+        from isorun.sandbox.landlock_mode import lost_rules
+
+        return lost_rules(plan, None if facts is None else facts.host.landlock)
+
+    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              stdin: Any = None, stdout: Any = None, stderr: Any = None,
+              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
+        from isorun.host.facts import probe
+        from isorun.sandbox import flat, launched, process
+        from isorun.sandbox.landlock_mode import build_mode_spec
+        from isorun.sandbox.spec import spec_record
+
+        abi = (facts.host if facts is not None else probe()).landlock
+        lost = self.check(plan, facts)
+        if lost and not allow_weaker:
+            raise Unsupported(self.name, lost)
+        spec: Any = build_mode_spec(plan, argv, os.environ if env is None else env, abi)
+        wall = plan.find(p.WallTime)
+        launcher = None if wall else launched.launcher_path()
+        proc: Any
+        if launcher is not None:
+            # As the native backend's API launches: isorun-launch clones and execs, no
+            # Python between (the record is the same flat one, with no namespace).
+            record = spec_record(spec)
+            del record["argv"]
+            proc = launched.spawn_launched(launcher, record, flat.encode(record), spec.argv,
+                                           stdin=stdin, stdout=stdout, stderr=stderr)
+        else:
+            proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
+                                 wall_time=wall[0].seconds if wall else None)
+        return SandboxRun(proc, self.name, tuple(lost), None)
+
+
 BACKENDS: dict[str, Backend] = {"native": NativeBackend(), "bwrap": BwrapBackend(),
-                                "firejail": FirejailBackend()}
+                                "firejail": FirejailBackend(), "landlock": LandlockBackend()}
 
 
 def _userns(facts: BackendFacts | None) -> bool:

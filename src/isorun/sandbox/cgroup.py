@@ -20,9 +20,18 @@ from isorun.errors import HostError, SandboxSetupError
 
 _WHAT = "cgroup limits"
 _FIX = (
-    "run as root (cgroup v1 memory/pids), or delegate a cgroup v2 subtree with the memory "
-    "and pids controllers, e.g. systemd-run --user --scope -p Delegate=yes isorun ..."
+    "bound each process instead, which needs no cgroup: limits.data (RLIMIT_DATA) for "
+    "memory, limits.nproc (RLIMIT_NPROC) for processes; or run as root (cgroup v1 memory "
+    "and pids); or delegate a cgroup v2 subtree with the memory and pids controllers, e.g. "
+    "systemd-run --user --scope -p Delegate=yes isorun ..."
 )
+
+
+def check_enforceable_in_parent(memory_max: int | None, pids_max: int | None,
+                                mounts: Mounts | None = None) -> None:
+    """Raise HostError when this caller on this host cannot make the cgroup a run with
+    these limits needs: what ``isorun check`` and ``isorun doctor`` say before a run."""
+    plan_cgroup_in_parent(memory_max, pids_max, b"", mounts)
 
 
 @dataclass(frozen=True, slots=True)

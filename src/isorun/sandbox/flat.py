@@ -30,6 +30,9 @@ mounts      u32 count, then per mount: kind i64, flags i64, mode i64, optional i
             data str (the tmpfs ``mode=`` already added, as parent._struct does)
 rlimits     u32 count, then per rlimit: resource i64, soft i64, hard i64, step i64
 seccomp_bpf bytes: struct sock_filter[], 8 bytes each
+landlock    abi i64 (0: none), handled fs, net and scoped masks i64 x 3, then u32
+            count, per rule: port i64, access i64, optional i64, path str (``""`` for
+            a port rule)
 step_index  u32 count, then per step: name str, index i64 (the plan step for messages)
 ==========  ===================================================================
 
@@ -46,7 +49,7 @@ if TYPE_CHECKING:
 
 MAGIC = b"IRLR"
 #: bump with any change of the layout above; launch.c refuses any other
-VERSION = 1
+VERSION = 3
 #: PATH used when the spec's environment has none, as execvp(3) does (parent.DEFAULT_PATH)
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: mount kinds (isorun_shim.h); FILE content may hold NULs, TREE is the helper's own
@@ -126,6 +129,11 @@ def encode(record: Record) -> bytes:
     if len(bpf) % 8:
         raise _refuse("seccomp_bpf is not a whole number of 8-byte instructions")
     out.append(_bytes(bpf))
+    rules = record["landlock_rules"]
+    out += (_i64(record["landlock_abi"]), _i64(record["landlock_fs"]),
+            _i64(record["landlock_net"]), _i64(record["landlock_scoped"]), _u32(len(rules)))
+    for path, port, access, optional in rules:
+        out += (_i64(port), _i64(access), _i64(int(optional)), _str(path, "landlock path"))
     steps = record["step_index"]
     out.append(_u32(len(steps)))
     for name, index in steps.items():

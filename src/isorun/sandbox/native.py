@@ -29,11 +29,12 @@ SHIM_STEPS = {
     "pivot_root": p.PivotRoot, "hostname": p.Hostname, "loopback": p.Loopback,
     "rlimit": p.Rlimit, "cwd": p.Chdir, "setsid": p.NewSession,
     "die_with_parent": p.DieWithParent, "close_fds": p.CloseFds, "caps": p.DropCaps,
-    "securebits": p.DropCaps, "no_new_privs": p.NoNewPrivs, "seccomp": p.LoadSeccomp,
+    "securebits": p.DropCaps, "no_new_privs": p.NoNewPrivs, "landlock": p.Landlock,
+    "seccomp": p.LoadSeccomp,
     "exec": p.Exec,
 }
-RLIMIT_NUMBERS = {"cpu": 0, "fsize": 1, "stack": 3, "core": 4, "nproc": 6, "nofile": 7,
-                  "memlock": 8, "address_space": 9}
+RLIMIT_NUMBERS = {"cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "nproc": 6,
+                  "nofile": 7, "memlock": 8, "address_space": 9}
 
 
 def build_environment(step: p.Environment, caller: Mapping[str, str]) -> tuple[bytes, ...]:
@@ -69,14 +70,23 @@ def _mount(index: int, step: p.MountStep) -> ShimMount:
                              optional=step.optional, step=index)
         case "tmpfs":
             mode = 0o755 if step.mode is None else step.mode
-            data = f"mode={mode:o}" + (f",size={step.size}" if step.size else "")
+            data = f"mode={mode:o}" + _tmpfs_limits(step.size, step.inodes)
             return ShimMount(MountKind.TMPFS, dst, b"", MS_NOSUID | MS_NODEV | noexec,
                              data.encode(), mode, step=index)
+        case "overlay":
+            return ShimMount(MountKind.OVERLAY, dst, os.fsencode(step.src),
+                             MS_NOSUID | MS_NODEV | noexec,
+                             ("mode=700" + _tmpfs_limits(step.size, step.inodes)).encode(),
+                             optional=step.optional, step=index)
+        case "mask":
+            return ShimMount(MountKind.MASK, dst, optional=True, step=index)
         case "proc":
             return ShimMount(MountKind.PROC, dst, flags=MS_NOSUID | MS_NODEV | MS_NOEXEC,
                              step=index)
         case "dev":
-            return ShimMount(MountKind.DEV, dst, step=index)
+            return ShimMount(MountKind.DEV, dst,
+                             data=("mode=755" + _tmpfs_limits(step.size, step.inodes)).encode(),
+                             step=index)
         case "symlink":
             return ShimMount(MountKind.SYMLINK, dst, os.fsencode(step.src), step=index)
         case "file":
@@ -89,6 +99,27 @@ def _mount(index: int, step: p.MountStep) -> ShimMount:
             return ShimMount(MountKind.MQUEUE, dst, flags=MS_NOSUID | MS_NODEV | MS_NOEXEC,
                              step=index)
     raise InternalError(f"mount type {step.type!r} has no shim mapping")
+
+
+def _tmpfs_limits(size: int | None, inodes: int | None) -> str:
+    return (f",size={size}" if size else "") + (f",nr_inodes={inodes}" if inodes else "")
+
+
+def landlock_fields(step: p.Landlock) -> dict[str, object]:
+    """The ShimSpec fields of a Landlock step: masks and rules, nothing to decide in C."""
+    from isorun.compile import landlock
+
+    fs, net, scoped = (landlock.mask(step.handled_fs, landlock.ACCESS_FS),
+                       landlock.mask(step.handled_net, landlock.ACCESS_NET),
+                       landlock.mask(step.scopes, landlock.SCOPES))
+    if not (step.abi and (fs or net or scoped)):
+        return {}  # the kernel refuses a ruleset that handles nothing (ENOMSG)
+    rules = tuple((os.fsencode(r.path), r.port, landlock.mask(r.access, landlock.ACCESS_NET
+                                                               if r.port else landlock.ACCESS_FS),
+                   r.optional) for r in step.rules)  # fmt: skip
+    return {"landlock_abi": step.abi,
+            "landlock_fs": fs, "landlock_net": net, "landlock_scoped": scoped,
+            "landlock_rules": rules}
 
 
 def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
@@ -117,8 +148,16 @@ def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
                 pass  # parent-side: handled by the runner around spawn
             case p.NewRoot():
                 fields["root"] = b"tmpfs" if step.kind == "tmpfs" else os.fsencode(step.path)
+                if step.kind == "tmpfs":
+                    # The root's own tmpfs, with its size: the shim mounts a TMPFS at "/"
+                    # that comes first as the root instead of an unsized one (mount.c).
+                    data = "mode=755" + _tmpfs_limits(step.size, step.inodes)
+                    mounts.append(ShimMount(MountKind.TMPFS, b"/", b"", MS_NOSUID | MS_NODEV,
+                                            data.encode(), 0o755, step=index))
             case p.MountStep():
                 mounts.append(_mount(index, step))
+            case p.ReadOnlyRoot():
+                mounts.append(ShimMount(MountKind.REMOUNT_RO, b"/", step=index))
             case p.PivotRoot():
                 pass  # implied by a root: the shim always pivots after the mounts
             case p.Hostname():
@@ -142,6 +181,8 @@ def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
                 fields["caps_keep"] = tuple(CAPABILITIES.index(c) for c in step.keep)
             case p.NoNewPrivs():
                 fields["no_new_privs"] = True
+            case p.Landlock():
+                fields.update(landlock_fields(step))
             case p.LoadSeccomp():
                 fields["seccomp_bpf"] = seccomp_bpf
             case p.Exec():

@@ -10,10 +10,11 @@ costs more than bubblewrap takes to start a whole sandbox, so this module import
 marshal into the plan cache). Errors are imported when something fails, when time no
 longer matters.
 
-The sequence (:func:`spawn_in_parent`): the sync and error pipes; open_tree(2) clones of
-the bind sources for a root caller; the C struct; clone (the child blocks on the sync
-pipe); a pidfd; setgroups, gid_map, uid_map; the caller's ``attach`` (a cgroup); release;
-the caller's ``on_release`` (learn mode's listener); the error pipe read to EOF.
+The sequence (:func:`spawn_in_parent`): the sync and error pipes; every bind source
+resolved without following an untrusted link, cloned with open_tree(2) for a root caller;
+the C struct; clone (the child blocks on the sync pipe); a pidfd; setgroups, gid_map,
+uid_map; the caller's ``attach`` (a cgroup); release; the caller's ``on_release`` (learn
+mode's listener); the error pipe read to EOF.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ if TYPE_CHECKING:
     Failure: TypeAlias = tuple[str, str, int, int]
 
 #: the ABI this package speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 4
+ABI = 8
 #: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
 #: when the layout changes and cached records from before are never read
-RECORD_FORMAT = 2
+RECORD_FORMAT = 4
 #: PATH used when the spec's environment has none, as execvp(3) does
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: sizeof(struct isorun_failure): int err, int index, char step[32], char syscall[32]
@@ -46,10 +47,13 @@ FAILURE_SIZE = 72
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 SIGKILL = 9
-ENOENT = 2
+ENOENT, ENOTDIR, ELOOP = 2, 20, 40
+MS_RDONLY = 0x1
+#: the longest path the kernel resolves (PATH_MAX), with its NUL
+PATH_MAX = 4096
 #: open_tree(2) shares its number across architectures (the 5.2 unified syscall table)
 SYS_OPEN_TREE = 428
-OPEN_TREE_CLONE, AT_RECURSIVE, AT_FDCWD = 1, 0x8000, -100
+OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH = 1, 0x8000, 0x1000
 
 
 def load_shim() -> Any:
@@ -99,7 +103,8 @@ def _check(record: Record, lib: Any) -> None:
     root = record["root"]
     if root not in (b"", b"tmpfs") and not root.startswith(b"/"):
         raise _internal(f"spec.root must be b'', b'tmpfs' or absolute, got {root!r}")
-    needs_src = (lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_DEV_BIND, lib.ISORUN_MOUNT_SYMLINK)
+    needs_src = (lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_DEV_BIND, lib.ISORUN_MOUNT_SYMLINK,
+                 lib.ISORUN_MOUNT_OVERLAY)
     for kind, dst, src, _flags, _data, _mode, _optional, _step, tree_fd in record["mounts"]:
         if not dst.startswith(b"/"):
             raise _internal(f"mount dst must be absolute, got {dst!r}")
@@ -114,6 +119,9 @@ def _check(record: Record, lib: Any) -> None:
     for cap in record["caps_keep"]:
         if not 0 <= cap < 64:
             raise _internal(f"capability number out of range: {cap}")
+    for path, port, _access, _optional in record["landlock_rules"]:
+        if not (path.startswith(b"/") if path else 0 < port < 65536):
+            raise _internal(f"landlock rule needs an absolute path or a port: {path!r}")
 
 
 def _struct(
@@ -197,6 +205,16 @@ def _struct(
     c.notify_bpf = new("unsigned char[]", notify or b"\0")
     c.notify_len = len(notify)
     c.notify_fd = notify_fd
+    rules = record["landlock_rules"]
+    lslots = new("struct isorun_landlock_rule[]", max(len(rules), 1))
+    for slot, (path, port, access, optional) in zip(lslots, rules, strict=False):
+        slot.path = cstr(path, "landlock path")
+        slot.port, slot.access, slot.optional = port, access, int(optional)
+    c.landlock_rules, c.n_landlock_rules = lslots, len(rules)
+    c.landlock_abi = record["landlock_abi"]
+    c.landlock_fs = record["landlock_fs"]
+    c.landlock_net = record["landlock_net"]
+    c.landlock_scoped = record["landlock_scoped"]
     return c
 
 
@@ -225,55 +243,142 @@ def clone_in_parent(
     return pid
 
 
-def clone_trees_in_parent(record: Record, opened: list[int]) -> Record:
-    """``record`` with each BIND turned into a TREE the parent cloned, when it is root.
+def resolve_in_parent(shim: Any, path: bytes) -> tuple[int, bytes]:
+    """(an O_PATH descriptor or -errno, the path with no link in it) for a host path,
+    following only the links docs/security.md trusts (the shim's isorun_resolve). On
+    -ELOOP the path is the refused link's own."""
+    if b"\0" in path:
+        raise _internal(f"a mount path contains a NUL byte: {path!r}")
+    out = shim.ffi.new("char[]", PATH_MAX)
+    fd = int(shim.lib.isorun_resolve(path, 1, out, PATH_MAX))
+    return fd, shim.ffi.string(out)
 
-    A root caller's sandbox runs as the host's overflow uid (see planner._identity), and
-    that uid cannot walk the host's 0700 directories: a bind of /root/.pyenv/... (where a
-    root user's Python lives) fails with EACCES in the child. The parent is still root, so
-    it clones each bind source as a detached tree (open_tree(2), OPEN_TREE_CLONE) and the
-    child attaches it with move_mount(2). Nothing is granted that the profile did not name:
-    the tree is exactly the bind asked for, and the child still applies its flags.
 
-    Descriptors go into ``opened`` (CLOEXEC; the child's CloseFds closes them before
-    execve). A missing optional source is dropped, as the child would skip it: behind a
-    0700 directory it could not even tell (its stat fails with EACCES, not ENOENT). Any
-    other source the parent cannot clone stays a path bind, which the child reports.
+def mount_name(kind: int, flags: int) -> str:
+    """The profile's word for a mount of the record (ro-bind, rw-bind, ...)."""
+    from isorun.sandbox.spec import MountKind
 
-    A rootfs directory (``root`` a path) is cloned the same way: the record then asks for
-    an empty tmpfs root with the tree attached over the whole of it, first of all mounts,
-    which is the same view (the tmpfs underneath is never seen). The one difference is
-    the nodev every TREE mount gets, which only takes away device nodes inside the rootfs
-    that the sandbox's own /dev mount replaces anyway.
+    if kind in (MountKind.BIND, MountKind.TREE):
+        return "ro-bind" if flags & MS_RDONLY else "rw-bind"
+    return MountKind(kind).name.lower().replace("_", "-")
+
+
+def link_refused(record: Record, mount: tuple[Any, ...], link: bytes) -> SandboxSetupError:
+    """The refusal of a mount whose path goes through ``link``, a symbolic link that the
+    sandbox's side could have written: what, which link, where it points, how to fix."""
+    try:
+        target = f" (to {os.fsdecode(os.readlink(link))})"
+    except OSError:
+        target = ""  # gone again: the message still names it
+    kind, dst, src, flags = mount[:4]
+    # The rootfs directory (filesystem.root) travels as a mount of src at "/".
+    step = "root" if dst == b"/" and src == record["root"] else "mount"
+    what = ("root" if step == "root" else
+            f"{mount_name(kind, flags)} {os.fsdecode(dst)}"
+            + (f" from {os.fsdecode(src)}" if src != dst else ""))  # fmt: skip
+    detail = (f"{what}: {os.fsdecode(link)} is a symbolic link{target}, which isorun does"
+              " not follow (docs/security.md)")  # fmt: skip
+    err = setup_error(record, step, "openat", ELOOP, detail)
+    err.step_index = mount[7]
+    err.hint = "remove the link, or bind its target explicitly"
+    return err
+
+
+def resolve_mounts_in_parent(
+    record: Record, opened: list[int], clone: Callable[[bytes], bool] | None = None
+) -> Record:
+    """``record`` with every bind source resolved on the trusted side (issue #12).
+
+    Each BIND and DEV_BIND source is walked without following a link, except the ones
+    docs/security.md trusts (:func:`resolve_in_parent`); any other link refuses the launch
+    with the mount's profile line and where the link points (:func:`link_refused`). The
+    source then becomes the path with no link left, which the child walks again with no
+    link allowed at all and mounts from the descriptor it checked (mount.c), so a link
+    swapped in after this check is refused there. A missing optional source is dropped.
+    With no new root (``root`` b""), destinations are host paths: resolved likewise.
+
+    As root, each bind becomes a tree cloned from the checked descriptor (open_tree(2),
+    AT_EMPTY_PATH): a root caller's sandbox runs as the host's overflow uid (see
+    planner._identity), which cannot walk the host's 0700 directories (/root/.pyenv).
+    Nothing is granted that the profile did not name, and the child still applies the
+    flags. ``clone(src)`` picks which binds (the pytest plugin's: only unreachable ones).
+    Tree descriptors go into ``opened`` (CLOEXEC; the child's CloseFds closes them).
+
+    A rootfs directory (``root`` a path) is resolved the same way; as root it is cloned
+    and the record then asks for an empty tmpfs root with the tree attached over the whole
+    of it, first of all mounts, which is the same view (the tmpfs underneath is never
+    seen). The one difference is the nodev every TREE mount gets, which only takes away
+    device nodes inside the rootfs that the sandbox's own /dev mount replaces anyway.
     """
-    if os.geteuid() != 0 or not record["clone_flags"] & CLONE_NEWUSER:
-        return record
-    import ctypes  # root only: os has no open_tree
-
-    lib = load_shim().lib
-    bind, tree = lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_TREE
-    libc = ctypes.CDLL(None, use_errno=True)
-    flags = OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC
+    shim = load_shim()
+    bind, dev_bind, tree = (shim.lib.ISORUN_MOUNT_BIND, shim.lib.ISORUN_MOUNT_DEV_BIND,
+                            shim.lib.ISORUN_MOUNT_TREE)  # fmt: skip
+    as_root = os.geteuid() == 0 and bool(record["clone_flags"] & CLONE_NEWUSER)
+    open_tree = _open_tree() if as_root else None
+    root = record["root"]
     mounts = []
     for mount in record["mounts"]:
-        if mount[0] == bind:
-            fd = int(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, mount[2], flags))
-            if fd < 0:
-                if not (ctypes.get_errno() == ENOENT and mount[6]):
-                    mounts.append(mount)
-                continue
-            opened.append(fd)
-            mount = (tree, *mount[1:8], fd)
-        mounts.append(mount)
-    root = record["root"]
-    if root not in (b"", b"tmpfs"):
-        fd = int(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, root, flags))
-        if fd >= 0:  # else the child binds the path and reports what fails
-            opened.append(fd)
-            step = record["step_index"].get("root", -1)
-            mounts.insert(0, (tree, b"/", root, 0, b"", 0o755, False, step, fd))
-            return {**record, "root": b"tmpfs", "mounts": tuple(mounts)}
-    return {**record, "mounts": tuple(mounts)}
+        kind, dst, src = mount[:3]
+        if root == b"":
+            fd, path = resolve_in_parent(shim, dst)
+            if fd == -ELOOP:
+                raise link_refused(record, mount, path)
+            if fd >= 0:
+                os.close(fd)
+                mount = (kind, path, *mount[2:])
+        if kind not in (bind, dev_bind):
+            mounts.append(mount)
+            continue
+        fd, path = resolve_in_parent(shim, src)
+        if fd == -ELOOP:
+            raise link_refused(record, mount, path)
+        if fd < 0:
+            # ENOTDIR: a component is a file, so nothing is there (a .git guard of a file)
+            if not (fd in (-ENOENT, -ENOTDIR) and mount[6]):
+                mounts.append(mount)  # the child fails on it again and reports it
+            continue
+        try:
+            if open_tree is not None and kind == bind and (clone is None or clone(src)):
+                cloned = open_tree(fd)
+                if cloned >= 0:
+                    opened.append(cloned)
+                    mounts.append((tree, *mount[1:8], cloned))
+                    continue
+            mounts.append((kind, mount[1], path, *mount[3:]))
+        finally:
+            os.close(fd)
+    if root in (b"", b"tmpfs"):
+        return {**record, "mounts": tuple(mounts)}
+    step = record["step_index"].get("root", -1)
+    fd, path = resolve_in_parent(shim, root)
+    if fd == -ELOOP:
+        raise link_refused(record, (tree, b"/", root, 0, b"", 0o755, False, step, -1), path)
+    if fd < 0:
+        return {**record, "mounts": tuple(mounts)}  # the child reports what fails
+    try:
+        if open_tree is not None and (clone is None or clone(root)):
+            cloned = open_tree(fd)
+            if cloned >= 0:
+                opened.append(cloned)
+                mounts.insert(0, (tree, b"/", root, 0, b"", 0o755, False, step, cloned))
+                return {**record, "root": b"tmpfs", "mounts": tuple(mounts)}
+        return {**record, "root": path, "mounts": tuple(mounts)}
+    finally:
+        os.close(fd)
+
+
+def _open_tree() -> Callable[[int], int]:
+    """open_tree(fd, "", AT_EMPTY_PATH | OPEN_TREE_CLONE | AT_RECURSIVE): a detached copy
+    of the mount tree at a checked descriptor, or -1. Root only: os has no open_tree."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    flags = AT_EMPTY_PATH | OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC
+
+    def open_tree(fd: int) -> int:
+        return int(libc.syscall(SYS_OPEN_TREE, fd, b"", flags))
+
+    return open_tree
 
 
 def _proc_write(pid: int, name: str, data: bytes, record: Record) -> None:
@@ -334,15 +439,49 @@ def failure_error(record: Record, failure: Failure) -> SandboxSetupError:
     step, syscall, errno, index = failure
     if index < 0:
         index = record["step_index"].get(step, -1)
+    if step == "root" and errno == ELOOP and record["root"] not in (b"", b"tmpfs"):
+        fd, path = resolve_in_parent(load_shim(), record["root"])
+        if fd >= 0:
+            os.close(fd)
+        else:
+            root = (MountKind.BIND, b"/", record["root"], 0, b"", 0o755, False, index, -1)
+            return link_refused(record, root, path)
     detail = ""
     if step == "mount" and index >= 0:
-        for kind, dst, src, *_, mount_step, _tree_fd in record["mounts"]:
+        for mount in record["mounts"]:
+            kind, dst, src, *_, mount_step, _tree_fd = mount
+            if mount_step == index and errno == ELOOP:
+                return _link_error(record, mount)
             if mount_step == index:
                 detail = f"{MountKind(kind).name.lower()} {os.fsdecode(dst)}"
                 if src and kind != MountKind.FILE:
                     detail += f" from {os.fsdecode(src)}"
                 break
     return SandboxSetupError(step, syscall, errno, detail=detail, step_index=index)
+
+
+def _link_error(record: Record, mount: tuple[Any, ...]) -> SandboxSetupError:
+    """The child met a link in a mount's path (mount.c refuses every one): say which.
+    Either the source has one the parent refuses too (planted after its check), or the
+    link is in the destination, inside a directory an earlier mount of this sandbox
+    brought in from the host."""
+    from isorun.sandbox.spec import MountKind
+
+    kind, dst, src, flags = mount[:4]
+    if kind in (MountKind.BIND, MountKind.DEV_BIND, MountKind.TREE):
+        fd, path = resolve_in_parent(load_shim(), src)
+        if fd >= 0:
+            os.close(fd)
+        elif fd == -ELOOP:
+            return link_refused(record, mount, path)
+    err = setup_error(record, "mount", "openat", ELOOP,
+                      f"{mount_name(kind, flags)} {os.fsdecode(dst)}: a symbolic link in"
+                      f" {os.fsdecode(dst)} inside the sandbox, which isorun does not follow"
+                      " (docs/security.md)")  # fmt: skip
+    err.step_index = mount[7]
+    err.hint = ("remove the link (it lies in a directory an earlier mount brought in), or"
+                " mount at the path it points to")
+    return err
 
 
 def _quietly(
@@ -413,7 +552,7 @@ def spawn_in_parent(
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         opened.extend((sync_r, sync_w, err_r, err_w))
         # Before the clone: the child inherits the tree descriptors.
-        record = clone_trees_in_parent(record, opened)
+        record = resolve_mounts_in_parent(record, opened)
         pid = clone_in_parent(record, stdio, (sync_r, sync_w), (err_w, err_r), keep, notify_fd)
         # Before anything can reap it: the pidfd pins this process, never a reused pid.
         pidfd = os.pidfd_open(pid)

@@ -29,6 +29,9 @@ class MountKind(enum.IntEnum):
     DEV_BIND = 8  # bind src onto dst keeping device nodes usable (no MS_NODEV)
     MQUEUE = 9  # a new mqueue fs at dst (with a new ipc namespace)
     TREE = 10  # attach the detached tree ``tree_fd`` at dst (a BIND resolved by a root parent)
+    REMOUNT_RO = 11  # make the mount at dst read-only, not its submounts (the new root)
+    OVERLAY = 12  # overlayfs at dst: src the lower layer, changes on a tmpfs (data: its size)
+    MASK = 13  # hide dst if it exists: an empty read-only tmpfs, or /dev/null over a file
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,14 @@ class ShimSpec:
     #: learn mode: a second program whose SECCOMP_RET_USER_NOTIF answers go to a listener
     #: the launcher takes over (see shim/notify.c); b"" for none
     notify_bpf: bytes = b""
+    #: Landlock (shim/landlock.c): the ABI the rules were planned for (0: no Landlock),
+    #: the handled file and TCP rights and the scopes as the kernel's bit masks, and the
+    #: rules as (path, port, access mask, optional): a path rule when path is not b""
+    landlock_abi: int = 0
+    landlock_fs: int = 0
+    landlock_net: int = 0
+    landlock_scoped: int = 0
+    landlock_rules: tuple[tuple[bytes, int, int, bool], ...] = ()
     #: run a pid-1 in the new pid namespace that reaps orphans and forwards signals
     init: bool = True
     #: cgroup directory (absolute host path) the child is moved into before it runs;

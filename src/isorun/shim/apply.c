@@ -48,7 +48,11 @@ void isorun_apply_namespaces(const struct isorun_spec *spec, int ready_fd) {
      * host. unshare(CLONE_NEWUSER) refuses a multithreaded caller (EINVAL), which a
      * forked copy of pytest never is: fork(2) copies only the calling thread.
      */
-    if (unshare((int)spec->clone_flags) < 0)
+    /*
+     * No namespace at all (the landlock backend): no call, since the filter that made
+     * us fall back to it may refuse unshare(2) outright, whatever the flags.
+     */
+    if (spec->clone_flags != 0 && unshare((int)spec->clone_flags) < 0)
         fail(spec, "clone", "unshare");
     /*
      * The parent writes /proc/PID/uid_map of our user namespace once it exists. We do

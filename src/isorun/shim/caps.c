@@ -62,7 +62,25 @@ static void set_ambient(const struct isorun_spec *spec) {
     }
 }
 
+/*
+ * The landlock backend run by a normal user: no user namespace, so no capability to
+ * lock, drop or switch ids with (each such call is EPERM). There is nothing to give up:
+ * the command keeps the caller's ids, and no_new_privs makes setuid binaries and file
+ * capabilities inert at its execve.
+ */
+static int unprivileged(const struct isorun_spec *spec) {
+    return !(spec->clone_flags & CLONE_NEWUSER) && geteuid() != 0;
+}
+
 void isorun_child_ids(const struct isorun_spec *spec) {
+    if (unprivileged(spec)) {
+        /* Our own ids: allowed without privilege; a spec asking for others fails here. */
+        if (setresgid(spec->gid, spec->gid, spec->gid) < 0)
+            fail(spec, "ids", "setresgid");
+        if (setresuid(spec->uid, spec->uid, spec->uid) < 0)
+            fail(spec, "ids", "setresuid");
+        return;
+    }
     /*
      * Securebits first (needs CAP_SETPCAP, which we hold until the drop).
      * NO_SETUID_FIXUP keeps setresuid below from touching the capability sets, so the
@@ -97,7 +115,8 @@ void isorun_child_ids(const struct isorun_spec *spec) {
 
 void isorun_child_caps(const struct isorun_spec *spec) {
     /* Bounding set first: PR_CAPBSET_DROP needs CAP_SETPCAP, which capset removes below. */
-    drop_bounding(spec);
+    if (!unprivileged(spec))
+        drop_bounding(spec);
     set_caps(spec);
     /* After capset: raising an ambient capability needs it permitted and inheritable. */
     set_ambient(spec);

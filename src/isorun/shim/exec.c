@@ -5,7 +5,8 @@
  * Order (each step says why it sits where it does):
  *   signals reset, death signal, deferred namespaces, wait for parent, setsid,
  *   securebits + ids, stdio, close fds, hostname, loopback, mounts + pivot_root,
- *   rlimits, caps, no_new_privs, [init: clone the command], unblock signals, seccomp,
+ *   rlimits, caps, no_new_privs, Landlock, [init: clone the command], unblock signals,
+ *   seccomp,
  *   execve.
  */
 #define _GNU_SOURCE
@@ -455,6 +456,12 @@ void isorun_child_confine(const struct isorun_spec *spec) {
      */
     if (spec->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         fail(spec, "no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)");
+    /*
+     * Landlock after no_new_privs (landlock_restrict_self needs it once the capabilities
+     * are gone) and after the mounts (its rules open their destinations); before seccomp,
+     * so the filter need not allow the landlock syscalls.
+     */
+    isorun_child_landlock(spec);
     /* Changing uid/gid cleared the parent-death signal (prctl(2)); set it again. */
     set_death_signal(spec);
 }

@@ -35,14 +35,29 @@ void isorun_child_ids(const struct isorun_spec *spec);
 void isorun_child_caps(const struct isorun_spec *spec);
 void isorun_child_seccomp(const struct isorun_spec *spec);
 void isorun_child_notify(const struct isorun_spec *spec);
+void isorun_child_landlock(const struct isorun_spec *spec);
 
 /*
  * exec.c's steps from the mapped ids to seccomp (setsid, ids, stdio, closing fds,
- * hostname, loopback, mounts, rlimits, caps, no_new_privs, death signal), shared with
+ * hostname, loopback, mounts, rlimits, caps, no_new_privs, Landlock, death signal), shared with
  * apply.c (ABI 4), which applies a spec to the calling process.
  */
 void isorun_child_confine(const struct isorun_spec *spec);
 void isorun_child_death_signal(const struct isorun_spec *spec);
+
+/*
+ * beneath.c: paths opened beneath the directory descriptor root, no link followed.
+ * open_beneath returns a descriptor or -1 with errno; the others a descriptor or -errno.
+ * open_parent makes missing directories (0755) and sets *name to the last component
+ * (inside buf, PATH_MAX); it may return root itself, so release it with close_parent.
+ * open_dst makes the last component when missing (a directory with mode, or an empty
+ * file) and refuses a link or the wrong type there; an O_PATH descriptor.
+ */
+int isorun_child_open_beneath(int root, const char *path, int flags);
+int isorun_child_open_parent(int root, const char *path, char *buf, const char **name);
+void isorun_child_close_parent(int root, int fd);
+int isorun_child_open_dst(int root, const char *path, int dir, unsigned int mode);
+size_t isorun_leading_slashes(const char *s);
 
 /* Join a and b into buf (size PATH_MAX); returns 0 or -ENAMETOOLONG. */
 int isorun_join(char *buf, size_t size, const char *a, const char *b);

@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 4
+#define ISORUN_SHIM_ABI 8
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -28,6 +28,18 @@
  * parent) at dst, instead of binding src by path; src is kept for messages only.
  */
 #define ISORUN_MOUNT_TREE 10
+/*
+ * ABI 5 (issue #13): REMOUNT_RO makes the one mount at dst read-only (the new root, once
+ * built); OVERLAY mounts overlayfs at dst over the lower layer src with its upper and
+ * work directories on a tmpfs of its own (data: that tmpfs's options), discarded at
+ * exit; MASK hides dst when it exists (an empty read-only tmpfs over a directory, the
+ * host's /dev/null over anything else), resolved inside the new root. A TMPFS at "/" as
+ * the first mount of a tmpfs root is that root itself (its size), and DEV takes the
+ * options of its tmpfs in data; /dev/shm is a TMPFS mount of its own.
+ */
+#define ISORUN_MOUNT_REMOUNT_RO 11
+#define ISORUN_MOUNT_OVERLAY 12
+#define ISORUN_MOUNT_MASK 13
 
 /* Exit status of a child that failed a set-up step (after writing isorun_failure). */
 #define ISORUN_EXIT_SETUP 125
@@ -37,6 +49,21 @@
 #define ISORUN_EXIT_NOTFOUND 127
 
 #define ISORUN_NAME_MAX 32
+
+/*
+ * ABI 5: Landlock (landlock.c). The rights the kernel accepts on a rule for a file that
+ * is not a directory (execute, write_file, read_file, truncate, ioctl_dev); equal to
+ * isorun.compile.landlock.FILE_RIGHTS, which a unit test checks.
+ */
+#define ISORUN_LANDLOCK_FILE_RIGHTS 0xC007
+
+/* One Landlock rule: rights beneath path (path[0] != 0), else on TCP port. */
+struct isorun_landlock_rule {
+    const char *path;
+    unsigned long long port;
+    unsigned long long access;
+    int optional;
+};
 
 struct isorun_mount {
     int kind;
@@ -108,6 +135,16 @@ struct isorun_spec {
     const unsigned char *notify_bpf;
     size_t notify_len;
     int notify_fd;
+    /*
+     * Landlock (ABI 5): applied after no_new_privs, before seccomp. landlock_abi is the
+     * ABI the rules were planned for (0: none); the masks are the kernel's bits.
+     */
+    int landlock_abi;
+    unsigned long long landlock_fs;
+    unsigned long long landlock_net;
+    unsigned long long landlock_scoped;
+    const struct isorun_landlock_rule *landlock_rules;
+    size_t n_landlock_rules;
 };
 
 /* ISORUN_SHIM_ABI as compiled into the module. */
@@ -118,6 +155,15 @@ int isorun_abi(void);
  * maps and cgroup, then walks the spec. Returns the child pid, or -errno.
  */
 int isorun_spawn(const struct isorun_spec *spec);
+
+/*
+ * ABI 5: resolve the absolute host path ``path`` on the trusted side (resolve.c): one
+ * component at a time, never following a symbolic link unless follow_trusted is set and
+ * the link is root's in a directory only root can write. Returns an O_PATH|O_CLOEXEC
+ * descriptor and the path with no link in it in out, or -errno; -ELOOP for a link it
+ * will not follow, with that link's path in out.
+ */
+int isorun_resolve(const char *path, int follow_trusted, char *out, size_t out_size);
 
 /* Learn mode: what the supervisor does for each notification (notify.c). */
 #define ISORUN_ARGS 6
@@ -166,6 +212,14 @@ struct isorun_supervisor {
     unsigned long long total;
     /* notifications that vanished (the caller was killed) before they were answered */
     unsigned long long lost;
+    /*
+     * ABI 5 (issue #14, `learn --check`): per native syscall number, the errno to answer
+     * instead of letting the call run (0: CONTINUE); answer_other for other numbers and
+     * ABIs. n_answer == 0 answers every notification with CONTINUE (learning).
+     */
+    const unsigned short *answer;
+    size_t n_answer;
+    unsigned short answer_other;
 };
 
 /*
@@ -175,8 +229,8 @@ struct isorun_supervisor {
 int isorun_take_listener(int pid, int fd);
 
 /*
- * Answer every notification on sup->listener with SECCOMP_USER_NOTIF_FLAG_CONTINUE,
- * recording it first. Returns 0 once no process uses the filter any more, 1 when
+ * Answer every notification on sup->listener, recording it first: with
+ * SECCOMP_USER_NOTIF_FLAG_CONTINUE, or with the errno sup->answer gives (see above). Returns 0 once no process uses the filter any more, 1 when
  * stop_fd became readable, or -errno.
  */
 int isorun_supervise(struct isorun_supervisor *sup);

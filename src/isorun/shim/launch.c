@@ -2,7 +2,7 @@
  * isorun-launch's spawn core: a flat launch record (isorun.sandbox.flat) parsed into
  * struct isorun_spec, then the parent side of a native launch, the sequence that
  * isorun.sandbox.parent.spawn_in_parent runs in Python: the sync and error pipes,
- * open_tree(2) clones of bind sources for a root caller, isorun_spawn, a pidfd, the id
+ * bind sources resolved without following an untrusted link (cloned for a root caller), isorun_spawn, a pidfd, the id
  * maps, release, the error pipe read to EOF; then the wait, forwarding signals.
  *
  * Why a program: isorun_spawn clones its caller without CLONE_VM. From Python that
@@ -33,6 +33,9 @@
 /* <linux/mount.h> clashes with glibc 2.36's <sys/mount.h>; the values are the ABI. */
 #ifndef OPEN_TREE_CLONE
 #define OPEN_TREE_CLONE 1
+#endif
+#ifndef AT_EMPTY_PATH
+#define AT_EMPTY_PATH 0x1000
 #endif
 #ifndef AT_RECURSIVE
 #define AT_RECURSIVE 0x8000
@@ -151,55 +154,100 @@ static int root_step(const struct isorun_record *rec) {
     return -1;
 }
 
-/*
- * A root caller's sandbox runs as the host's overflow uid, which cannot walk 0700 host
- * directories (/root/.pyenv/...): we are still root, so each bind source becomes a
- * detached tree the child attaches (see parent.clone_trees_in_parent, the same rule).
- * A missing optional source is dropped, as the child would skip it; any other source we
- * cannot clone stays a path bind, which the child reports.
- *
- * A rootfs directory likewise: the spec then asks for an empty tmpfs root with the tree
- * attached over all of it as the first mount, the same view (parent.clone_trees_in_parent
- * says why). The parser leaves one spare mount slot for it.
- */
-static void clone_trees(struct isorun_record *rec) {
-    struct isorun_mount *m = rec->mounts;
-    size_t i, j;
-    int fd;
+/* The parent-side refusal of mount m: ELOOP names a link (parent.failure_error words it). */
+static int mount_fail(struct isorun_failure *f, const struct isorun_mount *m, const char *syscall,
+                      int err) {
+    memset(f, 0, sizeof *f);
+    f->err = err;
+    f->index = m->step;
+    copy_name(f->step, "mount");
+    copy_name(f->syscall, syscall);
+    return -1;
+}
 
-    if (geteuid() != 0 || !(rec->spec.clone_flags & CLONE_NEWUSER))
-        return;
-    if (rec->spec.root[0] != '\0' && strcmp(rec->spec.root, "tmpfs") != 0) {
-        fd = (int)syscall(SYS_open_tree, AT_FDCWD, rec->spec.root,
-                          OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
-        if (fd >= 0) {
-            memmove(m + 1, m, rec->spec.n_mounts * sizeof *m);
-            memset(&m[0], 0, sizeof m[0]);
-            m[0].kind = ISORUN_MOUNT_TREE;
-            m[0].dst = "/";
-            m[0].src = rec->spec.root;
-            m[0].src_len = strlen(rec->spec.root);
-            m[0].mode = 0755;
-            m[0].step = root_step(rec);
-            m[0].tree_fd = fd;
-            rec->spec.n_mounts++;
-            rec->spec.root = "tmpfs";
-        }
-    }
+static int clone_tree(int fd) {
+    return (int)syscall(SYS_open_tree, fd, "",
+                        AT_EMPTY_PATH | OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+}
+
+/*
+ * Every bind source resolved without following a link the sandbox's side could have
+ * written (resolve.c; the same rule as parent.resolve_mounts_in_parent, which says more):
+ * a refused link fails the launch with ELOOP and the mount's step, a missing optional
+ * source is dropped, and the source becomes the path with no link left, which the child
+ * walks again allowing none (mount.c). With no new root, destinations likewise.
+ *
+ * As root, each bind becomes a detached tree cloned from the checked descriptor: a root
+ * caller's sandbox runs as the host's overflow uid, which cannot walk 0700 host
+ * directories (/root/.pyenv/...). A rootfs directory likewise: the spec then asks for an
+ * empty tmpfs root with the tree attached over all of it as the first mount, the same
+ * view. The parser leaves one spare mount slot for it.
+ */
+static int resolve_mounts(struct isorun_record *rec, struct isorun_failure *f) {
+    struct isorun_mount *m = rec->mounts;
+    int as_root = geteuid() == 0 && (rec->spec.clone_flags & CLONE_NEWUSER);
+    int keep_root = rec->spec.root[0] == '\0';
+    char path[PATH_MAX];
+    size_t i, j;
+    int fd, tree;
+
     for (i = j = 0; i < rec->spec.n_mounts; i++) {
-        if (m[i].kind == ISORUN_MOUNT_BIND) {
-            fd = (int)syscall(SYS_open_tree, AT_FDCWD, m[i].src,
-                              OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
-            if (fd < 0 && errno == ENOENT && m[i].optional)
+        if (keep_root) {
+            fd = isorun_resolve(m[i].dst, 1, path, sizeof path);
+            if (fd == -ELOOP)
+                return mount_fail(f, &m[i], "openat", ELOOP);
+            if (fd >= 0) {
+                close(fd);
+                if ((m[i].dst = isorun_record_strdup(rec, path)) == NULL)
+                    return mount_fail(f, &m[i], "malloc", ENOMEM);
+            }
+        }
+        if (m[i].kind == ISORUN_MOUNT_BIND || m[i].kind == ISORUN_MOUNT_DEV_BIND) {
+            fd = isorun_resolve(m[i].src, 1, path, sizeof path);
+            if (fd == -ELOOP)
+                return mount_fail(f, &m[i], "openat", ELOOP);
+            /* ENOTDIR: a component is a file, so nothing is there (a .git guard of a file) */
+            if ((fd == -ENOENT || fd == -ENOTDIR) && m[i].optional)
                 continue;
             if (fd >= 0) {
-                m[i].kind = ISORUN_MOUNT_TREE;
-                m[i].tree_fd = fd;
+                tree = as_root && m[i].kind == ISORUN_MOUNT_BIND ? clone_tree(fd) : -1;
+                close(fd);
+                if (tree >= 0) {
+                    m[i].kind = ISORUN_MOUNT_TREE;
+                    m[i].tree_fd = tree;
+                } else if ((m[i].src = isorun_record_strdup(rec, path)) == NULL) {
+                    return mount_fail(f, &m[i], "malloc", ENOMEM);
+                }
             }
         }
         m[j++] = m[i];
     }
     rec->spec.n_mounts = j;
+    if (keep_root || strcmp(rec->spec.root, "tmpfs") == 0)
+        return 0;
+    fd = isorun_resolve(rec->spec.root, 1, path, sizeof path);
+    if (fd == -ELOOP)
+        return fail(f, rec, "root", "openat", ELOOP);
+    if (fd < 0)
+        return 0; /* the child reports what fails */
+    tree = as_root ? clone_tree(fd) : -1;
+    close(fd);
+    if (tree >= 0) {
+        memmove(m + 1, m, rec->spec.n_mounts * sizeof *m);
+        memset(&m[0], 0, sizeof m[0]);
+        m[0].kind = ISORUN_MOUNT_TREE;
+        m[0].dst = "/";
+        m[0].src = rec->spec.root;
+        m[0].src_len = strlen(rec->spec.root);
+        m[0].mode = 0755;
+        m[0].step = root_step(rec);
+        m[0].tree_fd = tree;
+        rec->spec.n_mounts++;
+        rec->spec.root = "tmpfs";
+    } else if ((rec->spec.root = isorun_record_strdup(rec, path)) == NULL) {
+        return fail(f, rec, "root", "malloc", ENOMEM);
+    }
+    return 0;
 }
 
 static void close_trees(struct isorun_record *rec) {
@@ -320,7 +368,14 @@ static int launch(struct isorun_record *rec, int report_fd, struct isorun_failur
         return fail(f, rec, "clone", "pipe2", rc);
     }
     /* Before the clone: the child inherits the tree descriptors. */
-    clone_trees(rec);
+    if (resolve_mounts(rec, f) < 0) {
+        close_trees(rec);
+        close(sync[0]);
+        close(sync[1]);
+        close(err[0]);
+        close(err[1]);
+        return -1;
+    }
     s->stdio[0] = s->stdio[1] = s->stdio[2] = -1;
     s->sync_fd = sync[0];
     s->sync_parent_fd = sync[1];

@@ -47,7 +47,7 @@ static const char *const index_sysctls[] = {
 static const char *const index_env[] = {
     "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
     "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
-    "PYTHONSAFEPATH",
+    "PYTHONSAFEPATH", "SSH_AUTH_SOCK",
 };
 
 /* FNV-1a 64: the index file's name, computed as isorun.launch_index.fnv1a64 does. */

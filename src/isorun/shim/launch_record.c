@@ -22,7 +22,7 @@
 
 #define RECORD_MAGIC "IRLR"
 /* isorun.sandbox.flat.VERSION */
-#define RECORD_VERSION 1
+#define RECORD_VERSION 3
 /* The namespaces a record may ask for; any other clone flag (CLONE_VM...) is refused. */
 #define RECORD_CLONE_FLAGS                                                                 \
     ((unsigned long)(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |           \
@@ -76,6 +76,15 @@ void isorun_record_free(struct isorun_record *rec) {
         free(c);
     }
     rec->chunks = NULL;
+}
+
+char *isorun_record_strdup(struct isorun_record *rec, const char *s) {
+    size_t n = strlen(s) + 1;
+    char *copy = alloc(rec, n);
+
+    if (copy != NULL)
+        memcpy(copy, s, n);
+    return copy;
 }
 
 static int refuse(struct reader *r, const char *what) {
@@ -179,13 +188,15 @@ static int read_count(struct reader *r, size_t min_size, size_t *count) {
 static int read_mount(struct reader *r, struct isorun_record *rec, struct isorun_mount *m) {
     long long kind, flags, mode, optional, step;
 
-    if (read_range(r, ISORUN_MOUNT_BIND, ISORUN_MOUNT_MQUEUE, &kind, "unknown mount kind") <
-            0 ||
+    if (read_range(r, ISORUN_MOUNT_BIND, ISORUN_MOUNT_MASK, &kind, "unknown mount kind") < 0 ||
         read_range(r, 0, LONG_MAX, &flags, "mount flags out of range") < 0 ||
         read_range(r, 0, 07777, &mode, "mount mode out of range") < 0 ||
         read_range(r, 0, 1, &optional, "mount optional is not 0 or 1") < 0 ||
         read_range(r, -1, INT_MAX, &step, "mount step out of range") < 0)
         return -1;
+    /* TREE descriptors are the helper's own (launch.c), never a record's. */
+    if (kind == ISORUN_MOUNT_TREE)
+        return refuse(r, "unknown mount kind");
     m->kind = (int)kind;
     m->flags = (unsigned long)flags;
     m->mode = (unsigned int)mode;
@@ -199,7 +210,7 @@ static int read_mount(struct reader *r, struct isorun_record *rec, struct isorun
     if (m->dst[0] != '/')
         return refuse(r, "mount dst is not absolute");
     if ((kind == ISORUN_MOUNT_BIND || kind == ISORUN_MOUNT_DEV_BIND ||
-         kind == ISORUN_MOUNT_SYMLINK) &&
+         kind == ISORUN_MOUNT_SYMLINK || kind == ISORUN_MOUNT_OVERLAY) &&
         m->src_len == 0)
         return refuse(r, "bind or symlink without a src");
     if (m->data[0] == '\0')
@@ -279,7 +290,7 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
     }
     s->keep_fds = keep;
     s->n_keep_fds = j;
-    /* One slot more than the record has: launch.c's clone_trees may put a rootfs tree
+    /* One slot more than the record has: launch.c's resolve_mounts may put a rootfs tree
      * in front of the others. */
     if (read_count(r, 5 * 8 + 3 * 4, &n) < 0 ||
         (rec->mounts = alloc(rec, (n + 1) * sizeof *rec->mounts)) == NULL)
@@ -315,6 +326,35 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
     if (s->seccomp_len % sizeof(struct sock_filter) != 0 ||
         s->seccomp_len / sizeof(struct sock_filter) > BPF_MAXINSNS)
         return refuse(r, "seccomp_bpf is not a whole BPF program of at most 4096 instructions");
+    {
+        struct isorun_landlock_rule *rules;
+        long long abi, fs, net, scoped, port, access, optional;
+
+        if (read_range(r, 0, INT_MAX, &abi, "landlock abi out of range") < 0 ||
+            read_i64(r, &fs) < 0 || read_i64(r, &net) < 0 || read_i64(r, &scoped) < 0)
+            return -1;
+        s->landlock_abi = (int)abi;
+        s->landlock_fs = (unsigned long long)fs;
+        s->landlock_net = (unsigned long long)net;
+        s->landlock_scoped = (unsigned long long)scoped;
+        if (read_count(r, 3 * 8 + 4, &n) < 0 ||
+            (rules = alloc(rec, (n + 1) * sizeof *rules)) == NULL)
+            return refuse(r, "out of memory");
+        for (i = 0; i < n; i++) {
+            if (read_range(r, 0, 65535, &port, "landlock port out of range") < 0 ||
+                read_i64(r, &access) < 0 ||
+                read_range(r, 0, 1, &optional, "landlock optional is not 0 or 1") < 0 ||
+                read_cstr(r, rec, 0, &rules[i].path, NULL) < 0)
+                return -1;
+            if (rules[i].path[0] != '\0' ? rules[i].path[0] != '/' : port == 0)
+                return refuse(r, "landlock rule needs an absolute path or a port");
+            rules[i].port = (unsigned long long)port;
+            rules[i].access = (unsigned long long)access;
+            rules[i].optional = (int)optional;
+        }
+        s->landlock_rules = rules;
+        s->n_landlock_rules = n;
+    }
     if (read_count(r, 4 + 8, &n) < 0 ||
         (rec->step_names = alloc(rec, (n + 1) * sizeof *rec->step_names)) == NULL ||
         (rec->step_indexes = alloc(rec, (n + 1) * sizeof *rec->step_indexes)) == NULL)
@@ -406,6 +446,13 @@ int isorun_dump_record(const unsigned char *blob, size_t len, FILE *out) {
         fprintf(out, "rlimit %d %lld %lld %d\n", s->rlimits[i].resource, s->rlimits[i].soft,
                 s->rlimits[i].hard, s->rlimits[i].step);
     fprintf(out, "seccomp_len %zu\n", s->seccomp_len);
+    fprintf(out, "landlock %d %#llx %#llx %#llx\n", s->landlock_abi, s->landlock_fs,
+            s->landlock_net, s->landlock_scoped);
+    for (i = 0; i < s->n_landlock_rules; i++) {
+        const struct isorun_landlock_rule *l = &s->landlock_rules[i];
+        fprintf(out, "landlock_rule %llu %#llx %d\n", l->port, l->access, l->optional);
+        dump_bytes(out, " path", l->path, strlen(l->path));
+    }
     for (i = 0; i < rec.n_steps; i++)
         fprintf(out, "step %s %lld\n", rec.step_names[i], rec.step_indexes[i]);
     isorun_record_free(&rec);

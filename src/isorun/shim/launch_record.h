@@ -14,7 +14,7 @@ struct isorun_chunk;
 
 struct isorun_record {
     struct isorun_spec spec;
-    /* spec.mounts, writable: the parent turns binds into trees (launch.c, clone_trees) */
+    /* spec.mounts, writable: the parent turns binds into trees (launch.c, resolve_mounts) */
     struct isorun_mount *mounts;
     const unsigned char *uid_map, *gid_map;
     size_t uid_map_len, gid_map_len;
@@ -33,5 +33,7 @@ struct isorun_record {
 int isorun_record_parse(struct isorun_record *rec, const unsigned char *blob, size_t len,
                         char *const argv[], const char **error, size_t *error_at);
 void isorun_record_free(struct isorun_record *rec);
+/* A copy of s that lives as long as rec (freed by isorun_record_free), or NULL. */
+char *isorun_record_strdup(struct isorun_record *rec, const char *s);
 
 #endif

@@ -3,13 +3,15 @@
  * from the spec's mounts in order, then pivot_root(2) into it and detach the host root.
  *
  * Layout while building: a small staging tmpfs becomes "/" with the host root at /old and
- * the new root at /new, so every host source resolves as /old + src even when it lies
- * under a directory the new root will cover, and every destination is /new + dst.
+ * the new root at /new, so every host source resolves beneath /old even when it lies
+ * under a directory the new root will cover, and every destination beneath /new. Both
+ * by descriptor, following no link (beneath.c says why).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -26,12 +28,24 @@
 #define STAGE "/tmp"
 #define OLD "/old"
 #define NEW "/new"
+/*
+ * The stage holds /old, /new and one directory per overlay: a few inodes, no data. Sized
+ * like every tmpfs (issue #13), though nothing the command runs ever sees it.
+ */
+#define STAGE_OPTIONS "mode=0700,size=64k,nr_inodes=64"
+/* A tmpfs root when the spec gives none of its own (a first TMPFS at "/"). */
+#define ROOT_OPTIONS "mode=0755,size=8m,nr_inodes=2048"
+/* A /dev when the DEV mount carries no options: mount points and symlinks only. */
+#define DEV_OPTIONS "mode=0755,size=64k,nr_inodes=64"
 
 struct where {
     const struct isorun_spec *spec;
-    const char *src_prefix;
-    const char *dst_prefix;
+    /* O_PATH descriptors of the host root (sources) and the new root (destinations) */
+    int src_root;
+    int dst_root;
     int index;
+    /* 1 when building on the stage (a new root): overlays keep their changes there */
+    int stage;
 };
 
 static void fail(const struct where *w, const char *syscall, int err) {
@@ -52,8 +66,8 @@ int isorun_join(char *buf, size_t size, const char *a, const char *b) {
     if (la + lb + 1 > size)
         return -ENAMETOOLONG;
     /*
-     * memmove: a may be buf itself (do_dev appends to src in place), and memcpy between
-     * overlapping objects is undefined even when they coincide (C11 7.24.2.1).
+     * memmove: a may be buf itself, and memcpy between overlapping objects is undefined
+     * even when they coincide (C11 7.24.2.1).
      */
     memmove(buf, a, la);
     memmove(buf + la, b, lb);
@@ -61,66 +75,26 @@ int isorun_join(char *buf, size_t size, const char *a, const char *b) {
     return 0;
 }
 
-static void join_or_fail(const struct where *w, char *buf, const char *a, const char *b) {
-    int rc = isorun_join(buf, PATH_MAX, a, b);
+static int open_dst_or_fail(const struct where *w, const char *path, int dir, mode_t mode) {
+    int fd = isorun_child_open_dst(w->dst_root, path, dir, mode);
 
-    if (rc < 0)
-        fail(w, "path", -rc);
-}
-
-/* mkdir -p; existing directories are fine, the mode only applies to ones we create. */
-static int mkdir_p(const char *path, mode_t mode) {
-    char buf[PATH_MAX];
-    size_t i, len = isorun_strlen(path);
-
-    if (len + 1 > sizeof buf)
-        return -ENAMETOOLONG;
-    /*
-     * The whole path first: its parent (the new root, or /dev we just made) usually
-     * exists, and one mkdir beats one per component. Only ENOENT means a missing parent.
-     */
-    if (mkdir(path, mode) == 0 || errno == EEXIST)
-        return 0;
-    if (errno != ENOENT)
-        return -errno;
-    memcpy(buf, path, len + 1);
-    for (i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        buf[i] = '\0';
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-            return -errno;
-        buf[i] = i == len ? '\0' : '/';
-    }
-    return 0;
-}
-
-static int mkdir_parent(const char *path) {
-    char buf[PATH_MAX];
-    size_t len = isorun_strlen(path);
-
-    if (len + 1 > sizeof buf)
-        return -ENAMETOOLONG;
-    memcpy(buf, path, len + 1);
-    while (len > 0 && buf[len] != '/')
-        len--;
-    if (len == 0)
-        return 0;
-    buf[len] = '\0';
-    return mkdir_p(buf, 0755);
-}
-
-/* An empty regular file to bind a non-directory onto (the mount point must match its type). */
-static int touch(const char *path, mode_t mode) {
-    int fd, rc = mkdir_parent(path);
-
-    if (rc < 0)
-        return rc;
-    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
-        return -errno;
-    close(fd);
-    return 0;
+        fail(w, dir ? "mkdir" : "open", -fd);
+    return fd;
+}
+
+static unsigned long long mount_attr(unsigned long flags) {
+    unsigned long long attr = 0;
+
+    if (flags & MS_RDONLY)
+        attr |= MOUNT_ATTR_RDONLY;
+    if (flags & MS_NOSUID)
+        attr |= MOUNT_ATTR_NOSUID;
+    if (flags & MS_NODEV)
+        attr |= MOUNT_ATTR_NODEV;
+    if (flags & MS_NOEXEC)
+        attr |= MOUNT_ATTR_NOEXEC;
+    return attr;
 }
 
 /*
@@ -135,42 +109,51 @@ static int touch(const char *path, mode_t mode) {
  * Failing here (ENOSYS before Linux 5.12) is fail-closed: a read-only request must never
  * leave a writable mount.
  */
-static void remount_bind(const struct where *w, const char *path, unsigned long flags) {
-    unsigned long want = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+static void set_attr(const struct where *w, int tree, unsigned long flags) {
     struct mount_attr attr;
 
     memset(&attr, 0, sizeof attr);
-    if (want & MS_RDONLY)
-        attr.attr_set |= MOUNT_ATTR_RDONLY;
-    if (want & MS_NOSUID)
-        attr.attr_set |= MOUNT_ATTR_NOSUID;
-    if (want & MS_NODEV)
-        attr.attr_set |= MOUNT_ATTR_NODEV;
-    if (want & MS_NOEXEC)
-        attr.attr_set |= MOUNT_ATTR_NOEXEC;
-    if (syscall(SYS_mount_setattr, -1, path, AT_RECURSIVE, &attr, sizeof attr) < 0)
+    attr.attr_set = mount_attr(flags);
+    if (attr.attr_set != 0 &&
+        syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
         fail(w, "mount_setattr", errno);
 }
 
-static void do_bind(const struct where *w, const struct isorun_mount *m, const char *dst,
-                    unsigned long flags) {
-    char src[PATH_MAX];
-    struct stat st;
-    int rc;
+/* Attach the detached tree at the descriptor dst, then apply flags (see set_attr). */
+static void attach(const struct where *w, int tree, int dst, unsigned long flags) {
+    if (syscall(SYS_move_mount, tree, "", dst, "",
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        fail(w, "move_mount", errno);
+    set_attr(w, tree, flags);
+}
 
-    join_or_fail(w, src, w->src_prefix, m->src);
-    if (stat(src, &st) < 0) {
-        if (errno == ENOENT && m->optional)
+/*
+ * A bind from the host: the source opened under the host root with no link followed,
+ * cloned from that very descriptor (open_tree(2) with AT_EMPTY_PATH) and attached onto
+ * the destination's descriptor. A missing optional source is skipped; an optional one
+ * that is a link is refused like any other (docs/security.md says why).
+ */
+static void do_bind(const struct where *w, const struct isorun_mount *m, unsigned long flags) {
+    struct stat st;
+    int src, tree, dst;
+
+    src = isorun_child_open_beneath(w->src_root, m->src, O_PATH);
+    if (src < 0) {
+        if ((errno == ENOENT || errno == ENOTDIR) && m->optional)
             return;
-        fail(w, "stat", errno);
+        fail(w, "openat2", errno);
     }
-    rc = S_ISDIR(st.st_mode) ? mkdir_p(dst, 0755) : touch(dst, 0644);
-    if (rc < 0)
-        fail(w, S_ISDIR(st.st_mode) ? "mkdir" : "open", -rc);
-    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
-        fail(w, "mount(MS_BIND)", errno);
-    if (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC))
-        remount_bind(w, dst, flags);
+    if (fstat(src, &st) < 0)
+        fail(w, "fstat", errno);
+    tree = (int)syscall(SYS_open_tree, src, "",
+                        AT_EMPTY_PATH | OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+    if (tree < 0)
+        fail(w, "open_tree", errno);
+    close(src);
+    dst = open_dst_or_fail(w, m->dst, S_ISDIR(st.st_mode), S_ISDIR(st.st_mode) ? 0755 : 0644);
+    attach(w, tree, dst, flags);
+    close(dst);
+    close(tree);
 }
 
 /*
@@ -180,32 +163,90 @@ static void do_bind(const struct where *w, const struct isorun_mount *m, const c
  * accepts a detached tree in any mount namespace whose owner we hold CAP_SYS_ADMIN over,
  * while mount(MS_BIND) of it is refused (EINVAL: not in our namespace).
  */
-static void do_tree(const struct where *w, const struct isorun_mount *m, const char *dst,
-                    unsigned long flags) {
+static void do_tree(const struct where *w, const struct isorun_mount *m, unsigned long flags) {
     struct stat st;
-    int rc;
+    int dst;
 
     if (fstat(m->tree_fd, &st) < 0)
         fail(w, "fstat", errno);
-    rc = S_ISDIR(st.st_mode) ? mkdir_p(dst, 0755) : touch(dst, 0644);
-    if (rc < 0)
-        fail(w, S_ISDIR(st.st_mode) ? "mkdir" : "open", -rc);
-    if (syscall(SYS_move_mount, m->tree_fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-        fail(w, "move_mount", errno);
+    dst = open_dst_or_fail(w, m->dst, S_ISDIR(st.st_mode), S_ISDIR(st.st_mode) ? 0755 : 0644);
+    attach(w, m->tree_fd, dst, flags);
+    close(dst);
     /* close_fds spared it for this step only; the command must not inherit a host tree. */
     close(m->tree_fd);
-    if (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC))
-        remount_bind(w, dst, flags);
 }
 
-static void do_fs(const struct where *w, const char *dst, const char *type,
-                  unsigned long flags, const char *data, mode_t mode) {
-    int rc = mkdir_p(dst, mode);
+/*
+ * A new filesystem made with fsopen(2)/fsmount(2) and attached onto the destination's
+ * descriptor: mount(2) would take the destination by path and follow a link there.
+ * ``data`` is mount(2)'s comma-separated option string, each option one fsconfig(2)
+ * call. Returns the new mount's root directory, for the caller to fill by descriptor.
+ */
+static int do_fs_at(const struct where *w, int dst, const char *type, unsigned long flags,
+                    const char *data) {
+    char opt[256];
+    size_t i = 0, n;
+    int fs, mnt;
+    char *value;
 
-    if (rc < 0)
-        fail(w, "mkdir", -rc);
-    if (mount(type, dst, type, flags, data) < 0)
-        fail(w, "mount", errno);
+    fs = (int)syscall(SYS_fsopen, type, FSOPEN_CLOEXEC);
+    if (fs < 0)
+        fail(w, "fsopen", errno);
+    while (data != NULL && data[i] != '\0') {
+        for (n = 0; data[i + n] != ',' && data[i + n] != '\0'; n++)
+            ;
+        if (n + 1 > sizeof opt)
+            fail(w, "fsconfig", ENAMETOOLONG);
+        memcpy(opt, data + i, n);
+        opt[n] = '\0';
+        i += data[i + n] == ',' ? n + 1 : n;
+        if (n == 0)
+            continue;
+        value = strchr(opt, '=');
+        if (value != NULL)
+            *value++ = '\0';
+        if (syscall(SYS_fsconfig, fs, value ? FSCONFIG_SET_STRING : FSCONFIG_SET_FLAG, opt,
+                    value, 0) < 0)
+            fail(w, "fsconfig", errno);
+    }
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        fail(w, "fsconfig", errno);
+    mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, mount_attr(flags));
+    if (mnt < 0)
+        fail(w, "fsmount", errno);
+    close(fs);
+    if (syscall(SYS_move_mount, mnt, "", dst, "",
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        fail(w, "move_mount", errno);
+    return mnt;
+}
+
+static int do_fs(const struct where *w, const char *path, const char *type, unsigned long flags,
+                 const char *data, mode_t mode) {
+    int dst = open_dst_or_fail(w, path, 1, mode), mnt;
+
+    mnt = do_fs_at(w, dst, type, flags, data);
+    close(dst);
+    return mnt;
+}
+
+/* ``name`` made under the directory descriptor dir for a mount: a directory or a file. */
+static int make_at(const struct where *w, int dir, const char *name, int is_dir, mode_t mode) {
+    int fd;
+
+    if (is_dir) {
+        if (mkdirat(dir, name, mode) < 0)
+            fail(w, "mkdir", errno);
+    } else {
+        fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (fd < 0)
+            fail(w, "open", errno);
+        close(fd);
+    }
+    fd = openat(dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        fail(w, "open", errno);
+    return fd;
 }
 
 /*
@@ -214,80 +255,102 @@ static void do_fs(const struct where *w, const char *dst, const char *type,
  * runtimes mask) so nothing in the sandbox can reconfigure the host kernel.
  */
 static void do_proc(const struct where *w, const char *dst) {
-    static const char *const ro[] = {"/sys", "/sysrq-trigger", "/irq", "/bus"};
-    char path[PATH_MAX];
+    static const char *const ro[] = {"sys", "sysrq-trigger", "irq", "bus"};
     size_t i;
+    int mnt, tree, at;
 
-    do_fs(w, dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555);
+    mnt = do_fs(w, dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555);
     for (i = 0; i < sizeof ro / sizeof ro[0]; i++) {
-        join_or_fail(w, path, dst, ro[i]);
-        if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0) {
+        /* Our own procfs: no name here is a link someone else made. */
+        at = openat(mnt, ro[i], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (at < 0) {
             if (errno == ENOENT)
                 continue;
-            fail(w, "mount(MS_BIND)", errno);
+            fail(w, "open", errno);
         }
-        remount_bind(w, path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+        tree = (int)syscall(SYS_open_tree, at, "",
+                            AT_EMPTY_PATH | OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+        if (tree < 0)
+            fail(w, "open_tree", errno);
+        attach(w, tree, at, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+        close(tree);
+        close(at);
     }
+    close(mnt);
 }
 
 static void do_symlink(const struct where *w, const char *target, const char *dst) {
-    int rc = mkdir_parent(dst);
+    char buf[PATH_MAX];
+    const char *name;
+    int dir = isorun_child_open_parent(w->dst_root, dst, buf, &name);
 
-    if (rc < 0)
-        fail(w, "mkdir", -rc);
-    if (symlink(target, dst) < 0)
+    if (dir < 0)
+        fail(w, "mkdir", -dir);
+    if (symlinkat(target, dir, name) < 0)
         fail(w, "symlink", errno);
+    isorun_child_close_parent(w->dst_root, dir);
 }
 
-static void do_dev(const struct where *w, const char *dst) {
-    static const char *const nodes[] = {"/null", "/zero", "/full", "/random", "/urandom",
-                                        "/tty"};
-    static const char *const links[][2] = {{"/proc/self/fd", "/fd"},
-                                           {"/proc/self/fd/0", "/stdin"},
-                                           {"/proc/self/fd/1", "/stdout"},
-                                           {"/proc/self/fd/2", "/stderr"},
-                                           {"pts/ptmx", "/ptmx"}};
-    char path[PATH_MAX], src[PATH_MAX];
+static void do_dev(const struct where *w, const struct isorun_mount *m) {
+    static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    static const char *const links[][2] = {{"/proc/self/fd", "fd"},
+                                           {"/proc/self/fd/0", "stdin"},
+                                           {"/proc/self/fd/1", "stdout"},
+                                           {"/proc/self/fd/2", "stderr"},
+                                           {"pts/ptmx", "ptmx"}};
+    char src[PATH_MAX];
     size_t i;
-    int rc;
+    int dev, at, from, tree, sub;
 
-    /* nodev on the tmpfs is fine: each node below is its own bind mount with its own flags. */
-    do_fs(w, dst, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755", 0755);
+    /*
+     * nodev on the tmpfs is fine: each node below is its own bind mount with its own flags.
+     * No /dev/shm here: the planner mounts it as a TMPFS of its own, with its size.
+     */
+    dev = do_fs(w, m->dst, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                m->data != NULL ? m->data : DEV_OPTIONS, 0755);
     for (i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
-        join_or_fail(w, path, dst, nodes[i]);
-        join_or_fail(w, src, w->src_prefix, "/dev");
-        join_or_fail(w, src, src, nodes[i]);
+        if (isorun_join(src, sizeof src, "/dev/", nodes[i]) < 0)
+            fail(w, "path", ENAMETOOLONG);
+        from = isorun_child_open_beneath(w->src_root, src, O_PATH);
+        if (from < 0)
+            fail(w, "openat2", errno);
         /* Bind, not mknod: mknod of a device needs CAP_MKNOD in the initial namespace. */
-        rc = touch(path, 0666);
-        if (rc < 0)
-            fail(w, "open", -rc);
-        if (mount(src, path, NULL, MS_BIND, NULL) < 0)
-            fail(w, "mount(MS_BIND)", errno);
+        tree = (int)syscall(SYS_open_tree, from, "", AT_EMPTY_PATH | OPEN_TREE_CLONE | O_CLOEXEC);
+        if (tree < 0)
+            fail(w, "open_tree", errno);
+        close(from);
+        at = make_at(w, dev, nodes[i], 0, 0666);
+        attach(w, tree, at, 0);
+        close(at);
+        close(tree);
     }
     /*
      * newinstance: a private pts so the sandbox cannot open the host's terminals;
      * ptmxmode=0666 so the unprivileged command can open /dev/ptmx (devpts(5)).
      */
-    join_or_fail(w, path, dst, "/pts");
-    do_fs(w, path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620", 0755);
-    join_or_fail(w, path, dst, "/shm");
-    do_fs(w, path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
-    for (i = 0; i < sizeof links / sizeof links[0]; i++) {
-        join_or_fail(w, path, dst, links[i][1]);
-        do_symlink(w, links[i][0], path);
-    }
+    at = make_at(w, dev, "pts", 1, 0755);
+    sub = do_fs_at(w, at, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
+    close(sub);
+    close(at);
+    for (i = 0; i < sizeof links / sizeof links[0]; i++)
+        if (symlinkat(links[i][0], dev, links[i][1]) < 0)
+            fail(w, "symlink", errno);
+    close(dev);
 }
 
-static void do_file(const struct where *w, const struct isorun_mount *m, const char *dst) {
+static void do_file(const struct where *w, const struct isorun_mount *m) {
+    char buf[PATH_MAX];
+    const char *name;
     size_t done = 0;
     ssize_t n;
-    int fd, rc = mkdir_parent(dst);
+    int fd, dir = isorun_child_open_parent(w->dst_root, m->dst, buf, &name);
 
-    if (rc < 0)
-        fail(w, "mkdir", -rc);
-    fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (dir < 0)
+        fail(w, "mkdir", -dir);
+    fd = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         fail(w, "open", errno);
+    isorun_child_close_parent(w->dst_root, dir);
     while (done < m->src_len) {
         n = write(fd, m->src + done, m->src_len - done);
         if (n < 0 && errno == EINTR)
@@ -302,71 +365,301 @@ static void do_file(const struct where *w, const struct isorun_mount *m, const c
     close(fd);
 }
 
-static void apply_one(const struct where *w, const struct isorun_mount *m) {
-    char dst[PATH_MAX];
-    int rc;
+/*
+ * The one mount at dst read-only, not the mounts on it: the new root once every mount
+ * point exists in it (/tmp on it stays writable). Only adds the flag, as set_attr.
+ */
+static void remount_ro(const struct where *w, const struct isorun_mount *m) {
+    struct mount_attr attr;
+    int dst = open_dst_or_fail(w, m->dst, 1, 0755);
 
-    join_or_fail(w, dst, w->dst_prefix, m->dst);
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_RDONLY;
+    if (syscall(SYS_mount_setattr, dst, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+        fail(w, "mount_setattr", errno);
+    close(dst);
+}
+
+/* Decimal digits of n (n >= 0) into buf, NUL-terminated: snprintf is not async-signal-safe. */
+static void decimal(char *buf, size_t size, int n) {
+    char tmp[16];
+    size_t len = 0, i;
+
+    do {
+        tmp[len++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0 && len < sizeof tmp);
+    for (i = 0; i < len && i + 1 < size; i++)
+        buf[i] = tmp[len - 1 - i];
+    buf[i] = '\0';
+}
+
+static int fsconfig_string(int fs, const char *key, const char *value) {
+    return (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, key, value, 0);
+}
+
+/*
+ * overlayfs over src, its upper and work directories on a tmpfs of their own made on the
+ * stage: outside the new tree, so the command reaches the changes only through the
+ * overlay, and they vanish with the mount namespace. The overlay keeps the tmpfs alive
+ * after the stage is detached (it holds a private clone of the upper mount).
+ *
+ * The lower directory is opened beneath the host root with no link followed, like a bind
+ * source, and handed to overlayfs by that descriptor (FSCONFIG_SET_FD), never by path.
+ *
+ * The upper directory takes the lower root's mode and owner, because an overlay's root
+ * shows the upper one's: a sandbox that may not write the project's top directory must
+ * not be able to in the overlay either. An owner this namespace does not map cannot be
+ * set (EINVAL) and the mounter's uid, the sandbox's own, stays; stat shows such an owner
+ * as the overflow uid, which is the sandbox's own for a root caller. Either way only
+ * the top directory is affected, and what is written there is discarded like the rest.
+ *
+ * "userxattr": overlayfs in a user namespace keeps its metadata in user.* xattrs
+ * (trusted.* needs CAP_SYS_ADMIN on the host).
+ */
+static void do_overlay(const struct where *w, const struct isorun_mount *m) {
+    char scratch[PATH_MAX], upper[PATH_MAX], work[PATH_MAX], num[16];
+    struct stat st;
+    int lower, fs, mnt, dst;
+
+    if (w->stage < 0)
+        fail(w, "overlay", EINVAL); /* no stage to hold the changes: the planner refuses */
+    lower = isorun_child_open_beneath(w->src_root, m->src, O_RDONLY | O_DIRECTORY);
+    if (lower < 0) {
+        if ((errno == ENOENT || errno == ENOTDIR) && m->optional)
+            return;
+        fail(w, "openat2", errno);
+    }
+    if (fstat(lower, &st) < 0)
+        fail(w, "fstat", errno);
+    decimal(num, sizeof num, w->index < 0 ? 0 : w->index);
+    /* Our own stage (a tmpfs only this process has seen): paths here are ours. */
+    if (isorun_join(scratch, sizeof scratch, "/overlay-", num) < 0 ||
+        isorun_join(upper, sizeof upper, scratch, "/upper") < 0 ||
+        isorun_join(work, sizeof work, scratch, "/work") < 0)
+        fail(w, "path", ENAMETOOLONG);
+    if (mkdir(scratch, 0700) < 0)
+        fail(w, "mkdir", errno);
+    if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, m->data) < 0)
+        fail(w, "mount(tmpfs)", errno);
+    if (mkdir(upper, 0700) < 0 || mkdir(work, 0700) < 0)
+        fail(w, "mkdir", errno);
+    if (chown(upper, st.st_uid, st.st_gid) < 0 && errno != EINVAL)
+        fail(w, "chown", errno);
+    if (chmod(upper, st.st_mode & 07777) < 0)
+        fail(w, "chmod", errno);
+    fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        fail(w, "fsopen(overlay)", errno);
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_FD, "lowerdir+", NULL, lower) < 0 ||
+        fsconfig_string(fs, "upperdir", upper) < 0 || fsconfig_string(fs, "workdir", work) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        fail(w, "fsconfig(overlay)", errno);
+    close(lower);
+    mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
+                       MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                           (m->flags & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0));
+    if (mnt < 0)
+        fail(w, "fsmount", errno);
+    close(fs);
+    dst = open_dst_or_fail(w, m->dst, 1, 0755);
+    if (syscall(SYS_move_mount, mnt, "", dst, "",
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        fail(w, "move_mount", errno);
+    close(dst);
+    close(mnt);
+}
+
+/*
+ * Hide dst, as the mounts before it left it: a credential location under a bind. Resolved
+ * inside the new tree (RESOLVE_IN_ROOT): a symlink there, which a sandbox may have planted
+ * in an earlier run, leads to what the command would reach through it, never out of the
+ * tree; the mount then goes on the opened descriptor, never on a re-resolved path.
+ * Nothing there (ENOENT, ENOTDIR) is nothing to hide; EACCES means the command, which has
+ * no more rights than we have now, cannot reach it either.
+ */
+static void do_mask(const struct where *w, const struct isorun_mount *m) {
+    struct open_how how;
+    struct mount_attr attr;
+    struct stat st;
+    int fd, fs, mnt, null;
+
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    fd = (int)syscall(SYS_openat2, w->dst_root, m->dst + isorun_leading_slashes(m->dst), &how,
+                      sizeof how);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR || errno == EACCES)
+            return;
+        fail(w, "openat2", errno);
+    }
+    if (fstat(fd, &st) < 0)
+        fail(w, "fstat", errno);
+    if (S_ISDIR(st.st_mode)) {
+        fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+        if (fs < 0)
+            fail(w, "fsopen(tmpfs)", errno);
+        if (fsconfig_string(fs, "size", "4k") < 0 || fsconfig_string(fs, "nr_inodes", "1") < 0 ||
+            fsconfig_string(fs, "mode", "0555") < 0 ||
+            syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+            fail(w, "fsconfig(tmpfs)", errno);
+        mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
+                           MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                               MOUNT_ATTR_NOEXEC);
+        if (mnt < 0)
+            fail(w, "fsmount", errno);
+        close(fs);
+    } else {
+        /* Reads as empty, takes writes to nowhere, and a socket there refuses connect(). */
+        null = isorun_child_open_beneath(w->src_root, "/dev/null", O_PATH);
+        if (null < 0)
+            fail(w, "openat2", errno);
+        mnt = (int)syscall(SYS_open_tree, null, "",
+                           AT_EMPTY_PATH | OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (mnt < 0)
+            fail(w, "open_tree", errno);
+        close(null);
+        memset(&attr, 0, sizeof attr);
+        attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+        if (syscall(SYS_mount_setattr, mnt, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+            fail(w, "mount_setattr", errno);
+    }
+    if (syscall(SYS_move_mount, mnt, "", fd, "",
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        fail(w, "move_mount", errno);
+    close(mnt);
+    close(fd);
+}
+
+static void do_dir(const struct where *w, const struct isorun_mount *m) {
+    int fd = open_dst_or_fail(w, m->dst, 1, (mode_t)m->mode), dir;
+
+    /*
+     * An existing directory keeps its mode otherwise, and mkdir's goes through the umask.
+     * fchmod needs a real descriptor: "." from the checked one is that very directory.
+     */
+    dir = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        fail(w, "open", errno);
+    close(fd);
+    if (fchmod(dir, (mode_t)m->mode) < 0)
+        fail(w, "chmod", errno);
+    close(dir);
+}
+
+static void apply_one(const struct where *w, const struct isorun_mount *m) {
     switch (m->kind) {
     case ISORUN_MOUNT_BIND:
         /* Device nodes are only usable through DEV_BIND; a plain bind never grants them. */
-        do_bind(w, m, dst, m->flags | MS_NODEV);
+        do_bind(w, m, m->flags | MS_NODEV);
         break;
     case ISORUN_MOUNT_TREE:
-        do_tree(w, m, dst, m->flags | MS_NODEV);
+        do_tree(w, m, m->flags | MS_NODEV);
         break;
     case ISORUN_MOUNT_DEV_BIND:
-        do_bind(w, m, dst, m->flags & ~(unsigned long)MS_NODEV);
+        do_bind(w, m, m->flags & ~(unsigned long)MS_NODEV);
         break;
     case ISORUN_MOUNT_TMPFS:
-        do_fs(w, dst, "tmpfs", m->flags | MS_NOSUID | MS_NODEV, m->data, (mode_t)m->mode);
+        close(do_fs(w, m->dst, "tmpfs", m->flags | MS_NOSUID | MS_NODEV, m->data,
+                    (mode_t)m->mode));
         break;
     case ISORUN_MOUNT_PROC:
-        do_proc(w, dst);
+        do_proc(w, m->dst);
         break;
     case ISORUN_MOUNT_DEV:
-        do_dev(w, dst);
+        do_dev(w, m);
+        break;
+    case ISORUN_MOUNT_REMOUNT_RO:
+        remount_ro(w, m);
+        break;
+    case ISORUN_MOUNT_OVERLAY:
+        do_overlay(w, m);
+        break;
+    case ISORUN_MOUNT_MASK:
+        do_mask(w, m);
         break;
     case ISORUN_MOUNT_SYMLINK:
-        do_symlink(w, m->src, dst);
+        do_symlink(w, m->src, m->dst);
         break;
     case ISORUN_MOUNT_FILE:
-        do_file(w, m, dst);
+        do_file(w, m);
         break;
     case ISORUN_MOUNT_DIR:
-        rc = mkdir_p(dst, (mode_t)m->mode);
-        if (rc < 0)
-            fail(w, "mkdir", -rc);
-        /* mkdir_p leaves existing directories alone and its mode goes through the umask. */
-        if (chmod(dst, (mode_t)m->mode) < 0)
-            fail(w, "chmod", errno);
+        do_dir(w, m);
         break;
     case ISORUN_MOUNT_MQUEUE:
-        do_fs(w, dst, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0755);
+        close(do_fs(w, m->dst, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0755));
         break;
     default:
         fail(w, "kind", EINVAL);
     }
 }
 
-static void apply_all(const struct isorun_spec *spec, const char *src_prefix,
-                      const char *dst_prefix) {
-    struct where w = {spec, src_prefix, dst_prefix, -1};
+static void apply_all(const struct isorun_spec *spec, const char *src_root,
+                      const char *dst_root, int stage) {
+    struct where w = {spec, -1, -1, -1, stage ? 1 : -1};
     size_t i;
 
+    w.src_root = open(src_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    w.dst_root = open(dst_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (w.src_root < 0 || w.dst_root < 0)
+        isorun_child_fail(spec, "root", "open", errno, -1);
     for (i = 0; i < spec->n_mounts; i++) {
         w.index = spec->mounts[i].step;
         apply_one(&w, &spec->mounts[i]);
+        /*
+         * A mount over the whole new root (a rootfs tree) stacks on the directory our
+         * descriptor holds, and a lookup starting there stays under it: reopen by path,
+         * which crosses into the top mount. The path is our own staging directory.
+         */
+        if (spec->mounts[i].dst[isorun_leading_slashes(spec->mounts[i].dst)] == '\0') {
+            close(w.dst_root);
+            w.dst_root = open(dst_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (w.dst_root < 0)
+                isorun_child_fail(spec, "root", "open", errno, -1);
+        }
     }
+    close(w.src_root);
+    close(w.dst_root);
 }
 
 static void root_fail(const struct isorun_spec *spec, const char *step, const char *syscall) {
     isorun_child_fail(spec, step, syscall, errno, -1);
 }
 
+/*
+ * A host directory as the new root, by descriptor like every bind: the parent resolved
+ * the path (resolve.c), and a link in it now is refused.
+ */
+static void bind_root(const struct isorun_spec *spec) {
+    int old, src, tree, dst;
+
+    old = open(OLD, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (old < 0)
+        root_fail(spec, "root", "open");
+    src = isorun_child_open_beneath(old, spec->root, O_PATH | O_DIRECTORY);
+    if (src < 0)
+        root_fail(spec, "root", "openat2");
+    tree = (int)syscall(SYS_open_tree, src, "",
+                        AT_EMPTY_PATH | OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+    if (tree < 0)
+        root_fail(spec, "root", "open_tree");
+    dst = open(NEW, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dst < 0)
+        root_fail(spec, "root", "open");
+    if (syscall(SYS_move_mount, tree, "", dst, "",
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        root_fail(spec, "root", "move_mount");
+    close(tree);
+    close(dst);
+    close(src);
+    close(old);
+}
+
 void isorun_child_mount(const struct isorun_spec *spec) {
     int keep_root = spec->root[0] == '\0';
-    char path[PATH_MAX];
 
     if (!(spec->clone_flags & CLONE_NEWNS)) {
         /* Mounting without a private mount namespace would change the host's view. */
@@ -382,14 +675,20 @@ void isorun_child_mount(const struct isorun_spec *spec) {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         root_fail(spec, "root", "mount(MS_PRIVATE)");
     if (keep_root) {
-        apply_all(spec, "", "");
+        apply_all(spec, "/", "/", 0);
     } else {
-        if (mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") < 0)
+        if (mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, STAGE_OPTIONS) < 0)
             root_fail(spec, "root", "mount(tmpfs)");
         if (mkdir(STAGE OLD, 0700) < 0 || mkdir(STAGE NEW, 0755) < 0)
             root_fail(spec, "root", "mkdir");
+        /*
+         * A first TMPFS at "/" is the root itself, with the size the plan gives it
+         * (sandbox/native.py); mounting another below it would leave one unsized.
+         */
         if (strcmp(spec->root, "tmpfs") == 0 &&
-            mount("tmpfs", STAGE NEW, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
+            !(spec->n_mounts > 0 && spec->mounts[0].kind == ISORUN_MOUNT_TMPFS &&
+              strcmp(spec->mounts[0].dst, "/") == 0) &&
+            mount("tmpfs", STAGE NEW, "tmpfs", MS_NOSUID | MS_NODEV, ROOT_OPTIONS) < 0)
             root_fail(spec, "root", "mount(tmpfs)");
         /*
          * pivot_root(2) rather than chroot(2): chroot leaves the host root as the mount
@@ -405,18 +704,14 @@ void isorun_child_mount(const struct isorun_spec *spec) {
          * A host directory as root binds only now, from /old like every other source:
          * before the pivot the stage covers /tmp, where the directory may well lie.
          */
-        if (strcmp(spec->root, "tmpfs") != 0) {
-            if (isorun_join(path, sizeof path, OLD, spec->root) < 0)
-                isorun_child_fail(spec, "root", "path", ENAMETOOLONG, -1);
-            if (mount(path, NEW, NULL, MS_BIND | MS_REC, NULL) < 0)
-                root_fail(spec, "root", "mount(MS_BIND)");
-        }
+        if (strcmp(spec->root, "tmpfs") != 0)
+            bind_root(spec);
         /*
          * All mounts while the host root is still attached at /old: sources resolve
          * there, and a new procfs is only allowed while a fully visible proc exists in
          * this mount namespace (mount_too_revealing in fs/namespace.c).
          */
-        apply_all(spec, OLD, NEW);
+        apply_all(spec, OLD, NEW, 1);
         /* Detach, not unmount: busy host mounts cannot be unmounted, only cut loose. */
         if (umount2(OLD, MNT_DETACH) < 0)
             root_fail(spec, "pivot_root", "umount2");

@@ -1,7 +1,8 @@
 /*
  * Learn mode: a seccomp filter whose answer is SECCOMP_RET_USER_NOTIF, its listener
  * handed to the launcher, and the launcher's supervisor loop that records each call and
- * lets it run (SECCOMP_USER_NOTIF_FLAG_CONTINUE). See seccomp_unotify(2).
+ * lets it run (SECCOMP_USER_NOTIF_FLAG_CONTINUE), or, for `learn --check`, refuses it
+ * with the profile's errno. See seccomp_unotify(2).
  *
  * Hand-over. After the filter is loaded every syscall of the command goes to the
  * listener, and nobody listens yet: sendmsg(SCM_RIGHTS) of the listener would block
@@ -214,10 +215,21 @@ static void read_memory(struct isorun_supervisor *sup, const struct seccomp_noti
     record_event(sup, req->data.nr, buf, len);
 }
 
+/* The errno `learn --check` answers a notified call with, 0 to let it run. */
+static unsigned short answer_for(const struct isorun_supervisor *sup,
+                                 const struct seccomp_data *data) {
+    if (sup->n_answer == 0)
+        return 0;
+    if (data->arch == sup->native_arch && data->nr >= 0 && (size_t)data->nr < sup->n_answer)
+        return sup->answer[data->nr];
+    return sup->answer_other;
+}
+
 int isorun_supervise(struct isorun_supervisor *sup) {
     struct seccomp_notif req;
     struct seccomp_notif_resp resp;
     struct pollfd pfd[2];
+    unsigned short refuse;
     int rc;
 
     if (sup->seen_cap == 0 || (sup->seen_cap & (sup->seen_cap - 1)) != 0 ||
@@ -249,7 +261,11 @@ int isorun_supervise(struct isorun_supervisor *sup) {
             read_memory(sup, &req);
             memset(&resp, 0, sizeof resp);
             resp.id = req.id;
-            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+            refuse = answer_for(sup, &req.data);
+            if (refuse != 0)
+                resp.error = -(int)refuse; /* the call fails; it never runs */
+            else
+                resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
             do
                 rc = ioctl(sup->listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
             while (rc < 0 && errno == EINTR);

@@ -1,9 +1,9 @@
 /*
  * isorun-seccomp-exec: the last stage before the command for the wrapper backends.
  *
- *   isorun-seccomp-exec [--rlimit NAME=VALUE]... [--chdir DIR] [--setsid]
- *                       [--env-fd FD] [--keep-fd FD]... [--close-fds]
- *                       [--no-new-privs] [--seccomp-fd FD] -- CMD [ARG]...
+ *   isorun-seccomp-exec [--expect DEV:INO:FLAGS:PATH]... [--rlimit NAME=VALUE]...
+ *                       [--chdir DIR] [--setsid] [--env-fd FD] [--keep-fd FD]...
+ *                       [--close-fds] [--no-new-privs] [--seccomp-fd FD] -- CMD [ARG]...
  *
  * firejail's own filter takes syscall names only, so the BPF program the native shim
  * loads reaches a firejail sandbox through this program, which runs inside it right
@@ -11,7 +11,13 @@
  * the BPF itself with --seccomp). Static, no allocation after the set-up reads, and it
  * execs straight into the command: no interpreter runs on this path.
  *
- * The order is fixed: rlimits, chdir and setsid need syscalls the filter may deny;
+ * --expect (issue #12): bwrap and firejail resolve mount paths themselves, by path and
+ * following links, after isorun walked them; a link swapped in between would redirect a
+ * mount. Inside the sandbox, before anything else, each PATH is opened with no link
+ * allowed (openat2 RESOLVE_NO_SYMLINKS) and must be the file isorun checked (st_dev,
+ * st_ino), read-only when FLAGS holds "r" and noexec when it holds "x"; else exit 125.
+ *
+ * The order is fixed: the checks first, before the command can run; rlimits, chdir and setsid need syscalls the filter may deny;
  * descriptors are closed after the reads that use them; no_new_privs comes before the
  * filter because the kernel refuses an unprivileged filter without it (seccomp(2)); the
  * filter comes last so it never has to allow this program's own set-up.
@@ -23,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +37,8 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -72,7 +81,7 @@ static const struct {
 } rlimits[] = {
     {"address_space", RLIMIT_AS}, {"cpu", RLIMIT_CPU},       {"nofile", RLIMIT_NOFILE},
     {"nproc", RLIMIT_NPROC},      {"fsize", RLIMIT_FSIZE},   {"core", RLIMIT_CORE},
-    {"stack", RLIMIT_STACK},      {"memlock", RLIMIT_MEMLOCK},
+    {"stack", RLIMIT_STACK},      {"memlock", RLIMIT_MEMLOCK}, {"data", RLIMIT_DATA},
 };
 
 static void set_rlimit(const char *spec) {
@@ -94,6 +103,59 @@ static void set_rlimit(const char *spec) {
         }
     }
     usage("unknown rlimit name");
+}
+
+/* DEV:INO:FLAGS:PATH -> the mount at PATH is the file isorun checked before the launch. */
+static void check_expect(const char *spec) {
+    unsigned long long dev, ino;
+    char *end = NULL;
+    const char *flags, *path;
+    int readonly, noexec;
+    struct open_how how;
+    struct stat st;
+    struct statvfs vfs;
+    long fd;
+
+    errno = 0;
+    dev = strtoull(spec, &end, 10);
+    if (errno != 0 || *end != ':')
+        usage("--expect takes DEV:INO:FLAGS:PATH");
+    ino = strtoull(end + 1, &end, 10);
+    if (errno != 0 || *end != ':')
+        usage("--expect takes DEV:INO:FLAGS:PATH");
+    flags = end + 1;
+    path = strchr(flags, ':');
+    if (path == NULL || path[1] != '/')
+        usage("--expect takes DEV:INO:FLAGS:PATH");
+    readonly = memchr(flags, 'r', (size_t)(path - flags)) != NULL;
+    noexec = memchr(flags, 'x', (size_t)(path - flags)) != NULL;
+    path++;
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_CLOEXEC;
+    /* No link at all: the path was canonical when isorun walked it on the host. */
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+    if (fd < 0) {
+        fprintf(stderr, "isorun: error: mount check: %s: openat2: %s (a link in the path "
+                "was swapped in after isorun checked it?)\n", path, strerror(errno));
+        _exit(EXIT_SETUP);
+    }
+    if (fstat((int)fd, &st) < 0 || fstatvfs((int)fd, &vfs) < 0)
+        die("mount check", "fstat", errno);
+    close((int)fd);
+    if ((unsigned long long)st.st_dev != dev || (unsigned long long)st.st_ino != ino) {
+        fprintf(stderr, "isorun: error: mount check: %s is not the file isorun checked "
+                "before the launch: a link was swapped in and the backend followed it; "
+                "the command did not run\n", path);
+        _exit(EXIT_SETUP);
+    }
+    if ((readonly && !(vfs.f_flag & ST_RDONLY)) || (noexec && !(vfs.f_flag & ST_NOEXEC))) {
+        fprintf(stderr, "isorun: error: mount check: %s is not %s as the profile asks: the "
+                "backend applied it elsewhere (a link swapped in after isorun's check?); "
+                "the command did not run\n", path,
+                readonly && !(vfs.f_flag & ST_RDONLY) ? "read-only" : "noexec");
+        _exit(EXIT_SETUP);
+    }
 }
 
 /* The whole content of fd from offset 0 (pread: the runner and we share the offset). */
@@ -198,6 +260,10 @@ int main(int argc, char **argv) {
             nnp = 1;
         } else if (val == NULL) {
             usage("option needs a value");
+        } else if (strcmp(opt, "--expect") == 0) {
+            /* checked as read: the renderers put every --expect first */
+            check_expect(val);
+            i++;
         } else if (strcmp(opt, "--rlimit") == 0) {
             set_rlimit(val);
             i++;

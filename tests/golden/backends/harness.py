@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from isorun import api
-from isorun.compile.bwrap import file_mounts, render_bwrap
+from isorun.compile.bwrap import BINDS, file_mounts, render_bwrap
 from isorun.compile.firejail import render_firejail
-from isorun.compile.plan import Plan
+from isorun.compile.invocation import Identity
+from isorun.compile.plan import MountStep, Plan
 from isorun.host.facts import HostFacts
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,6 +32,8 @@ CALLER_ENV = {"PATH": "/home/user/bin:/usr/bin:/bin", "TERM": "xterm-256color",
               "SECRET_TOKEN": "hunter2", "PYTHONPATH": "/home/user/project/src"}
 ARGV = ("python3", "-c", "print('hello')")
 SECCOMP_FD, FIRST_DATA_FD, HELPER_FD = 10, 11, 20
+#: the device every walked bind source is given; inodes count up from 100 in plan order
+DEV, FIRST_INO = 2049, 100
 
 
 def cases() -> Iterator[tuple[str, str, str, Path]]:
@@ -45,13 +48,22 @@ def plan_of(profile: str) -> Plan:
     return api.compile_plan(api.load_profile(profile), FACTS, VARIABLES)
 
 
+def identities(plan: Plan) -> dict[str, Identity]:
+    """What the runner's walk would find at each bind source: the path itself (no link
+    on it), on DEV, with a distinct inode."""
+    sources = [s.src for s in plan.find(MountStep) if s.type in BINDS]
+    return {src: (src, DEV, FIRST_INO + i) for i, src in enumerate(dict.fromkeys(sources))}
+
+
 def render(profile: str, backend: str) -> str:
     plan = plan_of(profile)
     if backend == "bwrap":
         fds = range(FIRST_DATA_FD, FIRST_DATA_FD + len(file_mounts(plan)))
         inv = render_bwrap(plan, ARGV, CALLER_ENV, seccomp_fd=SECCOMP_FD, file_fds=fds,
-                           allow_weaker=True)
+                           allow_weaker=True, stage_fd=HELPER_FD,
+                           identities=identities(plan))
     else:
         inv = render_firejail(plan, ARGV, CALLER_ENV, seccomp_fd=SECCOMP_FD,
-                              env_fd=FIRST_DATA_FD, helper_fd=HELPER_FD, allow_weaker=True)
+                              env_fd=FIRST_DATA_FD, helper_fd=HELPER_FD, allow_weaker=True,
+                              identities=identities(plan))
     return inv.describe().replace(str(ROOT) + "/", "")
