@@ -463,3 +463,22 @@ def test_strict_socket_checks_survive_docker_export_and_import() -> None:
                          (0xFFFFFFFF_00000028, errno(1)), (0x1_0000_0002, ALLOW)):  # fmt: skip
         assert V.evaluate(ours, nr, args=(family, 1, 0)) == want, hex(family)
         assert V.evaluate(theirs, nr, args=(family, 1, 0)) == want, hex(family)
+
+
+def test_two_ranges_on_one_argument_keep_the_gap_between_them() -> None:
+    # libseccomp 2.5.4 compiles arg3 <= 0xfffffffe and arg3 >= 1 << 32 (same action) to a
+    # filter that also matches 0xffffffff; found by the property test, the kernel agrees
+    policy = Seccomp(
+        allow=("execve", "exit_group"),
+        hardening=False,
+        rules=(
+            SeccompRule(("socket",), Action("allow"), (ArgCond(0, "eq", 0),)),
+            SeccompRule(("socket",), Action("errno", 22), (ArgCond(3, "ne", 0xFFFFFFFF),)),
+        ),
+    )
+    prog = compile_seccomp(policy)
+    nr = X86_64["socket"]
+    assert V.evaluate(prog.bpf, nr, args=(0, 0, 0, 0xFFFFFFFF)) == ALLOW
+    assert V.evaluate(prog.bpf, nr, args=(1, 0, 0, 0xFFFFFFFF)) == errno(1)
+    for v in (0, 5, 0xFFFFFFFE, 1 << 32, argspace.MAX):
+        assert V.evaluate(prog.bpf, nr, args=(0, 0, 0, v)) == errno(22), hex(v)

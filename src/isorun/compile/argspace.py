@@ -475,13 +475,33 @@ def contains(region: Region, args: tuple[int, ...]) -> bool:
     return any(all(hit(i, atom) for i, atom in box) for box in region)
 
 
-def comparisons(box: Box) -> list[list[tuple[int, str, int, int]]]:
+def ranges_are_safe(boxes: list[Box]) -> bool:
+    """Whether one syscall's rules may use ``le``/``ge``: at most one range on an argument
+    below the same conditions on the arguments before it.
+
+    libseccomp 2.5.4 merges two range rules at one place of its tree wrongly:
+    ``arg <= 0xfffffffe`` and ``arg >= 1 << 32`` with the same action also match
+    ``0xffffffff`` (found by the property test, confirmed in the kernel). Where that would
+    happen, every span becomes cubes."""
+    seen: dict[tuple[Box, int], Atom] = {}
+    for box in boxes:
+        if not box:
+            continue
+        i, atom = box[-1]  # only the last argument's span is written as a range
+        ranged = isinstance(atom, Span) and atom.lo != atom.hi and (atom.lo == 0 or atom.hi == MAX)
+        if ranged and seen.setdefault((box[:-1], i), atom) != atom:
+            return False
+    return True
+
+
+def comparisons(box: Box, ranges: bool = True) -> list[list[tuple[int, str, int, int]]]:
     """libseccomp comparisons ``(index, op, datum_a, datum_b)`` for a box: one list per rule.
 
     A middle span needs two comparisons on one argument, which libseccomp refuses, so it
     is split into aligned cubes, one rule each. So is a span on any argument but the last
     of the box: libseccomp's range nodes share their child level, which its rule merge
-    can turn into a cycle (see the module docstring).
+    can turn into a cycle (see the module docstring); and every span when ``ranges`` is
+    false (see :func:`ranges_are_safe`).
     """
     per: list[list[tuple[int, str, int, int]]] = []
     last = len(box) - 1
@@ -490,9 +510,9 @@ def comparisons(box: Box) -> list[list[tuple[int, str, int, int]]]:
             per.append([_cube_comparison(i, atom)])
         elif atom.lo == atom.hi:
             per.append([(i, "eq", atom.lo, 0)])
-        elif atom.lo == 0 and n == last:
+        elif atom.lo == 0 and n == last and ranges:
             per.append([(i, "le", atom.hi, 0)])
-        elif atom.hi == MAX and n == last:
+        elif atom.hi == MAX and n == last and ranges:
             per.append([(i, "ge", atom.lo, 0)])
         else:
             per.append([_cube_comparison(i, c) for c in span_cubes(atom.lo, atom.hi)])

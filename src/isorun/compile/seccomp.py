@@ -442,9 +442,10 @@ def plan_rules(
             errors.append(Diagnostic(loc, f"the rules for {name} together are {err}", _SIMPLER))
             continue
         start = len(rules)
+        ranges = argspace.ranges_are_safe([box for region, _ in pieces for box in region])
         for region, entry in pieces:
             for box in region:
-                for cmps in argspace.comparisons(box):
+                for cmps in argspace.comparisons(box, ranges):
                     rules.append(
                         ResolvedRule(
                             name,
