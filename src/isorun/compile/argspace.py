@@ -476,21 +476,22 @@ def contains(region: Region, args: tuple[int, ...]) -> bool:
 
 
 def ranges_are_safe(boxes: list[Box]) -> bool:
-    """Whether one syscall's rules may use ``le``/``ge``: at most one range on an argument
-    below the same conditions on the arguments before it.
+    """Whether one syscall's rules may use ``le``/``ge``: two ranges on an argument below
+    the same conditions on the arguments before it must compare the same high word.
 
-    libseccomp 2.5.4 merges two range rules at one place of its tree wrongly:
-    ``arg <= 0xfffffffe`` and ``arg >= 1 << 32`` with the same action also match
-    ``0xffffffff`` (found by the property test, confirmed in the kernel). Where that would
-    happen, every span becomes cubes."""
-    seen: dict[tuple[Box, int], Atom] = {}
+    libseccomp 2.5.4 merges ``arg <= 0xfffffffe`` and ``arg >= 1 << 32`` (same action) into
+    a filter that also matches ``0xffffffff`` (found by the property test, confirmed in the
+    kernel), while ``arg <= 8`` and ``arg >= 10`` keep their gap. Where that could happen,
+    every span becomes cubes."""
+    seen: dict[tuple[Box, int], int] = {}
     for box in boxes:
         if not box:
             continue
         i, atom = box[-1]  # only the last argument's span is written as a range
-        ranged = isinstance(atom, Span) and atom.lo != atom.hi and (atom.lo == 0 or atom.hi == MAX)
-        if ranged and seen.setdefault((box[:-1], i), atom) != atom:
-            return False
+        if isinstance(atom, Span) and atom.lo != atom.hi and (atom.lo == 0 or atom.hi == MAX):
+            high = (atom.hi if atom.lo == 0 else atom.lo) >> 32
+            if seen.setdefault((box[:-1], i), high) != high:
+                return False
     return True
 
 
