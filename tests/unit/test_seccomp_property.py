@@ -196,6 +196,10 @@ SEEN = {"ok": 0, "profile": 0}
 @settings(
     max_examples=int(os.environ.get("ISORUN_PROPERTY_EXAMPLES", "400")),
     deadline=None,
+    # the same sets on every run (CI stays reproducible); ISORUN_PROPERTY_SEED=random to
+    # explore: a 1500-set random run found one more libseccomp hang, see TODO below
+    derandomize=os.environ.get("ISORUN_PROPERTY_SEED") != "random",
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(policy=policies(), rng=st.randoms(use_true_random=False))
@@ -216,6 +220,11 @@ def test_random_rule_sets_compile_in_bounded_time_to_the_profiles_decisions(
         for args in probes(policy, rng):
             got = V.describe(V.evaluate(insns, X86_64[name], args=args))
             assert got == reference(policy, name, args), (name, [hex(a) for a in args])
+
+
+# TODO(#14): libseccomp 2.5.4 still spins on personality: allow if arg1 in [2, 2**64-3] or
+# arg1 == 2**64-1, allow if arg0 == 0 (found by a random run): single-argument cube rules on
+# arg1 next to (arg0 cube, arg1 <= 1) rules; not yet understood.
 
 
 def test_property_run_compiled_nearly_everything() -> None:
