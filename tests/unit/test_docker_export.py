@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -71,6 +72,12 @@ def arg_vectors(name: str = "") -> list[tuple[int, ...]]:
 ARG_CHECKED = {"socket", "personality", "clone", "ioctl", "fchmod", "acct", "getpriority"}
 
 
+def kernel_view(name: str, args: tuple[int, ...]) -> tuple[int, ...]:
+    """The arguments as the syscall reads them: 32-bit ones truncated to their low half."""
+    narrow = syscalls.narrow_args(name)
+    return tuple(v & 0xFFFFFFFF if i in narrow else v for i, v in enumerate(args))
+
+
 def imported_policy() -> Seccomp:
     toml, _ = DI.import_docker(MOBY_TEXT, "default.json")
     return load_layer(toml.encode(), "imported.toml", "imported").profile.seccomp
@@ -130,7 +137,9 @@ def test_compiled_import_matches_docker_semantics(caps: frozenset[str]) -> None:
     missing = {u.name for u in prog.unresolved if u.arch == "x86_64"}
     for name, nr in X86_64.items():
         for args in arg_vectors(name):
-            want = DD.docker_decide(MOBY, name, args, caps=caps, kernel=(6, 1))
+            # Docker decides on the 64-bit register; isorun on what the kernel reads of a
+            # 32-bit argument (socket(0x100000028) is AF_VSOCK): compare on that
+            want = DD.docker_decide(MOBY, name, kernel_view(name, args), caps=caps, kernel=(6, 1))
             if name in missing:
                 want = "errno:1"
             assert V.describe(V.evaluate(insns, nr, args=args)) == want, (name, args)
@@ -694,7 +703,10 @@ def test_an_export_with_uint64_values_imports_to_the_same_filter() -> None:
     masks of 2**63 and more (issue #14); such files still import exactly."""
     from isorun.compile.seccomp import plan_rules
 
-    policy = builtin("strict")
+    # strict's own conditions are on 32-bit arguments now (masks below 2**32); a range on
+    # a 64-bit argument before another argument still compiles to such masks
+    acct = SeccompRule(("acct",), Action("errno", 13), (ArgCond(0, "ne", 5), ArgCond(1, "eq", 1)))
+    policy = dataclasses.replace(builtin("strict"), rules=(acct,))
     rules, _ = plan_rules(policy, ("x86_64",), Context())
     doc: dict[str, Any] = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38}
     doc["syscalls"] = [

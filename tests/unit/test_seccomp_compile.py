@@ -113,15 +113,35 @@ def test_unknown_syscall_numbers_get_enosys(service: tuple[Seccomp, SeccompProgr
         assert V.evaluate(prog.bpf, nr) == errno(38), nr
 
 
-def test_clone3_gets_enosys_and_clone_newuser_is_denied(
+NAMESPACE_FLAGS = {
+    "CLONE_NEWNS": 0x20000,
+    "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000,
+    "CLONE_NEWIPC": 0x08000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+}
+
+
+def test_clone3_gets_enosys_and_every_namespace_flag_is_denied(
     service: tuple[Seccomp, SeccompProgram],
 ) -> None:
     _, prog = service
     assert V.evaluate(prog.bpf, X86_64["clone3"]) == errno(38)
-    assert V.evaluate(prog.bpf, X86_64["clone"], args=(0x11,)) == ALLOW
-    assert V.evaluate(prog.bpf, X86_64["clone"], args=(0x10000011,)) == errno(1)
-    assert V.evaluate(prog.bpf, X86_64["unshare"], args=(0x10000000,)) == errno(1)
-    assert V.evaluate(prog.bpf, X86_64["unshare"], args=(0x20000,)) == ALLOW
+    # fork, threads (CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|...) still work
+    for flags in (0x11, 0x3D0F00, 0x1200011):
+        assert V.evaluate(prog.bpf, X86_64["clone"], args=(flags,)) == ALLOW, hex(flags)
+        assert V.evaluate(prog.bpf, X86_64["clone"], args=(flags | 1 << 32,)) == ALLOW
+    assert V.evaluate(prog.bpf, X86_64["unshare"], args=(0x400,)) == ALLOW  # CLONE_FILES
+    for name, flag in NAMESPACE_FLAGS.items():
+        for high in (0, 1 << 32, 0xFFFFFFFF << 32):
+            for call in ("clone", "unshare"):
+                got = V.evaluate(prog.bpf, X86_64[call], args=(flag | 0x11 | high,))
+                assert got == errno(1), (call, name, hex(high))
+    # CLONE_NEWTIME is 0x80: unshare takes it, clone reads that bit as part of CSIGNAL
+    assert V.evaluate(prog.bpf, X86_64["unshare"], args=(0x80,)) == errno(1)
+    assert V.evaluate(prog.bpf, X86_64["clone"], args=(0x80 | 0x11,)) == ALLOW
 
 
 def test_x32_and_i386_syscalls_kill_the_process(service: tuple[Seccomp, SeccompProgram]) -> None:
@@ -180,9 +200,11 @@ _SERVICE = (service_policy(), compile_seccomp(service_policy()))
 
 def test_personality_only_safe_values(service: tuple[Seccomp, SeccompProgram]) -> None:
     _, prog = service
-    for ok in (0, 8, 0x20000, 0x20008, 0xFFFFFFFF):
+    # personality takes an unsigned int: the kernel reads the low 32 bits only, so
+    # 0x1_0000_0000 is PER_LINUX and -1 sign-extended is the 0xffffffff query
+    for ok in (0, 8, 0x20000, 0x20008, 0xFFFFFFFF, 0x1_0000_0000, argspace.MAX):
         assert V.evaluate(prog.bpf, X86_64["personality"], args=(ok,)) == ALLOW
-    for bad in (0x0040000, 0x0400000, 1, 0x1_0000_0000, argspace.MAX):
+    for bad in (0x0040000, 0x0400000, 1, 0x1_0004_0000, 0xFFFFFFFF_00000001):
         assert V.evaluate(prog.bpf, X86_64["personality"], args=(bad,)) == errno(1)
 
 
@@ -379,3 +401,84 @@ def test_bad_actions_and_errno_range() -> None:
 
 def test_architecture_names_checked() -> None:
     assert "unknown 'x86'" in errors_of(Seccomp(architectures=("native", "x86")))
+
+
+def test_i386_socket_conditions_fail_closed_instead_of_colliding() -> None:
+    # podman's default profile: socket(AF_NETLINK, *, NETLINK_AUDIT) -> EINVAL, the rest
+    # allowed, on x86_64, x32 and i386. libseccomp rewrites i386 socket rules into
+    # socketcall rules it overwrites the first argument of; the copies collided (EEXIST).
+    policy = Seccomp(
+        allow=("execve", "exit_group", "connect"),
+        architectures=("native", "x32", "i386"),
+        hardening=False,
+        rules=(
+            SeccompRule(
+                ("socket",), Action("errno", 22), (ArgCond(0, "eq", 16), ArgCond(2, "eq", 9))
+            ),
+            SeccompRule(("socket",), Action("allow"), (ArgCond(2, "ne", 9),)),
+            SeccompRule(("socket",), Action("allow"), (ArgCond(0, "ne", 16),)),
+        ),
+    )
+    prog = compile_seccomp(policy)
+    nr = X86_64["socket"]
+    assert V.evaluate(prog.bpf, nr, args=(16, 3, 9)) == errno(22)
+    assert V.evaluate(prog.bpf, nr, args=(16, 3, 0)) == ALLOW
+    assert V.evaluate(prog.bpf, nr, args=(2, 1, 9)) == ALLOW
+    x32 = syscalls.table("x32")["socket"]
+    assert V.evaluate(prog.bpf, x32, args=(16, 3, 9)) == errno(22)
+    assert V.evaluate(prog.bpf, x32, args=(2, 1, 0)) == ALLOW
+    # i386: socket and socketcall(SYS_SOCKET) are refused; connect (allowed) still works
+    i386 = syscalls.table("i386")
+    for args in ((16, 3, 9), (2, 1, 0)):
+        assert V.evaluate(prog.bpf, i386["socket"], V.AUDIT_ARCH_I386, args) == errno(1)
+    assert V.evaluate(prog.bpf, i386["socketcall"], V.AUDIT_ARCH_I386, (1, 0)) == errno(1)
+    assert V.evaluate(prog.bpf, i386["connect"], V.AUDIT_ARCH_I386, (3, 0)) == ALLOW
+    assert [(u.name, u.arch) for u in prog.refused] == [("socket", "i386")]
+    assert "refused on i386" in prog.describe()
+
+
+def test_a_syscall_refused_for_every_argument_is_one_rule() -> None:
+    # hardening's personality and ioctl denies on a profile that allows neither: one
+    # unconditional rule each, not the argument pieces of both (isorun issue 14, item 6)
+    prog = compile_seccomp(Seccomp(allow=("execve", "exit_group")))
+    assert not [r for r in prog.rules if r.conditions]
+    assert len([r for r in prog.rules if r.syscall == "personality"]) == 1
+
+
+def test_strict_socket_checks_survive_docker_export_and_import() -> None:
+    # @docker-default keeps moby's socket checks; the export writes them as low-32-bit
+    # masked_eq conditions, which import back to the same decisions, high bits included
+    from isorun import api
+    from isorun.compile import docker as D
+    from isorun.compile import docker_import as DI
+    from isorun.profile.loader import load_layer
+
+    policy = api.load_profile("strict").seccomp
+    toml, _ = DI.import_docker(D.export_docker(policy), "strict.json")
+    back = load_layer(toml.encode(), "back.toml", "back").profile.seccomp
+    ours, theirs = compile_seccomp(policy).bpf, compile_seccomp(back).bpf
+    nr = X86_64["socket"]
+    for family, want in ((1, ALLOW), (2, ALLOW), (39, ALLOW), (41, ALLOW), (38, errno(1)),
+                         (40, errno(1)), (0x1_0000_0028, errno(1)), (0x1_0000_0026, errno(1)),
+                         (0xFFFFFFFF_00000028, errno(1)), (0x1_0000_0002, ALLOW)):  # fmt: skip
+        assert V.evaluate(ours, nr, args=(family, 1, 0)) == want, hex(family)
+        assert V.evaluate(theirs, nr, args=(family, 1, 0)) == want, hex(family)
+
+
+def test_two_ranges_on_one_argument_keep_the_gap_between_them() -> None:
+    # libseccomp 2.5.4 compiles arg3 <= 0xfffffffe and arg3 >= 1 << 32 (same action) to a
+    # filter that also matches 0xffffffff; found by the property test, the kernel agrees
+    policy = Seccomp(
+        allow=("execve", "exit_group"),
+        hardening=False,
+        rules=(
+            SeccompRule(("socket",), Action("allow"), (ArgCond(0, "eq", 0),)),
+            SeccompRule(("socket",), Action("errno", 22), (ArgCond(3, "ne", 0xFFFFFFFF),)),
+        ),
+    )
+    prog = compile_seccomp(policy)
+    nr = X86_64["socket"]
+    assert V.evaluate(prog.bpf, nr, args=(0, 0, 0, 0xFFFFFFFF)) == ALLOW
+    assert V.evaluate(prog.bpf, nr, args=(1, 0, 0, 0xFFFFFFFF)) == errno(1)
+    for v in (0, 5, 0xFFFFFFFE, 1 << 32, argspace.MAX):
+        assert V.evaluate(prog.bpf, nr, args=(0, 0, 0, v)) == errno(22), hex(v)

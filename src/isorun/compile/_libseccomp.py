@@ -76,6 +76,8 @@ def load() -> Lib:
         ctypes.POINTER(_ArgCmp),
     )
     dll.seccomp_rule_add_array.restype = ctypes.c_int
+    dll.seccomp_merge.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+    dll.seccomp_merge.restype = ctypes.c_int
     dll.seccomp_export_bpf.argtypes = (ctypes.c_void_p, ctypes.c_int)
     dll.seccomp_export_bpf.restype = ctypes.c_int
     dll.seccomp_export_pfc.argtypes = (ctypes.c_void_p, ctypes.c_int)
@@ -133,6 +135,12 @@ class Filter:
             self._lib.seccomp_rule_add_array(self._ctx, action, nr, len(cmps), arr),
             f"rule_add(nr={nr}, action={action:#x}, {cmps})",
         )
+
+    def merge(self, other: Filter) -> None:
+        """Take ``other``'s ABIs and rules (it must have none of ours); libseccomp releases
+        ``other`` on success."""
+        _check(self._lib.seccomp_merge(self._ctx, other._ctx), "merge")
+        other._ctx = 0
 
     def _export(self, fn: Any, what: str) -> bytes:
         # a memfd, not a pipe: a large program would block a pipe before we read it

@@ -12,14 +12,33 @@ A region is a list of disjoint boxes; a box maps an argument index to one atom; 
 a :class:`Cube` (``arg & mask == value``) or a :class:`Span` (``lo <= arg <= hi``), both on
 unsigned 64-bit values as libseccomp compares them. Complements stay exact: a cube's
 complement is one cube per mask bit, a span's is at most two spans.
+
+A 32-bit argument (``int family`` of socket, ``unsigned int cmd`` of ioctl, ...) reaches
+the filter as the whole 64-bit register, but the kernel reads only its low 32 bits:
+``socket(0x100000028, ...)`` opens an AF_VSOCK (40) socket. Conditions on such an argument
+are therefore built from cubes whose mask has no bit above 31 (see ``bits`` of
+:func:`from_conditions`), so the high half never decides.
+
+The rules handed to libseccomp 2.5.4 must also keep its rule tree a tree. It compiles
+``le``/``lt``/``ge``/``gt`` on a 64-bit argument to three nodes, two of which point at the
+next argument's nodes; when a later rule with the same range inserts a node at the head of
+that shared level, ``_db_tree_add`` (src/db.c) updates one of the two parents, then visits
+the same level again through the other and links the new node before itself: a cycle in
+the level list, and ``seccomp_rule_add_array`` spins forever (isorun issue 14). So a range
+comparison is emitted only on the last argument of a rule; a range on an earlier argument
+becomes aligned ``masked_eq`` cubes (see :func:`comparisons`). ``eq`` and ``masked_eq``
+build a chain of single-parent nodes and cannot make that cycle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import product
 
 MAX = (1 << 64) - 1
+#: the bits the kernel reads of a 32-bit (``int``, ``unsigned int``) argument
+LOW32 = (1 << 32) - 1
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -60,8 +79,18 @@ def span_cubes(lo: int, hi: int) -> list[Cube]:
     return out
 
 
-def atom_of(op: str, value: int, mask: int = 0) -> list[Atom]:
-    """The disjoint atoms of one profile comparison (``eq``, ``ne``, ... ``masked_eq``)."""
+def low_cubes(lo: int, hi: int) -> list[Cube]:
+    """``[lo, hi]`` on the low 32 bits, any high half: aligned cubes with 32-bit masks."""
+    return [Cube(c.mask & LOW32, c.value) for c in span_cubes(lo, hi)]
+
+
+def atom_of(op: str, value: int, mask: int = 0, bits: int = 64) -> list[Atom]:
+    """The disjoint atoms of one profile comparison (``eq``, ``ne``, ... ``masked_eq``).
+
+    ``bits=32``: the argument is 32-bit; the comparison is on its low 32 bits, the datum
+    read the same way (so ``-1`` written sign-extended still means ``0xffffffff``)."""
+    if bits == 32:
+        return _atom_of_low32(op, value & LOW32, mask & LOW32)
     if op == "eq":
         return [Cube(MAX, value)]
     if op == "ne":
@@ -78,6 +107,27 @@ def atom_of(op: str, value: int, mask: int = 0) -> list[Atom]:
         # bits of value outside mask can never compare equal: the condition is never true
         return [] if value & ~mask else [Cube(mask, value)]
     raise ValueError(op)
+
+
+def _atom_of_low32(op: str, value: int, mask: int) -> list[Atom]:
+    if op == "eq":
+        return [Cube(LOW32, value)]
+    if op == "ne":
+        return complement_atom(Cube(LOW32, value))
+    if op == "masked_eq":
+        if value & ~mask:
+            return []
+        return [Cube(mask, value)] if mask else [Cube(0, 0)]
+    bounds = {
+        "lt": (0, value - 1),
+        "le": (0, value),
+        "gt": (value + 1, LOW32),
+        "ge": (value, LOW32),
+    }
+    if op not in bounds:
+        raise ValueError(op)
+    lo, hi = bounds[op]
+    return list(low_cubes(lo, hi)) if lo <= hi else []
 
 
 def complement_atom(atom: Atom) -> list[Atom]:
@@ -135,7 +185,7 @@ def intersect_boxes(a: Box, b: Box) -> Region:
 
 
 def intersect(a: Region, b: Region) -> Region:
-    return [box for x in a for y in b for box in intersect_boxes(x, y)]
+    return _bounded([box for x in a for y in b for box in intersect_boxes(x, y)])
 
 
 def complement_box(box: Box) -> Region:
@@ -147,19 +197,125 @@ def complement_box(box: Box) -> Region:
     return out
 
 
+class TooComplex(ValueError):
+    """A region needs more than :data:`MAX_BOXES` boxes: the conditions are too intricate to
+    compile into a filter of sensible size (the caller reports it against the profile)."""
+
+
+#: the most boxes one region may take; far more than a real profile needs (strict's largest
+#: has about 60), and a bound on the time a contrived one can take
+MAX_BOXES = 4000
+
+
+def _bounded(region: Region) -> Region:
+    if len(region) > MAX_BOXES:
+        raise TooComplex(f"more than {MAX_BOXES} disjoint pieces")
+    return region
+
+
 def complement(region: Region) -> Region:
-    out = FULL
-    for box in region:
-        out = simplify(intersect(out, complement_box(box)))
+    """Every argument vector outside ``region``, as disjoint boxes.
+
+    Shannon expansion over the arguments: the first argument's space is cut into cells that
+    each lie inside or outside every box's condition on it; cells that keep the same boxes
+    share one recursive complement of what those boxes ask of the later arguments. (Folding
+    ``complement_box`` over the boxes instead multiplies the pieces at every step.)"""
+    return simplify(_complement(region))
+
+
+def _complement(region: Region) -> Region:
+    if not region:
+        return FULL
+    if any(box == () for box in region):
+        return []
+    index = min(box[0][0] for box in region)
+    atoms = list(dict.fromkeys(box[0][1] for box in region if box[0][0] == index))
+    # cells whose boxes ask the same of the later arguments share one complement of that
+    groups: dict[frozenset[Box], list[Atom]] = {}
+    for cell, inside in _cells(atoms):
+        rest = frozenset(
+            box[1:] if box[0][0] == index else box
+            for box in region
+            if box[0][0] != index or box[0][1] in inside
+        )
+        groups.setdefault(rest, []).append(cell)
+    out: Region = []
+    for rest, cells in groups.items():
+        tails = _complement(sorted(rest, key=repr))
+        for cell in cells:
+            head = () if cell in (Cube(0, 0), Span(0, MAX)) else ((index, cell),)
+            out += [(*head, *tail) for tail in tails]
+        _bounded(out)
     return out
 
 
-def from_conditions(conds: list[tuple[int, str, int, int]]) -> Region:
-    """The region where every ``(index, op, value, mask)`` comparison holds."""
+def _cells(atoms: list[Atom]) -> list[tuple[Atom, frozenset[Atom]]]:
+    """Cut one argument's values into disjoint cells, each inside or outside every atom:
+    (cell, the atoms holding it). Spans cut at their ends; with any cube, everything is cut
+    into cubes along the mask bits."""
+    # a point is a span too: eq conditions next to ranges keep span cells (2, not 64)
+    as_span = {
+        a: a if isinstance(a, Span) else Span(a.value, a.value)
+        for a in atoms
+        if isinstance(a, Span) or a.mask == MAX
+    }
+    if len(as_span) == len(atoms):
+        cuts = sorted(
+            {
+                0,
+                *(s.lo for s in as_span.values()),
+                *(s.hi + 1 for s in as_span.values() if s.hi < MAX),
+            }
+        )
+        out_s: list[tuple[Atom, frozenset[Atom]]] = []
+        for n, lo in enumerate(cuts):
+            hi = cuts[n + 1] - 1 if n + 1 < len(cuts) else MAX
+            held = frozenset(a for a, s in as_span.items() if s.lo <= lo and hi <= s.hi)
+            out_s.append((Span(lo, hi), held))
+        return out_s
+    cubes: list[tuple[Cube, Atom]] = []
+    for a in atoms:
+        if isinstance(a, Cube):
+            cubes.append((a, a))
+        else:
+            cubes += [(c, a) for c in span_cubes(a.lo, a.hi)]
+    out: list[tuple[Atom, frozenset[Atom]]] = []
+
+    def walk(live: list[tuple[Cube, Atom]], mask: int, value: int) -> None:
+        pending = 0
+        for c, _ in live:
+            pending |= c.mask & ~mask
+        if not pending:  # every live cube holds this whole cell
+            out.append((Cube(mask, value), frozenset(a for _, a in live)))
+            return
+        bit = 1 << (pending.bit_length() - 1)
+        for side in (0, bit):
+            walk(
+                [(c, a) for c, a in live if not c.mask & bit or c.value & bit == side],
+                mask | bit,
+                value | side,
+            )
+
+    walk(cubes, 0, 0)
+    return out
+
+
+def from_conditions(
+    conds: list[tuple[int, str, int, int]], narrow: frozenset[int] = frozenset()
+) -> Region:
+    """The region where every ``(index, op, value, mask)`` comparison holds; arguments
+    whose index is in ``narrow`` are 32-bit and compared on their low 32 bits."""
     out = FULL
     for index, op, value, mask in conds:
-        out = intersect(out, [((index, atom),) for atom in atom_of(op, value, mask)])
+        bits = 32 if index in narrow else 64
+        atoms = atom_of(op, value, mask, bits)
+        out = intersect(out, [((index, atom),) if atom != Cube(0, 0) else () for atom in atoms])
     return simplify(out)
+
+
+def union(a: Region, b: Region) -> Region:
+    """``a`` or ``b``, still as disjoint boxes."""
+    return simplify(a + intersect(b, complement(a)))
 
 
 def _merge_atoms(a: Atom, b: Atom) -> Atom | None:
@@ -177,22 +333,118 @@ def _merge_atoms(a: Atom, b: Atom) -> Atom | None:
 
 
 def simplify(region: Region) -> Region:
-    """Merge boxes that differ in one sibling atom, until nothing merges. Exact."""
-    boxes = list(dict.fromkeys(region))
+    """Merge boxes that differ in one sibling atom, until nothing merges. Exact.
+
+    Partners are found by hashing: a cube's partner is the same cube with one mask bit
+    flipped; spans are grouped by the rest of their box and merged where they touch."""
+    one = _single_arg_cubes(region)
+    if one is not None:  # the common case, on plain integers (hashing Cubes is slower)
+        index, cubes = one
+        merged = _merge_cube_values({(c.mask, c.value): None for c in cubes})
+        return [((index, Cube(m, v)),) if m else () for m, v in merged]
+    boxes: dict[Box, None] = dict.fromkeys(region)
     changed = True
     while changed and len(boxes) > 1:
-        changed = False
-        for x in range(len(boxes)):
-            for y in range(x + 1, len(boxes)):
-                merged = _merge_boxes(boxes[x], boxes[y])
-                if merged is not None:
-                    boxes[x] = merged
-                    del boxes[y]
-                    changed = True
-                    break
-            if changed:
+        changed = _merge_cubes(boxes)
+        changed = _merge_spans(boxes) or changed
+    return list(boxes)
+
+
+def _merge_spans(boxes: dict[Box, None]) -> bool:
+    groups: dict[tuple[Box, int], list[Box]] = {}
+    for box in boxes:
+        for n, (i, atom) in enumerate(box):
+            if isinstance(atom, Span):
+                rest = (*box[:n], (i, Span(0, 0)), *box[n + 1 :])
+                groups.setdefault((rest, n), []).append(box)
+    merged_any = False
+    for (_, n), members in groups.items():
+        live = sorted((b for b in members if b in boxes), key=lambda b: _lo(b[n][1]))
+        runs: list[list[Box]] = []
+        for box in live:
+            if runs and _lo(box[n][1]) == _hi(runs[-1][-1][n][1]) + 1:
+                runs[-1].append(box)
+            else:
+                runs.append([box])
+        for run in runs:
+            if len(run) < 2:
+                continue
+            for old in run:
+                del boxes[old]
+            first, wide = run[0], Span(_lo(run[0][n][1]), _hi(run[-1][n][1]))
+            kept = () if wide == Span(0, MAX) else ((first[n][0], wide),)
+            boxes[(*first[:n], *kept, *first[n + 1 :])] = None
+            merged_any = True
+    return merged_any
+
+
+def _lo(atom: Atom) -> int:
+    return atom.lo if isinstance(atom, Span) else atom.value
+
+
+def _hi(atom: Atom) -> int:
+    return atom.hi if isinstance(atom, Span) else atom.value
+
+
+def _single_arg_cubes(region: Region) -> tuple[int, list[Cube]] | None:
+    """(index, cubes) when every box is one cube on the same argument, else None."""
+    if not region or any(len(box) != 1 for box in region):
+        return None
+    index = region[0][0][0]
+    cubes = [atom for box in region for i, atom in box if i == index and isinstance(atom, Cube)]
+    return (index, cubes) if len(cubes) == len(region) else None
+
+
+def _merge_cube_values(cubes: dict[tuple[int, int], None]) -> list[tuple[int, int]]:
+    work = list(cubes)
+    while work:
+        mask, value = work.pop()
+        if (mask, value) not in cubes:
+            continue
+        bits = mask
+        while bits:
+            bit = bits & -bits
+            bits ^= bit
+            if (mask, value ^ bit) in cubes:
+                del cubes[(mask, value)], cubes[(mask, value ^ bit)]
+                wider = (mask ^ bit, value & ~bit)
+                cubes[wider] = None
+                work.append(wider)
                 break
-    return boxes
+    return list(cubes)
+
+
+def _merge_cubes(boxes: dict[Box, None]) -> bool:
+    work = list(boxes)
+    merged_any = False
+    while work:
+        box = work.pop()
+        if box not in boxes:
+            continue
+        for partner, merged in _cube_siblings(box):
+            if partner in boxes:
+                del boxes[box], boxes[partner]
+                boxes[merged] = None
+                work.append(merged)
+                merged_any = True
+                break
+    return merged_any
+
+
+def _cube_siblings(box: Box) -> Iterator[tuple[Box, Box]]:
+    """(partner, union) for each box that differs from ``box`` in one bit of one cube."""
+    for n, (i, atom) in enumerate(box):
+        if not isinstance(atom, Cube):
+            continue
+        head, tail = box[:n], box[n + 1 :]
+        bits = atom.mask
+        while bits:
+            bit = bits & -bits
+            bits ^= bit
+            partner = (*head, (i, Cube(atom.mask, atom.value ^ bit)), *tail)
+            wider = Cube(atom.mask ^ bit, atom.value & ~bit)
+            merged = (*head, *tail) if wider == Cube(0, 0) else (*head, (i, wider), *tail)
+            yield partner, merged
 
 
 def _merge_boxes(a: Box, b: Box) -> Box | None:
@@ -223,30 +475,52 @@ def contains(region: Region, args: tuple[int, ...]) -> bool:
     return any(all(hit(i, atom) for i, atom in box) for box in region)
 
 
-def comparisons(box: Box) -> list[list[tuple[int, str, int, int]]]:
+def ranges_are_safe(boxes: list[Box]) -> bool:
+    """Whether one syscall's rules may use ``le``/``ge``: two ranges on an argument below
+    the same conditions on the arguments before it must compare the same high word.
+
+    libseccomp 2.5.4 merges ``arg <= 0xfffffffe`` and ``arg >= 1 << 32`` (same action) into
+    a filter that also matches ``0xffffffff`` (found by the property test, confirmed in the
+    kernel), while ``arg <= 8`` and ``arg >= 10`` keep their gap. Where that could happen,
+    every span becomes cubes."""
+    seen: dict[tuple[Box, int], int] = {}
+    for box in boxes:
+        if not box:
+            continue
+        i, atom = box[-1]  # only the last argument's span is written as a range
+        if isinstance(atom, Span) and atom.lo != atom.hi and (atom.lo == 0 or atom.hi == MAX):
+            high = (atom.hi if atom.lo == 0 else atom.lo) >> 32
+            if seen.setdefault((box[:-1], i), high) != high:
+                return False
+    return True
+
+
+def comparisons(box: Box, ranges: bool = True) -> list[list[tuple[int, str, int, int]]]:
     """libseccomp comparisons ``(index, op, datum_a, datum_b)`` for a box: one list per rule.
 
     A middle span needs two comparisons on one argument, which libseccomp refuses, so it
-    is split into aligned cubes, one rule each.
+    is split into aligned cubes, one rule each. So is a span on any argument but the last
+    of the box: libseccomp's range nodes share their child level, which its rule merge
+    can turn into a cycle (see the module docstring); and every span when ``ranges`` is
+    false (see :func:`ranges_are_safe`).
     """
     per: list[list[tuple[int, str, int, int]]] = []
-    for i, atom in box:
+    last = len(box) - 1
+    for n, (i, atom) in enumerate(box):
         if isinstance(atom, Cube):
-            if atom.mask == MAX:
-                per.append([(i, "eq", atom.value, 0)])
-            else:
-                per.append([(i, "masked_eq", atom.mask, atom.value)])
+            per.append([_cube_comparison(i, atom)])
         elif atom.lo == atom.hi:
             per.append([(i, "eq", atom.lo, 0)])
-        elif atom.lo == 0:
+        elif atom.lo == 0 and n == last and ranges:
             per.append([(i, "le", atom.hi, 0)])
-        elif atom.hi == MAX:
+        elif atom.hi == MAX and n == last and ranges:
             per.append([(i, "ge", atom.lo, 0)])
         else:
-            per.append(
-                [
-                    (i, "masked_eq", c.mask, c.value) if c.mask != MAX else (i, "eq", c.value, 0)
-                    for c in span_cubes(atom.lo, atom.hi)
-                ]
-            )
+            per.append([_cube_comparison(i, c) for c in span_cubes(atom.lo, atom.hi)])
     return [list(combo) for combo in product(*per)]
+
+
+def _cube_comparison(index: int, cube: Cube) -> tuple[int, str, int, int]:
+    if cube.mask == MAX:
+        return (index, "eq", cube.value, 0)
+    return (index, "masked_eq", cube.mask, cube.value)

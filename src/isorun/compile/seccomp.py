@@ -27,11 +27,12 @@ Checking a policy (unknown names, bad values, contradictions) is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from isorun.compile import argspace, syscalls
 from isorun.compile.argspace import Region
 from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
-from isorun.profile.schema import Action, Seccomp, When
+from isorun.profile.schema import Action, Seccomp, SeccompRule, When
 
 LAYOUTS = ("tree", "linear")
 #: more comparisons than this for one syscall means a rule set we should not hide in a
@@ -40,11 +41,58 @@ MAX_COMPARISONS_PER_SYSCALL = 400
 
 EPERM = 1
 ENOSYS = 38
+#: the longest filter the kernel loads (linux/bpf_common.h BPF_MAXINSNS)
+BPF_MAXINSNS = 4096
+
+#: calls that i386 may also make through the socketcall and ipc multiplexers, where their
+#: arguments sit in memory (libseccomp src/syscalls.c, _abi_syscall_mux)
+MULTIPLEXED = frozenset(
+    [
+        "socket",
+        "bind",
+        "connect",
+        "listen",
+        "accept",
+        "getsockname",
+        "getpeername",
+        "socketpair",
+        "send",
+        "recv",
+        "sendto",
+        "recvfrom",
+        "shutdown",
+        "setsockopt",
+        "getsockopt",
+        "sendmsg",
+        "recvmsg",
+        "accept4",
+        "recvmmsg",
+        "sendmmsg",
+        "semop",
+        "semget",
+        "semctl",
+        "semtimedop",
+        "msgsnd",
+        "msgrcv",
+        "msgget",
+        "msgctl",
+        "shmat",
+        "shmdt",
+        "shmget",
+        "shmctl",
+    ]
+)
 
 # ioctl requests from asm-generic/ioctls.h
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 CLONE_NEWUSER = 0x10000000
+#: every namespace flag clone takes (linux/sched.h): NEWNS, NEWCGROUP, NEWUTS, NEWIPC,
+#: NEWUSER, NEWPID, NEWNET; the same mask as Docker's default profile
+CLONE_NAMESPACES = 0x7E020000
+#: unshare also takes CLONE_NEWTIME (0x80, since 5.6), which clone cannot: the bit is
+#: part of CSIGNAL there
+UNSHARE_NAMESPACES = CLONE_NAMESPACES | 0x80
 # personality values Docker allows (moby profiles/seccomp/default.json): PER_LINUX,
 # UNAME26, PER_LINUX32, PER_LINUX32|UNAME26, and 0xffffffff, which only queries
 SAFE_PERSONALITIES = (0x0, 0x0008, 0x20000, 0x20008, 0xFFFFFFFF)
@@ -134,6 +182,9 @@ class SeccompProgram:
     rules: tuple[ResolvedRule, ...]
     unresolved: tuple[Unresolved, ...]
     libseccomp: str = ""
+    refused: tuple[Unresolved, ...] = ()
+    """Syscalls refused outright on an ABI where their argument conditions cannot be
+    checked (i386 socket and ipc calls, multiplexed through socketcall and ipc)."""
 
     def describe(self) -> str:
         head = (
@@ -144,6 +195,12 @@ class SeccompProgram:
         if self.unresolved:
             names = sorted({u.name for u in self.unresolved if u.arch == self.arch})
             lines.append(f"  not on {self.arch} (ignored there): {' '.join(names)}")
+        for abi in sorted({u.arch for u in self.refused}):
+            names = sorted(u.name for u in self.refused if u.arch == abi)
+            lines.append(
+                f"  refused on {abi} (its socketcall/ipc hide the arguments the rules check):"
+                f" {' '.join(names)}"
+            )
         return "\n".join(lines)
 
 
@@ -165,8 +222,10 @@ def action_value(action: Action) -> int:
     raise ValueError(f"unknown action {action.kind!r}")
 
 
-def _conds(cond_list: list[tuple[int, str, int, int]]) -> Region:
-    return argspace.from_conditions(cond_list)
+def _conds(name: str, cond_list: list[tuple[int, str, int, int]]) -> Region:
+    """The region of a conjunction of conditions on ``name``'s arguments, its 32-bit
+    arguments compared on the low 32 bits the kernel reads."""
+    return argspace.from_conditions(cond_list, syscalls.narrow_args(name))
 
 
 def hardening_entries(policy: Seccomp) -> dict[str, list[Entry]]:
@@ -178,7 +237,7 @@ def hardening_entries(policy: Seccomp) -> dict[str, list[Entry]]:
         out.setdefault(name, []).append(Entry(region, action, f"hardening: {why}"))
 
     # clone3 passes flags in a struct a filter cannot read: ENOSYS makes glibc fall back to
-    # clone, whose CLONE_NEWUSER bit the rule below checks
+    # clone, whose namespace flags the rule below checks
     add("clone3", argspace.FULL, Action("errno", ENOSYS), "clone3 -> ENOSYS (flags unreadable)")
     for name, why in HARDENING_DENY.items():
         add(name, argspace.FULL, deny, why)
@@ -187,18 +246,20 @@ def hardening_entries(policy: Seccomp) -> dict[str, list[Entry]]:
     for req, label in ((TIOCSTI, "TIOCSTI"), (TIOCLINUX, "TIOCLINUX")):
         add(
             "ioctl",
-            _conds([(1, "masked_eq", req, 0xFFFFFFFF)]),
+            _conds("ioctl", [(1, "eq", req, 0)]),
             deny,
             f"{label} pushes input into the terminal (CVE-2017-5226, CVE-2019-10063)",
         )
     # nested user namespaces give a full capability set over new namespaces: the entry
-    # point of most unprivileged kernel exploits
-    newuser = _conds([(0, "masked_eq", CLONE_NEWUSER, CLONE_NEWUSER)])
-    add("unshare", newuser, deny, "CLONE_NEWUSER: no nested user namespaces")
-    add("clone", newuser, deny, "CLONE_NEWUSER: no nested user namespaces")
+    # point of most unprivileged kernel exploits; the other namespace flags reach kernel
+    # code (mount, network, ipc setup) that a sandbox has no use for and Docker refuses too.
+    # The sandboxed command starts after isorun's own clone, so this never stops isorun.
+    for name, mask in (("clone", CLONE_NAMESPACES), ("unshare", UNSHARE_NAMESPACES)):
+        no_ns = _conds(name, [(0, "masked_eq", 0, mask)])
+        add(name, argspace.complement(no_ns), deny, "namespace flags: no nested namespaces")
     safe: Region = []
     for value in SAFE_PERSONALITIES:
-        safe += _conds([(0, "eq", value, 0)])
+        safe += _conds("personality", [(0, "eq", value, 0)])
     # other personalities turn off ASLR (ADDR_NO_RANDOMIZE) or map page 0 (MMAP_PAGE_ZERO)
     add(
         "personality",
@@ -259,34 +320,51 @@ def build_entries(
     entries: dict[str, list[Entry]] = hardening_entries(policy) if policy.hardening else {}
     mentioned: dict[str, Loc] = {}
 
-    def add(items: tuple[str, ...], region: Region, action: Action, origin: str, loc: Loc) -> None:
+    docker_checks = syscalls.docker_default_conditions(DOCKER_ARCH.get(ctx.arch, ctx.arch))
+
+    def add(
+        items: tuple[str, ...],
+        conds: list[tuple[int, str, int, int]],
+        action: Action,
+        origin: str,
+        loc: Loc,
+    ) -> None:
         for item in items:
             for name in sorted(syscalls.expand(item)):
                 mentioned.setdefault(name, loc)
                 via = f" via {item}" if item != name else ""
+                try:
+                    region = _conds(name, conds) if conds else argspace.FULL
+                except argspace.TooComplex as err:
+                    raise ProfileError(
+                        [Diagnostic(loc, f"{origin}: the conditions on {name} are {err}", _SIMPLER)]
+                    ) from None
+                if item == "@docker-default" and action.kind == "allow" and name in docker_checks:
+                    # the group stands for Docker's decisions, argument checks included
+                    # (isorun issue 13: a bare name list let AF_VSOCK sockets through)
+                    checked: Region = []
+                    for alt in docker_checks[name]:
+                        checked = argspace.union(checked, _conds(name, list(alt)))
+                    region = argspace.simplify(argspace.intersect(region, checked))
                 entries.setdefault(name, []).append(Entry(region, action, origin + via, loc))
 
-    add(policy.deny, argspace.FULL, policy.deny_action, "seccomp.deny", policy.loc)
+    add(policy.deny, [], policy.deny_action, "seccomp.deny", policy.loc)
     active = [(n, r) for n, r in enumerate(policy.rules) if when_holds(r.when, ctx)]
     for n, rule in active:
         if rule.action.kind != "allow":
-            add(
-                rule.syscalls, _rule_region(rule.args), rule.action, f"seccomp.rules[{n}]", rule.loc
-            )
-    add(policy.allow, argspace.FULL, Action("allow"), "seccomp.allow", policy.loc)
+            add(rule.syscalls, _rule_conds(rule), rule.action, f"seccomp.rules[{n}]", rule.loc)
+    add(policy.allow, [], Action("allow"), "seccomp.allow", policy.loc)
     for n, rule in active:
         if rule.action.kind == "allow":
-            add(
-                rule.syscalls, _rule_region(rule.args), rule.action, f"seccomp.rules[{n}]", rule.loc
-            )
+            add(rule.syscalls, _rule_conds(rule), rule.action, f"seccomp.rules[{n}]", rule.loc)
     return entries, mentioned
 
 
-def _rule_region(args: tuple[object, ...]) -> Region:
-    from isorun.profile.schema import ArgCond
+_SIMPLER = "simplify the argument conditions for this syscall"
 
-    conds = [(c.index, c.op, c.value, c.mask) for c in args if isinstance(c, ArgCond)]
-    return _conds(conds)
+
+def _rule_conds(rule: SeccompRule) -> list[tuple[int, str, int, int]]:
+    return [(c.index, c.op, c.value, c.mask) for c in rule.args]
 
 
 def lower(name: str, entries: list[Entry], default: Entry) -> list[tuple[Region, Entry]]:
@@ -309,6 +387,10 @@ def lower(name: str, entries: list[Entry], default: Entry) -> list[tuple[Region,
         )
         if not remaining:
             break
+    if len({str(e.action) for _, e in out}) == 1:
+        # one answer for every argument (a hardening deny on a syscall the profile refuses
+        # anyway): one unconditional rule instead of the pieces (isorun issue 14, item 6)
+        return [(argspace.FULL, out[0][1])]
     return out
 
 
@@ -353,11 +435,17 @@ def plan_rules(
     rules: list[ResolvedRule] = []
     errors: list[Diagnostic] = []
     for name in sorted(known):
-        pieces = lower(name, entries.get(name, []), default)
+        try:
+            pieces = lower(name, entries.get(name, []), default)
+        except argspace.TooComplex as err:
+            loc = next((e.loc for e in entries.get(name, []) if e.loc != DEFAULT_LOC), policy.loc)
+            errors.append(Diagnostic(loc, f"the rules for {name} together are {err}", _SIMPLER))
+            continue
         start = len(rules)
+        ranges = argspace.ranges_are_safe([box for region, _ in pieces for box in region])
         for region, entry in pieces:
             for box in region:
-                for cmps in argspace.comparisons(box):
+                for cmps in argspace.comparisons(box, ranges):
                     rules.append(
                         ResolvedRule(
                             name,
@@ -375,7 +463,7 @@ def plan_rules(
                     loc,
                     f"the rules for {name} need {len(rules) - start} libseccomp rules to"
                     " compile exactly",
-                    "simplify the argument conditions for this syscall",
+                    _SIMPLER,
                 )
             )
     if errors:
@@ -421,40 +509,89 @@ def compile_seccomp(
     rules, unresolved = plan_rules(policy, targets, Context(caps, primary, kernel))
     unknown_value = action_value(policy.unknown_action)
     kept: list[ResolvedRule] = []
-    with lsc.Filter(lib, unknown_value) as flt:
-        # the kernel loads what the shim gives it; no_new_privs is the shim's own step
-        flt.set_attr(lsc.ATTR_CTL_NNP, 0)
-        flt.set_attr(lsc.ATTR_ACT_BADARCH, action_value(Action("kill_process")))
-        if layout == "tree":
-            # binary search over syscall numbers instead of a linear if-chain
-            flt.set_attr(lsc.ATTR_CTL_OPTIMIZE, 2)
-        if primary != native:
-            flt.add_arch(lsc.ARCH_TOKENS[primary])
-            flt.remove_arch(lsc.ARCH_TOKENS[native])
-        for extra in targets[1:]:
-            flt.add_arch(lsc.ARCH_TOKENS[extra])
+    conditional = {r.syscall for r in rules if r.conditions}
+    refused: list[Unresolved] = []
+    missing: set[tuple[str, str]] = set()
+    # One filter per ABI, merged at the end: libseccomp rewrites an i386 socket or ipc rule
+    # into a socketcall/ipc rule whose first argument it overwrites (src/syscalls.c,
+    # abi_rule_add), so argument conditions cannot be given to it together with the
+    # native rules (their rewritten copies collide: EEXIST, isorun issue 14).
+    filters = [_abi_filter(lsc, lib, unknown_value, layout, native, a) for a in targets]
+    try:
+        # libseccomp takes the primary ABI's numbers (or its pseudo-numbers for names
+        # only other ABIs have) and translates them by name for each ABI of a filter
         token = lsc.ARCH_TOKENS[primary]
         numbers: dict[str, int] = {}
-        missing: set[str] = set()
         for rule in rules:
             if rule.syscall not in numbers:
-                nr = flt.resolve(token, rule.syscall)
+                nr = filters[0].resolve(token, rule.syscall)
                 # libseccomp older than our table: the number is a kernel fact, but only
                 # safe on a single-ABI filter (libseccomp would reuse it on other ABIs)
                 if nr == lsc.NR_SCMP_ERROR and rule.nr >= 0 and len(targets) == 1:
                     nr = rule.nr
                 numbers[rule.syscall] = nr
-            nr = numbers[rule.syscall]
-            if nr == lsc.NR_SCMP_ERROR:
-                missing.add(rule.syscall)
-                continue
-            kept.append(rule)
-            value = action_value(Action(*_split(rule.action)))
-            if value != unknown_value:  # else the filter's default answers it already
-                flt.add_rule(value, nr, list(rule.conditions))
-        unresolved += tuple(Unresolved(n, a) for n in sorted(missing) for a in targets)
-        bpf = flt.export_bpf()
-        pfc = flt.export_pfc()
+        for abi, flt in zip(targets, filters, strict=True):
+            for rule in rules:
+                nr = numbers[rule.syscall]
+                if nr == lsc.NR_SCMP_ERROR:
+                    missing.add((rule.syscall, abi))
+                    continue
+                if abi == primary:
+                    kept.append(rule)
+                if abi == "i386" and rule.syscall in conditional and rule.syscall in MULTIPLEXED:
+                    # the arguments of socketcall/ipc are in memory, out of a filter's
+                    # reach: fail closed, the call is refused on this ABI
+                    if not any(u.name == rule.syscall for u in refused):
+                        refused.append(Unresolved(rule.syscall, abi, rule.loc))
+                        value = action_value(policy.default_action)
+                        if value != unknown_value:
+                            flt.add_rule(value, nr, [])
+                    continue
+                value = action_value(Action(*_split(rule.action)))
+                if value != unknown_value:  # else the filter's default answers it already
+                    try:
+                        flt.add_rule(value, nr, list(rule.conditions))
+                    except OSError as err:
+                        raise ProfileError(
+                            [
+                                Diagnostic(
+                                    rule.loc,
+                                    f"{rule.origin}: libseccomp cannot compile the rule for"
+                                    f" {rule.syscall} on {abi}: {err.strerror}",
+                                    f"remove {abi!r} from seccomp.architectures, or simplify"
+                                    " the argument conditions",
+                                )
+                            ]
+                        ) from err
+        for other in filters[1:]:
+            filters[0].merge(other)
+        bpf = filters[0].export_bpf()
+        pfc = filters[0].export_pfc()
+    finally:
+        for flt in filters:
+            flt.close()
+    if len(bpf) // 8 > BPF_MAXINSNS:
+        # the kernel would refuse it at launch (EINVAL from seccomp(2)); say so now, with
+        # the syscalls that cost the most
+        cost: dict[str, int] = {}
+        for rule in rules:
+            cost[rule.syscall] = cost.get(rule.syscall, 0) + 1
+        worst = sorted(cost, key=lambda n: -cost[n])[:3]
+        raise ProfileError(
+            [
+                Diagnostic(
+                    policy.loc,
+                    f"the seccomp filter needs {len(bpf) // 8} BPF instructions, more than"
+                    f" the kernel's {BPF_MAXINSNS} (most rules: "
+                    + ", ".join(f"{n} {cost[n]}" for n in worst)
+                    + ")",
+                    _SIMPLER,
+                )
+            ]
+        )
+    unresolved += tuple(
+        Unresolved(n, a) for n, a in sorted(missing) if Unresolved(n, a) not in unresolved
+    )
     return SeccompProgram(
         bpf=bpf,
         pfc=pfc,
@@ -464,7 +601,23 @@ def compile_seccomp(
         rules=tuple(kept),
         unresolved=unresolved,
         libseccomp=".".join(str(v) for v in lib.version),
+        refused=tuple(refused),
     )
+
+
+def _abi_filter(lsc: Any, lib: Any, unknown_value: int, layout: str, native: str, abi: str) -> Any:
+    """An empty libseccomp filter for one ABI, with isorun's attributes."""
+    flt = lsc.Filter(lib, unknown_value)
+    # the kernel loads what the shim gives it; no_new_privs is the shim's own step
+    flt.set_attr(lsc.ATTR_CTL_NNP, 0)
+    flt.set_attr(lsc.ATTR_ACT_BADARCH, action_value(Action("kill_process")))
+    if layout == "tree":
+        # binary search over syscall numbers instead of a linear if-chain
+        flt.set_attr(lsc.ATTR_CTL_OPTIMIZE, 2)
+    if abi != native:
+        flt.add_arch(lsc.ARCH_TOKENS[abi])
+        flt.remove_arch(lsc.ARCH_TOKENS[native])
+    return flt
 
 
 def _split(action: str) -> tuple[str, int]:

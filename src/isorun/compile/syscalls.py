@@ -222,6 +222,95 @@ _GROUP_SPECS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Arguments the kernel declares 32-bit (``int``, ``unsigned int``, ``pid_t``, ``uid_t``,
+#: ``umode_t``...), by syscall name -> indexes, from the prototypes in the kernel's
+#: include/linux/syscalls.h. The filter sees the whole 64-bit register, the syscall reads
+#: only the low half (``socket(0x100000028, ...)`` is ``socket(AF_VSOCK, ...)``), so
+#: conditions on these arguments compare the low 32 bits (isorun issue 13). ``clone`` and
+#: ``unshare`` take ``unsigned long`` flags, but clone keeps only ``lower_32_bits`` of them
+#: (kernel/fork.c) and unshare refuses any higher bit with EINVAL, so their flags are read
+#: the same way. An argument not listed is compared on all 64 bits.
+NARROW_ARGS: MappingProxyType[str, frozenset[int]] = MappingProxyType(
+    {
+        name: frozenset(int(i) for i in spec)
+        for name, spec in {
+            "accept4": "03",
+            "access": "1",
+            "bind": "02",
+            "bpf": "02",
+            "chmod": "1",
+            "chown": "12",
+            "clone": "0",
+            "close": "0",
+            "connect": "02",
+            "dup": "0",
+            "dup2": "01",
+            "dup3": "012",
+            "epoll_ctl": "012",
+            "exit": "0",
+            "exit_group": "0",
+            "faccessat": "02",
+            "faccessat2": "023",
+            "fanotify_init": "01",
+            "fchmod": "01",
+            "fchmodat": "02",
+            "fchown": "012",
+            "fchownat": "0234",
+            "fcntl": "01",
+            "flock": "01",
+            "getsockopt": "012",
+            "ioctl": "01",
+            "ioprio_set": "012",
+            "keyctl": "0",
+            "kill": "01",
+            "listen": "01",
+            "memfd_create": "1",
+            "mkdir": "1",
+            "mkdirat": "02",
+            "mknod": "12",
+            "mknodat": "023",
+            "open": "12",
+            "openat": "023",
+            "personality": "0",
+            "pidfd_open": "01",
+            "pidfd_send_signal": "013",
+            "prctl": "0",
+            "read": "0",
+            "recvfrom": "03",
+            "recvmsg": "02",
+            "rt_sigaction": "0",
+            "seccomp": "01",
+            "sendmsg": "02",
+            "sendto": "03",
+            "setfsgid": "0",
+            "setfsuid": "0",
+            "setgid": "0",
+            "setns": "01",
+            "setregid": "01",
+            "setresgid": "012",
+            "setresuid": "012",
+            "setreuid": "01",
+            "setsockopt": "0124",
+            "setuid": "0",
+            "shutdown": "01",
+            "socket": "012",
+            "socketpair": "012",
+            "tgkill": "012",
+            "tkill": "01",
+            "umask": "0",
+            "umount2": "1",
+            "unshare": "0",
+            "write": "0",
+        }.items()
+    }
+)
+
+
+def narrow_args(name: str) -> frozenset[int]:
+    """The argument indexes of ``name`` the kernel reads as 32-bit (see NARROW_ARGS)."""
+    return NARROW_ARGS.get(name, frozenset())
+
+
 @cache
 def _data(name: str) -> Any:
     with open(os.path.join(_DATA_DIR, name), encoding="utf-8") as f:
@@ -230,6 +319,57 @@ def _data(name: str) -> Any:
 
 def _docker_default() -> frozenset[str]:
     return frozenset(_data("docker-default.json")["groups"]["docker_default"])
+
+
+#: Docker's comparison names -> ours (moby profiles/seccomp, SCMP_CMP_*)
+_DOCKER_OPS = {
+    "SCMP_CMP_NE": "ne",
+    "SCMP_CMP_LT": "lt",
+    "SCMP_CMP_LE": "le",
+    "SCMP_CMP_EQ": "eq",
+    "SCMP_CMP_GE": "ge",
+    "SCMP_CMP_GT": "gt",
+    "SCMP_CMP_MASKED_EQ": "masked_eq",
+}
+
+
+@cache
+def docker_default_conditions(
+    docker_arch: str,
+) -> MappingProxyType[str, tuple[tuple[tuple[int, str, int, int], ...], ...]]:
+    """The argument checks Docker's default profile puts on the names of
+    ``@docker-default``, for a container with Docker's default capabilities on
+    ``docker_arch`` (Docker's name: amd64, arm64, ...): name -> alternatives, each a
+    conjunction of ``(index, op, value, mask)``. A name listed here is allowed only where
+    one alternative holds: ``socket`` without AF_VSOCK (40) and AF_ALG (38), ``clone``
+    without namespace flags, ``personality`` with five values.
+    """
+    meta = _data("docker-default.json")
+    caps = set(meta["default_caps"])
+    out: dict[str, list[tuple[tuple[int, str, int, int], ...]]] = {}
+    for rule in meta["profile"]["syscalls"]:
+        if rule.get("action") != "SCMP_ACT_ALLOW" or not rule.get("args"):
+            continue
+        inc, exc = rule.get("includes") or {}, rule.get("excludes") or {}
+        if any(c not in caps for c in inc.get("caps") or ()):
+            continue
+        if any(c in caps for c in exc.get("caps") or ()):
+            continue
+        if inc.get("arches") and docker_arch not in inc["arches"]:
+            continue
+        if docker_arch in (exc.get("arches") or ()):
+            continue
+        conds = []
+        for arg in rule["args"]:
+            op = _DOCKER_OPS[arg["op"]]
+            # Docker's masked_eq: ``value`` is the mask, ``valueTwo`` the datum
+            if op == "masked_eq":
+                conds.append((arg["index"], op, arg.get("valueTwo", 0), arg["value"]))
+            else:
+                conds.append((arg["index"], op, arg["value"], 0))
+        for name in rule.get("names") or ():
+            out.setdefault(name, []).append(tuple(conds))
+    return MappingProxyType({n: tuple(alts) for n, alts in sorted(out.items())})
 
 
 @cache
@@ -316,8 +456,10 @@ def group_doc(name: str) -> str:
         meta = _data("docker-default.json")
         return (
             "What Docker's default seccomp profile lets a container with Docker's"
-            " default capabilities call, on any architecture (argument checks are not"
-            f" part of a group). Imported from {meta['source']}, commit"
+            " default capabilities call, on any architecture. Allowed through this group,"
+            " socket, clone and personality keep Docker's argument checks (no AF_VSOCK or"
+            " AF_ALG sockets, no namespace flags, five personalities), compared on the low"
+            f" 32 bits the kernel reads. Imported from {meta['source']}, commit"
             f" {meta['commit']}, sha256 {meta['sha256']}."
         )
     if name not in _GROUP_SPECS:

@@ -258,8 +258,8 @@ class Seccomp:
     be listed to be allowed, otherwise any syscall through them kills the process."""
     hardening: bool = True
     """Add isorun's hardening rules (TIOCSTI/TIOCLINUX, io_uring, userfaultfd, bpf,
-    perf_event_open, keyrings, kexec, modules, ptrace, nested user namespaces, mount family,
-    unsafe personality) on top of the allow list."""
+    perf_event_open, keyrings, kexec, modules, ptrace, every namespace flag of clone and
+    unshare, mount family, unsafe personality) on top of the allow list."""
     loc: Loc = field(default=DEFAULT_LOC, compare=False)
 
 
