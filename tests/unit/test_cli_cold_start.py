@@ -38,6 +38,14 @@ def test_version_loads_no_compiler_and_no_subcommand_module() -> None:
     assert not loaded & HEAVY, loaded & HEAVY
 
 
+def test_help_lists_every_command_without_loading_the_compiler() -> None:
+    code = ("from isorun.__main__ import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit as done:\n    assert done.code == 0, done.code")
+    loaded = _isorun_modules_after(code)
+    assert "isorun.cli_learn" in loaded  # listed with its short help
+    assert not loaded & {"isorun.api", "isorun.compile.plan", "isorun.learn"}
+
+
 def test_check_loads_the_compiler_but_no_subcommand_module() -> None:
     code = ("from isorun.__main__ import main\ntry:\n    main(['check', 'strict'])\n"
             "except SystemExit as done:\n    assert done.code == 0, done.code")
