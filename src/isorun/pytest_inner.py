@@ -26,6 +26,28 @@ NS_FD = 1009
 _INITIAL_UID_MAP = ["0", "0", "4294967295"]
 
 
+def requested_profile(args: list[str], default: str) -> str | None:
+    """The profile --isorun asks for, normalising a bare --isorun in ``args`` in place.
+
+    Here, not in pytest_session: every pytest start asks, and only an --isorun session
+    needs the session module.
+    """
+    profile = None
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--isorun":
+            args[index] = f"--isorun={default}"
+            profile = default
+        elif arg.startswith("--isorun="):
+            profile = arg.partition("=")[2] or default
+    return profile
+
+
+def strip_isorun(args: tuple[str, ...] | list[str]) -> list[str]:
+    return [a for a in args if a != "--isorun" and not a.startswith("--isorun=")]
+
+
 def hand_over_namespace() -> int:
     """Open this process's user namespace at :data:`NS_FD`, inheritable; returns NS_FD.
 
