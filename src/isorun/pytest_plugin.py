@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from isorun import pytest_inner, pytest_trust
+from isorun import pytest_inner
 
 #: set inside a session sandbox, so the inner pytest and its xdist workers do not
 #: re-execute again (a nested user namespace is refused by the seccomp hardening anyway).
@@ -67,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
     )
     group.addoption(
-        pytest_trust.TRUST_FLAG,
+        pytest_inner.TRUST_FLAG,
         action="store_true",
         default=False,
         dest="isorun_trust_project",

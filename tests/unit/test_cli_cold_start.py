@@ -1,4 +1,5 @@
-"""Cold start (#17 item 8): what the CLI imports before it knows which command runs."""
+"""Cold start (#17 item 8): what the CLI imports before it knows which command runs, and
+what the pytest plugin imports into every pytest run."""
 
 from __future__ import annotations
 
@@ -72,3 +73,10 @@ def test_help_lists_the_lazy_commands_and_each_runs_its_help() -> None:
         result = CliRunner().invoke(cli_module.cli, [name, "--help"])
         assert result.exit_code == 0, (name, result.output)
         assert "--debug" in result.stdout, name
+
+
+def test_the_pytest_plugin_imports_only_its_own_small_modules() -> None:
+    # every pytest run in an environment with isorun installed loads the plugin; the
+    # session, the trust rules and the sandbox come when --isorun or a marker asks
+    loaded = _isorun_modules_after("import pytest\nimport isorun.pytest_plugin")
+    assert loaded == {"isorun", "isorun.pytest_inner", "isorun.pytest_plugin"}, loaded
