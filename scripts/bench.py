@@ -8,6 +8,8 @@ profile (or the closest flags each peer has):
   ``unshare -Urnpf --mount-proc``, bare exec and bare Python start-up as floors;
 - from one warm Python process, interleaved: ``isorun.run`` vs bwrap through
   ``subprocess.run`` (fork/exec), and back-to-back launches per second (API, CLI, bwrap);
+- ``isorun check strict`` and ``isorun explain strict`` through the Python CLI, without
+  bytecode on disk (PYTHONDONTWRITEBYTECODE=1, __pycache__ removed) and with it;
 - peak RSS (ru_maxrss) of each launcher's process tree;
 - the seccomp engineer's ``bench_seccomp.py`` and the shim engineer's ``bench_launch.py``
   tables, when those scripts exist.
