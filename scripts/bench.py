@@ -8,6 +8,8 @@ profile (or the closest flags each peer has):
   ``unshare -Urnpf --mount-proc``, bare exec and bare Python start-up as floors;
 - from one warm Python process, interleaved: ``isorun.run`` vs bwrap through
   ``subprocess.run`` (fork/exec), and back-to-back launches per second (API, CLI, bwrap);
+- ``isorun check strict`` and ``isorun explain strict`` through the Python CLI, without
+  bytecode on disk (PYTHONDONTWRITEBYTECODE=1, __pycache__ removed) and with it;
 - peak RSS (ru_maxrss) of each launcher's process tree;
 - the seccomp engineer's ``bench_seccomp.py`` and the shim engineer's ``bench_launch.py``
   tables, when those scripts exist.
@@ -121,6 +123,46 @@ def warm_launch_index(argv: list[str], env: dict[str, str]) -> None:
             raise SystemExit(f"bench: no launch index at {index} after 30 s; is the tree "
                              "being edited? (isorun --verbose says why)")  # fmt: skip
         time.sleep(0.5)
+
+
+#: Python CLI commands that start no sandbox, timed without bytecode on disk (cold: a
+#: fresh image with PYTHONDONTWRITEBYTECODE=1 and no .pyc) and with it (warm: what an
+#: installation carries); issue #17 item 8
+PY_COMMANDS = (("check", "strict"), ("explain", "strict"))
+
+
+#: (row name, argv, environment, hyperfine --prepare)
+PyCase = tuple[str, list[str], dict[str, str], str | None]
+
+
+def py_command_cases(env: dict[str, str]) -> list[PyCase]:
+    """(row name, argv, environment, hyperfine --prepare) of each PY_COMMANDS run, cold
+    and warm. The cold prepare removes the package's __pycache__ directories before each
+    run, and PYTHONDONTWRITEBYTECODE keeps the run from writing them back."""
+    package = ROOT / "src" / "isorun"
+    drop = shlex.join(["find", str(package), "-name", "__pycache__", "-prune", "-exec",
+                       "rm", "-rf", "{}", "+"])  # fmt: skip
+    cases = []
+    for words in PY_COMMANDS:
+        argv = [ISORUN_PY, *words]
+        label = "isorun " + " ".join(words)
+        cases.append((f"{label}, no bytecode", argv,
+                      {**env, "PYTHONDONTWRITEBYTECODE": "1"}, drop))  # fmt: skip
+        cases.append((f"{label}, with bytecode", argv, env, None))
+    return cases
+
+
+def py_commands(runs: int, env: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Hyperfine figures of py_command_cases; the bytecode is written again afterwards."""
+    rows = {}
+    try:
+        for name, argv, case_env, prepare in py_command_cases(env):
+            if prepare is None:
+                _compile_bytecode()  # a cold case before removed it
+            rows[name] = hyperfine(name, argv, runs, case_env, prepare=prepare)
+    finally:
+        _compile_bytecode()
+    return rows
 
 
 def hyperfine(
@@ -299,6 +341,7 @@ def main() -> int:
     cli["python -c pass (venv, site)"] = hyperfine(
         "python", [sys.executable, "-c", "pass"], runs, env
     )
+    commands = py_commands(max(10, runs // 3), warm_env)
 
     inproc = in_process(max(50, runs * 2), str(bpf_path))
     warm_launch_index(isorun_argv, warm_env)  # again: a source file edited meanwhile
@@ -317,7 +360,7 @@ def main() -> int:
     shutil.rmtree(workdir, ignore_errors=True)
 
     report = render(cli, inproc, rss, seccomp_table, launch_table, suites, load_before,
-                    load_after)  # fmt: skip
+                    load_after, commands)  # fmt: skip
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks.md").write_text(report)
     rows = [
@@ -345,6 +388,7 @@ def render(
     suites: tuple[str, dict[str, float]],
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
+    commands: dict[str, dict[str, float]] | None = None,
 ) -> str:
     bwrap = cli["bwrap"]["median"]
     firejail = cli.get("firejail", {}).get("median", float("nan"))
@@ -393,6 +437,17 @@ def render(
             f"| {name} | {s['median']:.2f} | {s['p10']:.2f} | {s['p90']:.2f} |"
             f" {s['mean']:.2f} ± {s['stdev']:.2f} | {int(s['runs'])} | {s['median'] / bwrap:.2f} |"
         )
+    if commands:
+        lines += [
+            "",
+            "## Python CLI commands (no sandbox), without and with bytecode on disk",
+            "",
+            "| command | median ms | p10 ms | p90 ms | mean ± sd ms | runs |",
+            "|---|---:|---:|---:|---:|---:|",
+            *(f"| {name} | {s['median']:.2f} | {s['p10']:.2f} | {s['p90']:.2f} |"
+              f" {s['mean']:.2f} ± {s['stdev']:.2f} | {int(s['runs'])} |"
+              for name, s in commands.items()),
+        ]
     lines += [
         "",
         "## From one warm Python process (interleaved)",

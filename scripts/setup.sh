@@ -63,3 +63,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
     .venv/bin/pip install -q -e '.[dev]'
     echo "$inputs" > "$stamp"
 fi
+# Bytecode next to the sources: with PYTHONDONTWRITEBYTECODE=1 (usual in containers, set
+# here too) Python still reads an existing .pyc but never writes one, so without this every
+# isorun command would compile its modules again. A .pyc whose source changed is ignored
+# and recompiled in memory; rerunning setup refreshes them.
+.venv/bin/python -m compileall -q src/isorun

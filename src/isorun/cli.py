@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from isorun import __version__, api
+from isorun import __version__
 from isorun.errors import IsorunError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,8 +26,6 @@ class _Group(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
-        import subprocess
-
         try:
             return super().invoke(ctx)
         except IsorunError as err:
@@ -43,21 +41,32 @@ class _Group(click.Group):
 
             _silence_stdout()
             ctx.exit(141)
-        except subprocess.TimeoutExpired as err:
-            click.echo(f"isorun: error: the command did not finish within {err.timeout:g} s"
-                       " (--timeout) and was killed", err=True)
-            _traceback_if_debug(ctx)
-            ctx.exit(124)
         except OSError as err:
             where = f": {err.filename}" if err.filename else ""
             click.echo(f"isorun: error: {err.strerror or err}{where}", err=True)
             _traceback_if_debug(ctx)
             ctx.exit(2)
-        except Exception:
+        except Exception as err:
+            # subprocess.TimeoutExpired, looked up only when raised: a command that timed
+            # out has imported subprocess, and --version or check need not (import time)
+            subprocess = sys.modules.get("subprocess")
+            if subprocess is not None and isinstance(err, subprocess.TimeoutExpired):
+                click.echo(f"isorun: error: the command did not finish within "
+                           f"{err.timeout:g} s (--timeout) and was killed", err=True)
+                _traceback_if_debug(ctx)
+                ctx.exit(124)
             _traceback_if_debug(ctx)
             click.echo("isorun: internal error, please report it with the output of --debug",
                        err=True)
             ctx.exit(125)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            _load_commands(LAZY_COMMANDS[cmd_name])
+        return self.commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         # Every subcommand takes --debug too (isorun check --debug x.toml), and a command
@@ -111,6 +120,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def explain(profile: str, as_json: bool) -> None:
     """Show the resolved plan of PROFILE, each rule with the file:line it came from."""
+    from isorun import api
     from isorun.profile.includes import is_path
 
     plan = api.compile_plan(profile)
@@ -128,6 +138,8 @@ def explain(profile: str, as_json: bool) -> None:
 @cli.command()
 def profiles() -> None:
     """List the built-in profiles."""
+    from isorun import api
+
     for name, description in api.builtin_profiles():
         click.echo(f"{name:<10} {description}")
 
@@ -136,6 +148,8 @@ def profiles() -> None:
 @click.argument("profile")
 def check(profile: str) -> None:
     """Load and compile PROFILE (seccomp filter included); exit 0 when valid, 2 otherwise."""
+    from isorun import api
+
     plan = api.compile_plan(profile)
     _check_bind_sources(plan)
     program = api.seccomp_program(plan)
@@ -174,6 +188,7 @@ def syscalls(name: str | None) -> None:
     isorun syscalls @file-system    the syscalls of a group
     isorun syscalls openat          its groups, and what each built-in profile decides
     """
+    from isorun import api
     from isorun.compile import syscalls as table
     from isorun.errors import Diagnostic, Loc, ProfileError
 
@@ -202,6 +217,7 @@ def syscalls(name: str | None) -> None:
 def _decision(profile: str, name: str) -> str:
     """What ``profile`` answers for ``name``: each rule that can match it, in order, with
     its origin and line, then the default."""
+    from isorun import api
     from isorun.compile import argspace
     from isorun.compile.plan import LoadSeccomp
     from isorun.compile.seccomp import build_entries
@@ -231,24 +247,27 @@ def run_cmd(args: tuple[str, ...]) -> None:
     sys.exit(_launch(list(args)))
 
 
-#: modules that contribute click commands (seccomp export/import/diff, doctor, learn)
-COMMAND_MODULES = ("isorun.cli_seccomp", "isorun.cli_backends", "isorun.cli_learn",
-                   "isorun.cli_pytest")
+#: the commands other modules contribute (seccomp export/import/diff, doctor, learn,
+#: pytest), by name: a module is imported when its command runs or --help lists it, so
+#: `isorun check` does not pay for learn's or pytest's imports. A unit test holds this
+#: table to each module's COMMANDS.
+LAZY_COMMANDS = {
+    "export": "isorun.cli_seccomp", "import": "isorun.cli_seccomp",
+    "diff": "isorun.cli_seccomp", "doctor": "isorun.cli_backends",
+    "learn": "isorun.cli_learn", "pytest": "isorun.cli_pytest",
+}
 
 
-def _register_commands() -> None:
-    """Add ``COMMANDS`` of each module in COMMAND_MODULES that this installation has."""
+def _load_commands(module_name: str) -> None:
+    """Add ``COMMANDS`` of ``module_name`` if this installation has the module."""
     import importlib
     import importlib.util
 
-    for module_name in COMMAND_MODULES:
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        module = importlib.import_module(module_name)
-        # An explicit list: a module's subcommands are click objects too, and must not
-        # become top-level commands.
-        for command in module.COMMANDS:
+    if importlib.util.find_spec(module_name) is None:
+        return
+    module = importlib.import_module(module_name)
+    # An explicit list: a module's subcommands are click objects too, and must not
+    # become top-level commands.
+    for command in module.COMMANDS:
+        if command.name not in cli.commands:
             cli.add_command(command)
-
-
-_register_commands()

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 import click
-
-from isorun import learn as lm
-from isorun import learn_profile as lp
 
 
 @click.command("learn", context_settings={"ignore_unknown_options": True})
@@ -50,6 +46,13 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     isorun learn --widen-only -p strict -- make   add to strict what make needed
     isorun learn --check app.toml -- ./app        CI ratchet: fail on anything new
     """
+    # here, not at the top: `isorun --help` imports this module to list the command, and
+    # the observer and the profile writer load the whole compiler (~30 ms, #17)
+    import tempfile
+
+    from isorun import learn as lm
+    from isorun import learn_profile as lp
+
     if check is not None:
         if output or docker or merges or widen_only or grant_fs:
             raise click.UsageError("--check writes nothing; drop -o/--docker/--merge/"

@@ -18,12 +18,38 @@ from collections.abc import Iterable, Mapping
 
 #: set inside a session sandbox (the profile's [environment] set): the profile's name
 INNER = "ISORUN_PYTEST_INNER"
+#: the option that lets a project's configuration loosen the session sandbox
+#: (pytest_trust judges it); here because the plugin declares it on every pytest start,
+#: and this module is all the plugin imports of isorun until --isorun or a marker asks
+TRUST_FLAG = "--isorun-trust-project"
 #: the launcher's user namespace, handed to the sandbox at this number. Fixed, because the
 #: session profile names it and is cached by its text; below the usual soft RLIMIT_NOFILE
 #: of 1024 so the launcher can place it there.
 NS_FD = 1009
 #: /proc/self/uid_map of the initial user namespace: every id maps to itself
 _INITIAL_UID_MAP = ["0", "0", "4294967295"]
+
+
+def requested_profile(args: list[str], default: str) -> str | None:
+    """The profile --isorun asks for, normalising a bare --isorun in ``args`` in place.
+
+    Here, not in pytest_session: every pytest start asks, and only an --isorun session
+    needs the session module.
+    """
+    profile = None
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--isorun":
+            args[index] = f"--isorun={default}"
+            profile = default
+        elif arg.startswith("--isorun="):
+            profile = arg.partition("=")[2] or default
+    return profile
+
+
+def strip_isorun(args: tuple[str, ...] | list[str]) -> list[str]:
+    return [a for a in args if a != "--isorun" and not a.startswith("--isorun=")]
 
 
 def hand_over_namespace() -> int:

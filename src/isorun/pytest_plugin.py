@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from isorun import pytest_inner, pytest_session, pytest_trust
+from isorun import pytest_inner
 
 #: set inside a session sandbox, so the inner pytest and its xdist workers do not
 #: re-execute again (a nested user namespace is refused by the seccomp hardening anyway).
@@ -67,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
     )
     group.addoption(
-        pytest_trust.TRUST_FLAG,
+        pytest_inner.TRUST_FLAG,
         action="store_true",
         default=False,
         dest="isorun_trust_project",
@@ -81,7 +81,7 @@ def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: pytest.Parser, args: list[str]
 ) -> None:
     default = str(early_config.getini("isorun_profile") or DEFAULT_PROFILE)
-    profile = pytest_session.requested_profile(args, default)
+    profile = pytest_inner.requested_profile(args, default)
     if os.environ.get(INNER) is not None:
         why_not = pytest_inner.why_not_inside()
         pytest_inner.release_namespace()
@@ -96,7 +96,10 @@ def pytest_load_initial_conftests(
     if profile is None:
         return
     # Here, before conftest.py files are imported: everything the project runs, its
-    # conftests and the dependencies they import, runs inside the sandbox.
+    # conftests and the dependencies they import, runs inside the sandbox. Imported only
+    # now: a pytest run without --isorun never needs the session module.
+    from isorun import pytest_session
+
     code = pytest_session.reexec(early_config, profile, args)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -17,28 +17,11 @@ from dataclasses import dataclass
 import pytest
 
 from isorun import pytest_inner, pytest_trust
+from isorun.pytest_inner import requested_profile, strip_isorun
 
 INNER = pytest_inner.INNER
 #: the sandbox's uid on the host when the caller is root (planner.NOBODY)
 NOBODY = 65534
-
-def requested_profile(args: list[str], default: str) -> str | None:
-    """The profile --isorun asks for, normalising a bare --isorun in ``args`` in place."""
-    profile = None
-    for index, arg in enumerate(args):
-        if arg == "--":
-            break
-        if arg == "--isorun":
-            args[index] = f"--isorun={default}"
-            profile = default
-        elif arg.startswith("--isorun="):
-            profile = arg.partition("=")[2] or default
-    return profile
-
-
-def strip_isorun(args: tuple[str, ...] | list[str]) -> list[str]:
-    return [a for a in args if a != "--isorun" and not a.startswith("--isorun=")]
-
 
 def session_profile_text(
     base: str,
