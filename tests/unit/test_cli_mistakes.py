@@ -187,13 +187,16 @@ def _captured() -> Iterator[tuple[io.TextIOWrapper, io.TextIOWrapper]]:
 
 
 @pytest.fixture
-def fuzz_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fuzz_dir(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+             monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "p.toml").write_text('extends = ["strict"]\n')
     (tmp_path / "bad.toml").write_text("[namespaces]\nusr = 1\n")
     (tmp_path / "loop.toml").symlink_to("loop.toml")
     (tmp_path / "dir").mkdir()
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".cache"))
+    # The cache outside the working directory: build's writable ${CWD} over it is refused
+    # (exit 125, the plan cache is code the host runs), a refusal this fuzz is not about.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("fuzz-cache")))
     monkeypatch.delenv("ISORUN_DEBUG", raising=False)
     from isorun import __main__ as entry
     from isorun import api
