@@ -479,6 +479,16 @@ def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
                               proc.send_signal, blocked)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    return _wait_and_report(plan, proc, before, quiet, note)
+
+
+def _wait_and_report(plan: Plan, proc: Popen, before: Any, quiet: bool,
+                     note: Callable[[str], None]) -> int:
+    """Wait for the command; when it failed, name the limits that stopped it. ``before``
+    is getrusage(RUSAGE_CHILDREN) from before the launch: the launcher's only child is
+    the sandbox, so the children's CPU time since then is the command's own."""
+    import resource
+
     code = proc.wait()
     if code != 0 and not quiet:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -560,14 +570,7 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     if proc.exec_error is not None:
         sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    code = proc.wait()
-    if code != 0 and not quiet:
-        # the launcher's only child is the sandbox: the children's CPU time is its own
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        for line in limit_report(plan, proc, code, cpu):
-            note(line)
-    return code
+    return _wait_and_report(plan, proc, before, quiet, note)
 
 
 #: (spec, variables, facts) -> (plan, the source files it was compiled from)
