@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""The import graph of src/isorun, read statically, its cycles and its upward imports.
+
+    scripts/import_graph.py                 the graph as text, its cycles, its upward imports
+    scripts/import_graph.py --dot           the graph in Graphviz DOT (runtime edges)
+    scripts/import_graph.py --check         exit 1 when the tree differs from the debt list
+    scripts/import_graph.py --write-debt    rewrite tests/unit/architecture_debt.txt
+
+Nothing is imported: each file is parsed with ``ast``, so the graph costs no import time
+and shows what a module *could* load, not only what one run happened to load. Every edge
+has a kind, because the kinds differ in what they can break:
+
+- ``top``: a module-level import (also in ``try``/``if`` and class bodies); it runs at
+  import time, so a cycle of these can fail with a partly initialised module.
+- ``function``: an import inside a function, deferred until the call. A cycle through one
+  does not fail at import time, but it is still a cycle of the design: neither module can
+  be understood, tested or moved without the other.
+- ``dynamic``: a string naming an isorun module (``importlib.import_module``, a table of
+  lazily loaded commands): a deferred import the ``import`` statement does not show.
+- ``typing``: under ``if TYPE_CHECKING:``; never runs, so it cannot close a cycle, but it
+  is a dependency of the design, so it must not point upwards either.
+
+The layer map is the target layout of issue 19 (docs/architecture-plan.md says where it
+departs from the issue and why). Until the files move, ``MOVES`` maps each module of
+today's tree to its target, and a module's layer is the layer of its target.
+tests/unit/test_architecture.py holds the tree to this map through the debt list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+PACKAGE = "isorun"
+DEBT = ROOT / "tests" / "unit" / "architecture_debt.txt"
+
+#: the layers, lowest first: a module may import its own layer and the layers before it.
+#: Each entry is (layer, target module prefixes); a prefix matches itself and its
+#: submodules.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # isorun.version is new: ``from isorun import __version__`` (cache, parent) loads the
+    # package's __init__, whose __getattr__ imports api, so the lowest layers reach the
+    # highest through it (the 12-module cycle runs cache -> isorun -> api -> cache).
+    ("errors", ("isorun.errors", "isorun.version")),
+    ("kernel", ("isorun.kernel",)),
+    # C, and the build script that compiles it; build_shim.py will read kernel/abi.py to
+    # generate consts.h, so it sits above kernel and below every user of the module.
+    ("shim", ("isorun.shim", "isorun._shim_c")),
+    ("profile", ("isorun.profile",)),
+    ("host", ("isorun.host",)),
+    ("compile", ("isorun.compile",)),
+    ("sandbox", ("isorun.sandbox",)),
+    ("cache", ("isorun.cache",)),
+    # The package's __init__ resolves the public names from api lazily (PEP 562), so it
+    # is a face of api, not a root every layer may import.
+    ("api", ("isorun.api", "isorun.doctor", "isorun")),
+    ("learn", ("isorun.learn",)),
+    ("testing", ("isorun.testing",)),
+    # isorun.pytest stays where it is: ``python -m isorun.pytest`` is a documented command.
+    ("cli", ("isorun.cli", "isorun.__main__", "isorun.pytest")),
+)
+
+#: compiled modules: nodes without a file to parse (built by shim/build_shim.py)
+EXTENSIONS = ("isorun._shim_c",)
+
+#: today's module -> its target in the layout of issue 19 (docs/architecture-plan.md has
+#: the reasons). Issue 19 empties this table as it moves the files; a module absent from
+#: it is already where it belongs.
+MOVES: dict[str, str] = {
+    "isorun.cache": "isorun.cache.store",
+    "isorun.launch": "isorun.cache.entry",
+    "isorun.launch_index": "isorun.cache.index",
+    "isorun.cli_backends": "isorun.cli.doctor",
+    "isorun.cli_learn": "isorun.cli.learn",
+    "isorun.cli_pytest": "isorun.cli.pytest",
+    "isorun.cli_seccomp": "isorun.cli.seccomp",
+    "isorun.learn": "isorun.learn.observe",
+    "isorun.learn_profile": "isorun.learn.profile",
+    "isorun.pytest_environ": "isorun.testing.environ",
+    "isorun.pytest_inner": "isorun.testing.child",
+    "isorun.pytest_plan": "isorun.testing.plan",
+    "isorun.pytest_plugin": "isorun.testing.plugin",
+    "isorun.pytest_rules": "isorun.testing.rules",
+    "isorun.pytest_sandbox": "isorun.testing.sandbox",
+    "isorun.pytest_session": "isorun.testing.session",
+    "isorun.pytest_trust": "isorun.testing.trust",
+    "isorun.compile.syscalls": "isorun.kernel.syscalls",
+    "isorun.compile.seccomp_check": "isorun.profile.seccomp_rules",
+    "isorun.compile.bwrap": "isorun.compile.render.bwrap",
+    "isorun.compile.firejail": "isorun.compile.render.firejail",
+    "isorun.compile.docker": "isorun.compile.render.docker",
+    "isorun.compile.docker_diff": "isorun.compile.render.docker_diff",
+    "isorun.compile.docker_fields": "isorun.compile.render.docker_fields",
+    "isorun.compile.docker_import": "isorun.compile.render.docker_import",
+    "isorun.compile.docker_rules": "isorun.compile.render.docker_rules",
+    "isorun.compile.docker_toml": "isorun.compile.render.docker_toml",
+    "isorun.compile.invocation": "isorun.compile.render.invocation",
+}
+
+KINDS = ("top", "function", "dynamic", "typing")
+#: the kinds that run, so can close a cycle
+RUNTIME = frozenset({"top", "function", "dynamic"})
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    src: str
+    dst: str
+    kind: str
+    line: int
+
+
+def module_files(src: Path = SRC) -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its own name)."""
+    found: dict[str, Path] = {}
+    for path in sorted((src / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(src).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _walk(node: ast.AST, kind: str) -> Iterator[tuple[ast.AST, str]]:
+    """Every node under ``node`` with the kind of import it would be."""
+    for child in ast.iter_child_nodes(node):
+        child_kind = kind
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            child_kind = "function" if kind != "typing" else kind
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            yield child.test, kind
+            for stmt in child.body:
+                yield stmt, "typing"
+                yield from _walk(stmt, "typing")
+            for stmt in child.orelse:
+                yield stmt, kind
+                yield from _walk(stmt, kind)
+            continue
+        yield child, child_kind
+        yield from _walk(child, child_kind)
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The isorun module ``name`` loads: itself, else its closest existing parent."""
+    while name:
+        if name in modules or name in EXTENSIONS:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def module_edges(name: str, path: Path, modules: dict[str, Path]) -> list[Edge]:
+    tree = ast.parse(path.read_bytes(), str(path))
+    is_package = path.name == "__init__.py"
+    package = name if is_package else name.rpartition(".")[0]
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    edges: list[Edge] = []
+
+    def add(target: str, kind: str, line: int) -> None:
+        dst = _resolve(target, modules)
+        if dst is not None and dst != name:
+            edges.append(Edge(name, dst, kind, line))
+
+    for node, kind in _walk(tree, "top"):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name, kind, node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                origin = ".".join([*base, node.module] if node.module else base)
+            else:
+                origin = node.module or ""
+            for alias in node.names:
+                # `from pkg import mod` loads the submodule; `from mod import name` the module
+                submodule = f"{origin}.{alias.name}"
+                known = submodule in modules or submodule in EXTENSIONS
+                add(submodule if known else origin, kind, node.lineno)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value in modules
+            and node.value.startswith(f"{PACKAGE}.")
+            and id(node) not in docstrings
+        ):
+            add(node.value, "dynamic", node.lineno)
+    return edges
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Graph:
+    modules: dict[str, Path]
+    edges: tuple[Edge, ...]
+
+    def __repr__(self) -> str:  # short: pytest prints it beside every failure
+        return f"Graph({len(self.modules)} modules, {len(self.edges)} imports)"
+
+    def runtime(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {m: set() for m in (*self.modules, *EXTENSIONS)}
+        for e in self.edges:
+            if e.kind in RUNTIME:
+                out[e.src].add(e.dst)
+        return out
+
+    def top_level(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {m: set() for m in (*self.modules, *EXTENSIONS)}
+        for e in self.edges:
+            if e.kind == "top":
+                out[e.src].add(e.dst)
+        return out
+
+
+def build(src: Path = SRC) -> Graph:
+    modules = module_files(src)
+    edges = [e for name, path in modules.items() for e in module_edges(name, path, modules)]
+    return Graph(modules, tuple(sorted(set(edges), key=lambda e: (e.src, e.dst, e.line, e.kind))))
+
+
+def cycles(adjacency: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative:
+    a recursive walk would need a raised recursion limit on a deep graph)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(adjacency):
+        if root in index:
+            continue
+        work: list[tuple[str, Iterator[str]]] = [(root, iter(sorted(adjacency[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            for succ in successors:
+                if succ not in index:
+                    index[succ] = low[succ] = counter
+                    counter += 1
+                    stack.append(succ)
+                    on_stack.add(succ)
+                    work.append((succ, iter(sorted(adjacency[succ]))))
+                    break
+                if succ in on_stack:
+                    low[node] = min(low[node], index[succ])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return sorted(found, key=lambda c: (-len(c), c))
+
+
+def target(module: str) -> str:
+    return MOVES.get(module, module)
+
+
+def layer_of(module: str) -> int | None:
+    """The index in LAYERS of ``module``'s target (the longest matching prefix), or None."""
+    goal = target(module)
+    best: tuple[int, int] | None = None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            matches = goal == prefix or goal.startswith(prefix + ".")
+            if matches and (best is None or len(prefix) > best[1]):
+                best = (i, len(prefix))
+    return None if best is None else best[0]
+
+
+def unplaced(graph: Graph) -> list[str]:
+    return [m for m in graph.modules if layer_of(m) is None]
+
+
+def upward(graph: Graph) -> list[Edge]:
+    """Every import (of any kind, typing included) from a lower layer to a higher one."""
+    out = []
+    for e in graph.edges:
+        src, dst = layer_of(e.src), layer_of(e.dst)
+        if src is not None and dst is not None and dst > src:
+            out.append(e)
+    return out
+
+
+def _short(module: str) -> str:
+    return module.removeprefix(f"{PACKAGE}.")
+
+
+def debt_lines(graph: Graph) -> list[str]:
+    """Today's known cycles and upward imports, one a line, in a stable order: keyed by
+    module, never by line number, so an edit elsewhere in a file does not change it."""
+    lines = [f"cycle {' '.join(_short(m) for m in c)}" for c in cycles(graph.runtime())]
+    pairs = sorted({(e.src, e.dst) for e in upward(graph)})
+    for src, dst in pairs:
+        kinds = sorted({e.kind for e in graph.edges if (e.src, e.dst) == (src, dst)},
+                       key=KINDS.index)
+        lines.append(f"upward {_short(src)} -> {_short(dst)}  # {'+'.join(kinds)}: "
+                     f"{LAYERS[layer_of(src) or 0][0]} -> {LAYERS[layer_of(dst) or 0][0]}")
+    return lines
+
+
+def read_debt(path: Path = DEBT) -> list[str]:
+    """The entries of the debt file, without comments (a trailing ``# ...`` is a note)."""
+    out = []
+    for raw in path.read_text().splitlines():
+        entry = raw.split("#", 1)[0].strip()
+        if entry:
+            out.append(" ".join(entry.split()))
+    return out
+
+
+def _entries(lines: Iterable[str]) -> set[str]:
+    return {" ".join(line.split("#", 1)[0].split()) for line in lines}
+
+
+def compare(graph: Graph, path: Path = DEBT) -> tuple[list[str], list[str]]:
+    """(new, gone): entries of the tree not in the debt file, and the reverse."""
+    now, listed = _entries(debt_lines(graph)), set(read_debt(path))
+    return sorted(now - listed), sorted(listed - now)
+
+
+DEBT_HEADER = """\
+# Import cycles and upward imports of src/isorun known today, which issue 19 removes.
+# tests/unit/test_architecture.py fails on any entry the tree has and this list lacks (a
+# new cycle or upward import), and on any entry listed here the tree no longer has (so
+# the list only shrinks and stays exact). Generated: scripts/import_graph.py --write-debt
+# (the layer map is LAYERS and MOVES in that script); no hand edits.
+"""
+
+
+def render_text(graph: Graph) -> str:
+    out: list[str] = []
+    runtime_cycles = cycles(graph.runtime())
+    top_cycles = cycles(graph.top_level())
+    ups = upward(graph)
+    by_src: dict[str, list[Edge]] = {}
+    for e in graph.edges:
+        by_src.setdefault(e.src, []).append(e)
+    out.append(f"# {len(graph.modules)} modules, {len(graph.edges)} import statements "
+               + ", ".join(f"{k} {sum(e.kind == k for e in graph.edges)}" for k in KINDS))
+    out.append("")
+    out.append("## graph (module [layer] -> imports; f = in a function, d = dynamic, "
+               "t = TYPE_CHECKING)")
+    marks = {"top": "", "function": " f", "dynamic": " d", "typing": " t"}
+    for module in sorted(graph.modules):
+        layer = layer_of(module)
+        name = LAYERS[layer][0] if layer is not None else "UNPLACED"
+        arrow = f" => {_short(target(module))}" if target(module) != module else ""
+        out.append(f"{_short(module)} [{name}]{arrow}")
+        seen: dict[str, set[str]] = {}
+        for e in by_src.get(module, []):
+            seen.setdefault(e.dst, set()).add(marks[e.kind].strip())
+        for dst in sorted(seen):
+            flags = ",".join(sorted(f for f in seen[dst] if f))
+            out.append(f"    -> {_short(dst)}{f' ({flags})' if flags else ''}")
+    out.append("")
+    sizes = ", ".join(str(len(c)) for c in runtime_cycles)
+    out.append(f"## cycles (runtime edges: top, function, dynamic): {len(runtime_cycles)}, "
+               f"sizes {sizes or '-'}")
+    for c in runtime_cycles:
+        out.append(f"  {len(c)}: {' '.join(_short(m) for m in c)}")
+        members = set(c)
+        for e in graph.edges:
+            if e.src in members and e.dst in members and e.kind in RUNTIME:
+                out.append(f"      {_short(e.src)}:{e.line} -> {_short(e.dst)} ({e.kind})")
+    sizes = ", ".join(str(len(c)) for c in top_cycles)
+    out.append(f"## cycles of module-level imports only (fail at import time if the order "
+               f"changes): {len(top_cycles)}, sizes {sizes or '-'}")
+    for c in top_cycles:
+        out.append(f"  {len(c)}: {' '.join(_short(m) for m in c)}")
+    out.append("")
+    out.append(f"## upward imports (lower layer -> higher): {len(ups)} statements, "
+               f"{len({(e.src, e.dst) for e in ups})} module pairs")
+    for e in ups:
+        out.append(f"  {_short(e.src)}:{e.line} -> {_short(e.dst)} ({e.kind}; "
+                   f"{LAYERS[layer_of(e.src) or 0][0]} -> {LAYERS[layer_of(e.dst) or 0][0]})")
+    missing = unplaced(graph)
+    if missing:
+        out.append("")
+        out.append(f"## modules in no layer (add them to LAYERS or MOVES): {' '.join(missing)}")
+    return "\n".join(out) + "\n"
+
+
+def render_dot(graph: Graph) -> str:
+    in_cycle = {m for c in cycles(graph.runtime()) for m in c}
+    ups = {(e.src, e.dst) for e in upward(graph)}
+    out = ["digraph isorun {", "  rankdir=BT;", "  node [shape=box, fontsize=10];"]
+    for module in sorted(graph.modules):
+        color = ', color=red' if module in in_cycle else ""
+        out.append(f'  "{_short(module)}" [label="{_short(module)}"{color}];')
+    styles = {"top": "solid", "function": "dashed", "dynamic": "dotted", "typing": "dotted"}
+    pairs: dict[tuple[str, str], str] = {}
+    for e in graph.edges:
+        # one arrow per pair, in the style of its strongest kind (top over function ...)
+        best = pairs.get((e.src, e.dst))
+        if best is None or KINDS.index(e.kind) < KINDS.index(best):
+            pairs[(e.src, e.dst)] = e.kind
+    for (src, dst), kind in sorted(pairs.items()):
+        color = ", color=red" if (src, dst) in ups else ""
+        out.append(f'  "{_short(src)}" -> "{_short(dst)}" [style={styles[kind]}{color}];')
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--dot", action="store_true", help="print Graphviz DOT instead")
+    parser.add_argument("--check", action="store_true",
+                        help="compare with the debt list; exit 1 on any difference")
+    parser.add_argument("--write-debt", action="store_true",
+                        help=f"rewrite {DEBT.relative_to(ROOT)} from the tree")
+    args = parser.parse_args(argv)
+    graph = build()
+    if args.write_debt:
+        DEBT.write_text(DEBT_HEADER + "\n".join(debt_lines(graph)) + "\n")
+        print(f"wrote {DEBT.relative_to(ROOT)}: {len(debt_lines(graph))} entries")
+        return 0
+    if args.check:
+        new, gone = compare(graph)
+        for entry in new:
+            print(f"new:  {entry}")
+        for entry in gone:
+            print(f"gone: {entry}")
+        return 1 if new or gone or unplaced(graph) else 0
+    sys.stdout.write(render_dot(graph) if args.dot else render_text(graph))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
