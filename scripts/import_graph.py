@@ -32,7 +32,7 @@ import argparse
 import ast
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +114,8 @@ class Edge:
     dst: str
     kind: str
     line: int
+    #: the function the import is in (``Class.method``), "" at module level
+    scope: str = field(default="", compare=False)
 
 
 def module_files(src: Path = SRC) -> dict[str, Path]:
@@ -133,23 +135,27 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _walk(node: ast.AST, kind: str) -> Iterator[tuple[ast.AST, str]]:
-    """Every node under ``node`` with the kind of import it would be."""
+def _walk(node: ast.AST, kind: str, scope: str) -> Iterator[tuple[ast.AST, str, str]]:
+    """Every node under ``node`` with the kind of import it would be and the function
+    (``Class.method``) it is in, "" at module level."""
     for child in ast.iter_child_nodes(node):
-        child_kind = kind
+        child_kind, child_scope = kind, scope
         if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
             child_kind = "function" if kind != "typing" else kind
+            name = getattr(child, "name", "<lambda>")
+            child_scope = f"{scope}.{name}" if scope else name
+        elif isinstance(child, ast.ClassDef):
+            child_scope = f"{scope}.{child.name}" if scope else child.name
         if isinstance(child, ast.If) and _is_type_checking(child.test):
-            yield child.test, kind
             for stmt in child.body:
-                yield stmt, "typing"
-                yield from _walk(stmt, "typing")
+                yield stmt, "typing", scope
+                yield from _walk(stmt, "typing", scope)
             for stmt in child.orelse:
-                yield stmt, kind
-                yield from _walk(stmt, kind)
+                yield stmt, kind, scope
+                yield from _walk(stmt, kind, scope)
             continue
-        yield child, child_kind
-        yield from _walk(child, child_kind)
+        yield child, child_kind, scope
+        yield from _walk(child, child_kind, child_scope)
 
 
 def _resolve(name: str, modules: dict[str, Path]) -> str | None:
@@ -175,15 +181,15 @@ def module_edges(name: str, path: Path, modules: dict[str, Path]) -> list[Edge]:
     }
     edges: list[Edge] = []
 
-    def add(target: str, kind: str, line: int) -> None:
+    def add(target: str, kind: str, line: int, scope: str) -> None:
         dst = _resolve(target, modules)
         if dst is not None and dst != name:
-            edges.append(Edge(name, dst, kind, line))
+            edges.append(Edge(name, dst, kind, line, scope))
 
-    for node, kind in _walk(tree, "top"):
+    for node, kind, scope in _walk(tree, "top", ""):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                add(alias.name, kind, node.lineno)
+                add(alias.name, kind, node.lineno, scope)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -195,7 +201,7 @@ def module_edges(name: str, path: Path, modules: dict[str, Path]) -> list[Edge]:
                 # `from pkg import mod` loads the submodule; `from mod import name` the module
                 submodule = f"{origin}.{alias.name}"
                 known = submodule in modules or submodule in EXTENSIONS
-                add(submodule if known else origin, kind, node.lineno)
+                add(submodule if known else origin, kind, node.lineno, scope)
         elif (
             isinstance(node, ast.Constant)
             and isinstance(node.value, str)
@@ -203,7 +209,7 @@ def module_edges(name: str, path: Path, modules: dict[str, Path]) -> list[Edge]:
             and node.value.startswith(f"{PACKAGE}.")
             and id(node) not in docstrings
         ):
-            add(node.value, "dynamic", node.lineno)
+            add(node.value, "dynamic", node.lineno, scope)
     return edges
 
 
@@ -358,6 +364,10 @@ DEBT_HEADER = """\
 """
 
 
+def _how(e: Edge) -> str:
+    return f"{e.kind} in {e.scope}" if e.scope else e.kind
+
+
 def render_text(graph: Graph) -> str:
     out: list[str] = []
     runtime_cycles = cycles(graph.runtime())
@@ -392,7 +402,7 @@ def render_text(graph: Graph) -> str:
         members = set(c)
         for e in graph.edges:
             if e.src in members and e.dst in members and e.kind in RUNTIME:
-                out.append(f"      {_short(e.src)}:{e.line} -> {_short(e.dst)} ({e.kind})")
+                out.append(f"      {_short(e.src)}:{e.line} -> {_short(e.dst)} ({_how(e)})")
     sizes = ", ".join(str(len(c)) for c in top_cycles)
     out.append(f"## cycles of module-level imports only (fail at import time if the order "
                f"changes): {len(top_cycles)}, sizes {sizes or '-'}")
@@ -402,7 +412,7 @@ def render_text(graph: Graph) -> str:
     out.append(f"## upward imports (lower layer -> higher): {len(ups)} statements, "
                f"{len({(e.src, e.dst) for e in ups})} module pairs")
     for e in ups:
-        out.append(f"  {_short(e.src)}:{e.line} -> {_short(e.dst)} ({e.kind}; "
+        out.append(f"  {_short(e.src)}:{e.line} -> {_short(e.dst)} ({_how(e)}; "
                    f"{LAYERS[layer_of(e.src) or 0][0]} -> {LAYERS[layer_of(e.dst) or 0][0]})")
     missing = unplaced(graph)
     if missing:

@@ -104,6 +104,15 @@ def test_debt_list_is_exact(graph: Any) -> None:
     )
 
 
+def test_package_inits_import_nothing_of_isorun_at_import_time(graph: Any) -> None:
+    # Importing any module runs every __init__ above it: an import there is paid by the
+    # warm launch (isorun.__main__ under isorun/) and by the pytest plugin alike.
+    packages = {m for m, path in graph.modules.items() if path.name == "__init__.py"}
+    eager = [f"{e.src}:{e.line} -> {e.dst}" for e in graph.edges
+             if e.src in packages and e.kind in ("top", "dynamic")]
+    assert not eager, f"package __init__ modules importing at import time: {eager}"
+
+
 def _package(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         path = root / "isorun" / rel
