@@ -376,7 +376,7 @@ def render_text(graph: Graph) -> str:
     by_src: dict[str, list[Edge]] = {}
     for e in graph.edges:
         by_src.setdefault(e.src, []).append(e)
-    out.append(f"# {len(graph.modules)} modules, {len(graph.edges)} import statements "
+    out.append(f"# {len(graph.modules)} modules, {len(graph.edges)} import edges "
                + ", ".join(f"{k} {sum(e.kind == k for e in graph.edges)}" for k in KINDS))
     out.append("")
     out.append("## graph (module [layer] -> imports; f = in a function, d = dynamic, "
