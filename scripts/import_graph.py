@@ -135,27 +135,33 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _walk(node: ast.AST, kind: str, scope: str) -> Iterator[tuple[ast.AST, str, str]]:
-    """Every node under ``node`` with the kind of import it would be and the function
-    (``Class.method``) it is in, "" at module level."""
-    for child in ast.iter_child_nodes(node):
-        child_kind, child_scope = kind, scope
-        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-            child_kind = "function" if kind != "typing" else kind
-            name = getattr(child, "name", "<lambda>")
-            child_scope = f"{scope}.{name}" if scope else name
-        elif isinstance(child, ast.ClassDef):
-            child_scope = f"{scope}.{child.name}" if scope else child.name
-        if isinstance(child, ast.If) and _is_type_checking(child.test):
-            for stmt in child.body:
-                yield stmt, "typing", scope
-                yield from _walk(stmt, "typing", scope)
-            for stmt in child.orelse:
-                yield stmt, kind, scope
-                yield from _walk(stmt, kind, scope)
-            continue
-        yield child, child_kind, scope
-        yield from _walk(child, child_kind, child_scope)
+def _walk(tree: ast.Module) -> Iterator[tuple[ast.AST, str, str]]:
+    """Every node of ``tree`` with the kind of import it would be and the function
+    (``Class.method``) it is in, "" at module level. A stack, not recursion through
+    generators: this walk is most of the architecture test's time."""
+    stack: list[tuple[ast.AST, str, str]] = [(tree, "top", "")]
+    while stack:
+        node, kind, scope = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            child_kind, child_scope = kind, scope
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                child_kind = "function" if kind != "typing" else kind
+                name = getattr(child, "name", "<lambda>")
+                child_scope = f"{scope}.{name}" if scope else name
+            elif isinstance(child, ast.ClassDef):
+                child_scope = f"{scope}.{child.name}" if scope else child.name
+            elif isinstance(child, ast.Expr) and isinstance(child.value, ast.Constant):
+                continue  # a docstring: it names modules without loading them
+            elif isinstance(child, ast.If) and _is_type_checking(child.test):
+                for stmt in child.body:
+                    yield stmt, "typing", scope
+                    stack.append((stmt, "typing", scope))
+                for stmt in child.orelse:
+                    yield stmt, kind, scope
+                    stack.append((stmt, kind, scope))
+                continue
+            yield child, child_kind, scope
+            stack.append((child, child_kind, child_scope))
 
 
 def _resolve(name: str, modules: dict[str, Path]) -> str | None:
@@ -171,14 +177,6 @@ def module_edges(name: str, path: Path, modules: dict[str, Path]) -> list[Edge]:
     tree = ast.parse(path.read_bytes(), str(path))
     is_package = path.name == "__init__.py"
     package = name if is_package else name.rpartition(".")[0]
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-    }
     edges: list[Edge] = []
 
     def add(target: str, kind: str, line: int, scope: str) -> None:
@@ -186,7 +184,7 @@ def module_edges(name: str, path: Path, modules: dict[str, Path]) -> list[Edge]:
         if dst is not None and dst != name:
             edges.append(Edge(name, dst, kind, line, scope))
 
-    for node, kind, scope in _walk(tree, "top", ""):
+    for node, kind, scope in _walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 add(alias.name, kind, node.lineno, scope)
@@ -207,7 +205,6 @@ def module_edges(name: str, path: Path, modules: dict[str, Path]) -> list[Edge]:
             and isinstance(node.value, str)
             and node.value in modules
             and node.value.startswith(f"{PACKAGE}.")
-            and id(node) not in docstrings
         ):
             add(node.value, "dynamic", node.lineno, scope)
     return edges
