@@ -3,7 +3,8 @@
  *
  *   isorun-seccomp-exec [--expect DEV:INO:FLAGS:PATH]... [--rlimit NAME=VALUE]...
  *                       [--chdir DIR] [--setsid] [--env-fd FD] [--keep-fd FD]...
- *                       [--close-fds] [--no-new-privs] [--seccomp-fd FD] -- CMD [ARG]...
+ *                       [--close-fds] [--reset-signals] [--no-new-privs] [--seccomp-fd FD]
+ *                       -- CMD [ARG]...
  *
  * firejail's own filter takes syscall names only, so the BPF program the native shim
  * loads reaches a firejail sandbox through this program, which runs inside it right
@@ -31,6 +32,7 @@
 #include <linux/filter.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,9 +241,12 @@ static struct sock_fprog read_seccomp(int fd) {
 int main(int argc, char **argv) {
     int keep[MAX_KEEP];
     size_t nkeep = 0;
-    int env_fd = -1, seccomp_fd = -1, close_all = 0, nnp = 0, i;
+    int env_fd = -1, seccomp_fd = -1, close_all = 0, nnp = 0, reset_signals = 0, i;
     char **env = NULL;
     struct sock_fprog prog = {0, NULL};
+    sigset_t unblocked;
+    struct sigaction dfl;
+    int sig;
 
     for (i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -258,6 +263,8 @@ int main(int argc, char **argv) {
             close_all = 1;
         } else if (strcmp(opt, "--no-new-privs") == 0) {
             nnp = 1;
+        } else if (strcmp(opt, "--reset-signals") == 0) {
+            reset_signals = 1;
         } else if (val == NULL) {
             usage("option needs a value");
         } else if (strcmp(opt, "--expect") == 0) {
@@ -300,6 +307,24 @@ int main(int argc, char **argv) {
             close(env_fd);
         if (seccomp_fd >= 0 && !kept(seccomp_fd, keep, nkeep))
             close(seccomp_fd);
+    }
+    /*
+     * The command starts with every signal at its default and none blocked, as the
+     * native shim starts it: the CLI sharing its terminal (api.launch) hands the wrapper
+     * the terminal's interrupt, quit and hangup ignored, so the wrapper survives them
+     * and the command alone decides, and its own signals blocked, to tell the
+     * terminal's from kill's. Only inside (--reset-signals): run before bwrap for its
+     * rlimits, the stage must hand bwrap what it got. Before the filter, which need not
+     * allow rt_sigaction. EINVAL for SIGKILL, SIGSTOP and libc's own is expected.
+     */
+    if (reset_signals) {
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (sig = 1; sig < NSIG; sig++)
+            (void)sigaction(sig, &dfl, NULL);
+        sigemptyset(&unblocked);
+        if (sigprocmask(SIG_SETMASK, &unblocked, NULL) < 0)
+            die("signals", "sigprocmask", errno);
     }
     if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         die("no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)", errno);
