@@ -34,7 +34,6 @@ from tests.integration.test_conformance import HOSTVIEW
 
 pytestmark = pytest.mark.needs("shim", "userns")
 
-ISORUN = [sys.executable, "-m", "isorun", "--profile", "strict", "--"]
 BACKENDS = [
     pytest.param("native", id="native"),
     pytest.param("bwrap", marks=pytest.mark.needs("bwrap", "gcc"), id="bwrap"),
@@ -213,20 +212,23 @@ def test_terminal_job_still_refuses_tiocsti(open_dir: Path, backend: str, who: s
     assert f"rc -1 {errno_text} ctty yes" in out, out  # refused, and not by a new session
 
 
-def test_ctrl_z_stops_the_launcher_with_the_command(open_dir: Path) -> None:
+@pytest.mark.parametrize("who", ["caller", "user"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_z_stops_the_launcher_with_the_command(open_dir: Path, backend: str,
+                                                    who: str) -> None:
     # A job-control shell outside starts isorun as one of its jobs: ^Z must stop the job
     # (launcher and command together) and give the shell its terminal back; fg resumes
     # it, and ^C then ends it. A sandbox alone in the foreground would leave a launcher
     # that waits and a stopped command, the terminal lost.
+    launchers = [" ".join(launcher(backend, who, open_dir))]
     frontend = Path(sys.executable).parent / "isorun"
-    launchers = [" ".join(ISORUN)]
-    if frontend.is_file():
+    if frontend.is_file() and backend == "native" and who == "caller":
         launchers.append(f"{frontend} --profile strict --")
-    for launcher in launchers:
+    for launcher_line in launchers:
         term = Terminal(["bash", "--norc", "--noprofile", "-i"], open_dir)
         try:
             term.expect(b"$ ")
-            term.send(f"{launcher} sleep 100\n".encode())
+            term.send(f"{launcher_line} sleep 100\n".encode())
             term.expect(b"sleep 100\r\n")
             time.sleep(1.0)
             term.send(b"\x1a")  # ^Z
@@ -243,7 +245,7 @@ def test_ctrl_z_stops_the_launcher_with_the_command(open_dir: Path) -> None:
             term.send(b"exit\n")
         finally:
             code = term.close(timeout=5)
-        assert code == 0, launcher
+        assert code == 0, launcher_line
 
 
 NODE_PROBE = '''
