@@ -274,6 +274,16 @@ try:
     print("host_path", (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino))
 except OSError:
     print("host_path absent")
+# no other process of the sandbox (bwrap's pid 1, the native init: both unfiltered, in
+# this terminal's session) has memory the command may write
+writable = []
+for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+    try:
+        os.close(os.open(f"/proc/{pid}/mem", os.O_RDWR))
+        writable.append(pid)
+    except OSError:
+        pass
+print("writable_mem", writable)
 try:
     fd = os.open(name, os.O_RDWR | os.O_NOCTTY)
 except OSError as err:
@@ -294,9 +304,11 @@ for label, req, arg in (("TIOCSTI", 0x5412, ctypes.byref(byte)),
 def test_terminal_node_is_the_callers_alone(open_dir: Path, backend: str, who: str) -> None:
     # The attacker's view of the terminal named inside (/dev/console): it is exactly the
     # inherited one; no other terminal of the host (one held open here) has a name in the
-    # sandbox's /dev, nor has the caller's own host path; and reopening it brings no
-    # ioctl back that the inherited descriptor lacks. firejail is left out: its profile
-    # keeps the host's /dev, so every host terminal is there by the profile's choice.
+    # sandbox's /dev, nor has the caller's own host path; reopening it brings no ioctl
+    # back that the inherited descriptor lacks; and no unfiltered process sharing the
+    # terminal (bwrap's pid 1: the stage's Landlock domain) can be written into.
+    # firejail is left out: its profile keeps the host's /dev, so every host terminal is
+    # there by the profile's choice (and its processes inside are root's).
     import fcntl
     import subprocess
     import termios
@@ -327,6 +339,7 @@ def test_terminal_node_is_the_callers_alone(open_dir: Path, backend: str, who: s
     assert "name /dev/console same True" in out
     assert "others [] other_rdev_seen False" in out
     assert "host_path absent" in out or "host_path False" in out
+    assert "writable_mem []" in out, out
     assert injected == b""
     if who == "caller" and os.geteuid() == 0:
         # root's sandbox runs as nobody: root's terminal (0620) is not its to open

@@ -175,16 +175,24 @@ def _terminal_plan(hardening: bool, proc: bool = True) -> p.Plan:
 def test_terminal_drops_new_session_only_behind_the_stage_filter() -> None:
     # bwrap's --new-session is its CVE-2017-5226 guard: left out only when the stage
     # inside loads the filter that refuses TIOCSTI/TIOCLINUX before the command runs.
+    # And only with Landlock: the stage's --ptrace-domain keeps the command from
+    # writing into bwrap's pid 1, which is unfiltered and then in the caller's session.
     shared = render_bwrap(_terminal_plan(True), ["cmd"], {}, seccomp_fd=9, stage_fd=8,
-                          terminal=True)
+                          terminal=True, landlock=True)
     assert shared.terminal_job and "--new-session" not in shared.argv
     assert "--seccomp-fd" in shared.argv and "--reset-signals" in shared.argv
-    for inv in (render_bwrap(_terminal_plan(True), ["cmd"], {}, seccomp_fd=9, stage_fd=8),
-                render_bwrap(_terminal_plan(False), ["cmd"], {}, seccomp_fd=9, stage_fd=8,
+    tail = shared.argv[shared.command_at:]
+    assert tail.index("--no-new-privs") < tail.index("--ptrace-domain") < tail.index("--")
+    for inv in (render_bwrap(_terminal_plan(True), ["cmd"], {}, seccomp_fd=9, stage_fd=8,
+                             landlock=True),
+                render_bwrap(_terminal_plan(True), ["cmd"], {}, seccomp_fd=9, stage_fd=8,
                              terminal=True),
+                render_bwrap(_terminal_plan(False), ["cmd"], {}, seccomp_fd=9, stage_fd=8,
+                             terminal=True, landlock=True),
                 render_bwrap(_terminal_plan(True, proc=False), ["cmd"], {}, seccomp_fd=9,
-                             stage_fd=8, terminal=True)):
+                             stage_fd=8, terminal=True, landlock=True)):
         assert not inv.terminal_job and "--new-session" in inv.argv
+        assert "--ptrace-domain" not in inv.argv
 
 
 def test_filter_without_a_stage_inside_is_loaded_by_bwrap() -> None:

@@ -66,7 +66,7 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                  allow_weaker: bool = False, bwrap: str = "bwrap",
                  helper: str = HELPER, userns: bool = True, stage_fd: int | None = None,
                  identities: Mapping[str, Identity] | None = None,
-                 terminal: bool = False) -> Invocation:
+                 terminal: bool = False, landlock: bool = False) -> Invocation:
     """Render ``plan`` running ``argv`` as a bwrap command line.
 
     ``env`` is the caller's environment (``environment.keep`` takes values from it).
@@ -81,8 +81,9 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     with one gets an ``--expect`` at its destination.
 
     ``terminal`` (the CLI, the foreground job of the terminal that is the command's
-    stdin): leave out --new-session when the plan allows it (terminal_job_allowed) and
-    the stage inside loads the filter; the invocation then says ``terminal_job``.
+    stdin): leave out --new-session when the plan allows it (terminal_job_allowed), the
+    stage inside loads the filter and ``landlock`` (the host has Landlock) lets it keep
+    the command away from bwrap's pid 1; the invocation then says ``terminal_job``.
     """
     plan = elide_redundant(plan, identities or {})
     # The stage runs inside as /proc/self/fd/N, so only where /proc is mounted.
@@ -90,9 +91,12 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     # bwrap's --new-session is its answer to CVE-2017-5226 (TIOCSTI into the caller's
     # terminal). Leaving it out is safe only because the filter refusing TIOCSTI and
     # TIOCLINUX is loaded by the stage before the command: until then only bwrap and the
-    # stage run, and bwrap's own pid 1 (--unshare-pid) stays in the caller's session even
-    # with --new-session, which bwrap applies to the command alone.
-    shared = terminal and inside and terminal_job_allowed(plan)
+    # stage run. But bwrap's pid 1 (with --unshare-pid) then stays in the caller's
+    # session too (with --new-session it calls setsid itself), unfiltered, dumpable and
+    # the command's uid: the command could write code into its /proc/1/mem and TIOCSTI
+    # from there. The stage's --ptrace-domain (Landlock) forbids that, so the terminal is
+    # shared only where the host has Landlock.
+    shared = terminal and inside and landlock and terminal_job_allowed(plan)
     args: list[str] = []
     rlimits: list[str] = []
     lost: list[Lost] = []
@@ -229,6 +233,7 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
             # stage's own among them); only the plan's kept ones may reach the command.
             command = [f"/proc/self/fd/{stage_fd}",
                        *(a for c in checks for a in ("--expect", c)), *inner,
+                       *(["--ptrace-domain"] if shared else []),
                        *(a for fd in keep for a in ("--keep-fd", str(fd))), "--close-fds",
                        "--reset-signals", "--", *argv]
             inherited.append(stage_fd)

@@ -217,8 +217,8 @@ class BwrapBackend:
     def terminal_job(self, plan: p.Plan) -> bool:
         fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
         return render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD, file_fds=fds,
-                            allow_weaker=True, stage_fd=_DUMMY_FD - 1,
-                            terminal=True).terminal_job
+                            allow_weaker=True, stage_fd=_DUMMY_FD - 1, terminal=True,
+                            landlock=_landlock_here()).terminal_job
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
@@ -242,7 +242,8 @@ class BwrapBackend:
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
                                allow_weaker=allow_weaker, bwrap=_which("bwrap"),
                                userns=_userns(facts), stage_fd=stage_fd,
-                               identities=checked.identities, terminal=terminal)
+                               identities=checked.identities, terminal=terminal,
+                               landlock=terminal and _landlock_here())
             inv = _with_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
@@ -393,6 +394,13 @@ class LandlockBackend:
 
 BACKENDS: dict[str, Backend] = {"native": NativeBackend(), "bwrap": BwrapBackend(),
                                 "firejail": FirejailBackend(), "landlock": LandlockBackend()}
+
+
+def _landlock_here() -> bool:
+    """Whether this kernel has Landlock: bwrap's terminal mode needs it (compile/bwrap.py)."""
+    from isorun.host.facts import probe
+
+    return probe().landlock >= 1
 
 
 def _userns(facts: BackendFacts | None) -> bool:
