@@ -36,7 +36,8 @@ pytestmark = pytest.mark.needs("shim", "userns")
 
 BACKENDS = [
     pytest.param("native", id="native"),
-    pytest.param("bwrap", marks=pytest.mark.needs("bwrap", "gcc"), id="bwrap"),
+    # bwrap shares the terminal only behind the stage's Landlock domain (compile/bwrap.py)
+    pytest.param("bwrap", marks=pytest.mark.needs("bwrap", "gcc", "landlock"), id="bwrap"),
     pytest.param("firejail", marks=pytest.mark.needs("firejail", "gcc"), id="firejail"),
 ]
 #: the unprivileged caller: uid 1000, which firejail admits (it refuses nobody)
@@ -347,3 +348,33 @@ def test_terminal_node_is_the_callers_alone(open_dir: Path, backend: str, who: s
         return
     for label in ("TIOCSTI", "TIOCLINUX", "TIOCCONS", "TIOCSCTTY"):
         assert f"{label} -1 1\n" in out, out  # EPERM each
+
+
+MEM_PROBE = '''
+import os
+writable = []
+for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+    try:
+        os.close(os.open(f"/proc/{pid}/mem", os.O_RDWR))
+        writable.append(pid)
+    except OSError:
+        pass
+print("writable_mem", writable)
+'''
+
+
+@pytest.mark.needs("bwrap", "gcc", "landlock")
+@pytest.mark.parametrize("who", ["caller", "user"])
+def test_bwrap_pid1_proc_mem_write(open_dir: Path, who: str) -> None:
+    # bwrap's pid 1 runs unfiltered as the command's uid and is dumpable: writing code
+    # into its /proc/1/mem would run every syscall the filter refuses. Without a
+    # terminal (a new session), as the API and pipelines run: the stage's Landlock
+    # domain keeps pid 1 out of reach there too.
+    import subprocess
+
+    argv = launcher("bwrap", who, open_dir)
+    proc = subprocess.run([*argv, "python3", "-c", MEM_PROBE], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, cwd=open_dir,
+                          env={**os.environ, "XDG_CACHE_HOME": str(open_dir / ".cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert "writable_mem []" in proc.stdout, proc.stdout

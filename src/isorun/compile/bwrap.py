@@ -84,6 +84,7 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     stdin): leave out --new-session when the plan allows it (terminal_job_allowed), the
     stage inside loads the filter and ``landlock`` (the host has Landlock) lets it keep
     the command away from bwrap's pid 1; the invocation then says ``terminal_job``.
+    ``landlock`` alone: the stage keeps the command away from pid 1 in every run.
     """
     plan = elide_redundant(plan, identities or {})
     # The stage runs inside as /proc/self/fd/N, so only where /proc is mounted.
@@ -95,8 +96,10 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     # session too (with --new-session it calls setsid itself), unfiltered, dumpable and
     # the command's uid: the command could write code into its /proc/1/mem and TIOCSTI
     # from there. The stage's --ptrace-domain (Landlock) forbids that, so the terminal is
-    # shared only where the host has Landlock.
-    shared = terminal and inside and landlock and terminal_job_allowed(plan)
+    # shared only where the host has Landlock. In any session, writing into pid 1 would
+    # run what the filter refuses, so the stage enters the domain wherever it can.
+    domain = inside and landlock
+    shared = terminal and domain and terminal_job_allowed(plan)
     args: list[str] = []
     rlimits: list[str] = []
     lost: list[Lost] = []
@@ -233,7 +236,7 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
             # stage's own among them); only the plan's kept ones may reach the command.
             command = [f"/proc/self/fd/{stage_fd}",
                        *(a for c in checks for a in ("--expect", c)), *inner,
-                       *(["--ptrace-domain"] if shared else []),
+                       *(["--ptrace-domain"] if domain else []),
                        *(a for fd in keep for a in ("--keep-fd", str(fd))), "--close-fds",
                        "--reset-signals", "--", *argv]
             inherited.append(stage_fd)

@@ -243,7 +243,7 @@ class BwrapBackend:
                                allow_weaker=allow_weaker, bwrap=_which("bwrap"),
                                userns=_userns(facts), stage_fd=stage_fd,
                                identities=checked.identities, terminal=terminal,
-                               landlock=terminal and _landlock_here())
+                               landlock=_landlock_here())
             inv = _with_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
