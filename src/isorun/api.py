@@ -103,7 +103,8 @@ class Popen:
                  env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
                  shell: bool = False, text: bool = False, backend: str | None = None,
                  allow_weaker: bool = False, grace_period: float = GRACE_PERIOD,
-                 log: Callable[[str], None] | None = None, _terminal: bool = False) -> None:
+                 log: Callable[[str], None] | None = None, _terminal: bool = False,
+                 _chosen: tuple[str, tuple[Lost, ...]] | None = None) -> None:
         from isorun.compile.plan import Cgroup, WallTime
         from isorun.compile.plan import Plan as _Plan
         from isorun.sandbox import launched, native, process
@@ -129,8 +130,8 @@ class Popen:
             _warn_dropped_env(plan, env)
         #: the backend that runs the sandbox, and the rules it does not enforce (only ever
         #: non-empty with allow_weaker)
-        self.backend, self.lost = _choose_backend(plan, backend or plan.backend,
-                                                  allow_weaker, log)
+        self.backend, self.lost = _chosen or _choose_backend(plan, backend or plan.backend,
+                                                             allow_weaker, log)
         #: why execve failed (exit code 126 or 127), None when the command started
         self.exec_error: SandboxSetupError | None = None
         self._proc: SandboxProcess | SandboxRun
@@ -139,7 +140,7 @@ class Popen:
 
             self._proc = BACKENDS[self.backend].spawn(
                 plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
-                allow_weaker=allow_weaker)
+                allow_weaker=allow_weaker, terminal=_terminal)
         else:
             caller_env = os.environ if env is None else env
             wall = plan.find(WallTime)
@@ -442,21 +443,26 @@ def _native_here(requested: str) -> bool:
 def _shares_terminal(plan: Plan) -> bool:
     """Whether a native sandbox of ``plan`` started now would share this process's
     terminal (spec.terminal_job, decided the same way by the shim's isorun_spawn)."""
-    from isorun.compile.plan import LoadSeccomp, NewSession
+    from isorun.compile.invocation import terminal_job_allowed
     from isorun.sandbox.parent import foreground_in_parent
 
-    seccomp = plan.find(LoadSeccomp)
-    return (bool(plan.find(NewSession)) and bool(seccomp) and seccomp[0].policy.hardening
-            and foreground_in_parent())
+    return terminal_job_allowed(plan) and foreground_in_parent()
+
+
+#: what a terminal sends its foreground group on ^C, ^\ and hangup (SIGINT, SIGQUIT, SIGHUP)
+_TERMINAL_SIGNALS = (2, 3, 1)
 
 
 def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
                              log: Callable[[str], None] | None,
-                             note: Callable[[str], None]) -> int:
-    """api.launch for a native sandbox that shares this terminal: the signals are taken
-    with sigwaitinfo (isorun.launch.wait_sharing_terminal), so the terminal's own are
-    not passed on twice. Blocked across the start: the native shim unblocks them in the
-    child before execve."""
+                             note: Callable[[str], None],
+                             chosen: tuple[str, tuple[Lost, ...]] = ("native", ()),
+                             allow_weaker: bool = False) -> int:
+    """api.launch for a sandbox that shares this terminal (any backend whose
+    terminal_job says so): the signals are taken with sigwaitinfo
+    (isorun.launch.wait_sharing_terminal), so the terminal's own are not passed on
+    twice. Blocked across the start: the native shim unblocks them in the child before
+    execve, the wrappers' exec stage before it execs the command (seccomp_exec.c)."""
     import resource
     import signal
     import sys
@@ -467,17 +473,34 @@ def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
         exec_failure_message,
         wait_sharing_terminal,
     )
+    from isorun.sandbox.parent import reclaim_terminal_in_parent
 
     blocked = (*FORWARDED_SIGNALS, SIGCHLD)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    # bwrap and firejail unblock signals and are in the terminal's foreground group with
+    # the command: a ^C would kill bwrap, and the command with it by SIGKILL
+    # (--die-with-parent), before its own handler ran. Ignored here, they are ignored by
+    # the wrapper, which keeps an ignored disposition across execve; the exec stage puts
+    # the command back to defaults (seccomp_exec.c). Blocked, this process still takes
+    # them with sigwaitinfo: the kernel drops an ignored signal only when unblocked.
+    ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _TERMINAL_SIGNALS
+               if chosen[0] != "native"}
     try:
-        proc = Popen(argv, profile=plan, backend="native", log=log, _terminal=True)
+        proc = Popen(argv, profile=plan, backend=chosen[0], allow_weaker=allow_weaker,
+                     log=log, _terminal=True, _chosen=chosen)
         if proc.exec_error is not None:
             sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
-        wait_sharing_terminal(lambda: (0, 0) if proc.poll() is None else (1, 0),
-                              proc.send_signal, blocked)
+        try:
+            wait_sharing_terminal(lambda: (0, 0) if proc.poll() is None else (1, 0),
+                                  proc.send_signal, blocked)
+        finally:
+            # a shell in the sandbox may have left a job of its own in the foreground
+            # (the native launchers take the terminal back themselves)
+            reclaim_terminal_in_parent()
     finally:
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     return _wait_and_report(plan, proc, before, quiet, note)
 
@@ -542,8 +565,22 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     plan = _cached_plan(profile, log=note if verbose else None)
     for line in root_write_notes(plan):
         note(line)
-    if _native_here(backend or plan.backend) and _shares_terminal(plan):
-        return _launch_sharing_terminal(argv, plan, quiet, note if verbose else None, note)
+    if _shares_terminal(plan):
+        if _native_here(backend or plan.backend):
+            return _launch_sharing_terminal(argv, plan, quiet, note if verbose else None,
+                                            note)
+        from isorun.sandbox.backends import BACKENDS
+
+        # Chosen here, once: whether the backend keeps the command in this terminal's
+        # foreground decides how the launcher takes signals, before the start.
+        chosen = _choose_backend(plan, backend or plan.backend, allow_weaker,
+                                 note if verbose else None)
+        if BACKENDS[chosen[0]].terminal_job(plan):
+            return _launch_sharing_terminal(argv, plan, quiet, note if verbose else None,
+                                            note, chosen, allow_weaker)
+        backend, preset = chosen[0], chosen
+    else:
+        preset = None
     # Popen.send_signal reaches the command (the native sandbox's pid 1 forwards it; on
     # bwrap and firejail it is sent to the command itself); the launcher must survive
     # these to report the command's status instead of dying first. The handlers are in
@@ -563,7 +600,7 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
     proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
-                 log=note if verbose else None)
+                 log=note if verbose else None, _chosen=preset)
     started.append(proc)
     for sig in pending:
         proc.send_signal(sig)

@@ -23,18 +23,26 @@ from pathlib import Path
 import pytest
 
 PROBE = textwrap.dedent("""
-    import ctypes, sys
+    import ctypes, os, sys
     libc = ctypes.CDLL(None, use_errno=True)
     byte = ctypes.c_char(b"Z")
     req = int(sys.argv[1], 0)
     # the raw syscall keeps all 64 bits of the request (glibc's ioctl() takes an
     # unsigned long too, but be explicit): x86_64 ioctl is syscall 16
     rc = libc.syscall(16, 0, ctypes.c_ulong(req), ctypes.byref(byte))
-    print("rc", rc, "errno", ctypes.get_errno(), flush=True)
+    err = ctypes.get_errno()
+    # whether the terminal is still the controlling terminal (no new session)
+    try:
+        os.tcgetpgrp(0)
+        ctty = "yes"
+    except OSError:
+        ctty = "no"
+    print("rc", rc, "errno", err, "ctty", ctty, flush=True)
 """)
 
 
-def inject(tty_argv: list[str], request: int) -> tuple[str, bytes]:
+def inject(tty_argv: list[str], request: int, cwd: str | None = None,
+           env: dict[str, str] | None = None) -> tuple[str, bytes]:
     """Run the probe on a fresh pty whose slave is its controlling terminal.
 
     Returns the probe's output and what the pty's input queue received.
@@ -49,6 +57,8 @@ def inject(tty_argv: list[str], request: int) -> tuple[str, bytes]:
             stdin=slave,
             capture_output=True,
             timeout=60,
+            cwd=cwd,
+            env=env,
             # the child makes the pty its controlling terminal, as a login shell would
             start_new_session=True,
             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),

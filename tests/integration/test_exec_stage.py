@@ -62,3 +62,27 @@ def test_environment_and_descriptors_are_exactly_given() -> None:
 
 def test_unknown_command_exits_127() -> None:
     assert stage("--", "/nonexistent/cmd").returncode == 127
+
+
+def test_reset_signals_gives_the_command_defaults_and_no_mask() -> None:
+    # The CLI hands a wrapper SIGINT/SIGQUIT/SIGHUP ignored and its forwarded signals
+    # blocked (api._launch_sharing_terminal); only the inner stage's --reset-signals
+    # takes both away, and the outer one (bwrap's rlimits) must pass them on unchanged.
+    import signal
+
+    def ignored_and_blocked() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def status(*args: str) -> dict[str, str]:
+        done = subprocess.run([exec_stage_path(), *args, "--", "grep", "-E",
+                               "^Sig(Ign|Blk)", "/proc/self/status"],
+                              capture_output=True, text=True, timeout=30, check=True,
+                              preexec_fn=ignored_and_blocked)
+        return dict(line.split(":\t") for line in done.stdout.splitlines())
+
+    int_bit, term_bit = 1 << (signal.SIGINT - 1), 1 << (signal.SIGTERM - 1)
+    kept = status()
+    assert int(kept["SigIgn"], 16) & int_bit and int(kept["SigBlk"], 16) & term_bit
+    reset = status("--reset-signals")
+    assert int(reset["SigIgn"], 16) == 0 and int(reset["SigBlk"], 16) == 0

@@ -164,3 +164,45 @@ def test_id_map_spawns_bwrap_as_the_host_ids() -> None:
 def test_command_follows_double_dash_unchanged() -> None:
     inv = render_bwrap(make_plan(), ["--weird", "arg with space"], {}, seccomp_fd=None)
     assert list(inv.argv[-3:]) == ["--", "--weird", "arg with space"]
+
+
+def _terminal_plan(hardening: bool, proc: bool = True) -> p.Plan:
+    mounts = (p.MountStep("proc", "/proc"),) if proc else ()
+    return p.Plan("t", (p.NewRoot("tmpfs"), *mounts, p.NewSession(), p.NoNewPrivs(),
+                        p.LoadSeccomp(Seccomp(hardening=hardening)), p.Exec()))
+
+
+def test_terminal_drops_new_session_only_behind_the_stage_filter() -> None:
+    # bwrap's --new-session is its CVE-2017-5226 guard: left out only when the stage
+    # inside loads the filter that refuses TIOCSTI/TIOCLINUX before the command runs.
+    # And only with Landlock: the stage's --ptrace-domain keeps the command from
+    # writing into bwrap's pid 1, which is unfiltered and then in the caller's session.
+    shared = render_bwrap(_terminal_plan(True), ["cmd"], {}, seccomp_fd=9, stage_fd=8,
+                          terminal=True, landlock=True)
+    assert shared.terminal_job and "--new-session" not in shared.argv
+    assert "--seccomp-fd" in shared.argv and "--reset-signals" in shared.argv
+    tail = shared.argv[shared.command_at:]
+    assert tail.index("--no-new-privs") < tail.index("--ptrace-domain") < tail.index("--")
+    for inv in (render_bwrap(_terminal_plan(True), ["cmd"], {}, seccomp_fd=9, stage_fd=8,
+                             landlock=True),
+                render_bwrap(_terminal_plan(True), ["cmd"], {}, seccomp_fd=9, stage_fd=8,
+                             terminal=True),
+                render_bwrap(_terminal_plan(False), ["cmd"], {}, seccomp_fd=9, stage_fd=8,
+                             terminal=True, landlock=True),
+                render_bwrap(_terminal_plan(True, proc=False), ["cmd"], {}, seccomp_fd=9,
+                             stage_fd=8, terminal=True, landlock=True)):
+        assert not inv.terminal_job and "--new-session" in inv.argv
+    # the domain in every run with the stage inside, where the host has Landlock: pid 1
+    # is unfiltered in a new session too
+    assert "--ptrace-domain" in render_bwrap(_terminal_plan(True), ["cmd"], {}, seccomp_fd=9,
+                                             stage_fd=8, landlock=True).argv
+    assert "--ptrace-domain" not in render_bwrap(_terminal_plan(True), ["cmd"], {},
+                                                 seccomp_fd=9, stage_fd=8).argv
+
+
+def test_filter_without_a_stage_inside_is_loaded_by_bwrap() -> None:
+    # no /proc: the stage cannot run inside, so bwrap itself loads the program
+    inv = render_bwrap(_terminal_plan(True, proc=False), ["cmd"], {}, seccomp_fd=9,
+                       stage_fd=8)
+    assert inv.argv[inv.argv.index("--seccomp") + 1] == "9"
+    assert inv.argv[inv.command_at:] == ("cmd",)

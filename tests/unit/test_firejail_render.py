@@ -90,7 +90,7 @@ def test_the_stage_loads_the_same_program_and_environment() -> None:
     assert stage[0] == "/proc/self/fd/5"
     assert stage[stage.index("--seccomp-fd") + 1] == "3"
     assert stage[stage.index("--env-fd") + 1] == "4"
-    assert stage[-5:] == ["7", "--close-fds", "--", "cmd", "x"]
+    assert stage[-6:] == ["7", "--close-fds", "--reset-signals", "--", "cmd", "x"]
     assert "--no-new-privs" in stage
     assert inv.inputs == ((4, b"A=1\0TERM=xterm-256color\0"),)
     assert inv.pass_fds == (3, 4, 5, 7)
@@ -109,3 +109,18 @@ def test_allow_weaker_lists_what_is_lost() -> None:
     inv = render_firejail(make_plan(p.DieWithParent()), ["cmd"], {}, seccomp_fd=None,
                           env_fd=4, helper_fd=5, allow_weaker=True)
     assert [lost.rule for lost in inv.lost] == ["die with parent (PR_SET_PDEATHSIG SIGKILL)"]
+
+
+def test_terminal_leaves_out_the_stage_setsid_only_with_hardening() -> None:
+    def plan(hardening: bool) -> p.Plan:
+        return make_plan(p.NewSession(), p.NoNewPrivs(),
+                         p.LoadSeccomp(Seccomp(hardening=hardening)))
+
+    shared = render_firejail(plan(True), ["cmd"], {}, seccomp_fd=3, env_fd=4, helper_fd=5,
+                             terminal=True)
+    assert shared.terminal_job and "--setsid" not in shared.argv
+    for inv in (render_firejail(plan(True), ["cmd"], {}, seccomp_fd=3, env_fd=4,
+                                helper_fd=5),
+                render_firejail(plan(False), ["cmd"], {}, seccomp_fd=3, env_fd=4,
+                                helper_fd=5, terminal=True)):
+        assert not inv.terminal_job and "--setsid" in inv.argv

@@ -130,7 +130,8 @@ def test_bwrap_bind_without_proc_is_lost_with_the_inner_check() -> None:
     inv = render_bwrap(with_proc, ["cmd"], {}, seccomp_fd=None, stage_fd=20,
                        identities={"/a": ("/a", 7, 8)})
     tail = list(inv.argv[inv.command_at:])
-    assert tail == ["/proc/self/fd/20", "--expect", "7:8:r:/a", "--close-fds", "--", "cmd"]
+    assert tail == ["/proc/self/fd/20", "--expect", "7:8:r:/a", "--close-fds",
+                    "--reset-signals", "--", "cmd"]
     assert 20 in inv.pass_fds
 
 

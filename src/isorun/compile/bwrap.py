@@ -36,6 +36,7 @@ from isorun.compile.invocation import (
     Identity,
     Invocation,
     identity_without_userns,
+    terminal_job_allowed,
 )
 from isorun.errors import InternalError, Lost, Unsupported
 from isorun.sandbox.native import build_environment
@@ -64,7 +65,8 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                  seccomp_fd: int | None, file_fds: Sequence[int] = (),
                  allow_weaker: bool = False, bwrap: str = "bwrap",
                  helper: str = HELPER, userns: bool = True, stage_fd: int | None = None,
-                 identities: Mapping[str, Identity] | None = None) -> Invocation:
+                 identities: Mapping[str, Identity] | None = None,
+                 terminal: bool = False, landlock: bool = False) -> Invocation:
     """Render ``plan`` running ``argv`` as a bwrap command line.
 
     ``env`` is the caller's environment (``environment.keep`` takes values from it).
@@ -77,8 +79,27 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     ``/proc/self/fd/N`` to check the binds and load the filter. ``identities`` maps each
     bind source to what the runner's walk found there (sandbox/safepath.py); each bind
     with one gets an ``--expect`` at its destination.
+
+    ``terminal`` (the CLI, the foreground job of the terminal that is the command's
+    stdin): leave out --new-session when the plan allows it (terminal_job_allowed), the
+    stage inside loads the filter and ``landlock`` (the host has Landlock) lets it keep
+    the command away from bwrap's pid 1; the invocation then says ``terminal_job``.
+    ``landlock`` alone: the stage keeps the command away from pid 1 in every run.
     """
     plan = elide_redundant(plan, identities or {})
+    # The stage runs inside as /proc/self/fd/N, so only where /proc is mounted.
+    inside = stage_fd is not None and _proc_at_proc(plan)
+    # bwrap's --new-session is its answer to CVE-2017-5226 (TIOCSTI into the caller's
+    # terminal). Leaving it out is safe only because the filter refusing TIOCSTI and
+    # TIOCLINUX is loaded by the stage before the command: until then only bwrap and the
+    # stage run. But bwrap's pid 1 (with --unshare-pid) then stays in the caller's
+    # session too (with --new-session it calls setsid itself), unfiltered, dumpable and
+    # the command's uid: the command could write code into its /proc/1/mem and TIOCSTI
+    # from there. The stage's --ptrace-domain (Landlock) forbids that, so the terminal is
+    # shared only where the host has Landlock. In any session, writing into pid 1 would
+    # run what the filter refuses, so the stage enters the domain wherever it can.
+    domain = inside and landlock
+    shared = terminal and domain and terminal_job_allowed(plan)
     args: list[str] = []
     rlimits: list[str] = []
     lost: list[Lost] = []
@@ -153,7 +174,9 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
             case p.NewSession():
                 # setsid in the sandbox: the command cannot TIOCSTI into the caller's
                 # terminal (CVE-2017-5226); the seccomp filter denies TIOCSTI as well.
-                args.append("--new-session")
+                # Shared: the command stays the terminal's foreground job (see above).
+                if not shared:
+                    args.append("--new-session")
             case p.DieWithParent():
                 args.append("--die-with-parent")
             case p.CloseFds():
@@ -182,8 +205,9 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                                         "holds the program")
                 # The same BPF program the native shim loads, read raw from the fd; by
                 # the inner stage when there is one, so its checks run unfiltered and the
-                # filter is the last thing before the command.
-                if stage_fd is None:
+                # filter is the last thing before the command. Without a stage inside (no
+                # /proc), bwrap loads it itself, right before the command.
+                if not inside:
                     args += ["--seccomp", str(seccomp_fd)]
                 else:
                     inner += ["--no-new-privs", "--seccomp-fd", str(seccomp_fd)]
@@ -212,8 +236,9 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
             # stage's own among them); only the plan's kept ones may reach the command.
             command = [f"/proc/self/fd/{stage_fd}",
                        *(a for c in checks for a in ("--expect", c)), *inner,
+                       *(["--ptrace-domain"] if domain else []),
                        *(a for fd in keep for a in ("--keep-fd", str(fd))), "--close-fds",
-                       "--", *argv]
+                       "--reset-signals", "--", *argv]
             inherited.append(stage_fd)
     if lost and not allow_weaker:
         raise Unsupported(BACKEND, lost)
@@ -223,7 +248,8 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
         head = [helper, *rlimits, "--"]
     return Invocation(BACKEND, (*head, bwrap, *args, "--", *command),
                       pass_fds=tuple(sorted({*inherited, *keep})), user=user,
-                      lost=tuple(lost), command_at=len(head) + 1 + len(args) + 1)
+                      lost=tuple(lost), command_at=len(head) + 1 + len(args) + 1,
+                      terminal_job=shared)
 
 
 def elide_redundant(plan: p.Plan, identities: Mapping[str, Identity]) -> p.Plan:

@@ -28,6 +28,7 @@ from isorun.compile.invocation import (
     Identity,
     Invocation,
     identity_without_userns,
+    terminal_job_allowed,
 )
 from isorun.errors import InternalError, Lost, Unsupported
 from isorun.sandbox.native import build_environment
@@ -39,7 +40,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                     seccomp_fd: int | None, env_fd: int, helper_fd: int,
                     allow_weaker: bool = False, firejail: str = "firejail",
                     userns: bool = True,
-                    identities: Mapping[str, Identity] | None = None) -> Invocation:
+                    identities: Mapping[str, Identity] | None = None,
+                    terminal: bool = False) -> Invocation:
     """Render ``plan`` running ``argv`` as a firejail command line.
 
     ``env_fd`` receives the command's environment (``inputs``), ``helper_fd`` is the exec
@@ -48,7 +50,15 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     ``allow_weaker``. ``userns=False``: the host forbids user namespaces. ``identities``
     maps bind sources to what the runner's walk found (sandbox/safepath.py): each becomes
     a check the stage makes before anything else.
+
+    ``terminal`` (the CLI, the foreground job of the terminal that is the command's
+    stdin): the stage leaves out its setsid when the plan allows it
+    (terminal_job_allowed); the invocation then says ``terminal_job``.
     """
+    # The stage loads the filter refusing TIOCSTI/TIOCLINUX before it execs the command,
+    # and nothing of the sandbox runs before the stage but firejail itself: the command
+    # may then stay in the caller's session, the terminal's foreground job.
+    shared = terminal and terminal_job_allowed(plan)
     # --noprofile: no default profile may add or relax rules behind the plan's back.
     # --deterministic-exit-code: the command's status, not firejail's.
     args = ["--quiet", "--noprofile", "--deterministic-exit-code"]
@@ -117,7 +127,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
             case p.Chdir():
                 stage += ["--chdir", step.path]
             case p.NewSession():
-                stage.append("--setsid")
+                if not shared:
+                    stage.append("--setsid")
             case p.DieWithParent():
                 # execve of a setuid program clears PR_SET_PDEATHSIG (prctl(2)), and
                 # firejail has no option to follow the launcher.
@@ -159,12 +170,14 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                      *(() if seccomp_fd is None else (seccomp_fd,))})
     args += ["--nogroups", "--keep-fd=" + ",".join(str(fd) for fd in passed)]
     stage += [arg for fd in keep for arg in ("--keep-fd", str(fd))]
-    stage.append("--close-fds")
+    # the command starts from default dispositions and no blocked signal (seccomp_exec.c)
+    stage += ["--close-fds", "--reset-signals"]
     # the checks first: nothing else of the stage, nor the command, runs before them
     stage = [*(a for c in _final(checks) for a in ("--expect", c.arg())), *stage]
     return Invocation(BACKEND, (firejail, *args, "--", f"/proc/self/fd/{helper_fd}", *stage,
                                 "--", *argv),
-                      inputs=inputs, pass_fds=tuple(passed), user=user, lost=tuple(lost))
+                      inputs=inputs, pass_fds=tuple(passed), user=user, lost=tuple(lost),
+                      terminal_job=shared)
 
 
 def _final(checks: list[Expect]) -> list[Expect]:

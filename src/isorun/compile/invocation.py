@@ -36,12 +36,17 @@ class Invocation:
     #: index in ``argv`` of what the wrapper runs, right after the "--" that ends its own
     #: options (bwrap: the runner moves the options before it into --args)
     command_at: int = -1
+    #: the command stays in the launcher's session and process group (the CLI on its
+    #: terminal, see :func:`terminal_job_allowed`) instead of a new session
+    terminal_job: bool = False
 
     def describe(self) -> str:
         """Stable text for golden files: a header of comments, then one argument a line."""
         lines = [f"# backend {self.backend}"]
         if self.user is not None:
             lines.append(f"# spawn as uid {self.user[0]} gid {self.user[1]}")
+        if self.terminal_job:
+            lines.append("# shares the caller's terminal (no new session)")
         lines.append("# inherit fds " + (" ".join(str(fd) for fd in self.pass_fds) or "none"))
         for fd, data in self.inputs:
             lines.append(f"# fd {fd}: {data!r}")
@@ -68,6 +73,21 @@ def identity_without_userns(plan: p.Plan) -> bool:
     maps = plan.find(p.MapIds)
     return all(m.uid == m.host_uid and m.gid == m.host_gid and m.host_uid != 0
                for m in maps)
+
+
+def terminal_job_allowed(plan: p.Plan) -> bool:
+    """Whether a sandbox of ``plan`` may stay in the caller's session as the foreground job
+    of its terminal instead of a new session (every backend asks this one question; the
+    shim's spec.terminal_job is the native answer).
+
+    A new session is there so the command cannot push input into the caller's terminal
+    with TIOCSTI, or reach the console with TIOCLINUX (CVE-2017-5226); sharing the
+    terminal is safe only when the plan's seccomp filter refuses both, which the
+    hardening rules do. The wrappers must also load that filter before anything the
+    sandbox runs gets control (their renderers check it).
+    """
+    seccomp = plan.find(p.LoadSeccomp)
+    return bool(plan.find(p.NewSession)) and bool(seccomp) and seccomp[0].policy.hardening
 
 
 @dataclass(frozen=True, slots=True)

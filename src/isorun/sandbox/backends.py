@@ -26,7 +26,7 @@ from typing import IO, Any, Protocol
 from isorun.compile import plan as p
 from isorun.compile.bwrap import file_mounts, render_bwrap
 from isorun.compile.firejail import render_firejail
-from isorun.compile.invocation import HELPER, Invocation
+from isorun.compile.invocation import HELPER, Invocation, terminal_job_allowed
 from isorun.errors import HostError, Lost, Unsupported
 from isorun.host.probe import BackendFacts
 from isorun.profile.schema import Seccomp
@@ -52,10 +52,17 @@ class Backend(Protocol):
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         """The rules of ``plan`` this backend cannot enforce (on this host, with facts)."""
 
+    def terminal_job(self, plan: p.Plan) -> bool:
+        """Whether a terminal launch (``spawn(terminal=True)``) of ``plan`` keeps the
+        command in the caller's session as the terminal's foreground job: job control,
+        ^C from the terminal itself. False: a new session, so the launcher passes on ^C."""
+
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
-        """Start ``argv`` in the sandbox. Raises Unsupported, HostError."""
+              allow_weaker: bool = False, facts: BackendFacts | None = None,
+              terminal: bool = False) -> SandboxRun:
+        """Start ``argv`` in the sandbox. Raises Unsupported, HostError. ``terminal``: the
+        CLI, the foreground job of the terminal that is the command's stdin."""
 
 
 #: one representative step per step type and per option a backend may not support; the
@@ -155,9 +162,13 @@ class NativeBackend:
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         return []
 
+    def terminal_job(self, plan: p.Plan) -> bool:
+        return terminal_job_allowed(plan)  # the shim decides the same (spec.terminal_job)
+
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
+              allow_weaker: bool = False, facts: BackendFacts | None = None,
+              terminal: bool = False) -> SandboxRun:
         # TODO(#5): the lead's api.Popen dispatches here once it takes a backend; until
         # then native launches go through isorun.api directly.
         from isorun import api
@@ -203,9 +214,16 @@ class BwrapBackend:
                                                  userns=_userns(facts),
                                                  stage_fd=_DUMMY_FD - 1))
 
+    def terminal_job(self, plan: p.Plan) -> bool:
+        fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
+        return render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD, file_fds=fds,
+                            allow_weaker=True, stage_fd=_DUMMY_FD - 1, terminal=True,
+                            landlock=_landlock_here()).terminal_job
+
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
+              allow_weaker: bool = False, facts: BackendFacts | None = None,
+              terminal: bool = False) -> SandboxRun:
         from isorun.sandbox.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
@@ -224,7 +242,8 @@ class BwrapBackend:
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
                                allow_weaker=allow_weaker, bwrap=_which("bwrap"),
                                userns=_userns(facts), stage_fd=stage_fd,
-                               identities=checked.identities)
+                               identities=checked.identities, terminal=terminal,
+                               landlock=_landlock_here())
             inv = _with_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
@@ -282,9 +301,15 @@ class FirejailBackend:
                                                     allow_weaker=True,
                                                     userns=_userns(facts)))
 
+    def terminal_job(self, plan: p.Plan) -> bool:
+        return render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD, env_fd=_DUMMY_FD + 1,
+                               helper_fd=_DUMMY_FD + 2, allow_weaker=True,
+                               terminal=True).terminal_job
+
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
+              allow_weaker: bool = False, facts: BackendFacts | None = None,
+              terminal: bool = False) -> SandboxRun:
         from isorun.sandbox.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
@@ -300,7 +325,7 @@ class FirejailBackend:
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
                                   firejail=_which("firejail"), userns=_userns(facts),
-                                  identities=checked.identities)
+                                  identities=checked.identities, terminal=terminal)
             for fd, data in inv.inputs:
                 os.write(fd, data)
                 os.lseek(fd, 0, os.SEEK_SET)
@@ -333,9 +358,13 @@ class LandlockBackend:
 
         return lost_rules(plan, None if facts is None else facts.host.landlock)
 
+    def terminal_job(self, plan: p.Plan) -> bool:
+        return False  # landlock_mode builds its own spec, always a new session
+
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False, facts: BackendFacts | None = None) -> SandboxRun:
+              allow_weaker: bool = False, facts: BackendFacts | None = None,
+              terminal: bool = False) -> SandboxRun:
         from isorun.host.facts import probe
         from isorun.sandbox import flat, launched, process
         from isorun.sandbox.landlock_mode import build_mode_spec, check_grant_paths
@@ -365,6 +394,13 @@ class LandlockBackend:
 
 BACKENDS: dict[str, Backend] = {"native": NativeBackend(), "bwrap": BwrapBackend(),
                                 "firejail": FirejailBackend(), "landlock": LandlockBackend()}
+
+
+def _landlock_here() -> bool:
+    """Whether this kernel has Landlock: bwrap's terminal mode needs it (compile/bwrap.py)."""
+    from isorun.host.facts import probe
+
+    return probe().landlock >= 1
 
 
 def _userns(facts: BackendFacts | None) -> bool:
@@ -469,10 +505,12 @@ class SandboxRun:
     sandbox is killed and ``returncode`` is 124."""
 
     def __init__(self, proc: Any, backend: str, lost: tuple[Lost, ...],
-                 wall_time: float | None) -> None:
+                 wall_time: float | None, terminal_job: bool = False) -> None:
         self._proc = proc
         self.backend = backend
         self.lost = lost
+        #: the command shares the caller's session, the terminal's foreground job
+        self.terminal_job = terminal_job
         self.pid: int = proc.pid
         self.stdin: IO[bytes] | None = proc.stdin
         self.stdout: IO[bytes] | None = proc.stdout
@@ -613,4 +651,5 @@ def _spawn(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any) 
     # No environment: bwrap builds the command's from --setenv, the stage from its fd.
     proc = subprocess.Popen(list(inv.argv), env={}, close_fds=True, pass_fds=inv.pass_fds,
                             stdin=stdin, stdout=stdout, stderr=stderr, **user)
-    return SandboxRun(proc, inv.backend, inv.lost, wall[0].seconds if wall else None)
+    return SandboxRun(proc, inv.backend, inv.lost, wall[0].seconds if wall else None,
+                      inv.terminal_job)

@@ -3,7 +3,8 @@
  *
  *   isorun-seccomp-exec [--expect DEV:INO:FLAGS:PATH]... [--rlimit NAME=VALUE]...
  *                       [--chdir DIR] [--setsid] [--env-fd FD] [--keep-fd FD]...
- *                       [--close-fds] [--no-new-privs] [--seccomp-fd FD] -- CMD [ARG]...
+ *                       [--close-fds] [--reset-signals] [--no-new-privs] [--ptrace-domain]
+ *                       [--seccomp-fd FD] -- CMD [ARG]...
  *
  * firejail's own filter takes syscall names only, so the BPF program the native shim
  * loads reaches a firejail sandbox through this program, which runs inside it right
@@ -29,8 +30,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <linux/landlock.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,6 +227,30 @@ static void close_fds(const int *keep, size_t nkeep) {
         die("close descriptors", "close_range", errno);
 }
 
+/*
+ * --ptrace-domain: a Landlock domain of its own for the command (landlock(7)): a process
+ * in a domain may not ptrace, nor open /proc/PID/mem of, a process outside it. bwrap's
+ * pid 1 runs inside the sandbox without the filter, as the command's uid and dumpable,
+ * so without this the command could write code into it and run what the filter refuses;
+ * in terminal mode (no --new-session) that includes TIOCSTI on the caller's terminal,
+ * pid 1's controlling terminal. The domain handles one right nothing in a sandbox can use
+ * anyway (making a block device needs CAP_MKNOD in the initial user namespace), so it
+ * changes nothing else. After no_new_privs, which landlock_restrict_self(2) requires.
+ */
+static void enter_ptrace_domain(void) {
+    struct landlock_ruleset_attr attr;
+    long fd;
+
+    memset(&attr, 0, sizeof attr);
+    attr.handled_access_fs = LANDLOCK_ACCESS_FS_MAKE_BLOCK;
+    fd = syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+    if (fd < 0)
+        die("landlock domain", "landlock_create_ruleset", errno);
+    if (syscall(SYS_landlock_restrict_self, (int)fd, 0) < 0)
+        die("landlock domain", "landlock_restrict_self", errno);
+    close((int)fd);
+}
+
 static struct sock_fprog read_seccomp(int fd) {
     size_t size;
     char *data = read_fd(fd, MAX_BPF_INSNS * sizeof(struct sock_filter), &size, "seccomp");
@@ -239,9 +266,13 @@ static struct sock_fprog read_seccomp(int fd) {
 int main(int argc, char **argv) {
     int keep[MAX_KEEP];
     size_t nkeep = 0;
-    int env_fd = -1, seccomp_fd = -1, close_all = 0, nnp = 0, i;
+    int env_fd = -1, seccomp_fd = -1, close_all = 0, nnp = 0, reset_signals = 0, i;
+    int ptrace_domain = 0;
     char **env = NULL;
     struct sock_fprog prog = {0, NULL};
+    sigset_t unblocked;
+    struct sigaction dfl;
+    int sig;
 
     for (i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -258,6 +289,10 @@ int main(int argc, char **argv) {
             close_all = 1;
         } else if (strcmp(opt, "--no-new-privs") == 0) {
             nnp = 1;
+        } else if (strcmp(opt, "--reset-signals") == 0) {
+            reset_signals = 1;
+        } else if (strcmp(opt, "--ptrace-domain") == 0) {
+            ptrace_domain = 1;
         } else if (val == NULL) {
             usage("option needs a value");
         } else if (strcmp(opt, "--expect") == 0) {
@@ -301,8 +336,28 @@ int main(int argc, char **argv) {
         if (seccomp_fd >= 0 && !kept(seccomp_fd, keep, nkeep))
             close(seccomp_fd);
     }
+    /*
+     * The command starts with every signal at its default and none blocked, as the
+     * native shim starts it: the CLI sharing its terminal (api.launch) hands the wrapper
+     * the terminal's interrupt, quit and hangup ignored, so the wrapper survives them
+     * and the command alone decides, and its own signals blocked, to tell the
+     * terminal's from kill's. Only inside (--reset-signals): run before bwrap for its
+     * rlimits, the stage must hand bwrap what it got. Before the filter, which need not
+     * allow rt_sigaction. EINVAL for SIGKILL, SIGSTOP and libc's own is expected.
+     */
+    if (reset_signals) {
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (sig = 1; sig < NSIG; sig++)
+            (void)sigaction(sig, &dfl, NULL);
+        sigemptyset(&unblocked);
+        if (sigprocmask(SIG_SETMASK, &unblocked, NULL) < 0)
+            die("signals", "sigprocmask", errno);
+    }
     if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         die("no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)", errno);
+    if (ptrace_domain)
+        enter_ptrace_domain();
     if (prog.filter != NULL && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
         die("seccomp", "seccomp(SECCOMP_SET_MODE_FILTER)", errno);
     if (env != NULL)
