@@ -434,16 +434,19 @@ def _with_alternatives(plan: p.Plan, lost: list[Lost], facts: BackendFacts) -> l
     """Name, for each lost rule, the backends that would enforce it (and whether this
     host can run them), so the error says where to go."""
     keeps: dict[str, set[tuple[str, str]]] = {}
+    # once per backend, not per lost rule: a wrapper's walks its bind sources
+    whys: dict[str, str] = {}
     for name in ORDER:
         keeps[name] = {(item.rule, item.loc.short())
                        for item in BACKENDS[name].check(plan, facts)}
+        whys[name] = BACKENDS[name].unavailable(plan, facts)[0]
     out = []
     for item in lost:
         alts = []
         for name in ORDER:
             if (item.rule, item.loc.short()) in keeps[name]:
                 continue
-            why, _ = BACKENDS[name].unavailable(plan, facts)
+            why = whys[name]
             alts.append(name if not why else f"{name}, not usable here: {why}")
         out.append(replace(item, alternatives=tuple(alts)))
     return out
