@@ -64,7 +64,8 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                  seccomp_fd: int | None, file_fds: Sequence[int] = (),
                  allow_weaker: bool = False, bwrap: str = "bwrap",
                  helper: str = HELPER, userns: bool = True, stage_fd: int | None = None,
-                 identities: Mapping[str, Identity] | None = None) -> Invocation:
+                 identities: Mapping[str, Identity] | None = None,
+                 landlock_fd: int | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a bwrap command line.
 
     ``env`` is the caller's environment (``environment.keep`` takes values from it).
@@ -76,7 +77,8 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     ``stage_fd`` (the runner's): the exec stage, opened for reading, run inside as
     ``/proc/self/fd/N`` to check the binds and load the filter. ``identities`` maps each
     bind source to what the runner's walk found there (sandbox/safepath.py); each bind
-    with one gets an ``--expect`` at its destination.
+    with one gets an ``--expect`` at its destination. ``landlock_fd`` holds the plan's
+    Landlock ruleset (sandbox/flat.landlock_section), which that inner stage applies.
     """
     plan = elide_redundant(plan, identities or {})
     args: list[str] = []
@@ -93,6 +95,9 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     def lose(step: p.Step, rule: str, why: str) -> None:
         lost.append(Lost(rule, step.loc, why))
 
+    # The exec stage runs inside only where the plan mounts /proc (it is exec'd as
+    # /proc/self/fd/N); only then can it apply what bwrap has no option for.
+    staged = stage_fd is not None and _proc_at_proc(plan)
     if not plan.find(p.NewRoot):
         # filesystem.root = "host": bwrap always starts from an empty tmpfs, so the host
         # tree goes in whole (recursive, devices usable) before any other mount.
@@ -172,10 +177,17 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
             case p.NoNewPrivs():
                 pass  # bwrap always sets PR_SET_NO_NEW_PRIVS before running the command
             case p.Landlock():
-                from isorun.compile.landlock import wrapper_losses
+                if staged and landlock_fd is not None:
+                    # The same ruleset the native shim applies, after bwrap's
+                    # no_new_privs and before the filter; its paths are destinations,
+                    # which is what the sandbox's view shows (the rules were made so).
+                    inner += ["--landlock-fd", str(landlock_fd)]
+                    inherited.append(landlock_fd)
+                else:
+                    from isorun.compile.landlock import wrapper_losses
 
-                for rule, why in wrapper_losses(plan, step):
-                    lose(step, rule, why)
+                    for rule, why in wrapper_losses(plan, step):
+                        lose(step, rule, why)
             case p.LoadSeccomp():
                 if seccomp_fd is None:
                     raise InternalError("bwrap: the plan loads seccomp but no descriptor "

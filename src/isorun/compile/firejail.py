@@ -39,7 +39,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                     seccomp_fd: int | None, env_fd: int, helper_fd: int,
                     allow_weaker: bool = False, firejail: str = "firejail",
                     userns: bool = True,
-                    identities: Mapping[str, Identity] | None = None) -> Invocation:
+                    identities: Mapping[str, Identity] | None = None,
+                    landlock_fd: int | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a firejail command line.
 
     ``env_fd`` receives the command's environment (``inputs``), ``helper_fd`` is the exec
@@ -47,7 +48,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     :class:`Unsupported` naming every rule firejail cannot enforce, unless
     ``allow_weaker``. ``userns=False``: the host forbids user namespaces. ``identities``
     maps bind sources to what the runner's walk found (sandbox/safepath.py): each becomes
-    a check the stage makes before anything else.
+    a check the stage makes before anything else. ``landlock_fd`` holds the plan's
+    Landlock ruleset (sandbox/flat.landlock_section), which the stage applies.
     """
     # --noprofile: no default profile may add or relax rules behind the plan's back.
     # --deterministic-exit-code: the command's status, not firejail's.
@@ -137,10 +139,17 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                 args.append("--nonewprivs")
                 stage.append("--no-new-privs")
             case p.Landlock():
-                from isorun.compile.landlock import wrapper_losses
+                if landlock_fd is not None:
+                    # Applied by the stage as the native shim applies it. firejail keeps
+                    # the host's tree as the root, so the rules' paths are host paths:
+                    # the stage follows no link on the way to them, as the landlock
+                    # backend does (shim/landlock.c, open_host_path).
+                    stage += ["--landlock-fd", str(landlock_fd), "--landlock-host-paths"]
+                else:
+                    from isorun.compile.landlock import wrapper_losses
 
-                for rule, why in wrapper_losses(plan, step):
-                    lose(step, rule, why)
+                    for rule, why in wrapper_losses(plan, step):
+                        lose(step, rule, why)
             case p.LoadSeccomp():
                 if seccomp_fd is None:
                     raise InternalError("firejail: the plan loads seccomp but no "
@@ -156,7 +165,9 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     # descriptor closing (--keep-fd); the stage then closes all but ``keep``.
     inputs = ((env_fd, env_bytes),) if env_bytes or plan.find(p.Environment) else ()
     passed = sorted({helper_fd, *(fd for fd, _ in inputs), *keep,
-                     *(() if seccomp_fd is None else (seccomp_fd,))})
+                     *(() if seccomp_fd is None else (seccomp_fd,)),
+                     *(() if landlock_fd is None or not plan.find(p.Landlock)
+                       else (landlock_fd,))})
     args += ["--nogroups", "--keep-fd=" + ",".join(str(fd) for fd in passed)]
     stage += [arg for fd in keep for arg in ("--keep-fd", str(fd))]
     stage.append("--close-fds")

@@ -108,6 +108,9 @@ def sample_plan(step: p.Step) -> p.Plan:
         return p.Plan("sample", (step,))
     before: tuple[p.Step, ...] = ((p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp | p.Landlock)
                                    else ())
+    if isinstance(step, p.Landlock):
+        # bwrap's exec stage applies it from inside, which needs /proc (as binds, below)
+        before = (p.MountStep("proc", "/proc"), *before)
     if isinstance(step, p.MountStep) and "bind" in step.type:
         # bwrap checks a bind from inside, with its exec stage run as /proc/self/fd/N
         # (compile/bwrap.py): it enforces binds in plans that mount /proc
@@ -201,7 +204,8 @@ class BwrapBackend:
         return _render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD,
                                                  file_fds=fds, allow_weaker=True,
                                                  userns=_userns(facts),
-                                                 stage_fd=_DUMMY_FD - 1))
+                                                 stage_fd=_DUMMY_FD - 1,
+                                                 landlock_fd=_DUMMY_FD - 2))
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
@@ -224,7 +228,8 @@ class BwrapBackend:
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
                                allow_weaker=allow_weaker, bwrap=_which("bwrap"),
                                userns=_userns(facts), stage_fd=stage_fd,
-                               identities=checked.identities)
+                               identities=checked.identities,
+                               landlock_fd=_landlock_fd(plan, stack))
             inv = _with_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
@@ -280,7 +285,8 @@ class FirejailBackend:
                                                     env_fd=_DUMMY_FD + 1,
                                                     helper_fd=_DUMMY_FD + 2,
                                                     allow_weaker=True,
-                                                    userns=_userns(facts)))
+                                                    userns=_userns(facts),
+                                                    landlock_fd=_DUMMY_FD + 3))
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
@@ -300,7 +306,8 @@ class FirejailBackend:
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
                                   firejail=_which("firejail"), userns=_userns(facts),
-                                  identities=checked.identities)
+                                  identities=checked.identities,
+                                  landlock_fd=_landlock_fd(plan, stack))
             for fd, data in inv.inputs:
                 os.write(fd, data)
                 os.lseek(fd, 0, os.SEEK_SET)
@@ -461,6 +468,25 @@ def describe_lost(backend: str, lost: Sequence[Lost]) -> str:
     return "\n".join(lines)
 
 
+def describe_backend(plan: p.Plan, name: str) -> tuple[p.Plan, list[str]]:
+    """(the plan backend ``name`` runs, lines saying how it enforces it) for ``explain
+    --backend``: who applies the Landlock layer, and each rule it cannot keep whatever
+    the host (``auto``: the native backend's view)."""
+    from isorun.compile.landlock import landlock_applier
+
+    name = "native" if name == "auto" else name
+    if name == "landlock":
+        from isorun.host.facts import probe
+        from isorun.sandbox.landlock_mode import mode_plan
+
+        plan = replace(plan, steps=mode_plan(plan, probe().landlock).steps)
+    lines = [f"backend {name}:", f"  landlock: {landlock_applier(plan, name)}"]
+    lost = BACKENDS[name].check(plan, None)
+    lines += [f"  does not enforce {item.loc.short()}: {item.rule}: {item.why}"
+              for item in lost] or ["  enforces every rule of the plan"]
+    return plan, lines
+
+
 def capability_matrix() -> dict[str, frozenset[str]]:
     """backend name -> the aspects it enforces (``isorun doctor`` prints it)."""
     return {name: BACKENDS[name].capabilities() for name in ORDER}
@@ -591,6 +617,19 @@ def _program_fd(plan: p.Plan, stack: ExitStack) -> int | None:
     from isorun.api import cached_program
 
     return _memfd(cached_program(plan), stack)
+
+
+def _landlock_fd(plan: p.Plan, stack: ExitStack) -> int | None:
+    """The plan's Landlock ruleset for the exec stage, in a descriptor (None: the plan
+    has none, or one that handles nothing, as native.landlock_fields decides)."""
+    from isorun.sandbox.flat import landlock_section
+    from isorun.sandbox.native import landlock_fields
+
+    steps = plan.find(p.Landlock)
+    fields = landlock_fields(steps[0]) if steps else {}
+    if not fields:
+        return None
+    return _memfd(landlock_section(fields), stack)
 
 
 def _with_stage(inv: Invocation) -> Invocation:
