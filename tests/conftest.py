@@ -32,6 +32,12 @@ def _shim() -> bool:
     return True
 
 
+def _landlock_abi() -> int:
+    from isorun.host.facts import _landlock_abi as abi
+
+    return abi()
+
+
 FEATURES: dict[str, Callable[[], bool]] = {
     "userns": _userns,
     "root": lambda: os.getuid() == 0,
@@ -41,6 +47,7 @@ FEATURES: dict[str, Callable[[], bool]] = {
     "podman": lambda: shutil.which("podman") is not None,
     "gcc": lambda: shutil.which("gcc") is not None,
     "shim": _shim,
+    "landlock": lambda: _landlock_abi() >= 1,
 }
 
 
