@@ -26,6 +26,7 @@ from tests.integration.test_frontend import (
     _python_ran,
     _run,
     _traced,
+    nobody_home,  # noqa: F401 (a fixture)
 )
 
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -153,3 +154,48 @@ def test_auto_landlock_index_stands_only_while_no_user_namespace_can_be_made(
     # and without --allow-weaker, under the filter: refused, naming the rules
     refused = _confined([str(FRONTEND), "--profile", "strict", "--", *HOSTNAME], home)
     assert refused.returncode == 125 and "cannot enforce" in refused.stderr, refused
+
+
+def test_unprivileged_caller_auto_landlock_hit(nobody_home: Path) -> None:  # noqa: F811
+    """The same as an unprivileged user: auto's landlock choice under the filter, then a
+    warm launch with no Python, confined and warning."""
+    import re
+    import shutil
+    import sys
+
+    import isorun
+    from isorun import launch_index
+    from tests.integration.conftest import unprivileged_user
+
+    user = unprivileged_user()
+    assert user is not None
+    if shutil.which("strace") is None:
+        pytest.skip("strace")
+    home, work, bin_dir = nobody_home, nobody_home / "work", nobody_home / "bin"
+    as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C", "HOME": str(home),
+           "PYTHONPATH": f"{Path(isorun.__file__).parent.parent}:{site}"}
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*as_user, *argv], env=env, cwd=work, capture_output=True,
+                              text=True, timeout=60, preexec_fn=_no_userns)
+
+    python = run([str(bin_dir / "python3"), "-m", "isorun", *WEAKER, *HOSTNAME])
+    assert python.returncode == 0 and python.stderr.startswith(WARNING), python.stderr
+    index = home / ".cache" / "isorun" / launch_index.index_name("strict", str(work),
+                                                                  user.pw_uid)
+    deadline = time.monotonic() + 20
+    while not index.exists():
+        assert time.monotonic() < deadline, "no launch index for the unprivileged user"
+        time.sleep(0.3)
+        run([str(bin_dir / "isorun"), *WEAKER, "/bin/true"])
+    trace = home / "trace"
+    front = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), *as_user,
+         str(bin_dir / "isorun"), *WEAKER, *HOSTNAME],
+        env=env, cwd=work, capture_output=True, text=True, timeout=60, preexec_fn=_no_userns)
+    execs = re.findall(r'execve\("([^"]*)"', trace.read_text())
+    assert not _python_ran(execs), execs
+    assert (front.returncode, front.stdout) == (0, f"{socket.gethostname()}\n"), front
+    assert front.stderr == python.stderr
