@@ -18,7 +18,8 @@ struct isorun_landlock_rule;
  * (0: nothing to do), fs/net/scoped the handled masks, rules the grants. host_paths: the
  * paths name the host's own tree (no view was built), so no link is followed on the way
  * to them; else they name destinations of a view built just before. Returns 0, or an
- * errno with *call naming the call that failed. Async-signal-safe: no allocation.
+ * errno with *call naming the call that failed; every caller then exits at once, so a
+ * descriptor opened on the way is not closed. Async-signal-safe: no allocation.
  */
 int isorun_landlock_restrict(int abi, unsigned long long fs, unsigned long long net,
                              unsigned long long scoped, const struct isorun_landlock_rule *rules,
