@@ -199,3 +199,29 @@ def test_unprivileged_caller_auto_landlock_hit(nobody_home: Path) -> None:  # no
     assert not _python_ran(execs), execs
     assert (front.returncode, front.stdout) == (0, f"{socket.gethostname()}\n"), front
     assert front.stderr == python.stderr
+
+
+def test_auto_landlock_index_misses_when_path_finds_another_wrapper(home: Path) -> None:
+    """An input of auto's choice changed: PATH now finds another firejail first (here one
+    that cannot run, so the Python CLI chooses the landlock backend again). The front end
+    cannot tell what the Python CLI would choose, so it lets it choose: a miss."""
+    import re
+    import shutil
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace")
+    _warm(home, _confined, [*PYTHON_CLI, *WEAKER, *HOSTNAME], _index(home))
+    _warm(home, _confined, [str(FRONTEND), *WEAKER, *HOSTNAME], _index(home))
+    shadow = home / "shadow"
+    shadow.mkdir()
+    (shadow / "firejail").write_text("#!/bin/sh\nexit 1\n")
+    (shadow / "firejail").chmod(0o755)
+    path = f"{shadow}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    trace = home / "trace.path"
+    done = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), str(FRONTEND),
+         *WEAKER, *HOSTNAME], env=_env(home, PATH=path), cwd=home / "work",
+        capture_output=True, text=True, timeout=60, preexec_fn=_no_userns)
+    execs = re.findall(r'execve\("([^"]*)"', trace.read_text())
+    assert done.returncode == 0 and done.stdout == f"{socket.gethostname()}\n", done
+    assert _python_ran(execs), "a changed PATH must not be served from the old choice"
