@@ -294,7 +294,11 @@ def _launch_landlock(entry: dict[str, object], command: list[str], backend: str 
     mode, warning, needs_weaker = choice
     if needs_weaker and not allow_weaker:
         return None  # the regular path refuses, naming each rule and who keeps it
-    if entry.get("launch_landlock") is None:
+    # Made on first use (most hosts never need it), and again when a variable the
+    # profile keeps changed since: the Python CLI runs then anyway, and the front end can
+    # serve the next launch again.
+    stored = entry.get("launch_landlock")
+    if stored is None or launch.usable(stored, command) is None:
         made = launch.make_landlock_record(plan, log)
         if made is None:
             return None
