@@ -32,10 +32,10 @@ def _shim() -> bool:
     return True
 
 
-def _landlock() -> bool:
-    from isorun.host.facts import probe
+def _landlock_abi() -> int:
+    from isorun.host.facts import _landlock_abi as abi
 
-    return probe().landlock >= 1
+    return abi()
 
 
 FEATURES: dict[str, Callable[[], bool]] = {
@@ -47,7 +47,7 @@ FEATURES: dict[str, Callable[[], bool]] = {
     "podman": lambda: shutil.which("podman") is not None,
     "gcc": lambda: shutil.which("gcc") is not None,
     "shim": _shim,
-    "landlock": _landlock,
+    "landlock": lambda: _landlock_abi() >= 1,
 }
 
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 _LAUNCH_FLAGS = {"--allow-weaker", "--verbose", "-v", "--quiet", "-q", "--debug", "--help",
                  "-h"}
 _LAUNCH_OPTIONS = {"--profile", "-p", "--backend"}
@@ -173,7 +177,8 @@ def _launch(args: list[str], missed: bool = False) -> int:
             _write_stderr(problem)
             return 2
         code = _launch_cached(
-            command, options["--profile"], options.get("--backend"), "--verbose" in flags, missed
+            command, options["--profile"], options.get("--backend"), "--verbose" in flags, missed,
+            allow_weaker="--allow-weaker" in flags,
         )
         if code is not None:
             return code
@@ -223,7 +228,8 @@ def _check_backend(name: str) -> None:
 
 
 def _launch_cached(
-    command: list[str], profile: str, backend: str | None, verbose: bool, missed: bool = False
+    command: list[str], profile: str, backend: str | None, verbose: bool, missed: bool = False,
+    allow_weaker: bool = False,
 ) -> int | None:
     """Launch from the plan cache without importing the compiler; None on a miss.
 
@@ -231,8 +237,10 @@ def _launch_cached(
     launches. ``missed``: the C front end found no usable launch index although the entry
     may be fine (a profile touched but not changed, an index from before a restart of the
     settle clock); a hit then rewrites the index, so the next launch skips Python again.
+    ``backend``: None, or auto and landlock, which may run the landlock backend's record
+    (:func:`_launch_landlock`); any other goes the regular way.
     """
-    if backend is not None or os.environ.get("ISORUN_CACHE", "1") == "0":
+    if backend not in (None, "auto", "landlock") or os.environ.get("ISORUN_CACHE", "1") == "0":
         return None
     from isorun import cache, launch
 
@@ -250,6 +258,8 @@ def _launch_cached(
         if entry is None:
             return None  # not cacheable: api.launch compiles it again and says why
         missed = False  # storing the entry wrote its launch index
+    if backend is not None or entry.get("launch") is None:
+        return _launch_landlock(entry, command, backend, allow_weaker, note if verbose else None)
     record = launch.usable(entry.get("launch"), command)
     if record is None:
         if verbose:
@@ -261,6 +271,48 @@ def _launch_cached(
         from isorun import launch_index
 
         launch_index.write_index(entry, note if verbose else None)
+    try:
+        return launch.run(record, command)
+    except Exception as err:
+        located = launch.locate(err, entry)
+        if located is None:
+            raise
+        raise located from None
+
+
+def _launch_landlock(entry: dict[str, object], command: list[str], backend: str | None,
+                     allow_weaker: bool, log: Callable[[str], None] | None) -> int | None:
+    """The landlock backend's cached launch, when the regular path would choose that
+    backend now (isorun.launch.landlock_choice decides afresh on every Python launch);
+    then its launch index, so the C front end serves the next one. None otherwise."""
+    from isorun import cache, launch, launch_index
+
+    plan = cache.load_plan(entry)
+    choice = launch.landlock_choice(plan, backend)
+    if choice is None:
+        return None
+    mode, warning, needs_weaker = choice
+    if needs_weaker and not allow_weaker:
+        return None  # the regular path refuses, naming each rule and who keeps it
+    # Made on first use (most hosts never need it), and again when a variable the
+    # profile keeps changed since: the Python CLI runs then anyway, and the front end can
+    # serve the next launch again.
+    stored = entry.get("launch_landlock")
+    if stored is None or launch.usable(stored, command) is None:
+        made = launch.make_landlock_record(plan, log)
+        if made is None:
+            return None
+        entry = {**entry, "launch_landlock": made}
+        cache.store(entry, log)
+    record = launch.usable(entry.get("launch_landlock"), command)
+    if record is None:
+        return None
+    if log is not None:
+        log(f"isorun: profile {entry.get('profile')}, backend landlock (cached plan)")
+    launch_index.write_index(entry, log, backend=backend or "", landlock=(mode, warning,
+                                                                          needs_weaker))
+    if warning:
+        sys.stderr.write(warning + "\n")
     try:
         return launch.run(record, command)
     except Exception as err:

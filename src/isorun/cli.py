@@ -118,12 +118,22 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command()
 @click.argument("profile")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def explain(profile: str, as_json: bool) -> None:
+@click.option("--backend", default=None, metavar="B",
+              help="Also say how backend B enforces it: who applies the Landlock layer, "
+                   "and each rule B cannot keep (landlock: the plan that mode runs).")
+def explain(profile: str, as_json: bool, backend: str | None) -> None:
     """Show the resolved plan of PROFILE, each rule with the file:line it came from."""
     from isorun import api
     from isorun.profile.includes import is_path
 
     plan = api.compile_plan(profile)
+    notes: list[str] = []
+    if backend is not None:
+        from isorun.__main__ import _check_backend
+        from isorun.sandbox.backends import describe_backend
+
+        _check_backend(backend)
+        plan, notes = describe_backend(plan, backend)
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2, sort_keys=False))
         return
@@ -133,6 +143,8 @@ def explain(profile: str, as_json: bool) -> None:
         head, _, rest = text.partition("\n")
         text = f"{head} (the file {profile}, not a built-in profile)\n{rest}"
     click.echo(text)
+    for line in notes:
+        click.echo(line)
 
 
 @cli.command()

@@ -123,6 +123,87 @@ def make_record(
     }
 
 
+#: launch index modes (launch_index.c has the same numbers): the native record; the
+#: landlock backend's, named (``--backend landlock`` or the profile's backend); and the
+#: landlock backend's as ``auto`` chose it, valid only while the inputs of that choice
+#: (no user namespace, no usable wrapper) stay as they were
+MODE_NATIVE, MODE_LANDLOCK, MODE_LANDLOCK_AUTO = 0, 1, 2
+#: files whose change can change ``auto``'s choice between firejail and the landlock
+#: backend (who firejail admits, and whether the plan's host uid has a passwd entry)
+AUTO_FILES = ("/etc/firejail/firejail.users", "/etc/passwd")
+#: the wrappers ``auto`` tries before the landlock backend, found on PATH
+AUTO_TOOLS = ("bwrap", "firejail")
+
+
+def make_landlock_record(plan: Plan, log: Callable[[str], None] | None = None
+                         ) -> dict[str, object] | None:
+    """The launch record of ``plan`` on the landlock backend (sandbox/landlock_mode.py),
+    or None when the warm launch must not run it. The same checks as :func:`make_record`
+    but the backend's; what the mode loses is decided per launch (:func:`landlock_choice`)."""
+    from isorun.compile.plan import Landlock, Rlimit, WallTime
+
+    if plan.find(WallTime) or any(r.resource == "cpu" for r in plan.find(Rlimit)):
+        return None  # a parent-side timer, or a limit api.launch names when it kills
+    if not plan.find(Landlock):
+        return None
+    from isorun.errors import IsorunError
+    from isorun.host.facts import probe
+    from isorun.sandbox import parent
+    from isorun.sandbox.landlock_mode import build_mode_spec
+    from isorun.sandbox.spec import spec_record
+
+    abi = probe().landlock
+    if abi < 1:
+        return None
+    try:
+        parent.load_shim()
+    except IsorunError as err:
+        if log is not None:
+            log(f"isorun: cache: no launch record: {err}")
+        return None
+    patterns = env_patterns(plan)
+    spec = build_mode_spec(plan, [], os.environ, abi)
+    if spec.cgroup or spec.notify_bpf:
+        return None
+    return {
+        "format": parent.RECORD_FORMAT,
+        "spec": spec_record(spec),
+        "env_patterns": patterns,
+        "env": env_projection(patterns),
+    }
+
+
+def landlock_choice(plan: Plan, backend: str | None) -> tuple[int, str, bool] | None:
+    """(mode, the --allow-weaker warning to print, whether the run needs --allow-weaker)
+    when the regular path would run ``plan`` on the landlock backend now, else None.
+
+    The selection itself decides (sandbox.backends.select_backend, with this host's
+    facts), so the warm launch never differs from the regular one: ``auto`` takes the
+    landlock backend only where no user namespace can be made and no wrapper is usable.
+    """
+    from isorun.errors import IsorunError
+    from isorun.host.facts import probe
+    from isorun.host.probe import probe_backends
+    from isorun.sandbox.backends import describe_lost, select_backend
+    from isorun.sandbox.landlock_mode import check_grant_paths
+
+    requested = backend or plan.backend
+    if requested not in ("auto", "landlock"):
+        return None
+    facts = probe()
+    if requested == "auto" and facts.userns:
+        return None  # native
+    try:
+        chosen, lost = select_backend(plan, requested, probe_backends(facts), True)
+        check_grant_paths(plan)
+    except IsorunError:
+        return None  # the regular path says why
+    if chosen.name != "landlock":
+        return None
+    mode = MODE_LANDLOCK if requested == "landlock" else MODE_LANDLOCK_AUTO
+    return mode, describe_lost("landlock", lost) if lost else "", bool(lost)
+
+
 def usable(record: object, argv: list[str]) -> Record | None:
     """The spec record to launch ``argv`` with for this caller now, else None."""
     from isorun.sandbox.parent import RECORD_FORMAT

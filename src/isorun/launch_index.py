@@ -22,7 +22,15 @@ The body is a fixed sequence of fields; "bytes" is a u32 length and the bytes:
   u8 whole env, u32 n, n x bytes pattern, u32 m, m x (bytes name, bytes value)
                                                        the env projection launch.usable checks
   u32 n, n x (bytes path, u64 dev ino size mtime_ns ctime_ns, u32 mode)   stat(2) fingerprints
+  bytes backend (the command line's --backend, "" without one), u8 mode (launch.MODE_*),
+  u8 needs --allow-weaker, bytes the warning printed before the launch ("" none);
+  with MODE_LANDLOCK_AUTO, the inputs of auto's choice (issue 18), each compared now:
+    u8 no_new_privs, u8 PATH present, bytes PATH,
+    u32 n, n x (bytes tool, bytes where PATH finds it or "", fingerprint when found)
+    u32 n, n x (bytes path, u8 present, fingerprint when present)   launch.AUTO_FILES
+    and the front end makes sure no user namespace can be made now
   bytes flat record
+A fingerprint is u64 dev ino size mtime_ns ctime_ns, u32 mode.
 The CRC only catches corruption (a torn disk block, a truncated copy): who may write
 the file is settled by its owner and mode, checked before it is read, as for entries.
 """
@@ -41,7 +49,7 @@ if TYPE_CHECKING:
 
 INDEX_MAGIC = b"isorun-launch-index\n"
 #: bump when the layout changes; frontend.c has the same number (a test compares them)
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 #: a file whose ctime is this recent gets no index: see :func:`index_blob`
 INDEX_SETTLE_NS = 2_000_000_000
 #: variables whose raw values the key reads (cache.variables(), cache.cache_dir()) or
@@ -62,14 +70,54 @@ def fnv1a64(data: bytes) -> int:
     return h
 
 
-def index_name(spec: str, cwd: str, uid: int) -> str:
-    """The index file's name for ``isorun --profile spec`` run by ``uid`` in ``cwd``.
+def index_name(spec: str, cwd: str, uid: int, backend: str = "") -> str:
+    """The index file's name for ``isorun --profile spec [--backend backend]`` run by
+    ``uid`` in ``cwd``.
 
     Only a name: the file holds all its inputs and the reader compares them, so two
     launches whose names collide only miss each other's index.
     """
     material = os.fsencode(spec) + b"\0" + os.fsencode(cwd) + b"\0" + str(uid).encode()
+    if backend:
+        material += b"\0" + os.fsencode(backend)
     return f"{fnv1a64(material):016x}.launch"
+
+
+def _fingerprint(st: os.stat_result) -> bytes:
+    return (b"".join(_u64(n) for n in (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                        st.st_ctime_ns)) + _u32(st.st_mode))
+
+
+def _auto_inputs() -> list[bytes]:
+    """What ``auto`` chose the landlock backend on, besides the missing user namespace
+    (which the front end probes itself): whether no_new_privs is set (a setuid wrapper
+    cannot gain root then), the wrappers PATH finds, and the files that decide whether
+    firejail admits the plan's uid. A wrapper installed or made setuid since, or a PATH
+    that finds another one, is a miss, and the Python CLI chooses again."""
+    import shutil
+
+    from isorun import launch
+
+    with open("/proc/self/status") as f:
+        nnp = "\nNoNewPrivs:\t1" in f.read()
+    path = os.environ.get("PATH")
+    parts = [bytes([nnp]), bytes([path is not None]), _field(os.fsencode(path or ""))]
+    parts.append(_u32(len(launch.AUTO_TOOLS)))
+    for tool in launch.AUTO_TOOLS:
+        found = shutil.which(tool) or ""
+        parts.append(_field(tool.encode()) + _field(os.fsencode(found)))
+        if found:
+            parts.append(_fingerprint(os.stat(found)))
+    parts.append(_u32(len(launch.AUTO_FILES)))
+    for name in launch.AUTO_FILES:
+        try:
+            st: os.stat_result | None = os.stat(name)
+        except OSError:
+            st = None
+        parts.append(_field(name.encode()) + bytes([st is not None]))
+        if st is not None:
+            parts.append(_fingerprint(st))
+    return parts
 
 
 def _u32(n: int) -> bytes:
@@ -101,8 +149,13 @@ def _index_stat_paths(entry: Mapping[str, object]) -> list[str]:
     return paths
 
 
-def index_blob(entry: Mapping[str, object], now_ns: int | None = None) -> bytes | str:
+def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: str = "",
+               landlock: tuple[int, str, bool] | None = None) -> bytes | str:
     """The launch index of ``entry`` for this caller now, or why there is none.
+
+    ``landlock``: (mode, warning, needs --allow-weaker) of launch.landlock_choice, for an
+    index of the entry's landlock backend record launched with ``--backend backend``;
+    None for its native record (which only a launch without --backend uses).
 
     Why a stat(2) fingerprint may stand in for the SHA-256 the Python path checks: the
     kernel sets a file's ctime to the current time on every change of its inode (write,
@@ -122,7 +175,7 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None) -> bytes 
 
     from isorun import launch
 
-    record = entry.get("launch")
+    record = entry.get("launch" if landlock is None else "launch_landlock")
     if not isinstance(record, dict):
         return "no launch record"
     if not os.environ.get("HOME"):
@@ -213,6 +266,15 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None) -> bytes 
     parts += [_field(os.fsencode(k)) + _field(os.fsencode(v)) for k, v in record["env"]]
     parts.append(_u32(len(stats)))
     parts += stats
+    mode, warning, needs_weaker = (launch.MODE_NATIVE, "", False) if landlock is None \
+        else landlock
+    parts += [_field(os.fsencode(backend)), bytes([mode, needs_weaker]),
+              _field(warning.encode())]
+    if mode == launch.MODE_LANDLOCK_AUTO:
+        try:
+            parts += _auto_inputs()
+        except OSError as err:
+            return f"the inputs of auto's choice cannot be read ({err})"
     parts.append(_field(flat_record))
     body = b"".join(parts)
     return INDEX_MAGIC + _u32(INDEX_FORMAT) + _u32(zlib.crc32(body)) + _u64(len(body)) + body
@@ -222,12 +284,15 @@ def write_index(
     entry: Mapping[str, object],
     log: Callable[[str], None] | None = None,
     directory: str | None = None,
+    backend: str = "",
+    landlock: tuple[int, str, bool] | None = None,
 ) -> bool:
-    """Write the launch index of ``entry`` for this caller, if it can have one."""
-    blob = index_blob(entry)
+    """Write the launch index of ``entry`` for this caller, if it can have one (see
+    :func:`index_blob` for ``backend`` and ``landlock``)."""
+    blob = index_blob(entry, backend=backend, landlock=landlock)
     if isinstance(blob, str):
         cache._warn(log, f"no launch index: {blob}")
         return False
     directory = cache.cache_dir() if directory is None else directory
-    return cache._write_file(directory, index_name(str(entry["spec"]), os.getcwd(), os.getuid()),
-                       blob, log)  # fmt: skip
+    name = index_name(str(entry["spec"]), os.getcwd(), os.getuid(), backend)
+    return cache._write_file(directory, name, blob, log)

@@ -65,10 +65,11 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 def run_as_user(
-    case: str, timeout: float = 300, cases_file: Path = CASES_FILE
+    case: str, timeout: float = 300, cases_file: Path = CASES_FILE,
+    user: pwd.struct_passwd | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Re-run ``cases_file CASE`` through setpriv as the unprivileged user."""
-    user = unprivileged_user()
+    """Re-run ``cases_file CASE`` through setpriv as ``user`` (the unprivileged user)."""
+    user = unprivileged_user() if user is None else user
     assert user is not None
     env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
     for key in ("ISORUN_LAUNCHES",):
@@ -88,15 +89,17 @@ def run_as_user(
     )
 
 
-def case_runner(mode: str, cases_file: Path) -> Callable[[str], None]:
-    """A function running one case of ``cases_file`` (a module with a CASES dict)."""
+def case_runner(mode: str, cases_file: Path,
+                user: pwd.struct_passwd | None = None) -> Callable[[str], None]:
+    """A function running one case of ``cases_file`` (a module with a CASES dict); not
+    as root, as ``user`` (the unprivileged user)."""
 
     def runner(case: str) -> None:
         if mode == "root":
             module: dict[str, Any] = runpy.run_path(str(cases_file))
             module["CASES"][case]()
             return
-        result = run_as_user(case, cases_file=cases_file)
+        result = run_as_user(case, cases_file=cases_file, user=user)
         assert result.returncode == 0 and result.stdout.endswith("OK\n"), (
             f"case {case} failed as an unprivileged user:\n{result.stdout}\n{result.stderr}"
         )

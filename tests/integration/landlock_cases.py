@@ -53,13 +53,13 @@ except OSError as err:
 
 
 @contextmanager
-def project() -> Iterator[Path]:
+def project(base: str = "/var/tmp") -> Iterator[Path]:
     """A project directory every sandbox identity can enter, made the working directory
     (strict binds ${CWD}); removed afterwards. Under /var/tmp, not /tmp: strict's tmpfs
     at /tmp grants writing beneath it, and a Landlock rule's rights reach every path
     below it, so a read-only bind under /tmp is kept read-only by its mount alone."""
     old = os.getcwd()
-    path = Path(tempfile.mkdtemp(prefix="isorun-ll-", dir="/var/tmp"))
+    path = Path(tempfile.mkdtemp(prefix="isorun-ll-", dir=base))
     path.chmod(0o755)
     os.chdir(path)
     try:
@@ -313,11 +313,126 @@ def marker_runs_in_landlock_mode_without_user_namespaces() -> None:
         assert "1 passed" in str(allowed.stdout)
 
 
+def _wrapper_plan(spec: str) -> p.Plan:
+    """``spec`` compiled for the wrappers' sandbox identity: as root, uid 1000 (firejail
+    will not run as nobody; the runners spawn the wrapper as the plan's host uid)."""
+    from isorun.host.facts import HostFacts, variables
+    from isorun.host.facts import probe as probe_facts
+
+    facts = probe_facts()
+    if facts.root:
+        facts = HostFacts(uid=1000, gid=1000, arch=facts.arch, kernel=facts.kernel)
+    return api.compile_plan(api.load_profile(spec), facts, variables(facts))
+
+
+@contextmanager
+def _tampered(target: str) -> Iterator[None]:
+    """Both wrappers' renders with the read-only mount of ``target`` made writable (a
+    deliberately wrong mount tree), and the exec stage's read-only check of it dropped,
+    so only the Landlock layer stands between the command and a write there."""
+    from isorun.sandbox import backends
+
+    def tamper(argv: tuple[str, ...]) -> tuple[str, ...]:
+        out: list[str] = []
+        for i, arg in enumerate(argv):
+            if arg == f"--read-only={target}":
+                continue  # firejail
+            if arg == "--ro-bind" and argv[i + 2] == target:
+                arg = "--bind"  # bwrap
+            elif arg.endswith(f":{target}") and argv[i - 1] == "--expect":
+                dev, ino, flags, path = arg.split(":", 3)
+                arg = ":".join((dev, ino, flags.replace("r", ""), path))
+            out.append(arg)
+        return tuple(out)
+
+    real_bwrap, real_firejail = backends.render_bwrap, backends.render_firejail
+    backends.render_bwrap = lambda *a, **k: replace(  # type: ignore[assignment]
+        real_bwrap(*a, **k), argv=tamper(real_bwrap(*a, **k).argv))
+    backends.render_firejail = lambda *a, **k: replace(  # type: ignore[assignment]
+        real_firejail(*a, **k), argv=tamper(real_firejail(*a, **k).argv))
+    try:
+        yield
+    finally:
+        backends.render_bwrap, backends.render_firejail = real_bwrap, real_firejail
+
+
+@contextmanager
+def _without_landlock() -> Iterator[None]:
+    """The runners hand the exec stage no ruleset (the control: as before issue 18)."""
+    from isorun.sandbox import backends
+
+    real = backends._landlock_fd
+    backends._landlock_fd = lambda plan, stack: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        backends._landlock_fd = real
+
+
+def _wrapper_escapes(backend: str) -> None:
+    """The native backend's Landlock escapes, on a wrapper backend whose exec stage
+    applies the plan's ruleset (issue 18): a write the broken mount tree allows, a write
+    outside every writable path of the host's tree (firejail keeps it as the root), a
+    host abstract unix socket under the host network (web). Each next to its control:
+    the same act, the stage given no ruleset, goes through."""
+    # Not below /tmp or /var/tmp: firejail mounts its own over both (uid 1000's home
+    # when unprivileged: /srv is root's)
+    base = "/srv" if os.getuid() == 0 else os.path.expanduser("~")
+    outside = Path(tempfile.mkdtemp(prefix="isorun-ll-wrapper-", dir=base))
+    try:
+        outside.chmod(0o777)
+        data = outside / "data"
+        data.mkdir()
+        data.chmod(0o777)
+        with project(base) as where:
+            plan = _wrapper_plan(profile(where, f"""
+extends = ["strict"]
+[[mounts]]
+type = "ro-bind"
+dst = "{data}"
+"""))
+
+            def attempt(target: Path, *, landlock: bool) -> str:
+                with _tampered(str(data)):
+                    if landlock:
+                        return probe(plan, "write", str(target), backend=backend,
+                                     allow_weaker=True)
+                    with _without_landlock():
+                        return probe(plan, "write", str(target), backend=backend,
+                                     allow_weaker=True)
+
+            assert attempt(data / "planted", landlock=True) == "EACCES"
+            assert not (data / "planted").exists()
+            assert attempt(data / "planted", landlock=False) == "OK"
+            if backend == "firejail":
+                assert attempt(outside / "planted", landlock=True) == "EACCES"
+                assert not (outside / "planted").exists()
+                assert attempt(outside / "planted", landlock=False) == "OK"
+            web = _wrapper_plan("web")
+            with abstract_listener() as name:
+                assert probe(web, "abstract", name, backend=backend,
+                             allow_weaker=True) == "EPERM"
+                with _without_landlock():
+                    assert probe(web, "abstract", name, backend=backend,
+                                 allow_weaker=True) == "OK"
+    finally:
+        subprocess.run(["rm", "-rf", str(outside)], check=False)
+
+
+def bwrap_stage_applies_landlock() -> None:
+    _wrapper_escapes("bwrap")
+
+
+def firejail_stage_applies_landlock() -> None:
+    _wrapper_escapes("firejail")
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         tamper_ro_bind_is_still_refused, web_cannot_reach_host_abstract_socket,
         landlock_backend_escapes_are_blocked, nested_sandbox_falls_back_to_landlock,
-        marker_runs_in_landlock_mode_without_user_namespaces)
+        marker_runs_in_landlock_mode_without_user_namespaces, bwrap_stage_applies_landlock,
+        firejail_stage_applies_landlock)
 }  # fmt: skip
 
 if __name__ == "__main__":

@@ -86,3 +86,54 @@ def test_reset_signals_gives_the_command_defaults_and_no_mask() -> None:
     assert int(kept["SigIgn"], 16) & int_bit and int(kept["SigBlk"], 16) & term_bit
     reset = status("--reset-signals")
     assert int(reset["SigIgn"], 16) == 0 and int(reset["SigBlk"], 16) == 0
+
+
+def _ruleset(*rules: tuple[bytes, int]) -> bytes:
+    """A Landlock ruleset as the stage reads it: every file right handled, a rule per
+    (path, access) (isorun.sandbox.flat.landlock_section)."""
+    from isorun.compile import landlock
+    from isorun.sandbox.flat import landlock_section
+
+    return landlock_section({
+        "landlock_abi": 1, "landlock_fs": landlock.mask(
+            [n for n, (_, abi) in landlock.ACCESS_FS.items() if abi == 1], landlock.ACCESS_FS),
+        "landlock_net": 0, "landlock_scoped": 0,
+        "landlock_rules": tuple((path, 0, access, False) for path, access in rules)})
+
+
+@pytest.mark.needs("landlock")
+def test_landlock_ruleset_refuses_a_write_outside_its_grants() -> None:
+    """The stage applies the ruleset (shim/landlock.c) before the command: a path it only
+    grants reading cannot be written; the control, with no ruleset, writes."""
+    import shutil
+    import tempfile
+
+    from isorun.compile import landlock
+
+    read = landlock.mask(("execute", "read_file", "read_dir"), landlock.ACCESS_FS)
+    where = tempfile.mkdtemp(prefix="isorun-stage-", dir="/var/tmp")  # nobody may write
+    os.chmod(where, 0o777)
+    target = os.path.join(where, "planted")
+    fd = memfd(_ruleset((b"/", read)))
+    try:
+        argv = ("--", "/bin/sh", "-c", f"echo x > {target}")
+        done = stage("--no-new-privs", "--landlock-fd", str(fd), *argv, pass_fds=(fd,),
+                     unprivileged=True)
+        assert done.returncode == 2 and "Permission denied" in done.stderr, done
+        assert not os.path.exists(target)
+        assert stage("--no-new-privs", *argv, unprivileged=True).returncode == 0
+        assert os.path.exists(target)
+    finally:
+        os.close(fd)
+        shutil.rmtree(where)
+
+
+def test_truncated_landlock_ruleset_refuses_to_run_the_command() -> None:
+    fd = memfd(_ruleset((b"/usr", 1))[:-3])
+    try:
+        done = stage("--no-new-privs", "--landlock-fd", str(fd), "--", "/bin/echo", "ran",
+                     pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    assert done.returncode == 125 and done.stdout == ""
+    assert done.stderr.startswith("isorun: error: landlock: read:")

@@ -9,7 +9,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.conftest import missing
+import pytest
+
+from tests.integration.conftest import case_runner, missing
 
 Runner = Callable[[str], None]
 
@@ -80,3 +82,38 @@ def test_in_a_podman_container_auto_refuses_and_weaker_runs_in_landlock_mode(
     assert weaker.stdout == "hi\n", (weaker.stdout, weaker.stderr)
     assert "Permission denied" in weaker.stderr  # the project is bound read-only
     assert not (tmp_path / "planted").exists()
+
+
+@pytest.fixture(params=["root", "uid1000"])
+def run_wrapper_case(request: pytest.FixtureRequest) -> Runner:
+    """Run a landlock_cases.py case as root (the runners spawn the wrapper as uid 1000)
+    or as uid 1000 itself: firejail will not run as nobody, the usual unprivileged user."""
+    import pwd
+
+    from isorun.host.facts import probe
+
+    if probe().landlock < 6:
+        missing(f"Landlock ABI 6 (this kernel has {probe().landlock})")
+    if os.geteuid() != 0:
+        missing("root (to run as root and, through setpriv, as uid 1000)")
+    try:
+        user = pwd.getpwuid(1000)
+    except KeyError:
+        missing("a user with uid 1000")
+    if request.param == "uid1000" and shutil.which("setpriv") is None:
+        missing("setpriv")
+    return case_runner(request.param, Path(__file__).parent / "landlock_cases.py", user)
+
+
+@pytest.mark.needs("userns", "bwrap", "gcc")
+def test_bwrap_stage_applies_the_landlock_layer(run_wrapper_case: Runner) -> None:
+    """A broken mount tree still refuses the write, and a host abstract socket is out of
+    reach under web's host network, on bwrap (issue 18)."""
+    run_wrapper_case("bwrap_stage_applies_landlock")
+
+
+@pytest.mark.needs("userns", "firejail", "gcc")
+def test_firejail_stage_applies_the_landlock_layer(run_wrapper_case: Runner) -> None:
+    """The same on firejail, and a write outside every writable path of the host's tree
+    (which firejail keeps as the root) is refused too (issue 18)."""
+    run_wrapper_case("firejail_stage_applies_landlock")

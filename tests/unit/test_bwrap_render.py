@@ -36,13 +36,27 @@ def test_golden_bwrap_argv(profile: str, expected: Path) -> None:
 
 
 def test_builtin_profiles_render_on_bwrap_without_loss() -> None:
+    # with the exec stage inside and Landlock on the host, as spawn renders here: the
+    # stage applies the ruleset (web's abstract-unix scope included) and keeps the
+    # command out of bwrap's pid 1
     for _, profile, _, _ in CASES:
         plan = plan_of(profile)
-        inv = render_bwrap(plan, ["true"], CALLER_ENV, seccomp_fd=3, allow_weaker=True)
-        # web shares the host network: only Landlock scoping keeps the host's abstract
-        # unix sockets out of reach (issue 13), and bwrap applies no Landlock.
-        expected = ["Landlock:scope abstract_unix_socket"] if plan.profile == "web" else []
-        assert [item.rule for item in inv.lost] == expected
+        inv = render_bwrap(plan, ["true"], CALLER_ENV, seccomp_fd=3, allow_weaker=True,
+                           stage_fd=4, landlock_fd=5, landlock=True)
+        assert [item.rule for item in inv.lost] == []
+
+
+def test_without_landlock_bwrap_pid1_loses_the_filter() -> None:
+    # bwrap's pid 1 is unfiltered, dumpable and the command's uid; with /proc mounted
+    # the command could write into /proc/1/mem, so without Landlock the filter is a
+    # rule bwrap cannot keep: refused unless the caller accepts the loss
+    plan = plan_of("strict")
+    with pytest.raises(Unsupported) as refused:
+        render_bwrap(plan, ["true"], CALLER_ENV, seccomp_fd=3, stage_fd=4, landlock=False)
+    assert "/proc/1/mem" in refused.value.render()
+    inv = render_bwrap(plan, ["true"], CALLER_ENV, seccomp_fd=3, stage_fd=4,
+                       allow_weaker=True, landlock=False)
+    assert "seccomp" in [item.rule for item in inv.lost]
 
 
 def test_time_namespace_is_refused_with_its_location() -> None:

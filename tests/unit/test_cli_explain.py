@@ -85,3 +85,18 @@ def test_check_refuses_a_missing_required_bind_source(tmp_path: Path) -> None:
     assert code == 2
     assert "miss.toml:2:1: error: ro-bind source /nonexistent/isorun-src does not exist" in err
     assert "hint: create it, or mark the mount optional = true (dst /data)" in err
+
+
+def test_explain_backend_says_who_applies_the_landlock_layer() -> None:
+    """bwrap and firejail apply the plan's Landlock ruleset through isorun's exec stage
+    (issue 18): web's abstract-socket scope is no longer a rule bwrap loses."""
+    code, out, _ = invoke("explain", "web", "--backend", "bwrap")
+    assert code == 0, out
+    assert "landlock ABI" in out
+    assert "landlock: isorun's exec stage inside bwrap, after no_new_privs, before " \
+        "seccomp" in out
+    assert "abstract_unix_socket" not in out.split("backend bwrap:")[1]
+    code, out, _ = invoke("explain", "strict", "--backend", "firejail")
+    assert code == 0 and "exec stage inside firejail" in out, out
+    code, out, _ = invoke("explain", "strict", "--backend", "nosuch")
+    assert code != 0 and "unknown backend" in out + _, out

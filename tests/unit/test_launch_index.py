@@ -53,6 +53,21 @@ def decode(blob: bytes) -> dict[str, object]:
     out["patterns"] = [field() for _ in range(uint(4))]
     out["pairs"] = [(field(), field()) for _ in range(uint(4))]
     out["stats"] = [(field(), *(uint(8) for _ in range(5)), uint(4)) for _ in range(uint(4))]
+    out["backend"], out["mode"], out["needs_weaker"] = field(), uint(1), uint(1)
+    out["warning"] = field()
+    if out["mode"] == fast.MODE_LANDLOCK_AUTO:
+        out["nnp"], out["path"] = uint(1), (uint(1), field())
+        tools = []
+        for _ in range(uint(4)):
+            name, found = field(), field()
+            tools.append((name, found, (*(uint(8) for _ in range(5)), uint(4)) if found else ()))
+        out["tools"] = tools
+        files = []
+        for _ in range(uint(4)):
+            name, present = field(), uint(1)
+            files.append((name, present,
+                          (*(uint(8) for _ in range(5)), uint(4)) if present else ()))
+        out["auto_files"] = files
     out["record"] = field()
     assert pos == len(blob), "trailing bytes"
     return out
@@ -96,6 +111,11 @@ def test_checked_names_match_the_c_side() -> None:
     source = INDEX_C.read_text()
     assert _c_strings(source, "index_sysctls") == list(cache._USERNS_SYSCTLS)
     assert _c_strings(source, "index_env") == list(launch_index.INDEX_ENV)
+    # the inputs of auto's choice of the landlock backend, and the record modes
+    assert _c_strings(source, "auto_tools") == list(fast.AUTO_TOOLS)
+    assert _c_strings(source, "auto_files") == list(fast.AUTO_FILES)
+    for name in ("MODE_NATIVE", "MODE_LANDLOCK", "MODE_LANDLOCK_AUTO"):
+        assert f"#define {name} {getattr(fast, name)}u" in source
 
 
 def test_fnv1a64_known_values() -> None:
@@ -111,8 +131,10 @@ def test_index_name_depends_on_spec_cwd_and_uid() -> None:
         launch_index.index_name("strict", "/b", 0),
         launch_index.index_name("strict", "/a", 1),
         launch_index.index_name("./strict", "/a", 0),
+        launch_index.index_name("strict", "/a", 0, "landlock"),
+        launch_index.index_name("strict", "/a", 0, "auto"),
     }
-    assert len(names) == 4
+    assert len(names) == 6
     assert all(re.fullmatch(r"[0-9a-f]{16}\.launch", n) for n in names)
 
 

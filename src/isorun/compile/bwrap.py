@@ -66,7 +66,8 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                  allow_weaker: bool = False, bwrap: str = "bwrap",
                  helper: str = HELPER, userns: bool = True, stage_fd: int | None = None,
                  identities: Mapping[str, Identity] | None = None,
-                 terminal: bool = False, landlock: bool = False) -> Invocation:
+                 terminal: bool = False, landlock: bool = False,
+                 landlock_fd: int | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a bwrap command line.
 
     ``env`` is the caller's environment (``environment.keep`` takes values from it).
@@ -85,9 +86,13 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     stage inside loads the filter and ``landlock`` (the host has Landlock) lets it keep
     the command away from bwrap's pid 1; the invocation then says ``terminal_job``.
     ``landlock`` alone: the stage keeps the command away from pid 1 in every run.
+
+    ``landlock_fd`` holds the plan's Landlock ruleset (sandbox/flat.landlock_section),
+    which that inner stage applies.
     """
     plan = elide_redundant(plan, identities or {})
-    # The stage runs inside as /proc/self/fd/N, so only where /proc is mounted.
+    # The stage runs inside as /proc/self/fd/N, so only where /proc is mounted; only
+    # there can it apply what bwrap has no option for.
     inside = stage_fd is not None and _proc_at_proc(plan)
     # bwrap's --new-session is its answer to CVE-2017-5226 (TIOCSTI into the caller's
     # terminal). Leaving it out is safe only because the filter refusing TIOCSTI and
@@ -195,10 +200,17 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
             case p.NoNewPrivs():
                 pass  # bwrap always sets PR_SET_NO_NEW_PRIVS before running the command
             case p.Landlock():
-                from isorun.compile.landlock import wrapper_losses
+                if inside and landlock_fd is not None:
+                    # The same ruleset the native shim applies, after bwrap's
+                    # no_new_privs and before the filter; its paths are destinations,
+                    # which is what the sandbox's view shows (the rules were made so).
+                    inner += ["--landlock-fd", str(landlock_fd)]
+                    inherited.append(landlock_fd)
+                else:
+                    from isorun.compile.landlock import wrapper_losses
 
-                for rule, why in wrapper_losses(plan, step):
-                    lose(step, rule, why)
+                    for rule, why in wrapper_losses(plan, step):
+                        lose(step, rule, why)
             case p.LoadSeccomp():
                 if seccomp_fd is None:
                     raise InternalError("bwrap: the plan loads seccomp but no descriptor "
@@ -207,6 +219,13 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                 # the inner stage when there is one, so its checks run unfiltered and the
                 # filter is the last thing before the command. Without a stage inside (no
                 # /proc), bwrap loads it itself, right before the command.
+                if _proc_at_proc(plan) and "pid" in _namespaces(plan) and not domain:
+                    # bwrap's pid 1 (see above) is the filter's way round: only the
+                    # stage's Landlock domain keeps the command out of its memory.
+                    lose(step, "seccomp", "bwrap's pid 1 runs unfiltered as the command's "
+                         "uid; without Landlock (Linux 5.13+, landlock in lsm=) the command "
+                         "can write code into /proc/1/mem and make every refused syscall "
+                         "there; use the native backend")
                 if not inside:
                     args += ["--seccomp", str(seccomp_fd)]
                 else:
@@ -280,6 +299,10 @@ def elide_redundant(plan: p.Plan, identities: Mapping[str, Identity]) -> p.Plan:
     if len(keep) == len(plan.steps):
         return plan
     return replace(plan, steps=tuple(keep))
+
+
+def _namespaces(plan: p.Plan) -> set[str]:
+    return {n for c in plan.find(p.Clone) for n in c.namespaces}
 
 
 def _proc_at_proc(plan: p.Plan) -> bool:

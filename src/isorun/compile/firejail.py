@@ -41,7 +41,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                     allow_weaker: bool = False, firejail: str = "firejail",
                     userns: bool = True,
                     identities: Mapping[str, Identity] | None = None,
-                    terminal: bool = False) -> Invocation:
+                    terminal: bool = False,
+                    landlock_fd: int | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a firejail command line.
 
     ``env_fd`` receives the command's environment (``inputs``), ``helper_fd`` is the exec
@@ -54,6 +55,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     ``terminal`` (the CLI, the foreground job of the terminal that is the command's
     stdin): the stage leaves out its setsid when the plan allows it
     (terminal_job_allowed); the invocation then says ``terminal_job``.
+    ``landlock_fd`` holds the plan's Landlock ruleset (sandbox/flat.landlock_section),
+    which the stage applies.
     """
     # The stage loads the filter refusing TIOCSTI/TIOCLINUX before it execs the command,
     # and nothing of the sandbox runs before the stage but firejail itself: the command
@@ -148,10 +151,17 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                 args.append("--nonewprivs")
                 stage.append("--no-new-privs")
             case p.Landlock():
-                from isorun.compile.landlock import wrapper_losses
+                if landlock_fd is not None:
+                    # Applied by the stage as the native shim applies it. firejail keeps
+                    # the host's tree as the root, so the rules' paths are host paths:
+                    # the stage follows no link on the way to them, as the landlock
+                    # backend does (shim/landlock.c, open_host_path).
+                    stage += ["--landlock-fd", str(landlock_fd), "--landlock-host-paths"]
+                else:
+                    from isorun.compile.landlock import wrapper_losses
 
-                for rule, why in wrapper_losses(plan, step):
-                    lose(step, rule, why)
+                    for rule, why in wrapper_losses(plan, step):
+                        lose(step, rule, why)
             case p.LoadSeccomp():
                 if seccomp_fd is None:
                     raise InternalError("firejail: the plan loads seccomp but no "
@@ -167,7 +177,9 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     # descriptor closing (--keep-fd); the stage then closes all but ``keep``.
     inputs = ((env_fd, env_bytes),) if env_bytes or plan.find(p.Environment) else ()
     passed = sorted({helper_fd, *(fd for fd, _ in inputs), *keep,
-                     *(() if seccomp_fd is None else (seccomp_fd,))})
+                     *(() if seccomp_fd is None else (seccomp_fd,)),
+                     *(() if landlock_fd is None or not plan.find(p.Landlock)
+                       else (landlock_fd,))})
     args += ["--nogroups", "--keep-fd=" + ",".join(str(fd) for fd in passed)]
     stage += [arg for fd in keep for arg in ("--keep-fd", str(fd))]
     # the command starts from default dispositions and no blocked signal (seccomp_exec.c)

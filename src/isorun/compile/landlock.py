@@ -179,8 +179,9 @@ def degrade(step: p.Landlock, abi: int) -> p.Landlock:
 
 
 def wrapper_losses(plan: p.Plan, step: p.Landlock) -> list[tuple[str, str]]:
-    """(rule, why) for each part of ``step`` that a wrapper backend (bwrap, firejail),
-    which applies no Landlock, leaves unenforced where nothing else in the plan covers it.
+    """(rule, why) for each part of ``step`` that a wrapper backend (bwrap, firejail)
+    leaves unenforced where nothing else in the plan covers it, when isorun's exec stage
+    cannot apply the ruleset inside it (bwrap: a plan with no /proc to run it from).
 
     The file rules restate the mounts, which the wrapper builds as a view: they are lost
     as a second wall, not as a rule. TCP port rules are rules of their own. A scope is
@@ -191,8 +192,8 @@ def wrapper_losses(plan: p.Plan, step: p.Landlock) -> list[tuple[str, str]]:
     namespaces = {n for c in plan.find(p.Clone) for n in c.namespaces}
     out = []
     if any(r.port for r in step.rules) or step.handled_net:
-        out.append(("Landlock:tcp", "TCP port rules need Landlock, which only the native "
-                    "and landlock backends apply"))
+        out.append(("Landlock:tcp", "TCP port rules need Landlock, which a wrapper gets "
+                    "only from isorun's exec stage inside it"))
     if "abstract_unix_socket" in step.scopes and "net" not in namespaces:
         out.append(("Landlock:scope abstract_unix_socket", "the host network's abstract "
                     "unix sockets stay reachable without Landlock scoping"))
@@ -200,3 +201,28 @@ def wrapper_losses(plan: p.Plan, step: p.Landlock) -> list[tuple[str, str]]:
         out.append(("Landlock:scope signal", "processes outside the sandbox stay "
                     "signalable without a pid namespace or Landlock scoping"))
     return out
+
+
+def landlock_applier(plan: p.Plan, backend: str) -> str:
+    """Who applies ``plan``'s Landlock layer on ``backend``, and when; or why nothing does."""
+    steps = plan.find(p.Landlock)
+    if not steps or not (steps[0].abi and (steps[0].handled_fs or steps[0].handled_net
+                                           or steps[0].scopes)):
+        return "none: the plan has no Landlock layer (or this kernel has no Landlock)"
+    order = "after no_new_privs, before seccomp"
+    match backend:
+        case "native":
+            return f"the shim, once the mounts are made, {order}; rules at the destinations"
+        case "landlock":
+            return (f"the shim, {order}; rules on the host's paths (there is no view), "
+                    "reached with no link followed")
+        case "bwrap":
+            if not any(s.type == "proc" and s.dst == "/proc" for s in plan.find(p.MountStep)):
+                return ("none: isorun's exec stage runs inside bwrap as /proc/self/fd/N and "
+                        "the plan mounts no /proc")
+            return (f"isorun's exec stage inside bwrap, {order}; rules at the destinations "
+                    "(the sandbox's view)")
+        case "firejail":
+            return (f"isorun's exec stage inside firejail, {order}; firejail keeps the "
+                    "host's root, so rules are host paths, reached with no link followed")
+    return "unknown backend"

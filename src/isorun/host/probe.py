@@ -102,18 +102,34 @@ def try_userns_clone() -> tuple[bool, str]:
     return False, name if step == PROBE_STEPS[0] else f"{step}: {name}"
 
 
+#: (path, its stat identity) -> the Tool read from it: ``--version`` is a subprocess per
+#: wrapper (milliseconds), and an API caller in a loop would pay it on every launch
+#: (issue 18). Keyed by what a changed binary changes (a reinstall replaces the inode; an
+#: in-place write or chmod moves ctime), so a new version or setuid bit is read again.
+_TOOLS: dict[tuple[object, ...], Tool | None] = {}
+
+
 def find_tool(name: str, root: Path = Path("/")) -> Tool | None:
-    """Locate ``name`` in PATH and read its version (one short subprocess)."""
+    """Locate ``name`` in PATH and read its version (one short subprocess, once per
+    binary and process)."""
     path = shutil.which(name)
     if path is None:
         return None
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+           st.st_mode)
+    if key in _TOOLS:
+        return _TOOLS[key]
+    try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True,
                              timeout=5, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return Tool(path, parse_version(out), bool(mode & stat.S_ISUID))
+        return None  # not remembered: a passing failure is tried again next launch
+    tool = _TOOLS[key] = Tool(path, parse_version(out), bool(st.st_mode & stat.S_ISUID))
+    return tool
 
 
 def parse_version(text: str) -> str:

@@ -115,6 +115,9 @@ def sample_plan(step: p.Step) -> p.Plan:
         return p.Plan("sample", (step,))
     before: tuple[p.Step, ...] = ((p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp | p.Landlock)
                                    else ())
+    if isinstance(step, p.Landlock):
+        # bwrap's exec stage applies it from inside, which needs /proc (as binds, below)
+        before = (p.MountStep("proc", "/proc"), *before)
     if isinstance(step, p.MountStep) and "bind" in step.type:
         # bwrap checks a bind from inside, with its exec stage run as /proc/self/fd/N
         # (compile/bwrap.py): it enforces binds in plans that mount /proc
@@ -212,7 +215,9 @@ class BwrapBackend:
         return _render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD,
                                                  file_fds=fds, allow_weaker=True,
                                                  userns=_userns(facts),
-                                                 stage_fd=_DUMMY_FD - 1))
+                                                 stage_fd=_DUMMY_FD - 1,
+                                                 landlock_fd=_DUMMY_FD - 2,
+                                                 landlock=_landlock_here()))
 
     def terminal_job(self, plan: p.Plan) -> bool:
         fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
@@ -243,7 +248,8 @@ class BwrapBackend:
                                allow_weaker=allow_weaker, bwrap=_which("bwrap"),
                                userns=_userns(facts), stage_fd=stage_fd,
                                identities=checked.identities, terminal=terminal,
-                               landlock=_landlock_here())
+                               landlock=_landlock_here(),
+                               landlock_fd=_landlock_fd(plan, stack))
             inv = _with_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
@@ -299,7 +305,8 @@ class FirejailBackend:
                                                     env_fd=_DUMMY_FD + 1,
                                                     helper_fd=_DUMMY_FD + 2,
                                                     allow_weaker=True,
-                                                    userns=_userns(facts)))
+                                                    userns=_userns(facts),
+                                                    landlock_fd=_DUMMY_FD + 3))
 
     def terminal_job(self, plan: p.Plan) -> bool:
         return render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD, env_fd=_DUMMY_FD + 1,
@@ -325,7 +332,8 @@ class FirejailBackend:
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
                                   firejail=_which("firejail"), userns=_userns(facts),
-                                  identities=checked.identities, terminal=terminal)
+                                  identities=checked.identities, terminal=terminal,
+                                  landlock_fd=_landlock_fd(plan, stack))
             for fd, data in inv.inputs:
                 os.write(fd, data)
                 os.lseek(fd, 0, os.SEEK_SET)
@@ -470,16 +478,19 @@ def _with_alternatives(plan: p.Plan, lost: list[Lost], facts: BackendFacts) -> l
     """Name, for each lost rule, the backends that would enforce it (and whether this
     host can run them), so the error says where to go."""
     keeps: dict[str, set[tuple[str, str]]] = {}
+    # once per backend, not per lost rule: a wrapper's walks its bind sources
+    whys: dict[str, str] = {}
     for name in ORDER:
         keeps[name] = {(item.rule, item.loc.short())
                        for item in BACKENDS[name].check(plan, facts)}
+        whys[name] = BACKENDS[name].unavailable(plan, facts)[0]
     out = []
     for item in lost:
         alts = []
         for name in ORDER:
             if (item.rule, item.loc.short()) in keeps[name]:
                 continue
-            why, _ = BACKENDS[name].unavailable(plan, facts)
+            why = whys[name]
             alts.append(name if not why else f"{name}, not usable here: {why}")
         out.append(replace(item, alternatives=tuple(alts)))
     return out
@@ -492,6 +503,25 @@ def describe_lost(backend: str, lost: Sequence[Lost]) -> str:
         alt = f" (enforced by: {', '.join(item.alternatives)})" if item.alternatives else ""
         lines.append(f"  {item.loc.short()}: {item.rule}: {item.why}{alt}")
     return "\n".join(lines)
+
+
+def describe_backend(plan: p.Plan, name: str) -> tuple[p.Plan, list[str]]:
+    """(the plan backend ``name`` runs, lines saying how it enforces it) for ``explain
+    --backend``: who applies the Landlock layer, and each rule it cannot keep whatever
+    the host (``auto``: the native backend's view)."""
+    from isorun.compile.landlock import landlock_applier
+
+    name = "native" if name == "auto" else name
+    if name == "landlock":
+        from isorun.host.facts import probe
+        from isorun.sandbox.landlock_mode import mode_plan
+
+        plan = replace(plan, steps=mode_plan(plan, probe().landlock).steps)
+    lines = [f"backend {name}:", f"  landlock: {landlock_applier(plan, name)}"]
+    lost = BACKENDS[name].check(plan, None)
+    lines += [f"  does not enforce {item.loc.short()}: {item.rule}: {item.why}"
+              for item in lost] or ["  enforces every rule of the plan"]
+    return plan, lines
 
 
 def capability_matrix() -> dict[str, frozenset[str]]:
@@ -626,6 +656,19 @@ def _program_fd(plan: p.Plan, stack: ExitStack) -> int | None:
     from isorun.api import cached_program
 
     return _memfd(cached_program(plan), stack)
+
+
+def _landlock_fd(plan: p.Plan, stack: ExitStack) -> int | None:
+    """The plan's Landlock ruleset for the exec stage, in a descriptor (None: the plan
+    has none, or one that handles nothing, as native.landlock_fields decides)."""
+    from isorun.sandbox.flat import landlock_section
+    from isorun.sandbox.native import landlock_fields
+
+    steps = plan.find(p.Landlock)
+    fields = landlock_fields(steps[0]) if steps else {}
+    if not fields:
+        return None
+    return _memfd(landlock_section(fields), stack)
 
 
 def _with_stage(inv: Invocation) -> Invocation:

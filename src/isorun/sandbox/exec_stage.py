@@ -16,7 +16,12 @@ from pathlib import Path
 
 from isorun.errors import HostError
 
-SOURCE = Path(__file__).resolve().parent.parent / "shim" / "seccomp_exec.c"
+SHIM = Path(__file__).resolve().parent.parent / "shim"
+SOURCE = SHIM / "seccomp_exec.c"
+#: compiled with SOURCE: the native shim's Landlock code, so both apply one ruleset logic
+SOURCES = (SOURCE, SHIM / "landlock.c")
+#: everything the build reads, so the cached binary's name changes with any of them
+INPUTS = (*SOURCES, SHIM / "landlock.h", SHIM / "isorun_shim.h")
 NAME = "isorun-seccomp-exec"
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion")
 
@@ -45,7 +50,7 @@ def _trusted(path: Path) -> bool:
 
 def exec_stage_path(directory: Path | None = None) -> str:
     """The built stage, building it on first use. Raises HostError without a compiler."""
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in INPUTS)
     digest = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
     directory = cache_dir() if directory is None else directory
     target = directory / f"{NAME}-{digest}"
@@ -62,7 +67,8 @@ def exec_stage_path(directory: Path | None = None) -> str:
     os.close(fd)
     try:
         for link in (("-static",), ()):  # static where libc.a exists, else dynamic
-            done = subprocess.run([cc, *CFLAGS, *link, "-o", tmp, str(SOURCE)],
+            done = subprocess.run([cc, *CFLAGS, *link, f"-I{SHIM}", "-o", tmp,
+                                   *(str(path) for path in SOURCES)],
                                   capture_output=True, text=True, check=False)
             if done.returncode == 0:
                 break

@@ -129,13 +129,20 @@ def encode(record: Record) -> bytes:
     if len(bpf) % 8:
         raise _refuse("seccomp_bpf is not a whole number of 8-byte instructions")
     out.append(_bytes(bpf))
-    rules = record["landlock_rules"]
-    out += (_i64(record["landlock_abi"]), _i64(record["landlock_fs"]),
-            _i64(record["landlock_net"]), _i64(record["landlock_scoped"]), _u32(len(rules)))
-    for path, port, access, optional in rules:
-        out += (_i64(port), _i64(access), _i64(int(optional)), _str(path, "landlock path"))
+    out.append(landlock_section(record))
     steps = record["step_index"]
     out.append(_u32(len(steps)))
     for name, index in steps.items():
         out += (_str(name.encode(), "step name"), _i64(index))
+    return b"".join(out)
+
+
+def landlock_section(fields: Record) -> bytes:
+    """The landlock part of the format above, from a record's ``landlock_*`` fields; also
+    what the wrapper backends' exec stage reads from its ``--landlock-fd``."""
+    rules = fields["landlock_rules"]
+    out = [_i64(fields["landlock_abi"]), _i64(fields["landlock_fs"]),
+           _i64(fields["landlock_net"]), _i64(fields["landlock_scoped"]), _u32(len(rules))]
+    for path, port, access, optional in rules:
+        out += (_i64(port), _i64(access), _i64(int(optional)), _str(path, "landlock path"))
     return b"".join(out)

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "isorun_child.h"
+#include "landlock.h"
 
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 
@@ -492,6 +493,17 @@ void isorun_child_confine(const struct isorun_spec *spec) {
         if (poll(&pfd, 1, 0) < 0 || (pfd.revents & (POLLERR | POLLNVAL)))
             _exit(ISORUN_EXIT_SETUP);
     }
+}
+
+/* The spec's Landlock layer (landlock.c, shared with the wrapper backends' exec stage). */
+void isorun_child_landlock(const struct isorun_spec *spec) {
+    const char *call = "landlock";
+    int err = isorun_landlock_restrict(spec->landlock_abi, spec->landlock_fs,
+                                       spec->landlock_net, spec->landlock_scoped,
+                                       spec->landlock_rules, spec->n_landlock_rules,
+                                       spec->root[0] == '\0', &call);
+    if (err != 0)
+        isorun_child_fail(spec, "landlock", call, err, -1);
 }
 
 /* For apply.c, which sets it before its own wait as isorun_child_main does. */

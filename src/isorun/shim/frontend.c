@@ -34,15 +34,18 @@
 
 struct launch_args {
     const char *profile;
+    const char *backend; /* "" without --backend */
+    int allow_weaker;
     char **command;
 };
 
 /*
  * The launch forms isorun.__main__ sends to its cached path, and nothing else:
- *     isorun [run] (--profile|-p)[=]P [--allow-weaker] [--debug] [--] CMD [ARG...]
- * --verbose (it prints cache notes), --backend (never cached), help, a usage error and
- * every subcommand go to Python. The first argument is dispatched as main() does
- * there: `-p=P` first is not a launch for it (click gets it), so not for us either.
+ *     isorun [run] (--profile|-p)[=]P [--backend auto|landlock] [--allow-weaker] [--debug]
+ *            [--] CMD [ARG...]
+ * --verbose (it prints cache notes), another --backend (never cached), help, a usage
+ * error and every subcommand go to Python. The first argument is dispatched as main()
+ * does there: `-p=P` first is not a launch for it (click gets it), so not for us either.
  */
 static int parse_launch(int argc, char **argv, struct launch_args *out) {
     int i = 1;
@@ -58,6 +61,8 @@ static int parse_launch(int argc, char **argv, struct launch_args *out) {
         return 0;
     }
     const char *profile = NULL;
+    out->backend = "";
+    out->allow_weaker = 0;
     for (; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--") == 0) {
@@ -76,12 +81,21 @@ static int parse_launch(int argc, char **argv, struct launch_args *out) {
                     return 0;
                 value = argv[++i];
             }
-            if (is_backend)
+            /* the last one wins, as in the Python parser; the landlock backend's record
+             * (auto's, where it chose that backend) is all an index may hold beside the
+             * native one, and its conditions say when it stands */
+            if (is_backend && strcmp(value, "auto") != 0 && strcmp(value, "landlock") != 0)
                 return 0;
-            profile = value; /* the last one wins, as in the Python parser */
-        } else if (strcmp(arg, "--allow-weaker") == 0 || strcmp(arg, "--debug") == 0) {
-            /* No effect on a cached launch: Python's cached path ignores both, and a
-             * set-up failure is re-run by Python with these same arguments. */
+            if (is_backend)
+                out->backend = value;
+            else
+                profile = value;
+        } else if (strcmp(arg, "--allow-weaker") == 0) {
+            /* A run the index says loses rules needs it, as in the Python CLI. */
+            out->allow_weaker = 1;
+        } else if (strcmp(arg, "--debug") == 0) {
+            /* No effect on a cached launch: a set-up failure is re-run by Python with
+             * these same arguments. */
         } else if (arg[0] == '-') {
             return 0; /* --verbose, -v, --help, or a usage error Python words */
         } else {
@@ -155,7 +169,7 @@ static _Noreturn void exec_python(const char *self_dir, int argc, char **argv, i
 int isorun_frontend_main(int argc, char **argv) {
     char self_dir[PATH_MAX];
     struct launch_args la;
-    struct isorun_index idx = {NULL, NULL, 0};
+    struct isorun_index idx = {NULL, NULL, 0, NULL, 0, 0};
     if (!self_directory(self_dir, sizeof self_dir)) {
         fprintf(stderr,
                 "isorun: cannot read /proc/self/exe: %s\n"
@@ -174,8 +188,19 @@ int isorun_frontend_main(int argc, char **argv) {
     const char *cache = getenv("ISORUN_CACHE");
     if (!parse_launch(argc, argv, &la) || (cache != NULL && strcmp(cache, "0") == 0))
         exec_python(self_dir, argc, argv, 0);
-    if (!isorun_load_index(la.profile, self_dir, &idx))
+    if (!isorun_load_index(la.profile, la.backend, self_dir, &idx))
         exec_python(self_dir, argc, argv, 1);
+    if (idx.needs_weaker && !la.allow_weaker) {
+        /* The Python CLI refuses it, naming each rule and the backends that keep it. */
+        free(idx.data);
+        exec_python(self_dir, argc, argv, 0);
+    }
+    /* Never quietly weaker: each rule given up, as the Python CLI prints it. */
+    if (idx.warning_len > 0) {
+        fwrite(idx.warning, 1, idx.warning_len, stderr);
+        fputc('\n', stderr);
+        fflush(stderr);
+    }
 
     struct isorun_failure failure;
     memset(&failure, 0, sizeof failure);

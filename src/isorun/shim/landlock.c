@@ -1,6 +1,8 @@
 /*
- * Landlock (landlock(7)): the child restricts itself to the spec's rules, after the file
- * view is complete and no_new_privs is set, before seccomp.
+ * Landlock (landlock(7)): the calling process restricts itself to a plan's rules, after
+ * the file view is complete and no_new_privs is set, before seccomp. Used by the shim's
+ * child (exec.c) and by the wrapper backends' exec stage (seccomp_exec.c), so it knows
+ * nothing of struct isorun_spec: it returns the failing call and errno to its caller.
  *
  * Raw syscalls (glibc has no wrappers) on stack structs: async-signal-safe, no malloc.
  * The rules and masks were decided in Python (isorun.compile.landlock); here a missing
@@ -19,7 +21,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "isorun_child.h"
+#include "isorun_shim.h"
+#include "landlock.h"
 
 /* Same numbers on every architecture (the unified table of Linux 5.13+). */
 #define SYS_ll_create_ruleset 444
@@ -45,10 +48,6 @@ struct ll_net_port_attr {
     uint64_t allowed_access;
     uint64_t port;
 };
-
-static _Noreturn void fail(const struct isorun_spec *spec, const char *syscall, int err) {
-    isorun_child_fail(spec, "landlock", syscall, err, -1);
-}
 
 /*
  * The rule's path on the host's own tree (the landlock backend, or a plan that keeps the
@@ -96,8 +95,9 @@ static int open_host_path(const char *path) {
     return fd;
 }
 
-static void add_path(const struct isorun_spec *spec, int ruleset,
-                     const struct isorun_landlock_rule *rule) {
+static int add_path(int ruleset, unsigned long long handled,
+                    const struct isorun_landlock_rule *rule, int host_paths,
+                    const char **call) {
     struct ll_path_beneath_attr attr;
     struct stat st;
     int fd;
@@ -108,81 +108,98 @@ static void add_path(const struct isorun_spec *spec, int ruleset,
      * made; a symlink there (a merged-/usr /lib64) is resolved to a path that has a rule
      * of its own, so its own rule would only grant on the link, which needs no right.
      */
-    fd = spec->root[0] == '\0' ? open_host_path(rule->path)
-                               : open(rule->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    fd = host_paths ? open_host_path(rule->path)
+                    : open(rule->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         if (rule->optional && (errno == ENOENT || errno == ENOTDIR))
-            return;
+            return 0;
         /*
          * A parent the command's own ids cannot search (a 0700 host directory in a bind
          * of a root caller's sandbox): the command cannot reach the path either, and a
          * grant left out only ever refuses more.
          */
         if (errno == EACCES)
-            return;
-        fail(spec, "open(O_PATH)", errno);
+            return 0;
+        *call = "open(O_PATH)";
+        return errno;
     }
-    if (fstat(fd, &st) < 0)
-        fail(spec, "fstat", errno);
+    if (fstat(fd, &st) < 0) {
+        *call = "fstat";
+        return errno;
+    }
     if (S_ISLNK(st.st_mode)) {
         close(fd);
-        return;
+        return 0;
     }
-    attr.allowed_access = rule->access & spec->landlock_fs;
+    attr.allowed_access = rule->access & handled;
     if (!S_ISDIR(st.st_mode))
         attr.allowed_access &= ISORUN_LANDLOCK_FILE_RIGHTS;
     attr.parent_fd = fd;
     /* A rule granting nothing is refused (ENOMSG); it would add nothing anyway. */
     if (attr.allowed_access != 0 &&
-        syscall(SYS_ll_add_rule, ruleset, LL_RULE_PATH_BENEATH, &attr, 0) < 0)
-        fail(spec, "landlock_add_rule", errno);
+        syscall(SYS_ll_add_rule, ruleset, LL_RULE_PATH_BENEATH, &attr, 0) < 0) {
+        *call = "landlock_add_rule";
+        return errno;
+    }
     close(fd);
+    return 0;
 }
 
-void isorun_child_landlock(const struct isorun_spec *spec) {
+int isorun_landlock_restrict(int abi_wanted, unsigned long long fs, unsigned long long net,
+                             unsigned long long scoped, const struct isorun_landlock_rule *rules,
+                             size_t n_rules, int host_paths, const char **call) {
     struct ll_ruleset_attr attr;
     struct ll_net_port_attr port;
     long abi;
-    int ruleset;
+    int ruleset, err;
     size_t i;
 
-    if (spec->landlock_abi <= 0)
-        return;
+    if (abi_wanted <= 0)
+        return 0;
     /*
      * The plan was made for this ABI (a host fact of the plan cache's key); a kernel
      * below it cannot know every bit asked for, and leaving some out would be silent.
      */
+    *call = "landlock_create_ruleset(VERSION)";
     abi = syscall(SYS_ll_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
     if (abi < 0)
-        fail(spec, "landlock_create_ruleset(VERSION)", errno);
-    if (abi < spec->landlock_abi)
-        fail(spec, "landlock_create_ruleset(VERSION)", EOPNOTSUPP);
-    attr.handled_access_fs = spec->landlock_fs;
-    attr.handled_access_net = spec->landlock_net;
-    attr.scoped = spec->landlock_scoped;
+        return errno;
+    if (abi < abi_wanted)
+        return EOPNOTSUPP;
+    attr.handled_access_fs = fs;
+    attr.handled_access_net = net;
+    attr.scoped = scoped;
     /* The size tells the kernel which fields we know: the shortest that holds ours. */
+    *call = "landlock_create_ruleset";
     ruleset = (int)syscall(SYS_ll_create_ruleset, &attr,
-                           spec->landlock_scoped      ? sizeof attr
-                           : spec->landlock_net       ? offsetof(struct ll_ruleset_attr, scoped)
-                                                      : sizeof attr.handled_access_fs,
+                           scoped ? sizeof attr
+                           : net  ? offsetof(struct ll_ruleset_attr, scoped)
+                                  : sizeof attr.handled_access_fs,
                            0);
     if (ruleset < 0)
-        fail(spec, "landlock_create_ruleset", errno);
-    for (i = 0; i < spec->n_landlock_rules; i++) {
-        const struct isorun_landlock_rule *rule = &spec->landlock_rules[i];
+        return errno;
+    for (i = 0; i < n_rules; i++) {
+        const struct isorun_landlock_rule *rule = &rules[i];
 
         if (rule->path != NULL && rule->path[0] != '\0') {
-            add_path(spec, ruleset, rule);
+            err = add_path(ruleset, fs, rule, host_paths, call);
+            if (err != 0)
+                return err;
             continue;
         }
-        port.allowed_access = rule->access & spec->landlock_net;
+        port.allowed_access = rule->access & net;
         port.port = rule->port;
         if (port.allowed_access != 0 &&
-            syscall(SYS_ll_add_rule, ruleset, LL_RULE_NET_PORT, &port, 0) < 0)
-            fail(spec, "landlock_add_rule(port)", errno);
+            syscall(SYS_ll_add_rule, ruleset, LL_RULE_NET_PORT, &port, 0) < 0) {
+            *call = "landlock_add_rule(port)";
+            return errno;
+        }
     }
     /* Needs no_new_privs (set just before) once the capabilities are dropped. */
-    if (syscall(SYS_ll_restrict_self, ruleset, 0) < 0)
-        fail(spec, "landlock_restrict_self", errno);
+    if (syscall(SYS_ll_restrict_self, ruleset, 0) < 0) {
+        *call = "landlock_restrict_self";
+        return errno;
+    }
     close(ruleset);
+    return 0;
 }

@@ -20,8 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "launcher.h"
@@ -29,7 +32,7 @@
 extern char **environ;
 
 /* isorun.launch_index.INDEX_FORMAT and INDEX_MAGIC (tests/unit/test_launch_index.py) */
-#define ISORUN_INDEX_FORMAT 1u
+#define ISORUN_INDEX_FORMAT 2u
 static const char index_magic[] = "isorun-launch-index\n";
 #define INDEX_MAGIC_LEN (sizeof index_magic - 1)
 #define INDEX_HEAD_LEN (INDEX_MAGIC_LEN + 4 + 4 + 8)
@@ -249,12 +252,166 @@ static int env_projection_is(int whole, const struct field *patterns, uint32_t n
     free(used);
     return ok && matched == n_pairs;
 }
+/* isorun.launch.MODE_*: what the index's record is */
+#define MODE_NATIVE 0u
+#define MODE_LANDLOCK 1u
+#define MODE_LANDLOCK_AUTO 2u
+/* isorun.launch.AUTO_TOOLS and AUTO_FILES, in their order */
+static const char *const auto_tools[] = {"bwrap", "firejail"};
+static const char *const auto_files[] = {"/etc/firejail/firejail.users", "/etc/passwd"};
+
+/* The file at path has the recorded fingerprint (launch_index._fingerprint). */
+static int fingerprint_is(struct cursor *c, const char *path) {
+    struct stat st;
+    uint64_t dev = get_uint(c, 8), ino = get_uint(c, 8), size = get_uint(c, 8);
+    uint64_t mtime = get_uint(c, 8), ctime = get_uint(c, 8);
+    uint64_t mode = get_uint(c, 4);
+    if (!c->ok || stat(path, &st) != 0)
+        return 0;
+    uint64_t now_mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    uint64_t now_ctime = (uint64_t)st.st_ctim.tv_sec * 1000000000u + (uint64_t)st.st_ctim.tv_nsec;
+    return dev == (uint64_t)st.st_dev && ino == (uint64_t)st.st_ino &&
+           size == (uint64_t)st.st_size && mtime == now_mtime && ctime == now_ctime &&
+           mode == (uint64_t)st.st_mode;
+}
+
+/*
+ * shutil.which(name) as the Python CLI calls it: the first PATH entry (os.path.join of
+ * the entry and the name) that exists, is executable by us and is not a directory; ""
+ * when none is. Without PATH, Python searches os.confstr("CS_PATH").
+ */
+static void which(const char *name, char *found, size_t size) {
+    char defpath[256];
+    const char *path = getenv("PATH");
+    found[0] = '\0';
+    if (path == NULL) {
+        size_t n = confstr(_CS_PATH, defpath, sizeof defpath);
+        path = n > 0 && n <= sizeof defpath ? defpath : "/bin:/usr/bin";
+    }
+    while (1) {
+        const char *colon = strchr(path, ':');
+        size_t len = colon ? (size_t)(colon - path) : strlen(path);
+        struct stat st;
+        int n = len == 0 ? snprintf(found, size, "%s", name)
+                         : snprintf(found, size, "%.*s%s%s", (int)len, path,
+                                    path[len - 1] == '/' ? "" : "/", name);
+        if (n > 0 && (size_t)n < size && stat(found, &st) == 0 && !S_ISDIR(st.st_mode) &&
+            access(found, X_OK) == 0)
+            return;
+        found[0] = '\0';
+        if (colon == NULL)
+            return;
+        path = colon + 1;
+    }
+}
+
+/*
+ * Whether this process can make a user namespace now, decided as
+ * isorun.host.facts._userns_enabled decides HostFacts.userns, which auto's choice
+ * between the native and the landlock backend reads: the sysctls, and where a seccomp
+ * filter or no_new_privs already confines us (an outer container or sandbox), a forked
+ * child that makes one and takes a sandbox's first steps in it (facts.userns_probe).
+ */
+static int userns_now(const char *status) {
+    static const struct {
+        const char *path;
+        int root_too;
+    } sysctls[] = {{"/proc/sys/user/max_user_namespaces", 1},
+                   {"/proc/sys/kernel/unprivileged_userns_clone", 0}};
+    for (size_t k = 0; k < N_ELEMENTS(sysctls); k++) {
+        char buf[64];
+        if (!sysctls[k].root_too && getuid() == 0)
+            continue;
+        int fd = open(sysctls[k].path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* Python: OSError, this check does not apply */
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        char *end;
+        long v = strtol(buf, &end, 10);
+        while (*end == '\n' || *end == ' ')
+            end++;
+        if (end != buf && *end == '\0' && v < 1)
+            return 0;
+    }
+    if (strstr(status, "\nSeccomp:\t2") == NULL && strstr(status, "\nNoNewPrivs:\t1") == NULL)
+        return 1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return 1; /* cannot tell: say yes, which is a miss for an auto landlock index */
+    if (pid == 0) {
+        int rc = unshare(CLONE_NEWUSER | CLONE_NEWUTS | CLONE_NEWNS);
+        if (rc == 0)
+            rc = sethostname("isorun", 6);
+        if (rc == 0)
+            rc = mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    int wstatus;
+    while (waitpid(pid, &wstatus, 0) < 0)
+        if (errno != EINTR)
+            return 1;
+    return WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
+}
+
+/*
+ * The inputs of auto's choice of the landlock backend, as isorun.launch_index._auto_inputs
+ * wrote them, against this process now; and no user namespace can be made. Any change
+ * (a wrapper installed or made setuid, another PATH, no_new_privs gone, a namespace
+ * possible again) would let the Python CLI choose another, stronger backend: a miss.
+ */
+static int auto_choice_holds(struct cursor *c) {
+    char status[8192], found[PATH_MAX];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, status, sizeof status - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    status[n] = '\0';
+    int nnp = strstr(status, "\nNoNewPrivs:\t1") != NULL;
+    if (get_flag(c) != nnp)
+        return 0;
+    int path_present = get_flag(c);
+    struct field path = get_field(c);
+    const char *now = getenv("PATH");
+    if (!c->ok || (now != NULL) != path_present || (now && !field_is(path, now)))
+        return 0;
+    if (get_uint(c, 4) != N_ELEMENTS(auto_tools))
+        return 0;
+    for (size_t k = 0; c->ok && k < N_ELEMENTS(auto_tools); k++) {
+        int named = field_is(get_field(c), auto_tools[k]);
+        struct field want = get_field(c);
+        which(auto_tools[k], found, sizeof found);
+        if (!named || !c->ok || !field_is(want, found))
+            return 0;
+        if (found[0] != '\0' && !fingerprint_is(c, found))
+            return 0;
+    }
+    if (get_uint(c, 4) != N_ELEMENTS(auto_files))
+        return 0;
+    for (size_t k = 0; c->ok && k < N_ELEMENTS(auto_files); k++) {
+        struct stat st;
+        int named = field_is(get_field(c), auto_files[k]);
+        int present = get_flag(c);
+        if (!named || !c->ok || present != (stat(auto_files[k], &st) == 0))
+            return 0;
+        if (present && !fingerprint_is(c, auto_files[k]))
+            return 0;
+    }
+    /* Last: the only check that may fork. */
+    return c->ok && !userns_now(status);
+}
+
 /*
  * Check every condition of the index body against this process now. The order of the
  * fields is fixed by isorun.launch_index.index_blob; cheap comparisons come first in it.
  */
-static int index_holds(struct cursor *c, const char *profile, const char *cwd, const char *self_dir,
-                       struct isorun_index *idx) {
+static int index_holds(struct cursor *c, const char *profile, const char *backend,
+                       const char *cwd, const char *self_dir, struct isorun_index *idx) {
     char path[PATH_MAX], real[PATH_MAX];
     struct utsname un;
     if (!field_is(get_field(c), profile) || !field_is(get_field(c), cwd))
@@ -354,6 +511,20 @@ static int index_holds(struct cursor *c, const char *profile, const char *cwd, c
             return 0;
     }
 
+    /* Which record this is: the native one, or the landlock backend's, named or as
+     * auto's choice, with the warning an --allow-weaker run prints. */
+    if (!field_is(get_field(c), backend))
+        return 0;
+    uint64_t mode = get_uint(c, 1);
+    idx->needs_weaker = get_flag(c);
+    struct field warning = get_field(c);
+    if (!c->ok || mode > MODE_LANDLOCK_AUTO || (mode == MODE_NATIVE && backend[0] != '\0'))
+        return 0;
+    idx->warning = warning.p;
+    idx->warning_len = warning.len;
+    if (mode == MODE_LANDLOCK_AUTO && !auto_choice_holds(c))
+        return 0;
+
     struct field record = get_field(c);
     if (!c->ok || c->p != c->end || record.len == 0)
         return 0;
@@ -391,7 +562,8 @@ static int open_cache_dir(void) {
     return fd;
 }
 
-int isorun_load_index(const char *profile, const char *self_dir, struct isorun_index *idx) {
+int isorun_load_index(const char *profile, const char *backend, const char *self_dir,
+                      struct isorun_index *idx) {
     char cwd[PATH_MAX], name[64], uid[16];
     struct stat st;
     if (getcwd(cwd, sizeof cwd) == NULL)
@@ -402,6 +574,10 @@ int isorun_load_index(const char *profile, const char *self_dir, struct isorun_i
     h = fnv1a64(h, cwd, strlen(cwd));
     h = fnv1a64(h, "", 1);
     h = fnv1a64(h, uid, strlen(uid));
+    if (backend[0] != '\0') {
+        h = fnv1a64(h, "", 1);
+        h = fnv1a64(h, backend, strlen(backend));
+    }
     snprintf(name, sizeof name, "%016llx.launch", (unsigned long long)h);
 
     int dir = open_cache_dir();
@@ -436,7 +612,7 @@ int isorun_load_index(const char *profile, const char *self_dir, struct isorun_i
     if (magic == NULL || memcmp(magic, index_magic, INDEX_MAGIC_LEN) != 0 ||
         format != ISORUN_INDEX_FORMAT || body_len != (uint64_t)(c.end - c.p) ||
         crc != crc32_of(c.p, (size_t)body_len) ||
-        !index_holds(&c, profile, cwd, self_dir, idx)) {
+        !index_holds(&c, profile, backend, cwd, self_dir, idx)) {
         free(data);
         return 0;
     }

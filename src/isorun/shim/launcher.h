@@ -41,19 +41,27 @@ int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv
 /* Test aid: the parsed record as text, one field a line (isorun-launch --dump). 0 or -1. */
 int isorun_dump_record(const unsigned char *blob, size_t len, FILE *out);
 
-/* A launch index read whole (launch_index.c): the flat record lies inside data. */
+/* A launch index read whole (launch_index.c): the flat record and the warning lie
+ * inside data. */
 struct isorun_index {
     unsigned char *data;
     const unsigned char *record;
     size_t record_len;
+    /* the --allow-weaker warning to print before the launch (warning_len 0: none) */
+    const unsigned char *warning;
+    size_t warning_len;
+    /* the run loses rules: only with --allow-weaker (else the Python CLI refuses it) */
+    int needs_weaker;
 };
 
 /*
- * The launch index of `isorun --profile profile` for this process now: 1 when it exists,
- * is safe to trust and every condition in it holds (free idx->data after use), else 0,
- * a miss. self_dir is the directory of the running program.
+ * The launch index of `isorun --profile profile [--backend backend]` for this process
+ * now (backend "" without the option): 1 when it exists, is safe to trust and every
+ * condition in it holds (free idx->data after use), else 0, a miss. self_dir is the
+ * directory of the running program.
  */
-int isorun_load_index(const char *profile, const char *self_dir, struct isorun_index *idx);
+int isorun_load_index(const char *profile, const char *backend, const char *self_dir,
+                      struct isorun_index *idx);
 
 /* `isorun ...` as typed by a user: a cached launch, or exec of the Python CLI. */
 int isorun_frontend_main(int argc, char **argv);

@@ -4,7 +4,8 @@
  *   isorun-seccomp-exec [--expect DEV:INO:FLAGS:PATH]... [--rlimit NAME=VALUE]...
  *                       [--chdir DIR] [--setsid] [--env-fd FD] [--keep-fd FD]...
  *                       [--close-fds] [--reset-signals] [--no-new-privs] [--ptrace-domain]
- *                       [--seccomp-fd FD] -- CMD [ARG]...
+ *                       [--landlock-fd FD] [--landlock-host-paths] [--seccomp-fd FD]
+ *                       -- CMD [ARG]...
  *
  * firejail's own filter takes syscall names only, so the BPF program the native shim
  * loads reaches a firejail sandbox through this program, which runs inside it right
@@ -18,10 +19,19 @@
  * allowed (openat2 RESOLVE_NO_SYMLINKS) and must be the file isorun checked (st_dev,
  * st_ino), read-only when FLAGS holds "r" and noexec when it holds "x"; else exit 125.
  *
- * The order is fixed: the checks first, before the command can run; rlimits, chdir and setsid need syscalls the filter may deny;
- * descriptors are closed after the reads that use them; no_new_privs comes before the
- * filter because the kernel refuses an unprivileged filter without it (seccomp(2)); the
- * filter comes last so it never has to allow this program's own set-up.
+ * --landlock-fd (issue 18): the plan's Landlock ruleset, as the landlock section of the
+ * flat launch record (isorun.sandbox.flat.landlock_section), applied by landlock.c, the
+ * file the native shim applies it with. Its paths are the sandbox's own view (mount
+ * destinations); --landlock-host-paths says that view is the host's tree (firejail), so
+ * no link is followed on the way to a rule's path, as the landlock backend does.
+ *
+ * The order is fixed: the checks first, before the command can run; rlimits, chdir and
+ * setsid need syscalls the filter may deny; descriptors are closed after the reads that
+ * use them; no_new_privs comes before Landlock and the filter because the kernel refuses
+ * either to an unprivileged process without it (landlock_restrict_self(2), seccomp(2));
+ * Landlock before the filter, so the filter need not allow the landlock syscalls (the
+ * native shim's order, exec.c); the filter comes last so it never has to allow this
+ * program's own set-up.
  *
  * A failure prints "isorun: error: STEP: SYSCALL: strerror" and exits 125 (isorun's own
  * exit code for set-up errors), never running the command.
@@ -45,10 +55,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "isorun_shim.h"
+#include "landlock.h"
+
 #define EXIT_SETUP 125
 #define MAX_KEEP 64
 #define MAX_ENV 4096
 #define MAX_BPF_INSNS 4096
+#define MAX_LANDLOCK (1 << 20)
 
 extern char **environ;
 
@@ -263,11 +277,83 @@ static struct sock_fprog read_seccomp(int fd) {
     return prog;
 }
 
+/* The landlock section of a flat launch record (isorun.sandbox.flat), little-endian. */
+struct ruleset {
+    long long abi, fs, net, scoped;
+    struct isorun_landlock_rule *rules;
+    size_t n;
+};
+
+static long long take_i64(const char *data, size_t size, size_t *pos) {
+    unsigned long long v = 0;
+    int k;
+
+    if (size - *pos < 8)
+        die("landlock", "read", EINVAL);
+    for (k = 7; k >= 0; k--)
+        v = v << 8 | (unsigned char)data[*pos + (size_t)k];
+    *pos += 8;
+    return (long long)v;
+}
+
+static size_t take_u32(const char *data, size_t size, size_t *pos) {
+    size_t v = 0;
+    int k;
+
+    if (size - *pos < 4)
+        die("landlock", "read", EINVAL);
+    for (k = 3; k >= 0; k--)
+        v = v << 8 | (unsigned char)data[*pos + (size_t)k];
+    *pos += 4;
+    return v;
+}
+
+static struct ruleset read_landlock(int fd) {
+    size_t size, pos = 0, i, len;
+    char *data = read_fd(fd, MAX_LANDLOCK, &size, "landlock");
+    struct ruleset set;
+
+    set.abi = take_i64(data, size, &pos);
+    set.fs = take_i64(data, size, &pos);
+    set.net = take_i64(data, size, &pos);
+    set.scoped = take_i64(data, size, &pos);
+    set.n = take_u32(data, size, &pos);
+    if (set.abi < 0 || set.abi > 1000 || set.n > size / 28)
+        die("landlock", "read", EINVAL);
+    set.rules = calloc(set.n + 1, sizeof *set.rules);
+    if (set.rules == NULL)
+        die("landlock", "calloc", ENOMEM);
+    for (i = 0; i < set.n; i++) {
+        char *path = NULL;
+
+        set.rules[i].port = (unsigned long long)take_i64(data, size, &pos);
+        set.rules[i].access = (unsigned long long)take_i64(data, size, &pos);
+        set.rules[i].optional = take_i64(data, size, &pos) != 0;
+        len = take_u32(data, size, &pos);
+        if (size - pos < len || memchr(data + pos, '\0', len) != NULL)
+            die("landlock", "read", EINVAL);
+        path = malloc(len + 1);
+        if (path == NULL)
+            die("landlock", "malloc", ENOMEM);
+        memcpy(path, data + pos, len);
+        path[len] = '\0';
+        pos += len;
+        if (path[0] != '\0' ? path[0] != '/' : set.rules[i].port == 0)
+            die("landlock", "read", EINVAL);
+        set.rules[i].path = path;
+    }
+    if (pos != size)
+        die("landlock", "read", EINVAL);
+    free(data);
+    return set;
+}
+
 int main(int argc, char **argv) {
     int keep[MAX_KEEP];
     size_t nkeep = 0;
-    int env_fd = -1, seccomp_fd = -1, close_all = 0, nnp = 0, reset_signals = 0, i;
-    int ptrace_domain = 0;
+    int env_fd = -1, seccomp_fd = -1, landlock_fd = -1, close_all = 0, nnp = 0, i;
+    int reset_signals = 0, ptrace_domain = 0, host_paths = 0;
+    struct ruleset ruleset = {0, 0, 0, 0, NULL, 0};
     char **env = NULL;
     struct sock_fprog prog = {0, NULL};
     sigset_t unblocked;
@@ -293,6 +379,8 @@ int main(int argc, char **argv) {
             reset_signals = 1;
         } else if (strcmp(opt, "--ptrace-domain") == 0) {
             ptrace_domain = 1;
+        } else if (strcmp(opt, "--landlock-host-paths") == 0) {
+            host_paths = 1;
         } else if (val == NULL) {
             usage("option needs a value");
         } else if (strcmp(opt, "--expect") == 0) {
@@ -312,6 +400,9 @@ int main(int argc, char **argv) {
         } else if (strcmp(opt, "--seccomp-fd") == 0) {
             seccomp_fd = parse_fd(val);
             i++;
+        } else if (strcmp(opt, "--landlock-fd") == 0) {
+            landlock_fd = parse_fd(val);
+            i++;
         } else if (strcmp(opt, "--keep-fd") == 0) {
             if (nkeep == MAX_KEEP)
                 usage("too many --keep-fd");
@@ -323,11 +414,13 @@ int main(int argc, char **argv) {
     }
     if (i >= argc)
         usage("no command after --");
-    /* read both inputs first: closing the descriptors below may close theirs */
+    /* read every input first: closing the descriptors below may close theirs */
     if (env_fd >= 0)
         env = read_env(env_fd);
     if (seccomp_fd >= 0)
         prog = read_seccomp(seccomp_fd);
+    if (landlock_fd >= 0)
+        ruleset = read_landlock(landlock_fd);
     if (close_all) {
         close_fds(keep, nkeep);
     } else {
@@ -335,6 +428,8 @@ int main(int argc, char **argv) {
             close(env_fd);
         if (seccomp_fd >= 0 && !kept(seccomp_fd, keep, nkeep))
             close(seccomp_fd);
+        if (landlock_fd >= 0 && !kept(landlock_fd, keep, nkeep))
+            close(landlock_fd);
     }
     /*
      * The command starts with every signal at its default and none blocked, as the
@@ -358,6 +453,15 @@ int main(int argc, char **argv) {
         die("no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)", errno);
     if (ptrace_domain)
         enter_ptrace_domain();
+    if (ruleset.abi > 0) {
+        const char *call = "landlock";
+        int err = isorun_landlock_restrict((int)ruleset.abi, (unsigned long long)ruleset.fs,
+                                           (unsigned long long)ruleset.net,
+                                           (unsigned long long)ruleset.scoped, ruleset.rules,
+                                           ruleset.n, host_paths, &call);
+        if (err != 0)
+            die("landlock", call, err);
+    }
     if (prog.filter != NULL && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
         die("seccomp", "seccomp(SECCOMP_SET_MODE_FILTER)", errno);
     if (env != NULL)

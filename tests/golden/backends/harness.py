@@ -31,7 +31,7 @@ CALLER_ENV = {"PATH": "/home/user/bin:/usr/bin:/bin", "TERM": "xterm-256color",
               "LANG": "C.UTF-8", "LC_ALL": "C", "HOME": "/home/user", "CI": "true",
               "SECRET_TOKEN": "hunter2", "PYTHONPATH": "/home/user/project/src"}
 ARGV = ("python3", "-c", "print('hello')")
-SECCOMP_FD, FIRST_DATA_FD, HELPER_FD = 10, 11, 20
+SECCOMP_FD, FIRST_DATA_FD, HELPER_FD, LANDLOCK_FD = 10, 11, 20, 21
 #: the device every walked bind source is given; inodes count up from 100 in plan order
 DEV, FIRST_INO = 2049, 100
 
@@ -61,9 +61,10 @@ def render(profile: str, backend: str) -> str:
         fds = range(FIRST_DATA_FD, FIRST_DATA_FD + len(file_mounts(plan)))
         inv = render_bwrap(plan, ARGV, CALLER_ENV, seccomp_fd=SECCOMP_FD, file_fds=fds,
                            allow_weaker=True, stage_fd=HELPER_FD,
-                           identities=identities(plan))
+                           identities=identities(plan), landlock_fd=LANDLOCK_FD,
+                           landlock=True)
     else:
         inv = render_firejail(plan, ARGV, CALLER_ENV, seccomp_fd=SECCOMP_FD,
                               env_fd=FIRST_DATA_FD, helper_fd=HELPER_FD, allow_weaker=True,
-                              identities=identities(plan))
+                              identities=identities(plan), landlock_fd=LANDLOCK_FD)
     return inv.describe().replace(str(ROOT) + "/", "")
