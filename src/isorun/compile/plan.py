@@ -447,6 +447,9 @@ class Plan:
             lines.append(f"  {index:2d}. {step.describe():<60} {where}")
             if isinstance(step, Landlock):
                 lines.extend(f"        {line}" for line in step.details())
+        from isorun.compile.memory_bound import describe_memory  # it reads Plan's steps
+
+        lines.extend(describe_memory(self))
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
         return "\n".join(lines)
