@@ -484,6 +484,47 @@ def build_cannot_poison_the_plan_cache() -> None:
             shutil.rmtree(marker, ignore_errors=True)
 
 
+def home_from_passwd_is_refused_whatever_home_says() -> None:
+    """HOME set elsewhere (a service unit, sudo -E, a CI job's env) while the working
+    directory is the caller's real home, the password database's: strict would bind
+    ~/.ssh and every other secret there. Refused as when HOME names it; the control runs
+    from a project with the same HOME."""
+    import pwd
+
+    real = Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()
+    if not real.is_dir():  # nobody's /nonexistent: the compiler decides alone
+        from isorun import api
+        from isorun.errors import ProfileError
+        from isorun.host.facts import probe, variables
+
+        env = {**os.environ, "HOME": "/var/tmp"}
+        try:
+            api.compile_plan(api.load_profile("strict"), probe(),
+                             variables(probe(), env, cwd=str(real)))
+            raise AssertionError(f"strict compiled for {real} with HOME=/var/tmp")
+        except ProfileError as err:
+            assert "your home directory" in err.render(), err.render()
+        return
+    fake = Path(tempfile.mkdtemp(prefix="isorun-atk-fakehome-", dir="/var/tmp"))
+    old = os.environ.get("HOME")
+    try:
+        os.environ["HOME"] = str(fake)
+        with project("isorun-atk-passwd-") as where:
+            done = isorun("-p", "strict", "--", "true", cwd=where)
+            assert done.returncode == 0, done.stderr  # control
+            done = isorun("-p", "strict", "--", "ls", "-a", str(real), cwd=real,
+                          cache=where / "cache")
+            assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+            assert "your home directory" in done.stderr, done.stderr
+            assert done.stdout == "", done.stdout
+    finally:
+        if old is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = old
+        shutil.rmtree(fake, ignore_errors=True)
+
+
 #: lowers the open-file limit of another process, then its own (the control)
 PRLIMIT = r"""
 import errno, resource, sys
@@ -525,7 +566,8 @@ CASES: dict[str, Callable[[], None]] = {
         home_bind_masks_every_git_credential_store,
         strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory,
         landlock_mode_names_metadata_changes, strict_from_a_runtime_dir_is_refused,
-        build_cannot_poison_the_plan_cache, landlock_mode_cannot_prlimit_a_host_process)
+        build_cannot_poison_the_plan_cache, landlock_mode_cannot_prlimit_a_host_process,
+        home_from_passwd_is_refused_whatever_home_says)
 }  # fmt: skip
 
 if __name__ == "__main__":

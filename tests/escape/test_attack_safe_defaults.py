@@ -36,6 +36,12 @@ def test_strict_refuses_a_runtime_dir_as_working_directory(run_attack: Runner) -
 
 
 @pytest.mark.needs("userns", "shim", "setpriv")
+def test_strict_refuses_the_passwd_home_when_home_says_otherwise(run_attack: Runner) -> None:
+    """$HOME is the caller's to set; the password database's home is where ~/.ssh is."""
+    run_attack("home_from_passwd_is_refused_whatever_home_says")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
 def test_build_cannot_poison_the_plan_cache_in_the_project(run_attack: Runner) -> None:
     """XDG_CACHE_HOME inside a writable bind: the sandbox would rewrite cached plans (a
     pickle) that the next launch loads on the host. Refused before the launch."""
