@@ -343,23 +343,75 @@ def build_cannot_plant_a_git_directory() -> None:
     """build binds ${CWD} writable and guards an existing .git read-only. Where the
     working directory has none (a subdirectory of a monorepo, a fresh checkout of a
     part), the sandbox can create one: the host's next git command there finds it first
-    and runs its config (core.fsmonitor runs on `git status`) as the caller."""
+    and runs its config (core.fsmonitor runs on `git status`) as the caller. Once the
+    sandbox has ended, the launcher moves it aside and says so: a directory, then a
+    .git file naming a directory elsewhere (gitdir:), on each launch path (the CLI and
+    the API)."""
     from isorun import api
 
+    plants = {"dir": "mkdir .git && echo planted > .git/config",
+              "file": "mkdir -p sub/repo && echo 'gitdir: sub/repo' > .git"}
     with project("isorun-atk-gitplant-") as where:
-        old = os.getcwd()
+        import contextlib
+        import io
+
+        old, said = os.getcwd(), io.StringIO()
         os.chdir(where)
         try:
             # control: the working directory is writable
             out = api.run(["/bin/sh", "-c", "echo x > out"], profile="build",
                           capture_output=True, text=True, timeout=60)
             assert (where / "out").exists(), out.stderr
-            done = api.run(["/bin/sh", "-c", "mkdir .git && echo planted > .git/config"],
-                           profile="build", capture_output=True, text=True, timeout=60)
+            with contextlib.redirect_stderr(said):
+                done = api.run(["/bin/sh", "-c", plants["dir"]], profile="build",
+                               capture_output=True, text=True, timeout=60)
         finally:
             os.chdir(old)
+        assert done.returncode == 0, (done.returncode, done.stderr)
         assert not (where / ".git").exists(), (
             f"the sandbox created {where}/.git (rc {done.returncode})")
+        moved = sorted(where.glob(".git.isorun-quarantine-*"))
+        assert len(moved) == 1 and (moved[0] / "config").exists(), moved
+        assert f"the sandbox created {where}/.git" in said.getvalue(), said.getvalue()
+        shutil.rmtree(moved[0])
+        # bwrap and firejail run under the same Popen, which does the same once they end
+        from isorun.errors import HostError
+
+        cache_env = os.environ.get("XDG_CACHE_HOME")
+        os.environ["XDG_CACHE_HOME"] = f"{where}-cache"  # nobody's home is /nonexistent
+        for backend in ("bwrap", "firejail"):
+            said = io.StringIO()
+            os.chdir(where)
+            try:
+                with contextlib.redirect_stderr(said):
+                    api.run(["/bin/sh", "-c", plants["dir"]], profile="build",
+                            backend=backend, capture_output=True, timeout=60)
+            except HostError:  # not installed, or not for this caller (firejail as root)
+                continue
+            finally:
+                os.chdir(old)
+            assert not (where / ".git").exists(), (backend, said.getvalue())
+            assert "the sandbox created" in said.getvalue(), (backend, said.getvalue())
+            for path in where.glob(".git.isorun-quarantine-*"):
+                shutil.rmtree(path)
+        if cache_env is None:
+            os.environ.pop("XDG_CACHE_HOME")
+        else:
+            os.environ["XDG_CACHE_HOME"] = cache_env
+        # the CLI, warm (its front end launches the cached plan without Python)
+        for _ in range(2):
+            cli = isorun("-p", "build", "--", "sh", "-c", plants["file"] + "; echo ran",
+                         cwd=where)
+            assert cli.stdout == "ran\n", (cli.stdout, cli.stderr)
+            assert not (where / ".git").exists(), cli.stderr
+            assert "the sandbox created" in cli.stderr, cli.stderr
+        # control: an existing .git stays, read-only inside
+        (where / ".git").mkdir()
+        if os.getuid() == 0:
+            os.chown(where / ".git", SANDBOX_UID, SANDBOX_UID)
+        cli = isorun("-p", "build", "--", "sh", "-c", "echo x > .git/config", cwd=where)
+        assert cli.returncode != 0 and (where / ".git").is_dir(), cli.stderr
+        assert "the sandbox created" not in cli.stderr, cli.stderr
 
 
 def landlock_mode_names_metadata_changes() -> None:
