@@ -204,7 +204,8 @@ RLIMIT_COVERS = {
              "user namespace (Linux 5.14+); fork and clone fail with EAGAIN beyond it",
     "data": "RLIMIT_DATA, per process: heap and private writable memory; not shared memory, "
             "tmpfs files or kernel memory; all processes together up to nproc times this",
-    "address_space": "RLIMIT_AS, per process: every mapping, reservations included",
+    "address_space": "RLIMIT_AS, per process: every mapping, shared memory and "
+                     "reservations included",
     "cpu": "RLIMIT_CPU, per process: CPU seconds, then SIGXCPU and SIGKILL",
     "fsize": "RLIMIT_FSIZE: the largest file a process may write (SIGXFSZ/EFBIG)",
     "nofile": "RLIMIT_NOFILE, per process: open descriptors",
