@@ -339,6 +339,57 @@ def strict_memory_bound_holds_for_shared_mappings() -> None:
                        "segments 4096 ENOSPC"], (out, shared.stderr)
 
 
+#: fills the send buffers of unix socket pairs in 12 processes (within nproc and nofile):
+#: kernel memory (skbs), which no rlimit counts; prints the MiB queued in all
+SOCKET_HOG = r"""
+import os, socket
+N = 12
+r, w = os.pipe()
+for i in range(N):
+    if os.fork() == 0:
+        got, socks = 0, []
+        try:
+            while len(socks) < 480:
+                a, b = socket.socketpair()
+                socks.append((a, b))
+                for s in (a, b):
+                    s.setblocking(False)
+                    try:
+                        while True:
+                            got += s.send(b"x" * 65536)
+                    except BlockingIOError:
+                        pass
+        except OSError:
+            pass
+        os.write(w, b"%d\n" % got)
+        os.read(r, 1)  # holds its buffers until the sandbox ends
+        os._exit(0)
+data = b""
+while data.count(b"\n") < N:
+    data += os.read(r, 4096)
+print(sum(int(x) for x in data.split()) >> 20)
+"""
+
+
+def strict_memory_bound_holds_for_socket_buffers() -> None:
+    """Kernel memory: the send buffers of unix sockets are charged to no process's
+    rlimit, only to a cgroup. Twelve processes of 480 socket pairs each queued 1.3 to
+    1.5 GiB here under strict's 1 GiB bound (issue #13: "a 2 GiB allocation fails")."""
+    from isorun import api
+
+    with project("isorun-atk-skb-") as where:
+        old = os.getcwd()
+        os.chdir(where)
+        try:
+            done = api.run([PY, "-c", SOCKET_HOG], profile="strict", capture_output=True,
+                           text=True, timeout=120)
+        finally:
+            os.chdir(old)
+        assert done.returncode == 0, done.stderr
+        queued = int(str(done.stdout).strip())
+        assert queued < 1024, f"{queued} MiB of socket buffers under strict's 1 GiB bound"
+
+
 def build_cannot_plant_a_git_directory() -> None:
     """build binds ${CWD} writable and guards an existing .git read-only. Where the
     working directory has none (a subdirectory of a monorepo, a fresh checkout of a
@@ -619,7 +670,8 @@ CASES: dict[str, Callable[[], None]] = {
         strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory,
         landlock_mode_names_metadata_changes, strict_from_a_runtime_dir_is_refused,
         build_cannot_poison_the_plan_cache, landlock_mode_cannot_prlimit_a_host_process,
-        home_from_passwd_is_refused_whatever_home_says)
+        home_from_passwd_is_refused_whatever_home_says,
+        strict_memory_bound_holds_for_socket_buffers)
 }  # fmt: skip
 
 if __name__ == "__main__":

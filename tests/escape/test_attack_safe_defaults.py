@@ -56,6 +56,15 @@ def test_strict_memory_bound_holds_for_a_shared_anonymous_mapping(run_attack: Ru
 
 
 @pytest.mark.needs("userns", "shim", "setpriv")
+@pytest.mark.xfail(strict=True, reason="hole: kernel memory (unix socket send buffers, "
+                   "up to 213 MiB per process of 480 socket pairs here) is charged to no "
+                   "rlimit; without a cgroup (limits.memory) nproc x nofile socket buffers "
+                   "exceed strict's 1 GiB bound (docs/security.md, Memory and processes)")
+def test_strict_memory_bound_holds_for_socket_buffers(run_attack: Runner) -> None:
+    run_attack("strict_memory_bound_holds_for_socket_buffers")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
 def test_build_cannot_plant_a_git_directory_where_none_is(run_attack: Runner) -> None:
     """A .git the sandbox made where none was is moved aside once it has ended, loudly;
     a .git file (gitdir: ...) too."""
