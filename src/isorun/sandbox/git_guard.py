@@ -10,7 +10,7 @@ process of it ended with its pid 1), and a ``.git`` that appeared is moved aside
 (``renameat2(RENAME_NOREPLACE)`` never follows it), with a warning.
 
 A guard is what :func:`isorun.compile.exposure.add_git_guards` makes, recognised by
-shape as the C side does: an optional read-only bind whose destination ends in ``.git``.
+shape as the C side does: an optional read-only bind from a ``.git`` to a ``.git``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ MOUNT_BIND, MS_RDONLY = 1, 0x1
 
 
 def is_git_guard(step: p.MountStep) -> bool:
-    return (step.type == "ro-bind" and step.optional and bool(step.src)
+    """An optional read-only bind from a ``.git`` to a ``.git``: only such a name is ever
+    moved aside."""
+    return (step.type == "ro-bind" and step.optional and os.path.basename(step.src) == ".git"
             and os.path.basename(step.dst) == ".git")
 
 
@@ -44,7 +46,8 @@ def missing_in_record(mounts: Iterable[tuple[Any, ...]]) -> tuple[str, ...]:
     plan): kind, dst, src, flags, data, mode, optional, ... as spec_record makes them."""
     out = []
     for kind, dst, src, flags, _data, _mode, optional, *_ in mounts:
-        if (kind == MOUNT_BIND and optional and flags & MS_RDONLY and src
+        if (kind == MOUNT_BIND and optional and flags & MS_RDONLY
+                and os.path.basename(os.fsdecode(src)) == ".git"
                 and os.path.basename(os.fsdecode(dst)) == ".git"
                 and not os.path.lexists(src)):
             out.append(os.fsdecode(src))

@@ -13,7 +13,7 @@
  * name and never follows it, and says so on stderr.
  *
  * A guard is what exposure.add_git_guards makes and isorun.sandbox.git_guard finds the
- * same way: an optional read-only bind whose destination's last component is ".git".
+ * same way: an optional read-only bind from a ".git" to a ".git".
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,11 +29,16 @@
 /* MS_RDONLY (<sys/mount.h>, whose <linux/mount.h> twin clashes; the value is the ABI) */
 #define GUARD_RDONLY 1UL
 
-static int is_git_guard(const struct isorun_mount *m) {
-    const char *slash = m->dst != NULL ? strrchr(m->dst, '/') : NULL;
+/* path's last component is ".git": only such a name is ever moved aside */
+static int names_git(const char *path) {
+    const char *slash = path != NULL ? strrchr(path, '/') : NULL;
 
+    return slash != NULL && strcmp(slash + 1, ".git") == 0;
+}
+
+static int is_git_guard(const struct isorun_mount *m) {
     return m->kind == ISORUN_MOUNT_BIND && m->optional && (m->flags & GUARD_RDONLY) &&
-           m->src != NULL && slash != NULL && strcmp(slash + 1, ".git") == 0;
+           names_git(m->dst) && names_git(m->src);
 }
 
 size_t isorun_git_guards_missing(const struct isorun_spec *s, const char **out, size_t cap) {
