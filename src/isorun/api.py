@@ -105,9 +105,9 @@ class Popen:
                  allow_weaker: bool = False, grace_period: float = GRACE_PERIOD,
                  log: Callable[[str], None] | None = None, _terminal: bool = False,
                  _chosen: tuple[str, tuple[Lost, ...]] | None = None) -> None:
-        from isorun.compile.plan import Cgroup, WallTime
+        from isorun.compile.plan import Cgroup, MountStep, WallTime
         from isorun.compile.plan import Plan as _Plan
-        from isorun.sandbox import launched, native, process
+        from isorun.sandbox import git_guard, launched, native, process
 
         self.args = _command(argv, shell)
         if isinstance(profile, _Plan):
@@ -135,6 +135,9 @@ class Popen:
         #: why execve failed (exit code 126 or 127), None when the command started
         self.exec_error: SandboxSetupError | None = None
         self._proc: SandboxProcess | SandboxRun
+        # Before the sandbox can write: the .git guards with nothing to guard yet, looked
+        # at again once it has ended (sandbox/git_guard.py).
+        self._guards = git_guard.missing_guards(plan.find(MountStep))
         if self.backend != "native":
             from isorun.sandbox.backends import BACKENDS
 
@@ -185,11 +188,26 @@ class Popen:
         ``pids_max`` (see sandbox.cgroup.Cgroup.events_in_parent); {} without a cgroup."""
         return dict(getattr(self._proc, "limit_events", {}))
 
+    def _ended(self) -> None:
+        """Once the sandbox has ended: move aside a .git it planted (git_guard.py)."""
+        import sys
+
+        from isorun.sandbox import git_guard
+
+        if self._guards and self._proc.returncode is not None:
+            missing, self._guards = self._guards, ()
+            for note in git_guard.quarantine(missing):
+                sys.stderr.write(note + "\n")
+
     def poll(self) -> int | None:
-        return self._proc.poll()
+        code = self._proc.poll()
+        self._ended()
+        return code
 
     def wait(self, timeout: float | None = None) -> int:
-        return self._proc.wait(timeout)
+        code = self._proc.wait(timeout)
+        self._ended()
+        return code
 
     def send_signal(self, sig: int) -> None:
         self._proc.send_signal(sig)
@@ -206,6 +224,7 @@ class Popen:
         if self._text and isinstance(input, str):
             input = input.encode()
         out, err = self._proc.communicate(input, timeout)
+        self._ended()
         if self._text:
             return (None if out is None else out.decode(errors="replace"),
                     None if err is None else err.decode(errors="replace"))

@@ -47,8 +47,8 @@ _DIGEST_SIZE = 32
 
 #: the ${NAME} variables this module knows how to key on (see :func:`variables`)
 VARIABLE_NAMES = frozenset(
-    {"HOME", "CWD", "TMPDIR", "UID", "GID", "USER", "PYTHON_PREFIX", "PYTHON_BASE_PREFIX",
-     "SSH_AUTH_SOCK"}
+    {"HOME", "PASSWD_HOME", "CWD", "TMPDIR", "UID", "GID", "USER", "PYTHON_PREFIX",
+     "PYTHON_BASE_PREFIX", "SSH_AUTH_SOCK"}
 )
 #: the HostFacts fields :func:`facts_key` covers. ``landlock`` through the kernel's
 #: release and version: the kernel build decides its Landlock ABI (short of a changed
@@ -177,12 +177,14 @@ def variables(environ: Mapping[str, str] | None = None,
     cache off instead of serving plans resolved the old way.
     """
     from isorun.host import venv
+    from isorun.host.facts import passwd_home
 
     env = os.environ if environ is None else environ
     uid = os.getuid()
     prefix, base_prefix = venv.prefixes(env)
     return {
         "HOME": os.path.realpath(env.get("HOME") or os.path.expanduser("~")),
+        "PASSWD_HOME": passwd_home(uid),
         "CWD": os.path.realpath(os.getcwd() if cwd is None else cwd),
         "TMPDIR": os.path.realpath(env.get("TMPDIR") or "/tmp"),
         "UID": str(uid),

@@ -137,7 +137,9 @@ def explain(profile: str, as_json: bool, backend: str | None) -> None:
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2, sort_keys=False))
         return
-    text = plan.describe()
+    from isorun.compile.memory_bound import describe_memory
+
+    text = plan.describe(describe_memory(plan))
     if is_path(profile):
         # A file named like a built-in (./web.toml) must not read as the built-in itself.
         head, _, rest = text.partition("\n")

@@ -246,11 +246,23 @@ def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:
 def run(record: Record, argv: list[str]) -> int:
     """Launch with stdio inherited and wait; the exit code as a shell reports it (128+N
     for signal N, 126/127 when execve failed)."""
+    import sys
+
+    from isorun.sandbox import git_guard, parent
+
+    # Before the sandbox can write: .git guards with nothing to guard yet (git_guard.py).
+    guards = git_guard.missing_in_record(record["mounts"])
+    try:
+        return _run(record, argv, parent)
+    finally:
+        for note in git_guard.quarantine(guards) if guards else ():
+            sys.stderr.write(note + "\n")
+
+
+def _run(record: Record, argv: list[str], parent: Any) -> int:
     # _signal is the C half of signal.py, which imports enum (milliseconds).
     import _signal  # type: ignore[import-not-found]
     import sys
-
-    from isorun.sandbox import parent
 
     # The sandbox shares our terminal's foreground group (spec.terminal_job): then the
     # signals are taken with sigwaitinfo, whose si_code tells the terminal's (which the

@@ -141,6 +141,10 @@ def _index_stat_paths(entry: Mapping[str, object]) -> list[str]:
     # The interpreter: its version is in the key (marshal, pickle, bytecode formats);
     # pyvenv.cfg decides its sys.base_prefix (${PYTHON_BASE_PREFIX}).
     paths.append(sys.executable)
+    # ${PASSWD_HOME} comes from the password database, which the front end does not
+    # read: a changed /etc/passwd sends the launch through Python again.
+    if os.path.exists("/etc/passwd"):
+        paths.append("/etc/passwd")
     # The active virtual environment's pyvenv.cfg decides ${PYTHON_BASE_PREFIX} too.
     for prefix in sorted({sys.prefix, venv.active_venv(os.environ)} - {""}):
         cfg = os.path.join(prefix, "pyvenv.cfg")

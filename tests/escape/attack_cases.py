@@ -274,23 +274,53 @@ def home_bind_masks_every_git_credential_store() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
-#: maps and touches 1.5 GiB of memory no RLIMIT_DATA counts: MAP_SHARED|MAP_ANONYMOUS
-#: (shmem), as a program that wants to get past the data limit would
+#: each way past RLIMIT_DATA to 1.5 GiB of memory, as a program that wants to get past the
+#: data limit would try it: MAP_SHARED|MAP_ANONYMOUS (shmem), a memfd written but never
+#: mapped, a SysV segment that outlives its process; then the SysV total (segments are
+#: created, not touched: the count is what is bounded)
 SHARED_HOG = r"""
-import mmap
+import ctypes, errno, mmap, os
 n = 1536 << 20
-m = mmap.mmap(-1, n, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
-for i in range(0, n, 4096):
-    m[i] = 1
-print("touched", n >> 20)
+def tried(what, act):
+    try:
+        act()
+        print(what, "allocated")
+    except OSError as err:
+        print(what, errno.errorcode[err.errno])
+def shared():
+    m = mmap.mmap(-1, n, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+    for i in range(0, n, 4096):
+        m[i] = 1
+def memfd():
+    fd = os.memfd_create("hog")
+    os.ftruncate(fd, n)
+    os.pwrite(fd, b"x", n - 1)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmget.argtypes = (ctypes.c_int, ctypes.c_size_t, ctypes.c_int)
+def shmget(size):
+    if libc.shmget(0, size, 0o1600) < 0:
+        raise OSError(ctypes.get_errno(), "shmget")
+tried("shared", shared)
+tried("memfd", memfd)
+tried("sysv", lambda: shmget(n))
+made = 0
+try:
+    for _ in range(5000):
+        shmget(256 << 10)
+        made += 1
+except OSError as err:
+    print("segments", made, errno.errorcode[err.errno])
 """
 PRIVATE_HOG = "bytearray(1536 << 20); print('touched')"
 
 
 def strict_memory_bound_holds_for_shared_mappings() -> None:
-    """strict's default memory bound (RLIMIT_DATA 1 GiB, issue #13: "a 2 GiB allocation
-    fails") must hold for a shared anonymous mapping too; the private one is the
-    control that the limit is in force."""
+    """strict's default memory bound (issue #13: "a 2 GiB allocation fails") must hold
+    for shared memory too, which RLIMIT_DATA does not count: a shared anonymous mapping
+    (RLIMIT_AS), a memfd (refused), a SysV segment (256 KiB at most, 4096 of them in the
+    sandbox's IPC namespace: 1 GiB). The private allocation is the control that the
+    limits are in force; the 4096 small segments that the kernel's count stops, the
+    control that SysV itself works."""
     from isorun import api
 
     with project("isorun-atk-mem-") as where:
@@ -302,34 +332,159 @@ def strict_memory_bound_holds_for_shared_mappings() -> None:
             assert "MemoryError" in str(private.stderr), (private.stdout, private.stderr)
             shared = api.run([PY, "-c", SHARED_HOG], profile="strict",
                              capture_output=True, text=True, timeout=120)
+            out = str(shared.stdout).splitlines()
+            assert out == ["shared ENOMEM", "memfd ENOSYS", "sysv EINVAL",
+                           "segments 4096 ENOSPC"], (out, shared.stderr)
+            # bwrap and firejail claim rlimits and the filter too (isorun-seccomp-exec)
+            from isorun.errors import HostError
+
+            cache_env = os.environ.get("XDG_CACHE_HOME")
+            os.environ["XDG_CACHE_HOME"] = f"{where}-cache"  # nobody's home: /nonexistent
+            try:
+                for backend in ("bwrap", "firejail"):
+                    try:
+                        done = api.run([PY, "-c", SHARED_HOG], profile="strict",
+                                       backend=backend, capture_output=True, text=True,
+                                       timeout=120)
+                    except HostError:  # not here, or not for this caller
+                        continue
+                    got = str(done.stdout).splitlines()
+                    # without a new IPC namespace of their own (firejail), the host's
+                    # segments count too: only the first three lines are the rule's
+                    assert got[:3] == out[:3], (backend, got, done.stderr)
+            finally:
+                if cache_env is None:
+                    os.environ.pop("XDG_CACHE_HOME")
+                else:
+                    os.environ["XDG_CACHE_HOME"] = cache_env
         finally:
             os.chdir(old)
-        assert "touched" not in str(shared.stdout), (
-            "1.5 GiB of MAP_SHARED|MAP_ANONYMOUS memory was allocated and touched under "
-            "strict's 1 GiB data limit")
+
+
+#: fills the send buffers of unix socket pairs in 12 processes (within nproc and nofile):
+#: kernel memory (skbs), which no rlimit counts; prints the MiB queued in all
+SOCKET_HOG = r"""
+import os, socket
+N = 12
+r, w = os.pipe()
+for i in range(N):
+    if os.fork() == 0:
+        got, socks = 0, []
+        try:
+            while len(socks) < 480:
+                a, b = socket.socketpair()
+                socks.append((a, b))
+                for s in (a, b):
+                    s.setblocking(False)
+                    try:
+                        while True:
+                            got += s.send(b"x" * 65536)
+                    except BlockingIOError:
+                        pass
+        except OSError:
+            pass
+        os.write(w, b"%d\n" % got)
+        os.read(r, 1)  # holds its buffers until the sandbox ends
+        os._exit(0)
+data = b""
+while data.count(b"\n") < N:
+    data += os.read(r, 4096)
+print(sum(int(x) for x in data.split()) >> 20)
+"""
+
+
+def strict_memory_bound_holds_for_socket_buffers() -> None:
+    """Kernel memory: the send buffers of unix sockets are charged to no process's
+    rlimit, only to a cgroup. Twelve processes of 480 socket pairs each queued 1.3 to
+    1.5 GiB here under strict's 1 GiB bound (issue #13: "a 2 GiB allocation fails")."""
+    from isorun import api
+
+    with project("isorun-atk-skb-") as where:
+        old = os.getcwd()
+        os.chdir(where)
+        try:
+            done = api.run([PY, "-c", SOCKET_HOG], profile="strict", capture_output=True,
+                           text=True, timeout=120)
+        finally:
+            os.chdir(old)
+        assert done.returncode == 0, done.stderr
+        queued = int(str(done.stdout).strip())
+        assert queued < 1024, f"{queued} MiB of socket buffers under strict's 1 GiB bound"
 
 
 def build_cannot_plant_a_git_directory() -> None:
     """build binds ${CWD} writable and guards an existing .git read-only. Where the
     working directory has none (a subdirectory of a monorepo, a fresh checkout of a
     part), the sandbox can create one: the host's next git command there finds it first
-    and runs its config (core.fsmonitor runs on `git status`) as the caller."""
+    and runs its config (core.fsmonitor runs on `git status`) as the caller. Once the
+    sandbox has ended, the launcher moves it aside and says so: a directory, then a
+    .git file naming a directory elsewhere (gitdir:), on each launch path (the CLI and
+    the API)."""
     from isorun import api
 
+    plants = {"dir": "mkdir .git && echo planted > .git/config",
+              "file": "mkdir -p sub/repo && echo 'gitdir: sub/repo' > .git"}
     with project("isorun-atk-gitplant-") as where:
-        old = os.getcwd()
+        import contextlib
+        import io
+
+        old, said = os.getcwd(), io.StringIO()
         os.chdir(where)
         try:
             # control: the working directory is writable
             out = api.run(["/bin/sh", "-c", "echo x > out"], profile="build",
                           capture_output=True, text=True, timeout=60)
             assert (where / "out").exists(), out.stderr
-            done = api.run(["/bin/sh", "-c", "mkdir .git && echo planted > .git/config"],
-                           profile="build", capture_output=True, text=True, timeout=60)
+            with contextlib.redirect_stderr(said):
+                done = api.run(["/bin/sh", "-c", plants["dir"]], profile="build",
+                               capture_output=True, text=True, timeout=60)
         finally:
             os.chdir(old)
+        assert done.returncode == 0, (done.returncode, done.stderr)
         assert not (where / ".git").exists(), (
             f"the sandbox created {where}/.git (rc {done.returncode})")
+        moved = sorted(where.glob(".git.isorun-quarantine-*"))
+        assert len(moved) == 1 and (moved[0] / "config").exists(), moved
+        assert f"the sandbox created {where}/.git" in said.getvalue(), said.getvalue()
+        shutil.rmtree(moved[0])
+        # bwrap and firejail run under the same Popen, which does the same once they end
+        from isorun.errors import HostError
+
+        cache_env = os.environ.get("XDG_CACHE_HOME")
+        os.environ["XDG_CACHE_HOME"] = f"{where}-cache"  # nobody's home is /nonexistent
+        for backend in ("bwrap", "firejail"):
+            said = io.StringIO()
+            os.chdir(where)
+            try:
+                with contextlib.redirect_stderr(said):
+                    api.run(["/bin/sh", "-c", plants["dir"]], profile="build",
+                            backend=backend, capture_output=True, timeout=60)
+            except HostError:  # not installed, or not for this caller (firejail as root)
+                continue
+            finally:
+                os.chdir(old)
+            assert not (where / ".git").exists(), (backend, said.getvalue())
+            assert "the sandbox created" in said.getvalue(), (backend, said.getvalue())
+            for path in where.glob(".git.isorun-quarantine-*"):
+                shutil.rmtree(path)
+        if cache_env is None:
+            os.environ.pop("XDG_CACHE_HOME")
+        else:
+            os.environ["XDG_CACHE_HOME"] = cache_env
+        # the CLI, warm (its front end launches the cached plan without Python)
+        for _ in range(2):
+            cli = isorun("-p", "build", "--", "sh", "-c", plants["file"] + "; echo ran",
+                         cwd=where)
+            assert cli.stdout == "ran\n", (cli.stdout, cli.stderr)
+            assert not (where / ".git").exists(), cli.stderr
+            assert "the sandbox created" in cli.stderr, cli.stderr
+        # control: an existing .git stays, read-only inside
+        (where / ".git").mkdir()
+        if os.getuid() == 0:
+            os.chown(where / ".git", SANDBOX_UID, SANDBOX_UID)
+        cli = isorun("-p", "build", "--", "sh", "-c", "echo x > .git/config", cwd=where)
+        assert cli.returncode != 0 and (where / ".git").is_dir(), cli.stderr
+        assert "the sandbox created" not in cli.stderr, cli.stderr
 
 
 def landlock_mode_names_metadata_changes() -> None:
@@ -454,6 +609,47 @@ def build_cannot_poison_the_plan_cache() -> None:
             shutil.rmtree(marker, ignore_errors=True)
 
 
+def home_from_passwd_is_refused_whatever_home_says() -> None:
+    """HOME set elsewhere (a service unit, sudo -E, a CI job's env) while the working
+    directory is the caller's real home, the password database's: strict would bind
+    ~/.ssh and every other secret there. Refused as when HOME names it; the control runs
+    from a project with the same HOME."""
+    import pwd
+
+    real = Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()
+    if not real.is_dir():  # nobody's /nonexistent: the compiler decides alone
+        from isorun import api
+        from isorun.errors import ProfileError
+        from isorun.host.facts import probe, variables
+
+        env = {**os.environ, "HOME": "/var/tmp"}
+        try:
+            api.compile_plan(api.load_profile("strict"), probe(),
+                             variables(probe(), env, cwd=str(real)))
+            raise AssertionError(f"strict compiled for {real} with HOME=/var/tmp")
+        except ProfileError as err:
+            assert "your home directory" in err.render(), err.render()
+        return
+    fake = Path(tempfile.mkdtemp(prefix="isorun-atk-fakehome-", dir="/var/tmp"))
+    old = os.environ.get("HOME")
+    try:
+        os.environ["HOME"] = str(fake)
+        with project("isorun-atk-passwd-") as where:
+            done = isorun("-p", "strict", "--", "true", cwd=where)
+            assert done.returncode == 0, done.stderr  # control
+            done = isorun("-p", "strict", "--", "ls", "-a", str(real), cwd=real,
+                          cache=where / "cache")
+            assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+            assert "your home directory" in done.stderr, done.stderr
+            assert done.stdout == "", done.stdout
+    finally:
+        if old is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = old
+        shutil.rmtree(fake, ignore_errors=True)
+
+
 #: lowers the open-file limit of another process, then its own (the control)
 PRLIMIT = r"""
 import errno, resource, sys
@@ -495,7 +691,9 @@ CASES: dict[str, Callable[[], None]] = {
         home_bind_masks_every_git_credential_store,
         strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory,
         landlock_mode_names_metadata_changes, strict_from_a_runtime_dir_is_refused,
-        build_cannot_poison_the_plan_cache, landlock_mode_cannot_prlimit_a_host_process)
+        build_cannot_poison_the_plan_cache, landlock_mode_cannot_prlimit_a_host_process,
+        home_from_passwd_is_refused_whatever_home_says,
+        strict_memory_bound_holds_for_socket_buffers)
 }  # fmt: skip
 
 if __name__ == "__main__":

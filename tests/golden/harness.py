@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from isorun import api
+from isorun.compile.memory_bound import describe_memory
 from isorun.errors import ProfileError
 from isorun.host.facts import HostFacts
 
@@ -44,5 +45,5 @@ def render(spec: str) -> str:
         os.chdir(cwd)
     data = plan.to_json()
     data["sources"] = [os.path.relpath(s, ROOT) for s in data["sources"]]
-    text = plan.describe().replace(str(ROOT) + "/", "")
+    text = plan.describe(describe_memory(plan)).replace(str(ROOT) + "/", "")
     return text + "\n\n" + json.dumps(data, indent=1) + "\n"

@@ -107,6 +107,22 @@ def test_hit_starts_no_python(home: Path) -> None:
     assert not _python_ran(execs), execs
 
 
+def test_hit_moves_a_planted_git_aside(home: Path) -> None:
+    """build on a hit, no Python: a .git the sandbox made where none was is moved aside
+    by the launcher once the sandbox has ended, and it says so (shim/git_guard.c)."""
+    work = home / "work"
+    work.chmod(0o777)  # a root caller's sandbox writes as 65534
+    _warm(home, "build")
+    plant = "mkdir .git && echo '[core] fsmonitor = id' > .git/config && echo ran"
+    done, execs = _traced([str(FRONTEND), "-p", "build", "--", "/bin/sh", "-c", plant], home)
+    assert not _python_ran(execs), "expected a hit"
+    assert done.stdout == "ran\n", done.stderr
+    assert not (work / ".git").exists()
+    moved = list(work.glob(".git.isorun-quarantine-*"))
+    assert len(moved) == 1 and (moved[0] / "config").is_file(), moved
+    assert f"the sandbox created {work}/.git where there was none" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("command", "code"),
     [

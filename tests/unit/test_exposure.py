@@ -97,3 +97,22 @@ def test_an_agent_directory_in_the_runtime_dir_is_still_masked(tmp_path: Path) -
     paths = dict(exposure.credential_paths(
         variables("/work/app", agent="/run/user/1000/keyring/ssh")))
     assert paths["/run/user/1000/keyring"] == "ssh-agent directory"
+
+
+@pytest.mark.parametrize("cwd", ["/home/u", "/home"])
+def test_the_passwd_home_is_refused_as_working_directory_when_home_differs(cwd: str) -> None:
+    """HOME=/tmp/x (a service unit, sudo -E, a test's env) must not open the real home."""
+    facts_vars = {**variables(cwd, home="/tmp/x"), "PASSWD_HOME": "/home/u"}
+    with pytest.raises(ProfileError) as info:
+        api.compile_plan(api.load_profile("build"), FACTS, facts_vars)
+    assert "of ${CWD} would give the sandbox" in info.value.render()
+
+
+def test_credentials_of_both_homes_are_masked(tmp_path: Path) -> None:
+    profile = tmp_path / "root.toml"
+    profile.write_text('extends = ["strict"]\n[[mounts]]\ntype = "ro-bind"\n'
+                       'dst = "/srv/all"\nsrc = "/home"\n')
+    facts_vars = {**variables("/work/app", home="/home/x"), "PASSWD_HOME": "/home/u"}
+    plan = api.compile_plan(api.load_profile(str(profile)), FACTS, facts_vars)
+    masked = {m.dst for m in plan.find(p.MountStep) if m.type == "mask"}
+    assert {"/srv/all/u/.ssh", "/srv/all/x/.ssh", "/srv/all/u/.aws"} <= masked

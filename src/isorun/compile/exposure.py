@@ -83,11 +83,21 @@ def _shared_or_home(cwd: str, home: str) -> str:
     return ""
 
 
+def homes(variables: dict[str, str]) -> list[str]:
+    """The caller's homes: ``$HOME`` and the password database's, when they differ (a
+    service unit or a test may set HOME=/tmp/x while ~/.ssh lies in the passwd home)."""
+    out = [variables.get("HOME", ""), variables.get("PASSWD_HOME", "")]
+    return [h for i, h in enumerate(out) if h.startswith("/") and h not in out[:i]]
+
+
 def check_cwd(profile: schema.Profile, variables: dict[str, str],
               errors: list[Diagnostic]) -> None:
     """Refuse a bind of ``${CWD}`` itself when the working directory is no project."""
-    cwd, home = variables.get("CWD", ""), variables.get("HOME", "")
-    why = unsafe_cwd(cwd, home) if cwd else ""
+    cwd = variables.get("CWD", "")
+    # the reason that names a home first: /root is also one of the shared directories
+    reasons = sorted((unsafe_cwd(cwd, home) for home in homes(variables) or [""] if cwd),
+                     key=lambda why: "home" not in why)
+    why = next((r for r in reasons if r), "")
     if not why:
         return
     for mount in profile.mounts:
@@ -101,17 +111,17 @@ def check_cwd(profile: schema.Profile, variables: dict[str, str],
 
 
 def credential_paths(variables: dict[str, str]) -> list[tuple[str, str]]:
-    """(host path, what it is) of every credential location of this caller."""
-    home = variables.get("HOME", "")
-    out = [(os.path.join(home, rel), "credential location") for rel in CREDENTIALS
-           if home.startswith("/")]
+    """(host path, what it is) of every credential location of this caller, in each of
+    its homes."""
+    out = [(os.path.join(home, rel), "credential location") for home in homes(variables)
+           for rel in CREDENTIALS]
     agent = variables.get("SSH_AUTH_SOCK", "")
     if agent.startswith("/"):
         out.append((agent, "ssh-agent socket"))
         folder = os.path.dirname(agent)
         # Its directory too (ssh-agent makes one per agent), unless that is a directory
-        # everybody shares or the home: masking those would hide far more than the agent.
-        if not _shared_or_home(folder, home):
+        # everybody shares or a home: masking those would hide far more than the agent.
+        if not any(_shared_or_home(folder, home) for home in homes(variables) or [""]):
             out.append((folder, "ssh-agent directory"))
     return out
 

@@ -9,6 +9,7 @@ produce a plan that, say, loads seccomp before no_new_privs.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,7 +205,8 @@ RLIMIT_COVERS = {
              "user namespace (Linux 5.14+); fork and clone fail with EAGAIN beyond it",
     "data": "RLIMIT_DATA, per process: heap and private writable memory; not shared memory, "
             "tmpfs files or kernel memory; all processes together up to nproc times this",
-    "address_space": "RLIMIT_AS, per process: every mapping, reservations included",
+    "address_space": "RLIMIT_AS, per process: every mapping, shared memory and "
+                     "reservations included",
     "cpu": "RLIMIT_CPU, per process: CPU seconds, then SIGXCPU and SIGKILL",
     "fsize": "RLIMIT_FSIZE: the largest file a process may write (SIGXFSZ/EFBIG)",
     "nofile": "RLIMIT_NOFILE, per process: open descriptors",
@@ -434,7 +436,9 @@ class Plan:
     def find(self, kind: type[Any]) -> list[Any]:
         return [s for s in self.steps if isinstance(s, kind)]
 
-    def describe(self) -> str:
+    def describe(self, summary: Sequence[str] = ()) -> str:
+        """The steps in order, then ``summary`` (explain's memory bound, which
+        compile/memory_bound.py reads from these steps), then the warnings."""
         lines = [f"plan for profile {self.profile}"]
         if self.sources:
             lines.append("  from " + ", ".join(self.sources))
@@ -447,6 +451,7 @@ class Plan:
             lines.append(f"  {index:2d}. {step.describe():<60} {where}")
             if isinstance(step, Landlock):
                 lines.extend(f"        {line}" for line in step.details())
+        lines.extend(summary)
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
         return "\n".join(lines)

@@ -127,6 +127,18 @@ def _landlock_abi() -> int:
     return int(rc) if rc > 0 else 0
 
 
+def passwd_home(uid: int) -> str:
+    """The home directory of ``uid`` in the password database (root's /etc/passwd, or
+    NSS), resolved; "" when the uid has no entry or a relative one."""
+    import pwd
+
+    try:
+        home = pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return ""
+    return os.path.realpath(home) if home.startswith("/") else ""
+
+
 def variables(facts: HostFacts, environ: dict[str, str] | None = None,
               cwd: str | None = None) -> dict[str, str]:
     """The ``${NAME}`` variables a profile may use, resolved for this caller (in ``cwd``,
@@ -135,6 +147,10 @@ def variables(facts: HostFacts, environ: dict[str, str] | None = None,
     home = env.get("HOME") or os.path.expanduser("~")
     return {
         "HOME": os.path.realpath(home),
+        # The home the password database gives this uid, which $HOME (anyone's to set:
+        # a service unit, sudo, a test's env) may differ from; the credential masks and
+        # the working-directory policy cover both (compile/exposure.py).
+        "PASSWD_HOME": passwd_home(facts.uid),
         "CWD": os.path.realpath(os.getcwd() if cwd is None else cwd),
         "TMPDIR": os.path.realpath(env.get("TMPDIR") or "/tmp"),
         "UID": str(facts.uid),

@@ -272,8 +272,9 @@ class Limits:
 
     address_space: int | None = None
     """RLIMIT_AS in bytes (k/m/g suffixes allowed): the virtual address space of each
-    process, reservations included (runtimes that reserve large ranges, such as V8 or Go,
-    may not start under a small value; ``data`` does not count those)."""
+    process, shared memory (shared anonymous, memfd and SysV mappings, which
+    ``data`` does not count) and reservations included (runtimes that reserve large
+    ranges, such as a JVM, or sanitizers, may not start under a small value)."""
     data: int | None = None
     """RLIMIT_DATA in bytes: private writable memory of each process (heap, anonymous
     mappings; Linux 4.7+). Not shared memory, tmpfs files or kernel memory, and per

@@ -369,6 +369,8 @@ static void close_unkept(const struct isorun_spec *s, int report_fd) {
 static int launch(struct isorun_record *rec, int report_fd, int terminal,
                   struct isorun_failure *f) {
     struct isorun_spec *s = &rec->spec;
+    static const char *missing[ISORUN_GIT_GUARDS_MAX];
+    size_t guards;
     struct sigaction sa, old_sa[N_FORWARDED];
     int sync[2] = {-1, -1}, err[2] = {-1, -1};
     int pidfd, rc, status, caller_stdio[3];
@@ -390,6 +392,19 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
         close(sync[0]);
         close(sync[1]);
         return fail(f, rec, "clone", "pipe2", rc);
+    }
+    /*
+     * Before resolve_mounts turns binds into trees, and before the sandbox can write.
+     * The CLI's front end only: an API caller (report_fd >= 0) has our stderr closed
+     * once the sandbox starts, and its Popen does this itself (sandbox/git_guard.py).
+     */
+    guards = report_fd < 0 ? isorun_git_guards_missing(s, missing, ISORUN_GIT_GUARDS_MAX) : 0;
+    if (guards > ISORUN_GIT_GUARDS_MAX) {
+        close(sync[0]);
+        close(sync[1]);
+        close(err[0]);
+        close(err[1]);
+        return fail(f, rec, "mount", "git guards", E2BIG);
     }
     /* Before the clone: the child inherits the tree descriptors. */
     if (resolve_mounts(rec, f) < 0) {
@@ -479,6 +494,8 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
     for (i = 0; i < N_FORWARDED; i++)
         sigaction(forwarded[i], &old_sa[i], NULL);
     close(pidfd);
+    /* pid 1 has been reaped: the pid namespace's other processes died with it. */
+    isorun_git_guards_quarantine(missing, guards);
     return status;
 }
 

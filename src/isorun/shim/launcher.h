@@ -63,6 +63,15 @@ struct isorun_index {
 int isorun_load_index(const char *profile, const char *backend, const char *self_dir,
                       struct isorun_index *idx);
 
+/*
+ * git_guard.c: the sources of the .git guards in s that are missing now, into out (at
+ * most cap; cap + 1 when there are more); after the sandbox has ended, move each that
+ * appeared aside and say so on stderr. Returns how many appeared.
+ */
+#define ISORUN_GIT_GUARDS_MAX 256
+size_t isorun_git_guards_missing(const struct isorun_spec *s, const char **out, size_t cap);
+int isorun_git_guards_quarantine(const char *const *missing, size_t n);
+
 /* `isorun ...` as typed by a user: a cached launch, or exec of the Python CLI. */
 int isorun_frontend_main(int argc, char **argv);
 
