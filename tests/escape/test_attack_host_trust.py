@@ -1,0 +1,60 @@
+"""What the host side reads after a sandbox could have written it (cases in
+trust_cases.py), as root's and an unprivileged caller's launch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.escape.conftest import case_runner
+
+CASES_FILE = Path(__file__).resolve().parent / "trust_cases.py"
+
+Runner = Callable[[str], None]
+
+
+@pytest.fixture
+def run_attack(mode: str) -> Runner:
+    runner: Runner = case_runner(mode, CASES_FILE)
+    return runner
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_python_m_isorun_imports_no_module_a_sandbox_planted(run_attack: Runner) -> None:
+    """`python -m isorun` in a project build wrote: the working directory is off sys.path."""
+    run_attack("python_m_isorun_imports_nothing_from_the_project")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_cache_poisoned_by_an_earlier_run_is_not_loaded(
+        run_attack: Runner, mode: str, request: pytest.FixtureRequest) -> None:
+    if mode == "user":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "hole: check_not_writable guards the plan cache against the current plan only; "
+            "a cache directory an earlier run could write (XDG_CACHE_HOME changed between "
+            "runs) is trusted because its files are the caller's own, and a same-uid "
+            "sandbox writes such files: its pickle runs on the host")))
+    run_attack("earlier_build_poisons_a_cache_named_later")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv", "bwrap", "gcc")
+def test_relative_xdg_cache_home_keeps_the_exec_stage_out_of_reach(run_attack: Runner) -> None:
+    run_attack("relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv", "gcc")
+def test_exec_stage_build_runs_no_compiler_tool_a_sandbox_planted(run_attack: Runner) -> None:
+    run_attack("exec_stage_is_built_by_the_system_compiler_alone")
+
+
+@pytest.mark.needs("gcc")
+def test_exec_stage_behind_a_symbolic_link_is_rebuilt(run_attack: Runner) -> None:
+    run_attack("exec_stage_behind_a_link_is_rebuilt")
+
+
+def test_exec_stage_and_plan_cache_share_the_xdg_rule() -> None:
+    import runpy
+
+    runpy.run_path(str(CASES_FILE))["CASES"]["exec_stage_directory_follows_the_plan_cache_rule"]()

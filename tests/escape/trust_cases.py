@@ -1,0 +1,245 @@
+"""Attacks on what the host side of isorun reads after a sandbox could have written it:
+the working directory on ``python -m``'s sys.path, the plan cache, the exec stage and
+the compiler that builds it. Each plants its payload from inside a real ``build``
+sandbox (the project is writable there), then runs the next launch on the host and
+asserts that the payload did not run there. Run in-process as root by
+test_attack_host_trust.py, or under setpriv as an unprivileged user
+(``python trust_cases.py CASE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from attack_cases import (  # type: ignore[import-not-found]  # noqa: E402
+    NEXT,
+    POISON,
+    PY,
+    _pythonpath,
+    isorun,
+    project,
+)
+
+
+@contextmanager
+def marker_dir() -> Iterator[Path]:
+    """Outside every project, writable by everyone: a payload that ran on the host (as
+    the caller) or in a sandbox (as its uid) leaves its file here, the test looks."""
+    path = Path(tempfile.mkdtemp(prefix="isorun-atk-marker-", dir="/var/tmp"))
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": _pythonpath(), **extra}
+
+
+def plant(where: Path, script: str, *args: str) -> None:
+    """Run ``sh -c script`` in a build sandbox of ``where`` (its ${CWD} is writable),
+    with a plan cache outside the project, so nothing refuses the launch."""
+    done = isorun("-p", "build", "--", "/bin/sh", "-c", script, "sh", *args, cwd=where)
+    assert done.returncode == 0, ("the build sandbox could not plant its payload",
+                                  done.returncode, done.stdout, done.stderr)
+
+
+#: a module the CLI imports lazily, after python -m put the working directory first
+MODULE = "import os\nopen(os.path.join({marker!r}, 'ran'), 'w').write(str(os.getuid()))\n"
+
+
+def python_m_isorun_imports_nothing_from_the_project() -> None:
+    """``python -m isorun`` puts the working directory first on sys.path, before the
+    standard library; the CLI imports dataclasses, tomllib and pickle lazily. A build
+    run writes ``dataclasses.py`` into the project: the next launch from there must not
+    import it on the host."""
+    with project("isorun-atk-syspath-") as where, marker_dir() as marker:
+        module = MODULE.format(marker=str(marker))
+        plant(where, 'for m in dataclasses tomllib pickle enum; do printf %s "$1" > $m.py; '
+              "done", module)
+        assert (where / "dataclasses.py").read_text() == module  # the control: planted
+        nxt = isorun("-p", "strict", "--", "/bin/echo", "next", cwd=where)
+        assert not (marker / "ran").exists(), (
+            "the host imported a module the sandbox wrote:", nxt.stderr)
+        assert (nxt.returncode, nxt.stdout) == (0, "next\n"), (nxt.returncode, nxt.stderr)
+
+
+def earlier_build_poisons_a_cache_named_later() -> None:
+    """The plan cache is refused under a writable mount of the *current* run; here an
+    earlier build run (cache elsewhere) rewrites a cache in the project, and a later
+    launch names that cache (XDG_CACHE_HOME=$PWD/.cache, a CI habit) and loads it."""
+    with project("isorun-atk-latecache-") as where, marker_dir() as marker:
+        cache = where / ".cache"
+        (where / "poison.py").write_text(POISON)
+        (where / "poison.py").chmod(0o644)
+        first = isorun("-p", "strict", "--", "true", cwd=where, cache=cache)
+        assert first.returncode == 0, first.stderr
+        attack = isorun("-p", "build", "--", PY, "poison.py", str(cache / "isorun"),
+                        str(marker / "ran"), cwd=where)
+        nxt = subprocess.run([PY, "-c", NEXT], cwd=where, capture_output=True, text=True,
+                             timeout=120, check=False, env=_env(XDG_CACHE_HOME=str(cache)))
+        assert not (marker / "ran").exists(), (
+            "a launch loaded a plan an earlier sandbox wrote, and ran it on the host:",
+            attack.stdout, attack.stderr, nxt.stdout, nxt.stderr)
+        assert nxt.stdout.strip() == "0", (nxt.stdout, nxt.stderr)
+
+
+def _stage_name() -> str:
+    """The exec stage's file name, as anyone who can read isorun's source computes it."""
+    from isorun.sandbox import exec_stage
+
+    source = exec_stage.SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join(exec_stage.CFLAGS).encode()).hexdigest()
+    return f"{exec_stage.NAME}-{digest[:16]}"
+
+
+#: replaces the exec stage, wherever the relative cache put it, with a script that
+#: leaves a mark and then does the stage's job badly (it just runs bwrap)
+STAGE = """#!/bin/sh
+echo "$(id -u)" > {marker}/ran
+while [ "$1" != "--" ] && [ $# -gt 0 ]; do shift; done
+shift
+exec "$@"
+"""
+
+
+def relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project() -> None:
+    """A relative XDG_CACHE_HOME is invalid (XDG base directory spec): the plan cache
+    ignores it, and so must the exec stage, which bwrap's launch runs on the host
+    before bwrap. Else it is built in the project, build rewrites it, and the next
+    bwrap launch runs the sandbox's program on the host."""
+    with project("isorun-atk-stage-") as where, marker_dir() as marker:
+        home = Path(f"{where}-home")
+        home.mkdir(mode=0o755)
+        try:
+            env = {"XDG_CACHE_HOME": "rel", "HOME": str(home)}
+            run = ["--backend", "bwrap", "-p", "build", "--"]
+            stage = where / "rel" / "isorun" / _stage_name()
+            script = STAGE.format(marker=str(marker))
+            first = subprocess.run(
+                [PY, "-m", "isorun", *run, "/bin/sh", "-c",
+                 'mkdir -p "${1%/*}" && printf %s "$2" > "$1.new" && chmod 755 "$1.new" '
+                 '&& mv -f "$1.new" "$1"', "sh", str(stage), script],
+                cwd=where, env=_env(**env), capture_output=True, text=True, timeout=120,
+                check=False)
+            assert first.returncode == 0, (first.returncode, first.stderr)
+            assert stage.read_text() == script  # the control: planted where it was built
+            nxt = subprocess.run([PY, "-m", "isorun", *run, "/bin/echo", "next"], cwd=where,
+                                 env=_env(**env), capture_output=True, text=True,
+                                 timeout=120, check=False)
+            assert not (marker / "ran").exists(), (
+                "the next bwrap launch ran an exec stage the sandbox wrote",
+                (marker / "ran").read_text(), nxt.stderr)
+            assert (nxt.returncode, nxt.stdout) == (0, "next\n"), (nxt.returncode, nxt.stderr)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+#: a compiler driver, assembler or header a sandbox left in the project; any of them
+#: running (or being read) on the host is the escape
+FAKE_TOOL = "#!/bin/sh\necho {name} > {marker}/{name}\nexec /usr/bin/{name} \"$@\"\n"
+
+
+def exec_stage_is_built_by_the_system_compiler_alone() -> None:
+    """The project's ``.venv/bin`` is first on an activated PATH, and gcc reads
+    COMPILER_PATH (its assembler and linker), C_INCLUDE_PATH (headers) and TMPDIR (its
+    object files): a build run plants a ``cc``, an ``as`` and a ``stdio.h`` there, and the
+    next exec stage build must use none of them."""
+    from isorun.sandbox import exec_stage
+
+    with project("isorun-atk-cc-") as where, marker_dir() as marker:
+        tools = where / ".venv" / "bin"
+        script = 'mkdir -p .venv/bin .venv/include && cd .venv/bin'
+        for name in ("cc", "gcc", "as", "ld"):
+            body = FAKE_TOOL.format(name=name, marker=str(marker))
+            script += f" && printf %s {_quote(body)} > {name} && chmod 755 {name}"
+        script += " && printf '#error planted header\\n' > ../include/stdio.h"
+        plant(where, script)
+        assert (tools / "cc").is_file() and (where / ".venv/include/stdio.h").is_file()
+        cache = Path(tempfile.mkdtemp(prefix="isorun-atk-stage-"))
+        saved = dict(os.environ)
+        os.environ.update(PATH=f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                          COMPILER_PATH=str(tools), GCC_EXEC_PREFIX=f"{tools}/",
+                          C_INCLUDE_PATH=str(where / ".venv" / "include"),
+                          TMPDIR=str(where))
+        try:
+            built = exec_stage.exec_stage_path(cache)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        try:
+            ran = sorted(p.name for p in marker.iterdir())
+            assert ran == [], f"the exec stage build ran the sandbox's {ran} on the host"
+            # The stage is the real one: it refuses a bad argument as isorun's stage does.
+            done = subprocess.run([built, "--no-such-option"], capture_output=True,
+                                  text=True, timeout=30, check=False)
+            assert done.returncode == 125 and done.stderr.startswith("isorun"), done
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def exec_stage_behind_a_link_is_rebuilt() -> None:
+    """A symbolic link at the stage's name vouched for whatever it pointed to (the check
+    followed it), e.g. a script of the caller's in a project; the stage must be a regular
+    file of ours, and one that is not is rebuilt, not run."""
+    from isorun.sandbox import exec_stage
+
+    with project("isorun-atk-stagelink-") as where, marker_dir() as marker:
+        fake = where / "stage.sh"
+        fake.write_text(STAGE.format(marker=str(marker)))
+        fake.chmod(0o755)  # the caller's own file, as _trusted wants: only the link is wrong
+        cache = Path(tempfile.mkdtemp(prefix="isorun-atk-stage-"))
+        cache.chmod(0o755)
+        try:
+            (cache / _stage_name()).symlink_to(fake)
+            built = exec_stage.exec_stage_path(cache)
+            assert not os.path.islink(built) and Path(built).read_bytes()[:4] == b"\x7fELF", \
+                built
+            done = subprocess.run([built, "--no-such-option"], capture_output=True,
+                                  text=True, timeout=30, check=False)
+            assert not (marker / "ran").exists(), "the linked script ran as the exec stage"
+            assert done.returncode == 125, done
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+def exec_stage_directory_follows_the_plan_cache_rule() -> None:
+    """One rule for both caches: a relative or empty XDG_CACHE_HOME is ignored."""
+    from isorun import cache
+    from isorun.sandbox import exec_stage
+
+    for xdg in ("rel", "", "./x", "/abs/where"):
+        env = {"HOME": "/home/someone", "XDG_CACHE_HOME": xdg}
+        assert str(exec_stage.cache_dir(1000, env)) == cache.cache_dir(env), xdg
+    assert str(exec_stage.cache_dir(0, {"XDG_CACHE_HOME": "/x"})) == "/var/cache/isorun"
+
+
+CASES: dict[str, Callable[[], None]] = {
+    f.__name__: f for f in (
+        python_m_isorun_imports_nothing_from_the_project,
+        earlier_build_poisons_a_cache_named_later,
+        relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project,
+        exec_stage_is_built_by_the_system_compiler_alone,
+        exec_stage_behind_a_link_is_rebuilt,
+        exec_stage_directory_follows_the_plan_cache_rule)
+}  # fmt: skip
+
+if __name__ == "__main__":
+    CASES[sys.argv[1]]()
+    print("OK")
