@@ -58,3 +58,10 @@ def test_exec_stage_and_plan_cache_share_the_xdg_rule() -> None:
     import runpy
 
     runpy.run_path(str(CASES_FILE))["CASES"]["exec_stage_directory_follows_the_plan_cache_rule"]()
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_build_cannot_rewrite_the_virtual_environment_isorun_runs_in(run_attack: Runner) -> None:
+    """isorun's own installation in the project (its .venv): a writable mount over it is
+    refused, as one over the plan cache is."""
+    run_attack("build_cannot_rewrite_the_environment_isorun_runs_in")

@@ -230,6 +230,51 @@ def exec_stage_directory_follows_the_plan_cache_rule() -> None:
     assert str(exec_stage.cache_dir(0, {"XDG_CACHE_HOME": "/x"})) == "/var/cache/isorun"
 
 
+#: written by the sandbox into the project's virtual environment: a .pth line starting
+#: with "import" runs at every start of that Python, on the host too. If the sandbox
+#: cannot write there (a root caller's venv), it moves the venv aside and puts its own
+SITE_PTH = r"""
+sp=$(echo .venv/lib/python3*/site-packages)
+if ! printf '%s\n' "$1" > "$sp/zz-planted.pth" 2>/dev/null; then
+    mv .venv .venv-old && cp -R .venv-old .venv && printf '%s\n' "$1" > "$sp/zz-planted.pth"
+fi
+"""
+
+
+def build_cannot_rewrite_the_environment_isorun_runs_in() -> None:
+    """isorun installed in the project's virtual environment (``python -m venv .venv``
+    there, the usual layout) and build's writable ${CWD}: the sandbox would plant a
+    ``.pth`` that the next ``isorun`` runs on the host. Refused before the launch."""
+    import sysconfig
+
+    with project("isorun-atk-venv-") as where, marker_dir() as marker:
+        subprocess.run([PY, "-m", "venv", "--without-pip", str(where / ".venv")], check=True,
+                       timeout=120)
+        python = str(where / ".venv" / "bin" / "python")
+        site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
+                               "['purelib'])"], check=True, capture_output=True, text=True)
+        # isorun and its libraries, as `pip install` would have put them there
+        Path(site.stdout.strip(), "isorun-dev.pth").write_text(
+            "\n".join([*_pythonpath().split(":"), sysconfig.get_paths()["purelib"]]) + "\n")
+        payload = f"import os; open({str(marker / 'ran')!r}, 'w').write(str(os.getuid()))"
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env["XDG_CACHE_HOME"] = f"{where}-cache"
+
+        def launch(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([python, "-m", "isorun", *argv], cwd=where, env=env,
+                                  capture_output=True, text=True, timeout=120, check=False)
+
+        attack = launch("-p", "build", "--", "/bin/sh", "-c", SITE_PTH, "sh", payload)
+        nxt = launch("-p", "strict", "--", "/bin/echo", "next")
+        assert not (marker / "ran").exists(), (
+            "the next isorun ran a .pth the sandbox planted in its environment, on the host:",
+            attack.returncode, attack.stderr, nxt.stderr)
+        assert attack.returncode == 125, (attack.returncode, attack.stderr)
+        assert "Python environment" in attack.stderr and "build.toml" in attack.stderr, \
+            attack.stderr
+        assert (nxt.returncode, nxt.stdout) == (0, "next\n"), (nxt.returncode, nxt.stderr)
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         python_m_isorun_imports_nothing_from_the_project,
@@ -237,7 +282,8 @@ CASES: dict[str, Callable[[], None]] = {
         relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project,
         exec_stage_is_built_by_the_system_compiler_alone,
         exec_stage_behind_a_link_is_rebuilt,
-        exec_stage_directory_follows_the_plan_cache_rule)
+        exec_stage_directory_follows_the_plan_cache_rule,
+        build_cannot_rewrite_the_environment_isorun_runs_in)
 }  # fmt: skip
 
 if __name__ == "__main__":
