@@ -3,6 +3,9 @@ trust_cases.py), as root's and an unprivileged caller's launch."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,3 +68,40 @@ def test_build_cannot_rewrite_the_virtual_environment_isorun_runs_in(run_attack:
     """isorun's own installation in the project (its .venv): a writable mount over it is
     refused, as one over the plan cache is."""
     run_attack("build_cannot_rewrite_the_environment_isorun_runs_in")
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def _nested(path: Path) -> None:
+    path.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+
+
+def _dotted(path: Path) -> None:
+    # quadratic in 3.11's tomllib: about 20 minutes of host CPU for 400 KB
+    path.write_text("a" + ".a" * 200_000 + " = 1\n")
+
+
+@pytest.mark.parametrize("how", [_fifo, _zero, _nested, _dotted], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize("where", ["top", "extends"])
+def test_pathological_profile_file_is_refused_quickly(tmp_path: Path, how: Callable[[Path], None],
+                                                      where: str) -> None:
+    """A profile (or a file it extends, e.g. one in the project) that is a FIFO, a link to
+    /dev/zero, nested 100,000 deep or a 200,000-part dotted key: an error naming the file,
+    in seconds, never a hang, an exhausted memory or a traceback."""
+    bad = tmp_path / "bad.toml"
+    how(bad)
+    top = bad
+    if where == "extends":
+        top = tmp_path / "top.toml"
+        top.write_text('extends = ["./bad.toml"]\n')
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "isorun", "-p", str(top), "--", "true"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "bad.toml" in done.stderr and "Traceback" not in done.stderr, done.stderr
