@@ -105,3 +105,37 @@ def test_pathological_profile_file_is_refused_quickly(tmp_path: Path, how: Calla
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "bad.toml" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.needs("userns", "shim")
+@pytest.mark.parametrize("swap", ["rewrite", "rename"])
+def test_profile_edit_hiding_its_size_and_mtime_misses_the_launch_index(
+        tmp_path: Path, swap: str) -> None:
+    """The C front end trusts a profile by its stat(2) fingerprint. Who can write the
+    profile edits it and puts size and mtime back (utimensat), in place or by renaming
+    another file over it: ctime (or the inode) still tells, and the launch recompiles."""
+    from tests.integration.conftest import missing
+    from tests.integration.test_frontend import FRONTEND, _run, _warm
+
+    if not FRONTEND.is_file():
+        missing(f"the C front end at {FRONTEND}")
+    (tmp_path / "work").mkdir()
+    profile = tmp_path / "work" / "p.toml"
+    profile.write_text('extends = ["strict"]\n[identity]\nhostname = "one"\n')
+    _warm(tmp_path, "./p.toml")
+    old = profile.stat()
+    argv = [str(FRONTEND), "--profile", "./p.toml", "/bin/hostname"]
+    assert _run(argv, tmp_path).stdout == "one\n"
+    text = 'extends = ["strict"]\n[identity]\nhostname = "two"\n'
+    if swap == "rewrite":
+        profile.write_text(text)
+    else:
+        other = tmp_path / "work" / "q.toml"
+        other.write_text(text)
+        os.utime(other, ns=(old.st_atime_ns, old.st_mtime_ns))
+        os.rename(other, profile)
+    os.utime(profile, ns=(old.st_atime_ns, old.st_mtime_ns))
+    now = profile.stat()
+    assert (now.st_size, now.st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    done = _run(argv, tmp_path)
+    assert (done.returncode, done.stdout) == (0, "two\n"), done.stderr
