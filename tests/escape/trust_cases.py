@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -275,6 +276,86 @@ def build_cannot_rewrite_the_environment_isorun_runs_in() -> None:
         assert (nxt.returncode, nxt.stdout) == (0, "next\n"), (nxt.returncode, nxt.stderr)
 
 
+#: run inside build: turns the launch index of one profile into the index of another
+#: (the spec field and the CRC are all that name it), so the C front end launches the
+#: first profile's sandbox for the second
+RELABEL = r"""
+import os, sys, zlib
+src, dst, old, new = sys.argv[1:5]
+blob = open(src, "rb").read()
+head = len(b"isorun-launch-index\n")
+body = blob[head + 16:]
+n = int.from_bytes(body[:4], sys.byteorder)
+assert body[4:4 + n] == old.encode(), body[:40]
+body = len(new).to_bytes(4, sys.byteorder) + new.encode() + body[4 + n:]
+out = (blob[:head + 4] + zlib.crc32(body).to_bytes(4, sys.byteorder)
+       + len(body).to_bytes(8, sys.byteorder) + body)
+with open(dst + ".new", "wb") as f:
+    f.write(out)
+os.chmod(dst + ".new", 0o600)
+os.replace(dst + ".new", dst)
+print("relabelled")
+"""
+
+
+@contextmanager
+def frontend_bin() -> Iterator[Path]:
+    """A bin directory any caller can run: a copy of the C front end, the system's
+    python3 beside it and isorun-py (the pairing the front end insists on)."""
+    frontend = Path(sys.executable).parent / "isorun"  # as tests/integration/test_frontend.py
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    python = shutil.which(version, path="/usr/bin:/bin")
+    assert python is not None and frontend.is_file(), (python, frontend)
+    path = Path(tempfile.mkdtemp(prefix="isorun-atk-bin-", dir="/var/tmp"))
+    try:
+        path.chmod(0o755)
+        (path / "python3").symlink_to(python)
+        shutil.copy(frontend, path / "isorun")
+        script = path / "isorun-py"
+        script.write_text(f"#!{path}/python3\nfrom isorun.__main__ import main\nmain()\n")
+        script.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def earlier_build_relabels_a_launch_index_named_later() -> None:
+    """The C front end's side of the cache poisoning above: an earlier build run rewrites
+    the web profile's launch index (host network) into strict's, in a cache the later
+    launch names; `isorun -p strict` then runs on the host's network."""
+    from isorun import launch_index
+
+    with project("isorun-atk-index-") as where, frontend_bin() as bin_dir:
+        cache = where / ".cache"
+        # The front end needs HOME (without it, the key reads the password database)
+        env = _env(XDG_CACHE_HOME=str(cache), HOME=str(bin_dir))
+        env.pop("ISORUN_CACHE", None)
+        uid = os.getuid()
+        web = cache / "isorun" / launch_index.index_name("web", str(where), uid)
+        strict = cache / "isorun" / launch_index.index_name("strict", str(where), uid)
+
+        def front(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(bin_dir / "isorun"), *argv], cwd=where, env=env,
+                                  capture_output=True, text=True, timeout=120, check=False)
+
+        deadline = time.monotonic() + 30
+        while not web.exists():
+            assert time.monotonic() < deadline, "no launch index for web"
+            done = front("-p", "web", "--", "true")
+            assert done.returncode == 0, done.stderr
+            time.sleep(0.3)
+        (where / "relabel.py").write_text(RELABEL)
+        (where / "relabel.py").chmod(0o644)
+        attack = isorun("-p", "build", "--", PY, "relabel.py", str(web), str(strict), "web",
+                        "strict", cwd=where)
+        host_net = os.readlink("/proc/self/ns/net")
+        nxt = front("-p", "strict", "--", "/bin/readlink", "/proc/self/ns/net")
+        assert nxt.returncode == 0, (nxt.returncode, nxt.stderr)
+        assert nxt.stdout.strip() != host_net, (
+            "strict ran on the host's network: the front end launched an index an earlier "
+            "sandbox relabelled", attack.stdout, attack.stderr)
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         python_m_isorun_imports_nothing_from_the_project,
@@ -283,7 +364,8 @@ CASES: dict[str, Callable[[], None]] = {
         exec_stage_is_built_by_the_system_compiler_alone,
         exec_stage_behind_a_link_is_rebuilt,
         exec_stage_directory_follows_the_plan_cache_rule,
-        build_cannot_rewrite_the_environment_isorun_runs_in)
+        build_cannot_rewrite_the_environment_isorun_runs_in,
+        earlier_build_relabels_a_launch_index_named_later)
 }  # fmt: skip
 
 if __name__ == "__main__":
