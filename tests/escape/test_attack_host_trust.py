@@ -151,3 +151,10 @@ def test_launch_index_relabelled_by_an_earlier_run_is_not_launched(
             "could write (XDG_CACHE_HOME changed between runs) holds such files, and an "
             "index's spec field names its profile: web's record runs as strict")))
     run_attack("earlier_build_relabels_a_launch_index_named_later")
+
+
+@pytest.mark.needs("root", "userns", "shim")
+def test_root_reads_no_cache_another_user_planted() -> None:
+    import runpy
+
+    runpy.run_path(str(CASES_FILE))["CASES"]["cache_of_another_user_is_not_read"]()

@@ -356,6 +356,54 @@ def earlier_build_relabels_a_launch_index_named_later() -> None:
             "sandbox relabelled", attack.stdout, attack.stderr)
 
 
+def cache_of_another_user_is_not_read() -> None:
+    """Root with XDG_CACHE_HOME in a directory another user owns (``sudo -E`` keeps the
+    user's): that user hands root a poisoned entry and a launch index, valid in every
+    byte (copied from root's own, then rewritten). Neither may be loaded: the files, and
+    for the front end the directory, must be root's."""
+    assert os.getuid() == 0, "root's case"
+    with project("isorun-atk-foreign-") as where, marker_dir() as marker, \
+            frontend_bin() as bin_dir:
+        own = Path(f"{where}-cache")  # root's own cache, as isorun() puts it
+        env = _env(XDG_CACHE_HOME=str(own), HOME=str(bin_dir))
+        env.pop("ISORUN_CACHE", None)
+
+        def front(cache: Path, spec: str = "web") -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(bin_dir / "isorun"), "-p", spec, "--", "/bin/readlink",
+                                   "/proc/self/ns/net"], cwd=where, timeout=120, check=False,
+                                  env={**env, "XDG_CACHE_HOME": str(cache)},
+                                  capture_output=True, text=True)
+
+        deadline = time.monotonic() + 30
+        while not any(own.glob("isorun/*.launch")):
+            assert time.monotonic() < deadline, "no launch index for root"
+            assert front(own).returncode == 0
+            time.sleep(0.3)
+        foreign = where / "xdg"  # the other user's, as their ~/.cache would be
+        shutil.copytree(own, foreign)
+        subprocess.run([PY, "-c", POISON, str(foreign / "isorun"), str(marker / "ran")],
+                       check=True, capture_output=True, timeout=60)
+        from isorun import launch_index
+
+        web, strict = (foreign / "isorun" / launch_index.index_name(spec, str(where), 0)
+                       for spec in ("web", "strict"))
+        subprocess.run([PY, "-c", RELABEL, str(web), str(strict), "web", "strict"],
+                       check=True, capture_output=True, timeout=60)
+        for path in [foreign, *foreign.rglob("*")]:
+            os.chown(path, 65534, 65534, follow_symlinks=False)
+        host_net = os.readlink("/proc/self/ns/net")
+        nxt = subprocess.run([PY, "-c", NEXT.replace("strict", "web")], cwd=where,
+                             capture_output=True, text=True, timeout=120, check=False,
+                             env={**env, "XDG_CACHE_HOME": str(foreign)})
+        done = front(foreign, "strict")
+        assert not (marker / "ran").exists(), ("root loaded another user's plan", nxt.stderr)
+        assert nxt.stdout.strip() == "0", (nxt.stdout, nxt.stderr)
+        assert done.returncode == 0 and done.stdout.strip() != host_net, (
+            "the front end ran another user's index (web's, relabelled strict)", done.stderr)
+        assert all(p.stat().st_uid == 65534 for p in foreign.rglob("*")), \
+            "root wrote into another user's cache directory"
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         python_m_isorun_imports_nothing_from_the_project,
@@ -365,7 +413,8 @@ CASES: dict[str, Callable[[], None]] = {
         exec_stage_behind_a_link_is_rebuilt,
         exec_stage_directory_follows_the_plan_cache_rule,
         build_cannot_rewrite_the_environment_isorun_runs_in,
-        earlier_build_relabels_a_launch_index_named_later)
+        earlier_build_relabels_a_launch_index_named_later,
+        cache_of_another_user_is_not_read)
 }  # fmt: skip
 
 if __name__ == "__main__":
