@@ -158,3 +158,10 @@ def test_root_reads_no_cache_another_user_planted() -> None:
     import runpy
 
     runpy.run_path(str(CASES_FILE))["CASES"]["cache_of_another_user_is_not_read"]()
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_pyvenv_cfg_a_sandbox_wrote_widens_no_test_bind(run_attack: Runner) -> None:
+    """${PYTHON_BASE_PREFIX} comes from the project's pyvenv.cfg: only a directory with
+    a Python interpreter, never / or the home, may be bound from it."""
+    run_attack("planted_pyvenv_cfg_binds_nothing_more_for_test")

@@ -404,6 +404,47 @@ def cache_of_another_user_is_not_read() -> None:
             "root wrote into another user's cache directory"
 
 
+#: run inside build: rewrites the project's virtual environment's pyvenv.cfg (moving a
+#: venv it cannot write aside, as a root caller's sandbox must)
+PYVENV = r"""
+printf 'home = %s\n' "$1" > .venv/pyvenv.cfg 2>/dev/null || {
+    mv .venv .venv-old && mkdir .venv && printf 'home = %s\n' "$1" > .venv/pyvenv.cfg; }
+"""
+
+
+def planted_pyvenv_cfg_binds_nothing_more_for_test() -> None:
+    """The test profile binds ${PYTHON_BASE_PREFIX}, which the active virtual
+    environment's pyvenv.cfg names (``home``). That file is in the project: build
+    rewrites it to name a directory outside (or the caller's home, given a python3 in
+    ~/bin), and the next test run must not see that directory."""
+    with project("isorun-atk-pyvenv-") as where, marker_dir() as outside:
+        subprocess.run([PY, "-m", "venv", "--without-pip", str(where / ".venv")], check=True,
+                       timeout=120)
+        home = Path(f"{where}-home")
+        (home / "bin").mkdir(parents=True)
+        try:
+            for folder in (home, outside):
+                (folder / "token").write_text("s3cret\n")
+                (folder / "token").chmod(0o644)
+                folder.chmod(0o755)
+            (home / "bin" / "python3").write_text("#!/bin/sh\n")
+            (home / "bin" / "python3").chmod(0o755)
+            env = _env(HOME=str(home), VIRTUAL_ENV=str(where / ".venv"),
+                       XDG_CACHE_HOME=f"{where}-cache")
+            for named, secret in ((outside, outside), (home / "bin", home)):
+                plant(where, PYVENV, str(named))
+                assert (where / ".venv" / "pyvenv.cfg").read_text() == f"home = {named}\n"
+                done = subprocess.run(
+                    [PY, "-m", "isorun", "-p", "test", "--", "/bin/cat", str(secret / "token")],
+                    cwd=where, env=env, capture_output=True, text=True, timeout=120,
+                    check=False)
+                assert "s3cret" not in done.stdout, (
+                    f"pyvenv.cfg the sandbox wrote (home = {named}) bound {secret} into test")
+                assert done.returncode == 1 and "No such file" in done.stderr, done.stderr
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         python_m_isorun_imports_nothing_from_the_project,
@@ -414,7 +455,8 @@ CASES: dict[str, Callable[[], None]] = {
         exec_stage_directory_follows_the_plan_cache_rule,
         build_cannot_rewrite_the_environment_isorun_runs_in,
         earlier_build_relabels_a_launch_index_named_later,
-        cache_of_another_user_is_not_read)
+        cache_of_another_user_is_not_read,
+        planted_pyvenv_cfg_binds_nothing_more_for_test)
 }  # fmt: skip
 
 if __name__ == "__main__":
