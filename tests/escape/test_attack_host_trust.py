@@ -165,3 +165,14 @@ def test_pyvenv_cfg_a_sandbox_wrote_widens_no_test_bind(run_attack: Runner) -> N
     """${PYTHON_BASE_PREFIX} comes from the project's pyvenv.cfg: only a directory with
     a Python interpreter, never / or the home, may be bound from it."""
     run_attack("planted_pyvenv_cfg_binds_nothing_more_for_test")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+@pytest.mark.xfail(strict=True, reason=(
+    "hole: isorun pytest (cli_pytest.project_python, python_paths) runs "
+    "$VIRTUAL_ENV/bin/python -I -S on the host to learn its import paths; a venv in the "
+    "project is one build can rewrite (root's sandbox moves it aside), so that runs the "
+    "sandbox's program outside any sandbox; its answer and the .pth files it names also "
+    "choose what the session sandbox binds"))
+def test_isorun_pytest_runs_no_project_interpreter_a_sandbox_replaced(run_attack: Runner) -> None:
+    run_attack("isorun_pytest_runs_no_interpreter_a_sandbox_replaced")

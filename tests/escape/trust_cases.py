@@ -445,6 +445,35 @@ def planted_pyvenv_cfg_binds_nothing_more_for_test() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
+#: run inside build: the project's interpreter becomes a script (moving a venv it
+#: cannot write aside, as a root caller's sandbox must)
+FAKE_PYTHON = r"""
+[ -w .venv/bin ] || { mv .venv .venv-old && cp -R .venv-old .venv; }
+rm -f .venv/bin/python
+printf '#!/bin/sh\nid -u > %s/ran\nexec %s "$@"\n' "$1" "$2" > .venv/bin/python
+chmod 755 .venv/bin/python
+"""
+
+
+def isorun_pytest_runs_no_interpreter_a_sandbox_replaced() -> None:
+    """``isorun pytest`` asks the active virtual environment's interpreter for its import
+    paths, on the host, before any sandbox. That venv is in the project: build replaces
+    ``.venv/bin/python`` with a script, which the next ``isorun pytest`` must not run."""
+    with project("isorun-atk-pytestpy-") as where, marker_dir() as marker:
+        subprocess.run([PY, "-m", "venv", "--without-pip", str(where / ".venv")], check=True,
+                       timeout=120)
+        (where / "test_x.py").write_text("def test_x():\n    pass\n")
+        plant(where, FAKE_PYTHON, str(marker), PY)
+        assert "ran" in (where / ".venv" / "bin" / "python").read_text()  # the control
+        done = subprocess.run([PY, "-m", "isorun", "pytest", "-q"], cwd=where, timeout=120,
+                              env=_env(VIRTUAL_ENV=str(where / ".venv"),
+                                       XDG_CACHE_HOME=f"{where}-cache"),
+                              capture_output=True, text=True, check=False)
+        assert not (marker / "ran").exists(), (
+            "isorun pytest ran the project's interpreter, as a sandbox left it, on the host",
+            (marker / "ran").read_text(), done.stderr[-500:])
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         python_m_isorun_imports_nothing_from_the_project,
@@ -456,7 +485,8 @@ CASES: dict[str, Callable[[], None]] = {
         build_cannot_rewrite_the_environment_isorun_runs_in,
         earlier_build_relabels_a_launch_index_named_later,
         cache_of_another_user_is_not_read,
-        planted_pyvenv_cfg_binds_nothing_more_for_test)
+        planted_pyvenv_cfg_binds_nothing_more_for_test,
+        isorun_pytest_runs_no_interpreter_a_sandbox_replaced)
 }  # fmt: skip
 
 if __name__ == "__main__":
