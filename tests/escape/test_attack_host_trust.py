@@ -176,3 +176,8 @@ def test_pyvenv_cfg_a_sandbox_wrote_widens_no_test_bind(run_attack: Runner) -> N
     "choose what the session sandbox binds"))
 def test_isorun_pytest_runs_no_project_interpreter_a_sandbox_replaced(run_attack: Runner) -> None:
     run_attack("isorun_pytest_runs_no_interpreter_a_sandbox_replaced")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_working_directory_policy_through_links_and_deletion(run_attack: Runner) -> None:
+    run_attack("working_directory_policy_sees_through_links_and_deletion")

@@ -474,6 +474,36 @@ def isorun_pytest_runs_no_interpreter_a_sandbox_replaced() -> None:
             (marker / "ran").read_text(), done.stderr[-500:])
 
 
+def working_directory_policy_sees_through_links_and_deletion() -> None:
+    """build from the home directory is refused; reaching it through a symbolic link
+    (relative or absolute) must be too, and a working directory deleted before the
+    launch is an error a person can act on, not a bind of whatever is there now."""
+    with project("isorun-atk-cwd-") as home:
+        (home / "proj").mkdir()
+        links = [Path(f"{home}-abs"), Path(f"{home}-rel")]
+        links[0].symlink_to(home)
+        links[1].symlink_to(home.name)
+        try:
+            env = _env(HOME=str(home), XDG_CACHE_HOME=f"{home}-cache")
+            for link in links:
+                done = subprocess.run([PY, "-m", "isorun", "-p", "build", "--", "true"],
+                                      cwd=link, env=env, capture_output=True, text=True,
+                                      timeout=120, check=False)
+                assert done.returncode == 2 and "home directory" in done.stderr, (
+                    link, done.returncode, done.stderr)
+            gone = home / "gone"
+            gone.mkdir()
+            done = subprocess.run(
+                ["/bin/sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$@"', "sh",
+                 PY, "-m", "isorun", "-p", "build", "--", "true"],
+                env=env, capture_output=True, text=True, timeout=120, check=False)
+            assert done.returncode == 2 and "no longer exists" in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr, done.stderr
+        finally:
+            for link in links:
+                link.unlink()
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         python_m_isorun_imports_nothing_from_the_project,
@@ -486,7 +516,8 @@ CASES: dict[str, Callable[[], None]] = {
         earlier_build_relabels_a_launch_index_named_later,
         cache_of_another_user_is_not_read,
         planted_pyvenv_cfg_binds_nothing_more_for_test,
-        isorun_pytest_runs_no_interpreter_a_sandbox_replaced)
+        isorun_pytest_runs_no_interpreter_a_sandbox_replaced,
+        working_directory_policy_sees_through_links_and_deletion)
 }  # fmt: skip
 
 if __name__ == "__main__":
