@@ -322,5 +322,28 @@ def _launch_landlock(entry: dict[str, object], command: list[str], backend: str 
         raise located from None
 
 
+def _forget_working_directory() -> None:
+    """Take the working directory off ``sys.path`` for ``python -m isorun``.
+
+    ``-m`` puts it first, ahead of the standard library, and this CLI imports most of its
+    modules later, lazily (dataclasses, tomllib, pickle, ...): a ``dataclasses.py`` that
+    an earlier sandbox wrote into the project (build binds it writable) would run here,
+    on the host, outside any sandbox. Kept when isorun itself was imported from there
+    (``cd src; python -m isorun``): that code is already running, and
+    launch_index.index_blob needs to see it to refuse writing an index for it.
+    """
+    if sys.flags.safe_path or not sys.path:
+        return
+    try:
+        here = os.path.realpath(os.getcwd())
+    except OSError:  # a deleted working directory: nothing to import from there
+        here = None
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    first = os.path.realpath(sys.path[0] or ".") if here is not None else None
+    if first == here and os.path.realpath(package_parent) != here:
+        del sys.path[0]
+
+
 if __name__ == "__main__":
+    _forget_working_directory()
     main()

@@ -92,31 +92,47 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> str:
 
 
 def check_not_writable(plan: Plan, directory: str | None = None) -> None:
-    """Refuse ``plan`` when its sandbox could write the plan cache ``directory``.
+    """Refuse ``plan`` when its sandbox could write the plan cache ``directory``, or the
+    installation this isorun runs from.
 
     An entry holds a pickle, which runs constructors named in it, and a launch record the
     shim applies as it stands; both are trusted because the file is the caller's own
     (:func:`read_entry`). A sandbox of an unprivileged caller writes files as that same
     uid, so a writable mount over the cache (``XDG_CACHE_HOME`` inside the project with
     build's writable ``${CWD}``, a profile binding ``~/.cache``) would let it plant code
-    that the next launch runs on the host, outside any sandbox. Checked on every compile
+    that the next launch runs on the host, outside any sandbox. The same holds for
+    isorun's own installation: its package, and the Python environments it runs in
+    (``sys.prefix``: a ``.pth`` file in its site-packages runs at every interpreter start,
+    its bin holds the ``isorun`` program; ``sys.base_prefix``: the standard library), a
+    virtual environment inside the project being the usual case. Checked on every compile
     for a launch, so a plan refused here is never stored for a warm launch either.
     """
     from isorun.compile import plan as p
     from isorun.errors import HostError
 
     real = os.path.realpath(cache_dir() if directory is None else directory)
+    guarded = [(real, f"isorun's plan cache {real}", "rewrite the plans that later launches "
+                "load and run on the host",
+                "set XDG_CACHE_HOME to a directory outside every writable mount (unset, "
+                "the cache is ~/.cache/isorun), or make the mount read-only")]
+    package = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    install_fix = ("install isorun (its virtual environment) outside every writable mount, "
+                   "e.g. python3 -m venv ~/.venvs/NAME, or make the mount read-only")
+    guarded.append((package, f"the isorun package {package}", "rewrite the code that every "
+                    "later launch runs on the host", install_fix))
+    for prefix in dict.fromkeys(os.path.realpath(x) for x in (sys.prefix, sys.base_prefix)):
+        guarded.append((prefix, f"the Python environment {prefix} that isorun runs in",
+                        "plant modules and .pth files that every later start of isorun "
+                        "runs on the host", install_fix))
     for step in plan.find(p.MountStep):
         if step.type not in ("rw-bind", "dev-bind") or not step.src:
             continue
         top = step.src.rstrip("/")
-        if real == step.src or not top or real.startswith(top + "/"):
-            raise HostError(
-                f"{step.loc.short()}: {step.describe()}",
-                f"isorun's plan cache {real} lies inside this writable mount: the sandbox "
-                "could rewrite the plans that later launches load and run on the host",
-                "set XDG_CACHE_HOME to a directory outside every writable mount (unset, "
-                "the cache is ~/.cache/isorun), or make the mount read-only")
+        for path, what, harm, fix in guarded:
+            if path == step.src or not top or path.startswith(top + "/"):
+                raise HostError(f"{step.loc.short()}: {step.describe()}",
+                                f"{what} lies inside this writable mount: the sandbox could "
+                                f"{harm}", fix)
 
 
 def code_stamp() -> tuple[tuple[str, int, int, int], ...]:
@@ -239,8 +255,9 @@ def collect_deps(spec: str) -> tuple[Dep, ...]:
     Hashing before the compile means a file edited during it is seen as changed later.
     Raises what the loader raises; the caller then compiles without caching.
     """
-    import tomllib
     from pathlib import Path
+
+    import tomli
 
     from isorun.profile import includes
 
@@ -256,10 +273,12 @@ def collect_deps(spec: str) -> tuple[Dep, ...]:
         if real in seen:
             return  # a cycle: the loader reports it; do not loop here
         seen.add(real)
-        # Only ``extends`` is needed, so the stdlib parser (a tenth of the loader's cost)
-        # is enough; if it read the list differently from the loader, the file set would
-        # differ from plan.sources and compile_entry would not cache (fail closed).
-        extends = tomllib.loads(data.decode()).get("extends", [])
+        # Only ``extends`` is needed, so the parser alone (a tenth of the loader's cost) is
+        # enough; if it read the list differently from the loader, the file set would
+        # differ from plan.sources and compile_entry would not cache (fail closed). The
+        # loader's parser, not 3.11's tomllib: that one takes time quadratic in a dotted
+        # key's parts (200,000 of them, 400 KB: about 20 minutes), tomli stops at 1,000.
+        extends = tomli.loads(data.decode()).get("extends", [])
         for child in extends if isinstance(extends, list) else []:
             if isinstance(child, str):
                 base, _ = includes.resolve(child, Path(path).parent, None)

@@ -14,30 +14,49 @@ import sys
 from collections.abc import Mapping
 
 
+def _holds_home(path: str, env: Mapping[str, str]) -> bool:
+    """``path`` is the home directory or above it: a read-only bind of it would show the
+    whole home (keys, tokens)."""
+    real = os.path.realpath(path).rstrip("/") + "/"
+    home = os.path.realpath(env.get("HOME") or os.path.expanduser("~")).rstrip("/") + "/"
+    return home.startswith(real)
+
+
 def active_venv(env: Mapping[str, str]) -> str:
     """``VIRTUAL_ENV`` as given, when it names a virtual environment (a directory with
-    ``pyvenv.cfg``) that is not the home directory or above it (a read-only bind of it
-    would show the whole home: keys, tokens), else ""."""
+    ``pyvenv.cfg``) that is not the home directory or above it, else ""."""
     venv = env.get("VIRTUAL_ENV", "")
-    if not venv or not os.path.isabs(venv):
-        return ""
-    real = os.path.realpath(venv).rstrip("/") + "/"
-    home = os.path.realpath(env.get("HOME") or os.path.expanduser("~")).rstrip("/") + "/"
-    if home.startswith(real):
+    if not venv or not os.path.isabs(venv) or _holds_home(venv, env):
         return ""
     return venv if os.path.isfile(os.path.join(venv, "pyvenv.cfg")) else ""
 
 
-def _base_of(venv: str) -> str:
+#: what a base installation's bin directory (pyvenv.cfg's ``home``) must hold
+_INTERPRETERS = ("python3", "python", f"python{sys.version_info.major}.{sys.version_info.minor}")
+
+
+def _base_of(venv: str, env: Mapping[str, str]) -> str:
     """The installation ``venv`` was made from: the parent of pyvenv.cfg's ``home``
-    (the base interpreter's bin directory), or "" when it names none."""
+    (the base interpreter's bin directory), or "" when it names none.
+
+    pyvenv.cfg lies in the project more often than not, where a sandbox (build's
+    writable ${CWD}) may have rewritten it, and the test profile binds what it names:
+    ``home = /var`` showed all of /var to the next test run. So it is input, not
+    configuration: it counts only when ``home`` holds a Python interpreter, and names
+    neither ``/`` nor the home directory or above it; else the caller's own installation
+    stands (:func:`prefixes`).
+    """
     try:
         with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.partition("=")
                 if key.strip().lower() == "home" and os.path.isabs(value.strip()):
                     home = os.path.realpath(value.strip())
-                    return os.path.dirname(home) if os.path.basename(home) == "bin" else home
+                    base = os.path.dirname(home) if os.path.basename(home) == "bin" else home
+                    if (base == "/" or _holds_home(base, env) or not any(
+                            os.path.isfile(os.path.join(home, n)) for n in _INTERPRETERS)):
+                        return ""
+                    return base
     except (OSError, UnicodeDecodeError):
         pass
     return ""
@@ -48,7 +67,7 @@ def prefixes(env: Mapping[str, str]) -> tuple[str, str]:
     its base installation, else the interpreter running isorun."""
     venv = active_venv(env)
     if venv:
-        base = _base_of(venv)
+        base = _base_of(venv, env)
         if base:
             return venv, base
     return sys.prefix, sys.base_prefix

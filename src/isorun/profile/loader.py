@@ -67,6 +67,10 @@ def parse_toml(data: bytes, file: str, via: tuple[Loc, ...] = ()) -> tuple[dict[
         raise ProfileError(Diagnostic(
             Loc(file, line, col, via), f"TOML syntax: {msg}",
             "see https://toml.io for the syntax; strings need quotes")) from None
+    except RecursionError as err:  # tomli's bound on nesting and on a dotted key's parts
+        raise ProfileError(Diagnostic(
+            Loc(file, 0, 0, via), f"TOML too deeply nested: {err}",
+            "a profile needs a few levels; flatten the tables or keys")) from None
 
 
 class _Converter:

@@ -2,7 +2,14 @@
 
 Built once per source version with the host's C compiler into a cache directory that only
 the caller can write (an exec stage someone else could replace would run inside every
-sandbox), statically linked so it runs whatever libraries a sandbox shows.
+sandbox, and on the host too: bwrap's launch runs it before bwrap to set the limits),
+statically linked so it runs whatever libraries a sandbox shows.
+
+The compiler is the system's (``/usr/bin``, ``/bin``) with an environment of our own: the
+caller's ``PATH`` often starts with a directory a sandbox could have written (a project's
+``.venv/bin`` or ``node_modules/.bin``), and gcc takes its subprograms, headers and
+temporary files from variables (``COMPILER_PATH``, ``GCC_EXEC_PREFIX``, ``C_INCLUDE_PATH``,
+``TMPDIR``) that could name such a directory too.
 """
 
 from __future__ import annotations
@@ -10,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from isorun.errors import HostError
@@ -26,26 +35,39 @@ NAME = "isorun-seccomp-exec"
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion")
 
 
-def cache_dir(uid: int | None = None, environ: dict[str, str] | None = None) -> Path:
+def cache_dir(uid: int | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """Root's cache is system-wide and world-readable: a root caller's sandbox runs as
     another uid, and the bwrap launch execs the stage as that uid."""
-    env = dict(os.environ) if environ is None else environ
     if (os.getuid() if uid is None else uid) == 0:
         return Path("/var/cache/isorun")
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    # isorun.cache.cache_dir's directory, by its rule (a relative XDG_CACHE_HOME is
+    # invalid and ignored; importing it from here would be an upward import, and
+    # tests/escape/test_attack_host_trust.py keeps the two equal). A relative one put the
+    # stage in the working directory, which build binds writable, and
+    # cache.check_not_writable guards only the directory cache.cache_dir names.
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
     return Path(base) / "isorun"
 
 
 def _trusted(path: Path) -> bool:
-    """Owned by us and writable by nobody else, the directory and the file alike."""
+    """Owned by us and writable by nobody else, the directory and the file alike, and
+    neither a symbolic link: a link there would vouch for whatever file it points to."""
     try:
-        for item in (path.parent, path):
-            st = item.stat()
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        for item, kind in ((path.parent, stat.S_ISDIR), (path, stat.S_ISREG)):
+            st = item.lstat()
+            if not kind(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
                 return False
     except OSError:
         return False
     return True
+
+
+#: where the compiler is looked for: root-owned system directories only (see the module
+#: docstring); the environment it runs with names nothing of the caller's
+COMPILER_PATH = "/usr/bin:/bin"
 
 
 def exec_stage_path(directory: Path | None = None) -> str:
@@ -56,19 +78,25 @@ def exec_stage_path(directory: Path | None = None) -> str:
     target = directory / f"{NAME}-{digest}"
     if _trusted(target):
         return str(target)
-    cc = shutil.which("cc") or shutil.which("gcc")
+    cc = shutil.which("cc", path=COMPILER_PATH) or shutil.which("gcc", path=COMPILER_PATH)
     if cc is None:
         raise HostError("the exec stage (isorun-seccomp-exec)",
-                        "no C compiler to build it for the bwrap and firejail backends",
+                        f"no C compiler (cc or gcc) in {COMPILER_PATH} to build it for the "
+                        "bwrap and firejail backends (isorun runs no compiler from PATH: a "
+                        "directory there may be one a sandbox could write)",
                         "apt-get install gcc libc6-dev (or use the native backend)")
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     os.chmod(directory, 0o755)
     fd, tmp = tempfile.mkstemp(prefix=f".{NAME}-", dir=directory)
     os.close(fd)
+    # gcc's temporary files go to this directory, which only we can write (the chmod
+    # above succeeds for its owner only): in a shared TMPDIR an object file between
+    # gcc's steps could be swapped.
+    env = {"PATH": COMPILER_PATH, "LC_ALL": "C", "TMPDIR": str(directory)}
     try:
         for link in (("-static",), ()):  # static where libc.a exists, else dynamic
             done = subprocess.run([cc, *CFLAGS, *link, f"-I{SHIM}", "-o", tmp,
-                                   *(str(path) for path in SOURCES)],
+                                   *(str(path) for path in SOURCES)], env=env,
                                   capture_output=True, text=True, check=False)
             if done.returncode == 0:
                 break
