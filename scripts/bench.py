@@ -535,7 +535,10 @@ SPLIT_NOTE = (
     " suite's session does). The fork alone is a plugin that does what the marker does"
     " minus the sandbox: the same clone3 into Python without namespace flags, the body in"
     " the child, a one-byte result, the child reaped before the next test. Sandbox ="
-    " marked - fork. Best of interleaved runs (`scripts/bench_pytest.py --parts split`)."
+    " marked - fork. Best of interleaved runs (`scripts/bench_pytest.py --parts split`);"
+    " wall time, and CPU time (user + system) of pytest's process tree, which the load"
+    " inflates less. Kernel work done by other threads (the network namespace's teardown"
+    " runs in a kernel worker) is in neither CPU figure."
 )
 
 
