@@ -147,7 +147,7 @@ def checked_data_file(where: str, value: str, cwd: str, rootdir: str) -> str:
     no links, or a CoverageConfigError naming ``where``."""
     hint = (
         "write data_file as a path inside the project without links or variables "
-        "(e.g. data_file = \".coverage\"), or set COVERAGE_FILE on your command line"
+        '(e.g. data_file = ".coverage"), or set COVERAGE_FILE on your command line'
     )
     if not value or "$" in value or value.startswith("~"):
         raise CoverageConfigError(

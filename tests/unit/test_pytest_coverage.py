@@ -52,9 +52,7 @@ def test_cov_config_and_coverage_rcfile_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "cov.ini").write_text("[run]\ndata_file = a.db\n")
     (tmp_path / "rc.ini").write_text("[run]\ndata_file = b.db\n")
     assert where(tmp_path, ("--cov", "--cov-config=cov.ini")) == str(tmp_path.resolve() / "a.db")
-    assert where(tmp_path, ("--cov", "--cov-config", "cov.ini")) == str(
-        tmp_path.resolve() / "a.db"
-    )
+    assert where(tmp_path, ("--cov", "--cov-config", "cov.ini")) == str(tmp_path.resolve() / "a.db")
     assert where(tmp_path, COVERAGE_RCFILE="rc.ini") == str(tmp_path.resolve() / "b.db")
 
 
