@@ -582,6 +582,49 @@ def test_pytest_cov_data_goes_to_the_configured_data_file(caller: Caller, door: 
         shutil.rmtree(top)
 
 
+#: the attacker: a test that turns the configured data file's directory, in a path the
+#: test profile binds writable (build), into a link to a host directory
+SWAP_TEST = textwrap.dedent("""
+    import os
+
+    def test_swap():
+        os.rename("build/sub", "build/old")
+        os.symlink({outside!r}, "build/sub")
+""")
+
+
+@pytest.mark.parametrize("door", ["front", "option"])
+def test_data_file_directory_swapped_for_a_link_during_the_run(caller: Caller, door: str) -> None:
+    # The check before the run passed; the copy after it walks down from the project's
+    # root without following links, so it lands nowhere rather than in OUTSIDE.
+    top = Path(tempfile.mkdtemp(prefix="isorun-pytest-cov-", dir="/var/tmp"))
+    project, site, outside = top / "project", top / "site", top / "outside"
+    try:
+        for path in (project, site, outside, project / "build", project / "build" / "sub"):
+            path.mkdir()
+        (site / "cov_standin.py").write_text(COV_STANDIN)
+        (project / "test_swap.py").write_text(SWAP_TEST.format(outside=str(outside)))
+        (project / "pyproject.toml").write_text(
+            '[tool.coverage.run]\ndata_file = "build/sub/c.db"\n'
+        )
+        for path in (top, project, site, outside, *project.rglob("*"), *site.iterdir()):
+            os.chown(path, caller.uid, caller.gid)
+        # build is the sandbox's to write (uid 65534 when the caller is root)
+        for path in (project / "build", project / "build" / "sub", outside):
+            path.chmod(0o777)
+        start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
+            PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
+        argv = [*start, "-q", "-p", "no:pytest_cov", "-p", "cov_standin", "-p",
+                "no:cacheprovider", "--cov"]  # fmt: skip
+        text = caller.run(argv, project, top / "home", [str(site)])
+        assert "1 passed" in text, text
+        assert (project / "build" / "sub").is_symlink(), text  # the swap happened
+        assert list(outside.iterdir()) == [], text
+        assert "could not copy the coverage data" in text, text
+    finally:
+        shutil.rmtree(top)
+
+
 @pytest.mark.parametrize("door", ["front", "option"])
 def test_configured_data_file_outside_the_project_is_refused(door: str) -> None:
     # The configuration is the project's: it may not send the copy anywhere else.
