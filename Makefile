@@ -82,10 +82,13 @@ docs: setup ## regenerate docs/profile.md from the schema docstrings
 bench: setup ## benchmarks against bubblewrap/firejail (writes docs/benchmarks.md)
 	$(PY) scripts/bench.py
 
+bench-marker: setup ## only the marker's per-test cost, fork vs sandbox (its section of docs/benchmarks.md)
+	$(PY) scripts/bench.py --only marker
+
 check: test ## everything CI checks (make test includes lint and typecheck)
 
 clean: ## remove build outputs and caches
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache tests/probes/bin
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-.PHONY: help setup dev shim run test test-unit test-golden golden test-integration test-escape test-root test-asan lint fmt typecheck docs bench check clean
+.PHONY: help setup dev shim run test test-unit test-golden golden test-integration test-escape test-root test-asan lint fmt typecheck docs bench bench-marker check clean

@@ -24,6 +24,12 @@ def _userns() -> bool:
         return False
 
 
+def _module(name: str) -> Callable[[], bool]:
+    import importlib.util
+
+    return lambda: importlib.util.find_spec(name) is not None
+
+
 def _shim() -> bool:
     try:
         from isorun.sandbox import _shim  # noqa: F401
@@ -48,6 +54,7 @@ FEATURES: dict[str, Callable[[], bool]] = {
     "gcc": lambda: shutil.which("gcc") is not None,
     "shim": _shim,
     "landlock": lambda: _landlock_abi() >= 1,
+    "pytest_cov": _module("pytest_cov"),
 }
 
 

@@ -341,10 +341,14 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     if any(os.path.isdir(os.path.join(d, "hypothesis")) for d in [*site_dirs, *pythonpath]):
         # Hypothesis writes its example database in the working directory.
         pytest_session.sandbox_owns(os.path.join(cwd, ".hypothesis"))
+    try:
+        coverage = pytest_session.prepare_coverage(
+            [*pytest_args, *config.get("addopts").split()], cwd, env, config.rootdir
+        )
+    except IsorunError as err:
+        sys.stderr.write(err.render() + "\n")
+        return err.exit_code
     reports = pytest_session.prepare_reports(sorted({*chosen, *addopts}))
-    coverage = pytest_session.prepare_coverage(
-        [*pytest_args, *config.get("addopts").split()], cwd, env
-    )
     for line in header:
         sys.stdout.write(line + "\n")
     sys.stdout.flush()

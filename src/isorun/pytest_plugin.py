@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
@@ -76,10 +76,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.hookimpl(tryfirst=True)
+# A wrapper, and the innermost one (trylast): it runs after pytest's own wrappers (capture,
+# warnings) but before every plain implementation of the hook, tryfirst ones included. A
+# plugin's start there, such as pytest-cov erasing the host's .coverage and starting to
+# measure, must not happen on the host before the re-exec (issue 16).
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: pytest.Parser, args: list[str]
-) -> None:
+) -> Generator[None]:
+    _reexec_if_asked(early_config, args)
+    return (yield)
+
+
+def _reexec_if_asked(early_config: pytest.Config, args: list[str]) -> None:
     default = str(early_config.getini("isorun_profile") or DEFAULT_PROFILE)
     profile = pytest_inner.requested_profile(args, default)
     if os.environ.get(INNER) is not None:

@@ -245,19 +245,29 @@ class CoverageData:
     inside: str
     #: the private 0700 directory holding ``inside``, removed after the copy
     scratch: str
+    #: the project's root when ``path`` came from its coverage configuration: the copy
+    #: then walks down from there without following links; "" for the caller's choice
+    root: str = ""
 
     @property
     def data_file(self) -> str:
         return os.path.join(self.inside, os.path.basename(self.path))
 
 
-def prepare_coverage(args: Sequence[str], cwd: str, env: Mapping[str, str]) -> CoverageData | None:
-    """The private data directory of a run with ``--cov``, or None without it."""
+def prepare_coverage(
+    args: Sequence[str], cwd: str, env: Mapping[str, str], rootdir: str
+) -> CoverageData | None:
+    """The private data directory of a run with ``--cov``, or None without it.
+
+    Raises pytest_coverage.CoverageConfigError when the project's coverage configuration
+    names a data file isorun will not write (outside the project, through a link)."""
     if not wants_coverage(args):
         return None
+    from isorun import pytest_coverage
     from isorun.pytest_plan import sandbox_ids
 
-    path = os.path.abspath(os.path.join(cwd, env.get("COVERAGE_FILE") or ".coverage"))
+    path = pytest_coverage.data_file(args, cwd, rootdir, env)
+    configured = not env.get("COVERAGE_FILE") and path != os.path.join(cwd, ".coverage")
     scratch = tempfile.mkdtemp(prefix="isorun-coverage-")
     inside = os.path.join(scratch, "data")
     os.mkdir(inside, 0o700)
@@ -265,7 +275,7 @@ def prepare_coverage(args: Sequence[str], cwd: str, env: Mapping[str, str]) -> C
         # The sandbox's uid 65534 writes it; the 0700 root-owned scratch keeps every
         # other host process out (the launcher clones bind sources it cannot reach).
         os.chown(inside, *sandbox_ids(), follow_symlinks=False)
-    return CoverageData(path, inside, scratch)
+    return CoverageData(path, inside, scratch, os.path.realpath(rootdir) if configured else "")
 
 
 def collect_coverage(data: CoverageData | None) -> None:
@@ -276,24 +286,33 @@ def collect_coverage(data: CoverageData | None) -> None:
 
     if data is None:
         return
+    from isorun.pytest_coverage import open_directory_below
+
     base = os.path.basename(data.path)
+    directory = os.path.dirname(data.path)
+    dir_fd = -1
     try:
         names = sorted(n for n in os.listdir(data.inside) if n == base or n.startswith(base + "."))
+        if data.root:
+            dir_fd = open_directory_below(data.root, directory)
+        else:
+            dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for name in names:
             if name.endswith("-journal"):
                 continue
-            target = os.path.join(os.path.dirname(data.path), name)
             src_fd = os.open(os.path.join(data.inside, name), os.O_RDONLY | os.O_NOFOLLOW
                              | os.O_NONBLOCK | os.O_CLOEXEC)  # fmt: skip
             with open(src_fd, "rb") as src:
-                dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                                 | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)  # fmt: skip
+                dst_fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                                 | os.O_NONBLOCK | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)  # fmt: skip
                 with open(dst_fd, "wb") as dst:
                     shutil.copyfileobj(src, dst)
     except OSError as err:
         sys.stderr.write(f"isorun: warning: could not copy the coverage data to "
                          f"{data.path}: {err.strerror}\n")  # fmt: skip
     finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
         shutil.rmtree(data.scratch, ignore_errors=True)
 
 
@@ -438,8 +457,12 @@ def reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
     if "hypothesis" in sys.modules or "_hypothesis_pytestplugin" in sys.modules:
         # Hypothesis writes its example database in the working directory.
         sandbox_owns(os.path.join(cwd, ".hypothesis"))
+    try:
+        coverage = prepare_coverage(args, cwd, os.environ, rootdir)
+    except IsorunError as err:
+        sys.stderr.write(err.render() + "\n")
+        return err.exit_code
     reports = prepare_reports(report_files(args, cwd))
-    coverage = prepare_coverage(args, cwd, os.environ)
     # PYTEST_ADDOPTS reaches the inner run through the profile's keep list; a --isorun
     # in it must not make the inner pytest read the next argument as a profile name.
     addopts = os.environ.get("PYTEST_ADDOPTS")

@@ -478,7 +478,9 @@ def test_coverage_data_lands_on_the_host(caller: Caller, door: str) -> None:
             os.chown(path, caller.uid, caller.gid)
         start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
             PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
-        argv = [*start, "-q", "-p", "cov_standin", "-p", "no:cacheprovider", "--cov"]
+        # no:pytest_cov: where pytest-cov is installed, the stand-in takes its place
+        argv = [*start, "-q", "-p", "no:pytest_cov", "-p", "cov_standin", "-p",
+                "no:cacheprovider", "--cov"]  # fmt: skip
         for _ in range(2):  # the second run replaces the caller's file
             text = caller.run(argv, project, top / "home", [str(site)])
             assert "1 passed" in text, text
@@ -491,6 +493,162 @@ def test_coverage_data_lands_on_the_host(caller: Caller, door: str) -> None:
         # each run writes a fresh database, which replaces the host's
         assert rows == (1,), text
         assert not list(project.glob(".coverage-journal")), text
+    finally:
+        shutil.rmtree(top)
+
+
+#: a module measured by pytest-cov, and a test that reads the host's data file through
+#: the sandbox's view of the project: it must still hold what the caller left there
+COV_MODULE = "def f():\n    return 1\n"
+COV_TEST = textwrap.dedent("""
+    import os
+    import mod
+
+    def test_host_data_untouched_until_the_sandbox_runs():
+        if os.path.exists("expect-old-data"):
+            with open(".coverage", "rb") as f:
+                assert f.read() == b"OLD"
+        assert mod.f() == 1
+""")
+
+
+def _cov_project(top: Path, caller: Caller, pyproject: str = "") -> Path:
+    project = top / "project"
+    project.mkdir()
+    (project / "mod.py").write_text(COV_MODULE)
+    (project / "test_mod.py").write_text(COV_TEST)
+    (project / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nfilterwarnings = ["error"]\n' + pyproject
+    )
+    for path in (top, project, *project.iterdir()):
+        os.chown(path, caller.uid, caller.gid)
+    return project
+
+
+def _measured(data: Path) -> list[str]:
+    from coverage import CoverageData
+
+    found = CoverageData(basename=str(data))
+    found.read()
+    return sorted(os.path.basename(f) for f in found.measured_files())
+
+
+@pytest.mark.needs("pytest_cov")
+@pytest.mark.parametrize("door", ["front", "option"])
+def test_pytest_cov_leaves_the_host_data_until_the_sandbox_replaces_it(
+    caller: Caller, door: str
+) -> None:
+    # The outer pytest of `pytest --isorun` loaded pytest-cov, which erased .coverage
+    # and started measuring on the host before the re-exec. The test inside reads the
+    # host's file: still the caller's. After the run it holds the new data.
+    top = Path(tempfile.mkdtemp(prefix="isorun-pytest-cov-", dir="/var/tmp"))
+    try:
+        project = _cov_project(top, caller)
+        old = project / ".coverage"
+        old.write_bytes(b"OLD")
+        (project / "expect-old-data").touch()
+        for path in (old, project / "expect-old-data"):
+            os.chown(path, caller.uid, caller.gid)
+        start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
+            PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
+        argv = [*start, "-q", "-p", "no:cacheprovider", "--cov=mod"]
+        text = caller.run(argv, project, top / "home")
+        assert "1 passed" in text, text
+        assert old.read_bytes().startswith(b"SQLite format 3"), text
+        assert old.stat().st_uid == caller.uid, text
+        assert _measured(old) == ["mod.py"], text
+        assert sorted(p.name for p in project.glob(".coverage*")) == [".coverage"], text
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.needs("pytest_cov")
+@pytest.mark.parametrize("door", ["front", "option"])
+def test_pytest_cov_data_goes_to_the_configured_data_file(caller: Caller, door: str) -> None:
+    # [tool.coverage.run] data_file: the data ends there, not at .coverage.
+    top = Path(tempfile.mkdtemp(prefix="isorun-pytest-cov-", dir="/var/tmp"))
+    try:
+        project = _cov_project(top, caller, '[tool.coverage.run]\ndata_file = "out/cov.db"\n')
+        (project / "out").mkdir()
+        os.chown(project / "out", caller.uid, caller.gid)
+        start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
+            PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
+        text = caller.run([*start, "-q", "-p", "no:cacheprovider", "--cov=mod"], project,
+                          top / "home")  # fmt: skip
+        assert "1 passed" in text, text
+        assert _measured(project / "out" / "cov.db") == ["mod.py"], text
+        assert not (project / ".coverage").exists(), text
+    finally:
+        shutil.rmtree(top)
+
+
+#: the attacker: a test that turns the configured data file's directory, in a path the
+#: test profile binds writable (build), into a link to a host directory
+SWAP_TEST = textwrap.dedent("""
+    import os
+
+    def test_swap():
+        os.rename("build/sub", "build/old")
+        os.symlink({outside!r}, "build/sub")
+""")
+
+
+@pytest.mark.parametrize("door", ["front", "option"])
+def test_data_file_directory_swapped_for_a_link_during_the_run(caller: Caller, door: str) -> None:
+    # The check before the run passed; the copy after it walks down from the project's
+    # root without following links, so it lands nowhere rather than in OUTSIDE.
+    top = Path(tempfile.mkdtemp(prefix="isorun-pytest-cov-", dir="/var/tmp"))
+    project, site, outside = top / "project", top / "site", top / "outside"
+    try:
+        for path in (project, site, outside, project / "build", project / "build" / "sub"):
+            path.mkdir()
+        (site / "cov_standin.py").write_text(COV_STANDIN)
+        (project / "test_swap.py").write_text(SWAP_TEST.format(outside=str(outside)))
+        (project / "pyproject.toml").write_text(
+            '[tool.coverage.run]\ndata_file = "build/sub/c.db"\n'
+        )
+        for path in (top, project, site, outside, *project.rglob("*"), *site.iterdir()):
+            os.chown(path, caller.uid, caller.gid)
+        # build is the sandbox's to write (uid 65534 when the caller is root)
+        for path in (project / "build", project / "build" / "sub", outside):
+            path.chmod(0o777)
+        start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
+            PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
+        argv = [*start, "-q", "-p", "no:pytest_cov", "-p", "cov_standin", "-p",
+                "no:cacheprovider", "--cov"]  # fmt: skip
+        text = caller.run(argv, project, top / "home", [str(site)])
+        assert "1 passed" in text, text
+        assert (project / "build" / "sub").is_symlink(), text  # the swap happened
+        assert list(outside.iterdir()) == [], text
+        assert "could not copy the coverage data" in text, text
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.parametrize("door", ["front", "option"])
+def test_configured_data_file_outside_the_project_is_refused(door: str) -> None:
+    # The configuration is the project's: it may not send the copy anywhere else.
+    top = Path(tempfile.mkdtemp(prefix="isorun-pytest-cov-", dir="/var/tmp"))
+    try:
+        project = top / "project"
+        project.mkdir()
+        (project / "test_ok.py").write_text(TEST_OK)
+        (project / ".coveragerc").write_text("[run]\ndata_file = ../stolen.db\n")
+        start = [PYTHON, "-m", "isorun", "pytest"] if door == "front" else [
+            PYTHON, "-m", "pytest", "--isorun"]  # fmt: skip
+        # the stand-in, whether or not pytest-cov is installed: the refusal comes first
+        plugin = ["-p", "no:pytest_cov", "-p", "cov_standin"]
+        (top / "site").mkdir()
+        (top / "site" / "cov_standin.py").write_text(COV_STANDIN)
+        proc = run([*start, "-q", *plugin, "-p", "no:cacheprovider", "--cov"], cwd=project,
+                   env={"HOME": str(top), "XDG_CACHE_HOME": str(top / ".cache"),
+                        "PYTHONPATH": str(top / "site")})  # fmt: skip
+        text = output(proc)
+        assert proc.returncode == 2, text
+        assert f"{project / '.coveragerc'}: [run] data_file = '../stolen.db' leads to" in text
+        assert "hint: write data_file as a path inside the project" in text
+        assert not (top / "stolen.db").exists(), text
+        assert "passed" not in text, text
     finally:
         shutil.rmtree(top)
 
