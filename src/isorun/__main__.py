@@ -173,7 +173,8 @@ def _launch(args: list[str], missed: bool = False) -> int:
             _write_stderr(problem)
             return 2
         code = _launch_cached(
-            command, options["--profile"], options.get("--backend"), "--verbose" in flags, missed
+            command, options["--profile"], options.get("--backend"), "--verbose" in flags, missed,
+            quiet="--quiet" in flags,
         )
         if code is not None:
             return code
@@ -223,7 +224,8 @@ def _check_backend(name: str) -> None:
 
 
 def _launch_cached(
-    command: list[str], profile: str, backend: str | None, verbose: bool, missed: bool = False
+    command: list[str], profile: str, backend: str | None, verbose: bool, missed: bool = False,
+    quiet: bool = False,
 ) -> int | None:
     """Launch from the plan cache without importing the compiler; None on a miss.
 
@@ -261,6 +263,8 @@ def _launch_cached(
         from isorun import launch_index
 
         launch_index.write_index(entry, note if verbose else None)
+    if not quiet and (record.get("report_bpf") or record.get("notes")):
+        _exec_reporting(record, command)
     try:
         return launch.run(record, command)
     except Exception as err:
@@ -268,6 +272,25 @@ def _launch_cached(
         if located is None:
             raise
         raise located from None
+
+
+def _exec_reporting(record: dict[str, object], command: list[str]) -> None:
+    """Become isorun-launch for this launch, which says the refusal report when the command
+    fails (shim/launch_report.c), as the C front end does on the same record. Returns only
+    when isorun-launch is not there (then launch.run launches it without the report)."""
+    from isorun.sandbox import flat
+
+    launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isorun-launch")
+    if not os.access(launcher, os.X_OK):
+        return
+    # A memfd, not a pipe: the record (the seccomp program and the rule table) may exceed
+    # a pipe's buffer, and nobody is left to read the rest once we exec.
+    fd = os.memfd_create("isorun-record", 0)
+    os.write(fd, flat.encode(record))
+    os.lseek(fd, 0, os.SEEK_SET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(launcher, [launcher, "--cli-record-fd", str(fd), "--refusals", "--", *command])
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def spawn_launched(
     stdout: StdSpec = None,
     stderr: StdSpec = None,
     terminal: bool = False,
+    refusals: bool = False,
 ) -> LaunchedProcess:
     """Start ``record`` for ``argv`` through isorun-launch: what :func:`spawn` does, but
     the clone happens in that small C program, not in this (large) process.
@@ -116,7 +117,8 @@ def spawn_launched(
                     actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
                 args: list[str | bytes] = [launcher, "--record-fd", str(record_r),
                                            "--report-fd", str(report),
-                                           *(["--terminal"] if terminal else []), "--", *argv]
+                                           *(["--terminal"] if terminal else []),
+                                           *(["--refusals"] if refusals else []), "--", *argv]
                 # An empty environment: the helper reads none (static, no loader), and
                 # the command's comes from the record.
                 helper = os.posix_spawn(launcher, args, {}, file_actions=actions)

@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 9
+#define ISORUN_SHIM_ABI 10
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -229,6 +229,15 @@ struct isorun_supervisor {
     const unsigned short *answer;
     size_t n_answer;
     unsigned short answer_other;
+    /*
+     * ABI 10 (issue #17, the refusal report): n_eval > 0 answers each notification with
+     * what this program (the profile's, struct sock_filter[], n_eval bytes) answers for
+     * it: its errno, or CONTINUE where it allows; answer is then unused.
+     */
+    const unsigned char *eval;
+    size_t n_eval;
+    /* notifications answered with an errno (the table holds the first seen_cap kinds) */
+    unsigned long long refused;
 };
 
 /*
@@ -243,6 +252,11 @@ int isorun_take_listener(int pid, int fd);
  * stop_fd became readable, or -errno.
  */
 int isorun_supervise(struct isorun_supervisor *sup);
+/*
+ * ABI 10: receive and answer one notification (the listener was readable), for a caller
+ * with a poll loop of its own (isorun-launch). 0, or -errno when the listener failed.
+ */
+int isorun_supervise_one(struct isorun_supervisor *sup);
 
 /*
  * ABI 4: apply a spec to the calling process instead of a clone of it (apply.c). For a

@@ -322,6 +322,9 @@ static void forward(int sig, siginfo_t *info, void *context) {
     errno = saved;
 }
 
+/* The report's state: large (its tables), one launch per process. */
+static struct isorun_report report;
+
 static int read_failure(int fd, struct isorun_failure *f) {
     unsigned char buf[4096];
     size_t got = 0;
@@ -329,6 +332,9 @@ static int read_failure(int fd, struct isorun_failure *f) {
 
     /* To EOF: the child's CLOEXEC end closes at its execve, or it wrote and exited. */
     for (;;) {
+        /* The command's execve is notified: it waits for our answer before EOF comes. */
+        if (isorun_report_wait(&report, fd) < 0)
+            break;
         n = read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
@@ -366,12 +372,12 @@ static void close_unkept(const struct isorun_spec *s, int report_fd) {
     }
 }
 
-static int launch(struct isorun_record *rec, int report_fd, int terminal,
+static int launch(struct isorun_record *rec, int report_fd, int terminal, int refusals,
                   struct isorun_failure *f) {
     struct isorun_spec *s = &rec->spec;
     struct sigaction sa, old_sa[N_FORWARDED];
     int sync[2] = {-1, -1}, err[2] = {-1, -1};
-    int pidfd, rc, status, caller_stdio[3];
+    int pidfd, rc, status, caller_stdio[3], say = -1;
     sigset_t unblock;
     size_t i;
     pid_t pid;
@@ -385,6 +391,17 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
         caller_stdio[i] = report_fd >= 0 && (int)i != report_fd && fcntl((int)i, F_GETFD) >= 0;
     if (report_fd >= 0)
         close_unkept(s, report_fd);
+    /*
+     * The report goes to the caller's stderr, which the API's case closes below: a copy.
+     * Only the CLI asks for it, whose stderr is its user's.
+     */
+    if (refusals && fcntl(2, F_GETFD) >= 0)
+        say = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if ((rc = isorun_report_prepare(&report, rec, refusals)) < 0) {
+        if (say >= 0)
+            close(say);
+        return fail(f, rec, "seccomp", "socketpair", -rc);
+    }
     if (pipe2(sync, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
         rc = errno;
         close(sync[0]);
@@ -411,6 +428,7 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
                           tcgetpgrp(0) > 0 && tcgetpgrp(0) == getpgrp();
     pid = isorun_spawn(s);
     rc = pid < 0 ? -pid : 0;
+    isorun_report_spawned(&report);
     close(sync[0]);
     close(err[1]);
     close_trees(rec);
@@ -426,6 +444,9 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
     if (pid < 0) {
         close(sync[1]);
         close(err[0]);
+        isorun_report_close(&report);
+        if (say >= 0)
+            close(say);
         return fail(f, rec, "clone", "clone", rc);
     }
     /* Before anything can reap it: the pidfd pins this process, never a reused pid. */
@@ -445,17 +466,25 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
         rc = rc == 1 ? 0 : fail(f, rec, "clone", "write(sync)", errno);
     }
     close(sync[1]);
+    if (rc == 0 && (rc = isorun_report_take(&report)) < 0)
+        rc = fail(f, rec, "seccomp", "pidfd_getfd", -rc);
     if (rc == 0 && read_failure(err[0], f) && strcmp(f->step, "exec") != 0)
         rc = -1;
     close(err[0]);
     if (rc < 0) {
         abandon(rec, pid, pidfd);
+        isorun_report_close(&report);
+        if (say >= 0)
+            close(say);
         return -1;
     }
     if (report_fd >= 0) {
         rc = send_report(report_fd, f, pid, pidfd);
         if (rc < 0) {
             abandon(rec, pid, pidfd);
+            isorun_report_close(&report);
+            if (say >= 0)
+                close(say);
             return fail(f, rec, "report", "sendmsg", -rc);
         }
     }
@@ -473,17 +502,38 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
         sigaddset(&unblock, forwarded[i]);
     }
     sigprocmask(SIG_UNBLOCK, &unblock, NULL);
+    /* Answering refused calls until the command ends (the pidfd becomes readable). */
+    isorun_report_wait(&report, pidfd);
     status = reap(pid);
     sigprocmask(SIG_BLOCK, &unblock, NULL);
     forward_pidfd = -1;
     for (i = 0; i < N_FORWARDED; i++)
         sigaction(forwarded[i], &old_sa[i], NULL);
     close(pidfd);
+    isorun_report_close(&report);
+    if (say >= 0) {
+        /* Only when the command failed: a run that succeeded needs no explanation. */
+        /* Not when execve failed: the caller says why, and nothing ran to refuse. */
+        if (status != 0 && f->err == 0) {
+            FILE *out = fdopen(say, "w");
+            if (out != NULL) {
+                /* A refused syscall is the likelier cause; the notes are guesses. */
+                if (isorun_report_print(&report, rec, out) == 0 && rec->notes[0] != '\0')
+                    fprintf(out, "%s\n", rec->notes);
+                fclose(out);
+            } else {
+                close(say);
+            }
+        } else {
+            close(say);
+        }
+    }
     return status;
 }
 
 int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv[],
-                         int report_fd, int terminal, struct isorun_failure *failure) {
+                         int report_fd, int terminal, int refusals,
+                         struct isorun_failure *failure) {
     struct isorun_record rec;
     sigset_t block, old;
     const char *error;
@@ -509,7 +559,7 @@ int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv
             send_report(report_fd, failure, 0, -1);
         status = -1;
     } else {
-        status = launch(&rec, report_fd, terminal, failure);
+        status = launch(&rec, report_fd, terminal, refusals, failure);
         if (status < 0 && report_fd >= 0 && strcmp(failure->step, "report") != 0)
             send_report(report_fd, failure, 0, -1);
     }
