@@ -152,15 +152,9 @@ def observing_filter(policy: Seccomp, *, arch: str = "native") -> bytes:
     # would run before the launcher took the listener, and the closed listener would then
     # answer every later notification with ENOSYS. Waiting on the notified execve is what
     # makes the hand-over race-free (see shim/notify.c). Prepended; BPF jumps are relative.
-    native = _native_arch() if arch == "native" else arch
-    execve = syscalls.table(native)["execve"]
-    head = b"".join(struct.pack("=HBBI", *insn) for insn in (
-        (BPF_LD_W_ABS, 0, 0, 4),                     # A = seccomp_data.arch
-        (BPF_JEQ_K, 0, 3, AUDIT_ARCH[native]),       # other ABI: the base program decides
-        (BPF_LD_W_ABS, 0, 0, 0),                     # A = seccomp_data.nr
-        (BPF_JEQ_K, 0, 1, execve),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
-    ))
+    from isorun.compile.refusals import notify_execve_head
+
+    head = notify_execve_head(_native_arch() if arch == "native" else arch)
     out = bytearray(head + program)
     want = SECCOMP_RET_ERRNO | SENTINEL_ERRNO
     for off in range(0, len(out), 8):
