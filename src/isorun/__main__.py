@@ -21,11 +21,19 @@ _LAUNCH_OPTIONS = {"--profile", "-p", "--backend"}
 #: set by the C front end (shim/frontend.c) when it ran this CLI because its launch index
 #: was missing or stale; removed at once, so no command ever sees it in its environment
 FRONTEND_MISS = "ISORUN_FRONTEND_MISS"
+#: set by isorun-launch (and the front end) after a set-up failure of a launch this CLI
+#: handed to it: launch without it this once, so the failure is worded with its profile
+#: line (see _exec_reporting); removed at once, as FRONTEND_MISS
+SETUP_RETRY = "ISORUN_SETUP_RETRY"
+#: whether this process runs for such a retry
+_retrying = False
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     missed = os.environ.pop(FRONTEND_MISS, None) is not None
+    global _retrying
+    _retrying = os.environ.pop(SETUP_RETRY, None) is not None
     try:
         sys.exit(_dispatch(args, missed))
     except BrokenPipeError:
@@ -263,7 +271,7 @@ def _launch_cached(
         from isorun import launch_index
 
         launch_index.write_index(entry, note if verbose else None)
-    if not quiet and (record.get("report_bpf") or record.get("notes")):
+    if not quiet and not _retrying and (record.get("report_bpf") or record.get("notes")):
         _exec_reporting(record, command)
     try:
         return launch.run(record, command)
@@ -290,7 +298,11 @@ def _exec_reporting(record: dict[str, object], command: list[str]) -> None:
     os.lseek(fd, 0, os.SEEK_SET)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(launcher, [launcher, "--cli-record-fd", str(fd), "--refusals", "--", *command])
+    # sys.orig_argv: this CLI's command line as it was started, to run again after a
+    # set-up failure (isorun-launch's --retry)
+    retry = sys.orig_argv
+    os.execv(launcher, [launcher, "--cli-record-fd", str(fd), "--refusals", "--retry",
+                        str(len(retry)), *retry, "--", *command])
 
 
 if __name__ == "__main__":

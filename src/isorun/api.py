@@ -503,7 +503,8 @@ def _wait_and_report(plan: Plan, proc: Popen, before: Any, quiet: bool,
         lines = limit_report(plan, proc, code, cpu)
         for line in lines:
             note(line)
-        if not lines and not proc.reports_refusals and proc.exec_error is None:
+        # the notes are guesses: not after a limit or a death by signal (as isorun-launch)
+        if not lines and not proc.reports_refusals and proc.exec_error is None and code < 128:
             # isorun-launch said these itself; a limit explains the failure already
             from isorun.compile.refusals import failure_notes
 

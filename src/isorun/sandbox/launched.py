@@ -160,6 +160,7 @@ def spawn_launched(
                 opened.remove(fd)
         proc = LaunchedProcess(helper, os.pidfd_open(helper), pid, pidfd, record, argv,
                                parent_ends, exec_error)  # fmt: skip
+        proc._signal_helper = refusals
         helper = -1
         return proc
     finally:
@@ -213,3 +214,15 @@ class LaunchedProcess(SandboxProcess):
                 "new_session": record["new_session"]}  # fmt: skip
         super().__init__(pid, pidfd, spec, pipes, None, None, exec_error)
         self._wait_pid, self._wait_fd = helper, helper_pidfd
+        #: signals go through isorun-launch, which passes them on (the same delivery) and
+        #: so knows that a failure after one is not worth its refusal notes (--refusals)
+        self._signal_helper = False
+
+    def send_signal(self, sig: int) -> None:
+        if not self._signal_helper or sig == signal.SIGKILL:
+            super().send_signal(sig)
+            return
+        with self._lock:
+            if self.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._wait_fd, sig)

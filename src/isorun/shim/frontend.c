@@ -190,7 +190,9 @@ int isorun_frontend_main(int argc, char **argv) {
         /* Set-up failed before the command ran (isorun_launch_record leaves nothing
          * behind then), so running the launch again cannot run the command twice or eat
          * its input. The Python CLI does, from its cache, and reports the failure with
-         * the profile line of the failing step, which this program does not know. */
+         * the profile line of the failing step, which this program does not know; without
+         * isorun-launch (ISORUN_SETUP_RETRY, see isorun.__main__), which would fail again. */
+        setenv("ISORUN_SETUP_RETRY", "1", 1);
         exec_python(self_dir, argc, argv, 0);
     }
     if (failure.err != 0) {

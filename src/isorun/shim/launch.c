@@ -302,6 +302,8 @@ static void abandon(const struct isorun_record *rec, pid_t pid, int pidfd) {
 }
 
 static volatile sig_atomic_t forward_pidfd = -1;
+/* A signal was passed on: a failure after it is the caller's doing, not a refusal. */
+static volatile sig_atomic_t forwarded_any;
 static volatile sig_atomic_t forward_tty = 1;
 
 /*
@@ -317,8 +319,10 @@ static void forward(int sig, siginfo_t *info, void *context) {
     int saved = errno;
 
     (void)context;
-    if (forward_pidfd >= 0 && (forward_tty || info == NULL || info->si_code != SI_KERNEL))
+    if (forward_pidfd >= 0 && (forward_tty || info == NULL || info->si_code != SI_KERNEL)) {
         syscall(SYS_pidfd_send_signal, (int)forward_pidfd, sig, NULL, 0);
+        forwarded_any = 1;
+    }
     errno = saved;
 }
 
@@ -517,8 +521,13 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal, int re
         if (status != 0 && f->err == 0) {
             FILE *out = fdopen(say, "w");
             if (out != NULL) {
-                /* A refused syscall is the likelier cause; the notes are guesses. */
-                if (isorun_report_print(&report, rec, out) == 0 && rec->notes[0] != '\0')
+                /*
+                 * The notes are guesses: not after a refused syscall (the likelier
+                 * cause), a death by signal (EROFS and ENETUNREACH kill nobody) or a
+                 * signal we passed on (the caller stopped it).
+                 */
+                if (isorun_report_print(&report, rec, out) == 0 && rec->notes[0] != '\0' &&
+                    WIFEXITED(status) && !forwarded_any)
                     fprintf(out, "%s\n", rec->notes);
                 fclose(out);
             } else {

@@ -3,9 +3,11 @@
  *
  *   isorun-launch --record-fd N --report-fd M [--terminal] -- CMD [ARG]...   (the Python API)
  *   isorun-launch --dump --record-fd N                          (tests: the parsed record)
- *   isorun-launch --cli-record-fd N [--refusals] -- CMD [ARG]...
+ *   isorun-launch --cli-record-fd N [--refusals] --retry K ARGV[0..K-1] -- CMD [ARG]...
  *       (the Python CLI's warm launch with the refusal report: it execs us, as the front
- *       end would have launched; the exit code as a shell reports it, 128+N for signal N)
+ *       end would have launched; the exit code as a shell reports it, 128+N for signal N.
+ *       A set-up failure execs ARGV, the Python CLI's own command line, with
+ *       ISORUN_SETUP_RETRY set: it launches without us and names the profile line.)
  *   anything else: the `isorun` command's front end (frontend.c)
  *
  * API mode reads a flat launch record (isorun.sandbox.flat) from N, starts the sandbox
@@ -118,7 +120,10 @@ static int api_main(int record_fd, int report_fd, int terminal, int refusals, ch
     return mirror(status);
 }
 
-static int cli_main(int record_fd, int refusals, char **argv) {
+/* isorun.__main__.SETUP_RETRY: the Python CLI launches without isorun-launch once */
+#define SETUP_RETRY "ISORUN_SETUP_RETRY"
+
+static int cli_main(int record_fd, int refusals, char **retry, char **argv) {
     struct isorun_failure failure;
     unsigned char *blob;
     size_t len = 0;
@@ -130,7 +135,13 @@ static int cli_main(int record_fd, int refusals, char **argv) {
                                   &failure);
     free(blob);
     if (status < 0) {
-        /* Nothing ran. Python, which words it with the profile line, is gone (exec). */
+        /*
+         * Nothing ran (isorun_launch_record leaves nothing behind), so launching again
+         * cannot run the command twice: the Python CLI does, and words the failure with
+         * the profile line of its step, which we do not know.
+         */
+        setenv(SETUP_RETRY, "1", 1);
+        execv(retry[0], retry);
         fprintf(stderr, "isorun: error: sandbox set-up failed: %s: %s: %s\n",
                 failure.step, failure.syscall, strerror(failure.err));
         return ISORUN_EXIT_SETUP;
@@ -182,13 +193,19 @@ int main(int argc, char **argv) {
                         argv + 6 + terminal);
     }
     if (argc >= 4 && strcmp(argv[1], "--cli-record-fd") == 0) {
+        int at, k;
+
         refusals = strcmp(argv[3], "--refusals") == 0;
         record_fd = parse_fd(argv[2]);
-        if (record_fd < 0 || argc < 5 + refusals || strcmp(argv[3 + refusals], "--") != 0) {
-            fputs("isorun-launch: error: --cli-record-fd N [--refusals] -- CMD\n", stderr);
+        at = 3 + refusals;
+        k = at + 1 < argc && strcmp(argv[at], "--retry") == 0 ? parse_fd(argv[at + 1]) : -1;
+        if (record_fd < 0 || k < 1 || k > argc - at - 3 || strcmp(argv[at + 2 + k], "--") != 0) {
+            fputs("isorun-launch: error: --cli-record-fd N [--refusals] --retry K ARGV -- CMD\n",
+                  stderr);
             return ISORUN_EXIT_SETUP;
         }
-        return cli_main(record_fd, refusals, argv + 4 + refusals);
+        argv[at + 2 + k] = NULL; /* ends the retry's argv */
+        return cli_main(record_fd, refusals, argv + at + 2, argv + at + 3 + k);
     }
     if (argc == 4 && strcmp(argv[1], "--dump") == 0 && strcmp(argv[2], "--record-fd") == 0) {
         record_fd = parse_fd(argv[3]);
