@@ -184,6 +184,35 @@ def case_kill_stays_kill() -> None:
     each_path(check)
 
 
+#: run argv[1:] under an allow-all seccomp filter whose listener stays open, as a container
+#: runtime's supervisor holds one (LXD, sysbox): the kernel then refuses isorun's own
+OUTER = """
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+insn = ctypes.create_string_buffer(struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000))
+prog = struct.pack("=HxxxxxxQ", 1, ctypes.addressof(insn))
+fd = libc.syscall(317, 1, 8, ctypes.c_char_p(prog))  # seccomp(SET_MODE_FILTER, NEW_LISTENER)
+assert fd >= 0, ctypes.get_errno()
+os.dup2(fd, 100)  # inheritable: the listener outlives the execve
+os.execvpe(sys.argv[1], sys.argv[1:], os.environ)
+"""
+
+
+def case_outer_listener_leaves_no_report() -> None:
+    """Nested under an outer listener: the same enforcement and errno, no report, said."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        outer = [PYTHON[0], "-c", OUTER, *prefix]
+        done = run(work, outer, extra, PY, "-c", KEYCTL)
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert "isorun: no seccomp report: a seccomp listener above this sandbox" \
+            in done.stderr, done
+
+    each_path(check)
+
+
 def case_limits_named() -> None:
     """wall_time and cpu (memory and pids need root's cgroup: test_limit_report.py)."""
     with workdir() as work:

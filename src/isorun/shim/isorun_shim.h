@@ -143,6 +143,14 @@ struct isorun_spec {
     size_t notify_len;
     int notify_fd;
     /*
+     * ABI 10 (issue #17, the refusal report): when the kernel refuses our listener
+     * because a filter above us has one (EBUSY: an outer supervisor), load this program
+     * instead of notify_bpf (fallback_len 0: fail the run, as learn mode does). The
+     * launcher sees no listener and runs without the report; enforcement is the same.
+     */
+    const unsigned char *fallback_bpf;
+    size_t fallback_len;
+    /*
      * Landlock (ABI 5): applied after no_new_privs, before seccomp. landlock_abi is the
      * ABI the rules were planned for (0: none); the masks are the kernel's bits.
      */

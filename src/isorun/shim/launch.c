@@ -470,7 +470,7 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal, int re
         rc = rc == 1 ? 0 : fail(f, rec, "clone", "write(sync)", errno);
     }
     close(sync[1]);
-    if (rc == 0 && (rc = isorun_report_take(&report)) < 0)
+    if (rc == 0 && (rc = isorun_report_take(&report, err[0])) < 0)
         rc = fail(f, rec, "seccomp", "pidfd_getfd", -rc);
     if (rc == 0 && read_failure(err[0], f) && strcmp(f->step, "exec") != 0)
         rc = -1;

@@ -75,6 +75,8 @@ int isorun_report_prepare(struct isorun_report *r, struct isorun_record *rec, in
     s->notify_bpf = rec->report_bpf;
     s->notify_len = rec->report_len;
     s->notify_fd = sv[1];
+    s->fallback_bpf = s->seccomp_bpf;
+    s->fallback_len = s->seccomp_len;
     s->seccomp_len = 0;
     r->active = 1;
     return 0;
@@ -87,8 +89,13 @@ void isorun_report_spawned(struct isorun_report *r) {
     }
 }
 
-/* The command's listener number and pid, then EOF; 0 when it failed before (no message). */
-int isorun_report_take(struct isorun_report *r) {
+/*
+ * The command's listener number and pid, then EOF; 0 when it failed before (no message).
+ * err_fd: the error pipe, whose end in the command closes at its execve. With a listener
+ * that execve waits for us; without (an outer listener took the kernel's only place, see
+ * notify.c) it runs, and the pipe's hang-up ends the search: no report then.
+ */
+int isorun_report_take(struct isorun_report *r, int err_fd) {
     char control[CMSG_SPACE(sizeof(struct ucred))];
     struct iovec iov;
     struct msghdr msg;
@@ -129,8 +136,18 @@ int isorun_report_take(struct isorun_report *r) {
      * for us), so EBADF means "not yet"; ESRCH: it died (its record is on the pipe).
      */
     for (tries = 0;; tries++) {
+        struct pollfd gone = {err_fd, POLLIN, 0};
         got = isorun_take_listener(cred.pid, number);
-        if (got != -EBADF || tries >= 50000)
+        if (got >= 0 || tries >= 50000)
+            break;
+        /* ESRCH as well: without a listener the command may have run and ended. */
+        if (poll(&gone, 1, 0) > 0) {
+            /* exec'd (hang-up) or failed (its record): no listener will come */
+            r->active = 0;
+            r->no_listener = 1;
+            return 0;
+        }
+        if (got != -EBADF)
             break;
         nanosleep(&pause, NULL);
     }
@@ -188,6 +205,9 @@ unsigned long long isorun_report_print(const struct isorun_report *r,
     unsigned long long counted = 0;
     size_t i;
 
+    if (r->no_listener)
+        fprintf(out, "isorun: no seccomp report: a seccomp listener above this sandbox (a "
+                "container's supervisor?) leaves none for isorun\n");
     for (i = 0; i < REPORT_KINDS; i++) {
         const struct isorun_seen *s = &r->seen[i];
         const char *why = NULL;

@@ -50,11 +50,11 @@ struct isorun_report {
     struct isorun_supervisor sup;
     struct isorun_seen seen[REPORT_KINDS];
     struct isorun_event events[1];
-    int sock, child_sock, active, listener_done;
+    int sock, child_sock, active, listener_done, no_listener;
 };
 int isorun_report_prepare(struct isorun_report *r, struct isorun_record *rec, int enabled);
 void isorun_report_spawned(struct isorun_report *r);
-int isorun_report_take(struct isorun_report *r);
+int isorun_report_take(struct isorun_report *r, int err_fd);
 int isorun_report_wait(struct isorun_report *r, int fd);
 void isorun_report_close(struct isorun_report *r);
 /* The report's lines; returns how many calls were refused. */

@@ -62,6 +62,22 @@ void isorun_child_notify(const struct isorun_spec *spec) {
     prog.filter = (struct sock_filter *)(void *)spec->notify_bpf;
     listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
                             SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+    if (listener < 0 && errno == EBUSY && spec->fallback_len > 0) {
+        /*
+         * One listener per filter chain (seccomp(2), EBUSY): an outer supervisor has it.
+         * The report's program then gives way to the profile's own, with the same
+         * answers; the launcher, which never finds a listener, stops looking when our
+         * execve closes the error pipe (launch_report.c).
+         */
+        prog.len = (unsigned short)(spec->fallback_len / sizeof(struct sock_filter));
+        prog.filter = (struct sock_filter *)(void *)spec->fallback_bpf;
+        if (spec->fallback_len % sizeof(struct sock_filter) != 0 ||
+            spec->fallback_len / sizeof(struct sock_filter) > BPF_MAXINSNS ||
+            syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+            isorun_child_fail(spec, "seccomp", "seccomp(SET_MODE_FILTER)",
+                              errno ? errno : EINVAL, -1);
+        return;
+    }
     if (listener < 0)
         isorun_child_fail(spec, "seccomp", "seccomp(NEW_LISTENER)", errno, -1);
     /*
