@@ -141,9 +141,14 @@ class Popen:
         if self.backend != "native":
             from isorun.sandbox.backends import BACKENDS
 
+            # the landlock backend launches through isorun-launch, which can report
+            extra: dict[str, Any] = {"refusals": _refusals} if self.backend == "landlock" \
+                else {}
             self._proc = BACKENDS[self.backend].spawn(
                 plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
-                allow_weaker=allow_weaker)
+                allow_weaker=allow_weaker, **extra)
+            self.reports_refusals = bool(extra.get("refusals")) and isinstance(
+                getattr(self._proc, "_proc", None), launched.LaunchedProcess)
         else:
             caller_env = os.environ if env is None else env
             wall = plan.find(WallTime)

@@ -213,6 +213,26 @@ def case_outer_listener_leaves_no_report() -> None:
     each_path(check)
 
 
+def case_landlock_backend_reports() -> None:
+    """The landlock backend (no namespaces) launches through isorun-launch too: the same
+    seccomp report, and its own note (EACCES outside the grants, not EROFS)."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        flags = [*prefix, "--backend", "landlock", "--allow-weaker"]
+        done = run(work, flags, extra, PY, "-c", KEYCTL)
+        assert done.returncode == 1, done
+        assert "isorun: seccomp refused 5 calls of keyctl: hardening" in done.stderr, done
+        done = run(work, flags, extra, "sh", "-c", "echo x > /usr/x")
+        assert done.returncode == 2 and "Permission denied" in done.stderr, done
+        assert ('isorun: if it failed with "Permission denied": the landlock backend grants '
+                "only the paths of the profile's mounts") in done.stderr, done
+        assert "Read-only file system" not in done.stderr, done
+
+    with workdir() as work:
+        # --backend is never cached: the Python CLI's regular path
+        check(work, [*PYTHON, "-m", "isorun"], PYENV)
+
+
 def case_limits_named() -> None:
     """wall_time and cpu (memory and pids need root's cgroup: test_limit_report.py)."""
     with workdir() as work:

@@ -26,3 +26,13 @@ def run_refusal_case(mode: str) -> Callable[[str], None]:
                                   "limits_named"])
 def test_refusal_report(run_refusal_case: Callable[[str], None], case: str) -> None:
     run_refusal_case(case)
+
+
+def test_landlock_backend_reports(run_refusal_case: Callable[[str], None]) -> None:
+    from isorun.host.facts import probe
+
+    if probe().landlock < 1:
+        from tests.integration.conftest import missing
+
+        missing("Landlock")
+    run_refusal_case("landlock_backend_reports")

@@ -154,8 +154,22 @@ def failure_notes(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def report_fields(plan: Plan, program: bytes) -> dict[str, object]:
-    """The launch record's report fields (isorun.sandbox.flat) for ``plan``."""
+def landlock_notes(plan: Plan) -> str:
+    """failure_notes for the landlock backend, which has no view to make read-only and no
+    network namespace: Landlock answers EACCES outside its grants, and seccomp refuses
+    socket(2) under network = "none" (which the seccomp report names itself)."""
+    from isorun.compile.plan import Landlock
+
+    steps = plan.find(Landlock)
+    if not steps:
+        return ""
+    return ('isorun: if it failed with "Permission denied": the landlock backend grants only '
+            f"the paths of the profile's mounts (Landlock at {_where(steps[0].loc)})")
+
+
+def report_fields(plan: Plan, program: bytes, notes: str | None = None) -> dict[str, object]:
+    """The launch record's report fields (isorun.sandbox.flat) for ``plan``; ``notes``
+    instead of :func:`failure_notes` (another backend's)."""
     import os
 
     from isorun.compile.plan import LoadSeccomp
@@ -168,4 +182,4 @@ def report_fields(plan: Plan, program: bytes) -> dict[str, object]:
     if report_bpf:
         table, other = refusal_table(found[0].policy, native)
     return {"report_bpf": report_bpf, "refusals": table, "refusal_other": other,
-            "notes": failure_notes(plan)}
+            "notes": failure_notes(plan) if notes is None else notes}
