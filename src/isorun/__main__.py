@@ -86,8 +86,11 @@ Options:
   --allow-weaker    run on a backend that cannot enforce every rule anyway, printing each
                     rule given up (never silently)
   -v, --verbose     say which backend runs and why, and what the plan cache did
-  -q, --quiet       do not name the limit (wall_time, memory, pids, cpu) that stopped
-                    the command
+  -q, --quiet       when the command fails, say nothing of what the sandbox refused
+                    (by default: the syscalls seccomp refused, counted, with their rule
+                    and line; the limit that stopped it; the mount or network rule behind
+                    a read-only file system or an unreachable network). Also runs
+                    refused syscalls without the report's listener (the kernel answers)
   --debug           show the traceback of an internal error
   -h, --help        show this message
 
