@@ -328,6 +328,8 @@ static void forward(int sig, siginfo_t *info, void *context) {
 
 /* The report's state: large (its tables), one launch per process. */
 static struct isorun_report report;
+/* Why the listener could not be taken (an errno), for the retry without it. */
+static int report_take_err;
 
 static int read_failure(int fd, struct isorun_failure *f) {
     unsigned char buf[4096];
@@ -381,7 +383,7 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal, int re
     struct isorun_spec *s = &rec->spec;
     struct sigaction sa, old_sa[N_FORWARDED];
     int sync[2] = {-1, -1}, err[2] = {-1, -1};
-    int pidfd, rc, status, caller_stdio[3], say = -1;
+    int pidfd, rc, status, caller_stdio[3], say = -1, defer_stdio;
     sigset_t unblock;
     size_t i;
     pid_t pid;
@@ -401,7 +403,8 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal, int re
      */
     if (refusals && fcntl(2, F_GETFD) >= 0)
         say = fcntl(2, F_DUPFD_CLOEXEC, 3);
-    if ((rc = isorun_report_prepare(&report, rec, refusals)) < 0) {
+    /* refusals 2: asked for, but the listener could not be taken (see the retry below) */
+    if ((rc = isorun_report_prepare(&report, rec, refusals == 1)) < 0) {
         if (say >= 0)
             close(say);
         return fail(f, rec, "seccomp", "socketpair", -rc);
@@ -440,10 +443,13 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal, int re
      * The API's stdio pipes must reach EOF when the command closes its ends, as they did
      * when Python cloned the sandbox itself: our copies would hold them open until we
      * exit (the sandbox's init drops its own for the same reason, exec.c). The child has
-     * its copies now. The CLI front end (report_fd < 0) keeps its stdio to print.
+     * its copies now. The CLI front end (report_fd < 0) keeps its stdio to print. With
+     * the report's listener, once it is taken: a launch that cannot take it is run again
+     * without it (isorun_launch_record), which needs them still.
      */
+    defer_stdio = report.active;
     for (i = 0; i < 3; i++)
-        if (caller_stdio[i])
+        if (caller_stdio[i] && !defer_stdio)
             close((int)i);
     if (pid < 0) {
         close(sync[1]);
@@ -470,8 +476,13 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal, int re
         rc = rc == 1 ? 0 : fail(f, rec, "clone", "write(sync)", errno);
     }
     close(sync[1]);
-    if (rc == 0 && (rc = isorun_report_take(&report, err[0])) < 0)
+    if (rc == 0 && (rc = isorun_report_take(&report, err[0])) < 0) {
+        report_take_err = -rc;
         rc = fail(f, rec, "seccomp", "pidfd_getfd", -rc);
+    }
+    for (i = 0; i < 3; i++)
+        if (caller_stdio[i] && defer_stdio && report_take_err == 0)
+            close((int)i);
     if (rc == 0 && read_failure(err[0], f) && strcmp(f->step, "exec") != 0)
         rc = -1;
     close(err[0]);
@@ -526,6 +537,9 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal, int re
                  * cause), a death by signal (EROFS and ENETUNREACH kill nobody) or a
                  * signal we passed on (the caller stopped it).
                  */
+                if (refusals == 2)
+                    fprintf(out, "isorun: no seccomp report: the listener could not be taken "
+                            "(pidfd_getfd: %s)\n", strerror(report_take_err));
                 if (isorun_report_print(&report, rec, out) == 0 && rec->notes[0] != '\0' &&
                     WIFEXITED(status) && !forwarded_any)
                     fprintf(out, "%s\n", rec->notes);
@@ -569,6 +583,18 @@ int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv
         status = -1;
     } else {
         status = launch(&rec, report_fd, terminal, refusals, failure);
+        if (status < 0 && report_take_err != 0) {
+            /*
+             * The listener could not be taken (a filter above us refusing pidfd_getfd, as
+             * an isorun sandbox's hardening does; a Yama ptrace scope): the command was
+             * killed while its first execve waited for us, so nothing of it ran and
+             * launching again without the report is safe.
+             */
+            isorun_record_free(&rec);
+            memset(failure, 0, sizeof *failure);
+            if (isorun_record_parse(&rec, blob, len, argv, &error, &at) == 0)
+                status = launch(&rec, report_fd, terminal, 2, failure);
+        }
         if (status < 0 && report_fd >= 0 && strcmp(failure->step, "report") != 0)
             send_report(report_fd, failure, 0, -1);
     }
