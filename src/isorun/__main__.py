@@ -25,11 +25,19 @@ _LAUNCH_OPTIONS = {"--profile", "-p", "--backend"}
 #: set by the C front end (shim/frontend.c) when it ran this CLI because its launch index
 #: was missing or stale; removed at once, so no command ever sees it in its environment
 FRONTEND_MISS = "ISORUN_FRONTEND_MISS"
+#: set by isorun-launch (and the front end) after a set-up failure of a launch this CLI
+#: handed to it: launch without it this once, so the failure is worded with its profile
+#: line (see _exec_reporting); removed at once, as FRONTEND_MISS
+SETUP_RETRY = "ISORUN_SETUP_RETRY"
+#: whether this process runs for such a retry
+_retrying = False
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     missed = os.environ.pop(FRONTEND_MISS, None) is not None
+    global _retrying
+    _retrying = os.environ.pop(SETUP_RETRY, None) is not None
     try:
         sys.exit(_dispatch(args, missed))
     except BrokenPipeError:
@@ -82,8 +90,11 @@ Options:
   --allow-weaker    run on a backend that cannot enforce every rule anyway, printing each
                     rule given up (never silently)
   -v, --verbose     say which backend runs and why, and what the plan cache did
-  -q, --quiet       do not name the limit (wall_time, memory, pids, cpu) that stopped
-                    the command
+  -q, --quiet       when the command fails, say nothing of what the sandbox refused
+                    (by default: the syscalls seccomp refused, counted, with their rule
+                    and line; the limit that stopped it; the mount or network rule behind
+                    a read-only file system or an unreachable network). Also runs
+                    refused syscalls without the report's listener (the kernel answers)
   --debug           show the traceback of an internal error
   -h, --help        show this message
 
@@ -179,6 +190,7 @@ def _launch(args: list[str], missed: bool = False) -> int:
         code = _launch_cached(
             command, options["--profile"], options.get("--backend"), "--verbose" in flags, missed,
             allow_weaker="--allow-weaker" in flags,
+            quiet="--quiet" in flags,
         )
         if code is not None:
             return code
@@ -230,6 +242,7 @@ def _check_backend(name: str) -> None:
 def _launch_cached(
     command: list[str], profile: str, backend: str | None, verbose: bool, missed: bool = False,
     allow_weaker: bool = False,
+    quiet: bool = False,
 ) -> int | None:
     """Launch from the plan cache without importing the compiler; None on a miss.
 
@@ -271,6 +284,8 @@ def _launch_cached(
         from isorun import launch_index
 
         launch_index.write_index(entry, note if verbose else None)
+    if not quiet and not _retrying and (record.get("report_bpf") or record.get("notes")):
+        _exec_reporting(record, command)
     try:
         return launch.run(record, command)
     except Exception as err:
@@ -342,6 +357,29 @@ def _forget_working_directory() -> None:
     first = os.path.realpath(sys.path[0] or ".") if here is not None else None
     if first == here and os.path.realpath(package_parent) != here:
         del sys.path[0]
+
+
+def _exec_reporting(record: dict[str, object], command: list[str]) -> None:
+    """Become isorun-launch for this launch, which says the refusal report when the command
+    fails (shim/launch_report.c), as the C front end does on the same record. Returns only
+    when isorun-launch is not there (then launch.run launches it without the report)."""
+    from isorun.sandbox import flat
+
+    launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isorun-launch")
+    if not os.access(launcher, os.X_OK):
+        return
+    # A memfd, not a pipe: the record (the seccomp program and the rule table) may exceed
+    # a pipe's buffer, and nobody is left to read the rest once we exec.
+    fd = os.memfd_create("isorun-record", 0)
+    os.write(fd, flat.encode(record))
+    os.lseek(fd, 0, os.SEEK_SET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # sys.orig_argv: this CLI's command line as it was started, to run again after a
+    # set-up failure (isorun-launch's --retry)
+    retry = sys.orig_argv
+    os.execv(launcher, [launcher, "--cli-record-fd", str(fd), "--refusals", "--retry",
+                        str(len(retry)), *retry, "--", *command])
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ class Popen:
                  shell: bool = False, text: bool = False, backend: str | None = None,
                  allow_weaker: bool = False, grace_period: float = GRACE_PERIOD,
                  log: Callable[[str], None] | None = None, _terminal: bool = False,
-                 _chosen: tuple[str, tuple[Lost, ...]] | None = None) -> None:
+                 _chosen: tuple[str, tuple[Lost, ...]] | None = None,
+                 _refusals: bool = False) -> None:
         from isorun.compile.plan import Cgroup, MountStep, WallTime
         from isorun.compile.plan import Plan as _Plan
         from isorun.sandbox import git_guard, launched, native, process
@@ -134,6 +135,9 @@ class Popen:
                                                              allow_weaker, log)
         #: why execve failed (exit code 126 or 127), None when the command started
         self.exec_error: SandboxSetupError | None = None
+        #: isorun-launch says the refusal report when the command fails (the CLI's
+        #: ``_refusals``); the other paths leave the notes to api.launch
+        self.reports_refusals = False
         self._proc: SandboxProcess | SandboxRun
         # Before the sandbox can write: the .git guards with nothing to guard yet, looked
         # at again once it has ended (sandbox/git_guard.py).
@@ -141,9 +145,14 @@ class Popen:
         if self.backend != "native":
             from isorun.sandbox.backends import BACKENDS
 
+            # the landlock backend launches through isorun-launch, which can report
+            extra: dict[str, Any] = {"refusals": _refusals} if self.backend == "landlock" \
+                else {}
             self._proc = BACKENDS[self.backend].spawn(
                 plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
-                allow_weaker=allow_weaker, terminal=_terminal)
+                allow_weaker=allow_weaker, terminal=_terminal, **extra)
+            self.reports_refusals = bool(extra.get("refusals")) and isinstance(
+                getattr(self._proc, "_proc", None), launched.LaunchedProcess)
         else:
             caller_env = os.environ if env is None else env
             wall = plan.find(WallTime)
@@ -159,7 +168,9 @@ class Popen:
                     record, blob = _flat_record(plan, caller_env)
                     self._proc = launched.spawn_launched(
                         launcher, record, blob, tuple(os.fsencode(a) for a in self.args),
-                        stdin=stdin, stdout=stdout, stderr=stderr, terminal=_terminal)
+                        stdin=stdin, stdout=stdout, stderr=stderr, terminal=_terminal,
+                        refusals=_refusals)
+                    self.reports_refusals = _refusals
                 else:
                     spec = native.build_spec(plan, self.args, caller_env, cached_program(plan))
                     self._proc = process.spawn(
@@ -507,7 +518,7 @@ def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
                if chosen[0] != "native"}
     try:
         proc = Popen(argv, profile=plan, backend=chosen[0], allow_weaker=allow_weaker,
-                     log=log, _terminal=True, _chosen=chosen)
+                     log=log, _terminal=True, _chosen=chosen, _refusals=not quiet)
         if proc.exec_error is not None:
             sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
         try:
@@ -535,8 +546,17 @@ def _wait_and_report(plan: Plan, proc: Popen, before: Any, quiet: bool,
     if code != 0 and not quiet:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        for line in limit_report(plan, proc, code, cpu):
+        lines = limit_report(plan, proc, code, cpu)
+        for line in lines:
             note(line)
+        # the notes are guesses: not after a limit or a death by signal (as isorun-launch)
+        if not lines and not proc.reports_refusals and proc.exec_error is None and code < 128:
+            # isorun-launch said these itself; a limit explains the failure already
+            from isorun.compile.refusals import failure_notes
+
+            notes = failure_notes(plan)
+            if notes:
+                note(notes)
     return code
 
 
@@ -619,7 +639,7 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
     proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
-                 log=note if verbose else None, _chosen=preset)
+                 log=note if verbose else None, _chosen=preset, _refusals=not quiet)
     started.append(proc)
     for sig in pending:
         proc.send_signal(sig)
@@ -790,11 +810,13 @@ def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, A
                                 if name.startswith(prefixes)))  # fmt: skip
     hit = entry[2].get(key)
     if hit is None:
+        from isorun.compile.refusals import report_fields
         from isorun.sandbox import flat, native
         from isorun.sandbox.spec import spec_record
 
-        spec = native.build_spec(plan, [], caller_env, cached_program(plan))
-        record = spec_record(spec)
+        program = cached_program(plan)
+        spec = native.build_spec(plan, [], caller_env, program)
+        record = {**spec_record(spec), **report_fields(plan, program)}
         del record["argv"]
         if len(entry[2]) >= _FLAT_ENVS:
             del entry[2][next(iter(entry[2]))]

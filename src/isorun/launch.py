@@ -115,9 +115,13 @@ def make_record(
     spec = native.build_spec(plan, [], os.environ, bpf)
     if spec.cgroup or spec.notify_bpf:
         return None  # a cgroup or learn mode's listener: process.spawn handles those
+    from isorun.compile.refusals import report_fields
+
+    # isorun-launch says these when the command fails (launch_report.c); the Python warm
+    # launch (run below) hands a reporting launch to it (isorun.__main__).
     return {
         "format": parent.RECORD_FORMAT,
-        "spec": spec_record(spec),
+        "spec": {**spec_record(spec), **report_fields(plan, bpf)},
         "env_patterns": patterns,
         "env": env_projection(patterns),
     }

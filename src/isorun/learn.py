@@ -45,22 +45,22 @@ from typing import Any, Literal
 
 from isorun.compile import syscalls
 from isorun.compile.plan import LoadSeccomp, Plan, WallTime
+
+# linux/seccomp.h and linux/audit.h, defined once beside the notifying filter's head
+from isorun.compile.refusals import (
+    AUDIT_ARCH,
+    BPF_RET_K,
+    SECCOMP_RET_ERRNO,
+    SECCOMP_RET_USER_NOTIF,
+)
 from isorun.errors import IsorunError, UsageError
 from isorun.profile.schema import Action, Profile, Seccomp
 
 Mode = Literal["learn", "widen", "check"]
 
-#: linux/seccomp.h; the action the notifying filter answers with
-SECCOMP_RET_USER_NOTIF = 0x7FC00000
-SECCOMP_RET_ERRNO = 0x00050000
-BPF_RET_K = 0x06
-BPF_LD_W_ABS = 0x20
-BPF_JEQ_K = 0x15
 #: an errno no rule uses: the observing filter is compiled with it for every refusal and
 #: its ``ret`` instructions are then rewritten to USER_NOTIF (see observing_filter)
 SENTINEL_ERRNO = 4094
-#: AUDIT_ARCH_* (linux/audit.h) by our architecture name
-AUDIT_ARCH = {"x86_64": 0xC000003E, "i386": 0x40000003, "aarch64": 0xC00000B7}
 X32_BIT = 0x40000000
 
 #: every CLONE_NEW* bit (CLONE_NEWTIME shares its value with CSIGNAL's range but is only
@@ -152,15 +152,9 @@ def observing_filter(policy: Seccomp, *, arch: str = "native") -> bytes:
     # would run before the launcher took the listener, and the closed listener would then
     # answer every later notification with ENOSYS. Waiting on the notified execve is what
     # makes the hand-over race-free (see shim/notify.c). Prepended; BPF jumps are relative.
-    native = _native_arch() if arch == "native" else arch
-    execve = syscalls.table(native)["execve"]
-    head = b"".join(struct.pack("=HBBI", *insn) for insn in (
-        (BPF_LD_W_ABS, 0, 0, 4),                     # A = seccomp_data.arch
-        (BPF_JEQ_K, 0, 3, AUDIT_ARCH[native]),       # other ABI: the base program decides
-        (BPF_LD_W_ABS, 0, 0, 0),                     # A = seccomp_data.nr
-        (BPF_JEQ_K, 0, 1, execve),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
-    ))
+    from isorun.compile.refusals import notify_execve_head
+
+    head = notify_execve_head(_native_arch() if arch == "native" else arch)
     out = bytearray(head + program)
     want = SECCOMP_RET_ERRNO | SENTINEL_ERRNO
     for off in range(0, len(out), 8):

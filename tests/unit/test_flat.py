@@ -87,6 +87,11 @@ def expected_dump(record: dict[str, object]) -> str:
         lines.append(f"landlock_rule {port} {access:#x} {int(optional)}" if access
                      else f"landlock_rule {port} 0 {int(optional)}")
         lines.append(f" path {_escape(path)}")
+    lines.append(f"report_len {len(r.get('report_bpf', b''))}")  # type: ignore[arg-type]
+    for nr, text in sorted(r.get("refusals", {}).items()):  # type: ignore[attr-defined]
+        lines.append(f"refusal {nr} {text}")
+    lines.append(f"refusal_other {_escape(r.get('refusal_other', '').encode())}")  # type: ignore[attr-defined]
+    lines.append(f"notes {_escape(r.get('notes', '').encode())}")  # type: ignore[attr-defined]
     for name, index in r["step_index"].items():  # type: ignore[attr-defined]
         lines.append(f"step {name} {index}")
     return "\n".join(lines) + "\n"
@@ -120,6 +125,10 @@ def _record(**changes: object) -> dict[str, object]:
                            (b"", 443, 2, False)),
         "step_index": {"clone": 0, "uid_map": 1, "exec": 12},
         "argv": (b"ignored",),
+        # the refusal report (version 5, issue #17)
+        "report_bpf": bytes(range(24)), "refusals": {250: "keyctl: a rule (p.toml:3:1)",
+                                                    0: "read: x"},
+        "refusal_other": "default (p.toml:1:1)", "notes": "isorun: a note\nand a second",
     }  # fmt: skip
     record.update(changes)
     return record
@@ -136,7 +145,8 @@ def test_defaults_round_trip() -> None:
                      setgroups_deny=False, new_session=False, die_with_parent=False,
                      no_new_privs=False, init=False, hostname=b"", landlock_abi=0,
                      landlock_fs=0, landlock_net=0, landlock_scoped=0,
-                     landlock_rules=())  # fmt: skip
+                     landlock_rules=(), report_bpf=b"", refusals={}, refusal_other="",
+                     notes="")  # fmt: skip
     text = dump(flat.encode(record))
     assert text == expected_dump(record)
     assert "path /usr/bin:/bin\n" in text

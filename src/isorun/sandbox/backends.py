@@ -372,7 +372,8 @@ class LandlockBackend:
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False) -> SandboxRun:
+              terminal: bool = False, refusals: bool = False) -> SandboxRun:
+        """``refusals``: the CLI's refusal report (isorun-launch says it, see api.Popen)."""
         from isorun.host.facts import probe
         from isorun.sandbox import flat, launched, process
         from isorun.sandbox.landlock_mode import build_mode_spec, check_grant_paths
@@ -392,8 +393,15 @@ class LandlockBackend:
             # Python between (the record is the same flat one, with no namespace).
             record = spec_record(spec)
             del record["argv"]
+            if refusals:
+                from isorun.compile.refusals import landlock_notes, report_fields
+                from isorun.sandbox.landlock_mode import mode_plan
+
+                record.update(report_fields(mode_plan(plan, abi), spec.seccomp_bpf,
+                                            notes=landlock_notes(plan)))
             proc = launched.spawn_launched(launcher, record, flat.encode(record), spec.argv,
-                                           stdin=stdin, stdout=stdout, stderr=stderr)
+                                           stdin=stdin, stdout=stdout, stderr=stderr,
+                                           refusals=refusals)
         else:
             proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
                                  wall_time=wall[0].seconds if wall else None)

@@ -33,6 +33,10 @@ seccomp_bpf bytes: struct sock_filter[], 8 bytes each
 landlock    abi i64 (0: none), handled fs, net and scoped masks i64 x 3, then u32
             count, per rule: port i64, access i64, optional i64, path str (``""`` for
             a port rule)
+report      the refusal report (isorun.compile.refusals, version 5): report_bpf bytes
+            (seccomp_bpf with ERRNO answers sent to the launcher; ``b""``: none), u32
+            count, per refusal: syscall number i64 (< 4096), text str; then the text
+            for other numbers str, and the notes said when the command fails str
 step_index  u32 count, then per step: name str, index i64 (the plan step for messages)
 ==========  ===================================================================
 
@@ -49,7 +53,7 @@ if TYPE_CHECKING:
 
 MAGIC = b"IRLR"
 #: bump with any change of the layout above; launch.c refuses any other
-VERSION = 4
+VERSION = 5
 #: PATH used when the spec's environment has none, as execvp(3) does (parent.DEFAULT_PATH)
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: mount kinds (isorun_shim.h); FILE content may hold NULs, TREE is the helper's own
@@ -130,6 +134,17 @@ def encode(record: Record) -> bytes:
         raise _refuse("seccomp_bpf is not a whole number of 8-byte instructions")
     out.append(_bytes(bpf))
     out.append(landlock_section(record))
+    report = record.get("report_bpf", b"")
+    if len(report) % 8 or (report and not bpf):
+        raise _refuse("report_bpf is not a BPF program beside seccomp_bpf")
+    refusals = record.get("refusals", {})
+    out += (_bytes(report), _u32(len(refusals)))
+    for nr, text in sorted(refusals.items()):
+        if not 0 <= nr < 4096:
+            raise _refuse(f"refusal syscall number out of range: {nr}")
+        out += (_i64(nr), _str(text.encode(), "refusal"))
+    out += (_str(record.get("refusal_other", "").encode(), "refusal"),
+            _str(record.get("notes", "").encode(), "notes"))
     steps = record["step_index"]
     out.append(_u32(len(steps)))
     for name, index in steps.items():

@@ -64,6 +64,7 @@ def spawn_launched(
     stdout: StdSpec = None,
     stderr: StdSpec = None,
     terminal: bool = False,
+    refusals: bool = False,
 ) -> LaunchedProcess:
     """Start ``record`` for ``argv`` through isorun-launch: what :func:`spawn` does, but
     the clone happens in that small C program, not in this (large) process.
@@ -116,7 +117,8 @@ def spawn_launched(
                     actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
                 args: list[str | bytes] = [launcher, "--record-fd", str(record_r),
                                            "--report-fd", str(report),
-                                           *(["--terminal"] if terminal else []), "--", *argv]
+                                           *(["--terminal"] if terminal else []),
+                                           *(["--refusals"] if refusals else []), "--", *argv]
                 # An empty environment: the helper reads none (static, no loader), and
                 # the command's comes from the record.
                 helper = os.posix_spawn(launcher, args, {}, file_actions=actions)
@@ -158,6 +160,7 @@ def spawn_launched(
                 opened.remove(fd)
         proc = LaunchedProcess(helper, os.pidfd_open(helper), pid, pidfd, record, argv,
                                parent_ends, exec_error)  # fmt: skip
+        proc._signal_helper = refusals
         helper = -1
         return proc
     finally:
@@ -211,3 +214,15 @@ class LaunchedProcess(SandboxProcess):
                 "new_session": record["new_session"]}  # fmt: skip
         super().__init__(pid, pidfd, spec, pipes, None, None, exec_error)
         self._wait_pid, self._wait_fd = helper, helper_pidfd
+        #: signals go through isorun-launch, which passes them on (the same delivery) and
+        #: so knows that a failure after one is not worth its refusal notes (--refusals)
+        self._signal_helper = False
+
+    def send_signal(self, sig: int) -> None:
+        if not self._signal_helper or sig == signal.SIGKILL:
+            super().send_signal(sig)
+            return
+        with self._lock:
+            if self.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._wait_fd, sig)

@@ -35,10 +35,10 @@ if TYPE_CHECKING:
     Failure: TypeAlias = tuple[str, str, int, int]
 
 #: the ABI this package speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 9
+ABI = 10
 #: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
 #: when the layout changes and cached records from before are never read
-RECORD_FORMAT = 5
+RECORD_FORMAT = 6
 #: PATH used when the spec's environment has none, as execvp(3) does
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: sizeof(struct isorun_failure): int err, int index, char step[32], char syscall[32]

@@ -37,12 +37,13 @@ struct launch_args {
     const char *backend; /* "" without --backend */
     int allow_weaker;
     char **command;
+    int quiet;
 };
 
 /*
  * The launch forms isorun.__main__ sends to its cached path, and nothing else:
  *     isorun [run] (--profile|-p)[=]P [--backend auto|landlock] [--allow-weaker] [--debug]
- *            [--] CMD [ARG...]
+ *            [--quiet|-q] [--] CMD [ARG...]
  * --verbose (it prints cache notes), another --backend (never cached), help, a usage
  * error and every subcommand go to Python. The first argument is dispatched as main()
  * does there: `-p=P` first is not a launch for it (click gets it), so not for us either.
@@ -57,12 +58,14 @@ static int parse_launch(int argc, char **argv, struct launch_args *out) {
                strcmp(argv[1], "--backend") != 0 && strncmp(argv[1], "--profile=", 10) != 0 &&
                strncmp(argv[1], "--backend=", 10) != 0 && strcmp(argv[1], "--allow-weaker") != 0 &&
                strcmp(argv[1], "--verbose") != 0 && strcmp(argv[1], "-v") != 0 &&
-               strcmp(argv[1], "--debug") != 0) {
+               strcmp(argv[1], "--debug") != 0 && strcmp(argv[1], "--quiet") != 0 &&
+               strcmp(argv[1], "-q") != 0) {
         return 0;
     }
     const char *profile = NULL;
     out->backend = "";
     out->allow_weaker = 0;
+    out->quiet = 0;
     for (; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--") == 0) {
@@ -96,6 +99,8 @@ static int parse_launch(int argc, char **argv, struct launch_args *out) {
         } else if (strcmp(arg, "--debug") == 0) {
             /* No effect on a cached launch: a set-up failure is re-run by Python with
              * these same arguments. */
+        } else if (strcmp(arg, "--quiet") == 0 || strcmp(arg, "-q") == 0) {
+            out->quiet = 1; /* no refusal report (launch_report.c) */
         } else if (arg[0] == '-') {
             return 0; /* --verbose, -v, --help, or a usage error Python words */
         } else {
@@ -168,7 +173,7 @@ static _Noreturn void exec_python(const char *self_dir, int argc, char **argv, i
 
 int isorun_frontend_main(int argc, char **argv) {
     char self_dir[PATH_MAX];
-    struct launch_args la;
+    struct launch_args la = {NULL, NULL, 0, NULL, 0};
     struct isorun_index idx = {NULL, NULL, 0, NULL, 0, 0};
     if (!self_directory(self_dir, sizeof self_dir)) {
         fprintf(stderr,
@@ -204,13 +209,16 @@ int isorun_frontend_main(int argc, char **argv) {
 
     struct isorun_failure failure;
     memset(&failure, 0, sizeof failure);
-    int status = isorun_launch_record(idx.record, idx.record_len, la.command, -1, 1, &failure);
+    int status = isorun_launch_record(idx.record, idx.record_len, la.command, -1, 1, !la.quiet,
+                                      &failure);
     free(idx.data);
     if (status < 0) {
         /* Set-up failed before the command ran (isorun_launch_record leaves nothing
          * behind then), so running the launch again cannot run the command twice or eat
          * its input. The Python CLI does, from its cache, and reports the failure with
-         * the profile line of the failing step, which this program does not know. */
+         * the profile line of the failing step, which this program does not know; without
+         * isorun-launch (ISORUN_SETUP_RETRY, see isorun.__main__), which would fail again. */
+        setenv("ISORUN_SETUP_RETRY", "1", 1);
         exec_python(self_dir, argc, argv, 0);
     }
     if (failure.err != 0) {

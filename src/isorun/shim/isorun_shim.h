@@ -11,7 +11,7 @@
  * _shim.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 9
+#define ISORUN_SHIM_ABI 10
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -143,6 +143,14 @@ struct isorun_spec {
     size_t notify_len;
     int notify_fd;
     /*
+     * ABI 10 (issue #17, the refusal report): when the kernel refuses our listener
+     * because a filter above us has one (EBUSY: an outer supervisor), load this program
+     * instead of notify_bpf (fallback_len 0: fail the run, as learn mode does). The
+     * launcher sees no listener and runs without the report; enforcement is the same.
+     */
+    const unsigned char *fallback_bpf;
+    size_t fallback_len;
+    /*
      * Landlock (ABI 5): applied after no_new_privs, before seccomp. landlock_abi is the
      * ABI the rules were planned for (0: none); the masks are the kernel's bits.
      */
@@ -229,6 +237,15 @@ struct isorun_supervisor {
     const unsigned short *answer;
     size_t n_answer;
     unsigned short answer_other;
+    /*
+     * ABI 10 (issue #17, the refusal report): n_eval > 0 answers each notification with
+     * what this program (the profile's, struct sock_filter[], n_eval bytes) answers for
+     * it: its errno, or CONTINUE where it allows; answer is then unused.
+     */
+    const unsigned char *eval;
+    size_t n_eval;
+    /* notifications answered with an errno (the table holds the first seen_cap kinds) */
+    unsigned long long refused;
 };
 
 /*
@@ -243,6 +260,11 @@ int isorun_take_listener(int pid, int fd);
  * stop_fd became readable, or -errno.
  */
 int isorun_supervise(struct isorun_supervisor *sup);
+/*
+ * ABI 10: receive and answer one notification (the listener was readable), for a caller
+ * with a poll loop of its own (isorun-launch). 0, or -errno when the listener failed.
+ */
+int isorun_supervise_one(struct isorun_supervisor *sup);
 
 /*
  * ABI 4: apply a spec to the calling process instead of a clone of it (apply.c). For a

@@ -302,6 +302,8 @@ static void abandon(const struct isorun_record *rec, pid_t pid, int pidfd) {
 }
 
 static volatile sig_atomic_t forward_pidfd = -1;
+/* A signal was passed on: a failure after it is the caller's doing, not a refusal. */
+static volatile sig_atomic_t forwarded_any;
 static volatile sig_atomic_t forward_tty = 1;
 
 /*
@@ -317,10 +319,17 @@ static void forward(int sig, siginfo_t *info, void *context) {
     int saved = errno;
 
     (void)context;
-    if (forward_pidfd >= 0 && (forward_tty || info == NULL || info->si_code != SI_KERNEL))
+    if (forward_pidfd >= 0 && (forward_tty || info == NULL || info->si_code != SI_KERNEL)) {
         syscall(SYS_pidfd_send_signal, (int)forward_pidfd, sig, NULL, 0);
+        forwarded_any = 1;
+    }
     errno = saved;
 }
+
+/* The report's state: large (its tables), one launch per process. */
+static struct isorun_report report;
+/* Why the listener could not be taken (an errno), for the retry without it. */
+static int report_take_err;
 
 static int read_failure(int fd, struct isorun_failure *f) {
     unsigned char buf[4096];
@@ -329,6 +338,9 @@ static int read_failure(int fd, struct isorun_failure *f) {
 
     /* To EOF: the child's CLOEXEC end closes at its execve, or it wrote and exited. */
     for (;;) {
+        /* The command's execve is notified: it waits for our answer before EOF comes. */
+        if (isorun_report_wait(&report, fd) < 0)
+            break;
         n = read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
@@ -366,14 +378,14 @@ static void close_unkept(const struct isorun_spec *s, int report_fd) {
     }
 }
 
-static int launch(struct isorun_record *rec, int report_fd, int terminal,
+static int launch(struct isorun_record *rec, int report_fd, int terminal, int refusals,
                   struct isorun_failure *f) {
     struct isorun_spec *s = &rec->spec;
     static const char *missing[ISORUN_GIT_GUARDS_MAX];
     size_t guards;
     struct sigaction sa, old_sa[N_FORWARDED];
     int sync[2] = {-1, -1}, err[2] = {-1, -1};
-    int pidfd, rc, status, caller_stdio[3];
+    int pidfd, rc, status, caller_stdio[3], say = -1, defer_stdio;
     sigset_t unblock;
     size_t i;
     pid_t pid;
@@ -387,6 +399,18 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
         caller_stdio[i] = report_fd >= 0 && (int)i != report_fd && fcntl((int)i, F_GETFD) >= 0;
     if (report_fd >= 0)
         close_unkept(s, report_fd);
+    /*
+     * The report goes to the caller's stderr, which the API's case closes below: a copy.
+     * Only the CLI asks for it, whose stderr is its user's.
+     */
+    if (refusals && fcntl(2, F_GETFD) >= 0)
+        say = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    /* refusals 2: asked for, but the listener could not be taken (see the retry below) */
+    if ((rc = isorun_report_prepare(&report, rec, refusals == 1)) < 0) {
+        if (say >= 0)
+            close(say);
+        return fail(f, rec, "seccomp", "socketpair", -rc);
+    }
     if (pipe2(sync, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
         rc = errno;
         close(sync[0]);
@@ -426,6 +450,7 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
                           tcgetpgrp(0) > 0 && tcgetpgrp(0) == getpgrp();
     pid = isorun_spawn(s);
     rc = pid < 0 ? -pid : 0;
+    isorun_report_spawned(&report);
     close(sync[0]);
     close(err[1]);
     close_trees(rec);
@@ -433,14 +458,20 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
      * The API's stdio pipes must reach EOF when the command closes its ends, as they did
      * when Python cloned the sandbox itself: our copies would hold them open until we
      * exit (the sandbox's init drops its own for the same reason, exec.c). The child has
-     * its copies now. The CLI front end (report_fd < 0) keeps its stdio to print.
+     * its copies now. The CLI front end (report_fd < 0) keeps its stdio to print. With
+     * the report's listener, once it is taken: a launch that cannot take it is run again
+     * without it (isorun_launch_record), which needs them still.
      */
+    defer_stdio = report.active;
     for (i = 0; i < 3; i++)
-        if (caller_stdio[i])
+        if (caller_stdio[i] && !defer_stdio)
             close((int)i);
     if (pid < 0) {
         close(sync[1]);
         close(err[0]);
+        isorun_report_close(&report);
+        if (say >= 0)
+            close(say);
         return fail(f, rec, "clone", "clone", rc);
     }
     /* Before anything can reap it: the pidfd pins this process, never a reused pid. */
@@ -460,17 +491,30 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
         rc = rc == 1 ? 0 : fail(f, rec, "clone", "write(sync)", errno);
     }
     close(sync[1]);
+    if (rc == 0 && (rc = isorun_report_take(&report, err[0])) < 0) {
+        report_take_err = -rc;
+        rc = fail(f, rec, "seccomp", "pidfd_getfd", -rc);
+    }
+    for (i = 0; i < 3; i++)
+        if (caller_stdio[i] && defer_stdio && report_take_err == 0)
+            close((int)i);
     if (rc == 0 && read_failure(err[0], f) && strcmp(f->step, "exec") != 0)
         rc = -1;
     close(err[0]);
     if (rc < 0) {
         abandon(rec, pid, pidfd);
+        isorun_report_close(&report);
+        if (say >= 0)
+            close(say);
         return -1;
     }
     if (report_fd >= 0) {
         rc = send_report(report_fd, f, pid, pidfd);
         if (rc < 0) {
             abandon(rec, pid, pidfd);
+            isorun_report_close(&report);
+            if (say >= 0)
+                close(say);
             return fail(f, rec, "report", "sendmsg", -rc);
         }
     }
@@ -488,6 +532,8 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
         sigaddset(&unblock, forwarded[i]);
     }
     sigprocmask(SIG_UNBLOCK, &unblock, NULL);
+    /* Answering refused calls until the command ends (the pidfd becomes readable). */
+    isorun_report_wait(&report, pidfd);
     status = reap(pid);
     sigprocmask(SIG_BLOCK, &unblock, NULL);
     forward_pidfd = -1;
@@ -496,11 +542,38 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal,
     close(pidfd);
     /* pid 1 has been reaped: the pid namespace's other processes died with it. */
     isorun_git_guards_quarantine(missing, guards);
+    isorun_report_close(&report);
+    if (say >= 0) {
+        /* Only when the command failed: a run that succeeded needs no explanation. */
+        /* Not when execve failed: the caller says why, and nothing ran to refuse. */
+        if (status != 0 && f->err == 0) {
+            FILE *out = fdopen(say, "w");
+            if (out != NULL) {
+                /*
+                 * The notes are guesses: not after a refused syscall (the likelier
+                 * cause), a death by signal (EROFS and ENETUNREACH kill nobody) or a
+                 * signal we passed on (the caller stopped it).
+                 */
+                if (refusals == 2)
+                    fprintf(out, "isorun: no seccomp report: the listener could not be taken "
+                            "(pidfd_getfd: %s)\n", strerror(report_take_err));
+                if (isorun_report_print(&report, rec, out) == 0 && rec->notes[0] != '\0' &&
+                    WIFEXITED(status) && !forwarded_any)
+                    fprintf(out, "%s\n", rec->notes);
+                fclose(out);
+            } else {
+                close(say);
+            }
+        } else {
+            close(say);
+        }
+    }
     return status;
 }
 
 int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv[],
-                         int report_fd, int terminal, struct isorun_failure *failure) {
+                         int report_fd, int terminal, int refusals,
+                         struct isorun_failure *failure) {
     struct isorun_record rec;
     sigset_t block, old;
     const char *error;
@@ -526,7 +599,19 @@ int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv
             send_report(report_fd, failure, 0, -1);
         status = -1;
     } else {
-        status = launch(&rec, report_fd, terminal, failure);
+        status = launch(&rec, report_fd, terminal, refusals, failure);
+        if (status < 0 && report_take_err != 0) {
+            /*
+             * The listener could not be taken (a filter above us refusing pidfd_getfd, as
+             * an isorun sandbox's hardening does; a Yama ptrace scope): the command was
+             * killed while its first execve waited for us, so nothing of it ran and
+             * launching again without the report is safe.
+             */
+            isorun_record_free(&rec);
+            memset(failure, 0, sizeof *failure);
+            if (isorun_record_parse(&rec, blob, len, argv, &error, &at) == 0)
+                status = launch(&rec, report_fd, terminal, 2, failure);
+        }
         if (status < 0 && report_fd >= 0 && strcmp(failure->step, "report") != 0)
             send_report(report_fd, failure, 0, -1);
     }

@@ -3,6 +3,11 @@
  *
  *   isorun-launch --record-fd N --report-fd M [--terminal] -- CMD [ARG]...   (the Python API)
  *   isorun-launch --dump --record-fd N                          (tests: the parsed record)
+ *   isorun-launch --cli-record-fd N [--refusals] --retry K ARGV[0..K-1] -- CMD [ARG]...
+ *       (the Python CLI's warm launch with the refusal report: it execs us, as the front
+ *       end would have launched; the exit code as a shell reports it, 128+N for signal N.
+ *       A set-up failure execs ARGV, the Python CLI's own command line, with
+ *       ISORUN_SETUP_RETRY set: it launches without us and names the profile line.)
  *   anything else: the `isorun` command's front end (frontend.c)
  *
  * API mode reads a flat launch record (isorun.sandbox.flat) from N, starts the sandbox
@@ -89,7 +94,7 @@ static int mirror(int status) {
     return 128 + sig;
 }
 
-static int api_main(int record_fd, int report_fd, int terminal, char **argv) {
+static int api_main(int record_fd, int report_fd, int terminal, int refusals, char **argv) {
     struct isorun_failure failure;
     unsigned char *blob;
     size_t len = 0;
@@ -108,11 +113,46 @@ static int api_main(int record_fd, int report_fd, int terminal, char **argv) {
     blob = read_record(record_fd, &len);
     close(record_fd);
     status = isorun_launch_record(blob, blob != NULL ? len : 0, argv, report_fd, terminal,
-                                  &failure);
+                                  refusals, &failure);
     free(blob);
     if (status < 0)
         return ISORUN_EXIT_SETUP;
     return mirror(status);
+}
+
+/* isorun.__main__.SETUP_RETRY: the Python CLI launches without isorun-launch once */
+#define SETUP_RETRY "ISORUN_SETUP_RETRY"
+
+static int cli_main(int record_fd, int refusals, char **retry, char **argv) {
+    struct isorun_failure failure;
+    unsigned char *blob;
+    size_t len = 0;
+    int status;
+
+    blob = read_record(record_fd, &len);
+    close(record_fd);
+    status = isorun_launch_record(blob, blob != NULL ? len : 0, argv, -1, 1, refusals,
+                                  &failure);
+    free(blob);
+    if (status < 0) {
+        /*
+         * Nothing ran (isorun_launch_record leaves nothing behind), so launching again
+         * cannot run the command twice: the Python CLI does, and words the failure with
+         * the profile line of its step, which we do not know.
+         */
+        setenv(SETUP_RETRY, "1", 1);
+        execv(retry[0], retry);
+        fprintf(stderr, "isorun: error: sandbox set-up failed: %s: %s: %s\n",
+                failure.step, failure.syscall, strerror(failure.err));
+        return ISORUN_EXIT_SETUP;
+    }
+    if (failure.err != 0)
+        fprintf(stderr, "isorun: %s: %s\n", argv[0],
+                strchr(argv[0], '/') == NULL && failure.err == ENOENT
+                    ? "command not found in the sandbox's PATH" : strerror(failure.err));
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : ISORUN_EXIT_SETUP;
 }
 
 static int dump_main(int record_fd) {
@@ -131,10 +171,15 @@ static int dump_main(int record_fd) {
 }
 
 int main(int argc, char **argv) {
-    int record_fd, report_fd, terminal;
+    int record_fd, report_fd, terminal, refusals;
 
-    /* --terminal: the CLI's launch through the API (isorun_launch_record, terminal). */
+    /*
+     * --terminal: the CLI's launch through the API (isorun_launch_record, terminal);
+     * --refusals: the CLI's refusal report (launch_report.c), after it if both.
+     */
     terminal = argc >= 8 && strcmp(argv[5], "--terminal") == 0;
+    refusals = argc >= 8 + terminal && strcmp(argv[5 + terminal], "--refusals") == 0;
+    terminal += refusals; /* from here: how many flags */
     if (argc >= 7 + terminal && strcmp(argv[1], "--record-fd") == 0 &&
         strcmp(argv[3], "--report-fd") == 0 && strcmp(argv[5 + terminal], "--") == 0) {
         record_fd = parse_fd(argv[2]);
@@ -144,7 +189,23 @@ int main(int argc, char **argv) {
                   stderr);
             return ISORUN_EXIT_SETUP;
         }
-        return api_main(record_fd, report_fd, terminal, argv + 6 + terminal);
+        return api_main(record_fd, report_fd, terminal - refusals, refusals,
+                        argv + 6 + terminal);
+    }
+    if (argc >= 4 && strcmp(argv[1], "--cli-record-fd") == 0) {
+        int at, k;
+
+        refusals = strcmp(argv[3], "--refusals") == 0;
+        record_fd = parse_fd(argv[2]);
+        at = 3 + refusals;
+        k = at + 1 < argc && strcmp(argv[at], "--retry") == 0 ? parse_fd(argv[at + 1]) : -1;
+        if (record_fd < 0 || k < 1 || k > argc - at - 3 || strcmp(argv[at + 2 + k], "--") != 0) {
+            fputs("isorun-launch: error: --cli-record-fd N [--refusals] --retry K ARGV -- CMD\n",
+                  stderr);
+            return ISORUN_EXIT_SETUP;
+        }
+        argv[at + 2 + k] = NULL; /* ends the retry's argv */
+        return cli_main(record_fd, refusals, argv + at + 2, argv + at + 3 + k);
     }
     if (argc == 4 && strcmp(argv[1], "--dump") == 0 && strcmp(argv[2], "--record-fd") == 0) {
         record_fd = parse_fd(argv[3]);

@@ -22,7 +22,7 @@
 
 #define RECORD_MAGIC "IRLR"
 /* isorun.sandbox.flat.VERSION */
-#define RECORD_VERSION 4
+#define RECORD_VERSION 5
 /* The namespaces a record may ask for; any other clone flag (CLONE_VM...) is refused. */
 #define RECORD_CLONE_FLAGS                                                                 \
     ((unsigned long)(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |           \
@@ -357,6 +357,34 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
         s->landlock_rules = rules;
         s->n_landlock_rules = n;
     }
+    if (read_bytes(r, &rec->report_bpf, &rec->report_len) < 0)
+        return -1;
+    if (rec->report_len % sizeof(struct sock_filter) != 0 ||
+        rec->report_len / sizeof(struct sock_filter) > BPF_MAXINSNS ||
+        (rec->report_len > 0 && s->seccomp_len == 0))
+        return refuse(r, "report_bpf is not a BPF program beside seccomp_bpf");
+    {
+        long long nr;
+        const char *text;
+
+        if (read_count(r, 8 + 4, &n) < 0)
+            return -1;
+        /* Indexed by number: as many slots as the highest number named, at most 4096. */
+        rec->n_refusal = n ? 4096 : 0;
+        if (n && (rec->refusal = alloc(rec, rec->n_refusal * sizeof *rec->refusal)) == NULL)
+            return refuse(r, "out of memory");
+        if (n)
+            memset(rec->refusal, 0, rec->n_refusal * sizeof *rec->refusal);
+        for (i = 0; i < n; i++) {
+            if (read_range(r, 0, 4095, &nr, "refusal syscall number out of range") < 0 ||
+                read_cstr(r, rec, 0, &text, NULL) < 0)
+                return -1;
+            rec->refusal[nr] = text;
+        }
+    }
+    if (read_cstr(r, rec, 0, &rec->refusal_other, NULL) < 0 ||
+        read_cstr(r, rec, 0, &rec->notes, NULL) < 0)
+        return -1;
     if (read_count(r, 4 + 8, &n) < 0 ||
         (rec->step_names = alloc(rec, (n + 1) * sizeof *rec->step_names)) == NULL ||
         (rec->step_indexes = alloc(rec, (n + 1) * sizeof *rec->step_indexes)) == NULL)
@@ -455,6 +483,12 @@ int isorun_dump_record(const unsigned char *blob, size_t len, FILE *out) {
         fprintf(out, "landlock_rule %llu %#llx %d\n", l->port, l->access, l->optional);
         dump_bytes(out, " path", l->path, strlen(l->path));
     }
+    fprintf(out, "report_len %zu\n", rec.report_len);
+    for (i = 0; i < rec.n_refusal; i++)
+        if (rec.refusal[i] != NULL)
+            fprintf(out, "refusal %zu %s\n", i, rec.refusal[i]);
+    dump_bytes(out, "refusal_other", rec.refusal_other, strlen(rec.refusal_other));
+    dump_bytes(out, "notes", rec.notes, strlen(rec.notes));
     for (i = 0; i < rec.n_steps; i++)
         fprintf(out, "step %s %lld\n", rec.step_names[i], rec.step_indexes[i]);
     isorun_record_free(&rec);

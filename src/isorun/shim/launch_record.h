@@ -22,6 +22,18 @@ struct isorun_record {
     const char **step_names;
     long long *step_indexes;
     size_t n_steps;
+    /*
+     * The refusal report (issue #17): report_bpf is seccomp_bpf with each ERRNO answer
+     * turned into USER_NOTIF (empty: no report); refusal[nr] names the rule that refuses
+     * native syscall nr (NULL: none named); notes is said when the command fails.
+     */
+    const unsigned char *report_bpf;
+    size_t report_len;
+    const char **refusal;
+    size_t n_refusal;
+    /* what refusal[] does not name: the default action's rule */
+    const char *refusal_other;
+    const char *notes;
     struct isorun_chunk *chunks;
 };
 

@@ -36,7 +36,30 @@
  * filled in; nothing of the sandbox is left behind then.
  */
 int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv[],
-                         int report_fd, int terminal, struct isorun_failure *failure);
+                         int report_fd, int terminal, int refusals,
+                         struct isorun_failure *failure);
+
+/*
+ * The refusal report (launch_report.c). refusals != 0 above: when the record carries a
+ * reporting filter, the sandbox loads it and, if the command fails, the refused syscalls
+ * and the record's notes are written to stderr.
+ */
+#define REPORT_KINDS 256
+struct isorun_record;
+struct isorun_report {
+    struct isorun_supervisor sup;
+    struct isorun_seen seen[REPORT_KINDS];
+    struct isorun_event events[1];
+    int sock, child_sock, active, listener_done, no_listener;
+};
+int isorun_report_prepare(struct isorun_report *r, struct isorun_record *rec, int enabled);
+void isorun_report_spawned(struct isorun_report *r);
+int isorun_report_take(struct isorun_report *r, int err_fd);
+int isorun_report_wait(struct isorun_report *r, int fd);
+void isorun_report_close(struct isorun_report *r);
+/* The report's lines; returns how many calls were refused. */
+unsigned long long isorun_report_print(const struct isorun_report *r,
+                                       const struct isorun_record *rec, FILE *out);
 
 /* Test aid: the parsed record as text, one field a line (isorun-launch --dump). 0 or -1. */
 int isorun_dump_record(const unsigned char *blob, size_t len, FILE *out);

@@ -62,6 +62,22 @@ void isorun_child_notify(const struct isorun_spec *spec) {
     prog.filter = (struct sock_filter *)(void *)spec->notify_bpf;
     listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
                             SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+    if (listener < 0 && errno == EBUSY && spec->fallback_len > 0) {
+        /*
+         * One listener per filter chain (seccomp(2), EBUSY): an outer supervisor has it.
+         * The report's program then gives way to the profile's own, with the same
+         * answers; the launcher, which never finds a listener, stops looking when our
+         * execve closes the error pipe (launch_report.c).
+         */
+        prog.len = (unsigned short)(spec->fallback_len / sizeof(struct sock_filter));
+        prog.filter = (struct sock_filter *)(void *)spec->fallback_bpf;
+        if (spec->fallback_len % sizeof(struct sock_filter) != 0 ||
+            spec->fallback_len / sizeof(struct sock_filter) > BPF_MAXINSNS ||
+            syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+            isorun_child_fail(spec, "seccomp", "seccomp(SET_MODE_FILTER)",
+                              errno ? errno : EINVAL, -1);
+        return;
+    }
     if (listener < 0)
         isorun_child_fail(spec, "seccomp", "seccomp(NEW_LISTENER)", errno, -1);
     /*
@@ -215,9 +231,126 @@ static void read_memory(struct isorun_supervisor *sup, const struct seccomp_noti
     record_event(sup, req->data.nr, buf, len);
 }
 
+/*
+ * Classic BPF as seccomp runs it (the subset seccomp_check_filter admits: loads from
+ * seccomp_data, scratch memory, ALU, forward jumps, RET), over one notification's data.
+ * The refusal report's filter (isorun.refusals) is the profile's own program with each
+ * ERRNO answer turned into USER_NOTIF; running the profile's program here gives back the
+ * errno it would have answered, exactly, argument conditions included. The data is the
+ * kernel's copy: no pointer is followed, so no other thread can change what we decide on
+ * (the TOCTOU of seccomp_unotify(2) NOTES does not apply). Anything the kernel would not
+ * have loaded answers as a refusal (EPERM): an evaluation error never lets a call run.
+ */
+#define EVAL_REFUSE (SECCOMP_RET_ERRNO | EPERM)
+static unsigned int bpf_eval(const unsigned char *prog, size_t len,
+                             const struct seccomp_data *d) {
+    const struct sock_filter *f = (const void *)prog;
+    size_t n = len / sizeof *f, pc = 0;
+    unsigned int a = 0, x = 0, mem[BPF_MEMWORDS] = {0}, src, word;
+    int taken;
+
+    while (pc < n) {
+        const struct sock_filter *i = &f[pc++];
+        switch (BPF_CLASS(i->code)) {
+        case BPF_LD:
+        case BPF_LDX:
+            if (BPF_MODE(i->code) == BPF_ABS && BPF_SIZE(i->code) == BPF_W) {
+                if (i->k % 4 != 0 || i->k > sizeof *d - 4)
+                    return EVAL_REFUSE;
+                memcpy(&word, (const unsigned char *)d + i->k, 4);
+            } else if (BPF_MODE(i->code) == BPF_LEN) {
+                word = sizeof *d;
+            } else if (BPF_MODE(i->code) == BPF_IMM) {
+                word = i->k;
+            } else if (BPF_MODE(i->code) == BPF_MEM && i->k < BPF_MEMWORDS) {
+                word = mem[i->k];
+            } else {
+                return EVAL_REFUSE;
+            }
+            if (BPF_CLASS(i->code) == BPF_LD)
+                a = word;
+            else
+                x = word;
+            break;
+        case BPF_ST:
+        case BPF_STX:
+            if (i->k >= BPF_MEMWORDS)
+                return EVAL_REFUSE;
+            mem[i->k] = BPF_CLASS(i->code) == BPF_ST ? a : x;
+            break;
+        case BPF_ALU:
+            src = BPF_SRC(i->code) == BPF_X ? x : i->k;
+            switch (BPF_OP(i->code)) {
+            case BPF_ADD: a += src; break;
+            case BPF_SUB: a -= src; break;
+            case BPF_MUL: a *= src; break;
+            case BPF_DIV: if (src == 0) return EVAL_REFUSE; a /= src; break;
+            case BPF_MOD: if (src == 0) return EVAL_REFUSE; a %= src; break;
+            case BPF_OR: a |= src; break;
+            case BPF_AND: a &= src; break;
+            case BPF_XOR: a ^= src; break;
+            case BPF_LSH: a = src < 32 ? a << src : 0; break;
+            case BPF_RSH: a = src < 32 ? a >> src : 0; break;
+            case BPF_NEG: a = -a; break;
+            default: return EVAL_REFUSE;
+            }
+            break;
+        case BPF_JMP:
+            if (BPF_OP(i->code) == BPF_JA) {
+                pc += i->k;
+                break;
+            }
+            src = BPF_SRC(i->code) == BPF_X ? x : i->k;
+            switch (BPF_OP(i->code)) {
+            case BPF_JEQ: taken = a == src; break;
+            case BPF_JGT: taken = a > src; break;
+            case BPF_JGE: taken = a >= src; break;
+            case BPF_JSET: taken = (a & src) != 0; break;
+            default: return EVAL_REFUSE;
+            }
+            pc += taken ? i->jt : i->jf;
+            break;
+        case BPF_RET:
+            return BPF_RVAL(i->code) == BPF_A ? a : i->k;
+        case BPF_MISC:
+            if (BPF_MISCOP(i->code) == BPF_TAX)
+                x = a;
+            else
+                a = x;
+            break;
+        default:
+            return EVAL_REFUSE;
+        }
+    }
+    return EVAL_REFUSE; /* fell off the end: the kernel refuses such a program */
+}
+
 /* The errno `learn --check` answers a notified call with, 0 to let it run. */
 static unsigned short answer_for(const struct isorun_supervisor *sup,
                                  const struct seccomp_data *data) {
+    unsigned int ret;
+
+    if (sup->n_eval > 0) {
+        /*
+         * The refusal report: what the profile's program answers. ALLOW and LOG run
+         * (only the hand-over's execve, which every notifying filter sends us, gets
+         * here so); ERRNO gives its errno; anything else (a KILL or TRAP rule on
+         * execve) is still refused, with EPERM, since we cannot kill from here.
+         */
+        ret = bpf_eval(sup->eval, sup->n_eval, data);
+        switch (ret & SECCOMP_RET_ACTION_FULL) {
+        case SECCOMP_RET_ALLOW:
+        case SECCOMP_RET_LOG:
+            return 0;
+        case SECCOMP_RET_ERRNO:
+            /* ERRNO 0 would be success; the kernel caps the data at MAX_ERRNO too. */
+            return (ret & SECCOMP_RET_DATA) == 0 ? EPERM
+                   : (ret & SECCOMP_RET_DATA) > 4095 ? 4095
+                   : (unsigned short)(ret & SECCOMP_RET_DATA);
+        default:
+            return EPERM;
+        }
+    }
     if (sup->n_answer == 0)
         return 0;
     if (data->arch == sup->native_arch && data->nr >= 0 && (size_t)data->nr < sup->n_answer)
@@ -225,11 +358,51 @@ static unsigned short answer_for(const struct isorun_supervisor *sup,
     return sup->answer_other;
 }
 
-int isorun_supervise(struct isorun_supervisor *sup) {
+int isorun_supervise_one(struct isorun_supervisor *sup) {
     struct seccomp_notif req;
     struct seccomp_notif_resp resp;
-    struct pollfd pfd[2];
     unsigned short refuse;
+    int rc;
+
+    /* The kernel refuses a buffer that is not zeroed (EINVAL). */
+    memset(&req, 0, sizeof req);
+    if (ioctl(sup->listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0) {
+        /* ENOENT: the caller was killed or interrupted after poll woke us. */
+        if (errno == EINTR || errno == ENOENT)
+            return 0;
+        return -errno;
+    }
+    sup->total++;
+    refuse = answer_for(sup, &req.data);
+    /* The report counts refusals only, not the hand-over's execve that runs. */
+    if (sup->n_eval == 0 || refuse != 0) {
+        sup->refused += refuse != 0;
+        record_call(sup, &req.data);
+    }
+    read_memory(sup, &req);
+    memset(&resp, 0, sizeof resp);
+    resp.id = req.id;
+    if (refuse != 0)
+        resp.error = -(int)refuse; /* the call fails; it never runs */
+    else
+        resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    do
+        rc = ioctl(sup->listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0) {
+        /*
+         * ENOENT: a signal interrupted the call while we recorded it; it is
+         * restarted (and notified again) or the caller is gone.
+         */
+        if (errno != ENOENT)
+            return -errno;
+        sup->lost++;
+    }
+    return 0;
+}
+
+int isorun_supervise(struct isorun_supervisor *sup) {
+    struct pollfd pfd[2];
     int rc;
 
     if (sup->seen_cap == 0 || (sup->seen_cap & (sup->seen_cap - 1)) != 0 ||
@@ -248,36 +421,8 @@ int isorun_supervise(struct isorun_supervisor *sup) {
             return -errno;
         }
         if (pfd[0].revents & POLLIN) {
-            /* The kernel refuses a buffer that is not zeroed (EINVAL). */
-            memset(&req, 0, sizeof req);
-            if (ioctl(sup->listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0) {
-                /* ENOENT: the caller was killed or interrupted after poll woke us. */
-                if (errno == EINTR || errno == ENOENT)
-                    continue;
-                return -errno;
-            }
-            sup->total++;
-            record_call(sup, &req.data);
-            read_memory(sup, &req);
-            memset(&resp, 0, sizeof resp);
-            resp.id = req.id;
-            refuse = answer_for(sup, &req.data);
-            if (refuse != 0)
-                resp.error = -(int)refuse; /* the call fails; it never runs */
-            else
-                resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-            do
-                rc = ioctl(sup->listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
-            while (rc < 0 && errno == EINTR);
-            if (rc < 0) {
-                /*
-                 * ENOENT: a signal interrupted the call while we recorded it; it is
-                 * restarted (and notified again) or the caller is gone.
-                 */
-                if (errno != ENOENT)
-                    return -errno;
-                sup->lost++;
-            }
+            if ((rc = isorun_supervise_one(sup)) < 0)
+                return rc;
             continue;
         }
         /* EPOLLHUP: no task uses the filter any more (all were reaped). */
