@@ -272,7 +272,8 @@ def _launch_cached(
             return None  # not cacheable: api.launch compiles it again and says why
         missed = False  # storing the entry wrote its launch index
     if backend is not None or entry.get("launch") is None:
-        return _launch_landlock(entry, command, backend, allow_weaker, note if verbose else None)
+        return _launch_landlock(entry, command, backend, allow_weaker, note if verbose else None,
+                                quiet)
     record = launch.usable(entry.get("launch"), command)
     if record is None:
         if verbose:
@@ -296,7 +297,8 @@ def _launch_cached(
 
 
 def _launch_landlock(entry: dict[str, object], command: list[str], backend: str | None,
-                     allow_weaker: bool, log: Callable[[str], None] | None) -> int | None:
+                     allow_weaker: bool, log: Callable[[str], None] | None,
+                     quiet: bool = False) -> int | None:
     """The landlock backend's cached launch, when the regular path would choose that
     backend now (isorun.launch.landlock_choice decides afresh on every Python launch);
     then its launch index, so the C front end serves the next one. None otherwise."""
@@ -328,6 +330,8 @@ def _launch_landlock(entry: dict[str, object], command: list[str], backend: str 
                                                                           needs_weaker))
     if warning:
         sys.stderr.write(warning + "\n")
+    if not quiet and not _retrying and (record.get("report_bpf") or record.get("notes")):
+        _exec_reporting(record, command)
     try:
         return launch.run(record, command)
     except Exception as err:
@@ -368,9 +372,11 @@ def _exec_reporting(record: dict[str, object], command: list[str]) -> None:
     launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isorun-launch")
     if not os.access(launcher, os.X_OK):
         return
+    from isorun.host.anonfile import anon_file
+
     # A memfd, not a pipe: the record (the seccomp program and the rule table) may exceed
     # a pipe's buffer, and nobody is left to read the rest once we exec.
-    fd = os.memfd_create("isorun-record", 0)
+    fd = anon_file("isorun-record", inheritable=True)
     os.write(fd, flat.encode(record))
     os.lseek(fd, 0, os.SEEK_SET)
     sys.stdout.flush()

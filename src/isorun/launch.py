@@ -169,9 +169,14 @@ def make_landlock_record(plan: Plan, log: Callable[[str], None] | None = None
     spec = build_mode_spec(plan, [], os.environ, abi)
     if spec.cgroup or spec.notify_bpf:
         return None
+    from isorun.compile.refusals import landlock_notes, report_fields
+    from isorun.sandbox.landlock_mode import mode_plan
+
+    # the refusal report, as LandlockBackend.spawn gives the API's launches
+    report = report_fields(mode_plan(plan, abi), spec.seccomp_bpf, notes=landlock_notes(plan))
     return {
         "format": parent.RECORD_FORMAT,
-        "spec": spec_record(spec),
+        "spec": {**spec_record(spec), **report},
         "env_patterns": patterns,
         "env": env_projection(patterns),
     }

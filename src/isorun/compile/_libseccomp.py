@@ -9,10 +9,11 @@ Import this module lazily: the profile loader must not pay for it.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 from dataclasses import dataclass
 from typing import Any
+
+from isorun.host.anonfile import anon_file
 
 SONAME = "libseccomp.so.2"
 
@@ -144,18 +145,9 @@ class Filter:
         other._ctx = 0
 
     def _export(self, fn: Any, what: str) -> bytes:
-        # a memfd, not a pipe: a large program would block a pipe before we read it
-        try:
-            fd = os.memfd_create(f"isorun-{what}", os.MFD_CLOEXEC)
-        except OSError as err:
-            if err.errno != errno.ENOSYS:
-                raise
-            # inside a sandbox whose memory bound refuses memfds (strict and what extends
-            # it: compile/memory_bound.py), an unnamed file in the sized /tmp instead
-            import tempfile
-
-            with tempfile.TemporaryFile() as spool:
-                fd = os.dup(spool.fileno())
+        # an anonymous file, not a pipe: a large program would block a pipe before we
+        # read it
+        fd = anon_file(f"isorun-{what}")
         try:
             _check(fn(self._ctx, fd), f"export_{what}")
             os.lseek(fd, 0, os.SEEK_SET)

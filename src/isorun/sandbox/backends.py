@@ -647,7 +647,9 @@ def _which(name: str) -> str:
 
 def _memfd(data: bytes, stack: ExitStack) -> int:
     # close-on-exec here; the spawn clears it only for the descriptors the plan passes
-    fd = os.memfd_create("isorun", os.MFD_CLOEXEC)
+    from isorun.host.anonfile import anon_file
+
+    fd = anon_file("isorun")
     stack.callback(os.close, fd)
     if data:
         os.write(fd, data)

@@ -1,0 +1,39 @@
+"""An anonymous file, for data handed to another program by descriptor (a launch record,
+a BPF program, a file mount's content).
+
+A memfd where the kernel gives one. Inside a sandbox whose memory bound refuses
+memfd_create (strict and what extends it answer ENOSYS: compile/memory_bound.py), as when
+isorun runs inside an isorun sandbox, an unnamed O_TMPFILE in /dev/shm or /tmp instead:
+never a named file, which another process able to write the directory could open
+between its creation and its unlinking, and change (a seccomp program goes through one).
+System directories only, never $TMPDIR, which the caller's environment names.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+#: where an unnamed file may go when memfds are refused (sized tmpfs in a sandbox)
+TMPFILE_DIRS = ("/dev/shm", "/tmp")
+
+
+def anon_file(name: str, *, inheritable: bool = False) -> int:
+    """A new empty anonymous file, open for reading and writing; close-on-exec unless
+    ``inheritable``. Raises the memfd_create error when no fallback directory takes one."""
+    try:
+        return os.memfd_create(name, 0 if inheritable else os.MFD_CLOEXEC)
+    except OSError as err:
+        if err.errno != errno.ENOSYS:
+            raise
+        refused = err
+    for directory in TMPFILE_DIRS:
+        try:
+            # O_EXCL: the file can never be given a name (linkat) later
+            fd = os.open(directory, os.O_RDWR | os.O_TMPFILE | os.O_EXCL, 0o600)
+        except OSError:
+            continue
+        if inheritable:
+            os.set_inheritable(fd, True)
+        return fd
+    raise refused
