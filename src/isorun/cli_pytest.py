@@ -4,7 +4,7 @@ inside the test profile from pytest's first instruction.
 ``pytest --isorun`` starts the sandbox from a plugin hook, after pytest has imported
 every installed ``pytest11`` plugin and every ``-p`` module on the host. This front door
 runs nothing of the project, of pytest or of its plugins outside: it reads the project's
-configuration as data (tomllib, configparser), judges it (isorun.pytest_trust: the project
+configuration as data (tomli, configparser), judges it (isorun.pytest_trust: the project
 may only tighten), and launches ``PYTHON -m pytest ARGS`` in the sandbox, with the
 interpreter's installation and import paths read-only.
 
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import configparser
 import os
-import subprocess
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import click
 
@@ -49,14 +50,42 @@ class ProjectConfig:
         return [line.strip() for line in value.splitlines() if line.strip()]
 
 
+#: the most of a pyproject.toml read: a large one is some 20 KB
+_PYPROJECT_MAX = 4 << 20
+
+
+def _load_pyproject(path: str) -> dict[str, Any]:
+    """``path`` parsed with tomli, whose bounds (nesting, a dotted key's parts) tomllib
+    of Python 3.11 lacks: a sandbox-written key of 200,000 parts held the host for
+    about 20 minutes. A file no pyproject needs, or bad TOML, is a located error."""
+    import tomli
+
+    from isorun.errors import UsageError
+
+    hint = "\n  hint: fix the file (see https://toml.io), or pass -c FILE"
+    try:
+        text = _read_capped(path, _PYPROJECT_MAX)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: not UTF-8 text (byte {err.start}){hint}") from None
+    except ValueError:
+        raise UsageError(f"{path}: larger than {_PYPROJECT_MAX} bytes, more than any "
+                         f"pyproject.toml needs; isorun does not read it{hint}") from None
+    try:
+        return tomli.loads(text)
+    except tomli.TOMLDecodeError as err:
+        where = f"{path}:{getattr(err, 'lineno', 0)}:{getattr(err, 'colno', 0)}"
+        msg = getattr(err, "msg", str(err))
+        raise UsageError(f"{where}: TOML syntax: {msg}{hint}") from None
+    except RecursionError:  # tomli's bound on nesting and on a dotted key's parts
+        raise UsageError(f"{path}: TOML nested too deeply (or a dotted key of too many "
+                         f"parts){hint}") from None
+
+
 def _read_ini_file(path: str) -> dict[str, str | list[str]] | None:
     """The pytest section of ``path``, or None when it has none (pytest.ini always has)."""
     name = os.path.basename(path)
     if name == "pyproject.toml":
-        import tomllib
-
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = _load_pyproject(path)
         section = data.get("tool", {}).get("pytest", {})
         options = section.get("ini_options") if isinstance(section, dict) else None
         if not isinstance(options, dict):
@@ -118,14 +147,17 @@ def find_project_config(cwd: str, args: Sequence[str]) -> ProjectConfig:
 def project_python(env: Mapping[str, str]) -> str:
     """The project's interpreter: the active virtual environment's; else the one isorun
     runs on when pytest is installed beside it; else ``python3`` (or ``python``) on the
-    caller's PATH (isorun installed apart, with pipx or in a venv of its own)."""
+    caller's PATH (isorun installed apart, with pipx or in a venv of its own). Its path
+    only: it runs in the session sandbox, never here (:func:`python_paths`)."""
     import importlib.util
     import shutil
 
-    venv = env.get("VIRTUAL_ENV", "")
-    if venv:
-        candidate = os.path.join(venv, "bin", "python")
-        if os.access(candidate, os.X_OK):
+    from isorun.host import venv
+
+    active = venv.active_venv(env)
+    if active:
+        candidate = os.path.join(active, "bin", "python")
+        if os.path.lexists(candidate):
             return candidate
     if importlib.util.find_spec("pytest") is not None:
         return sys.executable
@@ -136,81 +168,155 @@ def project_python(env: Mapping[str, str]) -> str:
     return sys.executable
 
 
-#: run by the project's interpreter with -I -S: no site, no .pth file, no
-#: sitecustomize, nothing of the environment runs. Without site, a virtual environment
-#: is not applied (site.venv does that), so this reads its pyvenv.cfg as site would.
-_PROBE = """
-import json, os, site, sys
-prefix = sys.prefix
-system = True
-here = os.path.dirname(os.path.abspath(sys.executable))
-for cfg in (os.path.join(here, "pyvenv.cfg"), os.path.join(os.path.dirname(here), "pyvenv.cfg")):
-    if os.path.isfile(cfg):
-        prefix = os.path.dirname(cfg)
-        with open(cfg, encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition("=")
-                if key.strip().lower() == "include-system-site-packages":
-                    system = value.strip().lower() == "true"
-        break
-dirs = site.getsitepackages([prefix])
-if prefix != sys.prefix and system:
-    dirs += site.getsitepackages([sys.base_prefix])
-print(json.dumps([prefix, sys.base_prefix, dirs, sys.path]))
-"""
+#: the most isorun reads of one .pth file or editable finder module, and of all .pth
+#: files of one site directory together: they are input a sandbox may have written
+#: (a venv in the project), and real ones are a few hundred bytes
+_PTH_FILE_MAX = 1 << 20
+_PTH_DIR_MAX = 16 << 20
+
+#: a library directory of an installation, by the version it holds
+_LIB_VERSION = re.compile(r"python(3\.[0-9]{1,3})")
+
+
+def _versions(prefix: str) -> set[str]:
+    """The Python versions ("3.11") whose standard library or site directories lie in
+    ``prefix``, by the names of its library directories (data, not run)."""
+    found = set()
+    for lib in ("lib", "lib64"):
+        try:
+            names = os.listdir(os.path.join(prefix, lib))
+        except OSError:
+            continue
+        for name in names:
+            match = _LIB_VERSION.fullmatch(name)
+            if match and os.path.isdir(os.path.join(prefix, lib, name)):
+                found.add(match.group(1))
+    return found
+
+
+def _site_dirs(prefix: str, versions: set[str]) -> list[str]:
+    """The site directories of ``prefix`` that exist: CPython's (``lib`` and the
+    ``lib64`` platlibdir) and Debian's (dist-packages, /usr/local first)."""
+    out, seen = [], set()
+    for version in sorted(versions):
+        for path in (f"local/lib/python{version}/dist-packages", "lib/python3/dist-packages",
+                     f"lib/python{version}/dist-packages", f"lib/python{version}/site-packages",
+                     f"lib64/python{version}/site-packages"):
+            full = os.path.join(prefix, path)
+            real = os.path.realpath(full)  # a venv's lib64 is a link to lib
+            if real not in seen and os.path.isdir(full):
+                seen.add(real)
+                out.append(full)
+    return out
+
+
+def installation(python: str, env: Mapping[str, str]) -> tuple[str, str, list[str]]:
+    """(prefix, base prefix, site directories) of ``python``, read from data as ``site``
+    and getpath would find them; nothing of it runs.
+
+    Asking the interpreter (``python -I -S -c ...``) ran the project's program on the
+    host, as the caller: a venv in the project is one build can rewrite, its
+    ``bin/python`` a script of the sandbox's. So a venv is known by its pyvenv.cfg
+    (beside the interpreter or one up, as site looks), its base by the validated
+    ``home`` (:func:`isorun.host.venv.base_of`); any other interpreter by the landmark
+    getpath uses, ``lib/pythonX.Y/os.py``, in a directory above its real path.
+    """
+    from isorun.errors import UsageError
+    from isorun.host import venv
+
+    here = os.path.dirname(os.path.abspath(python))
+    for prefix in (here, os.path.dirname(here)):
+        if not os.path.isfile(os.path.join(prefix, "pyvenv.cfg")):
+            continue
+        base = venv.base_of(prefix, env)
+        if not base:
+            raise UsageError(
+                f"{prefix}/pyvenv.cfg names no Python installation isorun can bind: its "
+                "'home' must be the bin directory of a Python interpreter, neither / nor "
+                "your home directory or above it\n  hint: recreate the virtual environment "
+                f"(python3 -m venv {prefix})")
+        versions = _versions(prefix)
+        dirs = _site_dirs(prefix, versions)
+        system = venv.read_cfg(prefix).get("include-system-site-packages", "")
+        if system.lower() == "true":
+            dirs += _site_dirs(base, versions or _versions(base))
+        return prefix, base, dirs
+    real = os.path.realpath(python)
+    match = _LIB_VERSION.fullmatch(os.path.basename(real))
+    directory = os.path.dirname(real)
+    while directory != "/":
+        versions = _versions(directory)
+        if match and match.group(1) in versions:
+            versions = {match.group(1)}
+        if any(os.path.isfile(os.path.join(directory, "lib", f"python{v}", "os.py"))
+               for v in versions):
+            return directory, directory, _site_dirs(directory, versions)
+        directory = os.path.dirname(directory)
+    raise UsageError(
+        f"cannot tell where {python} ({real}) keeps its standard library: no "
+        "lib/pythonX.Y/os.py in a directory above it\n  hint: activate the project's "
+        "virtual environment, or install pytest beside isorun")
 
 
 def python_paths(python: str, env: Mapping[str, str]) -> tuple[str, list[str], list[str]]:
     """(prefix, the directories ``python`` imports from, its site directories): its
-    prefixes, its standard
-    library, its site directories, the paths their ``.pth`` files add (path lines, and the
-    package directories of setuptools' finder-style editable installs, read as data, not
-    run), and ``PYTHONPATH``. Outermost first, without a path inside another."""
-    import json
-
-    proc = subprocess.run(
-        [python, "-I", "-S", "-c", _PROBE],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": env.get("PATH", "/usr/bin:/bin")},
-        timeout=60,
-    )
-    if proc.returncode != 0:
-        from isorun.errors import UsageError
-
-        raise UsageError(
-            f"cannot ask {python} for its import paths: {proc.stderr.strip() or proc.returncode}"
-        )
-    prefix, base, site_dirs, path = json.loads(proc.stdout)
-    found = {prefix, base, *path, *site_dirs}
+    prefixes (the standard library lies in the base), its site directories, the paths
+    their ``.pth`` files add (path lines, and the package directories of setuptools'
+    finder-style editable installs, read as data, not run), and ``PYTHONPATH``.
+    Outermost first, without a path inside another; only existing absolute
+    directories, never ``/`` (the session's profile leaves out what shows the home)."""
+    prefix, base, site_dirs = installation(python, env)
+    found = {prefix, base, *site_dirs}
     for site_dir in site_dirs:
         found.update(_pth_paths(site_dir))
     found.update(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)
-    paths = {os.path.realpath(p) for p in found if p and os.path.isdir(p)}
+    paths = {os.path.realpath(p) for p in found
+             if os.path.isabs(p) and "\0" not in p and os.path.isdir(p)}
     out: list[str] = []
     for p in sorted(paths):
         if p != "/" and not any(p.startswith(o.rstrip("/") + "/") for o in out):
             out.append(p)
-    return str(prefix), out, [str(d) for d in site_dirs]
+    return prefix, out, site_dirs
+
+
+def _read_capped(path: str, limit: int) -> str:
+    """The text of ``path``; ValueError when it is over ``limit`` bytes."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit} bytes")
+    return data.decode("utf-8")
 
 
 def _pth_paths(site_dir: str) -> list[str]:
     """What the ``.pth`` files of ``site_dir`` put on the path, without running them."""
     import ast
 
+    from isorun.errors import UsageError
+
     out = []
     try:
         names = sorted(n for n in os.listdir(site_dir) if n.endswith(".pth"))
     except OSError:
         return []
+    budget = _PTH_DIR_MAX
     for name in names:
+        path = os.path.join(site_dir, name)
         try:
-            with open(os.path.join(site_dir, name), encoding="utf-8") as f:
-                lines = f.read().splitlines()
+            text = _read_capped(path, _PTH_FILE_MAX)
         except (OSError, UnicodeDecodeError):
             continue
-        for line in lines:
+        except ValueError:
+            raise UsageError(
+                f"{path} is larger than {_PTH_FILE_MAX} bytes, more than any .pth file "
+                "needs; isorun does not read it\n  hint: remove it, or reinstall the "
+                "package that made it") from None
+        budget -= len(text)
+        if budget < 0:
+            raise UsageError(
+                f"the .pth files of {site_dir} hold more than {_PTH_DIR_MAX} bytes; "
+                "isorun reads no more\n  hint: remove the .pth files no package needs")
+        for line in text.splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -222,9 +328,9 @@ def _pth_paths(site_dir: str) -> list[str]:
             module = line.split()[1].rstrip(";")
             source = os.path.join(site_dir, module + ".py")
             try:
-                with open(source, encoding="utf-8") as f:
-                    tree = ast.parse(f.read())
-            except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+                tree = ast.parse(_read_capped(source, _PTH_FILE_MAX))
+            except (OSError, SyntaxError, UnicodeDecodeError, ValueError, RecursionError,
+                    MemoryError):
                 continue
             for node in tree.body:
                 if (
@@ -233,7 +339,7 @@ def _pth_paths(site_dir: str) -> list[str]:
                 ):
                     try:
                         mapping = ast.literal_eval(node.value)
-                    except ValueError:
+                    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
                         continue
                     if isinstance(mapping, dict):
                         out += [os.path.dirname(str(v)) for v in mapping.values()]

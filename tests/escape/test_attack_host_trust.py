@@ -168,12 +168,6 @@ def test_pyvenv_cfg_a_sandbox_wrote_widens_no_test_bind(run_attack: Runner) -> N
 
 
 @pytest.mark.needs("userns", "shim", "setpriv")
-@pytest.mark.xfail(strict=True, reason=(
-    "hole: isorun pytest (cli_pytest.project_python, python_paths) runs "
-    "$VIRTUAL_ENV/bin/python -I -S on the host to learn its import paths; a venv in the "
-    "project is one build can rewrite (root's sandbox moves it aside), so that runs the "
-    "sandbox's program outside any sandbox; its answer and the .pth files it names also "
-    "choose what the session sandbox binds"))
 def test_isorun_pytest_runs_no_project_interpreter_a_sandbox_replaced(run_attack: Runner) -> None:
     run_attack("isorun_pytest_runs_no_interpreter_a_sandbox_replaced")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,106 @@ def test_import_path_exposing_home_is_dropped(tmp_path: Path, path: str, why: st
     assert (why in found) if why else found == "", found
     kept, dropped = pytest_trust.drop_exposing([str(target)], str(tmp_path / "home"))
     assert (kept, bool(dropped)) == (([], True) if why else ([str(target)], False))
+
+
+def _venv(tmp_path: Path, home: str, system: str = "false") -> Path:
+    """A virtual environment as build could leave it: pyvenv.cfg naming ``home``, a site
+    directory with a .pth file, and a bin/python that is a script of the sandbox's."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    venv = tmp_path / "venv"
+    site_dir = venv / "lib" / version / "site-packages"
+    site_dir.mkdir(parents=True, exist_ok=True)
+    (venv / "bin").mkdir(exist_ok=True)
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (site_dir / "x.pth").write_text(f"{tmp_path / 'src'}\n")
+    (venv / "pyvenv.cfg").write_text(f"home = {home}\ninclude-system-site-packages = {system}\n")
+    python = venv / "bin" / "python"
+    python.write_text(f"#!/bin/sh\ntouch {tmp_path / 'ran'}\nexec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    return venv
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return {"HOME": str(tmp_path / "home"), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+@pytest.mark.parametrize("system", ["false", "true"])
+def test_python_paths_read_from_data_never_run(tmp_path: Path, system: str) -> None:
+    """The project's interpreter may be the sandbox's program: its paths come from
+    pyvenv.cfg, the base's landmark and the .pth files, and it runs nowhere here."""
+    base = os.path.realpath(sys.base_prefix)
+    venv = _venv(tmp_path, os.path.join(base, "bin"), system)
+    prefix, paths, site_dirs = cli_pytest.python_paths(str(venv / "bin" / "python"),
+                                                       _env(tmp_path))
+    assert not (tmp_path / "ran").exists()
+    assert prefix == str(venv)
+    assert set(paths) >= {base, str(venv), str(tmp_path / "src")}
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    assert site_dirs[0] == str(venv / "lib" / version / "site-packages")
+    base_dirs = [d for d in site_dirs[1:] if os.path.realpath(d).startswith(base + "/")]
+    assert len(base_dirs) == len(site_dirs) - 1
+    assert bool(base_dirs) == (system == "true"), site_dirs
+
+
+def test_python_paths_of_a_base_interpreter_by_its_landmark(tmp_path: Path) -> None:
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    python = os.path.join(sys.base_prefix, "bin", version)
+    prefix, paths, site_dirs = cli_pytest.python_paths(python, _env(tmp_path))
+    assert prefix == os.path.realpath(sys.base_prefix)
+    assert paths[0] == prefix or prefix in paths
+    assert site_dirs and all(d.startswith(prefix + "/") for d in site_dirs)
+
+
+def test_python_paths_refuse_what_a_sandbox_could_name(tmp_path: Path) -> None:
+    """pyvenv.cfg's home as /, or the caller's home's bin (with a python3 in it), is no
+    base to bind; an interpreter with no standard library above it is none either."""
+    env = _env(tmp_path)
+    (tmp_path / "home" / "bin").mkdir()
+    (tmp_path / "home" / "bin" / "python3").write_text("")
+    for home in ("/", str(tmp_path / "home" / "bin"), "relative/bin"):
+        venv = _venv(tmp_path, home)
+        with pytest.raises(UsageError, match=r"pyvenv\.cfg names no Python installation"):
+            cli_pytest.python_paths(str(venv / "bin" / "python"), env)
+        (venv / "pyvenv.cfg").unlink()
+    with pytest.raises(UsageError, match=r"where .* keeps its standard library"):
+        cli_pytest.python_paths(str(venv / "bin" / "python"), env)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_pth_files_read_up_to_a_bound(tmp_path: Path) -> None:
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    (site_dir / "big.pth").write_bytes(b"#" * (cli_pytest._PTH_FILE_MAX + 1))
+    with pytest.raises(UsageError, match=r"big\.pth is larger than"):
+        cli_pytest._pth_paths(str(site_dir))
+    (site_dir / "big.pth").unlink()
+    for n in range(cli_pytest._PTH_DIR_MAX // cli_pytest._PTH_FILE_MAX + 1):
+        (site_dir / f"{n}.pth").write_bytes(b"#" * cli_pytest._PTH_FILE_MAX)
+    with pytest.raises(UsageError, match="hold more than"):
+        cli_pytest._pth_paths(str(site_dir))
+
+
+def test_pyproject_syntax_error_is_located(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = = 1\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli_pytest.run(["-q"], _env(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert f"isorun: error: {tmp_path / 'pyproject.toml'}:2:11: TOML syntax" in err, err
+    assert "Traceback" not in err
+
+
+def test_pyproject_a_sandbox_wrote_is_bounded(tmp_path: Path) -> None:
+    """A dotted key of 200,000 parts held the host some 20 minutes in tomllib (3.11); a
+    huge file is not read at all."""
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text("[tool.pytest.ini_options]\n" + ".".join(["a"] * 200_000) + " = 1\n")
+    started = time.monotonic()
+    with pytest.raises(UsageError, match="a dotted key of too many parts"):
+        cli_pytest.find_project_config(str(tmp_path), [])
+    assert time.monotonic() - started < 10
+    pyproject.write_bytes(b"#" * (cli_pytest._PYPROJECT_MAX + 1))
+    with pytest.raises(UsageError, match="larger than"):
+        cli_pytest.find_project_config(str(tmp_path), [])

@@ -35,7 +35,28 @@ def active_venv(env: Mapping[str, str]) -> str:
 _INTERPRETERS = ("python3", "python", f"python{sys.version_info.major}.{sys.version_info.minor}")
 
 
-def _base_of(venv: str, env: Mapping[str, str]) -> str:
+#: the most of a pyvenv.cfg read: a few hundred bytes in practice, input that a sandbox
+#: may have written
+CFG_MAX = 64 << 10
+
+
+def read_cfg(venv: str) -> dict[str, str]:
+    """pyvenv.cfg of ``venv`` as data (keys lowercased, as site reads them), {} when it
+    cannot be read; no more than :data:`CFG_MAX` bytes of it."""
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg"), "rb") as f:
+            text = f.read(CFG_MAX).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if eq:
+            values.setdefault(key.strip().lower(), value.strip())
+    return values
+
+
+def base_of(venv: str, env: Mapping[str, str]) -> str:
     """The installation ``venv`` was made from: the parent of pyvenv.cfg's ``home``
     (the base interpreter's bin directory), or "" when it names none.
 
@@ -46,20 +67,15 @@ def _base_of(venv: str, env: Mapping[str, str]) -> str:
     neither ``/`` nor the home directory or above it; else the caller's own installation
     stands (:func:`prefixes`).
     """
-    try:
-        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition("=")
-                if key.strip().lower() == "home" and os.path.isabs(value.strip()):
-                    home = os.path.realpath(value.strip())
-                    base = os.path.dirname(home) if os.path.basename(home) == "bin" else home
-                    if (base == "/" or _holds_home(base, env) or not any(
-                            os.path.isfile(os.path.join(home, n)) for n in _INTERPRETERS)):
-                        return ""
-                    return base
-    except (OSError, UnicodeDecodeError):
-        pass
-    return ""
+    value = read_cfg(venv).get("home", "")
+    if not os.path.isabs(value):
+        return ""
+    home = os.path.realpath(value)
+    base = os.path.dirname(home) if os.path.basename(home) == "bin" else home
+    if (base == "/" or _holds_home(base, env) or not any(
+            os.path.isfile(os.path.join(home, n)) for n in _INTERPRETERS)):
+        return ""
+    return base
 
 
 def prefixes(env: Mapping[str, str]) -> tuple[str, str]:
@@ -67,7 +83,7 @@ def prefixes(env: Mapping[str, str]) -> tuple[str, str]:
     its base installation, else the interpreter running isorun."""
     venv = active_venv(env)
     if venv:
-        base = _base_of(venv, env)
+        base = base_of(venv, env)
         if base:
             return venv, base
     return sys.prefix, sys.base_prefix
