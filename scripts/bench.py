@@ -115,7 +115,9 @@ def warm_launch_index(argv: list[str], env: dict[str, str]) -> None:
 
     spec = argv[argv.index("--profile") + 1]
     directory = os.path.join(env["XDG_CACHE_HOME"], "isorun")
-    index = os.path.join(directory, launch_index.index_name(spec, os.getcwd(), os.getuid()))
+    backend = argv[argv.index("--backend") + 1] if "--backend" in argv else ""
+    index = os.path.join(directory, launch_index.index_name(spec, os.getcwd(), os.getuid(),
+                                                            backend))
     deadline = time.monotonic() + 30
     while True:
         subprocess.run(argv, env=env, check=True)
@@ -340,6 +342,19 @@ def main() -> int:
     via_bwrap = [ISORUN, "--backend", "bwrap", "--profile", "strict", "--", "/bin/true"]
     cli["isorun --backend bwrap, warm cache"] = hyperfine("via-bwrap", via_bwrap, runs,
                                                           warm_env)
+    # The Landlock layer (issue #18): strict without it, to price the layer, and the
+    # landlock backend, which runs where no user namespace can be made (here by choice).
+    plain = workdir / "no-landlock.toml"
+    plain.write_text('extends = ["strict"]\n\n[landlock]\nenabled = false\n')
+    no_layer = [ISORUN, "--profile", str(plain), "--", "/bin/true"]
+    warm_launch_index(no_layer, warm_env)
+    cli["isorun strict without the Landlock layer, warm cache"] = hyperfine(
+        "no-landlock", no_layer, runs, warm_env)
+    via_landlock = [ISORUN, "--backend", "landlock", "--allow-weaker", "--profile", "strict",
+                    "--", "/bin/true"]
+    warm_launch_index(via_landlock, warm_env)
+    cli["isorun --backend landlock (no user namespace), warm cache"] = hyperfine(
+        "via-landlock", via_landlock, runs, warm_env)
     cli["bwrap"] = hyperfine("bwrap", bwrap_argv(None), runs, env)
     cli["bwrap + seccomp (via sh)"] = hyperfine("bwrap-seccomp", bwrap_seccomp, runs, env)
     cli["sh -c exec (overhead of the line above)"] = hyperfine(
