@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from isorun import launch_index
+from isorun.sandbox import flat
 from tests.integration.conftest import missing, unprivileged_user
 
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -385,11 +386,15 @@ def test_garbage_with_a_valid_checksum_is_a_miss(home: Path) -> None:
     index = _warm(home)
     good = index.read_bytes()
     body_start = len(launch_index.INDEX_MAGIC) + 16
+    # the record is the last field: its length, then the record itself, to the end
+    record_at = next(at for at in range(len(good) - 4, body_start, -1)
+                     if good[at:at + 4] == flat.MAGIC
+                     and int.from_bytes(good[at - 4:at], sys.byteorder) == len(good) - at)
     rng = random.Random(7)
     for _ in range(12):
         data = bytearray(good)
         for _ in range(rng.choice((1, 4))):
-            at = rng.randrange(body_start, body_start + (len(good) - body_start) // 3)
+            at = rng.randrange(body_start, record_at - 4)
             data[at] = rng.choice([v for v in (0x00, 0xFF, data[at] ^ 0x01, 0x7F) if v != data[at]])
         index.write_bytes(_with_crc(bytes(data)))
         index.chmod(0o600)
