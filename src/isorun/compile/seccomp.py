@@ -416,10 +416,13 @@ def _resolve_arch(arch: str, native: str) -> str:
 
 
 def plan_rules(
-    policy: Seccomp, targets: tuple[str, ...], ctx: Context
+    policy: Seccomp, targets: tuple[str, ...], ctx: Context, *, fallthrough: bool = False
 ) -> tuple[list[ResolvedRule], tuple[Unresolved, ...]]:
     """Disjoint rules for every syscall of the target ABIs' tables (no libseccomp needed:
-    the Docker/OCI exports use this too). ``nr`` is the number on ``targets[0]``."""
+    the Docker/OCI exports use this too). ``nr`` is the number on ``targets[0]``.
+
+    ``fallthrough`` (for libseccomp 2.5.4 only, see :func:`_with_fallthrough`): the action
+    with the most pieces of a syscall becomes one always-true rule added last."""
     entries, mentioned = build_entries(policy, ctx)
     known: set[str] = set()
     for a in targets:
@@ -443,19 +446,24 @@ def plan_rules(
             continue
         start = len(rules)
         ranges = argspace.ranges_are_safe([box for region, _ in pieces for box in region])
-        for region, entry in pieces:
-            for box in region:
-                for cmps in argspace.comparisons(box, ranges):
-                    rules.append(
-                        ResolvedRule(
-                            name,
-                            primary.get(name, -1),
-                            str(entry.action),
-                            tuple(cmps),
-                            entry.origin,
-                            entry.loc,
-                        )
+        emitted = [
+            (entry, [cmps for box in region for cmps in argspace.comparisons(box, ranges)])
+            for region, entry in pieces
+        ]
+        if fallthrough:
+            emitted = _with_fallthrough(emitted)
+        for entry, cmps_list in emitted:
+            for cmps in cmps_list:
+                rules.append(
+                    ResolvedRule(
+                        name,
+                        primary.get(name, -1),
+                        str(entry.action),
+                        tuple(cmps),
+                        entry.origin,
+                        entry.loc,
                     )
+                )
         if len(rules) - start > MAX_COMPARISONS_PER_SYSCALL:
             loc = next((e.loc for _, e in pieces if e.loc != DEFAULT_LOC), policy.loc)
             errors.append(
@@ -469,6 +477,41 @@ def plan_rules(
     if errors:
         raise ProfileError(errors)
     return rules, unresolved
+
+
+#: ``arg0 >= 0``: true for every call; see _with_fallthrough
+ALWAYS = (0, "ge", 0, 0)
+_RANGE_OPS = ("le", "lt", "ge", "gt")
+
+
+def _with_fallthrough(
+    emitted: list[tuple[Entry, list[list[tuple[int, str, int, int]]]]],
+) -> list[tuple[Entry, list[list[tuple[int, str, int, int]]]]]:
+    """Replace the largest action's rules of one syscall by one ``arg0 >= 0`` rule, last.
+
+    libseccomp 2.5.4's filter for one syscall is a depth-first search of its rule tree:
+    a comparison that fails, or a level whose nodes all failed, continues with the next
+    node of the level above (src/gen_bpf.c, ``_gen_bpf_chain`` resolves a level's end to
+    the parent's next node), and the first action reached answers. A level's nodes are
+    kept in descending order of (argument, high word first, operator: eq/masked_eq/ne,
+    then le/lt, then ge/gt, datum) (src/db.c, ``_db_chain_lt`` and ``_db_tree_add``), and
+    every rule starts with its high-word node. So the high-word node of ``arg0 >= 0``
+    (``a0.hi > 0``) is the last node of the syscall's top level: the rule answers exactly
+    the calls that no other rule, all disjoint, matched. That turns the complement of
+    two ``ne`` conditions on 32-bit arguments (1024 cube rules, issue 14) into one rule.
+
+    Not where another rule compares ``arg0`` with a range: its ``a0.hi > k`` node with
+    ``k == 0`` is the same node to libseccomp and the two would be merged. Checked by the
+    property test (tests/unit/test_seccomp_property.py) with the BPF interpreter."""
+    if len(emitted) < 2:
+        return emitted
+    big = max(range(len(emitted)), key=lambda k: len(emitted[k][1]))
+    if len(emitted[big][1]) < 2:
+        return emitted
+    others = [item for k, item in enumerate(emitted) if k != big]
+    if any(i == 0 and op in _RANGE_OPS for _, cl in others for c in cl for i, op, _a, _b in c):
+        return emitted
+    return [*others, (emitted[big][0], [[ALWAYS]])]
 
 
 def target_arches(policy: Seccomp, primary: str) -> tuple[str, ...]:
@@ -506,7 +549,9 @@ def compile_seccomp(
     if primary not in lsc.ARCH_TOKENS or primary in ("x32", "i386"):
         raise ValueError(f"cannot compile for {primary!r}")
     targets = target_arches(policy, primary)
-    rules, unresolved = plan_rules(policy, targets, Context(caps, primary, kernel))
+    rules, unresolved = plan_rules(
+        policy, targets, Context(caps, primary, kernel), fallthrough=True
+    )
     unknown_value = action_value(policy.unknown_action)
     kept: list[ResolvedRule] = []
     conditional = {r.syscall for r in rules if r.conditions}
