@@ -416,13 +416,14 @@ def _resolve_arch(arch: str, native: str) -> str:
 
 
 def plan_rules(
-    policy: Seccomp, targets: tuple[str, ...], ctx: Context, *, fallthrough: bool = False
+    policy: Seccomp, targets: tuple[str, ...], ctx: Context, *, fallthrough: str | None = None
 ) -> tuple[list[ResolvedRule], tuple[Unresolved, ...]]:
     """Disjoint rules for every syscall of the target ABIs' tables (no libseccomp needed:
     the Docker/OCI exports use this too). ``nr`` is the number on ``targets[0]``.
 
-    ``fallthrough`` (for libseccomp 2.5.4 only, see :func:`_with_fallthrough`): the action
-    with the most pieces of a syscall becomes one always-true rule added last."""
+    ``fallthrough`` (for libseccomp 2.5.4 only, see :func:`_with_fallthrough`): the
+    filter's own default action; the action with the most pieces of a syscall becomes one
+    always-true rule added last."""
     entries, mentioned = build_entries(policy, ctx)
     known: set[str] = set()
     for a in targets:
@@ -450,8 +451,8 @@ def plan_rules(
             (entry, [cmps for box in region for cmps in argspace.comparisons(box, ranges)])
             for region, entry in pieces
         ]
-        if fallthrough:
-            emitted = _with_fallthrough(emitted)
+        if fallthrough is not None:
+            emitted = _with_fallthrough(emitted, fallthrough)
         for entry, cmps_list in emitted:
             for cmps in cmps_list:
                 rules.append(
@@ -486,6 +487,7 @@ _RANGE_OPS = ("le", "lt", "ge", "gt")
 
 def _with_fallthrough(
     emitted: list[tuple[Entry, list[list[tuple[int, str, int, int]]]]],
+    filter_default: str,
 ) -> list[tuple[Entry, list[list[tuple[int, str, int, int]]]]]:
     """Replace the largest action's rules of one syscall by one ``arg0 >= 0`` rule, last.
 
@@ -501,9 +503,12 @@ def _with_fallthrough(
     two ``ne`` conditions on 32-bit arguments (1024 cube rules, issue 14) into one rule.
 
     Not where another rule compares ``arg0`` with a range: its ``a0.hi > k`` node with
-    ``k == 0`` is the same node to libseccomp and the two would be merged. Checked by the
-    property test (tests/unit/test_seccomp_property.py) with the BPF interpreter."""
-    if len(emitted) < 2:
+    ``k == 0`` is the same node to libseccomp and the two would be merged. Nor where one
+    of the actions is the filter's default: those pieces are left to the end of the
+    search, which the new rule would take (libseccomp refuses rules with the default
+    action, so they cannot be written either). Checked by the property test
+    (tests/unit/test_seccomp_property.py) with the BPF interpreter."""
+    if len(emitted) < 2 or any(str(entry.action) == filter_default for entry, _ in emitted):
         return emitted
     big = max(range(len(emitted)), key=lambda k: len(emitted[k][1]))
     if len(emitted[big][1]) < 2:
@@ -550,7 +555,7 @@ def compile_seccomp(
         raise ValueError(f"cannot compile for {primary!r}")
     targets = target_arches(policy, primary)
     rules, unresolved = plan_rules(
-        policy, targets, Context(caps, primary, kernel), fallthrough=True
+        policy, targets, Context(caps, primary, kernel), fallthrough=str(policy.unknown_action)
     )
     unknown_value = action_value(policy.unknown_action)
     kept: list[ResolvedRule] = []
