@@ -276,10 +276,11 @@ def test_property_run_compiled_nearly_everything() -> None:
 
 def test_the_issue_14_rule_set_never_hangs(compiler: Compiler) -> None:
     """allow execve, exit_group; socket arg0 == 16 -> errno 22; socket arg2 != 9 -> allow:
-    the range rewrite of these made libseccomp 2.5.4 loop forever, and later the product
-    of two "!=" on 32-bit arguments took 1057 rules. The allowed rest is now one rule
-    libseccomp reaches last (seccomp._with_fallthrough): a small filter that decides as
-    the kernel reads the arguments, high halves included."""
+    the range rewrite of these made libseccomp 2.5.4 loop forever. On socket, whose
+    arguments are 32-bit, "!= 9" on the low half is 32 cubes, and the product with
+    "!= 16" is refused with a located error (libseccomp's own order could say it in a
+    few rules, see seccomp._with_fallthrough, not in use yet); on 64-bit arguments
+    (mremap's) the same rules compile."""
 
     def policy(name: str) -> Seccomp:
         return Seccomp(
@@ -291,27 +292,15 @@ def test_the_issue_14_rule_set_never_hangs(compiler: Compiler) -> None:
             ),
         )
 
-    hi = 1 << 32
-    _, base = compiler.compile(Seccomp(allow=("execve", "exit_group"), hardening=False))
-    for name, narrow in (("socket", True), ("mremap", False)):
-        status, bpf = compiler.compile(policy(name))
-        assert status == "ok", (status, bpf)
-        insns = V.decode(bpf)
-        # on socket: 32 rules for errno 1 (arg0's low half is not 16, arg2's is 9), one
-        # for errno 22, the fall-through for allow: 273 instructions (1057 rules before,
-        # more than the kernel's 4096 instructions)
-        assert len(insns) - len(base) // 8 < (300 if narrow else 600), len(insns)
-        nr = X86_64[name]
-        for args in (
-            (16, 1, 0),
-            (16, 1, 9),
-            (hi | 16, 1, 0),
-            (2, 1, 0),
-            (2, 1, 9),
-            (2, 1, hi | 9),
-            (hi | 2, 1, 9),
-            (17, 0, 8),
-        ):
-            got = V.describe(V.evaluate(insns, nr, args=args))
-            assert got == reference(policy(name), name, args), (name, [hex(a) for a in args])
-        assert (V.evaluate(insns, nr, args=(hi | 16, 1, 0)) == V.RET_ERRNO | 22) is narrow
+    status, out = compiler.compile(policy("socket"))
+    assert status == "profile", (status, out)
+    assert "the rules for socket need" in out and "hint: simplify" in out, out
+    status, bpf = compiler.compile(policy("mremap"))
+    assert status == "ok", (status, bpf)
+    nr = X86_64["mremap"]
+    assert V.evaluate(bpf, nr, args=(16, 1, 0)) == V.RET_ERRNO | 22
+    assert V.evaluate(bpf, nr, args=(16, 1, 9)) == V.RET_ERRNO | 22
+    assert V.evaluate(bpf, nr, args=((1 << 32) | 16, 1, 0)) == V.RET_ALLOW
+    assert V.evaluate(bpf, nr, args=(2, 1, 0)) == V.RET_ALLOW
+    assert V.evaluate(bpf, nr, args=(2, 1, 9)) == V.RET_ERRNO | 1
+    assert V.evaluate(bpf, nr, args=(2, 1, (1 << 32) | 9)) == V.RET_ALLOW

@@ -510,6 +510,19 @@ def ranges_are_safe(boxes: list[Box]) -> bool:
     return True
 
 
+def mixed_shapes(boxes: list[Box]) -> bool:
+    """Whether some argument is compared below different sets of other arguments (e.g.
+    ``arg3`` alone in one rule and after ``arg0, arg2`` in another). libseccomp 2.5.4
+    merges such rules in exponential time: 63 rules on ``arg3`` alone, then one on
+    ``arg0, arg2, arg3`` took 14 s to add (the random property run's "hangs" were these;
+    see :data:`isorun.compile.seccomp.MAX_MIXED_RULES`)."""
+    before: dict[int, set[tuple[int, ...]]] = {}
+    for box in boxes:
+        for n, (i, _) in enumerate(box):
+            before.setdefault(i, set()).add(tuple(j for j, _ in box[:n]))
+    return any(len(p) > 1 for p in before.values())
+
+
 def comparisons(box: Box, ranges: bool = True) -> list[list[tuple[int, str, int, int]]]:
     """libseccomp comparisons ``(index, op, datum_a, datum_b)`` for a box: one list per rule.
 
@@ -533,6 +546,17 @@ def comparisons(box: Box, ranges: bool = True) -> list[list[tuple[int, str, int,
         else:
             per.append([_cube_comparison(i, c) for c in span_cubes(atom.lo, atom.hi)])
     return [list(combo) for combo in product(*per)]
+
+
+def count_comparisons(box: Box, ranges: bool = True) -> int:
+    """``len(comparisons(box, ranges))`` without building them."""
+    count, last = 1, len(box) - 1
+    for n, (_, atom) in enumerate(box):
+        if isinstance(atom, Cube) or atom.lo == atom.hi:
+            continue
+        if not (ranges and n == last and (atom.lo == 0 or atom.hi == MAX)):
+            count *= len(span_cubes(atom.lo, atom.hi))
+    return count
 
 
 def _cube_comparison(index: int, cube: Cube) -> tuple[int, str, int, int]:
