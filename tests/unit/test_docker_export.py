@@ -103,6 +103,9 @@ def test_import_of_moby_default_reads_back_through_the_loader() -> None:
 
 
 def test_round_trip_moby_same_decisions_for_every_caps_set_arch_and_kernel() -> None:
+    """The export decides as moby's profile does on what the kernel reads: a 32-bit
+    argument's high half never decides (personality(0x100000000) is PER_LINUX, which
+    moby's own "eq 0" refuses on the register and the native filter allows)."""
     exported = json.loads(D.export_docker(imported_policy()))
     names = set(X86_64)
     for rule in MOBY["syscalls"]:
@@ -114,7 +117,7 @@ def test_round_trip_moby_same_decisions_for_every_caps_set_arch_and_kernel() -> 
                 for name in sorted(names):
                     for args in arg_vectors(name):
                         kw: dict[str, Any] = {"caps": caps, "arch": arch, "kernel": kernel}
-                        want = DD.docker_decide(MOBY, name, args, **kw)
+                        want = DD.docker_decide(MOBY, name, kernel_view(name, args), **kw)
                         assert DD.docker_decide(exported, name, args, **kw) == want, (
                             name,
                             args,
@@ -723,3 +726,56 @@ def test_an_export_with_uint64_values_imports_to_the_same_filter() -> None:
 def _split(action: str) -> tuple[str, int]:
     kind, _, num = action.partition(":")
     return kind, int(num or 0)
+
+
+def test_when_export_compares_32_bit_arguments_on_their_low_half() -> None:
+    """A profile with `when` exports its rules as written, which an engine compares on the
+    whole register; on a 32-bit argument the export now spells the low 32 bits out
+    (masked_eq cubes), so Docker and the re-imported profile decide socket(0x100000028)
+    as the kernel and the native filter do: AF_VSOCK. (OCI and k8s refuse `when`; their
+    exports come from the compiler's regions, which compare the low half already.)"""
+    from isorun.profile.schema import When
+
+    hi = 1 << 32
+    policy = Seccomp(
+        allow=("execve", "exit_group"),
+        hardening=False,
+        default_action=Action("errno", 1),
+        unknown_action=Action("errno", 1),
+        rules=(
+            SeccompRule(
+                ("socket",), Action("allow"), (ArgCond(0, "ne", 40),), when=When(not_caps=("X",))
+            ),
+            SeccompRule(("personality",), Action("allow"), (ArgCond(0, "eq", 0),)),
+            SeccompRule(
+                ("setpriority", "mremap"),
+                Action("errno", 13),
+                (ArgCond(0, "le", 1), ArgCond(3, "eq", 2)),
+                when=When(arches=("amd64",)),
+            ),
+        ),
+    )
+    docker = json.loads(D.export_docker(policy))
+    reimported, _ = DI.docker_to_policy(json.dumps(docker), "exported.json")
+    native = V.decode(compile_seccomp(policy).bpf)
+    again = V.decode(compile_seccomp(reimported).bpf)
+    probes = {
+        "socket": [(40,), (hi | 40,), (41,), (hi | 41,), (0xFFFFFFFF,), ((1 << 64) - 1,)],
+        "personality": [(0,), (hi,), (1,), (hi | 1,)],
+        "setpriority": [(1, 0, 0, 2), (hi | 1, 0, 0, 2), (2, 0, 0, 2), (0, 0, 0, hi | 2)],
+        "mremap": [(1, 0, 0, 2), (hi | 1, 0, 0, 2), (0, 0, 0, hi | 2)],
+    }
+    for name, vectors in probes.items():
+        nr = X86_64[name]
+        for args in vectors:
+            want = str(decide(policy, name, args))
+            assert V.describe(V.evaluate(native, nr, args=args)) == want, (name, args)
+            assert DD.docker_decide(docker, name, args) == want, (name, args)
+            assert V.describe(V.evaluate(again, nr, args=args)) == want, (name, args)
+    assert decide(policy, "socket", (hi | 40,)) == Action("errno", 1)
+    # on a 32-bit argument the engines' libseccomp gets masked_eq only, never a range
+    # or ne (mremap's unsigned long arguments keep their 64-bit comparisons)
+    for r in docker["syscalls"]:
+        low = syscalls.narrow_args(r["names"][0])
+        assert all(a["op"] == "SCMP_CMP_MASKED_EQ" for a in r.get("args", []) if a["index"] in low)
+    assert any(a["op"] == "SCMP_CMP_LE" for r in docker["syscalls"] for a in r.get("args", []))

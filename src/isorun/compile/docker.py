@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import product
 from typing import Any
 
-from isorun.compile import docker_rules, syscalls
+from isorun.compile import argspace, docker_rules, syscalls
 from isorun.compile.seccomp import Context, target_arches
 from isorun.compile.seccomp_check import check_seccomp
 from isorun.errors import Diagnostic, ProfileError
-from isorun.profile.schema import Action, Seccomp, When
+from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule, When
 
 ACTIONS_OUT = {
     "allow": "SCMP_ACT_ALLOW",
@@ -200,27 +201,89 @@ def _structural_rules(policy: Seccomp) -> list[dict[str, Any]]:
     if policy.deny:
         out.append({"names": names(policy.deny)} | _docker_action(policy.deny_action))
     for rule in policy.rules:
-        entry: dict[str, Any] = {"names": names(rule.syscalls)} | _docker_action(rule.action)
-        if rule.args:
-            entry["args"] = [
-                {
-                    "index": c.index,
-                    "value": c.mask if c.op == "masked_eq" else c.value,
-                    "valueTwo": c.value if c.op == "masked_eq" else 0,
-                    "op": OPS_OUT[c.op],
-                }
-                for c in rule.args
-            ]
+        head: dict[str, Any] = {}
         if rule.comment:
-            entry["comment"] = rule.comment
+            head["comment"] = rule.comment
         if rule.when is not None:
             inc, exc = _filters(rule.when)
             if inc:
-                entry["includes"] = inc
+                head["includes"] = inc
             if exc:
-                entry["excludes"] = exc
-        out.append(entry)
+                head["excludes"] = exc
+        # syscalls whose conditioned arguments are 32-bit at the same indexes share entries
+        by_width: dict[frozenset[int], list[str]] = {}
+        for name in names(rule.syscalls):
+            low = frozenset({c.index for c in rule.args} & syscalls.narrow_args(name))
+            by_width.setdefault(low, []).append(name)
+        for low, group in sorted(by_width.items(), key=lambda kv: sorted(kv[0])):
+            for args in _structural_args(rule, low, group[0]):
+                entry: dict[str, Any] = {"names": group} | _docker_action(rule.action)
+                if args:
+                    entry["args"] = args
+                out.append(entry | head)
     return out
+
+
+#: the most entries one rule may become when its 32-bit conditions are spelled out
+MAX_STRUCTURAL_ENTRIES = 256
+
+
+def _structural_args(
+    rule: SeccompRule, low: frozenset[int], name: str
+) -> list[list[dict[str, Any]]]:
+    """The ``args`` of the entries one rule becomes: its conditions, those on the 32-bit
+    arguments ``low`` (of ``name`` and the syscalls grouped with it) compared on the low
+    32 bits the kernel reads, as the native filter compares them. An engine compares the whole
+    register, so ``eq 40`` becomes ``masked_eq 0xffffffff 40`` (socket(0x100000028) is
+    AF_VSOCK), and ``ne``/``lt``/... become low-half cubes: one entry per combination,
+    each ANDing distinct indexes (runc ORs an entry whose indexes repeat)."""
+
+    def raw(c: ArgCond) -> dict[str, Any]:
+        return {
+            "index": c.index,
+            "value": c.mask if c.op == "masked_eq" else c.value,
+            "valueTwo": c.value if c.op == "masked_eq" else 0,
+            "op": OPS_OUT[c.op],
+        }
+
+    if not low:
+        return [[raw(c) for c in rule.args]]
+    per: list[list[dict[str, Any]]] = []
+    for c in rule.args:
+        if c.index not in low:
+            per.append([raw(c)])
+            continue
+        alts: list[dict[str, Any]] = []
+        for atom in argspace.atom_of(c.op, c.value, c.mask, bits=32):
+            assert isinstance(atom, argspace.Cube)  # 32-bit atoms are cubes
+            if atom.mask:
+                alts.append(
+                    {
+                        "index": c.index,
+                        "value": atom.mask,
+                        "valueTwo": atom.value,
+                        "op": OPS_OUT["masked_eq"],
+                    }
+                )
+            else:
+                alts.append({})  # mask 0: holds for every value
+        per.append(alts)
+    if len(per) == 1 and all(per[0]):
+        # one condition: its cubes go into one entry, which runc ORs (same index)
+        return [per[0]] if per[0] else []
+    combos = 1
+    for alts in per:
+        combos *= len(alts)
+    if combos > MAX_STRUCTURAL_ENTRIES:
+        raise ProfileError(
+            Diagnostic(
+                rule.loc,
+                f"{name}: the rule's conditions on 32-bit arguments need {combos}"
+                " Docker entries to compare the low 32 bits the kernel reads",
+                "use eq or masked_eq on 32-bit arguments, or fewer conditions per rule",
+            )
+        )
+    return [[a for a in combo if a] for combo in product(*per)]
 
 
 def _filters(when: When) -> tuple[dict[str, Any], dict[str, Any]]:
