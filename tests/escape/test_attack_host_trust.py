@@ -31,14 +31,9 @@ def test_python_m_isorun_imports_no_module_a_sandbox_planted(run_attack: Runner)
 
 
 @pytest.mark.needs("userns", "shim", "setpriv")
-def test_cache_poisoned_by_an_earlier_run_is_not_loaded(
-        run_attack: Runner, mode: str, request: pytest.FixtureRequest) -> None:
-    if mode == "user":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "hole: check_not_writable guards the plan cache against the current plan only; "
-            "a cache directory an earlier run could write (XDG_CACHE_HOME changed between "
-            "runs) is trusted because its files are the caller's own, and a same-uid "
-            "sandbox writes such files: its pickle runs on the host")))
+def test_cache_poisoned_by_an_earlier_run_is_not_loaded(run_attack: Runner) -> None:
+    """A cache directory an earlier build run could write, named by a later launch: its
+    entries are the caller's own files, so only their tag (isorun.mac) can refuse them."""
     run_attack("earlier_build_poisons_a_cache_named_later")
 
 
@@ -142,14 +137,9 @@ def test_profile_edit_hiding_its_size_and_mtime_misses_the_launch_index(
 
 
 @pytest.mark.needs("userns", "shim", "setpriv")
-def test_launch_index_relabelled_by_an_earlier_run_is_not_launched(
-        run_attack: Runner, mode: str, request: pytest.FixtureRequest) -> None:
-    if mode == "user":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "hole: the C front end trusts a launch index because it is the caller's own "
-            "file in the caller's 0700 cache directory; a cache directory an earlier run "
-            "could write (XDG_CACHE_HOME changed between runs) holds such files, and an "
-            "index's spec field names its profile: web's record runs as strict")))
+def test_launch_index_relabelled_by_an_earlier_run_is_not_launched(run_attack: Runner) -> None:
+    """web's launch index filed as strict's by an earlier build run: the tag covers the
+    spec field and the file's name, so the C front end misses and Python compiles strict."""
     run_attack("earlier_build_relabels_a_launch_index_named_later")
 
 

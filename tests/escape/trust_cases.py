@@ -89,6 +89,10 @@ def earlier_build_poisons_a_cache_named_later() -> None:
         assert first.returncode == 0, first.stderr
         attack = isorun("-p", "build", "--", PY, "poison.py", str(cache / "isorun"),
                         str(marker / "ran"), cwd=where)
+        # the control: the sandbox did rewrite the entries (not root's: its sandbox runs
+        # as nobody, which cannot read root's 0700 cache directory)
+        poisoned = attack.stdout.startswith("poisoned ") and attack.stdout.split()[1] != "0"
+        assert poisoned == (os.getuid() != 0), (attack.stdout, attack.stderr)
         nxt = subprocess.run([PY, "-c", NEXT], cwd=where, capture_output=True, text=True,
                              timeout=120, check=False, env=_env(XDG_CACHE_HOME=str(cache)))
         assert not (marker / "ran").exists(), (
@@ -277,19 +281,22 @@ def build_cannot_rewrite_the_environment_isorun_runs_in() -> None:
 
 
 #: run inside build: turns the launch index of one profile into the index of another
-#: (the spec field and the CRC are all that name it), so the C front end launches the
-#: first profile's sandbox for the second
+#: (the spec field names it), keeping the header and its tag: the sandbox cannot read
+#: the key to make a new one. A format it does not know is left alone, and says so.
 RELABEL = r"""
-import os, sys, zlib
+import os, sys
 src, dst, old, new = sys.argv[1:5]
 blob = open(src, "rb").read()
-head = len(b"isorun-launch-index\n")
-body = blob[head + 16:]
+magic = b"isorun-launch-index\n"
+head = len(magic) + 4 + 8 + 32  # magic, u32 format, u64 body length, the tag
+assert blob.startswith(magic) and int.from_bytes(blob[len(magic):len(magic) + 4],
+                                                 sys.byteorder) == 3, "another index format"
+body = blob[head:]
 n = int.from_bytes(body[:4], sys.byteorder)
 assert body[4:4 + n] == old.encode(), body[:40]
 body = len(new).to_bytes(4, sys.byteorder) + new.encode() + body[4 + n:]
-out = (blob[:head + 4] + zlib.crc32(body).to_bytes(4, sys.byteorder)
-       + len(body).to_bytes(8, sys.byteorder) + body)
+out = (blob[:len(magic) + 4] + len(body).to_bytes(8, sys.byteorder)
+       + blob[len(magic) + 12:head] + body)
 with open(dst + ".new", "wb") as f:
     f.write(out)
 os.chmod(dst + ".new", 0o600)
@@ -348,6 +355,9 @@ def earlier_build_relabels_a_launch_index_named_later() -> None:
         (where / "relabel.py").chmod(0o644)
         attack = isorun("-p", "build", "--", PY, "relabel.py", str(web), str(strict), "web",
                         "strict", cwd=where)
+        # the control: the sandbox relabelled the index (root's sandbox runs as nobody, and
+        # cannot read root's files, let alone rewrite them)
+        assert ("relabelled" in attack.stdout) == (uid != 0), (attack.stdout, attack.stderr)
         host_net = os.readlink("/proc/self/ns/net")
         nxt = front("-p", "strict", "--", "/bin/readlink", "/proc/self/ns/net")
         assert nxt.returncode == 0, (nxt.returncode, nxt.stderr)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from isorun import launch_index
+from isorun import launch_index, mac
 from tests.integration.conftest import missing, unprivileged_user
 
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -31,6 +31,8 @@ FRONTEND = Path(sys.executable).parent / "isorun"
 PYTHON_CLI = [sys.executable, "-m", "isorun"]
 ECHO = ["--profile", "strict", "--", "/bin/echo", "hi"]
 TIMEOUT = 60
+#: where an index's body starts: magic, u32 format, u64 length, the tag
+BODY_START = len(launch_index.INDEX_MAGIC) + 4 + 8 + mac.TAG_SIZE
 
 
 @pytest.fixture(autouse=True)
@@ -353,7 +355,7 @@ BAD_INDEX: dict[str, Callable[[Path], None]] = {
     "corrupt": _flip,
     "truncated": _truncate(lambda n: n // 2),
     "one-byte-short": _truncate(lambda n: n - 1),
-    "header-only": _truncate(lambda n: 36),
+    "header-only": _truncate(lambda n: BODY_START),
     "empty": _truncate(lambda n: 0),
     "cache-dir-group-writable": lambda index: index.parent.chmod(0o770),
 }
@@ -370,28 +372,32 @@ def test_bad_index_is_ignored(home: Path, damage: str) -> None:
     assert _python_ran(execs)
 
 
-def _with_crc(blob: bytes) -> bytes:
-    import zlib
+def _with_tag(blob: bytes, name: str) -> bytes:
+    """``blob`` tagged anew under this user's key as ``name``: what only isorun can do."""
+    secret = mac.key()
+    assert secret is not None
+    body = blob[BODY_START:]
+    return blob[: BODY_START - mac.TAG_SIZE] + mac.tag(secret, b"index", name, body) + body
 
-    head = len(launch_index.INDEX_MAGIC) + 4
-    body = blob[head + 12 :]
-    return blob[:head] + zlib.crc32(body).to_bytes(4, sys.byteorder) + blob[head + 4 :]
 
+def test_garbage_with_a_valid_tag_is_a_miss(home: Path) -> None:
+    # Past the tag (were the key ever to leak), the parser meets whatever the bytes say:
+    # lengths and counts out of range, NULs in paths. Each must be a miss and the Python
+    # CLI's correct result. The flat record at the end is isorun-launch's to validate.
+    from tests.unit.test_launch_index import decode
 
-def test_garbage_with_a_valid_checksum_is_a_miss(home: Path) -> None:
-    # Past the CRC, the parser meets whatever the bytes say: lengths and counts out of
-    # range, NULs in paths. Each must be a miss and the Python CLI's correct result.
-    # The flat record at the end is left alone: it is isorun-launch's to validate.
     index = _warm(home)
     good = index.read_bytes()
-    body_start = len(launch_index.INDEX_MAGIC) + 16
+    record = decode(good)["record"]
+    assert isinstance(record, bytes)
+    end = len(good) - len(record) - 4  # the record's length field
     rng = random.Random(7)
     for _ in range(12):
         data = bytearray(good)
         for _ in range(rng.choice((1, 4))):
-            at = rng.randrange(body_start, body_start + (len(good) - body_start) // 3)
+            at = rng.randrange(BODY_START, end)
             data[at] = rng.choice([v for v in (0x00, 0xFF, data[at] ^ 0x01, 0x7F) if v != data[at]])
-        index.write_bytes(_with_crc(bytes(data)))
+        index.write_bytes(_with_tag(bytes(data), index.name))
         index.chmod(0o600)
         done, execs = _traced([str(FRONTEND), *ECHO], home)
         assert (done.returncode, done.stdout) == (0, "hi\n")
