@@ -102,11 +102,12 @@ def check_not_writable(plan: Plan, directory: str | None = None) -> None:
     installation this isorun runs from.
 
     An entry holds a pickle, which runs constructors named in it, and a launch record the
-    shim applies as it stands; both are trusted because the file is the caller's own
-    (:func:`read_entry`). A sandbox of an unprivileged caller writes files as that same
-    uid, so a writable mount over the cache (``XDG_CACHE_HOME`` inside the project with
-    build's writable ``${CWD}``, a profile binding ``~/.cache``) would let it plant code
-    that the next launch runs on the host, outside any sandbox. The same holds for
+    shim applies as it stands; both are trusted only with a tag no sandbox can forge
+    (:func:`read_entry`, :mod:`isorun.mac`). A writable mount over the cache
+    (``XDG_CACHE_HOME`` inside the project with build's writable ``${CWD}``, a profile
+    binding ``~/.cache``) is refused all the same: the sandbox could delete entries or
+    put back older ones of its choosing, and whatever else lives there (the exec stage,
+    pytest session profiles) is not tagged. The same holds for
     isorun's own installation: its package, and the Python environments it runs in
     (``sys.prefix``: a ``.pth`` file in its site-packages runs at every interpreter start,
     its bin holds the ``isorun`` program; ``sys.base_prefix``: the standard library), a
@@ -371,8 +372,8 @@ def read_entry(path: str, log: Callable[[str], None] | None = None) -> dict[str,
     payload = memoryview(blob)[head:]
     if not mac.verify(secret, b"entry", os.path.basename(path), payload,
                       blob[len(MAGIC) + 1 : head]):
-        _warn(log, f"ignoring {path}: its tag does not match (not written by this user's "
-                   "isorun under this name, or damaged)")
+        _warn(log, f"ignoring {path}: corrupt, or not written by this user's isorun under "
+                   "this name (its tag does not match)")
         return None
     try:
         entry = marshal.loads(payload)

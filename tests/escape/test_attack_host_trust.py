@@ -171,3 +171,23 @@ def test_isorun_pytest_runs_no_project_interpreter_a_sandbox_replaced(run_attack
 @pytest.mark.needs("userns", "shim", "setpriv")
 def test_working_directory_policy_through_links_and_deletion(run_attack: Runner) -> None:
     run_attack("working_directory_policy_sees_through_links_and_deletion")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv", "landlock")
+def test_cache_key_is_out_of_every_sandboxs_reach(run_attack: Runner) -> None:
+    """As root (its sandbox runs as nobody) and as nobody."""
+    run_attack("key_is_out_of_every_sandboxs_reach")
+
+
+@pytest.mark.needs("root", "userns", "shim", "setpriv", "landlock")
+def test_cache_key_is_out_of_every_sandboxs_reach_as_uid_1000() -> None:
+    """As a user with a home and a uid of its own (1000): its key, its keyring."""
+    import pwd
+
+    from tests.escape.conftest import missing
+
+    try:
+        user = pwd.getpwuid(1000)
+    except KeyError:
+        missing("a user with uid 1000")
+    case_runner("user", CASES_FILE, user)("key_is_out_of_every_sandboxs_reach")

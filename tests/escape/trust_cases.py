@@ -514,6 +514,58 @@ def working_directory_policy_sees_through_links_and_deletion() -> None:
                 link.unlink()
 
 
+#: run inside a sandbox: looks for isorun's key (isorun.mac.KEY_NAME) from each keyring a
+#: process can name, and reads it where found; one word a keyring: FOUND, or the errno
+KEY_PROBE = r"""
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+call = libc.syscall
+call.restype = ctypes.c_long
+add_key, keyctl = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+L = ctypes.c_long
+out = []
+for ring in (-4, -5, -3, -2, -1):  # user, user-session, session, process, thread
+    serial = call(L(keyctl), L(10), L(ring), b"user", b"isorun:cache-mac:1", L(0))
+    code = ctypes.get_errno()
+    if serial >= 0:
+        buf = ctypes.create_string_buffer(64)
+        out.append(f"FOUND:{call(L(keyctl), L(11), L(serial), buf, L(64))}")
+    else:
+        out.append(errno.errorcode.get(code, str(code)))
+# and a key of the same name in the user keyring, which would replace ours were add_key
+# and our key's permissions to let it
+made = call(L(add_key), b"user", b"isorun:cache-mac:1", b"x" * 32, L(32), L(-4))
+out.append("ADDED" if made >= 0 else errno.errorcode.get(ctypes.get_errno(), "?"))
+print(" ".join(out))
+"""
+
+
+def key_is_out_of_every_sandboxs_reach() -> None:
+    """isorun.mac's key, which vouches for every cache entry and launch index, from
+    inside strict, build and test (and strict on the landlock backend, which shares the
+    caller's user namespace, so only seccomp stands between it and the keyring): never
+    found, read or replaced. The control: the same probe on the host finds it."""
+    from isorun import mac
+
+    secret = mac.key(create=True)
+    assert secret is not None, "no key: keyctl refused to this caller?"
+    with project("isorun-atk-key-") as where:
+        (where / "probe.py").write_text(KEY_PROBE)
+        (where / "probe.py").chmod(0o644)
+        host = subprocess.run([PY, str(where / "probe.py")], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.split()
+        assert host[0] == "FOUND:32", host  # the control: our own keyring, from the host
+        runs = [("-p", "strict"), ("-p", "build"), ("-p", "test"),
+                ("--backend", "landlock", "--allow-weaker", "-p", "strict")]
+        for run in runs:
+            done = isorun(*run, "--", PY, str(where / "probe.py"), cwd=where)
+            assert done.returncode == 0, (run, done.stderr)
+            words = done.stdout.split()
+            assert words == ["EPERM"] * 6, (run, words, done.stderr)
+        mac._cached = None
+        assert mac.key() == secret, "a sandbox replaced the key"
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         python_m_isorun_imports_nothing_from_the_project,
@@ -527,7 +579,8 @@ CASES: dict[str, Callable[[], None]] = {
         cache_of_another_user_is_not_read,
         planted_pyvenv_cfg_binds_nothing_more_for_test,
         isorun_pytest_runs_no_interpreter_a_sandbox_replaced,
-        working_directory_policy_sees_through_links_and_deletion)
+        working_directory_policy_sees_through_links_and_deletion,
+        key_is_out_of_every_sandboxs_reach)
 }  # fmt: skip
 
 if __name__ == "__main__":
