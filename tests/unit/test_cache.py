@@ -409,7 +409,7 @@ def _drop_key(name: bytes) -> None:
 
     from isorun import mac
 
-    add_key, keyctl = mac.SYSCALLS[os.uname().machine]
+    _, keyctl = mac.SYSCALLS[os.uname().machine]
     fn = ctypes.CDLL(None, use_errno=True).syscall
     fn.restype = ctypes.c_long
     serial = fn(ctypes.c_long(keyctl), ctypes.c_long(10), ctypes.c_long(-4),
