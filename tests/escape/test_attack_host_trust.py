@@ -42,6 +42,13 @@ def test_relative_xdg_cache_home_keeps_the_exec_stage_out_of_reach(run_attack: R
     run_attack("relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project")
 
 
+@pytest.mark.needs("userns", "shim", "setpriv", "bwrap", "gcc")
+def test_exec_stage_planted_by_an_earlier_run_is_not_run(run_attack: Runner) -> None:
+    """An absolute XDG_CACHE_HOME that changed between runs: the stage is the caller's own
+    file there, and only its tag (isorun.mac) tells it from one a sandbox wrote."""
+    run_attack("earlier_build_plants_an_exec_stage_named_later")
+
+
 @pytest.mark.needs("userns", "shim", "setpriv", "gcc")
 def test_exec_stage_build_runs_no_compiler_tool_a_sandbox_planted(run_attack: Runner) -> None:
     run_attack("exec_stage_is_built_by_the_system_compiler_alone")

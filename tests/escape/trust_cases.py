@@ -9,7 +9,6 @@ test_attack_host_trust.py, or under setpriv as an unprivileged user
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -105,9 +104,7 @@ def _stage_name() -> str:
     """The exec stage's file name, as anyone who can read isorun's source computes it."""
     from isorun.sandbox import exec_stage
 
-    source = exec_stage.SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join(exec_stage.CFLAGS).encode()).hexdigest()
-    return f"{exec_stage.NAME}-{digest[:16]}"
+    return exec_stage.stage_name()
 
 
 #: replaces the exec stage, wherever the relative cache put it, with a script that
@@ -150,6 +147,28 @@ def relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project() -> None:
             assert (nxt.returncode, nxt.stdout) == (0, "next\n"), (nxt.returncode, nxt.stderr)
         finally:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def earlier_build_plants_an_exec_stage_named_later() -> None:
+    """The exec stage's side of the cache poisoning: an earlier build run (its cache
+    elsewhere) writes a stage of its own, the caller's own file, where a later bwrap
+    launch that names the project's cache (XDG_CACHE_HOME=$PWD/.cache) looks for it.
+    That launch runs the stage on the host before bwrap: it must build its own."""
+    with project("isorun-atk-stage2-") as where, marker_dir() as marker:
+        cache = where / ".cache"
+        stage = cache / "isorun" / _stage_name()
+        script = STAGE.format(marker=str(marker))
+        plant(where, 'mkdir -p "${1%/*}" && printf %s "$2" > "$1" && chmod 755 "$1" '
+              '&& printf 0123456789abcdef0123456789abcdef > "$1.tag"', str(stage), script)
+        assert stage.read_text() == script  # the control: planted where it is looked for
+        nxt = isorun("--backend", "bwrap", "-p", "strict", "--", "/bin/echo", "next",
+                     cwd=where, cache=cache)
+        assert not (marker / "ran").exists(), (
+            "a bwrap launch ran an exec stage an earlier sandbox wrote",
+            (marker / "ran").read_text(), nxt.stderr)
+        assert (nxt.returncode, nxt.stdout) == (0, "next\n"), (nxt.returncode, nxt.stderr)
+        if os.getuid() != 0:  # root's stage lives in /var/cache/isorun, never here
+            assert stage.read_bytes()[:4] == b"\x7fELF", sorted(stage.parent.iterdir())
 
 
 #: a compiler driver, assembler or header a sandbox left in the project; any of them
@@ -571,6 +590,7 @@ CASES: dict[str, Callable[[], None]] = {
         python_m_isorun_imports_nothing_from_the_project,
         earlier_build_poisons_a_cache_named_later,
         relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project,
+        earlier_build_plants_an_exec_stage_named_later,
         exec_stage_is_built_by_the_system_compiler_alone,
         exec_stage_behind_a_link_is_rebuilt,
         exec_stage_directory_follows_the_plan_cache_rule,
