@@ -19,7 +19,7 @@ but in the entry: each as the path the loader opened, the path it resolved to, a
 SHA-256 of its bytes. A hit re-checks all three. The entry stores the variables it was
 compiled with; a hit checks them too.
 
-Authenticated: an entry's header holds a tag (:mod:`isorun.mac`, a keyed BLAKE2b under
+Authenticated: an entry's header holds a tag (:mod:`isorun.host.mac`, a keyed BLAKE2b under
 the caller's key in the kernel keyring) of its file name and its payload, checked before
 anything in it is decoded. Owner and mode cannot tell the caller's files from ones a
 sandbox of the same uid wrote into a directory a later launch names as its cache; the
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from isorun.host.facts import HostFacts
 
 #: bump when the entry layout changes; older entries are then ignored
-#: (2: the header's SHA-256 became the tag of isorun.mac)
+#: (2: the header's SHA-256 became the tag of isorun.host.mac)
 FORMAT = 2
 MAGIC = b"isorun-plan-cache\n"
 
@@ -103,7 +103,7 @@ def check_not_writable(plan: Plan, directory: str | None = None) -> None:
 
     An entry holds a pickle, which runs constructors named in it, and a launch record the
     shim applies as it stands; both are trusted only with a tag no sandbox can forge
-    (:func:`read_entry`, :mod:`isorun.mac`). A writable mount over the cache
+    (:func:`read_entry`, :mod:`isorun.host.mac`). A writable mount over the cache
     (``XDG_CACHE_HOME`` inside the project with build's writable ``${CWD}``, a profile
     binding ``~/.cache``) is refused all the same: the sandbox could delete entries or
     put back older ones of its choosing, and whatever else lives there (the exec stage,
@@ -329,10 +329,10 @@ def read_entry(path: str, log: Callable[[str], None] | None = None) -> dict[str,
 
     Safe: a regular file (no symlink followed), owned by the caller, not writable by
     group or others. Authentic: magic and format match, and the header's tag is the
-    caller's key's tag of this file name and the payload (:mod:`isorun.mac`), checked
+    caller's key's tag of this file name and the payload (:mod:`isorun.host.mac`), checked
     before the payload is decoded. No key (none made yet, keyctl refused): None.
     """
-    from isorun import mac
+    from isorun.host import mac
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -391,7 +391,7 @@ def write_entry(
 ) -> bool:
     """Write ``entry`` atomically (see :func:`_write_file`), tagged under the caller's key
     (made now if there is none); without a key, nothing is written."""
-    from isorun import mac
+    from isorun.host import mac
 
     secret = mac.key(create=True)
     if secret is None:
@@ -468,7 +468,7 @@ def load_plan(entry: Mapping[str, object]) -> Plan:
 
     # pickle runs constructors named in its input, so it is only ever given entries whose
     # tag read_entry checked: written by this user's isorun under this name, since no
-    # sandbox can read the key (isorun.mac). Owner and mode alone cannot say that.
+    # sandbox can read the key (isorun.host.mac). Owner and mode alone cannot say that.
     plan = pickle.loads(entry["plan"])  # type: ignore[arg-type]
     if not isinstance(plan, Plan):
         raise TypeError("cache entry holds no Plan")

@@ -11,7 +11,7 @@ difference, or anything it cannot read, is a miss, and the Python CLI runs.
 
 Layout (native byte order; the reader is the front end of the same installation):
   INDEX_MAGIC, u32 INDEX_FORMAT, u64 body length, the tag (32 bytes), body.
-The tag is isorun.mac's keyed BLAKE2b of b"index", the file's name (index_name) and the
+The tag is isorun.host.mac's keyed BLAKE2b of b"index", the file's name (index_name) and the
 body, under the caller's key in the kernel keyring: the front end checks it before it
 reads a field, so an index a sandbox wrote or relabelled (another profile's record
 filed under this one's name or spec) is a miss.
@@ -45,8 +45,8 @@ from __future__ import annotations
 import os
 import sys
 
-from isorun import cache, mac
-from isorun.host import venv
+from isorun import cache
+from isorun.host import mac, venv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

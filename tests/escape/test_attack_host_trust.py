@@ -33,7 +33,7 @@ def test_python_m_isorun_imports_no_module_a_sandbox_planted(run_attack: Runner)
 @pytest.mark.needs("userns", "shim", "setpriv")
 def test_cache_poisoned_by_an_earlier_run_is_not_loaded(run_attack: Runner) -> None:
     """A cache directory an earlier build run could write, named by a later launch: its
-    entries are the caller's own files, so only their tag (isorun.mac) can refuse them."""
+    entries are the caller's own files, so only their tag (isorun.host.mac) can refuse them."""
     run_attack("earlier_build_poisons_a_cache_named_later")
 
 
@@ -45,7 +45,7 @@ def test_relative_xdg_cache_home_keeps_the_exec_stage_out_of_reach(run_attack: R
 @pytest.mark.needs("userns", "shim", "setpriv", "bwrap", "gcc")
 def test_exec_stage_planted_by_an_earlier_run_is_not_run(run_attack: Runner) -> None:
     """An absolute XDG_CACHE_HOME that changed between runs: the stage is the caller's own
-    file there, and only its tag (isorun.mac) tells it from one a sandbox wrote."""
+    file there, and only its tag (isorun.host.mac) tells it from one a sandbox wrote."""
     run_attack("earlier_build_plants_an_exec_stage_named_later")
 
 

@@ -533,7 +533,7 @@ def working_directory_policy_sees_through_links_and_deletion() -> None:
                 link.unlink()
 
 
-#: run inside a sandbox: looks for isorun's key (isorun.mac.KEY_NAME) from each keyring a
+#: run inside a sandbox: looks for isorun's key (isorun.host.mac.KEY_NAME) from each keyring a
 #: process can name, and reads it where found; one word a keyring: FOUND, or the errno
 KEY_PROBE = r"""
 import ctypes, errno, os
@@ -560,11 +560,11 @@ print(" ".join(out))
 
 
 def key_is_out_of_every_sandboxs_reach() -> None:
-    """isorun.mac's key, which vouches for every cache entry and launch index, from
+    """isorun.host.mac's key, which vouches for every cache entry and launch index, from
     inside strict, build and test (and strict on the landlock backend, which shares the
     caller's user namespace, so only seccomp stands between it and the keyring): never
     found, read or replaced. The control: the same probe on the host finds it."""
-    from isorun import mac
+    from isorun.host import mac
 
     secret = mac.key(create=True)
     assert secret is not None, "no key: keyctl refused to this caller?"

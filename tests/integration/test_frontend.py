@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from isorun import launch_index, mac
+from isorun import launch_index
+from isorun.host import mac
 from tests.integration.conftest import missing, unprivileged_user
 
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -518,7 +519,7 @@ def test_unprivileged_caller(nobody_home: Path, where: str) -> None:
 #: key's serial number ("none" without one)
 KEY_TOOL = r"""
 import ctypes, os, sys
-from isorun import mac
+from isorun.host import mac
 add_key, keyctl = mac.SYSCALLS[os.uname().machine]
 call = ctypes.CDLL(None, use_errno=True).syscall
 call.restype = ctypes.c_long

@@ -1,6 +1,6 @@
 """The front end's keyed BLAKE2b (shim/blake2b.c) against RFC 7693's vector and, for
 keys, lengths and splits the RFC has no vector for, against Python's hashlib (the
-implementation isorun.mac tags with on the Python side): the two must agree byte for
+implementation isorun.host.mac tags with on the Python side): the two must agree byte for
 byte, or no index would ever be launched (or, worse, a wrong one accepted)."""
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ def test_keyed_digests_agree_with_hashlib(driver: Path) -> None:
 
 
 def test_the_tag_of_isorun_mac(driver: Path) -> None:
-    """launch_index.c's tag: kind, NUL, name, NUL, body under the key (isorun.mac.tag)."""
-    from isorun import mac
+    """launch_index.c's tag: kind, NUL, name, NUL, body under the key (isorun.host.mac.tag)."""
+    from isorun.host import mac
 
     key, name, body = bytes(range(32)), "0123456789abcdef.launch", b"body" * 1000
     got = _run(driver, [(32, key, "6,24", b"index\0" + name.encode() + b"\0" + body)])

@@ -383,14 +383,14 @@ def test_a_plan_whose_sandbox_could_write_the_cache_is_refused(tmp_path: Path) -
     cache.check_not_writable(strict, str(tmp_path / ".cache" / "isorun"))
 
 
-# --- the tag (isorun.mac): what owner and mode cannot tell ---------------------------
+# --- the tag (isorun.host.mac): what owner and mode cannot tell ---------------------------
 
 
 @pytest.fixture
 def fresh_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[bytes]:
     """A key of this test's own name in the user keyring (the caller's real one may be in
     use by other tests and launches); removed afterwards."""
-    from isorun import mac
+    from isorun.host import mac
 
     name = f"isorun:test-{os.getpid()}-{os.urandom(4).hex()}".encode()
     monkeypatch.setattr(mac, "KEY_NAME", name)
@@ -407,7 +407,7 @@ def _drop_key(name: bytes) -> None:
     """keyctl(KEYCTL_INVALIDATE) of our key ``name``: as if it was never made."""
     import ctypes
 
-    from isorun import mac
+    from isorun.host import mac
 
     _, keyctl = mac.SYSCALLS[os.uname().machine]
     fn = ctypes.CDLL(None, use_errno=True).syscall
@@ -457,7 +457,7 @@ def test_entry_tagged_with_a_sandbox_key_is_a_miss(tree: Path, fresh_key: bytes)
     even reached."""
     import marshal
 
-    from isorun import mac
+    from isorun.host import mac
 
     key = _compile_and_store("strict")
     path = os.path.join(cache.cache_dir(), key)
@@ -475,7 +475,8 @@ def test_missing_key_is_a_miss_and_the_next_store_makes_one(
         tree: Path, fresh_key: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     """The key gone (a reboot, keyctl invalidate): every entry is a miss, nothing fails,
     and the next compile makes a new key and entries that hit under it."""
-    from isorun import api, mac
+    from isorun import api
+    from isorun.host import mac
 
     _compile_and_store("strict")
     assert cache.lookup("strict")[1] is not None
@@ -498,7 +499,8 @@ def test_no_keyring_means_no_cache_not_a_failure(
         tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """keyctl refused (Docker's default seccomp profile) or an architecture without
     numbers here: the launch compiles every time, correctly, and stores nothing."""
-    from isorun import api, mac
+    from isorun import api
+    from isorun.host import mac
 
     monkeypatch.setattr(mac, "_cached", None)
     monkeypatch.setattr(mac, "SYSCALLS", {})
@@ -512,7 +514,7 @@ def test_key_syscall_numbers_and_name_match_the_tables() -> None:
     import json
     import re
 
-    from isorun import mac
+    from isorun.host import mac
 
     tables = json.loads((Path(cache.__file__).parent / "data" / "syscalls.json").read_text())
     for machine, (add_key, keyctl) in mac.SYSCALLS.items():

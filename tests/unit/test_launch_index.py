@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from isorun import __main__ as main_module
-from isorun import cache, launch_index, mac
+from isorun import cache, launch_index
 from isorun import launch as fast
+from isorun.host import mac
 from tests.integration.conftest import missing
 
 FRONTEND_C = Path(cache.__file__).parent / "shim" / "frontend.c"

@@ -55,11 +55,11 @@ def cache_dir(uid: int | None = None, environ: Mapping[str, str] | None = None) 
 
 def _authentic(path: Path) -> bool:
     """The stage's bytes carry the tag this user's isorun wrote beside them when it built
-    them (``NAME-DIGEST.tag``, :mod:`isorun.mac`). Owner and mode cannot say so: a
+    them (``NAME-DIGEST.tag``, :mod:`isorun.host.mac`). Owner and mode cannot say so: a
     sandbox of an unprivileged caller writes files as that same uid, and a cache
     directory named later (``XDG_CACHE_HOME`` changed between runs) may be one an earlier
     sandbox could write. No key: not authentic, and the stage is built again."""
-    from isorun import mac
+    from isorun.host import mac
 
     secret = mac.key()
     if secret is None:
@@ -81,7 +81,7 @@ def _read(path: Path) -> bytes:
 def _write_tag(target: Path, built: str) -> None:
     """Tag the stage just built (its bytes as written to ``built``); without a key, none,
     and the next launch builds it again."""
-    from isorun import mac
+    from isorun.host import mac
 
     secret = mac.key(create=True)
     if secret is None:

@@ -1,5 +1,5 @@
 /*
- * BLAKE2b (RFC 7693), keyed: the tag isorun.mac puts on every plan cache entry and launch
+ * BLAKE2b (RFC 7693), keyed: the tag isorun.host.mac puts on every plan cache entry and launch
  * index, so that the front end launches only an index this user's isorun wrote under
  * this name (launch_index.c). Python computes the same with its builtin _blake2.
  *

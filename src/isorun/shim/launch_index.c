@@ -6,7 +6,7 @@
  * Fail closed: the index is only trusted as the plan cache's entries are (a regular file,
  * not a symlink, owned by us and writable by no one else, in a directory of ours that no
  * one else can write), its tag must be this user's key's tag of its name and body
- * (isorun.mac: a sandbox of the same uid can write such files, but cannot read the key),
+ * (isorun.host.mac: a sandbox of the same uid can write such files, but cannot read the key),
  * and every recorded condition must compare equal byte for byte. Anything else,
  * including a malformed file or no key, is a miss, never a crash: every read goes
  * through the bounds-checked cursor below, and none happens before the tag matched.
@@ -39,7 +39,7 @@ extern char **environ;
 #define ISORUN_INDEX_FORMAT 3u
 static const char index_magic[] = "isorun-launch-index\n";
 #define INDEX_MAGIC_LEN (sizeof index_magic - 1)
-/* isorun.mac: the key's name in the user keyring, its size and the tag's */
+/* isorun.host.mac: the key's name in the user keyring, its size and the tag's */
 static const char mac_key_name[] = "isorun:cache-mac:1";
 #define MAC_KEY_SIZE 32
 #define MAC_TAG_SIZE 32
@@ -70,8 +70,8 @@ static uint64_t fnv1a64(uint64_t h, const void *data, size_t len) {
 }
 
 /*
- * Whether tag is isorun.mac.tag(key, b"index", name, body): the caller's key, read from
- * its user keyring (isorun.mac says why there), else no (none made yet, keyctl refused:
+ * Whether tag is isorun.host.mac.tag(key, b"index", name, body): the caller's key, read from
+ * its user keyring (isorun.host.mac says why there), else no (none made yet, keyctl refused:
  * a miss, and the Python CLI makes one). Two syscalls; the hash is most of the cost.
  */
 static int tag_matches(const char *name, const unsigned char *body, size_t len,

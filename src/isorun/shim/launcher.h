@@ -96,7 +96,7 @@ int isorun_load_index(const char *profile, const char *backend, const char *self
 size_t isorun_git_guards_missing(const struct isorun_spec *s, const char **out, size_t cap);
 int isorun_git_guards_quarantine(const char *const *missing, size_t n);
 
-/* Keyed BLAKE2b (RFC 7693, blake2b.c): the tag of isorun.mac on entries and indexes.
+/* Keyed BLAKE2b (RFC 7693, blake2b.c): the tag of isorun.host.mac on entries and indexes.
  * init: outlen 1..64 bytes, key up to 64 bytes (0: unkeyed); -1 on a bad length. */
 struct isorun_blake2b {
     uint64_t h[8], t[2];
