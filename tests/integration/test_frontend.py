@@ -339,6 +339,10 @@ def _flip(index: Path) -> None:
     index.write_bytes(bytes(data))
 
 
+def _flipped_at(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
 def _truncate(size: Callable[[int], int]) -> Callable[[Path], None]:
     def cut(index: Path) -> None:
         data = index.read_bytes()
@@ -355,6 +359,8 @@ BAD_INDEX: dict[str, Callable[[Path], None]] = {
     "fifo": _fifo,
     "directory": _directory,
     "corrupt": _flip,
+    "tag-flipped": lambda index: index.write_bytes(_flipped_at(index.read_bytes(),
+                                                               BODY_START - 7)),
     "truncated": _truncate(lambda n: n // 2),
     "one-byte-short": _truncate(lambda n: n - 1),
     "header-only": _truncate(lambda n: BODY_START),

@@ -451,7 +451,7 @@ static int index_holds(struct cursor *c, const char *profile, const char *backen
         return 0;
 
     /* The names come from our own lists, not from the file: an index whose list differs
-     * (another build, or bytes rewritten under a fresh CRC) would otherwise check a name
+     * (another build, or a writer that held the key) would otherwise check a name
      * nobody sets ("absent": true) in place of the one that matters. */
     if (get_uint(c, 4) != N_ELEMENTS(index_sysctls))
         return 0;
