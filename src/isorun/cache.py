@@ -19,9 +19,15 @@ but in the entry: each as the path the loader opened, the path it resolved to, a
 SHA-256 of its bytes. A hit re-checks all three. The entry stores the variables it was
 compiled with; a hit checks them too.
 
-Fail closed: every doubt (a foreign or group/world-writable file, a bad checksum, an
-input that changed, a compiler that grew an input this module does not know) means
-recompile. A cache can make a launch faster, never its sandbox weaker.
+Authenticated: an entry's header holds a tag (:mod:`isorun.host.mac`, a keyed BLAKE2b under
+the caller's key in the kernel keyring) of its file name and its payload, checked before
+anything in it is decoded. Owner and mode cannot tell the caller's files from ones a
+sandbox of the same uid wrote into a directory a later launch names as its cache; the
+tag can (no sandbox can read the key). No key: a miss, and nothing is stored.
+
+Fail closed: every doubt (a foreign or group/world-writable file, a tag that does not
+match, an input that changed, a compiler that grew an input this module does not know)
+means recompile. A cache can make a launch faster, never its sandbox weaker.
 
 This module is on the warm launch path, so it imports only ``os``, ``sys`` and builtin
 modules at the top; the compiler is imported on a miss only.
@@ -41,9 +47,9 @@ if TYPE_CHECKING:
     from isorun.host.facts import HostFacts
 
 #: bump when the entry layout changes; older entries are then ignored
-FORMAT = 1
+#: (2: the header's SHA-256 became the tag of isorun.host.mac)
+FORMAT = 2
 MAGIC = b"isorun-plan-cache\n"
-_DIGEST_SIZE = 32
 
 #: the ${NAME} variables this module knows how to key on (see :func:`variables`)
 VARIABLE_NAMES = frozenset(
@@ -96,11 +102,12 @@ def check_not_writable(plan: Plan, directory: str | None = None) -> None:
     installation this isorun runs from.
 
     An entry holds a pickle, which runs constructors named in it, and a launch record the
-    shim applies as it stands; both are trusted because the file is the caller's own
-    (:func:`read_entry`). A sandbox of an unprivileged caller writes files as that same
-    uid, so a writable mount over the cache (``XDG_CACHE_HOME`` inside the project with
-    build's writable ``${CWD}``, a profile binding ``~/.cache``) would let it plant code
-    that the next launch runs on the host, outside any sandbox. The same holds for
+    shim applies as it stands; both are trusted only with a tag no sandbox can forge
+    (:func:`read_entry`, :mod:`isorun.host.mac`). A writable mount over the cache
+    (``XDG_CACHE_HOME`` inside the project with build's writable ``${CWD}``, a profile
+    binding ``~/.cache``) is refused all the same: the sandbox could delete entries or
+    put back older ones of its choosing, and whatever else lives there (the exec stage,
+    pytest session profiles) is not tagged. The same holds for
     isorun's own installation: its package, and the Python environments it runs in
     (``sys.prefix``: a ``.pth`` file in its site-packages runs at every interpreter start,
     its bin holds the ``isorun`` program; ``sys.base_prefix``: the standard library), a
@@ -318,11 +325,15 @@ def _dir_usable(path: str, create: bool, log: Callable[[str], None] | None) -> b
 
 
 def read_entry(path: str, log: Callable[[str], None] | None = None) -> dict[str, object] | None:
-    """The entry in ``path`` when it is safe and intact, else None (with a note to ``log``).
+    """The entry in ``path`` when it is safe and authentic, else None (with a note to ``log``).
 
     Safe: a regular file (no symlink followed), owned by the caller, not writable by
-    group or others. Intact: magic, format and SHA-256 of the payload match.
+    group or others. Authentic: magic and format match, and the header's tag is the
+    caller's key's tag of this file name and the payload (:mod:`isorun.host.mac`), checked
+    before the payload is decoded. No key (none made yet, keyctl refused): None.
     """
+    from isorun.host import mac
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -350,17 +361,22 @@ def read_entry(path: str, log: Callable[[str], None] | None = None) -> dict[str,
     finally:
         os.close(fd)
     blob = b"".join(chunks)
-    head = len(MAGIC) + 1 + _DIGEST_SIZE
-    if (
-        len(blob) < head
-        or not blob.startswith(MAGIC)
-        or blob[len(MAGIC)] != FORMAT
-        or bytes.fromhex(_sha256(blob[head:])) != blob[len(MAGIC) + 1 : head]
-    ):
+    head = len(MAGIC) + 1 + mac.TAG_SIZE
+    if len(blob) < head or not blob.startswith(MAGIC) or blob[len(MAGIC)] != FORMAT:
         _warn(log, f"ignoring {path}: corrupt or from another version")
         return None
+    secret = mac.key()
+    if secret is None:
+        _warn(log, f"ignoring {path}: no cache key in the kernel keyring to check it with")
+        return None
+    payload = memoryview(blob)[head:]
+    if not mac.verify(secret, b"entry", os.path.basename(path), payload,
+                      blob[len(MAGIC) + 1 : head]):
+        _warn(log, f"ignoring {path}: corrupt, or not written by this user's isorun under "
+                   "this name (its tag does not match)")
+        return None
     try:
-        entry = marshal.loads(blob[head:])
+        entry = marshal.loads(payload)
     except (ValueError, EOFError, TypeError):
         _warn(log, f"ignoring {path}: corrupt")
         return None
@@ -373,9 +389,17 @@ def read_entry(path: str, log: Callable[[str], None] | None = None) -> dict[str,
 def write_entry(
     directory: str, key: str, entry: dict[str, object], log: Callable[[str], None] | None = None
 ) -> bool:
-    """Write ``entry`` atomically (see :func:`_write_file`)."""
+    """Write ``entry`` atomically (see :func:`_write_file`), tagged under the caller's key
+    (made now if there is none); without a key, nothing is written."""
+    from isorun.host import mac
+
+    secret = mac.key(create=True)
+    if secret is None:
+        _warn(log, "not caching: no key in the kernel keyring (keyctl refused?) to tag "
+                   "entries with")
+        return False
     payload = marshal.dumps(entry)
-    blob = MAGIC + bytes([FORMAT]) + bytes.fromhex(_sha256(payload)) + payload
+    blob = MAGIC + bytes([FORMAT]) + mac.tag(secret, b"entry", key, payload) + payload
     return _write_file(directory, key, blob, log)
 
 
@@ -442,9 +466,9 @@ def load_plan(entry: Mapping[str, object]) -> Plan:
 
     from isorun.compile.plan import Plan
 
-    # pickle runs constructors named in its input, so it is only ever given files that
-    # read_entry has checked are the caller's own and writable by no one else: the same
-    # trust as the caller's ~/.bashrc. The payload checksum catches corruption first.
+    # pickle runs constructors named in its input, so it is only ever given entries whose
+    # tag read_entry checked: written by this user's isorun under this name, since no
+    # sandbox can read the key (isorun.host.mac). Owner and mode alone cannot say that.
     plan = pickle.loads(entry["plan"])  # type: ignore[arg-type]
     if not isinstance(plan, Plan):
         raise TypeError("cache entry holds no Plan")

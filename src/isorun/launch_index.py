@@ -10,7 +10,11 @@ flattened for C (isorun.sandbox.flat). C compares each condition exactly; any
 difference, or anything it cannot read, is a miss, and the Python CLI runs.
 
 Layout (native byte order; the reader is the front end of the same installation):
-  INDEX_MAGIC, u32 INDEX_FORMAT, u32 CRC-32 of the body, u64 body length, body.
+  INDEX_MAGIC, u32 INDEX_FORMAT, u64 body length, the tag (32 bytes), body.
+The tag is isorun.host.mac's keyed BLAKE2b of b"index", the file's name (index_name) and the
+body, under the caller's key in the kernel keyring: the front end checks it before it
+reads a field, so an index a sandbox wrote or relabelled (another profile's record
+filed under this one's name or spec) is a miss.
 The body is a fixed sequence of fields; "bytes" is a u32 length and the bytes:
   bytes spec, bytes cwd (getcwd), u32 uid gid euid egid,
   bytes bindir (where the interpreter that wrote this lives: the front end must sit
@@ -31,8 +35,9 @@ The body is a fixed sequence of fields; "bytes" is a u32 length and the bytes:
     and the front end makes sure no user namespace can be made now
   bytes flat record
 A fingerprint is u64 dev ino size mtime_ns ctime_ns, u32 mode.
-The CRC only catches corruption (a torn disk block, a truncated copy): who may write
-the file is settled by its owner and mode, checked before it is read, as for entries.
+Owner and mode are checked too (a file of another uid is never read), but they cannot
+tell the caller's index from one a sandbox of the same uid wrote in a directory a later
+launch names as its cache: only the tag can.
 """
 
 from __future__ import annotations
@@ -41,15 +46,16 @@ import os
 import sys
 
 from isorun import cache
-from isorun.host import venv
+from isorun.host import mac, venv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 INDEX_MAGIC = b"isorun-launch-index\n"
-#: bump when the layout changes; frontend.c has the same number (a test compares them)
-INDEX_FORMAT = 2
+#: bump when the layout changes; launch_index.c has the same number (a test compares them)
+#: (3: the CRC-32 became the tag)
+INDEX_FORMAT = 3
 #: a file whose ctime is this recent gets no index: see :func:`index_blob`
 INDEX_SETTLE_NS = 2_000_000_000
 #: variables whose raw values the key reads (cache.variables(), cache.cache_dir()) or
@@ -175,13 +181,15 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
     (set the clock back), and root can write the cache anyway.
     """
     import time
-    import zlib
 
     from isorun import launch
 
     record = entry.get("launch" if landlock is None else "launch_landlock")
     if not isinstance(record, dict):
         return "no launch record"
+    secret = mac.key(create=True)
+    if secret is None:
+        return "no key in the kernel keyring (keyctl refused?) to tag it with"
     if not os.environ.get("HOME"):
         return "HOME is not set (the key would read the password database)"
     here = os.path.realpath(os.getcwd())
@@ -281,7 +289,9 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
             return f"the inputs of auto's choice cannot be read ({err})"
     parts.append(_field(flat_record))
     body = b"".join(parts)
-    return INDEX_MAGIC + _u32(INDEX_FORMAT) + _u32(zlib.crc32(body)) + _u64(len(body)) + body
+    name = index_name(spec, cwd, os.getuid(), backend)
+    return (INDEX_MAGIC + _u32(INDEX_FORMAT) + _u64(len(body))
+            + mac.tag(secret, b"index", name, body) + body)
 
 
 def write_index(

@@ -31,20 +31,22 @@ def test_python_m_isorun_imports_no_module_a_sandbox_planted(run_attack: Runner)
 
 
 @pytest.mark.needs("userns", "shim", "setpriv")
-def test_cache_poisoned_by_an_earlier_run_is_not_loaded(
-        run_attack: Runner, mode: str, request: pytest.FixtureRequest) -> None:
-    if mode == "user":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "hole: check_not_writable guards the plan cache against the current plan only; "
-            "a cache directory an earlier run could write (XDG_CACHE_HOME changed between "
-            "runs) is trusted because its files are the caller's own, and a same-uid "
-            "sandbox writes such files: its pickle runs on the host")))
+def test_cache_poisoned_by_an_earlier_run_is_not_loaded(run_attack: Runner) -> None:
+    """A cache directory an earlier build run could write, named by a later launch: its
+    entries are the caller's own files, so only their tag (isorun.host.mac) can refuse them."""
     run_attack("earlier_build_poisons_a_cache_named_later")
 
 
 @pytest.mark.needs("userns", "shim", "setpriv", "bwrap", "gcc")
 def test_relative_xdg_cache_home_keeps_the_exec_stage_out_of_reach(run_attack: Runner) -> None:
     run_attack("relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv", "bwrap", "gcc")
+def test_exec_stage_planted_by_an_earlier_run_is_not_run(run_attack: Runner) -> None:
+    """An absolute XDG_CACHE_HOME that changed between runs: the stage is the caller's own
+    file there, and only its tag (isorun.host.mac) tells it from one a sandbox wrote."""
+    run_attack("earlier_build_plants_an_exec_stage_named_later")
 
 
 @pytest.mark.needs("userns", "shim", "setpriv", "gcc")
@@ -142,14 +144,9 @@ def test_profile_edit_hiding_its_size_and_mtime_misses_the_launch_index(
 
 
 @pytest.mark.needs("userns", "shim", "setpriv")
-def test_launch_index_relabelled_by_an_earlier_run_is_not_launched(
-        run_attack: Runner, mode: str, request: pytest.FixtureRequest) -> None:
-    if mode == "user":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "hole: the C front end trusts a launch index because it is the caller's own "
-            "file in the caller's 0700 cache directory; a cache directory an earlier run "
-            "could write (XDG_CACHE_HOME changed between runs) holds such files, and an "
-            "index's spec field names its profile: web's record runs as strict")))
+def test_launch_index_relabelled_by_an_earlier_run_is_not_launched(run_attack: Runner) -> None:
+    """web's launch index filed as strict's by an earlier build run: the tag covers the
+    spec field and the file's name, so the C front end misses and Python compiles strict."""
     run_attack("earlier_build_relabels_a_launch_index_named_later")
 
 
@@ -175,3 +172,23 @@ def test_isorun_pytest_runs_no_project_interpreter_a_sandbox_replaced(run_attack
 @pytest.mark.needs("userns", "shim", "setpriv")
 def test_working_directory_policy_through_links_and_deletion(run_attack: Runner) -> None:
     run_attack("working_directory_policy_sees_through_links_and_deletion")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv", "landlock")
+def test_cache_key_is_out_of_every_sandboxs_reach(run_attack: Runner) -> None:
+    """As root (its sandbox runs as nobody) and as nobody."""
+    run_attack("key_is_out_of_every_sandboxs_reach")
+
+
+@pytest.mark.needs("root", "userns", "shim", "setpriv", "landlock")
+def test_cache_key_is_out_of_every_sandboxs_reach_as_uid_1000() -> None:
+    """As a user with a home and a uid of its own (1000): its key, its keyring."""
+    import pwd
+
+    from tests.escape.conftest import missing
+
+    try:
+        user = pwd.getpwuid(1000)
+    except KeyError:
+        missing("a user with uid 1000")
+    case_runner("user", CASES_FILE, user)("key_is_out_of_every_sandboxs_reach")

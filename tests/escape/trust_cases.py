@@ -9,7 +9,6 @@ test_attack_host_trust.py, or under setpriv as an unprivileged user
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -89,6 +88,10 @@ def earlier_build_poisons_a_cache_named_later() -> None:
         assert first.returncode == 0, first.stderr
         attack = isorun("-p", "build", "--", PY, "poison.py", str(cache / "isorun"),
                         str(marker / "ran"), cwd=where)
+        # the control: the sandbox did rewrite the entries (not root's: its sandbox runs
+        # as nobody, which cannot read root's 0700 cache directory)
+        poisoned = attack.stdout.startswith("poisoned ") and attack.stdout.split()[1] != "0"
+        assert poisoned == (os.getuid() != 0), (attack.stdout, attack.stderr)
         nxt = subprocess.run([PY, "-c", NEXT], cwd=where, capture_output=True, text=True,
                              timeout=120, check=False, env=_env(XDG_CACHE_HOME=str(cache)))
         assert not (marker / "ran").exists(), (
@@ -101,9 +104,7 @@ def _stage_name() -> str:
     """The exec stage's file name, as anyone who can read isorun's source computes it."""
     from isorun.sandbox import exec_stage
 
-    source = exec_stage.SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join(exec_stage.CFLAGS).encode()).hexdigest()
-    return f"{exec_stage.NAME}-{digest[:16]}"
+    return exec_stage.stage_name()
 
 
 #: replaces the exec stage, wherever the relative cache put it, with a script that
@@ -146,6 +147,28 @@ def relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project() -> None:
             assert (nxt.returncode, nxt.stdout) == (0, "next\n"), (nxt.returncode, nxt.stderr)
         finally:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def earlier_build_plants_an_exec_stage_named_later() -> None:
+    """The exec stage's side of the cache poisoning: an earlier build run (its cache
+    elsewhere) writes a stage of its own, the caller's own file, where a later bwrap
+    launch that names the project's cache (XDG_CACHE_HOME=$PWD/.cache) looks for it.
+    That launch runs the stage on the host before bwrap: it must build its own."""
+    with project("isorun-atk-stage2-") as where, marker_dir() as marker:
+        cache = where / ".cache"
+        stage = cache / "isorun" / _stage_name()
+        script = STAGE.format(marker=str(marker))
+        plant(where, 'mkdir -p "${1%/*}" && printf %s "$2" > "$1" && chmod 755 "$1" '
+              '&& printf 0123456789abcdef0123456789abcdef > "$1.tag"', str(stage), script)
+        assert stage.read_text() == script  # the control: planted where it is looked for
+        nxt = isorun("--backend", "bwrap", "-p", "strict", "--", "/bin/echo", "next",
+                     cwd=where, cache=cache)
+        assert not (marker / "ran").exists(), (
+            "a bwrap launch ran an exec stage an earlier sandbox wrote",
+            (marker / "ran").read_text(), nxt.stderr)
+        assert (nxt.returncode, nxt.stdout) == (0, "next\n"), (nxt.returncode, nxt.stderr)
+        if os.getuid() != 0:  # root's stage lives in /var/cache/isorun, never here
+            assert stage.read_bytes()[:4] == b"\x7fELF", sorted(stage.parent.iterdir())
 
 
 #: a compiler driver, assembler or header a sandbox left in the project; any of them
@@ -277,19 +300,22 @@ def build_cannot_rewrite_the_environment_isorun_runs_in() -> None:
 
 
 #: run inside build: turns the launch index of one profile into the index of another
-#: (the spec field and the CRC are all that name it), so the C front end launches the
-#: first profile's sandbox for the second
+#: (the spec field names it), keeping the header and its tag: the sandbox cannot read
+#: the key to make a new one. A format it does not know is left alone, and says so.
 RELABEL = r"""
-import os, sys, zlib
+import os, sys
 src, dst, old, new = sys.argv[1:5]
 blob = open(src, "rb").read()
-head = len(b"isorun-launch-index\n")
-body = blob[head + 16:]
+magic = b"isorun-launch-index\n"
+head = len(magic) + 4 + 8 + 32  # magic, u32 format, u64 body length, the tag
+assert blob.startswith(magic) and int.from_bytes(blob[len(magic):len(magic) + 4],
+                                                 sys.byteorder) == 3, "another index format"
+body = blob[head:]
 n = int.from_bytes(body[:4], sys.byteorder)
 assert body[4:4 + n] == old.encode(), body[:40]
 body = len(new).to_bytes(4, sys.byteorder) + new.encode() + body[4 + n:]
-out = (blob[:head + 4] + zlib.crc32(body).to_bytes(4, sys.byteorder)
-       + len(body).to_bytes(8, sys.byteorder) + body)
+out = (blob[:len(magic) + 4] + len(body).to_bytes(8, sys.byteorder)
+       + blob[len(magic) + 12:head] + body)
 with open(dst + ".new", "wb") as f:
     f.write(out)
 os.chmod(dst + ".new", 0o600)
@@ -348,6 +374,9 @@ def earlier_build_relabels_a_launch_index_named_later() -> None:
         (where / "relabel.py").chmod(0o644)
         attack = isorun("-p", "build", "--", PY, "relabel.py", str(web), str(strict), "web",
                         "strict", cwd=where)
+        # the control: the sandbox relabelled the index (root's sandbox runs as nobody, and
+        # cannot read root's files, let alone rewrite them)
+        assert ("relabelled" in attack.stdout) == (uid != 0), (attack.stdout, attack.stderr)
         host_net = os.readlink("/proc/self/ns/net")
         nxt = front("-p", "strict", "--", "/bin/readlink", "/proc/self/ns/net")
         assert nxt.returncode == 0, (nxt.returncode, nxt.stderr)
@@ -504,11 +533,64 @@ def working_directory_policy_sees_through_links_and_deletion() -> None:
                 link.unlink()
 
 
+#: run inside a sandbox: looks for isorun's key (isorun.host.mac.KEY_NAME) from each keyring a
+#: process can name, and reads it where found; one word a keyring: FOUND, or the errno
+KEY_PROBE = r"""
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+call = libc.syscall
+call.restype = ctypes.c_long
+add_key, keyctl = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+L = ctypes.c_long
+out = []
+for ring in (-4, -5, -3, -2, -1):  # user, user-session, session, process, thread
+    serial = call(L(keyctl), L(10), L(ring), b"user", b"isorun:cache-mac:1", L(0))
+    code = ctypes.get_errno()
+    if serial >= 0:
+        buf = ctypes.create_string_buffer(64)
+        out.append(f"FOUND:{call(L(keyctl), L(11), L(serial), buf, L(64))}")
+    else:
+        out.append(errno.errorcode.get(code, str(code)))
+# and a key of the same name in the user keyring, which would replace ours were add_key
+# and our key's permissions to let it
+made = call(L(add_key), b"user", b"isorun:cache-mac:1", b"x" * 32, L(32), L(-4))
+out.append("ADDED" if made >= 0 else errno.errorcode.get(ctypes.get_errno(), "?"))
+print(" ".join(out))
+"""
+
+
+def key_is_out_of_every_sandboxs_reach() -> None:
+    """isorun.host.mac's key, which vouches for every cache entry and launch index, from
+    inside strict, build and test (and strict on the landlock backend, which shares the
+    caller's user namespace, so only seccomp stands between it and the keyring): never
+    found, read or replaced. The control: the same probe on the host finds it."""
+    from isorun.host import mac
+
+    secret = mac.key(create=True)
+    assert secret is not None, "no key: keyctl refused to this caller?"
+    with project("isorun-atk-key-") as where:
+        (where / "probe.py").write_text(KEY_PROBE)
+        (where / "probe.py").chmod(0o644)
+        host = subprocess.run([PY, str(where / "probe.py")], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.split()
+        assert host[0] == "FOUND:32", host  # the control: our own keyring, from the host
+        runs = [("-p", "strict"), ("-p", "build"), ("-p", "test"),
+                ("--backend", "landlock", "--allow-weaker", "-p", "strict")]
+        for run in runs:
+            done = isorun(*run, "--", PY, str(where / "probe.py"), cwd=where)
+            assert done.returncode == 0, (run, done.stderr)
+            words = done.stdout.split()
+            assert words == ["EPERM"] * 6, (run, words, done.stderr)
+        mac._cached = None
+        assert mac.key() == secret, "a sandbox replaced the key"
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f for f in (
         python_m_isorun_imports_nothing_from_the_project,
         earlier_build_poisons_a_cache_named_later,
         relative_xdg_cache_home_keeps_the_exec_stage_out_of_the_project,
+        earlier_build_plants_an_exec_stage_named_later,
         exec_stage_is_built_by_the_system_compiler_alone,
         exec_stage_behind_a_link_is_rebuilt,
         exec_stage_directory_follows_the_plan_cache_rule,
@@ -517,7 +599,8 @@ CASES: dict[str, Callable[[], None]] = {
         cache_of_another_user_is_not_read,
         planted_pyvenv_cfg_binds_nothing_more_for_test,
         isorun_pytest_runs_no_interpreter_a_sandbox_replaced,
-        working_directory_policy_sees_through_links_and_deletion)
+        working_directory_policy_sees_through_links_and_deletion,
+        key_is_out_of_every_sandboxs_reach)
 }  # fmt: skip
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ is only written for files that have not changed for 2 s (isorun.launch_index.ind
 from __future__ import annotations
 
 import os
+import pwd
 import random
 import re
 import shutil
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from isorun import launch_index
-from isorun.sandbox import flat
+from isorun.host import mac
 from tests.integration.conftest import missing, unprivileged_user
 
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -32,6 +33,8 @@ FRONTEND = Path(sys.executable).parent / "isorun"
 PYTHON_CLI = [sys.executable, "-m", "isorun"]
 ECHO = ["--profile", "strict", "--", "/bin/echo", "hi"]
 TIMEOUT = 60
+#: where an index's body starts: magic, u32 format, u64 length, the tag
+BODY_START = len(launch_index.INDEX_MAGIC) + 4 + 8 + mac.TAG_SIZE
 
 
 @pytest.fixture(autouse=True)
@@ -336,6 +339,10 @@ def _flip(index: Path) -> None:
     index.write_bytes(bytes(data))
 
 
+def _flipped_at(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
 def _truncate(size: Callable[[int], int]) -> Callable[[Path], None]:
     def cut(index: Path) -> None:
         data = index.read_bytes()
@@ -352,9 +359,11 @@ BAD_INDEX: dict[str, Callable[[Path], None]] = {
     "fifo": _fifo,
     "directory": _directory,
     "corrupt": _flip,
+    "tag-flipped": lambda index: index.write_bytes(_flipped_at(index.read_bytes(),
+                                                               BODY_START - 7)),
     "truncated": _truncate(lambda n: n // 2),
     "one-byte-short": _truncate(lambda n: n - 1),
-    "header-only": _truncate(lambda n: 36),
+    "header-only": _truncate(lambda n: BODY_START),
     "empty": _truncate(lambda n: 0),
     "cache-dir-group-writable": lambda index: index.parent.chmod(0o770),
 }
@@ -371,36 +380,67 @@ def test_bad_index_is_ignored(home: Path, damage: str) -> None:
     assert _python_ran(execs)
 
 
-def _with_crc(blob: bytes) -> bytes:
-    import zlib
+def _with_tag(blob: bytes, name: str) -> bytes:
+    """``blob`` tagged anew under this user's key as ``name``: what only isorun can do."""
+    secret = mac.key()
+    assert secret is not None
+    body = blob[BODY_START:]
+    return blob[: BODY_START - mac.TAG_SIZE] + mac.tag(secret, b"index", name, body) + body
 
-    head = len(launch_index.INDEX_MAGIC) + 4
-    body = blob[head + 12 :]
-    return blob[:head] + zlib.crc32(body).to_bytes(4, sys.byteorder) + blob[head + 4 :]
 
+def test_garbage_with_a_valid_tag_is_a_miss(home: Path) -> None:
+    # Past the tag (were the key ever to leak), the parser meets whatever the bytes say:
+    # lengths and counts out of range, NULs in paths. Each must be a miss and the Python
+    # CLI's correct result. The flat record at the end is isorun-launch's to validate.
+    from tests.unit.test_launch_index import decode
 
-def test_garbage_with_a_valid_checksum_is_a_miss(home: Path) -> None:
-    # Past the CRC, the parser meets whatever the bytes say: lengths and counts out of
-    # range, NULs in paths. Each must be a miss and the Python CLI's correct result.
-    # The flat record at the end is left alone: it is isorun-launch's to validate.
     index = _warm(home)
     good = index.read_bytes()
-    body_start = len(launch_index.INDEX_MAGIC) + 16
-    # the record is the last field: its length, then the record itself, to the end
-    record_at = next(at for at in range(len(good) - 4, body_start, -1)
-                     if good[at:at + 4] == flat.MAGIC
-                     and int.from_bytes(good[at - 4:at], sys.byteorder) == len(good) - at)
+    record = decode(good)["record"]
+    assert isinstance(record, bytes)
+    end = len(good) - len(record) - 4  # the record's length field
     rng = random.Random(7)
     for _ in range(12):
         data = bytearray(good)
         for _ in range(rng.choice((1, 4))):
-            at = rng.randrange(body_start, record_at - 4)
+            at = rng.randrange(BODY_START, end)
             data[at] = rng.choice([v for v in (0x00, 0xFF, data[at] ^ 0x01, 0x7F) if v != data[at]])
-        index.write_bytes(_with_crc(bytes(data)))
+        index.write_bytes(_with_tag(bytes(data), index.name))
         index.chmod(0o600)
         done, execs = _traced([str(FRONTEND), *ECHO], home)
         assert (done.returncode, done.stdout) == (0, "hi\n")
         assert _python_ran(execs)
+
+
+def _relabelled(blob: bytes, old: str, new: str) -> bytes:
+    """The index ``blob`` with its spec field ``old`` rewritten as ``new``, its tag kept."""
+    body = blob[BODY_START:]
+    n = int.from_bytes(body[:4], sys.byteorder)
+    assert body[4 : 4 + n] == old.encode()
+    body = len(new).to_bytes(4, sys.byteorder) + new.encode() + body[4 + n :]
+    head = blob[: len(launch_index.INDEX_MAGIC) + 4] + len(body).to_bytes(8, sys.byteorder)
+    return head + blob[BODY_START - mac.TAG_SIZE : BODY_START] + body
+
+
+@pytest.mark.parametrize("tag", ["kept", "of-its-old-name"])
+def test_relabelled_index_is_a_miss(home: Path, tag: str) -> None:
+    """web's index (host network) filed as strict's: the spec field rewritten, with the
+    tag it had, or even with a valid tag for the name it was filed under before. The
+    front end misses and strict runs in its own network namespace. The control: the same
+    bytes tagged for strict's name would launch (the tag is all that refuses them)."""
+    web, strict = _warm(home, "web"), _warm(home, "strict")
+    blob = _relabelled(web.read_bytes(), "web", "strict")
+    if tag == "of-its-old-name":
+        blob = _with_tag(blob, web.name)
+    strict.write_bytes(blob)
+    argv = [str(FRONTEND), "--profile", "strict", "/bin/readlink", "/proc/self/ns/net"]
+    host = os.readlink("/proc/self/ns/net")
+    done, execs = _traced(argv, home)
+    assert done.returncode == 0 and done.stdout.strip() not in ("", host), done
+    assert _python_ran(execs)
+    strict.write_bytes(_with_tag(blob, strict.name))  # what a holder of the key could do
+    done, execs = _traced(argv, home)
+    assert (done.returncode, done.stdout.strip()) == (0, host) and not _python_ran(execs)
 
 
 @pytest.fixture
@@ -409,7 +449,10 @@ def nobody_home() -> Iterator[Path]:
     run: this venv's interpreter may live where it cannot (a root user's pyenv), so the
     system's python3 stands in, with this package and the venv's libraries on PYTHONPATH,
     and a copy of the front end next to it (the pairing the front end insists on)."""
-    user = unprivileged_user()
+    yield from _user_home(unprivileged_user())
+
+
+def _user_home(user: pwd.struct_passwd | None) -> Iterator[Path]:
     python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}",
                           path="/usr/bin:/bin")  # fmt: skip
     if os.geteuid() != 0 or user is None or shutil.which("setpriv") is None or not python:
@@ -476,6 +519,85 @@ def test_unprivileged_caller(nobody_home: Path, where: str) -> None:
     # A miss (another working directory) as this user: the Python CLI next to it runs.
     other = run([str(bin_dir / "isorun"), "--profile", "strict", "--", "/bin/pwd"])
     assert (other.returncode, other.stdout) == (0, f"{work}\n")
+
+
+#: run as the user: invalidates its isorun key (keyctl KEYCTL_INVALIDATE), or prints the
+#: key's serial number ("none" without one)
+KEY_TOOL = r"""
+import ctypes, os, sys
+from isorun.host import mac
+add_key, keyctl = mac.SYSCALLS[os.uname().machine]
+call = ctypes.CDLL(None, use_errno=True).syscall
+call.restype = ctypes.c_long
+L = ctypes.c_long
+serial = call(L(keyctl), L(10), L(-4), b"user", mac.KEY_NAME, L(0))
+if sys.argv[1] == "drop" and serial >= 0:
+    assert call(L(keyctl), L(21), L(serial)) == 0
+print(serial if serial >= 0 else "none")
+"""
+
+
+@pytest.fixture
+def uid_1000_home() -> Iterator[Path]:
+    """As nobody_home, for uid 1000: a user whose keyring no other test uses, so that
+    taking its key away cannot turn another test's hit into a miss."""
+    try:
+        user: pwd.struct_passwd | None = pwd.getpwuid(1000)
+    except KeyError:
+        user = None
+    yield from _user_home(user)
+
+
+def test_missing_key_is_a_miss_and_a_new_key_is_made(uid_1000_home: Path) -> None:
+    """The key gone (a reboot clears the keyring): the front end's index is a miss, the
+    Python CLI runs the launch correctly and makes a new key, and the launch after that
+    is a hit again under the new key."""
+    import isorun
+
+    user = pwd.getpwuid(1000)
+    home, work, bin_dir = uid_1000_home, uid_1000_home / "work", uid_1000_home / "bin"
+    as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    package = str(Path(isorun.__file__).parent.parent)
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C", "HOME": str(home),
+           "PYTHONPATH": f"{package}:{site}"}  # fmt: skip
+    index = home / ".cache" / "isorun" / launch_index.index_name("strict", str(work), 1000)
+    probe = ["--profile", "strict", "/bin/echo", "hi"]
+
+    def key(action: str) -> str:
+        done = subprocess.run([*as_user, str(bin_dir / "python3"), "-c", KEY_TOOL, action],
+                              env=env, cwd=work, capture_output=True, text=True,
+                              timeout=TIMEOUT, check=True)  # fmt: skip
+        return done.stdout.strip()
+
+    def front() -> tuple[subprocess.CompletedProcess[str], bool]:
+        trace = home / f"trace.{time.monotonic_ns()}"
+        done = subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace),
+                               *as_user, str(bin_dir / "isorun"), *probe], env=env, cwd=work,
+                              capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+        return done, _python_ran(re.findall(r'execve\("([^"]*)"', trace.read_text()))
+
+    if shutil.which("strace") is None:
+        missing("strace")
+    key("drop")  # start from none, whatever an earlier run left
+    deadline = time.monotonic() + 20
+    while True:
+        done, python = front()
+        assert (done.returncode, done.stdout) == (0, "hi\n"), done.stderr
+        if not python:
+            break
+        assert time.monotonic() < deadline, "no hit for uid 1000"
+        time.sleep(0.3)
+    old = key("show")
+    assert old != "none" and index.exists()
+    assert key("drop") == old
+    assert key("show") == "none"
+    done, python = front()
+    assert (done.returncode, done.stdout, python) == (0, "hi\n", True), done.stderr
+    new = key("show")
+    assert new not in ("none", old), (old, new)  # made again, by the Python CLI
+    done, python = front()
+    assert (done.returncode, done.stdout, python) == (0, "hi\n", False), done.stderr
 
 
 def test_set_user_id_copy_refuses_to_run(nobody_home: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -380,3 +381,148 @@ def test_a_plan_whose_sandbox_could_write_the_cache_is_refused(tmp_path: Path) -
     cache.check_not_writable(build, "/home/u/.cache/isorun")  # outside: fine
     strict = api.compile_plan("strict", facts, variables)  # ${CWD} read-only
     cache.check_not_writable(strict, str(tmp_path / ".cache" / "isorun"))
+
+
+# --- the tag (isorun.host.mac): what owner and mode cannot tell ---------------------------
+
+
+@pytest.fixture
+def fresh_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[bytes]:
+    """A key of this test's own name in the user keyring (the caller's real one may be in
+    use by other tests and launches); removed afterwards."""
+    from isorun.host import mac
+
+    name = f"isorun:test-{os.getpid()}-{os.urandom(4).hex()}".encode()
+    monkeypatch.setattr(mac, "KEY_NAME", name)
+    monkeypatch.setattr(mac, "_cached", None)
+    if mac.key(create=True) is None:
+        from tests.integration.conftest import missing
+
+        missing("keyctl (the kernel keyring) for this process")
+    yield name
+    _drop_key(name)
+
+
+def _drop_key(name: bytes) -> None:
+    """keyctl(KEYCTL_INVALIDATE) of our key ``name``: as if it was never made."""
+    import ctypes
+
+    from isorun.host import mac
+
+    _, keyctl = mac.SYSCALLS[os.uname().machine]
+    fn = ctypes.CDLL(None, use_errno=True).syscall
+    fn.restype = ctypes.c_long
+    serial = fn(ctypes.c_long(keyctl), ctypes.c_long(10), ctypes.c_long(-4),
+                ctypes.c_char_p(b"user"), ctypes.c_char_p(name), ctypes.c_long(0))
+    if serial >= 0:
+        assert fn(ctypes.c_long(keyctl), ctypes.c_long(21), ctypes.c_long(serial)) == 0
+
+
+@pytest.mark.parametrize("where", ["magic", "format", "tag", "payload-start", "payload-middle",
+                                   "last"])
+def test_entry_with_any_byte_changed_is_a_miss(tree: Path, fresh_key: bytes, where: str) -> None:
+    """One byte of the file changed anywhere (the sandbox's edit, a torn write): a miss,
+    said under --verbose, never an exception or a load."""
+    key = _compile_and_store("strict")
+    path = os.path.join(cache.cache_dir(), key)
+    blob = bytearray(Path(path).read_bytes())
+    head = len(cache.MAGIC) + 1 + 32
+    at = {"magic": 0, "format": len(cache.MAGIC), "tag": len(cache.MAGIC) + 5,
+          "payload-start": head, "payload-middle": (head + len(blob)) // 2,
+          "last": len(blob) - 1}[where]
+    blob[at] ^= 0x20
+    Path(path).write_bytes(bytes(blob))
+    notes, log = _notes()
+    assert cache.lookup("strict", log)[1] is None  # type: ignore[arg-type]
+    assert any(key in n and ("tag does not match" in n or "another version" in n)
+               for n in notes), notes
+
+
+def test_entry_filed_under_another_name_is_a_miss(tree: Path, fresh_key: bytes) -> None:
+    """An intact entry of one profile copied under another's key (its file name): the tag
+    covers the name, so it is not served as the other."""
+    strict = _compile_and_store("strict")
+    web = _compile_and_store("web")
+    directory = cache.cache_dir()
+    Path(directory, web).write_bytes(Path(directory, strict).read_bytes())
+    notes, log = _notes()
+    assert cache.read_entry(os.path.join(directory, web), log) is None  # type: ignore[arg-type]
+    assert any("tag does not match" in n for n in notes), notes
+    assert cache.read_entry(os.path.join(directory, strict)) is not None  # the control
+
+
+def test_entry_tagged_with_a_sandbox_key_is_a_miss(tree: Path, fresh_key: bytes) -> None:
+    """What a sandbox can do without the key: rewrite the payload (a pickle that runs
+    code) and tag it under a key of its own. Never unpickled: the plan's loader is not
+    even reached."""
+    import marshal
+
+    from isorun.host import mac
+
+    key = _compile_and_store("strict")
+    path = os.path.join(cache.cache_dir(), key)
+    blob = Path(path).read_bytes()
+    head = len(cache.MAGIC) + 1 + mac.TAG_SIZE
+    entry = marshal.loads(blob[head:])
+    entry["plan"] = b"cos\nsystem\n(S'false'\ntR."  # os.system("false"), were it loaded
+    payload = marshal.dumps(entry)
+    forged = mac.tag(os.urandom(32), b"entry", key, payload)
+    Path(path).write_bytes(blob[: len(cache.MAGIC) + 1] + forged + payload)
+    assert cache.lookup("strict")[1] is None
+
+
+def test_missing_key_is_a_miss_and_the_next_store_makes_one(
+        tree: Path, fresh_key: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key gone (a reboot, keyctl invalidate): every entry is a miss, nothing fails,
+    and the next compile makes a new key and entries that hit under it."""
+    from isorun import api
+    from isorun.host import mac
+
+    _compile_and_store("strict")
+    assert cache.lookup("strict")[1] is not None
+    _drop_key(fresh_key)
+    monkeypatch.setattr(mac, "_cached", None)
+    assert mac.key() is None
+    notes, log = _notes()
+    assert cache.lookup("strict", log)[1] is None  # type: ignore[arg-type]
+    assert any("no cache key" in n for n in notes), notes
+    _plan, _bpf, entry = api.compiled("strict")  # the regular path: compile and store
+    assert entry is not None
+    made = mac.key()
+    assert made is not None
+    monkeypatch.setattr(mac, "_cached", None)
+    assert mac.key() == made  # in the keyring, not only in this process
+    assert cache.lookup("strict")[1] is not None
+
+
+def test_no_keyring_means_no_cache_not_a_failure(
+        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """keyctl refused (Docker's default seccomp profile) or an architecture without
+    numbers here: the launch compiles every time, correctly, and stores nothing."""
+    from isorun import api
+    from isorun.host import mac
+
+    monkeypatch.setattr(mac, "_cached", None)
+    monkeypatch.setattr(mac, "SYSCALLS", {})
+    plan, _bpf, entry = api.compiled("strict")
+    assert plan.profile and entry is not None
+    assert not os.path.exists(os.path.join(cache.cache_dir(), str(entry["key"])))
+    assert cache.lookup("strict")[1] is None
+
+
+def test_key_syscall_numbers_and_name_match_the_tables() -> None:
+    import json
+    import re
+
+    from isorun.host import mac
+
+    tables = json.loads((Path(cache.__file__).parent / "data" / "syscalls.json").read_text())
+    for machine, (add_key, keyctl) in mac.SYSCALLS.items():
+        arch = {"i686": "i386"}.get(machine, machine)
+        assert tables["arches"][arch]["add_key"] == add_key, machine
+        assert tables["arches"][arch]["keyctl"] == keyctl, machine
+    source = (Path(cache.__file__).parent / "shim" / "launch_index.c").read_text()
+    named = re.search(r'mac_key_name\[\] = "([^"]*)"', source)
+    assert named and named.group(1).encode() == mac.KEY_NAME
+    assert f"#define MAC_TAG_SIZE {mac.TAG_SIZE}" in source
+    assert f"#define MAC_KEY_SIZE {mac.KEY_SIZE}" in source

@@ -6,7 +6,6 @@ import os
 import re
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from isorun import __main__ as main_module
 from isorun import cache, launch_index
 from isorun import launch as fast
+from isorun.host import mac
 from tests.integration.conftest import missing
 
 FRONTEND_C = Path(cache.__file__).parent / "shim" / "frontend.c"
@@ -40,8 +40,9 @@ def decode(blob: bytes) -> dict[str, object]:
 
     assert take(len(launch_index.INDEX_MAGIC)) == launch_index.INDEX_MAGIC
     assert uint(4) == launch_index.INDEX_FORMAT
-    crc, length = uint(4), uint(8)
-    assert length == len(blob) - pos and crc == zlib.crc32(blob[pos:])
+    length, tag = uint(8), take(mac.TAG_SIZE)
+    assert length == len(blob) - pos
+    body = blob[pos:]
     out: dict[str, object] = {"spec": field(), "cwd": field()}
     out["ids"] = tuple(uint(4) for _ in range(4))
     out["bindir"] = field()
@@ -70,6 +71,12 @@ def decode(blob: bytes) -> dict[str, object]:
         out["auto_files"] = files
     out["record"] = field()
     assert pos == len(blob), "trailing bytes"
+    # the tag: this user's key, over the name the file goes under and the body
+    spec, cwd, backend = (out[k] for k in ("spec", "cwd", "backend"))
+    assert isinstance(spec, bytes) and isinstance(cwd, bytes) and isinstance(backend, bytes)
+    filed = launch_index.index_name(os.fsdecode(spec), os.fsdecode(cwd), os.getuid(),
+                                    os.fsdecode(backend))
+    assert mac.verify(mac.key(), b"index", filed, body, tag)
     return out
 
 

@@ -3,7 +3,8 @@
 Built once per source version with the host's C compiler into a cache directory that only
 the caller can write (an exec stage someone else could replace would run inside every
 sandbox, and on the host too: bwrap's launch runs it before bwrap to set the limits),
-statically linked so it runs whatever libraries a sandbox shows.
+statically linked so it runs whatever libraries a sandbox shows. Used again only with
+the tag it was built with (:func:`_authentic`), as the plan cache's entries are.
 
 The compiler is the system's (``/usr/bin``, ``/bin``) with an environment of our own: the
 caller's ``PATH`` often starts with a directory a sandbox could have written (a project's
@@ -52,6 +53,49 @@ def cache_dir(uid: int | None = None, environ: Mapping[str, str] | None = None) 
     return Path(base) / "isorun"
 
 
+def _authentic(path: Path) -> bool:
+    """The stage's bytes carry the tag this user's isorun wrote beside them when it built
+    them (``NAME-DIGEST.tag``, :mod:`isorun.host.mac`). Owner and mode cannot say so: a
+    sandbox of an unprivileged caller writes files as that same uid, and a cache
+    directory named later (``XDG_CACHE_HOME`` changed between runs) may be one an earlier
+    sandbox could write. No key: not authentic, and the stage is built again."""
+    from isorun.host import mac
+
+    secret = mac.key()
+    if secret is None:
+        return False
+    try:
+        data = _read(path)
+        tag = _read(path.with_name(path.name + ".tag"))
+    except OSError:
+        return False
+    return mac.verify(secret, b"stage", path.name, data, tag)
+
+
+def _read(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def _write_tag(target: Path, built: str) -> None:
+    """Tag the stage just built (its bytes as written to ``built``); without a key, none,
+    and the next launch builds it again."""
+    from isorun.host import mac
+
+    secret = mac.key(create=True)
+    if secret is None:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{NAME}-tag-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(mac.tag(secret, b"stage", target.name, _read(Path(built))))
+        os.replace(tmp, target.with_name(target.name + ".tag"))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _trusted(path: Path) -> bool:
     """Owned by us and writable by nobody else, the directory and the file alike, and
     neither a symbolic link: a link there would vouch for whatever file it points to."""
@@ -70,13 +114,18 @@ def _trusted(path: Path) -> bool:
 COMPILER_PATH = "/usr/bin:/bin"
 
 
-def exec_stage_path(directory: Path | None = None) -> str:
-    """The built stage, building it on first use. Raises HostError without a compiler."""
+def stage_name() -> str:
+    """The built stage's file name: it changes with every input of the build."""
     source = b"".join(path.read_bytes() for path in INPUTS)
     digest = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    return f"{NAME}-{digest}"
+
+
+def exec_stage_path(directory: Path | None = None) -> str:
+    """The built stage, building it on first use. Raises HostError without a compiler."""
     directory = cache_dir() if directory is None else directory
-    target = directory / f"{NAME}-{digest}"
-    if _trusted(target):
+    target = directory / stage_name()
+    if _trusted(target) and _authentic(target):
         return str(target)
     cc = shutil.which("cc", path=COMPILER_PATH) or shutil.which("gcc", path=COMPILER_PATH)
     if cc is None:
@@ -105,6 +154,9 @@ def exec_stage_path(directory: Path | None = None) -> str:
                             f"{cc} failed: {done.stderr.strip()[-500:]}",
                             "install a working C toolchain (apt-get install gcc libc6-dev)")
         os.chmod(tmp, 0o755)
+        # The tag first: a launch between the two renames finds the old stage with the
+        # new tag, a mismatch, and builds again (never the other way round).
+        _write_tag(target, tmp)
         os.replace(tmp, target)  # atomic: a concurrent launch sees the old or the new file
     finally:
         if os.path.exists(tmp):

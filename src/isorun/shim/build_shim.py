@@ -31,7 +31,7 @@ CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 #: isorun-launch: its own main and parent side, the front end, and the whole shim
 LAUNCHER_SOURCES = (
     "launch_main.c", "launch.c", "launch_record.c", "launch_report.c", "frontend.c",
-    "launch_index.c", "git_guard.c", *SOURCES
+    "launch_index.c", "blake2b.c", "git_guard.c", *SOURCES
 )
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"

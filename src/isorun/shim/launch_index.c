@@ -5,9 +5,11 @@
  *
  * Fail closed: the index is only trusted as the plan cache's entries are (a regular file,
  * not a symlink, owned by us and writable by no one else, in a directory of ours that no
- * one else can write), its CRC must match, and every recorded condition must compare
- * equal byte for byte. Anything else, including a malformed file, is a miss, never a
- * crash: every read goes through the bounds-checked cursor below.
+ * one else can write), its tag must be this user's key's tag of its name and body
+ * (isorun.host.mac: a sandbox of the same uid can write such files, but cannot read the key),
+ * and every recorded condition must compare equal byte for byte. Anything else,
+ * including a malformed file or no key, is a miss, never a crash: every read goes
+ * through the bounds-checked cursor below, and none happens before the tag matched.
  */
 #define _GNU_SOURCE
 
@@ -21,8 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <linux/keyctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,10 +36,14 @@
 extern char **environ;
 
 /* isorun.launch_index.INDEX_FORMAT and INDEX_MAGIC (tests/unit/test_launch_index.py) */
-#define ISORUN_INDEX_FORMAT 2u
+#define ISORUN_INDEX_FORMAT 3u
 static const char index_magic[] = "isorun-launch-index\n";
 #define INDEX_MAGIC_LEN (sizeof index_magic - 1)
-#define INDEX_HEAD_LEN (INDEX_MAGIC_LEN + 4 + 4 + 8)
+/* isorun.host.mac: the key's name in the user keyring, its size and the tag's */
+static const char mac_key_name[] = "isorun:cache-mac:1";
+#define MAC_KEY_SIZE 32
+#define MAC_TAG_SIZE 32
+#define INDEX_HEAD_LEN (INDEX_MAGIC_LEN + 4 + 8 + MAC_TAG_SIZE)
 /* A real index is a few KiB (the BPF program and the environment dominate); a larger
  * file is not one we wrote, and reading it whole would only cost time. */
 #define INDEX_MAX_LEN (16u << 20)
@@ -61,19 +69,34 @@ static uint64_t fnv1a64(uint64_t h, const void *data, size_t len) {
     return h;
 }
 
-/* CRC-32 (zlib's): isorun.cache writes zlib.crc32 of the body. */
-static uint32_t crc32_of(const unsigned char *p, size_t len) {
-    uint32_t table[256];
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-        table[n] = c;
-    }
-    uint32_t crc = 0xffffffffu;
-    for (size_t i = 0; i < len; i++)
-        crc = table[(crc ^ p[i]) & 0xffu] ^ (crc >> 8);
-    return crc ^ 0xffffffffu;
+/*
+ * Whether tag is isorun.host.mac.tag(key, b"index", name, body): the caller's key, read from
+ * its user keyring (isorun.host.mac says why there), else no (none made yet, keyctl refused:
+ * a miss, and the Python CLI makes one). Two syscalls; the hash is most of the cost.
+ */
+static int tag_matches(const char *name, const unsigned char *body, size_t len,
+                       const unsigned char *tag) {
+    unsigned char key[MAC_KEY_SIZE + 1], want[MAC_TAG_SIZE];
+    struct isorun_blake2b s;
+    long serial = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, "user", mac_key_name, 0);
+    if (serial < 0)
+        return 0;
+    /* one byte more than a key: a longer payload is not ours, and is not cut to fit */
+    if (syscall(SYS_keyctl, KEYCTL_READ, serial, key, sizeof key) != MAC_KEY_SIZE)
+        return 0;
+    if (isorun_blake2b_init(&s, MAC_TAG_SIZE, key, MAC_KEY_SIZE) != 0)
+        return 0;
+    explicit_bzero(key, sizeof key);
+    isorun_blake2b_update(&s, "index", 6); /* with its NUL, as the Python side writes */
+    isorun_blake2b_update(&s, name, strlen(name) + 1);
+    isorun_blake2b_update(&s, body, len);
+    isorun_blake2b_final(&s, want);
+    explicit_bzero(&s, sizeof s);
+    /* every byte compared, whatever the first difference: no timing to learn from */
+    unsigned char diff = 0;
+    for (size_t i = 0; i < MAC_TAG_SIZE; i++)
+        diff |= (unsigned char)(want[i] ^ tag[i]);
+    return diff == 0;
 }
 
 /* A bounds-checked reader: past the end it stops, and ok stays 0 from then on. */
@@ -428,7 +451,7 @@ static int index_holds(struct cursor *c, const char *profile, const char *backen
         return 0;
 
     /* The names come from our own lists, not from the file: an index whose list differs
-     * (another build, or bytes rewritten under a fresh CRC) would otherwise check a name
+     * (another build, or a writer that held the key) would otherwise check a name
      * nobody sets ("absent": true) in place of the one that matters. */
     if (get_uint(c, 4) != N_ELEMENTS(index_sysctls))
         return 0;
@@ -608,10 +631,11 @@ int isorun_load_index(const char *profile, const char *backend, const char *self
 
     struct cursor c = {data, data + len, 1};
     const unsigned char *magic = take(&c, INDEX_MAGIC_LEN);
-    uint64_t format = get_uint(&c, 4), crc = get_uint(&c, 4), body_len = get_uint(&c, 8);
-    if (magic == NULL || memcmp(magic, index_magic, INDEX_MAGIC_LEN) != 0 ||
+    uint64_t format = get_uint(&c, 4), body_len = get_uint(&c, 8);
+    const unsigned char *tag = take(&c, MAC_TAG_SIZE);
+    if (magic == NULL || tag == NULL || memcmp(magic, index_magic, INDEX_MAGIC_LEN) != 0 ||
         format != ISORUN_INDEX_FORMAT || body_len != (uint64_t)(c.end - c.p) ||
-        crc != crc32_of(c.p, (size_t)body_len) ||
+        !tag_matches(name, c.p, (size_t)body_len, tag) ||
         !index_holds(&c, profile, backend, cwd, self_dir, idx)) {
         free(data);
         return 0;

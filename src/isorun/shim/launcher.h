@@ -9,6 +9,7 @@
 #define ISORUN_LAUNCHER_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "isorun_shim.h"
@@ -94,6 +95,17 @@ int isorun_load_index(const char *profile, const char *backend, const char *self
 #define ISORUN_GIT_GUARDS_MAX 256
 size_t isorun_git_guards_missing(const struct isorun_spec *s, const char **out, size_t cap);
 int isorun_git_guards_quarantine(const char *const *missing, size_t n);
+
+/* Keyed BLAKE2b (RFC 7693, blake2b.c): the tag of isorun.host.mac on entries and indexes.
+ * init: outlen 1..64 bytes, key up to 64 bytes (0: unkeyed); -1 on a bad length. */
+struct isorun_blake2b {
+    uint64_t h[8], t[2];
+    unsigned char b[128];
+    size_t c, outlen;
+};
+int isorun_blake2b_init(struct isorun_blake2b *s, size_t outlen, const void *key, size_t keylen);
+void isorun_blake2b_update(struct isorun_blake2b *s, const void *data, size_t len);
+void isorun_blake2b_final(struct isorun_blake2b *s, unsigned char *out);
 
 /* `isorun ...` as typed by a user: a cached launch, or exec of the Python CLI. */
 int isorun_frontend_main(int argc, char **argv);
