@@ -142,6 +142,8 @@ class Popen:
         # Before the sandbox can write: the .git guards with nothing to guard yet, looked
         # at again once it has ended (sandbox/git_guard.py).
         self._guards = git_guard.missing_guards(plan.find(MountStep))
+        self._walks = git_guard.all_guards(plan.find(MountStep))
+        self._since = git_guard.since() if self._walks else 0
         if self.backend != "native":
             from isorun.sandbox.backends import BACKENDS
 
@@ -208,6 +210,10 @@ class Popen:
         if self._guards and self._proc.returncode is not None:
             missing, self._guards = self._guards, ()
             for note in git_guard.quarantine(missing):
+                sys.stderr.write(note + "\n")
+        if self._walks and self._proc.returncode is not None:
+            walks, self._walks = self._walks, ()
+            for note in git_guard.walk_planted(walks, self._since):
                 sys.stderr.write(note + "\n")
 
     def poll(self) -> int | None:

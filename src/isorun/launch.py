@@ -256,10 +256,14 @@ def run(record: Record, argv: list[str]) -> int:
 
     # Before the sandbox can write: .git guards with nothing to guard yet (git_guard.py).
     guards = git_guard.missing_in_record(record["mounts"])
+    walks = git_guard.all_in_record(record["mounts"])
+    since = git_guard.since() if walks else 0
     try:
         return _run(record, argv, parent)
     finally:
         for note in git_guard.quarantine(guards) if guards else ():
+            sys.stderr.write(note + "\n")
+        for note in git_guard.walk_planted(walks, since) if walks else ():
             sys.stderr.write(note + "\n")
 
 
