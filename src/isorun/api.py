@@ -374,20 +374,30 @@ def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
                              err.step_index, hint)
 
 
-def root_write_notes(plan: Plan) -> list[str]:
-    """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
-    write (README, "Root"). The command would only say "Permission denied"."""
-    import stat
-
+def _root_writable_binds(plan: Plan) -> list[Any]:
+    """The rw-bind steps of a root caller whose sandbox runs as 65534; [] otherwise."""
     from isorun.compile.plan import MapIds, MountStep
 
     ids = plan.find(MapIds)
     if os.geteuid() != 0 or not ids or ids[0].host_uid != 65534:
         return []
+    return [step for step in plan.find(MountStep) if step.type == "rw-bind"]
+
+
+def root_write_undecided(plan: Plan) -> bool:
+    """A root caller's writable bind whose source is not there yet (web's optional
+    ``./data``): whether its sandbox can write it is decided only once it is made, so
+    each launch must look again (isorun.launch.make_record keeps no record for it)."""
+    return any(not os.path.lexists(step.src) for step in _root_writable_binds(plan))
+
+
+def root_write_notes(plan: Plan) -> list[str]:
+    """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
+    write (README, "Root"). The command would only say "Permission denied"."""
+    import stat
+
     notes = []
-    for step in plan.find(MountStep):
-        if step.type != "rw-bind":
-            continue
+    for step in _root_writable_binds(plan):
         try:
             st = os.stat(step.src)
         except OSError:

@@ -99,10 +99,12 @@ def make_record(
     facts = probe()
     if not facts.userns:
         return None  # api.Popen would choose another backend on this host
-    from isorun.api import root_write_notes
+    from isorun.api import root_write_notes, root_write_undecided
 
-    if root_write_notes(plan):
-        return None  # api.launch says, on every launch, what the sandbox cannot write
+    if root_write_notes(plan) or root_write_undecided(plan):
+        # api.launch says, on every launch, what the sandbox cannot write; a source made
+        # after this record (web's ./data, root-owned) would get no note from it
+        return None
     try:
         parent.load_shim()
     except IsorunError as err:

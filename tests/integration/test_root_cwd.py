@@ -97,3 +97,26 @@ def test_unprivileged_build_writes_its_own_directory(directory: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (directory / "out").stat().st_uid == user.pw_uid
     assert "note:" not in done.stderr
+
+
+@pytest.mark.needs("root")
+def test_root_web_data_made_after_the_first_run_says_why_it_cannot_write(
+        directory: Path) -> None:
+    """web's optional ./data bind: the first run (no data yet) must not leave a launch
+    record that later runs take without looking, so a root-owned data made afterwards
+    gets the same note as build's directory."""
+    directory.chmod(0o755)
+    first = _cli("--profile", "web", "--", "true", cwd=directory)
+    assert first.returncode == 0, first.stderr
+    (directory / "data").mkdir(mode=0o755)
+    for _ in range(2):  # the second run would be the warm one
+        done = _cli("--profile", "web", "--", "touch", "data/x", cwd=directory)
+        assert done.returncode == 1, done.stderr
+        assert ("started by root, the sandbox runs as uid 65534 (nobody), which cannot write "
+                f"{directory}/data (owner uid 0, mode 755) that <builtin>/web.toml:12 binds "
+                "writable\n  hint: run isorun as the user who owns it, or extend the profile "
+                "with [unsafe] map_root = true") in done.stderr, done.stderr
+    # control: a data directory nobody owns is written, with no note
+    os.chown(directory / "data", 65534, 65534)
+    done = _cli("--profile", "web", "--", "touch", "data/x", cwd=directory)
+    assert done.returncode == 0 and "note:" not in done.stderr, done.stderr
