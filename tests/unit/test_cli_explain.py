@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from isorun import api
 from isorun.cli import cli
+from isorun.errors import ProfileError
 from isorun.host import facts as host_facts
 from isorun.host.facts import HostFacts
 
@@ -31,6 +32,23 @@ def test_unsafe_map_root_is_a_warning_in_text_and_json(tmp_path: Path) -> None:
     assert len(warnings) == 1 and warnings[0].startswith("[unsafe] map_root = true (")
     assert "root.toml:4)" in warnings[0] and "host root (uid 0)" in warnings[0]
     assert "\nwarning: [unsafe] map_root = true" in plan.describe()
+
+
+def test_unsafe_map_root_for_a_normal_user_is_located_at_the_users_line(
+        tmp_path: Path) -> None:
+    # compiled with a normal user's facts, whoever runs the suite
+    path = tmp_path / "unsafe.toml"
+    path.write_text('extends = ["strict"]\n\n[unsafe]\nmap_root = true\n')
+    here = host_facts.probe()
+    facts = HostFacts(uid=1000, gid=1000, arch=here.arch, kernel=here.kernel)
+    try:
+        api.compile_plan(str(path), facts, host_facts.variables(facts))
+    except ProfileError as err:
+        text = err.render()
+    else:
+        raise AssertionError("map_root compiled for a normal user")
+    assert text == (f"{path}:4:1: error: unsafe.map_root needs root\n"
+                    "  hint: run as root or remove map_root"), text
 
 
 def test_host_network_exposure_is_named() -> None:

@@ -243,7 +243,8 @@ def _identity(profile: schema.Profile, facts: HostFacts,
         uid = facts.uid if ident.uid is None else ident.uid
         gid = facts.gid if ident.gid is None else ident.gid
     if profile.unsafe.map_root and not facts.root:
-        errors.append(Diagnostic(profile.unsafe.loc, "unsafe.map_root needs root",
+        errors.append(Diagnostic(schema.where(profile, "unsafe.map_root", profile.unsafe.loc),
+                                 "unsafe.map_root needs root",
                                  "run as root or remove map_root"))
     return p.MapIds(uid, gid, host_uid, host_gid,
                     schema.where(profile, "identity.uid", ident.loc))
