@@ -54,10 +54,16 @@ def test_unsafe_map_root_for_a_normal_user_is_located_at_the_users_line(
 def test_host_network_exposure_is_named() -> None:
     code, out, _ = invoke("explain", "web")
     assert code == 0
-    assert ("warning: network = host (<builtin>/web.toml:10): the sandbox can connect to "
-            "every service listening on the host's loopback") in out
+    # one warning, in one wording (issue 17: it was said twice)
+    lines = [line for line in out.splitlines() if line.startswith("warning: network")]
+    assert lines == [
+        'warning: network.mode = "host" (<builtin>/web.toml:10): the sandbox shares the '
+        "host's network namespace, so it can connect to every service listening on the "
+        "host's loopback (127.0.0.1, ::1: databases, caches, admin and debug ports bound to "
+        "localhost), bind ports on the host, and list the host's sockets in /proc/net; "
+        "network.tcp_connect limits the ports it connects to"], lines
     _, out, _ = invoke("explain", "strict")
-    assert "network = host" not in out
+    assert "warning: network" not in out
 
 
 def test_seccomp_off_warning_points_at_the_users_line(tmp_path: Path) -> None:
