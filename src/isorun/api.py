@@ -412,12 +412,24 @@ def root_write_notes(plan: Plan) -> list[str]:
     return notes
 
 
+def missing_source_hint(step: Any) -> str:
+    """The fix for a required bind whose source is missing (a MountStep): said by
+    ``check`` before the run, and by the run when the source went away after it."""
+    return f"create {step.src}, or mark the mount optional = true (dst {step.dst})"
+
+
 def _setup_hint(err: SandboxSetupError, plan: Plan) -> str:
     """The fix for a set-up failure a user causes, "" when there is none to suggest."""
     import errno
 
-    from isorun.compile.plan import Chdir, MapIds
+    from isorun.compile.plan import Chdir, MapIds, MountStep
 
+    if err.step == "mount" and err.errno == errno.ENOENT and 0 <= err.step_index < len(
+            plan.steps):
+        step = plan.steps[err.step_index]
+        # only when it is still missing: ENOENT from below a present source is no typo
+        if isinstance(step, MountStep) and step.src and not os.path.lexists(step.src):
+            return missing_source_hint(step)
     chdir, ids = plan.find(Chdir), plan.find(MapIds)
     if err.step != "cwd" or err.errno != errno.EACCES or not chdir:
         return ""

@@ -108,7 +108,8 @@ def test_check_refuses_a_missing_required_bind_source(tmp_path: Path) -> None:
     code, _, err = invoke("check", str(path))
     assert code == 2
     assert "miss.toml:2:1: error: ro-bind source /nonexistent/isorun-src does not exist" in err
-    assert "hint: create it, or mark the mount optional = true (dst /data)" in err
+    assert ("hint: create /nonexistent/isorun-src, or mark the mount optional = true "
+            "(dst /data)") in err
 
 
 def test_explain_backend_says_who_applies_the_landlock_layer() -> None:
