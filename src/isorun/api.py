@@ -384,26 +384,18 @@ def _root_writable_binds(plan: Plan) -> list[Any]:
     return [step for step in plan.find(MountStep) if step.type == "rw-bind"]
 
 
-def root_write_undecided(plan: Plan) -> bool:
-    """A root caller's writable bind whose source is not there yet (web's optional
-    ``./data``): whether its sandbox can write it is decided only once it is made, so
-    each launch must look again (isorun.launch.make_record keeps no record for it)."""
-    return any(not os.path.lexists(step.src) for step in _root_writable_binds(plan))
-
-
 def root_write_notes(plan: Plan) -> list[str]:
     """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
     write (README, "Root"). The command would only say "Permission denied"."""
     import stat
 
+    from isorun.launch import nobody_cannot_write
+
     notes = []
     for step in _root_writable_binds(plan):
-        try:
-            st = os.stat(step.src)
-        except OSError:
-            continue  # an optional source that is not there; a required one fails anyway
-        if st.st_uid == 65534 or st.st_mode & stat.S_IWOTH:
+        if not nobody_cannot_write(step.src):
             continue
+        st = os.stat(step.src)
         notes.append(
             f"isorun: note: started by root, the sandbox runs as uid 65534 (nobody), which "
             f"cannot write {step.src} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
