@@ -142,6 +142,8 @@ class Popen:
         # Before the sandbox can write: the .git guards with nothing to guard yet, looked
         # at again once it has ended (sandbox/git_guard.py).
         self._guards = git_guard.missing_guards(plan.find(MountStep))
+        self._walks = git_guard.all_guards(plan.find(MountStep))
+        self._since = git_guard.since() if self._walks else 0
         if self.backend != "native":
             from isorun.sandbox.backends import BACKENDS
 
@@ -208,6 +210,10 @@ class Popen:
         if self._guards and self._proc.returncode is not None:
             missing, self._guards = self._guards, ()
             for note in git_guard.quarantine(missing):
+                sys.stderr.write(note + "\n")
+        if self._walks and self._proc.returncode is not None:
+            walks, self._walks = self._walks, ()
+            for note in git_guard.walk_planted(walks, self._since):
                 sys.stderr.write(note + "\n")
 
     def poll(self) -> int | None:
@@ -368,26 +374,28 @@ def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
                              err.step_index, hint)
 
 
-def root_write_notes(plan: Plan) -> list[str]:
-    """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
-    write (README, "Root"). The command would only say "Permission denied"."""
-    import stat
-
+def _root_writable_binds(plan: Plan) -> list[Any]:
+    """The rw-bind steps of a root caller whose sandbox runs as 65534; [] otherwise."""
     from isorun.compile.plan import MapIds, MountStep
 
     ids = plan.find(MapIds)
     if os.geteuid() != 0 or not ids or ids[0].host_uid != 65534:
         return []
+    return [step for step in plan.find(MountStep) if step.type == "rw-bind"]
+
+
+def root_write_notes(plan: Plan) -> list[str]:
+    """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
+    write (README, "Root"). The command would only say "Permission denied"."""
+    import stat
+
+    from isorun.launch import nobody_cannot_write
+
     notes = []
-    for step in plan.find(MountStep):
-        if step.type != "rw-bind":
+    for step in _root_writable_binds(plan):
+        if not nobody_cannot_write(step.src):
             continue
-        try:
-            st = os.stat(step.src)
-        except OSError:
-            continue  # an optional source that is not there; a required one fails anyway
-        if st.st_uid == 65534 or st.st_mode & stat.S_IWOTH:
-            continue
+        st = os.stat(step.src)
         notes.append(
             f"isorun: note: started by root, the sandbox runs as uid 65534 (nobody), which "
             f"cannot write {step.src} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
@@ -396,12 +404,24 @@ def root_write_notes(plan: Plan) -> list[str]:
     return notes
 
 
+def missing_source_hint(step: Any) -> str:
+    """The fix for a required bind whose source is missing (a MountStep): said by
+    ``check`` before the run, and by the run when the source went away after it."""
+    return f"create {step.src}, or mark the mount optional = true (dst {step.dst})"
+
+
 def _setup_hint(err: SandboxSetupError, plan: Plan) -> str:
     """The fix for a set-up failure a user causes, "" when there is none to suggest."""
     import errno
 
-    from isorun.compile.plan import Chdir, MapIds
+    from isorun.compile.plan import Chdir, MapIds, MountStep
 
+    if err.step == "mount" and err.errno == errno.ENOENT and 0 <= err.step_index < len(
+            plan.steps):
+        step = plan.steps[err.step_index]
+        # only when it is still missing: ENOENT from below a present source is no typo
+        if isinstance(step, MountStep) and step.src and not os.path.lexists(step.src):
+            return missing_source_hint(step)
     chdir, ids = plan.find(Chdir), plan.find(MapIds)
     if err.step != "cwd" or err.errno != errno.EACCES or not chdir:
         return ""

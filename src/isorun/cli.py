@@ -178,12 +178,13 @@ def _check_bind_sources(plan: Any) -> None:
     does too, with the line (for this working directory and user: ${CWD}, ${HOME})."""
     import os
 
+    from isorun.api import missing_source_hint
     from isorun.compile.plan import MountStep
     from isorun.errors import Diagnostic, ProfileError
 
     problems = [
         Diagnostic(step.loc, f"{step.type} source {step.src} does not exist on this host",
-                   f"create it, or mark the mount optional = true (dst {step.dst})")
+                   missing_source_hint(step))
         for step in plan.find(MountStep)
         if step.type in ("ro-bind", "rw-bind", "dev-bind") and not step.optional
         and not os.path.lexists(step.src)

@@ -224,7 +224,30 @@ def usable(record: object, argv: list[str]) -> Record | None:
     if env_projection(record["env_patterns"]) != record["env"]:
         return None  # a kept variable changed: the command's environment would differ
     spec: Record = record["spec"]
+    if any(nobody_cannot_write(src) for src in root_sandbox_binds(spec)):
+        # made or chowned since this record (web's ./data): the regular path says what
+        # the sandbox cannot write (api.root_write_notes), the record would not
+        return None
     return {**spec, "argv": tuple(os.fsencode(a) for a in argv)}
+
+
+def root_sandbox_binds(spec: Record) -> list[bytes]:
+    """For a root caller whose sandbox runs as 65534 (README, "Root"), the sources of the
+    record's writable binds; [] for anyone else."""
+    if os.geteuid() != 0 or not any(line.split()[1:2] == [b"65534"]
+                                    for line in spec.get("uid_map", b"").splitlines()):
+        return []
+    # kind, dst, src, flags, ... (spec_record); ISORUN_MOUNT_BIND 1, MS_RDONLY 1
+    return [m[2] for m in spec["mounts"] if m[0] == 1 and not m[3] & 1]
+
+
+def nobody_cannot_write(path: str | bytes) -> bool:
+    """``path`` exists and uid 65534 may not write it (owned by another, not o+w)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False  # not there (yet): an optional source, or a required one that fails
+    return st.st_uid != 65534 and not st.st_mode & 0o002
 
 
 def exec_failure_message(command: str, errno: int) -> str:
@@ -261,10 +284,14 @@ def run(record: Record, argv: list[str]) -> int:
 
     # Before the sandbox can write: .git guards with nothing to guard yet (git_guard.py).
     guards = git_guard.missing_in_record(record["mounts"])
+    walks = git_guard.all_in_record(record["mounts"])
+    since = git_guard.since() if walks else 0
     try:
         return _run(record, argv, parent)
     finally:
         for note in git_guard.quarantine(guards) if guards else ():
+            sys.stderr.write(note + "\n")
+        for note in git_guard.walk_planted(walks, since) if walks else ():
             sys.stderr.write(note + "\n")
 
 

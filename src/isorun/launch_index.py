@@ -151,6 +151,19 @@ def _index_stat_paths(entry: Mapping[str, object]) -> list[str]:
     # read: a changed /etc/passwd sends the launch through Python again.
     if os.path.exists("/etc/passwd"):
         paths.append("/etc/passwd")
+    # A root caller's writable bind whose source is missing (web's ./data): made later,
+    # root-owned, the sandbox (65534) could not write it, which only the Python path says
+    # (launch.usable). Making it changes the nearest existing directory above it.
+    from isorun import launch
+
+    record = entry.get("launch")
+    spec = record.get("spec") if isinstance(record, dict) else None
+    for src in launch.root_sandbox_binds(spec) if isinstance(spec, dict) else ():
+        above = os.fsdecode(src)
+        while not os.path.lexists(above) and above not in ("/", ""):
+            above = os.path.dirname(above)
+        if above != os.fsdecode(src) and above not in paths:
+            paths.append(above)
     # The active virtual environment's pyvenv.cfg decides ${PYTHON_BASE_PREFIX} too.
     for prefix in sorted({sys.prefix, venv.active_venv(os.environ)} - {""}):
         cfg = os.path.join(prefix, "pyvenv.cfg")

@@ -488,6 +488,65 @@ def build_cannot_plant_a_git_directory() -> None:
         assert "the sandbox created" not in cli.stderr, cli.stderr
 
 
+def build_cannot_plant_a_nested_git_or_a_pth() -> None:
+    """Below the writable working directory, git on the host run in sub/ finds sub/.git
+    before the project's own, and a .pth in a virtual environment runs in its every later
+    Python. Once the sandbox has ended, the launcher moves aside each nested .git the run
+    created or changed (a new directory, an old directory renamed to .git, a hook written
+    into an existing nested repository) and names each .pth it wrote; on the CLI's path
+    (C) and the API's (Python). Controls: an untouched nested repository and an old .pth
+    stay, unnamed."""
+    import contextlib
+    import io
+    import time
+
+    from isorun import api
+
+    site = ".venv/lib/python3.11/site-packages"
+    attack = ("mkdir sub/.git && echo planted > sub/.git/config"
+              " && mv prepared deep/a/.git"
+              " && echo 'echo pwned' > vendor/lib/.git/hooks/post-checkout"
+              f" && echo 'import os' > {site}/evil.pth && echo ran")
+    for path_name in ("cli", "api"):
+        with project("isorun-atk-nested-") as where:
+            for folder in ("sub", "deep/a", "prepared", "vendor/lib/.git/hooks",
+                           "vendor/other/.git/hooks", site):
+                (where / folder).mkdir(parents=True)
+            # what an earlier run could have left: a git directory under another name
+            (where / "prepared" / "config").write_text("[core]\n\tfsmonitor = touch pwned\n")
+            for repo in ("lib", "other"):
+                (where / "vendor" / repo / ".git" / "config").write_text("[core]\n")
+            (where / site / "ok.pth").write_text("import sys\n")
+            if os.getuid() == 0:
+                for dirpath, dirnames, filenames in os.walk(where):
+                    for name in (*dirnames, *filenames):
+                        os.chown(os.path.join(dirpath, name), SANDBOX_UID, SANDBOX_UID)
+            time.sleep(0.05)  # the launch's coarse clock is then past these file times
+            if path_name == "cli":
+                done = isorun("-p", "build", "--", "sh", "-c", attack, cwd=where)
+                out, said = done.stdout, done.stderr
+            else:
+                old, buffer = os.getcwd(), io.StringIO()
+                os.chdir(where)
+                try:
+                    with contextlib.redirect_stderr(buffer):
+                        ran = api.run(["/bin/sh", "-c", attack], profile="build",
+                                      capture_output=True, text=True, timeout=60)
+                finally:
+                    os.chdir(old)
+                out, said = str(ran.stdout), buffer.getvalue()
+            assert out == "ran\n", (path_name, out, said)
+            for planted in ("sub", "deep/a", "vendor/lib"):
+                assert not (where / planted / ".git").exists(), (path_name, planted, said)
+                assert len(list((where / planted).glob(".git.isorun-quarantine-*"))) == 1, (
+                    path_name, planted, said)
+                assert f"{where}/{planted}/.git; git on the host" in said, (path_name, said)
+            assert f"{where}/{site}/evil.pth" in said, (path_name, said)
+            # controls: nothing the run left alone is moved or named
+            assert (where / "vendor/other/.git/config").exists(), (path_name, said)
+            assert "ok.pth" not in said and "vendor/other" not in said, (path_name, said)
+
+
 def landlock_mode_names_metadata_changes() -> None:
     """Landlock governs no metadata change: in landlock mode the command can chmod a file
     of its uid outside every grant (which it cannot read). The run must say so in its
@@ -691,6 +750,7 @@ CASES: dict[str, Callable[[], None]] = {
         landlock_mode_git_guard, landlock_mode_planted_intermediate_link,
         home_bind_masks_every_git_credential_store,
         strict_memory_bound_holds_for_shared_mappings, build_cannot_plant_a_git_directory,
+        build_cannot_plant_a_nested_git_or_a_pth,
         landlock_mode_names_metadata_changes, strict_from_a_runtime_dir_is_refused,
         build_cannot_poison_the_plan_cache, landlock_mode_cannot_prlimit_a_host_process,
         home_from_passwd_is_refused_whatever_home_says,

@@ -69,3 +69,11 @@ def test_build_cannot_plant_a_git_directory_where_none_is(run_attack: Runner) ->
     """A .git the sandbox made where none was is moved aside once it has ended, loudly;
     a .git file (gitdir: ...) too."""
     run_attack("build_cannot_plant_a_git_directory")
+
+
+@pytest.mark.needs("userns", "shim", "setpriv")
+def test_build_cannot_plant_a_nested_git_or_a_pth(run_attack: Runner) -> None:
+    """A nested .git the run created or changed (new, renamed into place, a hook written)
+    is moved aside once the sandbox has ended, and a .pth it wrote into a virtual
+    environment is named; on the CLI's C path and the API's Python path."""
+    run_attack("build_cannot_plant_a_nested_git_or_a_pth")

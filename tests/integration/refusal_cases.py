@@ -257,6 +257,29 @@ def case_limits_named() -> None:
         assert "isorun: limits.cpu = 1 s (c.toml:4) killed the command after" in done.stderr
 
 
+def case_vanished_bind_source_hinted() -> None:
+    """A required bind source that was there when the plan was made (check passed, the
+    cache holds it) and is gone at the run: the refusal names the line and says what to
+    create or mark optional, on every launch path (the warm ones included)."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        source = work / "src"
+        source.mkdir()
+        source.chmod(0o755)
+        (work / "mb.toml").write_text(f'extends = ["strict"]\n[[mounts]]\ntype = "ro-bind"\n'
+                                      f'src = "{source}"\ndst = "/mnt/x"\n')
+        done = run(work, prefix, extra, "true", profile="./mb.toml")
+        assert done.returncode == 0, done  # control: the mount works while it is there
+        source.rmdir()
+        done = run(work, prefix, extra, "true", profile="./mb.toml")
+        assert done.returncode == 125, done
+        assert (f"isorun: error: mount: openat2: ENOENT (No such file or directory): bind "
+                f"/mnt/x from {source} (mb.toml:2)\n  hint: create {source}, or mark the "
+                "mount optional = true (dst /mnt/x)") in done.stderr, done.stderr
+
+    each_path(check)
+
+
 CASES: dict[str, Callable[[], None]] = {
     name[len("case_"):]: fn for name, fn in list(globals().items()) if name.startswith("case_")
 }

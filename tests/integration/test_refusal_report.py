@@ -23,7 +23,7 @@ def run_refusal_case(mode: str) -> Callable[[str], None]:
 @pytest.mark.parametrize("case", ["seccomp_named_and_counted", "read_only_mount_named",
                                   "network_named", "success_says_nothing", "flood_is_bounded",
                                   "kill_stays_kill", "outer_listener_leaves_no_report",
-                                  "limits_named"])
+                                  "limits_named", "vanished_bind_source_hinted"])
 def test_refusal_report(run_refusal_case: Callable[[str], None], case: str) -> None:
     run_refusal_case(case)
 

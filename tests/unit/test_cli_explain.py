@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from isorun import api
 from isorun.cli import cli
+from isorun.errors import ProfileError
 from isorun.host import facts as host_facts
 from isorun.host.facts import HostFacts
 
@@ -33,13 +34,36 @@ def test_unsafe_map_root_is_a_warning_in_text_and_json(tmp_path: Path) -> None:
     assert "\nwarning: [unsafe] map_root = true" in plan.describe()
 
 
+def test_unsafe_map_root_for_a_normal_user_is_located_at_the_users_line(
+        tmp_path: Path) -> None:
+    # compiled with a normal user's facts, whoever runs the suite
+    path = tmp_path / "unsafe.toml"
+    path.write_text('extends = ["strict"]\n\n[unsafe]\nmap_root = true\n')
+    here = host_facts.probe()
+    facts = HostFacts(uid=1000, gid=1000, arch=here.arch, kernel=here.kernel)
+    try:
+        api.compile_plan(str(path), facts, host_facts.variables(facts))
+    except ProfileError as err:
+        text = err.render()
+    else:
+        raise AssertionError("map_root compiled for a normal user")
+    assert text == (f"{path}:4:1: error: unsafe.map_root needs root\n"
+                    "  hint: run as root or remove map_root"), text
+
+
 def test_host_network_exposure_is_named() -> None:
     code, out, _ = invoke("explain", "web")
     assert code == 0
-    assert ("warning: network = host (<builtin>/web.toml:10): the sandbox can connect to "
-            "every service listening on the host's loopback") in out
+    # one warning, in one wording (issue 17: it was said twice)
+    lines = [line for line in out.splitlines() if line.startswith("warning: network")]
+    assert lines == [
+        'warning: network.mode = "host" (<builtin>/web.toml:10): the sandbox shares the '
+        "host's network namespace, so it can connect to every service listening on the "
+        "host's loopback (127.0.0.1, ::1: databases, caches, admin and debug ports bound to "
+        "localhost), bind ports on the host, and list the host's sockets in /proc/net; "
+        "network.tcp_connect limits the ports it connects to"], lines
     _, out, _ = invoke("explain", "strict")
-    assert "network = host" not in out
+    assert "warning: network" not in out
 
 
 def test_seccomp_off_warning_points_at_the_users_line(tmp_path: Path) -> None:
@@ -84,7 +108,8 @@ def test_check_refuses_a_missing_required_bind_source(tmp_path: Path) -> None:
     code, _, err = invoke("check", str(path))
     assert code == 2
     assert "miss.toml:2:1: error: ro-bind source /nonexistent/isorun-src does not exist" in err
-    assert "hint: create it, or mark the mount optional = true (dst /data)" in err
+    assert ("hint: create /nonexistent/isorun-src, or mark the mount optional = true "
+            "(dst /data)") in err
 
 
 def test_explain_backend_says_who_applies_the_landlock_layer() -> None:

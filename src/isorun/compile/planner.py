@@ -58,13 +58,17 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
                                  'set namespaces.net = true, or network.mode = "host"'))
     if profile.network.mode == "host":
         # Stated, not fixed: sharing the host's network is what this mode is for, and no
-        # rule can tell a loopback service the user means from one they forgot.
+        # rule can tell a loopback service the user means from one they forgot (issue 13:
+        # Landlock scoping covers abstract unix sockets, tcp_connect the TCP ports,
+        # nothing covers the rest of loopback). One warning, one wording (issue 17).
         warnings.append(
             f"network.mode = \"host\" ({at('network.mode', profile.network.loc).short()}): "
             "the sandbox shares the host's network namespace, so it can connect to every "
             "service listening on the host's loopback (127.0.0.1, ::1: databases, caches, "
             "admin and debug ports bound to localhost), bind ports on the host, and list "
-            "the host's sockets in /proc/net")
+            "the host's sockets in /proc/net"
+            + ("" if profile.network.tcp_connect is not None else
+               "; network.tcp_connect limits the ports it connects to"))
     steps: list[p.Step] = [p.Clone(namespaces, ns.loc)]
 
     if ns.user:
@@ -156,13 +160,6 @@ def compile_plan(profile: schema.Profile, facts: HostFacts,
         warnings.append(f"no_new_privs is off "
                         f"({at('security.no_new_privs', profile.security.loc).short()}): "
                         "setuid programs run with their privileges")
-    if profile.network.mode == "host":
-        # Issue 13: say what the host network exposes; Landlock scoping (below) covers
-        # abstract unix sockets, tcp_connect the TCP ports, nothing else covers loopback.
-        warnings.append(f"network = host ({at('network.mode', profile.network.loc).short()}):"
-                        " the sandbox can connect to every service listening on the host's "
-                        "loopback" + ("" if profile.network.tcp_connect is not None else
-                                      " (network.tcp_connect limits the ports)"))
     if profile.landlock.enabled and profile.security.no_new_privs:
         from isorun.compile import landlock
 
@@ -243,7 +240,8 @@ def _identity(profile: schema.Profile, facts: HostFacts,
         uid = facts.uid if ident.uid is None else ident.uid
         gid = facts.gid if ident.gid is None else ident.gid
     if profile.unsafe.map_root and not facts.root:
-        errors.append(Diagnostic(profile.unsafe.loc, "unsafe.map_root needs root",
+        errors.append(Diagnostic(schema.where(profile, "unsafe.map_root", profile.unsafe.loc),
+                                 "unsafe.map_root needs root",
                                  "run as root or remove map_root"))
     return p.MapIds(uid, gid, host_uid, host_gid,
                     schema.where(profile, "identity.uid", ident.loc))

@@ -177,3 +177,13 @@ def supervise(listener: int, stop_fd: int, native_arch: int, argmask: bytes,
         for e in events if e.used)
     return Supervised(calls, found, int(sup.total), int(sup.lost), int(sup.events_dropped),
                       bool(sup.seen_full), rc == 1)
+
+
+def planted_walk(root: str, since_ns: int) -> str:
+    """planted.c's walk below ``root`` (a writable bind's source) once the sandbox has
+    ended: nested .git the run created or changed moved aside, new .pth named; the
+    messages, one per line, or "" (issue #13)."""
+    out = _ffi.new("char[]", 8192)
+    _lib.isorun_planted_walk(os.fsencode(root), since_ns // 1_000_000_000,
+                             since_ns % 1_000_000_000, out, 8192)
+    return str(_ffi.string(out).decode("utf-8", "replace"))

@@ -11,6 +11,10 @@ process of it ended with its pid 1), and a ``.git`` that appeared is moved aside
 
 A guard is what :func:`isorun.compile.exposure.add_git_guards` makes, recognised by
 shape as the C side does: an optional read-only bind from a ``.git`` to a ``.git``.
+
+Below each guard's directory (a writable bind's source), a nested ``.git`` the run created
+or changed, and a ``.pth`` it wrote into a virtual environment, are shim/planted.c's
+(:func:`walk_planted`): one definition of that rule, in C, for both front ends.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from isorun.compile import plan as p
 
 RENAME_NOREPLACE = 1
+#: <linux/time.h>; the time module does not name it
+CLOCK_REALTIME_COARSE = 5
 #: isorun_shim.h ISORUN_MOUNT_BIND and MS_RDONLY, as a launch record holds them
 MOUNT_BIND, MS_RDONLY = 1, 0x1
 
@@ -36,6 +42,38 @@ def is_git_guard(step: p.MountStep) -> bool:
             and os.path.basename(step.dst) == ".git")
 
 
+def since() -> int:
+    """The launch's start for :func:`walk_planted`, read before the sandbox can write: the
+    coarse clock lags file times and never leads them, so nothing the run wrote is older."""
+    import time
+
+    return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+
+
+def all_guards(steps: Iterable[p.MountStep]) -> tuple[str, ...]:
+    """The sources of every .git guard among ``steps``, present or not."""
+    return tuple(s.src for s in steps if is_git_guard(s))
+
+
+def all_in_record(mounts: Iterable[tuple[Any, ...]]) -> tuple[str, ...]:
+    """:func:`all_guards` for a launch record's mounts (see :func:`missing_in_record`)."""
+    return tuple(os.fsdecode(src) for kind, dst, src, flags, _data, _mode, optional, *_
+                 in mounts if _record_guard(kind, dst, src, flags, optional))
+
+
+def walk_planted(guards: Iterable[str], since_ns: int) -> list[str]:
+    """Once the sandbox has ended, below each guard's directory: the messages of
+    shim/planted.c's walk, one string per bind that had something to say."""
+    from isorun.sandbox import _shim
+
+    notes = []
+    for guard in guards:
+        text = _shim.planted_walk(os.path.dirname(guard) or "/", since_ns)
+        if text:
+            notes.append(text.rstrip("\n"))
+    return notes
+
+
 def missing_guards(steps: Iterable[p.MountStep]) -> tuple[str, ...]:
     """The sources of the .git guards among ``steps`` that do not exist now."""
     return tuple(s.src for s in steps if is_git_guard(s) and not os.path.lexists(s.src))
@@ -44,14 +82,15 @@ def missing_guards(steps: Iterable[p.MountStep]) -> tuple[str, ...]:
 def missing_in_record(mounts: Iterable[tuple[Any, ...]]) -> tuple[str, ...]:
     """:func:`missing_guards` for a launch record's mounts (the warm path, which has no
     plan): kind, dst, src, flags, data, mode, optional, ... as spec_record makes them."""
-    out = []
-    for kind, dst, src, flags, _data, _mode, optional, *_ in mounts:
-        if (kind == MOUNT_BIND and optional and flags & MS_RDONLY
+    return tuple(os.fsdecode(src) for kind, dst, src, flags, _data, _mode, optional, *_
+                 in mounts if _record_guard(kind, dst, src, flags, optional)
+                 and not os.path.lexists(src))
+
+
+def _record_guard(kind: int, dst: Any, src: Any, flags: int, optional: Any) -> bool:
+    return bool(kind == MOUNT_BIND and optional and flags & MS_RDONLY
                 and os.path.basename(os.fsdecode(src)) == ".git"
-                and os.path.basename(os.fsdecode(dst)) == ".git"
-                and not os.path.lexists(src)):
-            out.append(os.fsdecode(src))
-    return tuple(out)
+                and os.path.basename(os.fsdecode(dst)) == ".git")
 
 
 def _rename_noreplace(src: str, dst: str) -> None:

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "launcher.h"
@@ -93,4 +94,38 @@ int isorun_git_guards_quarantine(const char *const *missing, size_t n) {
                     missing[i], strerror(errno));
     }
     return planted;
+}
+
+size_t isorun_git_guards_all(const struct isorun_spec *s, const char **out, size_t cap) {
+    size_t i, n = 0;
+
+    for (i = 0; i < s->n_mounts; i++) {
+        if (!is_git_guard(&s->mounts[i]))
+            continue;
+        if (n == cap)
+            return cap + 1;
+        out[n++] = s->mounts[i].src;
+    }
+    return n;
+}
+
+void isorun_git_guards_walk(const char *const *guards, size_t n, const struct timespec *since) {
+    static char out[8192];
+    char root[PATH_MAX];
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        const char *slash = strrchr(guards[i], '/');
+
+        /* each guard's directory is a writable bind's source (exposure.add_git_guards) */
+        if (slash == NULL || (size_t)(slash - guards[i]) >= sizeof root)
+            continue;
+        memcpy(root, guards[i], (size_t)(slash - guards[i]));
+        root[slash - guards[i]] = '\0';
+        if (root[0] == '\0')
+            strcpy(root, "/");
+        if (isorun_planted_walk(root, (long long)since->tv_sec, since->tv_nsec, out,
+                                sizeof out) >= 0)
+            fputs(out, stderr);
+    }
 }

@@ -285,3 +285,16 @@ int isorun_supervise_one(struct isorun_supervisor *sup);
  */
 void isorun_apply_namespaces(const struct isorun_spec *spec, int ready_fd);
 void isorun_apply(const struct isorun_spec *spec);
+
+/*
+ * isorun_planted_walk (planted.c, issue #13): once the sandbox has ended, below the
+ * writable bind root, move aside each nested .git created or changed at or after
+ * since (CLOCK_REALTIME_COARSE before the clone: no file time of the run is earlier) and
+ * name new .pth files of virtual environments; the messages go to out (cap bytes, NUL
+ * terminated). Returns the count of .git found (moved aside or not), or -errno.
+ * Bounded to ISORUN_PLANTED_DEPTH directory levels and ISORUN_PLANTED_ENTRIES entries.
+ */
+#define ISORUN_PLANTED_DEPTH 6
+#define ISORUN_PLANTED_ENTRIES 200000
+int isorun_planted_walk(const char *root, long long since_sec, long since_nsec, char *out,
+                        size_t cap);

@@ -25,6 +25,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "launch_record.h"
@@ -381,8 +382,9 @@ static void close_unkept(const struct isorun_spec *s, int report_fd) {
 static int launch(struct isorun_record *rec, int report_fd, int terminal, int refusals,
                   struct isorun_failure *f) {
     struct isorun_spec *s = &rec->spec;
-    static const char *missing[ISORUN_GIT_GUARDS_MAX];
-    size_t guards;
+    static const char *missing[ISORUN_GIT_GUARDS_MAX], *roots[ISORUN_GIT_GUARDS_MAX];
+    struct timespec since = {0, 0};
+    size_t guards, walks;
     struct sigaction sa, old_sa[N_FORWARDED];
     int sync[2] = {-1, -1}, err[2] = {-1, -1};
     int pidfd, rc, status, caller_stdio[3], say = -1, defer_stdio;
@@ -423,7 +425,11 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal, int re
      * once the sandbox starts, and its Popen does this itself (sandbox/git_guard.py).
      */
     guards = report_fd < 0 ? isorun_git_guards_missing(s, missing, ISORUN_GIT_GUARDS_MAX) : 0;
-    if (guards > ISORUN_GIT_GUARDS_MAX) {
+    walks = report_fd < 0 ? isorun_git_guards_all(s, roots, ISORUN_GIT_GUARDS_MAX) : 0;
+    /* the coarse clock lags file times, never leads them: nothing the run wrote is older */
+    if (report_fd < 0)
+        clock_gettime(CLOCK_REALTIME_COARSE, &since);
+    if (guards > ISORUN_GIT_GUARDS_MAX || walks > ISORUN_GIT_GUARDS_MAX) {
         close(sync[0]);
         close(sync[1]);
         close(err[0]);
@@ -542,6 +548,8 @@ static int launch(struct isorun_record *rec, int report_fd, int terminal, int re
     close(pidfd);
     /* pid 1 has been reaped: the pid namespace's other processes died with it. */
     isorun_git_guards_quarantine(missing, guards);
+    if (report_fd < 0)
+        isorun_git_guards_walk(roots, walks, &since);
     isorun_report_close(&report);
     if (say >= 0) {
         /* Only when the command failed: a run that succeeded needs no explanation. */

@@ -95,6 +95,15 @@ int isorun_load_index(const char *profile, const char *backend, const char *self
 #define ISORUN_GIT_GUARDS_MAX 256
 size_t isorun_git_guards_missing(const struct isorun_spec *s, const char **out, size_t cap);
 int isorun_git_guards_quarantine(const char *const *missing, size_t n);
+/*
+ * Every guard's source (at most cap; cap + 1 when there are more), taken before
+ * resolve_mounts turns binds into trees; then, once the sandbox has ended, planted.c's
+ * walk below each one's directory (a writable bind's source). since: CLOCK_REALTIME_COARSE
+ * read before the clone.
+ */
+struct timespec;
+size_t isorun_git_guards_all(const struct isorun_spec *s, const char **out, size_t cap);
+void isorun_git_guards_walk(const char *const *guards, size_t n, const struct timespec *since);
 
 /* Keyed BLAKE2b (RFC 7693, blake2b.c): the tag of isorun.host.mac on entries and indexes.
  * init: outlen 1..64 bytes, key up to 64 bytes (0: unkeyed); -1 on a bad length. */
