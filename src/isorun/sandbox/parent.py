@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     Failure: TypeAlias = tuple[str, str, int, int]
 
 #: the ABI this package speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 10
+ABI = 11
 #: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
 #: when the layout changes and cached records from before are never read
 RECORD_FORMAT = 6
