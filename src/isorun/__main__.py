@@ -285,15 +285,7 @@ def _launch_cached(
         from isorun import launch_index
 
         launch_index.write_index(entry, note if verbose else None)
-    if not quiet and not _retrying and (record.get("report_bpf") or record.get("notes")):
-        _exec_reporting(record, command)
-    try:
-        return launch.run(record, command)
-    except Exception as err:
-        located = launch.locate(err, entry)
-        if located is None:
-            raise
-        raise located from None
+    return _run_cached(record, command, entry, quiet)
 
 
 def _launch_landlock(entry: dict[str, object], command: list[str], backend: str | None,
@@ -330,6 +322,15 @@ def _launch_landlock(entry: dict[str, object], command: list[str], backend: str 
                                                                           needs_weaker))
     if warning:
         sys.stderr.write(warning + "\n")
+    return _run_cached(record, command, entry, quiet)
+
+
+def _run_cached(record: dict[str, object], command: list[str], entry: dict[str, object],
+                quiet: bool) -> int:
+    """Launch a cached record: through isorun-launch when it has a refusal report to
+    say (it execs, and returns only when isorun-launch is missing), else here."""
+    from isorun import launch
+
     if not quiet and not _retrying and (record.get("report_bpf") or record.get("notes")):
         _exec_reporting(record, command)
     try:

@@ -91,7 +91,6 @@ def make_record(
         return None  # api.launch names limits.cpu when it kills the command (limit_report)
     if plan.backend not in ("auto", "native"):
         return None  # another backend runs it (see api.Popen)
-    from isorun.errors import IsorunError
     from isorun.host.facts import probe
     from isorun.sandbox import native, parent
     from isorun.sandbox.spec import spec_record
@@ -103,11 +102,7 @@ def make_record(
 
     if root_write_notes(plan):
         return None  # api.launch says, on every launch, what the sandbox cannot write
-    try:
-        parent.load_shim()
-    except IsorunError as err:
-        if log is not None:
-            log(f"isorun: cache: no launch record: {err}")
+    if not _shim_loads(log):
         return None
     patterns = env_patterns(plan)
     # argv comes from each command line; build_spec reads the caller's environment now,
@@ -150,7 +145,6 @@ def make_landlock_record(plan: Plan, log: Callable[[str], None] | None = None
         return None  # a parent-side timer, or a limit api.launch names when it kills
     if not plan.find(Landlock):
         return None
-    from isorun.errors import IsorunError
     from isorun.host.facts import probe
     from isorun.sandbox import parent
     from isorun.sandbox.landlock_mode import build_mode_spec
@@ -159,11 +153,7 @@ def make_landlock_record(plan: Plan, log: Callable[[str], None] | None = None
     abi = probe().landlock
     if abi < 1:
         return None
-    try:
-        parent.load_shim()
-    except IsorunError as err:
-        if log is not None:
-            log(f"isorun: cache: no launch record: {err}")
+    if not _shim_loads(log):
         return None
     patterns = env_patterns(plan)
     spec = build_mode_spec(plan, [], os.environ, abi)
@@ -369,3 +359,17 @@ def wait_sharing_terminal(reap: Callable[[], tuple[int, int]], send: Callable[[i
         info = _signal.sigwaitinfo(blocked)
         if info.si_signo != SIGCHLD and info.si_code != SI_KERNEL:
             send(info.si_signo)
+
+
+def _shim_loads(log: Callable[[str], None] | None) -> bool:
+    """Whether the compiled shim a launch record is made for loads here; says why not."""
+    from isorun.errors import IsorunError
+    from isorun.sandbox import parent
+
+    try:
+        parent.load_shim()
+    except IsorunError as err:
+        if log is not None:
+            log(f"isorun: cache: no launch record: {err}")
+        return False
+    return True
