@@ -145,9 +145,10 @@ class Popen:
         if self.backend != "native":
             from isorun.sandbox.backends import BACKENDS
 
-            # the landlock backend launches through isorun-launch, which can report
-            extra: dict[str, Any] = {"refusals": _refusals} if self.backend == "landlock" \
-                else {}
+            # the landlock backend launches through isorun-launch, which can report; the
+            # wrappers' exec stage hands its listener to us (sandbox/refusal_watch.py)
+            extra: dict[str, Any] = {"refusals": _refusals} \
+                if self.backend in ("landlock", "bwrap", "firejail") else {}
             self._proc = BACKENDS[self.backend].spawn(
                 plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
                 allow_weaker=allow_weaker, terminal=_terminal, **extra)
@@ -219,6 +220,13 @@ class Popen:
         code = self._proc.wait(timeout)
         self._ended()
         return code
+
+    def refusal_lines(self) -> list[str]:
+        """What seccomp refused, counted, with each rule, when this process supervised
+        the run's listener itself (the wrapper backends, sandbox/refusal_watch.py); []
+        otherwise (isorun-launch says it itself) or when nothing was refused."""
+        watch = getattr(self._proc, "refusals", None)
+        return watch.lines() if watch is not None else []
 
     def send_signal(self, sig: int) -> None:
         self._proc.send_signal(sig)
@@ -546,11 +554,16 @@ def _wait_and_report(plan: Plan, proc: Popen, before: Any, quiet: bool,
     if code != 0 and not quiet:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        refused = proc.refusal_lines()
+        for line in refused:
+            note(line)
         lines = limit_report(plan, proc, code, cpu)
         for line in lines:
             note(line)
-        # the notes are guesses: not after a limit or a death by signal (as isorun-launch)
-        if not lines and not proc.reports_refusals and proc.exec_error is None and code < 128:
+        # the notes are guesses: not after a refused syscall, a limit or a death by
+        # signal (as isorun-launch)
+        if not lines and not refused and not proc.reports_refusals and \
+                proc.exec_error is None and code < 128:
             # isorun-launch said these itself; a limit explains the failure already
             from isorun.compile.refusals import failure_notes
 

@@ -248,6 +248,132 @@ def case_limits_named() -> None:
         assert "isorun: limits.cpu = 1 s (c.toml:4) killed the command after" in done.stderr
 
 
+#: the wrapper backends whose exec stage hands the report's listener to the CLI
+#: (sandbox/refusal_watch.py): firejail refuses root's sandbox (it runs as nobody), and
+#: nobody as its caller, so it runs for uid 1000 only
+WRAPPERS = ("bwrap", "firejail") if os.geteuid() == 1000 else ("bwrap",)
+
+
+def each_wrapper(check: Callable[[Path, list[str], dict[str, str]], None]) -> None:
+    """``check`` on each wrapper backend, through the Python CLI (--backend is never
+    cached) with its launch record off and on (ISORUN_CACHE=0: api.launch's compile)."""
+    with workdir() as work:
+        for backend in WRAPPERS:
+            for cache in ("1", "0"):
+                prefix = [*PYTHON, "-m", "isorun", "--backend", backend, "--allow-weaker"]
+                try:
+                    check(work, prefix, {**PYENV, "ISORUN_CACHE": cache})
+                except AssertionError as err:
+                    raise AssertionError(f"backend {backend} (cache {cache}): {err}") \
+                        from None
+
+
+def case_wrapper_seccomp_named_and_counted() -> None:
+    """The errno each refused call gets is the profile's own, and the CLI names the rule
+    of each, counted, as isorun-launch does on the native backend."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        done = run(work, prefix, extra, PY, "-c", KEYCTL)
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert ("isorun: seccomp refused 5 calls of keyctl: hardening: the kernel "
+                "keyring is shared across containers (not namespaced) -> EPERM "
+                "(<builtin>/strict.toml:81:1)\n") in done.stderr, done
+        assert "seccomp refused 1 call of clone3: hardening: clone3 -> ENOSYS" \
+            in done.stderr, done
+        assert ("seccomp refused 1 call of syscall 999 (arch 0xc000003e): unknown_action"
+                " = ENOSYS") in done.stderr, done
+        assert "if it failed with" not in done.stderr, done
+        quiet = run(work, prefix, extra, PY, "-c", KEYCTL, quiet=True)
+        # (--allow-weaker's list of what firejail gives up stays)
+        assert quiet.returncode == 1 and "seccomp" not in quiet.stderr, quiet
+        assert quiet.stdout.split() == done.stdout.split(), quiet
+        # refused calls in a run that succeeds are not worth a word
+        done = run(work, prefix, extra, "sh", "-c", "unshare -U true 2>/dev/null; exit 0")
+        assert done.returncode == 0 and "seccomp" not in done.stderr, done
+
+    each_wrapper(check)
+
+
+def case_wrapper_flood_is_bounded() -> None:
+    """The adversary loops a refused call and sprays unknown numbers: exact counts, and
+    a table of at most 256 kinds, the rest summed on one line."""
+    flood = ("import ctypes, sys\n"
+             "libc = ctypes.CDLL(None, use_errno=True)\n"
+             "for _ in range(20000):\n"
+             "    libc.syscall(250, 0, 0, 0, 0, 0)\n"
+             "for nr in range(1000, 3000):\n"
+             "    libc.syscall(nr, 0, 0)\n"
+             "sys.exit(1)\n")
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        done = run(work, prefix, extra, PY, "-c", flood)
+        assert done.returncode == 1, done
+        assert "isorun: seccomp refused 20000 calls of keyctl:" in done.stderr, done
+        # (firejail's --allow-weaker list comes first)
+        lines = [line for line in done.stderr.splitlines() if "seccomp refused" in line]
+        assert len(lines) <= 200, len(lines)
+        more = [line for line in lines if "more call(s) of other kinds" in line]
+        assert len(more) == 1, done.stderr[-500:]
+        counted = sum(1 for line in lines if "call of syscall" in line)
+        assert counted + int(more[0].split()[3]) == 2000, (counted, more)
+
+    each_wrapper(check)
+
+
+def case_wrapper_kill_stays_kill() -> None:
+    """A kill_process rule is the kernel's to carry out, never a notification."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        (work / "kill.toml").write_text(
+            'extends = ["strict"]\n\n[[seccomp.rules]]\nsyscalls = ["getppid"]\n'
+            'action = "kill_process"\n')
+        done = run(work, prefix, extra, PY, "-c",
+                   "import ctypes; ctypes.CDLL(None).syscall(110); print('ran')",
+                   profile="./kill.toml")
+        assert done.returncode == 128 + 31 and done.stdout == "", done  # SIGSYS
+        assert "getppid" not in done.stderr, done
+
+    each_wrapper(check)
+
+
+def case_wrapper_refused_hand_over_leaves_no_report() -> None:
+    """A profile that refuses sendmsg would leave the stage's hand-over waiting on a
+    listener only it holds: the stage loads the plain filter instead (same errnos), and
+    the CLI says there is no report."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        (work / "nosend.toml").write_text(
+            'extends = ["strict"]\n\n[[seccomp.rules]]\nsyscalls = ["sendmsg"]\n'
+            'action = "errno:EACCES"\n')
+        done = run(work, prefix, extra, PY, "-c", KEYCTL, profile="./nosend.toml")
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert ("isorun: no seccomp report: the profile refuses sendmsg, which hands the "
+                "report's listener to isorun") in done.stderr, done
+        assert "seccomp refused" not in done.stderr, done
+
+    each_wrapper(check)
+
+
+def case_wrapper_outer_listener_leaves_no_report() -> None:
+    """Nested under an outer listener: the same enforcement and errno, no report, said.
+    bwrap only: an unprivileged caller's outer filter needs no_new_privs, under which
+    setuid firejail cannot start at all (the backend says so)."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        if "firejail" in prefix:
+            return
+        outer = [PYTHON[0], "-c", OUTER, *prefix]
+        done = run(work, outer, extra, PY, "-c", KEYCTL)
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert "isorun: no seccomp report: a seccomp listener above this sandbox" \
+            in done.stderr, done
+
+    each_wrapper(check)
+
+
 CASES: dict[str, Callable[[], None]] = {
     name[len("case_"):]: fn for name, fn in list(globals().items()) if name.startswith("case_")
 }
