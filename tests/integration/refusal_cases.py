@@ -374,6 +374,94 @@ def case_wrapper_outer_listener_leaves_no_report() -> None:
     each_wrapper(check)
 
 
+#: a profile the native backend launches through Python's own clone (a wall-clock
+#: timer; a cgroup does the same as root), not isorun-launch
+WALL = 'extends = ["strict"]\n\n[limits]\nwall_time = 60\n'
+
+
+def each_clone(check: Callable[[Path, list[str], dict[str, str]], None]) -> None:
+    """``check`` on the native backend's in-process clone (sandbox/process.py), through
+    the Python CLI with its plan cache on and off; the profile is ./wall.toml."""
+    with workdir() as work:
+        (work / "wall.toml").write_text(WALL)
+        for cache in ("1", "0"):
+            try:
+                check(work, [*PYTHON, "-m", "isorun"], {**PYENV, "ISORUN_CACHE": cache})
+            except AssertionError as err:
+                raise AssertionError(f"cache {cache}: {err}") from None
+
+
+def case_clone_seccomp_named_and_counted() -> None:
+    """A wall_time profile: the clone takes the report's listener as learn mode does."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        done = run(work, prefix, extra, PY, "-c", KEYCTL, profile="./wall.toml")
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert ("isorun: seccomp refused 5 calls of keyctl: hardening: the kernel "
+                "keyring is shared across containers (not namespaced) -> EPERM "
+                "(<builtin>/strict.toml:81:1)\n") in done.stderr, done
+        assert ("seccomp refused 1 call of syscall 999 (arch 0xc000003e): unknown_action"
+                " = ENOSYS") in done.stderr, done
+        assert "if it failed with" not in done.stderr, done
+        quiet = run(work, prefix, extra, PY, "-c", KEYCTL, profile="./wall.toml",
+                    quiet=True)
+        assert quiet.returncode == 1 and "isorun:" not in quiet.stderr, quiet
+        assert quiet.stdout.split() == done.stdout.split(), quiet
+        done = run(work, prefix, extra, "sh", "-c", "unshare -U true 2>/dev/null; exit 0",
+                   profile="./wall.toml")
+        assert done.returncode == 0 and done.stderr == "", done
+        # the timer still kills, and says so
+        (work / "short.toml").write_text(WALL.replace("60", "1"))
+        done = run(work, prefix, extra, "sleep", "30", profile="./short.toml")
+        assert done.returncode == 124 and "limits.wall_time = 1 s" in done.stderr, done
+
+    each_clone(check)
+
+
+def case_clone_kill_stays_kill() -> None:
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        (work / "kill.toml").write_text(
+            WALL + '\n[[seccomp.rules]]\nsyscalls = ["getppid"]\naction = "kill_process"\n')
+        done = run(work, prefix, extra, PY, "-c",
+                   "import ctypes; ctypes.CDLL(None).syscall(110); print('ran')",
+                   profile="./kill.toml")
+        assert done.returncode == 128 + 31 and done.stdout == "", done  # SIGSYS
+        assert "getppid" not in done.stderr, done
+
+    each_clone(check)
+
+
+def case_clone_outer_listener_leaves_no_report() -> None:
+    """Under an outer listener the clone's child loads the plain program (the same
+    errnos), the parent takes no descriptor the command opened since, and says so."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        outer = [PYTHON[0], "-c", OUTER, *prefix]
+        # the command opens files at once: the number the child announced is then
+        # taken by something else, which the hand-over must not mistake for a listener
+        opener = ("import os\nfds = [os.open('/dev/null', os.O_RDONLY) for _ in range(8)]\n"
+                  + KEYCTL)
+        done = run(work, outer, extra, PY, "-c", opener, profile="./wall.toml")
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert "isorun: no seccomp report: a seccomp listener above this sandbox" \
+            in done.stderr, done
+
+    each_clone(check)
+
+
+def case_cgroup_seccomp_named() -> None:
+    """A cgroup profile (pids: root's cgroup) launches through the clone as well."""
+    with workdir() as work:
+        (work / "pids.toml").write_text('extends = ["strict"]\n\n[limits]\npids = 64\n')
+        done = run(work, [*PYTHON, "-m", "isorun"], PYENV, PY, "-c", KEYCTL,
+                   profile="./pids.toml")
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert "isorun: seccomp refused 5 calls of keyctl: hardening" in done.stderr, done
+
+
 CASES: dict[str, Callable[[], None]] = {
     name[len("case_"):]: fn for name, fn in list(globals().items()) if name.startswith("case_")
 }

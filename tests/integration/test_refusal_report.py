@@ -24,7 +24,9 @@ def run_refusal_case(mode: str) -> Callable[[str], None]:
 @pytest.mark.parametrize("case", ["seccomp_named_and_counted", "read_only_mount_named",
                                   "network_named", "success_says_nothing", "flood_is_bounded",
                                   "kill_stays_kill", "outer_listener_leaves_no_report",
-                                  "limits_named"])
+                                  "limits_named", "clone_seccomp_named_and_counted",
+                                  "clone_kill_stays_kill",
+                                  "clone_outer_listener_leaves_no_report"])
 def test_refusal_report(run_refusal_case: Callable[[str], None], case: str) -> None:
     run_refusal_case(case)
 
@@ -68,3 +70,8 @@ def test_wrapper_refusal_report(run_wrapper_case: Callable[[str], None], case: s
     """The wrappers' exec stage hands the listener over: bwrap as root and uid 1000,
     firejail as uid 1000 (refusal_cases.WRAPPERS)."""
     run_wrapper_case(case)
+
+
+@pytest.mark.needs("root")  # pids needs a writable cgroup (v1 here: root)
+def test_cgroup_profile_reports() -> None:
+    case_runner("root", HERE / "refusal_cases.py")("cgroup_seccomp_named")

@@ -696,7 +696,7 @@ def _refusal_watch(plan: p.Plan, refusals: bool, stack: ExitStack) -> RefusalWat
     report_bpf = reporting_filter(program, os.uname().machine, head=False)
     if not report_bpf:
         return None
-    watch = RefusalWatch(plan, program, report_bpf)
+    watch = RefusalWatch.for_stage(plan, program, report_bpf)
     stack.callback(watch.abandon)  # until started: a failed render leaves nothing open
     return watch
 

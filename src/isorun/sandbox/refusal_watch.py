@@ -1,9 +1,13 @@
-"""The refusal report on the wrapper backends (issue #17): bwrap's and firejail's
-sandboxes load their filter in the exec stage inside the wrapper (shim/seccomp_exec.c),
-which hands the reporting filter's listener to us over a socket; a thread here answers
-each refused call with the profile's errno and counts it (shim/notify.c, the same loop as
-isorun-launch's), outside the wrapper and after the command's execve. No Python runs in
-the sandbox.
+"""The refusal report where isorun's Python process supervises the listener (issue #17).
+
+The wrapper backends: bwrap's and firejail's sandboxes load their filter in the exec
+stage inside the wrapper (shim/seccomp_exec.c), which hands the reporting filter's
+listener to us over a socket (:meth:`RefusalWatch.for_stage`). The native backend's
+in-process clone (a cgroup or wall_time profile: sandbox/process.py) takes it from the
+child with pidfd_getfd as learn mode does (:meth:`RefusalWatch.on_listener`). Either way
+a thread here answers each refused call with the profile's errno and counts it
+(shim/notify.c, the loop isorun-launch runs), outside the sandbox and after the
+command's execve: no Python runs in the sandbox.
 
 The stage says what it did in one byte: ``L`` with the listener, ``N`` when the profile
 refuses the hand-over's own sendmsg (the stage then loads the plain filter), ``B`` when
@@ -44,30 +48,58 @@ _SAID = {
 
 
 class RefusalWatch:
-    """The report's two descriptors for the stage, then, once the wrapper runs, the
-    thread that supervises the listener it sends. ``child_fds``: (socket, filter)."""
+    """The thread that supervises the report's listener, and the report it makes."""
 
-    def __init__(self, plan: Plan, program: bytes, report_bpf: bytes) -> None:
+    def __init__(self, plan: Plan, program: bytes) -> None:
         self._plan = plan
         self._program = program
         self._native = os.uname().machine
-        self._sock, self._child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # close-on-exec here; the spawn clears it for the descriptors it passes
-        self._bpf_fd = os.memfd_create("isorun-report", os.MFD_CLOEXEC)
-        os.write(self._bpf_fd, report_bpf)
-        os.lseek(self._bpf_fd, 0, os.SEEK_SET)
-        self.child_fds = (self._child.fileno(), self._bpf_fd)
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._said = b""
+        # without a hand-over (the native clone): a successful spawn that never gave us
+        # the listener loaded the plain filter, an outer listener holding the place
+        self._said = b"B"
         self._result: Supervised | None = None
         self._error: OSError | None = None
         self._thread: threading.Thread | None = None
         self._done = False
+        self._sock: socket.socket | None = None
+        self._child: socket.socket | None = None
+        self._bpf_fd = -1
+        #: the stage's ends: (socket, reporting filter); (-1, -1) without a stage
+        self.child_fds = (-1, -1)
+
+    @classmethod
+    def for_stage(cls, plan: Plan, program: bytes, report_bpf: bytes) -> RefusalWatch:
+        """The report's two descriptors for a wrapper's exec stage (--report-fd,
+        --report-bpf-fd); :meth:`started` once the wrapper holds them."""
+        watch = cls(plan, program)
+        watch._said = b""
+        watch._sock, watch._child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # close-on-exec here; the spawn clears it for the descriptors it passes
+        watch._bpf_fd = os.memfd_create("isorun-report", os.MFD_CLOEXEC)
+        os.write(watch._bpf_fd, report_bpf)
+        os.lseek(watch._bpf_fd, 0, os.SEEK_SET)
+        watch.child_fds = (watch._child.fileno(), watch._bpf_fd)
+        return watch
+
+    def on_listener(self, listener: int) -> None:
+        """process.spawn's hand-over: answer at once (the command's execve waits)."""
+        self._said = b"L"
+        self._thread = threading.Thread(target=self._supervise, args=(listener,),
+                                        name="isorun-refusals", daemon=True)
+        self._thread.start()
+
+    def _drop_stage_ends(self) -> None:
+        if self._child is not None:
+            self._child.close()
+            self._child = None
+        if self._bpf_fd >= 0:
+            os.close(self._bpf_fd)
+            self._bpf_fd = -1
 
     def started(self) -> None:
         """The wrapper holds the stage's ends now: ours go, and the thread starts."""
-        self._child.close()
-        os.close(self._bpf_fd)
+        self._drop_stage_ends()
         self._thread = threading.Thread(target=self._serve, name="isorun-refusals",
                                         daemon=True)
         self._thread.start()
@@ -77,14 +109,12 @@ class RefusalWatch:
         Does nothing once :meth:`started`."""
         if self._thread is not None or self._done:
             return
-        self._child.close()
-        os.close(self._bpf_fd)
+        self._drop_stage_ends()
         self._done = True
         self._close()
 
     def _serve(self) -> None:
-        from isorun.sandbox import _shim
-
+        assert self._sock is not None
         try:
             ready, _, _ = select.select([self._sock.fileno(), self._stop_r], [], [])
             if self._sock.fileno() not in ready:
@@ -99,14 +129,22 @@ class RefusalWatch:
                 for fd in fds:
                     os.close(fd)
                 return
-            try:
-                self._result = _shim.supervise(
-                    fds[0], self._stop_r, AUDIT_ARCH.get(self._native, 0), b"", (),
-                    seen_cap=KINDS, events_cap=1, evaluate=self._program)
-            finally:
-                os.close(fds[0])
         except OSError as err:
             self._error = err
+            return
+        self._supervise(fds[0])
+
+    def _supervise(self, listener: int) -> None:
+        from isorun.sandbox import _shim
+
+        try:
+            self._result = _shim.supervise(
+                listener, self._stop_r, AUDIT_ARCH.get(self._native, 0), b"", (),
+                seen_cap=KINDS, events_cap=1, evaluate=self._program)
+        except OSError as err:
+            self._error = err
+        finally:
+            os.close(listener)
 
     def finish(self) -> None:
         """After the wrapper's exit: the supervisor ends when no process uses the filter
@@ -123,7 +161,8 @@ class RefusalWatch:
         self._close()
 
     def _close(self) -> None:
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
         for fd in (self._stop_r, self._stop_w):
             with suppress(OSError):
                 os.close(fd)
