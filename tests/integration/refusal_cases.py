@@ -462,6 +462,37 @@ def case_cgroup_seccomp_named() -> None:
         assert "isorun: seccomp refused 5 calls of keyctl: hardening" in done.stderr, done
 
 
+#: the command's descriptors (after a refused call, so the listener exists): none may be
+#: the report's socket or listener, which would let it answer its own refused calls
+FDS = ("import ctypes, os, sys\n"
+       "ctypes.CDLL(None).syscall(250, 0, 0, 0, 0, 0)\n"
+       "for fd in sorted(os.listdir('/proc/self/fd')):\n"
+       "    try:\n"
+       "        print(fd, os.readlink('/proc/self/fd/' + fd))\n"
+       "    except OSError as err:\n"
+       "        print(fd, err)\n"
+       "sys.exit(1)\n")
+
+
+def case_command_holds_no_report_descriptor() -> None:
+    """The attacker's view: neither the hand-over's socket nor the listener reaches the
+    command (close-on-exec), on the wrappers and the clone alike."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        profile = "./wall.toml" if "--backend" not in prefix else "strict"
+        (work / "wall.toml").write_text(WALL)
+        done = run(work, prefix, extra, PY, "-c", FDS, profile=profile)
+        assert done.returncode == 1, done
+        assert "isorun: seccomp refused 1 call of keyctl" in done.stderr, done
+        for line in done.stdout.splitlines():
+            fd, what = line.split(" ", 1)
+            assert int(fd) <= 3, done.stdout  # 0-2, and the directory listdir opened
+            assert "socket" not in what and "anon_inode" not in what, done.stdout
+
+    each_wrapper(check)
+    each_clone(check)
+
+
 CASES: dict[str, Callable[[], None]] = {
     name[len("case_"):]: fn for name, fn in list(globals().items()) if name.startswith("case_")
 }

@@ -65,7 +65,8 @@ def run_wrapper_case(request: pytest.FixtureRequest) -> Callable[[str], None]:
 @pytest.mark.parametrize("case", ["wrapper_seccomp_named_and_counted",
                                   "wrapper_flood_is_bounded", "wrapper_kill_stays_kill",
                                   "wrapper_refused_hand_over_leaves_no_report",
-                                  "wrapper_outer_listener_leaves_no_report"])
+                                  "wrapper_outer_listener_leaves_no_report",
+                                  "command_holds_no_report_descriptor"])
 def test_wrapper_refusal_report(run_wrapper_case: Callable[[str], None], case: str) -> None:
     """The wrappers' exec stage hands the listener over: bwrap as root and uid 1000,
     firejail as uid 1000 (refusal_cases.WRAPPERS)."""
