@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from isorun.compile.plan import Plan
@@ -19,6 +19,8 @@ from isorun.profile.schema import Profile
 if TYPE_CHECKING:
     from isorun.sandbox.backends import SandboxRun
     from isorun.sandbox.process import SandboxProcess
+    from isorun.sandbox.refusal_watch import RefusalWatch
+    from isorun.sandbox.spec import ShimSpec
 
 
 def load_profile(spec: str) -> Profile:
@@ -138,6 +140,9 @@ class Popen:
         #: isorun-launch says the refusal report when the command fails (the CLI's
         #: ``_refusals``); the other paths leave the notes to api.launch
         self.reports_refusals = False
+        #: the refusal report's supervisor when this process runs it (the native
+        #: backend's clone; the wrapper backends keep theirs in their SandboxRun)
+        self._watch: RefusalWatch | None = None
         self._proc: SandboxProcess | SandboxRun
         # Before the sandbox can write: the .git guards with nothing to guard yet, looked
         # at again once it has ended (sandbox/git_guard.py).
@@ -147,9 +152,10 @@ class Popen:
         if self.backend != "native":
             from isorun.sandbox.backends import BACKENDS
 
-            # the landlock backend launches through isorun-launch, which can report
-            extra: dict[str, Any] = {"refusals": _refusals} if self.backend == "landlock" \
-                else {}
+            # the landlock backend launches through isorun-launch, which can report; the
+            # wrappers' exec stage hands its listener to us (sandbox/refusal_watch.py)
+            extra: dict[str, Any] = {"refusals": _refusals} \
+                if self.backend in ("landlock", "bwrap", "firejail") else {}
             self._proc = BACKENDS[self.backend].spawn(
                 plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
                 allow_weaker=allow_weaker, terminal=_terminal, **extra)
@@ -174,12 +180,22 @@ class Popen:
                         refusals=_refusals)
                     self.reports_refusals = _refusals
                 else:
-                    spec = native.build_spec(plan, self.args, caller_env, cached_program(plan))
+                    program = cached_program(plan)
+                    spec = native.build_spec(plan, self.args, caller_env, program)
+                    watch = _refusal_watch(plan, spec) if _refusals else None
+                    if watch is not None:
+                        # the report's listener, taken as learn mode takes its own
+                        # (sandbox/refusal_watch.py); the plain program where an outer
+                        # listener leaves no place for it
+                        spec = replace(spec, seccomp_bpf=b"", notify_bpf=watch[1])
+                    self._watch = None if watch is None else watch[0]
                     self._proc = process.spawn(
                         spec, stdin=stdin, stdout=stdout, stderr=stderr,
                         wall_time=wall[0].seconds if wall else None,
                         memory_max=cgroups[0].memory if cgroups else None,
-                        pids_max=cgroups[0].pids if cgroups else None, terminal=_terminal)
+                        pids_max=cgroups[0].pids if cgroups else None, terminal=_terminal,
+                        on_listener=None if watch is None else watch[0].on_listener,
+                        fallback_bpf=b"" if watch is None else program)
             except SandboxSetupError as err:
                 raise locate_error(err, plan) from None
             self.exec_error = self._proc.exec_error
@@ -202,11 +218,14 @@ class Popen:
         return dict(getattr(self._proc, "limit_events", {}))
 
     def _ended(self) -> None:
-        """Once the sandbox has ended: move aside a .git it planted (git_guard.py)."""
+        """Once the sandbox has ended: move aside a .git it planted (git_guard.py), and
+        let the refusal report's supervisor go."""
         import sys
 
         from isorun.sandbox import git_guard
 
+        if self._watch is not None and self._proc.returncode is not None:
+            self._watch.finish()
         if self._guards and self._proc.returncode is not None:
             missing, self._guards = self._guards, ()
             for note in git_guard.quarantine(missing):
@@ -225,6 +244,13 @@ class Popen:
         code = self._proc.wait(timeout)
         self._ended()
         return code
+
+    def refusal_lines(self) -> list[str]:
+        """What seccomp refused, counted, with each rule, when this process supervised
+        the run's listener itself (the wrapper backends, sandbox/refusal_watch.py); []
+        otherwise (isorun-launch says it itself) or when nothing was refused."""
+        watch = self._watch or getattr(self._proc, "refusals", None)
+        return watch.lines() if watch is not None else []
 
     def send_signal(self, sig: int) -> None:
         self._proc.send_signal(sig)
@@ -566,11 +592,16 @@ def _wait_and_report(plan: Plan, proc: Popen, before: Any, quiet: bool,
     if code != 0 and not quiet:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        refused = proc.refusal_lines()
+        for line in refused:
+            note(line)
         lines = limit_report(plan, proc, code, cpu)
         for line in lines:
             note(line)
-        # the notes are guesses: not after a limit or a death by signal (as isorun-launch)
-        if not lines and not proc.reports_refusals and proc.exec_error is None and code < 128:
+        # the notes are guesses: not after a refused syscall, a limit or a death by
+        # signal (as isorun-launch)
+        if not lines and not refused and not proc.reports_refusals and \
+                proc.exec_error is None and code < 128:
             # isorun-launch said these itself; a limit explains the failure already
             from isorun.compile.refusals import failure_notes
 
@@ -788,6 +819,21 @@ _FLAT: dict[int, tuple[Plan, tuple[tuple[str, ...], tuple[str, ...]] | None,
                        dict[Any, tuple[Any, bytes]]]] = {}  # fmt: skip
 #: bounds on _FLAT: plans a process launches, environments per plan
 _FLAT_PLANS, _FLAT_ENVS = 32, 16
+
+
+def _refusal_watch(plan: Plan, spec: ShimSpec) -> tuple[RefusalWatch, bytes] | None:
+    """The refusal report for the native clone: the watch and the reporting filter (with
+    the hand-over's execve head, see refusals.notify_execve_head); None when the spec
+    loads no filter or it has no reporting form."""
+    from isorun.compile.refusals import reporting_filter
+    from isorun.sandbox.refusal_watch import RefusalWatch
+
+    if not spec.seccomp_bpf or spec.notify_bpf:
+        return None
+    report_bpf = reporting_filter(spec.seccomp_bpf, os.uname().machine)
+    if not report_bpf:
+        return None
+    return RefusalWatch(plan, spec.seccomp_bpf), report_bpf
 
 
 def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, Any], bytes]:

@@ -119,21 +119,22 @@ def case_read_only_mount_named() -> None:
     each_path(check)
 
 
-def strict_line(text: str) -> int:
-    """The line of strict.toml that starts with ``text`` (the report locates rules)."""
-    import isorun
-
-    lines = (Path(isorun.__file__).parent / "profiles" / "strict.toml").read_text().splitlines()
-    return next(n for n, line in enumerate(lines, 1) if line.startswith(text))
+def _network_mode_line() -> int:
+    """The line of strict's ``[network] mode``, where the note points (not a number kept
+    here by hand: the profile moves)."""
+    lines = (Path(__file__).resolve().parents[2] / "profiles" / "strict.toml").read_text() \
+        .splitlines()
+    start = lines.index("[network]")
+    return next(i + 1 for i in range(start, len(lines)) if lines[i].startswith("mode"))
 
 
 def case_network_named() -> None:
     connect = "import socket; socket.create_connection(('192.0.2.1', 80), timeout=5)"
+    line = _network_mode_line()
 
     def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
         done = run(work, prefix, extra, PY, "-c", connect)
         assert done.returncode == 1 and "Network is unreachable" in done.stderr, done
-        line = strict_line('mode = "none"')
         assert ('isorun: if it failed with "Network is unreachable" or a name lookup '
                 f'failed: network = "none" (<builtin>/strict.toml:{line}:1) leaves only '
                 "loopback") in done.stderr, done
@@ -278,6 +279,251 @@ def case_vanished_bind_source_hinted() -> None:
                 "mount optional = true (dst /mnt/x)") in done.stderr, done.stderr
 
     each_path(check)
+
+
+#: the wrapper backends whose exec stage hands the report's listener to the CLI
+#: (sandbox/refusal_watch.py): firejail refuses root's sandbox (it runs as nobody), and
+#: nobody as its caller, so it runs for uid 1000 only
+WRAPPERS = ("bwrap", "firejail") if os.geteuid() == 1000 else ("bwrap",)
+
+
+def each_wrapper(check: Callable[[Path, list[str], dict[str, str]], None]) -> None:
+    """``check`` on each wrapper backend, through the Python CLI (--backend is never
+    cached) with its launch record off and on (ISORUN_CACHE=0: api.launch's compile)."""
+    with workdir() as work:
+        for backend in WRAPPERS:
+            for cache in ("1", "0"):
+                prefix = [*PYTHON, "-m", "isorun", "--backend", backend, "--allow-weaker"]
+                try:
+                    check(work, prefix, {**PYENV, "ISORUN_CACHE": cache})
+                except AssertionError as err:
+                    raise AssertionError(f"backend {backend} (cache {cache}): {err}") \
+                        from None
+
+
+def case_wrapper_seccomp_named_and_counted() -> None:
+    """The errno each refused call gets is the profile's own, and the CLI names the rule
+    of each, counted, as isorun-launch does on the native backend."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        done = run(work, prefix, extra, PY, "-c", KEYCTL)
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert ("isorun: seccomp refused 5 calls of keyctl: hardening: the kernel "
+                "keyring is shared across containers (not namespaced) -> EPERM "
+                "(<builtin>/strict.toml:81:1)\n") in done.stderr, done
+        assert "seccomp refused 1 call of clone3: hardening: clone3 -> ENOSYS" \
+            in done.stderr, done
+        assert ("seccomp refused 1 call of syscall 999 (arch 0xc000003e): unknown_action"
+                " = ENOSYS") in done.stderr, done
+        assert "if it failed with" not in done.stderr, done
+        quiet = run(work, prefix, extra, PY, "-c", KEYCTL, quiet=True)
+        # (--allow-weaker's list of what firejail gives up stays)
+        assert quiet.returncode == 1 and "seccomp" not in quiet.stderr, quiet
+        assert quiet.stdout.split() == done.stdout.split(), quiet
+        # refused calls in a run that succeeds are not worth a word
+        done = run(work, prefix, extra, "sh", "-c", "unshare -U true 2>/dev/null; exit 0")
+        assert done.returncode == 0 and "seccomp" not in done.stderr, done
+
+    each_wrapper(check)
+
+
+def case_wrapper_flood_is_bounded() -> None:
+    """The adversary loops a refused call and sprays unknown numbers: exact counts, and
+    a table of at most 256 kinds, the rest summed on one line."""
+    flood = ("import ctypes, sys\n"
+             "libc = ctypes.CDLL(None, use_errno=True)\n"
+             "for _ in range(20000):\n"
+             "    libc.syscall(250, 0, 0, 0, 0, 0)\n"
+             "for nr in range(1000, 3000):\n"
+             "    libc.syscall(nr, 0, 0)\n"
+             "sys.exit(1)\n")
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        done = run(work, prefix, extra, PY, "-c", flood)
+        assert done.returncode == 1, done
+        assert "isorun: seccomp refused 20000 calls of keyctl:" in done.stderr, done
+        # (firejail's --allow-weaker list comes first)
+        lines = [line for line in done.stderr.splitlines() if "seccomp refused" in line]
+        assert len(lines) <= 200, len(lines)
+        more = [line for line in lines if "more call(s) of other kinds" in line]
+        assert len(more) == 1, done.stderr[-500:]
+        counted = sum(1 for line in lines if "call of syscall" in line)
+        assert counted + int(more[0].split()[3]) == 2000, (counted, more)
+
+    each_wrapper(check)
+
+
+def case_wrapper_kill_stays_kill() -> None:
+    """A kill_process rule is the kernel's to carry out, never a notification."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        (work / "kill.toml").write_text(
+            'extends = ["strict"]\n\n[[seccomp.rules]]\nsyscalls = ["getppid"]\n'
+            'action = "kill_process"\n')
+        done = run(work, prefix, extra, PY, "-c",
+                   "import ctypes; ctypes.CDLL(None).syscall(110); print('ran')",
+                   profile="./kill.toml")
+        assert done.returncode == 128 + 31 and done.stdout == "", done  # SIGSYS
+        assert "getppid" not in done.stderr, done
+
+    each_wrapper(check)
+
+
+def case_wrapper_refused_hand_over_leaves_no_report() -> None:
+    """A profile that refuses sendmsg would leave the stage's hand-over waiting on a
+    listener only it holds: the stage loads the plain filter instead (same errnos), and
+    the CLI says there is no report."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        (work / "nosend.toml").write_text(
+            'extends = ["strict"]\n\n[[seccomp.rules]]\nsyscalls = ["sendmsg"]\n'
+            'action = "errno:EACCES"\n')
+        done = run(work, prefix, extra, PY, "-c", KEYCTL, profile="./nosend.toml")
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert ("isorun: no seccomp report: the profile refuses sendmsg, which hands the "
+                "report's listener to isorun") in done.stderr, done
+        assert "seccomp refused" not in done.stderr, done
+
+    each_wrapper(check)
+
+
+def case_wrapper_outer_listener_leaves_no_report() -> None:
+    """Nested under an outer listener: the same enforcement and errno, no report, said.
+    bwrap only: an unprivileged caller's outer filter needs no_new_privs, under which
+    setuid firejail cannot start at all (the backend says so)."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        if "firejail" in prefix:
+            return
+        outer = [PYTHON[0], "-c", OUTER, *prefix]
+        done = run(work, outer, extra, PY, "-c", KEYCTL)
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert "isorun: no seccomp report: a seccomp listener above this sandbox" \
+            in done.stderr, done
+
+    each_wrapper(check)
+
+
+#: a profile the native backend launches through Python's own clone (a wall-clock
+#: timer; a cgroup does the same as root), not isorun-launch
+WALL = 'extends = ["strict"]\n\n[limits]\nwall_time = 60\n'
+
+
+def each_clone(check: Callable[[Path, list[str], dict[str, str]], None]) -> None:
+    """``check`` on the native backend's in-process clone (sandbox/process.py), through
+    the Python CLI with its plan cache on and off; the profile is ./wall.toml."""
+    with workdir() as work:
+        (work / "wall.toml").write_text(WALL)
+        for cache in ("1", "0"):
+            try:
+                check(work, [*PYTHON, "-m", "isorun"], {**PYENV, "ISORUN_CACHE": cache})
+            except AssertionError as err:
+                raise AssertionError(f"cache {cache}: {err}") from None
+
+
+def case_clone_seccomp_named_and_counted() -> None:
+    """A wall_time profile: the clone takes the report's listener as learn mode does."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        done = run(work, prefix, extra, PY, "-c", KEYCTL, profile="./wall.toml")
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert ("isorun: seccomp refused 5 calls of keyctl: hardening: the kernel "
+                "keyring is shared across containers (not namespaced) -> EPERM "
+                "(<builtin>/strict.toml:81:1)\n") in done.stderr, done
+        assert ("seccomp refused 1 call of syscall 999 (arch 0xc000003e): unknown_action"
+                " = ENOSYS") in done.stderr, done
+        assert "if it failed with" not in done.stderr, done
+        quiet = run(work, prefix, extra, PY, "-c", KEYCTL, profile="./wall.toml",
+                    quiet=True)
+        assert quiet.returncode == 1 and "isorun:" not in quiet.stderr, quiet
+        assert quiet.stdout.split() == done.stdout.split(), quiet
+        done = run(work, prefix, extra, "sh", "-c", "unshare -U true 2>/dev/null; exit 0",
+                   profile="./wall.toml")
+        assert done.returncode == 0 and done.stderr == "", done
+        # the timer still kills, and says so
+        (work / "short.toml").write_text(WALL.replace("60", "1"))
+        done = run(work, prefix, extra, "sleep", "30", profile="./short.toml")
+        assert done.returncode == 124 and "limits.wall_time = 1 s" in done.stderr, done
+
+    each_clone(check)
+
+
+def case_clone_kill_stays_kill() -> None:
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        (work / "kill.toml").write_text(
+            WALL + '\n[[seccomp.rules]]\nsyscalls = ["getppid"]\naction = "kill_process"\n')
+        done = run(work, prefix, extra, PY, "-c",
+                   "import ctypes; ctypes.CDLL(None).syscall(110); print('ran')",
+                   profile="./kill.toml")
+        assert done.returncode == 128 + 31 and done.stdout == "", done  # SIGSYS
+        assert "getppid" not in done.stderr, done
+
+    each_clone(check)
+
+
+def case_clone_outer_listener_leaves_no_report() -> None:
+    """Under an outer listener the clone's child loads the plain program (the same
+    errnos), the parent takes no descriptor the command opened since, and says so."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        outer = [PYTHON[0], "-c", OUTER, *prefix]
+        # the command opens files at once: the number the child announced is then
+        # taken by something else, which the hand-over must not mistake for a listener
+        opener = ("import os\nfds = [os.open('/dev/null', os.O_RDONLY) for _ in range(8)]\n"
+                  + KEYCTL)
+        done = run(work, outer, extra, PY, "-c", opener, profile="./wall.toml")
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert "isorun: no seccomp report: a seccomp listener above this sandbox" \
+            in done.stderr, done
+
+    each_clone(check)
+
+
+def case_cgroup_seccomp_named() -> None:
+    """A cgroup profile (pids: root's cgroup) launches through the clone as well."""
+    with workdir() as work:
+        (work / "pids.toml").write_text('extends = ["strict"]\n\n[limits]\npids = 64\n')
+        done = run(work, [*PYTHON, "-m", "isorun"], PYENV, PY, "-c", KEYCTL,
+                   profile="./pids.toml")
+        assert done.returncode == 1, done
+        assert done.stdout.split() == ["1"] * 5 + ["-1", "38", "-1", "38"], done
+        assert "isorun: seccomp refused 5 calls of keyctl: hardening" in done.stderr, done
+
+
+#: the command's descriptors (after a refused call, so the listener exists): none may be
+#: the report's socket or listener, which would let it answer its own refused calls
+FDS = ("import ctypes, os, sys\n"
+       "ctypes.CDLL(None).syscall(250, 0, 0, 0, 0, 0)\n"
+       "for fd in sorted(os.listdir('/proc/self/fd')):\n"
+       "    try:\n"
+       "        print(fd, os.readlink('/proc/self/fd/' + fd))\n"
+       "    except OSError as err:\n"
+       "        print(fd, err)\n"
+       "sys.exit(1)\n")
+
+
+def case_command_holds_no_report_descriptor() -> None:
+    """The attacker's view: neither the hand-over's socket nor the listener reaches the
+    command (close-on-exec), on the wrappers and the clone alike."""
+
+    def check(work: Path, prefix: list[str], extra: dict[str, str]) -> None:
+        profile = "./wall.toml" if "--backend" not in prefix else "strict"
+        (work / "wall.toml").write_text(WALL)
+        done = run(work, prefix, extra, PY, "-c", FDS, profile=profile)
+        assert done.returncode == 1, done
+        assert "isorun: seccomp refused 1 call of keyctl" in done.stderr, done
+        for line in done.stdout.splitlines():
+            fd, what = line.split(" ", 1)
+            assert int(fd) <= 3, done.stdout  # 0-2, and the directory listdir opened
+            assert "socket" not in what and "anon_inode" not in what, done.stdout
+
+    each_wrapper(check)
+    each_clone(check)
 
 
 CASES: dict[str, Callable[[], None]] = {

@@ -6,6 +6,7 @@ root and as an unprivileged user (setpriv), through every CLI launch path
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -23,7 +24,9 @@ def run_refusal_case(mode: str) -> Callable[[str], None]:
 @pytest.mark.parametrize("case", ["seccomp_named_and_counted", "read_only_mount_named",
                                   "network_named", "success_says_nothing", "flood_is_bounded",
                                   "kill_stays_kill", "outer_listener_leaves_no_report",
-                                  "limits_named", "vanished_bind_source_hinted"])
+                                  "limits_named", "vanished_bind_source_hinted",
+                                  "clone_seccomp_named_and_counted", "clone_kill_stays_kill",
+                                  "clone_outer_listener_leaves_no_report"])
 def test_refusal_report(run_refusal_case: Callable[[str], None], case: str) -> None:
     run_refusal_case(case)
 
@@ -36,3 +39,40 @@ def test_landlock_backend_reports(run_refusal_case: Callable[[str], None]) -> No
 
         missing("Landlock")
     run_refusal_case("landlock_backend_reports")
+
+
+@pytest.fixture(params=["root", "uid1000"])
+def run_wrapper_case(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """As root (bwrap) or as uid 1000 (bwrap and firejail: firejail refuses root's
+    sandbox, which runs as nobody, and nobody as its caller)."""
+    import pwd
+    import shutil
+
+    from tests.integration.conftest import missing
+
+    if os.geteuid() != 0:
+        missing("root (to run as root and, through setpriv, as uid 1000)")
+    try:
+        user = pwd.getpwuid(1000)
+    except KeyError:
+        missing("a user with uid 1000")
+    if request.param == "uid1000" and shutil.which("setpriv") is None:
+        missing("setpriv")
+    return case_runner(request.param, HERE / "refusal_cases.py", user)
+
+
+@pytest.mark.needs("bwrap", "gcc")
+@pytest.mark.parametrize("case", ["wrapper_seccomp_named_and_counted",
+                                  "wrapper_flood_is_bounded", "wrapper_kill_stays_kill",
+                                  "wrapper_refused_hand_over_leaves_no_report",
+                                  "wrapper_outer_listener_leaves_no_report",
+                                  "command_holds_no_report_descriptor"])
+def test_wrapper_refusal_report(run_wrapper_case: Callable[[str], None], case: str) -> None:
+    """The wrappers' exec stage hands the listener over: bwrap as root and uid 1000,
+    firejail as uid 1000 (refusal_cases.WRAPPERS)."""
+    run_wrapper_case(case)
+
+
+@pytest.mark.needs("root")  # pids needs a writable cgroup (v1 here: root)
+def test_cgroup_profile_reports() -> None:
+    case_runner("root", HERE / "refusal_cases.py")("cgroup_seccomp_named")

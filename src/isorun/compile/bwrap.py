@@ -67,8 +67,14 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                  helper: str = HELPER, userns: bool = True, stage_fd: int | None = None,
                  identities: Mapping[str, Identity] | None = None,
                  terminal: bool = False, landlock: bool = False,
-                 landlock_fd: int | None = None) -> Invocation:
+                 landlock_fd: int | None = None,
+                 report_fds: tuple[int, int] | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a bwrap command line.
+
+    ``report_fds`` (the CLI's refusal report): the socket and the reporting filter the
+    inner stage hands the listener over with (--report-fd, shim/seccomp_exec.c); unused
+    where bwrap loads the filter itself (no stage inside), which the invocation's argv
+    then shows by their absence.
 
     ``env`` is the caller's environment (``environment.keep`` takes values from it).
     ``seccomp_fd`` holds the compiled filter (required when the plan loads one);
@@ -230,6 +236,10 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                     args += ["--seccomp", str(seccomp_fd)]
                 else:
                     inner += ["--no-new-privs", "--seccomp-fd", str(seccomp_fd)]
+                    if report_fds is not None:
+                        inner += ["--report-fd", str(report_fds[0]),
+                                  "--report-bpf-fd", str(report_fds[1])]
+                        inherited += list(report_fds)
                 inherited.append(seccomp_fd)
             case p.Exec():
                 pass

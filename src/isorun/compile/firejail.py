@@ -42,7 +42,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                     userns: bool = True,
                     identities: Mapping[str, Identity] | None = None,
                     terminal: bool = False,
-                    landlock_fd: int | None = None) -> Invocation:
+                    landlock_fd: int | None = None,
+                    report_fds: tuple[int, int] | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a firejail command line.
 
     ``env_fd`` receives the command's environment (``inputs``), ``helper_fd`` is the exec
@@ -56,7 +57,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     stdin): the stage leaves out its setsid when the plan allows it
     (terminal_job_allowed); the invocation then says ``terminal_job``.
     ``landlock_fd`` holds the plan's Landlock ruleset (sandbox/flat.landlock_section),
-    which the stage applies.
+    which the stage applies. ``report_fds`` (the CLI's refusal report): the socket and
+    the reporting filter the stage hands the listener over with (shim/seccomp_exec.c).
     """
     # The stage loads the filter refusing TIOCSTI/TIOCLINUX before it execs the command,
     # and nothing of the sandbox runs before the stage but firejail itself: the command
@@ -167,6 +169,9 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                     raise InternalError("firejail: the plan loads seccomp but no "
                                         "descriptor holds the program")
                 stage += ["--seccomp-fd", str(seccomp_fd)]
+                if report_fds is not None:
+                    stage += ["--report-fd", str(report_fds[0]),
+                              "--report-bpf-fd", str(report_fds[1])]
             case p.Exec():
                 pass
             case _:
@@ -178,6 +183,7 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     inputs = ((env_fd, env_bytes),) if env_bytes or plan.find(p.Environment) else ()
     passed = sorted({helper_fd, *(fd for fd, _ in inputs), *keep,
                      *(() if seccomp_fd is None else (seccomp_fd,)),
+                     *(() if seccomp_fd is None or report_fds is None else report_fds),
                      *(() if landlock_fd is None or not plan.find(p.Landlock)
                        else (landlock_fd,))})
     args += ["--nogroups", "--keep-fd=" + ",".join(str(fd) for fd in passed)]

@@ -16,6 +16,7 @@ Two parts, both compiled here and carried by the launch record, so that isorun-l
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from isorun.compile import syscalls
@@ -58,14 +59,19 @@ def notify_execve_head(native: str) -> bytes:
     ))  # fmt: skip
 
 
-def reporting_filter(program: bytes, native: str) -> bytes:
+def reporting_filter(program: bytes, native: str, head: bool = True) -> bytes:
     """``program`` with every ``ret ERRNO|n`` answered by the listener instead; b"" when
     it cannot be rewritten so (a ``ret A``, whose action is only known at run time, or
-    no room for the head): then the run has no report, and the same enforcement."""
+    no room for the head): then the run has no report, and the same enforcement.
+
+    ``head=False`` for the wrappers' exec stage, which sends the listener itself
+    (shim/seccomp_exec.c): nothing waits for a hand-over, so an allowed execve stays in
+    the kernel.
+    """
     if not program or native not in AUDIT_ARCH or len(program) % 8:
         return b""
-    head = notify_execve_head(native)
-    if (len(program) + len(head)) // 8 > BPF_MAXINSNS:
+    head_insns = notify_execve_head(native) if head else b""
+    if (len(program) + len(head_insns)) // 8 > BPF_MAXINSNS:
         return b""
     out = bytearray(program)
     for off in range(0, len(out), 8):
@@ -76,7 +82,7 @@ def reporting_filter(program: bytes, native: str) -> bytes:
             return b""
         if k & SECCOMP_RET_ACTION_FULL == SECCOMP_RET_ERRNO:
             _INSN.pack_into(out, off, code, 0, 0, SECCOMP_RET_USER_NOTIF)
-    return head + bytes(out)
+    return head_insns + bytes(out)
 
 
 def _where(loc: Loc) -> str:
@@ -183,3 +189,25 @@ def report_fields(plan: Plan, program: bytes, notes: str | None = None) -> dict[
         table, other = refusal_table(found[0].policy, native)
     return {"report_bpf": report_bpf, "refusals": table, "refusal_other": other,
             "notes": failure_notes(plan) if notes is None else notes}
+
+
+def seccomp_report(calls: Sequence[tuple[int, int, int]], refused: int, lost: int,
+                   table: Mapping[int, str], other: str, native_arch: int) -> list[str]:
+    """The report's lines for ``calls`` (arch, number, count) refused out of ``refused``,
+    worded as isorun-launch words them (shim/launch_report.c, isorun_report_print)."""
+    lines = []
+    counted = 0
+    for arch, nr, count in sorted(calls, key=lambda c: (-c[2], c[1])):
+        counted += count
+        plural = "" if count == 1 else "s"
+        why = table.get(nr) if arch == native_arch else None
+        if why is not None:
+            lines.append(f"isorun: seccomp refused {count} call{plural} of {why}")
+        else:
+            lines.append(f"isorun: seccomp refused {count} call{plural} of syscall {nr} "
+                         f"(arch {arch:#x}): {other or 'not allowed'}")
+    if refused > counted:
+        lines.append(f"isorun: seccomp refused {refused - counted} more call(s) of other kinds")
+    if lost:
+        lines.append(f"isorun: {lost} refused call(s) were interrupted before the answer")
+    return lines

@@ -134,6 +134,8 @@ class Supervised:
     table_full: bool
     #: ended by ``stop_fd`` rather than by the last filtered process going away
     stopped: bool
+    #: notifications answered with an errno (``evaluate``: the calls the profile refused)
+    refused: int = 0
 
 
 def take_listener(pid: int, fd: int) -> int:
@@ -147,9 +149,11 @@ def take_listener(pid: int, fd: int) -> int:
 def supervise(listener: int, stop_fd: int, native_arch: int, argmask: bytes,
               mem: tuple[int, ...], seen_cap: int = 1 << 16,
               events_cap: int = 1 << 13, answer: tuple[int, ...] = (),
-              answer_other: int = 0) -> Supervised:
+              answer_other: int = 0, evaluate: bytes = b"") -> Supervised:
     """Answer every notification on ``listener`` with CONTINUE, recording it; with
-    ``answer`` (per native number, an errno or 0) refuse the calls it names instead.
+    ``answer`` (per native number, an errno or 0) refuse the calls it names instead; with
+    ``evaluate`` (a seccomp program) answer what it answers, recording only refusals (the
+    refusal report, shim/notify.c).
 
     Blocks until no process uses the filter or ``stop_fd`` is readable; cffi releases the
     GIL for the call, so run it in a thread of its own.
@@ -166,6 +170,8 @@ def supervise(listener: int, stop_fd: int, native_arch: int, argmask: bytes,
     sup.events, sup.events_cap = events, events_cap
     c_answer = _ffi.new("unsigned short[]", list(answer) or [0])
     sup.answer, sup.n_answer, sup.answer_other = c_answer, len(answer), answer_other
+    c_eval = _ffi.new("unsigned char[]", evaluate or b"\0")
+    sup.eval, sup.n_eval = c_eval, len(evaluate)
     rc = int(_lib.isorun_supervise(sup))
     if rc < 0:
         raise OSError(-rc, f"seccomp user notification: {os.strerror(-rc)}")
@@ -176,7 +182,7 @@ def supervise(listener: int, stop_fd: int, native_arch: int, argmask: bytes,
         SeenEvent(int(e.nr), bytes(_ffi.buffer(e.data, e.len)), int(e.count))
         for e in events if e.used)
     return Supervised(calls, found, int(sup.total), int(sup.lost), int(sup.events_dropped),
-                      bool(sup.seen_full), rc == 1)
+                      bool(sup.seen_full), rc == 1, int(sup.refused))
 
 
 def planted_walk(root: str, since_ns: int) -> str:

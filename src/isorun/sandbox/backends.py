@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import replace
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from isorun.compile import plan as p
 from isorun.compile.bwrap import file_mounts, render_bwrap
@@ -31,6 +31,9 @@ from isorun.errors import HostError, Lost, Unsupported
 from isorun.host.probe import BackendFacts
 from isorun.profile.schema import Seccomp
 from isorun.sandbox.wrapper_mounts import check_sources, unsafe_destination
+
+if TYPE_CHECKING:
+    from isorun.sandbox.refusal_watch import RefusalWatch
 
 #: strongest first: auto takes the first one that enforces the whole plan here
 ORDER = ("native", "bwrap", "firejail", "landlock")
@@ -228,7 +231,8 @@ class BwrapBackend:
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False) -> SandboxRun:
+              terminal: bool = False, refusals: bool = False) -> SandboxRun:
+        """``refusals``: the CLI's refusal report (sandbox/refusal_watch.py)."""
         from isorun.sandbox.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
@@ -241,6 +245,7 @@ class BwrapBackend:
         plan = checked.plan
         with ExitStack() as stack:
             seccomp_fd = _program_fd(plan, stack)
+            watch = _refusal_watch(plan, refusals, stack)
             file_fds = [_memfd(data, stack) for data in file_mounts(plan)]
             stage_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
             stack.callback(os.close, stage_fd)
@@ -249,7 +254,11 @@ class BwrapBackend:
                                userns=_userns(facts), stage_fd=stage_fd,
                                identities=checked.identities, terminal=terminal,
                                landlock=_landlock_here(),
-                               landlock_fd=_landlock_fd(plan, stack))
+                               landlock_fd=_landlock_fd(plan, stack),
+                               report_fds=None if watch is None else watch.child_fds)
+            if watch is not None and "--report-fd" not in inv.argv:
+                watch.abandon()  # bwrap loads the filter itself: no stage to hand it over
+                watch = None
             inv = _with_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
@@ -262,7 +271,7 @@ class BwrapBackend:
             inv = replace(inv, argv=(*inv.argv[:at + 1], "--args", str(args_fd),
                                      *inv.argv[end:]),
                           pass_fds=tuple(sorted({*inv.pass_fds, args_fd})))
-            return _spawn(inv, plan, stdin, stdout, stderr)
+            return _spawn(inv, plan, stdin, stdout, stderr, watch)
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -316,7 +325,8 @@ class FirejailBackend:
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False) -> SandboxRun:
+              terminal: bool = False, refusals: bool = False) -> SandboxRun:
+        """``refusals``: the CLI's refusal report (sandbox/refusal_watch.py)."""
         from isorun.sandbox.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
@@ -324,6 +334,7 @@ class FirejailBackend:
         plan = checked.plan
         with ExitStack() as stack:
             seccomp_fd = _program_fd(plan, stack)
+            watch = _refusal_watch(plan, refusals, stack)
             env_fd = _memfd(b"", stack)
             # The stage reaches the sandbox as a descriptor (exec'd as /proc/self/fd/N),
             # so no host path of it has to be visible inside.
@@ -333,11 +344,12 @@ class FirejailBackend:
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
                                   firejail=_which("firejail"), userns=_userns(facts),
                                   identities=checked.identities, terminal=terminal,
-                                  landlock_fd=_landlock_fd(plan, stack))
+                                  landlock_fd=_landlock_fd(plan, stack),
+                                  report_fds=None if watch is None else watch.child_fds)
             for fd, data in inv.inputs:
                 os.write(fd, data)
                 os.lseek(fd, 0, os.SEEK_SET)
-            return _spawn(inv, plan, stdin, stdout, stderr)
+            return _spawn(inv, plan, stdin, stdout, stderr, watch)
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -543,8 +555,11 @@ class SandboxRun:
     sandbox is killed and ``returncode`` is 124."""
 
     def __init__(self, proc: Any, backend: str, lost: tuple[Lost, ...],
-                 wall_time: float | None, terminal_job: bool = False) -> None:
+                 wall_time: float | None, terminal_job: bool = False,
+                 refusals: RefusalWatch | None = None) -> None:
         self._proc = proc
+        #: the refusal report's supervisor (the wrapper backends' exec stage), or None
+        self.refusals = refusals
         self.backend = backend
         self.lost = lost
         #: the command shares the caller's session, the terminal's foreground job
@@ -570,6 +585,8 @@ class SandboxRun:
             return None
         if self._timer is not None:
             self._timer.cancel()
+        if self.refusals is not None:
+            self.refusals.finish()
         if self.timed_out:
             return EXIT_WALL_TIME
         # the shell's convention, as the native backend reports a signalled command
@@ -668,6 +685,24 @@ def _program_fd(plan: p.Plan, stack: ExitStack) -> int | None:
     return _memfd(cached_program(plan), stack)
 
 
+def _refusal_watch(plan: p.Plan, refusals: bool, stack: ExitStack) -> RefusalWatch | None:
+    """The refusal report's watch for a wrapper's exec stage; None when not asked for,
+    or when the plan's program has no reporting form (refusals.reporting_filter)."""
+    if not refusals or not plan.find(p.LoadSeccomp):
+        return None
+    from isorun.api import cached_program
+    from isorun.compile.refusals import reporting_filter
+    from isorun.sandbox.refusal_watch import RefusalWatch
+
+    program = cached_program(plan)
+    report_bpf = reporting_filter(program, os.uname().machine, head=False)
+    if not report_bpf:
+        return None
+    watch = RefusalWatch.for_stage(plan, program, report_bpf)
+    stack.callback(watch.abandon)  # until started: a failed render leaves nothing open
+    return watch
+
+
 def _landlock_fd(plan: p.Plan, stack: ExitStack) -> int | None:
     """The plan's Landlock ruleset for the exec stage, in a descriptor (None: the plan
     has none, or one that handles nothing, as native.landlock_fields decides)."""
@@ -689,7 +724,8 @@ def _with_stage(inv: Invocation) -> Invocation:
     return inv
 
 
-def _spawn(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any) -> SandboxRun:
+def _spawn(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any,
+           watch: RefusalWatch | None = None) -> SandboxRun:
     user: dict[str, Any] = {}
     if inv.user is not None and inv.user != (os.getuid(), os.getgid()):
         if os.getuid() != 0:
@@ -704,5 +740,7 @@ def _spawn(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any) 
     # No environment: bwrap builds the command's from --setenv, the stage from its fd.
     proc = subprocess.Popen(list(inv.argv), env={}, close_fds=True, pass_fds=inv.pass_fds,
                             stdin=stdin, stdout=stdout, stderr=stderr, **user)
+    if watch is not None:
+        watch.started()
     return SandboxRun(proc, inv.backend, inv.lost, wall[0].seconds if wall else None,
-                      inv.terminal_job)
+                      inv.terminal_job, watch)

@@ -209,6 +209,11 @@ def _struct(
     c.notify_bpf = new("unsigned char[]", notify or b"\0")
     c.notify_len = len(notify)
     c.notify_fd = notify_fd
+    # the refusal report's: the plain program where an outer listener leaves no place
+    # for notify_bpf's (shim/notify.c, EBUSY); learn mode has none and fails instead
+    fallback = record.get("fallback_bpf", b"")
+    c.fallback_bpf = new("unsigned char[]", fallback or b"\0")
+    c.fallback_len = len(fallback)
     rules = record["landlock_rules"]
     lslots = new("struct isorun_landlock_rule[]", max(len(rules), 1))
     for slot, (path, port, access, optional) in zip(lslots, rules, strict=False):
@@ -597,7 +602,7 @@ def spawn_in_parent(
     child_ends: Iterable[int] = (),
     notify_fd: int = -1,
     attach: Callable[[int], None] | None = None,
-    on_release: Callable[[int], None] | None = None,
+    on_release: Callable[[int, int], None] | None = None,
 ) -> tuple[int, int, Failure | None]:
     """Start the sandbox of ``record``: (pid, pidfd, exec failure or None).
 
@@ -605,8 +610,9 @@ def spawn_in_parent(
     open in the command besides ``record["keep_fds"]``, and ``child_ends`` are descriptors
     in ``opened`` that only the child needs (closed here after the clone). ``attach(pid)``
     runs before the child is released (cgroups: nothing it runs may be outside them),
-    ``on_release(pid)`` after (learn mode: the child's execve waits for an answer on the
-    listener, so the error pipe's EOF cannot come before it).
+    ``on_release(pid, err_r)`` after (learn mode: the child's execve waits for an answer
+    on the listener, so the error pipe ``err_r``'s EOF cannot come before it, unless the
+    child loaded no listener: the refusal report's fallback, see process.spawn).
 
     The exec failure is the child's report that execve failed: the command's status is
     then 126 or 127, as in a shell, and the caller says why. Any other failure raises
@@ -638,7 +644,7 @@ def spawn_in_parent(
         opened.remove(sync_w)
         if on_release is not None:
             try:
-                on_release(pid)
+                on_release(pid, err_r)
             except Exception as err:
                 from isorun.errors import SandboxSetupError
 

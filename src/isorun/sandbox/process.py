@@ -301,6 +301,7 @@ def spawn(
     pids_max: int | None = None,
     on_listener: Callable[[int], None] | None = None,
     terminal: bool = False,
+    fallback_bpf: bytes = b"",
 ) -> SandboxProcess:
     """Start ``spec`` in a new sandbox.
 
@@ -314,7 +315,10 @@ def spawn(
 
     With ``spec.notify_bpf`` (learn mode), ``on_listener`` receives the seccomp listener
     (the caller owns it) before spawn waits for execve, and must start answering it at
-    once: the command's execve is the first notified call.
+    once: the command's execve is the first notified call. ``fallback_bpf`` (the refusal
+    report, whose ``notify_bpf`` is the profile's program notifying its refusals): loaded
+    instead where an outer listener holds the kernel's only place (shim/notify.c, EBUSY);
+    ``on_listener`` is then never called.
 
     ``terminal``: the CLI's launch, which may make the sandbox the foreground job of this
     process's terminal (``spec.terminal_job``).
@@ -326,6 +330,8 @@ def spawn(
     # Only the CLI's launch may hand the sandbox this process's terminal (see
     # spec.terminal_job); an API caller keeps it.
     record["terminal_job"] = terminal and spec.terminal_job
+    if fallback_bpf:
+        record["fallback_bpf"] = fallback_bpf
     opened: list[int] = []
     parent_ends: list[int] = []
     child_ends: list[int] = []
@@ -349,9 +355,9 @@ def spawn(
         if on_listener is not None:
             notify_parent, notify_child = _notify_socket(opened)
 
-            def hand_over(pid: int) -> None:
+            def hand_over(pid: int, err_r: int) -> None:
                 assert on_listener is not None
-                _hand_over_listener(notify_parent, spec, on_listener)
+                _hand_over_listener(notify_parent, spec, on_listener, err_r)
 
         foreground = bool(record["terminal_job"]) and parent.foreground_in_parent()
         pid, pidfd, failure = parent.spawn_in_parent(
@@ -397,7 +403,14 @@ def _notify_socket(opened: list[int]) -> tuple[int, int]:
     return parent_fd, child_fd
 
 
-def _hand_over_listener(fd: int, spec: ShimSpec, on_listener: Callable[[int], None]) -> None:
+def _exec_or_failed(err_r: int) -> bool:
+    """The error pipe is readable: the child exec'd (EOF, its end is close-on-exec) or
+    wrote its failure record. Either way it loaded no listener that we could take."""
+    return bool(select.select([err_r], [], [], 0)[0])
+
+
+def _hand_over_listener(fd: int, spec: ShimSpec, on_listener: Callable[[int], None],
+                        err_r: int) -> None:
     ucred = struct.Struct("=iII")
     with socket.socket(fileno=os.dup(fd)) as sock:
         data, ancdata, _flags, _addr = sock.recvmsg(64, socket.CMSG_SPACE(ucred.size))
@@ -422,6 +435,14 @@ def _hand_over_listener(fd: int, spec: ShimSpec, on_listener: Callable[[int], No
             listener = _shim.take_listener(pid, number)
             break
         except OSError as err:
+            # With a listener the command's execve waits for us, so the error pipe stays
+            # open; readable, the child went on without one (an outer listener took the
+            # place, and it loaded fallback_bpf, shim/notify.c), or failed: EBADFD is
+            # then a descriptor the command opened since at that number (take_listener
+            # checks that it is a listener), EBADF or ESRCH one not there (yet).
+            if err.errno in (errno.EBADF, errno.EBADFD, errno.ESRCH) and \
+                    _exec_or_failed(err_r):
+                return
             if err.errno == errno.EBADF and time.monotonic() < deadline:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.01)

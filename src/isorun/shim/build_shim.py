@@ -25,7 +25,7 @@ from cffi import FFI  # type: ignore[import-untyped]
 HERE = Path(__file__).resolve().parent
 SOURCES = (
     "ns.c", "resolve.c", "beneath.c", "mount.c", "caps.c", "seccomp.c", "exec.c", "notify.c",
-    "apply.c", "landlock.c", "planted.c",
+    "bpf_eval.c", "apply.c", "landlock.c", "planted.c",
 )
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 #: isorun-launch: its own main and parent side, the front end, and the whole shim

@@ -5,7 +5,7 @@
  *                       [--chdir DIR] [--setsid] [--env-fd FD] [--keep-fd FD]...
  *                       [--close-fds] [--reset-signals] [--no-new-privs] [--ptrace-domain]
  *                       [--landlock-fd FD] [--landlock-host-paths] [--seccomp-fd FD]
- *                       -- CMD [ARG]...
+ *                       [--report-fd SOCK --report-bpf-fd FD] -- CMD [ARG]...
  *
  * firejail's own filter takes syscall names only, so the BPF program the native shim
  * loads reaches a firejail sandbox through this program, which runs inside it right
@@ -33,12 +33,28 @@
  * native shim's order, exec.c); the filter comes last so it never has to allow this
  * program's own set-up.
  *
+ * --report-fd, --report-bpf-fd (issue #17, the CLI's refusal report): FD holds the
+ * profile's program with its ERRNO answers turned into SECCOMP_RET_USER_NOTIF
+ * (isorun.compile.refusals.reporting_filter, without the native hand-over's execve head:
+ * only refused calls notify). It is loaded instead of the plain one with
+ * SECCOMP_FILTER_FLAG_NEW_LISTENER, and the listener goes to isorun over SOCK (SCM_RIGHTS);
+ * isorun, outside the wrapper, answers each refused call with the profile's errno and
+ * counts it (isorun.sandbox.refusal_watch). The one call between the load and the
+ * hand-over is that sendmsg: were it refused, it would wait on a listener only this
+ * process holds, for ever. So the stage first runs the profile's program on that very
+ * call (bpf_eval.c) and, if it is not allowed, or if an outer listener holds the
+ * kernel's only place (EBUSY), loads the plain program and says "no report" over SOCK.
+ * After the hand-over every refused call waits for isorun; if isorun is gone the kernel
+ * answers ENOSYS (seccomp_unotify(2)): a refusal stays a refusal. KILL and TRAP answers
+ * are the kernel's, never rewritten.
+ *
  * A failure prints "isorun: error: STEP: SYSCALL: strerror" and exits 125 (isorun's own
  * exit code for set-up errors), never running the command.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/landlock.h>
 #include <linux/openat2.h>
@@ -51,10 +67,12 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "bpf_eval.h"
 #include "isorun_shim.h"
 #include "landlock.h"
 
@@ -63,6 +81,20 @@
 #define MAX_ENV 4096
 #define MAX_BPF_INSNS 4096
 #define MAX_LANDLOCK (1 << 20)
+
+/* the AUDIT_ARCH_* of our own syscalls, which the hand-over check evaluates */
+#if defined(__x86_64__)
+#define NATIVE_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define NATIVE_ARCH AUDIT_ARCH_AARCH64
+#else
+#define NATIVE_ARCH 0u /* no check possible: never a report */
+#endif
+
+/* What goes over --report-fd: one byte, with the listener for REPORT_LISTENER. */
+#define REPORT_LISTENER 'L'
+#define REPORT_REFUSED 'N' /* the profile refuses the hand-over's sendmsg */
+#define REPORT_BUSY 'B'    /* an outer listener holds the kernel's only place */
 
 extern char **environ;
 
@@ -265,6 +297,72 @@ static void enter_ptrace_domain(void) {
     close((int)fd);
 }
 
+/* The hand-over's message, static so the checked call and the sent one are the same. */
+static struct {
+    struct msghdr msg;
+    struct iovec iov;
+    char byte;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+} hand;
+
+static void prepare_hand_over(char byte, int listener) {
+    struct cmsghdr *c;
+
+    memset(&hand, 0, sizeof hand);
+    hand.byte = byte;
+    hand.iov.iov_base = &hand.byte;
+    hand.iov.iov_len = 1;
+    hand.msg.msg_iov = &hand.iov;
+    hand.msg.msg_iovlen = 1;
+    if (listener < 0)
+        return;
+    hand.msg.msg_control = hand.control.buf;
+    hand.msg.msg_controllen = sizeof hand.control.buf;
+    c = CMSG_FIRSTHDR(&hand.msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &listener, sizeof listener);
+}
+
+static void send_hand_over(int sock, char byte, int listener) {
+    ssize_t n;
+
+    prepare_hand_over(byte, listener);
+    do
+        n = sendmsg(sock, &hand.msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        die("seccomp report", "sendmsg", n < 0 ? errno : EIO);
+}
+
+/*
+ * Whether the profile's program lets sendmsg(sock, &hand.msg, MSG_NOSIGNAL) run: the
+ * call send_hand_over makes once the reporting filter is loaded, with these arguments
+ * (the message's address is that of the static above; the unused argument registers are
+ * taken as 0, which no profile rule can rely on anyway).
+ */
+static int hand_over_allowed(const struct sock_fprog *plain, int sock) {
+    struct seccomp_data d;
+    unsigned int ret;
+
+    if (NATIVE_ARCH == 0u)
+        return 0;
+    memset(&d, 0, sizeof d);
+    d.nr = SYS_sendmsg;
+    d.arch = NATIVE_ARCH;
+    d.args[0] = (unsigned long long)sock;
+    d.args[1] = (unsigned long long)(uintptr_t)&hand.msg;
+    d.args[2] = MSG_NOSIGNAL;
+    ret = isorun_bpf_eval((const unsigned char *)plain->filter,
+                          plain->len * sizeof(struct sock_filter), &d);
+    return (ret & SECCOMP_RET_ACTION_FULL) == SECCOMP_RET_ALLOW ||
+           (ret & SECCOMP_RET_ACTION_FULL) == SECCOMP_RET_LOG;
+}
+
 static struct sock_fprog read_seccomp(int fd) {
     size_t size;
     char *data = read_fd(fd, MAX_BPF_INSNS * sizeof(struct sock_filter), &size, "seccomp");
@@ -352,7 +450,9 @@ int main(int argc, char **argv) {
     int keep[MAX_KEEP];
     size_t nkeep = 0;
     int env_fd = -1, seccomp_fd = -1, landlock_fd = -1, close_all = 0, nnp = 0, i;
-    int reset_signals = 0, ptrace_domain = 0, host_paths = 0;
+    int reset_signals = 0, ptrace_domain = 0, host_paths = 0, report_fd = -1;
+    int report_bpf_fd = -1, listener;
+    struct sock_fprog report = {0, NULL};
     struct ruleset ruleset = {0, 0, 0, 0, NULL, 0};
     char **env = NULL;
     struct sock_fprog prog = {0, NULL};
@@ -400,6 +500,12 @@ int main(int argc, char **argv) {
         } else if (strcmp(opt, "--seccomp-fd") == 0) {
             seccomp_fd = parse_fd(val);
             i++;
+        } else if (strcmp(opt, "--report-fd") == 0) {
+            report_fd = parse_fd(val);
+            i++;
+        } else if (strcmp(opt, "--report-bpf-fd") == 0) {
+            report_bpf_fd = parse_fd(val);
+            i++;
         } else if (strcmp(opt, "--landlock-fd") == 0) {
             landlock_fd = parse_fd(val);
             i++;
@@ -421,6 +527,16 @@ int main(int argc, char **argv) {
         prog = read_seccomp(seccomp_fd);
     if (landlock_fd >= 0)
         ruleset = read_landlock(landlock_fd);
+    if ((report_fd >= 0) != (report_bpf_fd >= 0))
+        usage("--report-fd and --report-bpf-fd go together");
+    if (report_bpf_fd >= 0) {
+        report = read_seccomp(report_bpf_fd);
+        if (!kept(report_bpf_fd, keep, nkeep))
+            close(report_bpf_fd);
+        if (nkeep == MAX_KEEP)
+            usage("too many --keep-fd");
+        keep[nkeep++] = report_fd; /* until the hand-over; close-on-exec below */
+    }
     if (close_all) {
         close_fds(keep, nkeep);
     } else {
@@ -461,6 +577,26 @@ int main(int argc, char **argv) {
                                            ruleset.n, host_paths, &call);
         if (err != 0)
             die("landlock", call, err);
+    }
+    /* the command never holds the report's socket, nor (the kernel's O_CLOEXEC) the listener */
+    if (report_fd >= 0 && fcntl(report_fd, F_SETFD, FD_CLOEXEC) < 0)
+        die("seccomp report", "fcntl(FD_CLOEXEC)", errno);
+    if (prog.filter != NULL && report_fd >= 0) {
+        if (!hand_over_allowed(&prog, report_fd)) {
+            send_hand_over(report_fd, REPORT_REFUSED, -1);
+        } else {
+            listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                    SECCOMP_FILTER_FLAG_NEW_LISTENER, &report);
+            if (listener >= 0) {
+                /* from here a refused call waits for isorun: the sendmsg checked above */
+                send_hand_over(report_fd, REPORT_LISTENER, listener);
+                prog.filter = NULL; /* loaded */
+            } else if (errno == EBUSY) {
+                send_hand_over(report_fd, REPORT_BUSY, -1);
+            } else {
+                die("seccomp", "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)", errno);
+            }
+        }
     }
     if (prog.filter != NULL && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
         die("seccomp", "seccomp(SECCOMP_SET_MODE_FILTER)", errno);
