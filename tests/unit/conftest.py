@@ -5,13 +5,30 @@ where a real unshare(CLONE_NEWUSER) is refused on purpose; host.facts would then
 user namespaces as unavailable and the cache tests would get no launch record. What the
 facts say under confinement is tested with injected facts (test_backends, test_doctor)
 and for real in tests/integration/test_landlock.py.
+
+Likewise the kernel keyring, which every sandbox's seccomp refuses: there the cache's
+logic is tested under a key this process holds (the keyring itself is tested outside,
+by the tests in OUTSIDE_ONLY of tests/plugin/test_session.py and the integration suite).
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+#: the cache key where no keyring answers (see above)
+_STAND_IN_KEY = os.urandom(32)
 
 
 @pytest.fixture(autouse=True)
 def _unconfined(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("isorun.host.facts.confined", lambda: False)
+
+
+@pytest.fixture(autouse=True)
+def _cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from isorun.host import mac
+
+    if mac.key(create=True) is None:
+        monkeypatch.setattr(mac, "key", lambda create=False: _STAND_IN_KEY)

@@ -266,11 +266,12 @@ static _Noreturn void run_command(const struct isorun_spec *spec) {
 
     /*
      * Unblock before seccomp: the filter need not allow rt_sigprocmask, and a command
-     * started with signals blocked would ignore SIGINT/SIGTERM.
+     * started with signals blocked would ignore SIGINT/SIGTERM. The raw call: libc's
+     * sigprocmask leaves its own reserved signals (32 and 33 in glibc) as inherited.
      */
-    sigemptyset(&none);
-    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-        fail(spec, "exec", "sigprocmask");
+    memset(&none, 0, sizeof none);
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, _NSIG / 8) < 0)
+        fail(spec, "exec", "rt_sigprocmask");
     /* Seccomp last: the filter must not have to allow any of our own set-up calls. */
     isorun_child_seccomp(spec);
     /*

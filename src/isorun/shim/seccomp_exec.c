@@ -561,9 +561,12 @@ int main(int argc, char **argv) {
         dfl.sa_handler = SIG_DFL;
         for (sig = 1; sig < NSIG; sig++)
             (void)sigaction(sig, &dfl, NULL);
-        sigemptyset(&unblocked);
-        if (sigprocmask(SIG_SETMASK, &unblocked, NULL) < 0)
-            die("signals", "sigprocmask", errno);
+        /* The raw call: libc's sigprocmask leaves its own reserved signals (32 and 33
+         * in glibc) as they were, and a command started with them blocked cannot
+         * cancel a thread. The kernel's set is _NSIG bits. */
+        memset(&unblocked, 0, sizeof unblocked);
+        if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &unblocked, NULL, _NSIG / 8) < 0)
+            die("signals", "rt_sigprocmask", errno);
     }
     if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         die("no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)", errno);
