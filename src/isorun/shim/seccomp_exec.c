@@ -457,7 +457,12 @@ int main(int argc, char **argv) {
     char **env = NULL;
     struct sock_fprog prog = {0, NULL};
     sigset_t unblocked;
-    struct sigaction dfl;
+    struct kernel_sigaction { /* the kernel's layout, not libc's */
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        unsigned long long mask;
+    } dfl;
     int sig;
 
     for (i = 1; i < argc; i++) {
@@ -554,16 +559,18 @@ int main(int argc, char **argv) {
      * and the command alone decides, and its own signals blocked, to tell the
      * terminal's from kill's. Only inside (--reset-signals): run before bwrap for its
      * rlimits, the stage must hand bwrap what it got. Before the filter, which need not
-     * allow rt_sigaction. EINVAL for SIGKILL, SIGSTOP and libc's own is expected.
+     * allow rt_sigaction. EINVAL for SIGKILL and SIGSTOP is expected.
      */
     if (reset_signals) {
+        /*
+         * Raw calls: libc's sigaction and sigprocmask refuse or skip its own reserved
+         * signals (32 and 33 in glibc), which a caller may have ignored or blocked, and
+         * an ignored or blocked SIGCANCEL in the command breaks thread cancellation.
+         * SIG_DFL needs no restorer; the kernel's set is _NSIG bits.
+         */
         memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        for (sig = 1; sig < NSIG; sig++)
-            (void)sigaction(sig, &dfl, NULL);
-        /* The raw call: libc's sigprocmask leaves its own reserved signals (32 and 33
-         * in glibc) as they were, and a command started with them blocked cannot
-         * cancel a thread. The kernel's set is _NSIG bits. */
+        for (sig = 1; sig < _NSIG; sig++)
+            (void)syscall(SYS_rt_sigaction, sig, &dfl, NULL, _NSIG / 8);
         memset(&unblocked, 0, sizeof unblocked);
         if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &unblocked, NULL, _NSIG / 8) < 0)
             die("signals", "rt_sigprocmask", errno);
