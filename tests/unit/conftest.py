@@ -17,8 +17,12 @@ import os
 
 import pytest
 
+from isorun.host import mac
+
 #: the cache key where no keyring answers (see above)
 _STAND_IN_KEY = os.urandom(32)
+#: the keyring's own answer, for the tests of the keyring (``real_keyring``)
+_REAL_KEY = mac.key
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +32,11 @@ def _unconfined(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from isorun.host import mac
-
     if mac.key(create=True) is None:
         monkeypatch.setattr(mac, "key", lambda create=False: _STAND_IN_KEY)
+
+
+@pytest.fixture
+def real_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyring itself, never the stand-in: for tests of what a missing key does."""
+    monkeypatch.setattr(mac, "key", _REAL_KEY)

@@ -472,7 +472,8 @@ def test_entry_tagged_with_a_sandbox_key_is_a_miss(tree: Path, fresh_key: bytes)
 
 
 def test_missing_key_is_a_miss_and_the_next_store_makes_one(
-        tree: Path, fresh_key: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+        tree: Path, real_keyring: None, fresh_key: bytes,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The key gone (a reboot, keyctl invalidate): every entry is a miss, nothing fails,
     and the next compile makes a new key and entries that hit under it."""
     from isorun import api
@@ -496,7 +497,7 @@ def test_missing_key_is_a_miss_and_the_next_store_makes_one(
 
 
 def test_no_keyring_means_no_cache_not_a_failure(
-        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tree: Path, real_keyring: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """keyctl refused (Docker's default seccomp profile) or an architecture without
     numbers here: the launch compiles every time, correctly, and stores nothing."""
     from isorun import api
