@@ -89,6 +89,20 @@ def run_as_user(
     )
 
 
+def root_or_uid1000_runner(mode: str, cases_file: Path) -> Callable[[str], None]:
+    """:func:`case_runner` as root, or as uid 1000 through setpriv (firejail admits uid
+    1000 where it refuses nobody): the test fails in CI, or skips, naming what is missing."""
+    if os.geteuid() != 0:
+        missing("root (to run as root and, through setpriv, as uid 1000)")
+    try:
+        user = pwd.getpwuid(1000)
+    except KeyError:
+        missing("a user with uid 1000")
+    if mode == "uid1000" and shutil.which("setpriv") is None:
+        missing("setpriv")
+    return case_runner(mode, cases_file, user)
+
+
 def case_runner(mode: str, cases_file: Path,
                 user: pwd.struct_passwd | None = None) -> Callable[[str], None]:
     """A function running one case of ``cases_file`` (a module with a CASES dict); not

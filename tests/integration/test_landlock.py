@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import case_runner, missing
+from tests.integration.conftest import missing, root_or_uid1000_runner
 
 Runner = Callable[[str], None]
 
@@ -88,21 +88,12 @@ def test_in_a_podman_container_auto_refuses_and_weaker_runs_in_landlock_mode(
 def run_wrapper_case(request: pytest.FixtureRequest) -> Runner:
     """Run a landlock_cases.py case as root (the runners spawn the wrapper as uid 1000)
     or as uid 1000 itself: firejail will not run as nobody, the usual unprivileged user."""
-    import pwd
 
     from isorun.host.facts import probe
 
     if probe().landlock < 6:
         missing(f"Landlock ABI 6 (this kernel has {probe().landlock})")
-    if os.geteuid() != 0:
-        missing("root (to run as root and, through setpriv, as uid 1000)")
-    try:
-        user = pwd.getpwuid(1000)
-    except KeyError:
-        missing("a user with uid 1000")
-    if request.param == "uid1000" and shutil.which("setpriv") is None:
-        missing("setpriv")
-    return case_runner(request.param, Path(__file__).parent / "landlock_cases.py", user)
+    return root_or_uid1000_runner(request.param, Path(__file__).parent / "landlock_cases.py")
 
 
 @pytest.mark.needs("userns", "bwrap", "gcc")

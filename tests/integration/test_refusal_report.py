@@ -6,7 +6,6 @@ root and as an unprivileged user (setpriv), through every CLI launch path
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import pytest
@@ -45,20 +44,9 @@ def test_landlock_backend_reports(run_refusal_case: Callable[[str], None]) -> No
 def run_wrapper_case(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """As root (bwrap) or as uid 1000 (bwrap and firejail: firejail refuses root's
     sandbox, which runs as nobody, and nobody as its caller)."""
-    import pwd
-    import shutil
+    from tests.integration.conftest import root_or_uid1000_runner
 
-    from tests.integration.conftest import missing
-
-    if os.geteuid() != 0:
-        missing("root (to run as root and, through setpriv, as uid 1000)")
-    try:
-        user = pwd.getpwuid(1000)
-    except KeyError:
-        missing("a user with uid 1000")
-    if request.param == "uid1000" and shutil.which("setpriv") is None:
-        missing("setpriv")
-    return case_runner(request.param, HERE / "refusal_cases.py", user)
+    return root_or_uid1000_runner(request.param, HERE / "refusal_cases.py")
 
 
 @pytest.mark.needs("bwrap", "gcc")
