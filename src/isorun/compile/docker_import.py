@@ -74,6 +74,38 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
     top = Loc(filename, 1, 1)
     warnings: list[DockerWarning] = []
     errors: list[Diagnostic] = []
+    _check_top(doc, text, where, top, warnings)
+    if not doc:
+        warnings.append(
+            DockerWarning(
+                top,
+                "an empty profile means no filter at all for engines;"
+                " imported as seccomp.enabled = false",
+            )
+        )
+        return Seccomp(enabled=False, loc=top), warnings
+    default = _import_default(doc, text, where, top, errors, warnings)
+    arches = import_arches(doc, top, errors, warnings)
+    allow, rules = _import_rules(doc, default, where, top, errors, warnings)
+    if errors:
+        raise ProfileError(errors)
+    unknown = _import_runc_stub(doc, default, top, rules, warnings)
+    policy = Seccomp(
+        default_action=default,
+        unknown_action=unknown,
+        allow=tuple(allow),
+        rules=tuple(rules),
+        architectures=arches,
+        hardening=False,
+        loc=top,
+    )
+    return policy, warnings
+
+
+def _check_top(
+    doc: Any, text: str, where: Locator, top: Loc, warnings: list[DockerWarning]
+) -> None:
+    """Refuse a document that is not an object; warn about top-level keys engines ignore."""
     if not isinstance(doc, dict):
         raise ProfileError(
             Diagnostic(
@@ -88,73 +120,85 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
                 where.at(max(0, text.find(f'"{key}"'))), f"unknown key {key!r}: engines ignore it"
             )
         )
-    if not doc:
+
+
+def _errno_ret_of(
+    number: Any,
+    name: Any,
+    loc: Loc,
+    what: str,
+    errors: list[Diagnostic],
+    warnings: list[DockerWarning],
+) -> Any:
+    """podman (containers/common) also reads an errno *name* (``errno``,
+    ``defaultErrno``) when the number is missing; runc and Docker read the number."""
+    if name is None:
+        return number
+    value = getattr(errno_module, str(name), None) if str(name).startswith("E") else None
+    if not isinstance(value, int):
+        errors.append(Diagnostic(loc, f"{what}: {name!r} is not an errno name", "e.g. EPERM"))
+        return number
+    if number is None:
         warnings.append(
             DockerWarning(
-                top,
-                "an empty profile means no filter at all for engines;"
-                " imported as seccomp.enabled = false",
+                loc,
+                f"{what}: errno {name!r} without a number: podman answers {name}"
+                " (imported so), Docker and runc answer EPERM",
             )
         )
-        return Seccomp(enabled=False, loc=top), warnings
+        return value
+    if number != value:
+        warnings.append(
+            DockerWarning(
+                loc, f"{what}: errno {name!r} and number {number} disagree; the number wins"
+            )
+        )
+    return number
 
-    def errno_ret_of(number: Any, name: Any, loc: Loc, what: str) -> Any:
-        """podman (containers/common) also reads an errno *name* (``errno``,
-        ``defaultErrno``) when the number is missing; runc and Docker read the number."""
-        if name is None:
-            return number
-        value = getattr(errno_module, str(name), None) if str(name).startswith("E") else None
-        if not isinstance(value, int):
-            errors.append(Diagnostic(loc, f"{what}: {name!r} is not an errno name", "e.g. EPERM"))
-            return number
-        if number is None:
-            warnings.append(
-                DockerWarning(
-                    loc,
-                    f"{what}: errno {name!r} without a number: podman answers {name}"
-                    " (imported so), Docker and runc answer EPERM",
-                )
-            )
-            return value
-        if number != value:
-            warnings.append(
-                DockerWarning(
-                    loc, f"{what}: errno {name!r} and number {number} disagree; the number wins"
-                )
-            )
-        return number
 
-    def action(raw: Any, errno_ret: Any, loc: Loc, what: str) -> Action:
-        if raw not in ACTIONS_IN:
-            errors.append(
-                Diagnostic(
-                    loc,
-                    f"{what}: unsupported action {raw!r}",
-                    "use SCMP_ACT_ALLOW, SCMP_ACT_ERRNO, SCMP_ACT_KILL_PROCESS,"
-                    " SCMP_ACT_KILL_THREAD, SCMP_ACT_TRAP or SCMP_ACT_LOG",
-                )
+def _action(raw: Any, errno_ret: Any, loc: Loc, what: str, errors: list[Diagnostic]) -> Action:
+    """A Docker action (and its errnoRet) as an isorun ``Action``; an unusable one is an
+    error, answered with EPERM so the import can go on and report every error."""
+    if raw not in ACTIONS_IN:
+        errors.append(
+            Diagnostic(
+                loc,
+                f"{what}: unsupported action {raw!r}",
+                "use SCMP_ACT_ALLOW, SCMP_ACT_ERRNO, SCMP_ACT_KILL_PROCESS,"
+                " SCMP_ACT_KILL_THREAD, SCMP_ACT_TRAP or SCMP_ACT_LOG",
             )
-            return Action("errno", 1)
-        kind = ACTIONS_IN[raw]
-        if kind != "errno":
-            return Action(kind)
-        if errno_ret is None:
-            return Action("errno", 1)  # runc's default errno is EPERM
-        if not isinstance(errno_ret, int) or not 0 <= errno_ret <= 4095:
-            errors.append(
-                Diagnostic(
-                    loc,
-                    f"{what}: errnoRet {errno_ret!r} is not an errno",
-                    "use a number from 1 to 4095",
-                )
+        )
+        return Action("errno", 1)
+    kind = ACTIONS_IN[raw]
+    if kind != "errno":
+        return Action(kind)
+    if errno_ret is None:
+        return Action("errno", 1)  # runc's default errno is EPERM
+    if not isinstance(errno_ret, int) or not 0 <= errno_ret <= 4095:
+        errors.append(
+            Diagnostic(
+                loc,
+                f"{what}: errnoRet {errno_ret!r} is not an errno",
+                "use a number from 1 to 4095",
             )
-            return Action("errno", 1)
-        return Action("errno", errno_ret)
+        )
+        return Action("errno", 1)
+    return Action("errno", errno_ret)
 
-    default_errno = errno_ret_of(
-        doc.get("defaultErrnoRet"), doc.get("defaultErrno"), top, "defaultAction"
+
+def _import_default(
+    doc: dict[str, Any],
+    text: str,
+    where: Locator,
+    top: Loc,
+    errors: list[Diagnostic],
+    warnings: list[DockerWarning],
+) -> Action:
+    """The default action, with warnings for the top-level settings isorun does not import."""
+    default_errno = _errno_ret_of(
+        doc.get("defaultErrnoRet"), doc.get("defaultErrno"), top, "defaultAction", errors, warnings
     )
-    default = action(doc.get("defaultAction"), default_errno, top, "defaultAction")
+    default = _action(doc.get("defaultAction"), default_errno, top, "defaultAction", errors)
     if default.kind in ("kill_thread", "kill_process"):
         warnings.append(
             DockerWarning(
@@ -176,7 +220,18 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
             warnings.append(
                 DockerWarning(top, f"{key} is not imported: isorun has no seccomp agent")
             )
-    arches = import_arches(doc, top, errors, warnings)
+    return default
+
+
+def _import_rules(
+    doc: dict[str, Any],
+    default: Action,
+    where: Locator,
+    top: Loc,
+    errors: list[Diagnostic],
+    warnings: list[DockerWarning],
+) -> tuple[list[str], list[SeccompRule]]:
+    """Docker's ``syscalls`` array -> (plain allow list, rules), in the array's order."""
     allow: list[str] = []
     rules: list[SeccompRule] = []
     raw_rules = doc.get("syscalls") or []
@@ -193,31 +248,13 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
             warnings.append(
                 DockerWarning(loc, f"syscalls[{n}]: unknown key {key!r}: engines ignore it")
             )
-        names = list(raw.get("names") or []) + ([raw["name"]] if raw.get("name") else [])
-        good = []
-        for name in names:
-            if name in known and not name.startswith("@"):
-                good.append(name)
-            else:
-                hint = syscalls.suggest(str(name))
-                warnings.append(
-                    DockerWarning(
-                        where.token(f'"{name}"', n),
-                        f"syscalls[{n}]: unknown syscall {name!r}: engines skip it"
-                        + (f" ({hint})" if hint else ""),
-                    )
-                )
+        good = _known_names(raw, n, loc, where, known, warnings)
         if not good:
-            if names:
-                warnings.append(
-                    DockerWarning(
-                        loc,
-                        f"syscalls[{n}]: no known syscall left; rule skipped (engines skip it too)",
-                    )
-                )
             continue
-        ret = errno_ret_of(raw.get("errnoRet"), raw.get("errno"), loc, f"syscalls[{n}]")
-        act = action(raw.get("action"), ret, loc, f"syscalls[{n}]")
+        ret = _errno_ret_of(
+            raw.get("errnoRet"), raw.get("errno"), loc, f"syscalls[{n}]", errors, warnings
+        )
+        act = _action(raw.get("action"), ret, loc, f"syscalls[{n}]", errors)
         stale = sorted(set(good) & LIBSECCOMP_254_UNKNOWN)
         if stale and act != default:
             warnings.append(
@@ -242,51 +279,82 @@ def docker_to_policy(text: str, filename: str) -> tuple[Seccomp, list[DockerWarn
             continue
         for args in alternatives:
             rules.append(SeccompRule(tuple(good), act, args, comment, when, loc))
-    if errors:
-        raise ProfileError(errors)
-    stub = runc_stub(doc)
-    enosys = Action("errno", 38)
-    if stub is not None and default != enosys:
-        table = syscalls.table("x86_64")
-        above = tuple(sorted(n for n, nr in table.items() if nr > stub))
-        if above:
-            top_name = next(n for n, nr in table.items() if nr == stub)
-            rules.append(
-                SeccompRule(
-                    above,
-                    enosys,
-                    comment=f"runc's ENOSYS stub: numbers above {top_name} ({stub}),"
-                    " the highest syscall the profile lists",
-                    loc=top,
-                )
-            )
+    return allow, rules
+
+
+def _known_names(
+    raw: dict[str, Any],
+    n: int,
+    loc: Loc,
+    where: Locator,
+    known: frozenset[str],
+    warnings: list[DockerWarning],
+) -> list[str]:
+    """The rule's names this syscall table knows; engines skip the others, and so does
+    the import (with a warning for each)."""
+    names = list(raw.get("names") or []) + ([raw["name"]] if raw.get("name") else [])
+    good = []
+    for name in names:
+        if name in known and not name.startswith("@"):
+            good.append(name)
+        else:
+            hint = syscalls.suggest(str(name))
             warnings.append(
                 DockerWarning(
-                    top,
-                    f"runc answers ENOSYS for every number above {stub} ({top_name}), the"
-                    f" highest syscall listed: imported as an errno:38 rule for the"
-                    f" {len(above)} names above it",
+                    where.token(f'"{name}"', n),
+                    f"syscalls[{n}]: unknown syscall {name!r}: engines skip it"
+                    + (f" ({hint})" if hint else ""),
                 )
             )
-    unknown = default
-    if stub is not None and default != enosys:
-        # numbers with no name answer the default below the stub and ENOSYS above it; a
-        # profile whose stub is below the table's first gap gets ENOSYS for all of them
-        table = syscalls.table("x86_64")
-        numbers = set(table.values())
-        first_gap = min(n for n in range(max(numbers) + 2) if n not in numbers)
-        if stub < first_gap:
-            unknown = enosys
-    policy = Seccomp(
-        default_action=default,
-        unknown_action=unknown,
-        allow=tuple(allow),
-        rules=tuple(rules),
-        architectures=arches,
-        hardening=False,
-        loc=top,
-    )
-    return policy, warnings
+    if not good and names:
+        warnings.append(
+            DockerWarning(
+                loc,
+                f"syscalls[{n}]: no known syscall left; rule skipped (engines skip it too)",
+            )
+        )
+    return good
+
+
+def _import_runc_stub(
+    doc: dict[str, Any],
+    default: Action,
+    top: Loc,
+    rules: list[SeccompRule],
+    warnings: list[DockerWarning],
+) -> Action:
+    """runc answers ENOSYS above the highest listed syscall: add that as a rule (appended to
+    ``rules``) and return the action for numbers with no name."""
+    stub = runc_stub(doc)
+    enosys = Action("errno", 38)
+    if stub is None or default == enosys:
+        return default
+    table = syscalls.table("x86_64")
+    above = tuple(sorted(n for n, nr in table.items() if nr > stub))
+    if above:
+        top_name = next(n for n, nr in table.items() if nr == stub)
+        rules.append(
+            SeccompRule(
+                above,
+                enosys,
+                comment=f"runc's ENOSYS stub: numbers above {top_name} ({stub}),"
+                " the highest syscall the profile lists",
+                loc=top,
+            )
+        )
+        warnings.append(
+            DockerWarning(
+                top,
+                f"runc answers ENOSYS for every number above {stub} ({top_name}), the"
+                f" highest syscall listed: imported as an errno:38 rule for the"
+                f" {len(above)} names above it",
+            )
+        )
+    # numbers with no name answer the default below the stub and ENOSYS above it; a
+    # profile whose stub is below the table's first gap gets ENOSYS for all of them
+    numbers = set(table.values())
+    first_gap = min(n for n in range(max(numbers) + 2) if n not in numbers)
+    return enosys if stub < first_gap else default
 
 
 def import_docker(text: str, filename: str) -> tuple[str, list[DockerWarning]]:
