@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import assert_never
 
 from isorun.compile import plan as p
@@ -97,6 +97,69 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     which that inner stage applies.
     """
     plan = elide_redundant(plan, identities or {})
+    inside, domain, shared = _stage_inside(plan, stage_fd, terminal=terminal,
+                                           landlock=landlock)
+    out = _Bwrap(plan, inside, domain, shared, env, userns, iter(file_fds), seccomp_fd,
+                 landlock_fd, report_fds)
+    if not plan.find(p.NewRoot):
+        # filesystem.root = "host": bwrap always starts from an empty tmpfs, so the host
+        # tree goes in whole (recursive, devices usable) before any other mount.
+        out.args += ["--dev-bind", "/", "/"]
+    for step in plan.steps:
+        if out.late and not isinstance(step, p.MountStep | p.ReadOnlyRoot):
+            out.args += out.late
+            out.late.clear()
+        _bwrap_step(out, step)
+    command = list(argv) if stage_fd is None else _stage_command(out, argv, stage_fd,
+                                                                 identities)
+    if out.lost and not allow_weaker:
+        raise Unsupported(BACKEND, out.lost)
+    out.inherited += list(file_fds)
+    head: list[str] = []
+    if out.rlimits:
+        head = [helper, *out.rlimits, "--"]
+    return Invocation(BACKEND, (*head, bwrap, *out.args, "--", *command),
+                      pass_fds=tuple(sorted({*out.inherited, *out.keep})), user=out.user,
+                      lost=tuple(out.lost), command_at=len(head) + 1 + len(out.args) + 1,
+                      terminal_job=out.shared)
+
+
+@dataclass
+class _Bwrap:
+    """What :func:`render_bwrap` collects while it walks the plan's steps."""
+
+    plan: p.Plan
+    #: the exec stage runs inside bwrap (and applies what bwrap has no option for)
+    inside: bool
+    #: the stage enters a Landlock domain that keeps the command away from bwrap's pid 1
+    domain: bool
+    #: the command stays the foreground job of the caller's terminal
+    shared: bool
+    env: Mapping[str, str]
+    userns: bool
+    files: Iterator[int]
+    seccomp_fd: int | None
+    landlock_fd: int | None
+    report_fds: tuple[int, int] | None
+    args: list[str] = field(default_factory=list)
+    rlimits: list[str] = field(default_factory=list)
+    lost: list[Lost] = field(default_factory=list)
+    keep: tuple[int, ...] = ()
+    user: tuple[int, int] | None = None
+    inherited: list[int] = field(default_factory=list)
+    #: the inner stage's options
+    inner: list[str] = field(default_factory=list)
+    #: read-only remounts that must follow every mount (mount points are made beneath)
+    late: list[str] = field(default_factory=list)
+
+    def lose(self, step: p.Step, rule: str, why: str) -> None:
+        self.lost.append(Lost(rule, step.loc, why))
+
+
+def _stage_inside(plan: p.Plan, stage_fd: int | None, *, terminal: bool,
+                  landlock: bool) -> tuple[bool, bool, bool]:
+    """(inside, domain, shared): whether the exec stage runs inside bwrap, enters the
+    Landlock domain there, and lets the command share the caller's terminal."""
     # The stage runs inside as /proc/self/fd/N, so only where /proc is mounted; only
     # there can it apply what bwrap has no option for.
     inside = stage_fd is not None and _proc_at_proc(plan)
@@ -111,174 +174,166 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     # run what the filter refuses, so the stage enters the domain wherever it can.
     domain = inside and landlock
     shared = terminal and domain and terminal_job_allowed(plan)
-    args: list[str] = []
-    rlimits: list[str] = []
-    lost: list[Lost] = []
-    keep: tuple[int, ...] = ()
-    user: tuple[int, int] | None = None
-    files = iter(file_fds)
-    inherited: list[int] = []
-    inner: list[str] = []
-    #: read-only remounts that must follow every mount (mount points are made beneath)
-    late: list[str] = []
+    return inside, domain, shared
 
-    def lose(step: p.Step, rule: str, why: str) -> None:
-        lost.append(Lost(rule, step.loc, why))
 
-    if not plan.find(p.NewRoot):
-        # filesystem.root = "host": bwrap always starts from an empty tmpfs, so the host
-        # tree goes in whole (recursive, devices usable) before any other mount.
-        args += ["--dev-bind", "/", "/"]
-    for step in plan.steps:
-        if late and not isinstance(step, p.MountStep | p.ReadOnlyRoot):
-            args += late
-            late.clear()
-        match step:
-            case p.Clone():
-                for name in step.namespaces:
-                    if name == "user" and not userns:
-                        if not identity_without_userns(plan):
-                            lose(step, "user namespace", NO_USERNS)
-                    elif name in _UNSHARE:
-                        args.append(_UNSHARE[name])
-                    elif name == "time":
-                        lose(step, "time namespace", "bwrap has no option for a time "
-                             "namespace")
-                    # "mount": bwrap always makes a mount namespace; nothing to ask for.
-            case p.MapIds():
-                # bwrap writes a one-line map "uid <its real uid> 1" (user_namespaces(7)),
-                # so the host side is whoever runs bwrap: the runner spawns it as host_uid.
-                if userns:
-                    args += ["--uid", str(step.uid), "--gid", str(step.gid)]
-                user = (step.host_uid, step.host_gid)
-            case p.Cgroup():
-                lose(step, step.describe(), "bwrap cannot put the sandbox in a cgroup")
-            case p.WallTime():
-                pass  # the isorun parent kills the sandbox (sandbox/backends.py)
-            case p.NewRoot():
-                if step.kind == "rootfs":
-                    # First operation, so later mounts land inside it; recursive and
-                    # writable like the native shim's MS_BIND|MS_REC of the rootfs.
-                    args += ["--bind", step.path, "/"]
-                elif step.size is not None and not plan.find(p.ReadOnlyRoot):
-                    lose(step, step.describe(), "bwrap's root tmpfs takes no size: only a "
-                         "read-only root (filesystem.root_read_only) bounds it")
-                # tmpfs: bwrap's root is always a fresh tmpfs (unsized, so read-only)
-            case p.MountStep():
-                args += _mount(step, files, lose)
-                if step.type == "dev":
-                    # bwrap's /dev tmpfs takes no size: read-only instead (its nodes are
-                    # mounts of their own, /dev/shm and /dev/pts too, and stay usable).
-                    late += ["--remount-ro", step.dst]
-            case p.ReadOnlyRoot():
-                late += ["--remount-ro", "/"]
-            case p.PivotRoot():
-                pass  # bwrap always pivots into the new root and detaches the old one
-            case p.Hostname():
-                args += ["--hostname", step.name]
-            case p.Loopback():
-                pass  # --unshare-net brings lo up in the new network namespace
-            case p.Rlimit():
-                rlimits += ["--rlimit", f"{step.resource}={step.value}"]
-            case p.Chdir():
-                args += ["--chdir", step.path]
-            case p.NewSession():
-                # setsid in the sandbox: the command cannot TIOCSTI into the caller's
-                # terminal (CVE-2017-5226); the seccomp filter denies TIOCSTI as well.
-                # Shared: the command stays the terminal's foreground job (see above).
-                if not shared:
-                    args.append("--new-session")
-            case p.DieWithParent():
-                args.append("--die-with-parent")
-            case p.CloseFds():
-                keep = step.keep
-            case p.Environment():
-                args.append("--clearenv")
-                for entry in build_environment(step, env):
-                    name, _, value = os.fsdecode(entry).partition("=")
-                    args += ["--setenv", name, value]
-            case p.DropCaps():
-                # Explicit, whatever the sandbox uid: without --cap-drop bwrap leaves the
-                # bounding set full for a non-zero uid and every capability for uid 0.
-                args += ["--cap-drop", "ALL"]
-                for cap in step.keep:
-                    args += ["--cap-add", cap]
-            case p.NoNewPrivs():
-                pass  # bwrap always sets PR_SET_NO_NEW_PRIVS before running the command
-            case p.Landlock():
-                if inside and landlock_fd is not None:
-                    # The same ruleset the native shim applies, after bwrap's
-                    # no_new_privs and before the filter; its paths are destinations,
-                    # which is what the sandbox's view shows (the rules were made so).
-                    inner += ["--landlock-fd", str(landlock_fd)]
-                    inherited.append(landlock_fd)
-                else:
-                    from isorun.compile.landlock import wrapper_losses
+def _bwrap_step(out: _Bwrap, step: p.Step) -> None:
+    """One plan step as bwrap options (or as a lost rule)."""
+    match step:
+        case p.Clone():
+            _bwrap_clone(out, step)
+        case p.MapIds():
+            # bwrap writes a one-line map "uid <its real uid> 1" (user_namespaces(7)),
+            # so the host side is whoever runs bwrap: the runner spawns it as host_uid.
+            if out.userns:
+                out.args += ["--uid", str(step.uid), "--gid", str(step.gid)]
+            out.user = (step.host_uid, step.host_gid)
+        case p.Cgroup():
+            out.lose(step, step.describe(), "bwrap cannot put the sandbox in a cgroup")
+        case p.NewRoot():
+            _bwrap_new_root(out, step)
+        case p.MountStep():
+            out.args += _mount(step, out.files, out.lose)
+            if step.type == "dev":
+                # bwrap's /dev tmpfs takes no size: read-only instead (its nodes are
+                # mounts of their own, /dev/shm and /dev/pts too, and stay usable).
+                out.late += ["--remount-ro", step.dst]
+        case p.ReadOnlyRoot():
+            out.late += ["--remount-ro", "/"]
+        case p.Hostname():
+            out.args += ["--hostname", step.name]
+        case p.Rlimit():
+            out.rlimits += ["--rlimit", f"{step.resource}={step.value}"]
+        case p.Chdir():
+            out.args += ["--chdir", step.path]
+        case p.NewSession():
+            # setsid in the sandbox: the command cannot TIOCSTI into the caller's
+            # terminal (CVE-2017-5226); the seccomp filter denies TIOCSTI as well.
+            # Shared: the command stays the terminal's foreground job (_stage_inside).
+            if not out.shared:
+                out.args.append("--new-session")
+        case p.DieWithParent():
+            out.args.append("--die-with-parent")
+        case p.CloseFds():
+            out.keep = step.keep
+        case p.Environment():
+            out.args.append("--clearenv")
+            for entry in build_environment(step, out.env):
+                name, _, value = os.fsdecode(entry).partition("=")
+                out.args += ["--setenv", name, value]
+        case p.DropCaps():
+            # Explicit, whatever the sandbox uid: without --cap-drop bwrap leaves the
+            # bounding set full for a non-zero uid and every capability for uid 0.
+            out.args += ["--cap-drop", "ALL"]
+            for cap in step.keep:
+                out.args += ["--cap-add", cap]
+        case p.Landlock():
+            _bwrap_landlock(out, step)
+        case p.LoadSeccomp():
+            _bwrap_seccomp(out, step)
+        case p.WallTime() | p.PivotRoot() | p.Loopback() | p.NoNewPrivs() | p.Exec():
+            # Nothing to ask bwrap for. WallTime: the isorun parent kills the sandbox
+            # (sandbox/backends.py). PivotRoot: bwrap always pivots into the new root and
+            # detaches the old one. Loopback: --unshare-net brings lo up in the new
+            # network namespace. NoNewPrivs: bwrap always sets PR_SET_NO_NEW_PRIVS before
+            # running the command. Exec: the command follows "--".
+            pass
+        case _:
+            assert_never(step)
 
-                    for rule, why in wrapper_losses(plan, step):
-                        lose(step, rule, why)
-            case p.LoadSeccomp():
-                if seccomp_fd is None:
-                    raise InternalError("bwrap: the plan loads seccomp but no descriptor "
-                                        "holds the program")
-                # The same BPF program the native shim loads, read raw from the fd; by
-                # the inner stage when there is one, so its checks run unfiltered and the
-                # filter is the last thing before the command. Without a stage inside (no
-                # /proc), bwrap loads it itself, right before the command.
-                if _proc_at_proc(plan) and "pid" in _namespaces(plan) and not domain:
-                    # bwrap's pid 1 (see above) is the filter's way round: only the
-                    # stage's Landlock domain keeps the command out of its memory.
-                    lose(step, "seccomp", "bwrap's pid 1 runs unfiltered as the command's "
-                         "uid; without Landlock (Linux 5.13+, landlock in lsm=) the command "
-                         "can write code into /proc/1/mem and make every refused syscall "
-                         "there; use the native backend")
-                if not inside:
-                    args += ["--seccomp", str(seccomp_fd)]
-                else:
-                    inner += ["--no-new-privs", "--seccomp-fd", str(seccomp_fd)]
-                    if report_fds is not None:
-                        inner += ["--report-fd", str(report_fds[0]),
-                                  "--report-bpf-fd", str(report_fds[1])]
-                        inherited += list(report_fds)
-                inherited.append(seccomp_fd)
-            case p.Exec():
-                pass
-            case _:
-                assert_never(step)
-    command: list[str] = list(argv)
-    if stage_fd is not None:
-        if not _proc_at_proc(plan):
-            for step in plan.find(p.MountStep):
-                if step.type in BINDS:
-                    lose(step, f"check of {step.dst} after bwrap bound it", "the isorun "
+
+def _bwrap_clone(out: _Bwrap, step: p.Clone) -> None:
+    for name in step.namespaces:
+        if name == "user" and not out.userns:
+            if not identity_without_userns(out.plan):
+                out.lose(step, "user namespace", NO_USERNS)
+        elif name in _UNSHARE:
+            out.args.append(_UNSHARE[name])
+        elif name == "time":
+            out.lose(step, "time namespace", "bwrap has no option for a time "
+                     "namespace")
+        # "mount": bwrap always makes a mount namespace; nothing to ask for.
+
+
+def _bwrap_new_root(out: _Bwrap, step: p.NewRoot) -> None:
+    if step.kind == "rootfs":
+        # First operation, so later mounts land inside it; recursive and
+        # writable like the native shim's MS_BIND|MS_REC of the rootfs.
+        out.args += ["--bind", step.path, "/"]
+    elif step.size is not None and not out.plan.find(p.ReadOnlyRoot):
+        out.lose(step, step.describe(), "bwrap's root tmpfs takes no size: only a "
+                 "read-only root (filesystem.root_read_only) bounds it")
+    # tmpfs: bwrap's root is always a fresh tmpfs (unsized, so read-only)
+
+
+def _bwrap_landlock(out: _Bwrap, step: p.Landlock) -> None:
+    if out.inside and out.landlock_fd is not None:
+        # The same ruleset the native shim applies, after bwrap's
+        # no_new_privs and before the filter; its paths are destinations,
+        # which is what the sandbox's view shows (the rules were made so).
+        out.inner += ["--landlock-fd", str(out.landlock_fd)]
+        out.inherited.append(out.landlock_fd)
+    else:
+        from isorun.compile.landlock import wrapper_losses
+
+        for rule, why in wrapper_losses(out.plan, step):
+            out.lose(step, rule, why)
+
+
+def _bwrap_seccomp(out: _Bwrap, step: p.LoadSeccomp) -> None:
+    if out.seccomp_fd is None:
+        raise InternalError("bwrap: the plan loads seccomp but no descriptor "
+                            "holds the program")
+    # The same BPF program the native shim loads, read raw from the fd; by
+    # the inner stage when there is one, so its checks run unfiltered and the
+    # filter is the last thing before the command. Without a stage inside (no
+    # /proc), bwrap loads it itself, right before the command.
+    if _proc_at_proc(out.plan) and "pid" in _namespaces(out.plan) and not out.domain:
+        # bwrap's pid 1 (_stage_inside) is the filter's way round: only the
+        # stage's Landlock domain keeps the command out of its memory.
+        out.lose(step, "seccomp", "bwrap's pid 1 runs unfiltered as the command's "
+                 "uid; without Landlock (Linux 5.13+, landlock in lsm=) the command "
+                 "can write code into /proc/1/mem and make every refused syscall "
+                 "there; use the native backend")
+    if not out.inside:
+        out.args += ["--seccomp", str(out.seccomp_fd)]
+    else:
+        out.inner += ["--no-new-privs", "--seccomp-fd", str(out.seccomp_fd)]
+        if out.report_fds is not None:
+            out.inner += ["--report-fd", str(out.report_fds[0]),
+                          "--report-bpf-fd", str(out.report_fds[1])]
+            out.inherited += list(out.report_fds)
+    out.inherited.append(out.seccomp_fd)
+
+
+def _stage_command(out: _Bwrap, argv: Sequence[str], stage_fd: int,
+                   identities: Mapping[str, Identity] | None) -> list[str]:
+    """The command bwrap runs when the exec stage goes inside: the stage, its checks and
+    options, then ``argv``. Without /proc the stage cannot run: every bind check is lost
+    and bwrap runs ``argv`` itself."""
+    plan = out.plan
+    if not _proc_at_proc(plan):
+        for step in plan.find(p.MountStep):
+            if step.type in BINDS:
+                out.lose(step, f"check of {step.dst} after bwrap bound it", "the isorun "
                          "stage that checks binds runs as /proc/self/fd/N and the plan "
                          "mounts no /proc")
-        else:
-            if identities is not None:
-                unchecked = [s.src for s in plan.find(p.MountStep)
-                             if s.type in BINDS and s.src not in identities]
-                if unchecked:
-                    # a bind with no check inside is one bwrap resolves on its own
-                    raise InternalError(f"bwrap: bind sources not walked: {unchecked}")
-            checks = [e.arg() for e in expects(plan, identities or {})]
-            # --close-fds: bwrap hands the command every descriptor it inherited (this
-            # stage's own among them); only the plan's kept ones may reach the command.
-            command = [f"/proc/self/fd/{stage_fd}",
-                       *(a for c in checks for a in ("--expect", c)), *inner,
-                       *(["--ptrace-domain"] if domain else []),
-                       *(a for fd in keep for a in ("--keep-fd", str(fd))), "--close-fds",
-                       "--reset-signals", "--", *argv]
-            inherited.append(stage_fd)
-    if lost and not allow_weaker:
-        raise Unsupported(BACKEND, lost)
-    inherited += list(file_fds)
-    head: list[str] = []
-    if rlimits:
-        head = [helper, *rlimits, "--"]
-    return Invocation(BACKEND, (*head, bwrap, *args, "--", *command),
-                      pass_fds=tuple(sorted({*inherited, *keep})), user=user,
-                      lost=tuple(lost), command_at=len(head) + 1 + len(args) + 1,
-                      terminal_job=shared)
+        return list(argv)
+    if identities is not None:
+        unchecked = [s.src for s in plan.find(p.MountStep)
+                     if s.type in BINDS and s.src not in identities]
+        if unchecked:
+            # a bind with no check inside is one bwrap resolves on its own
+            raise InternalError(f"bwrap: bind sources not walked: {unchecked}")
+    checks = [e.arg() for e in expects(plan, identities or {})]
+    out.inherited.append(stage_fd)
+    # --close-fds: bwrap hands the command every descriptor it inherited (this
+    # stage's own among them); only the plan's kept ones may reach the command.
+    return [f"/proc/self/fd/{stage_fd}",
+            *(a for c in checks for a in ("--expect", c)), *out.inner,
+            *(["--ptrace-domain"] if out.domain else []),
+            *(a for fd in out.keep for a in ("--keep-fd", str(fd))), "--close-fds",
+            "--reset-signals", "--", *argv]
 
 
 def elide_redundant(plan: p.Plan, identities: Mapping[str, Identity]) -> p.Plan:
