@@ -19,6 +19,7 @@ firejail did elsewhere cannot make a checked path weaker without failing the che
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import assert_never
 
 from isorun.compile import plan as p
@@ -64,138 +65,171 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     # and nothing of the sandbox runs before the stage but firejail itself: the command
     # may then stay in the caller's session, the terminal's foreground job.
     shared = terminal and terminal_job_allowed(plan)
-    # --noprofile: no default profile may add or relax rules behind the plan's back.
-    # --deterministic-exit-code: the command's status, not firejail's.
-    args = ["--quiet", "--noprofile", "--deterministic-exit-code"]
-    stage: list[str] = []
-    lost: list[Lost] = []
-    keep: tuple[int, ...] = ()
-    user: tuple[int, int] | None = None
-    env_bytes = b""
-    checks: list[Expect] = []
-
-    def lose(step: p.Step, rule: str, why: str) -> None:
-        lost.append(Lost(rule, step.loc, why))
-
+    out = _Firejail(plan, env, userns, identities or {}, shared, env_fd, seccomp_fd,
+                    landlock_fd, report_fds)
     for step in plan.steps:
-        match step:
-            case p.Clone():
-                # firejail always makes new mount, pid and uts namespaces.
-                for name in step.namespaces:
-                    if name == "user" and not userns:
-                        if not identity_without_userns(plan):
-                            lose(step, "user namespace", NO_USERNS)
-                    elif name == "user":
-                        # a user namespace mapping only the caller's own ids
-                        args.append("--noroot")
-                    elif name == "net":
-                        args.append("--net=none")
-                    elif name == "ipc":
-                        args.append("--ipc-namespace")
-                    elif name in ("cgroup", "time"):
-                        lose(step, f"{name} namespace",
-                             f"firejail has no option for a {name} namespace")
-            case p.MapIds():
-                if (step.uid, step.gid) != (step.host_uid, step.host_gid):
-                    lose(step, step.describe(), "firejail --noroot maps only the caller's "
-                         "own uid and gid to themselves")
-                if step.host_uid == 0:
-                    lose(step, step.describe(), "firejail refuses --noroot (the user "
-                         "namespace) for a sandbox started as root")
-                user = (step.host_uid, step.host_gid)
-            case p.Cgroup():
-                lose(step, step.describe(), "firejail cannot put the sandbox in a cgroup")
-            case p.WallTime():
-                pass  # the isorun parent kills the sandbox (sandbox/backends.py)
-            case p.NewRoot():
-                lose(step, step.describe(), "firejail keeps the host's root and hides "
-                     "paths in it; it cannot start from an empty tree or a rootfs")
-            case p.MountStep():
-                args += _mount(step, lose)
-                found = (identities or {}).get(step.src)
-                if found is not None and step.type in ("ro-bind", "rw-bind") \
-                        and step.src == step.dst:
-                    # firejail remounts the real path; that is where the check looks
-                    checks.append(Expect(found[0], found[1], found[2],
-                                         readonly=step.type == "ro-bind",
-                                         noexec=step.noexec))
-            case p.PivotRoot() | p.ReadOnlyRoot():
-                lose(step, step.describe(), "firejail does not pivot into a new root")
-            case p.Hostname():
-                args.append(f"--hostname={step.name}")
-            case p.Loopback():
-                pass  # --net=none brings lo up in the new network namespace
-            case p.Rlimit():
-                # In the stage: firejail has no option for core, stack and memlock, and
-                # lowering both limits needs no capability.
-                stage += ["--rlimit", f"{step.resource}={step.value}"]
-            case p.Chdir():
-                stage += ["--chdir", step.path]
-            case p.NewSession():
-                if not shared:
-                    stage.append("--setsid")
-            case p.DieWithParent():
-                # execve of a setuid program clears PR_SET_PDEATHSIG (prctl(2)), and
-                # firejail has no option to follow the launcher.
-                lose(step, step.describe(), "firejail is setuid: the kernel clears the "
-                     "parent-death signal when it starts, and it has no option for it")
-            case p.CloseFds():
-                keep = step.keep
-            case p.Environment():
-                env_bytes = b"".join(e + b"\0" for e in build_environment(step, env))
-                stage += ["--env-fd", str(env_fd)]
-            case p.DropCaps():
-                if step.keep:
-                    lose(step, step.describe(), "firejail cannot give capabilities to a "
-                         "command that is not root")
-                args.append("--caps.drop=all")
-            case p.NoNewPrivs():
-                args.append("--nonewprivs")
-                stage.append("--no-new-privs")
-            case p.Landlock():
-                if landlock_fd is not None:
-                    # Applied by the stage as the native shim applies it. firejail keeps
-                    # the host's tree as the root, so the rules' paths are host paths:
-                    # the stage follows no link on the way to them, as the landlock
-                    # backend does (shim/landlock.c, open_host_path).
-                    stage += ["--landlock-fd", str(landlock_fd), "--landlock-host-paths"]
-                else:
-                    from isorun.compile.landlock import wrapper_losses
-
-                    for rule, why in wrapper_losses(plan, step):
-                        lose(step, rule, why)
-            case p.LoadSeccomp():
-                if seccomp_fd is None:
-                    raise InternalError("firejail: the plan loads seccomp but no "
-                                        "descriptor holds the program")
-                stage += ["--seccomp-fd", str(seccomp_fd)]
-                if report_fds is not None:
-                    stage += ["--report-fd", str(report_fds[0]),
-                              "--report-bpf-fd", str(report_fds[1])]
-            case p.Exec():
-                pass
-            case _:
-                assert_never(step)
-    if lost and not allow_weaker:
-        raise Unsupported(BACKEND, lost)
+        _firejail_step(out, step)
+    if out.lost and not allow_weaker:
+        raise Unsupported(BACKEND, out.lost)
     # Everything the stage reads, plus what the plan keeps, must survive firejail's own
     # descriptor closing (--keep-fd); the stage then closes all but ``keep``.
-    inputs = ((env_fd, env_bytes),) if env_bytes or plan.find(p.Environment) else ()
-    passed = sorted({helper_fd, *(fd for fd, _ in inputs), *keep,
+    inputs = ((env_fd, out.env_bytes),) if out.env_bytes or plan.find(p.Environment) else ()
+    passed = sorted({helper_fd, *(fd for fd, _ in inputs), *out.keep,
                      *(() if seccomp_fd is None else (seccomp_fd,)),
                      *(() if seccomp_fd is None or report_fds is None else report_fds),
                      *(() if landlock_fd is None or not plan.find(p.Landlock)
                        else (landlock_fd,))})
-    args += ["--nogroups", "--keep-fd=" + ",".join(str(fd) for fd in passed)]
-    stage += [arg for fd in keep for arg in ("--keep-fd", str(fd))]
+    args = [*out.args, "--nogroups", "--keep-fd=" + ",".join(str(fd) for fd in passed)]
+    # the checks first: nothing else of the stage, nor the command, runs before them;
     # the command starts from default dispositions and no blocked signal (seccomp_exec.c)
-    stage += ["--close-fds", "--reset-signals"]
-    # the checks first: nothing else of the stage, nor the command, runs before them
-    stage = [*(a for c in _final(checks) for a in ("--expect", c.arg())), *stage]
+    stage = [*(a for c in _final(out.checks) for a in ("--expect", c.arg())), *out.stage,
+             *(arg for fd in out.keep for arg in ("--keep-fd", str(fd))),
+             "--close-fds", "--reset-signals"]
     return Invocation(BACKEND, (firejail, *args, "--", f"/proc/self/fd/{helper_fd}", *stage,
                                 "--", *argv),
-                      inputs=inputs, pass_fds=tuple(passed), user=user, lost=tuple(lost),
-                      terminal_job=shared)
+                      inputs=inputs, pass_fds=tuple(passed), user=out.user,
+                      lost=tuple(out.lost), terminal_job=shared)
+
+
+@dataclass
+class _Firejail:
+    """What :func:`render_firejail` collects while it walks the plan's steps."""
+
+    plan: p.Plan
+    env: Mapping[str, str]
+    userns: bool
+    identities: Mapping[str, Identity]
+    #: the command stays the foreground job of the caller's terminal
+    shared: bool
+    env_fd: int
+    seccomp_fd: int | None
+    landlock_fd: int | None
+    report_fds: tuple[int, int] | None
+    # --noprofile: no default profile may add or relax rules behind the plan's back.
+    # --deterministic-exit-code: the command's status, not firejail's.
+    args: list[str] = field(
+        default_factory=lambda: ["--quiet", "--noprofile", "--deterministic-exit-code"])
+    #: the exec stage's options, in the order the plan's steps ask for them
+    stage: list[str] = field(default_factory=list)
+    lost: list[Lost] = field(default_factory=list)
+    keep: tuple[int, ...] = ()
+    user: tuple[int, int] | None = None
+    env_bytes: bytes = b""
+    checks: list[Expect] = field(default_factory=list)
+
+    def lose(self, step: p.Step, rule: str, why: str) -> None:
+        self.lost.append(Lost(rule, step.loc, why))
+
+
+def _firejail_step(out: _Firejail, step: p.Step) -> None:
+    """One plan step as firejail options, stage options, or a lost rule."""
+    match step:
+        case p.Clone():
+            _firejail_clone(out, step)
+        case p.MapIds():
+            if (step.uid, step.gid) != (step.host_uid, step.host_gid):
+                out.lose(step, step.describe(), "firejail --noroot maps only the caller's "
+                         "own uid and gid to themselves")
+            if step.host_uid == 0:
+                out.lose(step, step.describe(), "firejail refuses --noroot (the user "
+                         "namespace) for a sandbox started as root")
+            out.user = (step.host_uid, step.host_gid)
+        case p.Cgroup():
+            out.lose(step, step.describe(), "firejail cannot put the sandbox in a cgroup")
+        case p.NewRoot():
+            out.lose(step, step.describe(), "firejail keeps the host's root and hides "
+                     "paths in it; it cannot start from an empty tree or a rootfs")
+        case p.MountStep():
+            _firejail_mount(out, step)
+        case p.PivotRoot() | p.ReadOnlyRoot():
+            out.lose(step, step.describe(), "firejail does not pivot into a new root")
+        case p.Hostname():
+            out.args.append(f"--hostname={step.name}")
+        case p.Rlimit():
+            # In the stage: firejail has no option for core, stack and memlock, and
+            # lowering both limits needs no capability.
+            out.stage += ["--rlimit", f"{step.resource}={step.value}"]
+        case p.Chdir():
+            out.stage += ["--chdir", step.path]
+        case p.NewSession():
+            if not out.shared:
+                out.stage.append("--setsid")
+        case p.DieWithParent():
+            # execve of a setuid program clears PR_SET_PDEATHSIG (prctl(2)), and
+            # firejail has no option to follow the launcher.
+            out.lose(step, step.describe(), "firejail is setuid: the kernel clears the "
+                     "parent-death signal when it starts, and it has no option for it")
+        case p.CloseFds():
+            out.keep = step.keep
+        case p.Environment():
+            out.env_bytes = b"".join(e + b"\0" for e in build_environment(step, out.env))
+            out.stage += ["--env-fd", str(out.env_fd)]
+        case p.DropCaps():
+            if step.keep:
+                out.lose(step, step.describe(), "firejail cannot give capabilities to a "
+                         "command that is not root")
+            out.args.append("--caps.drop=all")
+        case p.NoNewPrivs():
+            out.args.append("--nonewprivs")
+            out.stage.append("--no-new-privs")
+        case p.Landlock():
+            _firejail_landlock(out, step)
+        case p.LoadSeccomp():
+            if out.seccomp_fd is None:
+                raise InternalError("firejail: the plan loads seccomp but no "
+                                    "descriptor holds the program")
+            out.stage += ["--seccomp-fd", str(out.seccomp_fd)]
+            if out.report_fds is not None:
+                out.stage += ["--report-fd", str(out.report_fds[0]),
+                              "--report-bpf-fd", str(out.report_fds[1])]
+        case p.WallTime() | p.Loopback() | p.Exec():
+            # Nothing to ask firejail for. WallTime: the isorun parent kills the sandbox
+            # (sandbox/backends.py). Loopback: --net=none brings lo up in the new network
+            # namespace. Exec: the command follows the stage's "--".
+            pass
+        case _:
+            assert_never(step)
+
+
+def _firejail_clone(out: _Firejail, step: p.Clone) -> None:
+    # firejail always makes new mount, pid and uts namespaces.
+    for name in step.namespaces:
+        if name == "user" and not out.userns:
+            if not identity_without_userns(out.plan):
+                out.lose(step, "user namespace", NO_USERNS)
+        elif name == "user":
+            # a user namespace mapping only the caller's own ids
+            out.args.append("--noroot")
+        elif name == "net":
+            out.args.append("--net=none")
+        elif name == "ipc":
+            out.args.append("--ipc-namespace")
+        elif name in ("cgroup", "time"):
+            out.lose(step, f"{name} namespace",
+                     f"firejail has no option for a {name} namespace")
+
+
+def _firejail_mount(out: _Firejail, step: p.MountStep) -> None:
+    out.args += _mount(step, out.lose)
+    found = out.identities.get(step.src)
+    if found is not None and step.type in ("ro-bind", "rw-bind") and step.src == step.dst:
+        # firejail remounts the real path; that is where the check looks
+        out.checks.append(Expect(found[0], found[1], found[2],
+                                 readonly=step.type == "ro-bind", noexec=step.noexec))
+
+
+def _firejail_landlock(out: _Firejail, step: p.Landlock) -> None:
+    if out.landlock_fd is not None:
+        # Applied by the stage as the native shim applies it. firejail keeps
+        # the host's tree as the root, so the rules' paths are host paths:
+        # the stage follows no link on the way to them, as the landlock
+        # backend does (shim/landlock.c, open_host_path).
+        out.stage += ["--landlock-fd", str(out.landlock_fd), "--landlock-host-paths"]
+    else:
+        from isorun.compile.landlock import wrapper_losses
+
+        for rule, why in wrapper_losses(out.plan, step):
+            out.lose(step, rule, why)
 
 
 def _final(checks: list[Expect]) -> list[Expect]:
