@@ -181,7 +181,7 @@ def _run_in_child(
 ) -> Result:
     """run_in_child once the policy is compiled; ``wait``: reap the child before
     returning (its files are handed back then, and it must not make more)."""
-    from isorun.sandbox import parent, pyfork
+    from isorun.sandbox import parent
 
     if exiting is not None:
         exiting.reap(block=False)
@@ -189,14 +189,59 @@ def _run_in_child(
     # No namespace to enter (landlock mode): os.fork is all it takes, and clone3 may be
     # refused by the very filter that refused the user namespace.
     one_fork = not session.landlock and one_fork_unusable() is None
+    pipes = _open_pipes(one_fork)
+    pid, refused, record = _fork_child(policy, session, body, session_env, shim, pipes, one_fork)
+    if pid < 0:
+        if refused is None:
+            # No clone3 after all: this test and the rest of the session fork twice.
+            import warnings
+
+            warnings.warn(
+                f"isorun: clone3 is unusable here ({_ONE_FORK_OFF[0]}); marked tests fork "
+                "twice, as sandboxed as before but about 3 ms slower each",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+            return _run_in_child(policy, session, body, exiting, session_env, wait)
+        # clone3 refused the namespaces: what unshare would have refused in the child.
+        refusal = ("clone", "clone3", refused.errno or errno.EINVAL, -1)
+        return Result("failed", _setup_failure(record, refusal, policy))
+    failure = _release_child(pid, record, pipes)
+    if failure is not None:
+        os.close(pipes.result_r)
+        os.waitpid(pid, 0)
+        return Result("failed", _setup_failure(record, failure, policy))
+    return _collect_result(pid, pipes.result_r, policy, exiting, wait)
+
+
+def _open_pipes(one_fork: bool) -> _Pipes:
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
     # After os.fork the child tells when its user namespace exists (see _child).
     ready_r, ready_w = (-1, -1) if one_fork else os.pipe2(os.O_CLOEXEC)
-    pipes = _Pipes(ready_r, ready_w, go_r, go_w, err_w, err_r, result_r, result_w)
+    return _Pipes(ready_r, ready_w, go_r, go_w, err_w, err_r, result_r, result_w)
+
+
+def _fork_child(
+    policy: Policy,
+    session: pytest_plan.Session,
+    body: Callable[[Policy], tuple[str, str, str]],
+    session_env: Mapping[str, str] | None,
+    shim: Any,
+    pipes: _Pipes,
+    one_fork: bool,
+) -> tuple[int, OSError | None, dict[str, Any]]:
+    """Build the test's launch record and fork (clone3 into the namespaces when
+    ``one_fork``). The child runs :func:`_child` and never returns here. Returns (pid,
+    clone3's refusal, record); pid -1: no child, and every pipe is closed."""
+    from isorun.sandbox import pyfork
+
+    p = pipes
     ours = [
-        fd for fd in (go_r, go_w, err_r, err_w, result_r, result_w, ready_r, ready_w) if fd >= 0
+        fd
+        for fd in (p.go_r, p.go_w, p.err_r, p.err_w, p.result_r, p.result_w, p.ready_r, p.ready_w)
+        if fd >= 0
     ]
     opened: list[int] = []
     refused: OSError | None = None
@@ -205,7 +250,7 @@ def _run_in_child(
     try:
         record = pytest_plan.per_test_record(session, policy.writable)
         record = pytest_plan.resolve_mounts(record, opened)
-        c_spec = _struct(session, shim, record, (go_r, go_w), (err_w, err_r), result_w)
+        c_spec = _struct(session, shim, record, (p.go_r, p.go_w), (p.err_w, p.err_r), p.result_w)
         env = _child_env(session.env, session_env)
         if "hypothesis" in sys.modules:
             from isorun.pytest_session import hypothesis_environment
@@ -232,8 +277,9 @@ def _run_in_child(
         else:
             pid = os.fork()
         if pid == 0:
-            _child(policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask,
-                   (libc, block))
+            _child(
+                policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask, (libc, block)
+            )
     finally:
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -242,45 +288,42 @@ def _run_in_child(
         if pid < 0:  # no child: an exception, or clone3 gave none
             for fd in ours:
                 os.close(fd)
-    if pid < 0:
-        if refused is None:
-            # No clone3 after all: this test and the rest of the session fork twice.
-            import warnings
+    return pid, refused, record
 
-            warnings.warn(
-                f"isorun: clone3 is unusable here ({_ONE_FORK_OFF[0]}); marked tests fork "
-                "twice, as sandboxed as before but about 3 ms slower each",
-                RuntimeWarning,
-                stacklevel=1,
-            )
-            return _run_in_child(policy, session, body, exiting, session_env, wait)
-        # clone3 refused the namespaces: what unshare would have refused in the child.
-        refusal = ("clone", "clone3", refused.errno or errno.EINVAL, -1)
-        return Result("failed", _setup_failure(record, refusal, policy))
-    for fd in (ready_w, go_r, err_w, result_w):
+
+def _release_child(
+    pid: int, record: dict[str, Any], pipes: _Pipes
+) -> tuple[str, str, int, int] | None:
+    """Write the child's id maps once its user namespace exists, let it go on, and wait
+    for the set-up's verdict: the failure it reported, or None."""
+    from isorun.sandbox import parent
+
+    for fd in (pipes.ready_w, pipes.go_r, pipes.err_w, pipes.result_w):
         if fd >= 0:
             os.close(fd)
     try:
         # With clone3 the user namespace exists as the call returns; otherwise once the
         # child's unshare is done (one byte; EOF if it failed and exited).
-        if ready_r < 0 or os.read(ready_r, 1):
+        if pipes.ready_r < 0 or os.read(pipes.ready_r, 1):
             parent.write_id_maps_in_parent(pid, record)
-        os.write(go_w, b"g")
+        os.write(pipes.go_w, b"g")
     except OSError:
         pass  # the child died early; its report (or its exit status) says why
     finally:
-        if ready_r >= 0:
-            os.close(ready_r)
-        os.close(go_w)
+        if pipes.ready_r >= 0:
+            os.close(pipes.ready_r)
+        os.close(pipes.go_w)
     try:
         # EOF once the body is about to run (or the child is gone): the set-up's verdict.
-        failure = parent.parse_failure(parent.read_all(err_r))
+        return parent.parse_failure(parent.read_all(pipes.err_r))
     finally:
-        os.close(err_r)
-    if failure is not None:
-        os.close(result_r)
-        os.waitpid(pid, 0)
-        return Result("failed", _setup_failure(record, failure, policy))
+        os.close(pipes.err_r)
+
+
+def _collect_result(
+    pid: int, result_r: int, policy: Policy, exiting: Exiting | None, wait: bool
+) -> Result:
+    """The body's result record, or what its exit status says when it wrote none."""
     try:
         record_bytes = _read_record(result_r)
     finally:
