@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import dataclass, field
 
 from isorun.errors import InternalError, SandboxSetupError, ShimAbiError
 from isorun.sandbox import parent
@@ -28,6 +29,8 @@ LAUNCHER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
                         "isorun-launch")  # fmt: skip
 #: sizeof(struct isorun_failure) + the pid isorun-launch reports after it (launcher.h)
 REPORT_SIZE = parent.FAILURE_SIZE + 4
+#: one posix_spawn file action: (os.POSIX_SPAWN_DUP2, fd, new fd)
+_Action = tuple[int, int, int]
 
 
 def launcher_path() -> str | None:
@@ -77,6 +80,47 @@ def spawn_launched(
     SandboxSetupError as :func:`spawn` does, leaving nothing behind (the helper kills and
     reaps the sandbox before it reports a failure, and is reaped here).
     """
+    keep = _checked_keep(record, argv)
+    st = _Spawning()
+    try:
+        actions = _stdio_actions(st, (stdin, stdout, stderr))
+        flags = [*(["--terminal"] if terminal else []), *(["--refusals"] if refusals else [])]
+        data, ancdata = _run_helper(st, launcher, blob, argv, keep, actions, flags)
+        pid, pidfd, exec_error = _read_report(st, launcher, record, data, ancdata)
+        for fd in st.parent_ends:
+            if fd >= 0:
+                st.opened.remove(fd)
+        proc = LaunchedProcess(st.helper, os.pidfd_open(st.helper), pid, pidfd, record, argv,
+                               st.parent_ends, exec_error)  # fmt: skip
+        proc._signal_helper = refusals
+        st.helper = -1
+        return proc
+    finally:
+        if st.helper > 0:
+            # Killed, the helper takes the sandbox along (PR_SET_PDEATHSIG of a
+            # die_with_parent sandbox, or the sync pipe's EOF before release).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.helper, signal.SIGKILL)
+            _reap_helper(st.helper)
+        for fd in st.opened:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@dataclass
+class _Spawning:
+    """What :func:`spawn_launched` must close or reap if it fails half-way."""
+
+    #: descriptors opened here, closed on the way out (whatever happens)
+    opened: list[int] = field(default_factory=list)
+    #: the parent ends of stdio pipes, -1 where none (the process keeps them)
+    parent_ends: list[int] = field(default_factory=list)
+    #: isorun-launch's pid until a LaunchedProcess owns it
+    helper: int = -1
+
+
+def _checked_keep(record: Record, argv: tuple[bytes, ...]) -> list[int]:
+    """The descriptors the record passes on besides stdio, each checked to be open."""
     if not argv or not argv[0]:
         raise InternalError("spec.argv is empty")  # api.Popen refuses that first
     for arg in argv:
@@ -85,94 +129,101 @@ def spawn_launched(
     keep = sorted({*record["keep_fds"]} - {0, 1, 2})
     for fd in keep:
         os.fstat(fd)  # EBADF now, not a silently missing descriptor in the command
-    opened: list[int] = []
-    parent_ends: list[int] = []
-    helper = -1
-    try:
-        actions: list[tuple[int, int, int]] = []
-        child_stdout = -1
-        for index, value in enumerate((stdin, stdout, stderr)):
-            child_fd, parent_fd = _child_stdio(value, index, opened, child_stdout)
-            child_fd = _lift(child_fd, index, opened)
-            if index == 1:
-                child_stdout = child_fd
-            parent_ends.append(parent_fd)
-            if child_fd >= 0:
-                # dup2 onto itself too: glibc's posix_spawn then clears FD_CLOEXEC.
-                actions.append((os.POSIX_SPAWN_DUP2, child_fd, index))
-        record_r, record_w = os.pipe2(os.O_CLOEXEC)
-        opened.extend((record_r, record_w))
-        # Above 2: a caller with stdio closed gets 0..2 from pipe2, which the stdio dup2s
-        # above would then overwrite in the helper.
-        record_r = _lift(record_r, -1, opened)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with ours:
-            with theirs:
-                report = _lift(theirs.fileno(), -1, opened)
-                # Only these reach the helper (all else is CLOEXEC, and the helper closes
-                # whatever was inherited anyway): dup2 onto itself clears FD_CLOEXEC in
-                # the child alone, where a set_inheritable here would leak them into every
-                # process another thread starts meanwhile.
-                for fd in (record_r, report, *keep):
-                    actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
-                args: list[str | bytes] = [launcher, "--record-fd", str(record_r),
-                                           "--report-fd", str(report),
-                                           *(["--terminal"] if terminal else []),
-                                           *(["--refusals"] if refusals else []), "--", *argv]
-                # An empty environment: the helper reads none (static, no loader), and
-                # the command's comes from the record.
-                helper = os.posix_spawn(launcher, args, {}, file_actions=actions)
-                if report in opened:
-                    # Ours must all be closed before the recvmsg below: EOF is how a
-                    # helper that died without a report shows.
-                    os.close(report)
-                    opened.remove(report)
-            os.close(record_r)
-            opened.remove(record_r)
-            _write_all(record_w, blob)
-            os.close(record_w)
-            opened.remove(record_w)
-            data, ancdata, _flags, _addr = ours.recvmsg(REPORT_SIZE,
-                                                        socket.CMSG_SPACE(4))  # fmt: skip
-        pidfd = -1
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                pidfd = int.from_bytes(payload[:4], "little")
-        failure = parent.parse_failure(data)
-        if failure is None or len(data) != REPORT_SIZE:
-            raise InternalError(f"isorun-launch ended without a report "
-                                f"(exit code {_reap_helper(helper)})")  # fmt: skip
-        if failure[2] != 0 and failure[0] != "exec":
-            _reap_helper(helper)
-            helper = -1
-            if failure[0] == "record":
-                # Our encoder and its parser disagree: a stale build (ShimAbiError's hint
-                # says how to rebuild); the parser's own message went to stderr.
-                raise ShimAbiError(f"{launcher} refused the launch record (see its message"
-                                   " above)")
-            raise _launch_error(record, failure)
-        if pidfd < 0:
-            raise InternalError("isorun-launch reported no pidfd")
-        pid = int.from_bytes(data[parent.FAILURE_SIZE:], "little", signed=True)
-        exec_error = None if failure[2] == 0 else parent.failure_error(record, failure)
-        for fd in parent_ends:
-            if fd >= 0:
-                opened.remove(fd)
-        proc = LaunchedProcess(helper, os.pidfd_open(helper), pid, pidfd, record, argv,
-                               parent_ends, exec_error)  # fmt: skip
-        proc._signal_helper = refusals
-        helper = -1
-        return proc
-    finally:
-        if helper > 0:
-            # Killed, the helper takes the sandbox along (PR_SET_PDEATHSIG of a
-            # die_with_parent sandbox, or the sync pipe's EOF before release).
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(helper, signal.SIGKILL)
-            _reap_helper(helper)
-        for fd in opened:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    return keep
+
+
+def _stdio_actions(st: _Spawning, stdio: tuple[StdSpec, StdSpec, StdSpec]) -> list[_Action]:
+    """posix_spawn's dup2s of the helper's (and so the sandbox's) stdin, stdout, stderr."""
+    actions: list[_Action] = []
+    child_stdout = -1
+    for index, value in enumerate(stdio):
+        child_fd, parent_fd = _child_stdio(value, index, st.opened, child_stdout)
+        child_fd = _lift(child_fd, index, st.opened)
+        if index == 1:
+            child_stdout = child_fd
+        st.parent_ends.append(parent_fd)
+        if child_fd >= 0:
+            # dup2 onto itself too: glibc's posix_spawn then clears FD_CLOEXEC.
+            actions.append((os.POSIX_SPAWN_DUP2, child_fd, index))
+    return actions
+
+
+def _run_helper(
+    st: _Spawning,
+    launcher: str,
+    blob: bytes,
+    argv: tuple[bytes, ...],
+    keep: list[int],
+    actions: list[_Action],
+    flags: list[str],
+) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    """Start isorun-launch, write it the record, and read its report (data, ancillary)."""
+    record_r, record_w = os.pipe2(os.O_CLOEXEC)
+    st.opened.extend((record_r, record_w))
+    # Above 2: a caller with stdio closed gets 0..2 from pipe2, which the stdio dup2s
+    # above would then overwrite in the helper.
+    record_r = _lift(record_r, -1, st.opened)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours:
+        with theirs:
+            report = _lift(theirs.fileno(), -1, st.opened)
+            # Only these reach the helper (all else is CLOEXEC, and the helper closes
+            # whatever was inherited anyway): dup2 onto itself clears FD_CLOEXEC in
+            # the child alone, where a set_inheritable here would leak them into every
+            # process another thread starts meanwhile.
+            for fd in (record_r, report, *keep):
+                actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
+            args: list[str | bytes] = [launcher, "--record-fd", str(record_r),
+                                       "--report-fd", str(report), *flags, "--", *argv]  # fmt: skip
+            # An empty environment: the helper reads none (static, no loader), and
+            # the command's comes from the record.
+            st.helper = os.posix_spawn(launcher, args, {}, file_actions=actions)
+            if report in st.opened:
+                # Ours must all be closed before the recvmsg below: EOF is how a
+                # helper that died without a report shows.
+                os.close(report)
+                st.opened.remove(report)
+        os.close(record_r)
+        st.opened.remove(record_r)
+        _write_all(record_w, blob)
+        os.close(record_w)
+        st.opened.remove(record_w)
+        data, ancdata, _flags, _addr = ours.recvmsg(REPORT_SIZE,
+                                                    socket.CMSG_SPACE(4))  # fmt: skip
+    return data, ancdata
+
+
+def _read_report(
+    st: _Spawning,
+    launcher: str,
+    record: Record,
+    data: bytes,
+    ancdata: list[tuple[int, int, bytes]],
+) -> tuple[int, int, SandboxSetupError | None]:
+    """(sandbox pid, its pidfd, the exec failure if the command did not start) from the
+    helper's report; a set-up failure is raised, after the helper is reaped."""
+    pidfd = -1
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            pidfd = int.from_bytes(payload[:4], "little")
+    failure = parent.parse_failure(data)
+    if failure is None or len(data) != REPORT_SIZE:
+        raise InternalError(f"isorun-launch ended without a report "
+                            f"(exit code {_reap_helper(st.helper)})")  # fmt: skip
+    if failure[2] != 0 and failure[0] != "exec":
+        _reap_helper(st.helper)
+        st.helper = -1
+        if failure[0] == "record":
+            # Our encoder and its parser disagree: a stale build (ShimAbiError's hint
+            # says how to rebuild); the parser's own message went to stderr.
+            raise ShimAbiError(f"{launcher} refused the launch record (see its message"
+                               " above)")  # fmt: skip
+        raise _launch_error(record, failure)
+    if pidfd < 0:
+        raise InternalError("isorun-launch reported no pidfd")
+    pid = int.from_bytes(data[parent.FAILURE_SIZE:], "little", signed=True)
+    exec_error = None if failure[2] == 0 else parent.failure_error(record, failure)
+    return pid, pidfd, exec_error
 
 
 def _write_all(fd: int, data: bytes) -> None:
