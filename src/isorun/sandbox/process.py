@@ -25,12 +25,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any
 
 from isorun.errors import InternalError, SandboxSetupError
 from isorun.sandbox import _shim, parent
-from isorun.sandbox.cgroup import Cgroup, create_cgroup_in_parent, plan_cgroup_in_parent
+from isorun.sandbox.cgroup import (
+    Cgroup,
+    CgroupPlan,
+    create_cgroup_in_parent,
+    plan_cgroup_in_parent,
+)
 from isorun.sandbox.spec import ShimSpec, spec_record
 
 TYPE_CHECKING = False
@@ -326,50 +332,24 @@ def spawn(
     if bool(spec.notify_bpf) != (on_listener is not None):
         raise InternalError("spec.notify_bpf and on_listener go together")
     cgroup_plan = plan_cgroup_in_parent(memory_max, pids_max, spec.cgroup)
-    record = spec_record(spec)
-    # Only the CLI's launch may hand the sandbox this process's terminal (see
-    # spec.terminal_job); an API caller keeps it.
-    record["terminal_job"] = terminal and spec.terminal_job
-    if fallback_bpf:
-        record["fallback_bpf"] = fallback_bpf
+    record = _spawn_record(spec, terminal=terminal, fallback_bpf=fallback_bpf)
     opened: list[int] = []
-    parent_ends: list[int] = []
-    child_ends: list[int] = []
     started: tuple[int, int] | None = None
-    cgroup: Cgroup | None = None
-
-    def attach(pid: int) -> None:
-        nonlocal cgroup
-        assert cgroup_plan is not None
-        cgroup = create_cgroup_in_parent(cgroup_plan, f"isorun-{pid}")
-        cgroup.attach_in_parent(pid)
-
+    attach = None if cgroup_plan is None else _Attach(cgroup_plan)
     try:
-        for index, value in enumerate((stdin, stdout, stderr)):
-            stdout_fd = child_ends[1] if len(child_ends) > 1 else -1
-            child_fd, parent_fd = _child_stdio(value, index, opened, stdout_fd)
-            child_ends.append(_lift(child_fd, index, opened))
-            parent_ends.append(parent_fd)
-        hand_over = None
-        notify_child = -1
-        if on_listener is not None:
-            notify_parent, notify_child = _notify_socket(opened)
-
-            def hand_over(pid: int, err_r: int) -> None:
-                assert on_listener is not None
-                _hand_over_listener(notify_parent, spec, on_listener, err_r)
-
+        child_ends, parent_ends = _stdio_ends((stdin, stdout, stderr), opened)
+        hand_over, notify_child = _listener_hand_over(spec, on_listener, opened)
         foreground = bool(record["terminal_job"]) and parent.foreground_in_parent()
         pid, pidfd, failure = parent.spawn_in_parent(
             record, opened, stdio=(child_ends[0], child_ends[1], child_ends[2]),
             pass_fds=pass_fds, child_ends={notify_child, *child_ends} - {-1, *parent_ends},
-            notify_fd=notify_child, attach=attach if cgroup_plan is not None else None,
-            on_release=hand_over)  # fmt: skip
+            notify_fd=notify_child, attach=attach, on_release=hand_over)  # fmt: skip
         started = pid, pidfd
         exec_error = None if failure is None else parent.failure_error(record, failure)
         for fd in parent_ends:
             if fd >= 0:
                 opened.remove(fd)
+        cgroup = None if attach is None else attach.cgroup
         proc = SandboxProcess(pid, pidfd, spec, parent_ends, cgroup, wall_time, exec_error)
         proc._reclaim_terminal = foreground
         started = None
@@ -379,14 +359,67 @@ def spawn(
         # sandbox is ours to kill. The cgroup goes last: emptied, then removed.
         if started is not None:
             parent.abandon_in_parent(*started, record)
-        if cgroup is not None:
-            cgroup.kill_in_parent()
-            cgroup.remove_in_parent()
+        if attach is not None and attach.cgroup is not None:
+            attach.cgroup.kill_in_parent()
+            attach.cgroup.remove_in_parent()
         raise
     finally:
         for fd in opened:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+@dataclass
+class _Attach:
+    """spawn_in_parent's ``attach``: the sandbox's cgroup, made for its pid and joined
+    before the child is released."""
+
+    plan: CgroupPlan
+    cgroup: Cgroup | None = None
+
+    def __call__(self, pid: int) -> None:
+        self.cgroup = create_cgroup_in_parent(self.plan, f"isorun-{pid}")
+        self.cgroup.attach_in_parent(pid)
+
+
+def _spawn_record(spec: ShimSpec, *, terminal: bool, fallback_bpf: bytes) -> Record:
+    """``spec``'s launch record with what only this launch decides."""
+    record = spec_record(spec)
+    # Only the CLI's launch may hand the sandbox this process's terminal (see
+    # spec.terminal_job); an API caller keeps it.
+    record["terminal_job"] = terminal and spec.terminal_job
+    if fallback_bpf:
+        record["fallback_bpf"] = fallback_bpf
+    return record
+
+
+def _stdio_ends(
+    stdio: tuple[StdSpec, StdSpec, StdSpec], opened: list[int]
+) -> tuple[list[int], list[int]]:
+    """(the sandbox's descriptors 0, 1, 2; our ends of their pipes, -1 where none)."""
+    parent_ends: list[int] = []
+    child_ends: list[int] = []
+    for index, value in enumerate(stdio):
+        stdout_fd = child_ends[1] if len(child_ends) > 1 else -1
+        child_fd, parent_fd = _child_stdio(value, index, opened, stdout_fd)
+        child_ends.append(_lift(child_fd, index, opened))
+        parent_ends.append(parent_fd)
+    return child_ends, parent_ends
+
+
+def _listener_hand_over(
+    spec: ShimSpec, on_listener: Callable[[int], None] | None, opened: list[int]
+) -> tuple[Callable[[int, int], None] | None, int]:
+    """(what spawn_in_parent calls on release, the child's end of the notify socket) in
+    learn mode; (None, -1) otherwise."""
+    if on_listener is None:
+        return None, -1
+    notify_parent, notify_child = _notify_socket(opened)
+
+    def hand_over(pid: int, err_r: int) -> None:
+        _hand_over_listener(notify_parent, spec, on_listener, err_r)
+
+    return hand_over, notify_child
 
 
 def _notify_socket(opened: list[int]) -> tuple[int, int]:
