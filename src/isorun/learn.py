@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from isorun.compile import syscalls
 from isorun.compile.plan import LoadSeccomp, Plan, WallTime
@@ -55,6 +55,9 @@ from isorun.compile.refusals import (
 )
 from isorun.errors import IsorunError, UsageError
 from isorun.profile.schema import Action, Profile, Seccomp
+
+if TYPE_CHECKING:
+    from isorun.sandbox._shim import Supervised
 
 Mode = Literal["learn", "widen", "check"]
 
@@ -223,7 +226,7 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
             stderr: Any = None, timeout: float | None = None) -> Observation:
     """Run ``argv`` in ``base``'s sandbox under a notifying filter and record it."""
     from isorun import api
-    from isorun.sandbox import _shim, native, process
+    from isorun.sandbox import native, process
 
     if mode not in ("learn", "widen", "check"):
         raise UsageError(f"unknown learn mode {mode!r}")
@@ -231,6 +234,38 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
     plan = api.compile_plan(profile)
     policy = _policy_of(plan, profile)
     arch = _native_arch()
+    notify, enforce, answers = _learn_filters(policy, mode, arch)
+    spec = native.build_spec(plan, list(argv), os.environ if env is None else env, enforce)
+    spec = dataclasses.replace(spec, seccomp_bpf=enforce, notify_bpf=notify)
+    supervisor = _Supervisor(arch, answers)
+    wall = plan.find(WallTime)
+    # --timeout and the profile's wall_time are one limit, the smaller: the timer kills the
+    # whole sandbox (exit 124) and what was observed until then is still learned. Waiting
+    # with a timeout of its own as well would race the timer into a TimeoutExpired.
+    limits = [s for s in (wall[0].seconds if wall else None, timeout) if s is not None]
+    try:
+        proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
+                             wall_time=min(limits) if limits else None,
+                             on_listener=supervisor.start)
+        output: tuple[Any, Any] = (None, None)
+        try:
+            if stdout == subprocess.PIPE or stderr == subprocess.PIPE:
+                output = proc.communicate(None)
+            returncode = proc.wait()
+        finally:
+            proc.close()
+        supervisor.join()
+    finally:
+        supervisor.close()
+    result = supervisor.result()
+    obs = _to_observation(result, base, mode, tuple(argv), arch, returncode)
+    return dataclasses.replace(obs, output=output)
+
+
+def _learn_filters(
+    policy: Seccomp, mode: Mode, arch: str
+) -> tuple[bytes, bytes, tuple[tuple[int, ...], int]]:
+    """(the notifying filter, the enforcing one, the supervisor's answers) for ``mode``."""
     if mode == "learn" or not policy.enabled:
         notify = notify_everything()
     else:
@@ -240,66 +275,64 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
     enforce = hardening_filter(policy) if mode != "check" else b""
     from isorun.learn_profile import check_answers
 
-    answer, answer_other = check_answers(policy, arch) if mode == "check" and policy.enabled \
-        else ((), 0)
-    spec = native.build_spec(plan, list(argv), os.environ if env is None else env, enforce)
-    spec = dataclasses.replace(spec, seccomp_bpf=enforce, notify_bpf=notify)
-    argmask, mem = _tables_for_supervisor(arch)
-    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
-    box: dict[str, Any] = {}
+    answers = check_answers(policy, arch) if mode == "check" and policy.enabled else ((), 0)
+    return notify, enforce, answers
 
-    def supervise(listener: int) -> None:
+
+class _Supervisor:
+    """The thread that answers the learn-mode listener (shim supervise), from the moment
+    spawn hands the listener over until every filtered process is gone."""
+
+    def __init__(self, arch: str, answers: tuple[tuple[int, ...], int]) -> None:
+        self.argmask, self.mem = _tables_for_supervisor(arch)
+        self.audit_arch = AUDIT_ARCH[arch]
+        self.answer, self.answer_other = answers
+        self.stop_r, self.stop_w = os.pipe2(os.O_CLOEXEC)
+        self.thread: threading.Thread | None = None
+        self.supervised: Supervised | None = None
+        self.error: BaseException | None = None
+
+    def start(self, listener: int) -> None:
+        """spawn's ``on_listener``: answer ``listener`` from now on (the caller owns it)."""
+        self.thread = threading.Thread(target=self._supervise, args=(listener,), daemon=True,
+                                       name="isorun-learn")
+        self.thread.start()
+
+    def _supervise(self, listener: int) -> None:
+        from isorun.sandbox import _shim
+
         try:
-            box["result"] = _shim.supervise(listener, stop_r, AUDIT_ARCH[arch], argmask, mem,
-                                            answer=answer, answer_other=answer_other)
+            self.supervised = _shim.supervise(listener, self.stop_r, self.audit_arch,
+                                              self.argmask, self.mem, answer=self.answer,
+                                              answer_other=self.answer_other)
         except BaseException as err:  # re-raised in the caller's thread
-            box["error"] = err
+            self.error = err
         finally:
             os.close(listener)
 
-    def start(listener: int) -> None:
-        thread = threading.Thread(target=supervise, args=(listener,), daemon=True,
-                                  name="isorun-learn")
-        box["thread"] = thread
-        thread.start()
-
-    wall = plan.find(WallTime)
-    # --timeout and the profile's wall_time are one limit, the smaller: the timer kills the
-    # whole sandbox (exit 124) and what was observed until then is still learned. Waiting
-    # with a timeout of its own as well would race the timer into a TimeoutExpired.
-    limits = [s for s in (wall[0].seconds if wall else None, timeout) if s is not None]
-    try:
-        proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
-                             wall_time=min(limits) if limits else None,
-                             on_listener=start)
-        try:
-            if stdout == subprocess.PIPE or stderr == subprocess.PIPE:
-                out, err = proc.communicate(None)
-                box["stdout"], box["stderr"] = out, err
-            returncode = proc.wait()
-        finally:
-            proc.close()
-        thread = box.get("thread")
-        if thread is not None:
+    def join(self) -> None:
+        if self.thread is not None:
             # The supervisor ends by itself once every filtered process was reaped
             # (EPOLLHUP); an orphan outside a pid namespace could outlive pid 1, so stop it.
-            thread.join(5.0)
-            if thread.is_alive():
-                os.write(stop_w, b"x")
-                thread.join(5.0)
-    finally:
-        os.close(stop_r)
-        os.close(stop_w)
-    if "error" in box:
-        raise LearnError(f"the supervisor failed: {box['error']}") from box["error"]
-    if "result" not in box:
-        raise LearnError("the command never reached execve, nothing was observed")
-    result: _shim.Supervised = box["result"]
-    if result.table_full:
-        # Fail closed: a profile from a partial record would refuse what we did not keep.
-        raise LearnError("too many distinct calls for the record table; nothing written")
-    obs = _to_observation(result, base, mode, tuple(argv), arch, returncode)
-    return dataclasses.replace(obs, output=(box.get("stdout"), box.get("stderr")))
+            self.thread.join(5.0)
+            if self.thread.is_alive():
+                os.write(self.stop_w, b"x")
+                self.thread.join(5.0)
+
+    def close(self) -> None:
+        os.close(self.stop_r)
+        os.close(self.stop_w)
+
+    def result(self) -> Supervised:
+        """What the supervisor recorded; a LearnError when that is not a whole record."""
+        if self.error is not None:
+            raise LearnError(f"the supervisor failed: {self.error}") from self.error
+        if self.supervised is None:
+            raise LearnError("the command never reached execve, nothing was observed")
+        if self.supervised.table_full:
+            # Fail closed: a profile from a partial record would refuse what we did not keep.
+            raise LearnError("too many distinct calls for the record table; nothing written")
+        return self.supervised
 
 
 def _to_observation(result: Any, base: str, mode: Mode, argv: tuple[str, ...], arch: str,
