@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import click
 
@@ -48,8 +49,6 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     """
     # here, not at the top: `isorun --help` imports this module to list the command, and
     # the observer and the profile writer load the whole compiler (~30 ms, #17)
-    import tempfile
-
     from isorun import learn as lm
     from isorun import learn_profile as lp
 
@@ -57,17 +56,7 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
         if output or docker or merges or widen_only or grant_fs:
             raise click.UsageError("--check writes nothing; drop -o/--docker/--merge/"
                                    "--widen-only/--grant-fs")
-        obs = lm.observe(command, check, "check", timeout=timeout)
-        refused = lp.refusals(obs)
-        for refusal in refused:
-            click.echo(f"  {refusal.render()}", err=True)
-        if refused:
-            click.echo(f"isorun: learn --check: {len(refused)} distinct call(s) that {check}"
-                       " refuses", err=True)
-            sys.exit(1)
-        click.echo(f"isorun: learn --check: {check} allows everything the command did"
-                   " (only execve was notified)", err=True)
-        sys.exit(obs.returncode)
+        _check(command, check, timeout)
     if docker:
         lp.runtime_syscalls(runtimes)  # an unknown name is a usage error before the run
     obs = lm.observe(command, base, "widen" if widen_only else "learn", timeout=timeout)
@@ -80,28 +69,7 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     else:
         sys.stdout.write(text)
     if docker:
-        if output:
-            json_text, added = lp.export_docker_json(output, runtime=runtimes)
-        else:
-            with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=os.getcwd(),
-                                             delete=False) as tmp:
-                tmp.write(text)
-            try:
-                json_text, added = lp.export_docker_json(tmp.name, runtime=runtimes)
-            finally:
-                os.unlink(tmp.name)
-        with open(docker, "w", encoding="utf-8") as f:
-            f.write(json_text)
-        if added:
-            click.echo(f"isorun: {docker} also allows {len(added)} syscalls the container"
-                       f" runtime ({', '.join(runtimes)}) makes after loading the filter:"
-                       f" {' '.join(added)}. Most are needed because engines run"
-                       " containers without no-new-privileges, so the runtime loads the"
-                       " filter before it drops capabilities and ids; run the container"
-                       " with `--security-opt no-new-privileges` and learn with"
-                       " `--runtime runc-1.1-nnp` to grant only the few it still makes"
-                       " (data/engines.toml says how each list was measured)",
-                       err=True)
+        _write_docker(docker, output, text, runtimes)
     n = len(learned.allow) + len({r.syscalls[0] for r in learned.rules})
     click.echo(f"isorun: learned {n} syscalls from {obs.total} calls"
                f" (Docker's default allows {lp.docker_default_count()});"
@@ -109,6 +77,57 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     for note in learned.notes:
         click.echo(f"isorun: not granted: {note}", err=True)
     _report_status(obs.returncode, command)
+
+
+def _check(command: tuple[str, ...], check: str, timeout: float | None) -> NoReturn:
+    """``--check``: run under ``check`` and exit 1 on any call it refuses, else with the
+    command's status."""
+    from isorun import learn as lm
+    from isorun import learn_profile as lp
+
+    obs = lm.observe(command, check, "check", timeout=timeout)
+    refused = lp.refusals(obs)
+    for refusal in refused:
+        click.echo(f"  {refusal.render()}", err=True)
+    if refused:
+        click.echo(f"isorun: learn --check: {len(refused)} distinct call(s) that {check}"
+                   " refuses", err=True)
+        sys.exit(1)
+    click.echo(f"isorun: learn --check: {check} allows everything the command did"
+               " (only execve was notified)", err=True)
+    sys.exit(obs.returncode)
+
+
+def _write_docker(docker: str, output: str | None, text: str,
+                  runtimes: tuple[str, ...]) -> None:
+    """``--docker``: the learned profile as Docker seccomp JSON, with the syscalls the
+    container runtime makes after loading the filter (and a note saying so)."""
+    import tempfile
+
+    from isorun import learn_profile as lp
+
+    if output:
+        json_text, added = lp.export_docker_json(output, runtime=runtimes)
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=os.getcwd(),
+                                         delete=False) as tmp:
+            tmp.write(text)
+        try:
+            json_text, added = lp.export_docker_json(tmp.name, runtime=runtimes)
+        finally:
+            os.unlink(tmp.name)
+    with open(docker, "w", encoding="utf-8") as f:
+        f.write(json_text)
+    if added:
+        click.echo(f"isorun: {docker} also allows {len(added)} syscalls the container"
+                   f" runtime ({', '.join(runtimes)}) makes after loading the filter:"
+                   f" {' '.join(added)}. Most are needed because engines run"
+                   " containers without no-new-privileges, so the runtime loads the"
+                   " filter before it drops capabilities and ids; run the container"
+                   " with `--security-opt no-new-privileges` and learn with"
+                   " `--runtime runc-1.1-nnp` to grant only the few it still makes"
+                   " (data/engines.toml says how each list was measured)",
+                   err=True)
 
 
 def _report_status(returncode: int, command: tuple[str, ...]) -> None:
