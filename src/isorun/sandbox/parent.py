@@ -320,44 +320,72 @@ def resolve_mounts_in_parent(
     device nodes inside the rootfs that the sandbox's own /dev mount replaces anyway.
     """
     shim = load_shim()
-    bind, dev_bind, tree = (shim.lib.ISORUN_MOUNT_BIND, shim.lib.ISORUN_MOUNT_DEV_BIND,
-                            shim.lib.ISORUN_MOUNT_TREE)  # fmt: skip
     as_root = os.geteuid() == 0 and bool(record["clone_flags"] & CLONE_NEWUSER)
     open_tree = _open_tree() if as_root else None
-    root = record["root"]
     mounts = []
     for mount in record["mounts"]:
-        kind, dst, src = mount[:3]
-        if root == b"":
-            fd, path = resolve_in_parent(shim, dst)
-            if fd == -ELOOP:
-                raise link_refused(record, mount, path)
-            if fd >= 0:
-                os.close(fd)
-                mount = (kind, path, *mount[2:])
-        if kind not in (bind, dev_bind):
-            mounts.append(mount)
-            continue
-        fd, path = resolve_in_parent(shim, src)
+        resolved = _resolve_mount_in_parent(shim, record, mount, open_tree, clone, opened)
+        if resolved is not None:
+            mounts.append(resolved)
+    if record["root"] in (b"", b"tmpfs"):
+        return {**record, "mounts": tuple(mounts)}
+    return _resolve_root_in_parent(shim, record, mounts, open_tree, clone, opened)
+
+
+def _resolve_mount_in_parent(
+    shim: Any,
+    record: Record,
+    mount: tuple[Any, ...],
+    open_tree: Callable[[int], int] | None,
+    clone: Callable[[bytes], bool] | None,
+    opened: list[int],
+) -> tuple[Any, ...] | None:
+    """One mount of :func:`resolve_mounts_in_parent`: its destination resolved when there
+    is no new root, a bind's source resolved (or cloned as a tree); None when its source
+    is missing and the mount is optional."""
+    bind, dev_bind, tree = (shim.lib.ISORUN_MOUNT_BIND, shim.lib.ISORUN_MOUNT_DEV_BIND,
+                            shim.lib.ISORUN_MOUNT_TREE)  # fmt: skip
+    kind, dst, src = mount[:3]
+    if record["root"] == b"":
+        fd, path = resolve_in_parent(shim, dst)
         if fd == -ELOOP:
             raise link_refused(record, mount, path)
-        if fd < 0:
-            # ENOTDIR: a component is a file, so nothing is there (a .git guard of a file)
-            if not (fd in (-ENOENT, -ENOTDIR) and mount[6]):
-                mounts.append(mount)  # the child fails on it again and reports it
-            continue
-        try:
-            if open_tree is not None and kind == bind and (clone is None or clone(src)):
-                cloned = open_tree(fd)
-                if cloned >= 0:
-                    opened.append(cloned)
-                    mounts.append((tree, *mount[1:8], cloned))
-                    continue
-            mounts.append((kind, mount[1], path, *mount[3:]))
-        finally:
+        if fd >= 0:
             os.close(fd)
-    if root in (b"", b"tmpfs"):
-        return {**record, "mounts": tuple(mounts)}
+            mount = (kind, path, *mount[2:])
+    if kind not in (bind, dev_bind):
+        return mount
+    fd, path = resolve_in_parent(shim, src)
+    if fd == -ELOOP:
+        raise link_refused(record, mount, path)
+    if fd < 0:
+        # ENOTDIR: a component is a file, so nothing is there (a .git guard of a file)
+        if fd in (-ENOENT, -ENOTDIR) and mount[6]:
+            return None
+        return mount  # the child fails on it again and reports it
+    try:
+        if open_tree is not None and kind == bind and (clone is None or clone(src)):
+            cloned = open_tree(fd)
+            if cloned >= 0:
+                opened.append(cloned)
+                return (tree, *mount[1:8], cloned)
+        return (kind, mount[1], path, *mount[3:])
+    finally:
+        os.close(fd)
+
+
+def _resolve_root_in_parent(
+    shim: Any,
+    record: Record,
+    mounts: list[tuple[Any, ...]],
+    open_tree: Callable[[int], int] | None,
+    clone: Callable[[bytes], bool] | None,
+    opened: list[int],
+) -> Record:
+    """``record`` with ``mounts`` and its rootfs directory resolved; as root, cloned as a
+    tree over an empty tmpfs root (see :func:`resolve_mounts_in_parent`)."""
+    tree = shim.lib.ISORUN_MOUNT_TREE
+    root = record["root"]
     step = record["step_index"].get("root", -1)
     fd, path = resolve_in_parent(shim, root)
     if fd == -ELOOP:
@@ -642,22 +670,7 @@ def spawn_in_parent(
         os.write(sync_w, b"\0")
         os.close(sync_w)
         opened.remove(sync_w)
-        if on_release is not None:
-            try:
-                on_release(pid, err_r)
-            except Exception as err:
-                from isorun.errors import SandboxSetupError
-
-                if not isinstance(err, SandboxSetupError):
-                    raise
-                # The child's own record, if it wrote one, says more than the hook's
-                # error; killed first, so reading to EOF cannot wait on a blocked execve.
-                signal_in_parent(pidfd, SIGKILL)
-                failure = parse_failure(read_all(err_r))
-                if failure is not None:
-                    raise failure_error(record, failure) from err
-                raise
-        failure = parse_failure(read_all(err_r))
+        failure = _verdict_in_parent(record, pid, pidfd, err_r, on_release)
         os.close(err_r)
         opened.remove(err_r)
         if failure is not None and failure[0] != "exec":
@@ -668,3 +681,30 @@ def spawn_in_parent(
     finally:
         if pid > 0:
             abandon_in_parent(pid, pidfd, record)
+
+
+def _verdict_in_parent(
+    record: Record,
+    pid: int,
+    pidfd: int,
+    err_r: int,
+    on_release: Callable[[int, int], None] | None,
+) -> Failure | None:
+    """Once the child is released: ``on_release``, then the child's failure record from
+    the error pipe (None at EOF: it exec'd the command)."""
+    if on_release is not None:
+        try:
+            on_release(pid, err_r)
+        except Exception as err:
+            from isorun.errors import SandboxSetupError
+
+            if not isinstance(err, SandboxSetupError):
+                raise
+            # The child's own record, if it wrote one, says more than the hook's
+            # error; killed first, so reading to EOF cannot wait on a blocked execve.
+            signal_in_parent(pidfd, SIGKILL)
+            failure = parse_failure(read_all(err_r))
+            if failure is not None:
+                raise failure_error(record, failure) from err
+            raise
+    return parse_failure(read_all(err_r))
