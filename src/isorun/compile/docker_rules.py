@@ -23,7 +23,7 @@ the policy's own first-match semantics by the tests (tests/unit/test_docker_expo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 
 from isorun.compile import argspace, syscalls
@@ -251,59 +251,79 @@ def groups(
     for arch in targets:
         known |= set(syscalls.table(arch))
     fallback = Entry(argspace.FULL, policy.default_action, "seccomp.default_action", policy.loc)
-    origin_of: dict[tuple[str, str], set[str]] = {}
-    plain: dict[str, set[str]] = {}
-    conditioned: dict[tuple[str, tuple[Cmp, ...]], set[str]] = {}
-    errors: list[Diagnostic] = []
-    #: names with one answer for every argument
-    everywhere: dict[str, str] = {}
+    # the default's entries are left out (Docker's defaultAction answers them) unless
+    # they are spelled out
+    left_out = None if spell_out else str(default)
+    found = _Found()
     for name in sorted(known):
         pieces = lower(name, entries.get(name, []), fallback)
-        regions: dict[str, Region] = {}
-        for region, entry in pieces:
-            act = str(entry.action)
-            regions.setdefault(act, []).extend(region)
-            origin_of.setdefault((name, act), set()).add(entry.origin.split(" via ")[0])
-        if len(regions) == 1:
-            act = next(iter(regions))
-            everywhere[name] = act
-            if act != str(default) or spell_out:
-                plain.setdefault(act, set()).add(name)
-            continue
-        for act, region in regions.items():
-            if act == str(default) and not spell_out:
-                continue
-            others = [b for a, r in regions.items() if a != act for b in r]
-            try:
-                loc = next((e.loc for _, e in pieces if str(e.action) == act), policy.loc)
-                alts = _alternatives(name, argspace.simplify(region), others, loc, int64)
-            except ProfileError as err:
-                errors.extend(err.diagnostics)
-                continue
-            for args in _or_entries(alts, max_args):
-                conditioned.setdefault((act, args), set()).add(name)
-    if errors:
-        raise ProfileError(errors)
-    _keep_stub_above(plain, conditioned, everywhere, targets[0], default)
+        _group_syscall(found, name, pieces, left_out, policy.loc, max_args, int64)
+    if found.errors:
+        raise ProfileError(found.errors)
+    _keep_stub_above(found.plain, found.conditioned, found.everywhere, targets[0], default)
     out = [
-        Group(
-            tuple(sorted(names)),
-            act,
-            (),
-            tuple(sorted({o for n in names for o in origin_of[(n, act)]})),
-        )
-        for act, names in plain.items()
+        Group(tuple(sorted(names)), act, (), found.origins(names, act))
+        for act, names in found.plain.items()
     ]
     out += [
-        Group(
-            tuple(sorted(names)),
-            act,
-            args,
-            tuple(sorted({o for n in names for o in origin_of[(n, act)]})),
-        )
-        for (act, args), names in conditioned.items()
+        Group(tuple(sorted(names)), act, args, found.origins(names, act))
+        for (act, args), names in found.conditioned.items()
     ]
     return sorted(out, key=lambda g: (bool(g.args), g.action, g.names[0], g.args))
+
+
+@dataclass
+class _Found:
+    """What :func:`groups` collects, syscall by syscall."""
+
+    #: the profile keys each (name, action) comes from
+    origin_of: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: names by the action they get for every argument
+    plain: dict[str, set[str]] = field(default_factory=dict)
+    #: names by (action, argument conditions)
+    conditioned: dict[tuple[str, tuple[Cmp, ...]], set[str]] = field(default_factory=dict)
+    #: names with one answer for every argument
+    everywhere: dict[str, str] = field(default_factory=dict)
+    errors: list[Diagnostic] = field(default_factory=list)
+
+    def origins(self, names: set[str], act: str) -> tuple[str, ...]:
+        return tuple(sorted({o for n in names for o in self.origin_of[(n, act)]}))
+
+
+def _group_syscall(
+    found: _Found,
+    name: str,
+    pieces: list[tuple[Region, Entry]],
+    left_out: str | None,
+    loc: Loc,
+    max_args: int | None,
+    int64: bool,
+) -> None:
+    """Sort ``name``'s answers (``pieces``, by argument region) into ``found``: one action
+    for all arguments is plain, several become conditions on the arguments."""
+    regions: dict[str, Region] = {}
+    for region, entry in pieces:
+        act = str(entry.action)
+        regions.setdefault(act, []).extend(region)
+        found.origin_of.setdefault((name, act), set()).add(entry.origin.split(" via ")[0])
+    if len(regions) == 1:
+        act = next(iter(regions))
+        found.everywhere[name] = act
+        if act != left_out:
+            found.plain.setdefault(act, set()).add(name)
+        return
+    for act, region in regions.items():
+        if act == left_out:
+            continue
+        others = [b for a, r in regions.items() if a != act for b in r]
+        try:
+            at = next((e.loc for _, e in pieces if str(e.action) == act), loc)
+            alts = _alternatives(name, argspace.simplify(region), others, at, int64)
+        except ProfileError as err:
+            found.errors.extend(err.diagnostics)
+            continue
+        for args in _or_entries(alts, max_args):
+            found.conditioned.setdefault((act, args), set()).add(name)
 
 
 def _keep_stub_above(
