@@ -65,10 +65,8 @@ def _seccomp_rules(plan: p.Plan) -> tuple[bool, int | None]:
 def describe_memory(plan: p.Plan) -> list[str]:
     """The lines of ``explain``'s memory summary: each mechanism, what it covers, what it
     does not, and the worst case in all."""
-    limits = {r.resource: r.value for r in plan.find(p.Rlimit)}
     cgroup = plan.find(p.Cgroup)
     memory = cgroup[0].memory if cgroup else None
-    pids = cgroup[0].pids if cgroup else None
     clone = plan.find(p.Clone)
     own_ipc = bool(clone) and "ipc" in clone[0].namespaces
     lines = ["memory:"]
@@ -76,6 +74,27 @@ def describe_memory(plan: p.Plan) -> list[str]:
         lines.append(f"  the whole sandbox: limits.memory {_size(memory)} (cgroup memory.max: "
                      "private, shared, tmpfs, page cache and kernel memory alike); the "
                      "bounds below apply inside it")
+    #: the worst case of each mechanism that has no bound of its own
+    worst: list[str] = []
+    _describe_processes(plan, lines, worst)
+    _describe_shared(plan, own_ipc, lines, worst)
+    _describe_tmpfs(plan, lines, worst)
+    lines.append("  not counted by any rlimit: kernel memory (pipe and socket buffers, "
+                 + (f"SysV message queues up to {_size(MSG_BYTES)}, " if own_ipc else
+                    "SysV message queues, ")
+                 + "page tables); only a cgroup (limits.memory) counts it")
+    if memory:
+        lines.append(f"  worst case: {_size(memory)} (limits.memory)")
+    else:
+        lines.append("  worst case: " + " + ".join(worst) + ", plus kernel memory")
+    return lines
+
+
+def _describe_processes(plan: p.Plan, lines: list[str], worst: list[str]) -> None:
+    """Memory per process (RLIMIT_DATA, RLIMIT_AS) times the number of processes."""
+    limits = {r.resource: r.value for r in plan.find(p.Rlimit)}
+    cgroup = plan.find(p.Cgroup)
+    pids = cgroup[0].pids if cgroup else None
     data, space = limits.get("data"), limits.get("address_space")
     nproc = limits.get("nproc")
     procs = min(x for x in (nproc, pids) if x) if (nproc or pids) else None
@@ -90,7 +109,6 @@ def describe_memory(plan: p.Plan) -> list[str]:
                      "mappings): not bounded (no limits.address_space; limits.data counts "
                      "private memory only)")
     per_process = space or data
-    worst: list[str] = []
     if procs and per_process:
         lines.append(f"  processes: {procs} (RLIMIT_NPROC or cgroup pids.max), so mappings "
                      f"in all up to {procs} x {_size(per_process)} = "
@@ -100,6 +118,10 @@ def describe_memory(plan: p.Plan) -> list[str]:
         lines.append("  processes: not bounded (no limits.nproc or limits.pids), nor the "
                      "memory of all of them")
         worst.append("unbounded")
+
+
+def _describe_shared(plan: p.Plan, own_ipc: bool, lines: list[str], worst: list[str]) -> None:
+    """memfd and SysV shared memory: what the seccomp rules and the IPC namespace bound."""
     memfd, shm = _seccomp_rules(plan)
     if memfd:
         lines.append("  memfd: memfd_create refused (ENOSYS; programs fall back to /dev/shm)")
@@ -118,6 +140,10 @@ def describe_memory(plan: p.Plan) -> list[str]:
         lines.append(f"  SysV shared memory: segments of any size in {where}, detached "
                      "ones counted by no rlimit")
         worst.append("unbounded SysV")
+
+
+def _describe_tmpfs(plan: p.Plan, lines: list[str], worst: list[str]) -> None:
+    """The tmpfs mounts (root, /dev, overlays included) and their sizes."""
     tmpfs = [(r.path or "/", r.size) for r in plan.find(p.NewRoot) if r.kind == "tmpfs"]
     tmpfs += [(m.dst, m.size) for m in plan.find(p.MountStep) if m.type in _TMPFS_TYPES]
     if tmpfs:
@@ -126,12 +152,3 @@ def describe_memory(plan: p.Plan) -> list[str]:
         lines.append("  tmpfs: " + ", ".join(f"{dst} {_size(size) if size else 'no size'}"
                                              for dst, size in tmpfs) + f": {total} in all")
         worst.append(total)
-    lines.append("  not counted by any rlimit: kernel memory (pipe and socket buffers, "
-                 + (f"SysV message queues up to {_size(MSG_BYTES)}, " if own_ipc else
-                    "SysV message queues, ")
-                 + "page tables); only a cgroup (limits.memory) counts it")
-    if memory:
-        lines.append(f"  worst case: {_size(memory)} (limits.memory)")
-    else:
-        lines.append("  worst case: " + " + ".join(worst) + ", plus kernel memory")
-    return lines
