@@ -158,56 +158,9 @@ def import_args(
         errors.append(Diagnostic(loc, f"syscalls[{n}].args must be an array", ""))
         return [()]
     for m, arg in enumerate(raw):
-        if not isinstance(arg, dict):
-            errors.append(Diagnostic(loc, f"syscalls[{n}].args[{m}] must be an object", ""))
-            continue
-        for key in sorted(set(arg) - ARG_KEYS):
-            warnings.append(DockerWarning(loc, f"syscalls[{n}].args[{m}]: unknown key {key!r}"))
-        index, op = arg.get("index"), arg.get("op")
-        value, two = arg.get("value", 0), arg.get("valueTwo", 0)
-        if not isinstance(index, int) or not 0 <= index <= 5:
-            errors.append(
-                Diagnostic(
-                    loc,
-                    f"syscalls[{n}].args[{m}].index {index!r} out of range",
-                    "syscalls have 6 arguments: index 0 to 5",
-                )
-            )
-            continue
-        if op not in OPS_IN:
-            errors.append(
-                Diagnostic(
-                    loc,
-                    f"syscalls[{n}].args[{m}].op: unknown operator {op!r}",
-                    f"use one of {', '.join(OPS_IN)}",
-                )
-            )
-            continue
-        if not all(isinstance(v, int) and 0 <= v < 1 << 64 for v in (value, two)):
-            errors.append(
-                Diagnostic(
-                    loc,
-                    f"syscalls[{n}].args[{m}]: value {value!r} / valueTwo"
-                    f" {two!r} must be integers from 0 to 2**64-1",
-                    "runc compares unsigned 64-bit values",
-                )
-            )
-            continue
-        ours = OPS_IN[op]
-        if ours == "masked_eq" and value == 0:
-            # libseccomp compares arg & 0 with valueTwo & 0: true for every argument
-            warnings.append(
-                DockerWarning(
-                    loc,
-                    f"syscalls[{n}].args[{m}]: masked_eq with mask (value) 0 always matches;"
-                    " imported as no condition",
-                )
-            )
-            continue
-        if ours == "masked_eq":
-            conds.append(ArgCond(index, ours, two & value, value, loc))
-        else:
-            conds.append(ArgCond(index, ours, value, 0, loc))
+        cond = _import_arg(arg, f"syscalls[{n}].args[{m}]", loc, warnings, errors)
+        if cond is not None:
+            conds.append(cond)
     indexes = [c.index for c in conds]
     if len(set(indexes)) < len(indexes):
         warnings.append(
@@ -220,3 +173,57 @@ def import_args(
         )
         return [(c,) for c in conds]
     return [tuple(conds)]
+
+
+def _import_arg(
+    arg: Any, where: str, loc: Loc, warnings: list[DockerWarning], errors: list[Diagnostic]
+) -> ArgCond | None:
+    """One Docker argument condition (``where`` names it in messages); None when it is
+    an error or matches every argument."""
+    if not isinstance(arg, dict):
+        errors.append(Diagnostic(loc, f"{where} must be an object", ""))
+        return None
+    for key in sorted(set(arg) - ARG_KEYS):
+        warnings.append(DockerWarning(loc, f"{where}: unknown key {key!r}"))
+    index, op = arg.get("index"), arg.get("op")
+    value, two = arg.get("value", 0), arg.get("valueTwo", 0)
+    if not isinstance(index, int) or not 0 <= index <= 5:
+        errors.append(
+            Diagnostic(
+                loc,
+                f"{where}.index {index!r} out of range",
+                "syscalls have 6 arguments: index 0 to 5",
+            )
+        )
+        return None
+    if op not in OPS_IN:
+        errors.append(
+            Diagnostic(
+                loc,
+                f"{where}.op: unknown operator {op!r}",
+                f"use one of {', '.join(OPS_IN)}",
+            )
+        )
+        return None
+    if not all(isinstance(v, int) and 0 <= v < 1 << 64 for v in (value, two)):
+        errors.append(
+            Diagnostic(
+                loc,
+                f"{where}: value {value!r} / valueTwo {two!r} must be integers from 0 to 2**64-1",
+                "runc compares unsigned 64-bit values",
+            )
+        )
+        return None
+    ours = OPS_IN[op]
+    if ours == "masked_eq" and value == 0:
+        # libseccomp compares arg & 0 with valueTwo & 0: true for every argument
+        warnings.append(
+            DockerWarning(
+                loc,
+                f"{where}: masked_eq with mask (value) 0 always matches; imported as no condition",
+            )
+        )
+        return None
+    if ours == "masked_eq":
+        return ArgCond(index, ours, two & value, value, loc)
+    return ArgCond(index, ours, value, 0, loc)
