@@ -86,24 +86,10 @@ def run(program: bytes | tuple[Insn, ...], data: bytes) -> int:
         pc += 1
         code, k = ins.code, ins.k
         cls = code & 0x07
-        if cls == 0x00 or cls == 0x01:  # LD / LDX
-            mode, size = code & 0xE0, code & 0x18
-            if mode == 0x20:  # ABS: seccomp only allows aligned 32-bit loads of the data
-                if size != 0x00 or k % 4 or k + 4 > SECCOMP_DATA_SIZE:
-                    raise BpfError(f"bad load at {pc - 1}: code {code:#x} k {k}")
-                val = int.from_bytes(data[k : k + 4], "little")
-            elif mode == 0x00:  # IMM
-                val = k
-            elif mode == 0x60:  # MEM
-                val = mem[_slot(k)]
-            elif mode == 0x80:  # LEN
-                val = SECCOMP_DATA_SIZE
-            else:
-                raise BpfError(f"load mode {mode:#x} not allowed in seccomp at {pc - 1}")
-            if cls == 0x00:
-                a = val
-            else:
-                x = val
+        if cls == 0x00:  # LD
+            a = _load(code, k, data, mem, pc - 1)
+        elif cls == 0x01:  # LDX
+            x = _load(code, k, data, mem, pc - 1)
         elif cls == 0x02:  # ST
             mem[_slot(k)] = a
         elif cls == 0x03:  # STX
@@ -112,22 +98,7 @@ def run(program: bytes | tuple[Insn, ...], data: bytes) -> int:
             src = x if code & 0x08 else k
             a = _alu(code & 0xF0, a, src) & _M32
         elif cls == 0x05:  # JMP
-            op = code & 0xF0
-            if op == 0x00:  # JA
-                pc += k
-                continue
-            src = x if code & 0x08 else k
-            if op == 0x10:
-                cond = a == src
-            elif op == 0x20:
-                cond = a > src
-            elif op == 0x30:
-                cond = a >= src
-            elif op == 0x40:
-                cond = bool(a & src)
-            else:
-                raise BpfError(f"bad jump {code:#x} at {pc - 1}")
-            pc += ins.jt if cond else ins.jf
+            pc += _jump(ins, a, x, pc - 1)
         elif cls == 0x06:  # RET
             rval = code & 0x18
             if rval == 0x00:
@@ -140,6 +111,42 @@ def run(program: bytes | tuple[Insn, ...], data: bytes) -> int:
                 x = a
             else:  # TXA
                 a = x
+
+
+def _load(code: int, k: int, data: bytes, mem: list[int], at: int) -> int:
+    """The value an LD or LDX instruction (at index ``at``) loads."""
+    mode, size = code & 0xE0, code & 0x18
+    if mode == 0x20:  # ABS: seccomp only allows aligned 32-bit loads of the data
+        if size != 0x00 or k % 4 or k + 4 > SECCOMP_DATA_SIZE:
+            raise BpfError(f"bad load at {at}: code {code:#x} k {k}")
+        return int.from_bytes(data[k : k + 4], "little")
+    if mode == 0x00:  # IMM
+        return k
+    if mode == 0x60:  # MEM
+        return mem[_slot(k)]
+    if mode == 0x80:  # LEN
+        return SECCOMP_DATA_SIZE
+    raise BpfError(f"load mode {mode:#x} not allowed in seccomp at {at}")
+
+
+def _jump(ins: Insn, a: int, x: int, at: int) -> int:
+    """How many instructions a JMP (at index ``at``) skips."""
+    code, k = ins.code, ins.k
+    op = code & 0xF0
+    if op == 0x00:  # JA
+        return k
+    src = x if code & 0x08 else k
+    if op == 0x10:
+        cond = a == src
+    elif op == 0x20:
+        cond = a > src
+    elif op == 0x30:
+        cond = a >= src
+    elif op == 0x40:
+        cond = bool(a & src)
+    else:
+        raise BpfError(f"bad jump {code:#x} at {at}")
+    return ins.jt if cond else ins.jf
 
 
 def _slot(k: int) -> int:
