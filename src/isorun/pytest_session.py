@@ -409,6 +409,8 @@ def _host_modules_warning(config: pytest.Config, args: list[str]) -> str:
 
 def reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
     """Run this session again inside the sandbox; ``args``: pytest's, addopts included."""
+    from isorun.errors import IsorunError
+
     rootdir = str(config.rootpath)
     caching = config.pluginmanager.has_plugin("cacheprovider")
     cache_ini = str(config.getini("cache_dir")) if caching else ".pytest_cache"
@@ -423,37 +425,15 @@ def reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
     warning = _host_modules_warning(config, args)
     if warning:
         sys.stderr.write(warning)
-    from isorun.errors import IsorunError
-
     cwd = str(config.invocation_params.dir)
-    user_args = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split()]
-    chosen = set(report_files(user_args, cwd))
     try:
-        pytest_trust.check_profile_file("--isorun", profile, base)
-        loosenings = project_loosenings(config, profile, base, cache_ini)
-        for path in report_files(args, cwd):
-            if path not in chosen:  # the project's addopts named it
-                found = pytest_trust.path_loosening(
-                    "--junitxml", path, rootdir, "addopts", {sys.prefix, sys.base_prefix}
-                )
-                if found:
-                    loosenings.append(found)
-        header = pytest_trust.enforce(
-            loosenings, pytest_trust.trusted(config.invocation_params.args, os.environ)
-        )
+        header = _judge_session(config, profile, base, cache_ini, args)
     except IsorunError as err:
         sys.stderr.write(err.render() + "\n")
         return err.exit_code
     for line in header:
         sys.stdout.write(line + "\n")
-    argv = [sys.executable, "-m", "pytest", *strip_isorun(config.invocation_params.args)]
-    if caching:
-        sandbox_owns(cache_dir)
-    if caching and not writable_by_sandbox(cache_dir):
-        # Running as root: the sandbox is uid 65534 and host root is never mapped in, so
-        # a root-owned .pytest_cache is read-only to it. A private cache keeps pytest
-        # quiet; --lf/--ff then see only this run (docs/testing.md, "Running as root").
-        argv[3:3] = ["-o", "cache_dir=/tmp/.pytest_cache"]
+    argv = _inner_argv(config, cache_dir if caching else None)
     if "hypothesis" in sys.modules or "_hypothesis_pytestplugin" in sys.modules:
         # Hypothesis writes its example database in the working directory.
         sandbox_owns(os.path.join(cwd, ".hypothesis"))
@@ -475,6 +455,44 @@ def reexec(config: pytest.Config, profile: str, args: list[str]) -> int:
     # chdir: ${CWD} in the profile is where pytest was invoked.
     os.chdir(config.invocation_params.dir)
     return launch_session(argv, text, reports, coverage)
+
+
+def _judge_session(
+    config: pytest.Config, profile: str, base: str, cache_ini: str, args: list[str]
+) -> list[str]:
+    """Judge the profile file and every way the project loosens the sandbox
+    (isorun.pytest_trust); returns the header to print, or raises the refusal."""
+    rootdir = str(config.rootpath)
+    cwd = str(config.invocation_params.dir)
+    user_args = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split()]
+    chosen = set(report_files(user_args, cwd))
+    pytest_trust.check_profile_file("--isorun", profile, base)
+    loosenings = project_loosenings(config, profile, base, cache_ini)
+    for path in report_files(args, cwd):
+        if path not in chosen:  # the project's addopts named it
+            found = pytest_trust.path_loosening(
+                "--junitxml", path, rootdir, "addopts", {sys.prefix, sys.base_prefix}
+            )
+            if found:
+                loosenings.append(found)
+    return pytest_trust.enforce(
+        loosenings, pytest_trust.trusted(config.invocation_params.args, os.environ)
+    )
+
+
+def _inner_argv(config: pytest.Config, cache_dir: str | None) -> list[str]:
+    """The inner pytest's command line; ``cache_dir`` (None: no cacheprovider) is made
+    the sandbox's, or replaced by a private one where the sandbox cannot write it."""
+    argv = [sys.executable, "-m", "pytest", *strip_isorun(config.invocation_params.args)]
+    if cache_dir is not None:
+        sandbox_owns(cache_dir)
+        if not writable_by_sandbox(cache_dir):
+            # Running as root: the sandbox is uid 65534 and host root is never mapped in,
+            # so a root-owned .pytest_cache is read-only to it. A private cache keeps
+            # pytest quiet; --lf/--ff then see only this run (docs/testing.md, "Running
+            # as root").
+            argv[3:3] = ["-o", "cache_dir=/tmp/.pytest_cache"]
+    return argv
 
 
 def launch_session(
