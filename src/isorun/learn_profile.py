@@ -151,7 +151,7 @@ def _base_ref(base: str, out_path: str | None) -> str:
 def render_profile(obs: Observation, *, out_path: str | None = None,
                    grant_fs: bool = False) -> tuple[str, Learned]:
     """The learned profile as TOML text, and what went into it."""
-    from isorun import __version__, api
+    from isorun import api
     from isorun.compile.docker_toml import render_toml
 
     if obs.mode == "check":
@@ -164,29 +164,8 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
         # refuses only.
         obs = dataclasses.replace(obs, calls=tuple(r.call for r in refusals(obs)))
     learned = learned_rules(obs, policy)
-    counts = Counter[str]()
-    for c in obs.calls:
-        counts[c.name] += c.count
-    header = [f"Learned by `isorun learn` (isorun {__version__}), mode {obs.mode}, base"
-              f" {obs.base}, from {len(obs.commands)} run(s):"]
-    # A newline inside an argument would end the comment: show it escaped.
-    header += [f"  {shlex.join(cmd)}".replace("\n", "\\n") for cmd in obs.commands]
-    n_allowed = len(learned.allow) + len({r.syscalls[0] for r in learned.rules})
-    if obs.mode == "learn":
-        header.append(f"{n_allowed} syscalls allowed ({len(learned.rules)} rules with argument"
-                      f" conditions); Docker's default allows {docker_default_count()}.")
-    else:
-        header.append(f"{n_allowed} syscalls added to what {obs.base} allows.")
-    header.append(f"{obs.total} calls observed. Counts: " + ", ".join(
-        f"{n} {v}" for n, v in counts.most_common()))
-    header += [f"not granted: {n}" for n in learned.notes]
     outside = outside_mounts(obs, plan)
-    if outside:
-        verb = "granted read-only (--grant-fs)" if grant_fs else "suggestion, not granted"
-        header.append(f"paths opened outside the mounts ({verb}): " + " ".join(outside))
-    if obs.addresses:
-        header.append("addresses used (suggestion, not granted): " + ", ".join(
-            f"{s} {a}" for s, a, _n in obs.addresses))
+    header = _profile_header(obs, learned, outside, grant_fs)
     lines = [f"# {line}" for h in header for line in h.splitlines()]
     lines.append(MARKER + to_json(obs))
     lines.append(f"extends = [{json.dumps(_base_ref(obs.base, out_path))}]")
@@ -209,6 +188,36 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
     lines.append("")
     lines.append(render_toml(seccomp).rstrip("\n"))
     return "\n".join(lines) + "\n", learned
+
+
+def _profile_header(obs: Observation, learned: Learned, outside: tuple[str, ...],
+                    grant_fs: bool) -> list[str]:
+    """The learned profile's comment: the runs, what was allowed, counted and left out."""
+    from isorun import __version__
+
+    counts = Counter[str]()
+    for c in obs.calls:
+        counts[c.name] += c.count
+    header = [f"Learned by `isorun learn` (isorun {__version__}), mode {obs.mode}, base"
+              f" {obs.base}, from {len(obs.commands)} run(s):"]
+    # A newline inside an argument would end the comment: show it escaped.
+    header += [f"  {shlex.join(cmd)}".replace("\n", "\\n") for cmd in obs.commands]
+    n_allowed = len(learned.allow) + len({r.syscalls[0] for r in learned.rules})
+    if obs.mode == "learn":
+        header.append(f"{n_allowed} syscalls allowed ({len(learned.rules)} rules with argument"
+                      f" conditions); Docker's default allows {docker_default_count()}.")
+    else:
+        header.append(f"{n_allowed} syscalls added to what {obs.base} allows.")
+    header.append(f"{obs.total} calls observed. Counts: " + ", ".join(
+        f"{n} {v}" for n, v in counts.most_common()))
+    header += [f"not granted: {n}" for n in learned.notes]
+    if outside:
+        verb = "granted read-only (--grant-fs)" if grant_fs else "suggestion, not granted"
+        header.append(f"paths opened outside the mounts ({verb}): " + " ".join(outside))
+    if obs.addresses:
+        header.append("addresses used (suggestion, not granted): " + ", ".join(
+            f"{s} {a}" for s, a, _n in obs.addresses))
+    return header
 
 
 def runtime_syscalls(names: tuple[str, ...]) -> tuple[str, ...]:
