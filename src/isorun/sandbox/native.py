@@ -131,73 +131,86 @@ def build_spec(plan: p.Plan, argv: list[str], caller_env: Mapping[str, str],
                                  "root": b"", "loopback_up": False, "new_session": False,
                                  "die_with_parent": False, "no_new_privs": False,
                                  "init": False}
-    mounts: list[ShimMount] = []
-    rlimits: list[Rlimit] = []
+    for step in plan.steps:
+        _spec_fields(step, fields, caller_env, seccomp_bpf)
     step_index: dict[str, int] = {}
-    for index, step in enumerate(plan.steps):
-        match step:
-            case p.Clone():
-                flags = 0
-                for name in step.namespaces:
-                    flags |= CLONE_FLAGS[name]
-                fields["clone_flags"] = flags
-                fields["init"] = "pid" in step.namespaces
-            case p.MapIds():
-                fields["uid_map"] = f"{step.uid} {step.host_uid} 1\n".encode()
-                fields["gid_map"] = f"{step.gid} {step.host_gid} 1\n".encode()
-                fields["uid"], fields["gid"] = step.uid, step.gid
-            case p.Cgroup() | p.WallTime():
-                pass  # parent-side: handled by the runner around spawn
-            case p.NewRoot():
-                fields["root"] = b"tmpfs" if step.kind == "tmpfs" else os.fsencode(step.path)
-                if step.kind == "tmpfs":
-                    # The root's own tmpfs, with its size: the shim mounts a TMPFS at "/"
-                    # that comes first as the root instead of an unsized one (mount.c).
-                    data = "mode=755" + _tmpfs_limits(step.size, step.inodes)
-                    mounts.append(ShimMount(MountKind.TMPFS, b"/", b"", MS_NOSUID | MS_NODEV,
-                                            data.encode(), 0o755, step=index))
-            case p.MountStep():
-                mounts.append(_mount(index, step))
-            case p.ReadOnlyRoot():
-                mounts.append(ShimMount(MountKind.REMOUNT_RO, b"/", step=index))
-            case p.PivotRoot():
-                pass  # implied by a root: the shim always pivots after the mounts
-            case p.Hostname():
-                fields["hostname"] = step.name.encode()
-            case p.Loopback():
-                fields["loopback_up"] = True
-            case p.Rlimit():
-                rlimits.append(Rlimit(RLIMIT_NUMBERS[step.resource], step.value, step.value,
-                                      index))
-            case p.Chdir():
-                fields["cwd"] = os.fsencode(step.path)
-            case p.NewSession():
-                fields["new_session"] = True
-            case p.DieWithParent():
-                fields["die_with_parent"] = True
-            case p.CloseFds():
-                fields["keep_fds"] = step.keep
-            case p.Environment():
-                fields["env"] = build_environment(step, caller_env)
-            case p.DropCaps():
-                fields["caps_keep"] = tuple(CAPABILITIES.index(c) for c in step.keep)
-            case p.NoNewPrivs():
-                fields["no_new_privs"] = True
-            case p.Landlock():
-                fields.update(landlock_fields(step))
-            case p.LoadSeccomp():
-                fields["seccomp_bpf"] = seccomp_bpf
-                # The hardening rules refuse TIOCSTI and TIOCLINUX, the reason for a new
-                # session; with them the sandbox may stay in a terminal's session as its
-                # foreground job (spec.terminal_job), and a shell works as one.
-                fields["terminal_job"] = bool(seccomp_bpf) and step.policy.hardening
-            case p.Exec():
-                pass
-            case _:
-                assert_never(step)
     for name, kind in SHIM_STEPS.items():
         found = plan.find(kind)
         if found:
             step_index[name] = plan.steps.index(found[0])
-    return ShimSpec(mounts=tuple(mounts), rlimits=tuple(rlimits), step_index=step_index,
+    rlimits = tuple(Rlimit(RLIMIT_NUMBERS[step.resource], step.value, step.value, index)
+                    for index, step in enumerate(plan.steps) if isinstance(step, p.Rlimit))
+    return ShimSpec(mounts=_spec_mounts(plan), rlimits=rlimits, step_index=step_index,
                     **fields)  # type: ignore[arg-type]
+
+
+def _spec_mounts(plan: p.Plan) -> tuple[ShimMount, ...]:
+    """The shim's mounts, in the plan's order, each with its step's index."""
+    mounts: list[ShimMount] = []
+    for index, step in enumerate(plan.steps):
+        match step:
+            case p.NewRoot() if step.kind == "tmpfs":
+                # The root's own tmpfs, with its size: the shim mounts a TMPFS at "/"
+                # that comes first as the root instead of an unsized one (mount.c).
+                data = "mode=755" + _tmpfs_limits(step.size, step.inodes)
+                mounts.append(ShimMount(MountKind.TMPFS, b"/", b"", MS_NOSUID | MS_NODEV,
+                                        data.encode(), 0o755, step=index))
+            case p.MountStep():
+                mounts.append(_mount(index, step))
+            case p.ReadOnlyRoot():
+                mounts.append(ShimMount(MountKind.REMOUNT_RO, b"/", step=index))
+    return tuple(mounts)
+
+
+def _spec_fields(step: p.Step, fields: dict[str, object], caller_env: Mapping[str, str],
+                 seccomp_bpf: bytes) -> None:
+    """The spec's fields ``step`` sets (its mounts and rlimits: :func:`build_spec`)."""
+    match step:
+        case p.Clone():
+            flags = 0
+            for name in step.namespaces:
+                flags |= CLONE_FLAGS[name]
+            fields["clone_flags"] = flags
+            fields["init"] = "pid" in step.namespaces
+        case p.MapIds():
+            fields["uid_map"] = f"{step.uid} {step.host_uid} 1\n".encode()
+            fields["gid_map"] = f"{step.gid} {step.host_gid} 1\n".encode()
+            fields["uid"], fields["gid"] = step.uid, step.gid
+        case p.NewRoot():
+            fields["root"] = b"tmpfs" if step.kind == "tmpfs" else os.fsencode(step.path)
+        case p.Hostname():
+            fields["hostname"] = step.name.encode()
+        case p.Loopback():
+            fields["loopback_up"] = True
+        case p.Chdir():
+            fields["cwd"] = os.fsencode(step.path)
+        case p.NewSession():
+            fields["new_session"] = True
+        case p.DieWithParent():
+            fields["die_with_parent"] = True
+        case p.CloseFds():
+            fields["keep_fds"] = step.keep
+        case p.Environment():
+            fields["env"] = build_environment(step, caller_env)
+        case p.DropCaps():
+            fields["caps_keep"] = tuple(CAPABILITIES.index(c) for c in step.keep)
+        case p.NoNewPrivs():
+            fields["no_new_privs"] = True
+        case p.Landlock():
+            fields.update(landlock_fields(step))
+        case p.LoadSeccomp():
+            fields["seccomp_bpf"] = seccomp_bpf
+            # The hardening rules refuse TIOCSTI and TIOCLINUX, the reason for a new
+            # session; with them the sandbox may stay in a terminal's session as its
+            # foreground job (spec.terminal_job), and a shell works as one.
+            fields["terminal_job"] = bool(seccomp_bpf) and step.policy.hardening
+        case p.MountStep() | p.ReadOnlyRoot() | p.Rlimit():
+            pass  # mounts and rlimits: lists of their own (build_spec)
+        case p.Cgroup() | p.WallTime():
+            pass  # parent-side: handled by the runner around spawn
+        case p.PivotRoot():
+            pass  # implied by a root: the shim always pivots after the mounts
+        case p.Exec():
+            pass
+        case _:
+            assert_never(step)
