@@ -183,11 +183,7 @@ def _bwrap_step(out: _Bwrap, step: p.Step) -> None:
         case p.Clone():
             _bwrap_clone(out, step)
         case p.MapIds():
-            # bwrap writes a one-line map "uid <its real uid> 1" (user_namespaces(7)),
-            # so the host side is whoever runs bwrap: the runner spawns it as host_uid.
-            if out.userns:
-                out.args += ["--uid", str(step.uid), "--gid", str(step.gid)]
-            out.user = (step.host_uid, step.host_gid)
+            _bwrap_ids(out, step)
         case p.Cgroup():
             out.lose(step, step.describe(), "bwrap cannot put the sandbox in a cgroup")
         case p.NewRoot():
@@ -217,10 +213,7 @@ def _bwrap_step(out: _Bwrap, step: p.Step) -> None:
         case p.CloseFds():
             out.keep = step.keep
         case p.Environment():
-            out.args.append("--clearenv")
-            for entry in build_environment(step, out.env):
-                name, _, value = os.fsdecode(entry).partition("=")
-                out.args += ["--setenv", name, value]
+            _bwrap_environment(out, step)
         case p.DropCaps():
             # Explicit, whatever the sandbox uid: without --cap-drop bwrap leaves the
             # bounding set full for a non-zero uid and every capability for uid 0.
@@ -253,6 +246,21 @@ def _bwrap_clone(out: _Bwrap, step: p.Clone) -> None:
             out.lose(step, "time namespace", "bwrap has no option for a time "
                      "namespace")
         # "mount": bwrap always makes a mount namespace; nothing to ask for.
+
+
+def _bwrap_ids(out: _Bwrap, step: p.MapIds) -> None:
+    # bwrap writes a one-line map "uid <its real uid> 1" (user_namespaces(7)),
+    # so the host side is whoever runs bwrap: the runner spawns it as host_uid.
+    if out.userns:
+        out.args += ["--uid", str(step.uid), "--gid", str(step.gid)]
+    out.user = (step.host_uid, step.host_gid)
+
+
+def _bwrap_environment(out: _Bwrap, step: p.Environment) -> None:
+    out.args.append("--clearenv")
+    for entry in build_environment(step, out.env):
+        name, _, value = os.fsdecode(entry).partition("=")
+        out.args += ["--setenv", name, value]
 
 
 def _bwrap_new_root(out: _Bwrap, step: p.NewRoot) -> None:

@@ -127,13 +127,7 @@ def _firejail_step(out: _Firejail, step: p.Step) -> None:
         case p.Clone():
             _firejail_clone(out, step)
         case p.MapIds():
-            if (step.uid, step.gid) != (step.host_uid, step.host_gid):
-                out.lose(step, step.describe(), "firejail --noroot maps only the caller's "
-                         "own uid and gid to themselves")
-            if step.host_uid == 0:
-                out.lose(step, step.describe(), "firejail refuses --noroot (the user "
-                         "namespace) for a sandbox started as root")
-            out.user = (step.host_uid, step.host_gid)
+            _firejail_ids(out, step)
         case p.Cgroup():
             out.lose(step, step.describe(), "firejail cannot put the sandbox in a cgroup")
         case p.NewRoot():
@@ -175,13 +169,7 @@ def _firejail_step(out: _Firejail, step: p.Step) -> None:
         case p.Landlock():
             _firejail_landlock(out, step)
         case p.LoadSeccomp():
-            if out.seccomp_fd is None:
-                raise InternalError("firejail: the plan loads seccomp but no "
-                                    "descriptor holds the program")
-            out.stage += ["--seccomp-fd", str(out.seccomp_fd)]
-            if out.report_fds is not None:
-                out.stage += ["--report-fd", str(out.report_fds[0]),
-                              "--report-bpf-fd", str(out.report_fds[1])]
+            _firejail_seccomp(out)
         case p.WallTime() | p.Loopback() | p.Exec():
             # Nothing to ask firejail for. WallTime: the isorun parent kills the sandbox
             # (sandbox/backends.py). Loopback: --net=none brings lo up in the new network
@@ -207,6 +195,26 @@ def _firejail_clone(out: _Firejail, step: p.Clone) -> None:
         elif name in ("cgroup", "time"):
             out.lose(step, f"{name} namespace",
                      f"firejail has no option for a {name} namespace")
+
+
+def _firejail_ids(out: _Firejail, step: p.MapIds) -> None:
+    if (step.uid, step.gid) != (step.host_uid, step.host_gid):
+        out.lose(step, step.describe(), "firejail --noroot maps only the caller's "
+                 "own uid and gid to themselves")
+    if step.host_uid == 0:
+        out.lose(step, step.describe(), "firejail refuses --noroot (the user "
+                 "namespace) for a sandbox started as root")
+    out.user = (step.host_uid, step.host_gid)
+
+
+def _firejail_seccomp(out: _Firejail) -> None:
+    if out.seccomp_fd is None:
+        raise InternalError("firejail: the plan loads seccomp but no "
+                            "descriptor holds the program")
+    out.stage += ["--seccomp-fd", str(out.seccomp_fd)]
+    if out.report_fds is not None:
+        out.stage += ["--report-fd", str(out.report_fds[0]),
+                      "--report-bpf-fd", str(out.report_fds[1])]
 
 
 def _firejail_mount(out: _Firejail, step: p.MountStep) -> None:
