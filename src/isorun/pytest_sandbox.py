@@ -235,8 +235,6 @@ def _fork_child(
     """Build the test's launch record and fork (clone3 into the namespaces when
     ``one_fork``). The child runs :func:`_child` and never returns here. Returns (pid,
     clone3's refusal, record); pid -1: no child, and every pipe is closed."""
-    from isorun.sandbox import pyfork
-
     p = pipes
     ours = [
         fd
@@ -252,10 +250,7 @@ def _fork_child(
         record = pytest_plan.resolve_mounts(record, opened)
         c_spec = _struct(session, shim, record, (p.go_r, p.go_w), (p.err_w, p.err_r), p.result_w)
         env = _child_env(session.env, session_env)
-        if "hypothesis" in sys.modules:
-            from isorun.pytest_session import hypothesis_environment
-
-            env.update(hypothesis_environment(policy.cwd or os.getcwd()))
+        _add_hypothesis_env(env, policy)
         # Looked up here: cffi builds a function's wrapper on first access, and in the
         # child that work would be redone (and its pages copied) for every test.
         steps = (shim.lib.isorun_apply_namespaces, shim.lib.isorun_apply)
@@ -267,15 +262,7 @@ def _fork_child(
         # handler that raised there (KeyboardInterrupt) would carry the child on as a
         # second pytest; the parent's mask comes back right after the fork.
         mask = old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        if one_fork:
-            try:
-                pid = pyfork.fork(record["clone_flags"])
-            except pyfork.Unsupported as err:
-                _ONE_FORK_OFF.append(str(err))
-            except OSError as err:
-                refused = err
-        else:
-            pid = os.fork()
+        pid, refused = _fork(record, one_fork)
         if pid == 0:
             _child(
                 policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask, (libc, block)
@@ -289,6 +276,29 @@ def _fork_child(
             for fd in ours:
                 os.close(fd)
     return pid, refused, record
+
+
+def _add_hypothesis_env(env: dict[str, str], policy: Policy) -> None:
+    if "hypothesis" in sys.modules:
+        from isorun.pytest_session import hypothesis_environment
+
+        env.update(hypothesis_environment(policy.cwd or os.getcwd()))
+
+
+def _fork(record: dict[str, Any], one_fork: bool) -> tuple[int, OSError | None]:
+    """(pid, clone3's refusal): clone3 straight into the namespaces when ``one_fork``
+    (pid -1 when it cannot, and the session forks twice from then on), else os.fork."""
+    from isorun.sandbox import pyfork
+
+    if not one_fork:
+        return os.fork(), None
+    try:
+        return pyfork.fork(record["clone_flags"]), None
+    except pyfork.Unsupported as err:
+        _ONE_FORK_OFF.append(str(err))
+    except OSError as err:
+        return -1, err
+    return -1, None
 
 
 def _release_child(
