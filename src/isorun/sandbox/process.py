@@ -355,18 +355,23 @@ def spawn(
         started = None
         return proc
     except BaseException:
-        # spawn_in_parent leaves no process behind when it raises; once it returned, the
-        # sandbox is ours to kill. The cgroup goes last: emptied, then removed.
-        if started is not None:
-            parent.abandon_in_parent(*started, record)
-        if attach is not None and attach.cgroup is not None:
-            attach.cgroup.kill_in_parent()
-            attach.cgroup.remove_in_parent()
+        _undo_spawn(started, record, attach)
         raise
     finally:
         for fd in opened:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _undo_spawn(started: tuple[int, int] | None, record: Record, attach: _Attach | None) -> None:
+    """Leave nothing behind of a spawn that failed half-way."""
+    # spawn_in_parent leaves no process behind when it raises; once it returned, the
+    # sandbox is ours to kill. The cgroup goes last: emptied, then removed.
+    if started is not None:
+        parent.abandon_in_parent(*started, record)
+    if attach is not None and attach.cgroup is not None:
+        attach.cgroup.kill_in_parent()
+        attach.cgroup.remove_in_parent()
 
 
 @dataclass
