@@ -14,7 +14,10 @@ convention), or an entry in tests/unit/size_debt.txt, which only shrinks the sam
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -307,3 +310,174 @@ def test_size_scan_honours_markers_and_only_them(tmp_path: Path) -> None:
     assert "function src/isorun/funcs.py unmarked 61" not in new  # listed, and shorter
     assert grown == ["file src/isorun/late_marker.py 401 (listed 400)"]
     assert gone == ["function src/isorun/funcs.py gone_now 90"]
+
+
+# Module names in the documentation: a doc that names a module the tree no longer has
+# sends its reader to nothing. Two forms are checked, wherever they appear in a doc:
+# dotted names (``isorun.cache.store``, ``isorun.api.Popen``) and paths under the package
+# with or without ``src/isorun/`` (``sandbox/parent.py``, ``cache/entry``,
+# ``sandbox/native.build_spec``, ``shim/stage/``): each must be a module, file or folder
+# of src/isorun, followed at most by a name the module defines at its top level.
+DOCS = (*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md")
+#: the working plan of issue 19 names the old tree and the new one; it goes when it ends
+UNCHECKED_DOCS = ("architecture-plan.md",)
+#: modules and folders docs/architecture.md names that the branches of issue 19 create.
+#: Accepted while absent; once one exists it must leave this set (the test says so), so
+#: after the merge the set empties and every name is checked against the tree.
+PLANNED = frozenset({
+    "cache/entry", "cache/files", "cache/index", "cache/memo", "cache/record",
+    "cache/store", "cli/launch", "compile/answers", "compile/environment",
+    "compile/pipeline", "compile/render", "compile/render/bwrap",
+    "compile/render/docker_rules", "compile/render/firejail", "kernel/abi",
+    "profile/seccomp_rules", "sandbox/record", "shim/abi", "shim/child",
+    "shim/child/exec.c", "shim/launcher", "shim/launcher/frontend.c",
+    "shim/launcher/index.c", "shim/stage", "shim/stage/seccomp_exec.c", "testing/plugin",
+    "testing/trust",
+})
+_FOLDERS = "profile|compile|sandbox|host|shim|cache|cli|testing|learn|kernel"
+_PATH_REF = re.compile(rf"(?<![\w/.$-])(?:src/isorun/)?((?:{_FOLDERS})/[\w/.]*\w)")
+_DOTTED_REF = re.compile(r"(?<![\w/.])isorun(?:\.\w+)+")
+_SUFFIXES = ("py", "c", "h")
+
+
+@functools.cache
+def _top_level_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    stack: list[ast.stmt] = list(ast.parse(path.read_bytes(), str(path)).body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If | ast.Try):  # definitions under a condition count too
+            stack.extend([*node.body, *node.orelse, *getattr(node, "finalbody", [])])
+            stack.extend(s for h in getattr(node, "handlers", []) for s in h.body)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+@functools.cache
+def _package_names(init: Path) -> set[str]:
+    """What ``isorun.NAME`` may be besides a module: ``__all__`` and the lazy names."""
+    names = _top_level_names(init)
+    for node in ast.walk(ast.parse(init.read_bytes())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+    return names
+
+
+def resolve_doc_ref(ref: str, package: Path, planned: frozenset[str] = PLANNED) -> str | None:
+    """Why ``ref`` (a path under the package, dots for a name in it) names nothing, or
+    None when it names a module, file or folder (and a name the module defines)."""
+    folder, _, last = ref.rpartition("/")
+    stem, *rest = last.split(".")
+    base = f"{folder}/{stem}" if folder else stem
+    if rest and rest[0] in _SUFFIXES and len(rest) == 1:
+        file = f"{base}.{rest[0]}"
+        if (package / file).is_file() or file in planned or base in planned:
+            return None
+        return "no such file"
+    if base in planned:
+        return None
+    if (package / base).is_dir() and not rest:
+        return None
+    module = package / f"{base}.py"
+    if not module.is_file():
+        module = package / base / "__init__.py"
+        if not module.is_file():
+            return "no such module or folder"
+    if rest and rest[0] not in _top_level_names(module):
+        return f"{base} defines no {rest[0]}"
+    return None
+
+
+def doc_refs(text: str) -> list[tuple[int, str]]:
+    """(line, reference as a path under the package) of every module name in ``text``."""
+    found: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        hits = [(m.start(), m.group(1)) for m in _PATH_REF.finditer(line)]
+        hits += [(m.start(), m.group(0)) for m in _DOTTED_REF.finditer(line)]
+        found.extend((number, ref) for _, ref in sorted(hits))
+    return found
+
+
+def resolve_dotted(name: str, package: Path, planned: frozenset[str] = PLANNED) -> str | None:
+    """As :func:`resolve_doc_ref`, for ``isorun.a.b.name``."""
+    parts = name.split(".")[1:]
+    for cut in range(len(parts), 0, -1):
+        base = "/".join(parts[:cut])
+        if base in planned:
+            return None
+        if (package / f"{base}.py").is_file() or (package / base / "__init__.py").is_file():
+            return resolve_doc_ref(".".join([base, *parts[cut:cut + 1]]), package, planned)
+    if parts[0] in _package_names(package / "__init__.py"):
+        return None
+    return "no such module, and not a name of the package"
+
+
+def stale_doc_refs(docs: tuple[Path, ...], package: Path,
+                   planned: frozenset[str] = PLANNED) -> list[str]:
+    out = []
+    for doc in docs:
+        if doc.name in UNCHECKED_DOCS:
+            continue
+        for line, ref in doc_refs(doc.read_text()):
+            why = (resolve_dotted(ref, package, planned) if ref.startswith("isorun.")
+                   else resolve_doc_ref(ref, package, planned))
+            if why is not None:
+                where = doc.relative_to(ROOT if doc.is_relative_to(ROOT) else doc.parents[1])
+                out.append(f"{where}:{line}: {ref}: {why}")
+    return out
+
+
+def test_docs_name_only_modules_that_exist() -> None:
+    stale = stale_doc_refs(DOCS, ROOT / "src" / "isorun")
+    assert not stale, (
+        "docs naming modules, files or names the tree does not have (a module moved or "
+        "was renamed: follow it in the docs too):\n" + "\n".join(f"  {s}" for s in stale)
+    )
+
+
+def test_planned_modules_leave_the_planned_set_once_they_exist() -> None:
+    package = ROOT / "src" / "isorun"
+    here = sorted(p for p in PLANNED
+                  if (package / p).exists() or (package / f"{p}.py").exists())
+    assert not here, (
+        f"these exist now: remove them from PLANNED in {Path(__file__).name}, so the docs "
+        f"are checked against them: {here}"
+    )
+
+
+def test_doc_refs_are_found_and_resolved(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "isorun"
+    _package(tmp_path / "src", {
+        "__init__.py": "__all__ = ['run']\n",
+        "cache/__init__.py": "", "cache/store.py": "def lookup():\n    pass\nX = 1\n",
+        "shim/exec.c": "",
+    })
+    text = (
+        "See `src/isorun/cache/store.py` and cache/store.lookup, shim/exec.c, `shim/`.\n"
+        "Gone: cache/entry, cache/store.missing, sandbox/parent.py; tests/learn/x.py and\n"
+        "/var/cache/isorun are not ours. isorun.cache.store.X, isorun.run, isorun.cli.main\n"
+        "and isorun.cache.gone. Planned: kernel/abi.py, isorun.kernel.abi.NOBODY.\n"
+    )
+    refs = doc_refs(text)
+    assert [r for _, r in refs] == [
+        "cache/store.py", "cache/store.lookup", "shim/exec.c", "cache/entry",
+        "cache/store.missing", "sandbox/parent.py", "isorun.cache.store.X", "isorun.run",
+        "isorun.cli.main", "isorun.cache.gone", "kernel/abi.py", "isorun.kernel.abi.NOBODY",
+    ]
+    planned = frozenset({"kernel/abi"})
+    doc = tmp_path / "docs" / "x.md"
+    doc.parent.mkdir()
+    doc.write_text(text)
+    assert stale_doc_refs((doc,), package, planned) == [
+        "docs/x.md:2: cache/entry: no such module or folder",
+        "docs/x.md:2: cache/store.missing: cache/store defines no missing",
+        "docs/x.md:2: sandbox/parent.py: no such file",
+        "docs/x.md:3: isorun.cli.main: no such module, and not a name of the package",
+        "docs/x.md:4: isorun.cache.gone: cache defines no gone",
+    ]
