@@ -14,9 +14,10 @@ import shlex
 from collections import Counter
 from dataclasses import dataclass
 
-from isorun.compile import argspace, syscalls
+from isorun.compile import argspace
 from isorun.compile.plan import MountStep, Plan
 from isorun.errors import DEFAULT_LOC, UsageError
+from isorun.kernel import syscalls
 from isorun.learn import (
     FAMILIES,
     KEY_ARGS,

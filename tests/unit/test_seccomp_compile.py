@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from isorun.compile import argspace, syscalls
+from isorun.compile import argspace
 from isorun.compile import bpf_verify as V
 from isorun.compile.argspace import Cube, Span
 from isorun.compile.seccomp import (
@@ -16,6 +16,7 @@ from isorun.compile.seccomp import (
     decide,
 )
 from isorun.errors import Loc, ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule
 
 X86_64 = syscalls.table("x86_64")

@@ -24,10 +24,11 @@ import re
 from itertools import product
 from typing import Any
 
-from isorun.compile import argspace, docker_rules, syscalls
+from isorun.compile import argspace, docker_rules
 from isorun.compile.seccomp import Context, target_arches
 from isorun.compile.seccomp_check import check_seccomp
 from isorun.errors import Diagnostic, ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule, When
 
 ACTIONS_OUT = {

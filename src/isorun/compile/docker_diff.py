@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from isorun.compile import syscalls
 from isorun.compile.docker import ACTIONS_IN, OPS_IN, _check
 from isorun.compile.seccomp import DOCKER_ARCH, Context, build_entries, lower, parse_kernel
+from isorun.kernel import syscalls
 from isorun.profile.schema import Seccomp
 
 

@@ -14,7 +14,6 @@ import errno as errno_module
 import json
 from typing import Any
 
-from isorun.compile import syscalls
 from isorun.compile.docker import (
     ACTIONS_IN,
 )
@@ -28,6 +27,7 @@ from isorun.compile.docker_fields import (
 from isorun.compile.docker_toml import render_toml
 from isorun.compile.engines import LIBSECCOMP_254_UNKNOWN, runc_stub
 from isorun.errors import Diagnostic, Loc, ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, Seccomp, SeccompRule
 
 TOP_KEYS = {

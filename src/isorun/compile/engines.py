@@ -13,10 +13,10 @@ import os
 import tomllib
 from typing import Any
 
-from isorun.compile import syscalls
 from isorun.compile.docker import ACTIONS_OUT
 from isorun.compile.seccomp import build_entries
 from isorun.errors import UsageError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Seccomp
 
 

@@ -29,9 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from isorun.compile import argspace, syscalls
+from isorun.compile import argspace
 from isorun.compile.argspace import Region
 from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, Seccomp, SeccompRule, When
 
 LAYOUTS = ("tree", "linear")

@@ -5,9 +5,10 @@ the filter from a policy that passed.
 
 from __future__ import annotations
 
-from isorun.compile import argspace, syscalls
+from isorun.compile import argspace
 from isorun.compile.seccomp import HARDENING_DENY
 from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, close_matches
+from isorun.kernel import syscalls
 from isorun.profile.schema import ACTIONS, ARCH_NAMES, OPERATORS, Action, Seccomp
 
 MAX_ERRNO = 4095  # the kernel's MAX_ERRNO: larger SECCOMP_RET_ERRNO data is clamped

@@ -22,6 +22,10 @@ from functools import cache
 from types import MappingProxyType
 from typing import Any
 
+#: the largest syscall argument a filter can compare: ``struct seccomp_data`` hands every
+#: argument over as a ``__u64`` (linux/seccomp.h), whatever its C type in the syscall
+ARG_MAX = 2**64 - 1
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())

@@ -386,7 +386,7 @@ def _validate_mount(mount: schema.Mount, conv: _Converter, path: Path) -> None:
 
 def _validate_seccomp(policy: schema.Seccomp, conv: _Converter) -> None:
     try:
-        from isorun.compile import syscalls
+        from isorun.kernel import syscalls
     except ImportError:  # pragma: no cover - the table ships with the package
         conv.error(("seccomp",), "the syscall table is missing from this installation",
                    "reinstall isorun")
