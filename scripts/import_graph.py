@@ -90,7 +90,6 @@ MOVES: dict[str, str] = {
     "isorun.pytest_sandbox": "isorun.testing.sandbox",
     "isorun.pytest_session": "isorun.testing.session",
     "isorun.pytest_trust": "isorun.testing.trust",
-    "isorun.compile.seccomp_check": "isorun.profile.seccomp_rules",
     "isorun.compile.bwrap": "isorun.compile.render.bwrap",
     "isorun.compile.firejail": "isorun.compile.render.firejail",
     "isorun.compile.docker": "isorun.compile.render.docker",

@@ -51,7 +51,7 @@ def _describe_key(name: str, key: int) -> str:
 
 def _refusers(policy: Seccomp) -> dict[str, str]:
     """Syscalls the base refuses on purpose (deny list, refusing rules, hardening)."""
-    from isorun.compile.seccomp import HARDENING_DENY
+    from isorun.profile.seccomp_rules import HARDENING_DENY
 
     out: dict[str, str] = {}
     if policy.hardening:

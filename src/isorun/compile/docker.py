@@ -26,10 +26,10 @@ from typing import Any
 
 from isorun.compile import argspace, docker_rules
 from isorun.compile.seccomp import Context, target_arches
-from isorun.compile.seccomp_check import check_seccomp
 from isorun.errors import Diagnostic, ProfileError
 from isorun.kernel import syscalls
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule, When
+from isorun.profile.seccomp_rules import check_seccomp
 
 ACTIONS_OUT = {
     "allow": "SCMP_ACT_ALLOW",
