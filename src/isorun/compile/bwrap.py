@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import assert_never
 
 from isorun.compile import plan as p
+from isorun.compile.environment import build_environment
 from isorun.compile.invocation import (
     HELPER,
     NO_USERNS,
@@ -39,7 +40,6 @@ from isorun.compile.invocation import (
     terminal_job_allowed,
 )
 from isorun.errors import InternalError, Lost, Unsupported
-from isorun.sandbox.native import build_environment
 
 BACKEND = "bwrap"
 
