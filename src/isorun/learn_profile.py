@@ -153,7 +153,7 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
                    grant_fs: bool = False) -> tuple[str, Learned]:
     """The learned profile as TOML text, and what went into it."""
     from isorun import __version__, api
-    from isorun.compile.docker_toml import render_toml
+    from isorun.compile.render.docker_toml import render_toml
 
     if obs.mode == "check":
         raise UsageError("a --check run produces a verdict, not a profile")
@@ -229,8 +229,8 @@ def export_docker_json(
     are added (the engine's needs, not the command's); ``("none",)`` adds nothing.
     """
     from isorun import api
-    from isorun.compile.docker import export_docker
     from isorun.compile.engines import with_runtime
+    from isorun.compile.render.docker import export_docker
 
     profile = api.load_profile(toml_path)
     policy = _policy_of(api.compile_plan(profile), profile)

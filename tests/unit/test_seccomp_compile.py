@@ -450,8 +450,8 @@ def test_strict_socket_checks_survive_docker_export_and_import() -> None:
     # @docker-default keeps moby's socket checks; the export writes them as low-32-bit
     # masked_eq conditions, which import back to the same decisions, high bits included
     from isorun import api
-    from isorun.compile import docker as D
-    from isorun.compile import docker_import as DI
+    from isorun.compile.render import docker as D
+    from isorun.compile.render import docker_import as DI
     from isorun.profile.loader import load_layer
 
     policy = api.load_profile("strict").seccomp

@@ -23,7 +23,7 @@ from typing import assert_never
 
 from isorun.compile import plan as p
 from isorun.compile.environment import build_environment
-from isorun.compile.invocation import (
+from isorun.compile.render.invocation import (
     NO_USERNS,
     Expect,
     Identity,
