@@ -91,17 +91,6 @@ MOVES: dict[str, str] = {
     "isorun.pytest_sandbox": "isorun.testing.sandbox",
     "isorun.pytest_session": "isorun.testing.session",
     "isorun.pytest_trust": "isorun.testing.trust",
-    "isorun.compile.syscalls": "isorun.kernel.syscalls",
-    "isorun.compile.seccomp_check": "isorun.profile.seccomp_rules",
-    "isorun.compile.bwrap": "isorun.compile.render.bwrap",
-    "isorun.compile.firejail": "isorun.compile.render.firejail",
-    "isorun.compile.docker": "isorun.compile.render.docker",
-    "isorun.compile.docker_diff": "isorun.compile.render.docker_diff",
-    "isorun.compile.docker_fields": "isorun.compile.render.docker_fields",
-    "isorun.compile.docker_import": "isorun.compile.render.docker_import",
-    "isorun.compile.docker_rules": "isorun.compile.render.docker_rules",
-    "isorun.compile.docker_toml": "isorun.compile.render.docker_toml",
-    "isorun.compile.invocation": "isorun.compile.render.invocation",
 }
 
 #: packages whose ``__init__.py`` may hold no import at all (isorun or not, at any level):

@@ -229,13 +229,13 @@ def _launch(args: list[str], missed: bool = False) -> int:
 def _check_backend(name: str) -> None:
     """A UsageError for a --backend no backend answers to (never the cached path, so the
     import is free)."""
-    from isorun.errors import close_matches
+    from isorun.errors import did_you_mean
     from isorun.sandbox.backends import BACKENDS
 
     known = ("auto", *BACKENDS)
     if name not in known:
-        near = close_matches(name, known)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
+        hint = did_you_mean(name, known)
+        hint = f"; {hint}" if hint else ""
         raise _usage(f"unknown backend {name!r}: use one of {', '.join(known)}{hint}")
 
 

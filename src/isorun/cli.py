@@ -204,8 +204,8 @@ def syscalls(name: str | None) -> None:
     isorun syscalls openat          its groups, and what each built-in profile decides
     """
     from isorun import api
-    from isorun.compile import syscalls as table
     from isorun.errors import Diagnostic, Loc, ProfileError
+    from isorun.kernel import syscalls as table
 
     if name is None:
         for group in table.group_names():

@@ -1,6 +1,6 @@
 """``isorun export|import|diff``: seccomp policies to and from other engines' formats.
 
-Click only: parse arguments, call :mod:`isorun.api` and :mod:`isorun.compile.docker`
+Click only: parse arguments, call :mod:`isorun.api` and :mod:`isorun.compile.render.docker`
 (``docker_import``, ``docker_diff``), write the result. Registered by ``cli.py``
 through :data:`COMMANDS`.
 """
@@ -86,7 +86,7 @@ def export_docker_cmd(
     profile: str, arch: str | None, runtimes: tuple[str, ...], output: str | None
 ) -> None:
     """moby's seccomp JSON (docker run --security-opt seccomp=FILE, podman too)."""
-    from isorun.compile import docker
+    from isorun.compile.render import docker
 
     policy = _with_runtime(_policy(profile), runtimes, _arch_or_native(arch))
     _write(docker.export_docker(policy, arch=_arch_or_native(arch)), output)
@@ -102,7 +102,7 @@ def export_oci_cmd(
     profile: str, arch: str | None, runtimes: tuple[str, ...], output: str | None
 ) -> None:
     """The OCI runtime-spec linux.seccomp object (config.json)."""
-    from isorun.compile import docker
+    from isorun.compile.render import docker
 
     policy = _with_runtime(_policy(profile), runtimes, _arch_or_native(arch))
     _write(docker.export_oci(policy, arch=_arch_or_native(arch)), output)
@@ -121,7 +121,7 @@ def export_k8s_cmd(
     """A security-profiles-operator SeccompProfile (cluster-scoped, API v1) plus the pod
     snippet using it (localhostProfile: operator/NAME.json)."""
     from isorun import api
-    from isorun.compile import docker
+    from isorun.compile.render import docker
 
     loaded = api.load_profile(profile)
     policy = _with_runtime(loaded.seccomp, runtimes, _arch_or_native(arch))
@@ -161,7 +161,7 @@ def import_() -> None:
 @_output
 def import_docker_cmd(file: str, output: str | None) -> None:
     """Docker/moby seccomp JSON -> profile TOML; warns about what engines would ignore."""
-    from isorun.compile import docker_import
+    from isorun.compile.render import docker_import
 
     text, warnings = docker_import.import_docker(Path(file).read_text(encoding="utf-8"), file)
     for warning in warnings:
@@ -174,7 +174,7 @@ def _policy_and_doc(spec: str):  # type: ignore[no-untyped-def]  # (Seccomp, dic
     runc's ENOSYS stub is modelled from what the file lists)."""
     import json
 
-    from isorun.compile import docker, docker_import
+    from isorun.compile.render import docker, docker_import
     from isorun.errors import ProfileError
 
     if spec.endswith(".json") and Path(spec).is_file():
@@ -195,7 +195,7 @@ def diff(a: str, b: str) -> None:
     """Semantic difference of two profiles' seccomp filters (a profile, or a Docker JSON
     file); exit 1 when they differ. Also lists the numbers runc answers differently
     because of its ENOSYS stub above the highest listed syscall."""
-    from isorun.compile import docker_diff
+    from isorun.compile.render import docker_diff
 
     pa, doc_a = _policy_and_doc(a)
     pb, doc_b = _policy_and_doc(b)

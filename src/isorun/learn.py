@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from isorun.compile import syscalls
 from isorun.compile.plan import LoadSeccomp, Plan, WallTime
 
 # linux/seccomp.h and linux/audit.h, defined once beside the notifying filter's head
@@ -54,6 +53,7 @@ from isorun.compile.refusals import (
     SECCOMP_RET_USER_NOTIF,
 )
 from isorun.errors import IsorunError, UsageError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, Profile, Seccomp
 
 Mode = Literal["learn", "widen", "check"]

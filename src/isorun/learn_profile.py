@@ -14,9 +14,10 @@ import shlex
 from collections import Counter
 from dataclasses import dataclass
 
-from isorun.compile import argspace, syscalls
+from isorun.compile import argspace
 from isorun.compile.plan import MountStep, Plan
 from isorun.errors import DEFAULT_LOC, UsageError
+from isorun.kernel import syscalls
 from isorun.learn import (
     FAMILIES,
     KEY_ARGS,
@@ -50,7 +51,7 @@ def _describe_key(name: str, key: int) -> str:
 
 def _refusers(policy: Seccomp) -> dict[str, str]:
     """Syscalls the base refuses on purpose (deny list, refusing rules, hardening)."""
-    from isorun.compile.seccomp import HARDENING_DENY
+    from isorun.profile.seccomp_rules import HARDENING_DENY
 
     out: dict[str, str] = {}
     if policy.hardening:
@@ -152,7 +153,7 @@ def render_profile(obs: Observation, *, out_path: str | None = None,
                    grant_fs: bool = False) -> tuple[str, Learned]:
     """The learned profile as TOML text, and what went into it."""
     from isorun import __version__, api
-    from isorun.compile.docker_toml import render_toml
+    from isorun.compile.render.docker_toml import render_toml
 
     if obs.mode == "check":
         raise UsageError("a --check run produces a verdict, not a profile")
@@ -228,8 +229,8 @@ def export_docker_json(
     are added (the engine's needs, not the command's); ``("none",)`` adds nothing.
     """
     from isorun import api
-    from isorun.compile.docker import export_docker
     from isorun.compile.engines import with_runtime
+    from isorun.compile.render.docker import export_docker
 
     profile = api.load_profile(toml_path)
     policy = _policy_of(api.compile_plan(profile), profile)

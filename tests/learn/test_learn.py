@@ -254,8 +254,10 @@ def test_a_program_ending_with_exit_learns_and_runs(tmp_path: Path,
 
 
 def test_learned_docker_export_imports_back_to_the_same_filter(tmp_path: Path) -> None:
-    from isorun.compile import bpf_verify, docker_import, syscalls
+    from isorun.compile import bpf_verify
+    from isorun.compile.render import docker_import
     from isorun.compile.seccomp import compile_seccomp
+    from isorun.kernel import syscalls
 
     _obs, path = learn_to(tmp_path, BUSYBOX)
     profile = api.load_profile(str(path))

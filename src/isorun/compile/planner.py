@@ -302,7 +302,7 @@ def _check_startable(policy: schema.Seccomp, loc: Loc, errors: list[Diagnostic])
     """A filter that refuses execve or exit_group can never run a command: every launch
     would die at its first syscall (SIGSEGV once even exit is refused). That is almost
     always a profile without an allow list, so say so instead of failing obscurely."""
-    from isorun.compile import syscalls
+    from isorun.kernel import syscalls
 
     allowed: set[str] = set()
     for name in policy.allow:

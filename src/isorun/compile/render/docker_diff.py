@@ -1,8 +1,8 @@
 """What a Docker profile decides for a syscall, and the difference between two policies.
 
 :func:`docker_decide` is the engines' reference the tests hold exports and imports to.
-Siblings: :mod:`isorun.compile.docker` (the exports and the shared tables) and
-:mod:`isorun.compile.docker_import` (Docker JSON -> policy -> TOML).
+Siblings: :mod:`isorun.compile.render.docker` (the exports and the shared tables) and
+:mod:`isorun.compile.render.docker_import` (Docker JSON -> policy -> TOML).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from isorun.compile import syscalls
-from isorun.compile.docker import ACTIONS_IN, OPS_IN, _check
+from isorun.compile.render.docker import ACTIONS_IN, OPS_IN, _check
 from isorun.compile.seccomp import DOCKER_ARCH, Context, build_entries, lower, parse_kernel
+from isorun.kernel import syscalls
 from isorun.profile.schema import Seccomp
 
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
-from isorun.compile import argspace, syscalls
+from isorun.compile import argspace
 from isorun.compile.argspace import MAX, Atom, Box, Cube, Region, Span
 from isorun.compile.seccomp import Context, Entry, build_entries, lower
 from isorun.errors import Diagnostic, Loc, ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, Seccomp
 
 #: the largest value an int64 field (the SPO CRD's ``value``/``valueTwo``) can hold

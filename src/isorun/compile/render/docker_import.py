@@ -14,20 +14,20 @@ import errno as errno_module
 import json
 from typing import Any
 
-from isorun.compile import syscalls
-from isorun.compile.docker import (
+from isorun.compile.engines import LIBSECCOMP_254_UNKNOWN, runc_stub
+from isorun.compile.render.docker import (
     ACTIONS_IN,
 )
-from isorun.compile.docker_fields import (
+from isorun.compile.render.docker_fields import (
     DockerWarning,
     Locator,
     import_arches,
     import_args,
     import_when,
 )
-from isorun.compile.docker_toml import render_toml
-from isorun.compile.engines import LIBSECCOMP_254_UNKNOWN, runc_stub
+from isorun.compile.render.docker_toml import render_toml
 from isorun.errors import Diagnostic, Loc, ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, Seccomp, SeccompRule
 
 TOP_KEYS = {

@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import assert_never
 
 from isorun.compile import plan as p
-from isorun.compile.invocation import (
+from isorun.compile.environment import build_environment
+from isorun.compile.render.invocation import (
     NO_USERNS,
     Expect,
     Identity,
@@ -31,7 +32,6 @@ from isorun.compile.invocation import (
     terminal_job_allowed,
 )
 from isorun.errors import InternalError, Lost, Unsupported
-from isorun.sandbox.native import build_environment
 
 BACKEND = "firejail"
 

@@ -1,6 +1,6 @@
 """An isorun ``Seccomp`` policy as the ``[seccomp]`` table of profile TOML.
 
-Used by ``isorun import docker`` (:mod:`isorun.compile.docker_import`) and learn mode.
+Used by ``isorun import docker`` (:mod:`isorun.compile.render.docker_import`) and learn mode.
 """
 
 from __future__ import annotations

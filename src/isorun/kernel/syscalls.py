@@ -22,6 +22,12 @@ from functools import cache
 from types import MappingProxyType
 from typing import Any
 
+from isorun.errors import did_you_mean
+
+#: the largest syscall argument a filter can compare: ``struct seccomp_data`` hands every
+#: argument over as a ``__u64`` (linux/seccomp.h), whatever its C type in the syscall
+ARG_MAX = 2**64 - 1
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -402,13 +408,11 @@ def group_doc(name: str) -> str:
     return _GROUP_SPECS[name][0]
 
 
-def suggest(name: str) -> str:
-    """A did-you-mean hint for an unknown syscall or group name ('' when nothing is close)."""
-    import difflib  # only on the error path
-
-    pool = sorted(_groups()) if name.startswith("@") else sorted(syscall_names())
-    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.75)
-    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+def suggest(name: str, otherwise: str = "") -> str:
+    """The did-you-mean hint for an unknown name: the closest ``@group`` for a group, the
+    closest syscall for a syscall (``otherwise`` when none is close)."""
+    pool = group_names() if name.startswith("@") else syscall_names()
+    return did_you_mean(name, pool, otherwise)
 
 
 class _Groups:

@@ -3,18 +3,18 @@
 Engines accept much bad input without a word (README of shared/tools): unknown names and
 keys are skipped, two conditions on one argument index are ORed by runc (each becomes a
 rule of its own), ``includes.arches`` takes Go's names. So the export is right by
-construction and the import (:mod:`isorun.compile.docker_import`) says what an engine would
+construction and the import (:mod:`isorun.compile.render.docker_import`) says what an engine would
 have ignored.
 
 Export of an isorun profile writes exact, compact, int64-safe entries built from the
-policy's first-match regions (:mod:`isorun.compile.docker_rules`): engines add them to
+policy's first-match regions (:mod:`isorun.compile.render.docker_rules`): engines add them to
 libseccomp, which has no precedence between overlapping rules, so only rules that agree
 where they overlap keep isorun's meaning. The default action is ``unknown_action``
 (ENOSYS by default): an ERRNO default, never KILL, which would kill a thread of runc's own
 init and hang ``runc create`` (:func:`isorun.compile.engines.export_warnings` says so).
 
 The action, operator and architecture tables here are shared with the importer and with
-:mod:`isorun.compile.docker_diff` (what a Docker profile decides; diff of two policies).
+:mod:`isorun.compile.render.docker_diff` (what a Docker profile decides; diff of two policies).
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ import re
 from itertools import product
 from typing import Any
 
-from isorun.compile import argspace, docker_rules, syscalls
+from isorun.compile import argspace
+from isorun.compile.render import docker_rules
 from isorun.compile.seccomp import Context, target_arches
-from isorun.compile.seccomp_check import check_seccomp
 from isorun.errors import Diagnostic, ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule, When
+from isorun.profile.seccomp_rules import check_seccomp
 
 ACTIONS_OUT = {
     "allow": "SCMP_ACT_ALLOW",

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from isorun.compile.docker import ARCH_IN, ARCH_OUT, DOCKER_ARCH_NAMES, OPS_IN
+from isorun.compile.render.docker import ARCH_IN, ARCH_OUT, DOCKER_ARCH_NAMES, OPS_IN
 from isorun.compile.seccomp import parse_kernel
 from isorun.errors import Diagnostic, Loc
 from isorun.profile.schema import ArgCond, When

@@ -29,7 +29,8 @@ from dataclasses import replace
 from typing import assert_never
 
 from isorun.compile import plan as p
-from isorun.compile.invocation import (
+from isorun.compile.environment import build_environment
+from isorun.compile.render.invocation import (
     HELPER,
     NO_USERNS,
     Expect,
@@ -39,7 +40,6 @@ from isorun.compile.invocation import (
     terminal_job_allowed,
 )
 from isorun.errors import InternalError, Lost, Unsupported
-from isorun.sandbox.native import build_environment
 
 BACKEND = "bwrap"
 
