@@ -2,8 +2,8 @@
 
 :func:`encode` turns a record (:func:`isorun.sandbox.spec.spec_record`, without argv, which
 comes from the helper's command line) into the flat form the helper parses into
-``struct isorun_spec``. Imported on the warm launch path, so it imports nothing; errors
-are imported when something is wrong.
+``struct isorun_spec``. Imported on the warm launch path, so it imports only constants
+(shim/abi.py, sandbox/record.py); errors are imported when something is wrong.
 
 Format, version :data:`VERSION`. Integers are little-endian; ``i64`` is signed, ``u32``
 unsigned. ``bytes`` is a u32 length then that many bytes; ``str`` is ``bytes`` that must
@@ -47,13 +47,15 @@ refused here rather than dropped.
 
 from __future__ import annotations
 
+from isorun.shim import abi as shim_abi
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from isorun.sandbox.parent import Record
 
 MAGIC = b"IRLR"
-#: bump with any change of the layout above; launch.c refuses any other
-VERSION = 5
+#: bump with any change of the layout above (in shim/abi.py); launch_record.c refuses any other
+VERSION = shim_abi.RECORD_VERSION
 #: PATH used when the spec's environment has none, as execvp(3) does (parent.DEFAULT_PATH)
 DEFAULT_PATH = b"/usr/bin:/bin"
 #: mount kinds (isorun_shim.h); FILE content may hold NULs, TREE is the helper's own

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import sys
 
+from isorun.shim import abi as shim_abi
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
     #: (step, syscall, errno, plan step index) as the child reported it
     Failure: TypeAlias = tuple[str, str, int, int]
 
-#: the ABI this package speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 11
+#: the ABI this package speaks, which the build compiles into the shim as ISORUN_SHIM_ABI:
+#: a module built from other sources reports another
+ABI = shim_abi.SHIM_ABI
 #: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
 #: when the layout changes and cached records from before are never read
 RECORD_FORMAT = 6
