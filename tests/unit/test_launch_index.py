@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from isorun import __main__ as main_module
 from isorun import cache, launch_index
 from isorun import launch as fast
 from isorun.host import mac
 from tests.integration.conftest import missing
 
-FRONTEND_C = Path(cache.__file__).parent / "shim" / "frontend.c"
-INDEX_C = Path(cache.__file__).parent / "shim" / "launch_index.c"
 NOW_SETTLED = time.time_ns() + 10**12  # every file looks old enough
 
 
@@ -96,33 +93,6 @@ def entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     return made
 
 
-def test_format_and_names_match_the_c_side() -> None:
-    source = INDEX_C.read_text()
-    assert f"#define ISORUN_INDEX_FORMAT {launch_index.INDEX_FORMAT}u" in source
-    magic = re.search(r'index_magic\[\] = "([^"]*)"', source)
-    assert magic and magic.group(1).encode().decode("unicode_escape").encode() == (
-        launch_index.INDEX_MAGIC
-    )
-    assert f'#define FRONTEND_MISS "{main_module.FRONTEND_MISS}"' in FRONTEND_C.read_text()
-
-
-def _c_strings(source: str, array: str) -> list[str]:
-    body = re.search(rf"{array}\[\] = \{{(.*?)\}};", source, re.S)
-    assert body, f"{array} not found in {INDEX_C.name}"
-    return re.findall(r'"([^"]*)"', body.group(1))
-
-
-def test_checked_names_match_the_c_side() -> None:
-    # The front end checks its own lists, not names read from the index (a rewritten
-    # name would check a variable nobody sets), so the lists must be the writer's.
-    source = INDEX_C.read_text()
-    assert _c_strings(source, "index_sysctls") == list(cache._USERNS_SYSCTLS)
-    assert _c_strings(source, "index_env") == list(launch_index.INDEX_ENV)
-    # the inputs of auto's choice of the landlock backend, and the record modes
-    assert _c_strings(source, "auto_tools") == list(fast.AUTO_TOOLS)
-    assert _c_strings(source, "auto_files") == list(fast.AUTO_FILES)
-    for name in ("MODE_NATIVE", "MODE_LANDLOCK", "MODE_LANDLOCK_AUTO"):
-        assert f"#define {name} {getattr(fast, name)}u" in source
 
 
 def test_fnv1a64_known_values() -> None:

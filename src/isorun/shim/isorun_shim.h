@@ -7,11 +7,12 @@
  * parent allocates every byte the child reads, so the child between clone(2) and
  * execve(2) only makes async-signal-safe calls.
  *
- * Bump ISORUN_SHIM_ABI whenever a struct, a constant or a declaration here changes;
- * _shim.py refuses a compiled module whose isorun_abi() differs.
+ * The numbers shared with the Python side (ISORUN_SHIM_ABI, the exit codes, Landlock's
+ * file rights) are in consts.h, generated at build time from isorun/kernel/abi.py and
+ * isorun/shim/abi.py (shim/headers.py), and read before this file by cdef and by every
+ * .c file. Bump SHIM_ABI there whenever a struct, a constant or a declaration here
+ * changes; sandbox/parent.py refuses a compiled module whose isorun_abi() differs.
  */
-
-#define ISORUN_SHIM_ABI 11
 
 /* Values of isorun.sandbox.spec.MountKind. */
 #define ISORUN_MOUNT_BIND 1
@@ -41,21 +42,18 @@
 #define ISORUN_MOUNT_OVERLAY 12
 #define ISORUN_MOUNT_MASK 13
 
-/* Exit status of a child that failed a set-up step (after writing isorun_failure). */
-#define ISORUN_EXIT_SETUP 125
-/* Exit status when the command exists but cannot be executed, as in sh(1). */
-#define ISORUN_EXIT_NOEXEC 126
-/* Exit status when the command is not found, as in sh(1). */
-#define ISORUN_EXIT_NOTFOUND 127
+/*
+ * Exit status (consts.h): ISORUN_EXIT_SETUP of a child that failed a set-up step (after
+ * writing isorun_failure); ISORUN_EXIT_NOEXEC and ISORUN_EXIT_NOTFOUND when the command
+ * cannot be executed or is not found, as in sh(1).
+ */
 
 #define ISORUN_NAME_MAX 32
 
 /*
- * ABI 5: Landlock (landlock.c). The rights the kernel accepts on a rule for a file that
- * is not a directory (execute, write_file, read_file, truncate, ioctl_dev); equal to
- * isorun.compile.landlock.FILE_RIGHTS, which a unit test checks.
+ * Landlock (landlock.c): ISORUN_LANDLOCK_FILE_RIGHTS (consts.h) are the rights the kernel
+ * accepts on a rule for a file that is not a directory.
  */
-#define ISORUN_LANDLOCK_FILE_RIGHTS 0xC007
 
 /* One Landlock rule: rights beneath path (path[0] != 0), else on TCP port. */
 struct isorun_landlock_rule {

@@ -32,34 +32,26 @@
 #include <unistd.h>
 
 #include "launcher.h"
+#include "tables.h"
 
 extern char **environ;
 
-/* isorun.launch_index.INDEX_FORMAT and INDEX_MAGIC (tests/unit/test_launch_index.py) */
-#define ISORUN_INDEX_FORMAT 3u
-static const char index_magic[] = "isorun-launch-index\n";
+/* ISORUN_INDEX_FORMAT, the magic, and isorun.host.mac's key name, key and tag sizes:
+ * consts.h and tables.h, from isorun/shim/abi.py */
+static const char index_magic[] = ISORUN_INDEX_MAGIC;
 #define INDEX_MAGIC_LEN (sizeof index_magic - 1)
-/* isorun.host.mac: the key's name in the user keyring, its size and the tag's */
-static const char mac_key_name[] = "isorun:cache-mac:1";
-#define MAC_KEY_SIZE 32
-#define MAC_TAG_SIZE 32
+static const char mac_key_name[] = ISORUN_MAC_KEY_NAME;
+#define MAC_KEY_SIZE ISORUN_MAC_KEY_SIZE
+#define MAC_TAG_SIZE ISORUN_MAC_TAG_SIZE
 #define INDEX_HEAD_LEN (INDEX_MAGIC_LEN + 4 + 8 + MAC_TAG_SIZE)
 /* A real index is a few KiB (the BPF program and the environment dominate); a larger
  * file is not one we wrote, and reading it whole would only cost time. */
 #define INDEX_MAX_LEN (16u << 20)
 
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
-/* isorun.cache._USERNS_SYSCTLS and isorun.launch_index.INDEX_ENV, in their order
- * (tests/unit/test_launch_index.py compares them). */
-static const char *const index_sysctls[] = {
-    "/proc/sys/user/max_user_namespaces",
-    "/proc/sys/kernel/unprivileged_userns_clone",
-};
-static const char *const index_env[] = {
-    "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
-    "PYTHONSAFEPATH", "SSH_AUTH_SOCK", "VIRTUAL_ENV",
-};
+/* kernel/abi.py KEYED_USERNS_SYSCTLS and shim/abi.py INDEX_ENV, in their order */
+static const char *const index_sysctls[] = {ISORUN_INDEX_SYSCTLS};
+static const char *const index_env[] = {ISORUN_INDEX_ENV};
 
 /* FNV-1a 64: the index file's name, computed as isorun.launch_index.fnv1a64 does. */
 static uint64_t fnv1a64(uint64_t h, const void *data, size_t len) {
@@ -275,13 +267,9 @@ static int env_projection_is(int whole, const struct field *patterns, uint32_t n
     free(used);
     return ok && matched == n_pairs;
 }
-/* isorun.launch.MODE_*: what the index's record is */
-#define MODE_NATIVE 0u
-#define MODE_LANDLOCK 1u
-#define MODE_LANDLOCK_AUTO 2u
-/* isorun.launch.AUTO_TOOLS and AUTO_FILES, in their order */
-static const char *const auto_tools[] = {"bwrap", "firejail"};
-static const char *const auto_files[] = {"/etc/firejail/firejail.users", "/etc/passwd"};
+/* shim/abi.py AUTO_TOOLS and AUTO_FILES, in their order */
+static const char *const auto_tools[] = {ISORUN_AUTO_TOOLS};
+static const char *const auto_files[] = {ISORUN_AUTO_FILES};
 
 /* The file at path has the recorded fingerprint (launch_index._fingerprint). */
 static int fingerprint_is(struct cursor *c, const char *path) {
@@ -541,11 +529,11 @@ static int index_holds(struct cursor *c, const char *profile, const char *backen
     uint64_t mode = get_uint(c, 1);
     idx->needs_weaker = get_flag(c);
     struct field warning = get_field(c);
-    if (!c->ok || mode > MODE_LANDLOCK_AUTO || (mode == MODE_NATIVE && backend[0] != '\0'))
+    if (!c->ok || mode > ISORUN_MODE_LANDLOCK_AUTO || (mode == ISORUN_MODE_NATIVE && backend[0] != '\0'))
         return 0;
     idx->warning = warning.p;
     idx->warning_len = warning.len;
-    if (mode == MODE_LANDLOCK_AUTO && !auto_choice_holds(c))
+    if (mode == ISORUN_MODE_LANDLOCK_AUTO && !auto_choice_holds(c))
         return 0;
 
     struct field record = get_field(c);

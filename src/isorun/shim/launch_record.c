@@ -21,8 +21,6 @@
 #include "launcher.h"
 
 #define RECORD_MAGIC "IRLR"
-/* isorun.sandbox.flat.VERSION */
-#define RECORD_VERSION 5
 /* The namespaces a record may ask for; any other clone flag (CLONE_VM...) is refused. */
 #define RECORD_CLONE_FLAGS                                                                 \
     ((unsigned long)(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |           \
@@ -232,7 +230,7 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
         return refuse(r, "not a launch record (bad magic)");
     if (read_u32(r, &version) < 0)
         return -1;
-    if (version != RECORD_VERSION) {
+    if (version != ISORUN_RECORD_VERSION) {
         r->pos -= 4;
         return refuse(r, "record version differs from this isorun-launch (rebuild it)");
     }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "consts.h" /* generated; isorun_shim.h uses it */
 #include "isorun_shim.h"
 
 /*
