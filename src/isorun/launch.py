@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 
 from isorun.kernel import abi
+from isorun.sandbox.record import MOUNT
 from isorun.shim import abi as shim_abi
 
 TYPE_CHECKING = False
@@ -224,7 +225,7 @@ def root_sandbox_binds(spec: Record) -> list[bytes]:
                                     for line in spec.get("uid_map", b"").splitlines()):
         return []
     # kind, dst, src, flags, ... (spec_record); ISORUN_MOUNT_BIND 1, MS_RDONLY 1
-    return [m[2] for m in spec["mounts"] if m[0] == 1 and not m[3] & 1]
+    return [m[MOUNT.src] for m in spec["mounts"] if m[MOUNT.kind] == 1 and not m[MOUNT.flags] & 1]
 
 
 def nobody_cannot_write(path: str | bytes) -> bool:

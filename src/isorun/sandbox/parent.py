@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
+from isorun.sandbox.record import FIELDS, MOUNT
 from isorun.shim import abi as shim_abi
 
 TYPE_CHECKING = False
@@ -163,9 +164,9 @@ def _struct(
     c.argv = cstr_array(record["argv"], "argv")
     c.env = cstr_array(env, "env")
     c.path = cstr(next((e[5:] for e in env if e.startswith(b"PATH=")), DEFAULT_PATH), "PATH")
-    c.clone_flags = record["clone_flags"]
-    c.uid, c.gid = record["uid"], record["gid"]
-    c.setgroups_deny = int(record["setgroups_deny"])
+    for name, how in FIELDS:
+        if how == "scalar":  # a member of the same name, the value as is
+            setattr(c, name, int(record[name]))
     c.root = cstr(record["root"], "root")
     mounts = record["mounts"]
     slots = new("struct isorun_mount[]", max(len(mounts), 1))
@@ -186,7 +187,6 @@ def _struct(
     c.mounts, c.n_mounts = slots, len(mounts)
     c.cwd = cstr(record["cwd"], "cwd")
     c.hostname = cstr(record["hostname"], "hostname")
-    c.loopback_up = int(record["loopback_up"])
     rlimits = record["rlimits"]
     rslots = new("struct isorun_rlimit[]", max(len(rlimits), 1))
     for slot, (resource, soft, hard, step) in zip(rslots, rlimits, strict=False):
@@ -194,15 +194,12 @@ def _struct(
     c.rlimits, c.n_rlimits = rslots, len(rlimits)
     c.new_session = (0 if not record["new_session"] else
                      lib.ISORUN_SESSION_TERMINAL_OK if record["terminal_job"] else 1)
-    c.die_with_parent = int(record["die_with_parent"])
     c.keep_fds = new("int[]", list(keep_fds) or [-1])
     c.n_keep_fds = len(keep_fds)
     c.caps_keep = sum(1 << cap for cap in set(record["caps_keep"]))
-    c.no_new_privs = int(record["no_new_privs"])
     bpf = record["seccomp_bpf"]
     c.seccomp_bpf = new("unsigned char[]", bpf or b"\0")
     c.seccomp_len = len(bpf)
-    c.init = int(record["init"])
     c.stdio = list(stdio)
     c.sync_fd, c.sync_parent_fd = sync
     c.err_fd, c.err_parent_fd = err
@@ -223,10 +220,6 @@ def _struct(
         slot.path = cstr(path, "landlock path")
         slot.port, slot.access, slot.optional = port, access, int(optional)
     c.landlock_rules, c.n_landlock_rules = lslots, len(rules)
-    c.landlock_abi = record["landlock_abi"]
-    c.landlock_fs = record["landlock_fs"]
-    c.landlock_net = record["landlock_net"]
-    c.landlock_scoped = record["landlock_scoped"]
     return c
 
 
@@ -291,7 +284,7 @@ def link_refused(record: Record, mount: tuple[Any, ...], link: bytes) -> Sandbox
     detail = (f"{what}: {os.fsdecode(link)} is a symbolic link{target}, which isorun does"
               " not follow (docs/security.md)")  # fmt: skip
     err = setup_error(record, step, "openat", ELOOP, detail)
-    err.step_index = mount[7]
+    err.step_index = mount[MOUNT.step]
     err.hint = "remove the link, or bind its target explicitly"
     return err
 
@@ -337,7 +330,7 @@ def resolve_mounts_in_parent(
                 raise link_refused(record, mount, path)
             if fd >= 0:
                 os.close(fd)
-                mount = (kind, path, *mount[2:])
+                mount = _with(mount, dst=path)
         if kind not in (bind, dev_bind):
             mounts.append(mount)
             continue
@@ -346,7 +339,7 @@ def resolve_mounts_in_parent(
             raise link_refused(record, mount, path)
         if fd < 0:
             # ENOTDIR: a component is a file, so nothing is there (a .git guard of a file)
-            if not (fd in (-ENOENT, -ENOTDIR) and mount[6]):
+            if not (fd in (-ENOENT, -ENOTDIR) and mount[MOUNT.optional]):
                 mounts.append(mount)  # the child fails on it again and reports it
             continue
         try:
@@ -354,9 +347,9 @@ def resolve_mounts_in_parent(
                 cloned = open_tree(fd)
                 if cloned >= 0:
                     opened.append(cloned)
-                    mounts.append((tree, *mount[1:8], cloned))
+                    mounts.append(_with(mount, kind=tree, tree_fd=cloned))
                     continue
-            mounts.append((kind, mount[1], path, *mount[3:]))
+            mounts.append(_with(mount, src=path))
         finally:
             os.close(fd)
     if root in (b"", b"tmpfs"):
@@ -377,6 +370,14 @@ def resolve_mounts_in_parent(
         return {**record, "root": path, "mounts": tuple(mounts)}
     finally:
         os.close(fd)
+
+
+def _with(mount: tuple[Any, ...], **values: Any) -> tuple[Any, ...]:
+    """``mount`` with the fields named in ``values`` replaced (record.MOUNT positions)."""
+    out = list(mount)
+    for name, value in values.items():
+        out[getattr(MOUNT, name)] = value
+    return tuple(out)
 
 
 def _open_tree() -> Callable[[int], int]:
@@ -525,7 +526,7 @@ def _link_error(record: Record, mount: tuple[Any, ...]) -> SandboxSetupError:
                       f"{mount_name(kind, flags)} {os.fsdecode(dst)}: a symbolic link in"
                       f" {os.fsdecode(dst)} inside the sandbox, which isorun does not follow"
                       " (docs/security.md)")  # fmt: skip
-    err.step_index = mount[7]
+    err.step_index = mount[MOUNT.step]
     err.hint = ("remove the link (it lies in a directory an earlier mount brought in), or"
                 " mount at the path it points to")
     return err
