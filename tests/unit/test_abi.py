@@ -57,3 +57,9 @@ def test_generated_headers_escape_strings_and_check_every_member(tmp_path: Path)
     for name, how in record.FIELDS:
         assert (f"((struct isorun_spec *)0)->{name})" in tables) == (how != "parent"), name
     assert "((struct isorun_mount *)0)->tree_fd)" in tables
+
+
+def test_mount_kinds_are_the_record_table() -> None:
+    from isorun.sandbox.spec import MountKind
+
+    assert {kind.name: int(kind) for kind in MountKind} == record.MOUNT_KINDS

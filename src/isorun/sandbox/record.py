@@ -72,6 +72,28 @@ FIELDS = (
     ("landlock_rules", "member"), ("init", "scalar"), ("cgroup", "parent"),
     ("step_index", "parent"),
 )  # fmt: skip
+#: the flat record's sections after its magic and version, in the order they are written
+#: (flat.encode, one encoder per wire type) and read (launch_record.c: one parse_NAME and
+#: dump_NAME per section, called in this order through the generated
+#: ISORUN_RECORD_SECTIONS X-macro); flat.py's docstring says what each holds
+SECTIONS = (
+    ("clone_flags", "i64"), ("uid", "i64"), ("gid", "i64"), ("flags", "flags"),
+    ("caps_keep", "caps"), ("uid_map", "bytes"), ("gid_map", "bytes"), ("root", "str"),
+    ("cwd", "str"), ("hostname", "str"), ("path", "path"), ("env", "strs"),
+    ("keep_fds", "fds"), ("mounts", "mounts"), ("rlimits", "rlimits"),
+    ("seccomp_bpf", "bpf"), ("landlock", "landlock"), ("report", "report"),
+    ("step_index", "steps"),
+)  # fmt: skip
+#: the boolean fields packed into the ``flags`` section, and each one's bit
+FLAG_BITS = (
+    ("setgroups_deny", 1), ("loopback_up", 2), ("new_session", 4),
+    ("die_with_parent", 8), ("no_new_privs", 16), ("init", 32), ("terminal_job", 64),
+)  # fmt: skip
+#: mount kinds (isorun_shim.h's ISORUN_MOUNT_*, generated; spec.MountKind, checked)
+MOUNT_KINDS = {
+    "BIND": 1, "TMPFS": 2, "PROC": 3, "DEV": 4, "SYMLINK": 5, "FILE": 6, "DIR": 7,
+    "DEV_BIND": 8, "MQUEUE": 9, "TREE": 10, "REMOUNT_RO": 11, "OVERLAY": 12, "MASK": 13,
+}  # fmt: skip
 #: the C structs of each tuple kind above, for the generated member checks
 C_STRUCTS = (("isorun_mount", MOUNT_FIELDS), ("isorun_rlimit", RLIMIT_FIELDS),
              ("isorun_landlock_rule", LANDLOCK_RULE_FIELDS))  # fmt: skip

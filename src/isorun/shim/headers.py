@@ -33,7 +33,8 @@ def _list(values: Iterable[str | bytes]) -> str:
     return ", ".join(_c_string(v) for v in values)
 
 
-def consts_h(kernel: Mapping[str, Any], shim: Mapping[str, Any]) -> str:
+def consts_h(kernel: Mapping[str, Any], shim: Mapping[str, Any],
+             record: Mapping[str, Any]) -> str:  # fmt: skip
     rights = 0
     for bit in kernel["LANDLOCK_FILE_RIGHTS"].values():
         rights |= bit
@@ -47,7 +48,10 @@ def consts_h(kernel: Mapping[str, Any], shim: Mapping[str, Any]) -> str:
         "ISORUN_EXIT_NOTFOUND": kernel["EXIT_NOTFOUND"],
         "ISORUN_LANDLOCK_FILE_RIGHTS": f"{rights:#x}",
     }  # fmt: skip
-    lines = [_BANNER.format("kernel/abi.py and shim/abi.py")]
+    defines |= {f"ISORUN_MOUNT_{name}": kind for name, kind in record["MOUNT_KINDS"].items()}
+    defines |= {f"ISORUN_FLAG_{name.upper()}": bit for name, bit in record["FLAG_BITS"]}
+    defines["ISORUN_FLAG_ALL"] = sum(bit for _name, bit in record["FLAG_BITS"])
+    lines = [_BANNER.format("kernel/abi.py, shim/abi.py and sandbox/record.py")]
     lines += [f"#define {name} {value}\n" for name, value in defines.items()]
     return "".join(lines)
 
@@ -70,6 +74,7 @@ def tables_h(kernel: Mapping[str, Any], shim: Mapping[str, Any],
         "ISORUN_AUTO_FILES": _list(shim["AUTO_FILES"]),
         "ISORUN_SYSTEM_TREES": _list(shim["SYSTEM_TREES"]),
         "ISORUN_FORWARDED_SIGNALS": ", ".join(signals),
+        "ISORUN_RECORD_SECTIONS(X)": " ".join(f"X({name})" for name, _w in record["SECTIONS"]),
         "ISORUN_RLIMIT_NAMES": ", ".join(f"{{{_c_string(name)}, {c_name}}}"
                                          for name, (c_name, _n) in rlimits.items()),
     }  # fmt: skip
@@ -99,7 +104,7 @@ def write(directory: Path) -> Path:
     build that depends on their times does not redo work); returns ``directory``."""
     kernel, shim, record = namespaces()
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in (("consts.h", consts_h(kernel, shim)),
+    for name, text in (("consts.h", consts_h(kernel, shim, record)),
                        ("tables.h", tables_h(kernel, shim, record))):  # fmt: skip
         path = directory / name
         if not path.exists() or path.read_text() != text:

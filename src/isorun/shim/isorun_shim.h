@@ -14,33 +14,18 @@
  * changes; sandbox/parent.py refuses a compiled module whose isorun_abi() differs.
  */
 
-/* Values of isorun.sandbox.spec.MountKind. */
-#define ISORUN_MOUNT_BIND 1
-#define ISORUN_MOUNT_TMPFS 2
-#define ISORUN_MOUNT_PROC 3
-#define ISORUN_MOUNT_DEV 4
-#define ISORUN_MOUNT_SYMLINK 5
-#define ISORUN_MOUNT_FILE 6
-#define ISORUN_MOUNT_DIR 7
-#define ISORUN_MOUNT_DEV_BIND 8
-#define ISORUN_MOUNT_MQUEUE 9
 /*
- * ABI 3: attach the detached mount tree tree_fd (open_tree(OPEN_TREE_CLONE) by a root
- * parent) at dst, instead of binding src by path; src is kept for messages only.
+ * Mount kinds, ISORUN_MOUNT_* (consts.h, from sandbox/record.py MOUNT_KINDS; what each
+ * does: sandbox/spec.py MountKind). TREE attaches the detached mount tree tree_fd
+ * (open_tree(OPEN_TREE_CLONE) by a root parent) at dst instead of binding src by path;
+ * src is kept for messages only. REMOUNT_RO makes the one mount at dst read-only (the
+ * new root, once built); OVERLAY mounts overlayfs at dst over the lower layer src with
+ * its upper and work directories on a tmpfs of its own (data: that tmpfs's options),
+ * discarded at exit; MASK hides dst when it exists (an empty read-only tmpfs over a
+ * directory, the host's /dev/null over anything else), resolved inside the new root. A
+ * TMPFS at "/" as the first mount of a tmpfs root is that root itself (its size), and
+ * DEV takes the options of its tmpfs in data; /dev/shm is a TMPFS mount of its own.
  */
-#define ISORUN_MOUNT_TREE 10
-/*
- * ABI 5 (issue #13): REMOUNT_RO makes the one mount at dst read-only (the new root, once
- * built); OVERLAY mounts overlayfs at dst over the lower layer src with its upper and
- * work directories on a tmpfs of its own (data: that tmpfs's options), discarded at
- * exit; MASK hides dst when it exists (an empty read-only tmpfs over a directory, the
- * host's /dev/null over anything else), resolved inside the new root. A TMPFS at "/" as
- * the first mount of a tmpfs root is that root itself (its size), and DEV takes the
- * options of its tmpfs in data; /dev/shm is a TMPFS mount of its own.
- */
-#define ISORUN_MOUNT_REMOUNT_RO 11
-#define ISORUN_MOUNT_OVERLAY 12
-#define ISORUN_MOUNT_MASK 13
 
 /*
  * Exit status (consts.h): ISORUN_EXIT_SETUP of a child that failed a set-up step (after
