@@ -60,7 +60,7 @@ _MASK64 = (1 << 64) - 1
 
 
 def fnv1a64(data: bytes) -> int:
-    """FNV-1a, 64 bits: the index file's name, which frontend.c computes the same way."""
+    """FNV-1a, 64 bits: the index file's name, as shim/index_name.c computes it."""
     h = 0xCBF29CE484222325
     for byte in data:
         h = ((h ^ byte) * 0x100000001B3) & _MASK64

@@ -102,6 +102,53 @@ def test_fnv1a64_known_values() -> None:
     assert launch_index.fnv1a64(b"foobar") == 0x85944171F73967E8
 
 
+#: prints isorun_index_name (index_name.c) for each line "PROFILE CWD UID BACKEND|-"
+NAME_DRIVER = r"""
+#include <stdio.h>
+#include <string.h>
+#include "launcher.h"
+
+int main(void) {
+    char profile[256], cwd[256], backend[256], name[ISORUN_INDEX_NAME_SIZE];
+    unsigned uid;
+    while (scanf("%255s %255s %u %255s", profile, cwd, &uid, backend) == 4) {
+        isorun_index_name(profile, cwd, uid, strcmp(backend, "-") ? backend : "", name);
+        puts(name);
+    }
+    return 0;
+}
+"""
+
+
+def test_the_front_end_names_the_index_as_the_writer_does(tmp_path: Path) -> None:
+    """Both implementations of the name on the same inputs: a difference would make every
+    launch a miss (the reader compares every condition, so never a wrong hit)."""
+    import random
+    import shutil
+    import subprocess
+
+    from isorun.shim import headers
+
+    if shutil.which("gcc") is None:
+        missing("gcc to build the index name driver")
+    shim = Path(launch_index.__file__).parent / "shim"
+    headers.write(tmp_path)
+    (tmp_path / "driver.c").write_text(NAME_DRIVER)
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion",
+                    f"-I{tmp_path}", f"-I{shim}", "-o", str(tmp_path / "driver"),
+                    str(tmp_path / "driver.c"), str(shim / "index_name.c")],
+                   check=True, timeout=60)  # fmt: skip
+    rng = random.Random(19)
+    cases = [("strict", "/", 0, ""), ("./p.toml", "/home/u/proj", 1000, "landlock")]
+    for _ in range(200):
+        word = "".join(rng.choices("abcXYZ019./-_é", k=rng.randrange(1, 40)))
+        cases.append((word, "/" + word[::-1], rng.randrange(0, 2**32), rng.choice(["", word])))
+    lines = "".join(f"{p} {c} {u} {b or '-'}\n" for p, c, u, b in cases)
+    done = subprocess.run([str(tmp_path / "driver")], input=lines.encode(),
+                          capture_output=True, check=True, timeout=60)  # fmt: skip
+    assert done.stdout.decode().split() == [launch_index.index_name(*case) for case in cases]
+
+
 def test_index_name_depends_on_spec_cwd_and_uid() -> None:
     names = {
         launch_index.index_name("strict", "/a", 0),

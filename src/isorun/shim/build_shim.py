@@ -35,8 +35,9 @@ SOURCES = (
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 #: isorun-launch: its own main and parent side, the front end, and the whole shim
 LAUNCHER_SOURCES = (
-    "launch_main.c", "launch.c", "launch_record.c", "launch_report.c", "frontend.c",
-    "launch_index.c", "blake2b.c", "git_guard.c", *SOURCES
+    "launch_main.c", "launch.c", "launch_record.c", "launch_record_dump.c",
+    "launch_report.c", "frontend.c",
+    "launch_index.c", "index_name.c", "blake2b.c", "git_guard.c", *SOURCES
 )
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"
