@@ -112,7 +112,9 @@ def _check(record: Record, lib: Any) -> None:
         raise _internal(f"spec.root must be b'', b'tmpfs' or absolute, got {root!r}")
     needs_src = (lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_DEV_BIND, lib.ISORUN_MOUNT_SYMLINK,
                  lib.ISORUN_MOUNT_OVERLAY)
-    for kind, dst, src, _flags, _data, _mode, _optional, _step, tree_fd in record["mounts"]:
+    for mount in record["mounts"]:
+        kind, dst, src, tree_fd = (mount[MOUNT.kind], mount[MOUNT.dst], mount[MOUNT.src],
+                                   mount[MOUNT.tree_fd])  # fmt: skip
         if not dst.startswith(b"/"):
             raise _internal(f"mount dst must be absolute, got {dst!r}")
         if kind == lib.ISORUN_MOUNT_TREE and tree_fd < 0:
@@ -170,12 +172,12 @@ def _struct(
     c.root = cstr(record["root"], "root")
     mounts = record["mounts"]
     slots = new("struct isorun_mount[]", max(len(mounts), 1))
-    for slot, (kind, dst, src, flags, data, mode, optional, step, tree_fd) in zip(
-        slots, mounts, strict=False
-    ):
-        slot.kind, slot.optional, slot.step, slot.mode, slot.flags = (
-            kind, int(optional), step, mode, flags)  # fmt: skip
-        slot.dst = cstr(dst, "mount dst")
+    for slot, mount in zip(slots, mounts, strict=False):
+        kind, src, data, mode = (mount[MOUNT.kind], mount[MOUNT.src], mount[MOUNT.data],
+                                 mount[MOUNT.mode])  # fmt: skip
+        slot.kind, slot.mode, slot.flags = kind, mode, mount[MOUNT.flags]
+        slot.optional, slot.step = int(mount[MOUNT.optional]), mount[MOUNT.step]
+        slot.dst = cstr(mount[MOUNT.dst], "mount dst")
         # FILE content goes with its length and may hold NULs; every other src is a path.
         slot.src = new("char[]", src) if kind == lib.ISORUN_MOUNT_FILE else cstr(src, "src")
         slot.src_len = len(src)
@@ -183,7 +185,7 @@ def _struct(
             # The root of a tmpfs takes its mode from the mount options, not from a mkdir.
             data = (data + b"," if data else b"") + b"mode=%o" % mode
         slot.data = cstr(data, "mount data") if data else ffi.NULL
-        slot.tree_fd = tree_fd
+        slot.tree_fd = mount[MOUNT.tree_fd]
     c.mounts, c.n_mounts = slots, len(mounts)
     c.cwd = cstr(record["cwd"], "cwd")
     c.hostname = cstr(record["hostname"], "hostname")
@@ -462,7 +464,8 @@ def failure_error(record: Record, failure: Failure) -> SandboxSetupError:
     detail = ""
     if step == "mount" and index >= 0:
         for mount in record["mounts"]:
-            kind, dst, src, *_, mount_step, _tree_fd = mount
+            kind, dst, src, mount_step = (mount[MOUNT.kind], mount[MOUNT.dst],
+                                          mount[MOUNT.src], mount[MOUNT.step])  # fmt: skip
             if mount_step == index and errno == ELOOP:
                 return _link_error(record, mount)
             if mount_step == index:
