@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
+from isorun.shim import abi as shim_abi
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,7 +26,7 @@ _LAUNCH_OPTIONS = {"--profile", "-p", "--backend"}
 
 #: set by the C front end (shim/frontend.c) when it ran this CLI because its launch index
 #: was missing or stale; removed at once, so no command ever sees it in its environment
-FRONTEND_MISS = "ISORUN_FRONTEND_MISS"
+FRONTEND_MISS = shim_abi.FRONTEND_MISS
 #: set by isorun-launch (and the front end) after a set-up failure of a launch this CLI
 #: handed to it: launch without it this once, so the failure is worded with its profile
 #: line (see _exec_reporting); removed at once, as FRONTEND_MISS

@@ -164,16 +164,6 @@ def _facts(**kw: object) -> BackendFacts:
 
 
 
-def test_the_wrappers_trust_the_links_the_native_resolver_trusts() -> None:
-    # one rule on both sides: shim/resolve.c's system_trees is safepath.SYSTEM_TREES
-    import re
-
-    c = (Path(safepath.__file__).parent.parent / "shim" / "resolve.c").read_text()
-    found = re.search(r"system_trees\[\] = \{(.*?)\};", c, re.S)
-    assert found is not None
-    assert tuple(re.findall(r'"([^"]+)"', found.group(1))) == safepath.SYSTEM_TREES
-
-
 @pytest.mark.needs("root")
 def test_a_root_owned_link_in_a_root_owned_project_is_refused(tmp_path: Path) -> None:
     # a repository cloned by root: root-owned, not group/other-writable, not a system tree

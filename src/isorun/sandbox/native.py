@@ -14,6 +14,7 @@ from typing import assert_never
 from isorun.compile import plan as p
 from isorun.compile.environment import build_environment
 from isorun.errors import InternalError
+from isorun.kernel import abi
 from isorun.profile.schema import CAPABILITIES
 from isorun.sandbox.spec import MountKind, Rlimit, ShimMount, ShimSpec
 
@@ -33,8 +34,7 @@ SHIM_STEPS = {
     "seccomp": p.LoadSeccomp,
     "exec": p.Exec,
 }
-RLIMIT_NUMBERS = {"cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "nproc": 6,
-                  "nofile": 7, "memlock": 8, "address_space": 9}
+RLIMIT_NUMBERS = {name: number for name, (_c, number) in abi.RLIMITS.items()}
 
 
 def _mount(index: int, step: p.MountStep) -> ShimMount:
