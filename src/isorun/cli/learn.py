@@ -1,7 +1,7 @@
 """``isorun learn``: write a minimal profile from what a command does, or check one.
 
-Holds no logic: parsing here, everything else in :mod:`isorun.learn` (observing) and
-:mod:`isorun.learn_profile` (the profile, Docker JSON and verdict).
+Holds no logic: parsing here, everything else in :mod:`isorun.learn.observe` (observing) and
+:mod:`isorun.learn.profile` (the profile, Docker JSON and verdict).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     # the observer and the profile writer load the whole compiler (~30 ms, #17)
     import tempfile
 
-    from isorun import learn as lm
-    from isorun import learn_profile as lp
+    from isorun.learn import observe as lm
+    from isorun.learn import profile as lp
 
     if check is not None:
         if output or docker or merges or widen_only or grant_fs:

@@ -1,4 +1,4 @@
-"""The click CLI for everything but the launch path (see ``__main__``).
+"""The click CLI for everything but the launch path (that is ``isorun.cli.launch``).
 
 Holds no logic the API lacks: each command parses, calls ``isorun.api``, renders.
 """
@@ -37,9 +37,9 @@ class _Group(click.Group):
         except BrokenPipeError:
             # The reader went away (`isorun explain strict | head`): end as a C tool killed
             # by SIGPIPE (128+13), quietly, and without a second error at exit's flush.
-            from isorun.__main__ import _silence_stdout
+            from isorun.cli.launch import silence_stdout
 
-            _silence_stdout()
+            silence_stdout()
             ctx.exit(141)
         except OSError as err:
             where = f": {err.filename}" if err.filename else ""
@@ -129,10 +129,10 @@ def explain(profile: str, as_json: bool, backend: str | None) -> None:
     plan = api.compile_plan(profile)
     notes: list[str] = []
     if backend is not None:
-        from isorun.__main__ import _check_backend
+        from isorun.cli.launch import check_backend
         from isorun.sandbox.backends import describe_backend
 
-        _check_backend(backend)
+        check_backend(backend)
         plan, notes = describe_backend(plan, backend)
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2, sort_keys=False))
@@ -257,9 +257,9 @@ def _decision(profile: str, name: str) -> str:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run_cmd(args: tuple[str, ...]) -> None:
     """Run a command: isorun run --profile P -- CMD [ARG...]."""
-    from isorun.__main__ import _launch
+    from isorun.cli.launch import launch_from_args
 
-    sys.exit(_launch(list(args)))
+    sys.exit(launch_from_args(list(args)))
 
 
 #: the commands other modules contribute (seccomp export/import/diff, doctor, learn,
@@ -267,9 +267,9 @@ def run_cmd(args: tuple[str, ...]) -> None:
 #: `isorun check` does not pay for learn's or pytest's imports. A unit test holds this
 #: table to each module's COMMANDS.
 LAZY_COMMANDS = {
-    "export": "isorun.cli_seccomp", "import": "isorun.cli_seccomp",
-    "diff": "isorun.cli_seccomp", "doctor": "isorun.cli_backends",
-    "learn": "isorun.cli_learn", "pytest": "isorun.cli_pytest",
+    "export": "isorun.cli.seccomp", "import": "isorun.cli.seccomp",
+    "diff": "isorun.cli.seccomp", "doctor": "isorun.cli.doctor",
+    "learn": "isorun.cli.learn", "pytest": "isorun.cli.pytest",
 }
 
 

@@ -4,7 +4,7 @@ inside the test profile from pytest's first instruction.
 ``pytest --isorun`` starts the sandbox from a plugin hook, after pytest has imported
 every installed ``pytest11`` plugin and every ``-p`` module on the host. This front door
 runs nothing of the project, of pytest or of its plugins outside: it reads the project's
-configuration as data (tomli, configparser), judges it (isorun.pytest_trust: the project
+configuration as data (tomli, configparser), judges it (isorun.testing.trust: the project
 may only tighten), and launches ``PYTHON -m pytest ARGS`` in the sandbox, with the
 interpreter's installation and import paths read-only.
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from isorun import pytest_trust
+from isorun.testing import trust as pytest_trust
 
 PROFILE_OPTION = "--isorun-profile"
 
@@ -373,8 +373,8 @@ def split_args(args: Sequence[str]) -> tuple[str | None, bool, list[str]]:
 
 def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """The front door: returns pytest's exit code, or isorun's on a refusal."""
-    from isorun import pytest_session
     from isorun.errors import IsorunError
+    from isorun.testing import session as pytest_session
 
     env = os.environ if env is None else env
     user_profile, trust_flag, pytest_args = split_args(args)
