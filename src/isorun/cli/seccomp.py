@@ -1,7 +1,7 @@
 """``isorun export|import|diff``: seccomp policies to and from other engines' formats.
 
 Click only: parse arguments, call :mod:`isorun.api` and :mod:`isorun.compile.docker`
-(``docker_import``, ``docker_diff``), write the result. Registered by ``cli.py``
+(``docker_import``, ``docker_diff``), write the result. Registered by ``isorun.cli.main``
 through :data:`COMMANDS`.
 """
 
@@ -209,5 +209,5 @@ def diff(a: str, b: str) -> None:
     click.echo("same decisions for every syscall")
 
 
-#: what cli.py registers into the main group
+#: what isorun.cli.main registers into the main group
 COMMANDS = (export, import_, diff)
