@@ -165,23 +165,44 @@ def launch_from_args(args: list[str], missed: bool = False, retrying: bool = Fal
     except KeyboardInterrupt:
         return 130
     except Exception as err:
-        from isorun.errors import IsorunError
-
         if isinstance(err, BrokenPipeError):
             raise
-        debug = "--debug" in flags or bool(os.environ.get("ISORUN_DEBUG"))
-        if isinstance(err, IsorunError):
-            write_stderr(err.render() + "\n")
-            code = err.exit_code
-        else:
-            write_stderr("isorun: internal error, please report it with the output of "
-                          "--debug\n")
-            code = 125
-        if debug:
-            import traceback
+        return report_failure(err, "--debug" in flags or bool(os.environ.get("ISORUN_DEBUG")))
 
-            write_stderr(traceback.format_exc())
-        return code
+
+def report_failure(err: Exception, debug: bool) -> int:
+    """Say what failed and return the exit code: the one convention of both handlers,
+    the launch grammar's (:func:`launch_from_args`) and the click commands' (cli.main), so
+    an error has the same code whichever way isorun was started.
+
+    An IsorunError carries its message and code (2: profile or usage; 125: host, backend,
+    set-up). A command that outlived ``--timeout``: 124. Anything else, a bare OSError
+    included, is a bug in isorun (125): an OSError a person can act on is wrapped where it
+    happens into an IsorunError that names what failed and how to fix it.
+    """
+    from isorun.errors import IsorunError
+
+    if isinstance(err, IsorunError):
+        write_stderr(err.render() + "\n")
+        code = err.exit_code
+    else:
+        # looked up only when raised: a command that timed out has imported subprocess,
+        # and a launch need not (import time)
+        subprocess = sys.modules.get("subprocess")
+        if subprocess is not None and isinstance(err, subprocess.TimeoutExpired):
+            write_stderr(f"isorun: error: the command did not finish within {err.timeout:g} s"
+                         " (--timeout) and was killed\n")
+            code = 124
+        else:
+            detail = f" ({type(err).__name__}: {err})" if isinstance(err, OSError) else ""
+            write_stderr("isorun: internal error, please report it with the output of "
+                         f"--debug{detail}\n")
+            code = 125
+    if debug:
+        import traceback
+
+        write_stderr(traceback.format_exc())
+    return code
 
 
 def check_backend(name: str) -> None:
