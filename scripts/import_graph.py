@@ -77,20 +77,6 @@ MOVES: dict[str, str] = {
     "isorun.cache": "isorun.cache.store",
     "isorun.launch": "isorun.cache.entry",
     "isorun.launch_index": "isorun.cache.index",
-    "isorun.cli_backends": "isorun.cli.doctor",
-    "isorun.cli_learn": "isorun.cli.learn",
-    "isorun.cli_pytest": "isorun.cli.pytest",
-    "isorun.cli_seccomp": "isorun.cli.seccomp",
-    "isorun.learn": "isorun.learn.observe",
-    "isorun.learn_profile": "isorun.learn.profile",
-    "isorun.pytest_environ": "isorun.testing.environ",
-    "isorun.pytest_inner": "isorun.testing.child",
-    "isorun.pytest_plan": "isorun.testing.plan",
-    "isorun.pytest_plugin": "isorun.testing.plugin",
-    "isorun.pytest_rules": "isorun.testing.rules",
-    "isorun.pytest_sandbox": "isorun.testing.sandbox",
-    "isorun.pytest_session": "isorun.testing.session",
-    "isorun.pytest_trust": "isorun.testing.trust",
 }
 
 #: packages whose ``__init__.py`` may hold no import at all (isorun or not, at any level):

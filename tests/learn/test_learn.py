@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from isorun import api, learn, learn_profile
+from isorun import api
+from isorun.learn import observe as learn
+from isorun.learn import profile as learn_profile
 
 #: every run below passes its own timeout (observe, api.run, subprocess)
 pytestmark = pytest.mark.needs("userns", "shim")

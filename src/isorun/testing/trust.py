@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from isorun.errors import UsageError
-from isorun.pytest_inner import TRUST_FLAG as TRUST_FLAG  # re-exported: its users read it here
+from isorun.testing.child import TRUST_FLAG as TRUST_FLAG  # re-exported: its users read it here
 
 TRUST_ENV = "ISORUN_TRUST_PROJECT"
 #: the profile a project may name without trust: the default itself

@@ -3,10 +3,10 @@
 ``pytest --isorun`` (or ``--isorun=PROFILE``) re-executes the whole session inside a
 sandbox before any conftest is imported, so a dependency that opens a socket at import
 time is already inside. The sandbox inherits the terminal (colours, width, -x, -k, xdist
-workers and the exit code are the inner pytest's own); how is isorun.pytest_session.
+workers and the exit code are the inner pytest's own); how is isorun.testing.session.
 
 ``@pytest.mark.isorun(network="none", writable=[...], profile="test")`` runs one test's
-body in a forked child that enters a sandbox first (see :mod:`isorun.pytest_sandbox`);
+body in a forked child that enters a sandbox first (see :mod:`isorun.testing.sandbox`);
 its result comes back to this process, and a failure caused by the sandbox names the
 rule that refused it.
 """
@@ -21,19 +21,22 @@ from typing import Any
 
 import pytest
 
-from isorun import pytest_inner
+from isorun.testing import child as pytest_inner
 
 #: set inside a session sandbox, so the inner pytest and its xdist workers do not
 #: re-execute again (a nested user namespace is refused by the seccomp hardening anyway).
-#: Never trusted alone where it would skip the sandbox: see isorun.pytest_inner.
+#: Never trusted alone where it would skip the sandbox: see isorun.testing.child.
 INNER = pytest_inner.INNER
 DEFAULT_PROFILE = "test"
-#: the session's pytest_sandbox.Exiting: marked tests' children that reported and are
-#: still exiting (typed Any: pytest_sandbox is imported only once a marked test runs)
+#: the session's testing.sandbox.Exiting: marked tests' children that reported and are
+#: still exiting (typed Any: testing.sandbox is imported only once a marked test runs)
 EXITING = pytest.StashKey[Any]()
 #: the environment when the session started: a marked test's body sees the profile's
 #: environment plus what its fixtures changed since (monkeypatch.setenv)
 SESSION_ENV = pytest.StashKey[dict[str, str]]()
+#: the session's testing.fork.Forking: one clone3 per marked test, or two forks once
+#: clone3 failed (typed Any, as EXITING)
+FORKING = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -107,7 +110,7 @@ def _reexec_if_asked(early_config: pytest.Config, args: list[str]) -> None:
     # Here, before conftest.py files are imported: everything the project runs, its
     # conftests and the dependencies they import, runs inside the sandbox. Imported only
     # now: a pytest run without --isorun never needs the session module.
-    from isorun import pytest_session
+    from isorun.testing import session as pytest_session
 
     code = pytest_session.reexec(early_config, profile, args)
     sys.stdout.flush()
@@ -126,7 +129,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     profile = os.environ.get(INNER)
     if profile and report.failed and call.excinfo is not None:
-        from isorun import pytest_rules, pytest_sandbox
+        from isorun.testing import rules as pytest_rules
+        from isorun.testing import sandbox as pytest_sandbox
 
         policy = pytest_sandbox.Policy(
             profile=profile, network=pytest_rules.network_mode(), writable=(), where=_where(item)
@@ -150,9 +154,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     """With -v: how marked tests get their process (what `make bench` measures)."""
     if config.option.verbose < 1 or os.environ.get(INNER):
         return []
-    from isorun import pytest_sandbox
+    from isorun.testing.fork import Forking
 
-    why_not = pytest_sandbox.one_fork_unusable()
+    why_not = config.stash.setdefault(FORKING, Forking()).one_fork_unusable()
     if why_not is None:
         return ["isorun: a marked test forks once (clone3 into its namespaces)"]
     return [f"isorun: a marked test forks twice (os.fork; clone3 unusable: {why_not})"]
@@ -186,8 +190,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: pytest.Mark) -> None:
-    from isorun import pytest_sandbox
     from isorun.errors import IsorunError
+    from isorun.testing import sandbox as pytest_sandbox
+    from isorun.testing.fork import Forking
 
     where = _where(item)
     if os.environ.get(INNER):
@@ -219,6 +224,7 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
             lambda resolved: _child_body(item, original, resolved),
             exiting,
             item.config.stash.get(SESSION_ENV, None),
+            item.config.stash.setdefault(FORKING, Forking()),
         )
     except IsorunError as err:
         # A profile that does not compile, a shim of another ABI: this test's error, in
@@ -289,7 +295,7 @@ def _child_body(
         return "skipped", str(value), ""
     if isinstance(value, pytest.xfail.Exception):
         return "xfailed", str(value.msg), ""
-    from isorun import pytest_rules
+    from isorun.testing import rules as pytest_rules
 
     text = str(item.repr_failure(excinfo))
     rule = pytest_rules.explain(excinfo.value, policy)

@@ -1,6 +1,6 @@
 """A marked test's environment as the kernel shows it: /proc/self/environ of the forked
 child holds only the policy's variables, not the host's block that pytest was started
-with (isorun.pytest_sandbox calls this between the fork and the sandbox's set-up)."""
+with (isorun.testing.sandbox calls this between the fork and the sandbox's set-up)."""
 
 from __future__ import annotations
 

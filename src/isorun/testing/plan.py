@@ -1,8 +1,8 @@
 """What a marked test's sandbox is: the plan its profile compiles to, once per session,
 and the per-test record (writable paths, working directory) the child applies.
 
-The process side (fork, the child's steps, the result) is isorun.pytest_sandbox; the
-messages that name a rule a test broke are isorun.pytest_rules.
+The process side (fork, the child's steps, the result) is isorun.testing.sandbox; the
+messages that name a rule a test broke are isorun.testing.rules.
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ def compile_session(profile: str, network: str | None, cwd: str, paths: tuple[st
 
     from isorun import api
     from isorun.host import facts as host_facts
-    from isorun.pytest_session import stable_profile
     from isorun.sandbox import native
     from isorun.sandbox.spec import spec_record
+    from isorun.testing.profiles import stable_profile
 
     if network not in (None, "none", "host"):
         raise ValueError(f'network must be "none" or "host", got {network!r}')
@@ -138,10 +138,11 @@ def _landlock_session(plan: Any, abi: int, allow_weaker: bool) -> Session:
 
 
 def sandbox_ids() -> tuple[int, int]:
-    """(uid, gid) the child runs as: the caller's, or 65534 for root (planner._identity)."""
-    if os.geteuid() == 0:
-        return 65534, 65534
-    return os.getuid(), os.getgid()
+    """(uid, gid) a marked test's or session's sandbox runs as on the host: the rule of
+    compile.planner.host_ids for this process (the test profile never maps root)."""
+    from isorun.compile.planner import host_ids
+
+    return host_ids(os.geteuid() == 0, False, os.getuid(), os.getgid())
 
 
 def per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, Any]:
@@ -224,11 +225,11 @@ def _reachable(src: bytes) -> bool:
 @functools.cache
 def import_paths(path: tuple[str, ...]) -> tuple[str, ...]:
     """The interpreter's directories, once per value of sys.path (each call stats them),
-    without one that would show the caller's home or credentials (pytest_trust)."""
+    without one that would show the caller's home or credentials (testing.trust)."""
     import sys
 
-    from isorun.pytest_session import interpreter_paths
-    from isorun.pytest_trust import drop_exposing
+    from isorun.testing.profiles import interpreter_paths
+    from isorun.testing.trust import drop_exposing
 
     kept, dropped = drop_exposing(interpreter_paths(), os.path.expanduser("~"))
     for line in dropped:

@@ -1,13 +1,12 @@
 """``pytest --isorun`` and ``isorun pytest``: the session profile, and launching a whole
 pytest run inside it.
 
-What the project's configuration may choose is isorun.pytest_trust; the proof that the
-inner session is inside is isorun.pytest_inner; the front door is isorun.cli_pytest.
+What the project's configuration may choose is isorun.testing.trust; the proof that the
+inner session is inside is isorun.testing.child; the front door is isorun.cli.pytest.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -16,103 +15,20 @@ from dataclasses import dataclass
 
 import pytest
 
-from isorun import pytest_inner, pytest_trust
-from isorun.pytest_inner import requested_profile, strip_isorun
+from isorun.testing import child as pytest_inner
+from isorun.testing import trust as pytest_trust
+from isorun.testing.child import strip_isorun
+from isorun.testing.profiles import project_loosenings, session_profile_text, stable_profile
+from isorun.testing.reports import ReportFile, collect_reports, prepare_reports, report_files
 
-INNER = pytest_inner.INNER
 #: the sandbox's uid on the host when the caller is root (planner.NOBODY)
 NOBODY = 65534
-
-def session_profile_text(
-    base: str,
-    rootdir: str,
-    cache_dir: str,
-    writable: list[str],
-    python_paths: list[str] | None = None,
-    reports: Sequence[ReportFile] = (),
-    coverage: CoverageData | None = None,
-    environment: Mapping[str, str] | None = None,
-) -> str:
-    """The TOML of the session profile: ``base`` plus what this pytest run needs."""
-    lines = [f"extends = [{json.dumps(base)}]", ""]
-
-    def mount(kind: str, path: str, optional: bool, src: str = "") -> None:
-        lines.extend(["[[mounts]]", f'type = "{kind}"', f"dst = {json.dumps(path)}"])
-        if src and src != path:
-            lines.append(f"src = {json.dumps(src)}")
-        if optional:
-            lines.append("optional = true")
-        lines.append("")
-
-    # The rootdir (its pyproject/conftest) may lie above the working directory that the
-    # profile binds; the interpreter must be visible whatever profile was chosen. Never
-    # a directory that shows the caller's home or its credentials (a .pth line of an
-    # installed package may name any directory): those are left out, with a warning.
-    home = os.path.expanduser("~")
-    if not pytest_trust.exposes_home(rootdir, home):
-        mount("ro-bind", rootdir, False)
-    paths = interpreter_paths() if python_paths is None else python_paths
-    kept, dropped = pytest_trust.drop_exposing(paths, home)
-    for line in dropped:
-        sys.stderr.write(line + "\n")
-    for path in kept:
-        mount("ro-bind", path, False)
-    mount("rw-bind", cache_dir, True)
-    for path in writable:
-        mount("rw-bind", path, True)
-    for report in reports:
-        mount("rw-bind", report.path, False, report.src)
-    extra = dict(environment or {})
-    if coverage is not None:
-        mount("rw-bind", coverage.inside, False)
-        extra["COVERAGE_FILE"] = coverage.data_file
-    # The launcher's user namespace goes in at NS_FD: the inner session's proof that it
-    # is inside (isorun.pytest_inner), which the variable alone is not.
-    lines.extend(["[process]", f"pass_fds = [{pytest_inner.NS_FD}]", ""])
-    # The writable paths go in too, for the messages of the rules (pytest_rules): the
-    # inner pytest cannot see the launcher's list otherwise.
-    shown = os.pathsep.join([cache_dir, *writable])
-    extra.update({INNER: base, "ISORUN_PYTEST_WRITABLE": shown})
-    pairs = ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(extra.items()))
-    lines.extend(["[environment]", f"set = {{ {pairs} }}", ""])
-    return "\n".join(lines)
-
-
-def interpreter_paths() -> list[str]:
-    """The interpreter's prefixes and every import path (editable installs and .pth
-    entries may point anywhere), outermost first, without paths inside another."""
-    paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
-    paths.update(os.path.realpath(p) for p in sys.path if p and os.path.isdir(p))
-    out: list[str] = []
-    for path in sorted(paths):
-        if path != "/" and not any(path.startswith(o.rstrip("/") + "/") for o in out):
-            out.append(path)
-    return out
-
-
-#: options naming a report file the run writes (pytest takes "--opt=V" and "--opt V")
-REPORT_OPTIONS = ("--junitxml", "--junit-xml")
-
-
-def report_files(args: list[str], cwd: str) -> list[str]:
-    """The absolute paths of the report files ``args`` name (--junitxml)."""
-    out = []
-    for index, arg in enumerate(args):
-        if arg == "--":
-            break
-        for option in REPORT_OPTIONS:
-            if arg == option and index + 1 < len(args):
-                out.append(args[index + 1])
-            elif arg.startswith(option + "="):
-                out.append(arg.partition("=")[2])
-    return [os.path.abspath(os.path.join(cwd, p)) for p in out]
-
 
 def sandbox_owns(path: str) -> None:
     """Create the directory ``path`` the run writes by convention (pytest's cache,
     .hypothesis) when missing, owned by the sandbox's user: the caller, or 65534 when
     the caller is root (host root is never mapped in). An existing path keeps its owner."""
-    from isorun.pytest_plan import sandbox_ids
+    from isorun.testing.plan import sandbox_ids
 
     try:
         os.mkdir(path, 0o755)
@@ -124,87 +40,6 @@ def sandbox_owns(path: str) -> None:
             os.fchown(fd, *sandbox_ids())
         finally:
             os.close(fd)
-
-
-@dataclass(frozen=True, slots=True)
-class ReportFile:
-    """A report file the run writes (--junitxml), bound writable so it persists."""
-
-    #: where the user wants it: the bind's destination
-    path: str
-    #: what is bound there: ``path`` itself, or, as root, a private file copied back
-    src: str
-    #: as root, the private 0700 directory holding ``src``, removed after the copy
-    scratch: str = ""
-
-
-def prepare_report(path: str) -> ReportFile | None:
-    """Make ``path`` exist (empty, when missing) so it can be a mount point, and the file
-    to bind there, or None when it is not a regular file reached without a link (then it
-    is not bound, and pytest reports what it could not write).
-
-    As root, the sandbox's uid 65534 may not write a root-owned file, and lending the
-    file itself (a chown) would open it to every host process running as nobody for the
-    run. So it gets a fresh file of its own in a 0700 directory only root can walk (the
-    launcher clones bind sources it cannot reach), and :func:`collect_reports` copies it
-    into ``path`` afterwards.
-    """
-    import stat
-    import tempfile
-
-    from isorun.pytest_plan import sandbox_ids
-
-    parent = os.path.dirname(path)
-    if os.path.realpath(parent) != parent:
-        return None  # a link on the way: the file would be made elsewhere
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    if os.geteuid() != 0:
-        return ReportFile(path, path)
-    scratch = tempfile.mkdtemp(prefix="isorun-report-")
-    src = os.path.join(scratch, "report")
-    fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        os.fchown(fd, *sandbox_ids())
-    finally:
-        os.close(fd)
-    return ReportFile(path, src, scratch)
-
-
-def prepare_reports(paths: list[str]) -> list[ReportFile]:
-    """The report files of ``paths`` that can be bound writable."""
-    return [r for r in (prepare_report(p) for p in paths) if r is not None]
-
-
-def collect_reports(reports: Sequence[ReportFile]) -> None:
-    """As root, copy each private report into the file the user named (opened without
-    following a link, truncated), then remove the private directory."""
-    import shutil
-
-    for report in reports:
-        if not report.scratch:
-            continue
-        try:
-            with (
-                open(os.open(report.src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as src,
-                open(os.open(report.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW
-                             | os.O_NONBLOCK), "wb") as dst,
-            ):  # fmt: skip
-                shutil.copyfileobj(src, dst)
-        except OSError as err:
-            sys.stderr.write(f"isorun: warning: could not copy the report to {report.path}: "
-                             f"{err.strerror}\n")  # fmt: skip
-        finally:
-            shutil.rmtree(report.scratch, ignore_errors=True)
 
 
 def hypothesis_environment(cwd: str) -> dict[str, str]:
@@ -263,8 +98,8 @@ def prepare_coverage(
     names a data file isorun will not write (outside the project, through a link)."""
     if not wants_coverage(args):
         return None
-    from isorun import pytest_coverage
-    from isorun.pytest_plan import sandbox_ids
+    from isorun.testing import coverage as pytest_coverage
+    from isorun.testing.plan import sandbox_ids
 
     path = pytest_coverage.data_file(args, cwd, rootdir, env)
     configured = not env.get("COVERAGE_FILE") and path != os.path.join(cwd, ".coverage")
@@ -286,7 +121,7 @@ def collect_coverage(data: CoverageData | None) -> None:
 
     if data is None:
         return
-    from isorun.pytest_coverage import open_directory_below
+    from isorun.testing.coverage import open_directory_below
 
     base = os.path.basename(data.path)
     directory = os.path.dirname(data.path)
@@ -325,61 +160,6 @@ def writable_by_sandbox(path: str) -> bool:
     except OSError:
         return False
     return st.st_uid == NOBODY or bool(st.st_mode & 0o002)
-
-
-def _override_given(args: list[str], key: str) -> bool:
-    """Whether the user's own command line sets ini ``key`` (-o key=..., --override-ini)."""
-    for index, arg in enumerate(args):
-        value = arg
-        if arg in ("-o", "--override-ini") and index + 1 < len(args):
-            value = args[index + 1]
-        elif arg.startswith("--override-ini="):
-            value = arg.partition("=")[2]
-        elif arg.startswith("-o") and arg != "-o":
-            value = arg[2:]
-        if value.startswith(key + "="):
-            return True
-    return False
-
-
-def project_loosenings(
-    config: pytest.Config, profile: str, base: str, cache_dir: str
-) -> list[pytest_trust.Loosening]:
-    """Each setting that came from the project, not the user's command line, and loosens
-    the sandbox (isorun.pytest_trust)."""
-    user_args = list(config.invocation_params.args)
-    user_args += os.environ.get("PYTEST_ADDOPTS", "").split()
-    source = config.inipath.name if config.inipath else "the project's configuration"
-    rootdir = str(config.rootpath)
-    prefixes = {sys.prefix, sys.base_prefix}
-    out: list[pytest_trust.Loosening] = []
-    # The profile: the user's when their command line names it; else a bare --isorun
-    # took the ini value, or the project's addopts asked for one.
-    if requested_profile(list(user_args), "") in (None, "") and not _override_given(
-        user_args, "isorun_profile"
-    ):
-        out += pytest_trust.profile_loosenings(base, rootdir, source)
-        if out and base != profile:
-            out = [replace_setting(x, profile) for x in out]
-    if not _override_given(user_args, "isorun_writable"):
-        for value in config.getini("isorun_writable"):
-            found = pytest_trust.path_loosening(
-                "isorun_writable", str(value), rootdir, source, prefixes
-            )
-            if found:
-                out.append(found)
-    if not _override_given(user_args, "cache_dir"):
-        found = pytest_trust.path_loosening("cache_dir", cache_dir, rootdir, source, prefixes)
-        if found:
-            out.append(found)
-    return out
-
-
-def replace_setting(x: pytest_trust.Loosening, profile: str) -> pytest_trust.Loosening:
-    """``x`` naming the profile as the project wrote it, not its absolute path."""
-    from dataclasses import replace
-
-    return replace(x, setting=f"isorun_profile = {profile}")
 
 
 def _host_modules_warning(config: pytest.Config, args: list[str]) -> str:
@@ -528,50 +308,3 @@ def _launch(argv: list[str], profile: str) -> int:
         return err.exit_code
 
 
-def stable_profile(text: str) -> str | None:
-    """The session profile at a path that stays the same between runs, or None.
-
-    The plan cache is keyed by the profile's path: a fresh temporary file each session
-    missed it every time and recompiled (about 200 ms of the one-time cost). The file is
-    named by the hash of its text, in a ``pytest`` directory of the isorun cache that only
-    this user can write (made 0700, checked like the cache's own); an existing file is
-    used only if it is ours, not writable by others, and holds exactly ``text``. Any
-    doubt: None, and the caller writes a temporary file as before. ``ISORUN_CACHE=0``
-    (no disk cache) writes nothing there either.
-    """
-    import hashlib
-    import stat
-
-    from isorun import cache
-
-    if os.environ.get("ISORUN_CACHE", "1") == "0":
-        return None
-    directory = os.path.join(cache.cache_dir(), "pytest")
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return None
-        data = text.encode()
-        path = os.path.join(directory, f"session-{hashlib.sha256(data).hexdigest()[:32]}.toml")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            pass
-        else:
-            with os.fdopen(fd, "rb") as f:
-                st = os.fstat(f.fileno())
-                if st.st_uid == os.geteuid() and not st.st_mode & 0o022 and f.read() == data:
-                    return path
-        # Write beside, then rename: a concurrent session never reads half a profile.
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".session-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return path
-    except OSError:
-        return None

@@ -1,7 +1,7 @@
 """``isorun learn``: write a minimal profile from what a command does, or check one.
 
-Holds no logic: parsing here, everything else in :mod:`isorun.learn` (observing) and
-:mod:`isorun.learn_profile` (the profile, Docker JSON and verdict).
+Holds no logic: parsing here, everything else in :mod:`isorun.learn.observe` (observing) and
+:mod:`isorun.learn.profile` (the profile, Docker JSON and verdict).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
     # the observer and the profile writer load the whole compiler (~30 ms, #17)
     import tempfile
 
-    from isorun import learn as lm
-    from isorun import learn_profile as lp
+    from isorun.learn import observe as lm
+    from isorun.learn import profile as lp
 
     if check is not None:
         if output or docker or merges or widen_only or grant_fs:
@@ -75,8 +75,7 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
         obs = lm.merge([*(lm.read_learned(path) for path in merges), obs])
     text, learned = lp.render_profile(obs, out_path=output, grant_fs=grant_fs)
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
+        _write_file(output, text)
     else:
         sys.stdout.write(text)
     if docker:
@@ -90,8 +89,7 @@ def learn(base: str, output: str | None, docker: str | None, widen_only: bool,
                 json_text, added = lp.export_docker_json(tmp.name, runtime=runtimes)
             finally:
                 os.unlink(tmp.name)
-        with open(docker, "w", encoding="utf-8") as f:
-            f.write(json_text)
+        _write_file(docker, json_text)
         if added:
             click.echo(f"isorun: {docker} also allows {len(added)} syscalls the container"
                        f" runtime ({', '.join(runtimes)}) makes after loading the filter:"
@@ -126,6 +124,18 @@ def _report_status(returncode: int, command: tuple[str, ...]) -> None:
         click.echo(f"isorun: learn: the command failed (status {returncode}); what was"
                    " learned covers only what it did until then", err=True)
     sys.exit(returncode if 0 < returncode < 256 else 128 + abs(returncode) % 128)
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write an output the user named; a path that cannot be written is their error to
+    fix (exit 2), not isorun's."""
+    from isorun.errors import UsageError
+
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        raise UsageError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 COMMANDS = [learn]

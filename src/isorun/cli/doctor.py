@@ -24,5 +24,5 @@ def doctor(as_json: bool, profile: str) -> None:
     raise SystemExit(_doctor.exit_code(checks))
 
 
-#: what cli.py registers on the top-level group
+#: what isorun.cli.main registers on the top-level group
 COMMANDS = (doctor,)

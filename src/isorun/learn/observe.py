@@ -26,7 +26,7 @@ NOTES): irrelevant here, since every call continues and paths read from the comm
 memory are only reported as suggestions, never decided on.
 
 This module observes (and merges and reads back observations); turning an observation into
-a profile, a Docker export or a ``check`` verdict is the sibling :mod:`isorun.learn_profile`.
+a profile, a Docker export or a ``check`` verdict is the sibling :mod:`isorun.learn.profile`.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What one or more runs did: the input of every renderer in :mod:`isorun.learn_profile`."""
+    """What one or more runs did: the input of every renderer in :mod:`isorun.learn.profile`."""
 
     base: str
     mode: Mode
@@ -238,7 +238,7 @@ def observe(argv: Sequence[str], base: str = "strict", mode: Mode = "learn", *,
     # check enforces the profile through the supervisor's answers (check_answers): a
     # kernel filter refusing first would keep those calls from being notified and listed
     enforce = hardening_filter(policy) if mode != "check" else b""
-    from isorun.learn_profile import check_answers
+    from isorun.compile.answers import check_answers
 
     answer, answer_other = check_answers(policy, arch) if mode == "check" and policy.enabled \
         else ((), 0)

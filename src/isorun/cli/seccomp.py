@@ -1,7 +1,7 @@
 """``isorun export|import|diff``: seccomp policies to and from other engines' formats.
 
 Click only: parse arguments, call :mod:`isorun.api` and :mod:`isorun.compile.render.docker`
-(``docker_import``, ``docker_diff``), write the result. Registered by ``cli.py``
+(``docker_import``, ``docker_diff``), write the result. Registered by ``isorun.cli.main``
 through :data:`COMMANDS`.
 """
 
@@ -29,7 +29,19 @@ def _write(text: str | bytes, output: str | None) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        Path(output).write_bytes(data)
+        try:
+            Path(output).write_bytes(data)
+        except OSError as err:
+            raise UsageError(f"cannot write {output}: {err.strerror or err}") from err
+
+
+def _read(path: str) -> str:
+    """A file the user named, read; one that cannot be read is their error to fix."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise UsageError(f"cannot read {path}: {why or err}") from err
 
 
 _output = click.option("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
@@ -163,7 +175,7 @@ def import_docker_cmd(file: str, output: str | None) -> None:
     """Docker/moby seccomp JSON -> profile TOML; warns about what engines would ignore."""
     from isorun.compile.render import docker_import
 
-    text, warnings = docker_import.import_docker(Path(file).read_text(encoding="utf-8"), file)
+    text, warnings = docker_import.import_docker(_read(file), file)
     for warning in warnings:
         click.echo(warning.render(), err=True)
     _write(text, output)
@@ -178,7 +190,7 @@ def _policy_and_doc(spec: str):  # type: ignore[no-untyped-def]  # (Seccomp, dic
     from isorun.errors import ProfileError
 
     if spec.endswith(".json") and Path(spec).is_file():
-        text = Path(spec).read_text(encoding="utf-8")
+        text = _read(spec)
         policy, _warnings = docker_import.docker_to_policy(text, spec)
         return policy, json.loads(text)
     policy = _policy(spec)
@@ -209,5 +221,5 @@ def diff(a: str, b: str) -> None:
     click.echo("same decisions for every syscall")
 
 
-#: what cli.py registers into the main group
+#: what isorun.cli.main registers into the main group
 COMMANDS = (export, import_, diff)

@@ -7,11 +7,11 @@ import errno
 import os
 import socket
 
-from isorun.pytest_plan import sandbox_ids
+from isorun.testing.plan import sandbox_ids
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from isorun.pytest_sandbox import Policy
+    from isorun.testing.sandbox import Policy
 
 
 #: the session's writable paths, for messages only (set by the session profile)
@@ -62,7 +62,7 @@ def _rule_for(exc: BaseException, policy: Policy) -> str:
         session = os.environ.get("ISORUN_PYTEST_INNER") is not None
         if session:
             # The session's writable paths: the profile's and isorun_writable, which the
-            # launcher names here (isorun.pytest_session.session_profile_text).
+            # launcher names here (isorun.testing.profiles.session_profile_text).
             writable = [p for p in os.environ.get(WRITABLE_ENV, "").split(os.pathsep) if p]
             hint = (
                 "add the path to isorun_writable in your pytest configuration (inside "

@@ -1,7 +1,7 @@
 """Where coverage.py's configuration puts its data file, read as data.
 
 ``pytest --cov`` inside the sandbox writes its data in a private directory
-(isorun.pytest_session.CoverageData) and isorun copies it out afterwards, to the place
+(isorun.testing.session.CoverageData) and isorun copies it out afterwards, to the place
 coverage.py would have used: ``$COVERAGE_FILE`` (the caller's environment), else the
 ``data_file`` of the project's coverage configuration, else ``.coverage``. The
 configuration is the project's, written by whoever wrote the project: it is parsed here

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 #: set inside a session sandbox (the profile's [environment] set): the profile's name
 INNER = "ISORUN_PYTEST_INNER"
 #: the option that lets a project's configuration loosen the session sandbox
-#: (pytest_trust judges it); here because the plugin declares it on every pytest start,
+#: (testing.trust judges it); here because the plugin declares it on every pytest start,
 #: and this module is all the plugin imports of isorun until --isorun or a marker asks
 TRUST_FLAG = "--isorun-trust-project"
 #: the launcher's user namespace, handed to the sandbox at this number. Fixed, because the

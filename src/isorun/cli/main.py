@@ -1,4 +1,4 @@
-"""The click CLI for everything but the launch path (see ``__main__``).
+"""The click CLI for everything but the launch path (that is ``isorun.cli.launch``).
 
 Holds no logic the API lacks: each command parses, calls ``isorun.api``, renders.
 """
@@ -13,52 +13,30 @@ from typing import Any, TypeVar
 import click
 
 from isorun import __version__
-from isorun.errors import IsorunError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Group(click.Group):
-    """Renders IsorunError as the compiler-style message and its exit code, never a trace.
-
-    Every other failure a user can cause ends in a message and an exit code of the
-    README's table too; only a bug in isorun reaches "internal error" (125).
+    """Ends every failure in a message and an exit code of the README's table, never a
+    trace: the convention of cli.launch.report_failure, shared with the launch path.
+    Only a bug in isorun (a bare OSError included) reaches "internal error" (125).
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        from isorun.cli.launch import report_failure, silence_stdout
+
         try:
             return super().invoke(ctx)
-        except IsorunError as err:
-            click.echo(err.render(), err=True)
-            _traceback_if_debug(ctx)
-            ctx.exit(err.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except BrokenPipeError:
             # The reader went away (`isorun explain strict | head`): end as a C tool killed
             # by SIGPIPE (128+13), quietly, and without a second error at exit's flush.
-            from isorun.__main__ import _silence_stdout
-
-            _silence_stdout()
+            silence_stdout()
             ctx.exit(141)
-        except OSError as err:
-            where = f": {err.filename}" if err.filename else ""
-            click.echo(f"isorun: error: {err.strerror or err}{where}", err=True)
-            _traceback_if_debug(ctx)
-            ctx.exit(2)
         except Exception as err:
-            # subprocess.TimeoutExpired, looked up only when raised: a command that timed
-            # out has imported subprocess, and --version or check need not (import time)
-            subprocess = sys.modules.get("subprocess")
-            if subprocess is not None and isinstance(err, subprocess.TimeoutExpired):
-                click.echo(f"isorun: error: the command did not finish within "
-                           f"{err.timeout:g} s (--timeout) and was killed", err=True)
-                _traceback_if_debug(ctx)
-                ctx.exit(124)
-            _traceback_if_debug(ctx)
-            click.echo("isorun: internal error, please report it with the output of --debug",
-                       err=True)
-            ctx.exit(125)
+            ctx.exit(report_failure(err, bool(ctx.obj and ctx.obj.get("debug"))))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
@@ -73,15 +51,6 @@ class _Group(click.Group):
         # added later (plugins of this group) gets it the same way.
         _add_debug_option(cmd)
         super().add_command(cmd, name)
-
-
-def _traceback_if_debug(ctx: click.Context) -> None:
-    """With --debug, the traceback of the error being handled; the exit code stays the one
-    the README documents for it."""
-    if ctx.obj and ctx.obj.get("debug"):
-        import traceback
-
-        click.echo(traceback.format_exc().rstrip("\n"), err=True)
 
 
 def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -129,10 +98,10 @@ def explain(profile: str, as_json: bool, backend: str | None) -> None:
     plan = api.compile_plan(profile)
     notes: list[str] = []
     if backend is not None:
-        from isorun.__main__ import _check_backend
+        from isorun.cli.launch import check_backend
         from isorun.sandbox.backends import describe_backend
 
-        _check_backend(backend)
+        check_backend(backend)
         plan, notes = describe_backend(plan, backend)
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2, sort_keys=False))
@@ -257,9 +226,9 @@ def _decision(profile: str, name: str) -> str:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run_cmd(args: tuple[str, ...]) -> None:
     """Run a command: isorun run --profile P -- CMD [ARG...]."""
-    from isorun.__main__ import _launch
+    from isorun.cli.launch import launch_from_args
 
-    sys.exit(_launch(list(args)))
+    sys.exit(launch_from_args(list(args)))
 
 
 #: the commands other modules contribute (seccomp export/import/diff, doctor, learn,
@@ -267,9 +236,9 @@ def run_cmd(args: tuple[str, ...]) -> None:
 #: `isorun check` does not pay for learn's or pytest's imports. A unit test holds this
 #: table to each module's COMMANDS.
 LAZY_COMMANDS = {
-    "export": "isorun.cli_seccomp", "import": "isorun.cli_seccomp",
-    "diff": "isorun.cli_seccomp", "doctor": "isorun.cli_backends",
-    "learn": "isorun.cli_learn", "pytest": "isorun.cli_pytest",
+    "export": "isorun.cli.seccomp", "import": "isorun.cli.seccomp",
+    "diff": "isorun.cli.seccomp", "doctor": "isorun.cli.doctor",
+    "learn": "isorun.cli.learn", "pytest": "isorun.cli.pytest",
 }
 
 

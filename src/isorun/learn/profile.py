@@ -1,7 +1,7 @@
 """Learn mode's output: an observation turned into a profile, a Docker export, a verdict.
 
 The learned allow names and rules, the profile TOML, the Docker JSON, counts to compare
-with, and a ``check`` run's refusals. Sibling: :mod:`isorun.learn` (running the command
+with, and a ``check`` run's refusals. Sibling: :mod:`isorun.learn.observe` (running the command
 under the notifying filter and recording, merging and reading back an Observation).
 """
 
@@ -18,7 +18,7 @@ from isorun.compile import argspace
 from isorun.compile.plan import MountStep, Plan
 from isorun.errors import DEFAULT_LOC, UsageError
 from isorun.kernel import syscalls
-from isorun.learn import (
+from isorun.learn.observe import (
     FAMILIES,
     KEY_ARGS,
     MARKER,
@@ -97,30 +97,6 @@ def learned_rules(obs: Observation, policy: Seccomp) -> Learned:
                                  f"learned: {_describe_key(name, key)}, {count}x"))
     ordered = tuple(a for a in ("native", "x86_64", "x32", "i386", "aarch64") if a in arches)
     return Learned(tuple(sorted(allow)), tuple(rules), ordered, tuple(notes))
-
-
-def check_answers(policy: Seccomp, native: str) -> tuple[tuple[int, ...], int]:
-    """What ``check`` answers a notified call with, per native number, and for the rest.
-
-    In ``check`` mode only calls the profile refuses are notified (plus execve, for the
-    hand-over, which runs), so each number maps to the errno of its first refusing entry
-    or of the default. A refusal that kills or traps is answered EPERM: the call is still
-    refused, the run goes on and the report names the profile's real action.
-    """
-    from isorun.compile.seccomp import build_entries
-
-    def errno_of(action: Action) -> int:
-        return action.errno if action.kind == "errno" else 1
-
-    entries, _ = build_entries(policy)
-    table = syscalls.table(native)
-    out = [errno_of(policy.unknown_action)] * (max(table.values()) + 1)
-    for name, nr in table.items():
-        refusing = [e.action for e in entries.get(name, [])
-                    if e.action.kind not in ("allow", "log")]
-        out[nr] = errno_of(refusing[0] if refusing else policy.default_action)
-    out[table["execve"]] = 0
-    return tuple(out), errno_of(policy.default_action)
 
 
 def docker_default_count(arch: str = "x86_64") -> int:

@@ -34,18 +34,14 @@ import errno
 import json
 import os
 import signal
-import struct
 import sys
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from isorun import pytest_environ, pytest_plan
-
-#: exit status of a child whose sandbox set-up failed (the shim's ISORUN_EXIT_SETUP)
-EXIT_SETUP = 125
-CLONE_NEWPID = 0x20000000
+from isorun.testing import environ as pytest_environ
+from isorun.testing import plan as pytest_plan
+from isorun.testing.fork import HEADER, Forking, Pipes, child
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +106,6 @@ class Exiting:
         self.pids = still
 
 
-#: the result record: a 4-byte big-endian length, then that many bytes of JSON
-_HEADER = struct.Struct(">I")
-
-
 def _kept_fds(result_w: int) -> tuple[int, ...]:
     """Descriptors the test body keeps: the result pipe and pytest's capture files.
 
@@ -136,6 +128,7 @@ def run_in_child(
     body: Callable[[Policy], tuple[str, str, str]],
     exiting: Exiting | None = None,
     session_env: Mapping[str, str] | None = None,
+    forking: Forking | None = None,
 ) -> Result:
     """Fork, confine the child to ``policy``, run ``body`` there, return its result.
 
@@ -144,6 +137,7 @@ def run_in_child(
     and reaped later (:class:`Exiting`); without, it is reaped before returning.
     ``session_env``: the environment at the session's start; the body sees the profile's
     environment plus what changed since (monkeypatch.setenv), never the host's tokens.
+    ``forking``: the session's choice between one clone3 and two forks (:class:`Forking`).
     """
 
     try:
@@ -165,7 +159,8 @@ def run_in_child(
     if os.geteuid() == 0 and policy.scratch:
         lent = pytest_plan.hand_scratch_to_sandbox(policy.scratch, *pytest_plan.sandbox_ids())
     try:
-        return _run_in_child(policy, session, body, exiting, session_env, bool(lent))
+        return _run_in_child(policy, session, body, exiting, session_env, bool(lent),
+                             forking or Forking())
     finally:
         if lent:
             pytest_plan.hand_back(lent, pytest_plan.sandbox_ids()[0])
@@ -178,6 +173,7 @@ def _run_in_child(
     exiting: Exiting | None,
     session_env: Mapping[str, str] | None,
     wait: bool,
+    forking: Forking,
 ) -> Result:
     """run_in_child once the policy is compiled; ``wait``: reap the child before
     returning (its files are handed back then, and it must not make more)."""
@@ -188,13 +184,13 @@ def _run_in_child(
     shim = parent.load_shim()
     # No namespace to enter (landlock mode): os.fork is all it takes, and clone3 may be
     # refused by the very filter that refused the user namespace.
-    one_fork = not session.landlock and one_fork_unusable() is None
+    one_fork = not session.landlock and forking.one_fork_unusable() is None
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
     # After os.fork the child tells when its user namespace exists (see _child).
     ready_r, ready_w = (-1, -1) if one_fork else os.pipe2(os.O_CLOEXEC)
-    pipes = _Pipes(ready_r, ready_w, go_r, go_w, err_w, err_r, result_r, result_w)
+    pipes = Pipes(ready_r, ready_w, go_r, go_w, err_w, err_r, result_r, result_w)
     ours = [
         fd for fd in (go_r, go_w, err_r, err_w, result_r, result_w, ready_r, ready_w) if fd >= 0
     ]
@@ -208,7 +204,7 @@ def _run_in_child(
         c_spec = _struct(session, shim, record, (go_r, go_w), (err_w, err_r), result_w)
         env = _child_env(session.env, session_env)
         if "hypothesis" in sys.modules:
-            from isorun.pytest_session import hypothesis_environment
+            from isorun.testing.session import hypothesis_environment
 
             env.update(hypothesis_environment(policy.cwd or os.getcwd()))
         # Looked up here: cffi builds a function's wrapper on first access, and in the
@@ -226,13 +222,13 @@ def _run_in_child(
             try:
                 pid = pyfork.fork(record["clone_flags"])
             except pyfork.Unsupported as err:
-                _ONE_FORK_OFF.append(str(err))
+                forking.clone3_off = str(err)
             except OSError as err:
                 refused = err
         else:
             pid = os.fork()
         if pid == 0:
-            _child(policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask,
+            child(policy, body, steps, c_spec, record, env, pipes, one_fork, old_mask,
                    (libc, block))
     finally:
         if mask is not None:
@@ -248,12 +244,12 @@ def _run_in_child(
             import warnings
 
             warnings.warn(
-                f"isorun: clone3 is unusable here ({_ONE_FORK_OFF[0]}); marked tests fork "
+                f"isorun: clone3 is unusable here ({forking.clone3_off}); marked tests fork "
                 "twice, as sandboxed as before but about 3 ms slower each",
                 RuntimeWarning,
                 stacklevel=1,
             )
-            return _run_in_child(policy, session, body, exiting, session_env, wait)
+            return _run_in_child(policy, session, body, exiting, session_env, wait, forking)
         # clone3 refused the namespaces: what unshare would have refused in the child.
         refusal = ("clone", "clone3", refused.errno or errno.EINVAL, -1)
         return Result("failed", _setup_failure(record, refusal, policy))
@@ -362,25 +358,6 @@ def _child_env(
     return env
 
 
-def _hypothesis_storage(env: Mapping[str, str]) -> None:
-    """Hypothesis reads HYPOTHESIS_STORAGE_DIRECTORY once and keeps the answer: pytest's
-    process, which the child is a copy of, already chose ``.hypothesis``."""
-    where = env.get("HYPOTHESIS_STORAGE_DIRECTORY")
-    configuration = sys.modules.get("hypothesis.configuration")
-    if where and configuration is not None:
-        configuration.set_hypothesis_home_dir(where)
-
-
-def _set_environ(env: dict[str, str]) -> None:
-    # Only what differs: every change is a putenv/unsetenv and a write to pages still
-    # shared with pytest.
-    for name in [n for n in os.environ if n not in env]:
-        del os.environ[name]
-    for name, value in env.items():
-        if os.environ.get(name) != value:
-            os.environ[name] = value
-
-
 def _read_record(fd: int) -> bytes | None:
     """The child's result record, or None when it died before writing all of it.
 
@@ -389,151 +366,14 @@ def _read_record(fd: int) -> bytes | None:
     kept the pipe open.
     """
     data = b""
-    need = _HEADER.size
+    need = HEADER.size
     while len(data) < need:
         chunk = os.read(fd, need - len(data))
         if not chunk:
             return None
         data += chunk
-        if need == _HEADER.size and len(data) >= need:
-            need += _HEADER.unpack_from(data)[0]
-    return data[_HEADER.size : need]
-
-
-@dataclass(frozen=True, slots=True)
-class _Pipes:
-    """The descriptors of one marked test's child (parent.py names the protocol)."""
-
-    ready_r: int  # os.fork only: one byte once the child's namespaces exist
-    ready_w: int
-    go_r: int  # the child waits here until the parent wrote its id maps
-    go_w: int
-    err_w: int  # a set-up failure; EOF once the body is about to run
-    err_r: int
-    result_r: int  # the result record (pytest_sandbox._read_record)
-    result_w: int
-
-
-def _child(
-    policy: Policy,
-    body: Callable[[Policy], tuple[str, str, str]],
-    steps: tuple[Any, Any],
-    c_spec: Any,
-    record: dict[str, Any],
-    env: dict[str, str],
-    pipes: _Pipes,
-    cloned: bool,
-    mask: set[int | signal.Signals],
-    environ: tuple[Any, pytest_environ.EnvironBlock],
-) -> None:
-    """The test's process: confine, run the body, report; never returns."""
-    code = EXIT_SETUP
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(pipes.result_r)
-        if pipes.ready_r >= 0:
-            os.close(pipes.ready_r)
-        if cloned:
-            # clone3 made the namespaces and this process is pid 1 already; drop the
-            # parent's pipe ends as isorun_apply_namespaces would (a dead parent must
-            # give EOF).
-            os.close(pipes.go_w)
-            os.close(pipes.err_r)
-        else:
-            # Closes ready_w and the parent's pipe ends; the parent now writes the id maps.
-            steps[0](c_spec, pipes.ready_w)
-            if record["clone_flags"] & CLONE_NEWPID:
-                _fork_into_pid_namespace(pipes.go_r, pipes.err_w, pipes.result_w)
-        # Before the plan's seccomp filter, which need not allow prctl(PR_SET_MM).
-        _set_environ(env)
-        _hypothesis_storage(env)
-        pytest_environ.replace_environ_block(environ[1], environ[0])
-        # Waits for the id maps, then the rest of the plan, seccomp last; on failure it
-        # reports on err_w and exits.
-        steps[1](c_spec)
-        # EOF on the error pipe tells the parent the sandbox is complete.
-        os.close(pipes.err_w)
-        _refresh_faulthandler()
-        outcome, text, exc_type = body(policy)
-        # Before the result: os._exit below drops what Python still buffers (with -s,
-        # sys.stdout is the real, block-buffered stdout), and the parent reports at once.
-        _flush_stdio()
-        record_bytes = json.dumps(
-            {"outcome": outcome, "text": text, "exc_type": exc_type}
-        ).encode()
-        data = _HEADER.pack(len(record_bytes)) + record_bytes
-        while data:
-            data = data[os.write(pipes.result_w, data) :]
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        # _exit: no atexit handlers, no flushing of buffers copied from pytest.
-        os._exit(code)
-
-
-#: why clone3 was given up for the rest of the session (pyfork.Unsupported), if it was
-_ONE_FORK_OFF: list[str] = []
-#: "os" makes every marked test fork twice (os.fork), as where clone3 is unusable
-FORK_ENV = "ISORUN_MARKER_FORK"
-
-
-def one_fork_unusable() -> str | None:
-    """Why a marked test's child cannot come from one clone3 (sandbox/pyfork.py), if so."""
-    if os.environ.get(FORK_ENV) == "os":
-        return f"{FORK_ENV}=os"
-    if _ONE_FORK_OFF:
-        return _ONE_FORK_OFF[0]
-    from isorun.sandbox import pyfork
-
-    return pyfork.unusable()
-
-
-def _refresh_faulthandler() -> None:
-    """Point pytest's faulthandler at fd 2 again: the shim closed the duplicate of stderr
-    it wrote to, and a crash would otherwise write its traceback to whatever file the
-    test opened under that number. fd 2 is pytest's capture file (or the terminal), so a
-    crash's traceback shows in the test's report."""
-    import faulthandler
-
-    if faulthandler.is_enabled():
-        faulthandler.enable(file=2)
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            continue  # closed or replaced by the test; nothing more to save
-
-
-def _fork_into_pid_namespace(go_r: int, err_w: int, result_w: int) -> None:
-    """Fork the test's process, pid 1 of the new pid namespace; this one (F) only waits.
-
-    F returns never: it mirrors the child's end (a signal as that signal, so the parent
-    reports "killed by SIGSEGV" as for any crash). It holds no pipe end the parent waits on.
-    """
-    pid = os.fork()
-    if pid == 0:
-        return
-    for fd in (go_r, err_w, result_w):
-        os.close(fd)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    if os.WIFSIGNALED(status):
-        import faulthandler
-
-        sig = os.WTERMSIG(status)
-        faulthandler.disable()
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-        os.kill(os.getpid(), sig)
-    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_SETUP)
+        if need == HEADER.size and len(data) >= need:
+            need += HEADER.unpack_from(data)[0]
+    return data[HEADER.size : need]
 
 
