@@ -26,6 +26,10 @@ HEAVY = {"isorun.api", "isorun.compile.plan", "isorun.profile.schema", "isorun.l
          "isorun.learn.profile", "isorun.cli.learn", "isorun.cli.pytest", "isorun.cli.seccomp",
          "isorun.cli.doctor"}
 
+#: what the warm launch path (python -m isorun when the C front end misses) may load
+WARM = {"isorun", "isorun.__main__", "isorun.cli", "isorun.cli.launch", "isorun.shim",
+        "isorun.shim.abi"}
+
 
 def test_importing_the_cli_loads_no_compiler_and_no_subcommand_module() -> None:
     loaded = _isorun_modules_after("import isorun.cli.main")
@@ -35,9 +39,11 @@ def test_importing_the_cli_loads_no_compiler_and_no_subcommand_module() -> None:
 
 def test_the_launch_entry_point_loads_only_the_launch_grammar() -> None:
     # the warm path when the C front end misses: python -m isorun parses a launch without
-    # click, the compiler or isorun.errors (each costs more than a warm launch takes)
+    # click, the compiler or isorun.errors (each costs more than a warm launch takes);
+    # shim.abi is the one definition of the names shared with the C front end, and
+    # imports nothing
     loaded = _isorun_modules_after("import isorun.__main__")
-    assert loaded == {"isorun", "isorun.__main__", "isorun.cli", "isorun.cli.launch"}, loaded
+    assert loaded == WARM, loaded
 
 
 def test_launch_help_loads_only_the_launch_grammar() -> None:
@@ -46,7 +52,7 @@ def test_launch_help_loads_only_the_launch_grammar() -> None:
             "        main(['run', '--help'])\n    except SystemExit as done:\n"
             "        assert done.code == 0, done.code")
     loaded = _isorun_modules_after(code)
-    assert loaded == {"isorun", "isorun.__main__", "isorun.cli", "isorun.cli.launch"}, loaded
+    assert loaded == WARM, loaded
 
 
 def test_version_loads_no_compiler_and_no_subcommand_module() -> None:
