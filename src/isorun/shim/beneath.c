@@ -30,6 +30,29 @@ size_t isorun_leading_slashes(const char *s) {
     return n;
 }
 
+size_t isorun_strlen(const char *s) {
+    size_t n = 0;
+
+    while (s != NULL && s[n] != '\0')
+        n++;
+    return n;
+}
+
+int isorun_join(char *buf, size_t size, const char *a, const char *b) {
+    size_t la = isorun_strlen(a), lb = isorun_strlen(b);
+
+    if (la + lb + 1 > size)
+        return -ENAMETOOLONG;
+    /*
+     * memmove: a may be buf itself, and memcpy between overlapping objects is undefined
+     * even when they coincide (C11 7.24.2.1).
+     */
+    memmove(buf, a, la);
+    memmove(buf + la, b, lb);
+    buf[la + lb] = '\0';
+    return 0;
+}
+
 /* openat2(2) with RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH: no link, no ".." out of root. */
 int isorun_child_open_beneath(int root, const char *path, int flags) {
     struct open_how how;

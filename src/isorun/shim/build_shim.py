@@ -24,14 +24,16 @@ from cffi import FFI  # type: ignore[import-untyped]
 
 HERE = Path(__file__).resolve().parent
 SOURCES = (
-    "ns.c", "resolve.c", "beneath.c", "mount.c", "caps.c", "seccomp.c", "exec.c", "notify.c",
+    "ns.c", "resolve.c", "beneath.c", "mount.c", "mount_dev.c", "mount_overlay.c",
+    "mount_mask.c", "mount_root.c", "caps.c", "seccomp.c", "exec.c", "notify.c",
     "bpf_eval.c", "apply.c", "landlock.c", "planted.c",
 )
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 #: isorun-launch: its own main and parent side, the front end, and the whole shim
 LAUNCHER_SOURCES = (
-    "launch_main.c", "launch.c", "launch_record.c", "launch_report.c", "frontend.c",
-    "launch_index.c", "blake2b.c", "git_guard.c", *SOURCES
+    "launch_main.c", "launch.c", "launch_mounts.c", "idmap.c", "terminal.c", "caller.c",
+    "launch_record.c", "launch_report.c", "frontend.c", "launch_index.c", "blake2b.c",
+    "git_guard.c", *SOURCES
 )
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"
