@@ -28,11 +28,17 @@ from isorun.errors import HostError
 
 SHIM = Path(__file__).resolve().parent.parent / "shim"
 SOURCE = SHIM / "seccomp_exec.c"
-#: compiled with SOURCE: the native shim's Landlock code, so both apply one ruleset logic,
-#: and its BPF evaluator (the refusal report's hand-over check)
-SOURCES = (SOURCE, SHIM / "landlock.c", SHIM / "bpf_eval.c")
+#: compiled with SOURCE: its own parts, the native shim's Landlock code, so both apply one
+#: ruleset logic, and its BPF evaluator (the refusal report's hand-over check)
+SOURCES = (
+    SOURCE, SHIM / "seccomp_exec_input.c", SHIM / "seccomp_exec_report.c",
+    SHIM / "landlock.c", SHIM / "bpf_eval.c",
+)
 #: everything the build reads, so the cached binary's name changes with any of them
-INPUTS = (*SOURCES, SHIM / "landlock.h", SHIM / "bpf_eval.h", SHIM / "isorun_shim.h")
+INPUTS = (
+    *SOURCES, SHIM / "seccomp_exec.h", SHIM / "landlock.h", SHIM / "bpf_eval.h",
+    SHIM / "isorun_shim.h",
+)
 NAME = "isorun-seccomp-exec"
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion")
 

@@ -54,59 +54,23 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
 #include <linux/landlock.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "bpf_eval.h"
-#include "isorun_shim.h"
-#include "landlock.h"
-
-#define EXIT_SETUP 125
-#define MAX_KEEP 64
-#define MAX_ENV 4096
-#define MAX_BPF_INSNS 4096
-#define MAX_LANDLOCK (1 << 20)
-
-/* the AUDIT_ARCH_* of our own syscalls, which the hand-over check evaluates */
-#if defined(__x86_64__)
-#define NATIVE_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define NATIVE_ARCH AUDIT_ARCH_AARCH64
-#else
-#define NATIVE_ARCH 0u /* no check possible: never a report */
-#endif
-
-/* What goes over --report-fd: one byte, with the listener for REPORT_LISTENER. */
-#define REPORT_LISTENER 'L'
-#define REPORT_REFUSED 'N' /* the profile refuses the hand-over's sendmsg */
-#define REPORT_BUSY 'B'    /* an outer listener holds the kernel's only place */
+#include "seccomp_exec.h"
 
 extern char **environ;
-
-static void die(const char *step, const char *call, int err) {
-    fprintf(stderr, "isorun: error: %s: %s: %s\n", step, call, strerror(err));
-    _exit(EXIT_SETUP);
-}
-
-static void usage(const char *why) {
-    fprintf(stderr, "isorun-seccomp-exec: %s\n", why);
-    _exit(EXIT_SETUP);
-}
 
 static int parse_int(const char *text, long long *out) {
     char *end = NULL;
@@ -207,47 +171,6 @@ static void check_expect(const char *spec) {
     }
 }
 
-/* The whole content of fd from offset 0 (pread: the runner and we share the offset). */
-static char *read_fd(int fd, size_t limit, size_t *size, const char *step) {
-    char *buf = malloc(limit + 1);
-    size_t used = 0;
-
-    if (buf == NULL)
-        die(step, "malloc", ENOMEM);
-    for (;;) {
-        ssize_t n = pread(fd, buf + used, limit + 1 - used, (off_t)used);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            die(step, "pread", errno);
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
-        if (used > limit)
-            die(step, "pread", E2BIG);
-    }
-    buf[used] = '\0';
-    *size = used;
-    return buf;
-}
-
-static char **read_env(int fd) {
-    size_t size, count = 0, i;
-    char *data = read_fd(fd, 1 << 20, &size, "environment");
-    char **env = calloc(MAX_ENV + 1, sizeof *env);
-
-    if (env == NULL)
-        die("environment", "calloc", ENOMEM);
-    for (i = 0; i < size; i += strlen(data + i) + 1) {
-        if (count == MAX_ENV)
-            die("environment", "read", E2BIG);
-        env[count++] = data + i;
-    }
-    env[count] = NULL;
-    return env;
-}
-
 static int kept(int fd, const int *keep, size_t nkeep) {
     size_t i;
 
@@ -297,323 +220,197 @@ static void enter_ptrace_domain(void) {
     close((int)fd);
 }
 
-/* The hand-over's message, static so the checked call and the sent one are the same. */
-static struct {
-    struct msghdr msg;
-    struct iovec iov;
-    char byte;
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-} hand;
+/* The command line: what to do, in the order fixed below, and the command (argv[cmd]). */
+struct options {
+    int keep[MAX_KEEP];
+    size_t nkeep;
+    int env_fd, seccomp_fd, landlock_fd, report_fd, report_bpf_fd;
+    int close_all, nnp, reset_signals, ptrace_domain, host_paths;
+    int cmd;
+};
 
-static void prepare_hand_over(char byte, int listener) {
-    struct cmsghdr *c;
-
-    memset(&hand, 0, sizeof hand);
-    hand.byte = byte;
-    hand.iov.iov_base = &hand.byte;
-    hand.iov.iov_len = 1;
-    hand.msg.msg_iov = &hand.iov;
-    hand.msg.msg_iovlen = 1;
-    if (listener < 0)
-        return;
-    hand.msg.msg_control = hand.control.buf;
-    hand.msg.msg_controllen = sizeof hand.control.buf;
-    c = CMSG_FIRSTHDR(&hand.msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &listener, sizeof listener);
+/* An option without a value; 0 when opt is none of them. */
+static int take_flag(struct options *o, const char *opt) {
+    if (strcmp(opt, "--setsid") == 0) {
+        /* EPERM: already a process-group leader; fine only if it leads its session */
+        if (setsid() < 0 && (errno != EPERM || getsid(0) != getpid()))
+            die("new session", "setsid", errno);
+    } else if (strcmp(opt, "--close-fds") == 0) {
+        o->close_all = 1;
+    } else if (strcmp(opt, "--no-new-privs") == 0) {
+        o->nnp = 1;
+    } else if (strcmp(opt, "--reset-signals") == 0) {
+        o->reset_signals = 1;
+    } else if (strcmp(opt, "--ptrace-domain") == 0) {
+        o->ptrace_domain = 1;
+    } else if (strcmp(opt, "--landlock-host-paths") == 0) {
+        o->host_paths = 1;
+    } else {
+        return 0;
+    }
+    return 1;
 }
 
-static void send_hand_over(int sock, char byte, int listener) {
-    ssize_t n;
+/* An option with a value; --expect, --rlimit and --chdir act as they are read. */
+static void take_value(struct options *o, const char *opt, const char *val) {
+    if (strcmp(opt, "--expect") == 0) {
+        /* checked as read: the renderers put every --expect first */
+        check_expect(val);
+    } else if (strcmp(opt, "--rlimit") == 0) {
+        set_rlimit(val);
+    } else if (strcmp(opt, "--chdir") == 0) {
+        if (chdir(val) < 0)
+            die("working directory", "chdir", errno);
+    } else if (strcmp(opt, "--env-fd") == 0) {
+        o->env_fd = parse_fd(val);
+    } else if (strcmp(opt, "--seccomp-fd") == 0) {
+        o->seccomp_fd = parse_fd(val);
+    } else if (strcmp(opt, "--report-fd") == 0) {
+        o->report_fd = parse_fd(val);
+    } else if (strcmp(opt, "--report-bpf-fd") == 0) {
+        o->report_bpf_fd = parse_fd(val);
+    } else if (strcmp(opt, "--landlock-fd") == 0) {
+        o->landlock_fd = parse_fd(val);
+    } else if (strcmp(opt, "--keep-fd") == 0) {
+        if (o->nkeep == MAX_KEEP)
+            usage("too many --keep-fd");
+        o->keep[o->nkeep++] = parse_fd(val);
+    } else {
+        usage("unknown option");
+    }
+}
 
-    prepare_hand_over(byte, listener);
-    do
-        n = sendmsg(sock, &hand.msg, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n != 1)
-        die("seccomp report", "sendmsg", n < 0 ? errno : EIO);
+static void parse_options(struct options *o, int argc, char **argv) {
+    int i;
+
+    memset(o, 0, sizeof *o);
+    o->env_fd = o->seccomp_fd = o->landlock_fd = o->report_fd = o->report_bpf_fd = -1;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        }
+        if (take_flag(o, argv[i]))
+            continue;
+        if (i + 1 >= argc)
+            usage("option needs a value");
+        take_value(o, argv[i], argv[i + 1]);
+        i++;
+    }
+    if (i >= argc)
+        usage("no command after --");
+    o->cmd = i;
+}
+
+/* The inputs the descriptors carry, each read whole before any descriptor is closed. */
+struct inputs {
+    char **env;
+    struct sock_fprog prog, report;
+    struct ruleset ruleset;
+};
+
+static void read_inputs(struct options *o, struct inputs *in) {
+    memset(in, 0, sizeof *in);
+    /* read every input first: closing the descriptors below may close theirs */
+    if (o->env_fd >= 0)
+        in->env = stage_read_env(o->env_fd);
+    if (o->seccomp_fd >= 0)
+        in->prog = stage_read_seccomp(o->seccomp_fd);
+    if (o->landlock_fd >= 0)
+        in->ruleset = stage_read_landlock(o->landlock_fd);
+    if ((o->report_fd >= 0) != (o->report_bpf_fd >= 0))
+        usage("--report-fd and --report-bpf-fd go together");
+    if (o->report_bpf_fd >= 0) {
+        in->report = stage_read_seccomp(o->report_bpf_fd);
+        if (!kept(o->report_bpf_fd, o->keep, o->nkeep))
+            close(o->report_bpf_fd);
+        if (o->nkeep == MAX_KEEP)
+            usage("too many --keep-fd");
+        o->keep[o->nkeep++] = o->report_fd; /* until the hand-over; close-on-exec below */
+    }
+    if (o->close_all) {
+        close_fds(o->keep, o->nkeep);
+    } else {
+        if (o->env_fd >= 0 && !kept(o->env_fd, o->keep, o->nkeep))
+            close(o->env_fd);
+        if (o->seccomp_fd >= 0 && !kept(o->seccomp_fd, o->keep, o->nkeep))
+            close(o->seccomp_fd);
+        if (o->landlock_fd >= 0 && !kept(o->landlock_fd, o->keep, o->nkeep))
+            close(o->landlock_fd);
+    }
 }
 
 /*
- * Whether the profile's program lets sendmsg(sock, &hand.msg, MSG_NOSIGNAL) run: the
- * call send_hand_over makes once the reporting filter is loaded, with these arguments
- * (the message's address is that of the static above; the unused argument registers are
- * taken as 0, which no profile rule can rely on anyway).
+ * --reset-signals: the command starts with every signal at its default and none blocked,
+ * as the native shim starts it: the CLI sharing its terminal (api.launch) hands the
+ * wrapper the terminal's interrupt, quit and hangup ignored, so the wrapper survives them
+ * and the command alone decides, and its own signals blocked, to tell the terminal's
+ * from kill's. Only inside: run before bwrap for its rlimits, the stage must hand bwrap
+ * what it got. Before the filter, which need not allow rt_sigaction. EINVAL for SIGKILL
+ * and SIGSTOP is expected.
+ *
+ * Raw calls: libc's sigaction and sigprocmask refuse or skip its own reserved signals (32
+ * and 33 in glibc), which a caller may have ignored or blocked, and an ignored or blocked
+ * SIGCANCEL in the command breaks thread cancellation. SIG_DFL needs no restorer; the
+ * kernel's set is _NSIG bits.
  */
-static int hand_over_allowed(const struct sock_fprog *plain, int sock) {
-    struct seccomp_data d;
-    unsigned int ret;
-
-    if (NATIVE_ARCH == 0u)
-        return 0;
-    memset(&d, 0, sizeof d);
-    d.nr = SYS_sendmsg;
-    d.arch = NATIVE_ARCH;
-    d.args[0] = (unsigned long long)sock;
-    d.args[1] = (unsigned long long)(uintptr_t)&hand.msg;
-    d.args[2] = MSG_NOSIGNAL;
-    ret = isorun_bpf_eval((const unsigned char *)plain->filter,
-                          plain->len * sizeof(struct sock_filter), &d);
-    return (ret & SECCOMP_RET_ACTION_FULL) == SECCOMP_RET_ALLOW ||
-           (ret & SECCOMP_RET_ACTION_FULL) == SECCOMP_RET_LOG;
-}
-
-static struct sock_fprog read_seccomp(int fd) {
-    size_t size;
-    char *data = read_fd(fd, MAX_BPF_INSNS * sizeof(struct sock_filter), &size, "seccomp");
-    struct sock_fprog prog;
-
-    if (size == 0 || size % sizeof(struct sock_filter) != 0)
-        die("seccomp", "read", EINVAL);
-    prog.len = (unsigned short)(size / sizeof(struct sock_filter));
-    prog.filter = (struct sock_filter *)(void *)data;
-    return prog;
-}
-
-/* The landlock section of a flat launch record (isorun.sandbox.flat), little-endian. */
-struct ruleset {
-    long long abi, fs, net, scoped;
-    struct isorun_landlock_rule *rules;
-    size_t n;
-};
-
-static long long take_i64(const char *data, size_t size, size_t *pos) {
-    unsigned long long v = 0;
-    int k;
-
-    if (size - *pos < 8)
-        die("landlock", "read", EINVAL);
-    for (k = 7; k >= 0; k--)
-        v = v << 8 | (unsigned char)data[*pos + (size_t)k];
-    *pos += 8;
-    return (long long)v;
-}
-
-static size_t take_u32(const char *data, size_t size, size_t *pos) {
-    size_t v = 0;
-    int k;
-
-    if (size - *pos < 4)
-        die("landlock", "read", EINVAL);
-    for (k = 3; k >= 0; k--)
-        v = v << 8 | (unsigned char)data[*pos + (size_t)k];
-    *pos += 4;
-    return v;
-}
-
-static struct ruleset read_landlock(int fd) {
-    size_t size, pos = 0, i, len;
-    char *data = read_fd(fd, MAX_LANDLOCK, &size, "landlock");
-    struct ruleset set;
-
-    set.abi = take_i64(data, size, &pos);
-    set.fs = take_i64(data, size, &pos);
-    set.net = take_i64(data, size, &pos);
-    set.scoped = take_i64(data, size, &pos);
-    set.n = take_u32(data, size, &pos);
-    if (set.abi < 0 || set.abi > 1000 || set.n > size / 28)
-        die("landlock", "read", EINVAL);
-    set.rules = calloc(set.n + 1, sizeof *set.rules);
-    if (set.rules == NULL)
-        die("landlock", "calloc", ENOMEM);
-    for (i = 0; i < set.n; i++) {
-        char *path = NULL;
-
-        set.rules[i].port = (unsigned long long)take_i64(data, size, &pos);
-        set.rules[i].access = (unsigned long long)take_i64(data, size, &pos);
-        set.rules[i].optional = take_i64(data, size, &pos) != 0;
-        len = take_u32(data, size, &pos);
-        if (size - pos < len || memchr(data + pos, '\0', len) != NULL)
-            die("landlock", "read", EINVAL);
-        path = malloc(len + 1);
-        if (path == NULL)
-            die("landlock", "malloc", ENOMEM);
-        memcpy(path, data + pos, len);
-        path[len] = '\0';
-        pos += len;
-        if (path[0] != '\0' ? path[0] != '/' : set.rules[i].port == 0)
-            die("landlock", "read", EINVAL);
-        set.rules[i].path = path;
-    }
-    if (pos != size)
-        die("landlock", "read", EINVAL);
-    free(data);
-    return set;
-}
-
-int main(int argc, char **argv) {
-    int keep[MAX_KEEP];
-    size_t nkeep = 0;
-    int env_fd = -1, seccomp_fd = -1, landlock_fd = -1, close_all = 0, nnp = 0, i;
-    int reset_signals = 0, ptrace_domain = 0, host_paths = 0, report_fd = -1;
-    int report_bpf_fd = -1, listener;
-    struct sock_fprog report = {0, NULL};
-    struct ruleset ruleset = {0, 0, 0, 0, NULL, 0};
-    char **env = NULL;
-    struct sock_fprog prog = {0, NULL};
-    sigset_t unblocked;
+static void reset_signals(void) {
     struct kernel_sigaction { /* the kernel's layout, not libc's */
         void *handler;
         unsigned long flags;
         void *restorer;
         unsigned long long mask;
     } dfl;
+    sigset_t unblocked;
     int sig;
 
-    for (i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+    memset(&dfl, 0, sizeof dfl);
+    for (sig = 1; sig < _NSIG; sig++)
+        (void)syscall(SYS_rt_sigaction, sig, &dfl, NULL, _NSIG / 8);
+    memset(&unblocked, 0, sizeof unblocked);
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &unblocked, NULL, _NSIG / 8) < 0)
+        die("signals", "rt_sigprocmask", errno);
+}
 
-        if (strcmp(opt, "--") == 0) {
-            i++;
-            break;
-        } else if (strcmp(opt, "--setsid") == 0) {
-            /* EPERM: already a process-group leader; fine only if it leads its session */
-            if (setsid() < 0 && (errno != EPERM || getsid(0) != getpid()))
-                die("new session", "setsid", errno);
-        } else if (strcmp(opt, "--close-fds") == 0) {
-            close_all = 1;
-        } else if (strcmp(opt, "--no-new-privs") == 0) {
-            nnp = 1;
-        } else if (strcmp(opt, "--reset-signals") == 0) {
-            reset_signals = 1;
-        } else if (strcmp(opt, "--ptrace-domain") == 0) {
-            ptrace_domain = 1;
-        } else if (strcmp(opt, "--landlock-host-paths") == 0) {
-            host_paths = 1;
-        } else if (val == NULL) {
-            usage("option needs a value");
-        } else if (strcmp(opt, "--expect") == 0) {
-            /* checked as read: the renderers put every --expect first */
-            check_expect(val);
-            i++;
-        } else if (strcmp(opt, "--rlimit") == 0) {
-            set_rlimit(val);
-            i++;
-        } else if (strcmp(opt, "--chdir") == 0) {
-            if (chdir(val) < 0)
-                die("working directory", "chdir", errno);
-            i++;
-        } else if (strcmp(opt, "--env-fd") == 0) {
-            env_fd = parse_fd(val);
-            i++;
-        } else if (strcmp(opt, "--seccomp-fd") == 0) {
-            seccomp_fd = parse_fd(val);
-            i++;
-        } else if (strcmp(opt, "--report-fd") == 0) {
-            report_fd = parse_fd(val);
-            i++;
-        } else if (strcmp(opt, "--report-bpf-fd") == 0) {
-            report_bpf_fd = parse_fd(val);
-            i++;
-        } else if (strcmp(opt, "--landlock-fd") == 0) {
-            landlock_fd = parse_fd(val);
-            i++;
-        } else if (strcmp(opt, "--keep-fd") == 0) {
-            if (nkeep == MAX_KEEP)
-                usage("too many --keep-fd");
-            keep[nkeep++] = parse_fd(val);
-            i++;
-        } else {
-            usage("unknown option");
-        }
-    }
-    if (i >= argc)
-        usage("no command after --");
-    /* read every input first: closing the descriptors below may close theirs */
-    if (env_fd >= 0)
-        env = read_env(env_fd);
-    if (seccomp_fd >= 0)
-        prog = read_seccomp(seccomp_fd);
-    if (landlock_fd >= 0)
-        ruleset = read_landlock(landlock_fd);
-    if ((report_fd >= 0) != (report_bpf_fd >= 0))
-        usage("--report-fd and --report-bpf-fd go together");
-    if (report_bpf_fd >= 0) {
-        report = read_seccomp(report_bpf_fd);
-        if (!kept(report_bpf_fd, keep, nkeep))
-            close(report_bpf_fd);
-        if (nkeep == MAX_KEEP)
-            usage("too many --keep-fd");
-        keep[nkeep++] = report_fd; /* until the hand-over; close-on-exec below */
-    }
-    if (close_all) {
-        close_fds(keep, nkeep);
-    } else {
-        if (env_fd >= 0 && !kept(env_fd, keep, nkeep))
-            close(env_fd);
-        if (seccomp_fd >= 0 && !kept(seccomp_fd, keep, nkeep))
-            close(seccomp_fd);
-        if (landlock_fd >= 0 && !kept(landlock_fd, keep, nkeep))
-            close(landlock_fd);
-    }
-    /*
-     * The command starts with every signal at its default and none blocked, as the
-     * native shim starts it: the CLI sharing its terminal (api.launch) hands the wrapper
-     * the terminal's interrupt, quit and hangup ignored, so the wrapper survives them
-     * and the command alone decides, and its own signals blocked, to tell the
-     * terminal's from kill's. Only inside (--reset-signals): run before bwrap for its
-     * rlimits, the stage must hand bwrap what it got. Before the filter, which need not
-     * allow rt_sigaction. EINVAL for SIGKILL and SIGSTOP is expected.
-     */
-    if (reset_signals) {
-        /*
-         * Raw calls: libc's sigaction and sigprocmask refuse or skip its own reserved
-         * signals (32 and 33 in glibc), which a caller may have ignored or blocked, and
-         * an ignored or blocked SIGCANCEL in the command breaks thread cancellation.
-         * SIG_DFL needs no restorer; the kernel's set is _NSIG bits.
-         */
-        memset(&dfl, 0, sizeof dfl);
-        for (sig = 1; sig < _NSIG; sig++)
-            (void)syscall(SYS_rt_sigaction, sig, &dfl, NULL, _NSIG / 8);
-        memset(&unblocked, 0, sizeof unblocked);
-        if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &unblocked, NULL, _NSIG / 8) < 0)
-            die("signals", "rt_sigprocmask", errno);
-    }
-    if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+/* no_new_privs, then Landlock, then the filter: the order the file's comment gives. */
+static void confine(const struct options *o, struct inputs *in) {
+    const char *call = "landlock";
+    int err;
+
+    if (o->nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         die("no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)", errno);
-    if (ptrace_domain)
+    if (o->ptrace_domain)
         enter_ptrace_domain();
-    if (ruleset.abi > 0) {
-        const char *call = "landlock";
-        int err = isorun_landlock_restrict((int)ruleset.abi, (unsigned long long)ruleset.fs,
-                                           (unsigned long long)ruleset.net,
-                                           (unsigned long long)ruleset.scoped, ruleset.rules,
-                                           ruleset.n, host_paths, &call);
+    if (in->ruleset.abi > 0) {
+        err = isorun_landlock_restrict((int)in->ruleset.abi, (unsigned long long)in->ruleset.fs,
+                                       (unsigned long long)in->ruleset.net,
+                                       (unsigned long long)in->ruleset.scoped, in->ruleset.rules,
+                                       in->ruleset.n, o->host_paths, &call);
         if (err != 0)
             die("landlock", call, err);
     }
     /* the command never holds the report's socket, nor (the kernel's O_CLOEXEC) the listener */
-    if (report_fd >= 0 && fcntl(report_fd, F_SETFD, FD_CLOEXEC) < 0)
+    if (o->report_fd >= 0 && fcntl(o->report_fd, F_SETFD, FD_CLOEXEC) < 0)
         die("seccomp report", "fcntl(FD_CLOEXEC)", errno);
-    if (prog.filter != NULL && report_fd >= 0) {
-        if (!hand_over_allowed(&prog, report_fd)) {
-            send_hand_over(report_fd, REPORT_REFUSED, -1);
-        } else {
-            listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                                    SECCOMP_FILTER_FLAG_NEW_LISTENER, &report);
-            if (listener >= 0) {
-                /* from here a refused call waits for isorun: the sendmsg checked above */
-                send_hand_over(report_fd, REPORT_LISTENER, listener);
-                prog.filter = NULL; /* loaded */
-            } else if (errno == EBUSY) {
-                send_hand_over(report_fd, REPORT_BUSY, -1);
-            } else {
-                die("seccomp", "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)", errno);
-            }
-        }
-    }
-    if (prog.filter != NULL && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+    if (in->prog.filter != NULL && o->report_fd >= 0)
+        stage_hand_over(&in->prog, &in->report, o->report_fd);
+    if (in->prog.filter != NULL && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &in->prog) < 0)
         die("seccomp", "seccomp(SECCOMP_SET_MODE_FILTER)", errno);
-    if (env != NULL)
-        environ = env; /* execvp searches the PATH of the command's own environment */
-    execvp(argv[i], argv + i);
+}
+
+int main(int argc, char **argv) {
+    struct options o;
+    struct inputs in;
+
+    parse_options(&o, argc, argv);
+    read_inputs(&o, &in);
+    if (o.reset_signals)
+        reset_signals();
+    confine(&o, &in);
+    if (in.env != NULL)
+        environ = in.env; /* execvp searches the PATH of the command's own environment */
+    execvp(argv[o.cmd], argv + o.cmd);
     /* after the filter: a denied execve shows here; 127/126 as a shell would answer */
-    fprintf(stderr, "isorun: error: exec: %s: %s\n", argv[i], strerror(errno));
+    fprintf(stderr, "isorun: error: exec: %s: %s\n", argv[o.cmd], strerror(errno));
     _exit(errno == ENOENT ? 127 : 126);
 }
