@@ -25,7 +25,7 @@ from cffi import FFI  # type: ignore[import-untyped]
 HERE = Path(__file__).resolve().parent
 SOURCES = (
     "ns.c", "resolve.c", "beneath.c", "mount.c", "mount_dev.c", "mount_overlay.c",
-    "mount_mask.c", "mount_root.c", "caps.c", "seccomp.c", "exec.c", "notify.c",
+    "mount_mask.c", "mount_root.c", "caps.c", "seccomp.c", "exec.c", "fds.c", "notify.c",
     "bpf_eval.c", "apply.c", "landlock.c", "planted.c",
 )
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
