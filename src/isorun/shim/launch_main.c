@@ -102,8 +102,8 @@ static int api_main(int record_fd, int report_fd, int terminal, int refusals, ch
 
     /*
      * Die with the caller (the thread that spawned us, as PR_SET_PDEATHSIG always does),
-     * and so take the sandbox along when its die_with_parent is set, as it did when Python
-     * cloned it. Before the record read: a caller dead before writing it gives us EOF,
+     * and so take the sandbox along when its die_with_parent is set: the sandbox's parent
+     * stands in for the caller. Before the record read: a caller dead before writing it gives us EOF,
      * one dead after gets us killed; one gone in between fails our report write.
      */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
