@@ -1,7 +1,7 @@
 /*
  * isorun-launch and its API caller (isorun.sandbox.process), which starts it with
  * posix_spawn and reads one message back: the descriptors subprocess would have closed,
- * and that message.
+ * and that message, a failure record (filled in here for a failure on our side).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -13,7 +13,32 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "launch_record.h"
 #include "launcher.h"
+
+static void copy_name(char *dst, const char *src) {
+    size_t i;
+
+    for (i = 0; i + 1 < ISORUN_NAME_MAX && src[i] != '\0'; i++)
+        dst[i] = src[i];
+    dst[i] = '\0';
+}
+
+/* The plan step of a parent-side failure, as parent.setup_error looks it up. */
+int isorun_launch_fail(struct isorun_failure *f, const struct isorun_record *rec, const char *step,
+                       const char *syscall, int err) {
+    size_t i;
+
+    memset(f, 0, sizeof *f);
+    f->err = err;
+    f->index = -1;
+    for (i = 0; i < rec->n_steps; i++)
+        if (strcmp(rec->step_names[i], step) == 0)
+            f->index = (int)rec->step_indexes[i];
+    copy_name(f->step, step);
+    copy_name(f->syscall, syscall);
+    return -1;
+}
 
 /*
  * The API starts us with posix_spawn, which closes nothing: a descriptor the caller made

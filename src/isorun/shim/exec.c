@@ -381,8 +381,8 @@ void isorun_child_confine(const struct isorun_spec *spec) {
      * A launcher killed while the signal was cleared (from the ids above to here: every
      * mount) sent none and never will, and the sandbox would run on without it. Its end
      * of the error pipe tells: the launcher reads it until our execve, and ours was the
-     * only other copy (isorun_child_close_fds), so no reader left means the launcher is gone (pipe(7):
-     * POLLERR on a write end without readers).
+     * only other copy (isorun_child_close_fds), so no reader left means the launcher is
+     * gone (pipe(7): POLLERR on a write end without readers).
      */
     if (spec->die_with_parent) {
         struct pollfd pfd = {spec->err_fd, POLLOUT, 0};

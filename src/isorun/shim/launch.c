@@ -31,30 +31,6 @@
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 #define N_FORWARDED (sizeof forwarded / sizeof forwarded[0])
 
-static void copy_name(char *dst, const char *src) {
-    size_t i;
-
-    for (i = 0; i + 1 < ISORUN_NAME_MAX && src[i] != '\0'; i++)
-        dst[i] = src[i];
-    dst[i] = '\0';
-}
-
-/* The plan step of a parent-side failure, as parent.setup_error looks it up. */
-int isorun_launch_fail(struct isorun_failure *f, const struct isorun_record *rec, const char *step,
-                       const char *syscall, int err) {
-    size_t i;
-
-    memset(f, 0, sizeof *f);
-    f->err = err;
-    f->index = -1;
-    for (i = 0; i < rec->n_steps; i++)
-        if (strcmp(rec->step_names[i], step) == 0)
-            f->index = (int)rec->step_indexes[i];
-    copy_name(f->step, step);
-    copy_name(f->syscall, syscall);
-    return -1;
-}
-
 static int reap(pid_t pid) {
     int status = 0;
 
@@ -103,29 +79,6 @@ static void forward(int sig, siginfo_t *info, void *context) {
 static struct isorun_report report;
 /* Why the listener could not be taken (an errno), for the retry without it. */
 static int report_take_err;
-
-static int read_failure(int fd, struct isorun_failure *f) {
-    unsigned char buf[4096];
-    size_t got = 0;
-    ssize_t n;
-
-    /* To EOF: the child's CLOEXEC end closes at its execve, or it wrote and exited. */
-    for (;;) {
-        /* The command's execve is notified: it waits for our answer before EOF comes. */
-        if (isorun_report_wait(&report, fd) < 0)
-            break;
-        n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        if (got < sizeof *f)
-            memcpy((unsigned char *)f + got, buf,
-                   (size_t)n < sizeof *f - got ? (size_t)n : sizeof *f - got);
-        got += (size_t)n;
-    }
-    return got >= sizeof *f;
-}
 
 /* One launch, from the pipes to the wait: what its steps below hand each other. */
 struct run {
@@ -295,7 +248,8 @@ static int release_child(struct run *r) {
     for (i = 0; i < 3; i++)
         if (r->caller_stdio[i] && r->defer_stdio && report_take_err == 0)
             close((int)i);
-    if (rc == 0 && read_failure(r->err[0], r->f) && strcmp(r->f->step, "exec") != 0)
+    if (rc == 0 && isorun_report_read_failure(&report, r->err[0], r->f) &&
+        strcmp(r->f->step, "exec") != 0)
         rc = -1;
     close(r->err[0]);
     if (rc < 0)

@@ -201,6 +201,30 @@ int isorun_report_wait(struct isorun_report *r, int fd) {
     }
 }
 
+/* The error pipe read to EOF, answering notifications meanwhile: 1 when *f was filled. */
+int isorun_report_read_failure(struct isorun_report *r, int fd, struct isorun_failure *f) {
+    unsigned char buf[4096];
+    size_t got = 0;
+    ssize_t n;
+
+    /* To EOF: the child's CLOEXEC end closes at its execve, or it wrote and exited. */
+    for (;;) {
+        /* The command's execve is notified: it waits for our answer before EOF comes. */
+        if (isorun_report_wait(r, fd) < 0)
+            break;
+        n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (got < sizeof *f)
+            memcpy((unsigned char *)f + got, buf,
+                   (size_t)n < sizeof *f - got ? (size_t)n : sizeof *f - got);
+        got += (size_t)n;
+    }
+    return got >= sizeof *f;
+}
+
 void isorun_report_close(struct isorun_report *r) {
     if (r->sock >= 0)
         close(r->sock);

@@ -42,7 +42,7 @@ int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv
 
 /*
  * The steps of a launch in files of their own (launch.c runs them in order). Each
- * returns 0, or -1 with *f filled in by isorun_launch_fail: the failure of the plan
+ * returns 0, or -1 with *f filled in by isorun_launch_fail (caller.c): the failure of the plan
  * step named ``step`` (its index looked up in the record).
  */
 struct isorun_record;
@@ -83,6 +83,8 @@ int isorun_report_prepare(struct isorun_report *r, struct isorun_record *rec, in
 void isorun_report_spawned(struct isorun_report *r);
 int isorun_report_take(struct isorun_report *r, int err_fd);
 int isorun_report_wait(struct isorun_report *r, int fd);
+/* The child's failure record from the error pipe fd, read to EOF: 1 when one came. */
+int isorun_report_read_failure(struct isorun_report *r, int fd, struct isorun_failure *f);
 void isorun_report_close(struct isorun_report *r);
 /* The report's lines; returns how many calls were refused. */
 unsigned long long isorun_report_print(const struct isorun_report *r,
