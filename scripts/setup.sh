@@ -57,7 +57,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Reinstall only when the packaging or the C shim changed since the last install.
 stamp=.venv/.isorun-installed
-inputs=$(cat pyproject.toml setup.py src/isorun/shim/*.c src/isorun/shim/*.h src/isorun/shim/build_shim.py 2>/dev/null | sha256sum | cut -d' ' -f1)
+inputs=$(cat pyproject.toml setup.py src/isorun/shim/*.c src/isorun/shim/*.h src/isorun/shim/*/*.c src/isorun/shim/*/*.h src/isorun/shim/build_shim.py 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null
     .venv/bin/pip install -q -e '.[dev]'

@@ -22,7 +22,7 @@ _LAUNCH_FLAGS = {"--allow-weaker", "--verbose", "-v", "--quiet", "-q", "--debug"
 _LAUNCH_OPTIONS = {"--profile", "-p", "--backend"}
 
 
-#: set by the C front end (shim/frontend.c) when it ran this CLI because its launch index
+#: set by the C front end (shim/launcher/frontend.c) when it ran this CLI because its launch index
 #: was missing or stale; removed at once, so no command ever sees it in its environment
 FRONTEND_MISS = "ISORUN_FRONTEND_MISS"
 #: set by isorun-launch (and the front end) after a set-up failure of a launch this CLI
@@ -366,7 +366,7 @@ def _forget_working_directory() -> None:
 
 def _exec_reporting(record: dict[str, object], command: list[str]) -> None:
     """Become isorun-launch for this launch, which says the refusal report when the command
-    fails (shim/launch_report.c), as the C front end does on the same record. Returns only
+    fails (shim/launcher/launch_report.c), as the C front end does on the same record. Returns only
     when isorun-launch is not there (then launch.run launches it without the report)."""
     from isorun.sandbox import flat
 

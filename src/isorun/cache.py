@@ -60,7 +60,7 @@ VARIABLE_NAMES = frozenset(
 #: release and version: the kernel build decides its Landlock ABI (short of a changed
 #: lsm= boot list, which the shim catches: it refuses a plan above the running ABI)
 FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns", "landlock"})
-_USERNS_SYSCTLS = (  # shim/launch_index.c has this list too, in this order
+_USERNS_SYSCTLS = (  # shim/launcher/launch_index.c has this list too, in this order
     "/proc/sys/user/max_user_namespaces",
     "/proc/sys/kernel/unprivileged_userns_clone",
 )

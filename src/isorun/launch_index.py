@@ -1,6 +1,6 @@
 """The launch index: what the C front end checks to launch a cached plan without Python.
 
-The `isorun` command is a small C program (shim/frontend.c) so that a warm launch
+The `isorun` command is a small C program (shim/launcher/frontend.c) so that a warm launch
 starts no Python: on this kind of machine the interpreter alone takes
 several times what bubblewrap takes to start a whole sandbox. C cannot re-derive the
 cache key (repr of Python values, sha256 of marshal output), so next to an entry with
@@ -60,7 +60,7 @@ INDEX_FORMAT = 3
 INDEX_SETTLE_NS = 2_000_000_000
 #: variables whose raw values the key reads (cache.variables(), cache.cache_dir()) or
 #: that change which isorun package the Python CLI would import, so which compiler ran
-INDEX_ENV = (  # shim/launch_index.c has this list too, in this order (a test compares)
+INDEX_ENV = (  # shim/launcher/launch_index.c has this list too, in this order (a test compares)
     "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
     "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
     "PYTHONSAFEPATH", "SSH_AUTH_SOCK", "VIRTUAL_ENV",

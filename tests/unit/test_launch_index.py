@@ -16,8 +16,8 @@ from isorun import launch as fast
 from isorun.host import mac
 from tests.integration.conftest import missing
 
-FRONTEND_C = Path(cache.__file__).parent / "shim" / "frontend.c"
-INDEX_C = Path(cache.__file__).parent / "shim" / "launch_index.c"
+FRONTEND_C = Path(cache.__file__).parent / "shim" / "launcher" / "frontend.c"
+INDEX_C = Path(cache.__file__).parent / "shim" / "launcher" / "launch_index.c"
 NOW_SETTLED = time.time_ns() + 10**12  # every file looks old enough
 
 

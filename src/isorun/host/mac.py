@@ -20,7 +20,7 @@ docs/security.md.
 No key (keyctl refused, as in Docker's default seccomp profile; an unknown
 architecture): every lookup misses and nothing is stored, a slower but correct launch.
 This module reads the key with two syscalls through ctypes (about 1.3 ms of import, on
-the Python path only; the C front end reads it itself, shim/launch_index.c).
+the Python path only; the C front end reads it itself, shim/launcher/launch_index.c).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     Syscall = Callable[..., int]
 
-#: the key's description in the user keyring; shim/launch_index.c has the same string
+#: the key's description in the user keyring; shim/launcher/launch_index.c has the same string
 KEY_NAME = b"isorun:cache-mac:1"
 KEY_SIZE = 32
 TAG_SIZE = 32
