@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import os
 
+from isorun.kernel import abi
+from isorun.sandbox.record import MOUNT
+from isorun.shim import abi as shim_abi
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -35,7 +39,7 @@ SIGCHLD = 17
 #: si_code of a signal the kernel sent (a terminal's ^C), as opposed to kill(2)'s SI_USER
 SI_KERNEL = 0x80
 #: signals the launcher passes on to the sandbox's pid 1 instead of dying of them
-FORWARDED_SIGNALS = (2, 15, 1, 3, 10, 12, 28)  # INT TERM HUP QUIT USR1 USR2 WINCH
+FORWARDED_SIGNALS = tuple(abi.FORWARDED_SIGNALS.values())
 
 
 def env_patterns(plan: Plan) -> tuple[str, ...] | None:
@@ -122,16 +126,9 @@ def make_record(
     }
 
 
-#: launch index modes (launch_index.c has the same numbers): the native record; the
-#: landlock backend's, named (``--backend landlock`` or the profile's backend); and the
-#: landlock backend's as ``auto`` chose it, valid only while the inputs of that choice
-#: (no user namespace, no usable wrapper) stay as they were
-MODE_NATIVE, MODE_LANDLOCK, MODE_LANDLOCK_AUTO = 0, 1, 2
-#: files whose change can change ``auto``'s choice between firejail and the landlock
-#: backend (who firejail admits, and whether the plan's host uid has a passwd entry)
-AUTO_FILES = ("/etc/firejail/firejail.users", "/etc/passwd")
-#: the wrappers ``auto`` tries before the landlock backend, found on PATH
-AUTO_TOOLS = ("bwrap", "firejail")
+MODE_NATIVE, MODE_LANDLOCK, MODE_LANDLOCK_AUTO = (
+    shim_abi.MODE_NATIVE, shim_abi.MODE_LANDLOCK, shim_abi.MODE_LANDLOCK_AUTO)  # fmt: skip
+AUTO_FILES, AUTO_TOOLS = shim_abi.AUTO_FILES, shim_abi.AUTO_TOOLS
 
 
 def make_landlock_record(plan: Plan, log: Callable[[str], None] | None = None
@@ -228,7 +225,7 @@ def root_sandbox_binds(spec: Record) -> list[bytes]:
                                     for line in spec.get("uid_map", b"").splitlines()):
         return []
     # kind, dst, src, flags, ... (spec_record); ISORUN_MOUNT_BIND 1, MS_RDONLY 1
-    return [m[2] for m in spec["mounts"] if m[0] == 1 and not m[3] & 1]
+    return [m[MOUNT.src] for m in spec["mounts"] if m[MOUNT.kind] == 1 and not m[MOUNT.flags] & 1]
 
 
 def nobody_cannot_write(path: str | bytes) -> bool:
@@ -244,7 +241,7 @@ def exec_failure_message(command: str, errno: int) -> str:
     """The line a shell would print when execve failed (the exit code says 126 or 127)."""
     why = os.strerror(errno)
     if "/" not in command and errno == ENOENT:
-        why = "command not found in the sandbox's PATH"
+        why = shim_abi.EXEC_NOT_FOUND
     return f"isorun: {command}: {why}\n"
 
 

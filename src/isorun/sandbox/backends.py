@@ -6,7 +6,7 @@ runs a plan weaker than written: a backend that would lose a rule is refused wit
 :class:`Unsupported` naming the rules and the backends that keep them, unless the caller
 passed ``allow_weaker``; the lost rules are then returned for the caller to print.
 
-Rendering is pure (compile/bwrap.py, compile/firejail.py). The impure part is here: the
+Rendering is pure (compile/render/{bwrap,firejail}.py). The impure part is here: the
 descriptors the renderers named, the identity to spawn as, and the wall-clock limit,
 which the isorun parent enforces for every backend.
 """
@@ -24,9 +24,9 @@ from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from isorun.compile import plan as p
-from isorun.compile.bwrap import file_mounts, render_bwrap
-from isorun.compile.firejail import render_firejail
-from isorun.compile.invocation import HELPER, Invocation, terminal_job_allowed
+from isorun.compile.render.bwrap import file_mounts, render_bwrap
+from isorun.compile.render.firejail import render_firejail
+from isorun.compile.render.invocation import HELPER, Invocation, terminal_job_allowed
 from isorun.errors import HostError, Lost, Unsupported
 from isorun.host.probe import BackendFacts
 from isorun.profile.schema import Seccomp
@@ -123,7 +123,7 @@ def sample_plan(step: p.Step) -> p.Plan:
         before = (p.MountStep("proc", "/proc"), *before)
     if isinstance(step, p.MountStep) and "bind" in step.type:
         # bwrap checks a bind from inside, with its exec stage run as /proc/self/fd/N
-        # (compile/bwrap.py): it enforces binds in plans that mount /proc
+        # (compile/render/bwrap.py): it enforces binds in plans that mount /proc
         before = (p.MountStep("proc", "/proc"),)
     return p.Plan("sample", (*before, step, p.Exec()))
 
@@ -425,7 +425,7 @@ BACKENDS: dict[str, Backend] = {"native": NativeBackend(), "bwrap": BwrapBackend
 
 
 def _landlock_here() -> bool:
-    """Whether this kernel has Landlock: bwrap's terminal mode needs it (compile/bwrap.py)."""
+    """Whether this kernel has Landlock: bwrap's terminal mode needs it (render/bwrap.py)."""
     from isorun.host.facts import probe
 
     return probe().landlock >= 1

@@ -34,12 +34,15 @@ SOURCES = (
     SOURCE, SHIM / "stage" / "seccomp_exec_input.c", SHIM / "stage" / "seccomp_exec_report.c",
     SHIM / "child" / "landlock.c", SHIM / "child" / "bpf_eval.c",
 )
-#: where its quoted #includes are found
+#: where its quoted #includes are found, besides the generated consts.h and tables.h
 INCLUDE_DIRS = (SHIM, SHIM / "stage", SHIM / "child")
-#: everything the build reads, so the cached binary's name changes with any of them
+#: everything the build reads, so the cached binary's name changes with any of them: the
+#: sources, and the Python definitions its consts.h and tables.h are generated from
 INPUTS = (
     *SOURCES, SHIM / "stage" / "seccomp_exec.h", SHIM / "child" / "landlock.h",
     SHIM / "child" / "bpf_eval.h", SHIM / "isorun_shim.h",
+    SHIM / "headers.py", SHIM / "abi.py", SHIM.parent / "kernel" / "abi.py",
+    SHIM.parent / "sandbox" / "record.py",
 )
 NAME = "isorun-seccomp-exec"
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion")
@@ -151,9 +154,13 @@ def exec_stage_path(directory: Path | None = None) -> str:
     # above succeeds for its owner only): in a shared TMPDIR an object file between
     # gcc's steps could be swapped.
     env = {"PATH": COMPILER_PATH, "LC_ALL": "C", "TMPDIR": str(directory)}
+    gen = tempfile.mkdtemp(prefix=f".{NAME}-gen-", dir=directory)
     try:
+        from isorun.shim import headers
+
+        headers.write(Path(gen))
         for link in (("-static",), ()):  # static where libc.a exists, else dynamic
-            includes = [f"-I{d}" for d in INCLUDE_DIRS]
+            includes = [f"-I{gen}", *(f"-I{d}" for d in INCLUDE_DIRS)]
             done = subprocess.run([cc, *CFLAGS, *link, *includes, "-o", tmp,
                                    *(str(path) for path in SOURCES)], env=env,
                                   capture_output=True, text=True, check=False)
@@ -169,6 +176,7 @@ def exec_stage_path(directory: Path | None = None) -> str:
         _write_tag(target, tmp)
         os.replace(tmp, target)  # atomic: a concurrent launch sees the old or the new file
     finally:
+        shutil.rmtree(gen, ignore_errors=True)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return str(target)

@@ -1,7 +1,9 @@
 """cffi API-mode build of the native shim, ``isorun._shim_c``, and of ``isorun-launch``.
 
-The cdef is isorun_shim.h verbatim (which is why that header holds no #include or #if);
-the C sources are compiled with the warnings the style guide asks for. Used by setup.py
+The cdef is the generated consts.h then isorun_shim.h verbatim (which is why that header
+holds no #include or #if). consts.h and tables.h are written into build/gen first from
+the Python definitions (headers.py): the C side of every shared constant. The C sources
+are compiled with the warnings the style guide asks for. Used by setup.py
 (``cffi_modules``, and its build_ext for the program) at install time, or run directly to
 build both in place for development (``make shim``).
 
@@ -19,6 +21,7 @@ LD_LIBRARY_PATH) in it.
 from __future__ import annotations
 
 import os
+import runpy
 import shlex
 import shutil
 import subprocess
@@ -28,6 +31,8 @@ from pathlib import Path
 from cffi import FFI  # type: ignore[import-untyped]
 
 HERE = Path(__file__).resolve().parent
+#: where consts.h and tables.h are generated, outside the source tree
+GEN = HERE.parent.parent.parent / "build" / "gen"
 #: the cffi module: the child side (child/) and the parent side's path walks, which
 #: Python calls too (resolve.c, planted.c)
 SOURCES = (
@@ -36,15 +41,17 @@ SOURCES = (
     "child/seccomp.c", "child/exec.c", "child/fds.c", "child/notify.c", "child/bpf_eval.c",
     "child/apply.c", "child/landlock.c", "planted.c",
 )
-#: where the sources' quoted #includes are found: each header by its bare name
+#: where the sources' quoted #includes are found, each header by its bare name (GEN
+#: first, for the generated ones)
 INCLUDE_DIRS = (".", "child", "launcher")
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 #: isorun-launch: its own main and parent side, the front end, and the whole shim
 LAUNCHER_SOURCES = (
     "launcher/launch_main.c", "launcher/launch.c", "launcher/launch_mounts.c",
     "launcher/idmap.c", "launcher/terminal.c", "launcher/caller.c", "launcher/launch_record.c",
-    "launcher/launch_report.c", "launcher/frontend.c", "launcher/launch_index.c",
-    "launcher/blake2b.c", "launcher/git_guard.c", *SOURCES
+    "launcher/launch_record_dump.c", "launcher/launch_report.c", "launcher/frontend.c",
+    "launcher/launch_index.c", "launcher/index_name.c", "launcher/blake2b.c",
+    "launcher/git_guard.c", *SOURCES
 )
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"
@@ -61,13 +68,18 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+# By path, as setup.py loads this file: the package is not importable during the build.
+runpy.run_path(str(HERE / "headers.py"))["write"](GEN)
+CDEF = (GEN / "consts.h").read_text() + (HERE / "isorun_shim.h").read_text()
+PRELUDE = '#include "consts.h"\n#include "isorun_shim.h"\n'
+
 ffibuilder = FFI()
-ffibuilder.cdef((HERE / "isorun_shim.h").read_text())
+ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "isorun._shim_c",
-    '#include "isorun_shim.h"\n',
+    PRELUDE,
     sources=[_relative(HERE / name) for name in SOURCES],
-    include_dirs=[_relative(HERE / name) for name in INCLUDE_DIRS],
+    include_dirs=[_relative(GEN), *(_relative(HERE / name) for name in INCLUDE_DIRS)],
     extra_compile_args=list(CFLAGS),
 )
 
@@ -91,7 +103,7 @@ def build_launcher(
     tmp = target.with_name(f".{target.name}.tmp")
     errors = []
     for link in links:
-        includes = [f"-I{HERE / name}" for name in INCLUDE_DIRS]
+        includes = [f"-I{GEN}", *(f"-I{HERE / name}" for name in INCLUDE_DIRS)]
         done = subprocess.run([*cc, *cflags, *includes, *link, "-o", str(tmp), *sources],
                               capture_output=True, text=True, check=False)
         if done.returncode == 0:
@@ -143,12 +155,12 @@ def build_sanitized() -> Path:
     A sanitized isorun-launch goes next to it.
     """
     asan = FFI()
-    asan.cdef((HERE / "isorun_shim.h").read_text())
+    asan.cdef(CDEF)
     asan.set_source(
         "isorun._shim_c",
-        '#include "isorun_shim.h"\n',
+        PRELUDE,
         sources=[*(_relative(HERE / name) for name in SOURCES), _relative(CLONE_STACK)],
-        include_dirs=[_relative(HERE / name) for name in INCLUDE_DIRS],
+        include_dirs=[_relative(GEN), *(_relative(HERE / name) for name in INCLUDE_DIRS)],
         extra_compile_args=list(SANITIZE_CFLAGS),
         extra_link_args=[*SANITIZE, "-Wl,--wrap=clone"],
     )

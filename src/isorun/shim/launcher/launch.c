@@ -27,8 +27,9 @@
 
 #include "launch_record.h"
 #include "launcher.h"
+#include "tables.h"
 
-static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+static const int forwarded[] = {ISORUN_FORWARDED_SIGNALS}; /* tables.h, kernel/abi.py */
 #define N_FORWARDED (sizeof forwarded / sizeof forwarded[0])
 
 static int reap(pid_t pid) {

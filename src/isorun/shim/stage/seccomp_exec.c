@@ -69,6 +69,7 @@
 #include <unistd.h>
 
 #include "seccomp_exec.h"
+#include "tables.h"
 
 extern char **environ;
 
@@ -91,11 +92,7 @@ static int parse_fd(const char *text) {
 static const struct {
     const char *name;
     int resource;
-} rlimits[] = {
-    {"address_space", RLIMIT_AS}, {"cpu", RLIMIT_CPU},       {"nofile", RLIMIT_NOFILE},
-    {"nproc", RLIMIT_NPROC},      {"fsize", RLIMIT_FSIZE},   {"core", RLIMIT_CORE},
-    {"stack", RLIMIT_STACK},      {"memlock", RLIMIT_MEMLOCK}, {"data", RLIMIT_DATA},
-};
+} rlimits[] = {ISORUN_RLIMIT_NAMES}; /* tables.h, kernel/abi.py */
 
 static void set_rlimit(const char *spec) {
     const char *eq = strchr(spec, '=');

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "consts.h" /* generated; isorun_shim.h uses it */
 #include "isorun_shim.h"
 #include "landlock.h"
 
