@@ -77,6 +77,6 @@ setup(
     cffi_modules=["src/isorun/shim/build_shim.py:ffibuilder"],
     # setuptools runs build_scripts only when there are scripts; `isorun` is built from
     # frontend.c (with the rest of isorun-launch), so that is the one named here.
-    scripts=["src/isorun/shim/frontend.c"],
+    scripts=["src/isorun/shim/launcher/frontend.c"],
     cmdclass={"build_ext": BuildExtWithLauncher, "build_scripts": BuildFrontendScript},
 )

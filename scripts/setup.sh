@@ -58,7 +58,8 @@ fi
 # Reinstall only when the packaging or the C shim changed since the last install: its
 # sources, and the Python definitions its generated headers come from (shim/headers.py).
 stamp=.venv/.isorun-installed
-inputs=$(cat pyproject.toml setup.py src/isorun/shim/*.c src/isorun/shim/*.h src/isorun/shim/*.py \
+inputs=$(cat pyproject.toml setup.py src/isorun/shim/*.c src/isorun/shim/*.h \
+    src/isorun/shim/*/*.c src/isorun/shim/*/*.h src/isorun/shim/*.py \
     src/isorun/kernel/abi.py src/isorun/sandbox/record.py 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null

@@ -13,7 +13,7 @@ import sys
 from isorun.cli import launch
 from isorun.shim import abi as shim_abi
 
-#: set by the C front end (shim/frontend.c) when it ran this CLI because its launch index
+#: set by the C front end (shim/launcher/frontend.c) when it ran this CLI because its launch index
 #: was missing or stale; removed at once, so no command ever sees it in its environment
 FRONTEND_MISS = shim_abi.FRONTEND_MISS
 #: set by isorun-launch (and the front end) after a set-up failure of a launch this CLI

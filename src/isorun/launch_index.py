@@ -1,6 +1,6 @@
 """The launch index: what the C front end checks to launch a cached plan without Python.
 
-The `isorun` command is a small C program (shim/frontend.c) so that a warm launch
+The `isorun` command is a small C program (shim/launcher/frontend.c) so that a warm launch
 starts no Python: on this kind of machine the interpreter alone takes
 several times what bubblewrap takes to start a whole sandbox. C cannot re-derive the
 cache key (repr of Python values, sha256 of marshal output), so next to an entry with
@@ -60,7 +60,7 @@ _MASK64 = (1 << 64) - 1
 
 
 def fnv1a64(data: bytes) -> int:
-    """FNV-1a, 64 bits: the index file's name, as shim/index_name.c computes it."""
+    """FNV-1a, 64 bits: the index file's name, as shim/launcher/index_name.c computes it."""
     h = 0xCBF29CE484222325
     for byte in data:
         h = ((h ^ byte) * 0x100000001B3) & _MASK64

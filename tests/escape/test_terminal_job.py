@@ -9,7 +9,7 @@ stops launcher and command together, and the caller's shell gets its terminal ba
 afterwards. The command keeps the terminal as its controlling terminal, so TIOCSTI and
 TIOCLINUX must still be refused: by the seccomp hardening, checked here on a real pty,
 on every backend. The terminal is also named inside, at /dev/console (the native shim's
-mount.c, bind_terminal; bwrap's --dev does the same), and nothing else of the host's
+mount_dev.c, bind_terminal; bwrap's --dev does the same), and nothing else of the host's
 /dev/pts is.
 
 firejail runs as uid 1000 only: it refuses a root caller's sandbox, which runs as nobody.

@@ -1,7 +1,7 @@
 """The child's descriptor sweep without close_range(2): the /proc/self/fd walk.
 
-exec.c falls back to getdents64 over /proc/self/fd when close_range fails with ENOSYS
-(Linux < 5.9, or a seccomp filter that does not know the call). No test machine is that
+shim/child/fds.c falls back to getdents64 over /proc/self/fd when close_range fails
+with ENOSYS (Linux < 5.9, or a seccomp filter that does not know the call). No test machine is that
 old, so the fallback only runs when a filter in the launcher fakes the ENOSYS; the child
 inherits it across clone. This is the only test that reaches that code, under
 ``make test-asan`` too (the launcher process inherits the sanitized shim's environment).

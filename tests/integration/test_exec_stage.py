@@ -115,7 +115,7 @@ def _ruleset(*rules: tuple[bytes, int]) -> bytes:
 
 @pytest.mark.needs("landlock")
 def test_landlock_ruleset_refuses_a_write_outside_its_grants() -> None:
-    """The stage applies the ruleset (shim/landlock.c) before the command: a path it only
+    """The stage applies the ruleset (shim/child/landlock.c) before the command: a path it only
     grants reading cannot be written; the control, with no ruleset, writes."""
     import shutil
     import tempfile

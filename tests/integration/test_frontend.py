@@ -113,7 +113,7 @@ def test_hit_starts_no_python(home: Path) -> None:
 
 def test_hit_moves_a_planted_git_aside(home: Path) -> None:
     """build on a hit, no Python: a .git the sandbox made where none was is moved aside
-    by the launcher once the sandbox has ended, and it says so (shim/git_guard.c)."""
+    by the launcher once the sandbox has ended, and it says so (shim/launcher/git_guard.c)."""
     work = home / "work"
     work.chmod(0o777)  # a root caller's sandbox writes as 65534
     _warm(home, "build")

@@ -1,4 +1,4 @@
-"""The front end's keyed BLAKE2b (shim/blake2b.c) against RFC 7693's vector and, for
+"""The front end's keyed BLAKE2b (shim/launcher/blake2b.c) against RFC 7693's vector and, for
 keys, lengths and splits the RFC has no vector for, against Python's hashlib (the
 implementation isorun.host.mac tags with on the Python side): the two must agree byte for
 byte, or no index would ever be launched (or, worse, a wrong one accepted)."""
@@ -85,8 +85,9 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
     binary = where / "driver"
     headers.write(where)  # launcher.h reads the generated consts.h
     subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion",
-                    f"-I{where}", f"-I{SHIM}", "-o", str(binary), str(where / "driver.c"),
-                    str(SHIM / "blake2b.c")], check=True, timeout=60)
+                    f"-I{where}", f"-I{SHIM}", f"-I{SHIM / 'launcher'}", "-o", str(binary),
+                    str(where / "driver.c"), str(SHIM / "launcher" / "blake2b.c")],
+                   check=True, timeout=60)
     return binary
 
 

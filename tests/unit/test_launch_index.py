@@ -135,8 +135,9 @@ def test_the_front_end_names_the_index_as_the_writer_does(tmp_path: Path) -> Non
     headers.write(tmp_path)
     (tmp_path / "driver.c").write_text(NAME_DRIVER)
     subprocess.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion",
-                    f"-I{tmp_path}", f"-I{shim}", "-o", str(tmp_path / "driver"),
-                    str(tmp_path / "driver.c"), str(shim / "index_name.c")],
+                    f"-I{tmp_path}", f"-I{shim}", f"-I{shim / 'launcher'}", "-o",
+                    str(tmp_path / "driver"), str(tmp_path / "driver.c"),
+                    str(shim / "launcher" / "index_name.c")],
                    check=True, timeout=60)  # fmt: skip
     rng = random.Random(19)
     cases = [("strict", "/", 0, ""), ("./p.toml", "/home/u/proj", 1000, "landlock")]

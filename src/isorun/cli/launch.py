@@ -324,8 +324,9 @@ def _run_cached(record: dict[str, object], command: list[str], entry: dict[str, 
 
 def _exec_reporting(record: dict[str, object], command: list[str]) -> None:
     """Become isorun-launch for this launch, which says the refusal report when the command
-    fails (shim/launch_report.c), as the C front end does on the same record. Returns only
-    when isorun-launch is not there (then launch.run launches it without the report)."""
+    fails (shim/launcher/launch_report.c), as the C front end does on the same record.
+    Returns only when isorun-launch is not there (then launch.run launches it without the
+    report)."""
     from isorun.sandbox import flat
 
     # isorun-launch is installed beside the package's modules, one directory up from here

@@ -1,12 +1,12 @@
 """The refusal report (issue #17): what the CLI says when a command fails in the sandbox.
 
 Two parts, both compiled here and carried by the launch record, so that isorun-launch
-(shim/launch_report.c) can say them with no Python at all:
+(shim/launcher/launch_report.c) can say them with no Python at all:
 
 - the *reporting filter*: the profile's own seccomp program with each ERRNO answer turned
   into SECCOMP_RET_USER_NOTIF. Allowed calls never leave the kernel; a refused one goes to
   the launcher, which counts it and answers with the errno the profile's program gives
-  for it (shim/notify.c evaluates that program), so the command sees the same errno.
+  for it (shim/child/notify.c evaluates that program), so the command sees the same errno.
   KILL and TRAP answers stay as they are: the kernel acts on them, nobody is asked.
 - per syscall number, the rule that refuses it with its profile line, and the notes on
   refusals that no filter sees (EROFS from a read-only mount, ENETUNREACH without a
@@ -45,7 +45,7 @@ def notify_execve_head(native: str) -> bytes:
     """Instructions that send the native execve to the listener before anything else.
 
     Every notifying filter starts so: the listener is O_CLOEXEC, and the launcher takes it
-    while the command's first execve waits for its answer (shim/notify.c, the hand-over).
+    while the command's first execve waits for its answer (shim/child/notify.c, the hand-over).
     An execve the profile allows is answered with CONTINUE. Prepended: BPF jumps are
     relative, so the program after it is unchanged.
     """
@@ -65,7 +65,7 @@ def reporting_filter(program: bytes, native: str, head: bool = True) -> bytes:
     no room for the head): then the run has no report, and the same enforcement.
 
     ``head=False`` for the wrappers' exec stage, which sends the listener itself
-    (shim/seccomp_exec.c): nothing waits for a hand-over, so an allowed execve stays in
+    (shim/stage/seccomp_exec.c): nothing waits for a hand-over, so an allowed execve stays in
     the kernel.
     """
     if not program or native not in AUDIT_ARCH or len(program) % 8:
@@ -194,7 +194,7 @@ def report_fields(plan: Plan, program: bytes, notes: str | None = None) -> dict[
 def seccomp_report(calls: Sequence[tuple[int, int, int]], refused: int, lost: int,
                    table: Mapping[int, str], other: str, native_arch: int) -> list[str]:
     """The report's lines for ``calls`` (arch, number, count) refused out of ``refused``,
-    worded as isorun-launch words them (shim/launch_report.c, isorun_report_print)."""
+    worded as isorun-launch words them (shim/launcher/launch_report.c, isorun_report_print)."""
     lines = []
     counted = 0
     for arch, nr, count in sorted(calls, key=lambda c: (-c[2], c[1])):

@@ -20,7 +20,7 @@ docs/security.md.
 No key (keyctl refused, as in Docker's default seccomp profile; an unknown
 architecture): every lookup misses and nothing is stored, a slower but correct launch.
 This module reads the key with two syscalls through ctypes (about 1.3 ms of import, on
-the Python path only; the C front end reads it itself, shim/launch_index.c).
+the Python path only; the C front end reads it itself, shim/launcher/launch_index.c).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The command runs in the sandbox of a base profile (namespaces, mounts, capabilities as
 usual) with one extra seccomp filter whose answer is SECCOMP_RET_USER_NOTIF. The launcher
-takes its listener (shim/notify.c) and a C loop records every notified call (name,
+takes its listener (shim/child/notify.c) and a C loop records every notified call (name,
 architecture, the arguments rules look at) and lets it run with
 SECCOMP_USER_NOTIF_FLAG_CONTINUE. Filters are inherited by every child and thread, so
 the whole process tree is covered. Modes:
@@ -154,7 +154,7 @@ def observing_filter(policy: Seccomp, *, arch: str = "native") -> bytes:
     # execve is always notified: the listener is O_CLOEXEC, so an execve the base allows
     # would run before the launcher took the listener, and the closed listener would then
     # answer every later notification with ENOSYS. Waiting on the notified execve is what
-    # makes the hand-over race-free (see shim/notify.c). Prepended; BPF jumps are relative.
+    # makes the hand-over race-free (see shim/child/notify.c). Prepended; BPF jumps are relative.
     from isorun.compile.refusals import notify_execve_head
 
     head = notify_execve_head(_native_arch() if arch == "native" else arch)

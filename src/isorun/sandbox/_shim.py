@@ -153,7 +153,7 @@ def supervise(listener: int, stop_fd: int, native_arch: int, argmask: bytes,
     """Answer every notification on ``listener`` with CONTINUE, recording it; with
     ``answer`` (per native number, an errno or 0) refuse the calls it names instead; with
     ``evaluate`` (a seccomp program) answer what it answers, recording only refusals (the
-    refusal report, shim/notify.c).
+    refusal report, shim/child/notify.c).
 
     Blocks until no process uses the filter or ``stop_fd`` is readable; cffi releases the
     GIL for the call, so run it in a thread of its own.

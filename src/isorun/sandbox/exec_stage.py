@@ -1,4 +1,4 @@
-"""Build and find ``isorun-seccomp-exec`` (src/isorun/shim/seccomp_exec.c).
+"""Build and find ``isorun-seccomp-exec`` (src/isorun/shim/stage/seccomp_exec.c).
 
 Built once per source version with the host's C compiler into a cache directory that only
 the caller can write (an exec stage someone else could replace would run inside every
@@ -27,15 +27,23 @@ from pathlib import Path
 from isorun.errors import HostError
 
 SHIM = Path(__file__).resolve().parent.parent / "shim"
-SOURCE = SHIM / "seccomp_exec.c"
-#: compiled with SOURCE: the native shim's Landlock code, so both apply one ruleset logic,
-#: and its BPF evaluator (the refusal report's hand-over check)
-SOURCES = (SOURCE, SHIM / "landlock.c", SHIM / "bpf_eval.c")
+SOURCE = SHIM / "stage" / "seccomp_exec.c"
+#: compiled with SOURCE: its own parts, the native shim's Landlock code, so both apply one
+#: ruleset logic, and its BPF evaluator (the refusal report's hand-over check)
+SOURCES = (
+    SOURCE, SHIM / "stage" / "seccomp_exec_input.c", SHIM / "stage" / "seccomp_exec_report.c",
+    SHIM / "child" / "landlock.c", SHIM / "child" / "bpf_eval.c",
+)
+#: where its quoted #includes are found, besides the generated consts.h and tables.h
+INCLUDE_DIRS = (SHIM, SHIM / "stage", SHIM / "child")
 #: everything the build reads, so the cached binary's name changes with any of them: the
 #: sources, and the Python definitions its consts.h and tables.h are generated from
-INPUTS = (*SOURCES, SHIM / "landlock.h", SHIM / "bpf_eval.h", SHIM / "isorun_shim.h",
-          SHIM / "headers.py", SHIM / "abi.py", SHIM.parent / "kernel" / "abi.py",
-          SHIM.parent / "sandbox" / "record.py")
+INPUTS = (
+    *SOURCES, SHIM / "stage" / "seccomp_exec.h", SHIM / "child" / "landlock.h",
+    SHIM / "child" / "bpf_eval.h", SHIM / "isorun_shim.h",
+    SHIM / "headers.py", SHIM / "abi.py", SHIM.parent / "kernel" / "abi.py",
+    SHIM.parent / "sandbox" / "record.py",
+)
 NAME = "isorun-seccomp-exec"
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion")
 
@@ -152,7 +160,8 @@ def exec_stage_path(directory: Path | None = None) -> str:
 
         headers.write(Path(gen))
         for link in (("-static",), ()):  # static where libc.a exists, else dynamic
-            done = subprocess.run([cc, *CFLAGS, *link, f"-I{gen}", f"-I{SHIM}", "-o", tmp,
+            includes = [f"-I{gen}", *(f"-I{d}" for d in INCLUDE_DIRS)]
+            done = subprocess.run([cc, *CFLAGS, *link, *includes, "-o", tmp,
                                    *(str(path) for path in SOURCES)], env=env,
                                   capture_output=True, text=True, check=False)
             if done.returncode == 0:

@@ -1,4 +1,4 @@
-"""The launch record as bytes for ``isorun-launch`` (src/isorun/shim/launch.c).
+"""The launch record as bytes for ``isorun-launch`` (src/isorun/shim/launcher/launch.c).
 
 :func:`encode` turns a record (:func:`isorun.sandbox.spec.spec_record`, without argv, which
 comes from the helper's command line) into the flat form the helper parses into

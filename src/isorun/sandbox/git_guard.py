@@ -1,5 +1,5 @@
 """The .git guard's second half (issue #13) for launches through :class:`isorun.api.Popen`
-(every backend); shim/git_guard.c does the same for the ``isorun`` command's front end.
+(every backend); shim/launcher/git_guard.c does the same for the ``isorun`` command's front end.
 
 Over a writable bind with no ``.git``, nothing can be mounted (a mount needs a mount point,
 and making one would write the caller's directory), so the sandbox may create one, and git

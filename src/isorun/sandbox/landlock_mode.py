@@ -211,7 +211,7 @@ def check_grant_paths(plan: p.Plan) -> None:
     """Refuse, naming the profile line, a grant whose host path runs through a link.
 
     The shim opens each grant's path with no link followed before its last component
-    (shim/landlock.c) and fails with ELOOP otherwise; this says the same before the launch
+    (shim/child/landlock.c) and fails with ELOOP otherwise; this says the same before the launch
     with the mount, the link and its target. A link the sandbox's side could have written
     is :class:`~isorun.sandbox.safepath.SymlinkRefused`; a root-owned one (a merged-/usr
     /lib) still cannot be followed, since the shim trusts none.

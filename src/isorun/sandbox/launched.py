@@ -1,4 +1,4 @@
-"""The API's native sandbox through ``isorun-launch`` (src/isorun/shim/launch.c).
+"""The API's native sandbox through ``isorun-launch`` (src/isorun/shim/launcher/launch.c).
 
 :func:`isorun.sandbox.process.spawn` clones this Python process; for a plan without a
 cgroup, a wall-clock limit or learn mode, :func:`spawn_launched` has the small C program

@@ -212,7 +212,7 @@ def _struct(
     c.notify_len = len(notify)
     c.notify_fd = notify_fd
     # the refusal report's: the plain program where an outer listener leaves no place
-    # for notify_bpf's (shim/notify.c, EBUSY); learn mode has none and fails instead
+    # for notify_bpf's (shim/child/notify.c, EBUSY); learn mode has none and fails instead
     fallback = record.get("fallback_bpf", b"")
     c.fallback_bpf = new("unsigned char[]", fallback or b"\0")
     c.fallback_len = len(fallback)

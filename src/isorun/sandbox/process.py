@@ -323,7 +323,7 @@ def spawn(
     (the caller owns it) before spawn waits for execve, and must start answering it at
     once: the command's execve is the first notified call. ``fallback_bpf`` (the refusal
     report, whose ``notify_bpf`` is the profile's program notifying its refusals): loaded
-    instead where an outer listener holds the kernel's only place (shim/notify.c, EBUSY);
+    instead where an outer listener holds the kernel's only place (shim/child/notify.c, EBUSY);
     ``on_listener`` is then never called.
 
     ``terminal``: the CLI's launch, which may make the sandbox the foreground job of this
@@ -475,7 +475,7 @@ def _hand_over_listener(fd: int, spec: ShimSpec, on_listener: Callable[[int], No
         except OSError as err:
             # With a listener the command's execve waits for us, so the error pipe stays
             # open; readable, the child went on without one (an outer listener took the
-            # place, and it loaded fallback_bpf, shim/notify.c), or failed: EBADFD is
+            # place, and it loaded fallback_bpf, shim/child/notify.c), or failed: EBADFD is
             # then a descriptor the command opened since at that number (take_listener
             # checks that it is a listener), EBADF or ESRCH one not there (yet).
             if err.errno in (errno.EBADF, errno.EBADFD, errno.ESRCH) and \

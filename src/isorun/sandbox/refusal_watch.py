@@ -1,12 +1,12 @@
 """The refusal report where isorun's Python process supervises the listener (issue #17).
 
 The wrapper backends: bwrap's and firejail's sandboxes load their filter in the exec
-stage inside the wrapper (shim/seccomp_exec.c), which hands the reporting filter's
+stage inside the wrapper (shim/stage/seccomp_exec.c), which hands the reporting filter's
 listener to us over a socket (:meth:`RefusalWatch.for_stage`). The native backend's
 in-process clone (a cgroup or wall_time profile: sandbox/process.py) takes it from the
 child with pidfd_getfd as learn mode does (:meth:`RefusalWatch.on_listener`). Either way
 a thread here answers each refused call with the profile's errno and counts it
-(shim/notify.c, the loop isorun-launch runs), outside the sandbox and after the
+(shim/child/notify.c, the loop isorun-launch runs), outside the sandbox and after the
 command's execve: no Python runs in the sandbox.
 
 The stage says what it did in one byte: ``L`` with the listener, ``N`` when the profile

@@ -117,9 +117,9 @@ class ShimSpec:
     #: b"" loads no filter
     seccomp_bpf: bytes = b""
     #: learn mode: a second program whose SECCOMP_RET_USER_NOTIF answers go to a listener
-    #: the launcher takes over (see shim/notify.c); b"" for none
+    #: the launcher takes over (see shim/child/notify.c); b"" for none
     notify_bpf: bytes = b""
-    #: Landlock (shim/landlock.c): the ABI the rules were planned for (0: no Landlock),
+    #: Landlock (shim/child/landlock.c): the ABI the rules were planned for (0: no Landlock),
     #: the handled file and TCP rights and the scopes as the kernel's bit masks, and the
     #: rules as (path, port, access mask, optional): a path rule when path is not b""
     landlock_abi: int = 0

@@ -7,10 +7,15 @@ are compiled with the warnings the style guide asks for. Used by setup.py
 (``cffi_modules``, and its build_ext for the program) at install time, or run directly to
 build both in place for development (``make shim``).
 
-``isorun-launch`` (launch_main.c) is the shim's child side linked into a small program
-with the parent side in C (launch.c) and the ``isorun`` front end (frontend.c). It is
-linked statically where libc.a exists: no dynamic loader at each exec (it runs once per
-launch) and nothing of the caller's environment (LD_PRELOAD, LD_LIBRARY_PATH) in it.
+The sources lie by role: child/ (the child side, from clone to execve), launcher/
+(``isorun-launch``), stage/ (the wrapper backends' exec stage, which
+isorun.sandbox.exec_stage builds) and, beside isorun_shim.h, the parent side's path walks.
+
+``isorun-launch`` (launcher/launch_main.c) is the shim's child side linked into a small
+program with the parent side in C (launcher/launch.c) and the ``isorun`` front end
+(launcher/frontend.c). It is linked statically where libc.a exists: no dynamic loader at
+each exec (it runs once per launch) and nothing of the caller's environment (LD_PRELOAD,
+LD_LIBRARY_PATH) in it.
 """
 
 from __future__ import annotations
@@ -28,16 +33,25 @@ from cffi import FFI  # type: ignore[import-untyped]
 HERE = Path(__file__).resolve().parent
 #: where consts.h and tables.h are generated, outside the source tree
 GEN = HERE.parent.parent.parent / "build" / "gen"
+#: the cffi module: the child side (child/) and the parent side's path walks, which
+#: Python calls too (resolve.c, planted.c)
 SOURCES = (
-    "ns.c", "resolve.c", "beneath.c", "mount.c", "caps.c", "seccomp.c", "exec.c", "notify.c",
-    "bpf_eval.c", "apply.c", "landlock.c", "planted.c",
+    "child/ns.c", "resolve.c", "child/beneath.c", "child/mount.c", "child/mount_dev.c",
+    "child/mount_overlay.c", "child/mount_mask.c", "child/mount_root.c", "child/caps.c",
+    "child/seccomp.c", "child/exec.c", "child/fds.c", "child/notify.c", "child/bpf_eval.c",
+    "child/apply.c", "child/landlock.c", "planted.c",
 )
+#: where the sources' quoted #includes are found, each header by its bare name (GEN
+#: first, for the generated ones)
+INCLUDE_DIRS = (".", "child", "launcher")
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 #: isorun-launch: its own main and parent side, the front end, and the whole shim
 LAUNCHER_SOURCES = (
-    "launch_main.c", "launch.c", "launch_record.c", "launch_record_dump.c",
-    "launch_report.c", "frontend.c",
-    "launch_index.c", "index_name.c", "blake2b.c", "git_guard.c", *SOURCES
+    "launcher/launch_main.c", "launcher/launch.c", "launcher/launch_mounts.c",
+    "launcher/idmap.c", "launcher/terminal.c", "launcher/caller.c", "launcher/launch_record.c",
+    "launcher/launch_record_dump.c", "launcher/launch_report.c", "launcher/frontend.c",
+    "launcher/launch_index.c", "launcher/index_name.c", "launcher/blake2b.c",
+    "launcher/git_guard.c", *SOURCES
 )
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"
@@ -65,7 +79,7 @@ ffibuilder.set_source(
     "isorun._shim_c",
     PRELUDE,
     sources=[_relative(HERE / name) for name in SOURCES],
-    include_dirs=[_relative(GEN), _relative(HERE)],
+    include_dirs=[_relative(GEN), *(_relative(HERE / name) for name in INCLUDE_DIRS)],
     extra_compile_args=list(CFLAGS),
 )
 
@@ -89,8 +103,9 @@ def build_launcher(
     tmp = target.with_name(f".{target.name}.tmp")
     errors = []
     for link in links:
-        done = subprocess.run([*cc, *cflags, f"-I{GEN}", f"-I{HERE}", *link, "-o", str(tmp),
-                               *sources], capture_output=True, text=True, check=False)
+        includes = [f"-I{GEN}", *(f"-I{HERE / name}" for name in INCLUDE_DIRS)]
+        done = subprocess.run([*cc, *cflags, *includes, *link, "-o", str(tmp), *sources],
+                              capture_output=True, text=True, check=False)
         if done.returncode == 0:
             break
         errors.append(done.stderr.strip())
@@ -145,7 +160,7 @@ def build_sanitized() -> Path:
         "isorun._shim_c",
         PRELUDE,
         sources=[*(_relative(HERE / name) for name in SOURCES), _relative(CLONE_STACK)],
-        include_dirs=[_relative(GEN), _relative(HERE)],
+        include_dirs=[_relative(GEN), *(_relative(HERE / name) for name in INCLUDE_DIRS)],
         extra_compile_args=list(SANITIZE_CFLAGS),
         extra_link_args=[*SANITIZE, "-Wl,--wrap=clone"],
     )

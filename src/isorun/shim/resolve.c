@@ -98,22 +98,143 @@ static int lexically_clean(const char *path) {
     return 1;
 }
 
-int isorun_resolve(const char *path, int follow_trusted, char *out, size_t out_size) {
-    char todo[PATH_MAX], target[PATH_MAX], name[NAME_MAX + 1];
-    size_t at = 0, n, rest;
-    int fd, next, links = 0, rc;
-    struct open_how how;
-    struct stat st;
+/* One walk from "/": what is left to resolve (todo from at), and where it stands. */
+struct walk {
+    char todo[PATH_MAX];
+    size_t at;
+    /* the directory reached so far; out is its canonical path ("" for "/") */
+    int fd, links, follow_trusted;
+    char *out;
+    size_t out_size;
+};
+
+/* "..": out holds no link, so its parent is the directory ".." reaches. */
+static int step_up(struct walk *w) {
+    int next = openat(w->fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    size_t n;
+
+    if (next < 0)
+        return -errno;
+    close(w->fd);
+    w->fd = next;
+    n = isorun_strlen(w->out);
+    while (n > 0 && w->out[n - 1] != '/')
+        n--;
+    w->out[n > 0 ? n - 1 : 0] = '\0';
+    return 0;
+}
+
+/*
+ * The link next (name, n bytes, in the directory w->fd) followed when trusted: its text
+ * takes the place of what todo already walked. Else -ELOOP, with the link's path in out.
+ */
+static int follow_link(struct walk *w, int next, const char *name, size_t n) {
+    char target[PATH_MAX];
+    size_t rest;
     ssize_t len;
+
+    if (!w->follow_trusted || !trusted_link(w->out, w->fd, next) || ++w->links > LINKS_MAX) {
+        close(next);
+        append(w->out, w->out_size, name, n);
+        return -ELOOP;
+    }
+    len = readlinkat(next, "", target, sizeof target);
+    close(next);
+    if (len < 0 || (size_t)len >= sizeof target)
+        return len < 0 ? -errno : -ENAMETOOLONG;
+    /* The link's text, then what was left of the path after it. */
+    rest = isorun_strlen(w->todo + w->at);
+    if ((size_t)len + rest + 1 > sizeof w->todo)
+        return -ENAMETOOLONG;
+    memmove(w->todo + len, w->todo + w->at, rest + 1);
+    memcpy(w->todo, target, (size_t)len);
+    w->at = 0;
+    if (target[0] == '/') {
+        close(w->fd);
+        w->fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (w->fd < 0)
+            return -errno;
+        w->out[0] = '\0';
+    }
+    return 0;
+}
+
+/* One component (name, n bytes): entered when it is no link, else follow_link decides. */
+static int step(struct walk *w, const char *name, size_t n) {
+    struct stat st;
+    int next, rc;
+
+    if (strcmp(name, ".") == 0)
+        return 0;
+    if (strcmp(name, "..") == 0)
+        return step_up(w);
+    next = openat(w->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0 || fstat(next, &st) < 0) {
+        rc = -errno;
+        if (next >= 0)
+            close(next);
+        /* The failing component's path, for the caller's message. */
+        append(w->out, w->out_size, name, n);
+        return rc;
+    }
+    if (S_ISLNK(st.st_mode))
+        return follow_link(w, next, name, n);
+    close(w->fd);
+    w->fd = next;
+    return append(w->out, w->out_size, name, n);
+}
+
+/* The walk, one component at a time: the last one's descriptor, or -errno. */
+static int walk(struct walk *w) {
+    char name[NAME_MAX + 1];
+    size_t n;
+    int rc;
+
+    w->out[0] = '\0';
+    w->fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (w->fd < 0)
+        return -errno;
+    for (;;) {
+        while (w->todo[w->at] == '/')
+            w->at++;
+        if (w->todo[w->at] == '\0')
+            break;
+        for (n = 0; w->todo[w->at + n] != '/' && w->todo[w->at + n] != '\0'; n++)
+            ;
+        rc = n > NAME_MAX ? -ENAMETOOLONG : 0;
+        if (rc == 0) {
+            memcpy(name, w->todo + w->at, n);
+            name[n] = '\0';
+            w->at += n;
+            rc = step(w, name, n);
+        }
+        if (rc < 0) {
+            /* -1 when follow_link could not reopen "/": nothing left to close */
+            if (w->fd >= 0)
+                close(w->fd);
+            return rc;
+        }
+    }
+    if (w->out[0] == '\0') {
+        w->out[0] = '/';
+        w->out[1] = '\0';
+    }
+    return w->fd;
+}
+
+int isorun_resolve(const char *path, int follow_trusted, char *out, size_t out_size) {
+    struct open_how how;
+    struct walk w;
+    int fd;
 
     if (out_size < 2 || path == NULL || path[0] != '/')
         return -EINVAL;
-    if (isorun_strlen(path) + 1 > sizeof todo || isorun_strlen(path) + 1 > out_size)
+    if (isorun_strlen(path) + 1 > sizeof w.todo || isorun_strlen(path) + 1 > out_size)
         return -ENAMETOOLONG;
     /*
      * The common case in one syscall: a path with no link at all (most binds, and every
-     * missing optional one). Only a link (ELOOP) needs the walk below, which decides
-     * whether to follow it and names it when not.
+     * missing optional one). Only a link (ELOOP) needs the walk, which decides whether to
+     * follow it and names it when not.
      */
     if (lexically_clean(path)) {
         memset(&how, 0, sizeof how);
@@ -125,94 +246,11 @@ int isorun_resolve(const char *path, int follow_trusted, char *out, size_t out_s
             return fd >= 0 ? fd : -errno;
         }
     }
-    memcpy(todo, path, isorun_strlen(path) + 1);
-    out[0] = '\0';
-    fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    for (;;) {
-        while (todo[at] == '/')
-            at++;
-        if (todo[at] == '\0')
-            break;
-        for (n = 0; todo[at + n] != '/' && todo[at + n] != '\0'; n++)
-            ;
-        if (n > NAME_MAX) {
-            rc = -ENAMETOOLONG;
-            goto out;
-        }
-        memcpy(name, todo + at, n);
-        name[n] = '\0';
-        at += n;
-        if (strcmp(name, ".") == 0)
-            continue;
-        if (strcmp(name, "..") == 0) {
-            /* out holds no link, so its parent is the directory ".." reaches. */
-            next = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-            if (next < 0) {
-                rc = -errno;
-                goto out;
-            }
-            close(fd);
-            fd = next;
-            n = isorun_strlen(out);
-            while (n > 0 && out[n - 1] != '/')
-                n--;
-            out[n > 0 ? n - 1 : 0] = '\0';
-            continue;
-        }
-        next = openat(fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (next < 0 || fstat(next, &st) < 0) {
-            rc = -errno;
-            if (next >= 0)
-                close(next);
-            /* The failing component's path, for the caller's message. */
-            append(out, out_size, name, n);
-            goto out;
-        }
-        if (!S_ISLNK(st.st_mode)) {
-            close(fd);
-            fd = next;
-            rc = append(out, out_size, name, n);
-            if (rc < 0)
-                goto out;
-            continue;
-        }
-        if (!follow_trusted || !trusted_link(out, fd, next) || ++links > LINKS_MAX) {
-            close(next);
-            append(out, out_size, name, n);
-            rc = -ELOOP;
-            goto out;
-        }
-        len = readlinkat(next, "", target, sizeof target);
-        close(next);
-        if (len < 0 || (size_t)len >= sizeof target) {
-            rc = len < 0 ? -errno : -ENAMETOOLONG;
-            goto out;
-        }
-        /* The link's text, then what was left of the path after it. */
-        rest = isorun_strlen(todo + at);
-        if ((size_t)len + rest + 1 > sizeof todo) {
-            rc = -ENAMETOOLONG;
-            goto out;
-        }
-        memmove(todo + len, todo + at, rest + 1);
-        memcpy(todo, target, (size_t)len);
-        at = 0;
-        if (target[0] == '/') {
-            close(fd);
-            fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-            if (fd < 0)
-                return -errno;
-            out[0] = '\0';
-        }
-    }
-    if (out[0] == '\0') {
-        out[0] = '/';
-        out[1] = '\0';
-    }
-    return fd;
-out:
-    close(fd);
-    return rc;
+    memcpy(w.todo, path, isorun_strlen(path) + 1);
+    w.at = 0;
+    w.links = 0;
+    w.follow_trusted = follow_trusted;
+    w.out = out;
+    w.out_size = out_size;
+    return walk(&w);
 }

@@ -5,7 +5,7 @@ The test body must run in the process that collected it (pytest items cannot be 
 fresh interpreter cheaply), so there is no execve. The plan is compiled once per session
 and profile, like a launch's; per test only the writable paths and the working directory
 are added. The child applies it to itself through the shim's ``isorun_apply`` (and,
-after os.fork, ``isorun_apply_namespaces``; shim/apply.c): the same C, in the same order,
+after os.fork, ``isorun_apply_namespaces``; shim/child/apply.c): the same C, in the same order,
 as a launch's child, minus clone and execve.
 
 The process tree of one marked test, as a rule::
@@ -24,7 +24,7 @@ pyfork.unusable), two forks instead, about 3 ms more per test here::
                       └─ G: pid 1 of the new pid namespace; the rest as above
 
 F exists because unshare(CLONE_NEWPID) moves only later children into the namespace, and
-the root's /proc must be mounted from inside it (shim/apply.c). A profile without a pid
+the root's /proc must be mounted from inside it (shim/child/apply.c). A profile without a pid
 namespace skips that fork.
 """
 

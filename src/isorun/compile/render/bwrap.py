@@ -72,7 +72,7 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     """Render ``plan`` running ``argv`` as a bwrap command line.
 
     ``report_fds`` (the CLI's refusal report): the socket and the reporting filter the
-    inner stage hands the listener over with (--report-fd, shim/seccomp_exec.c); unused
+    inner stage hands the listener over with (--report-fd, shim/stage/seccomp_exec.c); unused
     where bwrap loads the filter itself (no stage inside), which the invocation's argv
     then shows by their absence.
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from isorun.compile import plan as p
 from isorun.errors import Lost
 
-#: the exec stage (src/isorun/shim/seccomp_exec.c) as written in rendered argv; the runner
+#: the exec stage (src/isorun/shim/stage/seccomp_exec.c) as written in rendered argv; the runner
 #: substitutes the path of the built program
 HELPER = "isorun-seccomp-exec"
 

@@ -30,6 +30,29 @@ size_t isorun_leading_slashes(const char *s) {
     return n;
 }
 
+size_t isorun_strlen(const char *s) {
+    size_t n = 0;
+
+    while (s != NULL && s[n] != '\0')
+        n++;
+    return n;
+}
+
+int isorun_join(char *buf, size_t size, const char *a, const char *b) {
+    size_t la = isorun_strlen(a), lb = isorun_strlen(b);
+
+    if (la + lb + 1 > size)
+        return -ENAMETOOLONG;
+    /*
+     * memmove: a may be buf itself, and memcpy between overlapping objects is undefined
+     * even when they coincide (C11 7.24.2.1).
+     */
+    memmove(buf, a, la);
+    memmove(buf + la, b, lb);
+    buf[la + lb] = '\0';
+    return 0;
+}
+
 /* openat2(2) with RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH: no link, no ".." out of root. */
 int isorun_child_open_beneath(int root, const char *path, int flags) {
     struct open_how how;
@@ -43,34 +66,14 @@ int isorun_child_open_beneath(int root, const char *path, int flags) {
 }
 
 /*
- * The directory that will hold ``path``'s last component, created (mode 0755) as needed,
- * one component at a time so no link is followed; ``*name`` gets that last component.
- * The fast path, one openat2, covers a parent that exists. Returns a descriptor (the new
- * root's own when that is the parent: close it with close_parent) or -errno.
+ * The directories of buf (its first ``i`` bytes, the parent's path) made and opened one
+ * at a time beneath root, no link followed: a descriptor of the last one, or -errno.
  */
-int isorun_child_open_parent(int root, const char *path, char *buf, const char **name) {
-    size_t len = isorun_strlen(path), i, start;
+static int make_parents(int root, char *buf, size_t i) {
     struct stat st;
+    size_t start;
     int fd, next;
 
-    while (len > 0 && path[len - 1] == '/')
-        len--;
-    if (len + 1 > PATH_MAX)
-        return -ENAMETOOLONG;
-    memcpy(buf, path, len);
-    buf[len] = '\0';
-    i = len;
-    while (i > 0 && buf[i - 1] != '/')
-        i--;
-    *name = buf + i;
-    if (i > 0)
-        buf[i - 1] = '\0';
-    /* Directly in the new root (most mounts): the root's own descriptor, no syscall. */
-    if (buf[isorun_leading_slashes(buf)] == '\0')
-        return root;
-    fd = isorun_child_open_beneath(root, buf, O_PATH | O_DIRECTORY);
-    if (fd >= 0 || errno != ENOENT)
-        return fd >= 0 ? fd : -errno;
     fd = fcntl(root, F_DUPFD_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -110,6 +113,37 @@ int isorun_child_open_parent(int root, const char *path, char *buf, const char *
         start = end;
     }
     return fd;
+}
+
+/*
+ * The directory that will hold ``path``'s last component, created (mode 0755) as needed,
+ * one component at a time so no link is followed; ``*name`` gets that last component.
+ * The fast path, one openat2, covers a parent that exists. Returns a descriptor (the new
+ * root's own when that is the parent: close it with close_parent) or -errno.
+ */
+int isorun_child_open_parent(int root, const char *path, char *buf, const char **name) {
+    size_t len = isorun_strlen(path), i;
+    int fd;
+
+    while (len > 0 && path[len - 1] == '/')
+        len--;
+    if (len + 1 > PATH_MAX)
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len);
+    buf[len] = '\0';
+    i = len;
+    while (i > 0 && buf[i - 1] != '/')
+        i--;
+    *name = buf + i;
+    if (i > 0)
+        buf[i - 1] = '\0';
+    /* Directly in the new root (most mounts): the root's own descriptor, no syscall. */
+    if (buf[isorun_leading_slashes(buf)] == '\0')
+        return root;
+    fd = isorun_child_open_beneath(root, buf, O_PATH | O_DIRECTORY);
+    if (fd >= 0 || errno != ENOENT)
+        return fd >= 0 ? fd : -errno;
+    return make_parents(root, buf, i);
 }
 
 /*

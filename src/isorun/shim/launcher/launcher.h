@@ -42,6 +42,32 @@ int isorun_launch_record(const unsigned char *blob, size_t len, char *const argv
                          struct isorun_failure *failure);
 
 /*
+ * The steps of a launch in files of their own (launch.c runs them in order). Each
+ * returns 0, or -1 with *f filled in by isorun_launch_fail (caller.c): the failure of the plan
+ * step named ``step`` (its index looked up in the record).
+ */
+struct isorun_record;
+int isorun_launch_fail(struct isorun_failure *f, const struct isorun_record *rec,
+                       const char *step, const char *syscall, int err);
+/*
+ * caller.c: close what posix_spawn left open but the spec does not keep (report_fd
+ * aside); send the caller its one message (see isorun_launch_record) and close fd.
+ */
+void isorun_caller_close_unkept(const struct isorun_spec *s, int report_fd);
+int isorun_caller_report(int fd, const struct isorun_failure *f, int pid, int pidfd);
+/* launch_mounts.c: bind sources (and the root) resolved, trees cloned for a root caller. */
+int isorun_launch_resolve_mounts(struct isorun_record *rec, struct isorun_failure *f);
+void isorun_launch_close_trees(struct isorun_record *rec);
+/* idmap.c: setgroups, gid_map and uid_map of the child pid, when it has a user namespace. */
+int isorun_launch_id_maps(const struct isorun_record *rec, int pid, struct isorun_failure *f);
+/*
+ * terminal.c: note whether we are the terminal's foreground job as a sandbox that may
+ * take it starts (may_take; returns the answer), and take the terminal back after it.
+ */
+int isorun_terminal_note(int may_take);
+void isorun_terminal_reclaim(void);
+
+/*
  * The refusal report (launch_report.c). refusals != 0 above: when the record carries a
  * reporting filter, the sandbox loads it and, if the command fails, the refused syscalls
  * and the record's notes are written to stderr.
@@ -58,6 +84,8 @@ int isorun_report_prepare(struct isorun_report *r, struct isorun_record *rec, in
 void isorun_report_spawned(struct isorun_report *r);
 int isorun_report_take(struct isorun_report *r, int err_fd);
 int isorun_report_wait(struct isorun_report *r, int fd);
+/* The child's failure record from the error pipe fd, read to EOF: 1 when one came. */
+int isorun_report_read_failure(struct isorun_report *r, int fd, struct isorun_failure *f);
 void isorun_report_close(struct isorun_report *r);
 /* The report's lines; returns how many calls were refused. */
 unsigned long long isorun_report_print(const struct isorun_report *r,

@@ -40,11 +40,17 @@ void isorun_child_landlock(const struct isorun_spec *spec);
 
 /*
  * exec.c's steps from the mapped ids to seccomp (setsid, ids, stdio, closing fds,
- * hostname, loopback, mounts, rlimits, caps, no_new_privs, Landlock, death signal), shared with
- * apply.c (ABI 4), which applies a spec to the calling process.
+ * hostname, loopback, mounts, rlimits, caps, no_new_privs, Landlock, death signal), shared
+ * with apply.c, which applies a spec to the calling process.
  */
 void isorun_child_confine(const struct isorun_spec *spec);
 void isorun_child_death_signal(const struct isorun_spec *spec);
+/*
+ * fds.c: the spec's stdio made the command's 0-2; then every descriptor closed but stdio,
+ * the kept ones (made inheritable), the error pipe, the learn socket and mount trees.
+ */
+void isorun_child_stdio(const struct isorun_spec *spec);
+void isorun_child_close_fds(const struct isorun_spec *spec);
 
 /*
  * beneath.c: paths opened beneath the directory descriptor root, no link followed.

@@ -1,5 +1,5 @@
 /*
- * A spec applied to the calling process rather than to a clone of it (ABI 4).
+ * A spec applied to the calling process rather than to a clone of it.
  *
  * pytest's @pytest.mark.isorun must run a test body in the process that collected it: a
  * forked copy of pytest, with no clone to start namespaces from and no execve to end

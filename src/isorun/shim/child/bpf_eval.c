@@ -23,6 +23,10 @@
  * kernel's copy: no pointer is followed, so no other thread can change what we decide on
  * (the TOCTOU of seccomp_unotify(2) NOTES does not apply). Anything the kernel would not
  * have loaded answers as a refusal (EPERM): an evaluation error never lets a call run.
+ *
+ * One function on purpose, though longer than the rest: an interpreter's loop with one
+ * case per instruction class, which reads best whole, beside the kernel's own
+ * (net/core/filter.c) it mirrors.
  */
 unsigned int isorun_bpf_eval(const unsigned char *prog, size_t len,
                              const struct seccomp_data *d) {

@@ -102,9 +102,10 @@ static int api_main(int record_fd, int report_fd, int terminal, int refusals, ch
 
     /*
      * Die with the caller (the thread that spawned us, as PR_SET_PDEATHSIG always does),
-     * and so take the sandbox along when its die_with_parent is set, as it did when Python
-     * cloned it. Before the record read: a caller dead before writing it gives us EOF,
-     * one dead after gets us killed; one gone in between fails our report write.
+     * and so take the sandbox along when its die_with_parent is set: through us, its
+     * parent, the sandbox dies with the caller. Before the record read: a caller dead
+     * before writing it gives us EOF, one dead after gets us killed; one gone in between
+     * fails our report write.
      */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
         perror("isorun-launch: prctl(PR_SET_PDEATHSIG)");

@@ -95,37 +95,48 @@ void isorun_report_spawned(struct isorun_report *r) {
  * that execve waits for us; without (an outer listener took the kernel's only place, see
  * notify.c) it runs, and the pipe's hang-up ends the search: no report then.
  */
-int isorun_report_take(struct isorun_report *r, int err_fd) {
+/* The command's message: its listener's number, and its pid in the credentials. */
+static ssize_t recv_number(int sock, int *number, pid_t *pid) {
     char control[CMSG_SPACE(sizeof(struct ucred))];
     struct iovec iov;
     struct msghdr msg;
     struct cmsghdr *c;
     struct ucred cred = {0, 0, 0};
-    struct timespec pause = {0, 100000};
-    int number = -1, got, tries;
-    char eof;
     ssize_t n;
 
-    if (!r->active)
-        return 0;
     memset(&msg, 0, sizeof msg);
-    iov.iov_base = &number;
-    iov.iov_len = sizeof number;
+    iov.iov_base = number;
+    iov.iov_len = sizeof *number;
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
     do
-        n = recvmsg(r->sock, &msg, 0);
+        n = recvmsg(sock, &msg, 0);
     while (n < 0 && errno == EINTR);
+    if (n > 0)
+        for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
+                memcpy(&cred, CMSG_DATA(c), sizeof cred);
+    *pid = cred.pid;
+    return n;
+}
+
+int isorun_report_take(struct isorun_report *r, int err_fd) {
+    struct timespec pause = {0, 100000};
+    int number = -1, got, tries;
+    pid_t pid;
+    char eof;
+    ssize_t n;
+
+    if (!r->active)
+        return 0;
+    n = recv_number(r->sock, &number, &pid);
     if (n <= 0) {
         r->active = 0; /* the child failed first: its record is on the error pipe */
         return 0;
     }
-    for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
-            memcpy(&cred, CMSG_DATA(c), sizeof cred);
-    if (n != (ssize_t)sizeof number || cred.pid <= 0)
+    if (n != (ssize_t)sizeof number || pid <= 0)
         return -EPROTO;
     /* EOF: the command closed its end, so only seccomp(2) itself is left to run. */
     do
@@ -137,7 +148,7 @@ int isorun_report_take(struct isorun_report *r, int err_fd) {
      */
     for (tries = 0;; tries++) {
         struct pollfd gone = {err_fd, POLLIN, 0};
-        got = isorun_take_listener(cred.pid, number);
+        got = isorun_take_listener(pid, number);
         if (got >= 0 || tries >= 50000)
             break;
         /* ESRCH as well: without a listener the command may have run and ended. */
@@ -188,6 +199,30 @@ int isorun_report_wait(struct isorun_report *r, int fd) {
         if (pfd[0].revents)
             return 0;
     }
+}
+
+/* The error pipe read to EOF, answering notifications meanwhile: 1 when *f was filled. */
+int isorun_report_read_failure(struct isorun_report *r, int fd, struct isorun_failure *f) {
+    unsigned char buf[4096];
+    size_t got = 0;
+    ssize_t n;
+
+    /* To EOF: the child's CLOEXEC end closes at its execve, or it wrote and exited. */
+    for (;;) {
+        /* The command's execve is notified: it waits for our answer before EOF comes. */
+        if (isorun_report_wait(r, fd) < 0)
+            break;
+        n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (got < sizeof *f)
+            memcpy((unsigned char *)f + got, buf,
+                   (size_t)n < sizeof *f - got ? (size_t)n : sizeof *f - got);
+        got += (size_t)n;
+    }
+    return got >= sizeof *f;
 }
 
 void isorun_report_close(struct isorun_report *r) {
