@@ -12,7 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__version__ = "0.1.0"
+from isorun.version import __version__
 
 __all__ = ["IsorunError", "Popen", "ProfileError", "__version__", "compile_plan", "load_profile",
            "run"]

@@ -221,13 +221,13 @@ def variables(environ: Mapping[str, str] | None = None,
 
 def entry_key(spec: str, resolved: Mapping[str, str]) -> str:
     """The hex key of ``spec`` compiled for this caller with ``resolved`` variables."""
-    from isorun import __version__
+    from isorun import version
     from isorun.sandbox.parent import RECORD_FORMAT
 
     material = (
         FORMAT,
         RECORD_FORMAT,
-        __version__,
+        version.__version__,
         sys.hexversion,
         sys.implementation.cache_tag,
         code_stamp(),

@@ -125,9 +125,9 @@ def test_home_change_changes_the_key(tree: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_version_change_changes_the_key(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = _compile_and_store("strict")
-    import isorun
+    from isorun import version
 
-    monkeypatch.setattr(isorun, "__version__", "99.0.0")
+    monkeypatch.setattr(version, "__version__", "99.0.0")
     new_key, hit = cache.lookup("strict")
     assert new_key != key and hit is None
 
