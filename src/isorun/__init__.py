@@ -6,13 +6,13 @@ names are resolved lazily (PEP 562) from :mod:`isorun.api`.
 
 from __future__ import annotations
 
+from isorun.version import __version__
+
 # typing costs ~10 ms to import on a cold start and this package is imported on the
 # launch path; mypy treats a module-level TYPE_CHECKING as typing.TYPE_CHECKING.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-from isorun.version import __version__
 
 __all__ = ["IsorunError", "Popen", "ProfileError", "__version__", "compile_plan", "load_profile",
            "run"]

@@ -10,7 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from isorun.compile.plan import Plan
+from isorun.compile.exposure import root_write_notes
+from isorun.compile.pipeline import compile_plan, load_profile, seccomp_program
+from isorun.compile.plan import Plan, locate_error, missing_source_hint
 from isorun.errors import Lost, SandboxSetupError
 from isorun.host import facts as host_facts
 from isorun.profile import includes
@@ -22,23 +24,11 @@ if TYPE_CHECKING:
     from isorun.sandbox.refusal_watch import RefusalWatch
     from isorun.sandbox.spec import ShimSpec
 
-
-def load_profile(spec: str) -> Profile:
-    """Load a profile by built-in name (``strict``) or path (``./web.toml``), extends merged."""
-    return includes.load(spec)
-
-
-def compile_plan(profile: Profile | str, facts: host_facts.HostFacts | None = None,
-                 variables: dict[str, str] | None = None) -> Plan:
-    """Resolve a profile into a plan for this host (or the facts given)."""
-    from isorun.compile.planner import compile_plan as _compile
-
-    if isinstance(profile, str):
-        profile = load_profile(profile)
-    facts = facts or host_facts.probe()
-    if variables is None:
-        variables = host_facts.variables(facts)
-    return _compile(profile, facts, variables)
+#: the compiler's public names, defined in compile/ (the cache and the backends use them
+#: from there, below this module)
+__all__ = ["CompletedRun", "DroppedEnvWarning", "Popen", "builtin_profiles", "check_limits",
+           "compile_plan", "launch", "limit_report", "load_profile", "locate_error",
+           "missing_source_hint", "root_write_notes", "run", "seccomp_program"]
 
 
 def builtin_profiles() -> list[tuple[str, str]]:
@@ -63,18 +53,6 @@ def check_limits(plan: Plan) -> None:
             asked = " and ".join(name for name, value in (("limits.memory", step.memory),
                                                           ("limits.pids", step.pids)) if value)
             raise HostError(f"{asked} ({step.loc.short()})", err.why, err.fix) from None
-
-
-def seccomp_program(plan: Plan) -> bytes:
-    """The compiled seccomp filter of ``plan`` (b"" when the plan loads none)."""
-    from isorun.compile.plan import LoadSeccomp
-
-    steps = plan.find(LoadSeccomp)
-    if not steps:
-        return b""
-    from isorun.compile.seccomp import compile_seccomp
-
-    return compile_seccomp(steps[0].policy).bpf
 
 
 #: seconds ``Popen.__exit__`` gives a command after SIGTERM before it sends SIGKILL
@@ -385,80 +363,6 @@ def _shim_built() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("isorun._shim_c") is not None
-
-
-def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
-    """Name the profile line behind a failed step (the shim only knows the step index),
-    and how to fix it where that is known."""
-    loc = err.loc
-    if loc is None and 0 <= err.step_index < len(plan.steps):
-        loc = plan.steps[err.step_index].loc
-    hint = err.hint or _setup_hint(err, plan)
-    if loc is err.loc and hint == err.hint:
-        return err
-    return SandboxSetupError(err.step, err.syscall, err.errno, loc, err.detail,
-                             err.step_index, hint)
-
-
-def _root_writable_binds(plan: Plan) -> list[Any]:
-    """The rw-bind steps of a root caller whose sandbox runs as 65534; [] otherwise."""
-    from isorun.compile.plan import MapIds, MountStep
-
-    ids = plan.find(MapIds)
-    if os.geteuid() != 0 or not ids or ids[0].host_uid != 65534:
-        return []
-    return [step for step in plan.find(MountStep) if step.type == "rw-bind"]
-
-
-def root_write_notes(plan: Plan) -> list[str]:
-    """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
-    write (README, "Root"). The command would only say "Permission denied"."""
-    import stat
-
-    from isorun.launch import nobody_cannot_write
-
-    notes = []
-    for step in _root_writable_binds(plan):
-        if not nobody_cannot_write(step.src):
-            continue
-        st = os.stat(step.src)
-        notes.append(
-            f"isorun: note: started by root, the sandbox runs as uid 65534 (nobody), which "
-            f"cannot write {step.src} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
-            f" that {step.loc.short()} binds writable\n  hint: run isorun as the user who "
-            "owns it, or extend the profile with [unsafe] map_root = true")
-    return notes
-
-
-def missing_source_hint(step: Any) -> str:
-    """The fix for a required bind whose source is missing (a MountStep): said by
-    ``check`` before the run, and by the run when the source went away after it."""
-    return f"create {step.src}, or mark the mount optional = true (dst {step.dst})"
-
-
-def _setup_hint(err: SandboxSetupError, plan: Plan) -> str:
-    """The fix for a set-up failure a user causes, "" when there is none to suggest."""
-    import errno
-
-    from isorun.compile.plan import Chdir, MapIds, MountStep
-
-    if err.step == "mount" and err.errno == errno.ENOENT and 0 <= err.step_index < len(
-            plan.steps):
-        step = plan.steps[err.step_index]
-        # only when it is still missing: ENOENT from below a present source is no typo
-        if isinstance(step, MountStep) and step.src and not os.path.lexists(step.src):
-            return missing_source_hint(step)
-    chdir, ids = plan.find(Chdir), plan.find(MapIds)
-    if err.step != "cwd" or err.errno != errno.EACCES or not chdir:
-        return ""
-    path = chdir[0].path
-    if ids and ids[0].host_uid == 65534 and os.geteuid() == 0:
-        # README, "Root": a root caller's sandbox runs as the overflow user
-        return (f"started by root, the sandbox runs as uid 65534 (nobody), which may not "
-                f"enter {path}: run isorun from a directory others may enter, or as the "
-                "user who owns this one (setpriv/sudo -u), or extend the profile with "
-                "[unsafe] map_root = true (the sandbox is then root over the files it sees)")
-    return f"the sandbox's user may not enter {path}: check its permissions and its parents'"
 
 
 @dataclass(frozen=True, slots=True)

@@ -486,7 +486,7 @@ def compile_entry(
     """
     import pickle
 
-    from isorun import api
+    from isorun.compile.pipeline import compile_plan, seccomp_program
     from isorun.host import facts as host_facts
 
     try:
@@ -495,9 +495,9 @@ def compile_entry(
         deps = None  # the compile below reports the problem with its location
     facts = host_facts.probe()
     resolved = host_facts.variables(facts)
-    plan = api.compile_plan(spec, facts, resolved)
+    plan = compile_plan(spec, facts, resolved)
     check_not_writable(plan)
-    bpf = api.seccomp_program(plan)
+    bpf = seccomp_program(plan)
     reason = _uncacheable(spec, facts, resolved, plan, deps)
     if reason is not None:
         _warn(log, f"not caching {spec}: {reason}")

@@ -98,7 +98,7 @@ def make_record(
     facts = probe()
     if not facts.userns:
         return None  # api.Popen would choose another backend on this host
-    from isorun.api import root_write_notes
+    from isorun.compile.exposure import root_write_notes
 
     if root_write_notes(plan):
         return None  # api.launch says, on every launch, what the sandbox cannot write
@@ -214,6 +214,8 @@ def usable(record: object, argv: list[str]) -> Record | None:
     if env_projection(record["env_patterns"]) != record["env"]:
         return None  # a kept variable changed: the command's environment would differ
     spec: Record = record["spec"]
+    from isorun.host.nobody import nobody_cannot_write
+
     if any(nobody_cannot_write(src) for src in root_sandbox_binds(spec)):
         # made or chowned since this record (web's ./data): the regular path says what
         # the sandbox cannot write (api.root_write_notes), the record would not
@@ -229,15 +231,6 @@ def root_sandbox_binds(spec: Record) -> list[bytes]:
         return []
     # kind, dst, src, flags, ... (spec_record); ISORUN_MOUNT_BIND 1, MS_RDONLY 1
     return [m[2] for m in spec["mounts"] if m[0] == 1 and not m[3] & 1]
-
-
-def nobody_cannot_write(path: str | bytes) -> bool:
-    """``path`` exists and uid 65534 may not write it (owned by another, not o+w)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False  # not there (yet): an optional source, or a required one that fails
-    return st.st_uid != 65534 and not st.st_mode & 0o002
 
 
 def exec_failure_message(command: str, errno: int) -> str:
@@ -256,13 +249,14 @@ def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:
 
     if not isinstance(err, SandboxSetupError) or err.loc is not None:
         return None
-    from isorun import api, cache
+    from isorun import cache
+    from isorun.compile.plan import locate_error
 
     try:
         plan = cache.load_plan(entry)
     except Exception:
         return None  # the error without its line is still the right error
-    return api.locate_error(err, plan)
+    return locate_error(err, plan)
 
 
 def run(record: Record, argv: list[str]) -> int:
