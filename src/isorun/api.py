@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from isorun.compile.exposure import root_write_notes
@@ -15,14 +15,12 @@ from isorun.compile.pipeline import compile_plan, load_profile, seccomp_program
 from isorun.compile.plan import Plan, locate_error, missing_source_hint
 from isorun.errors import Lost, SandboxSetupError
 from isorun.host import facts as host_facts
+from isorun.memo import Memo
 from isorun.profile import includes
 from isorun.profile.schema import Profile
 
 if TYPE_CHECKING:
-    from isorun.sandbox.backends import SandboxRun
-    from isorun.sandbox.process import SandboxProcess
-    from isorun.sandbox.refusal_watch import RefusalWatch
-    from isorun.sandbox.spec import ShimSpec
+    from isorun.sandbox.backends import NativeRun, SandboxRun
 
 #: the compiler's public names, defined in compile/ (the cache and the backends use them
 #: from there, below this module)
@@ -55,6 +53,10 @@ def check_limits(plan: Plan) -> None:
             raise HostError(f"{asked} ({step.loc.short()})", err.why, err.fix) from None
 
 
+#: this process's compiled plans, programs and launch records (isorun.memo): the one
+#: instance the API's calls share, so a loop of isorun.run compiles once
+MEMO = Memo()
+
 #: seconds ``Popen.__exit__`` gives a command after SIGTERM before it sends SIGKILL
 GRACE_PERIOD = 5.0
 
@@ -86,9 +88,9 @@ class Popen:
                  log: Callable[[str], None] | None = None, _terminal: bool = False,
                  _chosen: tuple[str, tuple[Lost, ...]] | None = None,
                  _refusals: bool = False) -> None:
-        from isorun.compile.plan import Cgroup, MountStep, WallTime
+        from isorun.compile.plan import MountStep
         from isorun.compile.plan import Plan as _Plan
-        from isorun.sandbox import git_guard, launched, native, process
+        from isorun.sandbox import git_guard
 
         self.args = _command(argv, shell)
         if isinstance(profile, _Plan):
@@ -113,70 +115,23 @@ class Popen:
         #: non-empty with allow_weaker)
         self.backend, self.lost = _chosen or _choose_backend(plan, backend or plan.backend,
                                                              allow_weaker, log)
-        #: why execve failed (exit code 126 or 127), None when the command started
-        self.exec_error: SandboxSetupError | None = None
-        #: isorun-launch says the refusal report when the command fails (the CLI's
-        #: ``_refusals``); the other paths leave the notes to api.launch
-        self.reports_refusals = False
-        #: the refusal report's supervisor when this process runs it (the native
-        #: backend's clone; the wrapper backends keep theirs in their SandboxRun)
-        self._watch: RefusalWatch | None = None
-        self._proc: SandboxProcess | SandboxRun
+        self._proc: NativeRun | SandboxRun
         # Before the sandbox can write: the .git guards with nothing to guard yet, looked
         # at again once it has ended (sandbox/git_guard.py).
         self._guards = git_guard.missing_guards(plan.find(MountStep))
         self._walks = git_guard.all_guards(plan.find(MountStep))
         self._since = git_guard.since() if self._walks else 0
-        if self.backend != "native":
-            from isorun.sandbox.backends import BACKENDS
+        from isorun.sandbox.backends import BACKENDS
 
-            # the landlock backend launches through isorun-launch, which can report; the
-            # wrappers' exec stage hands its listener to us (sandbox/refusal_watch.py)
-            extra: dict[str, Any] = {"refusals": _refusals} \
-                if self.backend in ("landlock", "bwrap", "firejail") else {}
-            self._proc = BACKENDS[self.backend].spawn(
-                plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
-                allow_weaker=allow_weaker, terminal=_terminal, **extra)
-            self.reports_refusals = bool(extra.get("refusals")) and isinstance(
-                getattr(self._proc, "_proc", None), launched.LaunchedProcess)
-        else:
-            caller_env = os.environ if env is None else env
-            wall = plan.find(WallTime)
-            cgroups = plan.find(Cgroup)
-            # isorun-launch does what the warm launch does (isorun.launch.make_record):
-            # no cgroup, no wall-clock timer; learn mode never comes through here.
-            launcher = None if wall or cgroups else launched.launcher_path()
-            if launcher is None and not (wall or cgroups) and log is not None:
-                log(f"isorun: {launched.LAUNCHER} is not built: cloning this process instead"
-                    " (same sandbox, slower start; make shim or reinstall builds it)")
-            try:
-                if launcher is not None:
-                    record, blob = _flat_record(plan, caller_env)
-                    self._proc = launched.spawn_launched(
-                        launcher, record, blob, tuple(os.fsencode(a) for a in self.args),
-                        stdin=stdin, stdout=stdout, stderr=stderr, terminal=_terminal,
-                        refusals=_refusals)
-                    self.reports_refusals = _refusals
-                else:
-                    program = cached_program(plan)
-                    spec = native.build_spec(plan, self.args, caller_env, program)
-                    watch = _refusal_watch(plan, spec) if _refusals else None
-                    if watch is not None:
-                        # the report's listener, taken as learn mode takes its own
-                        # (sandbox/refusal_watch.py); the plain program where an outer
-                        # listener leaves no place for it
-                        spec = replace(spec, seccomp_bpf=b"", notify_bpf=watch[1])
-                    self._watch = None if watch is None else watch[0]
-                    self._proc = process.spawn(
-                        spec, stdin=stdin, stdout=stdout, stderr=stderr,
-                        wall_time=wall[0].seconds if wall else None,
-                        memory_max=cgroups[0].memory if cgroups else None,
-                        pids_max=cgroups[0].pids if cgroups else None, terminal=_terminal,
-                        on_listener=None if watch is None else watch[0].on_listener,
-                        fallback_bpf=b"" if watch is None else program)
-            except SandboxSetupError as err:
-                raise locate_error(err, plan) from None
-            self.exec_error = self._proc.exec_error
+        self._proc = BACKENDS[self.backend].spawn(
+            plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
+            allow_weaker=allow_weaker, terminal=_terminal, refusals=_refusals,
+            compiled=MEMO, log=log)
+        #: isorun-launch says the refusal report when the command fails (the CLI's
+        #: ``_refusals``); the other paths leave the notes to api.launch
+        self.reports_refusals = self._proc.reports_refusals
+        #: why execve failed (exit code 126 or 127), None when the command started
+        self.exec_error: SandboxSetupError | None = self._proc.exec_error
         self.pid: int = self._proc.pid
         self.stdin, self.stdout, self.stderr = _wrap_text(self._proc, text)
 
@@ -196,14 +151,11 @@ class Popen:
         return dict(getattr(self._proc, "limit_events", {}))
 
     def _ended(self) -> None:
-        """Once the sandbox has ended: move aside a .git it planted (git_guard.py), and
-        let the refusal report's supervisor go."""
+        """Once the sandbox has ended: move aside a .git it planted (git_guard.py)."""
         import sys
 
         from isorun.sandbox import git_guard
 
-        if self._watch is not None and self._proc.returncode is not None:
-            self._watch.finish()
         if self._guards and self._proc.returncode is not None:
             missing, self._guards = self._guards, ()
             for note in git_guard.quarantine(missing):
@@ -227,7 +179,7 @@ class Popen:
         """What seccomp refused, counted, with each rule, when this process supervised
         the run's listener itself (the wrapper backends, sandbox/refusal_watch.py); []
         otherwise (isorun-launch says it itself) or when nothing was refused."""
-        watch = self._watch or getattr(self._proc, "refusals", None)
+        watch = self._proc.refusals
         return watch.lines() if watch is not None else []
 
     def send_signal(self, sig: int) -> None:
@@ -604,12 +556,6 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     return _wait_and_report(plan, proc, before, quiet, note)
 
 
-#: (spec, variables, facts) -> (plan, the source files it was compiled from)
-_PLANS: dict[tuple[object, ...], tuple[Plan, tuple[tuple[str, str, str], ...]]] = {}
-#: seccomp policy -> BPF; arch and libseccomp do not change within a process
-_PROGRAMS: dict[Any, bytes] = {}
-
-
 def compiled(spec: str, log: Callable[[str], None] | None = None
              ) -> tuple[Plan, bytes, dict[str, object] | None]:
     """(plan, BPF, cache entry) for ``spec``: from the on-disk cache, else compiled and
@@ -645,7 +591,8 @@ def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = Non
 
     Keyed by the spec, the variables it resolves with (the working directory changes
     ${CWD}) and the caller's facts; each call checks that the source files are unchanged
-    (:func:`_deps_unchanged`: by stat, else by hash), so an edited profile is recompiled.
+    (:meth:`Memo.deps_unchanged`: by stat, else by hash), so an edited profile is
+    recompiled.
     The first use in a process reads the on-disk cache (see :mod:`isorun.cache`).
     ``cwd``: compile for that working directory (Popen's ``cwd=``), without the disk
     cache, whose entries are keyed by the process's own.
@@ -658,9 +605,9 @@ def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = Non
         facts = host_facts.probe()
         return compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
     key = (profile, tuple(sorted(cache.variables(cwd=cwd).items())), cache.facts_key())
-    hit = _PLANS.get(key)
-    if hit is not None and _deps_unchanged(hit[1]):
-        return hit[0]
+    hit = MEMO.plan(key)
+    if hit is not None:
+        return hit
     if cwd is not None:
         try:
             deps: tuple[Any, ...] | None = cache.collect_deps(profile)
@@ -669,145 +616,18 @@ def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = Non
         facts = host_facts.probe()
         plan = compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
         if deps:
-            _PLANS[key] = (plan, deps)
+            MEMO.keep_plan(key, plan, deps)
         return plan
     plan, bpf, entry = compiled(profile, log)
-    _PROGRAMS[_policy_of(plan)] = bpf
+    MEMO.keep_program(plan, bpf)
     if entry is not None:
-        _PLANS[key] = (plan, entry["deps"])  # type: ignore[assignment]
+        MEMO.keep_plan(key, plan, entry["deps"])  # type: ignore[arg-type]
     return plan
 
 
-#: source files (cache.Dep tuples) -> their stat signature when their hashes last matched
-_VERIFIED: dict[tuple[Any, ...], tuple[tuple[int, ...], ...]] = {}
-#: how old a file's last change must be before its stat signature stands for its hash:
-#: a change within the same timestamp tick as an earlier one would leave it as it was
-_SETTLED_NS = 2_000_000_000
-
-
-def _deps_unchanged(deps: tuple[Any, ...]) -> bool:
-    """``cache.check_deps(deps) is None``, without reading and hashing every file again
-    when none changed since the last time it held (about 60 us a launch, for strict).
-
-    Changed means another file (device, inode: a replaced file, or a path that now
-    resolves elsewhere), another size, mtime or ctime; ctime moves on every write, rename
-    or utime and cannot be set back. Only a signature taken when every file had been
-    still for :data:`_SETTLED_NS` is trusted, so that an edit in the same timestamp tick
-    as the hash cannot go unseen; anything else is hashed as before.
-    """
-    import os
-    import time
-
-    from isorun import cache
-
-    try:
-        now = [os.stat(literal) for literal, _real, _digest in deps]
-        sig = tuple((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                    for st in now)  # fmt: skip
-    except OSError:
-        return cache.check_deps(deps) is None
-    if _VERIFIED.get(deps) == sig:
-        return True
-    if cache.check_deps(deps) is not None:
-        return False
-    settled = time.time_ns() - _SETTLED_NS
-    if all(max(mtime, ctime) < settled for *_, mtime, ctime in sig):
-        _VERIFIED[deps] = sig
-    return True
-
-
-#: id(plan) -> (plan, (exact names, name prefixes) or None for the whole environment,
-#: {what the plan reads of an environment: (record, flat record)}); the plan is kept so
-#: its id stays its own
-_FLAT: dict[int, tuple[Plan, tuple[tuple[str, ...], tuple[str, ...]] | None,
-                       dict[Any, tuple[Any, bytes]]]] = {}  # fmt: skip
-#: bounds on _FLAT: plans a process launches, environments per plan
-_FLAT_PLANS, _FLAT_ENVS = 32, 16
-
-
-def _refusal_watch(plan: Plan, spec: ShimSpec) -> tuple[RefusalWatch, bytes] | None:
-    """The refusal report for the native clone: the watch and the reporting filter (with
-    the hand-over's execve head, see refusals.notify_execve_head); None when the spec
-    loads no filter or it has no reporting form."""
-    from isorun.compile.refusals import reporting_filter
-    from isorun.sandbox.refusal_watch import RefusalWatch
-
-    if not spec.seccomp_bpf or spec.notify_bpf:
-        return None
-    report_bpf = reporting_filter(spec.seccomp_bpf, os.uname().machine)
-    if not report_bpf:
-        return None
-    return RefusalWatch(plan, spec.seccomp_bpf), report_bpf
-
-
-def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, Any], bytes]:
-    """(record, flat.encode(record)) of ``plan`` for this caller's environment, built once.
-
-    The environment is the only per-launch input of native.build_spec; keyed by the part
-    of it the plan reads (the names and prefixes of isorun.launch.env_patterns, a superset
-    of what build_environment reads), so an equal key means an equal record. The key is
-    taken name by name rather than with launch.env_projection: decoding every variable of
-    os.environ costs more than the rest of this function.
-    """
-    import os
-
-    entry = _FLAT.get(id(plan))
-    if entry is None or entry[0] is not plan:
-        from isorun import launch
-
-        if len(_FLAT) >= _FLAT_PLANS:
-            del _FLAT[next(iter(_FLAT))]
-        patterns = launch.env_patterns(plan)
-        names = None if patterns is None else (
-            tuple(p for p in patterns if not p.endswith("*")),
-            tuple(p[:-1] for p in patterns if p.endswith("*")))  # fmt: skip
-        entry = _FLAT[id(plan)] = (plan, names, {})
-    split: tuple[tuple[Any, ...], tuple[Any, ...]] | None = entry[1]
-    env: Mapping[Any, Any] = caller_env
-    if caller_env is os.environ:
-        # The bytes os.environ keeps (and decodes on every access); its own key space.
-        env = os.environ._data  # type: ignore[attr-defined]
-        if split is not None:
-            split = (tuple(os.fsencode(n) for n in split[0]),
-                     tuple(os.fsencode(n) for n in split[1]))  # fmt: skip
-    if split is None:
-        key: Any = tuple(sorted(env.items()))
-    else:
-        exact, prefixes = split
-        key = tuple(env.get(name) for name in exact)
-        if prefixes:
-            key += tuple(sorted((name, env[name]) for name in env
-                                if name.startswith(prefixes)))  # fmt: skip
-    hit = entry[2].get(key)
-    if hit is None:
-        from isorun.compile.refusals import report_fields
-        from isorun.sandbox import flat, native
-        from isorun.sandbox.spec import spec_record
-
-        program = cached_program(plan)
-        spec = native.build_spec(plan, [], caller_env, program)
-        record = {**spec_record(spec), **report_fields(plan, program)}
-        del record["argv"]
-        if len(entry[2]) >= _FLAT_ENVS:
-            del entry[2][next(iter(entry[2]))]
-        hit = entry[2][key] = (record, flat.encode(record))
-    return hit
-
-
-def _policy_of(plan: Plan) -> Any:
-    from isorun.compile.plan import LoadSeccomp
-
-    steps = plan.find(LoadSeccomp)
-    return steps[0].policy if steps else None
-
-
 def cached_program(plan: Plan) -> bytes:
-    """Keyed by the seccomp policy itself (a frozen, hashable dataclass)."""
-    key = _policy_of(plan)
-    program = _PROGRAMS.get(key)
-    if program is None:
-        program = _PROGRAMS[key] = seccomp_program(plan)
-    return program
+    """The plan's seccomp program, from :data:`MEMO`."""
+    return MEMO.program(plan)
 
 
 def _wrap_text(proc: Any, text: bool) -> tuple[Any, Any, Any]:

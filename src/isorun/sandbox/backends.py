@@ -27,13 +27,16 @@ from isorun.compile import plan as p
 from isorun.compile.bwrap import file_mounts, render_bwrap
 from isorun.compile.firejail import render_firejail
 from isorun.compile.invocation import HELPER, Invocation, terminal_job_allowed
-from isorun.errors import HostError, Lost, Unsupported
+from isorun.compile.pipeline import seccomp_program
+from isorun.errors import HostError, Lost, SandboxSetupError, Unsupported
 from isorun.host.probe import BackendFacts
 from isorun.profile.schema import Seccomp
 from isorun.sandbox.wrapper_mounts import check_sources, unsafe_destination
 
 if TYPE_CHECKING:
+    from isorun.sandbox.process import SandboxProcess
     from isorun.sandbox.refusal_watch import RefusalWatch
+    from isorun.sandbox.spec import ShimSpec
 
 #: strongest first: auto takes the first one that enforces the whole plan here
 ORDER = ("native", "bwrap", "firejail", "landlock")
@@ -63,9 +66,52 @@ class Backend(Protocol):
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False) -> SandboxRun:
+              terminal: bool = False, refusals: bool = False,
+              compiled: Compiled | None = None,
+              log: Callable[[str], None] | None = None) -> SandboxRun | NativeRun:
         """Start ``argv`` in the sandbox. Raises Unsupported, HostError. ``terminal``: the
-        CLI, the foreground job of the terminal that is the command's stdin."""
+        CLI, the foreground job of the terminal that is the command's stdin. ``refusals``:
+        the CLI's refusal report (sandbox/refusal_watch.py). ``compiled``: where the
+        plan's seccomp program (and the native launch record) come from, the API's memo
+        (isorun.api.MEMO); None compiles them for this call. ``log``: what the backend
+        says about how it starts (verbose)."""
+
+
+class Compiled(Protocol):
+    """What a spawn needs compiled from a plan, from wherever the caller keeps it."""
+
+    def program(self, plan: p.Plan) -> bytes:
+        """The plan's seccomp program (b"" when it loads none)."""
+
+    def launch_record(self, plan: p.Plan, caller_env: Mapping[str, str]
+                      ) -> tuple[dict[str, Any], bytes]:
+        """(record, flat.encode(record)) of the native spec of ``plan`` for this
+        environment, without argv (see :func:`launch_record`)."""
+
+
+class Fresh:
+    """Compiled anew on every call: for a spawn without the API's memo."""
+
+    def program(self, plan: p.Plan) -> bytes:
+        return seccomp_program(plan)
+
+    def launch_record(self, plan: p.Plan, caller_env: Mapping[str, str]
+                      ) -> tuple[dict[str, Any], bytes]:
+        return launch_record(plan, self.program(plan), caller_env)
+
+
+def launch_record(plan: p.Plan, program: bytes, caller_env: Mapping[str, str]
+                  ) -> tuple[dict[str, Any], bytes]:
+    """The native launch record of ``plan`` for this environment (isorun-launch takes it
+    with the command line's argv), and its flat encoding."""
+    from isorun.compile.refusals import report_fields
+    from isorun.sandbox import flat, native
+    from isorun.sandbox.spec import spec_record
+
+    spec = native.build_spec(plan, [], caller_env, program)
+    record = {**spec_record(spec), **report_fields(plan, program)}
+    del record["argv"]
+    return record, flat.encode(record)
 
 
 #: one representative step per step type and per option a backend may not support; the
@@ -151,18 +197,39 @@ def _userns_missing(plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
     return "", ""
 
 
+def native_missing(facts: BackendFacts) -> str:
+    """Why the native shim cannot be used ("" when it can): the facts' answer when they
+    carry one (tests inject it), else :meth:`NativeBackend.missing`."""
+    if facts.native_missing is not None:
+        return facts.native_missing
+    return NativeBackend.missing()
+
+
 class NativeBackend:
     """The C shim. Enforces every step type by construction (sandbox/native.py matches them
     all); only the host can make it unusable."""
 
     name = "native"
 
+    @staticmethod
+    def missing() -> str:
+        """Why the native shim cannot be used here ("" when it can): it does not import,
+        or does not match this package."""
+        from isorun.errors import ShimAbiError
+
+        try:
+            from isorun.sandbox import _shim  # noqa: F401
+        except (ImportError, ShimAbiError, OSError) as err:
+            return f"the native shim does not load: {err}"
+        return ""
+
     def capabilities(self) -> frozenset[str]:
         return frozenset(aspect for aspect, _ in SAMPLES)
 
     def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
-        if facts.native_missing:
-            return facts.native_missing, "rebuild it: pip install --no-deps -e . (make shim)"
+        missing = native_missing(facts)
+        if missing:
+            return missing, "rebuild it: pip install --no-deps -e . (make shim)"
         return _userns_missing(plan, facts)
 
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
@@ -174,14 +241,117 @@ class NativeBackend:
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False) -> SandboxRun:
-        # TODO(#5): the lead's api.Popen dispatches here once it takes a backend; until
-        # then native launches go through isorun.api directly.
-        from isorun import api
+              terminal: bool = False, refusals: bool = False,
+              compiled: Compiled | None = None,
+              log: Callable[[str], None] | None = None) -> NativeRun:
+        """Through isorun-launch when it is built and the plan needs nothing of the parent
+        (as the warm launch, isorun.launch.make_record): no cgroup, no wall-clock timer;
+        else this process clones. A failed step is raised naming its profile line."""
+        from isorun.sandbox import launched, native, process
 
-        proc = api.Popen(list(argv), profile=plan, stdin=stdin, stdout=stdout,
-                         stderr=stderr, env=env)
-        return SandboxRun(proc, "native", (), None)
+        compiled = compiled or FRESH
+        caller_env = os.environ if env is None else env
+        wall, cgroups = plan.find(p.WallTime), plan.find(p.Cgroup)
+        launcher = None if wall or cgroups else launched.launcher_path()
+        if launcher is None and not (wall or cgroups) and log is not None:
+            log(f"isorun: {launched.LAUNCHER} is not built: cloning this process instead"
+                " (same sandbox, slower start; make shim or reinstall builds it)")
+        try:
+            if launcher is not None:
+                record, blob = compiled.launch_record(plan, caller_env)
+                proc: SandboxProcess = launched.spawn_launched(
+                    launcher, record, blob, tuple(os.fsencode(a) for a in argv),
+                    stdin=stdin, stdout=stdout, stderr=stderr, terminal=terminal,
+                    refusals=refusals)
+                return NativeRun(proc, None, refusals)
+            program = compiled.program(plan)
+            spec = native.build_spec(plan, list(argv), caller_env, program)
+            watch = _native_watch(plan, spec) if refusals else None
+            if watch is not None:
+                # the report's listener, taken as learn mode takes its own
+                # (sandbox/refusal_watch.py); the plain program where an outer listener
+                # leaves no place for it
+                spec = replace(spec, seccomp_bpf=b"", notify_bpf=watch[1])
+            proc = process.spawn(
+                spec, stdin=stdin, stdout=stdout, stderr=stderr,
+                wall_time=wall[0].seconds if wall else None,
+                memory_max=cgroups[0].memory if cgroups else None,
+                pids_max=cgroups[0].pids if cgroups else None, terminal=terminal,
+                on_listener=None if watch is None else watch[0].on_listener,
+                fallback_bpf=b"" if watch is None else program)
+            return NativeRun(proc, None if watch is None else watch[0], False)
+        except SandboxSetupError as err:
+            raise p.locate_error(err, plan) from None
+
+
+def _native_watch(plan: p.Plan, spec: ShimSpec) -> tuple[RefusalWatch, bytes] | None:
+    """The refusal report for the native clone: the watch and the reporting filter (with
+    the hand-over's execve head, see refusals.notify_execve_head); None when the spec
+    loads no filter or it has no reporting form."""
+    from isorun.compile.refusals import reporting_filter
+    from isorun.sandbox.refusal_watch import RefusalWatch
+
+    if not spec.seccomp_bpf or spec.notify_bpf:
+        return None
+    report_bpf = reporting_filter(spec.seccomp_bpf, os.uname().machine)
+    if not report_bpf:
+        return None
+    return RefusalWatch(plan, spec.seccomp_bpf), report_bpf
+
+
+class NativeRun:
+    """A native sandbox (the shim's clone, or isorun-launch's), like
+    :class:`subprocess.Popen`; its exit code is the shell's already (128+N, 124)."""
+
+    def __init__(self, proc: SandboxProcess, refusals: RefusalWatch | None,
+                 reports_refusals: bool) -> None:
+        self._proc = proc
+        #: the refusal report's supervisor when this process runs it (the clone)
+        self.refusals = refusals
+        #: isorun-launch says the refusal report itself when the command fails
+        self.reports_refusals = reports_refusals
+        self.backend, self.lost, self.terminal_job = "native", (), False
+        self.pid: int = proc.pid
+        self.stdin, self.stdout, self.stderr = proc.stdin, proc.stdout, proc.stderr
+        #: why execve failed (exit code 126 or 127), None when the command started
+        self.exec_error = proc.exec_error
+
+    @property
+    def timed_out(self) -> bool:
+        return self._proc.timed_out
+
+    @property
+    def limit_events(self) -> dict[str, int]:
+        return self._proc.limit_events
+
+    def _ended(self, code: int | None) -> int | None:
+        if code is not None and self.refusals is not None:
+            self.refusals.finish()
+        return code
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def poll(self) -> int | None:
+        return self._ended(self._proc.poll())
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._proc.wait(timeout)
+        self._ended(code)
+        return code
+
+    def communicate(self, input: bytes | None = None,
+                    timeout: float | None = None) -> tuple[Any, Any]:
+        out, err = self._proc.communicate(input, timeout)
+        self._ended(self._proc.returncode)
+        return out, err
+
+    def send_signal(self, sig: int) -> None:
+        self._proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self._proc.kill()
 
 
 class BwrapBackend:
@@ -231,8 +401,9 @@ class BwrapBackend:
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False, refusals: bool = False) -> SandboxRun:
-        """``refusals``: the CLI's refusal report (sandbox/refusal_watch.py)."""
+              terminal: bool = False, refusals: bool = False,
+              compiled: Compiled | None = None,
+              log: Callable[[str], None] | None = None) -> SandboxRun:
         from isorun.sandbox.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
@@ -244,8 +415,9 @@ class BwrapBackend:
             raise HostError(f"profile {plan.profile} on backend bwrap", why, fix)
         plan = checked.plan
         with ExitStack() as stack:
-            seccomp_fd = _program_fd(plan, stack)
-            watch = _refusal_watch(plan, refusals, stack)
+            program = (compiled or FRESH).program(plan)
+            seccomp_fd = _program_fd(plan, program, stack)
+            watch = _refusal_watch(plan, program, refusals, stack)
             file_fds = [_memfd(data, stack) for data in file_mounts(plan)]
             stage_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
             stack.callback(os.close, stage_fd)
@@ -325,16 +497,18 @@ class FirejailBackend:
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False, refusals: bool = False) -> SandboxRun:
-        """``refusals``: the CLI's refusal report (sandbox/refusal_watch.py)."""
+              terminal: bool = False, refusals: bool = False,
+              compiled: Compiled | None = None,
+              log: Callable[[str], None] | None = None) -> SandboxRun:
         from isorun.sandbox.exec_stage import exec_stage_path
 
         caller = os.environ if env is None else env
         checked = check_sources(plan)
         plan = checked.plan
         with ExitStack() as stack:
-            seccomp_fd = _program_fd(plan, stack)
-            watch = _refusal_watch(plan, refusals, stack)
+            program = (compiled or FRESH).program(plan)
+            seccomp_fd = _program_fd(plan, program, stack)
+            watch = _refusal_watch(plan, program, refusals, stack)
             env_fd = _memfd(b"", stack)
             # The stage reaches the sandbox as a descriptor (exec'd as /proc/self/fd/N),
             # so no host path of it has to be visible inside.
@@ -363,8 +537,9 @@ class LandlockBackend:
         return _capabilities(self.check)
 
     def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
-        if facts.native_missing:
-            return facts.native_missing, "rebuild it: pip install --no-deps -e . (make shim)"
+        missing = native_missing(facts)
+        if missing:
+            return missing, "rebuild it: pip install --no-deps -e . (make shim)"
         if facts.host.landlock < 1:
             return ("this kernel has no Landlock",
                     "boot Linux 5.13+ with landlock in lsm= (6.12+ for scoping)")
@@ -384,8 +559,9 @@ class LandlockBackend:
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False, refusals: bool = False) -> SandboxRun:
-        """``refusals``: the CLI's refusal report (isorun-launch says it, see api.Popen)."""
+              terminal: bool = False, refusals: bool = False,
+              compiled: Compiled | None = None,
+              log: Callable[[str], None] | None = None) -> SandboxRun:
         from isorun.host.facts import probe
         from isorun.sandbox import flat, launched, process
         from isorun.sandbox.landlock_mode import build_mode_spec, check_grant_paths
@@ -396,7 +572,8 @@ class LandlockBackend:
         if lost and not allow_weaker:
             raise Unsupported(self.name, lost)
         check_grant_paths(plan)
-        spec: Any = build_mode_spec(plan, argv, os.environ if env is None else env, abi)
+        spec: Any = build_mode_spec(plan, argv, os.environ if env is None else env, abi,
+                                    (compiled or FRESH).program)
         wall = plan.find(p.WallTime)
         launcher = None if wall else launched.launcher_path()
         proc: Any
@@ -414,11 +591,18 @@ class LandlockBackend:
             proc = launched.spawn_launched(launcher, record, flat.encode(record), spec.argv,
                                            stdin=stdin, stdout=stdout, stderr=stderr,
                                            refusals=refusals)
+            reports = isinstance(proc, launched.LaunchedProcess) and refusals
         else:
             proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
                                  wall_time=wall[0].seconds if wall else None)
-        return SandboxRun(proc, self.name, tuple(lost), None)
+            reports = False
+        run = SandboxRun(proc, self.name, tuple(lost), None)
+        run.reports_refusals = reports
+        return run
 
+
+#: a stateless Compiled for spawns without the API's memo
+FRESH = Fresh()
 
 BACKENDS: dict[str, Backend] = {"native": NativeBackend(), "bwrap": BwrapBackend(),
                                 "firejail": FirejailBackend(), "landlock": LandlockBackend()}
@@ -569,6 +753,10 @@ class SandboxRun:
         self.stdout: IO[bytes] | None = proc.stdout
         self.stderr: IO[bytes] | None = proc.stderr
         self.timed_out = False
+        #: isorun-launch says the refusal report itself (the landlock backend's launch)
+        self.reports_refusals = False
+        #: the wrappers report no failed execve apart: the exec stage says it itself
+        self.exec_error: SandboxSetupError | None = None
         self._timer: threading.Timer | None = None
         if wall_time is not None:
             self._timer = threading.Timer(wall_time, self._expire)
@@ -674,27 +862,22 @@ def _memfd(data: bytes, stack: ExitStack) -> int:
     return fd
 
 
-def _program_fd(plan: p.Plan, stack: ExitStack) -> int | None:
+def _program_fd(plan: p.Plan, program: bytes, stack: ExitStack) -> int | None:
     """The same BPF program the native shim loads, in a descriptor."""
     if not plan.find(p.LoadSeccomp):
         return None
-    # Through the API's cache: the plan's filter was usually compiled (or read from the
-    # plan cache) already, and compiling it again costs ~80 ms.
-    from isorun.api import cached_program
-
-    return _memfd(cached_program(plan), stack)
+    return _memfd(program, stack)
 
 
-def _refusal_watch(plan: p.Plan, refusals: bool, stack: ExitStack) -> RefusalWatch | None:
+def _refusal_watch(plan: p.Plan, program: bytes, refusals: bool, stack: ExitStack
+                   ) -> RefusalWatch | None:
     """The refusal report's watch for a wrapper's exec stage; None when not asked for,
     or when the plan's program has no reporting form (refusals.reporting_filter)."""
     if not refusals or not plan.find(p.LoadSeccomp):
         return None
-    from isorun.api import cached_program
     from isorun.compile.refusals import reporting_filter
     from isorun.sandbox.refusal_watch import RefusalWatch
 
-    program = cached_program(plan)
     report_bpf = reporting_filter(program, os.uname().machine, head=False)
     if not report_bpf:
         return None
