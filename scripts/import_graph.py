@@ -73,9 +73,6 @@ EXTENSIONS = ("isorun._shim_c",)
 #: the reasons). Issue 19 empties this table as it moves the files; a module absent from
 #: it is already where it belongs.
 MOVES: dict[str, str] = {
-    "isorun.cache": "isorun.cache.store",
-    "isorun.launch": "isorun.cache.entry",
-    "isorun.launch_index": "isorun.cache.index",
     "isorun.cli_backends": "isorun.cli.doctor",
     "isorun.cli_learn": "isorun.cli.learn",
     "isorun.cli_pytest": "isorun.cli.pytest",

@@ -6,8 +6,6 @@ names are resolved lazily (PEP 562) from :mod:`isorun.api`.
 
 from __future__ import annotations
 
-from isorun.version import __version__
-
 # typing costs ~10 ms to import on a cold start and this package is imported on the
 # launch path; mypy treats a module-level TYPE_CHECKING as typing.TYPE_CHECKING.
 TYPE_CHECKING = False
@@ -29,6 +27,11 @@ def __getattr__(name: str) -> Any:
         from isorun import api
 
         return getattr(api, name)
+    if name == "__version__":
+        # isorun.version, not a literal here: one definition, which pyproject.toml reads
+        from isorun.version import __version__
+
+        return __version__
     if name in ("IsorunError", "ProfileError"):
         from isorun import errors
 

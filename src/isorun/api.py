@@ -10,12 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from isorun.cache.memo import Memo
 from isorun.compile.exposure import root_write_notes
 from isorun.compile.pipeline import compile_plan, load_profile, seccomp_program
 from isorun.compile.plan import Plan, locate_error, missing_source_hint
 from isorun.errors import Lost, SandboxSetupError
 from isorun.host import facts as host_facts
-from isorun.memo import Memo
 from isorun.profile import includes
 from isorun.profile.schema import Profile
 
@@ -103,9 +103,9 @@ class Popen:
         # A Plan or Profile given directly skips compile_entry, which checks this for
         # every string profile before it can be stored.
         if not isinstance(profile, str):
-            from isorun import cache
+            from isorun.cache import store as cache_store
 
-            cache.check_not_writable(plan)
+            cache_store.check_not_writable(plan)
         self.plan = plan
         self._text = text
         self.grace_period = grace_period
@@ -392,14 +392,14 @@ def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
                              allow_weaker: bool = False) -> int:
     """api.launch for a sandbox that shares this terminal (any backend whose
     terminal_job says so): the signals are taken with sigwaitinfo
-    (isorun.launch.wait_sharing_terminal), so the terminal's own are not passed on
+    (isorun.sandbox.foreground.wait_sharing_terminal), so the terminal's own are not passed on
     twice. Blocked across the start: the native shim unblocks them in the child before
     execve, the wrappers' exec stage before it execs the command (seccomp_exec.c)."""
     import resource
     import signal
     import sys
 
-    from isorun.launch import (
+    from isorun.sandbox.foreground import (
         FORWARDED_SIGNALS,
         SIGCHLD,
         exec_failure_message,
@@ -506,7 +506,7 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     def note(message: str) -> None:
         sys.stderr.write(message + "\n")
 
-    from isorun.launch import FORWARDED_SIGNALS, exec_failure_message
+    from isorun.sandbox.foreground import FORWARDED_SIGNALS, exec_failure_message
 
     plan = _cached_plan(profile, log=note if verbose else None)
     for line in root_write_notes(plan):
@@ -531,7 +531,7 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     # bwrap and firejail it is sent to the command itself); the launcher must survive
     # these to report the command's status instead of dying first. The handlers are in
     # place before the start, and one that arrives during it is sent once the sandbox
-    # exists. Not blocked across the start, as isorun.launch.run does for the native
+    # exists. Not blocked across the start, as isorun.sandbox.foreground.run does for the native
     # shim (which unblocks before execve): bwrap and firejail would inherit the mask, and
     # the command with them, deaf to Ctrl-C and kill.
     started: list[Popen] = []
@@ -563,25 +563,26 @@ def compiled(spec: str, log: Callable[[str], None] | None = None
     """
     import os
 
-    from isorun import cache
-    from isorun import launch as fast
+    from isorun.cache import entry as cache_entry
+    from isorun.cache import record as cache_record
+    from isorun.cache import store as cache_store
 
     use_disk = os.environ.get("ISORUN_CACHE", "1") != "0"
     if use_disk:
-        _, entry = cache.lookup(spec, log)
+        _, entry = cache_store.lookup(spec, log)
         if entry is not None:
             try:
-                return cache.load_plan(entry), entry["bpf"], entry  # type: ignore[return-value]
+                return cache_entry.load_plan(entry), entry["bpf"], entry  # type: ignore[return-value]
             except Exception as err:  # a well-formed file holding a bad pickle
                 if log is not None:
                     log(f"isorun: cache: ignoring entry: {err}")
 
     def record(plan: Plan, bpf: bytes) -> dict[str, object] | None:
-        return fast.make_record(plan, bpf, log)
+        return cache_record.make_record(plan, bpf, log)
 
-    plan, bpf, entry = cache.compile_entry(spec, log, record)
+    plan, bpf, entry = cache_store.compile_entry(spec, log, record)
     if entry is not None and use_disk:
-        cache.store(entry, log)
+        cache_store.store(entry, log)
     return plan, bpf, entry
 
 
@@ -597,20 +598,20 @@ def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = Non
     ``cwd``: compile for that working directory (Popen's ``cwd=``), without the disk
     cache, whose entries are keyed by the process's own.
     """
-    from isorun import cache
+    from isorun.cache import entry as cache_entry
 
     if not isinstance(profile, str):
         if cwd is None:
             return compile_plan(profile)
         facts = host_facts.probe()
         return compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
-    key = (profile, tuple(sorted(cache.variables(cwd=cwd).items())), cache.facts_key())
+    key = (profile, tuple(sorted(cache_entry.variables(cwd=cwd).items())), cache_entry.facts_key())
     hit = MEMO.plan(key)
     if hit is not None:
         return hit
     if cwd is not None:
         try:
-            deps: tuple[Any, ...] | None = cache.collect_deps(profile)
+            deps: tuple[Any, ...] | None = cache_entry.collect_deps(profile)
         except Exception:
             deps = None  # the compile below reports the problem with its location
         facts = host_facts.probe()

@@ -382,7 +382,7 @@ def test_caller_without_stdio() -> None:
 def test_cached_plan_rehashes_only_changed_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from isorun import cache
+    from isorun.cache import entry as cache_entry
     from isorun.compile.plan import Hostname
 
     profile = tmp_path / "p.toml"
@@ -391,10 +391,10 @@ def test_cached_plan_rehashes_only_changed_files(
     monkeypatch.setattr(api.MEMO, "settled_ns", 0)  # the file counts as settled at once
     first = api._cached_plan("./p.toml")
     assert api._cached_plan("./p.toml") is first  # hashed: the signature is recorded
-    hashed = cache.check_deps
-    monkeypatch.setattr(cache, "check_deps", lambda deps: pytest.fail("hashed again"))
+    hashed = cache_entry.check_deps
+    monkeypatch.setattr(cache_entry, "check_deps", lambda deps: pytest.fail("hashed again"))
     assert api._cached_plan("./p.toml") is first
-    monkeypatch.setattr(cache, "check_deps", hashed)
+    monkeypatch.setattr(cache_entry, "check_deps", hashed)
     # Same size, a moment later: ctime (and mtime) move, so it is hashed and recompiled.
     profile.write_text('extends = ["strict"]\n[identity]\nhostname = "two"\n')
     second = api._cached_plan("./p.toml")
@@ -406,15 +406,15 @@ def test_cached_plan_trusts_no_signature_of_a_fresh_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Written just now (within Memo.settled_ns): hashed on every call, never stat-trusted."""
-    from isorun import cache
+    from isorun.cache import entry as cache_entry
 
     profile = tmp_path / "p.toml"
     profile.write_text('extends = ["strict"]\n')
     monkeypatch.chdir(tmp_path)
     api._cached_plan("./p.toml")
     calls: list[object] = []
-    hashed = cache.check_deps
-    monkeypatch.setattr(cache, "check_deps", lambda deps: calls.append(deps) or hashed(deps))
+    hashed = cache_entry.check_deps
+    monkeypatch.setattr(cache_entry, "check_deps", lambda deps: calls.append(deps) or hashed(deps))
     api._cached_plan("./p.toml")
     api._cached_plan("./p.toml")
     assert len(calls) == 2

@@ -1,7 +1,7 @@
 """What uid 65534 (nobody), the user a root caller's sandbox runs as, may write here.
 
 Kept to ``os`` only: the warm launch asks it before it uses a cached record
-(isorun.launch.usable), and the compiler's notes ask it (compile.exposure).
+(isorun.cache.record.usable), and the compiler's notes ask it (compile.exposure).
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ class NativeBackend:
               compiled: Compiled | None = None,
               log: Callable[[str], None] | None = None) -> NativeRun:
         """Through isorun-launch when it is built and the plan needs nothing of the parent
-        (as the warm launch, isorun.launch.make_record): no cgroup, no wall-clock timer;
+        (as the warm launch, isorun.cache.record.make_record): no cgroup, no wall-clock timer;
         else this process clones. A failed step is raised naming its profile line."""
         from isorun.sandbox import launched, native, process
 

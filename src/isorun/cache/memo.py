@@ -17,7 +17,7 @@ from typing import Any
 
 from isorun.compile.plan import LoadSeccomp, Plan
 
-#: (literal path, real path, sha256 hex) of each source file, as isorun.cache.Dep
+#: (literal path, real path, sha256 hex) of each source file, as isorun.cache.entry.Dep
 Deps = tuple[tuple[str, str, str], ...]
 
 
@@ -83,17 +83,17 @@ class Memo:
         been still for :attr:`settled_ns` is trusted, so that an edit in the same
         timestamp tick as the hash cannot go unseen; anything else is hashed as before.
         """
-        from isorun import cache
+        from isorun.cache import entry as cache_entry
 
         try:
             now = [os.stat(literal) for literal, _real, _digest in deps]
             sig = tuple((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                         for st in now)  # fmt: skip
         except OSError:
-            return cache.check_deps(deps) is None
+            return cache_entry.check_deps(deps) is None
         if self.verified.get(deps) == sig:
             return True
-        if cache.check_deps(deps) is not None:
+        if cache_entry.check_deps(deps) is not None:
             return False
         settled = time.time_ns() - self.settled_ns
         if all(max(mtime, ctime) < settled for *_, mtime, ctime in sig):
@@ -106,18 +106,18 @@ class Memo:
         once (sandbox.backends.launch_record).
 
         The environment is the only per-launch input of native.build_spec; keyed by the
-        part of it the plan reads (the names and prefixes of isorun.launch.env_patterns, a
+        part of it the plan reads (the names and prefixes of isorun.cache.record.env_patterns, a
         superset of what build_environment reads), so an equal key means an equal record.
         The key is taken name by name rather than with launch.env_projection: decoding
         every variable of os.environ costs more than the rest of this function.
         """
         entry = self.records.get(id(plan))
         if entry is None or entry[0] is not plan:
-            from isorun import launch
+            from isorun.cache import record as cache_record
 
             if len(self.records) >= self.max_plans:
                 del self.records[next(iter(self.records))]
-            patterns = launch.env_patterns(plan)
+            patterns = cache_record.env_patterns(plan)
             names = None if patterns is None else (
                 tuple(p for p in patterns if not p.endswith("*")),
                 tuple(p[:-1] for p in patterns if p.endswith("*")))  # fmt: skip
