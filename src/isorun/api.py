@@ -573,7 +573,7 @@ def compiled(spec: str, log: Callable[[str], None] | None = None
         if entry is not None:
             try:
                 return cache_entry.load_plan(entry), entry["bpf"], entry  # type: ignore[return-value]
-            except Exception as err:  # a well-formed file holding a bad pickle
+            except cache_entry.EntryInvalid as err:
                 if log is not None:
                     log(f"isorun: cache: ignoring entry: {err}")
 
@@ -612,7 +612,7 @@ def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = Non
     if cwd is not None:
         try:
             deps: tuple[Any, ...] | None = cache_entry.collect_deps(profile)
-        except Exception:
+        except cache_entry.DEPS_ERRORS:
             deps = None  # the compile below reports the problem with its location
         facts = host_facts.probe()
         plan = compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))

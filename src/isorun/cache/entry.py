@@ -202,8 +202,19 @@ def collect_deps(spec: str) -> tuple[Dep, ...]:
     return tuple(deps)
 
 
+class EntryInvalid(ValueError):
+    """A well-formed, authentic entry whose plan does not load: a miss, never an error."""
+
+
+#: what pickle.loads raises on data that is not a loadable pickle of this code's classes
+#: (truncated, or naming a class or field that no longer exists)
+_UNPICKLE_ERRORS = (EOFError, AttributeError, ImportError, IndexError, KeyError, TypeError,
+                    ValueError)
+
+
 def load_plan(entry: Mapping[str, object]) -> Plan:
-    """The Plan of an entry. Imports the plan's dataclass modules (not the compiler)."""
+    """The Plan of an entry. Imports the plan's dataclass modules (not the compiler).
+    Raises :class:`EntryInvalid` when it holds none."""
     import pickle
 
     from isorun.compile.plan import Plan
@@ -211,7 +222,15 @@ def load_plan(entry: Mapping[str, object]) -> Plan:
     # pickle runs constructors named in its input, so it is only ever given entries whose
     # tag read_entry checked: written by this user's isorun under this name, since no
     # sandbox can read the key (isorun.host.mac). Owner and mode alone cannot say that.
-    plan = pickle.loads(entry["plan"])  # type: ignore[arg-type]
+    try:
+        plan = pickle.loads(entry["plan"])  # type: ignore[arg-type]
+    except (pickle.UnpicklingError, *_UNPICKLE_ERRORS) as err:
+        raise EntryInvalid(f"its plan does not load: {err}") from err
     if not isinstance(plan, Plan):
-        raise TypeError("cache entry holds no Plan")
+        raise EntryInvalid("it holds no Plan")
     return plan
+
+
+#: what collect_deps raises on a profile tree it cannot read (ProfileError, tomli's
+#: TOMLDecodeError and UnicodeDecodeError are ValueErrors): the compile reports it
+DEPS_ERRORS = (OSError, ValueError)

@@ -250,9 +250,13 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
     patterns = record["env_patterns"]
     if cache_record.env_projection(patterns) != record["env"]:
         return "a kept environment variable changed since the entry was written"
+    from isorun.errors import InternalError
+
     try:
         flat_record = flat.encode(record["spec"])
-    except Exception as err:  # a record the C side cannot take: no index, Python runs
+    except (InternalError, OverflowError) as err:
+        # a record the C side cannot take (flat refuses it, or a number does not fit its
+        # field): no index, Python runs
         return f"the launch record cannot be flattened ({err})"
 
     cwd = os.getcwd()

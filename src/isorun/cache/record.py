@@ -236,7 +236,7 @@ def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:
 
     try:
         plan = cache_entry.load_plan(entry)
-    except Exception:
+    except cache_entry.EntryInvalid:
         return None  # the error without its line is still the right error
     return locate_error(err, plan)
 

@@ -15,6 +15,7 @@ import os
 import sys
 
 from isorun.cache.entry import (
+    DEPS_ERRORS,
     FACT_FIELDS,
     Dep,
     check_deps,
@@ -118,7 +119,7 @@ def compile_entry(
 
     try:
         deps: tuple[Dep, ...] | None = collect_deps(spec)
-    except Exception:
+    except DEPS_ERRORS:
         deps = None  # the compile below reports the problem with its location
     facts = host_facts.probe()
     resolved = host_facts.variables(facts)
