@@ -232,5 +232,6 @@ def load_plan(entry: Mapping[str, object]) -> Plan:
 
 
 #: what collect_deps raises on a profile tree it cannot read (ProfileError, tomli's
-#: TOMLDecodeError and UnicodeDecodeError are ValueErrors): the compile reports it
-DEPS_ERRORS = (OSError, ValueError)
+#: TOMLDecodeError and UnicodeDecodeError are ValueErrors; tomli recurses per nesting level,
+#: so a file nested 100,000 deep is a RecursionError): the compile reports it
+DEPS_ERRORS = (OSError, ValueError, RecursionError)
