@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from isorun import api, learn, learn_profile
+from isorun import api
+from isorun.learn import observe as learn
+from isorun.learn import profile as learn_profile
 
 #: about 200k stat calls plus python's start-up
 HEAVY = ["/usr/bin/python3", "-c",

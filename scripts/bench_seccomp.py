@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from isorun.compile.docker_import import docker_to_policy  # noqa: E402
+from isorun.compile.render.docker_import import docker_to_policy  # noqa: E402
 from isorun.compile.seccomp import compile_seccomp  # noqa: E402
 
 C_SOURCE = r"""

@@ -21,7 +21,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from isorun.compile import syscalls  # noqa: E402
+from isorun.kernel import syscalls  # noqa: E402
 
 OUT = os.path.join(HERE, "..", "src", "isorun", "data", "narrow_args.json")
 

@@ -3,7 +3,7 @@
 Input: ``<shared>/data/docker-default-seccomp.json`` (see its README for the upstream
 repository, tag and commit). Output keeps the profile unchanged plus its provenance
 (source, commit, sha256) and the names the ``@docker-default`` group is made of, so
-``isorun.compile.syscalls`` never parses the profile at import time. A unit test fails when
+``isorun.kernel.syscalls`` never parses the profile at import time. A unit test fails when
 the shared file and our copy drift apart.
 
 Run: ``.venv/bin/python scripts/import_docker_default.py [PATH]``.

@@ -23,7 +23,8 @@ has a kind, because the kinds differ in what they can break:
 The layer map is the target layout of issue 19 (docs/architecture-plan.md says where it
 departs from the issue and why). Until the files move, ``MOVES`` maps each module of
 today's tree to its target, and a module's layer is the layer of its target.
-tests/unit/test_architecture.py holds the tree to this map through the debt list.
+tests/unit/test_architecture.py holds the tree to this map through the debt list, and the
+package ``__init__`` files of ``EMPTY_INITS`` to holding no import at all.
 """
 
 from __future__ import annotations
@@ -73,32 +74,13 @@ EXTENSIONS = ("isorun._shim_c",)
 #: the reasons). Issue 19 empties this table as it moves the files; a module absent from
 #: it is already where it belongs.
 MOVES: dict[str, str] = {
-    "isorun.cli_backends": "isorun.cli.doctor",
-    "isorun.cli_learn": "isorun.cli.learn",
-    "isorun.cli_pytest": "isorun.cli.pytest",
-    "isorun.cli_seccomp": "isorun.cli.seccomp",
-    "isorun.learn": "isorun.learn.observe",
-    "isorun.learn_profile": "isorun.learn.profile",
-    "isorun.pytest_environ": "isorun.testing.environ",
-    "isorun.pytest_inner": "isorun.testing.child",
-    "isorun.pytest_plan": "isorun.testing.plan",
-    "isorun.pytest_plugin": "isorun.testing.plugin",
-    "isorun.pytest_rules": "isorun.testing.rules",
-    "isorun.pytest_sandbox": "isorun.testing.sandbox",
-    "isorun.pytest_session": "isorun.testing.session",
-    "isorun.pytest_trust": "isorun.testing.trust",
-    "isorun.compile.syscalls": "isorun.kernel.syscalls",
-    "isorun.compile.seccomp_check": "isorun.profile.seccomp_rules",
-    "isorun.compile.bwrap": "isorun.compile.render.bwrap",
-    "isorun.compile.firejail": "isorun.compile.render.firejail",
-    "isorun.compile.docker": "isorun.compile.render.docker",
-    "isorun.compile.docker_diff": "isorun.compile.render.docker_diff",
-    "isorun.compile.docker_fields": "isorun.compile.render.docker_fields",
-    "isorun.compile.docker_import": "isorun.compile.render.docker_import",
-    "isorun.compile.docker_rules": "isorun.compile.render.docker_rules",
-    "isorun.compile.docker_toml": "isorun.compile.render.docker_toml",
-    "isorun.compile.invocation": "isorun.compile.render.invocation",
 }
+
+#: packages whose ``__init__.py`` may hold no import at all (isorun or not, at any level):
+#: importing a module runs every ``__init__`` above it, and these sit on paths that pay
+#: for each module loaded: the warm launch (cli.launch, cache), the pytest11 entry point
+#: (testing.plugin), and kernel/learn, which those reach. The test holds each that exists.
+EMPTY_INITS = ("isorun.cli", "isorun.testing", "isorun.cache", "isorun.learn", "isorun.kernel")
 
 KINDS = ("top", "function", "dynamic", "typing")
 #: the kinds that run, so can close a cycle
@@ -205,6 +187,41 @@ def module_edges(name: str, path: Path, modules: dict[str, Path]) -> list[Edge]:
         ):
             add(node.value, "dynamic", node.lineno, scope)
     return edges
+
+
+def init_imports(path: Path) -> list[str]:
+    """Each import statement of ``path`` (``line: text``) but ``from __future__``, and each
+    string naming an isorun module (a deferred import by name), wherever it sits."""
+    tree = ast.parse(path.read_bytes(), str(path))
+    docstrings = {
+        id(node.body[0].value) for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body and isinstance(node.body[0], ast.Expr)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in docstrings:
+            continue  # a docstring names modules without loading them
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and node.value.startswith(f"{PACKAGE}.")):
+            found.append(f"{node.lineno}: {node.value!r}")
+    return found
+
+
+def busy_inits(modules: dict[str, Path]) -> dict[str, list[str]]:
+    """The EMPTY_INITS packages that exist and import something, with what they import."""
+    out = {}
+    for package in EMPTY_INITS:
+        path = modules.get(package)
+        if path is not None and path.name == "__init__.py":
+            found = init_imports(path)
+            if found:
+                out[package] = found
+    return out
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -55,9 +55,11 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-# Reinstall only when the packaging or the C shim changed since the last install.
+# Reinstall only when the packaging or the C shim changed since the last install: its
+# sources, and the Python definitions its generated headers come from (shim/headers.py).
 stamp=.venv/.isorun-installed
-inputs=$(cat pyproject.toml setup.py src/isorun/shim/*.c src/isorun/shim/*.h src/isorun/shim/build_shim.py 2>/dev/null | sha256sum | cut -d' ' -f1)
+inputs=$(cat pyproject.toml setup.py src/isorun/shim/*.c src/isorun/shim/*.h src/isorun/shim/*.py \
+    src/isorun/kernel/abi.py src/isorun/sandbox/record.py 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null
     .venv/bin/pip install -q -e '.[dev]'

@@ -375,7 +375,7 @@ def _native_here(requested: str) -> bool:
 def _shares_terminal(plan: Plan) -> bool:
     """Whether a native sandbox of ``plan`` started now would share this process's
     terminal (spec.terminal_job, decided the same way by the shim's isorun_spawn)."""
-    from isorun.compile.invocation import terminal_job_allowed
+    from isorun.compile.render.invocation import terminal_job_allowed
     from isorun.sandbox.parent import foreground_in_parent
 
     return terminal_job_allowed(plan) and foreground_in_parent()

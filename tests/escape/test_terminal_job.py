@@ -3,7 +3,7 @@
 When the command's stdin is the launcher's controlling terminal and the launcher is its
 foreground job, the sandbox stays in the launcher's session and process group instead
 of a new session: the native shim (exec.c, isorun_child_confine), bwrap without
---new-session, firejail without the exec stage's setsid (compile/invocation.py,
+--new-session, firejail without the exec stage's setsid (compile/render/invocation.py,
 terminal_job_allowed). ``bash -i`` gets job control, ^C reaches the command once, ^Z
 stops launcher and command together, and the caller's shell gets its terminal back
 afterwards. The command keeps the terminal as its controlling terminal, so TIOCSTI and
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.needs("shim", "userns")
 
 BACKENDS = [
     pytest.param("native", id="native"),
-    # bwrap shares the terminal only behind the stage's Landlock domain (compile/bwrap.py)
+    # bwrap shares the terminal only behind the stage's Landlock domain (compile/render/bwrap.py)
     pytest.param("bwrap", marks=pytest.mark.needs("bwrap", "gcc", "landlock"), id="bwrap"),
     pytest.param("firejail", marks=pytest.mark.needs("firejail", "gcc"), id="firejail"),
 ]

@@ -15,7 +15,7 @@ ISORUN = [sys.executable, "-c", "import sys; from isorun.__main__ import main; m
 #: modules a warm launch must not import: the CLI framework, the TOML parser, libseccomp
 #: bindings, the loader and planner, and the dataclass-heavy plan modules
 HEAVY = {
-    "click", "tomli", "pyseccomp", "isorun.cli", "isorun.api", "isorun.profile.loader",
+    "click", "tomli", "pyseccomp", "isorun.cli.main", "isorun.api", "isorun.profile.loader",
     "isorun.profile.includes", "isorun.compile.planner", "isorun.compile.seccomp",
     "isorun.compile._libseccomp", "isorun.compile.plan", "isorun.sandbox.process",
 }  # fmt: skip

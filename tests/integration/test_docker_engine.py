@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from isorun.compile.docker import export_docker
+from isorun.compile.render.docker import export_docker
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from isorun import api, learn, learn_profile
+from isorun import api
+from isorun.learn import observe as learn
+from isorun.learn import profile as learn_profile
 
 #: every run below passes its own timeout (observe, api.run, subprocess)
 pytestmark = pytest.mark.needs("userns", "shim")
@@ -254,8 +256,10 @@ def test_a_program_ending_with_exit_learns_and_runs(tmp_path: Path,
 
 
 def test_learned_docker_export_imports_back_to_the_same_filter(tmp_path: Path) -> None:
-    from isorun.compile import bpf_verify, docker_import, syscalls
+    from isorun.compile import bpf_verify
+    from isorun.compile.render import docker_import
     from isorun.compile.seccomp import compile_seccomp
+    from isorun.kernel import syscalls
 
     _obs, path = learn_to(tmp_path, BUSYBOX)
     profile = api.load_profile(str(path))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from isorun import learn, learn_profile
 from isorun.errors import UsageError
+from isorun.learn import observe as learn
+from isorun.learn import profile as learn_profile
 from isorun.profile.schema import Action, Seccomp
 
 

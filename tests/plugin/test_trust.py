@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from isorun import cli_pytest, pytest_inner, pytest_trust
+from isorun.cli import pytest as cli_pytest
 from isorun.errors import UsageError
+from isorun.testing import child as pytest_inner
+from isorun.testing import project
+from isorun.testing import trust as pytest_trust
 
 
 def _project(tmp_path: Path) -> Path:
@@ -94,16 +97,16 @@ def test_find_project_config_like_pytest(tmp_path: Path) -> None:
         '[tool.pytest.ini_options]\nisorun_writable = ["a", "b"]\ncache_dir = ".c"\n'
     )
     (top / "pkg" / "setup.cfg").write_text("[metadata]\nname = x\n")  # no pytest section
-    config = cli_pytest.find_project_config(str(sub), [])
+    config = project.find_project_config(str(sub), [])
     assert config.rootdir == str(top) and config.inifile == str(top / "pyproject.toml")
     assert config.lines("isorun_writable") == ["a", "b"] and config.get("cache_dir") == ".c"
     (top / "pkg" / "tox.ini").write_text("[pytest]\nisorun_writable =\n    x\n    y\n")
-    config = cli_pytest.find_project_config(str(sub), [])
+    config = project.find_project_config(str(sub), [])
     assert config.rootdir == str(top / "pkg") and config.lines("isorun_writable") == ["x", "y"]
     (tmp_path / "other.ini").write_text("[pytest]\ncache_dir = z\n")
-    config = cli_pytest.find_project_config(str(sub), ["-c", str(tmp_path / "other.ini")])
+    config = project.find_project_config(str(sub), ["-c", str(tmp_path / "other.ini")])
     assert config.rootdir == str(tmp_path) and config.get("cache_dir") == "z"
-    config = cli_pytest.find_project_config(str(tmp_path), [])
+    config = project.find_project_config(str(tmp_path), [])
     assert config.inifile == "" and config.rootdir == str(tmp_path)
 
 
@@ -120,7 +123,7 @@ def test_pth_paths_read_not_run(tmp_path: Path) -> None:
         "raise SystemExit('must not run')\n"
     )
     (site / "evil.pth").write_text("import os; os.system('touch /tmp/never')\n")
-    found = cli_pytest._pth_paths(str(site))
+    found = project._pth_paths(str(site))
     assert str(tmp_path / "src") in found
     assert str(tmp_path / "proj" / "src") in found
 
@@ -200,7 +203,7 @@ def test_python_paths_read_from_data_never_run(tmp_path: Path, system: str) -> N
     pyvenv.cfg, the base's landmark and the .pth files, and it runs nowhere here."""
     base = os.path.realpath(sys.base_prefix)
     venv = _venv(tmp_path, os.path.join(base, "bin"), system)
-    prefix, paths, site_dirs = cli_pytest.python_paths(str(venv / "bin" / "python"),
+    prefix, paths, site_dirs = project.python_paths(str(venv / "bin" / "python"),
                                                        _env(tmp_path))
     assert not (tmp_path / "ran").exists()
     assert prefix == str(venv)
@@ -215,7 +218,7 @@ def test_python_paths_read_from_data_never_run(tmp_path: Path, system: str) -> N
 def test_python_paths_of_a_base_interpreter_by_its_landmark(tmp_path: Path) -> None:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     python = os.path.join(sys.base_prefix, "bin", version)
-    prefix, paths, site_dirs = cli_pytest.python_paths(python, _env(tmp_path))
+    prefix, paths, site_dirs = project.python_paths(python, _env(tmp_path))
     assert prefix == os.path.realpath(sys.base_prefix)
     assert paths[0] == prefix or prefix in paths
     assert site_dirs and all(d.startswith(prefix + "/") for d in site_dirs)
@@ -230,24 +233,24 @@ def test_python_paths_refuse_what_a_sandbox_could_name(tmp_path: Path) -> None:
     for home in ("/", str(tmp_path / "home" / "bin"), "relative/bin"):
         venv = _venv(tmp_path, home)
         with pytest.raises(UsageError, match=r"pyvenv\.cfg names no Python installation"):
-            cli_pytest.python_paths(str(venv / "bin" / "python"), env)
+            project.python_paths(str(venv / "bin" / "python"), env)
         (venv / "pyvenv.cfg").unlink()
     with pytest.raises(UsageError, match=r"where .* keeps its standard library"):
-        cli_pytest.python_paths(str(venv / "bin" / "python"), env)
+        project.python_paths(str(venv / "bin" / "python"), env)
     assert not (tmp_path / "ran").exists()
 
 
 def test_pth_files_read_up_to_a_bound(tmp_path: Path) -> None:
     site_dir = tmp_path / "site"
     site_dir.mkdir()
-    (site_dir / "big.pth").write_bytes(b"#" * (cli_pytest._PTH_FILE_MAX + 1))
+    (site_dir / "big.pth").write_bytes(b"#" * (project._PTH_FILE_MAX + 1))
     with pytest.raises(UsageError, match=r"big\.pth is larger than"):
-        cli_pytest._pth_paths(str(site_dir))
+        project._pth_paths(str(site_dir))
     (site_dir / "big.pth").unlink()
-    for n in range(cli_pytest._PTH_DIR_MAX // cli_pytest._PTH_FILE_MAX + 1):
-        (site_dir / f"{n}.pth").write_bytes(b"#" * cli_pytest._PTH_FILE_MAX)
+    for n in range(project._PTH_DIR_MAX // project._PTH_FILE_MAX + 1):
+        (site_dir / f"{n}.pth").write_bytes(b"#" * project._PTH_FILE_MAX)
     with pytest.raises(UsageError, match="hold more than"):
-        cli_pytest._pth_paths(str(site_dir))
+        project._pth_paths(str(site_dir))
 
 
 def test_pyproject_syntax_error_is_located(
@@ -268,8 +271,8 @@ def test_pyproject_a_sandbox_wrote_is_bounded(tmp_path: Path) -> None:
     pyproject.write_text("[tool.pytest.ini_options]\n" + ".".join(["a"] * 200_000) + " = 1\n")
     started = time.monotonic()
     with pytest.raises(UsageError, match="a dotted key of too many parts"):
-        cli_pytest.find_project_config(str(tmp_path), [])
+        project.find_project_config(str(tmp_path), [])
     assert time.monotonic() - started < 10
-    pyproject.write_bytes(b"#" * (cli_pytest._PYPROJECT_MAX + 1))
+    pyproject.write_bytes(b"#" * (project._PYPROJECT_MAX + 1))
     with pytest.raises(UsageError, match="larger than"):
-        cli_pytest.find_project_config(str(tmp_path), [])
+        project.find_project_config(str(tmp_path), [])

@@ -9,9 +9,9 @@ import pytest
 
 from isorun import api
 from isorun.compile import plan as p
-from isorun.compile.bwrap import render_bwrap
-from isorun.compile.firejail import render_firejail
-from isorun.compile.invocation import Invocation
+from isorun.compile.render.bwrap import render_bwrap
+from isorun.compile.render.firejail import render_firejail
+from isorun.compile.render.invocation import Invocation
 from isorun.errors import HostError, Unsupported
 from isorun.host.facts import HostFacts
 from isorun.host.probe import BackendFacts, Tool, UsernsState

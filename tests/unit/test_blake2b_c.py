@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import isorun
+from isorun.shim import headers
 
 SHIM = Path(isorun.__file__).parent / "shim"
 
@@ -82,8 +83,9 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("blake2b")
     (where / "driver.c").write_text(DRIVER)
     binary = where / "driver"
+    headers.write(where)  # launcher.h reads the generated consts.h
     subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion",
-                    f"-I{SHIM}", "-o", str(binary), str(where / "driver.c"),
+                    f"-I{where}", f"-I{SHIM}", "-o", str(binary), str(where / "driver.c"),
                     str(SHIM / "blake2b.c")], check=True, timeout=60)
     return binary
 

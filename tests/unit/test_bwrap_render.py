@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from isorun.compile import plan as p
-from isorun.compile.bwrap import file_mounts, render_bwrap
+from isorun.compile.render.bwrap import file_mounts, render_bwrap
 from isorun.errors import InternalError, Loc, Unsupported
 from isorun.profile.schema import Seccomp
 from tests.golden.backends.harness import CALLER_ENV, cases, plan_of, render

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from isorun.__main__ import main as entry
-from isorun.cli import cli
+from isorun.cli.main import cli
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

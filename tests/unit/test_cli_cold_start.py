@@ -9,7 +9,7 @@ import sys
 
 from click.testing import CliRunner
 
-from isorun import cli as cli_module
+from isorun.cli import main as cli_module
 
 
 def _isorun_modules_after(code: str) -> set[str]:
@@ -22,14 +22,37 @@ def _isorun_modules_after(code: str) -> set[str]:
 
 # the plan's and the schema's dataclasses (~45 ms without bytecode), the compiler, and
 # each subcommand module's own imports (learn, pytest), paid only by what uses them
-HEAVY = {"isorun.api", "isorun.compile.plan", "isorun.profile.schema", "isorun.learn",
-         "isorun.cli_learn", "isorun.cli_pytest", "isorun.cli_seccomp", "isorun.cli_backends"}
+HEAVY = {"isorun.api", "isorun.compile.plan", "isorun.profile.schema", "isorun.learn.observe",
+         "isorun.learn.profile", "isorun.cli.learn", "isorun.cli.pytest", "isorun.cli.seccomp",
+         "isorun.cli.doctor"}
+
+#: what the warm launch path (python -m isorun when the C front end misses) may load
+WARM = {"isorun", "isorun.__main__", "isorun.cli", "isorun.cli.launch", "isorun.shim",
+        "isorun.shim.abi"}
 
 
 def test_importing_the_cli_loads_no_compiler_and_no_subcommand_module() -> None:
-    loaded = _isorun_modules_after("import isorun.cli")
-    assert "isorun.cli" in loaded
+    loaded = _isorun_modules_after("import isorun.cli.main")
+    assert "isorun.cli.main" in loaded
     assert not loaded & HEAVY, loaded & HEAVY
+
+
+def test_the_launch_entry_point_loads_only_the_launch_grammar() -> None:
+    # the warm path when the C front end misses: python -m isorun parses a launch without
+    # click, the compiler or isorun.errors (each costs more than a warm launch takes);
+    # shim.abi is the one definition of the names shared with the C front end, and
+    # imports nothing
+    loaded = _isorun_modules_after("import isorun.__main__")
+    assert loaded == WARM, loaded
+
+
+def test_launch_help_loads_only_the_launch_grammar() -> None:
+    code = ("import contextlib, io\nfrom isorun.__main__ import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    try:\n"
+            "        main(['run', '--help'])\n    except SystemExit as done:\n"
+            "        assert done.code == 0, done.code")
+    loaded = _isorun_modules_after(code)
+    assert loaded == WARM, loaded
 
 
 def test_version_loads_no_compiler_and_no_subcommand_module() -> None:
@@ -43,8 +66,8 @@ def test_help_lists_every_command_without_loading_the_compiler() -> None:
     code = ("from isorun.__main__ import main\ntry:\n    main(['--help'])\n"
             "except SystemExit as done:\n    assert done.code == 0, done.code")
     loaded = _isorun_modules_after(code)
-    assert "isorun.cli_learn" in loaded  # listed with its short help
-    assert not loaded & {"isorun.api", "isorun.compile.plan", "isorun.learn"}
+    assert "isorun.cli.learn" in loaded  # listed with its short help
+    assert not loaded & {"isorun.api", "isorun.compile.plan", "isorun.learn.observe"}
 
 
 def test_check_loads_the_compiler_but_no_subcommand_module() -> None:
@@ -52,7 +75,7 @@ def test_check_loads_the_compiler_but_no_subcommand_module() -> None:
             "except SystemExit as done:\n    assert done.code == 0, done.code")
     loaded = _isorun_modules_after(code)
     assert "isorun.compile.plan" in loaded
-    assert not loaded & {"isorun.learn", "isorun.cli_learn", "isorun.cli_pytest"}
+    assert not loaded & {"isorun.learn.observe", "isorun.cli.learn", "isorun.cli.pytest"}
 
 
 def test_lazy_command_table_matches_each_modules_commands() -> None:
@@ -78,5 +101,6 @@ def test_help_lists_the_lazy_commands_and_each_runs_its_help() -> None:
 def test_the_pytest_plugin_imports_only_its_own_small_modules() -> None:
     # every pytest run in an environment with isorun installed loads the plugin; the
     # session, the trust rules and the sandbox come when --isorun or a marker asks
-    loaded = _isorun_modules_after("import pytest\nimport isorun.pytest_plugin")
-    assert loaded == {"isorun", "isorun.pytest_inner", "isorun.pytest_plugin"}, loaded
+    loaded = _isorun_modules_after("import pytest\nimport isorun.testing.plugin")
+    assert loaded == {"isorun", "isorun.testing", "isorun.testing.child",
+                      "isorun.testing.plugin"}, loaded

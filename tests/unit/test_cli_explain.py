@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from isorun import api
-from isorun.cli import cli
+from isorun.cli.main import cli
 from isorun.errors import ProfileError
 from isorun.host import facts as host_facts
 from isorun.host.facts import HostFacts

@@ -198,8 +198,8 @@ def fuzz_dir(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
     # (exit 125, the plan cache is code the host runs), a refusal this fuzz is not about.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("fuzz-cache")))
     monkeypatch.delenv("ISORUN_DEBUG", raising=False)
-    from isorun import __main__ as entry
     from isorun import api
+    from isorun.cli import launch as entry
 
     monkeypatch.setattr(api, "Popen", _FakeLaunch)
     monkeypatch.setattr(entry, "_launch_cached", lambda *a, **k: None)

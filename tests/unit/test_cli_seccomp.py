@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from isorun.cli import cli
+from isorun.cli.main import cli
 
 
 def test_export_docker_is_json_with_errno_default() -> None:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from isorun.compile import bpf_verify as V
-from isorun.compile import docker as D
-from isorun.compile import docker_diff as DD
-from isorun.compile import docker_import as DI
 from isorun.compile import engines as E
-from isorun.compile import syscalls
+from isorun.compile.render import docker as D
+from isorun.compile.render import docker_diff as DD
+from isorun.compile.render import docker_import as DI
 from isorun.compile.seccomp import Context, build_entries, compile_seccomp, decide
 from isorun.errors import ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.loader import load_layer
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule
 

@@ -159,7 +159,7 @@ def test_doctor_json_names_the_landlock_abi_and_what_each_level_adds() -> None:
 
 
 def test_doctor_command_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    from isorun.cli_backends import doctor as command
+    from isorun.cli.doctor import doctor as command
 
     fake = [doctor.Check("x", doctor.OK, "fine"), doctor.Check("y", doctor.FAIL, "bad", "fix")]
     monkeypatch.setattr(doctor, "diagnose", lambda **_: fake)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from isorun.compile import plan as p
-from isorun.compile.firejail import render_firejail
+from isorun.compile.render.firejail import render_firejail
 from isorun.errors import InternalError, Unsupported
 from isorun.profile.schema import Seccomp
 from tests.golden.backends.harness import CALLER_ENV, cases, plan_of, render

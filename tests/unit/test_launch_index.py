@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import isorun
-from isorun import __main__ as main_module
 from isorun.cache import entry as cache_entry
 from isorun.cache import files as cache_files
 from isorun.cache import index as cache_index
@@ -22,8 +21,6 @@ from tests.integration.conftest import missing
 
 #: the installed isorun package (src/isorun in a checkout)
 PACKAGE = Path(isorun.__file__).parent
-FRONTEND_C = PACKAGE / "shim" / "frontend.c"
-INDEX_C = PACKAGE / "shim" / "launch_index.c"
 NOW_SETTLED = time.time_ns() + 10**12  # every file looks old enough
 
 
@@ -102,40 +99,58 @@ def entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     return made
 
 
-def test_format_and_names_match_the_c_side() -> None:
-    source = INDEX_C.read_text()
-    assert f"#define ISORUN_INDEX_FORMAT {cache_index.INDEX_FORMAT}u" in source
-    magic = re.search(r'index_magic\[\] = "([^"]*)"', source)
-    assert magic and magic.group(1).encode().decode("unicode_escape").encode() == (
-        cache_index.INDEX_MAGIC
-    )
-    assert f'#define FRONTEND_MISS "{main_module.FRONTEND_MISS}"' in FRONTEND_C.read_text()
-
-
-def _c_strings(source: str, array: str) -> list[str]:
-    body = re.search(rf"{array}\[\] = \{{(.*?)\}};", source, re.S)
-    assert body, f"{array} not found in {INDEX_C.name}"
-    return re.findall(r'"([^"]*)"', body.group(1))
-
-
-def test_checked_names_match_the_c_side() -> None:
-    # The front end checks its own lists, not names read from the index (a rewritten
-    # name would check a variable nobody sets), so the lists must be the writer's.
-    source = INDEX_C.read_text()
-    assert _c_strings(source, "index_sysctls") == list(cache_entry._USERNS_SYSCTLS)
-    assert _c_strings(source, "index_env") == list(cache_index.INDEX_ENV)
-    # the inputs of auto's choice of the landlock backend, and the record modes
-    assert _c_strings(source, "auto_tools") == list(cache_record.AUTO_TOOLS)
-    assert _c_strings(source, "auto_files") == list(cache_record.AUTO_FILES)
-    for name in ("MODE_NATIVE", "MODE_LANDLOCK", "MODE_LANDLOCK_AUTO"):
-        assert f"#define {name} {getattr(cache_record, name)}u" in source
-
-
 def test_fnv1a64_known_values() -> None:
     # The published FNV-1a 64 test vectors.
     assert cache_index.fnv1a64(b"") == 0xCBF29CE484222325
     assert cache_index.fnv1a64(b"a") == 0xAF63DC4C8601EC8C
     assert cache_index.fnv1a64(b"foobar") == 0x85944171F73967E8
+
+
+#: prints isorun_index_name (index_name.c) for each line "PROFILE CWD UID BACKEND|-"
+NAME_DRIVER = r"""
+#include <stdio.h>
+#include <string.h>
+#include "launcher.h"
+
+int main(void) {
+    char profile[256], cwd[256], backend[256], name[ISORUN_INDEX_NAME_SIZE];
+    unsigned uid;
+    while (scanf("%255s %255s %u %255s", profile, cwd, &uid, backend) == 4) {
+        isorun_index_name(profile, cwd, uid, strcmp(backend, "-") ? backend : "", name);
+        puts(name);
+    }
+    return 0;
+}
+"""
+
+
+def test_the_front_end_names_the_index_as_the_writer_does(tmp_path: Path) -> None:
+    """Both implementations of the name on the same inputs: a difference would make every
+    launch a miss (the reader compares every condition, so never a wrong hit)."""
+    import random
+    import shutil
+    import subprocess
+
+    from isorun.shim import headers
+
+    if shutil.which("gcc") is None:
+        missing("gcc to build the index name driver")
+    shim = PACKAGE / "shim"
+    headers.write(tmp_path)
+    (tmp_path / "driver.c").write_text(NAME_DRIVER)
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion",
+                    f"-I{tmp_path}", f"-I{shim}", "-o", str(tmp_path / "driver"),
+                    str(tmp_path / "driver.c"), str(shim / "index_name.c")],
+                   check=True, timeout=60)  # fmt: skip
+    rng = random.Random(19)
+    cases = [("strict", "/", 0, ""), ("./p.toml", "/home/u/proj", 1000, "landlock")]
+    for _ in range(200):
+        word = "".join(rng.choices("abcXYZ019./-_é", k=rng.randrange(1, 40)))
+        cases.append((word, "/" + word[::-1], rng.randrange(0, 2**32), rng.choice(["", word])))
+    lines = "".join(f"{p} {c} {u} {b or '-'}\n" for p, c, u, b in cases)
+    done = subprocess.run([str(tmp_path / "driver")], input=lines.encode(),
+                          capture_output=True, check=True, timeout=60)  # fmt: skip
+    assert done.stdout.decode().split() == [cache_index.index_name(*case) for case in cases]
 
 
 def test_index_name_depends_on_spec_cwd_and_uid() -> None:

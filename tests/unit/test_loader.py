@@ -102,7 +102,7 @@ def test_seccomp_rule_arg_errors(tmp_path: Path) -> None:
                  'args = [{ index = 6, op = "eq", value = 0 }, { index = 0, op = "eqq", '
                  'value = 1 }]\n')
     msgs = errors_of(spec)
-    assert any("argument index 6 is out of range" in m for m in msgs)
+    assert any("seccomp.rules[0].args[0].index: 6 out of range" in m for m in msgs)
     assert any("unknown operator 'eqq'" in m and "did you mean 'eq'?" in m for m in msgs)
     assert all(":4:" in m for m in msgs)
 

@@ -7,8 +7,8 @@ import json
 import os
 
 from isorun.compile import bpf_verify as V
-from isorun.compile import syscalls
 from isorun.compile.seccomp import compile_seccomp
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule
 
 DATA = os.path.join(os.path.dirname(syscalls.__file__), "..", "data", "narrow_args.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from isorun import api
 from isorun.compile import plan as p
+from isorun.compile.environment import build_environment
 from isorun.host.facts import HostFacts
 from isorun.sandbox import native
 from isorun.sandbox.spec import MountKind
@@ -50,10 +51,10 @@ def test_web_keeps_host_network() -> None:
 def test_environment_clear_set_then_keep_wins() -> None:
     step = p.Environment(clear=True, keep=("TERM", "LC_*", "PATH"),
                          set=(("PATH", "/bin"), ("HOME", "/tmp")))
-    env = native.build_environment(step, {"TERM": "xterm", "LC_ALL": "C", "SECRET": "x",
-                                          "AWS_TOKEN": "t"})
+    env = build_environment(step, {"TERM": "xterm", "LC_ALL": "C", "SECRET": "x",
+                                   "AWS_TOKEN": "t"})
     assert env == (b"HOME=/tmp", b"LC_ALL=C", b"PATH=/bin", b"TERM=xterm")
-    env = native.build_environment(step, {"PATH": "/usr/bin"})
+    env = build_environment(step, {"PATH": "/usr/bin"})
     assert b"PATH=/usr/bin" in env
 
 

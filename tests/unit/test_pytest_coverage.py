@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from isorun import pytest_coverage
-from isorun.pytest_coverage import CoverageConfigError, data_file
+from isorun.testing import coverage as pytest_coverage
+from isorun.testing.coverage import CoverageConfigError, data_file
 
 
 def where(project: Path, args: tuple[str, ...] = ("--cov",), **env: str) -> str:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from isorun import api
-from isorun.compile import refusals, syscalls
+from isorun.compile import refusals
 from isorun.compile.plan import LoadSeccomp
+from isorun.kernel import syscalls
 
 INSN = struct.Struct("=HBBI")
 RET_K = 0x06

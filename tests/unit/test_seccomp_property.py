@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from isorun.compile import bpf_verify as V
-from isorun.compile import syscalls
 from isorun.compile.seccomp import compile_seccomp
 from isorun.errors import ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule
 
 X86_64 = syscalls.table("x86_64")

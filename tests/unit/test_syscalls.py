@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from isorun.compile import syscalls
+from isorun.kernel import syscalls
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("ISORUN_SHARED", ROOT.parent / "shared"))
@@ -118,7 +118,7 @@ def test_docker_default_group_is_moby_allowed_names() -> None:
 
 def test_import_is_cheap() -> None:
     code = (
-        "import sys, isorun.compile.syscalls as s; s.all_names();"
+        "import sys, isorun.kernel.syscalls as s; s.all_names();"
         "print('pyseccomp' in sys.modules, 'click' in sys.modules)"
     )
     out = subprocess.run(

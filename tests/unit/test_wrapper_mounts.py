@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from isorun.compile import plan as p
-from isorun.compile.bwrap import elide_redundant, expects, render_bwrap
+from isorun.compile.render.bwrap import elide_redundant, expects, render_bwrap
 from isorun.errors import HostError, Unsupported
 from isorun.host.facts import HostFacts
 from isorun.host.probe import BackendFacts, Tool, UsernsState
@@ -162,16 +162,6 @@ def _facts(**kw: object) -> BackendFacts:
     base.update(kw)
     return BackendFacts(**base)  # type: ignore[arg-type]
 
-
-
-def test_the_wrappers_trust_the_links_the_native_resolver_trusts() -> None:
-    # one rule on both sides: shim/resolve.c's system_trees is safepath.SYSTEM_TREES
-    import re
-
-    c = (Path(safepath.__file__).parent.parent / "shim" / "resolve.c").read_text()
-    found = re.search(r"system_trees\[\] = \{(.*?)\};", c, re.S)
-    assert found is not None
-    assert tuple(re.findall(r'"([^"]+)"', found.group(1))) == safepath.SYSTEM_TREES
 
 
 @pytest.mark.needs("root")

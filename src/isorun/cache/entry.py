@@ -23,6 +23,7 @@ import os
 import sys
 
 from isorun.cache.files import FORMAT, _sha256
+from isorun.kernel import abi
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,10 +40,7 @@ VARIABLE_NAMES = frozenset(
 #: release and version: the kernel build decides its Landlock ABI (short of a changed
 #: lsm= boot list, which the shim catches: it refuses a plan above the running ABI)
 FACT_FIELDS = frozenset({"uid", "gid", "arch", "kernel", "userns", "landlock"})
-_USERNS_SYSCTLS = (  # shim/launch_index.c has this list too, in this order
-    "/proc/sys/user/max_user_namespaces",
-    "/proc/sys/kernel/unprivileged_userns_clone",
-)
+_USERNS_SYSCTLS = abi.KEYED_USERNS_SYSCTLS
 #: (literal path as opened, real path, sha256 hex of its bytes)
 Dep = tuple[str, str, str]
 

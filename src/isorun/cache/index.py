@@ -48,29 +48,20 @@ import sys
 from isorun.cache import entry as cache_entry
 from isorun.cache import files as cache_files
 from isorun.host import mac, venv
+from isorun.shim import abi
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-INDEX_MAGIC = b"isorun-launch-index\n"
-#: bump when the layout changes; launch_index.c has the same number (a test compares them)
-#: (3: the CRC-32 became the tag)
-INDEX_FORMAT = 3
+INDEX_MAGIC, INDEX_FORMAT, INDEX_ENV = abi.INDEX_MAGIC, abi.INDEX_FORMAT, abi.INDEX_ENV
 #: a file whose ctime is this recent gets no index: see :func:`index_blob`
 INDEX_SETTLE_NS = 2_000_000_000
-#: variables whose raw values the key reads (cache.variables(), cache.cache_dir()) or
-#: that change which isorun package the Python CLI would import, so which compiler ran
-INDEX_ENV = (  # shim/launch_index.c has this list too, in this order (a test compares)
-    "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
-    "PYTHONSAFEPATH", "SSH_AUTH_SOCK", "VIRTUAL_ENV",
-)  # fmt: skip
 _MASK64 = (1 << 64) - 1
 
 
 def fnv1a64(data: bytes) -> int:
-    """FNV-1a, 64 bits: the index file's name, which frontend.c computes the same way."""
+    """FNV-1a, 64 bits: the index file's name, as shim/index_name.c computes it."""
     h = 0xCBF29CE484222325
     for byte in data:
         h = ((h ^ byte) * 0x100000001B3) & _MASK64

@@ -103,7 +103,7 @@ class Memo:
     def launch_record(self, plan: Plan, caller_env: Mapping[str, str]
                       ) -> tuple[dict[str, Any], bytes]:
         """(record, flat.encode(record)) of ``plan`` for this caller's environment, built
-        once (sandbox.backends.launch_record).
+        once (sandbox.backend.common.launch_record).
 
         The environment is the only per-launch input of native.build_spec; keyed by the
         part of it the plan reads (the names and prefixes of isorun.cache.record.env_patterns, a

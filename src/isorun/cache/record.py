@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import os
 
+from isorun.sandbox.record import MOUNT
+from isorun.shim import abi as shim_abi
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -32,7 +35,7 @@ def env_patterns(plan: Plan) -> tuple[str, ...] | None:
     """The caller's environment variables the plan reads: exact names, or ``PREFIX*``.
 
     None means the whole environment (no Environment step clearing it, or a pattern this
-    module cannot match without fnmatch). A superset of what native.build_environment
+    module cannot match without fnmatch). A superset of what compile.environment.build_environment
     reads, so equal projections mean an equal environment for the command.
     """
     from isorun.compile.plan import Environment
@@ -112,16 +115,9 @@ def make_record(
     }
 
 
-#: launch index modes (launch_index.c has the same numbers): the native record; the
-#: landlock backend's, named (``--backend landlock`` or the profile's backend); and the
-#: landlock backend's as ``auto`` chose it, valid only while the inputs of that choice
-#: (no user namespace, no usable wrapper) stay as they were
-MODE_NATIVE, MODE_LANDLOCK, MODE_LANDLOCK_AUTO = 0, 1, 2
-#: files whose change can change ``auto``'s choice between firejail and the landlock
-#: backend (who firejail admits, and whether the plan's host uid has a passwd entry)
-AUTO_FILES = ("/etc/firejail/firejail.users", "/etc/passwd")
-#: the wrappers ``auto`` tries before the landlock backend, found on PATH
-AUTO_TOOLS = ("bwrap", "firejail")
+MODE_NATIVE, MODE_LANDLOCK, MODE_LANDLOCK_AUTO = (
+    shim_abi.MODE_NATIVE, shim_abi.MODE_LANDLOCK, shim_abi.MODE_LANDLOCK_AUTO)  # fmt: skip
+AUTO_FILES, AUTO_TOOLS = shim_abi.AUTO_FILES, shim_abi.AUTO_TOOLS
 
 
 def make_landlock_record(plan: Plan, log: Callable[[str], None] | None = None
@@ -220,7 +216,7 @@ def root_sandbox_binds(spec: Record) -> list[bytes]:
                                     for line in spec.get("uid_map", b"").splitlines()):
         return []
     # kind, dst, src, flags, ... (spec_record); ISORUN_MOUNT_BIND 1, MS_RDONLY 1
-    return [m[2] for m in spec["mounts"] if m[0] == 1 and not m[3] & 1]
+    return [m[MOUNT.src] for m in spec["mounts"] if m[MOUNT.kind] == 1 and not m[MOUNT.flags] & 1]
 
 
 def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:

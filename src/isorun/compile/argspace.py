@@ -36,7 +36,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import product
 
-MAX = (1 << 64) - 1
+from isorun.kernel.syscalls import ARG_MAX
+
+MAX = ARG_MAX
 #: the bits the kernel reads of a 32-bit (``int``, ``unsigned int``) argument
 LOW32 = (1 << 32) - 1
 

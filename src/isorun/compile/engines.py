@@ -2,8 +2,8 @@
 
 Facts from data/engines.toml (the OCI runtimes' own syscalls after they loaded the
 filter; names a libseccomp version does not know) and from runc's source (its ENOSYS stub),
-used by the exports (:mod:`isorun.compile.docker`), the import
-(:mod:`isorun.compile.docker_import`), the diff and learn mode.
+used by the exports (:mod:`isorun.compile.render.docker`), the import
+(:mod:`isorun.compile.render.docker_import`), the diff and learn mode.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import os
 import tomllib
 from typing import Any
 
-from isorun.compile import syscalls
-from isorun.compile.docker import ACTIONS_OUT
+from isorun.compile.render.docker import ACTIONS_OUT
 from isorun.compile.seccomp import build_entries
 from isorun.errors import UsageError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Seccomp
 
 

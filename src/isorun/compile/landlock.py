@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from isorun.compile import plan as p
 from isorun.errors import Loc
+from isorun.kernel import abi
 
 #: the newest ABI isorun knows; ABI 7 (Linux 6.15) adds audit-log flags only
 KNOWN_ABI = 7
@@ -30,9 +31,8 @@ ACCESS_FS: dict[str, tuple[int, int]] = {
     "make_sym": (1 << 12, 1), "refer": (1 << 13, 2), "truncate": (1 << 14, 3),
     "ioctl_dev": (1 << 15, 5),
 }  # fmt: skip
-#: the rights the kernel accepts on a rule for a file that is not a directory; the shim's
-#: ISORUN_LANDLOCK_FILE_RIGHTS must equal their mask (a unit test checks it)
-FILE_RIGHTS = ("execute", "write_file", "read_file", "truncate", "ioctl_dev")
+#: the rights the kernel accepts on a rule for a file that is not a directory
+FILE_RIGHTS = tuple(abi.LANDLOCK_FILE_RIGHTS)
 ACCESS_NET: dict[str, tuple[int, int]] = {"bind_tcp": (1 << 0, 4), "connect_tcp": (1 << 1, 4)}
 SCOPES: dict[str, tuple[int, int]] = {"abstract_unix_socket": (1 << 0, 6), "signal": (1 << 1, 6)}
 #: what each ABI level adds (``isorun doctor --json``)

@@ -216,6 +216,17 @@ UNSAFE_WHY = {
 }
 
 
+def host_ids(root: bool, map_root: bool, uid: int, gid: int) -> tuple[int, int]:
+    """The host (uid, gid) a sandbox runs as, for a caller with ``uid``/``gid``: its own,
+    or, for root, the overflow user 65534 unless ``unsafe.map_root`` (see _identity). The
+    pytest plugin hands its per-test files to the same ids."""
+    if root and map_root:
+        return 0, 0
+    if root:
+        return NOBODY, NOBODY
+    return uid, gid
+
+
 def _identity(profile: schema.Profile, facts: HostFacts,
               errors: list[Diagnostic]) -> p.MapIds:
     """Decide the id maps.
@@ -227,18 +238,10 @@ def _identity(profile: schema.Profile, facts: HostFacts,
     host's overflow user (65534) unless it opts in.
     """
     ident = profile.identity
-    if facts.root and profile.unsafe.map_root:
-        host_uid, host_gid = 0, 0
-        uid = 0 if ident.uid is None else ident.uid
-        gid = 0 if ident.gid is None else ident.gid
-    elif facts.root:
-        host_uid, host_gid = NOBODY, NOBODY
-        uid = NOBODY if ident.uid is None else ident.uid
-        gid = NOBODY if ident.gid is None else ident.gid
-    else:
-        host_uid, host_gid = facts.uid, facts.gid
-        uid = facts.uid if ident.uid is None else ident.uid
-        gid = facts.gid if ident.gid is None else ident.gid
+    host_uid, host_gid = host_ids(facts.root, profile.unsafe.map_root, facts.uid, facts.gid)
+    # Inside, the same ids unless the profile names others.
+    uid = host_uid if ident.uid is None else ident.uid
+    gid = host_gid if ident.gid is None else ident.gid
     if profile.unsafe.map_root and not facts.root:
         errors.append(Diagnostic(schema.where(profile, "unsafe.map_root", profile.unsafe.loc),
                                  "unsafe.map_root needs root",
@@ -302,7 +305,7 @@ def _check_startable(policy: schema.Seccomp, loc: Loc, errors: list[Diagnostic])
     """A filter that refuses execve or exit_group can never run a command: every launch
     would die at its first syscall (SIGSEGV once even exit is refused). That is almost
     always a profile without an allow list, so say so instead of failing obscurely."""
-    from isorun.compile import syscalls
+    from isorun.kernel import syscalls
 
     allowed: set[str] = set()
     for name in policy.allow:

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from isorun.compile import syscalls
+from isorun.kernel import syscalls
 
 if TYPE_CHECKING:
     from isorun.compile.plan import Plan

@@ -21,7 +21,7 @@ syscall (see :mod:`isorun.compile.argspace`): every rule given to libseccomp cov
 region of argument values disjoint from the other actions' regions.
 
 Checking a policy (unknown names, bad values, contradictions) is
-:mod:`isorun.compile.seccomp_check`.
+:mod:`isorun.profile.seccomp_rules`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from isorun.compile import argspace, syscalls
+from isorun.compile import argspace
 from isorun.compile.argspace import Region
 from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, Seccomp, SeccompRule, When
+from isorun.profile.seccomp_rules import HARDENING_DENY, check_seccomp
 
 LAYOUTS = ("tree", "linear")
 #: more comparisons than this for one syscall means a rule set we should not hide in a
@@ -102,44 +104,6 @@ UNSHARE_NAMESPACES = CLONE_NAMESPACES | 0x80
 # personality values Docker allows (moby profiles/seccomp/default.json): PER_LINUX,
 # UNAME26, PER_LINUX32, PER_LINUX32|UNAME26, and 0xffffffff, which only queries
 SAFE_PERSONALITIES = (0x0, 0x0008, 0x20000, 0x20008, 0xFFFFFFFF)
-
-#: unconditional hardening denies: name -> why
-HARDENING_DENY: dict[str, str] = {
-    **{
-        n: "io_uring bypasses seccomp for the operations it runs (and is a steady source of"
-        " kernel CVEs)"
-        for n in ("io_uring_setup", "io_uring_enter", "io_uring_register")
-    },
-    "userfaultfd": "stalls kernel page faults at will, the usual tool to win kernel races",
-    "bpf": "eBPF programs are kernel attack surface (verifier CVEs)",
-    "perf_event_open": "perf events leak kernel addresses and have a long CVE history",
-    **{
-        n: "the kernel keyring is shared across containers (not namespaced)"
-        for n in ("keyctl", "add_key", "request_key")
-    },
-    **{n: "loads a new kernel" for n in ("kexec_load", "kexec_file_load")},
-    **{n: "loads kernel code" for n in ("init_module", "finit_module", "delete_module")},
-    "ptrace": "inspecting other processes escapes the filter (ptrace can change syscalls"
-    " after seccomp ran, before 4.8) and reads their memory",
-    **{
-        n: "mounting reshapes the file view the sandbox was built with"
-        for n in (
-            "mount",
-            "umount",
-            "umount2",
-            "pivot_root",
-            "move_mount",
-            "open_tree",
-            "open_tree_attr",
-            "fsopen",
-            "fsmount",
-            "fsconfig",
-            "fspick",
-            "mount_setattr",
-        )
-    },
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -575,9 +539,6 @@ def compile_seccomp(
     ``caps`` (the capabilities the sandbox keeps) and ``kernel`` decide rules with a
     ``when``. Raises ProfileError listing every problem of the policy, with locations.
     """
-    # lazy: a top-level import would be circular (seccomp_check takes HARDENING_DENY from here)
-    from isorun.compile.seccomp_check import check_seccomp
-
     diags = check_seccomp(policy)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")

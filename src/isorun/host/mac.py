@@ -27,16 +27,17 @@ from __future__ import annotations
 
 import os
 
+from isorun.shim import abi
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     Syscall = Callable[..., int]
 
-#: the key's description in the user keyring; shim/launch_index.c has the same string
-KEY_NAME = b"isorun:cache-mac:1"
-KEY_SIZE = 32
-TAG_SIZE = 32
+#: the key's description in the user keyring, its size and a tag's (launch_index.c
+#: reads the same key; both take these from shim/abi.py)
+KEY_NAME, KEY_SIZE, TAG_SIZE = abi.MAC_KEY_NAME, abi.MAC_KEY_SIZE, abi.MAC_TAG_SIZE
 #: (add_key, keyctl) per os.uname().machine, as data/syscalls.json numbers them (a test
 #: compares); the C front end takes SYS_keyctl from its headers
 SYSCALLS = {"x86_64": (248, 250), "aarch64": (217, 219), "i686": (286, 288),

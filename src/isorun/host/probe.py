@@ -19,14 +19,10 @@ from pathlib import Path
 
 from isorun.host.facts import HostFacts
 from isorun.host.facts import probe as probe_facts
+from isorun.kernel import abi
 
 #: sysctls that decide whether a user namespace can be created, and the value that allows
-USERNS_SYSCTLS = (
-    ("user.max_user_namespaces", "/proc/sys/user/max_user_namespaces"),
-    ("kernel.unprivileged_userns_clone", "/proc/sys/kernel/unprivileged_userns_clone"),
-    ("kernel.apparmor_restrict_unprivileged_userns",
-     "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
-)
+USERNS_SYSCTLS = abi.USERNS_SYSCTLS
 
 CLONE_NEWUSER = 0x10000000
 

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from isorun.errors import Diagnostic, Loc, ProfileError, close_matches
+from isorun.errors import Diagnostic, Loc, ProfileError, did_you_mean
 from isorun.profile import schema
 from isorun.profile.loader import Layer, load_layer
 
@@ -69,8 +69,7 @@ def resolve(spec: str, relative_to: Path | None, loc: Loc | None) -> tuple[Path,
     path = BUILTIN_DIR / f"{spec}.toml"
     if not path.is_file():
         names = builtin_names()
-        near = close_matches(spec, names, n=1)
-        hint = f"did you mean '{near[0]}'?" if near else f"built-in profiles: {', '.join(names)}"
+        hint = did_you_mean(spec, names, f"built-in profiles: {', '.join(names)}")
         raise ProfileError(Diagnostic(loc or Loc(spec), f"no built-in profile named {spec!r}",
                                       hint + "; write ./NAME.toml for a file"))
     return path, f"<builtin>/{spec}.toml"

@@ -15,10 +15,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from isorun.errors import Diagnostic, Loc, ProfileError, close_matches
+from isorun.errors import Diagnostic, Loc, ProfileError, did_you_mean
 from isorun.profile import schema
 from isorun.profile.schema import CAPABILITIES
-from isorun.profile.source_map import Path, SourceMap
+from isorun.profile.seccomp_rules import check_seccomp
+from isorun.profile.source_map import Path, SourceMap, dotted
 
 #: fields that no TOML key sets: filled in by the loader itself
 _INTERNAL = frozenset({"loc", "name", "sources"})
@@ -92,8 +93,8 @@ class _Converter:
     def build(self, cls: type[Any], table: Any, path: Path, **extra: Any) -> Any:
         """Build dataclass ``cls`` from TOML table ``table`` found at ``path``."""
         if not isinstance(table, dict):
-            self.error(path, f"{_dotted(path)} must be a table, got {_kind(table)}",
-                       f"write [{_dotted(path)}] followed by key = value lines")
+            self.error(path, f"{dotted(path)} must be a table, got {_kind(table)}",
+                       f"write [{dotted(path)}] followed by key = value lines")
             return None
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _INTERNAL}
@@ -108,16 +109,16 @@ class _Converter:
             value = self.convert(hints[name], raw, kpath, name)
             if value is not _BAD:
                 values[name] = value
-                dotted = _dotted(kpath)
+                key_name = dotted(kpath)
                 if not any(isinstance(p, int) for p in kpath):
-                    self.explicit.add(dotted)
-                    self.locs[dotted] = self.loc(kpath)
+                    self.explicit.add(key_name)
+                    self.locs[key_name] = self.loc(kpath)
         required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
                     and f.default_factory is dataclasses.MISSING and n not in values]
         for name in required:
             # A key that is there but failed to convert was reported already.
             if _toml_key(name) not in table:
-                self.error(path, f"{_dotted(path) or 'profile'} needs the key "
+                self.error(path, f"{dotted(path) or 'profile'} needs the key "
                            f"'{_toml_key(name)}'", f"add {_toml_key(name)} = ... to this entry")
         if required:
             return None
@@ -130,9 +131,8 @@ class _Converter:
             return None
 
     def unknown_key(self, path: Path, key: str, known: list[str]) -> None:
-        near = close_matches(key, known, n=1)
-        where = _dotted(path[:-1]) or "the top level"
-        hint = f"did you mean '{near[0]}'?" if near else f"known keys: {', '.join(sorted(known))}"
+        where = dotted(path[:-1]) or "the top level"
+        hint = did_you_mean(key, known, f"known keys: {', '.join(sorted(known))}")
         self.error(path, f"unknown key '{key}' in {where}", hint)
 
     def convert(self, hint: Any, raw: Any, path: Path, name: str) -> Any:
@@ -143,20 +143,20 @@ class _Converter:
             return self.convert(inner, raw, path, name)
         if hint is bool:
             if not isinstance(raw, bool):
-                self.error(path, f"{_dotted(path)} must be true or false, got {_kind(raw)}")
+                self.error(path, f"{dotted(path)} must be true or false, got {_kind(raw)}")
                 return _BAD
             return raw
         if hint is int:
             return self.integer(raw, path, name)
         if hint is float:
             if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-                self.error(path, f"{_dotted(path)} must be a number of seconds, got {_kind(raw)}",
+                self.error(path, f"{dotted(path)} must be a number of seconds, got {_kind(raw)}",
                            "write e.g. 30 or 2.5")
                 return _BAD
             return float(raw)
         if hint is str:
             if not isinstance(raw, str):
-                self.error(path, f"{_dotted(path)} must be a string, got {_kind(raw)}",
+                self.error(path, f"{dotted(path)} must be a string, got {_kind(raw)}",
                            f'write {path[-1]} = "..."')
                 return _BAD
             return raw
@@ -174,14 +174,14 @@ class _Converter:
             match = _SIZE_RE.match(raw)
             if match:
                 return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-            self.error(path, f"{_dotted(path)}: cannot read size {raw!r}",
+            self.error(path, f"{dotted(path)}: cannot read size {raw!r}",
                        'write bytes as a number or with a unit: 4096, "64k", "512m", "2g"')
             return _BAD
         if isinstance(raw, bool) or not isinstance(raw, int):
-            self.error(path, f"{_dotted(path)} must be an integer, got {_kind(raw)}")
+            self.error(path, f"{dotted(path)} must be an integer, got {_kind(raw)}")
             return _BAD
         if raw < 0:
-            self.error(path, f"{_dotted(path)} must not be negative, got {raw}")
+            self.error(path, f"{dotted(path)} must not be negative, got {raw}")
             return _BAD
         return raw
 
@@ -189,19 +189,19 @@ class _Converter:
         if args == (tuple[str, str], ...) or args[0] == tuple[str, str]:
             # A TOML table of strings, kept as ordered pairs so the dataclass stays hashable.
             if not isinstance(raw, dict):
-                self.error(path, f"{_dotted(path)} must be a table of strings",
+                self.error(path, f"{dotted(path)} must be a table of strings",
                            f'write {path[-1]} = {{ NAME = "value" }}')
                 return _BAD
             pairs = []
             for key, value in raw.items():
                 if not isinstance(value, str):
-                    self.error((*path, key), f"{_dotted((*path, key))} must be a string, "
+                    self.error((*path, key), f"{dotted((*path, key))} must be a string, "
                                f"got {_kind(value)}")
                     continue
                 pairs.append((key, value))
             return tuple(pairs)
         if not isinstance(raw, list):
-            self.error(path, f"{_dotted(path)} must be an array, got {_kind(raw)}",
+            self.error(path, f"{dotted(path)} must be an array, got {_kind(raw)}",
                        f"write {path[-1]} = [ ... ]")
             return _BAD
         inner = args[0]
@@ -214,20 +214,15 @@ class _Converter:
 
     def action(self, raw: Any, path: Path) -> Any:
         if not isinstance(raw, str):
-            self.error(path, f"{_dotted(path)} must be a string such as \"errno:EPERM\"")
+            self.error(path, f"{dotted(path)} must be a string such as \"errno:EPERM\"")
             return _BAD
         kind, _, arg = raw.partition(":")
-        if kind not in schema.ACTIONS:
-            near = close_matches(kind, schema.ACTIONS, n=1)
-            self.error(path, f"unknown seccomp action {raw!r}",
-                       f"did you mean '{near[0]}'?" if near else
-                       f"use one of: {', '.join(schema.ACTIONS)}")
-            return _BAD
         if kind != "errno":
-            if arg:
+            if arg and kind in schema.ACTIONS:
                 self.error(path, f"the action {kind!r} takes no argument, got {raw!r}",
                            f'write "{kind}"')
                 return _BAD
+            # an unknown kind is reported by check_seccomp, with the other actions' checks
             return schema.Action(kind)
         if not arg:
             self.error(path, "the errno action needs a value", 'write "errno:EPERM" or "errno:1"')
@@ -237,15 +232,11 @@ class _Converter:
         else:
             number = getattr(errno_mod, arg.upper(), -1)
             if number < 0:
-                names = list(errno_mod.errorcode.values())
-                near = close_matches(arg.upper(), names, n=1)
                 self.error(path, f"unknown errno name {arg!r}",
-                           f"did you mean '{near[0]}'?" if near else "write e.g. errno:EPERM")
+                           did_you_mean(arg.upper(), errno_mod.errorcode.values(),
+                                        "write e.g. errno:EPERM"))
                 return _BAD
-        if not 0 < number < 4096:
-            self.error(path, f"errno {number} is out of range", "use an errno from 1 to 4095")
-            return _BAD
-        return schema.Action("errno", number)
+        return schema.Action("errno", number)  # check_seccomp checks the range
 
 
 _BAD = object()
@@ -253,13 +244,6 @@ _BAD = object()
 
 def _toml_key(field_name: str) -> str:
     return field_name
-
-
-def _dotted(path: Path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
 
 
 def _kind(value: Any) -> str:
@@ -300,9 +284,8 @@ def validate(profile: schema.Profile, conv: _Converter) -> None:
         _validate_mount(mount, conv, ("mounts", index))
     for index, cap in enumerate(profile.capabilities.keep):
         if _normal_cap(cap) not in CAPABILITIES:
-            near = close_matches(_normal_cap(cap), CAPABILITIES, n=1)
             conv.error(("capabilities", "keep", index), f"unknown capability {cap!r}",
-                       f"did you mean '{near[0]}'?" if near else "see capabilities(7)")
+                       did_you_mean(_normal_cap(cap), CAPABILITIES, "see capabilities(7)"))
     _check_choice(conv, ("network", "mode"), profile.network.mode, schema.NETWORK_MODES)
     _check_choice(conv, ("backend",), profile.backend, schema.BACKENDS)
     for key in ("tcp_connect", "tcp_bind"):
@@ -317,7 +300,7 @@ def validate(profile: schema.Profile, conv: _Converter) -> None:
     if not _absolute(profile.filesystem.cwd):
         conv.error(("filesystem", "cwd"), f"filesystem.cwd must be absolute, got "
                    f"{profile.filesystem.cwd!r}", 'write cwd = "/..." or cwd = "${CWD}"')
-    _validate_seccomp(profile.seccomp, conv)
+    conv.diagnostics += check_seccomp(profile.seccomp, conv.loc, layer=True)
     for index, var in enumerate(profile.environment.keep):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", var):
             conv.error(("environment", "keep", index), f"not a variable name: {var!r}",
@@ -355,10 +338,9 @@ def validate(profile: schema.Profile, conv: _Converter) -> None:
 
 def _validate_mount(mount: schema.Mount, conv: _Converter, path: Path) -> None:
     if mount.type not in schema.MOUNT_TYPES:
-        near = close_matches(mount.type, schema.MOUNT_TYPES, n=1)
         conv.error((*path, "type"), f"unknown mount type {mount.type!r}",
-                   f"did you mean '{near[0]}'?" if near else
-                   f"use one of: {', '.join(schema.MOUNT_TYPES)}")
+                   did_you_mean(mount.type, schema.MOUNT_TYPES,
+                                f"use one of: {', '.join(schema.MOUNT_TYPES)}"))
         return
     if not _absolute(mount.dst):
         conv.error((*path, "dst"), f"mounts[{path[1]}].dst must be absolute, got {mount.dst!r}",
@@ -384,63 +366,10 @@ def _validate_mount(mount: schema.Mount, conv: _Converter, path: Path) -> None:
                    "write an octal mode such as 0o755")
 
 
-def _validate_seccomp(policy: schema.Seccomp, conv: _Converter) -> None:
-    try:
-        from isorun.compile import syscalls
-    except ImportError:  # pragma: no cover - the table ships with the package
-        conv.error(("seccomp",), "the syscall table is missing from this installation",
-                   "reinstall isorun")
-        return
-    known = syscalls.all_names()
-    groups: list[tuple[Path, tuple[str, ...]]] = [
-        (("seccomp", "allow"), policy.allow), (("seccomp", "deny"), policy.deny)]
-    groups += [(("seccomp", "rules", i, "syscalls"), rule.syscalls)
-               for i, rule in enumerate(policy.rules)]
-    for path, names in groups:
-        for index, name in enumerate(names):
-            if name not in known:
-                near = close_matches(name, sorted(known), n=1)
-                what = "syscall group" if name.startswith("@") else "syscall"
-                conv.error((*path, index), f"unknown {what} {name!r}",
-                           f"did you mean '{near[0]}'?" if near else
-                           "run 'isorun syscalls' for the known names and groups")
-    for index, rule in enumerate(policy.rules):
-        rpath: Path = ("seccomp", "rules", index)
-        if not rule.syscalls:
-            conv.error((*rpath, "syscalls"), "a seccomp rule needs at least one syscall")
-        for aindex, cond in enumerate(rule.args):
-            apath: Path = (*rpath, "args", aindex)
-            if cond.index > 5:
-                conv.error((*apath, "index"), f"argument index {cond.index} is out of range",
-                           "syscalls have arguments 0 to 5")
-            if cond.op not in schema.OPERATORS:
-                near = close_matches(cond.op, schema.OPERATORS, n=1)
-                conv.error((*apath, "op"), f"unknown operator {cond.op!r}",
-                           f"did you mean '{near[0]}'?" if near else
-                           f"use one of: {', '.join(schema.OPERATORS)}")
-            if cond.op == "masked_eq" and not cond.mask:
-                conv.error(apath, "masked_eq needs a non-zero mask", "add mask = 0x...")
-            if cond.op != "masked_eq" and cond.mask:
-                conv.error((*apath, "mask"), f"mask only goes with masked_eq, not {cond.op}",
-                           "remove mask or use op = \"masked_eq\"")
-            if cond.value >= 1 << 64 or cond.mask >= 1 << 64:
-                conv.error(apath, "argument values are 64-bit", "use a value below 2**64")
-    for index, arch in enumerate(policy.architectures):
-        if arch not in schema.ARCH_NAMES:
-            conv.error(("seccomp", "architectures", index), f"unknown architecture {arch!r}",
-                       f"use one of: {', '.join(schema.ARCH_NAMES)}")
-    allowed = {n for n in policy.allow if not n.startswith("@")}
-    for index, name in enumerate(policy.deny):
-        if name in allowed:
-            conv.error(("seccomp", "deny", index), f"{name!r} is both allowed and denied",
-                       "remove it from one of seccomp.allow and seccomp.deny")
-
-
 def _check_choice(conv: _Converter, path: Path, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        near = close_matches(value, choices, n=1)
-        conv.error(path, f"{_dotted(path)} = {value!r} is not one of {', '.join(choices)}",
-                   f"did you mean '{near[0]}'?" if near else f"use one of: {', '.join(choices)}")
+        conv.error(path, f"{dotted(path)} = {value!r} is not one of {', '.join(choices)}",
+                   did_you_mean(value, choices, f"use one of: {', '.join(choices)}"))
 
 
 def _absolute(path: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from isorun.errors import DEFAULT_LOC, Loc
+from isorun.kernel import abi
 
 NAMESPACES = ("user", "pid", "net", "mount", "ipc", "uts", "cgroup", "time")
 MOUNT_TYPES = ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "symlink", "file",
@@ -35,8 +36,7 @@ CAPABILITIES = (
     "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
     "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 )
-RLIMITS = ("address_space", "data", "cpu", "nofile", "nproc", "fsize", "core", "stack",
-           "memlock")
+RLIMITS = tuple(abi.RLIMITS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,14 @@ Path = tuple[str | int, ...]
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
+def dotted(path: Path) -> str:
+    """``path`` as a person writes it in a message: ``mounts[2].dst``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
 class SourceMap:
     """Positions of every key (and array element) of one TOML document."""
 

@@ -6,7 +6,7 @@ runs a plan weaker than written: a backend that would lose a rule is refused wit
 :class:`Unsupported` naming the rules and the backends that keep them, unless the caller
 passed ``allow_weaker``; the lost rules are then returned for the caller to print.
 
-Rendering is pure (compile/bwrap.py, compile/firejail.py). The impure part is in
+Rendering is pure (compile/render/{bwrap,firejail}.py). The impure part is in
 :mod:`isorun.sandbox.backend`, one module per backend: the descriptors the renderers
 named, the identity to spawn as, and the wall-clock limit, which the isorun parent
 enforces for every backend. This module is the registry and the choice.

@@ -31,8 +31,11 @@ SOURCE = SHIM / "seccomp_exec.c"
 #: compiled with SOURCE: the native shim's Landlock code, so both apply one ruleset logic,
 #: and its BPF evaluator (the refusal report's hand-over check)
 SOURCES = (SOURCE, SHIM / "landlock.c", SHIM / "bpf_eval.c")
-#: everything the build reads, so the cached binary's name changes with any of them
-INPUTS = (*SOURCES, SHIM / "landlock.h", SHIM / "bpf_eval.h", SHIM / "isorun_shim.h")
+#: everything the build reads, so the cached binary's name changes with any of them: the
+#: sources, and the Python definitions its consts.h and tables.h are generated from
+INPUTS = (*SOURCES, SHIM / "landlock.h", SHIM / "bpf_eval.h", SHIM / "isorun_shim.h",
+          SHIM / "headers.py", SHIM / "abi.py", SHIM.parent / "kernel" / "abi.py",
+          SHIM.parent / "sandbox" / "record.py")
 NAME = "isorun-seccomp-exec"
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion")
 
@@ -46,7 +49,7 @@ def cache_dir(uid: int | None = None, environ: Mapping[str, str] | None = None) 
     # invalid and ignored; importing it from here would be an upward import, and
     # tests/escape/test_attack_host_trust.py keeps the two equal). A relative one put the
     # stage in the working directory, which build binds writable, and
-    # cache.check_not_writable guards only the directory cache.cache_dir names.
+    # cache.store.check_not_writable guards only the directory cache.files.cache_dir names.
     env = os.environ if environ is None else environ
     base = env.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):
@@ -143,9 +146,13 @@ def exec_stage_path(directory: Path | None = None) -> str:
     # above succeeds for its owner only): in a shared TMPDIR an object file between
     # gcc's steps could be swapped.
     env = {"PATH": COMPILER_PATH, "LC_ALL": "C", "TMPDIR": str(directory)}
+    gen = tempfile.mkdtemp(prefix=f".{NAME}-gen-", dir=directory)
     try:
+        from isorun.shim import headers
+
+        headers.write(Path(gen))
         for link in (("-static",), ()):  # static where libc.a exists, else dynamic
-            done = subprocess.run([cc, *CFLAGS, *link, f"-I{SHIM}", "-o", tmp,
+            done = subprocess.run([cc, *CFLAGS, *link, f"-I{gen}", f"-I{SHIM}", "-o", tmp,
                                    *(str(path) for path in SOURCES)], env=env,
                                   capture_output=True, text=True, check=False)
             if done.returncode == 0:
@@ -160,6 +167,7 @@ def exec_stage_path(directory: Path | None = None) -> str:
         _write_tag(target, tmp)
         os.replace(tmp, target)  # atomic: a concurrent launch sees the old or the new file
     finally:
+        shutil.rmtree(gen, ignore_errors=True)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return str(target)

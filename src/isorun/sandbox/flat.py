@@ -2,8 +2,8 @@
 
 :func:`encode` turns a record (:func:`isorun.sandbox.spec.spec_record`, without argv, which
 comes from the helper's command line) into the flat form the helper parses into
-``struct isorun_spec``. Imported on the warm launch path, so it imports nothing; errors
-are imported when something is wrong.
+``struct isorun_spec``. Imported on the warm launch path, so it imports only constants
+(shim/abi.py, sandbox/record.py); errors are imported when something is wrong.
 
 Format, version :data:`VERSION`. Integers are little-endian; ``i64`` is signed, ``u32``
 unsigned. ``bytes`` is a u32 length then that many bytes; ``str`` is ``bytes`` that must
@@ -47,21 +47,22 @@ refused here rather than dropped.
 
 from __future__ import annotations
 
+from isorun.sandbox.record import FLAG_BITS, LANDLOCK_RULE, MOUNT, MOUNT_KINDS, RLIMIT, SECTIONS
+from isorun.shim import abi as shim_abi
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from isorun.sandbox.parent import Record
 
 MAGIC = b"IRLR"
-#: bump with any change of the layout above; launch.c refuses any other
-VERSION = 5
+#: bump with any change of the layout above (in shim/abi.py); launch_record.c refuses any other
+VERSION = shim_abi.RECORD_VERSION
 #: PATH used when the spec's environment has none, as execvp(3) does (parent.DEFAULT_PATH)
 DEFAULT_PATH = b"/usr/bin:/bin"
-#: mount kinds (isorun_shim.h); FILE content may hold NULs, TREE is the helper's own
-MOUNT_FILE, MOUNT_TREE = 6, 10
-FLAG_BITS = (
-    ("setgroups_deny", 1), ("loopback_up", 2), ("new_session", 4),
-    ("die_with_parent", 8), ("no_new_privs", 16), ("init", 32), ("terminal_job", 64),
-)  # fmt: skip
+#: FILE content may hold NULs, TREE is the helper's own
+MOUNT_FILE, MOUNT_TREE = MOUNT_KINDS["FILE"], MOUNT_KINDS["TREE"]
 
 
 def _refuse(message: str) -> Exception:
@@ -89,75 +90,125 @@ def _str(value: bytes, what: str) -> bytes:
 
 
 def encode(record: Record) -> bytes:
-    """``record`` (argv, if present, is ignored) in the format above."""
+    """``record`` (argv, if present, is ignored) in the format above: the magic, the
+    version, then each section of :data:`isorun.sandbox.record.SECTIONS` in its order."""
     if record.get("cgroup") or record.get("notify_bpf"):
         raise _refuse("a cgroup or learn mode is not launched by isorun-launch")
-    env = record["env"]
-    path = next((e[5:] for e in env if e.startswith(b"PATH=")), DEFAULT_PATH)
+    out = [MAGIC, _u32(VERSION)]
+    out += (_ENCODERS[wire](record, name) for name, wire in SECTIONS)
+    return b"".join(out)
+
+
+def _flags(record: Record, _name: str) -> bytes:
     flags = 0
     for name, bit in FLAG_BITS:
         if record[name]:
             flags |= bit
+    return _i64(flags)
+
+
+def _caps(record: Record, name: str) -> bytes:
     caps = 0
-    for cap in set(record["caps_keep"]):
+    for cap in set(record[name]):
         if not 0 <= cap < 64:
             raise _refuse(f"capability number out of range: {cap}")
         caps |= 1 << cap
-    out = [
-        MAGIC, _u32(VERSION), _i64(record["clone_flags"]), _i64(record["uid"]),
-        _i64(record["gid"]), _i64(flags), _i64(caps - (1 << 64) if caps >> 63 else caps),
-        _bytes(record["uid_map"]), _bytes(record["gid_map"]), _str(record["root"], "root"),
-        _str(record["cwd"], "cwd"), _str(record["hostname"], "hostname"), _str(path, "PATH"),
-        _u32(len(env)), *(_str(e, "env") for e in env),
-    ]  # fmt: skip
-    keep = record["keep_fds"]
-    out.append(_u32(len(keep)))
-    out.extend(_i64(fd) for fd in keep)
-    mounts = record["mounts"]
-    out.append(_u32(len(mounts)))
-    for kind, dst, src, mflags, data, mode, optional, step, tree_fd in mounts:
-        if kind == MOUNT_TREE or tree_fd != -1:
+    return _i64(caps - (1 << 64) if caps >> 63 else caps)
+
+
+def _path(record: Record, _name: str) -> bytes:
+    env = record["env"]
+    return _str(next((e[5:] for e in env if e.startswith(b"PATH=")), DEFAULT_PATH), "PATH")
+
+
+def _strs(record: Record, name: str) -> bytes:
+    values = record[name]
+    return _u32(len(values)) + b"".join(_str(v, name) for v in values)
+
+
+def _fds(record: Record, name: str) -> bytes:
+    fds = record[name]
+    return _u32(len(fds)) + b"".join(_i64(fd) for fd in fds)
+
+
+def _mounts(record: Record, name: str) -> bytes:
+    mounts = record[name]
+    out = [_u32(len(mounts))]
+    for mount in mounts:
+        kind, dst, src, mode = (mount[MOUNT.kind], mount[MOUNT.dst], mount[MOUNT.src],
+                                mount[MOUNT.mode])  # fmt: skip
+        data = mount[MOUNT.data]
+        if kind == MOUNT_TREE or mount[MOUNT.tree_fd] != -1:
             raise _refuse(f"mount {dst!r} carries a tree descriptor; the helper makes its own")
-        if kind == 2 and b"mode=" not in data:  # TMPFS
+        if kind == MOUNT_KINDS["TMPFS"] and b"mode=" not in data:
             # The root of a tmpfs takes its mode from the mount options, not from a mkdir.
             data = (data + b"," if data else b"") + b"mode=%o" % mode
-        out += (_i64(kind), _i64(mflags), _i64(mode), _i64(int(optional)), _i64(step),
+        out += (_i64(kind), _i64(mount[MOUNT.flags]), _i64(mode),
+                _i64(int(mount[MOUNT.optional])), _i64(mount[MOUNT.step]),
                 _str(dst, "mount dst"),
                 _bytes(src) if kind == MOUNT_FILE else _str(src, "mount src"),
                 _str(data, "mount data"))  # fmt: skip
-    rlimits = record["rlimits"]
-    out.append(_u32(len(rlimits)))
-    for resource, soft, hard, step in rlimits:
-        out += (_i64(resource), _i64(soft), _i64(hard), _i64(step))
-    bpf = record["seccomp_bpf"]
+    return b"".join(out)
+
+
+def _rlimits(record: Record, name: str) -> bytes:
+    rlimits = record[name]
+    out = [_u32(len(rlimits))]
+    for rlimit in rlimits:
+        out += (_i64(rlimit[RLIMIT.resource]), _i64(rlimit[RLIMIT.soft]),
+                _i64(rlimit[RLIMIT.hard]), _i64(rlimit[RLIMIT.step]))  # fmt: skip
+    return b"".join(out)
+
+
+def _bpf(record: Record, name: str) -> bytes:
+    bpf = record[name]
     if len(bpf) % 8:
-        raise _refuse("seccomp_bpf is not a whole number of 8-byte instructions")
-    out.append(_bytes(bpf))
-    out.append(landlock_section(record))
+        raise _refuse(f"{name} is not a whole number of 8-byte instructions")
+    return _bytes(bpf)
+
+
+def _report(record: Record, _name: str) -> bytes:
     report = record.get("report_bpf", b"")
-    if len(report) % 8 or (report and not bpf):
+    if len(report) % 8 or (report and not record["seccomp_bpf"]):
         raise _refuse("report_bpf is not a BPF program beside seccomp_bpf")
     refusals = record.get("refusals", {})
-    out += (_bytes(report), _u32(len(refusals)))
+    out = [_bytes(report), _u32(len(refusals))]
     for nr, text in sorted(refusals.items()):
         if not 0 <= nr < 4096:
             raise _refuse(f"refusal syscall number out of range: {nr}")
         out += (_i64(nr), _str(text.encode(), "refusal"))
     out += (_str(record.get("refusal_other", "").encode(), "refusal"),
-            _str(record.get("notes", "").encode(), "notes"))
-    steps = record["step_index"]
-    out.append(_u32(len(steps)))
-    for name, index in steps.items():
-        out += (_str(name.encode(), "step name"), _i64(index))
+            _str(record.get("notes", "").encode(), "notes"))  # fmt: skip
     return b"".join(out)
 
 
-def landlock_section(fields: Record) -> bytes:
+def _steps(record: Record, name: str) -> bytes:
+    steps = record[name]
+    out = [_u32(len(steps))]
+    for step, index in steps.items():
+        out += (_str(step.encode(), "step name"), _i64(index))
+    return b"".join(out)
+
+
+def landlock_section(fields: Record, _name: str = "landlock") -> bytes:
     """The landlock part of the format above, from a record's ``landlock_*`` fields; also
     what the wrapper backends' exec stage reads from its ``--landlock-fd``."""
     rules = fields["landlock_rules"]
     out = [_i64(fields["landlock_abi"]), _i64(fields["landlock_fs"]),
            _i64(fields["landlock_net"]), _i64(fields["landlock_scoped"]), _u32(len(rules))]
-    for path, port, access, optional in rules:
-        out += (_i64(port), _i64(access), _i64(int(optional)), _str(path, "landlock path"))
+    for rule in rules:
+        out += (_i64(rule[LANDLOCK_RULE.port]), _i64(rule[LANDLOCK_RULE.access]),
+                _i64(int(rule[LANDLOCK_RULE.optional])),
+                _str(rule[LANDLOCK_RULE.path], "landlock path"))  # fmt: skip
     return b"".join(out)
+
+
+#: one encoder per wire type of record.SECTIONS
+_ENCODERS: dict[str, Callable[[Record, str], bytes]] = {
+    "i64": lambda record, name: _i64(record[name]),
+    "flags": _flags, "caps": _caps,
+    "bytes": lambda record, name: _bytes(record[name]),
+    "str": lambda record, name: _str(record[name], name),
+    "path": _path, "strs": _strs, "fds": _fds, "mounts": _mounts, "rlimits": _rlimits,
+    "bpf": _bpf, "landlock": landlock_section, "report": _report, "steps": _steps,
+}  # fmt: skip

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 
+from isorun.kernel import abi
+from isorun.shim import abi as shim_abi
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,14 +23,14 @@ SIGCHLD = 17
 #: si_code of a signal the kernel sent (a terminal's ^C), as opposed to kill(2)'s SI_USER
 SI_KERNEL = 0x80
 #: signals the launcher passes on to the sandbox's pid 1 instead of dying of them
-FORWARDED_SIGNALS = (2, 15, 1, 3, 10, 12, 28)  # INT TERM HUP QUIT USR1 USR2 WINCH
+FORWARDED_SIGNALS = tuple(abi.FORWARDED_SIGNALS.values())
 
 
 def exec_failure_message(command: str, errno: int) -> str:
     """The line a shell would print when execve failed (the exit code says 126 or 127)."""
     why = os.strerror(errno)
     if "/" not in command and errno == ENOENT:
-        why = "command not found in the sandbox's PATH"
+        why = shim_abi.EXEC_NOT_FOUND
     return f"isorun: {command}: {why}\n"
 
 

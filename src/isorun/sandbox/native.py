@@ -7,13 +7,14 @@ takes the caller's current values.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Mapping
 from typing import assert_never
 
 from isorun.compile import plan as p
+from isorun.compile.environment import build_environment
 from isorun.errors import InternalError
+from isorun.kernel import abi
 from isorun.profile.schema import CAPABILITIES
 from isorun.sandbox.spec import MountKind, Rlimit, ShimMount, ShimSpec
 
@@ -33,25 +34,7 @@ SHIM_STEPS = {
     "seccomp": p.LoadSeccomp,
     "exec": p.Exec,
 }
-RLIMIT_NUMBERS = {"cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "nproc": 6,
-                  "nofile": 7, "memlock": 8, "address_space": 9}
-
-
-def build_environment(step: p.Environment, caller: Mapping[str, str]) -> tuple[bytes, ...]:
-    """The command's environment: start, then ``set``, then kept variables the caller has.
-
-    A kept variable wins over ``set`` (which is its fallback), so a profile can say "the
-    caller's PATH, or this one".
-    """
-    env: dict[str, str] = {} if step.clear else dict(caller)
-    env.update(step.set)
-    for pattern in step.keep:
-        for name, value in caller.items():
-            if name == pattern or (pattern.endswith("*") and fnmatch.fnmatchcase(name, pattern)):
-                env[name] = value
-    # fsencode, not encode(): os.environ holds bytes that are not UTF-8 as surrogates
-    # (PEP 383), and the command must get the caller's bytes back, not an error.
-    return tuple(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in sorted(env.items()))
+RLIMIT_NUMBERS = {name: number for name, (_c, number) in abi.RLIMITS.items()}
 
 
 def _mount(index: int, step: p.MountStep) -> ShimMount:

@@ -22,6 +22,9 @@ from __future__ import annotations
 import os
 import sys
 
+from isorun.sandbox.record import FIELDS, MOUNT
+from isorun.shim import abi as shim_abi
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -34,8 +37,9 @@ if TYPE_CHECKING:
     #: (step, syscall, errno, plan step index) as the child reported it
     Failure: TypeAlias = tuple[str, str, int, int]
 
-#: the ABI this package speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = 11
+#: the ABI this package speaks, which the build compiles into the shim as ISORUN_SHIM_ABI:
+#: a module built from other sources reports another
+ABI = shim_abi.SHIM_ABI
 #: the layout of a record (see spec.spec_record); part of the plan cache key, so bump it
 #: when the layout changes and cached records from before are never read
 RECORD_FORMAT = 6
@@ -108,7 +112,9 @@ def _check(record: Record, lib: Any) -> None:
         raise _internal(f"spec.root must be b'', b'tmpfs' or absolute, got {root!r}")
     needs_src = (lib.ISORUN_MOUNT_BIND, lib.ISORUN_MOUNT_DEV_BIND, lib.ISORUN_MOUNT_SYMLINK,
                  lib.ISORUN_MOUNT_OVERLAY)
-    for kind, dst, src, _flags, _data, _mode, _optional, _step, tree_fd in record["mounts"]:
+    for mount in record["mounts"]:
+        kind, dst, src, tree_fd = (mount[MOUNT.kind], mount[MOUNT.dst], mount[MOUNT.src],
+                                   mount[MOUNT.tree_fd])  # fmt: skip
         if not dst.startswith(b"/"):
             raise _internal(f"mount dst must be absolute, got {dst!r}")
         if kind == lib.ISORUN_MOUNT_TREE and tree_fd < 0:
@@ -160,18 +166,18 @@ def _struct(
     c.argv = cstr_array(record["argv"], "argv")
     c.env = cstr_array(env, "env")
     c.path = cstr(next((e[5:] for e in env if e.startswith(b"PATH=")), DEFAULT_PATH), "PATH")
-    c.clone_flags = record["clone_flags"]
-    c.uid, c.gid = record["uid"], record["gid"]
-    c.setgroups_deny = int(record["setgroups_deny"])
+    for name, how in FIELDS:
+        if how == "scalar":  # a member of the same name, the value as is
+            setattr(c, name, int(record[name]))
     c.root = cstr(record["root"], "root")
     mounts = record["mounts"]
     slots = new("struct isorun_mount[]", max(len(mounts), 1))
-    for slot, (kind, dst, src, flags, data, mode, optional, step, tree_fd) in zip(
-        slots, mounts, strict=False
-    ):
-        slot.kind, slot.optional, slot.step, slot.mode, slot.flags = (
-            kind, int(optional), step, mode, flags)  # fmt: skip
-        slot.dst = cstr(dst, "mount dst")
+    for slot, mount in zip(slots, mounts, strict=False):
+        kind, src, data, mode = (mount[MOUNT.kind], mount[MOUNT.src], mount[MOUNT.data],
+                                 mount[MOUNT.mode])  # fmt: skip
+        slot.kind, slot.mode, slot.flags = kind, mode, mount[MOUNT.flags]
+        slot.optional, slot.step = int(mount[MOUNT.optional]), mount[MOUNT.step]
+        slot.dst = cstr(mount[MOUNT.dst], "mount dst")
         # FILE content goes with its length and may hold NULs; every other src is a path.
         slot.src = new("char[]", src) if kind == lib.ISORUN_MOUNT_FILE else cstr(src, "src")
         slot.src_len = len(src)
@@ -179,11 +185,10 @@ def _struct(
             # The root of a tmpfs takes its mode from the mount options, not from a mkdir.
             data = (data + b"," if data else b"") + b"mode=%o" % mode
         slot.data = cstr(data, "mount data") if data else ffi.NULL
-        slot.tree_fd = tree_fd
+        slot.tree_fd = mount[MOUNT.tree_fd]
     c.mounts, c.n_mounts = slots, len(mounts)
     c.cwd = cstr(record["cwd"], "cwd")
     c.hostname = cstr(record["hostname"], "hostname")
-    c.loopback_up = int(record["loopback_up"])
     rlimits = record["rlimits"]
     rslots = new("struct isorun_rlimit[]", max(len(rlimits), 1))
     for slot, (resource, soft, hard, step) in zip(rslots, rlimits, strict=False):
@@ -191,15 +196,12 @@ def _struct(
     c.rlimits, c.n_rlimits = rslots, len(rlimits)
     c.new_session = (0 if not record["new_session"] else
                      lib.ISORUN_SESSION_TERMINAL_OK if record["terminal_job"] else 1)
-    c.die_with_parent = int(record["die_with_parent"])
     c.keep_fds = new("int[]", list(keep_fds) or [-1])
     c.n_keep_fds = len(keep_fds)
     c.caps_keep = sum(1 << cap for cap in set(record["caps_keep"]))
-    c.no_new_privs = int(record["no_new_privs"])
     bpf = record["seccomp_bpf"]
     c.seccomp_bpf = new("unsigned char[]", bpf or b"\0")
     c.seccomp_len = len(bpf)
-    c.init = int(record["init"])
     c.stdio = list(stdio)
     c.sync_fd, c.sync_parent_fd = sync
     c.err_fd, c.err_parent_fd = err
@@ -220,10 +222,6 @@ def _struct(
         slot.path = cstr(path, "landlock path")
         slot.port, slot.access, slot.optional = port, access, int(optional)
     c.landlock_rules, c.n_landlock_rules = lslots, len(rules)
-    c.landlock_abi = record["landlock_abi"]
-    c.landlock_fs = record["landlock_fs"]
-    c.landlock_net = record["landlock_net"]
-    c.landlock_scoped = record["landlock_scoped"]
     return c
 
 
@@ -288,7 +286,7 @@ def link_refused(record: Record, mount: tuple[Any, ...], link: bytes) -> Sandbox
     detail = (f"{what}: {os.fsdecode(link)} is a symbolic link{target}, which isorun does"
               " not follow (docs/security.md)")  # fmt: skip
     err = setup_error(record, step, "openat", ELOOP, detail)
-    err.step_index = mount[7]
+    err.step_index = mount[MOUNT.step]
     err.hint = "remove the link, or bind its target explicitly"
     return err
 
@@ -334,7 +332,7 @@ def resolve_mounts_in_parent(
                 raise link_refused(record, mount, path)
             if fd >= 0:
                 os.close(fd)
-                mount = (kind, path, *mount[2:])
+                mount = _with(mount, dst=path)
         if kind not in (bind, dev_bind):
             mounts.append(mount)
             continue
@@ -343,7 +341,7 @@ def resolve_mounts_in_parent(
             raise link_refused(record, mount, path)
         if fd < 0:
             # ENOTDIR: a component is a file, so nothing is there (a .git guard of a file)
-            if not (fd in (-ENOENT, -ENOTDIR) and mount[6]):
+            if not (fd in (-ENOENT, -ENOTDIR) and mount[MOUNT.optional]):
                 mounts.append(mount)  # the child fails on it again and reports it
             continue
         try:
@@ -351,9 +349,9 @@ def resolve_mounts_in_parent(
                 cloned = open_tree(fd)
                 if cloned >= 0:
                     opened.append(cloned)
-                    mounts.append((tree, *mount[1:8], cloned))
+                    mounts.append(_with(mount, kind=tree, tree_fd=cloned))
                     continue
-            mounts.append((kind, mount[1], path, *mount[3:]))
+            mounts.append(_with(mount, src=path))
         finally:
             os.close(fd)
     if root in (b"", b"tmpfs"):
@@ -374,6 +372,14 @@ def resolve_mounts_in_parent(
         return {**record, "root": path, "mounts": tuple(mounts)}
     finally:
         os.close(fd)
+
+
+def _with(mount: tuple[Any, ...], **values: Any) -> tuple[Any, ...]:
+    """``mount`` with the fields named in ``values`` replaced (record.MOUNT positions)."""
+    out = list(mount)
+    for name, value in values.items():
+        out[getattr(MOUNT, name)] = value
+    return tuple(out)
 
 
 def _open_tree() -> Callable[[int], int]:
@@ -458,7 +464,8 @@ def failure_error(record: Record, failure: Failure) -> SandboxSetupError:
     detail = ""
     if step == "mount" and index >= 0:
         for mount in record["mounts"]:
-            kind, dst, src, *_, mount_step, _tree_fd = mount
+            kind, dst, src, mount_step = (mount[MOUNT.kind], mount[MOUNT.dst],
+                                          mount[MOUNT.src], mount[MOUNT.step])  # fmt: skip
             if mount_step == index and errno == ELOOP:
                 return _link_error(record, mount)
             if mount_step == index:
@@ -522,7 +529,7 @@ def _link_error(record: Record, mount: tuple[Any, ...]) -> SandboxSetupError:
                       f"{mount_name(kind, flags)} {os.fsdecode(dst)}: a symbolic link in"
                       f" {os.fsdecode(dst)} inside the sandbox, which isorun does not follow"
                       " (docs/security.md)")  # fmt: skip
-    err.step_index = mount[7]
+    err.step_index = mount[MOUNT.step]
     err.hint = ("remove the link (it lies in a directory an earlier mount brought in), or"
                 " mount at the path it points to")
     return err

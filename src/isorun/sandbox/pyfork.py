@@ -1,6 +1,6 @@
 """fork(2) with namespace flags: clone3 returning into Python, for per-test sandboxes.
 
-A marked test's body must run in a copy of pytest (isorun/pytest_sandbox.py), and its
+A marked test's body must run in a copy of pytest (isorun/testing/sandbox.py), and its
 sandbox wants that copy to be pid 1 of a new pid namespace. os.fork() takes no flags,
 and unshare(CLONE_NEWPID) moves only *later* children into the namespace, so with
 os.fork the copy has to fork once more: a second copy of a 30-100 MB address space per
@@ -109,7 +109,7 @@ def fork(flags: int) -> int:
 
     Call :func:`unusable` first: this one assumes a single-threaded CPython. To keep a
     signal handler out of the child until it is on its own path, block signals around
-    the call and unblock them there (isorun.pytest_sandbox does). Raises
+    the call and unblock them there (isorun.testing.sandbox does). Raises
     :class:`Unsupported` when this kernel or C library leaves it no sound way (no clone3,
     no PR_GET_TID_ADDRESS, a thread id address that does not hold the thread's id), and
     OSError as clone3 refuses the flags (EPERM, ENOSPC: user namespaces refused).

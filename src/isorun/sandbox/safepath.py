@@ -26,6 +26,7 @@ import stat
 from dataclasses import dataclass
 
 from isorun.errors import IsorunError
+from isorun.shim import abi as shim_abi
 
 #: as the kernel's own limit on nested links (path_resolution(7), MAXSYMLINKS)
 LINKS_MAX = 40
@@ -66,11 +67,11 @@ class Resolved:
     uid: int
 
 
-#: the system's own trees, where only the distribution's packages put links; the same list
-#: as shim/resolve.c's system_trees (the native backend's resolver), checked equal by a
-#: unit test. Not /opt, /srv, /home, /root or /tmp: a root caller's project lives there,
-#: root-owned, and its links came with a repository.
-SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: the system's own trees, where only the distribution's packages put links; shim/resolve.c
+#: (the native backend's resolver) follows the same list. Not /opt, /srv, /home, /root or
+#: /tmp: a root caller's project lives there, root-owned, and its links came with a
+#: repository.
+SYSTEM_TREES = shim_abi.SYSTEM_TREES
 
 
 def in_system_tree(directory: str) -> bool:

@@ -9,8 +9,10 @@ back to the plan step (and so to the profile line) that asked for it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from isorun.sandbox import record as table
 
 if TYPE_CHECKING:
     from isorun.sandbox.parent import Record
@@ -137,17 +139,20 @@ class ShimSpec:
 def spec_record(spec: ShimSpec) -> Record:
     """``spec`` as plain data for :mod:`isorun.sandbox.parent`, which starts every sandbox.
 
-    Every field under its own name (a field added to ShimSpec comes along); mounts and
-    rlimits become tuples of their fields in declaration order, a MountKind its int. Only
-    bytes, ints, bools, tuples and a dict of ints, so a record marshals into the plan
-    cache and the warm launch needs neither dataclasses nor enum to read it. Changing this
-    layout means bumping ``parent.RECORD_FORMAT``.
+    Every field of :data:`isorun.sandbox.record.FIELDS` under its own name (a unit test
+    holds ShimSpec's fields to that table); mounts and rlimits become tuples in the order
+    of MOUNT_FIELDS and RLIMIT_FIELDS, a MountKind its int. Only bytes, ints, bools,
+    tuples and a dict of ints, so a record marshals into the plan cache and the warm
+    launch needs neither dataclasses nor enum to read it. Changing this layout means
+    bumping ``parent.RECORD_FORMAT``.
     """
-    record = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    record = {name: getattr(spec, name) for name, _how in table.FIELDS}
     record["mounts"] = tuple(
-        (int(m.kind), m.dst, m.src, m.flags, m.data, m.mode, m.optional, m.step, m.tree_fd)
+        tuple(int(getattr(m, name)) if name == "kind" else getattr(m, name)
+              for name in table.MOUNT_FIELDS)
         for m in spec.mounts
-    )
-    record["rlimits"] = tuple((r.resource, r.soft, r.hard, r.step) for r in spec.rlimits)
+    )  # fmt: skip
+    record["rlimits"] = tuple(tuple(getattr(r, name) for name in table.RLIMIT_FIELDS)
+                              for r in spec.rlimits)  # fmt: skip
     record["step_index"] = dict(spec.step_index)
     return record

@@ -11,7 +11,7 @@ Here, before the launch:
   source is dropped from the plan, so the wrapper never looks at that path again;
 * the identity of each source (device, inode) goes to the exec stage, which checks inside
   the sandbox, before the command, that each mount shows what was walked: a link swapped
-  in after the walk stops the run (compile/bwrap.py, compile/firejail.py);
+  in after the walk stops the run (compile/render/bwrap.py, compile/render/firejail.py);
 * for bwrap, every destination whose path runs through a directory someone other than
   root can change is refused (:func:`unsafe_destination`): there bwrap would create the
   destination through a swapped-in link, on the host, before any check could run.
@@ -24,8 +24,8 @@ import stat
 from dataclasses import dataclass, field, replace
 
 from isorun.compile import plan as p
-from isorun.compile.bwrap import BINDS, MOUNTS, elide_redundant
-from isorun.compile.invocation import Identity
+from isorun.compile.render.bwrap import BINDS, MOUNTS, elide_redundant
+from isorun.compile.render.invocation import Identity
 from isorun.errors import HostError
 from isorun.sandbox import safepath
 

@@ -1,7 +1,9 @@
 """cffi API-mode build of the native shim, ``isorun._shim_c``, and of ``isorun-launch``.
 
-The cdef is isorun_shim.h verbatim (which is why that header holds no #include or #if);
-the C sources are compiled with the warnings the style guide asks for. Used by setup.py
+The cdef is the generated consts.h then isorun_shim.h verbatim (which is why that header
+holds no #include or #if). consts.h and tables.h are written into build/gen first from
+the Python definitions (headers.py): the C side of every shared constant. The C sources
+are compiled with the warnings the style guide asks for. Used by setup.py
 (``cffi_modules``, and its build_ext for the program) at install time, or run directly to
 build both in place for development (``make shim``).
 
@@ -14,6 +16,7 @@ launch) and nothing of the caller's environment (LD_PRELOAD, LD_LIBRARY_PATH) in
 from __future__ import annotations
 
 import os
+import runpy
 import shlex
 import shutil
 import subprocess
@@ -23,6 +26,8 @@ from pathlib import Path
 from cffi import FFI  # type: ignore[import-untyped]
 
 HERE = Path(__file__).resolve().parent
+#: where consts.h and tables.h are generated, outside the source tree
+GEN = HERE.parent.parent.parent / "build" / "gen"
 SOURCES = (
     "ns.c", "resolve.c", "beneath.c", "mount.c", "caps.c", "seccomp.c", "exec.c", "notify.c",
     "bpf_eval.c", "apply.c", "landlock.c", "planted.c",
@@ -30,8 +35,9 @@ SOURCES = (
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 #: isorun-launch: its own main and parent side, the front end, and the whole shim
 LAUNCHER_SOURCES = (
-    "launch_main.c", "launch.c", "launch_record.c", "launch_report.c", "frontend.c",
-    "launch_index.c", "blake2b.c", "git_guard.c", *SOURCES
+    "launch_main.c", "launch.c", "launch_record.c", "launch_record_dump.c",
+    "launch_report.c", "frontend.c",
+    "launch_index.c", "index_name.c", "blake2b.c", "git_guard.c", *SOURCES
 )
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"
@@ -48,13 +54,18 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+# By path, as setup.py loads this file: the package is not importable during the build.
+runpy.run_path(str(HERE / "headers.py"))["write"](GEN)
+CDEF = (GEN / "consts.h").read_text() + (HERE / "isorun_shim.h").read_text()
+PRELUDE = '#include "consts.h"\n#include "isorun_shim.h"\n'
+
 ffibuilder = FFI()
-ffibuilder.cdef((HERE / "isorun_shim.h").read_text())
+ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "isorun._shim_c",
-    '#include "isorun_shim.h"\n',
+    PRELUDE,
     sources=[_relative(HERE / name) for name in SOURCES],
-    include_dirs=[_relative(HERE)],
+    include_dirs=[_relative(GEN), _relative(HERE)],
     extra_compile_args=list(CFLAGS),
 )
 
@@ -78,8 +89,8 @@ def build_launcher(
     tmp = target.with_name(f".{target.name}.tmp")
     errors = []
     for link in links:
-        done = subprocess.run([*cc, *cflags, f"-I{HERE}", *link, "-o", str(tmp), *sources],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run([*cc, *cflags, f"-I{GEN}", f"-I{HERE}", *link, "-o", str(tmp),
+                               *sources], capture_output=True, text=True, check=False)
         if done.returncode == 0:
             break
         errors.append(done.stderr.strip())
@@ -129,12 +140,12 @@ def build_sanitized() -> Path:
     A sanitized isorun-launch goes next to it.
     """
     asan = FFI()
-    asan.cdef((HERE / "isorun_shim.h").read_text())
+    asan.cdef(CDEF)
     asan.set_source(
         "isorun._shim_c",
-        '#include "isorun_shim.h"\n',
+        PRELUDE,
         sources=[*(_relative(HERE / name) for name in SOURCES), _relative(CLONE_STACK)],
-        include_dirs=[_relative(HERE)],
+        include_dirs=[_relative(GEN), _relative(HERE)],
         extra_compile_args=list(SANITIZE_CFLAGS),
         extra_link_args=[*SANITIZE, "-Wl,--wrap=clone"],
     )

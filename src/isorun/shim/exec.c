@@ -26,8 +26,9 @@
 
 #include "isorun_child.h"
 #include "landlock.h"
+#include "tables.h"
 
-static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+static const int forwarded[] = {ISORUN_FORWARDED_SIGNALS}; /* tables.h, kernel/abi.py */
 
 static void copy_name(char *dst, const char *src) {
     size_t i;

@@ -26,9 +26,10 @@
 #include <unistd.h>
 
 #include "launcher.h"
+#include "tables.h"
 
-/* isorun.__main__.FRONTEND_MISS: tells the Python CLI to rewrite the index on a hit */
-#define FRONTEND_MISS "ISORUN_FRONTEND_MISS"
+/* tells the Python CLI to rewrite the index on a hit (shim/abi.py, isorun.__main__) */
+#define FRONTEND_MISS ISORUN_FRONTEND_MISS
 /* What isorun's own failures exit with (the Python CLI's internal error, as env(1)). */
 #define EXIT_ISORUN 125
 
@@ -226,7 +227,7 @@ int isorun_frontend_main(int argc, char **argv) {
         const char *cmd = la.command[0];
         const char *why = strerror(failure.err);
         if (strchr(cmd, '/') == NULL && failure.err == ENOENT)
-            why = "command not found in the sandbox's PATH";
+            why = ISORUN_EXEC_NOT_FOUND;
         fprintf(stderr, "isorun: %s: %s\n", cmd, why);
     }
     if (WIFEXITED(status))

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+#include "consts.h" /* generated; isorun_shim.h uses it */
 #include "isorun_shim.h"
 
 /* Write (step, syscall, errno, index) to the error pipe and _exit(ISORUN_EXIT_SETUP). */

@@ -7,55 +7,38 @@
  * parent allocates every byte the child reads, so the child between clone(2) and
  * execve(2) only makes async-signal-safe calls.
  *
- * Bump ISORUN_SHIM_ABI whenever a struct, a constant or a declaration here changes;
- * _shim.py refuses a compiled module whose isorun_abi() differs.
+ * The numbers shared with the Python side (ISORUN_SHIM_ABI, the exit codes, Landlock's
+ * file rights) are in consts.h, generated at build time from isorun/kernel/abi.py and
+ * isorun/shim/abi.py (shim/headers.py), and read before this file by cdef and by every
+ * .c file. Bump SHIM_ABI there whenever a struct, a constant or a declaration here
+ * changes; sandbox/parent.py refuses a compiled module whose isorun_abi() differs.
  */
 
-#define ISORUN_SHIM_ABI 11
-
-/* Values of isorun.sandbox.spec.MountKind. */
-#define ISORUN_MOUNT_BIND 1
-#define ISORUN_MOUNT_TMPFS 2
-#define ISORUN_MOUNT_PROC 3
-#define ISORUN_MOUNT_DEV 4
-#define ISORUN_MOUNT_SYMLINK 5
-#define ISORUN_MOUNT_FILE 6
-#define ISORUN_MOUNT_DIR 7
-#define ISORUN_MOUNT_DEV_BIND 8
-#define ISORUN_MOUNT_MQUEUE 9
 /*
- * ABI 3: attach the detached mount tree tree_fd (open_tree(OPEN_TREE_CLONE) by a root
- * parent) at dst, instead of binding src by path; src is kept for messages only.
+ * Mount kinds, ISORUN_MOUNT_* (consts.h, from sandbox/record.py MOUNT_KINDS; what each
+ * does: sandbox/spec.py MountKind). TREE attaches the detached mount tree tree_fd
+ * (open_tree(OPEN_TREE_CLONE) by a root parent) at dst instead of binding src by path;
+ * src is kept for messages only. REMOUNT_RO makes the one mount at dst read-only (the
+ * new root, once built); OVERLAY mounts overlayfs at dst over the lower layer src with
+ * its upper and work directories on a tmpfs of its own (data: that tmpfs's options),
+ * discarded at exit; MASK hides dst when it exists (an empty read-only tmpfs over a
+ * directory, the host's /dev/null over anything else), resolved inside the new root. A
+ * TMPFS at "/" as the first mount of a tmpfs root is that root itself (its size), and
+ * DEV takes the options of its tmpfs in data; /dev/shm is a TMPFS mount of its own.
  */
-#define ISORUN_MOUNT_TREE 10
-/*
- * ABI 5 (issue #13): REMOUNT_RO makes the one mount at dst read-only (the new root, once
- * built); OVERLAY mounts overlayfs at dst over the lower layer src with its upper and
- * work directories on a tmpfs of its own (data: that tmpfs's options), discarded at
- * exit; MASK hides dst when it exists (an empty read-only tmpfs over a directory, the
- * host's /dev/null over anything else), resolved inside the new root. A TMPFS at "/" as
- * the first mount of a tmpfs root is that root itself (its size), and DEV takes the
- * options of its tmpfs in data; /dev/shm is a TMPFS mount of its own.
- */
-#define ISORUN_MOUNT_REMOUNT_RO 11
-#define ISORUN_MOUNT_OVERLAY 12
-#define ISORUN_MOUNT_MASK 13
 
-/* Exit status of a child that failed a set-up step (after writing isorun_failure). */
-#define ISORUN_EXIT_SETUP 125
-/* Exit status when the command exists but cannot be executed, as in sh(1). */
-#define ISORUN_EXIT_NOEXEC 126
-/* Exit status when the command is not found, as in sh(1). */
-#define ISORUN_EXIT_NOTFOUND 127
+/*
+ * Exit status (consts.h): ISORUN_EXIT_SETUP of a child that failed a set-up step (after
+ * writing isorun_failure); ISORUN_EXIT_NOEXEC and ISORUN_EXIT_NOTFOUND when the command
+ * cannot be executed or is not found, as in sh(1).
+ */
 
 #define ISORUN_NAME_MAX 32
 
 /*
- * ABI 5: Landlock (landlock.c). The rights the kernel accepts on a rule for a file that
- * is not a directory (execute, write_file, read_file, truncate, ioctl_dev); equal to
- * isorun.compile.landlock.FILE_RIGHTS, which a unit test checks.
+ * Landlock (landlock.c): ISORUN_LANDLOCK_FILE_RIGHTS (consts.h) are the rights the kernel
+ * accepts on a rule for a file that is not a directory.
  */
-#define ISORUN_LANDLOCK_FILE_RIGHTS 0xC007
 
 /* One Landlock rule: rights beneath path (path[0] != 0), else on TCP port. */
 struct isorun_landlock_rule {

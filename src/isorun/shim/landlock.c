@@ -21,6 +21,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "consts.h" /* generated; isorun_shim.h uses it */
 #include "isorun_shim.h"
 #include "landlock.h"
 

@@ -30,6 +30,7 @@
 
 #include "launch_record.h"
 #include "launcher.h"
+#include "tables.h"
 
 /* <linux/mount.h> clashes with glibc 2.36's <sys/mount.h>; the values are the ABI. */
 #ifndef OPEN_TREE_CLONE
@@ -42,7 +43,7 @@
 #define AT_RECURSIVE 0x8000
 #endif
 
-static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+static const int forwarded[] = {ISORUN_FORWARDED_SIGNALS}; /* tables.h, kernel/abi.py */
 #define N_FORWARDED (sizeof forwarded / sizeof forwarded[0])
 
 static void copy_name(char *dst, const char *src) {

@@ -1,6 +1,6 @@
 /*
  * The launch index, as the `isorun` front end (frontend.c) reads it: the file the Python
- * CLI writes next to a plan cache entry (isorun.launch_index, which documents the layout),
+ * CLI writes next to a plan cache entry (isorun.cache.index, which documents the layout),
  * checked condition by condition against this process now.
  *
  * Fail closed: the index is only trusted as the plan cache's entries are (a regular file,
@@ -32,42 +32,26 @@
 #include <unistd.h>
 
 #include "launcher.h"
+#include "tables.h"
 
 extern char **environ;
 
-/* isorun.launch_index.INDEX_FORMAT and INDEX_MAGIC (tests/unit/test_launch_index.py) */
-#define ISORUN_INDEX_FORMAT 3u
-static const char index_magic[] = "isorun-launch-index\n";
+/* ISORUN_INDEX_FORMAT, the magic, and isorun.host.mac's key name, key and tag sizes:
+ * consts.h and tables.h, from isorun/shim/abi.py */
+static const char index_magic[] = ISORUN_INDEX_MAGIC;
 #define INDEX_MAGIC_LEN (sizeof index_magic - 1)
-/* isorun.host.mac: the key's name in the user keyring, its size and the tag's */
-static const char mac_key_name[] = "isorun:cache-mac:1";
-#define MAC_KEY_SIZE 32
-#define MAC_TAG_SIZE 32
+static const char mac_key_name[] = ISORUN_MAC_KEY_NAME;
+#define MAC_KEY_SIZE ISORUN_MAC_KEY_SIZE
+#define MAC_TAG_SIZE ISORUN_MAC_TAG_SIZE
 #define INDEX_HEAD_LEN (INDEX_MAGIC_LEN + 4 + 8 + MAC_TAG_SIZE)
 /* A real index is a few KiB (the BPF program and the environment dominate); a larger
  * file is not one we wrote, and reading it whole would only cost time. */
 #define INDEX_MAX_LEN (16u << 20)
 
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
-/* isorun.cache._USERNS_SYSCTLS and isorun.launch_index.INDEX_ENV, in their order
- * (tests/unit/test_launch_index.py compares them). */
-static const char *const index_sysctls[] = {
-    "/proc/sys/user/max_user_namespaces",
-    "/proc/sys/kernel/unprivileged_userns_clone",
-};
-static const char *const index_env[] = {
-    "HOME", "TMPDIR", "USER", "LOGNAME", "XDG_CACHE_HOME",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONPLATLIBDIR",
-    "PYTHONSAFEPATH", "SSH_AUTH_SOCK", "VIRTUAL_ENV",
-};
-
-/* FNV-1a 64: the index file's name, computed as isorun.launch_index.fnv1a64 does. */
-static uint64_t fnv1a64(uint64_t h, const void *data, size_t len) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
+/* kernel/abi.py KEYED_USERNS_SYSCTLS and shim/abi.py INDEX_ENV, in their order */
+static const char *const index_sysctls[] = {ISORUN_INDEX_SYSCTLS};
+static const char *const index_env[] = {ISORUN_INDEX_ENV};
 
 /*
  * Whether tag is isorun.host.mac.tag(key, b"index", name, body): the caller's key, read from
@@ -170,7 +154,7 @@ static int field_cstr(struct field f, char *buf, size_t size) {
     return 1;
 }
 
-/* Whole small files (the userns sysctls), as isorun.cache.facts_key reads them. */
+/* Whole small files (the userns sysctls), as isorun.cache.entry.facts_key reads them. */
 static int file_is(const char *path, int present, struct field want) {
     char buf[4096];
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -245,9 +229,9 @@ static int match_pair(const struct field *pairs, uint32_t n_pairs, unsigned char
 
 /*
  * environ's NAME=value entries the patterns select (exact names or PREFIX*), compared as
- * a set with the recorded pairs: launch.env_projection, which launch.usable compares, of
- * the environment the Python CLI would see, which is environ with LC_CTYPE set to ctype
- * when that is not NULL (see python_coerced_ctype).
+ * a set with the recorded pairs: cache.record.env_projection, which cache.record.usable
+ * compares, of the environment the Python CLI would see, which is environ with LC_CTYPE
+ * set to ctype when that is not NULL (see python_coerced_ctype).
  */
 static int env_projection_is(int whole, const struct field *patterns, uint32_t n_patterns,
                              const struct field *pairs, uint32_t n_pairs, const char *ctype) {
@@ -275,13 +259,9 @@ static int env_projection_is(int whole, const struct field *patterns, uint32_t n
     free(used);
     return ok && matched == n_pairs;
 }
-/* isorun.launch.MODE_*: what the index's record is */
-#define MODE_NATIVE 0u
-#define MODE_LANDLOCK 1u
-#define MODE_LANDLOCK_AUTO 2u
-/* isorun.launch.AUTO_TOOLS and AUTO_FILES, in their order */
-static const char *const auto_tools[] = {"bwrap", "firejail"};
-static const char *const auto_files[] = {"/etc/firejail/firejail.users", "/etc/passwd"};
+/* shim/abi.py AUTO_TOOLS and AUTO_FILES, in their order */
+static const char *const auto_tools[] = {ISORUN_AUTO_TOOLS};
+static const char *const auto_files[] = {ISORUN_AUTO_FILES};
 
 /* The file at path has the recorded fingerprint (launch_index._fingerprint). */
 static int fingerprint_is(struct cursor *c, const char *path) {
@@ -381,7 +361,7 @@ static int userns_now(const char *status) {
 }
 
 /*
- * The inputs of auto's choice of the landlock backend, as isorun.launch_index._auto_inputs
+ * The inputs of auto's choice of the landlock backend, as isorun.cache.index._auto_inputs
  * wrote them, against this process now; and no user namespace can be made. Any change
  * (a wrapper installed or made setuid, another PATH, no_new_privs gone, a namespace
  * possible again) would let the Python CLI choose another, stronger backend: a miss.
@@ -429,30 +409,30 @@ static int auto_choice_holds(struct cursor *c) {
     return c->ok && !userns_now(status);
 }
 
-/*
- * Check every condition of the index body against this process now. The order of the
- * fields is fixed by isorun.launch_index.index_blob; cheap comparisons come first in it.
- */
-static int index_holds(struct cursor *c, const char *profile, const char *backend,
-                       const char *cwd, const char *self_dir, struct isorun_index *idx) {
-    char path[PATH_MAX], real[PATH_MAX];
+/* The caller: profile and directory as named, ids, the Python next to us (the one a miss
+ * would run) and the kernel. */
+static int caller_is(struct cursor *c, const char *profile, const char *cwd,
+                     const char *self_dir) {
     struct utsname un;
     if (!field_is(get_field(c), profile) || !field_is(get_field(c), cwd))
         return 0;
     if (get_uint(c, 4) != getuid() || get_uint(c, 4) != getgid() || get_uint(c, 4) != geteuid() ||
         get_uint(c, 4) != getegid())
         return 0;
-    /* Written by the Python that sits next to us: the one a miss would run. */
     if (!field_is(get_field(c), self_dir))
         return 0;
-    if (uname(&un) != 0 || !field_is(get_field(c), un.sysname) ||
-        !field_is(get_field(c), un.release) || !field_is(get_field(c), un.version) ||
-        !field_is(get_field(c), un.machine))
-        return 0;
+    return uname(&un) == 0 && field_is(get_field(c), un.sysname) &&
+           field_is(get_field(c), un.release) && field_is(get_field(c), un.version) &&
+           field_is(get_field(c), un.machine);
+}
 
-    /* The names come from our own lists, not from the file: an index whose list differs
-     * (another build, or a writer that held the key) would otherwise check a name
-     * nobody sets ("absent": true) in place of the one that matters. */
+/*
+ * The userns sysctls and the variables of INDEX_ENV. The names come from our own lists,
+ * not from the file: an index whose list differs (another build, or a writer that held
+ * the key) would otherwise check a name nobody sets ("absent": true) in place of the one
+ * that matters.
+ */
+static int sysctls_and_env_hold(struct cursor *c) {
     if (get_uint(c, 4) != N_ELEMENTS(index_sysctls))
         return 0;
     for (size_t k = 0; c->ok && k < N_ELEMENTS(index_sysctls); k++) {
@@ -462,7 +442,6 @@ static int index_holds(struct cursor *c, const char *profile, const char *backen
         if (!named || !c->ok || !file_is(index_sysctls[k], present, content))
             return 0;
     }
-
     if (get_uint(c, 4) != N_ELEMENTS(index_env))
         return 0;
     for (size_t k = 0; c->ok && k < N_ELEMENTS(index_env); k++) {
@@ -473,18 +452,24 @@ static int index_holds(struct cursor *c, const char *profile, const char *backen
         if (!named || !c->ok || (now != NULL) != present || (now && !field_is(value, now)))
             return 0;
     }
+    return c->ok;
+}
 
-    uint32_t n;
-
-    /* The realpath() inputs of isorun.cache.variables: ${HOME}, ${CWD}, ${TMPDIR}, ... */
-    n = (uint32_t)get_uint(c, 4);
+/* The realpath() inputs of isorun.cache.entry.variables: ${HOME}, ${CWD}, ${TMPDIR}, ... */
+static int realpaths_hold(struct cursor *c) {
+    char path[PATH_MAX], real[PATH_MAX];
+    uint32_t n = (uint32_t)get_uint(c, 4);
     for (uint32_t k = 0; c->ok && k < n; k++) {
         int ok = field_cstr(get_field(c), path, sizeof path);
         struct field want = get_field(c);
         if (!ok || !c->ok || realpath(path, real) == NULL || !field_is(want, real))
             return 0;
     }
+    return c->ok;
+}
 
+/* The environment the profile passes in, as the plan saw it. */
+static int env_projection_holds(struct cursor *c) {
     int whole = get_flag(c);
     uint32_t n_patterns = (uint32_t)get_uint(c, 4);
     if (!c->ok || n_patterns > (size_t)(c->end - c->p) / 4)
@@ -510,44 +495,37 @@ static int index_holds(struct cursor *c, const char *profile, const char *backen
     }
     free(patterns);
     free(pairs);
-    if (!env_ok)
-        return 0;
+    return env_ok;
+}
 
-    /* Every profile file the plan came from, the isorun code that compiled it and the
-     * interpreter: stat(2) fingerprints (isorun.launch_index.index_blob says why they suffice). */
-    n = (uint32_t)get_uint(c, 4);
+/* Every profile file the plan came from, the isorun code that compiled it and the
+ * interpreter: stat(2) fingerprints (isorun.cache.index.index_blob says why they suffice). */
+static int files_hold(struct cursor *c) {
+    char path[PATH_MAX];
+    uint32_t n = (uint32_t)get_uint(c, 4);
     for (uint32_t k = 0; c->ok && k < n; k++) {
-        struct stat st;
         int ok = field_cstr(get_field(c), path, sizeof path);
-        uint64_t dev = get_uint(c, 8), ino = get_uint(c, 8), size = get_uint(c, 8);
-        uint64_t mtime = get_uint(c, 8), ctime = get_uint(c, 8);
-        uint64_t mode = get_uint(c, 4);
-        if (!ok || !c->ok || stat(path, &st) != 0)
-            return 0;
-        uint64_t now_mtime =
-            (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
-        uint64_t now_ctime =
-            (uint64_t)st.st_ctim.tv_sec * 1000000000u + (uint64_t)st.st_ctim.tv_nsec;
-        if (dev != (uint64_t)st.st_dev || ino != (uint64_t)st.st_ino ||
-            size != (uint64_t)st.st_size || mtime != now_mtime || ctime != now_ctime ||
-            mode != (uint64_t)st.st_mode)
+        if (!ok || !fingerprint_is(c, path))
             return 0;
     }
+    return c->ok;
+}
 
-    /* Which record this is: the native one, or the landlock backend's, named or as
-     * auto's choice, with the warning an --allow-weaker run prints. */
+/* Which record this is: the native one, or the landlock backend's, named or as auto's
+ * choice, with the warning an --allow-weaker run prints; then the record itself, last. */
+static int record_holds(struct cursor *c, const char *backend, struct isorun_index *idx) {
     if (!field_is(get_field(c), backend))
         return 0;
     uint64_t mode = get_uint(c, 1);
     idx->needs_weaker = get_flag(c);
     struct field warning = get_field(c);
-    if (!c->ok || mode > MODE_LANDLOCK_AUTO || (mode == MODE_NATIVE && backend[0] != '\0'))
+    if (!c->ok || mode > ISORUN_MODE_LANDLOCK_AUTO ||
+        (mode == ISORUN_MODE_NATIVE && backend[0] != '\0'))
         return 0;
     idx->warning = warning.p;
     idx->warning_len = warning.len;
-    if (mode == MODE_LANDLOCK_AUTO && !auto_choice_holds(c))
+    if (mode == ISORUN_MODE_LANDLOCK_AUTO && !auto_choice_holds(c))
         return 0;
-
     struct field record = get_field(c);
     if (!c->ok || c->p != c->end || record.len == 0)
         return 0;
@@ -556,7 +534,18 @@ static int index_holds(struct cursor *c, const char *profile, const char *backen
     return 1;
 }
 
-/* The directory isorun.cache.cache_dir names, opened only if it is ours and only we can
+/*
+ * Check every condition of the index body against this process now, in the order
+ * isorun.cache.index.index_blob writes them; cheap comparisons come first in it.
+ */
+static int index_holds(struct cursor *c, const char *profile, const char *backend,
+                       const char *cwd, const char *self_dir, struct isorun_index *idx) {
+    return caller_is(c, profile, cwd, self_dir) && sysctls_and_env_hold(c) &&
+           realpaths_hold(c) && env_projection_holds(c) && files_hold(c) &&
+           record_holds(c, backend, idx);
+}
+
+/* The directory isorun.cache.files.cache_dir names, opened only if it is ours and only we can
  * write to it (the Python side makes it 0700); -1 otherwise. */
 static int open_cache_dir(void) {
     char dir[PATH_MAX];
@@ -587,21 +576,11 @@ static int open_cache_dir(void) {
 
 int isorun_load_index(const char *profile, const char *backend, const char *self_dir,
                       struct isorun_index *idx) {
-    char cwd[PATH_MAX], name[64], uid[16];
+    char cwd[PATH_MAX], name[ISORUN_INDEX_NAME_SIZE];
     struct stat st;
     if (getcwd(cwd, sizeof cwd) == NULL)
         return 0;
-    snprintf(uid, sizeof uid, "%u", (unsigned)getuid());
-    uint64_t h = fnv1a64(0xcbf29ce484222325ull, profile, strlen(profile));
-    h = fnv1a64(h, "", 1);
-    h = fnv1a64(h, cwd, strlen(cwd));
-    h = fnv1a64(h, "", 1);
-    h = fnv1a64(h, uid, strlen(uid));
-    if (backend[0] != '\0') {
-        h = fnv1a64(h, "", 1);
-        h = fnv1a64(h, backend, strlen(backend));
-    }
-    snprintf(name, sizeof name, "%016llx.launch", (unsigned long long)h);
+    isorun_index_name(profile, cwd, (unsigned)getuid(), backend, name);
 
     int dir = open_cache_dir();
     if (dir < 0)

@@ -1,6 +1,6 @@
 /*
  * The flat launch record (isorun.sandbox.flat, whose docstring is the format) parsed into
- * struct isorun_spec, and printed back for tests (isorun-launch --dump).
+ * struct isorun_spec (printed back for tests by launch_record_dump.c).
  *
  * The record comes from our own encoder, not from a user: anything it does not expect is
  * a bug or a stale build, so the parser refuses it with the byte offset rather than
@@ -19,22 +19,13 @@
 
 #include "launch_record.h"
 #include "launcher.h"
+#include "tables.h"
 
 #define RECORD_MAGIC "IRLR"
-/* isorun.sandbox.flat.VERSION */
-#define RECORD_VERSION 5
 /* The namespaces a record may ask for; any other clone flag (CLONE_VM...) is refused. */
 #define RECORD_CLONE_FLAGS                                                                 \
     ((unsigned long)(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |           \
                      CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | 0x80 /* NEWTIME */))
-#define FLAG_SETGROUPS_DENY 1
-#define FLAG_LOOPBACK_UP 2
-#define FLAG_NEW_SESSION 4
-#define FLAG_DIE_WITH_PARENT 8
-#define FLAG_NO_NEW_PRIVS 16
-#define FLAG_INIT 32
-#define FLAG_TERMINAL_JOB 64
-#define FLAG_ALL 127
 
 /* The child reads its copy-on-write copy of these after clone; freed after the launch. */
 struct isorun_chunk {
@@ -219,79 +210,142 @@ static int read_mount(struct reader *r, struct isorun_record *rec, struct isorun
     return 0;
 }
 
-static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]) {
-    struct isorun_spec *s = &rec->spec;
-    const unsigned char *magic;
-    uint32_t version;
-    long long v, flags, uid, gid, caps;
-    size_t i, j, n;
-    const char **env;
-    int *keep;
+/*
+ * One parse_NAME per section of sandbox/record.py SECTIONS, called in that order by
+ * parse() through the generated ISORUN_RECORD_SECTIONS. A check that needs an earlier
+ * section (the id maps need CLONE_NEWUSER, report_bpf needs seccomp_bpf) is made where
+ * the later one is read, so the offset it names is that section's, as it always was.
+ */
+static int parse_clone_flags(struct reader *r, struct isorun_record *rec) {
+    long long v;
 
-    if (take(r, 4, &magic) < 0 || memcmp(magic, RECORD_MAGIC, 4) != 0)
-        return refuse(r, "not a launch record (bad magic)");
-    if (read_u32(r, &version) < 0)
-        return -1;
-    if (version != RECORD_VERSION) {
-        r->pos -= 4;
-        return refuse(r, "record version differs from this isorun-launch (rebuild it)");
-    }
     if (read_i64(r, &v) < 0)
         return -1;
     if ((unsigned long long)v & ~(unsigned long long)RECORD_CLONE_FLAGS) {
         r->pos -= 8;
         return refuse(r, "clone_flags holds a flag other than CLONE_NEW*");
     }
-    s->clone_flags = (unsigned long)v;
-    if (read_range(r, 0, UINT_MAX - 1, &uid, "uid out of range") < 0 ||
-        read_range(r, 0, UINT_MAX - 1, &gid, "gid out of range") < 0 ||
-        read_range(r, 0, FLAG_ALL, &flags, "unknown flag bits") < 0 || read_i64(r, &caps) < 0)
+    rec->spec.clone_flags = (unsigned long)v;
+    return 0;
+}
+
+static int parse_uid(struct reader *r, struct isorun_record *rec) {
+    long long v;
+
+    if (read_range(r, 0, UINT_MAX - 1, &v, "uid out of range") < 0)
         return -1;
-    s->uid = (unsigned int)uid;
-    s->gid = (unsigned int)gid;
-    s->setgroups_deny = !!(flags & FLAG_SETGROUPS_DENY);
-    s->loopback_up = !!(flags & FLAG_LOOPBACK_UP);
-    s->new_session = !(flags & FLAG_NEW_SESSION) ? 0
-                     : (flags & FLAG_TERMINAL_JOB) ? ISORUN_SESSION_TERMINAL_OK : 1;
-    s->die_with_parent = !!(flags & FLAG_DIE_WITH_PARENT);
-    s->no_new_privs = !!(flags & FLAG_NO_NEW_PRIVS);
-    s->init = !!(flags & FLAG_INIT);
-    s->caps_keep = (unsigned long long)caps;
-    if (read_bytes(r, &rec->uid_map, &rec->uid_map_len) < 0 ||
-        read_bytes(r, &rec->gid_map, &rec->gid_map_len) < 0)
+    rec->spec.uid = (unsigned int)v;
+    return 0;
+}
+
+static int parse_gid(struct reader *r, struct isorun_record *rec) {
+    long long v;
+
+    if (read_range(r, 0, UINT_MAX - 1, &v, "gid out of range") < 0)
         return -1;
-    if ((rec->uid_map_len || rec->gid_map_len) && !(s->clone_flags & CLONE_NEWUSER))
+    rec->spec.gid = (unsigned int)v;
+    return 0;
+}
+
+static int parse_flags(struct reader *r, struct isorun_record *rec) {
+    struct isorun_spec *s = &rec->spec;
+    long long flags;
+
+    if (read_range(r, 0, ISORUN_FLAG_ALL, &flags, "unknown flag bits") < 0)
+        return -1;
+    s->setgroups_deny = !!(flags & ISORUN_FLAG_SETGROUPS_DENY);
+    s->loopback_up = !!(flags & ISORUN_FLAG_LOOPBACK_UP);
+    s->new_session = !(flags & ISORUN_FLAG_NEW_SESSION)   ? 0
+                     : (flags & ISORUN_FLAG_TERMINAL_JOB) ? ISORUN_SESSION_TERMINAL_OK
+                                                          : 1;
+    s->die_with_parent = !!(flags & ISORUN_FLAG_DIE_WITH_PARENT);
+    s->no_new_privs = !!(flags & ISORUN_FLAG_NO_NEW_PRIVS);
+    s->init = !!(flags & ISORUN_FLAG_INIT);
+    return 0;
+}
+
+static int parse_caps_keep(struct reader *r, struct isorun_record *rec) {
+    long long caps;
+
+    if (read_i64(r, &caps) < 0)
+        return -1;
+    rec->spec.caps_keep = (unsigned long long)caps;
+    return 0;
+}
+
+static int parse_uid_map(struct reader *r, struct isorun_record *rec) {
+    return read_bytes(r, &rec->uid_map, &rec->uid_map_len);
+}
+
+static int parse_gid_map(struct reader *r, struct isorun_record *rec) {
+    if (read_bytes(r, &rec->gid_map, &rec->gid_map_len) < 0)
+        return -1;
+    if ((rec->uid_map_len || rec->gid_map_len) && !(rec->spec.clone_flags & CLONE_NEWUSER))
         return refuse(r, "uid_map/gid_map without a new user namespace");
-    if (read_cstr(r, rec, 0, &s->root, NULL) < 0)
+    return 0;
+}
+
+static int parse_root(struct reader *r, struct isorun_record *rec) {
+    const char *root;
+
+    if (read_cstr(r, rec, 0, &root, NULL) < 0)
         return -1;
-    if (s->root[0] != '\0' && s->root[0] != '/' && strcmp(s->root, "tmpfs") != 0)
+    if (root[0] != '\0' && root[0] != '/' && strcmp(root, "tmpfs") != 0)
         return refuse(r, "root must be empty, tmpfs or absolute");
-    if (read_cstr(r, rec, 0, &s->cwd, NULL) < 0 || read_cstr(r, rec, 0, &s->hostname, NULL) < 0 ||
-        read_cstr(r, rec, 0, &s->path, NULL) < 0)
-        return -1;
+    rec->spec.root = root;
+    return 0;
+}
+
+static int parse_cwd(struct reader *r, struct isorun_record *rec) {
+    return read_cstr(r, rec, 0, &rec->spec.cwd, NULL);
+}
+
+static int parse_hostname(struct reader *r, struct isorun_record *rec) {
+    return read_cstr(r, rec, 0, &rec->spec.hostname, NULL);
+}
+
+static int parse_path(struct reader *r, struct isorun_record *rec) {
+    return read_cstr(r, rec, 0, &rec->spec.path, NULL);
+}
+
+static int parse_env(struct reader *r, struct isorun_record *rec) {
+    const char **env;
+    size_t i, n;
+
     if (read_count(r, 4, &n) < 0 || (env = alloc(rec, (n + 1) * sizeof *env)) == NULL)
         return refuse(r, "out of memory");
     for (i = 0; i < n; i++)
         if (read_cstr(r, rec, 0, &env[i], NULL) < 0)
             return -1;
     env[n] = NULL;
-    s->env = (char **)env;
+    rec->spec.env = (char **)env;
+    return 0;
+}
+
+static int parse_keep_fds(struct reader *r, struct isorun_record *rec) {
+    long long v;
+    size_t i, j, k, n;
+    int *keep;
+
     if (read_count(r, 8, &n) < 0 || (keep = alloc(rec, (n + 1) * sizeof *keep)) == NULL)
         return refuse(r, "out of memory");
     /* 0, 1, 2 are stdio, kept anyway; a repeat would only be closed twice. */
     for (i = j = 0; i < n; i++) {
         if (read_range(r, 0, INT_MAX, &v, "keep_fds holds a negative descriptor") < 0)
             return -1;
-        if (v > 2) {
-            size_t k;
-            for (k = 0; k < j && keep[k] != (int)v; k++)
-                ;
-            if (k == j)
-                keep[j++] = (int)v;
-        }
+        for (k = 0; k < j && keep[k] != (int)v; k++)
+            ;
+        if (v > 2 && k == j)
+            keep[j++] = (int)v;
     }
-    s->keep_fds = keep;
-    s->n_keep_fds = j;
+    rec->spec.keep_fds = keep;
+    rec->spec.n_keep_fds = j;
+    return 0;
+}
+
+static int parse_mounts(struct reader *r, struct isorun_record *rec) {
+    size_t i, n;
+
     /* One slot more than the record has: launch.c's resolve_mounts may put a rootfs tree
      * in front of the others. */
     if (read_count(r, 5 * 8 + 3 * 4, &n) < 0 ||
@@ -300,97 +354,124 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
     for (i = 0; i < n; i++)
         if (read_mount(r, rec, &rec->mounts[i]) < 0)
             return -1;
-    s->mounts = rec->mounts;
-    s->n_mounts = n;
-    {
-        struct isorun_rlimit *rl;
-        long long resource, soft, hard, step;
+    rec->spec.mounts = rec->mounts;
+    rec->spec.n_mounts = n;
+    return 0;
+}
 
-        if (read_count(r, 4 * 8, &n) < 0 || (rl = alloc(rec, (n + 1) * sizeof *rl)) == NULL)
-            return refuse(r, "out of memory");
-        for (i = 0; i < n; i++) {
-            if (read_range(r, 0, RLIMIT_NLIMITS - 1, &resource, "unknown rlimit resource") <
-                    0 ||
-                read_range(r, -1, LLONG_MAX, &soft, "rlimit soft out of range") < 0 ||
-                read_range(r, -1, LLONG_MAX, &hard, "rlimit hard out of range") < 0 ||
-                read_range(r, -1, INT_MAX, &step, "rlimit step out of range") < 0)
-                return -1;
-            rl[i].resource = (int)resource;
-            rl[i].soft = soft;
-            rl[i].hard = hard;
-            rl[i].step = (int)step;
-        }
-        s->rlimits = rl;
-        s->n_rlimits = n;
+static int parse_rlimits(struct reader *r, struct isorun_record *rec) {
+    struct isorun_rlimit *rl;
+    long long resource, soft, hard, step;
+    size_t i, n;
+
+    if (read_count(r, 4 * 8, &n) < 0 || (rl = alloc(rec, (n + 1) * sizeof *rl)) == NULL)
+        return refuse(r, "out of memory");
+    for (i = 0; i < n; i++) {
+        if (read_range(r, 0, RLIMIT_NLIMITS - 1, &resource, "unknown rlimit resource") < 0 ||
+            read_range(r, -1, LLONG_MAX, &soft, "rlimit soft out of range") < 0 ||
+            read_range(r, -1, LLONG_MAX, &hard, "rlimit hard out of range") < 0 ||
+            read_range(r, -1, INT_MAX, &step, "rlimit step out of range") < 0)
+            return -1;
+        rl[i].resource = (int)resource;
+        rl[i].soft = soft;
+        rl[i].hard = hard;
+        rl[i].step = (int)step;
     }
+    rec->spec.rlimits = rl;
+    rec->spec.n_rlimits = n;
+    return 0;
+}
+
+static int parse_seccomp_bpf(struct reader *r, struct isorun_record *rec) {
+    struct isorun_spec *s = &rec->spec;
+
     if (read_bytes(r, &s->seccomp_bpf, &s->seccomp_len) < 0)
         return -1;
     if (s->seccomp_len % sizeof(struct sock_filter) != 0 ||
         s->seccomp_len / sizeof(struct sock_filter) > BPF_MAXINSNS)
         return refuse(r, "seccomp_bpf is not a whole BPF program of at most 4096 instructions");
-    {
-        struct isorun_landlock_rule *rules;
-        long long abi, fs, net, scoped, port, access, optional;
+    return 0;
+}
 
-        if (read_range(r, 0, INT_MAX, &abi, "landlock abi out of range") < 0 ||
-            read_i64(r, &fs) < 0 || read_i64(r, &net) < 0 || read_i64(r, &scoped) < 0)
+static int read_landlock_rule(struct reader *r, struct isorun_record *rec,
+                              struct isorun_landlock_rule *rule) {
+    long long port, access, optional;
+
+    if (read_range(r, 0, 65535, &port, "landlock port out of range") < 0 ||
+        read_i64(r, &access) < 0 ||
+        read_range(r, 0, 1, &optional, "landlock optional is not 0 or 1") < 0 ||
+        read_cstr(r, rec, 0, &rule->path, NULL) < 0)
+        return -1;
+    if (rule->path[0] != '\0' ? rule->path[0] != '/' : port == 0)
+        return refuse(r, "landlock rule needs an absolute path or a port");
+    rule->port = (unsigned long long)port;
+    rule->access = (unsigned long long)access;
+    rule->optional = (int)optional;
+    return 0;
+}
+
+static int parse_landlock(struct reader *r, struct isorun_record *rec) {
+    struct isorun_spec *s = &rec->spec;
+    struct isorun_landlock_rule *rules;
+    long long abi, fs, net, scoped;
+    size_t i, n;
+
+    if (read_range(r, 0, INT_MAX, &abi, "landlock abi out of range") < 0 ||
+        read_i64(r, &fs) < 0 || read_i64(r, &net) < 0 || read_i64(r, &scoped) < 0)
+        return -1;
+    s->landlock_abi = (int)abi;
+    s->landlock_fs = (unsigned long long)fs;
+    s->landlock_net = (unsigned long long)net;
+    s->landlock_scoped = (unsigned long long)scoped;
+    if (read_count(r, 3 * 8 + 4, &n) < 0 || (rules = alloc(rec, (n + 1) * sizeof *rules)) == NULL)
+        return refuse(r, "out of memory");
+    for (i = 0; i < n; i++)
+        if (read_landlock_rule(r, rec, &rules[i]) < 0)
             return -1;
-        s->landlock_abi = (int)abi;
-        s->landlock_fs = (unsigned long long)fs;
-        s->landlock_net = (unsigned long long)net;
-        s->landlock_scoped = (unsigned long long)scoped;
-        if (read_count(r, 3 * 8 + 4, &n) < 0 ||
-            (rules = alloc(rec, (n + 1) * sizeof *rules)) == NULL)
-            return refuse(r, "out of memory");
-        for (i = 0; i < n; i++) {
-            if (read_range(r, 0, 65535, &port, "landlock port out of range") < 0 ||
-                read_i64(r, &access) < 0 ||
-                read_range(r, 0, 1, &optional, "landlock optional is not 0 or 1") < 0 ||
-                read_cstr(r, rec, 0, &rules[i].path, NULL) < 0)
-                return -1;
-            if (rules[i].path[0] != '\0' ? rules[i].path[0] != '/' : port == 0)
-                return refuse(r, "landlock rule needs an absolute path or a port");
-            rules[i].port = (unsigned long long)port;
-            rules[i].access = (unsigned long long)access;
-            rules[i].optional = (int)optional;
-        }
-        s->landlock_rules = rules;
-        s->n_landlock_rules = n;
-    }
+    s->landlock_rules = rules;
+    s->n_landlock_rules = n;
+    return 0;
+}
+
+static int parse_report(struct reader *r, struct isorun_record *rec) {
+    long long nr;
+    const char *text;
+    size_t i, n;
+
     if (read_bytes(r, &rec->report_bpf, &rec->report_len) < 0)
         return -1;
     if (rec->report_len % sizeof(struct sock_filter) != 0 ||
         rec->report_len / sizeof(struct sock_filter) > BPF_MAXINSNS ||
-        (rec->report_len > 0 && s->seccomp_len == 0))
+        (rec->report_len > 0 && rec->spec.seccomp_len == 0))
         return refuse(r, "report_bpf is not a BPF program beside seccomp_bpf");
-    {
-        long long nr;
-        const char *text;
-
-        if (read_count(r, 8 + 4, &n) < 0)
+    if (read_count(r, 8 + 4, &n) < 0)
+        return -1;
+    /* Indexed by number: as many slots as the highest number named, at most 4096. */
+    rec->n_refusal = n ? 4096 : 0;
+    if (n && (rec->refusal = alloc(rec, rec->n_refusal * sizeof *rec->refusal)) == NULL)
+        return refuse(r, "out of memory");
+    if (n)
+        memset(rec->refusal, 0, rec->n_refusal * sizeof *rec->refusal);
+    for (i = 0; i < n; i++) {
+        if (read_range(r, 0, 4095, &nr, "refusal syscall number out of range") < 0 ||
+            read_cstr(r, rec, 0, &text, NULL) < 0)
             return -1;
-        /* Indexed by number: as many slots as the highest number named, at most 4096. */
-        rec->n_refusal = n ? 4096 : 0;
-        if (n && (rec->refusal = alloc(rec, rec->n_refusal * sizeof *rec->refusal)) == NULL)
-            return refuse(r, "out of memory");
-        if (n)
-            memset(rec->refusal, 0, rec->n_refusal * sizeof *rec->refusal);
-        for (i = 0; i < n; i++) {
-            if (read_range(r, 0, 4095, &nr, "refusal syscall number out of range") < 0 ||
-                read_cstr(r, rec, 0, &text, NULL) < 0)
-                return -1;
-            rec->refusal[nr] = text;
-        }
+        rec->refusal[nr] = text;
     }
     if (read_cstr(r, rec, 0, &rec->refusal_other, NULL) < 0 ||
         read_cstr(r, rec, 0, &rec->notes, NULL) < 0)
         return -1;
+    return 0;
+}
+
+static int parse_step_index(struct reader *r, struct isorun_record *rec) {
+    size_t i, n, len;
+
     if (read_count(r, 4 + 8, &n) < 0 ||
         (rec->step_names = alloc(rec, (n + 1) * sizeof *rec->step_names)) == NULL ||
         (rec->step_indexes = alloc(rec, (n + 1) * sizeof *rec->step_indexes)) == NULL)
         return refuse(r, "out of memory");
     for (i = 0; i < n; i++) {
-        size_t len;
         if (read_cstr(r, rec, 0, &rec->step_names[i], &len) < 0 ||
             read_range(r, -1, INT_MAX, &rec->step_indexes[i], "step index out of range") < 0)
             return -1;
@@ -398,6 +479,27 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
             return refuse(r, "step name empty or too long");
     }
     rec->n_steps = n;
+    return 0;
+}
+
+static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]) {
+    struct isorun_spec *s = &rec->spec;
+    const unsigned char *magic;
+    uint32_t version;
+
+    if (take(r, 4, &magic) < 0 || memcmp(magic, RECORD_MAGIC, 4) != 0)
+        return refuse(r, "not a launch record (bad magic)");
+    if (read_u32(r, &version) < 0)
+        return -1;
+    if (version != ISORUN_RECORD_VERSION) {
+        r->pos -= 4;
+        return refuse(r, "record version differs from this isorun-launch (rebuild it)");
+    }
+#define PARSE_SECTION(name)                                                                \
+    if (parse_##name(r, rec) < 0)                                                          \
+        return -1;
+    ISORUN_RECORD_SECTIONS(PARSE_SECTION)
+#undef PARSE_SECTION
     if (r->pos != r->len)
         return refuse(r, "trailing bytes after the record");
     if (argv == NULL || argv[0] == NULL || argv[0][0] == '\0')
@@ -419,78 +521,4 @@ int isorun_record_parse(struct isorun_record *rec, const unsigned char *blob, si
     *error = r.error != NULL ? r.error : "no record";
     *error_at = r.error_at;
     return -1;
-}
-
-
-static void dump_bytes(FILE *out, const char *name, const void *data, size_t len) {
-    const unsigned char *p = data;
-    size_t i;
-
-    fprintf(out, "%s ", name);
-    for (i = 0; i < len; i++) {
-        if (p[i] >= 0x21 && p[i] < 0x7f && p[i] != '\\')
-            fputc(p[i], out);
-        else
-            fprintf(out, "\\x%02x", p[i]);
-    }
-    fputc('\n', out);
-}
-
-int isorun_dump_record(const unsigned char *blob, size_t len, FILE *out) {
-    static char *const argv[] = {(char *)"-", NULL};
-    struct isorun_record rec;
-    const struct isorun_spec *s = &rec.spec;
-    const char *error;
-    size_t i, at;
-
-    if (isorun_record_parse(&rec, blob, len, argv, &error, &at) < 0) {
-        fprintf(stderr, "isorun-launch: error: malformed launch record at byte %zu of %zu: %s\n",
-                at, len, error);
-        isorun_record_free(&rec);
-        return -1;
-    }
-    fprintf(out, "clone_flags %#lx\nuid %u\ngid %u\n", s->clone_flags, s->uid, s->gid);
-    fprintf(out, "setgroups_deny %d\nloopback_up %d\nnew_session %d\ndie_with_parent %d\n",
-            s->setgroups_deny, s->loopback_up, s->new_session, s->die_with_parent);
-    fprintf(out, "no_new_privs %d\ninit %d\ncaps_keep %#llx\n", s->no_new_privs, s->init,
-            s->caps_keep);
-    dump_bytes(out, "uid_map", rec.uid_map, rec.uid_map_len);
-    dump_bytes(out, "gid_map", rec.gid_map, rec.gid_map_len);
-    dump_bytes(out, "root", s->root, strlen(s->root));
-    dump_bytes(out, "cwd", s->cwd, strlen(s->cwd));
-    dump_bytes(out, "hostname", s->hostname, strlen(s->hostname));
-    dump_bytes(out, "path", s->path, strlen(s->path));
-    for (i = 0; s->env[i] != NULL; i++)
-        dump_bytes(out, "env", s->env[i], strlen(s->env[i]));
-    for (i = 0; i < s->n_keep_fds; i++)
-        fprintf(out, "keep_fd %d\n", s->keep_fds[i]);
-    for (i = 0; i < s->n_mounts; i++) {
-        const struct isorun_mount *m = &s->mounts[i];
-        fprintf(out, "mount %d %#lx %04o %d %d\n", m->kind, m->flags, m->mode, m->optional,
-                m->step);
-        dump_bytes(out, " dst", m->dst, strlen(m->dst));
-        dump_bytes(out, " src", m->src, m->src_len);
-        dump_bytes(out, " data", m->data != NULL ? m->data : "", m->data ? strlen(m->data) : 0);
-    }
-    for (i = 0; i < s->n_rlimits; i++)
-        fprintf(out, "rlimit %d %lld %lld %d\n", s->rlimits[i].resource, s->rlimits[i].soft,
-                s->rlimits[i].hard, s->rlimits[i].step);
-    fprintf(out, "seccomp_len %zu\n", s->seccomp_len);
-    fprintf(out, "landlock %d %#llx %#llx %#llx\n", s->landlock_abi, s->landlock_fs,
-            s->landlock_net, s->landlock_scoped);
-    for (i = 0; i < s->n_landlock_rules; i++) {
-        const struct isorun_landlock_rule *l = &s->landlock_rules[i];
-        fprintf(out, "landlock_rule %llu %#llx %d\n", l->port, l->access, l->optional);
-        dump_bytes(out, " path", l->path, strlen(l->path));
-    }
-    fprintf(out, "report_len %zu\n", rec.report_len);
-    for (i = 0; i < rec.n_refusal; i++)
-        if (rec.refusal[i] != NULL)
-            fprintf(out, "refusal %zu %s\n", i, rec.refusal[i]);
-    dump_bytes(out, "refusal_other", rec.refusal_other, strlen(rec.refusal_other));
-    dump_bytes(out, "notes", rec.notes, strlen(rec.notes));
-    for (i = 0; i < rec.n_steps; i++)
-        fprintf(out, "step %s %lld\n", rec.step_names[i], rec.step_indexes[i]);
-    isorun_record_free(&rec);
-    return 0;
 }

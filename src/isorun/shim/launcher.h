@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "consts.h" /* generated; isorun_shim.h uses it */
 #include "isorun_shim.h"
 
 /*
@@ -104,6 +105,12 @@ int isorun_git_guards_quarantine(const char *const *missing, size_t n);
 struct timespec;
 size_t isorun_git_guards_all(const struct isorun_spec *s, const char **out, size_t cap);
 void isorun_git_guards_walk(const char *const *guards, size_t n, const struct timespec *since);
+
+/* The launch index's file name for profile, cwd, uid and backend ("" for none), as
+ * isorun.cache.index.index_name makes it (index_name.c): 16 hex digits, ".launch". */
+#define ISORUN_INDEX_NAME_SIZE 24
+void isorun_index_name(const char *profile, const char *cwd, unsigned int uid,
+                       const char *backend, char name[ISORUN_INDEX_NAME_SIZE]);
 
 /* Keyed BLAKE2b (RFC 7693, blake2b.c): the tag of isorun.host.mac on entries and indexes.
  * init: outlen 1..64 bytes, key up to 64 bytes (0: unkeyed); -1 on a bad length. */

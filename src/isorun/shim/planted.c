@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "consts.h" /* generated; isorun_shim.h uses it */
 #include "isorun_shim.h"
 
 struct walk {

@@ -33,6 +33,7 @@
 #include <linux/openat2.h>
 
 #include "isorun_child.h"
+#include "tables.h"
 
 /* As the kernel's own limit on nested links (path_resolution(7), MAXSYMLINKS). */
 #define LINKS_MAX 40
@@ -43,8 +44,7 @@
  * /bin and /sbin of a system without merged /usr. Not /opt, /srv, /home, /root or /tmp:
  * a root caller's project lives there, root-owned, and its links came with a repository.
  */
-static const char *const system_trees[] = {"/etc", "/usr",   "/bin",   "/sbin",
-                                           "/lib", "/lib32", "/lib64", "/libx32"};
+static const char *const system_trees[] = {ISORUN_SYSTEM_TREES}; /* tables.h, shim/abi.py */
 
 /* dir is the canonical path of the directory holding the link ("" for "/"). */
 static int in_system_tree(const char *dir) {

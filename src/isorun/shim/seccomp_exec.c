@@ -73,8 +73,10 @@
 #include <unistd.h>
 
 #include "bpf_eval.h"
+#include "consts.h" /* generated; isorun_shim.h uses it */
 #include "isorun_shim.h"
 #include "landlock.h"
+#include "tables.h"
 
 #define EXIT_SETUP 125
 #define MAX_KEEP 64
@@ -127,11 +129,7 @@ static int parse_fd(const char *text) {
 static const struct {
     const char *name;
     int resource;
-} rlimits[] = {
-    {"address_space", RLIMIT_AS}, {"cpu", RLIMIT_CPU},       {"nofile", RLIMIT_NOFILE},
-    {"nproc", RLIMIT_NPROC},      {"fsize", RLIMIT_FSIZE},   {"core", RLIMIT_CORE},
-    {"stack", RLIMIT_STACK},      {"memlock", RLIMIT_MEMLOCK}, {"data", RLIMIT_DATA},
-};
+} rlimits[] = {ISORUN_RLIMIT_NAMES}; /* tables.h, kernel/abi.py */
 
 static void set_rlimit(const char *spec) {
     const char *eq = strchr(spec, '=');

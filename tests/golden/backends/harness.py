@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from isorun import api
-from isorun.compile.bwrap import BINDS, file_mounts, render_bwrap
-from isorun.compile.firejail import render_firejail
-from isorun.compile.invocation import Identity
 from isorun.compile.plan import MountStep, Plan
+from isorun.compile.render.bwrap import BINDS, file_mounts, render_bwrap
+from isorun.compile.render.firejail import render_firejail
+from isorun.compile.render.invocation import Identity
 from isorun.host.facts import HostFacts
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -1,4 +1,4 @@
-"""The bwrap backend: bubblewrap runs the plan as compile/bwrap.py renders it."""
+"""The bwrap backend: bubblewrap runs the plan as compile/render/bwrap.py renders it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from isorun.compile import plan as p
-from isorun.compile.bwrap import file_mounts, render_bwrap
+from isorun.compile.render.bwrap import file_mounts, render_bwrap
 from isorun.errors import HostError, Lost
 from isorun.host.probe import BackendFacts
 from isorun.sandbox.backend.common import (

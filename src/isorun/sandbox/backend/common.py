@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from isorun.compile import plan as p
-from isorun.compile.invocation import HELPER, Invocation
 from isorun.compile.pipeline import seccomp_program
+from isorun.compile.render.invocation import HELPER, Invocation
 from isorun.errors import HostError, Lost, SandboxSetupError, Unsupported
 from isorun.host.probe import BackendFacts
 from isorun.profile.schema import Seccomp
@@ -120,7 +120,7 @@ def sample_plan(step: p.Step) -> p.Plan:
         before = (p.MountStep("proc", "/proc"), *before)
     if isinstance(step, p.MountStep) and "bind" in step.type:
         # bwrap checks a bind from inside, with its exec stage run as /proc/self/fd/N
-        # (compile/bwrap.py): it enforces binds in plans that mount /proc
+        # (compile/render/bwrap.py): it enforces binds in plans that mount /proc
         before = (p.MountStep("proc", "/proc"),)
     return p.Plan("sample", (*before, step, p.Exec()))
 
@@ -153,7 +153,7 @@ FRESH = Fresh()
 
 
 def _landlock_here() -> bool:
-    """Whether this kernel has Landlock: bwrap's terminal mode needs it (compile/bwrap.py)."""
+    """Whether this kernel has Landlock: bwrap's terminal mode needs it (render/bwrap.py)."""
     from isorun.host.facts import probe
 
     return probe().landlock >= 1

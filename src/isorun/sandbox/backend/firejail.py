@@ -1,4 +1,4 @@
-"""The firejail backend: firejail runs the plan as compile/firejail.py renders it."""
+"""The firejail backend: firejail runs the plan as compile/render/firejail.py renders it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from isorun.compile import plan as p
-from isorun.compile.firejail import render_firejail
+from isorun.compile.render.firejail import render_firejail
 from isorun.errors import Lost
 from isorun.host.probe import BackendFacts
 from isorun.sandbox.backend.common import (

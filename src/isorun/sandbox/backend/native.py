@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from isorun.compile import plan as p
-from isorun.compile.invocation import terminal_job_allowed
+from isorun.compile.render.invocation import terminal_job_allowed
 from isorun.errors import Lost, SandboxSetupError
 from isorun.host.probe import BackendFacts
 from isorun.sandbox.backend.common import FRESH, SAMPLES, Compiled, _userns_missing
