@@ -108,15 +108,15 @@ def warm_launch_index(argv: list[str], env: dict[str, str]) -> None:
     """Launch until the front end's launch index exists, so the warm row measures hits.
 
     The Python CLI writes no index while a profile or source file is younger than 2 s
-    (isorun.launch_index.index_blob: a stat fingerprint is only sound for a settled file), and
+    (isorun.cache.index.index_blob: a stat fingerprint is only sound for a settled file), and
     a fresh build or checkout is exactly that; a front-end miss then rewrites it.
     """
-    from isorun import launch_index
+    from isorun.cache import index as cache_index
 
     spec = argv[argv.index("--profile") + 1]
     directory = os.path.join(env["XDG_CACHE_HOME"], "isorun")
     backend = argv[argv.index("--backend") + 1] if "--backend" in argv else ""
-    index = os.path.join(directory, launch_index.index_name(spec, os.getcwd(), os.getuid(),
+    index = os.path.join(directory, cache_index.index_name(spec, os.getcwd(), os.getuid(),
                                                             backend))
     deadline = time.monotonic() + 30
     while True:

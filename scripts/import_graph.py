@@ -74,9 +74,6 @@ EXTENSIONS = ("isorun._shim_c",)
 #: the reasons). Issue 19 empties this table as it moves the files; a module absent from
 #: it is already where it belongs.
 MOVES: dict[str, str] = {
-    "isorun.cache": "isorun.cache.store",
-    "isorun.launch": "isorun.cache.entry",
-    "isorun.launch_index": "isorun.cache.index",
 }
 
 #: packages whose ``__init__.py`` may hold no import at all (isorun or not, at any level):

@@ -12,8 +12,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__version__ = "0.1.0"
-
 __all__ = ["IsorunError", "Popen", "ProfileError", "__version__", "compile_plan", "load_profile",
            "run"]
 
@@ -29,6 +27,11 @@ def __getattr__(name: str) -> Any:
         from isorun import api
 
         return getattr(api, name)
+    if name == "__version__":
+        # isorun.version, not a literal here: one definition, which pyproject.toml reads
+        from isorun.version import __version__
+
+        return __version__
     if name in ("IsorunError", "ProfileError"):
         from isorun import errors
 

@@ -70,7 +70,7 @@ def _forget_working_directory() -> None:
     an earlier sandbox wrote into the project (build binds it writable) would run here,
     on the host, outside any sandbox. Kept when isorun itself was imported from there
     (``cd src; python -m isorun``): that code is already running, and
-    launch_index.index_blob needs to see it to refuse writing an index for it.
+    cache.index.index_blob needs to see it to refuse writing an index for it.
     """
     if sys.flags.safe_path or not sys.path:
         return

@@ -7,38 +7,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from isorun.compile.plan import Plan
+from isorun.cache.memo import Memo
+from isorun.compile.exposure import root_write_notes
+from isorun.compile.pipeline import compile_plan, load_profile, seccomp_program
+from isorun.compile.plan import Plan, locate_error, missing_source_hint
 from isorun.errors import Lost, SandboxSetupError
 from isorun.host import facts as host_facts
 from isorun.profile import includes
 from isorun.profile.schema import Profile
 
 if TYPE_CHECKING:
-    from isorun.sandbox.backends import SandboxRun
-    from isorun.sandbox.process import SandboxProcess
-    from isorun.sandbox.refusal_watch import RefusalWatch
-    from isorun.sandbox.spec import ShimSpec
+    from isorun.sandbox.backends import NativeRun, SandboxRun
 
-
-def load_profile(spec: str) -> Profile:
-    """Load a profile by built-in name (``strict``) or path (``./web.toml``), extends merged."""
-    return includes.load(spec)
-
-
-def compile_plan(profile: Profile | str, facts: host_facts.HostFacts | None = None,
-                 variables: dict[str, str] | None = None) -> Plan:
-    """Resolve a profile into a plan for this host (or the facts given)."""
-    from isorun.compile.planner import compile_plan as _compile
-
-    if isinstance(profile, str):
-        profile = load_profile(profile)
-    facts = facts or host_facts.probe()
-    if variables is None:
-        variables = host_facts.variables(facts)
-    return _compile(profile, facts, variables)
+#: the compiler's public names, defined in compile/ (the cache and the backends use them
+#: from there, below this module)
+__all__ = ["CompletedRun", "DroppedEnvWarning", "Popen", "builtin_profiles", "check_limits",
+           "compile_plan", "launch", "limit_report", "load_profile", "locate_error",
+           "missing_source_hint", "root_write_notes", "run", "seccomp_program"]
 
 
 def builtin_profiles() -> list[tuple[str, str]]:
@@ -65,17 +53,9 @@ def check_limits(plan: Plan) -> None:
             raise HostError(f"{asked} ({step.loc.short()})", err.why, err.fix) from None
 
 
-def seccomp_program(plan: Plan) -> bytes:
-    """The compiled seccomp filter of ``plan`` (b"" when the plan loads none)."""
-    from isorun.compile.plan import LoadSeccomp
-
-    steps = plan.find(LoadSeccomp)
-    if not steps:
-        return b""
-    from isorun.compile.seccomp import compile_seccomp
-
-    return compile_seccomp(steps[0].policy).bpf
-
+#: this process's compiled plans, programs and launch records (isorun.memo): the one
+#: instance the API's calls share, so a loop of isorun.run compiles once
+MEMO = Memo()
 
 #: seconds ``Popen.__exit__`` gives a command after SIGTERM before it sends SIGKILL
 GRACE_PERIOD = 5.0
@@ -108,9 +88,9 @@ class Popen:
                  log: Callable[[str], None] | None = None, _terminal: bool = False,
                  _chosen: tuple[str, tuple[Lost, ...]] | None = None,
                  _refusals: bool = False) -> None:
-        from isorun.compile.plan import Cgroup, MountStep, WallTime
+        from isorun.compile.plan import MountStep
         from isorun.compile.plan import Plan as _Plan
-        from isorun.sandbox import git_guard, launched, native, process
+        from isorun.sandbox import git_guard
 
         self.args = _command(argv, shell)
         if isinstance(profile, _Plan):
@@ -123,9 +103,9 @@ class Popen:
         # A Plan or Profile given directly skips compile_entry, which checks this for
         # every string profile before it can be stored.
         if not isinstance(profile, str):
-            from isorun import cache
+            from isorun.cache import store as cache_store
 
-            cache.check_not_writable(plan)
+            cache_store.check_not_writable(plan)
         self.plan = plan
         self._text = text
         self.grace_period = grace_period
@@ -135,70 +115,23 @@ class Popen:
         #: non-empty with allow_weaker)
         self.backend, self.lost = _chosen or _choose_backend(plan, backend or plan.backend,
                                                              allow_weaker, log)
-        #: why execve failed (exit code 126 or 127), None when the command started
-        self.exec_error: SandboxSetupError | None = None
-        #: isorun-launch says the refusal report when the command fails (the CLI's
-        #: ``_refusals``); the other paths leave the notes to api.launch
-        self.reports_refusals = False
-        #: the refusal report's supervisor when this process runs it (the native
-        #: backend's clone; the wrapper backends keep theirs in their SandboxRun)
-        self._watch: RefusalWatch | None = None
-        self._proc: SandboxProcess | SandboxRun
+        self._proc: NativeRun | SandboxRun
         # Before the sandbox can write: the .git guards with nothing to guard yet, looked
         # at again once it has ended (sandbox/git_guard.py).
         self._guards = git_guard.missing_guards(plan.find(MountStep))
         self._walks = git_guard.all_guards(plan.find(MountStep))
         self._since = git_guard.since() if self._walks else 0
-        if self.backend != "native":
-            from isorun.sandbox.backends import BACKENDS
+        from isorun.sandbox.backends import BACKENDS
 
-            # the landlock backend launches through isorun-launch, which can report; the
-            # wrappers' exec stage hands its listener to us (sandbox/refusal_watch.py)
-            extra: dict[str, Any] = {"refusals": _refusals} \
-                if self.backend in ("landlock", "bwrap", "firejail") else {}
-            self._proc = BACKENDS[self.backend].spawn(
-                plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
-                allow_weaker=allow_weaker, terminal=_terminal, **extra)
-            self.reports_refusals = bool(extra.get("refusals")) and isinstance(
-                getattr(self._proc, "_proc", None), launched.LaunchedProcess)
-        else:
-            caller_env = os.environ if env is None else env
-            wall = plan.find(WallTime)
-            cgroups = plan.find(Cgroup)
-            # isorun-launch does what the warm launch does (isorun.launch.make_record):
-            # no cgroup, no wall-clock timer; learn mode never comes through here.
-            launcher = None if wall or cgroups else launched.launcher_path()
-            if launcher is None and not (wall or cgroups) and log is not None:
-                log(f"isorun: {launched.LAUNCHER} is not built: cloning this process instead"
-                    " (same sandbox, slower start; make shim or reinstall builds it)")
-            try:
-                if launcher is not None:
-                    record, blob = _flat_record(plan, caller_env)
-                    self._proc = launched.spawn_launched(
-                        launcher, record, blob, tuple(os.fsencode(a) for a in self.args),
-                        stdin=stdin, stdout=stdout, stderr=stderr, terminal=_terminal,
-                        refusals=_refusals)
-                    self.reports_refusals = _refusals
-                else:
-                    program = cached_program(plan)
-                    spec = native.build_spec(plan, self.args, caller_env, program)
-                    watch = _refusal_watch(plan, spec) if _refusals else None
-                    if watch is not None:
-                        # the report's listener, taken as learn mode takes its own
-                        # (sandbox/refusal_watch.py); the plain program where an outer
-                        # listener leaves no place for it
-                        spec = replace(spec, seccomp_bpf=b"", notify_bpf=watch[1])
-                    self._watch = None if watch is None else watch[0]
-                    self._proc = process.spawn(
-                        spec, stdin=stdin, stdout=stdout, stderr=stderr,
-                        wall_time=wall[0].seconds if wall else None,
-                        memory_max=cgroups[0].memory if cgroups else None,
-                        pids_max=cgroups[0].pids if cgroups else None, terminal=_terminal,
-                        on_listener=None if watch is None else watch[0].on_listener,
-                        fallback_bpf=b"" if watch is None else program)
-            except SandboxSetupError as err:
-                raise locate_error(err, plan) from None
-            self.exec_error = self._proc.exec_error
+        self._proc = BACKENDS[self.backend].spawn(
+            plan, self.args, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
+            allow_weaker=allow_weaker, terminal=_terminal, refusals=_refusals,
+            compiled=MEMO, log=log)
+        #: isorun-launch says the refusal report when the command fails (the CLI's
+        #: ``_refusals``); the other paths leave the notes to api.launch
+        self.reports_refusals = self._proc.reports_refusals
+        #: why execve failed (exit code 126 or 127), None when the command started
+        self.exec_error: SandboxSetupError | None = self._proc.exec_error
         self.pid: int = self._proc.pid
         self.stdin, self.stdout, self.stderr = _wrap_text(self._proc, text)
 
@@ -218,14 +151,11 @@ class Popen:
         return dict(getattr(self._proc, "limit_events", {}))
 
     def _ended(self) -> None:
-        """Once the sandbox has ended: move aside a .git it planted (git_guard.py), and
-        let the refusal report's supervisor go."""
+        """Once the sandbox has ended: move aside a .git it planted (git_guard.py)."""
         import sys
 
         from isorun.sandbox import git_guard
 
-        if self._watch is not None and self._proc.returncode is not None:
-            self._watch.finish()
         if self._guards and self._proc.returncode is not None:
             missing, self._guards = self._guards, ()
             for note in git_guard.quarantine(missing):
@@ -249,7 +179,7 @@ class Popen:
         """What seccomp refused, counted, with each rule, when this process supervised
         the run's listener itself (the wrapper backends, sandbox/refusal_watch.py); []
         otherwise (isorun-launch says it itself) or when nothing was refused."""
-        watch = self._watch or getattr(self._proc, "refusals", None)
+        watch = self._proc.refusals
         return watch.lines() if watch is not None else []
 
     def send_signal(self, sig: int) -> None:
@@ -387,80 +317,6 @@ def _shim_built() -> bool:
     return importlib.util.find_spec("isorun._shim_c") is not None
 
 
-def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
-    """Name the profile line behind a failed step (the shim only knows the step index),
-    and how to fix it where that is known."""
-    loc = err.loc
-    if loc is None and 0 <= err.step_index < len(plan.steps):
-        loc = plan.steps[err.step_index].loc
-    hint = err.hint or _setup_hint(err, plan)
-    if loc is err.loc and hint == err.hint:
-        return err
-    return SandboxSetupError(err.step, err.syscall, err.errno, loc, err.detail,
-                             err.step_index, hint)
-
-
-def _root_writable_binds(plan: Plan) -> list[Any]:
-    """The rw-bind steps of a root caller whose sandbox runs as 65534; [] otherwise."""
-    from isorun.compile.plan import MapIds, MountStep
-
-    ids = plan.find(MapIds)
-    if os.geteuid() != 0 or not ids or ids[0].host_uid != 65534:
-        return []
-    return [step for step in plan.find(MountStep) if step.type == "rw-bind"]
-
-
-def root_write_notes(plan: Plan) -> list[str]:
-    """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
-    write (README, "Root"). The command would only say "Permission denied"."""
-    import stat
-
-    from isorun.launch import nobody_cannot_write
-
-    notes = []
-    for step in _root_writable_binds(plan):
-        if not nobody_cannot_write(step.src):
-            continue
-        st = os.stat(step.src)
-        notes.append(
-            f"isorun: note: started by root, the sandbox runs as uid 65534 (nobody), which "
-            f"cannot write {step.src} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
-            f" that {step.loc.short()} binds writable\n  hint: run isorun as the user who "
-            "owns it, or extend the profile with [unsafe] map_root = true")
-    return notes
-
-
-def missing_source_hint(step: Any) -> str:
-    """The fix for a required bind whose source is missing (a MountStep): said by
-    ``check`` before the run, and by the run when the source went away after it."""
-    return f"create {step.src}, or mark the mount optional = true (dst {step.dst})"
-
-
-def _setup_hint(err: SandboxSetupError, plan: Plan) -> str:
-    """The fix for a set-up failure a user causes, "" when there is none to suggest."""
-    import errno
-
-    from isorun.compile.plan import Chdir, MapIds, MountStep
-
-    if err.step == "mount" and err.errno == errno.ENOENT and 0 <= err.step_index < len(
-            plan.steps):
-        step = plan.steps[err.step_index]
-        # only when it is still missing: ENOENT from below a present source is no typo
-        if isinstance(step, MountStep) and step.src and not os.path.lexists(step.src):
-            return missing_source_hint(step)
-    chdir, ids = plan.find(Chdir), plan.find(MapIds)
-    if err.step != "cwd" or err.errno != errno.EACCES or not chdir:
-        return ""
-    path = chdir[0].path
-    if ids and ids[0].host_uid == 65534 and os.geteuid() == 0:
-        # README, "Root": a root caller's sandbox runs as the overflow user
-        return (f"started by root, the sandbox runs as uid 65534 (nobody), which may not "
-                f"enter {path}: run isorun from a directory others may enter, or as the "
-                "user who owns this one (setpriv/sudo -u), or extend the profile with "
-                "[unsafe] map_root = true (the sandbox is then root over the files it sees)")
-    return f"the sandbox's user may not enter {path}: check its permissions and its parents'"
-
-
 @dataclass(frozen=True, slots=True)
 class CompletedRun:
     """The result of :func:`run`, like :class:`subprocess.CompletedProcess`."""
@@ -536,14 +392,14 @@ def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
                              allow_weaker: bool = False) -> int:
     """api.launch for a sandbox that shares this terminal (any backend whose
     terminal_job says so): the signals are taken with sigwaitinfo
-    (isorun.launch.wait_sharing_terminal), so the terminal's own are not passed on
+    (isorun.sandbox.foreground.wait_sharing_terminal), so the terminal's own are not passed on
     twice. Blocked across the start: the native shim unblocks them in the child before
     execve, the wrappers' exec stage before it execs the command (seccomp_exec.c)."""
     import resource
     import signal
     import sys
 
-    from isorun.launch import (
+    from isorun.sandbox.foreground import (
         FORWARDED_SIGNALS,
         SIGCHLD,
         exec_failure_message,
@@ -650,7 +506,7 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     def note(message: str) -> None:
         sys.stderr.write(message + "\n")
 
-    from isorun.launch import FORWARDED_SIGNALS, exec_failure_message
+    from isorun.sandbox.foreground import FORWARDED_SIGNALS, exec_failure_message
 
     plan = _cached_plan(profile, log=note if verbose else None)
     for line in root_write_notes(plan):
@@ -675,7 +531,7 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     # bwrap and firejail it is sent to the command itself); the launcher must survive
     # these to report the command's status instead of dying first. The handlers are in
     # place before the start, and one that arrives during it is sent once the sandbox
-    # exists. Not blocked across the start, as isorun.launch.run does for the native
+    # exists. Not blocked across the start, as isorun.sandbox.foreground.run does for the native
     # shim (which unblocks before execve): bwrap and firejail would inherit the mask, and
     # the command with them, deaf to Ctrl-C and kill.
     started: list[Popen] = []
@@ -700,12 +556,6 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     return _wait_and_report(plan, proc, before, quiet, note)
 
 
-#: (spec, variables, facts) -> (plan, the source files it was compiled from)
-_PLANS: dict[tuple[object, ...], tuple[Plan, tuple[tuple[str, str, str], ...]]] = {}
-#: seccomp policy -> BPF; arch and libseccomp do not change within a process
-_PROGRAMS: dict[Any, bytes] = {}
-
-
 def compiled(spec: str, log: Callable[[str], None] | None = None
              ) -> tuple[Plan, bytes, dict[str, object] | None]:
     """(plan, BPF, cache entry) for ``spec``: from the on-disk cache, else compiled and
@@ -713,25 +563,26 @@ def compiled(spec: str, log: Callable[[str], None] | None = None
     """
     import os
 
-    from isorun import cache
-    from isorun import launch as fast
+    from isorun.cache import entry as cache_entry
+    from isorun.cache import record as cache_record
+    from isorun.cache import store as cache_store
 
     use_disk = os.environ.get("ISORUN_CACHE", "1") != "0"
     if use_disk:
-        _, entry = cache.lookup(spec, log)
+        _, entry = cache_store.lookup(spec, log)
         if entry is not None:
             try:
-                return cache.load_plan(entry), entry["bpf"], entry  # type: ignore[return-value]
-            except Exception as err:  # a well-formed file holding a bad pickle
+                return cache_entry.load_plan(entry), entry["bpf"], entry  # type: ignore[return-value]
+            except cache_entry.EntryInvalid as err:
                 if log is not None:
                     log(f"isorun: cache: ignoring entry: {err}")
 
     def record(plan: Plan, bpf: bytes) -> dict[str, object] | None:
-        return fast.make_record(plan, bpf, log)
+        return cache_record.make_record(plan, bpf, log)
 
-    plan, bpf, entry = cache.compile_entry(spec, log, record)
+    plan, bpf, entry = cache_store.compile_entry(spec, log, record)
     if entry is not None and use_disk:
-        cache.store(entry, log)
+        cache_store.store(entry, log)
     return plan, bpf, entry
 
 
@@ -741,169 +592,43 @@ def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = Non
 
     Keyed by the spec, the variables it resolves with (the working directory changes
     ${CWD}) and the caller's facts; each call checks that the source files are unchanged
-    (:func:`_deps_unchanged`: by stat, else by hash), so an edited profile is recompiled.
+    (:meth:`Memo.deps_unchanged`: by stat, else by hash), so an edited profile is
+    recompiled.
     The first use in a process reads the on-disk cache (see :mod:`isorun.cache`).
     ``cwd``: compile for that working directory (Popen's ``cwd=``), without the disk
     cache, whose entries are keyed by the process's own.
     """
-    from isorun import cache
+    from isorun.cache import entry as cache_entry
 
     if not isinstance(profile, str):
         if cwd is None:
             return compile_plan(profile)
         facts = host_facts.probe()
         return compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
-    key = (profile, tuple(sorted(cache.variables(cwd=cwd).items())), cache.facts_key())
-    hit = _PLANS.get(key)
-    if hit is not None and _deps_unchanged(hit[1]):
-        return hit[0]
+    key = (profile, tuple(sorted(cache_entry.variables(cwd=cwd).items())), cache_entry.facts_key())
+    hit = MEMO.plan(key)
+    if hit is not None:
+        return hit
     if cwd is not None:
         try:
-            deps: tuple[Any, ...] | None = cache.collect_deps(profile)
-        except Exception:
+            deps: tuple[Any, ...] | None = cache_entry.collect_deps(profile)
+        except cache_entry.DEPS_ERRORS:
             deps = None  # the compile below reports the problem with its location
         facts = host_facts.probe()
         plan = compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
         if deps:
-            _PLANS[key] = (plan, deps)
+            MEMO.keep_plan(key, plan, deps)
         return plan
     plan, bpf, entry = compiled(profile, log)
-    _PROGRAMS[_policy_of(plan)] = bpf
+    MEMO.keep_program(plan, bpf)
     if entry is not None:
-        _PLANS[key] = (plan, entry["deps"])  # type: ignore[assignment]
+        MEMO.keep_plan(key, plan, entry["deps"])  # type: ignore[arg-type]
     return plan
 
 
-#: source files (cache.Dep tuples) -> their stat signature when their hashes last matched
-_VERIFIED: dict[tuple[Any, ...], tuple[tuple[int, ...], ...]] = {}
-#: how old a file's last change must be before its stat signature stands for its hash:
-#: a change within the same timestamp tick as an earlier one would leave it as it was
-_SETTLED_NS = 2_000_000_000
-
-
-def _deps_unchanged(deps: tuple[Any, ...]) -> bool:
-    """``cache.check_deps(deps) is None``, without reading and hashing every file again
-    when none changed since the last time it held (about 60 us a launch, for strict).
-
-    Changed means another file (device, inode: a replaced file, or a path that now
-    resolves elsewhere), another size, mtime or ctime; ctime moves on every write, rename
-    or utime and cannot be set back. Only a signature taken when every file had been
-    still for :data:`_SETTLED_NS` is trusted, so that an edit in the same timestamp tick
-    as the hash cannot go unseen; anything else is hashed as before.
-    """
-    import os
-    import time
-
-    from isorun import cache
-
-    try:
-        now = [os.stat(literal) for literal, _real, _digest in deps]
-        sig = tuple((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                    for st in now)  # fmt: skip
-    except OSError:
-        return cache.check_deps(deps) is None
-    if _VERIFIED.get(deps) == sig:
-        return True
-    if cache.check_deps(deps) is not None:
-        return False
-    settled = time.time_ns() - _SETTLED_NS
-    if all(max(mtime, ctime) < settled for *_, mtime, ctime in sig):
-        _VERIFIED[deps] = sig
-    return True
-
-
-#: id(plan) -> (plan, (exact names, name prefixes) or None for the whole environment,
-#: {what the plan reads of an environment: (record, flat record)}); the plan is kept so
-#: its id stays its own
-_FLAT: dict[int, tuple[Plan, tuple[tuple[str, ...], tuple[str, ...]] | None,
-                       dict[Any, tuple[Any, bytes]]]] = {}  # fmt: skip
-#: bounds on _FLAT: plans a process launches, environments per plan
-_FLAT_PLANS, _FLAT_ENVS = 32, 16
-
-
-def _refusal_watch(plan: Plan, spec: ShimSpec) -> tuple[RefusalWatch, bytes] | None:
-    """The refusal report for the native clone: the watch and the reporting filter (with
-    the hand-over's execve head, see refusals.notify_execve_head); None when the spec
-    loads no filter or it has no reporting form."""
-    from isorun.compile.refusals import reporting_filter
-    from isorun.sandbox.refusal_watch import RefusalWatch
-
-    if not spec.seccomp_bpf or spec.notify_bpf:
-        return None
-    report_bpf = reporting_filter(spec.seccomp_bpf, os.uname().machine)
-    if not report_bpf:
-        return None
-    return RefusalWatch(plan, spec.seccomp_bpf), report_bpf
-
-
-def _flat_record(plan: Plan, caller_env: Mapping[str, str]) -> tuple[dict[str, Any], bytes]:
-    """(record, flat.encode(record)) of ``plan`` for this caller's environment, built once.
-
-    The environment is the only per-launch input of native.build_spec; keyed by the part
-    of it the plan reads (the names and prefixes of isorun.launch.env_patterns, a superset
-    of what build_environment reads), so an equal key means an equal record. The key is
-    taken name by name rather than with launch.env_projection: decoding every variable of
-    os.environ costs more than the rest of this function.
-    """
-    import os
-
-    entry = _FLAT.get(id(plan))
-    if entry is None or entry[0] is not plan:
-        from isorun import launch
-
-        if len(_FLAT) >= _FLAT_PLANS:
-            del _FLAT[next(iter(_FLAT))]
-        patterns = launch.env_patterns(plan)
-        names = None if patterns is None else (
-            tuple(p for p in patterns if not p.endswith("*")),
-            tuple(p[:-1] for p in patterns if p.endswith("*")))  # fmt: skip
-        entry = _FLAT[id(plan)] = (plan, names, {})
-    split: tuple[tuple[Any, ...], tuple[Any, ...]] | None = entry[1]
-    env: Mapping[Any, Any] = caller_env
-    if caller_env is os.environ:
-        # The bytes os.environ keeps (and decodes on every access); its own key space.
-        env = os.environ._data  # type: ignore[attr-defined]
-        if split is not None:
-            split = (tuple(os.fsencode(n) for n in split[0]),
-                     tuple(os.fsencode(n) for n in split[1]))  # fmt: skip
-    if split is None:
-        key: Any = tuple(sorted(env.items()))
-    else:
-        exact, prefixes = split
-        key = tuple(env.get(name) for name in exact)
-        if prefixes:
-            key += tuple(sorted((name, env[name]) for name in env
-                                if name.startswith(prefixes)))  # fmt: skip
-    hit = entry[2].get(key)
-    if hit is None:
-        from isorun.compile.refusals import report_fields
-        from isorun.sandbox import flat, native
-        from isorun.sandbox.spec import spec_record
-
-        program = cached_program(plan)
-        spec = native.build_spec(plan, [], caller_env, program)
-        record = {**spec_record(spec), **report_fields(plan, program)}
-        del record["argv"]
-        if len(entry[2]) >= _FLAT_ENVS:
-            del entry[2][next(iter(entry[2]))]
-        hit = entry[2][key] = (record, flat.encode(record))
-    return hit
-
-
-def _policy_of(plan: Plan) -> Any:
-    from isorun.compile.plan import LoadSeccomp
-
-    steps = plan.find(LoadSeccomp)
-    return steps[0].policy if steps else None
-
-
 def cached_program(plan: Plan) -> bytes:
-    """Keyed by the seccomp policy itself (a frozen, hashable dataclass)."""
-    key = _policy_of(plan)
-    program = _PROGRAMS.get(key)
-    if program is None:
-        program = _PROGRAMS[key] = seccomp_program(plan)
-    return program
+    """The plan's seccomp program, from :data:`MEMO`."""
+    return MEMO.program(plan)
 
 
 def _wrap_text(proc: Any, text: bool) -> tuple[Any, Any, Any]:

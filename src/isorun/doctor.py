@@ -146,8 +146,11 @@ def check_tools(facts: BackendFacts) -> list[Check]:
                          f"{facts.firejail.version} at {facts.firejail.path}, "
                          + ("setuid" if facts.firejail.setuid else "not setuid") + users,
                          "" if facts.firejail.setuid else f"chmod u+s {facts.firejail.path}"))
-    if facts.native_missing:
-        out.append(Check("native shim", FAIL, facts.native_missing,
+    from isorun.sandbox.backends import native_missing
+
+    missing = native_missing(facts)
+    if missing:
+        out.append(Check("native shim", FAIL, missing,
                          "rebuild it: pip install --no-deps -e . (make shim)"))
     else:
         out.append(Check("native shim", OK, "loads"))

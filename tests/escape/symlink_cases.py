@@ -275,7 +275,9 @@ def swap_after_walk(backend: str) -> None:
     firejail (web's data dir, whose link then points at the project, and firejail's
     --read-write remounts it writable) follows the link; the stage's check inside stops
     the run with exit 125 before the command writes anything."""
-    from isorun.sandbox import backends, wrapper_mounts
+    from isorun.sandbox import wrapper_mounts
+    from isorun.sandbox.backend import bwrap as bwrap_backend
+    from isorun.sandbox.backend import firejail as firejail_backend
 
     base, project = workspace()
     facts = facts_for(backend)
@@ -311,8 +313,9 @@ def swap_after_walk(backend: str) -> None:
         else:
             plan = plan_for("web", project, base, facts)
             paths = [str(real), str(project)]
-        # the runner's own name for it (backends imports it), patched for this launch
-        namespace = vars(backends)
+        # the runner's own name for it (its backend module imports it), patched for
+        # this launch
+        namespace = vars(bwrap_backend if backend == "bwrap" else firejail_backend)
         namespace["check_sources"] = walk_then_swap
         try:
             outcome = launch(backend, plan, paths, facts)

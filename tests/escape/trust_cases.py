@@ -245,12 +245,12 @@ def exec_stage_behind_a_link_is_rebuilt() -> None:
 
 def exec_stage_directory_follows_the_plan_cache_rule() -> None:
     """One rule for both caches: a relative or empty XDG_CACHE_HOME is ignored."""
-    from isorun import cache
+    from isorun.cache import files as cache_files
     from isorun.sandbox import exec_stage
 
     for xdg in ("rel", "", "./x", "/abs/where"):
         env = {"HOME": "/home/someone", "XDG_CACHE_HOME": xdg}
-        assert str(exec_stage.cache_dir(1000, env)) == cache.cache_dir(env), xdg
+        assert str(exec_stage.cache_dir(1000, env)) == cache_files.cache_dir(env), xdg
     assert str(exec_stage.cache_dir(0, {"XDG_CACHE_HOME": "/x"})) == "/var/cache/isorun"
 
 
@@ -349,7 +349,7 @@ def earlier_build_relabels_a_launch_index_named_later() -> None:
     """The C front end's side of the cache poisoning above: an earlier build run rewrites
     the web profile's launch index (host network) into strict's, in a cache the later
     launch names; `isorun -p strict` then runs on the host's network."""
-    from isorun import launch_index
+    from isorun.cache import index as cache_index
 
     with project("isorun-atk-index-") as where, frontend_bin() as bin_dir:
         cache = where / ".cache"
@@ -357,8 +357,8 @@ def earlier_build_relabels_a_launch_index_named_later() -> None:
         env = _env(XDG_CACHE_HOME=str(cache), HOME=str(bin_dir))
         env.pop("ISORUN_CACHE", None)
         uid = os.getuid()
-        web = cache / "isorun" / launch_index.index_name("web", str(where), uid)
-        strict = cache / "isorun" / launch_index.index_name("strict", str(where), uid)
+        web = cache / "isorun" / cache_index.index_name("web", str(where), uid)
+        strict = cache / "isorun" / cache_index.index_name("strict", str(where), uid)
 
         def front(*argv: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([str(bin_dir / "isorun"), *argv], cwd=where, env=env,
@@ -412,9 +412,9 @@ def cache_of_another_user_is_not_read() -> None:
         shutil.copytree(own, foreign)
         subprocess.run([PY, "-c", POISON, str(foreign / "isorun"), str(marker / "ran")],
                        check=True, capture_output=True, timeout=60)
-        from isorun import launch_index
+        from isorun.cache import index as cache_index
 
-        web, strict = (foreign / "isorun" / launch_index.index_name(spec, str(where), 0)
+        web, strict = (foreign / "isorun" / cache_index.index_name(spec, str(where), 0)
                        for spec in ("web", "strict"))
         subprocess.run([PY, "-c", RELABEL, str(web), str(strict), "web", "strict"],
                        check=True, capture_output=True, timeout=60)

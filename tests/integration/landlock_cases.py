@@ -330,7 +330,8 @@ def _tampered(target: str) -> Iterator[None]:
     """Both wrappers' renders with the read-only mount of ``target`` made writable (a
     deliberately wrong mount tree), and the exec stage's read-only check of it dropped,
     so only the Landlock layer stands between the command and a write there."""
-    from isorun.sandbox import backends
+    from isorun.sandbox.backend import bwrap as bwrap_backend
+    from isorun.sandbox.backend import firejail as firejail_backend
 
     def tamper(argv: tuple[str, ...]) -> tuple[str, ...]:
         out: list[str] = []
@@ -345,28 +346,31 @@ def _tampered(target: str) -> Iterator[None]:
             out.append(arg)
         return tuple(out)
 
-    real_bwrap, real_firejail = backends.render_bwrap, backends.render_firejail
-    backends.render_bwrap = lambda *a, **k: replace(  # type: ignore[assignment]
+    real_bwrap, real_firejail = bwrap_backend.render_bwrap, firejail_backend.render_firejail
+    bwrap_backend.render_bwrap = lambda *a, **k: replace(  # type: ignore[assignment]
         real_bwrap(*a, **k), argv=tamper(real_bwrap(*a, **k).argv))
-    backends.render_firejail = lambda *a, **k: replace(  # type: ignore[assignment]
+    firejail_backend.render_firejail = lambda *a, **k: replace(  # type: ignore[assignment]
         real_firejail(*a, **k), argv=tamper(real_firejail(*a, **k).argv))
     try:
         yield
     finally:
-        backends.render_bwrap, backends.render_firejail = real_bwrap, real_firejail
+        bwrap_backend.render_bwrap = real_bwrap
+        firejail_backend.render_firejail = real_firejail
 
 
 @contextmanager
 def _without_landlock() -> Iterator[None]:
     """The runners hand the exec stage no ruleset (the control: as before issue 18)."""
-    from isorun.sandbox import backends
+    from isorun.sandbox.backend import bwrap as bwrap_backend
+    from isorun.sandbox.backend import firejail as firejail_backend
 
-    real = backends._landlock_fd
-    backends._landlock_fd = lambda plan, stack: None  # type: ignore[assignment]
+    real = bwrap_backend._landlock_fd, firejail_backend._landlock_fd
+    bwrap_backend._landlock_fd = lambda plan, stack: None  # type: ignore[assignment]
+    firejail_backend._landlock_fd = lambda plan, stack: None  # type: ignore[assignment]
     try:
         yield
     finally:
-        backends._landlock_fd = real
+        bwrap_backend._landlock_fd, firejail_backend._landlock_fd = real
 
 
 def _wrapper_escapes(backend: str) -> None:

@@ -60,7 +60,7 @@ def test_warm_launch_imports_nothing_heavy(tmp_path: Path) -> None:
     warm = _isorun(tmp_path, "--profile", "strict", "--", "/bin/true", importtime=True)
     assert warm.returncode == 0
     imported = _imported(warm.stderr)
-    assert "isorun.launch" in imported
+    assert "isorun.cache.record" in imported
     assert not HEAVY & imported
 
 

@@ -2,7 +2,7 @@
 
 Each test runs the installed ``isorun`` (the environment's bin, next to this Python) on
 real sandboxes and compares it with the Python CLI (``python -m isorun``). A launch index
-is only written for files that have not changed for 2 s (isorun.launch_index.index_blob), so
+is only written for files that have not changed for 2 s (isorun.cache.index.index_blob), so
 :func:`_warm` repeats a launch until the index is there.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from isorun import launch_index
+from isorun.cache import index as cache_index
 from isorun.host import mac
 from tests.integration.conftest import missing, unprivileged_user
 
@@ -34,7 +34,7 @@ PYTHON_CLI = [sys.executable, "-m", "isorun"]
 ECHO = ["--profile", "strict", "--", "/bin/echo", "hi"]
 TIMEOUT = 60
 #: where an index's body starts: magic, u32 format, u64 length, the tag
-BODY_START = len(launch_index.INDEX_MAGIC) + 4 + 8 + mac.TAG_SIZE
+BODY_START = len(cache_index.INDEX_MAGIC) + 4 + 8 + mac.TAG_SIZE
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,7 @@ def _python_ran(execs: list[str]) -> bool:
 
 
 def _index(home: Path, spec: str = "strict", cwd: Path | None = None, uid: int = -1) -> Path:
-    name = launch_index.index_name(spec, str(cwd or home / "work"), os.getuid() if uid < 0 else uid)
+    name = cache_index.index_name(spec, str(cwd or home / "work"), os.getuid() if uid < 0 else uid)
     return home / "cache" / "isorun" / name
 
 
@@ -304,11 +304,12 @@ def test_changed_home_misses(home: Path) -> None:
 
 
 def test_touched_source_file_misses(home: Path) -> None:
-    from isorun import launch
 
     _warm(home)
     # The content stays; its times change, as an editor's save or a checkout does.
-    os.utime(launch.__file__)
+    from isorun.cache import record as cache_record
+
+    os.utime(cache_record.__file__)
     done, execs = _traced([str(FRONTEND), *ECHO], home)
     assert (done.returncode, done.stdout, _python_ran(execs)) == (0, "hi\n", True)
 
@@ -418,7 +419,7 @@ def _relabelled(blob: bytes, old: str, new: str) -> bytes:
     n = int.from_bytes(body[:4], sys.byteorder)
     assert body[4 : 4 + n] == old.encode()
     body = len(new).to_bytes(4, sys.byteorder) + new.encode() + body[4 + n :]
-    head = blob[: len(launch_index.INDEX_MAGIC) + 4] + len(body).to_bytes(8, sys.byteorder)
+    head = blob[: len(cache_index.INDEX_MAGIC) + 4] + len(body).to_bytes(8, sys.byteorder)
     return head + blob[BODY_START - mac.TAG_SIZE : BODY_START] + body
 
 
@@ -499,7 +500,7 @@ def test_unprivileged_caller(nobody_home: Path, where: str) -> None:
     probe = ["--profile", "strict", "/bin/sh", "-c", "id -u; echo $HOME"]
     python = run([str(bin_dir / "python3"), "-m", "isorun", *probe])
     assert python.returncode == 0, python.stderr
-    index = cache_root / "isorun" / launch_index.index_name("strict", str(work), user.pw_uid)
+    index = cache_root / "isorun" / cache_index.index_name("strict", str(work), user.pw_uid)
     deadline = time.monotonic() + 20
     while not index.exists():
         assert time.monotonic() < deadline, "no launch index for the unprivileged user"
@@ -561,7 +562,7 @@ def test_missing_key_is_a_miss_and_a_new_key_is_made(uid_1000_home: Path) -> Non
     package = str(Path(isorun.__file__).parent.parent)
     env = {"PATH": "/usr/bin:/bin", "LANG": "C", "HOME": str(home),
            "PYTHONPATH": f"{package}:{site}"}  # fmt: skip
-    index = home / ".cache" / "isorun" / launch_index.index_name("strict", str(work), 1000)
+    index = home / ".cache" / "isorun" / cache_index.index_name("strict", str(work), 1000)
     probe = ["--profile", "strict", "/bin/echo", "hi"]
 
     def key(action: str) -> str:

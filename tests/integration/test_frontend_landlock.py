@@ -107,10 +107,10 @@ def _warm(home: Path, run: object, argv: list[str], index: Path) -> None:
 
 
 def test_landlock_backend_hit_starts_no_python_and_prints_each_loss(home: Path) -> None:
-    from isorun import launch_index
+    from isorun.cache import index as cache_index
 
     # beside the native index, under a name that carries the backend
-    index = _index(home).parent / launch_index.index_name(
+    index = _index(home).parent / cache_index.index_name(
         "strict", str(home / "work"), os.getuid(), "landlock")
     _warm(home, _run, [str(FRONTEND), "--backend", "landlock", *WEAKER, "/bin/true"], index)
     outside = Path("/var/tmp") / f"isorun-fl-{os.getpid()}"
@@ -164,7 +164,7 @@ def test_unprivileged_caller_auto_landlock_hit(nobody_home: Path) -> None:  # no
     import sys
 
     import isorun
-    from isorun import launch_index
+    from isorun.cache import index as cache_index
     from tests.integration.conftest import unprivileged_user
 
     user = unprivileged_user()
@@ -183,7 +183,7 @@ def test_unprivileged_caller_auto_landlock_hit(nobody_home: Path) -> None:  # no
 
     python = run([str(bin_dir / "python3"), "-m", "isorun", *WEAKER, *HOSTNAME])
     assert python.returncode == 0 and python.stderr.startswith(WARNING), python.stderr
-    index = home / ".cache" / "isorun" / launch_index.index_name("strict", str(work),
+    index = home / ".cache" / "isorun" / cache_index.index_name("strict", str(work),
                                                                   user.pw_uid)
     deadline = time.monotonic() + 20
     while not index.exists():

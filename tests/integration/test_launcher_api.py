@@ -86,7 +86,7 @@ def case_helper_starts_strict() -> None:
     """The sandbox's parent is an isorun-launch process, not this Python process."""
     launcher = _require_launcher()
     with isorun.Popen(["/bin/sleep", "10"], profile="strict") as proc:
-        assert isinstance(proc._proc, launched.LaunchedProcess)
+        assert isinstance(proc._proc._proc, launched.LaunchedProcess)
         parent = _ppid(proc.pid)
         assert parent != os.getpid()
         assert _ppid(parent) == os.getpid()
@@ -114,7 +114,7 @@ EXIT_CASES: list[tuple[list[str], int, int | None]] = [
 def case_exit_codes_mirrored() -> None:
     for argv, code, exec_errno in EXIT_CASES:
         with isorun.Popen(argv, profile="strict") as proc:
-            assert isinstance(proc._proc, launched.LaunchedProcess)
+            assert isinstance(proc._proc._proc, launched.LaunchedProcess)
             assert proc.wait() == code, argv
             got = None if proc.exec_error is None else proc.exec_error.errno
             assert got == exec_errno, argv
@@ -265,7 +265,7 @@ def test_launcher_case(as_caller: Callable[[str], None], case: str) -> None:
 def test_helper_refuses_a_malformed_record() -> None:
     launcher = _require_launcher()
     plan = api._cached_plan("strict")
-    record, blob = api._flat_record(plan, os.environ)
+    record, blob = api.MEMO.launch_record(plan, os.environ)
     bad = {
         "bad magic": b"XXXX" + blob[4:],
         "other version": blob[:4] + (99).to_bytes(4, "little") + blob[8:],
@@ -301,7 +301,7 @@ def test_dump_round_trips_the_record() -> None:
     from tests.unit.test_flat import dump, expected_dump
 
     plan = api._cached_plan("strict")
-    record, blob = api._flat_record(plan, os.environ)
+    record, blob = api.MEMO.launch_record(plan, os.environ)
     assert dump(blob) == expected_dump(record)
 
 
@@ -309,8 +309,8 @@ def test_missing_launcher_falls_back_and_says_so(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(launched, "launcher_path", lambda: None)
     said: list[str] = []
     with isorun.Popen(["/bin/true"], profile="strict", log=said.append) as proc:
-        assert isinstance(proc._proc, process.SandboxProcess)
-        assert not isinstance(proc._proc, launched.LaunchedProcess)
+        assert isinstance(proc._proc._proc, process.SandboxProcess)
+        assert not isinstance(proc._proc._proc, launched.LaunchedProcess)
         assert proc.wait() == 0
     assert any("not built" in line for line in said)
 
@@ -319,7 +319,7 @@ def test_wall_time_keeps_the_in_process_path(tmp_path: Path) -> None:
     profile = tmp_path / "wall.toml"
     profile.write_text('extends = ["strict"]\n[limits]\nwall_time = 30\n')
     with isorun.Popen(["/bin/true"], profile=str(profile)) as proc:
-        assert not isinstance(proc._proc, launched.LaunchedProcess)
+        assert not isinstance(proc._proc._proc, launched.LaunchedProcess)
         assert proc.wait() == 0
 
 
@@ -382,19 +382,19 @@ def test_caller_without_stdio() -> None:
 def test_cached_plan_rehashes_only_changed_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from isorun import cache
+    from isorun.cache import entry as cache_entry
     from isorun.compile.plan import Hostname
 
     profile = tmp_path / "p.toml"
     profile.write_text('extends = ["strict"]\n[identity]\nhostname = "one"\n')
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(api, "_SETTLED_NS", 0)  # the file counts as settled at once
+    monkeypatch.setattr(api.MEMO, "settled_ns", 0)  # the file counts as settled at once
     first = api._cached_plan("./p.toml")
     assert api._cached_plan("./p.toml") is first  # hashed: the signature is recorded
-    hashed = cache.check_deps
-    monkeypatch.setattr(cache, "check_deps", lambda deps: pytest.fail("hashed again"))
+    hashed = cache_entry.check_deps
+    monkeypatch.setattr(cache_entry, "check_deps", lambda deps: pytest.fail("hashed again"))
     assert api._cached_plan("./p.toml") is first
-    monkeypatch.setattr(cache, "check_deps", hashed)
+    monkeypatch.setattr(cache_entry, "check_deps", hashed)
     # Same size, a moment later: ctime (and mtime) move, so it is hashed and recompiled.
     profile.write_text('extends = ["strict"]\n[identity]\nhostname = "two"\n')
     second = api._cached_plan("./p.toml")
@@ -405,16 +405,16 @@ def test_cached_plan_rehashes_only_changed_files(
 def test_cached_plan_trusts_no_signature_of_a_fresh_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Written just now (within _SETTLED_NS): hashed on every call, never stat-trusted."""
-    from isorun import cache
+    """Written just now (within Memo.settled_ns): hashed on every call, never stat-trusted."""
+    from isorun.cache import entry as cache_entry
 
     profile = tmp_path / "p.toml"
     profile.write_text('extends = ["strict"]\n')
     monkeypatch.chdir(tmp_path)
     api._cached_plan("./p.toml")
     calls: list[object] = []
-    hashed = cache.check_deps
-    monkeypatch.setattr(cache, "check_deps", lambda deps: calls.append(deps) or hashed(deps))
+    hashed = cache_entry.check_deps
+    monkeypatch.setattr(cache_entry, "check_deps", lambda deps: calls.append(deps) or hashed(deps))
     api._cached_plan("./p.toml")
     api._cached_plan("./p.toml")
     assert len(calls) == 2
@@ -422,11 +422,11 @@ def test_cached_plan_trusts_no_signature_of_a_fresh_file(
 
 def test_repeated_launches_reuse_the_encoded_record() -> None:
     plan = api._cached_plan("strict")
-    first = api._flat_record(plan, os.environ)
-    assert api._flat_record(plan, os.environ) is first
+    first = api.MEMO.launch_record(plan, os.environ)
+    assert api.MEMO.launch_record(plan, os.environ) is first
     other = dict(os.environ, TERM="isorun-test-term")
-    assert api._flat_record(plan, other) is not first
-    assert b"TERM=isorun-test-term" in api._flat_record(plan, other)[1]
+    assert api.MEMO.launch_record(plan, other) is not first
+    assert b"TERM=isorun-test-term" in api.MEMO.launch_record(plan, other)[1]
 
 
 if __name__ == "__main__":

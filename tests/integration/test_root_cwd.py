@@ -111,7 +111,7 @@ def test_root_web_data_made_after_the_first_run_says_why_it_cannot_write(
     gets the same note as build's directory."""
     directory.chmod(0o755)
     # the C front end keeps no index of a directory changed in the last 2 s
-    # (launch_index.INDEX_SETTLE_NS): let the first runs leave a warm launch behind
+    # (cache.index.INDEX_SETTLE_NS): let the first runs leave a warm launch behind
     time.sleep(2.2)
     for _ in range(2):
         first = _cli("--profile", "web", "--", "true", cwd=directory, frontend=True)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from isorun import launch_index
+import isorun
 from isorun.shim import headers
 
-SHIM = Path(launch_index.__file__).parent / "shim"
+SHIM = Path(isorun.__file__).parent / "shim"
 
 #: reads lines "OUTLEN KEYHEX CHUNKS MSGHEX" (CHUNKS: update sizes, comma-separated, the
 #: rest in one), prints the digest in hex per line

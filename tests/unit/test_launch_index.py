@@ -10,16 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from isorun import cache, launch_index
-from isorun import launch as fast
+import isorun
+from isorun.cache import entry as cache_entry
+from isorun.cache import files as cache_files
+from isorun.cache import index as cache_index
+from isorun.cache import record as cache_record
+from isorun.cache import store as cache_store
 from isorun.host import mac
 from tests.integration.conftest import missing
 
+#: the installed isorun package (src/isorun in a checkout)
+PACKAGE = Path(isorun.__file__).parent
 NOW_SETTLED = time.time_ns() + 10**12  # every file looks old enough
 
 
 def decode(blob: bytes) -> dict[str, object]:
-    """The index as launch_index.c reads it (the layout in isorun.launch_index)."""
+    """The index as launch_index.c reads it (the layout in isorun.cache.index)."""
     order = sys.byteorder
     pos = 0
 
@@ -35,8 +41,8 @@ def decode(blob: bytes) -> dict[str, object]:
     def field() -> bytes:
         return take(uint(4))
 
-    assert take(len(launch_index.INDEX_MAGIC)) == launch_index.INDEX_MAGIC
-    assert uint(4) == launch_index.INDEX_FORMAT
+    assert take(len(cache_index.INDEX_MAGIC)) == cache_index.INDEX_MAGIC
+    assert uint(4) == cache_index.INDEX_FORMAT
     length, tag = uint(8), take(mac.TAG_SIZE)
     assert length == len(blob) - pos
     body = blob[pos:]
@@ -53,7 +59,7 @@ def decode(blob: bytes) -> dict[str, object]:
     out["stats"] = [(field(), *(uint(8) for _ in range(5)), uint(4)) for _ in range(uint(4))]
     out["backend"], out["mode"], out["needs_weaker"] = field(), uint(1), uint(1)
     out["warning"] = field()
-    if out["mode"] == fast.MODE_LANDLOCK_AUTO:
+    if out["mode"] == cache_record.MODE_LANDLOCK_AUTO:
         out["nnp"], out["path"] = uint(1), (uint(1), field())
         tools = []
         for _ in range(uint(4)):
@@ -71,7 +77,7 @@ def decode(blob: bytes) -> dict[str, object]:
     # the tag: this user's key, over the name the file goes under and the body
     spec, cwd, backend = (out[k] for k in ("spec", "cwd", "backend"))
     assert isinstance(spec, bytes) and isinstance(cwd, bytes) and isinstance(backend, bytes)
-    filed = launch_index.index_name(os.fsdecode(spec), os.fsdecode(cwd), os.getuid(),
+    filed = cache_index.index_name(os.fsdecode(spec), os.fsdecode(cwd), os.getuid(),
                                     os.fsdecode(backend))
     assert mac.verify(mac.key(), b"index", filed, body, tag)
     return out
@@ -85,21 +91,19 @@ def entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("TERM", "xterm")
-    _plan, _bpf, made = cache.compile_entry(
-        "./p.toml", None, lambda plan, bpf: fast.make_record(plan, bpf)
+    _plan, _bpf, made = cache_store.compile_entry(
+        "./p.toml", None, lambda plan, bpf: cache_record.make_record(plan, bpf)
     )
     if made is None or made["launch"] is None:
         missing("a launch record (user namespaces and the shim)")
     return made
 
 
-
-
 def test_fnv1a64_known_values() -> None:
     # The published FNV-1a 64 test vectors.
-    assert launch_index.fnv1a64(b"") == 0xCBF29CE484222325
-    assert launch_index.fnv1a64(b"a") == 0xAF63DC4C8601EC8C
-    assert launch_index.fnv1a64(b"foobar") == 0x85944171F73967E8
+    assert cache_index.fnv1a64(b"") == 0xCBF29CE484222325
+    assert cache_index.fnv1a64(b"a") == 0xAF63DC4C8601EC8C
+    assert cache_index.fnv1a64(b"foobar") == 0x85944171F73967E8
 
 
 #: prints isorun_index_name (index_name.c) for each line "PROFILE CWD UID BACKEND|-"
@@ -131,7 +135,7 @@ def test_the_front_end_names_the_index_as_the_writer_does(tmp_path: Path) -> Non
 
     if shutil.which("gcc") is None:
         missing("gcc to build the index name driver")
-    shim = Path(launch_index.__file__).parent / "shim"
+    shim = PACKAGE / "shim"
     headers.write(tmp_path)
     (tmp_path / "driver.c").write_text(NAME_DRIVER)
     subprocess.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion",
@@ -147,24 +151,24 @@ def test_the_front_end_names_the_index_as_the_writer_does(tmp_path: Path) -> Non
     lines = "".join(f"{p} {c} {u} {b or '-'}\n" for p, c, u, b in cases)
     done = subprocess.run([str(tmp_path / "driver")], input=lines.encode(),
                           capture_output=True, check=True, timeout=60)  # fmt: skip
-    assert done.stdout.decode().split() == [launch_index.index_name(*case) for case in cases]
+    assert done.stdout.decode().split() == [cache_index.index_name(*case) for case in cases]
 
 
 def test_index_name_depends_on_spec_cwd_and_uid() -> None:
     names = {
-        launch_index.index_name("strict", "/a", 0),
-        launch_index.index_name("strict", "/b", 0),
-        launch_index.index_name("strict", "/a", 1),
-        launch_index.index_name("./strict", "/a", 0),
-        launch_index.index_name("strict", "/a", 0, "landlock"),
-        launch_index.index_name("strict", "/a", 0, "auto"),
+        cache_index.index_name("strict", "/a", 0),
+        cache_index.index_name("strict", "/b", 0),
+        cache_index.index_name("strict", "/a", 1),
+        cache_index.index_name("./strict", "/a", 0),
+        cache_index.index_name("strict", "/a", 0, "landlock"),
+        cache_index.index_name("strict", "/a", 0, "auto"),
     }
     assert len(names) == 6
     assert all(re.fullmatch(r"[0-9a-f]{16}\.launch", n) for n in names)
 
 
 def test_index_holds_every_condition(entry: dict[str, object], tmp_path: Path) -> None:
-    blob = launch_index.index_blob(entry, NOW_SETTLED)
+    blob = cache_index.index_blob(entry, NOW_SETTLED)
     assert isinstance(blob, bytes), blob
     index = decode(blob)
     assert (index["spec"], index["cwd"]) == (b"./p.toml", os.fsencode(os.getcwd()))
@@ -172,7 +176,7 @@ def test_index_holds_every_condition(entry: dict[str, object], tmp_path: Path) -
     assert index["bindir"] == os.fsencode(os.path.realpath(os.path.dirname(sys.executable)))
     assert index["uname"] == tuple(os.fsencode(v) for v in os.uname()[:1] + os.uname()[2:])
     env = {name.decode(): (present, value) for name, present, value in index["env"]}  # type: ignore[attr-defined]
-    assert set(env) == set(launch_index.INDEX_ENV)
+    assert set(env) == set(cache_index.INDEX_ENV)
     assert env["XDG_CACHE_HOME"] == (1, os.fsencode(str(tmp_path / "cache")))
     # The projection: strict keeps TERM, LANG, LC_* and TZ.
     assert (index["whole"], index["patterns"]) == (0, [b"TERM", b"LANG", b"LC_*", b"TZ"])
@@ -180,7 +184,7 @@ def test_index_holds_every_condition(entry: dict[str, object], tmp_path: Path) -
     stats = {path.decode() for path, *_ in index["stats"]}  # type: ignore[attr-defined]
     assert str(tmp_path / "p.toml") in stats  # the profile, as the loader opened it
     assert any(path.endswith("strict.toml") for path in stats)  # what it extends
-    assert {path for path, *_ in cache.code_stamp()} <= stats
+    assert {path for path, *_ in cache_entry.code_stamp()} <= stats
     assert sys.executable in stats
     from isorun.sandbox import flat
 
@@ -189,19 +193,19 @@ def test_index_holds_every_condition(entry: dict[str, object], tmp_path: Path) -
 
 def test_no_index_for_a_file_changed_just_now(entry: dict[str, object]) -> None:
     # The profile was written a moment ago: its ctime is inside the settle window.
-    reason = launch_index.index_blob(entry)
+    reason = cache_index.index_blob(entry)
     assert isinstance(reason, str) and "changed less than" in reason
 
 
 def test_no_index_without_a_launch_record(entry: dict[str, object]) -> None:
-    assert launch_index.index_blob({**entry, "launch": None}, NOW_SETTLED) == "no launch record"
+    assert cache_index.index_blob({**entry, "launch": None}, NOW_SETTLED) == "no launch record"
 
 
 def test_no_index_when_the_profile_changed_since_compiling(
     entry: dict[str, object], tmp_path: Path
 ) -> None:
     (tmp_path / "p.toml").write_text('extends = ["strict"]\n[identity]\nhostname = "y"\n')
-    reason = launch_index.index_blob(entry, NOW_SETTLED)
+    reason = cache_index.index_blob(entry, NOW_SETTLED)
     assert isinstance(reason, str) and "p.toml changed" in reason
 
 
@@ -209,21 +213,21 @@ def test_no_index_when_a_kept_variable_changed(
     entry: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TERM", "vt100")
-    reason = launch_index.index_blob(entry, NOW_SETTLED)
+    reason = cache_index.index_blob(entry, NOW_SETTLED)
     assert isinstance(reason, str) and "kept environment variable" in reason
 
 
 def test_no_index_without_home(entry: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOME")
-    assert "HOME" in str(launch_index.index_blob(entry, NOW_SETTLED))
+    assert "HOME" in str(cache_index.index_blob(entry, NOW_SETTLED))
 
 
 def test_write_index_is_private_and_atomic(entry: dict[str, object], tmp_path: Path) -> None:
     directory = tmp_path / "cache" / "isorun"
-    blob = launch_index.index_blob(entry, NOW_SETTLED)
+    blob = cache_index.index_blob(entry, NOW_SETTLED)
     assert isinstance(blob, bytes)
-    name = launch_index.index_name("./p.toml", os.getcwd(), os.getuid())
-    assert cache._write_file(str(directory), name, blob)
+    name = cache_index.index_name("./p.toml", os.getcwd(), os.getuid())
+    assert cache_files._write_file(str(directory), name, blob)
     st = (directory / name).stat()
     assert (st.st_mode & 0o777, directory.stat().st_mode & 0o777) == (0o600, 0o700)
     assert [p.name for p in directory.iterdir()] == [name]  # no temporary file left
@@ -234,8 +238,8 @@ def test_no_index_for_a_package_imported_from_the_working_directory(
 ) -> None:
     # `python -m isorun` in src/ imports ./isorun; the front end's Python would import
     # the installed package, so this compiler's plan must not become the front end's.
-    source_root = Path(cache.__file__).resolve().parent.parent
+    source_root = PACKAGE.resolve().parent
     monkeypatch.chdir(source_root)
     monkeypatch.setattr(sys, "path", ["", *sys.path[1:]])
-    reason = launch_index.index_blob(entry, NOW_SETTLED)
+    reason = cache_index.index_blob(entry, NOW_SETTLED)
     assert reason == "isorun was imported from the working directory"

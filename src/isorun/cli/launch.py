@@ -235,12 +235,13 @@ def _launch_cached(
     """
     if backend not in (None, "auto", "landlock") or os.environ.get("ISORUN_CACHE", "1") == "0":
         return None
-    from isorun import cache, launch
+    from isorun.cache import record as cache_record
+    from isorun.cache import store as cache_store
 
     def note(message: str) -> None:
         sys.stderr.write(message + "\n")
 
-    _, entry = cache.lookup(profile, note if verbose else None)
+    _, entry = cache_store.lookup(profile, note if verbose else None)
     if entry is None:
         # A miss: compile and store the entry here, then launch its record as a hit
         # does. api.launch would compile the same plan, but its process handle imports
@@ -254,7 +255,7 @@ def _launch_cached(
     if backend is not None or entry.get("launch") is None:
         return _launch_landlock(entry, command, backend, allow_weaker, note if verbose else None,
                                 quiet, retrying)
-    record = launch.usable(entry.get("launch"), command)
+    record = cache_record.usable(entry.get("launch"), command)
     if record is None:
         if verbose:
             note("isorun: cache: plan cached, but not launchable directly; regular path")
@@ -262,9 +263,9 @@ def _launch_cached(
     if verbose:
         note(f"isorun: profile {entry.get('profile')}, backend native (cached plan)")
     if missed:
-        from isorun import launch_index
+        from isorun.cache import index as cache_index
 
-        launch_index.write_index(entry, note if verbose else None)
+        cache_index.write_index(entry, note if verbose else None)
     return _run_cached(record, command, entry, quiet, retrying)
 
 
@@ -272,12 +273,15 @@ def _launch_landlock(entry: dict[str, object], command: list[str], backend: str 
                      allow_weaker: bool, log: Callable[[str], None] | None,
                      quiet: bool = False, retrying: bool = False) -> int | None:
     """The landlock backend's cached launch, when the regular path would choose that
-    backend now (isorun.launch.landlock_choice decides afresh on every Python launch);
+    backend now (isorun.cache.record.landlock_choice decides afresh on every Python launch);
     then its launch index, so the C front end serves the next one. None otherwise."""
-    from isorun import cache, launch, launch_index
+    from isorun.cache import entry as cache_entry
+    from isorun.cache import index as cache_index
+    from isorun.cache import record as cache_record
+    from isorun.cache import store as cache_store
 
-    plan = cache.load_plan(entry)
-    choice = launch.landlock_choice(plan, backend)
+    plan = cache_entry.load_plan(entry)
+    choice = cache_record.landlock_choice(plan, backend)
     if choice is None:
         return None
     mode, warning, needs_weaker = choice
@@ -287,19 +291,19 @@ def _launch_landlock(entry: dict[str, object], command: list[str], backend: str 
     # profile keeps changed since: the Python CLI runs then anyway, and the front end can
     # serve the next launch again.
     stored = entry.get("launch_landlock")
-    if stored is None or launch.usable(stored, command) is None:
-        made = launch.make_landlock_record(plan, log)
+    if stored is None or cache_record.usable(stored, command) is None:
+        made = cache_record.make_landlock_record(plan, log)
         if made is None:
             return None
         entry = {**entry, "launch_landlock": made}
-        cache.store(entry, log)
-    record = launch.usable(entry.get("launch_landlock"), command)
+        cache_store.store(entry, log)
+    record = cache_record.usable(entry.get("launch_landlock"), command)
     if record is None:
         return None
     if log is not None:
         log(f"isorun: profile {entry.get('profile')}, backend landlock (cached plan)")
-    launch_index.write_index(entry, log, backend=backend or "", landlock=(mode, warning,
-                                                                          needs_weaker))
+    cache_index.write_index(entry, log, backend=backend or "", landlock=(mode, warning,
+                                                                         needs_weaker))
     if warning:
         sys.stderr.write(warning + "\n")
     return _run_cached(record, command, entry, quiet, retrying)
@@ -309,14 +313,15 @@ def _run_cached(record: dict[str, object], command: list[str], entry: dict[str, 
                 quiet: bool, retrying: bool) -> int:
     """Launch a cached record: through isorun-launch when it has a refusal report to
     say (it execs, and returns only when isorun-launch is missing), else here."""
-    from isorun import launch
+    from isorun.cache import record as cache_record
+    from isorun.sandbox import foreground
 
     if not quiet and not retrying and (record.get("report_bpf") or record.get("notes")):
         _exec_reporting(record, command)
     try:
-        return launch.run(record, command)
+        return foreground.run(record, command)
     except Exception as err:
-        located = launch.locate(err, entry)
+        located = cache_record.locate(err, entry)
         if located is None:
             raise
         raise located from None
@@ -325,8 +330,8 @@ def _run_cached(record: dict[str, object], command: list[str], entry: dict[str, 
 def _exec_reporting(record: dict[str, object], command: list[str]) -> None:
     """Become isorun-launch for this launch, which says the refusal report when the command
     fails (shim/launcher/launch_report.c), as the C front end does on the same record.
-    Returns only when isorun-launch is not there (then launch.run launches it without the
-    report)."""
+    Returns only when isorun-launch is not there (then foreground.run launches it without
+    the report)."""
     from isorun.sandbox import flat
 
     # isorun-launch is installed beside the package's modules, one directory up from here

@@ -172,3 +172,32 @@ def add_git_guards(mounts: list[p.MountStep]) -> list[p.MountStep]:
                                  reason="kept read-only: git runs its hooks and config on "
                                  "the host"))
     return mounts + added
+
+
+def root_writable_binds(plan: p.Plan) -> list[p.MountStep]:
+    """The rw-bind steps of a root caller whose sandbox runs as 65534; [] otherwise."""
+    ids = plan.find(p.MapIds)
+    if os.geteuid() != 0 or not ids or ids[0].host_uid != 65534:
+        return []
+    return [step for step in plan.find(p.MountStep) if step.type == "rw-bind"]
+
+
+def root_write_notes(plan: p.Plan) -> list[str]:
+    """For a root caller whose sandbox runs as 65534: each writable bind that user cannot
+    write (README, "Root"). The command would only say "Permission denied". Unlike the
+    rules above, read from the files as they are now (said on every launch)."""
+    import stat
+
+    from isorun.host.nobody import nobody_cannot_write
+
+    notes = []
+    for step in root_writable_binds(plan):
+        if not nobody_cannot_write(step.src):
+            continue
+        st = os.stat(step.src)
+        notes.append(
+            f"isorun: note: started by root, the sandbox runs as uid 65534 (nobody), which "
+            f"cannot write {step.src} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+            f" that {step.loc.short()} binds writable\n  hint: run isorun as the user who "
+            "owns it, or extend the profile with [unsafe] map_root = true")
+    return notes

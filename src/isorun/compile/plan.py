@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from isorun.errors import DEFAULT_LOC, InternalError, Loc
+from isorun.errors import DEFAULT_LOC, InternalError, Loc, SandboxSetupError
 from isorun.profile.schema import Seccomp
 
 
@@ -511,3 +511,46 @@ def check_invariants(steps: tuple[Step, ...]) -> None:
         drop = kinds.index(DropCaps)
         if any(issubclass(k, _PRIVILEGED) for k in kinds[drop:]):
             raise InternalError("a privileged step comes after the capability drop")
+
+
+def locate_error(err: SandboxSetupError, plan: Plan) -> SandboxSetupError:
+    """Name the profile line behind a failed step (the shim only knows the step index),
+    and how to fix it where that is known."""
+    loc = err.loc
+    if loc is None and 0 <= err.step_index < len(plan.steps):
+        loc = plan.steps[err.step_index].loc
+    hint = err.hint or _setup_hint(err, plan)
+    if loc is err.loc and hint == err.hint:
+        return err
+    return SandboxSetupError(err.step, err.syscall, err.errno, loc, err.detail,
+                             err.step_index, hint)
+
+
+def missing_source_hint(step: MountStep) -> str:
+    """The fix for a required bind whose source is missing: said by ``check`` before the
+    run, and by the run when the source went away after it."""
+    return f"create {step.src}, or mark the mount optional = true (dst {step.dst})"
+
+
+def _setup_hint(err: SandboxSetupError, plan: Plan) -> str:
+    """The fix for a set-up failure a user causes, "" when there is none to suggest."""
+    import errno
+    import os
+
+    if err.step == "mount" and err.errno == errno.ENOENT and 0 <= err.step_index < len(
+            plan.steps):
+        step = plan.steps[err.step_index]
+        # only when it is still missing: ENOENT from below a present source is no typo
+        if isinstance(step, MountStep) and step.src and not os.path.lexists(step.src):
+            return missing_source_hint(step)
+    chdir, ids = plan.find(Chdir), plan.find(MapIds)
+    if err.step != "cwd" or err.errno != errno.EACCES or not chdir:
+        return ""
+    path = chdir[0].path
+    if ids and ids[0].host_uid == 65534 and os.geteuid() == 0:
+        # README, "Root": a root caller's sandbox runs as the overflow user
+        return (f"started by root, the sandbox runs as uid 65534 (nobody), which may not "
+                f"enter {path}: run isorun from a directory others may enter, or as the "
+                "user who owns this one (setpriv/sudo -u), or extend the profile with "
+                "[unsafe] map_root = true (the sandbox is then root over the files it sees)")
+    return f"the sandbox's user may not enter {path}: check its permissions and its parents'"

@@ -53,8 +53,9 @@ class BackendFacts:
 
     host: HostFacts
     userns: UsernsState
-    #: the native shim imports and matches this package ("" when it does, else why not)
-    native_missing: str = ""
+    #: the native shim imports and matches this package ("" when it does, else why not);
+    #: None: not probed here (the shim is the sandbox layer's), NativeBackend.missing() says
+    native_missing: str | None = None
     bwrap: Tool | None = None
     firejail: Tool | None = None
     #: the users firejail admits (``/etc/firejail/firejail.users``); None: everyone
@@ -143,15 +144,6 @@ def read_firejail_users(root: Path = Path("/")) -> frozenset[str] | None:
                      if line.strip() and not line.lstrip().startswith("#"))
 
 
-def native_missing() -> str:
-    """Why the native shim cannot be used ("" when it can)."""
-    try:
-        from isorun.sandbox import _shim  # noqa: F401
-    except Exception as err:  # an import failure of any kind means: not usable
-        return f"the native shim does not load: {err}"
-    return ""
-
-
 def userns_refusal(root: Path = Path("/"), err: int = 0,
                    step: str = "unshare(CLONE_NEWUSER)") -> UsernsState:
     """Why a forked child cannot create a user namespace though the sysctls allow it, or
@@ -198,7 +190,7 @@ def probe_backends(host: HostFacts | None = None) -> BackendFacts:
         userns = userns_refusal(err=err, step=step or "unshare(CLONE_NEWUSER)")
     nnp = "\nNoNewPrivs:\t1" in (_read(Path("/proc/self/status")) or "")
     return BackendFacts(host=host, userns=userns, no_new_privs=nnp,
-                        native_missing=native_missing(), bwrap=find_tool("bwrap"),
+                        bwrap=find_tool("bwrap"),
                         firejail=find_tool("firejail"), firejail_users=read_firejail_users())
 
 

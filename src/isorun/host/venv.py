@@ -4,7 +4,7 @@ The test profile binds both read-only so the caller's ``python`` runs inside. Th
 the caller's active virtual environment (``VIRTUAL_ENV``, as ``activate``, tox, nox and
 uv set it), not the one isorun is installed in: with isorun installed apart (pipx, a
 venv of its own) the project's interpreter was missing in the sandbox. Kept to ``os``
-only: the launch path reads it (isorun.cache.variables).
+only: the launch path reads it (isorun.cache.entry.variables).
 """
 
 from __future__ import annotations

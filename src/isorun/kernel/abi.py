@@ -12,11 +12,11 @@ USERNS_SYSCTLS = (
     ("kernel.apparmor_restrict_unprivileged_userns",
      "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
 )  # fmt: skip
-#: the paths whose contents the plan cache key (cache.facts_key) and the launch index
-#: (launch_index.py writes, launch_index.c compares) record, in this order: the first two
+#: the paths whose contents the plan cache key (cache.entry.facts_key) and the launch index
+#: (cache/index.py writes, launch_index.c compares) record, in this order: the first two
 KEYED_USERNS_SYSCTLS = tuple(path for _name, path in USERNS_SYSCTLS[:2])
 
-#: signals the launcher passes on to the sandbox (launch.py, launch.c, exec.c's init);
+#: signals the launcher passes on to the sandbox (sandbox/foreground.py, launch.c, exec.c's init);
 #: the numbers are the generic Linux ones (asm-generic/signal.h), checked at build time
 FORWARDED_SIGNALS = {
     "SIGINT": 2, "SIGTERM": 15, "SIGHUP": 1, "SIGQUIT": 3, "SIGUSR1": 10, "SIGUSR2": 12,

@@ -6,40 +6,45 @@ runs a plan weaker than written: a backend that would lose a rule is refused wit
 :class:`Unsupported` naming the rules and the backends that keep them, unless the caller
 passed ``allow_weaker``; the lost rules are then returned for the caller to print.
 
-Rendering is pure (compile/render/{bwrap,firejail}.py). The impure part is here: the
-descriptors the renderers named, the identity to spawn as, and the wall-clock limit,
-which the isorun parent enforces for every backend.
+Rendering is pure (compile/render/{bwrap,firejail}.py). The impure part is in
+:mod:`isorun.sandbox.backend`, one module per backend: the descriptors the renderers
+named, the identity to spawn as, and the wall-clock limit, which the isorun parent
+enforces for every backend. This module is the registry and the choice.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
-import signal
-import subprocess
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from isorun.compile import plan as p
-from isorun.compile.render.bwrap import file_mounts, render_bwrap
-from isorun.compile.render.firejail import render_firejail
-from isorun.compile.render.invocation import HELPER, Invocation, terminal_job_allowed
 from isorun.errors import HostError, Lost, Unsupported
 from isorun.host.probe import BackendFacts
-from isorun.profile.schema import Seccomp
-from isorun.sandbox.wrapper_mounts import check_sources, unsafe_destination
+from isorun.sandbox.backend.bwrap import BwrapBackend
+from isorun.sandbox.backend.common import (
+    FRESH,
+    SAMPLES,
+    Compiled,
+    Fresh,
+    SandboxRun,
+    kill_tree,
+    launch_record,
+    sample_plan,
+)
+from isorun.sandbox.backend.firejail import FirejailBackend
+from isorun.sandbox.backend.landlock import LandlockBackend
+from isorun.sandbox.backend.native import NativeBackend, NativeRun, native_missing
 
-if TYPE_CHECKING:
-    from isorun.sandbox.refusal_watch import RefusalWatch
+#: the names callers take from here: the registry and selection below, and the shared
+#: parts of the backend modules
+__all__ = ["BACKENDS", "FRESH", "ORDER", "SAMPLES", "Backend", "BwrapBackend", "Compiled",
+           "FirejailBackend", "Fresh", "LandlockBackend", "NativeBackend", "NativeRun",
+           "SandboxRun", "capability_matrix", "describe_backend", "describe_lost", "kill_tree",
+           "launch_record", "native_missing", "sample_plan", "select_backend"]
 
 #: strongest first: auto takes the first one that enforces the whole plan here
 ORDER = ("native", "bwrap", "firejail", "landlock")
-NOBODY = 65534
-EXIT_WALL_TIME = 124
-_DUMMY_FD = 1000  # descriptor numbers for dry renders (check); never opened
 
 
 class Backend(Protocol):
@@ -63,386 +68,19 @@ class Backend(Protocol):
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
               allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False) -> SandboxRun:
+              terminal: bool = False, refusals: bool = False,
+              compiled: Compiled | None = None,
+              log: Callable[[str], None] | None = None) -> SandboxRun | NativeRun:
         """Start ``argv`` in the sandbox. Raises Unsupported, HostError. ``terminal``: the
-        CLI, the foreground job of the terminal that is the command's stdin."""
-
-
-#: one representative step per step type and per option a backend may not support; the
-#: capability matrix and the contract test are derived from these by rendering them
-SAMPLES: tuple[tuple[str, p.Step], ...] = (
-    *((f"Clone:{ns}", p.Clone((ns,))) for ns in
-      ("user", "pid", "net", "mount", "ipc", "uts", "cgroup", "time")),
-    ("MapIds", p.MapIds(1000, 1000, 1000, 1000)),
-    ("MapIds:other", p.MapIds(0, 0, 1000, 1000)),
-    ("Cgroup", p.Cgroup(1 << 30, 64)),
-    ("WallTime", p.WallTime(10.0)),
-    ("NewRoot:tmpfs", p.NewRoot("tmpfs")),
-    ("NewRoot:rootfs", p.NewRoot("rootfs", "/srv/root")),
-    *((f"MountStep:{kind}", p.MountStep(kind, "/tmp" if kind == "tmpfs" else "/x",
-                                        "t" if kind == "symlink" else
-                                        "/x" if "bind" in kind or kind == "overlay" else ""))
-      for kind in ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "symlink",
-                   "file", "dir", "mqueue", "overlay", "mask")),
-    ("MountStep:noexec", p.MountStep("ro-bind", "/x", "/x", noexec=True)),
-    ("MountStep:src", p.MountStep("ro-bind", "/x", "/y")),
-    ("MountStep:tmpfs-size", p.MountStep("tmpfs", "/tmp", size=1 << 20, mode=0o700)),
-    ("ReadOnlyRoot", p.ReadOnlyRoot()),
-    ("PivotRoot", p.PivotRoot()),
-    ("Hostname", p.Hostname("sandbox")),
-    ("Loopback", p.Loopback()),
-    ("Rlimit", p.Rlimit("nofile", 64)),
-    ("Chdir", p.Chdir("/")),
-    ("NewSession", p.NewSession()),
-    ("DieWithParent", p.DieWithParent()),
-    ("CloseFds", p.CloseFds((5,))),
-    ("Environment", p.Environment(True, ("TERM",), (("A", "1"),))),
-    ("DropCaps", p.DropCaps(())),
-    ("DropCaps:keep", p.DropCaps(("CAP_NET_BIND_SERVICE",))),
-    ("NoNewPrivs", p.NoNewPrivs()),
-    ("Landlock", p.Landlock(("read_file",), (), (), (p.LandlockRule(("read_file",), "/x"),),
-                            7)),
-    ("Landlock:tcp", p.Landlock((), ("connect_tcp",), (),
-                                (p.LandlockRule(("connect_tcp",), port=443),), 7)),
-    ("Landlock:scope abstract_unix_socket", p.Landlock((), (), ("abstract_unix_socket",), (),
-                                                       7)),
-    ("Landlock:scope signal", p.Landlock((), (), ("signal",), (), 7)),
-    ("LoadSeccomp", p.LoadSeccomp(Seccomp())),
-    ("Exec", p.Exec()),
-)
-
-
-def sample_plan(step: p.Step) -> p.Plan:
-    """The smallest valid plan holding ``step``."""
-    if isinstance(step, p.Exec):
-        return p.Plan("sample", (step,))
-    before: tuple[p.Step, ...] = ((p.NoNewPrivs(),) if isinstance(step, p.LoadSeccomp | p.Landlock)
-                                   else ())
-    if isinstance(step, p.Landlock):
-        # bwrap's exec stage applies it from inside, which needs /proc (as binds, below)
-        before = (p.MountStep("proc", "/proc"), *before)
-    if isinstance(step, p.MountStep) and "bind" in step.type:
-        # bwrap checks a bind from inside, with its exec stage run as /proc/self/fd/N
-        # (compile/render/bwrap.py): it enforces binds in plans that mount /proc
-        before = (p.MountStep("proc", "/proc"),)
-    return p.Plan("sample", (*before, step, p.Exec()))
-
-
-def _capabilities(check: Callable[[p.Plan, BackendFacts | None], list[Lost]]
-                  ) -> frozenset[str]:
-    return frozenset(aspect for aspect, step in SAMPLES
-                     if not check(sample_plan(step), None))
-
-
-def _render_lost(render: Callable[[], Invocation]) -> list[Lost]:
-    try:
-        return list(render().lost)
-    except Unsupported as err:  # pragma: no cover - renders below pass allow_weaker
-        return list(err.lost)
-
-
-def _needs_userns(plan: p.Plan) -> bool:
-    return any("user" in c.namespaces for c in plan.find(p.Clone))
-
-
-def _userns_missing(plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
-    if _needs_userns(plan) and not facts.userns.allowed:
-        return (f"user namespaces are disabled ({facts.userns.blocker})", facts.userns.fix)
-    return "", ""
-
-
-class NativeBackend:
-    """The C shim. Enforces every step type by construction (sandbox/native.py matches them
-    all); only the host can make it unusable."""
-
-    name = "native"
-
-    def capabilities(self) -> frozenset[str]:
-        return frozenset(aspect for aspect, _ in SAMPLES)
-
-    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
-        if facts.native_missing:
-            return facts.native_missing, "rebuild it: pip install --no-deps -e . (make shim)"
-        return _userns_missing(plan, facts)
-
-    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
-        return []
-
-    def terminal_job(self, plan: p.Plan) -> bool:
-        return terminal_job_allowed(plan)  # the shim decides the same (spec.terminal_job)
-
-    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False) -> SandboxRun:
-        # TODO(#5): the lead's api.Popen dispatches here once it takes a backend; until
-        # then native launches go through isorun.api directly.
-        from isorun import api
-
-        proc = api.Popen(list(argv), profile=plan, stdin=stdin, stdout=stdout,
-                         stderr=stderr, env=env)
-        return SandboxRun(proc, "native", (), None)
-
-
-class BwrapBackend:
-    name = "bwrap"
-
-    def capabilities(self) -> frozenset[str]:
-        return _capabilities(self.check)
-
-    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
-        if facts.bwrap is None:
-            return "bwrap is not installed", "apt-get install bubblewrap"
-        # bwrap runs as the plan's host uid; unless that is root or bwrap is setuid, it
-        # has no privilege but what a user namespace gives it.
-        spawn_uid = next((m.host_uid for m in plan.find(p.MapIds)), facts.host.uid)
-        if facts.bwrap.setuid and facts.no_new_privs and spawn_uid != 0 and \
-                not facts.userns.allowed:
-            return ("no_new_privs is set on this process, so setuid bwrap cannot gain root, "
-                    f"and user namespaces are unavailable ({facts.userns.blocker})",
-                    facts.userns.fix)
-        if not facts.bwrap.setuid and spawn_uid != 0 and not facts.userns.allowed:
-            return (f"bwrap is not setuid and user namespaces are disabled "
-                    f"({facts.userns.blocker})", facts.userns.fix)
-        missing = _identity_missing(plan, facts, "bwrap")
-        if missing[0]:
-            return missing
-        # Raises for a planted link (no backend may follow it); a destination bwrap
-        # cannot make safely only rules bwrap out, so auto goes on to the next backend.
-        return unsafe_destination(check_sources(plan, launch=False))
-
-    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
-        fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
-        # with a stage descriptor, as spawn renders: a plan the inner checks cannot run
-        # in (no /proc) is lost here too, not only at launch
-        return _render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD,
-                                                 file_fds=fds, allow_weaker=True,
-                                                 userns=_userns(facts),
-                                                 stage_fd=_DUMMY_FD - 1,
-                                                 landlock_fd=_DUMMY_FD - 2,
-                                                 landlock=_landlock_here()))
-
-    def terminal_job(self, plan: p.Plan) -> bool:
-        fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
-        return render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD, file_fds=fds,
-                            allow_weaker=True, stage_fd=_DUMMY_FD - 1, terminal=True,
-                            landlock=_landlock_here()).terminal_job
-
-    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False, refusals: bool = False) -> SandboxRun:
-        """``refusals``: the CLI's refusal report (sandbox/refusal_watch.py)."""
-        from isorun.sandbox.exec_stage import exec_stage_path
-
-        caller = os.environ if env is None else env
-        # Walked now, at launch, whatever selection saw: the identities the stage checks
-        # inside must be those of this launch (sandbox/wrapper_mounts.py).
-        checked = check_sources(plan)
-        why, fix = unsafe_destination(checked)
-        if why:
-            raise HostError(f"profile {plan.profile} on backend bwrap", why, fix)
-        plan = checked.plan
-        with ExitStack() as stack:
-            seccomp_fd = _program_fd(plan, stack)
-            watch = _refusal_watch(plan, refusals, stack)
-            file_fds = [_memfd(data, stack) for data in file_mounts(plan)]
-            stage_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
-            stack.callback(os.close, stage_fd)
-            inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
-                               allow_weaker=allow_weaker, bwrap=_which("bwrap"),
-                               userns=_userns(facts), stage_fd=stage_fd,
-                               identities=checked.identities, terminal=terminal,
-                               landlock=_landlock_here(),
-                               landlock_fd=_landlock_fd(plan, stack),
-                               report_fds=None if watch is None else watch.child_fds)
-            if watch is not None and "--report-fd" not in inv.argv:
-                watch.abandon()  # bwrap loads the filter itself: no stage to hand it over
-                watch = None
-            inv = _with_stage(inv)
-            # Everything between "bwrap" and the command goes through --args: it keeps
-            # environment values and paths out of /proc/PID/cmdline (readable by every
-            # host user) and long plans clear of ARG_MAX. bwrap closes the descriptor
-            # after reading it.
-            at = inv.argv.index(_which("bwrap"))
-            end = inv.command_at - 1
-            packed = b"".join(os.fsencode(a) + b"\0" for a in inv.argv[at + 1:end])
-            args_fd = _memfd(packed, stack)
-            inv = replace(inv, argv=(*inv.argv[:at + 1], "--args", str(args_fd),
-                                     *inv.argv[end:]),
-                          pass_fds=tuple(sorted({*inv.pass_fds, args_fd})))
-            return _spawn(inv, plan, stdin, stdout, stderr, watch)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-class FirejailBackend:
-    name = "firejail"
-
-    def capabilities(self) -> frozenset[str]:
-        return _capabilities(self.check)
-
-    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
-        tool = facts.firejail
-        if tool is None:
-            return "firejail is not installed", "apt-get install firejail"
-        if not tool.setuid and not facts.host.root:
-            return "firejail is not setuid root", f"chmod u+s {tool.path}"
-        if facts.no_new_privs and not facts.host.root:
-            return ("no_new_privs is set on this process, so setuid firejail cannot gain "
-                    "root", "run isorun where no_new_privs is not set")
-        missing = _identity_missing(plan, facts, "firejail")
-        if missing[0]:
-            return missing
-        check_sources(plan, launch=False)  # raises for a planted link: no backend may follow it
-        for step in plan.find(p.MapIds):
-            if step.host_uid == NOBODY:
-                return ("firejail refuses to run as nobody (uid 65534), the host identity "
-                        "of a root caller's sandbox",
-                        "run isorun as the user the sandbox should be, or use bwrap")
-            try:
-                name = pwd.getpwuid(step.host_uid).pw_name
-            except KeyError:
-                return (f"firejail needs a passwd entry for uid {step.host_uid}",
-                        "run isorun as an existing user")
-            if facts.firejail_users is not None and name not in facts.firejail_users:
-                return (f"firejail admits only the users in /etc/firejail/firejail.users, "
-                        f"not {name}", f"add {name} to /etc/firejail/firejail.users")
-        return "", ""
-
-    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
-        return _render_lost(lambda: render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD,
-                                                    env_fd=_DUMMY_FD + 1,
-                                                    helper_fd=_DUMMY_FD + 2,
-                                                    allow_weaker=True,
-                                                    userns=_userns(facts),
-                                                    landlock_fd=_DUMMY_FD + 3))
-
-    def terminal_job(self, plan: p.Plan) -> bool:
-        return render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD, env_fd=_DUMMY_FD + 1,
-                               helper_fd=_DUMMY_FD + 2, allow_weaker=True,
-                               terminal=True).terminal_job
-
-    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False, refusals: bool = False) -> SandboxRun:
-        """``refusals``: the CLI's refusal report (sandbox/refusal_watch.py)."""
-        from isorun.sandbox.exec_stage import exec_stage_path
-
-        caller = os.environ if env is None else env
-        checked = check_sources(plan)
-        plan = checked.plan
-        with ExitStack() as stack:
-            seccomp_fd = _program_fd(plan, stack)
-            watch = _refusal_watch(plan, refusals, stack)
-            env_fd = _memfd(b"", stack)
-            # The stage reaches the sandbox as a descriptor (exec'd as /proc/self/fd/N),
-            # so no host path of it has to be visible inside.
-            helper_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
-            stack.callback(os.close, helper_fd)
-            inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
-                                  helper_fd=helper_fd, allow_weaker=allow_weaker,
-                                  firejail=_which("firejail"), userns=_userns(facts),
-                                  identities=checked.identities, terminal=terminal,
-                                  landlock_fd=_landlock_fd(plan, stack),
-                                  report_fds=None if watch is None else watch.child_fds)
-            for fd, data in inv.inputs:
-                os.write(fd, data)
-                os.lseek(fd, 0, os.SEEK_SET)
-            return _spawn(inv, plan, stdin, stdout, stderr, watch)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-class LandlockBackend:
-    """The native shim without a user namespace: Landlock, seccomp and process hygiene
-    where namespaces are forbidden (sandbox/landlock_mode.py says what it loses)."""
-
-    name = "landlock"
-
-    def capabilities(self) -> frozenset[str]:
-        return _capabilities(self.check)
-
-    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
-        if facts.native_missing:
-            return facts.native_missing, "rebuild it: pip install --no-deps -e . (make shim)"
-        if facts.host.landlock < 1:
-            return ("this kernel has no Landlock",
-                    "boot Linux 5.13+ with landlock in lsm= (6.12+ for scoping)")
-        if not plan.find(p.Landlock):
-            return ("the profile turns Landlock off (landlock.enabled = false, or "
-                    "no_new_privs off)", "remove landlock.enabled = false")
-        return "", ""
-
-    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
-        from isorun.sandbox.landlock_mode import lost_rules
-
-        return lost_rules(plan, None if facts is None else facts.host.landlock)
-
-    def terminal_job(self, plan: p.Plan) -> bool:
-        return False  # landlock_mode builds its own spec, always a new session
-
-    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              stdin: Any = None, stdout: Any = None, stderr: Any = None,
-              allow_weaker: bool = False, facts: BackendFacts | None = None,
-              terminal: bool = False, refusals: bool = False) -> SandboxRun:
-        """``refusals``: the CLI's refusal report (isorun-launch says it, see api.Popen)."""
-        from isorun.host.facts import probe
-        from isorun.sandbox import flat, launched, process
-        from isorun.sandbox.landlock_mode import build_mode_spec, check_grant_paths
-        from isorun.sandbox.spec import spec_record
-
-        abi = (facts.host if facts is not None else probe()).landlock
-        lost = self.check(plan, facts)
-        if lost and not allow_weaker:
-            raise Unsupported(self.name, lost)
-        check_grant_paths(plan)
-        spec: Any = build_mode_spec(plan, argv, os.environ if env is None else env, abi)
-        wall = plan.find(p.WallTime)
-        launcher = None if wall else launched.launcher_path()
-        proc: Any
-        if launcher is not None:
-            # As the native backend's API launches: isorun-launch clones and execs, no
-            # Python between (the record is the same flat one, with no namespace).
-            record = spec_record(spec)
-            del record["argv"]
-            if refusals:
-                from isorun.compile.refusals import landlock_notes, report_fields
-                from isorun.sandbox.landlock_mode import mode_plan
-
-                record.update(report_fields(mode_plan(plan, abi), spec.seccomp_bpf,
-                                            notes=landlock_notes(plan)))
-            proc = launched.spawn_launched(launcher, record, flat.encode(record), spec.argv,
-                                           stdin=stdin, stdout=stdout, stderr=stderr,
-                                           refusals=refusals)
-        else:
-            proc = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr,
-                                 wall_time=wall[0].seconds if wall else None)
-        return SandboxRun(proc, self.name, tuple(lost), None)
+        CLI, the foreground job of the terminal that is the command's stdin. ``refusals``:
+        the CLI's refusal report (sandbox/refusal_watch.py). ``compiled``: where the
+        plan's seccomp program (and the native launch record) come from, the API's memo
+        (isorun.api.MEMO); None compiles them for this call. ``log``: what the backend
+        says about how it starts (verbose)."""
 
 
 BACKENDS: dict[str, Backend] = {"native": NativeBackend(), "bwrap": BwrapBackend(),
                                 "firejail": FirejailBackend(), "landlock": LandlockBackend()}
-
-
-def _landlock_here() -> bool:
-    """Whether this kernel has Landlock: bwrap's terminal mode needs it (render/bwrap.py)."""
-    from isorun.host.facts import probe
-
-    return probe().landlock >= 1
-
-
-def _userns(facts: BackendFacts | None) -> bool:
-    return True if facts is None else facts.userns.allowed
-
-
-def _identity_missing(plan: p.Plan, facts: BackendFacts, tool: str) -> tuple[str, str]:
-    """A wrapper maps the uid that runs it, so the runner spawns it as the plan's host
-    uid; only root can become another uid."""
-    for step in plan.find(p.MapIds):
-        if step.host_uid != facts.host.uid and not facts.host.root:
-            return (f"{tool} maps the uid that runs it ({facts.host.uid}) but the plan runs "
-                    f"as host uid {step.host_uid}", "run isorun as that user, or as root")
-    return "", ""
 
 
 def select_backend(plan: p.Plan, requested: str, facts: BackendFacts, allow_weaker: bool,
@@ -547,200 +185,3 @@ def describe_backend(plan: p.Plan, name: str) -> tuple[p.Plan, list[str]]:
 def capability_matrix() -> dict[str, frozenset[str]]:
     """backend name -> the aspects it enforces (``isorun doctor`` prints it)."""
     return {name: BACKENDS[name].capabilities() for name in ORDER}
-
-
-class SandboxRun:
-    """A sandbox started by a backend, like :class:`subprocess.Popen` (wait, poll,
-    communicate, send_signal, kill). The wall-clock limit is enforced here: the whole
-    sandbox is killed and ``returncode`` is 124."""
-
-    def __init__(self, proc: Any, backend: str, lost: tuple[Lost, ...],
-                 wall_time: float | None, terminal_job: bool = False,
-                 refusals: RefusalWatch | None = None) -> None:
-        self._proc = proc
-        #: the refusal report's supervisor (the wrapper backends' exec stage), or None
-        self.refusals = refusals
-        self.backend = backend
-        self.lost = lost
-        #: the command shares the caller's session, the terminal's foreground job
-        self.terminal_job = terminal_job
-        self.pid: int = proc.pid
-        self.stdin: IO[bytes] | None = proc.stdin
-        self.stdout: IO[bytes] | None = proc.stdout
-        self.stderr: IO[bytes] | None = proc.stderr
-        self.timed_out = False
-        self._timer: threading.Timer | None = None
-        if wall_time is not None:
-            self._timer = threading.Timer(wall_time, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _expire(self) -> None:
-        if self._proc.poll() is None:
-            self.timed_out = True
-            kill_tree(self.pid)
-
-    def _code(self, code: int | None) -> int | None:
-        if code is None:
-            return None
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.refusals is not None:
-            self.refusals.finish()
-        if self.timed_out:
-            return EXIT_WALL_TIME
-        # the shell's convention, as the native backend reports a signalled command
-        return 128 - code if code < 0 else code
-
-    @property
-    def returncode(self) -> int | None:
-        return self._code(self._proc.returncode)
-
-    def poll(self) -> int | None:
-        return self._code(self._proc.poll())
-
-    def wait(self, timeout: float | None = None) -> int:
-        code = self._code(self._proc.wait(timeout))
-        assert code is not None
-        return code
-
-    def communicate(self, input: bytes | None = None,
-                    timeout: float | None = None) -> tuple[Any, Any]:
-        out, err = self._proc.communicate(input, timeout)
-        self._code(self._proc.returncode)
-        return out, err
-
-    def send_signal(self, sig: int) -> None:
-        # To the command, as the native sandbox's pid 1 forwards it (see sandbox.forward);
-        # to the wrapper only while the command does not exist yet.
-        from isorun.sandbox.forward import command_pid
-
-        target = command_pid(self.pid) if self._proc.poll() is None else None
-        if target is None:
-            self._proc.send_signal(sig)
-            return
-        with suppress(ProcessLookupError, PermissionError):
-            os.kill(target, sig)
-
-    def kill(self) -> None:
-        kill_tree(self.pid)
-
-
-def _children(pid: int) -> Iterator[int]:
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                kids = [int(x) for x in f.read().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            yield kid
-            yield from _children(kid)
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and every descendant, descendants first: killing the sandbox's
-    pid 1 takes its whole pid namespace down even where the wrapper survives."""
-    for kid in reversed(list(_children(pid))):
-        with suppress(ProcessLookupError, PermissionError):
-            os.kill(kid, signal.SIGKILL)
-    with suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _which(name: str) -> str:
-    import shutil
-
-    path = shutil.which(name)
-    if path is None:
-        raise HostError(f"backend {name}", f"{name} is not installed",
-                        f"apt-get install {'bubblewrap' if name == 'bwrap' else name}")
-    return path
-
-
-def _memfd(data: bytes, stack: ExitStack) -> int:
-    # close-on-exec here; the spawn clears it only for the descriptors the plan passes
-    from isorun.host.anonfile import anon_file
-
-    fd = anon_file("isorun")
-    stack.callback(os.close, fd)
-    if data:
-        os.write(fd, data)
-        os.lseek(fd, 0, os.SEEK_SET)
-    return fd
-
-
-def _program_fd(plan: p.Plan, stack: ExitStack) -> int | None:
-    """The same BPF program the native shim loads, in a descriptor."""
-    if not plan.find(p.LoadSeccomp):
-        return None
-    # Through the API's cache: the plan's filter was usually compiled (or read from the
-    # plan cache) already, and compiling it again costs ~80 ms.
-    from isorun.api import cached_program
-
-    return _memfd(cached_program(plan), stack)
-
-
-def _refusal_watch(plan: p.Plan, refusals: bool, stack: ExitStack) -> RefusalWatch | None:
-    """The refusal report's watch for a wrapper's exec stage; None when not asked for,
-    or when the plan's program has no reporting form (refusals.reporting_filter)."""
-    if not refusals or not plan.find(p.LoadSeccomp):
-        return None
-    from isorun.api import cached_program
-    from isorun.compile.refusals import reporting_filter
-    from isorun.sandbox.refusal_watch import RefusalWatch
-
-    program = cached_program(plan)
-    report_bpf = reporting_filter(program, os.uname().machine, head=False)
-    if not report_bpf:
-        return None
-    watch = RefusalWatch.for_stage(plan, program, report_bpf)
-    stack.callback(watch.abandon)  # until started: a failed render leaves nothing open
-    return watch
-
-
-def _landlock_fd(plan: p.Plan, stack: ExitStack) -> int | None:
-    """The plan's Landlock ruleset for the exec stage, in a descriptor (None: the plan
-    has none, or one that handles nothing, as native.landlock_fields decides)."""
-    from isorun.sandbox.flat import landlock_section
-    from isorun.sandbox.native import landlock_fields
-
-    steps = plan.find(p.Landlock)
-    fields = landlock_fields(steps[0]) if steps else {}
-    if not fields:
-        return None
-    return _memfd(landlock_section(fields), stack)
-
-
-def _with_stage(inv: Invocation) -> Invocation:
-    if inv.argv and inv.argv[0] == HELPER:
-        from isorun.sandbox.exec_stage import exec_stage_path
-
-        return replace(inv, argv=(exec_stage_path(), *inv.argv[1:]))
-    return inv
-
-
-def _spawn(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any,
-           watch: RefusalWatch | None = None) -> SandboxRun:
-    user: dict[str, Any] = {}
-    if inv.user is not None and inv.user != (os.getuid(), os.getgid()):
-        if os.getuid() != 0:
-            raise HostError("identity", f"{inv.backend} maps the uid that runs it "
-                            f"({os.getuid()}) but the plan runs as host uid {inv.user[0]}",
-                            "run isorun as that user, or as root")
-        # setresgid/setgroups/setresuid happen in subprocess's C child, before exec
-        user = {"user": inv.user[0], "group": inv.user[1], "extra_groups": []}
-    wall = plan.find(p.WallTime)
-    # close_fds with pass_fds: bwrap and the stage hand every inherited descriptor to the
-    # command, so only those the plan keeps (and the renderer's own) may exist at exec.
-    # No environment: bwrap builds the command's from --setenv, the stage from its fd.
-    proc = subprocess.Popen(list(inv.argv), env={}, close_fds=True, pass_fds=inv.pass_fds,
-                            stdin=stdin, stdout=stdout, stderr=stderr, **user)
-    if watch is not None:
-        watch.started()
-    return SandboxRun(proc, inv.backend, inv.lost, wall[0].seconds if wall else None,
-                      inv.terminal_job, watch)

@@ -53,11 +53,11 @@ def cache_dir(uid: int | None = None, environ: Mapping[str, str] | None = None) 
     another uid, and the bwrap launch execs the stage as that uid."""
     if (os.getuid() if uid is None else uid) == 0:
         return Path("/var/cache/isorun")
-    # isorun.cache.cache_dir's directory, by its rule (a relative XDG_CACHE_HOME is
+    # isorun.cache.files.cache_dir's directory, by its rule (a relative XDG_CACHE_HOME is
     # invalid and ignored; importing it from here would be an upward import, and
     # tests/escape/test_attack_host_trust.py keeps the two equal). A relative one put the
     # stage in the working directory, which build binds writable, and
-    # cache.check_not_writable guards only the directory cache.cache_dir names.
+    # cache.store.check_not_writable guards only the directory cache.files.cache_dir names.
     env = os.environ if environ is None else environ
     base = env.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):

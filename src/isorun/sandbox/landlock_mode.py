@@ -22,7 +22,7 @@ ssh-agent or docker.sock would answer from outside every grant.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from isorun.compile import landlock
@@ -253,14 +253,16 @@ def mode_plan(plan: p.Plan, abi: int) -> p.Plan:
 
 
 def build_mode_spec(plan: p.Plan, argv: Sequence[str], caller_env: Mapping[str, str],
-                    abi: int) -> ShimSpec:
+                    abi: int, program: Callable[[p.Plan], bytes] | None = None) -> ShimSpec:
     """The ShimSpec of ``plan`` in this mode: the native spec with no namespace, no id
-    map, no root and no mounts; the command keeps the host identity the plan maps to."""
-    from isorun.api import cached_program
+    map, no root and no mounts; the command keeps the host identity the plan maps to.
+    ``program``: the seccomp program of a plan (this mode changes the policy, so it is
+    asked for the mode's), compiled anew when not given."""
+    from isorun.compile.pipeline import seccomp_program
     from isorun.sandbox import native
 
     mode = mode_plan(plan, abi)
-    spec = native.build_spec(mode, list(argv), caller_env, cached_program(mode))
+    spec = native.build_spec(mode, list(argv), caller_env, (program or seccomp_program)(mode))
     host = plan.find(p.MapIds)
     uid, gid = ((host[0].host_uid, host[0].host_gid) if host else (os.getuid(), os.getgid()))
     # init stays: without a pid namespace it is a subreaper that forwards signals

@@ -1,7 +1,7 @@
 """The parent side of starting a native sandbox, once, for both launch paths.
 
 :func:`isorun.sandbox.process.spawn` (the API: pipes, cgroups, a wall-clock timer and
-learn mode around it) and the warm CLI launch (:mod:`isorun.launch`: a cached spec from
+learn mode around it) and the warm CLI launch (:mod:`isorun.cache.record`: a cached spec from
 the plan cache, stdio inherited) both start the child here. The warm launch is why this
 module is plain: on this kind of machine ``import dataclasses`` (it pulls in ``inspect``)
 costs more than bubblewrap takes to start a whole sandbox, so this module imports only

@@ -12,11 +12,11 @@ SHIM_ABI = 11
 #: any change of its layout, which isorun-launch then refuses to read
 RECORD_VERSION = 5
 
-#: the launch index (launch_index.py writes it, launch_index.c reads it): its first
+#: the launch index (cache/index.py writes it, launch_index.c reads it): its first
 #: bytes and the layout's version
 INDEX_MAGIC = b"isorun-launch-index\n"
 INDEX_FORMAT = 3
-#: variables whose raw values the cache key reads (cache.variables(), cache.cache_dir())
+#: variables whose raw values the cache key reads (cache.entry.variables(), cache.files.cache_dir())
 #: or that change which isorun package the Python CLI would import, so which compiler
 #: ran; the index records each, in this order, and the front end compares its own list
 INDEX_ENV = (
@@ -42,7 +42,7 @@ MAC_TAG_SIZE = 32
 
 #: set by the front end (frontend.c) on a miss: tells the Python CLI to rewrite the index
 FRONTEND_MISS = "ISORUN_FRONTEND_MISS"
-#: why execve failed with ENOENT for a command without a slash (launch.py, frontend.c)
+#: why execve failed with ENOENT for a command without a slash (sandbox/foreground.py, frontend.c)
 EXEC_NOT_FOUND = "command not found in the sandbox's PATH"
 
 #: root-owned trees whose links, when root's, resolve.c and safepath follow. Here and not

@@ -160,11 +160,11 @@ def stable_profile(text: str) -> str | None:
     import hashlib
     import stat
 
-    from isorun import cache
+    from isorun.cache import files as cache_files
 
     if os.environ.get("ISORUN_CACHE", "1") == "0":
         return None
-    directory = os.path.join(cache.cache_dir(), "pytest")
+    directory = os.path.join(cache_files.cache_dir(), "pytest")
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.lstat(directory)

@@ -325,4 +325,3 @@ def _launch(argv: list[str], profile: str) -> int:
         sys.stderr.write(err.render() + "\n")
         return err.exit_code
 
-

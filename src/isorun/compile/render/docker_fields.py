@@ -1,6 +1,7 @@
 """The parts of a Docker seccomp profile read one by one: architectures, a rule's
 ``includes``/``excludes`` and its ``args``, each with what an engine would do differently
-as a located warning. The whole profile is read by :mod:`isorun.compile.render.docker_import`.
+as a located warning. The whole profile is read by
+:mod:`isorun.compile.render.docker_import`.
 """
 
 from __future__ import annotations

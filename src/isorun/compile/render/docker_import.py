@@ -1,10 +1,10 @@
 """Docker seccomp JSON -> an isorun ``Seccomp`` policy, rendered as profile TOML.
 
 Docker's semantics are kept, and everything an engine would have ignored or read
-differently becomes a warning with its location. Siblings: :mod:`isorun.compile.render.docker`
-(the exports and the shared action/operator/architecture tables),
-:mod:`isorun.compile.render.docker_diff` (what a Docker profile decides; diff of two policies),
-:mod:`isorun.compile.render.docker_toml` (a policy as profile TOML) and
+differently becomes a warning with its location. Siblings:
+:mod:`isorun.compile.render.docker` (the exports and the shared action/operator/architecture
+tables), :mod:`isorun.compile.render.docker_diff` (what a Docker profile decides; diff of
+two policies), :mod:`isorun.compile.render.docker_toml` (a policy as profile TOML) and
 :mod:`isorun.compile.engines` (what container engines do besides the profile).
 """
 

@@ -1,6 +1,6 @@
 /*
  * The launch index's file name: FNV-1a 64 of "profile\0cwd\0uid[\0backend]", as
- * isorun.launch_index.index_name computes it when it writes the index (the Python CLI,
+ * isorun.cache.index.index_name computes it when it writes the index (the Python CLI,
  * which has no C module loaded on that path). A file of its own so that
  * tests/unit/test_blake2b_c.py can run it beside the Python one on the same inputs.
  */

@@ -1,6 +1,6 @@
 /*
  * The launch index, as the `isorun` front end (frontend.c) reads it: the file the Python
- * CLI writes next to a plan cache entry (isorun.launch_index, which documents the layout),
+ * CLI writes next to a plan cache entry (isorun.cache.index, which documents the layout),
  * checked condition by condition against this process now.
  *
  * Fail closed: the index is only trusted as the plan cache's entries are (a regular file,
@@ -154,7 +154,7 @@ static int field_cstr(struct field f, char *buf, size_t size) {
     return 1;
 }
 
-/* Whole small files (the userns sysctls), as isorun.cache.facts_key reads them. */
+/* Whole small files (the userns sysctls), as isorun.cache.entry.facts_key reads them. */
 static int file_is(const char *path, int present, struct field want) {
     char buf[4096];
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -229,9 +229,9 @@ static int match_pair(const struct field *pairs, uint32_t n_pairs, unsigned char
 
 /*
  * environ's NAME=value entries the patterns select (exact names or PREFIX*), compared as
- * a set with the recorded pairs: launch.env_projection, which launch.usable compares, of
- * the environment the Python CLI would see, which is environ with LC_CTYPE set to ctype
- * when that is not NULL (see python_coerced_ctype).
+ * a set with the recorded pairs: cache.record.env_projection, which cache.record.usable
+ * compares, of the environment the Python CLI would see, which is environ with LC_CTYPE
+ * set to ctype when that is not NULL (see python_coerced_ctype).
  */
 static int env_projection_is(int whole, const struct field *patterns, uint32_t n_patterns,
                              const struct field *pairs, uint32_t n_pairs, const char *ctype) {
@@ -361,7 +361,7 @@ static int userns_now(const char *status) {
 }
 
 /*
- * The inputs of auto's choice of the landlock backend, as isorun.launch_index._auto_inputs
+ * The inputs of auto's choice of the landlock backend, as isorun.cache.index._auto_inputs
  * wrote them, against this process now; and no user namespace can be made. Any change
  * (a wrapper installed or made setuid, another PATH, no_new_privs gone, a namespace
  * possible again) would let the Python CLI choose another, stronger backend: a miss.
@@ -455,7 +455,7 @@ static int sysctls_and_env_hold(struct cursor *c) {
     return c->ok;
 }
 
-/* The realpath() inputs of isorun.cache.variables: ${HOME}, ${CWD}, ${TMPDIR}, ... */
+/* The realpath() inputs of isorun.cache.entry.variables: ${HOME}, ${CWD}, ${TMPDIR}, ... */
 static int realpaths_hold(struct cursor *c) {
     char path[PATH_MAX], real[PATH_MAX];
     uint32_t n = (uint32_t)get_uint(c, 4);
@@ -499,7 +499,7 @@ static int env_projection_holds(struct cursor *c) {
 }
 
 /* Every profile file the plan came from, the isorun code that compiled it and the
- * interpreter: stat(2) fingerprints (isorun.launch_index.index_blob says why they suffice). */
+ * interpreter: stat(2) fingerprints (isorun.cache.index.index_blob says why they suffice). */
 static int files_hold(struct cursor *c) {
     char path[PATH_MAX];
     uint32_t n = (uint32_t)get_uint(c, 4);
@@ -536,7 +536,7 @@ static int record_holds(struct cursor *c, const char *backend, struct isorun_ind
 
 /*
  * Check every condition of the index body against this process now, in the order
- * isorun.launch_index.index_blob writes them; cheap comparisons come first in it.
+ * isorun.cache.index.index_blob writes them; cheap comparisons come first in it.
  */
 static int index_holds(struct cursor *c, const char *profile, const char *backend,
                        const char *cwd, const char *self_dir, struct isorun_index *idx) {
@@ -545,7 +545,7 @@ static int index_holds(struct cursor *c, const char *profile, const char *backen
            record_holds(c, backend, idx);
 }
 
-/* The directory isorun.cache.cache_dir names, opened only if it is ours and only we can
+/* The directory isorun.cache.files.cache_dir names, opened only if it is ours and only we can
  * write to it (the Python side makes it 0700); -1 otherwise. */
 static int open_cache_dir(void) {
     char dir[PATH_MAX];

@@ -135,7 +135,7 @@ size_t isorun_git_guards_all(const struct isorun_spec *s, const char **out, size
 void isorun_git_guards_walk(const char *const *guards, size_t n, const struct timespec *since);
 
 /* The launch index's file name for profile, cwd, uid and backend ("" for none), as
- * isorun.launch_index.index_name makes it (index_name.c): 16 hex digits, ".launch". */
+ * isorun.cache.index.index_name makes it (index_name.c): 16 hex digits, ".launch". */
 #define ISORUN_INDEX_NAME_SIZE 24
 void isorun_index_name(const char *profile, const char *cwd, unsigned int uid,
                        const char *backend, char name[ISORUN_INDEX_NAME_SIZE]);

@@ -45,7 +45,8 @@ from __future__ import annotations
 import os
 import sys
 
-from isorun import cache
+from isorun.cache import entry as cache_entry
+from isorun.cache import files as cache_files
 from isorun.host import mac, venv
 from isorun.shim import abi
 
@@ -93,20 +94,20 @@ def _auto_inputs() -> list[bytes]:
     that finds another one, is a miss, and the Python CLI chooses again."""
     import shutil
 
-    from isorun import launch
+    from isorun.cache import record as cache_record
 
     with open("/proc/self/status") as f:
         nnp = "\nNoNewPrivs:\t1" in f.read()
     path = os.environ.get("PATH")
     parts = [bytes([nnp]), bytes([path is not None]), _field(os.fsencode(path or ""))]
-    parts.append(_u32(len(launch.AUTO_TOOLS)))
-    for tool in launch.AUTO_TOOLS:
+    parts.append(_u32(len(cache_record.AUTO_TOOLS)))
+    for tool in cache_record.AUTO_TOOLS:
         found = shutil.which(tool) or ""
         parts.append(_field(tool.encode()) + _field(os.fsencode(found)))
         if found:
             parts.append(_fingerprint(os.stat(found)))
-    parts.append(_u32(len(launch.AUTO_FILES)))
-    for name in launch.AUTO_FILES:
+    parts.append(_u32(len(cache_record.AUTO_FILES)))
+    for name in cache_record.AUTO_FILES:
         try:
             st: os.stat_result | None = os.stat(name)
         except OSError:
@@ -134,7 +135,7 @@ def _index_stat_paths(entry: Mapping[str, object]) -> list[str]:
     deps = entry.get("deps")
     assert isinstance(deps, tuple)
     paths = [literal for literal, _, _ in deps]
-    paths += [path for path, _, _, _ in cache.code_stamp()]
+    paths += [path for path, _, _, _ in cache_entry.code_stamp()]
     # The interpreter: its version is in the key (marshal, pickle, bytecode formats);
     # pyvenv.cfg decides its sys.base_prefix (${PYTHON_BASE_PREFIX}).
     paths.append(sys.executable)
@@ -145,11 +146,11 @@ def _index_stat_paths(entry: Mapping[str, object]) -> list[str]:
     # A root caller's writable bind whose source is missing (web's ./data): made later,
     # root-owned, the sandbox (65534) could not write it, which only the Python path says
     # (launch.usable). Making it changes the nearest existing directory above it.
-    from isorun import launch
+    from isorun.cache import record as cache_record
 
     record = entry.get("launch")
     spec = record.get("spec") if isinstance(record, dict) else None
-    for src in launch.root_sandbox_binds(spec) if isinstance(spec, dict) else ():
+    for src in cache_record.root_sandbox_binds(spec) if isinstance(spec, dict) else ():
         above = os.fsdecode(src)
         while not os.path.lexists(above) and above not in ("/", ""):
             above = os.path.dirname(above)
@@ -186,7 +187,7 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
     """
     import time
 
-    from isorun import launch
+    from isorun.cache import record as cache_record
 
     record = entry.get("launch" if landlock is None else "launch_landlock")
     if not isinstance(record, dict):
@@ -197,7 +198,8 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
     if not os.environ.get("HOME"):
         return "HOME is not set (the key would read the password database)"
     here = os.path.realpath(os.getcwd())
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # src/ (or site-packages): the directory above the isorun package
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if (
         not sys.flags.safe_path
         and sys.path
@@ -230,18 +232,22 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
         )
     # After the stats (see the docstring): the inputs are still those of the entry.
     spec = str(entry["spec"])
-    resolved = cache.variables()
-    if entry.get("key") != cache.entry_key(spec, resolved):
+    resolved = cache_entry.variables()
+    if entry.get("key") != cache_entry.entry_key(spec, resolved):
         return "the key's inputs changed since the entry was written"
-    changed = cache.check_deps(entry["deps"])  # type: ignore[arg-type]
+    changed = cache_entry.check_deps(entry["deps"])  # type: ignore[arg-type]
     if changed is not None:
         return changed
     patterns = record["env_patterns"]
-    if launch.env_projection(patterns) != record["env"]:
+    if cache_record.env_projection(patterns) != record["env"]:
         return "a kept environment variable changed since the entry was written"
+    from isorun.errors import InternalError
+
     try:
         flat_record = flat.encode(record["spec"])
-    except Exception as err:  # a record the C side cannot take: no index, Python runs
+    except (InternalError, OverflowError) as err:
+        # a record the C side cannot take (flat refuses it, or a number does not fit its
+        # field): no index, Python runs
         return f"the launch record cannot be flattened ({err})"
 
     cwd = os.getcwd()
@@ -253,9 +259,9 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
         _field(os.fsencode(os.path.realpath(os.path.dirname(sys.executable)))),
         *(_field(os.fsencode(v)) for v in (uname.sysname, uname.release, uname.version,
                                             uname.machine)),
-        _u32(len(cache._USERNS_SYSCTLS)),
+        _u32(len(cache_entry._USERNS_SYSCTLS)),
     ]  # fmt: skip
-    for path in cache._USERNS_SYSCTLS:
+    for path in cache_entry._USERNS_SYSCTLS:
         try:
             with open(path, "rb") as f:
                 content: bytes | None = f.read()
@@ -282,11 +288,11 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
     parts += [_field(os.fsencode(k)) + _field(os.fsencode(v)) for k, v in record["env"]]
     parts.append(_u32(len(stats)))
     parts += stats
-    mode, warning, needs_weaker = (launch.MODE_NATIVE, "", False) if landlock is None \
+    mode, warning, needs_weaker = (cache_record.MODE_NATIVE, "", False) if landlock is None \
         else landlock
     parts += [_field(os.fsencode(backend)), bytes([mode, needs_weaker]),
               _field(warning.encode())]
-    if mode == launch.MODE_LANDLOCK_AUTO:
+    if mode == cache_record.MODE_LANDLOCK_AUTO:
         try:
             parts += _auto_inputs()
         except OSError as err:
@@ -309,8 +315,8 @@ def write_index(
     :func:`index_blob` for ``backend`` and ``landlock``)."""
     blob = index_blob(entry, backend=backend, landlock=landlock)
     if isinstance(blob, str):
-        cache._warn(log, f"no launch index: {blob}")
+        cache_files._warn(log, f"no launch index: {blob}")
         return False
-    directory = cache.cache_dir() if directory is None else directory
+    directory = cache_files.cache_dir() if directory is None else directory
     name = index_name(str(entry["spec"]), os.getcwd(), os.getuid(), backend)
-    return cache._write_file(directory, name, blob, log)
+    return cache_files._write_file(directory, name, blob, log)

@@ -1,13 +1,12 @@
-"""The warm CLI launch: a cached spec record straight to the shared spawn.
+"""The launch record: a cached spec record straight to the shared spawn.
 
 On this kind of machine ``import dataclasses`` alone costs more than bubblewrap takes to
 start a sandbox, and the regular path (:func:`isorun.api.Popen` -> ``native.build_spec``
 -> ``process.spawn``) imports dataclasses, typing, enum, subprocess and threading. So a
 cache entry may carry a *launch record*: the ShimSpec ``native.build_spec`` made at
-compile time, as :func:`isorun.sandbox.spec.spec_record` flattens it, and this module
-hands it to :func:`isorun.sandbox.parent.spawn_in_parent`, which starts every native
-sandbox, with the command line's argv. What is left here is the CLI's part: deciding
-when a record may be used, and reporting the exit status.
+compile time, as :func:`isorun.sandbox.spec.spec_record` flattens it, which
+:mod:`isorun.sandbox.foreground` hands to :func:`isorun.sandbox.parent.spawn_in_parent`
+with the command line's argv. This module decides when a record may be made and used.
 
 Fail closed: :func:`make_record` (on a cache miss, where imports are free) makes no
 record for what the warm launch does not do (cgroups, a wall-clock limit, learn mode,
@@ -22,31 +21,21 @@ from __future__ import annotations
 
 import os
 
-from isorun.kernel import abi
 from isorun.sandbox.record import MOUNT
 from isorun.shim import abi as shim_abi
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from typing import Any
 
     from isorun.compile.plan import Plan
     from isorun.sandbox.parent import Record
-
-ENOENT = 2
-SIGCHLD = 17
-#: si_code of a signal the kernel sent (a terminal's ^C), as opposed to kill(2)'s SI_USER
-SI_KERNEL = 0x80
-#: signals the launcher passes on to the sandbox's pid 1 instead of dying of them
-FORWARDED_SIGNALS = tuple(abi.FORWARDED_SIGNALS.values())
-
 
 def env_patterns(plan: Plan) -> tuple[str, ...] | None:
     """The caller's environment variables the plan reads: exact names, or ``PREFIX*``.
 
     None means the whole environment (no Environment step clearing it, or a pattern this
-    module cannot match without fnmatch). A superset of what native.build_environment
+    module cannot match without fnmatch). A superset of what compile.environment.build_environment
     reads, so equal projections mean an equal environment for the command.
     """
     from isorun.compile.plan import Environment
@@ -102,7 +91,7 @@ def make_record(
     facts = probe()
     if not facts.userns:
         return None  # api.Popen would choose another backend on this host
-    from isorun.api import root_write_notes
+    from isorun.compile.exposure import root_write_notes
 
     if root_write_notes(plan):
         return None  # api.launch says, on every launch, what the sandbox cannot write
@@ -211,6 +200,8 @@ def usable(record: object, argv: list[str]) -> Record | None:
     if env_projection(record["env_patterns"]) != record["env"]:
         return None  # a kept variable changed: the command's environment would differ
     spec: Record = record["spec"]
+    from isorun.host.nobody import nobody_cannot_write
+
     if any(nobody_cannot_write(src) for src in root_sandbox_binds(spec)):
         # made or chowned since this record (web's ./data): the regular path says what
         # the sandbox cannot write (api.root_write_notes), the record would not
@@ -228,23 +219,6 @@ def root_sandbox_binds(spec: Record) -> list[bytes]:
     return [m[MOUNT.src] for m in spec["mounts"] if m[MOUNT.kind] == 1 and not m[MOUNT.flags] & 1]
 
 
-def nobody_cannot_write(path: str | bytes) -> bool:
-    """``path`` exists and uid 65534 may not write it (owned by another, not o+w)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False  # not there (yet): an optional source, or a required one that fails
-    return st.st_uid != 65534 and not st.st_mode & 0o002
-
-
-def exec_failure_message(command: str, errno: int) -> str:
-    """The line a shell would print when execve failed (the exit code says 126 or 127)."""
-    why = os.strerror(errno)
-    if "/" not in command and errno == ENOENT:
-        why = shim_abi.EXEC_NOT_FOUND
-    return f"isorun: {command}: {why}\n"
-
-
 def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:
     """``err`` naming the profile line of its step, as the regular path reports it, or
     None when there is nothing to add. Only called once the launch failed, so loading
@@ -253,109 +227,14 @@ def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:
 
     if not isinstance(err, SandboxSetupError) or err.loc is not None:
         return None
-    from isorun import api, cache
+    from isorun.cache import entry as cache_entry
+    from isorun.compile.plan import locate_error
 
     try:
-        plan = cache.load_plan(entry)
-    except Exception:
+        plan = cache_entry.load_plan(entry)
+    except cache_entry.EntryInvalid:
         return None  # the error without its line is still the right error
-    return api.locate_error(err, plan)
-
-
-def run(record: Record, argv: list[str]) -> int:
-    """Launch with stdio inherited and wait; the exit code as a shell reports it (128+N
-    for signal N, 126/127 when execve failed)."""
-    import sys
-
-    from isorun.sandbox import git_guard, parent
-
-    # Before the sandbox can write: .git guards with nothing to guard yet (git_guard.py).
-    guards = git_guard.missing_in_record(record["mounts"])
-    walks = git_guard.all_in_record(record["mounts"])
-    since = git_guard.since() if walks else 0
-    try:
-        return _run(record, argv, parent)
-    finally:
-        for note in git_guard.quarantine(guards) if guards else ():
-            sys.stderr.write(note + "\n")
-        for note in git_guard.walk_planted(walks, since) if walks else ():
-            sys.stderr.write(note + "\n")
-
-
-def _run(record: Record, argv: list[str], parent: Any) -> int:
-    # _signal is the C half of signal.py, which imports enum (milliseconds).
-    import _signal  # type: ignore[import-not-found]
-    import sys
-
-    # The sandbox shares our terminal's foreground group (spec.terminal_job): then the
-    # signals are taken with sigwaitinfo, whose si_code tells the terminal's (which the
-    # command got itself) from those sent with kill (to forward).
-    foreground = bool(record.get("terminal_job")) and parent.foreground_in_parent()
-    blocked = (*FORWARDED_SIGNALS, SIGCHLD) if foreground else FORWARDED_SIGNALS
-    # Blocked from before the clone until the handlers below are in place: the command
-    # can run (and someone signal us) before spawn_in_parent returns, and a SIGTERM in
-    # that window would kill this launcher instead of reaching the command. The child
-    # unblocks every signal before its execve (shim exec.c), so the command never
-    # inherits this mask; a signal that came meanwhile is delivered at the unblock below.
-    old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, blocked)
-    opened: list[int] = []
-    try:
-        try:
-            pid, pidfd, failure = parent.spawn_in_parent(record, opened)
-        finally:
-            for fd in opened:
-                os.close(fd)
-        if failure is not None:
-            # The status says 126 or 127; the launcher says why, as api.launch does.
-            sys.stderr.write(exec_failure_message(argv[0], failure[2]))
-        if foreground:
-            try:
-                status = wait_sharing_terminal(
-                    lambda: os.waitpid(pid, os.WNOHANG),
-                    lambda sig: parent.signal_in_parent(pidfd, sig), blocked)
-            finally:
-                os.close(pidfd)
-                parent.reclaim_terminal_in_parent()
-            code = os.waitstatus_to_exitcode(status)
-            return 128 - code if code < 0 else code
-
-        def forward(signum: int, frame: Any) -> None:
-            parent.signal_in_parent(pidfd, signum)
-
-        # The sandbox's pid 1 forwards these to the command; the launcher must survive
-        # them to report the command's status instead of dying first.
-        for sig in FORWARDED_SIGNALS:
-            _signal.signal(sig, forward)
-    finally:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        os.close(pidfd)
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
-
-
-def wait_sharing_terminal(reap: Callable[[], tuple[int, int]], send: Callable[[int], None],
-                          blocked: tuple[int, ...]) -> int:
-    """Wait for a sandbox in our terminal's foreground group; its wait status.
-
-    ``blocked`` (the forwarded signals and SIGCHLD) must be blocked since before the
-    start. A signal the terminal sent (si_code SI_KERNEL: ^C, ^\\, a resize, a hangup)
-    reached the command as it reached us and is not passed on again; one sent with kill
-    is (``send``). ^Z is not taken here: it stops this launcher with the command, so the
-    caller's shell gets the terminal back, and fg continues both. ``reap()`` is
-    waitpid(..., WNOHANG) of our child.
-    """
-    import _signal
-
-    while True:
-        done, status = reap()
-        if done:
-            return status
-        info = _signal.sigwaitinfo(blocked)
-        if info.si_signo != SIGCHLD and info.si_code != SI_KERNEL:
-            send(info.si_signo)
+    return locate_error(err, plan)
 
 
 def _shim_loads(log: Callable[[str], None] | None) -> bool:

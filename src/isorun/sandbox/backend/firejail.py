@@ -1,0 +1,115 @@
+"""The firejail backend: firejail runs the plan as compile/render/firejail.py renders it."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+from isorun.compile import plan as p
+from isorun.compile.render.firejail import render_firejail
+from isorun.errors import Lost
+from isorun.host.probe import BackendFacts
+from isorun.sandbox.backend.common import (
+    _DUMMY_FD,
+    FRESH,
+    NOBODY,
+    Compiled,
+    SandboxRun,
+    _capabilities,
+    _identity_missing,
+    _landlock_fd,
+    _memfd,
+    _program_fd,
+    _refusal_watch,
+    _render_lost,
+    _spawn,
+    _userns,
+    _which,
+)
+from isorun.sandbox.wrapper_mounts import check_sources
+
+if TYPE_CHECKING:
+    pass
+
+
+class FirejailBackend:
+    name = "firejail"
+
+    def capabilities(self) -> frozenset[str]:
+        return _capabilities(self.check)
+
+    def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
+        tool = facts.firejail
+        if tool is None:
+            return "firejail is not installed", "apt-get install firejail"
+        if not tool.setuid and not facts.host.root:
+            return "firejail is not setuid root", f"chmod u+s {tool.path}"
+        if facts.no_new_privs and not facts.host.root:
+            return ("no_new_privs is set on this process, so setuid firejail cannot gain "
+                    "root", "run isorun where no_new_privs is not set")
+        missing = _identity_missing(plan, facts, "firejail")
+        if missing[0]:
+            return missing
+        check_sources(plan, launch=False)  # raises for a planted link: no backend may follow it
+        for step in plan.find(p.MapIds):
+            if step.host_uid == NOBODY:
+                return ("firejail refuses to run as nobody (uid 65534), the host identity "
+                        "of a root caller's sandbox",
+                        "run isorun as the user the sandbox should be, or use bwrap")
+            try:
+                name = pwd.getpwuid(step.host_uid).pw_name
+            except KeyError:
+                return (f"firejail needs a passwd entry for uid {step.host_uid}",
+                        "run isorun as an existing user")
+            if facts.firejail_users is not None and name not in facts.firejail_users:
+                return (f"firejail admits only the users in /etc/firejail/firejail.users, "
+                        f"not {name}", f"add {name} to /etc/firejail/firejail.users")
+        return "", ""
+
+    def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
+        return _render_lost(lambda: render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD,
+                                                    env_fd=_DUMMY_FD + 1,
+                                                    helper_fd=_DUMMY_FD + 2,
+                                                    allow_weaker=True,
+                                                    userns=_userns(facts),
+                                                    landlock_fd=_DUMMY_FD + 3))
+
+    def terminal_job(self, plan: p.Plan) -> bool:
+        return render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD, env_fd=_DUMMY_FD + 1,
+                               helper_fd=_DUMMY_FD + 2, allow_weaker=True,
+                               terminal=True).terminal_job
+
+    def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              stdin: Any = None, stdout: Any = None, stderr: Any = None,
+              allow_weaker: bool = False, facts: BackendFacts | None = None,
+              terminal: bool = False, refusals: bool = False,
+              compiled: Compiled | None = None,
+              log: Callable[[str], None] | None = None) -> SandboxRun:
+        from isorun.sandbox.exec_stage import exec_stage_path
+
+        caller = os.environ if env is None else env
+        checked = check_sources(plan)
+        plan = checked.plan
+        with ExitStack() as stack:
+            program = (compiled or FRESH).program(plan)
+            seccomp_fd = _program_fd(plan, program, stack)
+            watch = _refusal_watch(plan, program, refusals, stack)
+            env_fd = _memfd(b"", stack)
+            # The stage reaches the sandbox as a descriptor (exec'd as /proc/self/fd/N),
+            # so no host path of it has to be visible inside.
+            helper_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
+            stack.callback(os.close, helper_fd)
+            inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
+                                  helper_fd=helper_fd, allow_weaker=allow_weaker,
+                                  firejail=_which("firejail"), userns=_userns(facts),
+                                  identities=checked.identities, terminal=terminal,
+                                  landlock_fd=_landlock_fd(plan, stack),
+                                  report_fds=None if watch is None else watch.child_fds)
+            for fd, data in inv.inputs:
+                os.write(fd, data)
+                os.lseek(fd, 0, os.SEEK_SET)
+            return _spawn(inv, plan, stdin, stdout, stderr, watch)
+        raise AssertionError("unreachable")  # pragma: no cover
