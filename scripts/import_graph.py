@@ -20,11 +20,11 @@ has a kind, because the kinds differ in what they can break:
 - ``typing``: under ``if TYPE_CHECKING:``; never runs, so it cannot close a cycle, but it
   is a dependency of the design, so it must not point upwards either.
 
-The layer map is the target layout of issue 19 (docs/architecture-plan.md says where it
-departs from the issue and why). Until the files move, ``MOVES`` maps each module of
-today's tree to its target, and a module's layer is the layer of its target.
-tests/unit/test_architecture.py holds the tree to this map through the debt list, and the
-package ``__init__`` files of ``EMPTY_INITS`` to holding no import at all.
+The layer map is the layout docs/architecture.md describes, with the reason each layer
+sits where it does. When a module is to move, ``MOVES`` maps it to its target until it
+does, and its layer is the layer of its target. tests/unit/test_architecture.py holds
+the tree to this map through the debt list, and the package ``__init__`` files of
+``EMPTY_INITS`` to holding no import at all.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: compiled modules: nodes without a file to parse (built by shim/build_shim.py)
 EXTENSIONS = ("isorun._shim_c",)
 
-#: today's module -> its target in the layout of issue 19 (docs/architecture-plan.md has
-#: the reasons). Issue 19 empties this table as it moves the files; a module absent from
-#: it is already where it belongs.
+#: a module that is to move -> its target (docs/architecture.md has the layers and their
+#: reasons); the entry goes once the file is there. A module absent from it is where it
+#: belongs.
 MOVES: dict[str, str] = {
 }
 
