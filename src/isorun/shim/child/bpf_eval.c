@@ -17,7 +17,7 @@
 /*
  * Classic BPF as seccomp runs it (the subset seccomp_check_filter admits: loads from
  * seccomp_data, scratch memory, ALU, forward jumps, RET), over one notification's data.
- * The refusal report's filter (isorun.refusals) is the profile's own program with each
+ * The refusal report's filter (isorun.compile.refusals) is the profile's own program with each
  * ERRNO answer turned into USER_NOTIF; running the profile's program here gives back the
  * errno it would have answered, exactly, argument conditions included. The data is the
  * kernel's copy: no pointer is followed, so no other thread can change what we decide on

@@ -4,7 +4,7 @@
  *
  * The machinery is learn mode's (notify.c): the child loads, instead of the profile's
  * program, the same program with each ERRNO answer turned into SECCOMP_RET_USER_NOTIF
- * (isorun.refusals.reporting_filter), and hands us its listener. Allowed calls never
+ * (isorun.compile.refusals.reporting_filter), and hands us its listener. Allowed calls never
  * leave the kernel; a refused one waits for us, is counted, and gets the errno the
  * profile's own program answers for it (notify.c runs that program on the notification's
  * data), so the command sees exactly what it would have without the report. KILL and
