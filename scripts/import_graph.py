@@ -45,13 +45,12 @@ DEBT = ROOT / "tests" / "unit" / "architecture_debt.txt"
 #: Each entry is (layer, target module prefixes); a prefix matches itself and its
 #: submodules.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # isorun.version is new: ``from isorun import __version__`` (cache, parent) loads the
-    # package's __init__, whose __getattr__ imports api, so the lowest layers reach the
-    # highest through it (the 12-module cycle runs cache -> isorun -> api -> cache).
+    # isorun.version, not the package: the package's __init__ is a face of api (below),
+    # so a low module reading ``from isorun import __version__`` would import upwards.
     ("errors", ("isorun.errors", "isorun.version")),
     ("kernel", ("isorun.kernel",)),
-    # C, and the build script that compiles it; build_shim.py will read kernel/abi.py to
-    # generate consts.h, so it sits above kernel and below every user of the module.
+    # C, and the Python that builds it; shim/headers.py reads kernel/abi.py to generate
+    # consts.h and tables.h, so it sits above kernel and below every user of the module.
     ("shim", ("isorun.shim", "isorun._shim_c")),
     ("profile", ("isorun.profile",)),
     ("host", ("isorun.host",)),
@@ -63,7 +62,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("api", ("isorun.api", "isorun.doctor", "isorun")),
     ("learn", ("isorun.learn",)),
     ("testing", ("isorun.testing",)),
-    # isorun.pytest stays where it is: ``python -m isorun.pytest`` is a documented command.
+    # isorun.pytest is ``python -m isorun.pytest``, a documented command.
     ("cli", ("isorun.cli", "isorun.__main__", "isorun.pytest")),
 )
 
