@@ -38,7 +38,7 @@ GEN = HERE.parent.parent.parent / "build" / "gen"
 SOURCES = (
     "child/ns.c", "resolve.c", "child/beneath.c", "child/mount.c", "child/mount_fs.c",
     "child/mount_dev.c", "child/mount_overlay.c", "child/mount_mask.c", "child/mount_root.c",
-    "child/caps.c", "child/seccomp.c", "child/exec.c", "child/fds.c",
+    "child/caps.c", "child/seccomp.c", "child/exec.c", "child/fail.c", "child/fds.c",
     "child/notify.c", "child/bpf_eval.c", "child/apply.c", "child/landlock.c", "planted.c",
 )
 #: where the sources' quoted #includes are found, each header by its bare name (GEN
