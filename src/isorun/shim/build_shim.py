@@ -49,9 +49,9 @@ CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 LAUNCHER_SOURCES = (
     "launcher/launch_main.c", "launcher/launch.c", "launcher/launch_mounts.c",
     "launcher/idmap.c", "launcher/terminal.c", "launcher/caller.c", "launcher/launch_record.c",
-    "launcher/launch_record_dump.c", "launcher/launch_report.c", "launcher/frontend.c",
-    "launcher/launch_index.c", "launcher/index_name.c", "launcher/blake2b.c",
-    "launcher/git_guard.c", *SOURCES
+    "launcher/launch_record_read.c", "launcher/launch_record_dump.c",
+    "launcher/launch_report.c", "launcher/frontend.c", "launcher/launch_index.c",
+    "launcher/index_name.c", "launcher/blake2b.c", "launcher/git_guard.c", *SOURCES
 )
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"
