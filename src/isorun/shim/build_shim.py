@@ -51,7 +51,8 @@ LAUNCHER_SOURCES = (
     "launcher/idmap.c", "launcher/terminal.c", "launcher/caller.c", "launcher/launch_record.c",
     "launcher/launch_record_read.c", "launcher/launch_record_dump.c",
     "launcher/launch_report.c", "launcher/frontend.c", "launcher/launch_index.c",
-    "launcher/index_name.c", "launcher/blake2b.c", "launcher/git_guard.c", *SOURCES
+    "launcher/index_auto.c", "launcher/index_env.c", "launcher/index_name.c",
+    "launcher/blake2b.c", "launcher/git_guard.c", *SOURCES
 )
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"
