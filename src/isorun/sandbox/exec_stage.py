@@ -31,8 +31,9 @@ SOURCE = SHIM / "stage" / "seccomp_exec.c"
 #: compiled with SOURCE: its own parts, the native shim's Landlock code, so both apply one
 #: ruleset logic, and its BPF evaluator (the refusal report's hand-over check)
 SOURCES = (
-    SOURCE, SHIM / "stage" / "seccomp_exec_input.c", SHIM / "stage" / "seccomp_exec_report.c",
-    SHIM / "child" / "landlock.c", SHIM / "child" / "bpf_eval.c",
+    SOURCE, SHIM / "stage" / "seccomp_exec_input.c", SHIM / "stage" / "seccomp_exec_expect.c",
+    SHIM / "stage" / "seccomp_exec_report.c", SHIM / "child" / "landlock.c",
+    SHIM / "child" / "bpf_eval.c",
 )
 #: where its quoted #includes are found, besides the generated consts.h and tables.h
 INCLUDE_DIRS = (SHIM, SHIM / "stage", SHIM / "child")

@@ -36,10 +36,10 @@ GEN = HERE.parent.parent.parent / "build" / "gen"
 #: the cffi module: the child side (child/) and the parent side's path walks, which
 #: Python calls too (resolve.c, planted.c)
 SOURCES = (
-    "child/ns.c", "resolve.c", "child/beneath.c", "child/mount.c", "child/mount_dev.c",
-    "child/mount_overlay.c", "child/mount_mask.c", "child/mount_root.c", "child/caps.c",
-    "child/seccomp.c", "child/exec.c", "child/fds.c", "child/notify.c", "child/bpf_eval.c",
-    "child/apply.c", "child/landlock.c", "planted.c",
+    "child/ns.c", "resolve.c", "child/beneath.c", "child/mount.c", "child/mount_fs.c",
+    "child/mount_dev.c", "child/mount_overlay.c", "child/mount_mask.c", "child/mount_root.c",
+    "child/caps.c", "child/seccomp.c", "child/exec.c", "child/fail.c", "child/fds.c",
+    "child/notify.c", "child/bpf_eval.c", "child/apply.c", "child/landlock.c", "planted.c",
 )
 #: where the sources' quoted #includes are found, each header by its bare name (GEN
 #: first, for the generated ones)
@@ -49,9 +49,10 @@ CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-O2")
 LAUNCHER_SOURCES = (
     "launcher/launch_main.c", "launcher/launch.c", "launcher/launch_mounts.c",
     "launcher/idmap.c", "launcher/terminal.c", "launcher/caller.c", "launcher/launch_record.c",
-    "launcher/launch_record_dump.c", "launcher/launch_report.c", "launcher/frontend.c",
-    "launcher/launch_index.c", "launcher/index_name.c", "launcher/blake2b.c",
-    "launcher/git_guard.c", *SOURCES
+    "launcher/launch_record_read.c", "launcher/launch_record_dump.c",
+    "launcher/launch_report.c", "launcher/frontend.c", "launcher/launch_index.c",
+    "launcher/index_auto.c", "launcher/index_env.c", "launcher/index_name.c",
+    "launcher/blake2b.c", "launcher/git_guard.c", *SOURCES
 )
 #: installed next to the package's modules; isorun.sandbox.process looks for it there
 LAUNCHER_NAME = "isorun-launch"

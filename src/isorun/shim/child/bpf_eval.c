@@ -28,6 +28,7 @@
  * case per instruction class, which reads best whole, beside the kernel's own
  * (net/core/filter.c) it mirrors.
  */
+/* long: an interpreter loop, one case per BPF instruction class, read whole */
 unsigned int isorun_bpf_eval(const unsigned char *prog, size_t len,
                              const struct seccomp_data *d) {
     const struct sock_filter *f = (const void *)prog;

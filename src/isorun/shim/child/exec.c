@@ -1,6 +1,7 @@
 /*
  * The child's fixed sequence from clone(2) to execve(2), the pid-1 init that reaps
- * orphans and forwards signals, rlimits and the PATH search (descriptors: fds.c).
+ * orphans and forwards signals, rlimits and the PATH search (descriptors: fds.c; the
+ * failure record on the error pipe: fail.c).
  *
  * Order (each step says why it sits where it does):
  *   signals reset, death signal, deferred namespaces, wait for parent, setsid,
@@ -28,37 +29,6 @@
 #include "tables.h"
 
 static const int forwarded[] = {ISORUN_FORWARDED_SIGNALS}; /* tables.h, kernel/abi.py */
-
-static void copy_name(char *dst, const char *src) {
-    size_t i;
-
-    for (i = 0; i + 1 < ISORUN_NAME_MAX && src[i] != '\0'; i++)
-        dst[i] = src[i];
-    dst[i] = '\0';
-}
-
-_Noreturn void isorun_child_fail_status(const struct isorun_spec *spec, const char *step,
-                                        const char *syscall, int err, int index,
-                                        int status) {
-    struct isorun_failure f;
-    ssize_t n;
-
-    memset(&f, 0, sizeof f);
-    f.err = err;
-    f.index = index;
-    copy_name(f.step, step);
-    copy_name(f.syscall, syscall);
-    /* One write below PIPE_BUF is atomic: the parent never sees half a record. */
-    do
-        n = write(spec->err_fd, &f, sizeof f);
-    while (n < 0 && errno == EINTR);
-    _exit(status);
-}
-
-_Noreturn void isorun_child_fail(const struct isorun_spec *spec, const char *step,
-                                 const char *syscall, int err, int index) {
-    isorun_child_fail_status(spec, step, syscall, err, index, ISORUN_EXIT_SETUP);
-}
 
 static void fail(const struct isorun_spec *spec, const char *step, const char *syscall) {
     isorun_child_fail(spec, step, syscall, errno, -1);

@@ -12,7 +12,7 @@
 #include "consts.h" /* generated; isorun_shim.h uses it */
 #include "isorun_shim.h"
 
-/* Write (step, syscall, errno, index) to the error pipe and _exit(ISORUN_EXIT_SETUP). */
+/* fail.c: write (step, syscall, errno, index) to the error pipe, _exit(ISORUN_EXIT_SETUP). */
 _Noreturn void isorun_child_fail(const struct isorun_spec *spec, const char *step,
                                  const char *syscall, int err, int index);
 

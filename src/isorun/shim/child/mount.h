@@ -1,6 +1,7 @@
 /*
- * Shared by the file view's sources (mount.c walks the spec's mounts; mount_dev.c,
- * mount_overlay.c, mount_mask.c and mount_root.c hold the larger kinds and the new root):
+ * Shared by the file view's sources (mount.c walks the spec's mounts; mount_fs.c makes new
+ * filesystems; mount_dev.c, mount_overlay.c, mount_mask.c and mount_root.c hold the larger
+ * kinds and the new root):
  * the state of one walk and the by-descriptor primitives every kind builds on. Child side,
  * between clone(2) and execve(2): isorun_child.h's rules apply.
  */
@@ -36,7 +37,10 @@ static inline int fsconfig_string(int fs, const char *key, const char *value) {
 int isorun_mount_open_dst(const struct where *w, const char *path, int dir, mode_t mode);
 /* Attach a detached tree onto the descriptor dst, then add flags' attributes. */
 void isorun_mount_attach(const struct where *w, int tree, int dst, unsigned long flags);
-/* A new filesystem on dst (or on the path, made as a directory); its root descriptor. */
+/* MOUNT_ATTR_* of the MS_* flags a mount takes (read-only, nosuid, nodev, noexec). */
+unsigned long long isorun_mount_attr(unsigned long flags);
+/* mount_fs.c: a new filesystem on dst (or on the path, made as a directory); its root
+ * descriptor. */
 int isorun_mount_fs_at(const struct where *w, int dst, const char *type, unsigned long flags,
                        const char *data);
 int isorun_mount_fs(const struct where *w, const char *path, const char *type,

@@ -49,20 +49,24 @@ struct launch_args {
  * error and every subcommand go to Python. The first argument is dispatched as main()
  * does there: `-p=P` first is not a launch for it (click gets it), so not for us either.
  */
+static int starts_launch(const char *first) {
+    return strcmp(first, "--profile") == 0 || strcmp(first, "-p") == 0 ||
+           strcmp(first, "--backend") == 0 || strncmp(first, "--profile=", 10) == 0 ||
+           strncmp(first, "--backend=", 10) == 0 || strcmp(first, "--allow-weaker") == 0 ||
+           strcmp(first, "--verbose") == 0 || strcmp(first, "-v") == 0 ||
+           strcmp(first, "--debug") == 0 || strcmp(first, "--quiet") == 0 ||
+           strcmp(first, "-q") == 0;
+}
+
+/* 1 and the launch in out for one of the forms above, else 0 (Python's to handle). */
 static int parse_launch(int argc, char **argv, struct launch_args *out) {
     int i = 1;
     if (argc < 2)
         return 0;
-    if (strcmp(argv[1], "run") == 0) {
+    if (strcmp(argv[1], "run") == 0)
         i = 2;
-    } else if (strcmp(argv[1], "--profile") != 0 && strcmp(argv[1], "-p") != 0 &&
-               strcmp(argv[1], "--backend") != 0 && strncmp(argv[1], "--profile=", 10) != 0 &&
-               strncmp(argv[1], "--backend=", 10) != 0 && strcmp(argv[1], "--allow-weaker") != 0 &&
-               strcmp(argv[1], "--verbose") != 0 && strcmp(argv[1], "-v") != 0 &&
-               strcmp(argv[1], "--debug") != 0 && strcmp(argv[1], "--quiet") != 0 &&
-               strcmp(argv[1], "-q") != 0) {
+    else if (!starts_launch(argv[1]))
         return 0;
-    }
     const char *profile = NULL;
     out->backend = "";
     out->allow_weaker = 0;
@@ -172,16 +176,14 @@ static _Noreturn void exec_python(const char *self_dir, int argc, char **argv, i
     exit(EXIT_ISORUN);
 }
 
-int isorun_frontend_main(int argc, char **argv) {
-    char self_dir[PATH_MAX];
-    struct launch_args la = {NULL, NULL, 0, NULL, 0};
-    struct isorun_index idx = {NULL, NULL, 0, NULL, 0, 0};
-    if (!self_directory(self_dir, sizeof self_dir)) {
+/* Whether this program may start at all; says why not. Fills self_dir. */
+static int may_start(char *self_dir, size_t size) {
+    if (!self_directory(self_dir, size)) {
         fprintf(stderr,
                 "isorun: cannot read /proc/self/exe: %s\n"
                 "  hint: mount /proc (mount -t proc proc /proc)\n",
                 strerror(errno));
-        return EXIT_ISORUN;
+        return 0;
     }
     /* Installed set-user-ID or set-group-ID, this would read a cache and run a Python
      * chosen by the caller's environment with privileges the caller lacks. */
@@ -189,8 +191,33 @@ int isorun_frontend_main(int argc, char **argv) {
         fputs("isorun: refusing to run set-user-ID or set-group-ID\n"
               "  hint: chmod u-s,g-s the isorun program; it needs no privileges\n",
               stderr);
-        return EXIT_ISORUN;
+        return 0;
     }
+    return 1;
+}
+
+/* The exit code of a launch that ran (status from waitpid), as the Python CLI's. */
+static int exit_code(int status, const struct isorun_failure *failure, const char *cmd) {
+    if (failure->err != 0) {
+        /* The status says 126 or 127; say why, as launch.exec_failure_message does. */
+        const char *why = strerror(failure->err);
+        if (strchr(cmd, '/') == NULL && failure->err == ENOENT)
+            why = ISORUN_EXEC_NOT_FOUND;
+        fprintf(stderr, "isorun: %s: %s\n", cmd, why);
+    }
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return EXIT_ISORUN;
+}
+
+int isorun_frontend_main(int argc, char **argv) {
+    char self_dir[PATH_MAX];
+    struct launch_args la = {NULL, NULL, 0, NULL, 0};
+    struct isorun_index idx = {NULL, NULL, 0, NULL, 0, 0};
+    if (!may_start(self_dir, sizeof self_dir))
+        return EXIT_ISORUN;
     const char *cache = getenv("ISORUN_CACHE");
     if (!parse_launch(argc, argv, &la) || (cache != NULL && strcmp(cache, "0") == 0))
         exec_python(self_dir, argc, argv, 0);
@@ -222,17 +249,5 @@ int isorun_frontend_main(int argc, char **argv) {
         setenv("ISORUN_SETUP_RETRY", "1", 1);
         exec_python(self_dir, argc, argv, 0);
     }
-    if (failure.err != 0) {
-        /* The status says 126 or 127; say why, as launch.exec_failure_message does. */
-        const char *cmd = la.command[0];
-        const char *why = strerror(failure.err);
-        if (strchr(cmd, '/') == NULL && failure.err == ENOENT)
-            why = ISORUN_EXEC_NOT_FOUND;
-        fprintf(stderr, "isorun: %s: %s\n", cmd, why);
-    }
-    if (WIFEXITED(status))
-        return WEXITSTATUS(status);
-    if (WIFSIGNALED(status))
-        return 128 + WTERMSIG(status);
-    return EXIT_ISORUN;
+    return exit_code(status, &failure, la.command[0]);
 }

@@ -1,6 +1,7 @@
 /*
  * The flat launch record (isorun.sandbox.flat, whose docstring is the format) parsed into
- * struct isorun_spec (printed back for tests by launch_record_dump.c).
+ * struct isorun_spec (printed back for tests by launch_record_dump.c), section by section
+ * with the read primitives of launch_record_read.c.
  *
  * The record comes from our own encoder, not from a user: anything it does not expect is
  * a bug or a stale build, so the parser refuses it with the byte offset rather than
@@ -18,6 +19,7 @@
 #include <sys/resource.h>
 
 #include "launch_record.h"
+#include "launch_record_read.h"
 #include "launcher.h"
 #include "tables.h"
 
@@ -27,184 +29,34 @@
     ((unsigned long)(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |           \
                      CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | 0x80 /* NEWTIME */))
 
-/* The child reads its copy-on-write copy of these after clone; freed after the launch. */
-struct isorun_chunk {
-    struct isorun_chunk *next;
-    size_t used, cap;
-    _Alignas(16) unsigned char data[];
-};
-
-
-struct reader {
-    const unsigned char *base;
-    size_t pos, len;
-    const char *error;
-    size_t error_at;
-};
-
-static void *alloc(struct isorun_record *rec, size_t n) {
-    struct isorun_chunk *c = rec->chunks;
-    size_t cap;
-
-    n = (n + 15) & ~(size_t)15;
-    if (c == NULL || c->cap - c->used < n) {
-        cap = n > 16384 ? n : 16384;
-        c = calloc(1, sizeof *c + cap);
-        if (c == NULL)
-            return NULL;
-        c->cap = cap;
-        c->next = rec->chunks;
-        rec->chunks = c;
-    }
-    c->used += n;
-    return c->data + c->used - n;
-}
-
-void isorun_record_free(struct isorun_record *rec) {
-    struct isorun_chunk *c, *next;
-
-    for (c = rec->chunks; c != NULL; c = next) {
-        next = c->next;
-        free(c);
-    }
-    rec->chunks = NULL;
-}
-
-char *isorun_record_strdup(struct isorun_record *rec, const char *s) {
-    size_t n = strlen(s) + 1;
-    char *copy = alloc(rec, n);
-
-    if (copy != NULL)
-        memcpy(copy, s, n);
-    return copy;
-}
-
-static int refuse(struct reader *r, const char *what) {
-    if (r->error == NULL) {
-        r->error = what;
-        r->error_at = r->pos;
-    }
-    return -1;
-}
-
-static int take(struct reader *r, size_t n, const unsigned char **out) {
-    if (r->error != NULL)
-        return -1;
-    if (n > r->len - r->pos)
-        return refuse(r, "truncated");
-    *out = r->base + r->pos;
-    r->pos += n;
-    return 0;
-}
-
-static int read_u32(struct reader *r, uint32_t *value) {
-    const unsigned char *p;
-
-    if (take(r, 4, &p) < 0)
-        return -1;
-    *value = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-    return 0;
-}
-
-static int read_i64(struct reader *r, long long *value) {
-    const unsigned char *p;
-    uint64_t v = 0;
-    int i;
-
-    if (take(r, 8, &p) < 0)
-        return -1;
-    for (i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    /* Two's complement, as int.to_bytes(signed=True) wrote it. */
-    *value = v > (uint64_t)LLONG_MAX ? -(long long)(~v) - 1 : (long long)v;
-    return 0;
-}
-
-static int read_range(struct reader *r, long long lo, long long hi, long long *value,
-                      const char *what) {
-    if (read_i64(r, value) < 0)
-        return -1;
-    if (*value < lo || *value > hi) {
-        r->pos -= 8;
-        return refuse(r, what);
-    }
-    return 0;
-}
-
-static int read_bytes(struct reader *r, const unsigned char **data, size_t *len) {
-    uint32_t n;
-
-    if (read_u32(r, &n) < 0 || take(r, n, data) < 0)
-        return -1;
-    *len = n;
-    return 0;
-}
-
-/* A copy with a NUL appended; refuses a NUL inside unless binary (FILE content). */
-static int read_cstr(struct reader *r, struct isorun_record *rec, int binary, const char **out,
-                     size_t *out_len) {
-    const unsigned char *data;
-    char *copy;
-    size_t len;
-
-    if (read_bytes(r, &data, &len) < 0)
-        return -1;
-    if (!binary && memchr(data, '\0', len) != NULL)
-        return refuse(r, "string holds a NUL byte");
-    copy = alloc(rec, len + 1);
-    if (copy == NULL)
-        return refuse(r, "out of memory");
-    memcpy(copy, data, len);
-    copy[len] = '\0';
-    *out = copy;
-    if (out_len != NULL)
-        *out_len = len;
-    return 0;
-}
-
-/* A count of items of at least min_size bytes each: more than could follow is refused
- * before anything is allocated for them. */
-static int read_count(struct reader *r, size_t min_size, size_t *count) {
-    uint32_t n;
-
-    if (read_u32(r, &n) < 0)
-        return -1;
-    if ((size_t)n > (r->len - r->pos) / min_size) {
-        r->pos -= 4;
-        return refuse(r, "count larger than the record");
-    }
-    *count = n;
-    return 0;
-}
-
 static int read_mount(struct reader *r, struct isorun_record *rec, struct isorun_mount *m) {
     long long kind, flags, mode, optional, step;
 
-    if (read_range(r, ISORUN_MOUNT_BIND, ISORUN_MOUNT_MASK, &kind, "unknown mount kind") < 0 ||
-        read_range(r, 0, LONG_MAX, &flags, "mount flags out of range") < 0 ||
-        read_range(r, 0, 07777, &mode, "mount mode out of range") < 0 ||
-        read_range(r, 0, 1, &optional, "mount optional is not 0 or 1") < 0 ||
-        read_range(r, -1, INT_MAX, &step, "mount step out of range") < 0)
+    if (reader_range(r, ISORUN_MOUNT_BIND, ISORUN_MOUNT_MASK, &kind, "unknown mount kind") < 0 ||
+        reader_range(r, 0, LONG_MAX, &flags, "mount flags out of range") < 0 ||
+        reader_range(r, 0, 07777, &mode, "mount mode out of range") < 0 ||
+        reader_range(r, 0, 1, &optional, "mount optional is not 0 or 1") < 0 ||
+        reader_range(r, -1, INT_MAX, &step, "mount step out of range") < 0)
         return -1;
     /* TREE descriptors are the helper's own (launch.c), never a record's. */
     if (kind == ISORUN_MOUNT_TREE)
-        return refuse(r, "unknown mount kind");
+        return reader_refuse(r, "unknown mount kind");
     m->kind = (int)kind;
     m->flags = (unsigned long)flags;
     m->mode = (unsigned int)mode;
     m->optional = (int)optional;
     m->step = (int)step;
     m->tree_fd = -1;
-    if (read_cstr(r, rec, 0, &m->dst, NULL) < 0 ||
-        read_cstr(r, rec, kind == ISORUN_MOUNT_FILE, &m->src, &m->src_len) < 0 ||
-        read_cstr(r, rec, 0, &m->data, NULL) < 0)
+    if (reader_cstr(r, rec, 0, &m->dst, NULL) < 0 ||
+        reader_cstr(r, rec, kind == ISORUN_MOUNT_FILE, &m->src, &m->src_len) < 0 ||
+        reader_cstr(r, rec, 0, &m->data, NULL) < 0)
         return -1;
     if (m->dst[0] != '/')
-        return refuse(r, "mount dst is not absolute");
+        return reader_refuse(r, "mount dst is not absolute");
     if ((kind == ISORUN_MOUNT_BIND || kind == ISORUN_MOUNT_DEV_BIND ||
          kind == ISORUN_MOUNT_SYMLINK || kind == ISORUN_MOUNT_OVERLAY) &&
         m->src_len == 0)
-        return refuse(r, "bind or symlink without a src");
+        return reader_refuse(r, "bind or symlink without a src");
     if (m->data[0] == '\0')
         m->data = NULL;
     return 0;
@@ -219,11 +71,11 @@ static int read_mount(struct reader *r, struct isorun_record *rec, struct isorun
 static int parse_clone_flags(struct reader *r, struct isorun_record *rec) {
     long long v;
 
-    if (read_i64(r, &v) < 0)
+    if (reader_i64(r, &v) < 0)
         return -1;
     if ((unsigned long long)v & ~(unsigned long long)RECORD_CLONE_FLAGS) {
         r->pos -= 8;
-        return refuse(r, "clone_flags holds a flag other than CLONE_NEW*");
+        return reader_refuse(r, "clone_flags holds a flag other than CLONE_NEW*");
     }
     rec->spec.clone_flags = (unsigned long)v;
     return 0;
@@ -232,7 +84,7 @@ static int parse_clone_flags(struct reader *r, struct isorun_record *rec) {
 static int parse_uid(struct reader *r, struct isorun_record *rec) {
     long long v;
 
-    if (read_range(r, 0, UINT_MAX - 1, &v, "uid out of range") < 0)
+    if (reader_range(r, 0, UINT_MAX - 1, &v, "uid out of range") < 0)
         return -1;
     rec->spec.uid = (unsigned int)v;
     return 0;
@@ -241,7 +93,7 @@ static int parse_uid(struct reader *r, struct isorun_record *rec) {
 static int parse_gid(struct reader *r, struct isorun_record *rec) {
     long long v;
 
-    if (read_range(r, 0, UINT_MAX - 1, &v, "gid out of range") < 0)
+    if (reader_range(r, 0, UINT_MAX - 1, &v, "gid out of range") < 0)
         return -1;
     rec->spec.gid = (unsigned int)v;
     return 0;
@@ -251,7 +103,7 @@ static int parse_flags(struct reader *r, struct isorun_record *rec) {
     struct isorun_spec *s = &rec->spec;
     long long flags;
 
-    if (read_range(r, 0, ISORUN_FLAG_ALL, &flags, "unknown flag bits") < 0)
+    if (reader_range(r, 0, ISORUN_FLAG_ALL, &flags, "unknown flag bits") < 0)
         return -1;
     s->setgroups_deny = !!(flags & ISORUN_FLAG_SETGROUPS_DENY);
     s->loopback_up = !!(flags & ISORUN_FLAG_LOOPBACK_UP);
@@ -267,55 +119,55 @@ static int parse_flags(struct reader *r, struct isorun_record *rec) {
 static int parse_caps_keep(struct reader *r, struct isorun_record *rec) {
     long long caps;
 
-    if (read_i64(r, &caps) < 0)
+    if (reader_i64(r, &caps) < 0)
         return -1;
     rec->spec.caps_keep = (unsigned long long)caps;
     return 0;
 }
 
 static int parse_uid_map(struct reader *r, struct isorun_record *rec) {
-    return read_bytes(r, &rec->uid_map, &rec->uid_map_len);
+    return reader_bytes(r, &rec->uid_map, &rec->uid_map_len);
 }
 
 static int parse_gid_map(struct reader *r, struct isorun_record *rec) {
-    if (read_bytes(r, &rec->gid_map, &rec->gid_map_len) < 0)
+    if (reader_bytes(r, &rec->gid_map, &rec->gid_map_len) < 0)
         return -1;
     if ((rec->uid_map_len || rec->gid_map_len) && !(rec->spec.clone_flags & CLONE_NEWUSER))
-        return refuse(r, "uid_map/gid_map without a new user namespace");
+        return reader_refuse(r, "uid_map/gid_map without a new user namespace");
     return 0;
 }
 
 static int parse_root(struct reader *r, struct isorun_record *rec) {
     const char *root;
 
-    if (read_cstr(r, rec, 0, &root, NULL) < 0)
+    if (reader_cstr(r, rec, 0, &root, NULL) < 0)
         return -1;
     if (root[0] != '\0' && root[0] != '/' && strcmp(root, "tmpfs") != 0)
-        return refuse(r, "root must be empty, tmpfs or absolute");
+        return reader_refuse(r, "root must be empty, tmpfs or absolute");
     rec->spec.root = root;
     return 0;
 }
 
 static int parse_cwd(struct reader *r, struct isorun_record *rec) {
-    return read_cstr(r, rec, 0, &rec->spec.cwd, NULL);
+    return reader_cstr(r, rec, 0, &rec->spec.cwd, NULL);
 }
 
 static int parse_hostname(struct reader *r, struct isorun_record *rec) {
-    return read_cstr(r, rec, 0, &rec->spec.hostname, NULL);
+    return reader_cstr(r, rec, 0, &rec->spec.hostname, NULL);
 }
 
 static int parse_path(struct reader *r, struct isorun_record *rec) {
-    return read_cstr(r, rec, 0, &rec->spec.path, NULL);
+    return reader_cstr(r, rec, 0, &rec->spec.path, NULL);
 }
 
 static int parse_env(struct reader *r, struct isorun_record *rec) {
     const char **env;
     size_t i, n;
 
-    if (read_count(r, 4, &n) < 0 || (env = alloc(rec, (n + 1) * sizeof *env)) == NULL)
-        return refuse(r, "out of memory");
+    if (reader_count(r, 4, &n) < 0 || (env = record_alloc(rec, (n + 1) * sizeof *env)) == NULL)
+        return reader_refuse(r, "out of memory");
     for (i = 0; i < n; i++)
-        if (read_cstr(r, rec, 0, &env[i], NULL) < 0)
+        if (reader_cstr(r, rec, 0, &env[i], NULL) < 0)
             return -1;
     env[n] = NULL;
     rec->spec.env = (char **)env;
@@ -327,11 +179,11 @@ static int parse_keep_fds(struct reader *r, struct isorun_record *rec) {
     size_t i, j, k, n;
     int *keep;
 
-    if (read_count(r, 8, &n) < 0 || (keep = alloc(rec, (n + 1) * sizeof *keep)) == NULL)
-        return refuse(r, "out of memory");
+    if (reader_count(r, 8, &n) < 0 || (keep = record_alloc(rec, (n + 1) * sizeof *keep)) == NULL)
+        return reader_refuse(r, "out of memory");
     /* 0, 1, 2 are stdio, kept anyway; a repeat would only be closed twice. */
     for (i = j = 0; i < n; i++) {
-        if (read_range(r, 0, INT_MAX, &v, "keep_fds holds a negative descriptor") < 0)
+        if (reader_range(r, 0, INT_MAX, &v, "keep_fds holds a negative descriptor") < 0)
             return -1;
         for (k = 0; k < j && keep[k] != (int)v; k++)
             ;
@@ -348,9 +200,9 @@ static int parse_mounts(struct reader *r, struct isorun_record *rec) {
 
     /* One slot more than the record has: launch.c's resolve_mounts may put a rootfs tree
      * in front of the others. */
-    if (read_count(r, 5 * 8 + 3 * 4, &n) < 0 ||
-        (rec->mounts = alloc(rec, (n + 1) * sizeof *rec->mounts)) == NULL)
-        return refuse(r, "out of memory");
+    if (reader_count(r, 5 * 8 + 3 * 4, &n) < 0 ||
+        (rec->mounts = record_alloc(rec, (n + 1) * sizeof *rec->mounts)) == NULL)
+        return reader_refuse(r, "out of memory");
     for (i = 0; i < n; i++)
         if (read_mount(r, rec, &rec->mounts[i]) < 0)
             return -1;
@@ -364,13 +216,13 @@ static int parse_rlimits(struct reader *r, struct isorun_record *rec) {
     long long resource, soft, hard, step;
     size_t i, n;
 
-    if (read_count(r, 4 * 8, &n) < 0 || (rl = alloc(rec, (n + 1) * sizeof *rl)) == NULL)
-        return refuse(r, "out of memory");
+    if (reader_count(r, 4 * 8, &n) < 0 || (rl = record_alloc(rec, (n + 1) * sizeof *rl)) == NULL)
+        return reader_refuse(r, "out of memory");
     for (i = 0; i < n; i++) {
-        if (read_range(r, 0, RLIMIT_NLIMITS - 1, &resource, "unknown rlimit resource") < 0 ||
-            read_range(r, -1, LLONG_MAX, &soft, "rlimit soft out of range") < 0 ||
-            read_range(r, -1, LLONG_MAX, &hard, "rlimit hard out of range") < 0 ||
-            read_range(r, -1, INT_MAX, &step, "rlimit step out of range") < 0)
+        if (reader_range(r, 0, RLIMIT_NLIMITS - 1, &resource, "unknown rlimit resource") < 0 ||
+            reader_range(r, -1, LLONG_MAX, &soft, "rlimit soft out of range") < 0 ||
+            reader_range(r, -1, LLONG_MAX, &hard, "rlimit hard out of range") < 0 ||
+            reader_range(r, -1, INT_MAX, &step, "rlimit step out of range") < 0)
             return -1;
         rl[i].resource = (int)resource;
         rl[i].soft = soft;
@@ -385,11 +237,12 @@ static int parse_rlimits(struct reader *r, struct isorun_record *rec) {
 static int parse_seccomp_bpf(struct reader *r, struct isorun_record *rec) {
     struct isorun_spec *s = &rec->spec;
 
-    if (read_bytes(r, &s->seccomp_bpf, &s->seccomp_len) < 0)
+    if (reader_bytes(r, &s->seccomp_bpf, &s->seccomp_len) < 0)
         return -1;
     if (s->seccomp_len % sizeof(struct sock_filter) != 0 ||
         s->seccomp_len / sizeof(struct sock_filter) > BPF_MAXINSNS)
-        return refuse(r, "seccomp_bpf is not a whole BPF program of at most 4096 instructions");
+        return reader_refuse(r, "seccomp_bpf is not a whole BPF program of at most 4096 "
+                                "instructions");
     return 0;
 }
 
@@ -397,13 +250,13 @@ static int read_landlock_rule(struct reader *r, struct isorun_record *rec,
                               struct isorun_landlock_rule *rule) {
     long long port, access, optional;
 
-    if (read_range(r, 0, 65535, &port, "landlock port out of range") < 0 ||
-        read_i64(r, &access) < 0 ||
-        read_range(r, 0, 1, &optional, "landlock optional is not 0 or 1") < 0 ||
-        read_cstr(r, rec, 0, &rule->path, NULL) < 0)
+    if (reader_range(r, 0, 65535, &port, "landlock port out of range") < 0 ||
+        reader_i64(r, &access) < 0 ||
+        reader_range(r, 0, 1, &optional, "landlock optional is not 0 or 1") < 0 ||
+        reader_cstr(r, rec, 0, &rule->path, NULL) < 0)
         return -1;
     if (rule->path[0] != '\0' ? rule->path[0] != '/' : port == 0)
-        return refuse(r, "landlock rule needs an absolute path or a port");
+        return reader_refuse(r, "landlock rule needs an absolute path or a port");
     rule->port = (unsigned long long)port;
     rule->access = (unsigned long long)access;
     rule->optional = (int)optional;
@@ -416,15 +269,16 @@ static int parse_landlock(struct reader *r, struct isorun_record *rec) {
     long long abi, fs, net, scoped;
     size_t i, n;
 
-    if (read_range(r, 0, INT_MAX, &abi, "landlock abi out of range") < 0 ||
-        read_i64(r, &fs) < 0 || read_i64(r, &net) < 0 || read_i64(r, &scoped) < 0)
+    if (reader_range(r, 0, INT_MAX, &abi, "landlock abi out of range") < 0 ||
+        reader_i64(r, &fs) < 0 || reader_i64(r, &net) < 0 || reader_i64(r, &scoped) < 0)
         return -1;
     s->landlock_abi = (int)abi;
     s->landlock_fs = (unsigned long long)fs;
     s->landlock_net = (unsigned long long)net;
     s->landlock_scoped = (unsigned long long)scoped;
-    if (read_count(r, 3 * 8 + 4, &n) < 0 || (rules = alloc(rec, (n + 1) * sizeof *rules)) == NULL)
-        return refuse(r, "out of memory");
+    if (reader_count(r, 3 * 8 + 4, &n) < 0 ||
+        (rules = record_alloc(rec, (n + 1) * sizeof *rules)) == NULL)
+        return reader_refuse(r, "out of memory");
     for (i = 0; i < n; i++)
         if (read_landlock_rule(r, rec, &rules[i]) < 0)
             return -1;
@@ -438,28 +292,28 @@ static int parse_report(struct reader *r, struct isorun_record *rec) {
     const char *text;
     size_t i, n;
 
-    if (read_bytes(r, &rec->report_bpf, &rec->report_len) < 0)
+    if (reader_bytes(r, &rec->report_bpf, &rec->report_len) < 0)
         return -1;
     if (rec->report_len % sizeof(struct sock_filter) != 0 ||
         rec->report_len / sizeof(struct sock_filter) > BPF_MAXINSNS ||
         (rec->report_len > 0 && rec->spec.seccomp_len == 0))
-        return refuse(r, "report_bpf is not a BPF program beside seccomp_bpf");
-    if (read_count(r, 8 + 4, &n) < 0)
+        return reader_refuse(r, "report_bpf is not a BPF program beside seccomp_bpf");
+    if (reader_count(r, 8 + 4, &n) < 0)
         return -1;
     /* Indexed by number: as many slots as the highest number named, at most 4096. */
     rec->n_refusal = n ? 4096 : 0;
-    if (n && (rec->refusal = alloc(rec, rec->n_refusal * sizeof *rec->refusal)) == NULL)
-        return refuse(r, "out of memory");
+    if (n && (rec->refusal = record_alloc(rec, rec->n_refusal * sizeof *rec->refusal)) == NULL)
+        return reader_refuse(r, "out of memory");
     if (n)
         memset(rec->refusal, 0, rec->n_refusal * sizeof *rec->refusal);
     for (i = 0; i < n; i++) {
-        if (read_range(r, 0, 4095, &nr, "refusal syscall number out of range") < 0 ||
-            read_cstr(r, rec, 0, &text, NULL) < 0)
+        if (reader_range(r, 0, 4095, &nr, "refusal syscall number out of range") < 0 ||
+            reader_cstr(r, rec, 0, &text, NULL) < 0)
             return -1;
         rec->refusal[nr] = text;
     }
-    if (read_cstr(r, rec, 0, &rec->refusal_other, NULL) < 0 ||
-        read_cstr(r, rec, 0, &rec->notes, NULL) < 0)
+    if (reader_cstr(r, rec, 0, &rec->refusal_other, NULL) < 0 ||
+        reader_cstr(r, rec, 0, &rec->notes, NULL) < 0)
         return -1;
     return 0;
 }
@@ -467,16 +321,16 @@ static int parse_report(struct reader *r, struct isorun_record *rec) {
 static int parse_step_index(struct reader *r, struct isorun_record *rec) {
     size_t i, n, len;
 
-    if (read_count(r, 4 + 8, &n) < 0 ||
-        (rec->step_names = alloc(rec, (n + 1) * sizeof *rec->step_names)) == NULL ||
-        (rec->step_indexes = alloc(rec, (n + 1) * sizeof *rec->step_indexes)) == NULL)
-        return refuse(r, "out of memory");
+    if (reader_count(r, 4 + 8, &n) < 0 ||
+        (rec->step_names = record_alloc(rec, (n + 1) * sizeof *rec->step_names)) == NULL ||
+        (rec->step_indexes = record_alloc(rec, (n + 1) * sizeof *rec->step_indexes)) == NULL)
+        return reader_refuse(r, "out of memory");
     for (i = 0; i < n; i++) {
-        if (read_cstr(r, rec, 0, &rec->step_names[i], &len) < 0 ||
-            read_range(r, -1, INT_MAX, &rec->step_indexes[i], "step index out of range") < 0)
+        if (reader_cstr(r, rec, 0, &rec->step_names[i], &len) < 0 ||
+            reader_range(r, -1, INT_MAX, &rec->step_indexes[i], "step index out of range") < 0)
             return -1;
         if (len == 0 || len >= ISORUN_NAME_MAX)
-            return refuse(r, "step name empty or too long");
+            return reader_refuse(r, "step name empty or too long");
     }
     rec->n_steps = n;
     return 0;
@@ -487,13 +341,13 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
     const unsigned char *magic;
     uint32_t version;
 
-    if (take(r, 4, &magic) < 0 || memcmp(magic, RECORD_MAGIC, 4) != 0)
-        return refuse(r, "not a launch record (bad magic)");
-    if (read_u32(r, &version) < 0)
+    if (reader_take(r, 4, &magic) < 0 || memcmp(magic, RECORD_MAGIC, 4) != 0)
+        return reader_refuse(r, "not a launch record (bad magic)");
+    if (reader_u32(r, &version) < 0)
         return -1;
     if (version != ISORUN_RECORD_VERSION) {
         r->pos -= 4;
-        return refuse(r, "record version differs from this isorun-launch (rebuild it)");
+        return reader_refuse(r, "record version differs from this isorun-launch (rebuild it)");
     }
 #define PARSE_SECTION(name)                                                                \
     if (parse_##name(r, rec) < 0)                                                          \
@@ -501,9 +355,9 @@ static int parse(struct reader *r, struct isorun_record *rec, char *const argv[]
     ISORUN_RECORD_SECTIONS(PARSE_SECTION)
 #undef PARSE_SECTION
     if (r->pos != r->len)
-        return refuse(r, "trailing bytes after the record");
+        return reader_refuse(r, "trailing bytes after the record");
     if (argv == NULL || argv[0] == NULL || argv[0][0] == '\0')
-        return refuse(r, "argv is empty");
+        return reader_refuse(r, "argv is empty");
     s->argv = (char **)argv;
     s->notify_bpf = (const unsigned char *)"";
     s->notify_len = 0;

@@ -1,7 +1,8 @@
 /*
  * The parts of isorun-seccomp-exec (seccomp_exec.c says what it does and in which
- * order): its inputs read from descriptors (seccomp_exec_input.c) and the refusal
- * report's hand-over (seccomp_exec_report.c). A program of its own, not the shim's.
+ * order): its inputs read from descriptors (seccomp_exec_input.c), the mount check
+ * (seccomp_exec_expect.c) and the refusal report's hand-over (seccomp_exec_report.c).
+ * A program of its own, not the shim's.
  */
 #ifndef ISORUN_SECCOMP_EXEC_H
 #define ISORUN_SECCOMP_EXEC_H
@@ -34,6 +35,9 @@ struct ruleset {
     struct isorun_landlock_rule *rules;
     size_t n;
 };
+
+/* seccomp_exec_expect.c: --expect DEV:INO:FLAGS:PATH checked, or exit 125. */
+void stage_check_expect(const char *spec);
 
 /* seccomp_exec_input.c: each input whole, checked, or exit 125 (die). */
 char **stage_read_env(int fd);
