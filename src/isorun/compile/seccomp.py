@@ -632,7 +632,7 @@ def compile_seccomp(
                     # answer other calls than the profile says; the call is refused there
                     if not any(u.name == rule.syscall and u.arch == abi for u in refused):
                         refused.append(Unresolved(rule.syscall, abi, rule.loc))
-                        value = action_value(policy.default_action)
+                        value = action_value(refusal_action(policy))
                         if value != unknown_value:
                             flt.add_rule(value, nr, [])
                     continue
@@ -710,6 +710,16 @@ def _low32_exact(cond: tuple[int, str, int, int]) -> bool:
     that the kernel reads whole."""
     _index, op, mask, _value = cond
     return op == "masked_eq" and mask <= _LOW32
+
+
+def refusal_action(policy: Seccomp) -> Action:
+    """What a call gets on an ABI whose filter cannot check its rules: the profile's
+    ``default_action``, or ``deny_action`` where the default lets calls through (a
+    deny-list profile: its argument rules refuse, so dropping them must not allow)."""
+    for action in (policy.default_action, policy.deny_action):
+        if action.kind not in ("allow", "log"):
+            return action
+    return Action("errno", EPERM)
 
 
 def _unreadable(abi: str, name: str, conditional: set[str], inexact32: set[str]) -> bool:
