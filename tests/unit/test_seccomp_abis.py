@@ -157,11 +157,16 @@ def test_builtin_profiles_with_i386_and_x32_answer_the_profile_on_each_abi(profi
     # refused only where the promise says so: i386's multiplexed calls with argument
     # rules, and rules on the high half of a 64-bit argument (strict's shmget size bound)
     for name, abi in refused:
+        if (name, abi) in (("socketcall", "i386"), ("ipc", "i386")):
+            # the multiplexer goes with the calls it carries
+            carried = {n for n, a in refused if a == "i386" and n in MULTIPLEXED}
+            assert any(n.startswith(("sem", "msg", "shm")) == (name == "ipc") for n in carried)
+            continue
         conds = [c for r in prog.rules if r.syscall == name for c in r.conditions]
         wide = [c for c in conds if c[1] != "masked_eq" or c[2] > LOW32]
         assert conds and ((abi == "i386" and name in MULTIPLEXED) or wide), (name, abi)
     if profile == "strict":
-        assert ("shmget", "x32") in refused and ("socket", "i386") in refused, refused
+        assert {("shmget", "x32"), ("socket", "i386"), ("socketcall", "i386")} <= refused
     tables = {abi: syscalls.table(abi) for abi, _ in ABIS}
     names = sorted(set(tables["x86_64"]) & set(tables["i386"]) & set(tables["x32"]))
     for name in names:
@@ -182,3 +187,111 @@ def test_builtin_profiles_with_i386_and_x32_answer_the_profile_on_each_abi(profi
                 else:
                     want = str(decide(policy, name, as_read_on(abi, args), entries))
                 assert got == want, (profile, abi, name, [hex(a) for a in args])
+
+
+#: loads the filter from argv[1] (no_new_privs first, as the shim does), then makes each
+#: call "abi:nr:a0:a1:a2:a3" (abi x64 or i386, values in hex) and prints its return value;
+#: i386 calls go through int 0x80, which a 64-bit process may use on a kernel with IA32
+#: emulation: the kernel then runs i386's syscall and seccomp sees AUDIT_ARCH_I386
+HELPER_C = r"""
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static long int80(long nr, long a, long b, long c, long d) {
+    long ret;
+    __asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c), "S"(d)
+                     : "memory", "r8", "r9", "r10", "r11");
+    return ret;
+}
+
+static long sys64(long nr, long a, long b, long c, long d) {
+    long ret;
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10)
+                     : "memory", "rcx", "r11");
+    return ret;
+}
+
+int main(int argc, char **argv) {
+    static struct sock_filter insns[4096];
+    FILE *f = fopen(argv[1], "rb");
+    size_t n = f ? fread(insns, sizeof insns[0], 4096, f) : 0;
+    struct sock_fprog prog = { .len = (unsigned short)n, .filter = insns };
+    if (n == 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+        || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+        perror("load");
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        char abi[8];
+        unsigned long nr, a[4];
+        if (sscanf(argv[i], "%7[^:]:%lx:%lx:%lx:%lx:%lx", abi, &nr, a, a + 1, a + 2, a + 3) != 6)
+            return 3;
+        long (*call)(long, long, long, long, long) = abi[0] == 'i' ? int80 : sys64;
+        long ret = call((long)nr, (long)a[0], (long)a[1], (long)a[2], (long)a[3]);
+        printf("%ld\n", ret);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.needs("gcc")
+def test_i386_calls_through_int_0x80_get_the_promised_answers_from_the_kernel(
+    tmp_path: Any,
+) -> None:
+    import subprocess
+
+    from isorun.profile.schema import Action, ArgCond, SeccompRule
+
+    src, exe, bpf = tmp_path / "abi.c", tmp_path / "abi", tmp_path / "filter.bpf"
+    src.write_text(HELPER_C)
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)
+    # a deny-list profile (default allow): what i386 cannot check must still be refused
+    policy = Seccomp(
+        default_action=Action("allow"),
+        architectures=("native", "i386"),
+        rules=(
+            # a 32-bit argument: i386 decides it on the low half, as x86_64 does
+            SeccompRule(("personality",), Action("errno", 13), (ArgCond(0, "eq", 0x20008),)),
+            # the high half of a 64-bit argument: i386 cannot check it, refused there
+            SeccompRule(("mremap",), Action("errno", 95), (ArgCond(1, "eq", 5),)),
+            # socketcall hides socket's arguments on i386: refused there
+            SeccompRule(("socket",), Action("errno", 94), (ArgCond(0, "eq", 40),)),
+        ),
+    )
+    prog = compile_seccomp(policy)
+    assert {(u.name, u.arch) for u in prog.refused} >= {("mremap", "i386"), ("socket", "i386")}
+    bpf.write_bytes(prog.bpf)
+    x64, i386 = syscalls.table("x86_64"), syscalls.table("i386")
+    high = 1 << 32
+    calls = {
+        # (abi, nr, args): the answer, a negative errno, or None for "allowed" (>= 0)
+        ("i386", i386["getpid"], (0,)): None,
+        ("x64", x64["personality"], (0x20008,)): -13,
+        ("i386", i386["personality"], (0x20008,)): -13,
+        ("i386", i386["personality"], (high | 0x20008,)): -13,
+        ("i386", i386["personality"], (0xFFFFFFFF,)): None,
+        ("x64", x64["mremap"], (0, 5)): -95,
+        ("i386", i386["mremap"], (0, 6)): -1,
+        ("x64", x64["socket"], (40, 1)): -94,
+        ("x64", x64["socket"], (1, 1)): None,
+        ("i386", i386["socket"], (1, 1)): -1,
+        ("i386", i386["socketcall"], (1, 0)): -1,
+    }
+    argv = [
+        f"{abi}:{nr:x}:" + ":".join(f"{a:x}" for a in (*args, 0, 0, 0, 0)[:4])
+        for abi, nr, args in calls
+    ]
+    probe = subprocess.run([str(exe), str(bpf), "i386:14:0:0:0:0"], capture_output=True, text=True)
+    if probe.returncode != 0 or int(probe.stdout) == -38:
+        pytest.skip("no IA32 emulation in this kernel (int 0x80 answers ENOSYS)")
+    out = subprocess.run([str(exe), str(bpf), *argv], capture_output=True, text=True, check=True)
+    got = [int(line) for line in out.stdout.split()]
+    for (call, want), ret in zip(calls.items(), got, strict=True):
+        assert (ret >= 0) if want is None else ret == want, (call, ret)

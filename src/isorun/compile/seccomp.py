@@ -26,6 +26,7 @@ Checking a policy (unknown names, bad values, contradictions) is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -722,6 +723,9 @@ def refusal_action(policy: Seccomp) -> Action:
     return Action("errno", EPERM)
 
 
+_IPC_PREFIX = re.compile(r"(sem|msg|shm)")
+
+
 def _unreadable(abi: str, name: str, conditional: set[str], inexact32: set[str]) -> bool:
     """Whether ``name``'s argument rules cannot be enforced on ``abi``: on i386 the
     socket and ipc calls also go through socketcall/ipc, which pass their arguments in
@@ -729,6 +733,12 @@ def _unreadable(abi: str, name: str, conditional: set[str], inexact32: set[str])
     32-bit ABIs, a rule on the high half of a 64-bit argument."""
     if abi == "i386" and name in conditional and name in MULTIPLEXED:
         return True
+    if abi == "i386" and name in ("socketcall", "ipc"):
+        # the multiplexer itself too: libseccomp refuses a carried call there by a rule
+        # on its call number, which an unconditional rule for the multiplexer (a group
+        # that allows socketcall, or a default that allows) would wipe out
+        carried = {n for n in conditional & MULTIPLEXED if _IPC_PREFIX.match(n)}
+        return bool(carried if name == "ipc" else (conditional & MULTIPLEXED) - carried)
     return abi in ABIS_32 and name in inexact32
 
 
