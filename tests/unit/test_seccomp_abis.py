@@ -35,7 +35,7 @@ from isorun.compile.seccomp import (
     compile_seccomp,
     decide,
 )
-from isorun.profile.schema import Seccomp
+from isorun.profile.schema import Action, Seccomp
 from tests.unit.test_seccomp_property import NAMES, Compiler, policies, probes, reference
 
 LOW32 = 0xFFFFFFFF
@@ -247,7 +247,7 @@ def test_i386_calls_through_int_0x80_get_the_promised_answers_from_the_kernel(
 ) -> None:
     import subprocess
 
-    from isorun.profile.schema import Action, ArgCond, SeccompRule
+    from isorun.profile.schema import ArgCond, SeccompRule
 
     src, exe, bpf = tmp_path / "abi.c", tmp_path / "abi", tmp_path / "filter.bpf"
     src.write_text(HELPER_C)
@@ -295,3 +295,27 @@ def test_i386_calls_through_int_0x80_get_the_promised_answers_from_the_kernel(
     got = [int(line) for line in out.stdout.split()]
     for (call, want), ret in zip(calls.items(), got, strict=True):
         assert (ret >= 0) if want is None else ret == want, (call, ret)
+
+
+@pytest.mark.parametrize("listed", [(), ("socketcall", "ipc")])
+def test_i386_socketcall_and_ipc_answer_as_the_call_they_carry(listed: tuple[str, ...]) -> None:
+    # a deny-list profile: socketcall's own allow (listed, or the default) used to wipe
+    # libseccomp's refusal of socketcall(SYS_SOCKET), so a denied socket() got through
+    policy = Seccomp(
+        default_action=Action("allow"),
+        deny=("socket", "shmget"),
+        allow=listed,
+        architectures=("native", "i386"),
+    )
+    bpf = compile_seccomp(policy).bpf
+    i386 = syscalls.table("i386")
+    for name, args, want in (
+        ("socket", (1, 1), "errno:1"),
+        ("socketcall", (1, 0), "errno:1"),  # SYS_SOCKET
+        ("socketcall", (3, 0), "allow"),  # SYS_CONNECT
+        ("shmget", (0,), "errno:1"),
+        ("ipc", (23, 0), "errno:1"),  # SHMGET
+        ("ipc", (21, 0), "allow"),  # SHMAT
+    ):
+        got = V.describe(V.evaluate(bpf, i386[name], V.AUDIT_ARCH_I386, args))
+        assert got == want, (name, args)

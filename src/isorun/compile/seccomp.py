@@ -637,6 +637,12 @@ def compile_seccomp(
                         if value != unknown_value:
                             flt.add_rule(value, nr, [])
                     continue
+                if abi == "i386" and rule.syscall in ("socketcall", "ipc") and not rule.conditions:
+                    # libseccomp decides socketcall(N) and ipc(N) by the rules of the call
+                    # N carries (abi_rule_add adds each on the multiplexer's call number);
+                    # an unconditional rule for the multiplexer would wipe those out
+                    # (db_rule_add), and socketcall(SYS_SOCKET) would escape a deny socket
+                    continue
                 value = action_value(Action(*_split(rule.action)))
                 if value != unknown_value:  # else the filter's default answers it already
                     try:
