@@ -26,6 +26,7 @@ Checking a policy (unknown names, bad values, contradictions) is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +155,8 @@ class SeccompProgram:
     libseccomp: str = ""
     refused: tuple[Unresolved, ...] = ()
     """Syscalls refused outright on an ABI where their argument conditions cannot be
-    checked (i386 socket and ipc calls, multiplexed through socketcall and ipc)."""
+    checked (i386 socket and ipc calls, multiplexed through socketcall and ipc; on i386
+    and x32, rules on the high half of a 64-bit argument)."""
 
     def describe(self) -> str:
         head = (
@@ -168,8 +170,8 @@ class SeccompProgram:
         for abi in sorted({u.arch for u in self.refused}):
             names = sorted(u.name for u in self.refused if u.arch == abi)
             lines.append(
-                f"  refused on {abi} (its socketcall/ipc hide the arguments the rules check):"
-                f" {' '.join(names)}"
+                f"  refused on {abi} (its filter cannot check these rules' arguments:"
+                f" socketcall/ipc, or the high half of a 64-bit argument): {' '.join(names)}"
             )
         return "\n".join(lines)
 
@@ -558,6 +560,7 @@ def compile_seccomp(
     unknown_value = action_value(policy.unknown_action)
     kept: list[ResolvedRule] = []
     conditional = {r.syscall for r in rules if r.conditions}
+    inexact32 = {r.syscall for r in rules if not all(map(_low32_exact, r.conditions))}
     refused: list[Unresolved] = []
     missing: set[tuple[str, str]] = set()
     # One filter per ABI, merged at the end: libseccomp rewrites an i386 socket or ipc rule
@@ -586,14 +589,20 @@ def compile_seccomp(
                     continue
                 if abi == primary:
                     kept.append(rule)
-                if abi == "i386" and rule.syscall in conditional and rule.syscall in MULTIPLEXED:
-                    # the arguments of socketcall/ipc are in memory, out of a filter's
-                    # reach: fail closed, the call is refused on this ABI
-                    if not any(u.name == rule.syscall for u in refused):
+                if _unreadable(abi, rule.syscall, conditional, inexact32):
+                    # fail closed: a rule this ABI's filter cannot decide as written would
+                    # answer other calls than the profile says; the call is refused there
+                    if not any(u.name == rule.syscall and u.arch == abi for u in refused):
                         refused.append(Unresolved(rule.syscall, abi, rule.loc))
-                        value = action_value(policy.default_action)
+                        value = action_value(refusal_action(policy))
                         if value != unknown_value:
                             flt.add_rule(value, nr, [])
+                    continue
+                if abi == "i386" and rule.syscall in ("socketcall", "ipc") and not rule.conditions:
+                    # libseccomp decides socketcall(N) and ipc(N) by the rules of the call
+                    # N carries (abi_rule_add adds each on the multiplexer's call number);
+                    # an unconditional rule for the multiplexer would wipe those out
+                    # (db_rule_add), and socketcall(SYS_SOCKET) would escape a deny socket
                     continue
                 value = action_value(Action(*_split(rule.action)))
                 if value != unknown_value:  # else the filter's default answers it already
@@ -651,6 +660,53 @@ def compile_seccomp(
         libseccomp=".".join(str(v) for v in lib.version),
         refused=tuple(refused),
     )
+
+
+#: ABIs whose libseccomp filters compare 32 bits of each argument: arch-x86.c and
+#: arch-x32.c are ARCH_SIZE_32, and _db_rule_gen_32 (src/db.c) keeps only the low halves
+#: of a rule's mask and datum
+ABIS_32 = frozenset({"i386", "x32"})
+_LOW32 = 0xFFFFFFFF
+
+
+def _low32_exact(cond: tuple[int, str, int, int]) -> bool:
+    """Whether a 32-bit ABI's filter decides a comparison as the profile does: only a
+    ``masked_eq`` whose mask has no high bit. Every condition on a 32-bit argument is
+    written that way (argspace), so this is false only where a rule compares the high
+    half of a 64-bit argument (``eq``, ranges, wide masks): libseccomp would drop that
+    half (``a1 == 0x100000005`` becomes ``a1 == 5``), and x32 calls pass 64-bit registers
+    that the kernel reads whole."""
+    _index, op, mask, _value = cond
+    return op == "masked_eq" and mask <= _LOW32
+
+
+def refusal_action(policy: Seccomp) -> Action:
+    """What a call gets on an ABI whose filter cannot check its rules: the profile's
+    ``default_action``, or ``deny_action`` where the default lets calls through (a
+    deny-list profile: its argument rules refuse, so dropping them must not allow)."""
+    for action in (policy.default_action, policy.deny_action):
+        if action.kind not in ("allow", "log"):
+            return action
+    return Action("errno", EPERM)
+
+
+_IPC_PREFIX = re.compile(r"(sem|msg|shm)")
+
+
+def _unreadable(abi: str, name: str, conditional: set[str], inexact32: set[str]) -> bool:
+    """Whether ``name``'s argument rules cannot be enforced on ``abi``: on i386 the
+    socket and ipc calls also go through socketcall/ipc, which pass their arguments in
+    memory (and libseccomp pairs every direct rule with a multiplexed copy); on both
+    32-bit ABIs, a rule on the high half of a 64-bit argument."""
+    if abi == "i386" and name in conditional and name in MULTIPLEXED:
+        return True
+    if abi == "i386" and name in ("socketcall", "ipc"):
+        # the multiplexer itself too: libseccomp refuses a carried call there by a rule
+        # on its call number, which an unconditional rule for the multiplexer (a group
+        # that allows socketcall, or a default that allows) would wipe out
+        carried = {n for n in conditional & MULTIPLEXED if _IPC_PREFIX.match(n)}
+        return bool(carried if name == "ipc" else (conditional & MULTIPLEXED) - carried)
+    return abi in ABIS_32 and name in inexact32
 
 
 def _abi_filter(lsc: Any, lib: Any, unknown_value: int, layout: str, native: str, abi: str) -> Any:
