@@ -193,6 +193,7 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
     from isorun.errors import IsorunError
     from isorun.testing import sandbox as pytest_sandbox
     from isorun.testing.fork import Forking
+    from isorun.testing.outcome import Exiting
 
     where = _where(item)
     if os.environ.get(INNER):
@@ -217,7 +218,7 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         allow_weaker=bool(item.config.getoption("isorun_allow_weaker", False)),
         scratch=tuple(os.path.abspath(p) for p in scratch),
     )
-    exiting = item.config.stash.setdefault(EXITING, pytest_sandbox.Exiting())
+    exiting = item.config.stash.setdefault(EXITING, Exiting())
     try:
         result = pytest_sandbox.run_in_child(
             policy,
