@@ -28,8 +28,8 @@ from isorun.testing import child as pytest_inner
 #: Never trusted alone where it would skip the sandbox: see isorun.testing.child.
 INNER = pytest_inner.INNER
 DEFAULT_PROFILE = "test"
-#: the session's testing.sandbox.Exiting: marked tests' children that reported and are
-#: still exiting (typed Any: testing.sandbox is imported only once a marked test runs)
+#: the session's testing.outcome.Exiting: marked tests' children that reported and are
+#: still exiting (typed Any: testing.outcome is imported only once a marked test runs)
 EXITING = pytest.StashKey[Any]()
 #: the environment when the session started: a marked test's body sees the profile's
 #: environment plus what its fixtures changed since (monkeypatch.setenv)
