@@ -17,7 +17,8 @@ ISORUN = [sys.executable, "-c", "import sys; from isorun.__main__ import main; m
 HEAVY = {
     "click", "tomli", "pyseccomp", "isorun.cli.main", "isorun.api", "isorun.profile.loader",
     "isorun.profile.includes", "isorun.compile.planner", "isorun.compile.seccomp",
-    "isorun.compile._libseccomp", "isorun.compile.plan", "isorun.sandbox.process",
+    "isorun.compile._libseccomp", "isorun.compile.plan", "isorun.compile.steps",
+    "isorun.sandbox.process",
 }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from isorun.errors import UsageError
+from isorun.learn import filters
 from isorun.learn import observe as learn
 from isorun.learn import profile as learn_profile
 from isorun.profile.schema import Action, Seccomp
@@ -17,7 +18,7 @@ def _rets(bpf: bytes) -> set[int]:
     out = set()
     for off in range(0, len(bpf), 8):
         code, _jt, _jf, k = struct.unpack_from("=HBBI", bpf, off)
-        if code == learn.BPF_RET_K:
+        if code == filters.BPF_RET_K:
             out.add(k)
     return out
 
@@ -25,17 +26,17 @@ def _rets(bpf: bytes) -> set[int]:
 def test_observing_filter_turns_every_refusal_into_user_notif() -> None:
     policy = Seccomp(allow=("read", "write"), deny=("mkdir",),
                      default_action=Action("errno", 1))
-    rets = _rets(learn.observing_filter(policy))
-    assert learn.SECCOMP_RET_USER_NOTIF in rets
+    rets = _rets(filters.observing_filter(policy))
+    assert filters.SECCOMP_RET_USER_NOTIF in rets
     assert 0x7FFF0000 in rets  # allow stays allow
     # no refusal survives except clone3's ENOSYS and the kill for foreign ABIs
-    assert rets - {learn.SECCOMP_RET_USER_NOTIF, 0x7FFF0000} <= {0x00050000 | 38, 0x80000000}
+    assert rets - {filters.SECCOMP_RET_USER_NOTIF, 0x7FFF0000} <= {0x00050000 | 38, 0x80000000}
 
 
 def test_observing_filter_notifies_execve_first() -> None:
-    bpf = learn.observing_filter(Seccomp(allow=("@default",)))
+    bpf = filters.observing_filter(Seccomp(allow=("@default",)))
     assert struct.unpack_from("=HBBI", bpf, 32) == (
-        learn.BPF_RET_K, 0, 0, learn.SECCOMP_RET_USER_NOTIF)
+        filters.BPF_RET_K, 0, 0, filters.SECCOMP_RET_USER_NOTIF)
 
 
 def test_merge_refuses_different_bases() -> None:

@@ -22,9 +22,9 @@ def _isorun_modules_after(code: str) -> set[str]:
 
 # the plan's and the schema's dataclasses (~45 ms without bytecode), the compiler, and
 # each subcommand module's own imports (learn, pytest), paid only by what uses them
-HEAVY = {"isorun.api", "isorun.compile.plan", "isorun.profile.schema", "isorun.learn.observe",
-         "isorun.learn.profile", "isorun.cli.learn", "isorun.cli.pytest", "isorun.cli.seccomp",
-         "isorun.cli.doctor"}
+HEAVY = {"isorun.api", "isorun.compile.plan", "isorun.compile.steps", "isorun.profile.schema",
+         "isorun.learn.observe", "isorun.learn.profile", "isorun.cli.learn", "isorun.cli.pytest",
+         "isorun.cli.seccomp", "isorun.cli.doctor"}
 
 #: what the warm launch path (python -m isorun when the C front end misses) may load
 WARM = {"isorun", "isorun.__main__", "isorun.cli", "isorun.cli.launch", "isorun.shim",

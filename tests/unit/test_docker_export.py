@@ -15,6 +15,7 @@ from isorun.compile import engines as E
 from isorun.compile.render import docker as D
 from isorun.compile.render import docker_diff as DD
 from isorun.compile.render import docker_import as DI
+from isorun.compile.render import k8s as K
 from isorun.compile.seccomp import Context, build_entries, compile_seccomp, decide
 from isorun.errors import ProfileError
 from isorun.kernel import syscalls
@@ -344,9 +345,9 @@ def k8s_decide(spec: dict[str, Any], name: str, args: tuple[int, ...]) -> str:
 @pytest.mark.parametrize("profile", ["strict", "build", "web", "test", "learned"])
 def test_k8s_export_is_a_valid_spo_seccompprofile_with_the_same_decisions(profile: str) -> None:
     policy = learned_like() if profile == "learned" else builtin(profile)
-    text = D.export_k8s(policy, name=f"My {profile}")
+    text = K.export_k8s(policy, name=f"My {profile}")
     obj = read_yaml_subset(text)
-    assert obj == D.k8s_object(policy, name=f"My {profile}")  # the YAML says the dict
+    assert obj == K.k8s_object(policy, name=f"My {profile}")  # the YAML says the dict
     assert obj["apiVersion"] == "security-profiles-operator.x-k8s.io/v1"
     assert obj["kind"] == "SeccompProfile"
     assert obj["metadata"] == {"name": f"my-{profile}"}  # cluster-scoped: no namespace
@@ -696,9 +697,9 @@ def test_a_middle_range_is_points_or_uint64_for_docker_and_refused_for_k8s() -> 
                 DD.docker_decide(doc, "acct", (v,)) == want == str(decide(imported, "acct", (v,)))
             )
     # 2..9: eight points, every value int64; 1..999 needs 2**64-wide masks: refused for SPO
-    assert crd_errors(D.k8s_object(small)["spec"], CRD_SPEC) == []
+    assert crd_errors(K.k8s_object(small)["spec"], CRD_SPEC) == []
     with pytest.raises(ProfileError, match=r"acct: the condition .* cannot be written with values"):
-        D.export_k8s(wide)
+        K.export_k8s(wide)
 
 
 def test_an_export_with_uint64_values_imports_to_the_same_filter() -> None:

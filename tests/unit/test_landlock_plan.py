@@ -10,7 +10,7 @@ import pytest
 from isorun import api
 from isorun.compile import landlock
 from isorun.compile import plan as p
-from isorun.errors import InternalError, ProfileError
+from isorun.errors import DEFAULT_LOC, InternalError, ProfileError
 from isorun.host.facts import HostFacts
 from isorun.sandbox import native
 from isorun.sandbox.landlock_mode import lost_rules, mode_plan
@@ -48,7 +48,7 @@ def test_ro_binds_read_and_execute_writable_mounts_write_nothing_else() -> None:
 def test_the_topmost_mount_at_a_destination_decides_its_rule() -> None:
     steps = (p.MountStep("rw-bind", "/data", "/data"), p.MountStep("ro-bind", "/data", "/data"))
     step = landlock.build_landlock(steps, root="tmpfs", tcp_connect=None, tcp_bind=None,
-                                   loc=p.DEFAULT_LOC)
+                                   loc=DEFAULT_LOC)
     assert [(r.path, "write_file" in r.access) for r in step.rules] == [
         ("/", False), ("/data", False)]
 
@@ -75,7 +75,7 @@ def test_no_landlock_on_the_kernel_is_named_not_silent() -> None:
 
 def test_tcp_ports_become_port_rules(tmp_path: object) -> None:
     step = landlock.build_landlock((), root="host", tcp_connect=(443, 80), tcp_bind=(),
-                                   loc=p.DEFAULT_LOC)
+                                   loc=DEFAULT_LOC)
     assert step.handled_fs == () and step.handled_net == ("connect_tcp", "bind_tcp")
     assert [(r.port, r.access) for r in step.rules] == [(80, ("connect_tcp",)),
                                                        (443, ("connect_tcp",))]

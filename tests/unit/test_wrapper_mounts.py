@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from isorun.compile import plan as p
-from isorun.compile.render.bwrap import elide_redundant, expects, render_bwrap
+from isorun.compile.render.bwrap import render_bwrap
+from isorun.compile.render.bwrap_mounts import elide_redundant, expects
 from isorun.errors import HostError, Unsupported
 from isorun.host.facts import HostFacts
 from isorun.host.probe import BackendFacts, Tool, UsernsState

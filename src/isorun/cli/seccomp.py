@@ -133,11 +133,11 @@ def export_k8s_cmd(
     """A security-profiles-operator SeccompProfile (cluster-scoped, API v1) plus the pod
     snippet using it (localhostProfile: operator/NAME.json)."""
     from isorun import api
-    from isorun.compile.render import docker
+    from isorun.compile.render import k8s
 
     loaded = api.load_profile(profile)
     policy = _with_runtime(loaded.seccomp, runtimes, _arch_or_native(arch))
-    text = docker.export_k8s(policy, name=name or loaded.name, arch=_arch_or_native(arch))
+    text = k8s.export_k8s(policy, name=name or loaded.name, arch=_arch_or_native(arch))
     _write(text, output)
     _warn(policy)
 

@@ -18,13 +18,13 @@ from isorun.compile import argspace
 from isorun.compile.plan import MountStep, Plan
 from isorun.errors import DEFAULT_LOC, UsageError
 from isorun.kernel import syscalls
+from isorun.learn.filters import native_arch
 from isorun.learn.observe import (
     FAMILIES,
     KEY_ARGS,
     MARKER,
     Call,
     Observation,
-    _native_arch,
     _policy_of,
     to_json,
 )
@@ -67,7 +67,7 @@ def _refusers(policy: Seccomp) -> dict[str, str]:
 
 def learned_rules(obs: Observation, policy: Seccomp) -> Learned:
     """Allow names and conditioned allow rules covering every observed call."""
-    native = _native_arch()
+    native = native_arch()
     refused = _refusers(policy)
     allow: set[str] = set()
     keyed: dict[tuple[str, int], int] = {}
@@ -219,8 +219,8 @@ def export_docker_json(
 
     profile = api.load_profile(toml_path)
     policy = _policy_of(api.compile_plan(profile), profile)
-    policy, added = with_runtime(policy, runtime, _native_arch())
-    return export_docker(policy, arch=_native_arch()), added
+    policy, added = with_runtime(policy, runtime, native_arch())
+    return export_docker(policy, arch=native_arch()), added
 
 
 def allowed_count(profile_spec: str) -> int:
@@ -230,7 +230,7 @@ def allowed_count(profile_spec: str) -> int:
 
     profile = api.load_profile(profile_spec)
     policy = _policy_of(api.compile_plan(profile), profile)
-    rules, _ = plan_rules(policy, (_native_arch(),), Context(arch=_native_arch()))
+    rules, _ = plan_rules(policy, (native_arch(),), Context(arch=native_arch()))
     return len({r.syscall for r in rules if r.action == "allow"})
 
 
@@ -245,7 +245,7 @@ class Refusal:
     def render(self) -> str:
         key = f" ({_describe_key(self.call.name, self.call.key)})" \
             if self.call.key is not None else ""
-        arch = f" [{self.call.arch}]" if self.call.arch != _native_arch() else ""
+        arch = f" [{self.call.arch}]" if self.call.arch != native_arch() else ""
         return (f"{self.call.name}{arch}{key}: {self.call.count}x, answered {self.action}"
                 f" by {self.origin}")
 
@@ -266,7 +266,7 @@ def refusals(obs: Observation) -> tuple[Refusal, ...]:
         action, origin = str(policy.default_action), "seccomp.default_action"
         if c.name.startswith("nr"):
             action, origin = str(policy.unknown_action), "seccomp.unknown_action"
-        elif c.arch not in (_native_arch(), *policy.architectures):
+        elif c.arch not in (native_arch(), *policy.architectures):
             action, origin = "kill_process", "seccomp.architectures"
         for entry in entries.get(c.name, []):
             if argspace.contains(entry.region, tuple(args)):

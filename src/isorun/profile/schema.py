@@ -1,3 +1,5 @@
+# long: the whole profile language, one dataclass per TOML table with the reference text
+# under each field; scripts/gen_profile_doc.py generates docs/profile.md from this one file
 """The profile language (v1) as frozen dataclasses.
 
 Each class is one TOML table; each field is one key, with the same name. The docstring

@@ -24,7 +24,7 @@ import stat
 from dataclasses import dataclass, field, replace
 
 from isorun.compile import plan as p
-from isorun.compile.render.bwrap import BINDS, MOUNTS, elide_redundant
+from isorun.compile.render.bwrap_mounts import BINDS, MOUNTS, beneath, elide_redundant
 from isorun.compile.render.invocation import Identity
 from isorun.errors import HostError
 from isorun.sandbox import safepath
@@ -95,10 +95,6 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[:i]) for i in range(len(parts))]
 
 
-def _beneath(path: str, top: str) -> bool:
-    return top == "/" or path == top or path.startswith(top + "/")
-
-
 def _host_dir(top: str, host: str, path: str) -> str:
     rest = path[len(top):] if top != "/" else path
     return (host.rstrip("/") + "/" + rest.lstrip("/")).rstrip("/") or "/"
@@ -152,7 +148,7 @@ def unsafe_destination(checked: Checked) -> tuple[str, str]:
         if not isinstance(step, p.MountStep):
             continue
         for ancestor in _ancestors(step.dst):
-            top, host = next(((d, h) for d, h in reversed(covers) if _beneath(ancestor, d)),
+            top, host = next(((d, h) for d, h in reversed(covers) if beneath(ancestor, d)),
                              ("/", None))
             if host is None:
                 continue

@@ -84,7 +84,7 @@ class Pipes:
     go_w: int
     err_w: int  # a set-up failure; EOF once the body is about to run
     err_r: int
-    result_r: int  # the result record (sandbox._read_record)
+    result_r: int  # the result record (outcome.read_record)
     result_w: int
 
 

@@ -28,8 +28,8 @@ from isorun.testing import child as pytest_inner
 #: Never trusted alone where it would skip the sandbox: see isorun.testing.child.
 INNER = pytest_inner.INNER
 DEFAULT_PROFILE = "test"
-#: the session's testing.sandbox.Exiting: marked tests' children that reported and are
-#: still exiting (typed Any: testing.sandbox is imported only once a marked test runs)
+#: the session's testing.outcome.Exiting: marked tests' children that reported and are
+#: still exiting (typed Any: testing.outcome is imported only once a marked test runs)
 EXITING = pytest.StashKey[Any]()
 #: the environment when the session started: a marked test's body sees the profile's
 #: environment plus what its fixtures changed since (monkeypatch.setenv)
@@ -193,6 +193,7 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
     from isorun.errors import IsorunError
     from isorun.testing import sandbox as pytest_sandbox
     from isorun.testing.fork import Forking
+    from isorun.testing.outcome import Exiting
 
     where = _where(item)
     if os.environ.get(INNER):
@@ -217,7 +218,7 @@ def _run_sandboxed(item: pytest.Function, original: Callable[[], Any], marker: p
         allow_weaker=bool(item.config.getoption("isorun_allow_weaker", False)),
         scratch=tuple(os.path.abspath(p) for p in scratch),
     )
-    exiting = item.config.stash.setdefault(EXITING, pytest_sandbox.Exiting())
+    exiting = item.config.stash.setdefault(EXITING, Exiting())
     try:
         result = pytest_sandbox.run_in_child(
             policy,

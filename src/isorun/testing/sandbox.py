@@ -31,7 +31,6 @@ namespace skips that fork.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import sys
@@ -41,7 +40,14 @@ from typing import Any
 
 from isorun.testing import environ as pytest_environ
 from isorun.testing import plan as pytest_plan
-from isorun.testing.fork import HEADER, Forking, Pipes, child
+from isorun.testing.fork import Forking, Pipes, child
+from isorun.testing.outcome import (
+    Exiting,
+    Result,
+    collect_result,
+    release_child,
+    setup_failure,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,43 +73,6 @@ class Policy:
     #: pytest's per-test scratch directories among ``writable`` (tmp_path): as root they
     #: are lent to the sandbox's uid for the test (the marker's ``writable`` never are)
     scratch: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """``outcome`` is passed, failed, skipped or xfailed; ``text`` the report for the
-    parent; ``exc_type`` the failure's exception class as ``module:qualname``, so that
-    ``xfail(raises=...)`` can judge it."""
-
-    outcome: str
-    text: str
-    exc_type: str = ""
-
-
-class Exiting:
-    """Children whose result has arrived and that may still be exiting.
-
-    A child's exit tears down its copy of pytest's address space and its namespaces
-    (about 1 ms); the parent need not wait for that before it reports the test. The plugin
-    keeps one per session: reaped without blocking before each fork, and blocking at the
-    session's end, so no zombie outlives the session.
-    """
-
-    __slots__ = ("pids",)
-
-    def __init__(self) -> None:
-        self.pids: list[int] = []
-
-    def reap(self, block: bool) -> None:
-        still = []
-        for pid in self.pids:
-            try:
-                done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                continue  # reaped by someone else (a SIGCHLD handler of the test suite)
-            if not done:
-                still.append(pid)
-        self.pids = still
 
 
 def _kept_fds(result_w: int) -> tuple[int, ...]:
@@ -203,13 +172,13 @@ def _run_in_child(
             return _run_in_child(policy, session, body, exiting, session_env, wait, forking)
         # clone3 refused the namespaces: what unshare would have refused in the child.
         refusal = ("clone", "clone3", refused.errno or errno.EINVAL, -1)
-        return Result("failed", _setup_failure(record, refusal, policy))
-    failure = _release_child(pid, record, pipes)
+        return Result("failed", setup_failure(record, refusal, policy))
+    failure = release_child(pid, record, pipes)
     if failure is not None:
         os.close(pipes.result_r)
         os.waitpid(pid, 0)
-        return Result("failed", _setup_failure(record, failure, policy))
-    return _collect_result(pid, pipes.result_r, policy, exiting, wait)
+        return Result("failed", setup_failure(record, failure, policy))
+    return collect_result(pid, pipes.result_r, policy, exiting, wait)
 
 
 def _open_pipes(one_fork: bool) -> Pipes:
@@ -303,84 +272,6 @@ def _fork(
     return -1, None
 
 
-def _release_child(
-    pid: int, record: dict[str, Any], pipes: Pipes
-) -> tuple[str, str, int, int] | None:
-    """Write the child's id maps once its user namespace exists, let it go on, and wait
-    for the set-up's verdict: the failure it reported, or None."""
-    from isorun.sandbox import parent
-
-    for fd in (pipes.ready_w, pipes.go_r, pipes.err_w, pipes.result_w):
-        if fd >= 0:
-            os.close(fd)
-    try:
-        # With clone3 the user namespace exists as the call returns; otherwise once the
-        # child's unshare is done (one byte; EOF if it failed and exited).
-        if pipes.ready_r < 0 or os.read(pipes.ready_r, 1):
-            parent.write_id_maps_in_parent(pid, record)
-        os.write(pipes.go_w, b"g")
-    except OSError:
-        pass  # the child died early; its report (or its exit status) says why
-    finally:
-        if pipes.ready_r >= 0:
-            os.close(pipes.ready_r)
-        os.close(pipes.go_w)
-    try:
-        # EOF once the body is about to run (or the child is gone): the set-up's verdict.
-        return parent.parse_failure(parent.read_all(pipes.err_r))
-    finally:
-        os.close(pipes.err_r)
-
-
-def _collect_result(
-    pid: int, result_r: int, policy: Policy, exiting: Exiting | None, wait: bool
-) -> Result:
-    """The body's result record, or what its exit status says when it wrote none."""
-    try:
-        record_bytes = _read_record(result_r)
-    finally:
-        os.close(result_r)
-    if record_bytes is not None:
-        if exiting is not None and not wait:
-            exiting.pids.append(pid)
-        else:
-            os.waitpid(pid, 0)
-        data = json.loads(record_bytes)
-        return Result(str(data["outcome"]), str(data["text"]), str(data.get("exc_type", "")))
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        sig = signal.Signals(os.WTERMSIG(status)).name
-        return Result("failed", f"sandboxed test crashed: killed by {sig} ({policy.where})")
-    return Result(
-        "failed",
-        f"sandboxed test exited with status {os.WEXITSTATUS(status)} "
-        f"before reporting a result ({policy.where})",
-    )
-
-
-def _setup_failure(
-    record: dict[str, Any], failure: tuple[str, str, int, int], policy: Policy
-) -> str:
-    """The message of a test whose sandbox could not be built: what, where, how to fix."""
-    from isorun.sandbox import parent
-
-    err = parent.failure_error(record, failure)
-    text = f"isorun: could not enter the sandbox ({policy.profile} profile, {policy.where}): {err}"
-    step, _, code, _ = failure
-    if step == "cwd":
-        text += (
-            f"\n  hint: the test's working directory {os.getcwd()} is not in the "
-            "sandbox's root; add it to writable=[...] or to the profile's mounts"
-        )
-    elif step == "clone" and code in (errno.EPERM, errno.ENOSPC, errno.EINVAL):
-        text += (
-            "\n  hint: user namespaces must be allowed (sysctl "
-            "kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0); "
-            "inside pytest --isorun the session's sandbox already refuses them"
-        )
-    return text
-
-
 def _struct(
     session: pytest_plan.Session,
     shim: Any,
@@ -415,24 +306,3 @@ def _child_env(
     if session_env is not None:
         env.update((k, v) for k, v in os.environ.items() if session_env.get(k) != v)
     return env
-
-
-def _read_record(fd: int) -> bytes | None:
-    """The child's result record, or None when it died before writing all of it.
-
-    Framed, so the parent stops reading at the record's end instead of at EOF: EOF comes
-    only when the child has exited, and later still when the test forked a process that
-    kept the pipe open.
-    """
-    data = b""
-    need = HEADER.size
-    while len(data) < need:
-        chunk = os.read(fd, need - len(data))
-        if not chunk:
-            return None
-        data += chunk
-        if need == HEADER.size and len(data) >= need:
-            need += HEADER.unpack_from(data)[0]
-    return data[HEADER.size : need]
-
-

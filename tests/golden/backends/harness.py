@@ -14,7 +14,8 @@ from pathlib import Path
 
 from isorun import api
 from isorun.compile.plan import MountStep, Plan
-from isorun.compile.render.bwrap import BINDS, file_mounts, render_bwrap
+from isorun.compile.render.bwrap import file_mounts, render_bwrap
+from isorun.compile.render.bwrap_mounts import BINDS
 from isorun.compile.render.firejail import render_firejail
 from isorun.compile.render.invocation import Identity
 from isorun.host.facts import HostFacts

@@ -24,16 +24,16 @@ covered here or by the runner:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import assert_never
 
 from isorun.compile import plan as p
 from isorun.compile.environment import build_environment
+from isorun.compile.render.bwrap_mounts import BINDS, elide_redundant, expects, mount_args
 from isorun.compile.render.invocation import (
     HELPER,
     NO_USERNS,
-    Expect,
     Identity,
     Invocation,
     identity_without_userns,
@@ -46,13 +46,6 @@ BACKEND = "bwrap"
 _UNSHARE = {"user": "--unshare-user", "pid": "--unshare-pid", "net": "--unshare-net",
             "ipc": "--unshare-ipc", "uts": "--unshare-uts", "cgroup": "--unshare-cgroup"}
 
-#: paths below a new procfs bound read-only over themselves, as the native shim does
-#: (mount.c, do_proc): kernel-wide knobs a process with CAP_SYS_ADMIN in the sandbox's
-#: user namespace could otherwise write. /proc/sys must exist; the others may not.
-PROC_READ_ONLY = (("sys", True), ("sysrq-trigger", False), ("irq", False), ("bus", False))
-#: mount step types that put a mount on their destination
-MOUNTS = ("ro-bind", "rw-bind", "dev-bind", "tmpfs", "proc", "dev", "mqueue")
-BINDS = ("ro-bind", "rw-bind", "dev-bind")
 
 
 def file_mounts(plan: p.Plan) -> tuple[bytes, ...]:
@@ -115,13 +108,7 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
     if out.lost and not allow_weaker:
         raise Unsupported(BACKEND, out.lost)
     out.inherited += list(file_fds)
-    head: list[str] = []
-    if out.rlimits:
-        head = [helper, *out.rlimits, "--"]
-    return Invocation(BACKEND, (*head, bwrap, *out.args, "--", *command),
-                      pass_fds=tuple(sorted({*out.inherited, *out.keep})), user=out.user,
-                      lost=tuple(out.lost), command_at=len(head) + 1 + len(out.args) + 1,
-                      terminal_job=out.shared)
+    return out.invocation(bwrap, helper, command)
 
 
 @dataclass
@@ -154,6 +141,15 @@ class _Bwrap:
 
     def lose(self, step: p.Step, rule: str, why: str) -> None:
         self.lost.append(Lost(rule, step.loc, why))
+
+    def invocation(self, bwrap: str, helper: str, command: Sequence[str]) -> Invocation:
+        """bwrap running ``command``, behind the rlimit helper when the plan sets any."""
+        head = [helper, *self.rlimits, "--"] if self.rlimits else []
+        return Invocation(BACKEND, (*head, bwrap, *self.args, "--", *command),
+                          pass_fds=tuple(sorted({*self.inherited, *self.keep})),
+                          user=self.user, lost=tuple(self.lost),
+                          command_at=len(head) + 1 + len(self.args) + 1,
+                          terminal_job=self.shared)
 
 
 def _stage_inside(plan: p.Plan, stage_fd: int | None, *, terminal: bool,
@@ -189,7 +185,7 @@ def _bwrap_step(out: _Bwrap, step: p.Step) -> None:
         case p.NewRoot():
             _bwrap_new_root(out, step)
         case p.MountStep():
-            out.args += _mount(step, out.files, out.lose)
+            out.args += mount_args(step, out.files, out.lose)
             if step.type == "dev":
                 # bwrap's /dev tmpfs takes no size: read-only instead (its nodes are
                 # mounts of their own, /dev/shm and /dev/pts too, and stay usable).
@@ -344,116 +340,9 @@ def _stage_command(out: _Bwrap, argv: Sequence[str], stage_fd: int,
             "--reset-signals", "--", *argv]
 
 
-def elide_redundant(plan: p.Plan, identities: Mapping[str, Identity]) -> p.Plan:
-    """``plan`` less the binds that change nothing: a path bound onto itself, inside a
-    bind of the same kind (ro in ro, rw in rw) of one of its ancestors onto itself, with
-    no other mount between, both walked by the runner and found without a link. The outer
-    bind (recursive) already shows that very path, with the same flags; the inner one
-    would only make bwrap resolve, create and mount a destination inside a tree someone
-    else may write (issue #12), for nothing. The common case: the test profile's
-    ${PYTHON_PREFIX} when the virtual environment is in the project.
-    """
-    def plain(step: p.MountStep) -> bool:
-        found = identities.get(step.src)
-        return step.src == step.dst and found is not None and found[0] == step.src
-
-    mounts: list[p.MountStep] = []
-    keep: list[p.Step] = []
-    for step in plan.steps:
-        if isinstance(step, p.MountStep) and step.type in MOUNTS:
-            cover = next((m for m in reversed(mounts)
-                          if m.dst != step.dst and _beneath(step.dst, m.dst)), None)
-            if (cover is not None and step.type in ("ro-bind", "rw-bind")
-                    and cover.type == step.type and cover.noexec == step.noexec
-                    and plain(cover) and plain(step)):
-                continue
-            mounts.append(step)
-        keep.append(step)
-    if len(keep) == len(plan.steps):
-        return plan
-    return replace(plan, steps=tuple(keep))
-
-
 def _namespaces(plan: p.Plan) -> set[str]:
     return {n for c in plan.find(p.Clone) for n in c.namespaces}
 
 
 def _proc_at_proc(plan: p.Plan) -> bool:
     return any(s.type == "proc" and s.dst == "/proc" for s in plan.find(p.MountStep))
-
-
-def _beneath(path: str, top: str) -> bool:
-    """Whether ``path`` is ``top`` or lies below it (both normalised, absolute)."""
-    return top == "/" or path == top or path.startswith(top + "/")
-
-
-def expects(plan: p.Plan, identities: Mapping[str, Identity]) -> list[Expect]:
-    """The inner stage's checks: each bind whose source the runner walked must show, at
-    its destination, the file walked. A bind a later mount covers (at it or above it) is
-    left out: what is seen there is the later mount, checked on its own."""
-    steps = [s for s in plan.steps if isinstance(s, p.MountStep) and s.type in MOUNTS]
-    out: list[Expect] = []
-    for root in plan.find(p.NewRoot):
-        found = identities.get(root.path) if root.kind == "rootfs" else None
-        if found is not None and not any(s.dst == "/" for s in steps):
-            out.append(Expect("/", found[1], found[2]))
-    for i, step in enumerate(steps):
-        found = identities.get(step.src) if step.type in BINDS else None
-        if found is None or any(_beneath(step.dst, later.dst) for later in steps[i + 1:]):
-            continue
-        out.append(Expect(step.dst, found[1], found[2], readonly=step.type == "ro-bind"))
-    return out
-
-
-def _mount(step: p.MountStep, files: Iterator[int],
-           lose: Callable[[p.Step, str, str], None]) -> list[str]:
-    """One mount step. Binds are recursive; bwrap adds nosuid to every bind and nodev to
-    all but --dev-bind, matching the native shim's flags."""
-    try_ = "-try" if step.optional else ""
-    if step.noexec and step.type != "proc":
-        lose(step, f"noexec on {step.dst}", "bwrap has no noexec mount option")
-    match step.type:
-        case "ro-bind":
-            return [f"--ro-bind{try_}", step.src, step.dst]
-        case "rw-bind":
-            return [f"--bind{try_}", step.src, step.dst]
-        case "dev-bind":
-            return [f"--dev-bind{try_}", step.src, step.dst]
-        case "tmpfs":
-            out = ["--perms", f"{0o755 if step.mode is None else step.mode:04o}"]
-            # --size only: bwrap has no inode limit, the size still bounds the data.
-            if step.size:
-                out += ["--size", str(step.size)]
-            return [*out, "--tmpfs", step.dst]
-        case "overlay":
-            lose(step, step.describe(), "bwrap's --tmp-overlay keeps the changes on a tmpfs "
-                 "it gives no size")
-            return []
-        case "mask":
-            lose(step, step.describe(), "bwrap cannot hide a path whose type it learns only "
-                 "at run time (--tmpfs fails on a file, a bind of /dev/null on a directory)")
-            return []
-        case "proc":
-            out = ["--proc", step.dst]
-            for name, required in PROC_READ_ONLY:
-                # The source is the host's /proc (bwrap resolves bind sources in the old
-                # root); these files answer for the reader's namespaces, not the mounter's.
-                out += ["--ro-bind" if required else "--ro-bind-try", f"/proc/{name}",
-                        os.path.join(step.dst, name)]
-            return out
-        case "dev":
-            return ["--dev", step.dst]
-        case "symlink":
-            return ["--symlink", step.src, step.dst]
-        case "file":
-            fd = next(files, None)
-            if fd is None:
-                raise InternalError("bwrap: fewer file descriptors than file mounts")
-            mode = 0o644 if step.mode is None else step.mode
-            return ["--perms", f"{mode:04o}", "--file", str(fd), step.dst]
-        case "dir":
-            mode = 0o755 if step.mode is None else step.mode
-            return ["--perms", f"{mode:04o}", "--dir", step.dst]
-        case "mqueue":
-            return ["--mqueue", step.dst]
-    raise InternalError(f"bwrap: mount type {step.type!r} has no mapping")

@@ -1,4 +1,5 @@
-"""Seccomp exports: Docker/moby JSON, OCI runtime-spec, Kubernetes SPO, BPF and PFC.
+"""Seccomp exports: Docker/moby JSON, OCI runtime-spec, BPF and PFC (Kubernetes SPO:
+:mod:`isorun.compile.render.k8s`, built from :func:`docker_object`).
 
 Engines accept much bad input without a word (README of shared/tools): unknown names and
 keys are skipped, two conditions on one argument index are ORed by runc (each becomes a
@@ -20,7 +21,6 @@ The action, operator and architecture tables here are shared with the importer a
 from __future__ import annotations
 
 import json
-import re
 from itertools import product
 from typing import Any
 
@@ -105,7 +105,7 @@ def _check(policy: Seccomp) -> None:
         raise ProfileError(diags)
 
 
-def _has_when(policy: Seccomp) -> bool:
+def has_when(policy: Seccomp) -> bool:
     return any(r.when is not None for r in policy.rules)
 
 
@@ -145,7 +145,7 @@ def docker_object(
     if default.kind == "errno" and default.errno != 1:
         head["defaultErrnoRet"] = default.errno
     head["archMap"] = arch_map
-    if _has_when(policy):
+    if has_when(policy):
         head["syscalls"] = _structural_rules(policy)
         return head
     found = docker_rules.groups(
@@ -312,7 +312,7 @@ def export_docker(policy: Seccomp, *, arch: str = "x86_64") -> str:
 def export_oci(policy: Seccomp, *, arch: str = "x86_64") -> str:
     """The runtime-spec ``linux.seccomp`` object (config.json): no archMap, no comments, no
     includes/excludes (a runtime applies no conditions, so ``when`` rules are refused)."""
-    if _has_when(policy):
+    if has_when(policy):
         raise ProfileError(
             Diagnostic(
                 policy.loc,
@@ -330,110 +330,6 @@ def export_oci(policy: Seccomp, *, arch: str = "x86_64") -> str:
     ]
     out["syscalls"] = [{k: v for k, v in r.items() if k != "comment"} for r in obj["syscalls"]]
     return json.dumps(out, indent=2) + "\n"
-
-
-def _yaml_scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(str(value))  # a JSON string is a valid YAML double-quoted scalar
-
-
-#: SPO's API (security-profiles-operator api/seccompprofile/v1, CRD
-#: security-profiles-operator.x-k8s.io_seccompprofiles.yaml): ``scope: Cluster``, no
-#: ``defaultErrnoRet`` in the spec, ``value``/``valueTwo`` int64 with minimum 0, at most 6
-#: ``args``; the operator writes the profile to ``<kubelet seccomp root>/operator/NAME.json``
-#: and pods name it ``operator/NAME.json`` (installation-usage.md, "Use Seccomp profile").
-SPO_API_VERSION = "security-profiles-operator.x-k8s.io/v1"
-
-
-def k8s_name(name: str) -> str:
-    """A DNS-1123 subdomain for metadata.name (lower case, digits, '-', '.')."""
-    return re.sub(r"[^a-z0-9.-]", "-", name.lower()).strip("-.")[:253] or "isorun"
-
-
-def k8s_object(policy: Seccomp, *, name: str = "isorun", arch: str = "x86_64") -> dict[str, Any]:
-    """The SeccompProfile as a dict, every field one the CRD's schema has.
-
-    The CRD has no defaultErrnoRet, so an ERRNO default is runc's EPERM and every known
-    syscall the policy answers with another errno (clone3's ENOSYS) gets its own rule.
-    """
-    if _has_when(policy):
-        raise ProfileError(
-            Diagnostic(
-                policy.loc,
-                "a SeccompProfile has no conditions; this profile has `when` rules",
-                "export to docker instead, or compile for one capability set",
-            )
-        )
-    unknown = policy.unknown_action
-    default = Action("errno", 1) if unknown.kind == "errno" else unknown
-    obj = docker_object(
-        policy, arch=arch, default=default, max_args=docker_rules.SPO_MAX_ARGS, int64=True
-    )
-    spec: dict[str, Any] = {"defaultAction": obj["defaultAction"]}
-    spec["architectures"] = [
-        obj["archMap"][0]["architecture"],
-        *(obj["archMap"][0]["subArchitectures"] or []),
-    ]
-    spec["syscalls"] = [{k: v for k, v in r.items() if k != "comment"} for r in obj["syscalls"]]
-    return {
-        "apiVersion": SPO_API_VERSION,
-        "kind": "SeccompProfile",
-        "metadata": {"name": k8s_name(name)},
-        "spec": spec,
-    }
-
-
-def export_k8s(policy: Seccomp, *, name: str = "isorun", arch: str = "x86_64") -> str:
-    """A security-profiles-operator SeccompProfile plus the pod snippet that uses it, as
-    YAML written by hand (no YAML library in the launch path)."""
-    obj = k8s_object(policy, name=name, arch=arch)
-    spec = obj["spec"]
-    safe = obj["metadata"]["name"]
-    lines = [
-        f"apiVersion: {obj['apiVersion']}",
-        f"kind: {obj['kind']}",
-        "metadata:",
-        f"  name: {safe}",
-        "spec:",
-        f"  defaultAction: {spec['defaultAction']}",
-        "  architectures:",
-    ]
-    lines += [f"  - {a}" for a in spec["architectures"]]
-    lines.append("  syscalls:")
-    for rule in spec["syscalls"]:
-        lines.append(f"  - action: {rule['action']}")
-        if "errnoRet" in rule:
-            lines.append(f"    errnoRet: {rule['errnoRet']}")
-        lines.append("    names:")
-        lines += [f"    - {_yaml_scalar(n)}" for n in rule["names"]]
-        if rule.get("args"):
-            lines.append("    args:")
-            for arg in rule["args"]:
-                lines.append(f"    - index: {arg['index']}")
-                lines.append(f"      value: {arg['value']}")
-                lines.append(f"      valueTwo: {arg['valueTwo']}")
-                lines.append(f"      op: {arg['op']}")
-    notes = []
-    if policy.unknown_action.kind == "errno" and policy.unknown_action.errno != 1:
-        notes = [
-            "# The CRD has no defaultErrnoRet: a number no name above covers gets EPERM where",
-            f"# isorun answers {policy.unknown_action} (runc answers ENOSYS itself for numbers",
-            "# above the highest one listed).",
-        ]
-    lines += [
-        "---",
-        *notes,
-        "# Use it from a pod (the operator installs the profile on every node):",
-        "# spec:",
-        "#   securityContext:",
-        "#     seccompProfile:",
-        "#       type: Localhost",
-        f"#       localhostProfile: operator/{safe}.json",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def export_bpf(policy: Seccomp, **kw: Any) -> bytes:
