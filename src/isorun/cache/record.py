@@ -240,10 +240,10 @@ def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:
 def _shim_loads(log: Callable[[str], None] | None) -> bool:
     """Whether the compiled shim a launch record is made for loads here; says why not."""
     from isorun.errors import IsorunError
-    from isorun.sandbox import parent
+    from isorun.sandbox.shim_ffi import load_shim
 
     try:
-        parent.load_shim()
+        load_shim()
     except IsorunError as err:
         if log is not None:
             log(f"isorun: cache: no launch record: {err}")

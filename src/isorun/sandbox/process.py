@@ -37,6 +37,7 @@ from isorun.sandbox.cgroup import (
     create_cgroup_in_parent,
     plan_cgroup_in_parent,
 )
+from isorun.sandbox.failure import failure_error
 from isorun.sandbox.spec import ShimSpec, spec_record
 
 TYPE_CHECKING = False
@@ -345,7 +346,7 @@ def spawn(
             pass_fds=pass_fds, child_ends={notify_child, *child_ends} - {-1, *parent_ends},
             notify_fd=notify_child, attach=attach, on_release=hand_over)  # fmt: skip
         started = pid, pidfd
-        exec_error = None if failure is None else parent.failure_error(record, failure)
+        exec_error = None if failure is None else failure_error(record, failure)
         for fd in parent_ends:
             if fd >= 0:
                 opened.remove(fd)
