@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from isorun.errors import InternalError, SandboxSetupError, ShimAbiError
 from isorun.sandbox import parent, shim_ffi
 from isorun.sandbox.failure import failure_error, setup_error
-from isorun.sandbox.process import SandboxProcess, StdSpec, _child_stdio, _exit_code, _lift
+from isorun.sandbox.process import StdSpec, _child_stdio, _lift
+from isorun.sandbox.sandbox_process import SandboxProcess, _exit_code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
