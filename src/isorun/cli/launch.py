@@ -121,7 +121,7 @@ def launch_from_args(args: list[str], missed: bool = False, retrying: bool = Fal
         )
         if code is not None:
             return code
-        from isorun.api import launch
+        from isorun.attached import launch
 
         return launch(
             command,
@@ -256,13 +256,13 @@ def _launch_cached(
     _, entry = cache_store.lookup(profile, note if verbose else None)
     if entry is None:
         # A miss: compile and store the entry here, then launch its record as a hit
-        # does. api.launch would compile the same plan, but its process handle imports
+        # does. attached.launch would compile the same plan, but its process handle imports
         # subprocess, threading and socket, milliseconds of every first launch.
         from isorun.api import compiled
 
         entry = compiled(profile, note if verbose else None)[2]
         if entry is None:
-            return None  # not cacheable: api.launch compiles it again and says why
+            return None  # not cacheable: attached.launch compiles it again and says why
         missed = False  # storing the entry wrote its launch index
     if backend is not None or entry.get("launch") is None:
         return _launch_landlock(entry, command, backend, allow_weaker, note if verbose else None,
