@@ -243,19 +243,14 @@ def spawn_in_parent(
         pid = clone_in_parent(record, stdio, (sync_r, sync_w), (err_w, err_r), keep, notify_fd)
         # Before anything can reap it: the pidfd pins this process, never a reused pid.
         pidfd = os.pidfd_open(pid)
-        for fd in {sync_r, err_w, *child_ends}:
-            if fd in opened:
-                os.close(fd)
-                opened.remove(fd)
+        _close_in_parent(opened, {sync_r, err_w, *child_ends})
         write_id_maps_in_parent(pid, record)
         if attach is not None:
             attach(pid)
         os.write(sync_w, b"\0")
-        os.close(sync_w)
-        opened.remove(sync_w)
+        _close_in_parent(opened, (sync_w,))
         failure = _verdict_in_parent(record, pid, pidfd, err_r, on_release)
-        os.close(err_r)
-        opened.remove(err_r)
+        _close_in_parent(opened, (err_r,))
         if failure is not None and failure[0] != "exec":
             from isorun.sandbox.failure import failure_error
 
@@ -267,6 +262,14 @@ def spawn_in_parent(
         if pid > 0:
             abandon_in_parent(pid, pidfd, record)
 
+
+
+def _close_in_parent(opened: list[int], fds: Iterable[int]) -> None:
+    """Close those of ``fds`` that are in ``opened``, and take them out of it."""
+    for fd in fds:
+        if fd in opened:
+            os.close(fd)
+            opened.remove(fd)
 
 
 def _verdict_in_parent(

@@ -141,9 +141,13 @@ def spawn(
         _undo_spawn(started, record, attach)
         raise
     finally:
-        for fd in opened:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close_quietly(opened)
+
+
+def _close_quietly(fds: Iterable[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _handle(
