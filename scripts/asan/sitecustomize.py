@@ -3,7 +3,7 @@
 On PYTHONPATH (the Makefile puts this directory there), Python imports this file at
 start-up, in the test run and in every ``sys.executable`` child that inherits the
 environment. It adds one finder for exactly that module name, so nothing in the package
-changes: parent.load_shim() imports ``isorun._shim_c`` as always and still refuses a
+changes: shim_ffi.load_shim() imports ``isorun._shim_c`` as always and still refuses a
 module of another ABI. A missing build fails the import (ShimAbiError, "not built")
 instead of quietly testing the unsanitized module next to the package.
 

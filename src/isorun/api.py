@@ -10,12 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from isorun.cache.memo import Memo
+from isorun.cache.plans import MEMO as MEMO
+from isorun.cache.plans import cached_plan as _cached_plan
+from isorun.cache.plans import cached_program as cached_program
+from isorun.cache.plans import compiled as compiled
 from isorun.compile.exposure import root_write_notes
 from isorun.compile.pipeline import compile_plan, load_profile, seccomp_program
 from isorun.compile.plan import Plan, locate_error, missing_source_hint
 from isorun.errors import Lost, SandboxSetupError
-from isorun.host import facts as host_facts
 from isorun.profile import includes
 from isorun.profile.schema import Profile
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 #: the compiler's public names, defined in compile/ (the cache and the backends use them
 #: from there, below this module)
 __all__ = ["CompletedRun", "DroppedEnvWarning", "Popen", "builtin_profiles", "check_limits",
-           "compile_plan", "launch", "limit_report", "load_profile", "locate_error",
+           "compile_plan", "load_profile", "locate_error",
            "missing_source_hint", "root_write_notes", "run", "seccomp_program"]
 
 
@@ -52,10 +54,6 @@ def check_limits(plan: Plan) -> None:
                                                           ("limits.pids", step.pids)) if value)
             raise HostError(f"{asked} ({step.loc.short()})", err.why, err.fix) from None
 
-
-#: this process's compiled plans, programs and launch records (isorun.memo): the one
-#: instance the API's calls share, so a loop of isorun.run compiles once
-MEMO = Memo()
 
 #: seconds ``Popen.__exit__`` gives a command after SIGTERM before it sends SIGKILL
 GRACE_PERIOD = 5.0
@@ -128,7 +126,7 @@ class Popen:
             allow_weaker=allow_weaker, terminal=_terminal, refusals=_refusals,
             compiled=MEMO, log=log)
         #: isorun-launch says the refusal report when the command fails (the CLI's
-        #: ``_refusals``); the other paths leave the notes to api.launch
+        #: ``_refusals``); the other paths leave the notes to attached.launch
         self.reports_refusals = self._proc.reports_refusals
         #: why execve failed (exit code 126 or 127), None when the command started
         self.exec_error: SandboxSetupError | None = self._proc.exec_error
@@ -362,273 +360,6 @@ def run(argv: Sequence[str] | str, *, profile: str | Profile | Plan = "strict",
     if check:
         result.check_returncode()
     return result
-
-
-def _native_here(requested: str) -> bool:
-    """Whether _choose_backend picks the native backend at once (no probing)."""
-    from isorun.host.facts import probe
-
-    facts = probe()
-    return requested in ("auto", "native") and (facts.userns or facts.root) and _shim_built()
-
-
-def _shares_terminal(plan: Plan) -> bool:
-    """Whether a native sandbox of ``plan`` started now would share this process's
-    terminal (spec.terminal_job, decided the same way by the shim's isorun_spawn)."""
-    from isorun.compile.render.invocation import terminal_job_allowed
-    from isorun.sandbox.parent import foreground_in_parent
-
-    return terminal_job_allowed(plan) and foreground_in_parent()
-
-
-#: what a terminal sends its foreground group on ^C, ^\ and hangup (SIGINT, SIGQUIT, SIGHUP)
-_TERMINAL_SIGNALS = (2, 3, 1)
-
-
-def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
-                             log: Callable[[str], None] | None,
-                             note: Callable[[str], None],
-                             chosen: tuple[str, tuple[Lost, ...]] = ("native", ()),
-                             allow_weaker: bool = False) -> int:
-    """api.launch for a sandbox that shares this terminal (any backend whose
-    terminal_job says so): the signals are taken with sigwaitinfo
-    (isorun.sandbox.foreground.wait_sharing_terminal), so the terminal's own are not passed on
-    twice. Blocked across the start: the native shim unblocks them in the child before
-    execve, the wrappers' exec stage before it execs the command (seccomp_exec.c)."""
-    import resource
-    import signal
-    import sys
-
-    from isorun.sandbox.foreground import (
-        FORWARDED_SIGNALS,
-        SIGCHLD,
-        exec_failure_message,
-        wait_sharing_terminal,
-    )
-    from isorun.sandbox.parent import reclaim_terminal_in_parent
-
-    blocked = (*FORWARDED_SIGNALS, SIGCHLD)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    # bwrap and firejail unblock signals and are in the terminal's foreground group with
-    # the command: a ^C would kill bwrap, and the command with it by SIGKILL
-    # (--die-with-parent), before its own handler ran. Ignored here, they are ignored by
-    # the wrapper, which keeps an ignored disposition across execve; the exec stage puts
-    # the command back to defaults (seccomp_exec.c). Blocked, this process still takes
-    # them with sigwaitinfo: the kernel drops an ignored signal only when unblocked.
-    ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _TERMINAL_SIGNALS
-               if chosen[0] != "native"}
-    try:
-        proc = Popen(argv, profile=plan, backend=chosen[0], allow_weaker=allow_weaker,
-                     log=log, _terminal=True, _chosen=chosen, _refusals=not quiet)
-        if proc.exec_error is not None:
-            sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
-        try:
-            wait_sharing_terminal(lambda: (0, 0) if proc.poll() is None else (1, 0),
-                                  proc.send_signal, blocked)
-        finally:
-            # a shell in the sandbox may have left a job of its own in the foreground
-            # (the native launchers take the terminal back themselves)
-            reclaim_terminal_in_parent()
-    finally:
-        for sig, handler in ignored.items():
-            signal.signal(sig, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    return _wait_and_report(plan, proc, before, quiet, note)
-
-
-def _wait_and_report(plan: Plan, proc: Popen, before: Any, quiet: bool,
-                     note: Callable[[str], None]) -> int:
-    """Wait for the command; when it failed, name the limits that stopped it. ``before``
-    is getrusage(RUSAGE_CHILDREN) from before the launch: the launcher's only child is
-    the sandbox, so the children's CPU time since then is the command's own."""
-    import resource
-
-    code = proc.wait()
-    if code != 0 and not quiet:
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        refused = proc.refusal_lines()
-        for line in refused:
-            note(line)
-        lines = limit_report(plan, proc, code, cpu)
-        for line in lines:
-            note(line)
-        # the notes are guesses: not after a refused syscall, a limit or a death by
-        # signal (as isorun-launch)
-        if not lines and not refused and not proc.reports_refusals and \
-                proc.exec_error is None and code < 128:
-            # isorun-launch said these itself; a limit explains the failure already
-            from isorun.compile.refusals import failure_notes
-
-            notes = failure_notes(plan)
-            if notes:
-                note(notes)
-    return code
-
-
-def limit_report(plan: Plan, proc: Popen, code: int, cpu_seconds: float) -> list[str]:
-    """The limits that stopped the command, each with its profile line: what "Killed" or
-    exit 124 alone does not say. ``cpu_seconds``: the CPU time the sandbox used."""
-    from isorun.compile.plan import Cgroup, Rlimit, WallTime, human_size
-
-    lines = []
-    wall = plan.find(WallTime)
-    if proc.timed_out and wall:
-        lines.append(f"isorun: limits.wall_time = {wall[0].seconds:g} s "
-                     f"({wall[0].loc.short()}) killed the command")
-    events = proc.limit_events
-    cgroups = plan.find(Cgroup)
-    if cgroups and cgroups[0].memory and events.get("oom_kill"):
-        lines.append(f"isorun: limits.memory = {human_size(cgroups[0].memory)} "
-                     f"({cgroups[0].loc.short()}) killed {events['oom_kill']} process(es) "
-                     "of the sandbox: out of memory")
-    if cgroups and cgroups[0].pids and events.get("pids_max"):
-        lines.append(f"isorun: limits.pids = {cgroups[0].pids} ({cgroups[0].loc.short()}) "
-                     f"refused {events['pids_max']} fork(s)")
-    cpu = [r for r in plan.find(Rlimit) if r.resource == "cpu"]
-    # RLIMIT_CPU ends in SIGKILL (soft = hard) or SIGXCPU; the time used tells it from
-    # another SIGKILL
-    if cpu and code in (128 + 9, 128 + 24) and cpu_seconds >= cpu[0].value * 0.9:
-        lines.append(f"isorun: limits.cpu = {cpu[0].value} s ({cpu[0].loc.short()}) killed "
-                     f"the command after {cpu_seconds:.1f} s of CPU time")
-    return lines
-
-
-def launch(argv: list[str], *, profile: str, backend: str | None = None,
-           allow_weaker: bool = False, verbose: bool = False, quiet: bool = False) -> int:
-    """The CLI's launch: run ``argv`` attached to this terminal, return its exit code.
-    Unless ``quiet``, a limit that stopped the command is named with its line."""
-    import resource
-    import signal
-    import sys
-
-    def note(message: str) -> None:
-        sys.stderr.write(message + "\n")
-
-    from isorun.sandbox.foreground import FORWARDED_SIGNALS, exec_failure_message
-
-    plan = _cached_plan(profile, log=note if verbose else None)
-    for line in root_write_notes(plan):
-        note(line)
-    if _shares_terminal(plan):
-        if _native_here(backend or plan.backend):
-            return _launch_sharing_terminal(argv, plan, quiet, note if verbose else None,
-                                            note)
-        from isorun.sandbox.backends import BACKENDS
-
-        # Chosen here, once: whether the backend keeps the command in this terminal's
-        # foreground decides how the launcher takes signals, before the start.
-        chosen = _choose_backend(plan, backend or plan.backend, allow_weaker,
-                                 note if verbose else None)
-        if BACKENDS[chosen[0]].terminal_job(plan):
-            return _launch_sharing_terminal(argv, plan, quiet, note if verbose else None,
-                                            note, chosen, allow_weaker)
-        backend, preset = chosen[0], chosen
-    else:
-        preset = None
-    # Popen.send_signal reaches the command (the native sandbox's pid 1 forwards it; on
-    # bwrap and firejail it is sent to the command itself); the launcher must survive
-    # these to report the command's status instead of dying first. The handlers are in
-    # place before the start, and one that arrives during it is sent once the sandbox
-    # exists. Not blocked across the start, as isorun.sandbox.foreground.run does for the native
-    # shim (which unblocks before execve): bwrap and firejail would inherit the mask, and
-    # the command with them, deaf to Ctrl-C and kill.
-    started: list[Popen] = []
-    pending: list[int] = []
-
-    def forward(signum: int, frame: object) -> None:
-        if started:
-            started[0].send_signal(signum)
-        else:
-            pending.append(signum)
-
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, forward)
-    proc = Popen(argv, profile=plan, backend=backend, allow_weaker=allow_weaker,
-                 log=note if verbose else None, _chosen=preset, _refusals=not quiet)
-    started.append(proc)
-    for sig in pending:
-        proc.send_signal(sig)
-    if proc.exec_error is not None:
-        sys.stderr.write(exec_failure_message(argv[0], proc.exec_error.errno))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return _wait_and_report(plan, proc, before, quiet, note)
-
-
-def compiled(spec: str, log: Callable[[str], None] | None = None
-             ) -> tuple[Plan, bytes, dict[str, object] | None]:
-    """(plan, BPF, cache entry) for ``spec``: from the on-disk cache, else compiled and
-    stored. ``ISORUN_CACHE=0`` in the environment skips the disk cache (reads and writes).
-    """
-    import os
-
-    from isorun.cache import entry as cache_entry
-    from isorun.cache import record as cache_record
-    from isorun.cache import store as cache_store
-
-    use_disk = os.environ.get("ISORUN_CACHE", "1") != "0"
-    if use_disk:
-        _, entry = cache_store.lookup(spec, log)
-        if entry is not None:
-            try:
-                return cache_entry.load_plan(entry), entry["bpf"], entry  # type: ignore[return-value]
-            except cache_entry.EntryInvalid as err:
-                if log is not None:
-                    log(f"isorun: cache: ignoring entry: {err}")
-
-    def record(plan: Plan, bpf: bytes) -> dict[str, object] | None:
-        return cache_record.make_record(plan, bpf, log)
-
-    plan, bpf, entry = cache_store.compile_entry(spec, log, record)
-    if entry is not None and use_disk:
-        cache_store.store(entry, log)
-    return plan, bpf, entry
-
-
-def _cached_plan(profile: str | Profile, log: Callable[[str], None] | None = None,
-                 cwd: str | None = None) -> Plan:
-    """Compile once per process: the API is used in loops by test harnesses.
-
-    Keyed by the spec, the variables it resolves with (the working directory changes
-    ${CWD}) and the caller's facts; each call checks that the source files are unchanged
-    (:meth:`Memo.deps_unchanged`: by stat, else by hash), so an edited profile is
-    recompiled.
-    The first use in a process reads the on-disk cache (see :mod:`isorun.cache`).
-    ``cwd``: compile for that working directory (Popen's ``cwd=``), without the disk
-    cache, whose entries are keyed by the process's own.
-    """
-    from isorun.cache import entry as cache_entry
-
-    if not isinstance(profile, str):
-        if cwd is None:
-            return compile_plan(profile)
-        facts = host_facts.probe()
-        return compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
-    key = (profile, tuple(sorted(cache_entry.variables(cwd=cwd).items())), cache_entry.facts_key())
-    hit = MEMO.plan(key)
-    if hit is not None:
-        return hit
-    if cwd is not None:
-        try:
-            deps: tuple[Any, ...] | None = cache_entry.collect_deps(profile)
-        except cache_entry.DEPS_ERRORS:
-            deps = None  # the compile below reports the problem with its location
-        facts = host_facts.probe()
-        plan = compile_plan(profile, facts, host_facts.variables(facts, cwd=cwd))
-        if deps:
-            MEMO.keep_plan(key, plan, deps)
-        return plan
-    plan, bpf, entry = compiled(profile, log)
-    MEMO.keep_program(plan, bpf)
-    if entry is not None:
-        MEMO.keep_plan(key, plan, entry["deps"])  # type: ignore[arg-type]
-    return plan
-
-
-def cached_program(plan: Plan) -> bytes:
-    """The plan's seccomp program, from :data:`MEMO`."""
-    return MEMO.program(plan)
 
 
 def _wrap_text(proc: Any, text: bool) -> tuple[Any, Any, Any]:

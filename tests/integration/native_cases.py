@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from isorun.errors import HostError, SandboxSetupError
-from isorun.sandbox.process import SandboxProcess, spawn
+from isorun.sandbox.process import spawn
+from isorun.sandbox.sandbox_process import SandboxProcess
 from isorun.sandbox.spec import MountKind, Rlimit, ShimMount, ShimSpec
 
 NS_FLAGS = {

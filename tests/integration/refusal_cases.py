@@ -4,7 +4,7 @@ Run in-process as root, or as ``python refusal_cases.py CASE`` by an unprivilege
 (tests/integration/conftest.py, setpriv); prints OK on success. Each case runs the CLI
 through its three launch paths: the C front end (``isorun``, no Python), the Python CLI
 (``python -m isorun``: compiles, then hands the launch to isorun-launch), and the
-uncached regular path (``ISORUN_CACHE=0``: api.launch through isorun-launch).
+uncached regular path (``ISORUN_CACHE=0``: attached.launch through isorun-launch).
 """
 
 from __future__ import annotations
@@ -289,7 +289,7 @@ WRAPPERS = ("bwrap", "firejail") if os.geteuid() == 1000 else ("bwrap",)
 
 def each_wrapper(check: Callable[[Path, list[str], dict[str, str]], None]) -> None:
     """``check`` on each wrapper backend, through the Python CLI (--backend is never
-    cached) with its launch record off and on (ISORUN_CACHE=0: api.launch's compile)."""
+    cached) with its launch record off and on (ISORUN_CACHE=0: attached.launch's compile)."""
     with workdir() as work:
         for backend in WRAPPERS:
             for cache in ("1", "0"):

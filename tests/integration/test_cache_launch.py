@@ -18,7 +18,10 @@ HEAVY = {
     "click", "tomli", "pyseccomp", "isorun.cli.main", "isorun.api", "isorun.profile.loader",
     "isorun.profile.includes", "isorun.compile.planner", "isorun.compile.seccomp",
     "isorun.compile._libseccomp", "isorun.compile.plan", "isorun.compile.steps",
-    "isorun.sandbox.process",
+    "isorun.sandbox.process", "isorun.sandbox.sandbox_process", "isorun.attached",
+    "isorun.cache.plans",
+    # the failure decoding: loaded only when a start failed
+    "isorun.sandbox.failure",
 }  # fmt: skip
 
 

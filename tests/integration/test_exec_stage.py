@@ -66,7 +66,7 @@ def test_unknown_command_exits_127() -> None:
 
 def test_reset_signals_gives_the_command_defaults_and_no_mask() -> None:
     # The CLI hands a wrapper SIGINT/SIGQUIT/SIGHUP ignored and its forwarded signals
-    # blocked (api._launch_sharing_terminal); only the inner stage's --reset-signals
+    # blocked (attached._launch_sharing_terminal); only the inner stage's --reset-signals
     # takes both away, and the outer one (bwrap's rlimits) must pass them on unchanged.
     import signal
 

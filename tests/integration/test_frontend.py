@@ -218,7 +218,7 @@ TRAP = "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; d
 
 @pytest.mark.parametrize("cli", ["frontend", "python", "uncached"])
 def test_sigterm_reaches_the_command(home: Path, cli: str) -> None:
-    # "uncached" is api.launch, the path of a cache miss: its handler once deadlocked on
+    # "uncached" is attached.launch, the path of a cache miss: its handler once deadlocked on
     # the handle's lock, held by wait() across a blocking waitpid.
     _warm(home)
     launcher = [str(FRONTEND)] if cli == "frontend" else PYTHON_CLI

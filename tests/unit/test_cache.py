@@ -297,9 +297,10 @@ def test_variables_match_host_facts() -> None:
 
 def test_api_cached_plan_does_not_recompile(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from isorun import api
+    from isorun.cache import plans
 
     first = api._cached_plan("./top.toml")
-    monkeypatch.setattr(api, "compiled", lambda *a, **k: pytest.fail("recompiled"))
+    monkeypatch.setattr(plans, "compiled", lambda *a, **k: pytest.fail("recompiled"))
     assert api._cached_plan("./top.toml") is first
 
 

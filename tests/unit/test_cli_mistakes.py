@@ -203,7 +203,7 @@ def fuzz_dir(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
 
     monkeypatch.setattr(api, "Popen", _FakeLaunch)
     monkeypatch.setattr(entry, "_launch_cached", lambda *a, **k: None)
-    # api.launch installs forwarding handlers: not in the test process
+    # attached.launch installs forwarding handlers: not in the test process
     monkeypatch.setattr(signal, "signal", lambda *a: None)
     return tmp_path
 

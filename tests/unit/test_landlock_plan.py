@@ -14,7 +14,7 @@ from isorun.errors import DEFAULT_LOC, InternalError, ProfileError
 from isorun.host.facts import HostFacts
 from isorun.sandbox import native
 from isorun.sandbox.landlock_mode import lost_rules, mode_plan
-from isorun.sandbox.parent import load_shim
+from isorun.sandbox.shim_ffi import load_shim
 
 FACTS = HostFacts(uid=1000, gid=1000, arch="x86_64", kernel="6.18", landlock=7)
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from isorun.sandbox import parent
+from isorun.sandbox import shim_ffi
 
 
 @pytest.fixture
 def shim() -> Any:
-    return parent.load_shim()
+    return shim_ffi.load_shim()
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def project(tmp_path: Path) -> Iterator[Path]:
 
 
 def resolve(shim: Any, path: Path | str) -> tuple[int, str]:
-    fd, out = parent.resolve_in_parent(shim, os.fsencode(path))
+    fd, out = shim_ffi.resolve_in_parent(shim, os.fsencode(path))
     if fd >= 0:
         os.close(fd)
     return fd, os.fsdecode(out)

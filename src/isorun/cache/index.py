@@ -53,6 +53,7 @@ from isorun.shim import abi
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Any
 
 INDEX_MAGIC, INDEX_FORMAT, INDEX_ENV = abi.INDEX_MAGIC, abi.INDEX_FORMAT, abi.INDEX_ENV
 #: a file whose ctime is this recent gets no index: see :func:`index_blob`
@@ -187,14 +188,47 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
     """
     import time
 
-    from isorun.cache import record as cache_record
-
     record = entry.get("launch" if landlock is None else "launch_landlock")
     if not isinstance(record, dict):
         return "no launch record"
     secret = mac.key(create=True)
     if secret is None:
         return "no key in the kernel keyring (keyctl refused?) to tag it with"
+    refused = _caller_refusal()
+    if refused:
+        return refused
+    try:
+        from isorun.sandbox import flat
+    except ImportError:
+        return "this build has no flat record encoder"
+    stats = _stat_fingerprints(entry, time.time_ns() if now_ns is None else now_ns)
+    if isinstance(stats, str):
+        return stats
+    # After the stats (see the docstring): the inputs are still those of the entry.
+    changed = _entry_changed(entry, record)
+    if changed:
+        return changed
+    flat_record = _flatten(flat, record)
+    if isinstance(flat_record, str):
+        return flat_record
+    spec = str(entry["spec"])
+    cwd = os.getcwd()
+    parts = [*_caller_inputs(spec, cwd), *_environment_inputs(record, cwd)]
+    parts.append(_u32(len(stats)))
+    parts += stats
+    backend_inputs = _backend_inputs(backend, landlock)
+    if isinstance(backend_inputs, str):
+        return backend_inputs
+    parts += backend_inputs
+    parts.append(_field(flat_record))
+    body = b"".join(parts)
+    name = index_name(spec, cwd, os.getuid(), backend)
+    return (INDEX_MAGIC + _u32(INDEX_FORMAT) + _u64(len(body))
+            + mac.tag(secret, b"index", name, body) + body)
+
+
+def _caller_refusal() -> str:
+    """Why this process may not write an index at all, or ""."""
     if not os.environ.get("HOME"):
         return "HOME is not set (the key would read the password database)"
     here = os.path.realpath(os.getcwd())
@@ -210,11 +244,12 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
         # the front end's Python (isorun-py, or -P) imports the installed one, whose
         # compiler may differ, so a plan from this one must not become the front end's.
         return "isorun was imported from the working directory"
-    try:
-        from isorun.sandbox import flat
-    except ImportError:
-        return "this build has no flat record encoder"
-    now_ns = time.time_ns() if now_ns is None else now_ns
+    return ""
+
+
+def _stat_fingerprints(entry: Mapping[str, object], now_ns: int) -> list[bytes] | str:
+    """The (dev, ino, size, mtime, ctime, mode) of every file the entry depends on, or why
+    one cannot stand in for its digest (see :func:`index_blob`)."""
     stats: list[bytes] = []
     for path in _index_stat_paths(entry):
         try:
@@ -230,27 +265,40 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
             + _u64(st.st_ctime_ns)
             + _u32(st.st_mode)
         )
-    # After the stats (see the docstring): the inputs are still those of the entry.
-    spec = str(entry["spec"])
+    return stats
+
+
+def _entry_changed(entry: Mapping[str, object], record: dict[str, Any]) -> str:
+    """What changed since ``entry`` was written (its key's inputs, a dependency, a kept
+    environment variable), or ""."""
+    from isorun.cache import record as cache_record
+
     resolved = cache_entry.variables()
-    if entry.get("key") != cache_entry.entry_key(spec, resolved):
+    if entry.get("key") != cache_entry.entry_key(str(entry["spec"]), resolved):
         return "the key's inputs changed since the entry was written"
     changed = cache_entry.check_deps(entry["deps"])  # type: ignore[arg-type]
     if changed is not None:
         return changed
-    patterns = record["env_patterns"]
-    if cache_record.env_projection(patterns) != record["env"]:
+    if cache_record.env_projection(record["env_patterns"]) != record["env"]:
         return "a kept environment variable changed since the entry was written"
+    return ""
+
+
+def _flatten(flat: Any, record: dict[str, Any]) -> bytes | str:
+    """The flat launch record for the C launcher, or why it cannot have one."""
     from isorun.errors import InternalError
 
     try:
-        flat_record = flat.encode(record["spec"])
+        return flat.encode(record["spec"])  # type: ignore[no-any-return]
     except (InternalError, OverflowError) as err:
         # a record the C side cannot take (flat refuses it, or a number does not fit its
         # field): no index, Python runs
         return f"the launch record cannot be flattened ({err})"
 
-    cwd = os.getcwd()
+
+def _caller_inputs(spec: str, cwd: str) -> list[bytes]:
+    """The index's fields for who launches where: the spec, the directory, the ids, the
+    Python, the kernel, the user-namespace sysctls."""
     uname = os.uname()
     parts = [
         _field(os.fsencode(spec)),
@@ -268,7 +316,13 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
         except OSError:
             content = None
         parts.append(_field(path.encode()) + bytes([content is not None]) + _field(content or b""))
-    parts.append(_u32(len(INDEX_ENV)))
+    return parts
+
+
+def _environment_inputs(record: dict[str, Any], cwd: str) -> list[bytes]:
+    """The index's fields for the environment: INDEX_ENV, the paths cache.variables()
+    resolves, the record's kept patterns and the environment they kept."""
+    parts = [_u32(len(INDEX_ENV))]
     for name in INDEX_ENV:
         value = os.environ.get(name)
         parts.append(
@@ -281,27 +335,32 @@ def index_blob(entry: Mapping[str, object], now_ns: int | None = None, backend: 
     parts.append(_u32(len(real)))
     for path in real:
         parts.append(_field(os.fsencode(path)) + _field(os.fsencode(os.path.realpath(path))))
+    patterns = record["env_patterns"]
     parts.append(bytes([patterns is None]))
     parts.append(_u32(len(patterns or ())))
     parts += [_field(os.fsencode(p)) for p in patterns or ()]
     parts.append(_u32(len(record["env"])))
     parts += [_field(os.fsencode(k)) + _field(os.fsencode(v)) for k, v in record["env"]]
-    parts.append(_u32(len(stats)))
-    parts += stats
+    return parts
+
+
+def _backend_inputs(
+    backend: str, landlock: tuple[int, str, bool] | None
+) -> list[bytes] | str:
+    """The index's fields for the backend choice (see :func:`index_blob`), or why auto's
+    inputs cannot be read."""
+    from isorun.cache import record as cache_record
+
     mode, warning, needs_weaker = (cache_record.MODE_NATIVE, "", False) if landlock is None \
         else landlock
-    parts += [_field(os.fsencode(backend)), bytes([mode, needs_weaker]),
-              _field(warning.encode())]
+    parts = [_field(os.fsencode(backend)), bytes([mode, needs_weaker]),
+             _field(warning.encode())]
     if mode == cache_record.MODE_LANDLOCK_AUTO:
         try:
             parts += _auto_inputs()
         except OSError as err:
             return f"the inputs of auto's choice cannot be read ({err})"
-    parts.append(_field(flat_record))
-    body = b"".join(parts)
-    name = index_name(spec, cwd, os.getuid(), backend)
-    return (INDEX_MAGIC + _u32(INDEX_FORMAT) + _u64(len(body))
-            + mac.tag(secret, b"index", name, body) + body)
+    return parts
 
 
 def write_index(

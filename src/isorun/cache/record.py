@@ -81,7 +81,7 @@ def make_record(
     if plan.find(Cgroup) or plan.find(WallTime):
         return None  # parent-side timers and cgroups: process.spawn does those
     if any(r.resource == "cpu" for r in plan.find(Rlimit)):
-        return None  # api.launch names limits.cpu when it kills the command (limit_report)
+        return None  # attached.launch names limits.cpu when it kills the command (limit_report)
     if plan.backend not in ("auto", "native"):
         return None  # another backend runs it (see api.Popen)
     from isorun.host.facts import probe
@@ -94,7 +94,7 @@ def make_record(
     from isorun.compile.exposure import root_write_notes
 
     if root_write_notes(plan):
-        return None  # api.launch says, on every launch, what the sandbox cannot write
+        return None  # attached.launch says, on every launch, what the sandbox cannot write
     if not _shim_loads(log):
         return None
     patterns = env_patterns(plan)
@@ -128,7 +128,7 @@ def make_landlock_record(plan: Plan, log: Callable[[str], None] | None = None
     from isorun.compile.plan import Landlock, Rlimit, WallTime
 
     if plan.find(WallTime) or any(r.resource == "cpu" for r in plan.find(Rlimit)):
-        return None  # a parent-side timer, or a limit api.launch names when it kills
+        return None  # a parent-side timer, or a limit attached.launch names when it kills
     if not plan.find(Landlock):
         return None
     from isorun.host.facts import probe
@@ -240,10 +240,10 @@ def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:
 def _shim_loads(log: Callable[[str], None] | None) -> bool:
     """Whether the compiled shim a launch record is made for loads here; says why not."""
     from isorun.errors import IsorunError
-    from isorun.sandbox import parent
+    from isorun.sandbox.shim_ffi import load_shim
 
     try:
-        parent.load_shim()
+        load_shim()
     except IsorunError as err:
         if log is not None:
             log(f"isorun: cache: no launch record: {err}")

@@ -102,44 +102,13 @@ def launch_from_args(args: list[str], missed: bool = False, retrying: bool = Fal
     # isorun.errors is imported only when something fails: its dataclasses and typing
     # imports cost more than a warm launch takes.
     options: dict[str, str] = {}
-    flags: set[str] = set()
-    i = 0
+    flags: set[str] = set()  # filled as parsed: --debug counts even when parsing fails
     try:
-        while i < len(args):
-            arg = args[i]
-            if arg == "--":
-                i += 1
-                break
-            name, eq, value = arg.partition("=")
-            if name in LAUNCH_OPTIONS:
-                if not eq:
-                    if i + 1 >= len(args):
-                        raise _usage(f"{name} needs a value")
-                    value = args[i + 1]
-                    i += 1
-                options["--profile" if name == "-p" else name] = value
-            elif arg in LAUNCH_FLAGS:
-                flags.add({"-v": "--verbose", "-q": "--quiet"}.get(arg, arg))
-            elif arg.startswith("-"):
-                raise _usage(
-                    f"unknown option {arg!r} before the command; put the command "
-                    f"after -- if it starts with a dash"
-                )
-            else:
-                break
-            i += 1
-        command = args[i:]
-        if "--help" in args[:i] or "-h" in args[:i]:
+        head, command = _parse_launch(args, options, flags)
+        if "--help" in head or "-h" in head:
             sys.stdout.write(LAUNCH_HELP)
             return 0
-        if "--profile" not in options:
-            raise _usage("no profile: give --profile NAME or --profile ./file.toml")
-        if not command:
-            raise _usage("no command to run: isorun --profile P -- CMD [ARG...]")
-        if not command[0]:
-            raise _usage("the command name is empty: isorun --profile P -- CMD [ARG...]")
-        if "--backend" in options:
-            check_backend(options["--backend"])
+        _check_launch(options, command)
         problem = cwd_problem()
         if problem is not None:
             write_stderr(problem)
@@ -152,7 +121,7 @@ def launch_from_args(args: list[str], missed: bool = False, retrying: bool = Fal
         )
         if code is not None:
             return code
-        from isorun.api import launch
+        from isorun.attached import launch
 
         return launch(
             command,
@@ -168,6 +137,49 @@ def launch_from_args(args: list[str], missed: bool = False, retrying: bool = Fal
         if isinstance(err, BrokenPipeError):
             raise
         return report_failure(err, "--debug" in flags or bool(os.environ.get("ISORUN_DEBUG")))
+
+
+def _parse_launch(
+    args: list[str], options: dict[str, str], flags: set[str]
+) -> tuple[list[str], list[str]]:
+    """(isorun's arguments, the command): the options before the command go into
+    ``options`` (by their long name) and ``flags``."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return args[:i], args[i + 1:]
+        name, eq, value = arg.partition("=")
+        if name in LAUNCH_OPTIONS:
+            if not eq:
+                if i + 1 >= len(args):
+                    raise _usage(f"{name} needs a value")
+                value = args[i + 1]
+                i += 1
+            options["--profile" if name == "-p" else name] = value
+        elif arg in LAUNCH_FLAGS:
+            flags.add({"-v": "--verbose", "-q": "--quiet"}.get(arg, arg))
+        elif arg.startswith("-"):
+            raise _usage(
+                f"unknown option {arg!r} before the command; put the command "
+                f"after -- if it starts with a dash"
+            )
+        else:
+            break
+        i += 1
+    return args[:i], args[i:]
+
+
+def _check_launch(options: dict[str, str], command: list[str]) -> None:
+    """Refuse a launch that names no profile or no command, or an unknown backend."""
+    if "--profile" not in options:
+        raise _usage("no profile: give --profile NAME or --profile ./file.toml")
+    if not command:
+        raise _usage("no command to run: isorun --profile P -- CMD [ARG...]")
+    if not command[0]:
+        raise _usage("the command name is empty: isorun --profile P -- CMD [ARG...]")
+    if "--backend" in options:
+        check_backend(options["--backend"])
 
 
 def report_failure(err: Exception, debug: bool) -> int:
@@ -244,13 +256,13 @@ def _launch_cached(
     _, entry = cache_store.lookup(profile, note if verbose else None)
     if entry is None:
         # A miss: compile and store the entry here, then launch its record as a hit
-        # does. api.launch would compile the same plan, but its process handle imports
+        # does. attached.launch would compile the same plan, but its process handle imports
         # subprocess, threading and socket, milliseconds of every first launch.
         from isorun.api import compiled
 
         entry = compiled(profile, note if verbose else None)[2]
         if entry is None:
-            return None  # not cacheable: api.launch compiles it again and says why
+            return None  # not cacheable: attached.launch compiles it again and says why
         missed = False  # storing the entry wrote its launch index
     if backend is not None or entry.get("launch") is None:
         return _launch_landlock(entry, command, backend, allow_weaker, note if verbose else None,

@@ -1,7 +1,7 @@
 """Typed wrappers around the compiled shim, so the untyped ``lib`` never leaks.
 
 The module is loaded, and refused when its ABI differs from the header this package was
-written against, by :func:`isorun.sandbox.parent.load_shim`. Starting a sandbox (the
+written against, by :func:`isorun.sandbox.shim_ffi.load_shim`. Starting a sandbox (the
 spec's C struct, clone, the parent's steps) lives in :mod:`isorun.sandbox.parent`, which
 both launch paths share and which must stay free of the imports this module makes;
 here are the typed faces of it (:func:`spawn_child`, :func:`parse_failure`,
@@ -14,11 +14,12 @@ import os
 from dataclasses import dataclass
 
 from isorun.errors import SandboxSetupError
-from isorun.sandbox import parent
+from isorun.sandbox import parent, shim_ffi
+from isorun.sandbox.failure import failure_error as record_failure_error
 from isorun.sandbox.spec import ShimSpec, spec_record
 
 #: the ABI this module speaks; must equal ISORUN_SHIM_ABI in isorun_shim.h
-ABI = parent.ABI
+ABI = shim_ffi.ABI
 
 #: every step name a SandboxSetupError from the native backend can carry, in launch order;
 #: ShimSpec.step_index maps these to plan step indexes ("mount" and "rlimit" failures
@@ -30,11 +31,11 @@ STEP_NAMES = (
 )  # fmt: skip
 
 # At import: a module built for another ABI is refused before anything uses it.
-_shim_c = parent.load_shim()
+_shim_c = shim_ffi.load_shim()
 _ffi, _lib = _shim_c.ffi, _shim_c.lib
 
 #: bytes of one failure record on the error pipe
-FAILURE_SIZE = parent.FAILURE_SIZE
+FAILURE_SIZE = shim_ffi.FAILURE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ def parse_failure(data: bytes) -> ChildFailure | None:
 
 def failure_error(spec: ShimSpec, failure: ChildFailure) -> SandboxSetupError:
     """The domain error for a failure, with the plan step index filled in when known."""
-    return parent.failure_error(
+    return record_failure_error(
         spec_record(spec), (failure.step, failure.syscall, failure.errno, failure.index)
     )
 

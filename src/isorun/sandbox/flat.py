@@ -27,7 +27,7 @@ env         u32 count, then count x str ``KEY=VALUE``
 keep_fds    u32 count, then count x i64
 mounts      u32 count, then per mount: kind i64, flags i64, mode i64, optional i64,
             step i64, dst str, src bytes (FILE content may hold NULs; a str otherwise),
-            data str (the tmpfs ``mode=`` already added, as parent._struct does)
+            data str (the tmpfs ``mode=`` already added, as shim_ffi.build_struct does)
 rlimits     u32 count, then per rlimit: resource i64, soft i64, hard i64, step i64
 seccomp_bpf bytes: struct sock_filter[], 8 bytes each
 landlock    abi i64 (0: none), handled fs, net and scoped masks i64 x 3, then u32

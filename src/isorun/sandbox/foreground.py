@@ -78,7 +78,7 @@ def _run(record: Record, argv: list[str], parent: Any) -> int:
             for fd in opened:
                 os.close(fd)
         if failure is not None:
-            # The status says 126 or 127; the launcher says why, as api.launch does.
+            # The status says 126 or 127; the launcher says why, as attached.launch does.
             sys.stderr.write(exec_failure_message(argv[0], failure[2]))
         if foreground:
             try:

@@ -95,26 +95,34 @@ def lost_rules(plan: p.Plan, abi: int | None = None) -> list[Lost]:
                     lose(step, step.describe(), "a kept capability would be a host "
                          "capability without a user namespace; all are dropped instead")
             case p.Landlock():
-                have = landlock.KNOWN_ABI if abi is None else abi
-                if have < 1:
-                    lose(step, "landlock", "this kernel has no Landlock: nothing would "
-                         "confine files or network")
-                elif have < 6:
-                    lose(step, "scope abstract_unix_socket, signal", f"Landlock ABI {have} "
-                         "cannot scope them (needs 6): host abstract sockets and processes "
-                         "stay reachable")
-                if have >= 1 and not network_none(plan):
-                    lose(step, "pathname unix sockets", "Landlock does not govern "
-                         "connect(2) to a unix socket by path: every listening socket of "
-                         "the host (the D-Bus session bus, an ssh-agent, docker.sock) "
-                         "stays reachable")
-                if 0 < have < 4 and (network_none(plan) or step.handled_net):
-                    lose(step, "tcp rules", f"Landlock ABI {have} has no TCP rules (needs 4)")
+                for rule, why in _landlock_losses(step, plan, abi):
+                    lose(step, rule, why)
             case (p.MapIds() | p.WallTime() | p.PivotRoot() | p.Loopback() | p.Rlimit()
                   | p.Chdir() | p.NewSession() | p.DieWithParent() | p.CloseFds()
                   | p.Environment() | p.NoNewPrivs() | p.LoadSeccomp() | p.Exec()):
                 pass
     return lost
+
+
+def _landlock_losses(step: p.Landlock, plan: p.Plan, abi: int | None) -> list[tuple[str, str]]:
+    """(rule, why) for each part of the plan's Landlock step that Landlock ABI ``abi``
+    (None: the newest) cannot enforce as the only confinement."""
+    have = landlock.KNOWN_ABI if abi is None else abi
+    losses = []
+    if have < 1:
+        losses.append(("landlock", "this kernel has no Landlock: nothing would confine "
+                       "files or network"))  # fmt: skip
+    elif have < 6:
+        losses.append(("scope abstract_unix_socket, signal", f"Landlock ABI {have} cannot "
+                       "scope them (needs 6): host abstract sockets and processes stay "
+                       "reachable"))  # fmt: skip
+    if have >= 1 and not network_none(plan):
+        losses.append(("pathname unix sockets", "Landlock does not govern connect(2) to a "
+                       "unix socket by path: every listening socket of the host (the D-Bus "
+                       "session bus, an ssh-agent, docker.sock) stays reachable"))  # fmt: skip
+    if 0 < have < 4 and (network_none(plan) or step.handled_net):
+        losses.append(("tcp rules", f"Landlock ABI {have} has no TCP rules (needs 4)"))
+    return losses
 
 
 def _nested_loss(step: p.MountStep, plan: p.Plan) -> str:

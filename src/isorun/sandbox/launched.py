@@ -16,8 +16,10 @@ import sys
 from dataclasses import dataclass, field
 
 from isorun.errors import InternalError, SandboxSetupError, ShimAbiError
-from isorun.sandbox import parent
-from isorun.sandbox.process import SandboxProcess, StdSpec, _child_stdio, _exit_code, _lift
+from isorun.sandbox import parent, shim_ffi
+from isorun.sandbox.failure import failure_error, setup_error
+from isorun.sandbox.process import StdSpec, _child_stdio, _lift
+from isorun.sandbox.sandbox_process import SandboxProcess, _exit_code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 LAUNCHER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "isorun-launch")  # fmt: skip
 #: sizeof(struct isorun_failure) + the pid isorun-launch reports after it (launcher.h)
-REPORT_SIZE = parent.FAILURE_SIZE + 4
+REPORT_SIZE = shim_ffi.FAILURE_SIZE + 4
 #: one posix_spawn file action: (os.POSIX_SPAWN_DUP2, fd, new fd)
 _Action = tuple[int, int, int]
 
@@ -49,12 +51,12 @@ def _launch_error(record: Record, failure: parent.Failure) -> SandboxSetupError:
     step, syscall, err, _index = failure
     if step in ("setgroups", "gid_map", "uid_map"):
         data: bytes = b"deny" if step == "setgroups" else record[step]
-        return parent.setup_error(record, step, syscall, err,
+        return setup_error(record, step, syscall, err,
                                   data.decode(errors="replace").strip())  # fmt: skip
     if (step, syscall) == ("clone", "clone"):
-        return parent.setup_error(record, step, syscall, err,
+        return setup_error(record, step, syscall, err,
                                   f"flags {record['clone_flags']:#x}")  # fmt: skip
-    return parent.failure_error(record, failure)
+    return failure_error(record, failure)
 
 
 def spawn_launched(
@@ -221,8 +223,8 @@ def _read_report(
         raise _launch_error(record, failure)
     if pidfd < 0:
         raise InternalError("isorun-launch reported no pidfd")
-    pid = int.from_bytes(data[parent.FAILURE_SIZE:], "little", signed=True)
-    exec_error = None if failure[2] == 0 else parent.failure_error(record, failure)
+    pid = int.from_bytes(data[shim_ffi.FAILURE_SIZE:], "little", signed=True)
+    exec_error = None if failure[2] == 0 else failure_error(record, failure)
     return pid, pidfd, exec_error
 
 

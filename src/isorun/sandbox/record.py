@@ -56,7 +56,7 @@ MOUNT_FIELDS = _names(MOUNT)
 RLIMIT_FIELDS = _names(RLIMIT)
 LANDLOCK_RULE_FIELDS = _names(LANDLOCK_RULE)
 
-#: every field of a record, in ShimSpec's order, with how parent._struct fills struct
+#: every field of a record, in ShimSpec's order, with how shim_ffi.build_struct fills struct
 #: isorun_spec from it: "scalar" is a member of that name set to the value as an int,
 #: "member" one of that name filled by hand (a conversion), "parent" no member (the
 #: parent itself acts on it: id maps, the cgroup, error messages)

@@ -113,9 +113,9 @@ def setup_failure(
     record: dict[str, Any], failure: tuple[str, str, int, int], policy: Policy
 ) -> str:
     """The message of a test whose sandbox could not be built: what, where, how to fix."""
-    from isorun.sandbox import parent
+    from isorun.sandbox.failure import failure_error
 
-    err = parent.failure_error(record, failure)
+    err = failure_error(record, failure)
     text = f"isorun: could not enter the sandbox ({policy.profile} profile, {policy.where}): {err}"
     step, _, code, _ = failure
     if step == "cwd":

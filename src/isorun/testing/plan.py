@@ -185,7 +185,7 @@ def per_test_record(session: Session, writable: tuple[str, ...]) -> dict[str, An
 
 def resolve_mounts(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
     """Every bind source resolved without following a link the sandbox's side could have
-    written (parent.resolve_mounts_in_parent, issue #12), refused with the profile line
+    written (mounts.resolve_mounts_in_parent, issue #12), refused with the profile line
     otherwise. As root, also cloned by this process when the sandbox's uid 65534 cannot
     walk to it (behind a 0700 directory: /root's pyenv, pytest's tmp_path under
     /tmp/pytest-of-root); the others stay binds by path. A rootfs directory it cannot
@@ -195,9 +195,9 @@ def resolve_mounts(record: dict[str, Any], opened: list[int]) -> dict[str, Any]:
     pays it once, a marked test every time. A source the check wrongly thinks reachable
     fails the bind in the child (EACCES, set-up failed): never a weaker sandbox.
     """
-    from isorun.sandbox import parent
+    from isorun.sandbox import mounts
 
-    return parent.resolve_mounts_in_parent(record, opened,
+    return mounts.resolve_mounts_in_parent(record, opened,
                                            clone=lambda src: not _reachable(src))  # fmt: skip
 
 

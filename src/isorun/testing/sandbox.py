@@ -146,11 +146,11 @@ def _run_in_child(
 ) -> Result:
     """run_in_child once the policy is compiled; ``wait``: reap the child before
     returning (its files are handed back then, and it must not make more)."""
-    from isorun.sandbox import parent
+    from isorun.sandbox import shim_ffi
 
     if exiting is not None:
         exiting.reap(block=False)
-    shim = parent.load_shim()
+    shim = shim_ffi.load_shim()
     # No namespace to enter (landlock mode): os.fork is all it takes, and clone3 may be
     # refused by the very filter that refused the user namespace.
     one_fork = not session.landlock and forking.one_fork_unusable() is None
@@ -280,18 +280,18 @@ def _struct(
     err: tuple[int, int],
     result_w: int,
 ) -> Any:
-    """``struct isorun_spec`` for this test, from parent.py's own checks and builder (the
+    """``struct isorun_spec`` for this test, from shim_ffi's own checks and builder (the
     C struct of a launch, byte for byte), reused while its inputs stay the same."""
-    from isorun.sandbox import parent
+    from isorun.sandbox import shim_ffi
 
     keep = _kept_fds(result_w)
     key = (record["mounts"], record["cwd"], record["landlock_rules"], sync, err, keep)
     found = session.structs.get(key)
     if found is not None:
         return found[0]
-    parent._check(record, shim.lib)
+    shim_ffi.check_record(record, shim.lib)
     alive: list[Any] = []
-    c_spec = parent._struct(shim, record, (-1, -1, -1), sync, err, keep, -1, alive)
+    c_spec = shim_ffi.build_struct(shim, record, (-1, -1, -1), sync, err, keep, -1, alive)
     if len(session.structs) >= 8:
         session.structs.clear()
     session.structs[key] = (c_spec, alive)

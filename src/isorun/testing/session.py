@@ -315,11 +315,11 @@ def _launch_session(argv: list[str], text: str) -> int:
 
 
 def _launch(argv: list[str], profile: str) -> int:
-    from isorun import api
+    from isorun.attached import launch
     from isorun.errors import IsorunError
 
     try:
-        return api.launch(argv, profile=profile)
+        return launch(argv, profile=profile)
     except IsorunError as err:
         # Fail closed: a session asked to run sandboxed never runs without one.
         sys.stderr.write(err.render() + "\n")

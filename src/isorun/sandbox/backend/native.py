@@ -14,8 +14,8 @@ from isorun.host.probe import BackendFacts
 from isorun.sandbox.backend.common import FRESH, SAMPLES, Compiled, _userns_missing
 
 if TYPE_CHECKING:
-    from isorun.sandbox.process import SandboxProcess
     from isorun.sandbox.refusal_watch import RefusalWatch
+    from isorun.sandbox.sandbox_process import SandboxProcess
     from isorun.sandbox.spec import ShimSpec
 
 
