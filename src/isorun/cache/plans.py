@@ -13,7 +13,7 @@ from isorun.compile.plan import Plan
 from isorun.host import facts as host_facts
 from isorun.profile.schema import Profile
 
-#: this process's compiled plans, programs and launch records (isorun.memo): the one
+#: this process's compiled plans, programs and launch records (isorun.cache.memo): the one
 #: instance the API's calls share, so a loop of isorun.run compiles once
 MEMO = Memo()
 

@@ -59,7 +59,7 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     (terminal_job_allowed); the invocation then says ``terminal_job``.
     ``landlock_fd`` holds the plan's Landlock ruleset (sandbox/flat.landlock_section),
     which the stage applies. ``report_fds`` (the CLI's refusal report): the socket and
-    the reporting filter the stage hands the listener over with (shim/seccomp_exec.c).
+    the reporting filter the stage hands the listener over with (shim/stage/seccomp_exec.c).
     """
     # The stage loads the filter refusing TIOCSTI/TIOCLINUX before it execs the command,
     # and nothing of the sandbox runs before the stage but firejail itself: the command
@@ -231,7 +231,7 @@ def _firejail_landlock(out: _Firejail, step: p.Landlock) -> None:
         # Applied by the stage as the native shim applies it. firejail keeps
         # the host's tree as the root, so the rules' paths are host paths:
         # the stage follows no link on the way to them, as the landlock
-        # backend does (shim/landlock.c, open_host_path).
+        # backend does (shim/child/landlock.c, open_host_path).
         out.stage += ["--landlock-fd", str(out.landlock_fd), "--landlock-host-paths"]
     else:
         from isorun.compile.landlock import wrapper_losses

@@ -1,5 +1,5 @@
 /*
- * isorun-launch and its API caller (isorun.sandbox.process), which starts it with
+ * isorun-launch and its API caller (isorun.sandbox.launched), which starts it with
  * posix_spawn and reads one message back: the descriptors subprocess would have closed,
  * and that message, a failure record (filled in here for a failure on our side).
  */

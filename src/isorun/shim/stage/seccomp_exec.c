@@ -286,7 +286,7 @@ static void read_inputs(struct options *o, struct inputs *in) {
 
 /*
  * --reset-signals: the command starts with every signal at its default and none blocked,
- * as the native shim starts it: the CLI sharing its terminal (api.launch) hands the
+ * as the native shim starts it: the CLI sharing its terminal (isorun.attached.launch) hands the
  * wrapper the terminal's interrupt, quit and hangup ignored, so the wrapper survives them
  * and the command alone decides, and its own signals blocked, to tell the terminal's
  * from kill's. Only inside: run before bwrap for its rlimits, the stage must hand bwrap
