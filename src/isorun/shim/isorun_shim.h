@@ -157,7 +157,7 @@ int isorun_abi(void);
 int isorun_spawn(const struct isorun_spec *spec);
 
 /*
- * ABI 5: resolve the absolute host path ``path`` on the trusted side (resolve.c): one
+ * Resolve the absolute host path ``path`` on the trusted side (resolve.c): one
  * component at a time, never following a symbolic link unless follow_trusted is set and
  * the link is root's in a directory only root can write. Returns an O_PATH|O_CLOEXEC
  * descriptor and the path with no link in it in out, or -errno; -ELOOP for a link it
@@ -244,13 +244,13 @@ int isorun_take_listener(int pid, int fd);
  */
 int isorun_supervise(struct isorun_supervisor *sup);
 /*
- * ABI 10: receive and answer one notification (the listener was readable), for a caller
+ * Receive and answer one notification (the listener was readable), for a caller
  * with a poll loop of its own (isorun-launch). 0, or -errno when the listener failed.
  */
 int isorun_supervise_one(struct isorun_supervisor *sup);
 
 /*
- * ABI 4: apply a spec to the calling process instead of a clone of it (apply.c). For a
+ * Apply a spec to the calling process instead of a clone of it (apply.c). For a
  * sandbox whose code must run in an already forked copy of the caller (pytest's
  * @pytest.mark.isorun runs the test body in the process that collected it): every
  * child-side step except clone and execve. Both calls return only on success; a failed
