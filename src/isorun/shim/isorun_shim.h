@@ -118,7 +118,7 @@ struct isorun_spec {
     int err_fd;
     int err_parent_fd;
     /*
-     * Learn mode (ABI 2): a second filter loaded with SECCOMP_FILTER_FLAG_NEW_LISTENER
+     * Learn mode: a second filter loaded with SECCOMP_FILTER_FLAG_NEW_LISTENER
      * after seccomp_bpf; notify_fd is the child's end of a unix socket on which the
      * command reports the descriptor number the listener will get (see notify.c).
      */
@@ -126,7 +126,7 @@ struct isorun_spec {
     size_t notify_len;
     int notify_fd;
     /*
-     * ABI 10 (issue #17, the refusal report): when the kernel refuses our listener
+     * The refusal report: when the kernel refuses our listener
      * because a filter above us has one (EBUSY: an outer supervisor), load this program
      * instead of notify_bpf (fallback_len 0: fail the run, as learn mode does). The
      * launcher sees no listener and runs without the report; enforcement is the same.
@@ -134,7 +134,7 @@ struct isorun_spec {
     const unsigned char *fallback_bpf;
     size_t fallback_len;
     /*
-     * Landlock (ABI 5): applied after no_new_privs, before seccomp. landlock_abi is the
+     * Landlock: applied after no_new_privs, before seccomp. landlock_abi is the
      * ABI the rules were planned for (0: none); the masks are the kernel's bits.
      */
     int landlock_abi;
@@ -213,7 +213,7 @@ struct isorun_supervisor {
     /* notifications that vanished (the caller was killed) before they were answered */
     unsigned long long lost;
     /*
-     * ABI 5 (issue #14, `learn --check`): per native syscall number, the errno to answer
+     * `learn --check`: per native syscall number, the errno to answer
      * instead of letting the call run (0: CONTINUE); answer_other for other numbers and
      * ABIs. n_answer == 0 answers every notification with CONTINUE (learning).
      */
@@ -221,7 +221,7 @@ struct isorun_supervisor {
     size_t n_answer;
     unsigned short answer_other;
     /*
-     * ABI 10 (issue #17, the refusal report): n_eval > 0 answers each notification with
+     * The refusal report: n_eval > 0 answers each notification with
      * what this program (the profile's, struct sock_filter[], n_eval bytes) answers for
      * it: its errno, or CONTINUE where it allows; answer is then unused.
      */
