@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from isorun.compile import bpf_verify as V
-from isorun.compile import syscalls
 from isorun.compile.seccomp import (
     CLONE_NAMESPACES,
     MULTIPLEXED,
@@ -35,6 +34,7 @@ from isorun.compile.seccomp import (
     compile_seccomp,
     decide,
 )
+from isorun.kernel import syscalls
 from isorun.profile.schema import Action, Seccomp
 from tests.unit.test_seccomp_property import NAMES, Compiler, policies, probes, reference
 
