@@ -42,11 +42,22 @@ from itertools import product
 
 from isorun.compile import bpf_verify as V
 from isorun.compile.argspace import Cube, Region, Span
+from isorun.kernel import syscalls
 
 LOW32 = 0xFFFFFFFF
 MAX = (1 << 64) - 1
 #: more evaluations than this for one syscall and ABI: not checked, so not kept
 MAX_EVALUATIONS = 20_000
+#: what :func:`check` says when it does not run the program
+TOO_MANY = "too many argument values to check"
+#: (AUDIT_ARCH_* the filter reads, the bits of an argument that ABI's kernel reads: a
+#: 64-bit process can make an i386 call through ``int 0x80`` with high bits set)
+ABIS = {
+    "x86_64": (V.AUDIT_ARCH_X86_64, MAX),
+    "x32": (V.AUDIT_ARCH_X86_64, MAX),
+    "i386": (V.AUDIT_ARCH_I386, LOW32),
+    "aarch64": (V.AUDIT_ARCH_AARCH64, MAX),
+}
 #: offset of args[0] in struct seccomp_data (linux/seccomp.h)
 _ARGS = 16
 
@@ -180,9 +191,33 @@ def check(
         constants.setdefault(word, set()).update(ks)
     vectors = covering_args(constants)
     if vectors is None:
-        return "too many argument values to check"
+        return TOO_MANY
     for args in vectors:
         got = V.run(insns, V.seccomp_data(nr, arch, args))
         if got != expected(args):
             return f"args {tuple(hex(a) for a in args)}: {V.describe(got)}"
+    return None
+
+
+def check_syscall(
+    insns: tuple[V.Insn, ...],
+    name: str,
+    abis: Iterable[str],
+    regions: list[Region],
+    answer: Callable[[str, tuple[int, ...]], int],
+) -> str | None:
+    """:func:`check` on every ABI that has ``name``; ``answer(abi, args)`` is the
+    profile's SECCOMP_RET_* value for the arguments as that ABI's kernel reads them."""
+    for abi in abis:
+        nr = syscalls.table(abi).get(name)
+        if nr is None:
+            continue  # the filter's default answers it, as every number it does not know
+        audit, width = ABIS[abi]
+
+        def expected(args: tuple[int, ...], abi: str = abi, width: int = width) -> int:
+            return answer(abi, tuple(a & width for a in args))
+
+        why = check(insns, nr, audit, regions, expected)
+        if why is not None:
+            return why if why == TOO_MANY else f"{abi}: {why}"
     return None

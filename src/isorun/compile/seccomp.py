@@ -692,55 +692,28 @@ def _prove_fallthrough(
     profile does, on every ABI, for a set of calls that decides every region (see
     :mod:`isorun.compile.fallthrough_check`)."""
     from isorun.compile import bpf_verify, fallthrough_check
+    from isorun.compile.fallthrough_check import TOO_MANY
 
-    # (AUDIT_ARCH_* the filter reads, the bits of each argument that ABI's kernel reads)
-    wide = (1 << 64) - 1
-    audit_of = {
-        "x86_64": (bpf_verify.AUDIT_ARCH_X86_64, wide),
-        "x32": (bpf_verify.AUDIT_ARCH_X86_64, wide),
-        "i386": (bpf_verify.AUDIT_ARCH_I386, 0xFFFFFFFF),
-        "aarch64": (bpf_verify.AUDIT_ARCH_AARCH64, wide),
-    }
     insns = bpf_verify.decode(bpf)
     entries = build_entries(policy, ctx)[0]
-    refusal = action_value(refusal_action(policy))
+    gone = {(u.name, u.arch) for u in refused}
     errors: list[Diagnostic] = []
     for name in sorted(fell):
+
+        def answer(abi: str, args: tuple[int, ...], name: str = name) -> int:
+            if (name, abi) in gone:  # the whole syscall is refused on that ABI
+                return action_value(refusal_action(policy))
+            return action_value(decide(policy, name, args, entries))
+
+        abis = [a for a in targets if (name, a) not in missing]
         regions = [e.region for e in entries.get(name, [])]
-        for abi in targets:
-            nr = syscalls.table(abi).get(name)
-            if nr is None or (name, abi) in missing:
-                continue  # the filter's default answers it, as for every unknown call
-            audit, width = audit_of[abi]
-            gone = any(u.name == name and u.arch == abi for u in refused)
-
-            def expected(
-                args: tuple[int, ...], name: str = name, width: int = width, gone: bool = gone
-            ) -> int:
-                if gone:
-                    return refusal
-                return action_value(decide(policy, name, tuple(a & width for a in args), entries))
-
-            why = fallthrough_check.check(insns, nr, audit, regions, expected)
-            if why is None:
-                continue
-            loc = next(
-                (r.loc for r in rules if r.syscall == name and r.loc != DEFAULT_LOC), policy.loc
-            )
-            checked = (
-                ""
-                if why.startswith("too many")
-                else (" (the shorter encoding was checked and gave a different answer)")
-            )
-            errors.append(
-                Diagnostic(
-                    loc,
-                    f"the rules for {name} need {fell[name]} libseccomp rules to compile"
-                    f" exactly{checked}",
-                    _SIMPLER,
-                )
-            )
-            break
+        why = fallthrough_check.check_syscall(insns, name, abis, regions, answer)
+        if why is not None:
+            located = (r.loc for r in rules if r.syscall == name and r.loc != DEFAULT_LOC)
+            loc = next(located, policy.loc)
+            checked = " (the shorter encoding was checked and gave a different answer)"
+            text = f"the rules for {name} need {fell[name]} libseccomp rules to compile exactly"
+            errors.append(Diagnostic(loc, text + ("" if why == TOO_MANY else checked), _SIMPLER))
     if errors:
         raise ProfileError(errors)
 
