@@ -16,8 +16,9 @@ orders ``v`` as (``v.hi`` against ``c.hi``, then ``v.lo`` against ``c.lo``), so 
 the high word at ``c.hi`` and ``c.hi + 1`` and the low word at ``c.lo``. The samples of a
 word are 0, ``2**32 - 1`` and every such start (plus ``k - 1`` and ``k + 1`` of the
 program's unmasked constants, and high words 0, 1 and ``2**32 - 1``, the values a caller
-most plausibly sets): every interval between consecutive starts holds one, and an answer
-that compares the word only at those starts is the same everywhere in one interval.
+most plausibly sets; a high word neither side reads gets 0 and ``2**32 - 1`` only):
+every interval between consecutive starts holds one, and an answer that compares the
+word only at those starts is the same everywhere in one interval.
 Both answers compare nothing else, so every combination of the words' samples (the
 product over the argument words either side reads) meets every cell where both answers
 are constant: if they agree on all samples, they agree on every call.
@@ -30,7 +31,9 @@ mask the samples are the value, the value with every unmasked bit set, and the v
 with the lowest and the highest masked bit flipped. Those show a comparison that the
 program lost or inverted, not every way two such masks could combine.
 
-Arguments neither side compares stay 0. High words are sampled on i386 too (a 64-bit
+Arguments neither side compares stay 0. The walk over the program stops the check (as
+too many values would) at any instruction other than a load, ``and``, jump or return, so
+no comparison it cannot see goes unsampled. High words are sampled on i386 too (a 64-bit
 process can make an i386 call through ``int 0x80``); the caller's ``expected`` reads the
 arguments as that ABI's kernel does.
 """
@@ -48,7 +51,8 @@ LOW32 = 0xFFFFFFFF
 MAX = (1 << 64) - 1
 #: more evaluations than this for one syscall and ABI: not checked, so not kept
 MAX_EVALUATIONS = 20_000
-#: what :func:`check` says when it does not run the program
+#: what :func:`check` says when it does not run the program (too many argument values,
+#: or an instruction the walk of :func:`program_constants` does not follow)
 TOO_MANY = "too many argument values to check"
 #: (AUDIT_ARCH_* the filter reads, the bits of an argument that ABI's kernel reads: a
 #: 64-bit process can make an i386 call through ``int 0x80`` with high bits set)
@@ -78,10 +82,11 @@ def _word_samples(value: int, mask: int) -> set[int]:
     return out
 
 
-def program_constants(insns: tuple[V.Insn, ...], nr: int, arch: int) -> dict[int, set[int]]:
+def program_constants(insns: tuple[V.Insn, ...], nr: int, arch: int) -> dict[int, set[int]] | None:
     """``{word offset: constants}`` the program compares an argument word with, on the
     paths a call of ``nr`` on ``arch`` can take (the syscall number and ABI are known, so
-    only their own branches are followed; every branch on an argument is)."""
+    only their own branches are followed; every branch on an argument is). None where
+    the program does something else than load, mask and compare."""
     seen: set[tuple[int, int | None, int | None, int]] = set()
     found: dict[int, set[int]] = {}
     # state: pc, known A (nr/arch loads) or None, argument word offset in A or None, mask
@@ -130,9 +135,10 @@ def program_constants(insns: tuple[V.Insn, ...], nr: int, arch: int) -> dict[int
         elif cls == 0x06:  # RET
             continue
         else:
-            # anything else (scratch memory, X, other ALU): the walk cannot follow it, so
-            # it stops knowing A; the samples of every word then include 0 and 2**32-1 only
-            stack.append((pc + 1, None, None, LOW32))
+            # anything else (scratch memory, X, other ALU, other loads): libseccomp does
+            # not write it, and a comparison the walk cannot see would leave a region
+            # unsampled, so the program is not checked at all (fail closed)
+            return None
     return found
 
 
@@ -143,8 +149,9 @@ def policy_constants(regions: Iterable[Region]) -> dict[int, set[int]]:
     def add(index: int, value: int, mask: int = MAX) -> None:
         lo = found.setdefault(_ARGS + 8 * index, set())
         lo |= _word_samples(value & LOW32, mask & LOW32)
-        hi = found.setdefault(_ARGS + 8 * index + 4, set())
-        hi |= {(k + d) & LOW32 for k in _word_samples(value >> 32, mask >> 32) for d in (0, 1)}
+        if mask >> 32:  # a 32-bit argument's cubes leave the high word free
+            hi = found.setdefault(_ARGS + 8 * index + 4, set())
+            hi |= {(k + d) & LOW32 for k in _word_samples(value >> 32, mask >> 32) for d in (0, 1)}
 
     for region in regions:
         for box in region:
@@ -167,7 +174,9 @@ def covering_args(constants: dict[int, set[int]]) -> list[tuple[int, ...]] | Non
         if not lo_k and not hi_k:
             per_arg.append([0])
             continue
-        his = sorted(hi_k | {0, 1, LOW32})
+        # a high word neither side reads cannot change an answer: 0, and all ones in case
+        # the walk or the profile's reading is wrong about that
+        his = sorted(hi_k | {0, 1, LOW32}) if hi_k else [0, LOW32]
         per_arg.append([hi << 32 | lo for hi in his for lo in sorted(lo_k | {0, LOW32})])
     total = 1
     for vals in per_arg:
@@ -187,7 +196,10 @@ def check(
     """None when the program answers ``expected(args)`` on every covering argument
     vector; else why not (a differing call, or too many vectors to check)."""
     constants = policy_constants(regions)
-    for word, ks in program_constants(insns, nr, arch).items():
+    compared = program_constants(insns, nr, arch)
+    if compared is None:
+        return TOO_MANY
+    for word, ks in compared.items():
         constants.setdefault(word, set()).update(ks)
     vectors = covering_args(constants)
     if vectors is None:
