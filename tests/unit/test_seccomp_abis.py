@@ -36,7 +36,14 @@ from isorun.compile.seccomp import (
 )
 from isorun.kernel import syscalls
 from isorun.profile.schema import Action, Seccomp
-from tests.unit.test_seccomp_property import NAMES, Compiler, policies, probes, reference
+from tests.unit.test_seccomp_property import (
+    NAMES,
+    Compiler,
+    issue_14_policy,
+    policies,
+    probes,
+    reference,
+)
 
 LOW32 = 0xFFFFFFFF
 MAX = (1 << 64) - 1
@@ -319,3 +326,22 @@ def test_i386_socketcall_and_ipc_answer_as_the_call_they_carry(listed: tuple[str
     ):
         got = V.describe(V.evaluate(bpf, i386[name], V.AUDIT_ARCH_I386, args))
         assert got == want, (name, args)
+
+
+def test_the_issue_14_fall_through_on_each_abi() -> None:
+    """issue 14's socket rules take the fall-through (over the exact-size limit), which is
+    proven on every ABI before it is kept: x32 answers as x86_64, and i386, whose socket
+    arguments sit in socketcall's memory, refuses socket as the promise says."""
+    policy = dataclasses.replace(issue_14_policy("socket"), architectures=ARCHES)
+    prog = compile_seccomp(policy)
+    assert {(u.name, u.arch) for u in prog.refused} >= {("socket", "i386")}
+    assert ("socket", "x32") not in {(u.name, u.arch) for u in prog.refused}
+    for args in ((16, 1, 0), ((1 << 32) | 16, 1, 0), (2, 1, 0), (2, 1, 9), (2, 1, 10)):
+        for abi, token in ABIS:
+            got = V.describe(V.evaluate(prog.bpf, syscalls.table(abi)["socket"], token, args))
+            want = (
+                refused_with(policy)
+                if abi == "i386"
+                else reference(policy, "socket", as_read_on(abi, args))
+            )
+            assert got == want, (abi, args)

@@ -274,28 +274,33 @@ def test_property_run_compiled_nearly_everything() -> None:
     assert SEEN["profile"] * 3 <= SEEN["ok"] * 2, SEEN
 
 
+def issue_14_policy(name: str) -> Seccomp:
+    return Seccomp(
+        allow=("execve", "exit_group"),
+        hardening=False,
+        rules=(
+            SeccompRule((name,), Action("errno", 22), (ArgCond(0, "eq", 16),)),
+            SeccompRule((name,), Action("allow"), (ArgCond(2, "ne", 9),)),
+        ),
+    )
+
+
 def test_the_issue_14_rule_set_never_hangs(compiler: Compiler) -> None:
     """allow execve, exit_group; socket arg0 == 16 -> errno 22; socket arg2 != 9 -> allow:
     the range rewrite of these made libseccomp 2.5.4 loop forever. On socket, whose
     arguments are 32-bit, "!= 9" on the low half is 32 cubes, and the product with
-    "!= 16" is refused with a located error (libseccomp's own order could say it in a
-    few rules, see seccomp._with_fallthrough, not in use yet); on 64-bit arguments
-    (mremap's) the same rules compile."""
-
-    def policy(name: str) -> Seccomp:
-        return Seccomp(
-            allow=("execve", "exit_group"),
-            hardening=False,
-            rules=(
-                SeccompRule((name,), Action("errno", 22), (ArgCond(0, "eq", 16),)),
-                SeccompRule((name,), Action("allow"), (ArgCond(2, "ne", 9),)),
-            ),
-        )
-
-    status, out = compiler.compile(policy("socket"))
-    assert status == "profile", (status, out)
-    assert "the rules for socket need" in out and "hint: simplify" in out, out
-    status, bpf = compiler.compile(policy("mremap"))
+    "!= 16" needs 1057 exact rules, over the limit: the allow pieces become one
+    fall-through rule (seccomp._with_fallthrough), proven against the profile before it is
+    kept. On 64-bit arguments (mremap's) the same rules compile exactly."""
+    status, bpf = compiler.compile(issue_14_policy("socket"))
+    assert status == "ok", (status, bpf)
+    nr = X86_64["socket"]
+    for args in ((16, 1, 0), (16, 1, 9), ((1 << 32) | 16, 1, 0), (2, 1, 0), (2, 1, 9),
+                 (2, 1, (1 << 32) | 9), (2, 1, 10), (17, 1, 8), (MAX, 1, MAX)):  # fmt: skip
+        got = V.describe(V.evaluate(bpf, nr, args=args))
+        assert got == reference(issue_14_policy("socket"), "socket", args), args
+    assert V.evaluate(bpf, nr, args=((1 << 32) | 16, 1, 0)) == V.RET_ERRNO | 22
+    status, bpf = compiler.compile(issue_14_policy("mremap"))
     assert status == "ok", (status, bpf)
     nr = X86_64["mremap"]
     assert V.evaluate(bpf, nr, args=(16, 1, 0)) == V.RET_ERRNO | 22
@@ -304,3 +309,21 @@ def test_the_issue_14_rule_set_never_hangs(compiler: Compiler) -> None:
     assert V.evaluate(bpf, nr, args=(2, 1, 0)) == V.RET_ALLOW
     assert V.evaluate(bpf, nr, args=(2, 1, 9)) == V.RET_ERRNO | 1
     assert V.evaluate(bpf, nr, args=(2, 1, (1 << 32) | 9)) == V.RET_ALLOW
+
+
+def test_a_wrong_fall_through_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proof is not vacuous: an encoding that drops the errno 22 rule (as a wrong
+    libseccomp order would lose it) must be caught, on the issue's own rule set."""
+    from isorun.compile import seccomp as S
+
+    real = S._with_fallthrough
+
+    def lossy(emitted: Any, *args: Any) -> Any:
+        out, took = real(emitted, *args)
+        return [(e, [] if str(e.action) == "errno:22" else cl) for e, cl in out], took
+
+    monkeypatch.setattr(S, "_with_fallthrough", lossy)
+    with pytest.raises(ProfileError) as err:
+        compile_seccomp(issue_14_policy("socket"))
+    assert "the rules for socket need 1057 libseccomp rules to compile exactly" in str(err.value)
+    assert "(the shorter encoding was checked and gave a different answer)" in str(err.value)

@@ -388,14 +388,21 @@ def _resolve_arch(arch: str, native: str) -> str:
 
 
 def plan_rules(
-    policy: Seccomp, targets: tuple[str, ...], ctx: Context, *, fallthrough: str | None = None
+    policy: Seccomp,
+    targets: tuple[str, ...],
+    ctx: Context,
+    *,
+    fallthrough: str | None = None,
+    fell: dict[str, int] | None = None,
 ) -> tuple[list[ResolvedRule], tuple[Unresolved, ...]]:
     """Disjoint rules for every syscall of the target ABIs' tables (no libseccomp needed:
     the Docker/OCI exports use this too). ``nr`` is the number on ``targets[0]``.
 
     ``fallthrough`` (for libseccomp 2.5.4 only, see :func:`_with_fallthrough`): the
-    filter's own default action; the action with the most pieces of a syscall becomes one
-    always-true rule added last."""
+    filter's own default action; where a syscall's exact rules are over the size limit,
+    the action with the most pieces becomes one always-true rule added last, and
+    ``fell`` gets ``name -> exact rule count`` so the caller proves that syscall's BPF
+    (:mod:`isorun.compile.fallthrough_check`) before keeping it."""
     entries, mentioned = build_entries(policy, ctx)
     known: set[str] = set()
     for a in targets:
@@ -426,20 +433,18 @@ def plan_rules(
         counts = [sum(argspace.count_comparisons(b, ranges) for b in r) for r, _ in pieces]
         big = max(range(len(pieces)), key=counts.__getitem__)
         # counted before they are built: a product of cubes can run into millions
-        others = sum(counts) - counts[big]
-        if others + (1 if fallthrough is not None else counts[big]) > limit:
-            need = others + counts[big]
-        else:
+        exact = sum(counts)
+        need, took = exact, False
+        if exact <= limit or (fallthrough is not None and exact - counts[big] < limit):
             emitted = [
                 (entry, [c for box in region for c in argspace.comparisons(box, ranges)])
-                if k != big or fallthrough is None or counts[big] <= limit
+                if k != big or exact <= limit
                 else (entry, [])
                 for k, (region, entry) in enumerate(pieces)
             ]
-            took = False
-            if fallthrough is not None:
+            if exact > limit and fallthrough is not None:
                 emitted, took = _with_fallthrough(emitted, fallthrough, big, counts[big])
-            need = sum(len(cl) for _, cl in emitted) if took else sum(counts)
+                need = sum(len(cl) for _, cl in emitted) if took else exact
             if need <= limit:
                 for entry, cmps_list in emitted:
                     for cmps in cmps_list:
@@ -453,6 +458,10 @@ def plan_rules(
                                 entry.loc,
                             )
                         )
+                if took and fell is not None:
+                    fell[name] = exact
+            else:
+                need = exact
         if need > limit:
             loc = next((e.loc for _, e in pieces if e.loc != DEFAULT_LOC), policy.loc)
             errors.append(
@@ -505,10 +514,12 @@ def _with_fallthrough(
     search, which the new rule would take (libseccomp refuses rules with the default
     action, so they cannot be written either).
 
-    NOT IN USE: the property test's fixed 400 sets found a wrong decision with it
-    (personality(0, 0, 0x10, 0x8) refused where the profile allows: the depth-first order
-    above is not the whole story), so compile_seccomp does not pass ``fallthrough``
-    until that is understood (isorun issue 14).
+    Only a fallback, and never trusted: a property run once found a wrong decision with
+    it (personality(0, 0, 0x10, 0x8) refused where the profile allows; not reproduced
+    since, so the order above may not be the whole story). plan_rules uses it only where
+    the exact rules are over the size limit, and compile_seccomp runs every such
+    syscall's finished BPF against the profile on every ABI
+    (:mod:`isorun.compile.fallthrough_check`), refusing the profile if one call differs.
 
     ``emitted[big]`` has the most rules (``big_count``; they may be left unbuilt). Returns
     the rules and whether the fall-through took the place of ``emitted[big]``."""
@@ -555,8 +566,11 @@ def compile_seccomp(
     if primary not in lsc.ARCH_TOKENS or primary in ("x32", "i386"):
         raise ValueError(f"cannot compile for {primary!r}")
     targets = target_arches(policy, primary)
-    # no fall-through (see _with_fallthrough): it is wrong on some rule sets
-    rules, unresolved = plan_rules(policy, targets, Context(caps, primary, kernel))
+    ctx = Context(caps, primary, kernel)
+    fell: dict[str, int] = {}
+    rules, unresolved = plan_rules(
+        policy, targets, ctx, fallthrough=str(policy.unknown_action), fell=fell
+    )
     unknown_value = action_value(policy.unknown_action)
     kept: list[ResolvedRule] = []
     conditional = {r.syscall for r in rules if r.conditions}
@@ -646,6 +660,8 @@ def compile_seccomp(
                 )
             ]
         )
+    if fell:
+        _prove_fallthrough(policy, ctx, bpf, targets, fell, refused, missing, rules)
     unresolved += tuple(
         Unresolved(n, a) for n, a in sorted(missing) if Unresolved(n, a) not in unresolved
     )
@@ -660,6 +676,46 @@ def compile_seccomp(
         libseccomp=".".join(str(v) for v in lib.version),
         refused=tuple(refused),
     )
+
+
+def _prove_fallthrough(
+    policy: Seccomp,
+    ctx: Context,
+    bpf: bytes,
+    targets: tuple[str, ...],
+    fell: dict[str, int],
+    refused: list[Unresolved],
+    missing: set[tuple[str, str]],
+    rules: list[ResolvedRule],
+) -> None:
+    """Refuse the profile unless every fall-through syscall's BPF answers what the
+    profile does, on every ABI, for a set of calls that decides every region (see
+    :mod:`isorun.compile.fallthrough_check`)."""
+    from isorun.compile import bpf_verify, fallthrough_check
+    from isorun.compile.fallthrough_check import TOO_MANY
+
+    insns = bpf_verify.decode(bpf)
+    entries = build_entries(policy, ctx)[0]
+    gone = {(u.name, u.arch) for u in refused}
+    errors: list[Diagnostic] = []
+    for name in sorted(fell):
+
+        def answer(abi: str, args: tuple[int, ...], name: str = name) -> int:
+            if (name, abi) in gone:  # the whole syscall is refused on that ABI
+                return action_value(refusal_action(policy))
+            return action_value(decide(policy, name, args, entries))
+
+        abis = [a for a in targets if (name, a) not in missing]
+        regions = [e.region for e in entries.get(name, [])]
+        why = fallthrough_check.check_syscall(insns, name, abis, regions, answer)
+        if why is not None:
+            located = (r.loc for r in rules if r.syscall == name and r.loc != DEFAULT_LOC)
+            loc = next(located, policy.loc)
+            checked = " (the shorter encoding was checked and gave a different answer)"
+            text = f"the rules for {name} need {fell[name]} libseccomp rules to compile exactly"
+            errors.append(Diagnostic(loc, text + ("" if why == TOO_MANY else checked), _SIMPLER))
+    if errors:
+        raise ProfileError(errors)
 
 
 #: ABIs whose libseccomp filters compare 32 bits of each argument: arch-x86.c and
@@ -677,7 +733,8 @@ def _low32_exact(cond: tuple[int, str, int, int]) -> bool:
     half (``a1 == 0x100000005`` becomes ``a1 == 5``), and x32 calls pass 64-bit registers
     that the kernel reads whole."""
     _index, op, mask, _value = cond
-    return op == "masked_eq" and mask <= _LOW32
+    # the fall-through's ``arg0 >= 0`` holds for every value, at either width
+    return (op == "masked_eq" and mask <= _LOW32) or cond == ALWAYS
 
 
 def refusal_action(policy: Seccomp) -> Action:
