@@ -36,6 +36,7 @@ from isorun.compile.seccomp import (
 )
 from isorun.kernel import syscalls
 from isorun.profile.schema import Action, Seccomp
+from tests.integration.conftest import missing
 from tests.unit.test_seccomp_property import (
     NAMES,
     Compiler,
@@ -297,7 +298,7 @@ def test_i386_calls_through_int_0x80_get_the_promised_answers_from_the_kernel(
     ]
     probe = subprocess.run([str(exe), str(bpf), "i386:14:0:0:0:0"], capture_output=True, text=True)
     if probe.returncode != 0 or int(probe.stdout) == -38:
-        pytest.skip("no IA32 emulation in this kernel (int 0x80 answers ENOSYS)")
+        missing("IA32 emulation (int 0x80 answers ENOSYS)")
     out = subprocess.run([str(exe), str(bpf), *argv], capture_output=True, text=True, check=True)
     got = [int(line) for line in out.stdout.split()]
     for (call, want), ret in zip(calls.items(), got, strict=True):
