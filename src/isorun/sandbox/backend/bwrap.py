@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from isorun.compile import plan as p
 from isorun.compile.render.bwrap import file_mounts, render_bwrap
@@ -31,9 +31,6 @@ from isorun.sandbox.backend.common import (
     _with_stage,
 )
 from isorun.sandbox.wrapper_mounts import check_sources, unsafe_destination
-
-if TYPE_CHECKING:
-    pass
 
 
 class BwrapBackend:

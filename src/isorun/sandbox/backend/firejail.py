@@ -6,7 +6,7 @@ import os
 import pwd
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from isorun.compile import plan as p
 from isorun.compile.render.firejail import render_firejail
@@ -30,9 +30,6 @@ from isorun.sandbox.backend.common import (
     _which,
 )
 from isorun.sandbox.wrapper_mounts import check_sources
-
-if TYPE_CHECKING:
-    pass
 
 
 class FirejailBackend:

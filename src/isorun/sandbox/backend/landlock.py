@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from isorun.compile import plan as p
 from isorun.errors import Lost, Unsupported
 from isorun.host.probe import BackendFacts
 from isorun.sandbox.backend.common import FRESH, Compiled, SandboxRun, _capabilities
 from isorun.sandbox.backend.native import native_missing
-
-if TYPE_CHECKING:
-    pass
 
 
 class LandlockBackend:
