@@ -183,6 +183,14 @@ class InternalError(IsorunError):
     exit_code = 125
 
 
+def os_failure(syscall: str, err: OSError) -> str:
+    """``syscall: ENAME (strerror)`` for an OSError, the form every wrapped one uses in
+    its message, as :class:`SandboxSetupError` does."""
+    code = err.errno or 0
+    name = _errno.errorcode.get(code, str(code))
+    return f"{syscall}: {name} ({os.strerror(code)})"
+
+
 def did_you_mean(word: str, choices: Iterable[str], otherwise: str = "") -> str:
     """The hint for ``word``, which is none of ``choices``: ``did you mean 'x'?`` with the
     closest choice, or ``otherwise`` when none is close. difflib is imported here, on the

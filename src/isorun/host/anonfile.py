@@ -14,8 +14,12 @@ from __future__ import annotations
 import errno
 import os
 
+from isorun.errors import HostError, os_failure
+
 #: where an unnamed file may go when memfds are refused (sized tmpfs in a sandbox)
 TMPFILE_DIRS = ("/dev/shm", "/tmp")
+#: the ``what`` of the HostErrors below
+HANDED = "the descriptors handed to the sandbox"
 
 
 def anon_file(name: str, *, inheritable: bool = False) -> int:
@@ -37,3 +41,35 @@ def anon_file(name: str, *, inheritable: bool = False) -> int:
             os.set_inheritable(fd, True)
         return fd
     raise refused
+
+
+def handed_file(data: bytes) -> int:
+    """An anonymous file (close-on-exec) holding ``data``, rewound for the program it is
+    handed to; a HostError naming the call when the host refuses one (out of memory or
+    descriptors, a full /dev/shm)."""
+    try:
+        fd = anon_file("isorun")
+    except OSError as err:
+        raise HostError(HANDED, f"cannot create an anonymous file: "
+                        f"{os_failure('memfd_create', err)}",
+                        "free memory or raise the limit on open files (ulimit -n)") from err
+    try:
+        fill_fd(fd, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def fill_fd(fd: int, data: bytes) -> None:
+    """Write ``data`` into the anonymous file ``fd`` and rewind it for its reader."""
+    if not data:
+        return
+    try:
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError as err:
+        raise HostError(HANDED,
+                        f"cannot write {len(data)} bytes to an anonymous file: "
+                        f"{os_failure('write', err)}", "free memory (or space in /dev/shm)"
+                        ) from err

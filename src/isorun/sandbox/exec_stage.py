@@ -21,10 +21,11 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
-from isorun.errors import HostError
+from isorun.errors import HostError, os_failure
 
 SHIM = Path(__file__).resolve().parent.parent / "shim"
 SOURCE = SHIM / "stage" / "seccomp_exec.c"
@@ -46,6 +47,8 @@ INPUTS = (
     SHIM.parent / "sandbox" / "record.py",
 )
 NAME = "isorun-seccomp-exec"
+#: the ``what`` of every HostError of this module
+WHAT = "the exec stage (isorun-seccomp-exec)"
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion")
 
 
@@ -142,42 +145,86 @@ def exec_stage_path(directory: Path | None = None) -> str:
         return str(target)
     cc = shutil.which("cc", path=COMPILER_PATH) or shutil.which("gcc", path=COMPILER_PATH)
     if cc is None:
-        raise HostError("the exec stage (isorun-seccomp-exec)",
+        raise HostError(WHAT,
                         f"no C compiler (cc or gcc) in {COMPILER_PATH} to build it for the "
                         "bwrap and firejail backends (isorun runs no compiler from PATH: a "
                         "directory there may be one a sandbox could write)",
                         "apt-get install gcc libc6-dev (or use the native backend)")
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    os.chmod(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix=f".{NAME}-", dir=directory)
+    with _in_cache(directory, "mkdir"):
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with _in_cache(directory, "chmod"):
+        os.chmod(directory, 0o755)
+    with _in_cache(directory, "open"):
+        fd, tmp = tempfile.mkstemp(prefix=f".{NAME}-", dir=directory)
     os.close(fd)
     # gcc's temporary files go to this directory, which only we can write (the chmod
     # above succeeds for its owner only): in a shared TMPDIR an object file between
     # gcc's steps could be swapped.
     env = {"PATH": COMPILER_PATH, "LC_ALL": "C", "TMPDIR": str(directory)}
-    gen = tempfile.mkdtemp(prefix=f".{NAME}-gen-", dir=directory)
+    gen = ""
     try:
+        with _in_cache(directory, "mkdir"):
+            gen = tempfile.mkdtemp(prefix=f".{NAME}-gen-", dir=directory)
         from isorun.shim import headers
 
-        headers.write(Path(gen))
-        for link in (("-static",), ()):  # static where libc.a exists, else dynamic
-            includes = [f"-I{gen}", *(f"-I{d}" for d in INCLUDE_DIRS)]
-            done = subprocess.run([cc, *CFLAGS, *link, *includes, "-o", tmp,
-                                   *(str(path) for path in SOURCES)], env=env,
-                                  capture_output=True, text=True, check=False)
-            if done.returncode == 0:
-                break
-        else:
-            raise HostError("the exec stage (isorun-seccomp-exec)",
-                            f"{cc} failed: {done.stderr.strip()[-500:]}",
-                            "install a working C toolchain (apt-get install gcc libc6-dev)")
-        os.chmod(tmp, 0o755)
+        with _in_cache(directory, "write"):
+            headers.write(Path(gen))
+        _compile(cc, gen, tmp, env)
+        with _in_cache(directory, "chmod"):
+            os.chmod(tmp, 0o755)
         # The tag first: a launch between the two renames finds the old stage with the
         # new tag, a mismatch, and builds again (never the other way round).
-        _write_tag(target, tmp)
-        os.replace(tmp, target)  # atomic: a concurrent launch sees the old or the new file
+        with _in_cache(directory, "write"):
+            _write_tag(target, tmp)
+        with _in_cache(directory, "rename"):
+            os.replace(tmp, target)  # atomic: a concurrent launch sees the old or the new
     finally:
-        shutil.rmtree(gen, ignore_errors=True)
+        if gen:
+            shutil.rmtree(gen, ignore_errors=True)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return str(target)
+
+
+def _compile(cc: str, gen: str, out: str, env: Mapping[str, str]) -> None:
+    """Build the stage into ``out``: statically where libc.a exists, else dynamically."""
+    for link in (("-static",), ()):
+        includes = [f"-I{gen}", *(f"-I{d}" for d in INCLUDE_DIRS)]
+        try:
+            done = subprocess.run([cc, *CFLAGS, *link, *includes, "-o", out,
+                                   *(str(path) for path in SOURCES)], env=env,
+                                  capture_output=True, text=True, check=False)
+        except OSError as err:
+            raise HostError(WHAT, f"cannot start the C compiler ({cc}): "
+                            f"{os_failure('execve', err)}",
+                            "install a working C toolchain (apt-get install gcc libc6-dev)"
+                            ) from err
+        if done.returncode == 0:
+            return
+    raise HostError(WHAT, f"{cc} failed: {done.stderr.strip()[-500:]}",
+                    "install a working C toolchain (apt-get install gcc libc6-dev)")
+
+
+@contextmanager
+def _in_cache(directory: Path, syscall: str) -> Iterator[None]:
+    """An OSError of ``syscall`` on the stage's cache directory (or a file in it) as the
+    HostError that names both: that directory cannot hold a new build."""
+    try:
+        yield
+    except OSError as err:
+        where = "" if err.filename in (None, str(directory)) else f" ({err.filename})"
+        raise HostError(WHAT, f"cannot build it in {directory}{where}: "
+                        f"{os_failure(syscall, err)}",
+                        f"let uid {os.getuid()} create and write {directory}, or point "
+                        "XDG_CACHE_HOME at a directory it can") from err
+
+
+def open_stage() -> int:
+    """A read-only descriptor of the built stage (building it first), which the wrappers
+    hand on so that no host path of it has to be visible in the sandbox."""
+    path = exec_stage_path()
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise HostError(WHAT, f"cannot open {path}: {os_failure('open', err)}",
+                        f"remove {path} so that the next launch builds it again") from err

@@ -83,7 +83,7 @@ class BwrapBackend:
               terminal: bool = False, refusals: bool = False,
               compiled: Compiled | None = None,
               log: Callable[[str], None] | None = None) -> SandboxRun:
-        from isorun.sandbox.exec_stage import exec_stage_path
+        from isorun.sandbox.exec_stage import open_stage
 
         caller = os.environ if env is None else env
         # Walked now, at launch, whatever selection saw: the identities the stage checks
@@ -98,7 +98,7 @@ class BwrapBackend:
             seccomp_fd = _program_fd(plan, program, stack)
             watch = _refusal_watch(plan, program, refusals, stack)
             file_fds = [_memfd(data, stack) for data in file_mounts(plan)]
-            stage_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
+            stage_fd = open_stage()
             stack.callback(os.close, stage_fd)
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
                                allow_weaker=allow_weaker, bwrap=_which("bwrap"),

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from isorun.compile import plan as p
 from isorun.compile.pipeline import seccomp_program
 from isorun.compile.render.invocation import HELPER, Invocation
-from isorun.errors import HostError, Lost, SandboxSetupError, Unsupported
+from isorun.errors import HostError, Lost, SandboxSetupError, Unsupported, os_failure
 from isorun.host.probe import BackendFacts
 from isorun.profile.schema import Seccomp
 
@@ -292,13 +292,10 @@ def _which(name: str) -> str:
 
 def _memfd(data: bytes, stack: ExitStack) -> int:
     # close-on-exec here; the spawn clears it only for the descriptors the plan passes
-    from isorun.host.anonfile import anon_file
+    from isorun.host.anonfile import handed_file
 
-    fd = anon_file("isorun")
+    fd = handed_file(data)
     stack.callback(os.close, fd)
-    if data:
-        os.write(fd, data)
-        os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
 
@@ -361,9 +358,32 @@ def _spawn(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any,
     # close_fds with pass_fds: bwrap and the stage hand every inherited descriptor to the
     # command, so only those the plan keeps (and the renderer's own) may exist at exec.
     # No environment: bwrap builds the command's from --setenv, the stage from its fd.
-    proc = subprocess.Popen(list(inv.argv), env={}, close_fds=True, pass_fds=inv.pass_fds,
-                            stdin=stdin, stdout=stdout, stderr=stderr, **user)
+    try:
+        proc = subprocess.Popen(list(inv.argv), env={}, close_fds=True,
+                                pass_fds=inv.pass_fds, stdin=stdin, stdout=stdout,
+                                stderr=stderr, **user)
+    except OSError as err:
+        raise _start_failure(inv, err) from err
     if watch is not None:
         watch.started()
     return SandboxRun(proc, inv.backend, inv.lost, wall[0].seconds if wall else None,
                       inv.terminal_job, watch)
+
+
+def _start_failure(inv: Invocation, err: OSError) -> HostError:
+    """The HostError of a wrapper (or the exec stage before it) that could not be started:
+    which program, where, and the errno of execve (or of fork or the identity change
+    before it, which subprocess reports without a file name)."""
+    program = inv.argv[0]
+    syscall = "execve" if err.filename is not None else "fork/setresuid"
+    if os.path.basename(program).startswith("isorun-seccomp-exec"):
+        tool = "the exec stage"
+        fix = ("its cache directory must allow execution (not on a noexec mount): point "
+               "XDG_CACHE_HOME at one that does, or use the native backend")
+    else:
+        tool = os.path.basename(program)
+        fix = (f"check that {program} (and its interpreter) can be executed by uid "
+               f"{inv.user[0] if inv.user else os.getuid()}, or pick another backend "
+               "(--backend)")
+    return HostError(f"backend {inv.backend}",
+                     f"cannot start {tool} ({program}): {os_failure(syscall, err)}", fix)

@@ -11,6 +11,7 @@ from typing import Any
 from isorun.compile import plan as p
 from isorun.compile.render.firejail import render_firejail
 from isorun.errors import Lost
+from isorun.host.anonfile import fill_fd
 from isorun.host.probe import BackendFacts
 from isorun.sandbox.backend.common import (
     _DUMMY_FD,
@@ -85,7 +86,7 @@ class FirejailBackend:
               terminal: bool = False, refusals: bool = False,
               compiled: Compiled | None = None,
               log: Callable[[str], None] | None = None) -> SandboxRun:
-        from isorun.sandbox.exec_stage import exec_stage_path
+        from isorun.sandbox.exec_stage import open_stage
 
         caller = os.environ if env is None else env
         checked = check_sources(plan)
@@ -97,7 +98,7 @@ class FirejailBackend:
             env_fd = _memfd(b"", stack)
             # The stage reaches the sandbox as a descriptor (exec'd as /proc/self/fd/N),
             # so no host path of it has to be visible inside.
-            helper_fd = os.open(exec_stage_path(), os.O_RDONLY | os.O_CLOEXEC)
+            helper_fd = open_stage()
             stack.callback(os.close, helper_fd)
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
@@ -106,7 +107,6 @@ class FirejailBackend:
                                   landlock_fd=_landlock_fd(plan, stack),
                                   report_fds=None if watch is None else watch.child_fds)
             for fd, data in inv.inputs:
-                os.write(fd, data)
-                os.lseek(fd, 0, os.SEEK_SET)
+                fill_fd(fd, data)
             return _spawn(inv, plan, stdin, stdout, stderr, watch)
         raise AssertionError("unreachable")  # pragma: no cover
