@@ -314,7 +314,7 @@ def test_the_issue_14_rule_set_never_hangs(compiler: Compiler) -> None:
 def test_a_wrong_fall_through_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The proof is not vacuous: an encoding that drops the errno 22 rule (as a wrong
     libseccomp order would lose it) must be caught, on the issue's own rule set."""
-    from isorun.compile import seccomp as S
+    from isorun.compile import seccomp_plan as S
 
     real = S._with_fallthrough
 
