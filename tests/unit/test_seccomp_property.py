@@ -327,3 +327,25 @@ def test_a_wrong_fall_through_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
         compile_seccomp(issue_14_policy("socket"))
     assert "the rules for socket need 1057 libseccomp rules to compile exactly" in str(err.value)
     assert "(the shorter encoding was checked and gave a different answer)" in str(err.value)
+
+
+def test_the_fall_through_proof_refuses_masks_its_samples_do_not_decide() -> None:
+    # ``arg & 0xF0 == 0x10`` is not an interval, so interval starts do not cover it: the
+    # proof must say it did not check (the fall-through is then not kept), not pass
+    from isorun.compile import bpf_verify as V
+    from isorun.compile import fallthrough_check as F
+    from isorun.compile.argspace import Cube
+
+    allow_all = (V.Insn(0x06, 0, 0, V.RET_ALLOW),)  # ret ALLOW
+    flags: list[tuple[tuple[int, Cube], ...]] = [((1, Cube(0xF0, 0x10)),)]
+    prefix: list[tuple[tuple[int, Cube], ...]] = [((1, Cube(0xFFFFFFFF_FFFFFFF0, 0x10)),)]
+    nr = 41  # socket on x86_64
+    assert F.check(allow_all, nr, V.AUDIT_ARCH_X86_64, [flags], lambda a: V.RET_ALLOW) == F.TOO_MANY
+    # a prefix mask is decided, and a wrong answer found
+    assert F.check(allow_all, nr, V.AUDIT_ARCH_X86_64, [prefix], lambda a: V.RET_ALLOW) is None
+
+    def refused(args: tuple[int, ...]) -> int:
+        return V.RET_ERRNO | 1 if args[1] & 0xFFFFFFFF_FFFFFFF0 == 0x10 else V.RET_ALLOW
+
+    wrong = F.check(allow_all, nr, V.AUDIT_ARCH_X86_64, [prefix], refused)
+    assert wrong is not None and wrong != F.TOO_MANY

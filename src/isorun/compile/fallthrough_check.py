@@ -23,13 +23,12 @@ Both answers compare nothing else, so every combination of the words' samples (t
 product over the argument words either side reads) meets every cell where both answers
 are constant: if they agree on all samples, they agree on every call.
 
-Where that is weaker: a mask whose bits are not a run from the top (``0xF0``, or a
-``jset``) makes a set that is not an interval, so interval starts do not decide it.
-A prefix mask (the cubes of a range, a 32-bit argument's low-word mask, ``0xFFFFFFFF``)
-is the interval ``[value, value | ~mask]`` and is sampled at both ends; for any other
-mask the samples are the value, the value with every unmasked bit set, and the value
-with the lowest and the highest masked bit flipped. Those show a comparison that the
-program lost or inverted, not every way two such masks could combine.
+Masks: a prefix mask (a run of ones from a word's top bit: the cubes of a range or of an
+``ne``, a 32-bit argument's low-word mask, ``0xFFFFFFFF``) makes the interval
+``[value, value | ~mask]``, sampled at both ends. Any other mask (``0xF0``, a flags test),
+or a ``jset``, makes a set that is not an interval, which interval starts do not decide:
+a syscall whose program or profile has one is not checked, so the fall-through is not
+kept for it (the profile is refused as without it).
 
 Arguments neither side compares stay 0. The walk over the program stops the check (as
 too many values would) at any instruction other than a load, ``and``, jump or return, so
@@ -73,13 +72,10 @@ def _prefix(mask: int) -> bool:
 
 
 def _word_samples(value: int, mask: int) -> set[int]:
-    """Interval starts of one 32-bit word for ``word & mask == value``."""
+    """Interval starts of one 32-bit word for ``word & mask == value`` (``mask`` a prefix
+    mask: the set is ``[value, value | ~mask]``)."""
     top = value | (~mask & LOW32)
-    out = {value, (top + 1) & LOW32}
-    if not _prefix(mask) and mask:
-        low = mask & -mask
-        out |= {top, value ^ low, value ^ (1 << (mask.bit_length() - 1))}
-    return out
+    return {value, (top + 1) & LOW32}
 
 
 def program_constants(insns: tuple[V.Insn, ...], nr: int, arch: int) -> dict[int, set[int]] | None:
@@ -123,13 +119,14 @@ def program_constants(insns: tuple[V.Insn, ...], nr: int, arch: int) -> dict[int
                 stack.append((pc + 1 + (ins.jt if taken else ins.jf), known, None, LOW32))
                 continue
             if word is not None:
+                if op == 0x40 or not _prefix(mask):
+                    # a set that is not an interval: the samples would not decide it
+                    return None
                 k = ins.k & mask
                 ks = found.setdefault(word, set())
                 ks |= _word_samples(k, mask)
                 if mask == LOW32:
                     ks |= {(k - 1) & LOW32, (k + 1) & LOW32}
-                if op == 0x40:  # jset: no bit of k, one bit of k
-                    found[word] |= _word_samples(0, ins.k) | {ins.k & -ins.k}
             stack.append((pc + 1 + ins.jt, known, word, mask))
             stack.append((pc + 1 + ins.jf, known, word, mask))
         elif cls == 0x06:  # RET
@@ -142,8 +139,9 @@ def program_constants(insns: tuple[V.Insn, ...], nr: int, arch: int) -> dict[int
     return found
 
 
-def policy_constants(regions: Iterable[Region]) -> dict[int, set[int]]:
-    """``{word offset: constants}`` of the profile's spans and cubes."""
+def policy_constants(regions: Iterable[Region]) -> dict[int, set[int]] | None:
+    """``{word offset: constants}`` of the profile's spans and cubes; None for a cube whose
+    mask is not an interval in each word (see the module docstring)."""
     found: dict[int, set[int]] = {}
 
     def add(index: int, value: int, mask: int = MAX) -> None:
@@ -160,6 +158,8 @@ def policy_constants(regions: Iterable[Region]) -> dict[int, set[int]]:
                     add(index, atom.lo)
                     add(index, (atom.hi + 1) & MAX)
                 elif isinstance(atom, Cube):
+                    if not (_prefix(atom.mask & LOW32) and _prefix(atom.mask >> 32)):
+                        return None
                     add(index, atom.value, atom.mask)
     return found
 
@@ -197,7 +197,7 @@ def check(
     vector; else why not (a differing call, or too many vectors to check)."""
     constants = policy_constants(regions)
     compared = program_constants(insns, nr, arch)
-    if compared is None:
+    if constants is None or compared is None:
         return TOO_MANY
     for word, ks in compared.items():
         constants.setdefault(word, set()).update(ks)
