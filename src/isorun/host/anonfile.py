@@ -14,8 +14,6 @@ from __future__ import annotations
 import errno
 import os
 
-from isorun.errors import HostError, os_failure
-
 #: where an unnamed file may go when memfds are refused (sized tmpfs in a sandbox)
 TMPFILE_DIRS = ("/dev/shm", "/tmp")
 #: the ``what`` of the HostErrors below
@@ -50,6 +48,10 @@ def handed_file(data: bytes) -> int:
     try:
         fd = anon_file("isorun")
     except OSError as err:
+        # imported only on failure: the warm launch path loads this module, and
+        # isorun.errors (with dataclasses and inspect) costs it about 4 ms
+        from isorun.errors import HostError, os_failure
+
         raise HostError(HANDED, f"cannot create an anonymous file: "
                         f"{os_failure('memfd_create', err)}",
                         "free memory or raise the limit on open files (ulimit -n)") from err
@@ -69,6 +71,8 @@ def fill_fd(fd: int, data: bytes) -> None:
         os.write(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
     except OSError as err:
+        from isorun.errors import HostError, os_failure
+
         raise HostError(HANDED,
                         f"cannot write {len(data)} bytes to an anonymous file: "
                         f"{os_failure('write', err)}", "free memory (or space in /dev/shm)"
