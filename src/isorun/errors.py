@@ -64,6 +64,7 @@ class Diagnostic:
 class IsorunError(Exception):
     """Root of every error isorun raises on purpose."""
 
+    #: kernel/abi.py EXIT_SETUP (this module imports nothing of isorun; test_abi checks it)
     exit_code: ClassVar[int] = 125
 
     def render(self) -> str:

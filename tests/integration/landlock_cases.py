@@ -364,13 +364,13 @@ def _without_landlock() -> Iterator[None]:
     from isorun.sandbox.backend import bwrap as bwrap_backend
     from isorun.sandbox.backend import firejail as firejail_backend
 
-    real = bwrap_backend._landlock_fd, firejail_backend._landlock_fd
-    bwrap_backend._landlock_fd = lambda plan, stack: None  # type: ignore[assignment]
-    firejail_backend._landlock_fd = lambda plan, stack: None  # type: ignore[assignment]
+    real = bwrap_backend.landlock_fd, firejail_backend.landlock_fd
+    bwrap_backend.landlock_fd = lambda plan, stack: None  # type: ignore[assignment]
+    firejail_backend.landlock_fd = lambda plan, stack: None  # type: ignore[assignment]
     try:
         yield
     finally:
-        bwrap_backend._landlock_fd, firejail_backend._landlock_fd = real
+        bwrap_backend.landlock_fd, firejail_backend.landlock_fd = real
 
 
 def _wrapper_escapes(backend: str) -> None:

@@ -20,8 +20,9 @@ HEAVY = {
     "isorun.compile._libseccomp", "isorun.compile.plan", "isorun.compile.steps",
     "isorun.sandbox.process", "isorun.sandbox.sandbox_process", "isorun.attached",
     "isorun.cache.plans",
-    # the failure decoding: loaded only when a start failed
-    "isorun.sandbox.failure",
+    # the failure decoding and the error classes (with dataclasses and inspect): loaded
+    # only when a start failed
+    "isorun.sandbox.failure", "isorun.errors",
 }  # fmt: skip
 
 

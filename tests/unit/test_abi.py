@@ -63,3 +63,19 @@ def test_mount_kinds_are_the_record_table() -> None:
     from isorun.sandbox.spec import MountKind
 
     assert {kind.name: int(kind) for kind in MountKind} == record.MOUNT_KINDS
+
+
+def test_errors_exit_with_the_setup_status_kernel_abi_names() -> None:
+    # errors.py sits below kernel/ (it imports nothing of isorun), so it spells 125 itself
+    from isorun.errors import InternalError, IsorunError
+
+    assert IsorunError.exit_code == InternalError.exit_code == abi.EXIT_SETUP
+
+
+def test_the_namespace_masks_are_the_flags_docker_names() -> None:
+    from isorun.compile.seccomp_entries import CLONE_NAMESPACES, UNSHARE_NAMESPACES
+
+    # moby's default profile masks clone's flags with 2114060288 (0x7E020000)
+    assert CLONE_NAMESPACES == 0x7E020000
+    assert UNSHARE_NAMESPACES == 0x7E020080
+    assert len(set(abi.NAMESPACE_FLAGS.values())) == len(abi.NAMESPACE_FLAGS)

@@ -6,6 +6,7 @@ from isorun import api
 from isorun.compile import plan as p
 from isorun.compile.environment import build_environment
 from isorun.host.facts import HostFacts
+from isorun.kernel import abi
 from isorun.sandbox import native
 from isorun.sandbox.spec import MountKind
 
@@ -30,21 +31,21 @@ def test_every_shim_step_name_maps_to_a_plan_step_or_carries_its_own() -> None:
 
 def test_strict_spec_flags_and_maps() -> None:
     plan, spec = spec_for("strict")
-    assert spec.clone_flags == sum(native.CLONE_FLAGS[n] for n in
+    assert spec.clone_flags == sum(abi.NAMESPACE_FLAGS[n] for n in
                                    ("user", "pid", "net", "mount", "ipc", "uts", "cgroup"))
     assert spec.uid_map == b"1000 1000 1\n" and spec.gid_map == b"1000 1000 1\n"
     assert spec.root == b"tmpfs" and spec.loopback_up and spec.new_session
     assert spec.no_new_privs and spec.seccomp_bpf and spec.caps_keep == ()
     usr = next(m for m in spec.mounts if m.dst == b"/usr")
     assert usr.kind is MountKind.BIND
-    assert usr.flags & (native.MS_RDONLY | native.MS_NOSUID | native.MS_NODEV) == 7
+    assert usr.flags & (abi.MS_RDONLY | abi.MS_NOSUID | abi.MS_NODEV) == 7
     assert plan.steps[usr.step].describe().startswith("ro-bind /usr")
     assert spec.step_index["hostname"] == plan.steps.index(plan.find(p.Hostname)[0])
 
 
 def test_web_keeps_host_network() -> None:
     _, spec = spec_for("web")
-    assert not spec.clone_flags & native.CLONE_FLAGS["net"]
+    assert not spec.clone_flags & abi.NAMESPACE_FLAGS["net"]
     assert not spec.loopback_up
 
 

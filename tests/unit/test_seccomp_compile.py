@@ -17,6 +17,7 @@ from isorun.compile.seccomp import (
 )
 from isorun.errors import Loc, ProfileError
 from isorun.kernel import syscalls
+from isorun.kernel.abi import X32_SYSCALL_BIT
 from isorun.profile.schema import Action, ArgCond, Seccomp, SeccompRule
 
 X86_64 = syscalls.table("x86_64")
@@ -148,14 +149,14 @@ def test_clone3_gets_enosys_and_every_namespace_flag_is_denied(
 def test_x32_and_i386_syscalls_kill_the_process(service: tuple[Seccomp, SeccompProgram]) -> None:
     _, prog = service
     for nr in (0, 1, 59, 0x200, 1000):
-        assert V.evaluate(prog.bpf, nr | V.X32_SYSCALL_BIT) == V.RET_KILL_PROCESS
+        assert V.evaluate(prog.bpf, nr | X32_SYSCALL_BIT) == V.RET_KILL_PROCESS
         assert V.evaluate(prog.bpf, nr, arch=V.AUDIT_ARCH_I386) == V.RET_KILL_PROCESS
     assert V.evaluate(prog.bpf, 0, arch=V.AUDIT_ARCH_AARCH64) == V.RET_KILL_PROCESS
 
 
 def test_x32_allowed_when_listed() -> None:
     prog = compile_seccomp(Seccomp(allow=("@default", "read"), architectures=("native", "x32")))
-    assert V.evaluate(prog.bpf, 0 | V.X32_SYSCALL_BIT) == ALLOW
+    assert V.evaluate(prog.bpf, 0 | X32_SYSCALL_BIT) == ALLOW
     assert V.evaluate(prog.bpf, syscalls.table("x32")["mkdir"]) == errno(1)
     assert V.evaluate(prog.bpf, 3, arch=V.AUDIT_ARCH_I386) == V.RET_KILL_PROCESS
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 
-from isorun.sandbox.record import MOUNT
+from isorun.kernel.abi import MS_RDONLY, NOBODY
+from isorun.sandbox.record import MOUNT, MOUNT_KINDS
 from isorun.shim import abi as shim_abi
 
 TYPE_CHECKING = False
@@ -212,11 +213,12 @@ def usable(record: object, argv: list[str]) -> Record | None:
 def root_sandbox_binds(spec: Record) -> list[bytes]:
     """For a root caller whose sandbox runs as 65534 (README, "Root"), the sources of the
     record's writable binds; [] for anyone else."""
-    if os.geteuid() != 0 or not any(line.split()[1:2] == [b"65534"]
+    nobody = str(NOBODY).encode()
+    if os.geteuid() != 0 or not any(line.split()[1:2] == [nobody]
                                     for line in spec.get("uid_map", b"").splitlines()):
         return []
-    # kind, dst, src, flags, ... (spec_record); ISORUN_MOUNT_BIND 1, MS_RDONLY 1
-    return [m[MOUNT.src] for m in spec["mounts"] if m[MOUNT.kind] == 1 and not m[MOUNT.flags] & 1]
+    return [m[MOUNT.src] for m in spec["mounts"]
+            if m[MOUNT.kind] == MOUNT_KINDS["BIND"] and not m[MOUNT.flags] & MS_RDONLY]
 
 
 def locate(err: Exception, entry: Mapping[str, object]) -> Exception | None:

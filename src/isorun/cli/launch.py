@@ -193,6 +193,7 @@ def report_failure(err: Exception, debug: bool) -> int:
     happens into an IsorunError that names what failed and how to fix it.
     """
     from isorun.errors import IsorunError
+    from isorun.kernel.abi import EXIT_SETUP, EXIT_WALL_TIME
 
     if isinstance(err, IsorunError):
         write_stderr(err.render() + "\n")
@@ -204,12 +205,12 @@ def report_failure(err: Exception, debug: bool) -> int:
         if subprocess is not None and isinstance(err, subprocess.TimeoutExpired):
             write_stderr(f"isorun: error: the command did not finish within {err.timeout:g} s"
                          " (--timeout) and was killed\n")
-            code = 124
+            code = EXIT_WALL_TIME
         else:
             detail = f" ({type(err).__name__}: {err})" if isinstance(err, OSError) else ""
             write_stderr("isorun: internal error, please report it with the output of "
                          f"--debug{detail}\n")
-            code = 125
+            code = EXIT_SETUP
     if debug:
         import traceback
 

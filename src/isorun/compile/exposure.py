@@ -23,6 +23,7 @@ import os
 
 from isorun.compile import plan as p
 from isorun.errors import DEFAULT_LOC, Diagnostic
+from isorun.kernel.abi import NOBODY
 from isorun.profile import schema
 
 #: credential locations relative to the caller's home: keys, tokens, agent sockets and
@@ -177,7 +178,7 @@ def add_git_guards(mounts: list[p.MountStep]) -> list[p.MountStep]:
 def root_writable_binds(plan: p.Plan) -> list[p.MountStep]:
     """The rw-bind steps of a root caller whose sandbox runs as 65534; [] otherwise."""
     ids = plan.find(p.MapIds)
-    if os.geteuid() != 0 or not ids or ids[0].host_uid != 65534:
+    if os.geteuid() != 0 or not ids or ids[0].host_uid != NOBODY:
         return []
     return [step for step in plan.find(p.MountStep) if step.type == "rw-bind"]
 

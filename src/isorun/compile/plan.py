@@ -44,6 +44,7 @@ from isorun.compile.steps import (
     human_size,
 )
 from isorun.errors import InternalError, SandboxSetupError
+from isorun.kernel.abi import NOBODY
 
 __all__ = [
     "RLIMIT_COVERS",
@@ -218,7 +219,7 @@ def _setup_hint(err: SandboxSetupError, plan: Plan) -> str:
     if err.step != "cwd" or err.errno != errno.EACCES or not chdir:
         return ""
     path = chdir[0].path
-    if ids and ids[0].host_uid == 65534 and os.geteuid() == 0:
+    if ids and ids[0].host_uid == NOBODY and os.geteuid() == 0:
         # README, "Root": a root caller's sandbox runs as the overflow user
         return (f"started by root, the sandbox runs as uid 65534 (nobody), which may not "
                 f"enter {path}: run isorun from a directory others may enter, or as the "

@@ -17,10 +17,9 @@ from isorun.compile import plan as p
 from isorun.compile.mounts import inodes, mount_step, shm_mounts, without_repeats
 from isorun.errors import Diagnostic, Loc, ProfileError
 from isorun.host.facts import HostFacts
+from isorun.kernel.abi import NOBODY
 from isorun.profile import schema
 
-#: the unprivileged id a root caller's sandbox runs as on the host (see _identity)
-NOBODY = 65534
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

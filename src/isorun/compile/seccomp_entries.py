@@ -14,6 +14,7 @@ from isorun.compile import argspace
 from isorun.compile.argspace import Region
 from isorun.errors import DEFAULT_LOC, Diagnostic, Loc, ProfileError
 from isorun.kernel import syscalls
+from isorun.kernel.abi import CLONE_NEWTIME, NAMESPACE_FLAGS
 from isorun.profile.schema import Action, Seccomp, SeccompRule, When
 from isorun.profile.seccomp_rules import HARDENING_DENY
 
@@ -24,13 +25,10 @@ SIMPLER = "simplify the argument conditions for this syscall"
 # ioctl requests from asm-generic/ioctls.h
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
-CLONE_NEWUSER = 0x10000000
-#: every namespace flag clone takes (linux/sched.h): NEWNS, NEWCGROUP, NEWUTS, NEWIPC,
-#: NEWUSER, NEWPID, NEWNET; the same mask as Docker's default profile
-CLONE_NAMESPACES = 0x7E020000
-#: unshare also takes CLONE_NEWTIME (0x80, since 5.6), which clone cannot: the bit is
-#: part of CSIGNAL there
-UNSHARE_NAMESPACES = CLONE_NAMESPACES | 0x80
+#: every namespace flag clone takes: the same mask (0x7E020000) as Docker's default profile
+CLONE_NAMESPACES = sum(flag for flag in NAMESPACE_FLAGS.values() if flag != CLONE_NEWTIME)
+#: unshare also takes CLONE_NEWTIME, which clone cannot: the bit is part of CSIGNAL there
+UNSHARE_NAMESPACES = CLONE_NAMESPACES | CLONE_NEWTIME
 # personality values Docker allows (moby profiles/seccomp/default.json): PER_LINUX,
 # UNAME26, PER_LINUX32, PER_LINUX32|UNAME26, and 0xffffffff, which only queries
 SAFE_PERSONALITIES = (0x0, 0x0008, 0x20000, 0x20008, 0xFFFFFFFF)

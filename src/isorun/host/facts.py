@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from isorun.host import venv
+from isorun.kernel import abi
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +98,9 @@ def userns_probe() -> tuple[str, int]:
     libc = ctypes.CDLL(None, use_errno=True)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child only reports through its exit status
-        # CLONE_NEWUSER | CLONE_NEWUTS | CLONE_NEWNS, then MS_REC | MS_PRIVATE on /
+        # then MS_REC | MS_PRIVATE on /
         index = 0
-        rc = int(libc.unshare(0x10000000 | 0x04000000 | 0x00020000))
+        rc = int(libc.unshare(abi.CLONE_NEWUSER | abi.CLONE_NEWUTS | abi.CLONE_NEWNS))
         if rc == 0:
             index, rc = 1, int(libc.sethostname(b"isorun", 6))
         if rc == 0:

@@ -1,15 +1,15 @@
 """What uid 65534 (nobody), the user a root caller's sandbox runs as, may write here.
 
-Kept to ``os`` only: the warm launch asks it before it uses a cached record
-(isorun.cache.record.usable), and the compiler's notes ask it (compile.exposure).
+Kept to ``os`` and the constants of kernel/abi.py: the warm launch asks it before it uses
+a cached record (isorun.cache.record.usable), and the compiler's notes ask it
+(compile.exposure).
 """
 
 from __future__ import annotations
 
 import os
 
-#: the overflow uid a root caller's sandbox runs as (README, "Root")
-NOBODY = 65534
+from isorun.kernel.abi import NOBODY
 
 
 def nobody_cannot_write(path: str | bytes) -> bool:

@@ -24,8 +24,6 @@ from isorun.kernel import abi
 #: sysctls that decide whether a user namespace can be created, and the value that allows
 USERNS_SYSCTLS = abi.USERNS_SYSCTLS
 
-CLONE_NEWUSER = 0x10000000
-
 
 @dataclass(frozen=True, slots=True)
 class Tool:

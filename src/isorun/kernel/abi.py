@@ -38,6 +38,35 @@ LANDLOCK_FILE_RIGHTS = {
     "ioctl_dev": 1 << 15,
 }  # fmt: skip
 
+#: the namespace flags of clone(2) and unshare(2) (sched.h)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+#: clone(2) cannot take it (the bit is CSIGNAL's); unshare(2) and clone3(2) can, since 5.6
+CLONE_NEWTIME = 0x00000080
+#: the bit that marks an x32 syscall number (asm/unistd.h __X32_SYSCALL_BIT)
+X32_SYSCALL_BIT = 0x40000000
+#: a profile's namespace names -> their flag
+NAMESPACE_FLAGS = {
+    "user": CLONE_NEWUSER, "pid": CLONE_NEWPID, "net": CLONE_NEWNET, "mount": CLONE_NEWNS,
+    "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "cgroup": CLONE_NEWCGROUP, "time": CLONE_NEWTIME,
+}  # fmt: skip
+
+#: mount(2) flags a launch record's mounts carry (sys/mount.h)
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+
+#: the host's overflow uid and gid: a root caller's sandbox runs as it (README, "Root")
+NOBODY = 65534
+
+#: exit status when the wall-clock limit killed the sandbox, as timeout(1)
+EXIT_WALL_TIME = 124
 #: exit status of a sandbox whose set-up failed, and of isorun refusing to run
 EXIT_SETUP = 125
 #: the command exists but cannot be executed, as in sh(1)

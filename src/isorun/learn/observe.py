@@ -47,18 +47,16 @@ from isorun.compile.plan import LoadSeccomp, Plan, WallTime
 from isorun.compile.refusals import AUDIT_ARCH
 from isorun.errors import IsorunError, UsageError
 from isorun.kernel import syscalls
+from isorun.kernel.abi import NAMESPACE_FLAGS, X32_SYSCALL_BIT
 from isorun.learn.filters import Mode, learn_filters, native_arch
 from isorun.profile.schema import Profile, Seccomp
 
 if TYPE_CHECKING:
     from isorun.sandbox._shim import Supervised
 
-X32_BIT = 0x40000000
-
 #: every CLONE_NEW* bit (CLONE_NEWTIME shares its value with CSIGNAL's range but is only
 #: meaningful to unshare and clone3; keeping it in the mask costs nothing)
-NS_MASK = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 \
-    | 0x40000000 | 0x00000080
+NS_MASK = sum(NAMESPACE_FLAGS.values())
 U32 = 0xFFFFFFFF
 #: the arguments a learned rule conditions on: name -> (index, mask, what it is). These
 #: are the arguments Docker's default profile and isorun's hardening look at; 32-bit
@@ -121,7 +119,7 @@ class Observation:
 
 
 def _arch_tables(native: str) -> dict[int, dict[int, str]]:
-    """AUDIT_ARCH -> number -> name (x32 numbers carry X32_BIT in the x86_64 arch)."""
+    """AUDIT_ARCH -> number -> name (x32 numbers carry X32_SYSCALL_BIT in the x86_64 arch)."""
     out: dict[int, dict[int, str]] = {}
     for name in syscalls.arches():
         audit = AUDIT_ARCH.get("x86_64" if name == "x32" else name)
@@ -254,7 +252,7 @@ def _to_observation(result: Any, base: str, mode: Mode, argv: tuple[str, ...], a
     tables = _arch_tables(arch)
     counts: Counter[tuple[str, str, int | None]] = Counter()
     for c in result.calls:
-        if c.arch == AUDIT_ARCH.get("x86_64") and c.nr & X32_BIT:
+        if c.arch == AUDIT_ARCH.get("x86_64") and c.nr & X32_SYSCALL_BIT:
             arch_name = "x32"
         else:
             arch_name = next((a for a, v in AUDIT_ARCH.items() if v == c.arch), hex(c.arch))

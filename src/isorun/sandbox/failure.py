@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from isorun.errors import SandboxSetupError
+from isorun.kernel.abi import MS_RDONLY, NOBODY
 from isorun.sandbox.record import MOUNT
 from isorun.sandbox.shim_ffi import load_shim, resolve_in_parent
 from isorun.sandbox.spec import MountKind
@@ -21,9 +22,6 @@ if TYPE_CHECKING:
     from isorun.sandbox.parent import Failure, Record
 
 EACCES, ELOOP = 13, 40
-#: the sandbox's user on the host when the caller is root (compile/planner.py NOBODY)
-NOBODY = 65534
-MS_RDONLY = 0x1
 
 
 def setup_error(

@@ -24,6 +24,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from isorun.kernel.abi import MS_RDONLY
+from isorun.sandbox.record import MOUNT_KINDS
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from isorun.compile import plan as p
@@ -31,8 +34,6 @@ if TYPE_CHECKING:
 RENAME_NOREPLACE = 1
 #: <linux/time.h>; the time module does not name it
 CLOCK_REALTIME_COARSE = 5
-#: isorun_shim.h ISORUN_MOUNT_BIND and MS_RDONLY, as a launch record holds them
-MOUNT_BIND, MS_RDONLY = 1, 0x1
 
 
 def is_git_guard(step: p.MountStep) -> bool:
@@ -88,7 +89,7 @@ def missing_in_record(mounts: Iterable[tuple[Any, ...]]) -> tuple[str, ...]:
 
 
 def _record_guard(kind: int, dst: Any, src: Any, flags: int, optional: Any) -> bool:
-    return bool(kind == MOUNT_BIND and optional and flags & MS_RDONLY
+    return bool(kind == MOUNT_KINDS["BIND"] and optional and flags & MS_RDONLY
                 and os.path.basename(os.fsdecode(src)) == ".git"
                 and os.path.basename(os.fsdecode(dst)) == ".git")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from isorun.kernel.abi import CLONE_NEWUSER
 from isorun.sandbox.record import MOUNT
 from isorun.sandbox.shim_ffi import load_shim, resolve_in_parent
 
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
     from isorun.sandbox.parent import Record
 
-CLONE_NEWUSER = 0x10000000
 ENOENT, ENOTDIR, ELOOP = 2, 20, 40
 #: open_tree(2) shares its number across architectures (the 5.2 unified syscall table)
 SYS_OPEN_TREE = 428

@@ -15,14 +15,10 @@ from isorun.compile import plan as p
 from isorun.compile.environment import build_environment
 from isorun.errors import InternalError
 from isorun.kernel import abi
+from isorun.kernel.abi import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, NAMESPACE_FLAGS
 from isorun.profile.schema import CAPABILITIES
 from isorun.sandbox.spec import MountKind, Rlimit, ShimMount, ShimSpec
 
-CLONE_FLAGS = {
-    "user": 0x10000000, "pid": 0x20000000, "net": 0x40000000, "mount": 0x00020000,
-    "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000, "time": 0x00000080,
-}
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 #: the shim's names for its fixed steps (the ``step`` of a failure record) -> plan step type
 SHIM_STEPS = {
     "clone": p.Clone, "ids": p.MapIds, "setgroups": p.MapIds, "uid_map": p.MapIds,
@@ -152,7 +148,7 @@ def _spec_fields(step: p.Step, fields: dict[str, object], caller_env: Mapping[st
         case p.Clone():
             flags = 0
             for name in step.namespaces:
-                flags |= CLONE_FLAGS[name]
+                flags |= NAMESPACE_FLAGS[name]
             fields["clone_flags"] = flags
             fields["init"] = "pid" in step.namespaces
         case p.MapIds():

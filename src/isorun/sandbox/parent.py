@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 
+from isorun.kernel.abi import CLONE_NEWPID, CLONE_NEWUSER
 from isorun.sandbox.mounts import resolve_mounts_in_parent
 from isorun.sandbox.shim_ffi import FAILURE_SIZE, build_struct, check_record, load_shim
 
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 #: when the layout changes and cached records from before are never read
 RECORD_FORMAT = 6
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
 SIGKILL = 9
 SIGTTOU = 22
 

@@ -18,20 +18,17 @@ from types import TracebackType
 from typing import IO
 
 from isorun.errors import SandboxSetupError
+from isorun.kernel.abi import CLONE_NEWPID, EXIT_WALL_TIME
 from isorun.sandbox import parent
 from isorun.sandbox.cgroup import (
     Cgroup,
 )
 from isorun.sandbox.spec import ShimSpec
+from isorun.sandbox.wall_clock import start_wall_clock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from isorun.sandbox.parent import Record
-
-#: exit code reported when the wall-clock limit killed the sandbox, as timeout(1)
-EXIT_WALL_TIME = 124
-
-CLONE_NEWPID = parent.CLONE_NEWPID
 
 
 def _exit_code(status: int) -> int:
@@ -78,11 +75,7 @@ class SandboxProcess:
         self._reclaim_terminal = False
         #: what the cgroup's limits did (Cgroup.events_in_parent), once reaped
         self.limit_events: dict[str, int] = {}
-        self._timer: threading.Timer | None = None
-        if wall_time is not None:
-            self._timer = threading.Timer(wall_time, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
+        self._timer = start_wall_clock(wall_time, self._expire)
 
     def _expire(self) -> None:
         with self._lock:

@@ -19,21 +19,34 @@ if TYPE_CHECKING:
 
 
 class MountKind(enum.IntEnum):
-    """What a :class:`ShimMount` makes. Values are part of the shim ABI (isorun_shim.h)."""
+    """What a :class:`ShimMount` makes; the values are sandbox/record.py's, part of the shim ABI."""
 
-    BIND = 1  # bind src onto dst; flags may carry MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC
-    TMPFS = 2  # tmpfs at dst; data holds "size=...,mode=..."
-    PROC = 3  # a new procfs at dst (needs a new pid namespace); /proc/sys etc. made read-only
-    DEV = 4  # a minimal /dev at dst: null zero full random urandom tty, pts/ptmx, shm
-    SYMLINK = 5  # symlink at dst pointing to src (the link text)
-    FILE = 6  # regular file at dst holding src (the content), mode from ``mode``
-    DIR = 7  # directory at dst with ``mode``
-    DEV_BIND = 8  # bind src onto dst keeping device nodes usable (no MS_NODEV)
-    MQUEUE = 9  # a new mqueue fs at dst (with a new ipc namespace)
-    TREE = 10  # attach the detached tree ``tree_fd`` at dst (a BIND resolved by a root parent)
-    REMOUNT_RO = 11  # make the mount at dst read-only, not its submounts (the new root)
-    OVERLAY = 12  # overlayfs at dst: src the lower layer, changes on a tmpfs (data: its size)
-    MASK = 13  # hide dst if it exists: an empty read-only tmpfs, or /dev/null over a file
+    #: bind src onto dst; flags may carry MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC
+    BIND = table.MOUNT_KINDS["BIND"]
+    #: tmpfs at dst; data holds "size=...,mode=..."
+    TMPFS = table.MOUNT_KINDS["TMPFS"]
+    #: a new procfs at dst (needs a new pid namespace); /proc/sys etc. made read-only
+    PROC = table.MOUNT_KINDS["PROC"]
+    #: a minimal /dev at dst: null zero full random urandom tty, pts/ptmx, shm
+    DEV = table.MOUNT_KINDS["DEV"]
+    #: symlink at dst pointing to src (the link text)
+    SYMLINK = table.MOUNT_KINDS["SYMLINK"]
+    #: regular file at dst holding src (the content), mode from ``mode``
+    FILE = table.MOUNT_KINDS["FILE"]
+    #: directory at dst with ``mode``
+    DIR = table.MOUNT_KINDS["DIR"]
+    #: bind src onto dst keeping device nodes usable (no MS_NODEV)
+    DEV_BIND = table.MOUNT_KINDS["DEV_BIND"]
+    #: a new mqueue fs at dst (with a new ipc namespace)
+    MQUEUE = table.MOUNT_KINDS["MQUEUE"]
+    #: attach the detached tree ``tree_fd`` at dst (a BIND resolved by a root parent)
+    TREE = table.MOUNT_KINDS["TREE"]
+    #: make the mount at dst read-only, not its submounts (the new root)
+    REMOUNT_RO = table.MOUNT_KINDS["REMOUNT_RO"]
+    #: overlayfs at dst: src the lower layer, changes on a tmpfs (data: its size)
+    OVERLAY = table.MOUNT_KINDS["OVERLAY"]
+    #: hide dst if it exists: an empty read-only tmpfs, or /dev/null over a file
+    MASK = table.MOUNT_KINDS["MASK"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,13 +56,17 @@ def consts_h(kernel: Mapping[str, Any], shim: Mapping[str, Any],
     return "".join(lines)
 
 
+def _number_assert(c_name: str, number: int) -> str:
+    return f'_Static_assert({c_name} == {number}, "kernel/abi.py: {c_name} is not {number}");\n'
+
+
 def tables_h(kernel: Mapping[str, Any], shim: Mapping[str, Any],
              record: Mapping[str, Any]) -> str:  # fmt: skip
     signals, rlimits = kernel["FORWARDED_SIGNALS"], kernel["RLIMITS"]
     out = [_BANNER.format("kernel/abi.py, shim/abi.py and sandbox/record.py"),
-           "#ifndef ISORUN_TABLES_H\n#define ISORUN_TABLES_H\n\n#include <signal.h>\n"
-           "#include <sys/resource.h>\n\n/* after consts.h and isorun_shim.h, which has no include"
-           " guard (cdef reads no #if) */\n\n"]
+           "#ifndef ISORUN_TABLES_H\n#define ISORUN_TABLES_H\n\n#include <sched.h>\n"
+           "#include <signal.h>\n#include <sys/resource.h>\n\n/* after consts.h and isorun_shim.h,"
+           " which has no include guard (cdef reads no #if) */\n\n"]
     strings = {
         "ISORUN_INDEX_MAGIC": _c_string(shim["INDEX_MAGIC"]),
         "ISORUN_MAC_KEY_NAME": _c_string(shim["MAC_KEY_NAME"]),
@@ -81,8 +85,13 @@ def tables_h(kernel: Mapping[str, Any], shim: Mapping[str, Any],
     out += [f"#define {name} {value}\n" for name, value in strings.items()]
     out.append("\n/* the numbers kernel/abi.py gives, as this libc's headers have them */\n")
     numbers = [*signals.items(), *rlimits.values()]
-    out += [f'_Static_assert({c_name} == {number}, "kernel/abi.py: {c_name} is not '
-            f'{number}");\n' for c_name, number in numbers]
+    numbers += [(name, kernel[name]) for name in kernel if name.startswith("CLONE_NEW")]
+    out += [_number_assert(c_name, number) for c_name, number in numbers]
+    # <sys/mount.h> and <linux/mount.h> clash in glibc 2.36, so tables.h includes
+    # neither: the files that include one (index_auto.c) check these
+    out.append("#ifdef MS_RDONLY\n")
+    out += [_number_assert(name, kernel[name]) for name in kernel if name.startswith("MS_")]
+    out.append("#endif\n")
     out.append("\n/* a member of each name sandbox/record.py says the C side has */\n")
     members = [("isorun_spec", name) for name, how in record["FIELDS"] if how != "parent"]
     members += [(struct, name) for struct, names in record["C_STRUCTS"] for name in names]

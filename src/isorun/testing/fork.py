@@ -14,15 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from isorun.kernel.abi import CLONE_NEWPID, EXIT_SETUP
 from isorun.testing import environ as pytest_environ
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from isorun.testing.sandbox import Policy
 
-#: exit status of a child whose sandbox set-up failed (the shim's ISORUN_EXIT_SETUP)
-EXIT_SETUP = 125
-CLONE_NEWPID = 0x20000000
 
 
 #: the result record: a 4-byte big-endian length, then that many bytes of JSON

@@ -13,9 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-CLONE_NEWNET = 0x40000000
-#: flags of a writable bind (planner: every bind is nosuid and nodev)
-MS_NOSUID, MS_NODEV = 0x2, 0x4
+from isorun.kernel.abi import CLONE_NEWNET, MS_NODEV, MS_NOSUID
+
 #: step numbers of the per-test writable binds, past any plan's (failures name the bind)
 WRITABLE_STEP = 10_000
 

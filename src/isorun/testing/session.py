@@ -15,14 +15,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from isorun.kernel.abi import NOBODY
 from isorun.testing import child as pytest_inner
 from isorun.testing import trust as pytest_trust
 from isorun.testing.child import strip_isorun
 from isorun.testing.profiles import project_loosenings, session_profile_text, stable_profile
 from isorun.testing.reports import ReportFile, collect_reports, prepare_reports, report_files
 
-#: the sandbox's uid on the host when the caller is root (planner.NOBODY)
-NOBODY = 65534
 
 def sandbox_owns(path: str) -> None:
     """Create the directory ``path`` the run writes by convention (pytest's cache,

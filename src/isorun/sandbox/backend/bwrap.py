@@ -13,22 +13,22 @@ from isorun.compile.render.bwrap import file_mounts, render_bwrap
 from isorun.errors import HostError, Lost
 from isorun.host.probe import BackendFacts
 from isorun.sandbox.backend.common import (
-    _DUMMY_FD,
+    DRY_RUN_FD,
     FRESH,
     Compiled,
     SandboxRun,
-    _capabilities,
-    _identity_missing,
-    _landlock_fd,
-    _landlock_here,
-    _memfd,
-    _program_fd,
-    _refusal_watch,
-    _render_lost,
-    _spawn,
-    _userns,
-    _which,
-    _with_stage,
+    capabilities_of,
+    data_fd,
+    identity_missing,
+    landlock_fd,
+    landlock_here,
+    program_fd,
+    refusal_watch_for,
+    render_lost,
+    spawn_wrapper,
+    userns_allowed,
+    which_tool,
+    with_exec_stage,
 )
 from isorun.sandbox.wrapper_mounts import check_sources, unsafe_destination
 
@@ -37,7 +37,7 @@ class BwrapBackend:
     name = "bwrap"
 
     def capabilities(self) -> frozenset[str]:
-        return _capabilities(self.check)
+        return capabilities_of(self.check)
 
     def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
         if facts.bwrap is None:
@@ -53,7 +53,7 @@ class BwrapBackend:
         if not facts.bwrap.setuid and spawn_uid != 0 and not facts.userns.allowed:
             return (f"bwrap is not setuid and user namespaces are disabled "
                     f"({facts.userns.blocker})", facts.userns.fix)
-        missing = _identity_missing(plan, facts, "bwrap")
+        missing = identity_missing(plan, facts, "bwrap")
         if missing[0]:
             return missing
         # Raises for a planted link (no backend may follow it); a destination bwrap
@@ -61,21 +61,21 @@ class BwrapBackend:
         return unsafe_destination(check_sources(plan, launch=False))
 
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
-        fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
+        fds = range(DRY_RUN_FD, DRY_RUN_FD + len(file_mounts(plan)))
         # with a stage descriptor, as spawn renders: a plan the inner checks cannot run
         # in (no /proc) is lost here too, not only at launch
-        return _render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD,
+        return render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=DRY_RUN_FD,
                                                  file_fds=fds, allow_weaker=True,
-                                                 userns=_userns(facts),
-                                                 stage_fd=_DUMMY_FD - 1,
-                                                 landlock_fd=_DUMMY_FD - 2,
-                                                 landlock=_landlock_here()))
+                                                 userns=userns_allowed(facts),
+                                                 stage_fd=DRY_RUN_FD - 1,
+                                                 landlock_fd=DRY_RUN_FD - 2,
+                                                 landlock=landlock_here()))
 
     def terminal_job(self, plan: p.Plan) -> bool:
-        fds = range(_DUMMY_FD, _DUMMY_FD + len(file_mounts(plan)))
-        return render_bwrap(plan, [], {}, seccomp_fd=_DUMMY_FD, file_fds=fds,
-                            allow_weaker=True, stage_fd=_DUMMY_FD - 1, terminal=True,
-                            landlock=_landlock_here()).terminal_job
+        fds = range(DRY_RUN_FD, DRY_RUN_FD + len(file_mounts(plan)))
+        return render_bwrap(plan, [], {}, seccomp_fd=DRY_RUN_FD, file_fds=fds,
+                            allow_weaker=True, stage_fd=DRY_RUN_FD - 1, terminal=True,
+                            landlock=landlock_here()).terminal_job
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: Any = None, stdout: Any = None, stderr: Any = None,
@@ -95,32 +95,32 @@ class BwrapBackend:
         plan = checked.plan
         with ExitStack() as stack:
             program = (compiled or FRESH).program(plan)
-            seccomp_fd = _program_fd(plan, program, stack)
-            watch = _refusal_watch(plan, program, refusals, stack)
-            file_fds = [_memfd(data, stack) for data in file_mounts(plan)]
+            seccomp_fd = program_fd(plan, program, stack)
+            watch = refusal_watch_for(plan, program, refusals, stack)
+            file_fds = [data_fd(data, stack) for data in file_mounts(plan)]
             stage_fd = open_stage()
             stack.callback(os.close, stage_fd)
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
-                               allow_weaker=allow_weaker, bwrap=_which("bwrap"),
-                               userns=_userns(facts), stage_fd=stage_fd,
+                               allow_weaker=allow_weaker, bwrap=which_tool("bwrap"),
+                               userns=userns_allowed(facts), stage_fd=stage_fd,
                                identities=checked.identities, terminal=terminal,
-                               landlock=_landlock_here(),
-                               landlock_fd=_landlock_fd(plan, stack),
+                               landlock=landlock_here(),
+                               landlock_fd=landlock_fd(plan, stack),
                                report_fds=None if watch is None else watch.child_fds)
             if watch is not None and "--report-fd" not in inv.argv:
                 watch.abandon()  # bwrap loads the filter itself: no stage to hand it over
                 watch = None
-            inv = _with_stage(inv)
+            inv = with_exec_stage(inv)
             # Everything between "bwrap" and the command goes through --args: it keeps
             # environment values and paths out of /proc/PID/cmdline (readable by every
             # host user) and long plans clear of ARG_MAX. bwrap closes the descriptor
             # after reading it.
-            at = inv.argv.index(_which("bwrap"))
+            at = inv.argv.index(which_tool("bwrap"))
             end = inv.command_at - 1
             packed = b"".join(os.fsencode(a) + b"\0" for a in inv.argv[at + 1:end])
-            args_fd = _memfd(packed, stack)
+            args_fd = data_fd(packed, stack)
             inv = replace(inv, argv=(*inv.argv[:at + 1], "--args", str(args_fd),
                                      *inv.argv[end:]),
                           pass_fds=tuple(sorted({*inv.pass_fds, args_fd})))
-            return _spawn(inv, plan, stdin, stdout, stderr, watch)
+            return spawn_wrapper(inv, plan, stdin, stdout, stderr, watch)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, suppress
 from dataclasses import replace
@@ -18,14 +17,14 @@ from isorun.compile.pipeline import seccomp_program
 from isorun.compile.render.invocation import HELPER, Invocation
 from isorun.errors import HostError, Lost, SandboxSetupError, Unsupported, os_failure
 from isorun.host.probe import BackendFacts
+from isorun.kernel.abi import EXIT_WALL_TIME
 from isorun.profile.schema import Seccomp
+from isorun.sandbox.wall_clock import start_wall_clock
 
 if TYPE_CHECKING:
     from isorun.sandbox.refusal_watch import RefusalWatch
 
-NOBODY = 65534
-EXIT_WALL_TIME = 124
-_DUMMY_FD = 1000  # descriptor numbers for dry renders (check); never opened
+DRY_RUN_FD = 1000  # descriptor numbers for dry renders (check); never opened
 
 
 class Compiled(Protocol):
@@ -125,13 +124,13 @@ def sample_plan(step: p.Step) -> p.Plan:
     return p.Plan("sample", (*before, step, p.Exec()))
 
 
-def _capabilities(check: Callable[[p.Plan, BackendFacts | None], list[Lost]]
+def capabilities_of(check: Callable[[p.Plan, BackendFacts | None], list[Lost]]
                   ) -> frozenset[str]:
     return frozenset(aspect for aspect, step in SAMPLES
                      if not check(sample_plan(step), None))
 
 
-def _render_lost(render: Callable[[], Invocation]) -> list[Lost]:
+def render_lost(render: Callable[[], Invocation]) -> list[Lost]:
     try:
         return list(render().lost)
     except Unsupported as err:  # pragma: no cover - renders below pass allow_weaker
@@ -142,7 +141,7 @@ def _needs_userns(plan: p.Plan) -> bool:
     return any("user" in c.namespaces for c in plan.find(p.Clone))
 
 
-def _userns_missing(plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
+def userns_missing(plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
     if _needs_userns(plan) and not facts.userns.allowed:
         return (f"user namespaces are disabled ({facts.userns.blocker})", facts.userns.fix)
     return "", ""
@@ -152,18 +151,18 @@ def _userns_missing(plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
 FRESH = Fresh()
 
 
-def _landlock_here() -> bool:
+def landlock_here() -> bool:
     """Whether this kernel has Landlock: bwrap's terminal mode needs it (render/bwrap.py)."""
     from isorun.host.facts import probe
 
     return probe().landlock >= 1
 
 
-def _userns(facts: BackendFacts | None) -> bool:
+def userns_allowed(facts: BackendFacts | None) -> bool:
     return True if facts is None else facts.userns.allowed
 
 
-def _identity_missing(plan: p.Plan, facts: BackendFacts, tool: str) -> tuple[str, str]:
+def identity_missing(plan: p.Plan, facts: BackendFacts, tool: str) -> tuple[str, str]:
     """A wrapper maps the uid that runs it, so the runner spawns it as the plan's host
     uid; only root can become another uid."""
     for step in plan.find(p.MapIds):
@@ -197,11 +196,7 @@ class SandboxRun:
         self.reports_refusals = False
         #: the wrappers report no failed execve apart: the exec stage says it itself
         self.exec_error: SandboxSetupError | None = None
-        self._timer: threading.Timer | None = None
-        if wall_time is not None:
-            self._timer = threading.Timer(wall_time, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
+        self._timer = start_wall_clock(wall_time, self._expire)
 
     def _expire(self) -> None:
         if self._proc.poll() is None:
@@ -280,7 +275,7 @@ def kill_tree(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _which(name: str) -> str:
+def which_tool(name: str) -> str:
     import shutil
 
     path = shutil.which(name)
@@ -290,7 +285,7 @@ def _which(name: str) -> str:
     return path
 
 
-def _memfd(data: bytes, stack: ExitStack) -> int:
+def data_fd(data: bytes, stack: ExitStack) -> int:
     # close-on-exec here; the spawn clears it only for the descriptors the plan passes
     from isorun.host.anonfile import handed_file
 
@@ -299,14 +294,14 @@ def _memfd(data: bytes, stack: ExitStack) -> int:
     return fd
 
 
-def _program_fd(plan: p.Plan, program: bytes, stack: ExitStack) -> int | None:
+def program_fd(plan: p.Plan, program: bytes, stack: ExitStack) -> int | None:
     """The same BPF program the native shim loads, in a descriptor."""
     if not plan.find(p.LoadSeccomp):
         return None
-    return _memfd(program, stack)
+    return data_fd(program, stack)
 
 
-def _refusal_watch(plan: p.Plan, program: bytes, refusals: bool, stack: ExitStack
+def refusal_watch_for(plan: p.Plan, program: bytes, refusals: bool, stack: ExitStack
                    ) -> RefusalWatch | None:
     """The refusal report's watch for a wrapper's exec stage; None when not asked for,
     or when the plan's program has no reporting form (refusals.reporting_filter)."""
@@ -323,7 +318,7 @@ def _refusal_watch(plan: p.Plan, program: bytes, refusals: bool, stack: ExitStac
     return watch
 
 
-def _landlock_fd(plan: p.Plan, stack: ExitStack) -> int | None:
+def landlock_fd(plan: p.Plan, stack: ExitStack) -> int | None:
     """The plan's Landlock ruleset for the exec stage, in a descriptor (None: the plan
     has none, or one that handles nothing, as native.landlock_fields decides)."""
     from isorun.sandbox.flat import landlock_section
@@ -333,10 +328,10 @@ def _landlock_fd(plan: p.Plan, stack: ExitStack) -> int | None:
     fields = landlock_fields(steps[0]) if steps else {}
     if not fields:
         return None
-    return _memfd(landlock_section(fields), stack)
+    return data_fd(landlock_section(fields), stack)
 
 
-def _with_stage(inv: Invocation) -> Invocation:
+def with_exec_stage(inv: Invocation) -> Invocation:
     if inv.argv and inv.argv[0] == HELPER:
         from isorun.sandbox.exec_stage import exec_stage_path
 
@@ -344,7 +339,7 @@ def _with_stage(inv: Invocation) -> Invocation:
     return inv
 
 
-def _spawn(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any,
+def spawn_wrapper(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any,
            watch: RefusalWatch | None = None) -> SandboxRun:
     user: dict[str, Any] = {}
     if inv.user is not None and inv.user != (os.getuid(), os.getgid()):

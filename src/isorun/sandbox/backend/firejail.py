@@ -13,22 +13,22 @@ from isorun.compile.render.firejail import render_firejail
 from isorun.errors import Lost
 from isorun.host.anonfile import fill_fd
 from isorun.host.probe import BackendFacts
+from isorun.kernel.abi import NOBODY
 from isorun.sandbox.backend.common import (
-    _DUMMY_FD,
+    DRY_RUN_FD,
     FRESH,
-    NOBODY,
     Compiled,
     SandboxRun,
-    _capabilities,
-    _identity_missing,
-    _landlock_fd,
-    _memfd,
-    _program_fd,
-    _refusal_watch,
-    _render_lost,
-    _spawn,
-    _userns,
-    _which,
+    capabilities_of,
+    data_fd,
+    identity_missing,
+    landlock_fd,
+    program_fd,
+    refusal_watch_for,
+    render_lost,
+    spawn_wrapper,
+    userns_allowed,
+    which_tool,
 )
 from isorun.sandbox.wrapper_mounts import check_sources
 
@@ -37,7 +37,7 @@ class FirejailBackend:
     name = "firejail"
 
     def capabilities(self) -> frozenset[str]:
-        return _capabilities(self.check)
+        return capabilities_of(self.check)
 
     def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
         tool = facts.firejail
@@ -48,7 +48,7 @@ class FirejailBackend:
         if facts.no_new_privs and not facts.host.root:
             return ("no_new_privs is set on this process, so setuid firejail cannot gain "
                     "root", "run isorun where no_new_privs is not set")
-        missing = _identity_missing(plan, facts, "firejail")
+        missing = identity_missing(plan, facts, "firejail")
         if missing[0]:
             return missing
         check_sources(plan, launch=False)  # raises for a planted link: no backend may follow it
@@ -68,16 +68,16 @@ class FirejailBackend:
         return "", ""
 
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
-        return _render_lost(lambda: render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD,
-                                                    env_fd=_DUMMY_FD + 1,
-                                                    helper_fd=_DUMMY_FD + 2,
+        return render_lost(lambda: render_firejail(plan, [], {}, seccomp_fd=DRY_RUN_FD,
+                                                    env_fd=DRY_RUN_FD + 1,
+                                                    helper_fd=DRY_RUN_FD + 2,
                                                     allow_weaker=True,
-                                                    userns=_userns(facts),
-                                                    landlock_fd=_DUMMY_FD + 3))
+                                                    userns=userns_allowed(facts),
+                                                    landlock_fd=DRY_RUN_FD + 3))
 
     def terminal_job(self, plan: p.Plan) -> bool:
-        return render_firejail(plan, [], {}, seccomp_fd=_DUMMY_FD, env_fd=_DUMMY_FD + 1,
-                               helper_fd=_DUMMY_FD + 2, allow_weaker=True,
+        return render_firejail(plan, [], {}, seccomp_fd=DRY_RUN_FD, env_fd=DRY_RUN_FD + 1,
+                               helper_fd=DRY_RUN_FD + 2, allow_weaker=True,
                                terminal=True).terminal_job
 
     def spawn(self, plan: p.Plan, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
@@ -93,20 +93,20 @@ class FirejailBackend:
         plan = checked.plan
         with ExitStack() as stack:
             program = (compiled or FRESH).program(plan)
-            seccomp_fd = _program_fd(plan, program, stack)
-            watch = _refusal_watch(plan, program, refusals, stack)
-            env_fd = _memfd(b"", stack)
+            seccomp_fd = program_fd(plan, program, stack)
+            watch = refusal_watch_for(plan, program, refusals, stack)
+            env_fd = data_fd(b"", stack)
             # The stage reaches the sandbox as a descriptor (exec'd as /proc/self/fd/N),
             # so no host path of it has to be visible inside.
             helper_fd = open_stage()
             stack.callback(os.close, helper_fd)
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
-                                  firejail=_which("firejail"), userns=_userns(facts),
+                                  firejail=which_tool("firejail"), userns=userns_allowed(facts),
                                   identities=checked.identities, terminal=terminal,
-                                  landlock_fd=_landlock_fd(plan, stack),
+                                  landlock_fd=landlock_fd(plan, stack),
                                   report_fds=None if watch is None else watch.child_fds)
             for fd, data in inv.inputs:
                 fill_fd(fd, data)
-            return _spawn(inv, plan, stdin, stdout, stderr, watch)
+            return spawn_wrapper(inv, plan, stdin, stdout, stderr, watch)
         raise AssertionError("unreachable")  # pragma: no cover

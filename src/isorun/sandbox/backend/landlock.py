@@ -10,7 +10,7 @@ from typing import Any
 from isorun.compile import plan as p
 from isorun.errors import Lost, Unsupported
 from isorun.host.probe import BackendFacts
-from isorun.sandbox.backend.common import FRESH, Compiled, SandboxRun, _capabilities
+from isorun.sandbox.backend.common import FRESH, Compiled, SandboxRun, capabilities_of
 from isorun.sandbox.backend.native import native_missing
 
 
@@ -21,7 +21,7 @@ class LandlockBackend:
     name = "landlock"
 
     def capabilities(self) -> frozenset[str]:
-        return _capabilities(self.check)
+        return capabilities_of(self.check)
 
     def unavailable(self, plan: p.Plan, facts: BackendFacts) -> tuple[str, str]:
         missing = native_missing(facts)

@@ -11,7 +11,7 @@ from isorun.compile import plan as p
 from isorun.compile.render.invocation import terminal_job_allowed
 from isorun.errors import Lost, SandboxSetupError
 from isorun.host.probe import BackendFacts
-from isorun.sandbox.backend.common import FRESH, SAMPLES, Compiled, _userns_missing
+from isorun.sandbox.backend.common import FRESH, SAMPLES, Compiled, userns_missing
 
 if TYPE_CHECKING:
     from isorun.sandbox.refusal_watch import RefusalWatch
@@ -52,7 +52,7 @@ class NativeBackend:
         missing = native_missing(facts)
         if missing:
             return missing, "rebuild it: pip install --no-deps -e . (make shim)"
-        return _userns_missing(plan, facts)
+        return userns_missing(plan, facts)
 
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         return []
