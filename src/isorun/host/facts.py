@@ -50,10 +50,11 @@ def probe() -> HostFacts:
 
 def _userns_sysctls() -> bool:
     # (file, the smallest value that allows user namespaces); the second one restricts
-    # unprivileged callers only
-    checks = [("/proc/sys/user/max_user_namespaces", 1)]
+    # unprivileged callers only. These are the sysctls the plan cache keys on.
+    max_namespaces, unprivileged_clone = abi.KEYED_USERNS_SYSCTLS
+    checks = [(max_namespaces, 1)]
     if os.getuid() != 0:
-        checks.append(("/proc/sys/kernel/unprivileged_userns_clone", 1))
+        checks.append((unprivileged_clone, 1))
     for path, minimum in checks:
         try:
             with open(path) as f:

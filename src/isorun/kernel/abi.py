@@ -13,7 +13,10 @@ USERNS_SYSCTLS = (
      "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
 )  # fmt: skip
 #: the paths whose contents the plan cache key (cache.entry.facts_key) and the launch index
-#: (cache/index.py writes, launch_index.c compares) record, in this order: the first two
+#: (cache/index.py writes, launch_index.c compares) record, in this order: the two that
+#: host.facts reads to decide HostFacts.userns. The AppArmor one is read only to explain
+#: a refusal (doctor, host.probe): where it takes the capabilities of a namespace the
+#: plan assumed, a set-up step fails with its syscall and errno, and nothing runs.
 KEYED_USERNS_SYSCTLS = tuple(path for _name, path in USERNS_SYSCTLS[:2])
 
 #: signals the launcher passes on to the sandbox (sandbox/foreground.py, launch.c, exec.c's init);
