@@ -88,8 +88,10 @@ def test_unwritable_stage_cache_is_a_host_error(user_tmp: Path) -> None:
 
 
 def test_stage_on_noexec_mount_is_a_host_error(user_tmp: Path) -> None:
-    """The stage builds (gcc writes it) but execve refuses it: the tmpfs is noexec. The
-    mount exists only in a mount namespace of the test's own (unshare -m)."""
+    """The stage builds (gcc writes it) but cannot be executed: the tmpfs is noexec.
+    isorun says so before bwrap would exec it inside the sandbox, where the refusal would
+    be only bwrap's own message. The mount exists only in a mount namespace of the test's
+    own (unshare -m)."""
     user = _user()
     if shutil.which("unshare") is None:
         missing("unshare, for a private noexec mount")

@@ -18,7 +18,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,55 @@ def test_strict_bounds_a_fork_bomb(world: Path, who: str) -> None:
     assert done.returncode == 0, done.stderr
     # limits.nproc = 256 counts the sandbox's processes and threads, its pid 1 included
     assert 100 < int(done.stdout) <= 256, done.stdout
+
+
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
+def test_more_processes_than_nproc_outside_do_not_stop_a_launch(world: Path, who: str,
+                                                                 backend: str) -> None:
+    # limits.nproc bounds the sandbox, not the caller: a user who already runs more
+    # processes than that (a desktop session may) must still start one. The bwrap
+    # backend once set the limit before bwrap made its user namespace, where the kernel
+    # counts every process of the caller's uid: bwrap failed with EAGAIN.
+    if backend == "bwrap" and shutil.which("bwrap") is None:
+        missing("bwrap")
+    holder = _as(who, ["/bin/sh", "-c", "for i in $(seq 300); do sleep 120 & done; wait"])
+    try:
+        uid = 0 if who == "root" else _user().pw_uid  # type: ignore[union-attr]
+        _wait_for(lambda: _processes_of(uid) >= 300)
+        done = isorun_cli(who, world, world / "project", "--backend", backend, "--profile",
+                          "strict", "--", "python3", "-c", FORK_BOMB)
+    finally:
+        os.killpg(holder.pid, 9)
+        holder.wait()
+    assert done.returncode == 0, done.stderr
+    # and the limit still holds inside
+    assert 100 < int(done.stdout) <= 256, done.stdout
+
+
+def _as(who: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    if who != "root":
+        user = _user()
+        assert user is not None
+        argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                "--clear-groups", *argv]
+    return subprocess.Popen(argv, start_new_session=True, cwd="/")
+
+
+def _processes_of(uid: int) -> int:
+    count = 0
+    for name in os.listdir("/proc"):
+        try:
+            count += name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid
+        except OSError:
+            continue
+    return count
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the processes did not start in time"
+        time.sleep(0.05)
 
 
 def test_strict_refuses_2_gib_of_memory_and_of_writes(world: Path, who: str) -> None:

@@ -15,6 +15,7 @@ temporary files from variables (``COMPILER_PATH``, ``GCC_EXEC_PREFIX``, ``C_INCL
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -49,6 +50,9 @@ INPUTS = (
 NAME = "isorun-seccomp-exec"
 #: the ``what`` of every HostError of this module
 WHAT = "the exec stage (isorun-seccomp-exec)"
+#: the fix when the built stage cannot be executed
+NOEXEC_FIX = ("its cache directory must allow execution (not on a noexec mount): point "
+              "XDG_CACHE_HOME at one that does, or use the native backend")
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion")
 
 
@@ -219,12 +223,22 @@ def _in_cache(directory: Path, syscall: str) -> Iterator[None]:
                         "XDG_CACHE_HOME at a directory it can") from err
 
 
-def open_stage() -> int:
+def open_stage(backend: str) -> int:
     """A read-only descriptor of the built stage (building it first), which the wrappers
-    hand on so that no host path of it has to be visible in the sandbox."""
+    hand on so that no host path of it has to be visible in the sandbox.
+
+    Checked executable here (access(2) answers EACCES on a noexec mount too): the
+    wrapper execs it as /proc/self/fd/N inside the sandbox, where a refused execve would
+    reach the caller only as the wrapper's own one-line message."""
     path = exec_stage_path()
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
         raise HostError(WHAT, f"cannot open {path}: {os_failure('open', err)}",
                         f"remove {path} so that the next launch builds it again") from err
+    if not os.access(path, os.X_OK):
+        os.close(fd)
+        err = OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+        raise HostError(f"backend {backend}", f"cannot start the exec stage ({path}): "
+                        f"{os_failure('execve', err)}", NOEXEC_FIX)
+    return fd

@@ -10,8 +10,11 @@ covered here or by the runner:
   ``pass_fds`` open.
 * ``--proc`` leaves ``/proc/sys`` writable when the sandbox user may write it (uid 0
   mapped): the same paths the native shim masks are bound read-only over the new procfs.
-* bwrap sets no rlimits: the exec stage sets them before bwrap runs, so bwrap and the
-  command inherit them (rlimits survive execve, setrlimit(2)).
+* bwrap sets no rlimits: the exec stage inside sets them before the command, as the
+  native shim does inside its namespaces. Only a plan without /proc, where no stage runs
+  inside, has them set before bwrap runs (rlimits survive execve). There RLIMIT_NPROC
+  is checked when bwrap makes its user namespace, against every process the caller's uid
+  has on the host, so it can refuse to start (EAGAIN) a user who runs that many.
 * bwrap resolves bind sources with realpath(3) and creates and mounts destinations by
   path, following links, after isorun walked them (issue #12). With ``stage_fd`` the exec
   stage also runs inside, as the command bwrap starts: it checks every bind at its
@@ -195,7 +198,8 @@ def _bwrap_step(out: _Bwrap, step: p.Step) -> None:
         case p.Hostname():
             out.args += ["--hostname", step.name]
         case p.Rlimit():
-            out.rlimits += ["--rlimit", f"{step.resource}={step.value}"]
+            (out.inner if out.inside else out.rlimits).extend(
+                ["--rlimit", f"{step.resource}={step.value}"])
         case p.Chdir():
             out.args += ["--chdir", step.path]
         case p.NewSession():

@@ -98,7 +98,7 @@ class BwrapBackend:
             seccomp_fd = program_fd(plan, program, stack)
             watch = refusal_watch_for(plan, program, refusals, stack)
             file_fds = [data_fd(data, stack) for data in file_mounts(plan)]
-            stage_fd = open_stage()
+            stage_fd = open_stage("bwrap")
             stack.callback(os.close, stage_fd)
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
                                allow_weaker=allow_weaker, bwrap=which_tool("bwrap"),

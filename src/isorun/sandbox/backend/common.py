@@ -373,8 +373,9 @@ def _start_failure(inv: Invocation, err: OSError) -> HostError:
     syscall = "execve" if err.filename is not None else "fork/setresuid"
     if os.path.basename(program).startswith("isorun-seccomp-exec"):
         tool = "the exec stage"
-        fix = ("its cache directory must allow execution (not on a noexec mount): point "
-               "XDG_CACHE_HOME at one that does, or use the native backend")
+        from isorun.sandbox.exec_stage import NOEXEC_FIX
+
+        fix = NOEXEC_FIX
     else:
         tool = os.path.basename(program)
         fix = (f"check that {program} (and its interpreter) can be executed by uid "

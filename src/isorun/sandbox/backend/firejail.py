@@ -98,7 +98,7 @@ class FirejailBackend:
             env_fd = data_fd(b"", stack)
             # The stage reaches the sandbox as a descriptor (exec'd as /proc/self/fd/N),
             # so no host path of it has to be visible inside.
-            helper_fd = open_stage()
+            helper_fd = open_stage("firejail")
             stack.callback(os.close, helper_fd)
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
