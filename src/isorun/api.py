@@ -143,6 +143,15 @@ class Popen:
         return bool(getattr(self._proc, "timed_out", False))
 
     @property
+    def command_started(self) -> bool | None:
+        """Once ended, on the bwrap and firejail backends: whether the wrapper got as
+        far as starting the command (False: ``returncode`` is the wrapper's own failure);
+        None where the backend does not say (the native backends report a failed set-up
+        as :class:`SandboxSetupError` instead)."""
+        started: bool | None = getattr(self._proc, "command_started", None)
+        return started
+
+    @property
     def limit_events(self) -> dict[str, int]:
         """What the cgroup limits did, once the sandbox was reaped: ``oom_kill``,
         ``pids_max`` (see sandbox.cgroup.Cgroup.events_in_parent); {} without a cgroup."""

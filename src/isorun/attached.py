@@ -8,6 +8,7 @@ time, so a test that replaces ``api.Popen`` replaces the sandbox of this launch 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from isorun.cache.plans import cached_plan
 from isorun.compile.exposure import root_write_notes
 from isorun.compile.plan import Plan
 from isorun.errors import Lost
+from isorun.kernel.abi import EXIT_SETUP
 
 
 def launch(argv: list[str], *, profile: str, backend: str | None = None,
@@ -24,7 +26,6 @@ def launch(argv: list[str], *, profile: str, backend: str | None = None,
     Unless ``quiet``, a limit that stopped the command is named with its line."""
     import resource
     import signal
-    import sys
 
     def note(message: str) -> None:
         sys.stderr.write(message + "\n")
@@ -112,7 +113,6 @@ def _launch_sharing_terminal(argv: list[str], plan: Plan, quiet: bool,
     execve, the wrappers' exec stage before it execs the command (seccomp_exec.c)."""
     import resource
     import signal
-    import sys
 
     from isorun.sandbox.foreground import (
         FORWARDED_SIGNALS,
@@ -160,6 +160,12 @@ def _wait_and_report(plan: Plan, proc: api.Popen, before: Any, quiet: bool,
     import resource
 
     code = proc.wait()
+    if code != 0 and proc.command_started is False:
+        # bwrap's or firejail's own failure (its message is above): a set-up error, not
+        # the command's status, and none of the guesses below applies
+        sys.stderr.write(f"isorun: error: {proc.backend} stopped before it started the "
+                         f"command (its exit status {code}; its own message is above)\n")
+        return EXIT_SETUP
     if code != 0 and not quiet:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)

@@ -54,7 +54,8 @@ def user_tmp() -> Iterator[Path]:
 
 
 def _launch_as_user(user: pwd.struct_passwd, base: Path, cache: Path,
-                    wrap: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+                    wrap: list[str] | None = None, launch: list[str] = LAUNCH,
+                    path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess[str]:
     """The launch as ``user`` in a project directory under ``base``, with its caches
     under ``cache``; ``wrap`` runs first (as root) and ends by exec'ing the rest."""
     base.chmod(0o755)
@@ -66,10 +67,10 @@ def _launch_as_user(user: pwd.struct_passwd, base: Path, cache: Path,
     assert python is not None
     site = next(p for p in sys.path if p.endswith("site-packages"))
     package = str(Path(isorun.__file__).parent.parent)
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C", "HOME": str(base / "home"),
+    env = {"PATH": path, "LANG": "C", "HOME": str(base / "home"),
            "XDG_CACHE_HOME": str(cache), "PYTHONPATH": f"{package}:{site}"}  # fmt: skip
     argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-            "--clear-groups", python, *LAUNCH]  # fmt: skip
+            "--clear-groups", python, *launch]  # fmt: skip
     return subprocess.run([*(wrap or []), *argv], env=env, cwd=project,
                           capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
 
@@ -109,3 +110,47 @@ def test_stage_on_noexec_mount_is_a_host_error(user_tmp: Path) -> None:
     assert "hint: its cache directory must allow execution (not on a noexec mount)" in \
         done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+
+
+#: a wrapper that fails on its own, as bwrap does when the user's processes reach
+#: RLIMIT_NPROC; it answers isorun's probe (--version) as the real one
+FAILING_WRAPPER = """#!/bin/sh
+case "$1" in --version) exec {real} "$@";; esac
+echo "{tool}: Creating new namespace failed: Resource temporarily unavailable" >&2
+exit 1
+"""
+
+
+@pytest.mark.parametrize("tool", ["bwrap", "firejail"])
+def test_a_wrapper_failing_before_the_command_is_a_set_up_error(user_tmp: Path,
+                                                                 tool: str) -> None:
+    """The wrapper's own exit status is not the command's: the exec stage inside says
+    with its first byte (--started-fd) that the command was reached. Without it isorun
+    names the wrapper, exits 125, and prints none of its guesses about the command."""
+    user = _user()
+    real = shutil.which(tool)
+    if real is None:
+        missing(tool)
+    launch = ["-m", "isorun", "--backend", tool, "--allow-weaker", "--profile", "strict",
+              "--", "sh", "-c", "exit 3"]
+    fake = user_tmp / "bin"
+    fake.mkdir()
+    (fake / tool).write_text(FAILING_WRAPPER.format(real=real, tool=tool))
+    # setuid as the real firejail is, which isorun checks (the kernel ignores the bit
+    # on a script)
+    (fake / tool).chmod(0o4755)
+    (user_tmp / "cache").mkdir()
+    os.chown(user_tmp / "cache", user.pw_uid, user.pw_gid)
+    done = _launch_as_user(user, user_tmp, user_tmp / "cache", launch=launch,
+                           path=f"{fake}:/usr/bin:/bin")
+    assert done.returncode == 125, done
+    assert f"{tool}: Creating new namespace failed" in done.stderr
+    assert (f"isorun: error: {tool} stopped before it started the command (its exit "
+            "status 1; its own message is above)") in done.stderr, done.stderr
+    assert "if it failed with" not in done.stderr
+    # the real wrapper: the command's own status, and the guesses about it
+    shutil.rmtree(user_tmp / "project")
+    done = _launch_as_user(user, user_tmp, user_tmp / "cache", launch=launch)
+    assert done.returncode == 3, done
+    assert "stopped before" not in done.stderr
+    assert "if it failed with" in done.stderr, done.stderr

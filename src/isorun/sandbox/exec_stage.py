@@ -238,7 +238,7 @@ def open_stage(backend: str) -> int:
                         f"remove {path} so that the next launch builds it again") from err
     if not os.access(path, os.X_OK):
         os.close(fd)
-        err = OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+        refused = OSError(errno.EACCES, os.strerror(errno.EACCES), path)
         raise HostError(f"backend {backend}", f"cannot start the exec stage ({path}): "
-                        f"{os_failure('execve', err)}", NOEXEC_FIX)
+                        f"{os_failure('execve', refused)}", NOEXEC_FIX)
     return fd

@@ -64,8 +64,13 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
                  identities: Mapping[str, Identity] | None = None,
                  terminal: bool = False, landlock: bool = False,
                  landlock_fd: int | None = None,
-                 report_fds: tuple[int, int] | None = None) -> Invocation:
+                 report_fds: tuple[int, int] | None = None,
+                 started_fd: int | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a bwrap command line.
+
+    ``started_fd``: the inner stage writes a byte to it first (--started-fd), so that a
+    failure of bwrap's own is told from the command's; unused (not in ``pass_fds``) where
+    no stage runs inside.
 
     ``report_fds`` (the CLI's refusal report): the socket and the reporting filter the
     inner stage hands the listener over with (--report-fd, shim/stage/seccomp_exec.c); unused
@@ -107,7 +112,7 @@ def render_bwrap(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *,
             out.late.clear()
         _bwrap_step(out, step)
     command = list(argv) if stage_fd is None else _stage_command(out, argv, stage_fd,
-                                                                 identities)
+                                                                 identities, started_fd)
     if out.lost and not allow_weaker:
         raise Unsupported(BACKEND, out.lost)
     out.inherited += list(file_fds)
@@ -315,7 +320,8 @@ def _bwrap_seccomp(out: _Bwrap, step: p.LoadSeccomp) -> None:
 
 
 def _stage_command(out: _Bwrap, argv: Sequence[str], stage_fd: int,
-                   identities: Mapping[str, Identity] | None) -> list[str]:
+                   identities: Mapping[str, Identity] | None,
+                   started_fd: int | None) -> list[str]:
     """The command bwrap runs when the exec stage goes inside: the stage, its checks and
     options, then ``argv``. Without /proc the stage cannot run: every bind check is lost
     and bwrap runs ``argv`` itself."""
@@ -335,9 +341,11 @@ def _stage_command(out: _Bwrap, argv: Sequence[str], stage_fd: int,
             raise InternalError(f"bwrap: bind sources not walked: {unchecked}")
     checks = [e.arg() for e in expects(plan, identities or {})]
     out.inherited.append(stage_fd)
+    started = [] if started_fd is None else ["--started-fd", str(started_fd)]
+    out.inherited += [] if started_fd is None else [started_fd]
     # --close-fds: bwrap hands the command every descriptor it inherited (this
     # stage's own among them); only the plan's kept ones may reach the command.
-    return [f"/proc/self/fd/{stage_fd}",
+    return [f"/proc/self/fd/{stage_fd}", *started,
             *(a for c in checks for a in ("--expect", c)), *out.inner,
             *(["--ptrace-domain"] if out.domain else []),
             *(a for fd in out.keep for a in ("--keep-fd", str(fd))), "--close-fds",

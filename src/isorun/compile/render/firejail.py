@@ -44,7 +44,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
                     identities: Mapping[str, Identity] | None = None,
                     terminal: bool = False,
                     landlock_fd: int | None = None,
-                    report_fds: tuple[int, int] | None = None) -> Invocation:
+                    report_fds: tuple[int, int] | None = None,
+                    started_fd: int | None = None) -> Invocation:
     """Render ``plan`` running ``argv`` as a firejail command line.
 
     ``env_fd`` receives the command's environment (``inputs``), ``helper_fd`` is the exec
@@ -60,6 +61,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     ``landlock_fd`` holds the plan's Landlock ruleset (sandbox/flat.landlock_section),
     which the stage applies. ``report_fds`` (the CLI's refusal report): the socket and
     the reporting filter the stage hands the listener over with (shim/stage/seccomp_exec.c).
+    ``started_fd``: the stage writes a byte to it first (--started-fd), so that a failure
+    of firejail's own is told from the command's.
     """
     # The stage loads the filter refusing TIOCSTI/TIOCLINUX before it execs the command,
     # and nothing of the sandbox runs before the stage but firejail itself: the command
@@ -74,7 +77,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     # Everything the stage reads, plus what the plan keeps, must survive firejail's own
     # descriptor closing (--keep-fd); the stage then closes all but ``keep``.
     inputs = ((env_fd, out.env_bytes),) if out.env_bytes or plan.find(p.Environment) else ()
-    passed = sorted({helper_fd, *(fd for fd, _ in inputs), *out.keep,
+    started = () if started_fd is None else (started_fd,)
+    passed = sorted({helper_fd, *started, *(fd for fd, _ in inputs), *out.keep,
                      *(() if seccomp_fd is None else (seccomp_fd,)),
                      *(() if seccomp_fd is None or report_fds is None else report_fds),
                      *(() if landlock_fd is None or not plan.find(p.Landlock)
@@ -82,7 +86,8 @@ def render_firejail(plan: p.Plan, argv: Sequence[str], env: Mapping[str, str], *
     args = [*out.args, "--nogroups", "--keep-fd=" + ",".join(str(fd) for fd in passed)]
     # the checks first: nothing else of the stage, nor the command, runs before them;
     # the command starts from default dispositions and no blocked signal (seccomp_exec.c)
-    stage = [*(a for c in _final(out.checks) for a in ("--expect", c.arg())), *out.stage,
+    stage = [*(a for fd in started for a in ("--started-fd", str(fd))),
+             *(a for c in _final(out.checks) for a in ("--expect", c.arg())), *out.stage,
              *(arg for fd in out.keep for arg in ("--keep-fd", str(fd))),
              "--close-fds", "--reset-signals"]
     return Invocation(BACKEND, (firejail, *args, "--", f"/proc/self/fd/{helper_fd}", *stage,

@@ -26,6 +26,7 @@ from isorun.sandbox.backend.common import (
     refusal_watch_for,
     render_lost,
     spawn_wrapper,
+    started_pipe,
     userns_allowed,
     which_tool,
     with_exec_stage,
@@ -100,13 +101,15 @@ class BwrapBackend:
             file_fds = [data_fd(data, stack) for data in file_mounts(plan)]
             stage_fd = open_stage("bwrap")
             stack.callback(os.close, stage_fd)
+            started = started_pipe(stack)
             inv = render_bwrap(plan, argv, caller, seccomp_fd=seccomp_fd, file_fds=file_fds,
                                allow_weaker=allow_weaker, bwrap=which_tool("bwrap"),
                                userns=userns_allowed(facts), stage_fd=stage_fd,
                                identities=checked.identities, terminal=terminal,
                                landlock=landlock_here(),
                                landlock_fd=landlock_fd(plan, stack),
-                               report_fds=None if watch is None else watch.child_fds)
+                               report_fds=None if watch is None else watch.child_fds,
+                               started_fd=started[1])
             if watch is not None and "--report-fd" not in inv.argv:
                 watch.abandon()  # bwrap loads the filter itself: no stage to hand it over
                 watch = None
@@ -122,5 +125,5 @@ class BwrapBackend:
             inv = replace(inv, argv=(*inv.argv[:at + 1], "--args", str(args_fd),
                                      *inv.argv[end:]),
                           pass_fds=tuple(sorted({*inv.pass_fds, args_fd})))
-            return spawn_wrapper(inv, plan, stdin, stdout, stderr, watch)
+            return spawn_wrapper(inv, plan, stdin, stdout, stderr, watch, started)
         raise AssertionError("unreachable")  # pragma: no cover

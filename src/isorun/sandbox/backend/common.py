@@ -179,7 +179,7 @@ class SandboxRun:
 
     def __init__(self, proc: Any, backend: str, lost: tuple[Lost, ...],
                  wall_time: float | None, terminal_job: bool = False,
-                 refusals: RefusalWatch | None = None) -> None:
+                 refusals: RefusalWatch | None = None, started_fd: int | None = None) -> None:
         self._proc = proc
         #: the refusal report's supervisor (the wrapper backends' exec stage), or None
         self.refusals = refusals
@@ -196,6 +196,11 @@ class SandboxRun:
         self.reports_refusals = False
         #: the wrappers report no failed execve apart: the exec stage says it itself
         self.exec_error: SandboxSetupError | None = None
+        #: once it has ended: whether the wrapper got as far as the exec stage inside
+        #: (False: the exit status is the wrapper's own failure, not the command's);
+        #: None where no stage runs inside to say so
+        self.command_started: bool | None = None
+        self._started_fd = started_fd
         self._timer = start_wall_clock(wall_time, self._expire)
 
     def _expire(self) -> None:
@@ -210,6 +215,9 @@ class SandboxRun:
             self._timer.cancel()
         if self.refusals is not None:
             self.refusals.finish()
+        if self._started_fd is not None:
+            self.command_started = read_started(self._started_fd)
+            self._started_fd = None
         if self.timed_out:
             return EXIT_WALL_TIME
         # the shell's convention, as the native backend reports a signalled command
@@ -339,8 +347,30 @@ def with_exec_stage(inv: Invocation) -> Invocation:
     return inv
 
 
+def started_pipe(stack: ExitStack) -> tuple[int, int]:
+    """(read, write) ends of the pipe the exec stage's ``--started-fd`` writes its byte
+    to; both are closed with ``stack``, and :func:`spawn_wrapper` keeps a copy of the read
+    end for the run."""
+    read, write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    stack.callback(os.close, read)
+    stack.callback(os.close, write)
+    return read, write
+
+
+def read_started(fd: int) -> bool:
+    """Whether the stage's byte arrived; closes ``fd``. Asked once the wrapper has
+    ended, so a byte not there now never comes."""
+    try:
+        return os.read(fd, 1) == b"s"
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def spawn_wrapper(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr: Any,
-           watch: RefusalWatch | None = None) -> SandboxRun:
+                  watch: RefusalWatch | None = None,
+                  started: tuple[int, int] | None = None) -> SandboxRun:
     user: dict[str, Any] = {}
     if inv.user is not None and inv.user != (os.getuid(), os.getgid()):
         if os.getuid() != 0:
@@ -361,8 +391,10 @@ def spawn_wrapper(inv: Invocation, plan: p.Plan, stdin: Any, stdout: Any, stderr
         raise _start_failure(inv, err) from err
     if watch is not None:
         watch.started()
+    # the stage says it started only where it runs inside: the renderer passed the fd on
+    started_fd = os.dup(started[0]) if started and started[1] in inv.pass_fds else None
     return SandboxRun(proc, inv.backend, inv.lost, wall[0].seconds if wall else None,
-                      inv.terminal_job, watch)
+                      inv.terminal_job, watch, started_fd)
 
 
 def _start_failure(inv: Invocation, err: OSError) -> HostError:

@@ -27,6 +27,7 @@ from isorun.sandbox.backend.common import (
     refusal_watch_for,
     render_lost,
     spawn_wrapper,
+    started_pipe,
     userns_allowed,
     which_tool,
 )
@@ -100,13 +101,15 @@ class FirejailBackend:
             # so no host path of it has to be visible inside.
             helper_fd = open_stage("firejail")
             stack.callback(os.close, helper_fd)
+            started = started_pipe(stack)
             inv = render_firejail(plan, argv, caller, seccomp_fd=seccomp_fd, env_fd=env_fd,
                                   helper_fd=helper_fd, allow_weaker=allow_weaker,
                                   firejail=which_tool("firejail"), userns=userns_allowed(facts),
                                   identities=checked.identities, terminal=terminal,
                                   landlock_fd=landlock_fd(plan, stack),
-                                  report_fds=None if watch is None else watch.child_fds)
+                                  report_fds=None if watch is None else watch.child_fds,
+                                  started_fd=started[1])
             for fd, data in inv.inputs:
                 fill_fd(fd, data)
-            return spawn_wrapper(inv, plan, stdin, stdout, stderr, watch)
+            return spawn_wrapper(inv, plan, stdin, stdout, stderr, watch, started)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -1,7 +1,8 @@
 /*
  * isorun-seccomp-exec: the last stage before the command for the wrapper backends.
  *
- *   isorun-seccomp-exec [--expect DEV:INO:FLAGS:PATH]... [--rlimit NAME=VALUE]...
+ *   isorun-seccomp-exec [--started-fd FD] [--expect DEV:INO:FLAGS:PATH]...
+ *                       [--rlimit NAME=VALUE]...
  *                       [--chdir DIR] [--setsid] [--env-fd FD] [--keep-fd FD]...
  *                       [--close-fds] [--reset-signals] [--no-new-privs] [--ptrace-domain]
  *                       [--landlock-fd FD] [--landlock-host-paths] [--seccomp-fd FD]
@@ -47,6 +48,11 @@
  * After the hand-over every refused call waits for isorun; if isorun is gone the kernel
  * answers ENOSYS (seccomp_unotify(2)): a refusal stays a refusal. KILL and TRAP answers
  * are the kernel's, never rewritten.
+ *
+ * --started-fd FD, first when given: one byte written to FD, which is then closed. It
+ * tells isorun that the wrapper got as far as this stage: a wrapper that fails before
+ * (bwrap's "Creating new namespace failed") exits with a status of its own, which
+ * isorun would otherwise take for the command's.
  *
  * A failure prints "isorun: error: STEP: SYSCALL: strerror" and exits 125 (isorun's own
  * exit code for set-up errors), never running the command.
@@ -197,7 +203,14 @@ static int take_flag(struct options *o, const char *opt) {
 
 /* An option with a value; --expect, --rlimit and --chdir act as they are read. */
 static void take_value(struct options *o, const char *opt, const char *val) {
-    if (strcmp(opt, "--expect") == 0) {
+    if (strcmp(opt, "--started-fd") == 0) {
+        int fd = parse_fd(val);
+        /* a failed write only makes isorun report a wrapper failure as one */
+        ssize_t written = write(fd, "s", 1);
+
+        (void)written;
+        close(fd);
+    } else if (strcmp(opt, "--expect") == 0) {
         /* checked as read: the renderers put every --expect first */
         stage_check_expect(val);
     } else if (strcmp(opt, "--rlimit") == 0) {
