@@ -160,9 +160,10 @@ def _wait_and_report(plan: Plan, proc: api.Popen, before: Any, quiet: bool,
     import resource
 
     code = proc.wait()
-    if code != 0 and proc.command_started is False:
+    if 0 < code < 128 and proc.command_started is False and not proc.timed_out:
         # bwrap's or firejail's own failure (its message is above): a set-up error, not
-        # the command's status, and none of the guesses below applies
+        # the command's status, and none of the guesses below applies. A signal or the
+        # wall-clock limit that stopped the wrapper keeps its own status.
         sys.stderr.write(f"isorun: error: {proc.backend} stopped before it started the "
                          f"command (its exit status {code}; its own message is above)\n")
         return EXIT_SETUP

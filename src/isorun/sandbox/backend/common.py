@@ -125,7 +125,7 @@ def sample_plan(step: p.Step) -> p.Plan:
 
 
 def capabilities_of(check: Callable[[p.Plan, BackendFacts | None], list[Lost]]
-                  ) -> frozenset[str]:
+                    ) -> frozenset[str]:
     return frozenset(aspect for aspect, step in SAMPLES
                      if not check(sample_plan(step), None))
 
@@ -215,9 +215,9 @@ class SandboxRun:
             self._timer.cancel()
         if self.refusals is not None:
             self.refusals.finish()
-        if self._started_fd is not None:
-            self.command_started = read_started(self._started_fd)
-            self._started_fd = None
+        fd, self._started_fd = self._started_fd, None
+        if fd is not None:
+            self.command_started = read_started(fd)
         if self.timed_out:
             return EXIT_WALL_TIME
         # the shell's convention, as the native backend reports a signalled command
@@ -310,7 +310,7 @@ def program_fd(plan: p.Plan, program: bytes, stack: ExitStack) -> int | None:
 
 
 def refusal_watch_for(plan: p.Plan, program: bytes, refusals: bool, stack: ExitStack
-                   ) -> RefusalWatch | None:
+                      ) -> RefusalWatch | None:
     """The refusal report's watch for a wrapper's exec stage; None when not asked for,
     or when the plan's program has no reporting form (refusals.reporting_filter)."""
     if not refusals or not plan.find(p.LoadSeccomp):
