@@ -27,14 +27,13 @@ from isorun.sandbox.backend.common import (
     SAMPLES,
     Compiled,
     Fresh,
-    SandboxRun,
-    kill_tree,
     launch_record,
     sample_plan,
 )
 from isorun.sandbox.backend.firejail import FirejailBackend
 from isorun.sandbox.backend.landlock import LandlockBackend
 from isorun.sandbox.backend.native import NativeBackend, NativeRun, native_missing
+from isorun.sandbox.backend.wrapper_run import SandboxRun, kill_tree
 
 #: the names callers take from here: the registry and selection below, and the shared
 #: parts of the backend modules

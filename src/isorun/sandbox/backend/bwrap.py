@@ -16,7 +16,6 @@ from isorun.sandbox.backend.common import (
     DRY_RUN_FD,
     FRESH,
     Compiled,
-    SandboxRun,
     capabilities_of,
     data_fd,
     identity_missing,
@@ -25,12 +24,11 @@ from isorun.sandbox.backend.common import (
     program_fd,
     refusal_watch_for,
     render_lost,
-    spawn_wrapper,
-    started_pipe,
     userns_allowed,
     which_tool,
     with_exec_stage,
 )
+from isorun.sandbox.backend.wrapper_run import SandboxRun, spawn_wrapper, started_pipe
 from isorun.sandbox.wrapper_mounts import check_sources, unsafe_destination
 
 

@@ -18,7 +18,6 @@ from isorun.sandbox.backend.common import (
     DRY_RUN_FD,
     FRESH,
     Compiled,
-    SandboxRun,
     capabilities_of,
     data_fd,
     identity_missing,
@@ -26,11 +25,10 @@ from isorun.sandbox.backend.common import (
     program_fd,
     refusal_watch_for,
     render_lost,
-    spawn_wrapper,
-    started_pipe,
     userns_allowed,
     which_tool,
 )
+from isorun.sandbox.backend.wrapper_run import SandboxRun, spawn_wrapper, started_pipe
 from isorun.sandbox.wrapper_mounts import check_sources
 
 

@@ -10,8 +10,9 @@ from typing import Any
 from isorun.compile import plan as p
 from isorun.errors import Lost, Unsupported
 from isorun.host.probe import BackendFacts
-from isorun.sandbox.backend.common import FRESH, Compiled, SandboxRun, capabilities_of
+from isorun.sandbox.backend.common import FRESH, Compiled, capabilities_of
 from isorun.sandbox.backend.native import native_missing
+from isorun.sandbox.backend.wrapper_run import SandboxRun
 
 
 class LandlockBackend:
