@@ -23,6 +23,9 @@ HEAVY = {
     # the failure decoding and the error classes (with dataclasses and inspect): loaded
     # only when a start failed
     "isorun.sandbox.failure", "isorun.errors",
+    # the compiler's view of the host, and the dataclasses (inspect, ast, dis) it needs:
+    # several milliseconds, where the raw facts key suffices
+    "isorun.host.facts", "dataclasses",
 }  # fmt: skip
 
 

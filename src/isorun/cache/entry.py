@@ -104,7 +104,7 @@ def variables(environ: Mapping[str, str] | None = None,
     cache off instead of serving plans resolved the old way.
     """
     from isorun.host import venv
-    from isorun.host.facts import passwd_home
+    from isorun.host.home import passwd_home
 
     env = os.environ if environ is None else environ
     uid = os.getuid()

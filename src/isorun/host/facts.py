@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from isorun.host import venv
+from isorun.host.home import passwd_home
 from isorun.kernel import abi
 
 
@@ -127,18 +128,6 @@ def _landlock_abi() -> int:
     # 444 on every architecture (asm-generic unified table); 1: ..._VERSION
     rc = libc.syscall(ctypes.c_long(444), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     return int(rc) if rc > 0 else 0
-
-
-def passwd_home(uid: int) -> str:
-    """The home directory of ``uid`` in the password database (root's /etc/passwd, or
-    NSS), resolved; "" when the uid has no entry or a relative one."""
-    import pwd
-
-    try:
-        home = pwd.getpwuid(uid).pw_dir
-    except KeyError:
-        return ""
-    return os.path.realpath(home) if home.startswith("/") else ""
 
 
 def variables(facts: HostFacts, environ: dict[str, str] | None = None,
