@@ -100,7 +100,7 @@ def userns_probe() -> tuple[str, int]:
     libc = ctypes.CDLL(None, use_errno=True)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child only reports through its exit status
-        # then MS_REC | MS_PRIVATE on /
+        # a user, UTS and mount namespace, then MS_REC | MS_PRIVATE on /
         index = 0
         rc = int(libc.unshare(abi.CLONE_NEWUSER | abi.CLONE_NEWUTS | abi.CLONE_NEWNS))
         if rc == 0:
