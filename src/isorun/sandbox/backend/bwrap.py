@@ -64,11 +64,11 @@ class BwrapBackend:
         # with a stage descriptor, as spawn renders: a plan the inner checks cannot run
         # in (no /proc) is lost here too, not only at launch
         return render_lost(lambda: render_bwrap(plan, [], {}, seccomp_fd=DRY_RUN_FD,
-                                                 file_fds=fds, allow_weaker=True,
-                                                 userns=userns_allowed(facts),
-                                                 stage_fd=DRY_RUN_FD - 1,
-                                                 landlock_fd=DRY_RUN_FD - 2,
-                                                 landlock=landlock_here()))
+                                                file_fds=fds, allow_weaker=True,
+                                                userns=userns_allowed(facts),
+                                                stage_fd=DRY_RUN_FD - 1,
+                                                landlock_fd=DRY_RUN_FD - 2,
+                                                landlock=landlock_here()))
 
     def terminal_job(self, plan: p.Plan) -> bool:
         fds = range(DRY_RUN_FD, DRY_RUN_FD + len(file_mounts(plan)))

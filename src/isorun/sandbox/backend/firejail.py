@@ -68,11 +68,11 @@ class FirejailBackend:
 
     def check(self, plan: p.Plan, facts: BackendFacts | None = None) -> list[Lost]:
         return render_lost(lambda: render_firejail(plan, [], {}, seccomp_fd=DRY_RUN_FD,
-                                                    env_fd=DRY_RUN_FD + 1,
-                                                    helper_fd=DRY_RUN_FD + 2,
-                                                    allow_weaker=True,
-                                                    userns=userns_allowed(facts),
-                                                    landlock_fd=DRY_RUN_FD + 3))
+                                                   env_fd=DRY_RUN_FD + 1,
+                                                   helper_fd=DRY_RUN_FD + 2,
+                                                   allow_weaker=True,
+                                                   userns=userns_allowed(facts),
+                                                   landlock_fd=DRY_RUN_FD + 3))
 
     def terminal_job(self, plan: p.Plan) -> bool:
         return render_firejail(plan, [], {}, seccomp_fd=DRY_RUN_FD, env_fd=DRY_RUN_FD + 1,
